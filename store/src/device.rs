@@ -1,0 +1,366 @@
+//! Devices: what they are called, how they authenticate, and the configuration they carry.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::{DeviceId, OrgId, Timestamp};
+
+/// A device name: a hostname or a MAC address, at most 64 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeviceName(String);
+
+impl DeviceName {
+    /// Validates a name the way OpenWISP does.
+    pub fn parse(s: &str) -> Result<Self, &'static str> {
+        if s.is_empty() {
+            return Err("This field may not be blank.");
+        }
+        if s.chars().count() > 64 {
+            return Err("Ensure this field has no more than 64 characters.");
+        }
+        if MacAddress::parse(s).is_ok() || is_hostname(s) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err("Must be either a valid hostname or mac address.")
+        }
+    }
+
+    /// The name as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The form uniqueness is checked on: names are unique per organization regardless of case.
+    pub fn unique_form(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+fn is_hostname(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// A MAC address, kept in upper case with colons.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MacAddress(String);
+
+impl MacAddress {
+    /// Six hex pairs separated by `:` or `-`.
+    pub fn parse(s: &str) -> Result<Self, &'static str> {
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        let separators_consistent = s.len() == 17;
+        if separators_consistent
+            && parts.len() == 6
+            && parts
+                .iter()
+                .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            Ok(Self(parts.join(":").to_uppercase()))
+        } else {
+            Err("Enter a valid MAC address.")
+        }
+    }
+
+    /// Canonical text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A device's secret: its MQTT password and its key for the coordinates endpoint.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeviceKey(String);
+
+impl DeviceKey {
+    /// At most 64 characters, no spaces, dots or slashes.
+    pub fn parse(s: &str) -> Result<Self, &'static str> {
+        if s.is_empty() {
+            return Err("This field may not be blank.");
+        }
+        if s.chars().count() > 64 {
+            return Err("Ensure this field has no more than 64 characters.");
+        }
+        if s.chars()
+            .any(|c| c.is_whitespace() || c == '.' || c == '/' || c == '\\')
+        {
+            return Err("Key must not contain spaces, dots or slashes.");
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// 32 random hex characters, as OpenWISP generates.
+    pub fn generate() -> Self {
+        Self(Uuid::new_v4().simple().to_string())
+    }
+
+    /// The key text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Constant-time comparison against what a client presented.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        let ours = self.0.as_bytes();
+        if ours.len() != candidate.len() {
+            return false;
+        }
+        ours.iter()
+            .zip(candidate)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+impl std::fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceKey(..)")
+    }
+}
+
+/// The configuration backends OpenWISP knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ConfigBackend {
+    /// OpenWrt UCI.
+    #[serde(rename = "netjsonconfig.OpenWrt")]
+    OpenWrt,
+    /// OpenWISP firmware.
+    #[serde(rename = "netjsonconfig.OpenWisp")]
+    OpenWisp,
+}
+
+impl ConfigBackend {
+    /// All backends, for validation messages and docs.
+    pub const ALL: [ConfigBackend; 2] = [ConfigBackend::OpenWrt, ConfigBackend::OpenWisp];
+
+    /// The dotted name clients send.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConfigBackend::OpenWrt => "netjsonconfig.OpenWrt",
+            ConfigBackend::OpenWisp => "netjsonconfig.OpenWisp",
+        }
+    }
+
+    /// Parses a dotted name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.name() == s)
+    }
+}
+
+/// Where a device's configuration stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigStatus {
+    /// Changed on the server, not yet applied by the device.
+    Modified,
+    /// Applied by the device.
+    Applied,
+    /// The device failed to apply it.
+    Error,
+    /// The device is being deactivated.
+    Deactivating,
+    /// The device is deactivated.
+    Deactivated,
+}
+
+impl ConfigStatus {
+    /// All statuses.
+    pub const ALL: [ConfigStatus; 5] = [
+        ConfigStatus::Modified,
+        ConfigStatus::Applied,
+        ConfigStatus::Error,
+        ConfigStatus::Deactivating,
+        ConfigStatus::Deactivated,
+    ];
+
+    /// The lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConfigStatus::Modified => "modified",
+            ConfigStatus::Applied => "applied",
+            ConfigStatus::Error => "error",
+            ConfigStatus::Deactivating => "deactivating",
+            ConfigStatus::Deactivated => "deactivated",
+        }
+    }
+
+    /// Parses a lowercase name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == s)
+    }
+}
+
+/// What a client may set of a device's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigFields {
+    /// Renderer.
+    pub backend: ConfigBackend,
+    /// Ordered template ids.
+    pub templates: Vec<Uuid>,
+    /// Variables for templates.
+    pub context: Map<String, Value>,
+    /// NetJSON configuration of the device itself.
+    pub config: Map<String, Value>,
+}
+
+impl ConfigFields {
+    /// OpenWISP creates no config when every field has its default.
+    pub fn is_default(&self) -> bool {
+        self.backend == ConfigBackend::OpenWrt
+            && self.templates.is_empty()
+            && self.context.is_empty()
+            && self.config.is_empty()
+    }
+}
+
+/// A device's stored configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceConfig {
+    /// What the client set.
+    #[serde(flatten)]
+    pub fields: ConfigFields,
+    /// Managed by the server and the device.
+    pub status: ConfigStatus,
+    /// Why the device failed to apply it.
+    pub error_reason: String,
+}
+
+/// The writable part of a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceFields {
+    /// Hostname or MAC.
+    pub name: DeviceName,
+    /// Owning tenant.
+    pub organization: OrgId,
+    /// Device group (groups arrive with configuration management).
+    pub group: Option<Uuid>,
+    /// Primary MAC address.
+    pub mac_address: MacAddress,
+    /// Secret used for MQTT and the coordinates endpoint.
+    pub key: DeviceKey,
+    /// Last address the device connected from.
+    pub last_ip: Option<IpAddr>,
+    /// Address the server can reach the device on.
+    pub management_ip: Option<IpAddr>,
+    /// Hardware model (board); decides firmware compatibility.
+    pub model: String,
+    /// Operating system identifier.
+    pub os: String,
+    /// System on chip.
+    pub system: String,
+    /// Free text.
+    pub notes: String,
+    /// Serial number or similar.
+    pub hardware_id: String,
+}
+
+/// A stored device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    /// Identity; also the MQTT client id.
+    pub id: DeviceId,
+    /// What clients may change.
+    #[serde(flatten)]
+    pub fields: DeviceFields,
+    /// Configuration, if any.
+    pub config: Option<DeviceConfig>,
+    /// A deactivated device may not connect or be changed, and can then be deleted.
+    pub is_deactivated: bool,
+    /// When it was registered.
+    pub created: Timestamp,
+    /// When it last changed.
+    pub modified: Timestamp,
+}
+
+/// Which devices a list should return (all conditions must hold).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceFilter {
+    /// Configuration status.
+    pub config_status: Option<ConfigStatus>,
+    /// Configuration backend.
+    pub config_backend: Option<ConfigBackend>,
+    /// Uses this template.
+    pub template: Option<Uuid>,
+    /// Belongs to this group.
+    pub group: Option<Uuid>,
+    /// Has (true) or lacks (false) a location.
+    pub with_geo: Option<bool>,
+    /// Created at exactly this instant.
+    pub created: Option<Timestamp>,
+    /// Created at or after.
+    pub created_gte: Option<Timestamp>,
+    /// Created before.
+    pub created_lt: Option<Timestamp>,
+}
+
+impl DeviceFilter {
+    /// True when only the creation-time conditions (served from the index alone) are set.
+    pub fn needs_records(&self) -> bool {
+        self.config_status.is_some()
+            || self.config_backend.is_some()
+            || self.template.is_some()
+            || self.group.is_some()
+            || self.with_geo.is_some()
+    }
+
+    /// Whether a device passes the record-level conditions.
+    pub fn matches(&self, device: &Device, has_location: bool) -> bool {
+        let config = device.config.as_ref();
+        self.config_status
+            .is_none_or(|s| config.is_some_and(|c| c.status == s))
+            && self
+                .config_backend
+                .is_none_or(|b| config.is_some_and(|c| c.fields.backend == b))
+            && self
+                .template
+                .is_none_or(|t| config.is_some_and(|c| c.fields.templates.contains(&t)))
+            && self.group.is_none_or(|g| device.fields.group == Some(g))
+            && self.with_geo.is_none_or(|w| w == has_location)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_hostnames_or_macs() {
+        assert!(DeviceName::parse("router-1.example.com").is_ok());
+        assert!(DeviceName::parse("00:11:22:33:44:55").is_ok());
+        assert!(DeviceName::parse("-bad").is_err());
+        assert!(DeviceName::parse("has space").is_err());
+        assert!(DeviceName::parse(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn macs_are_normalized_to_upper_case_colons() {
+        let mac = MacAddress::parse("aa-bb-cc-dd-ee-0f").map(|m| m.0);
+        assert_eq!(mac, Ok("AA:BB:CC:DD:EE:0F".to_owned()));
+        assert!(MacAddress::parse("aa:bb:cc:dd:ee").is_err());
+        assert!(MacAddress::parse("zz:bb:cc:dd:ee:ff").is_err());
+    }
+
+    #[test]
+    fn keys_refuse_spaces_dots_and_slashes() {
+        assert!(DeviceKey::parse("a.b").is_err());
+        assert!(DeviceKey::parse("a b").is_err());
+        assert!(DeviceKey::parse("a/b").is_err());
+        assert_eq!(DeviceKey::generate().as_str().len(), 32);
+        assert!(DeviceKey::parse("abc").is_ok_and(|k| k.matches(b"abc") && !k.matches(b"abd")));
+    }
+}

@@ -1,0 +1,76 @@
+//! The store's one error type.
+
+use crate::Unique;
+
+/// Everything that can go wrong in a store call.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule would be broken by the write; nothing was written.
+    #[error("uniqueness violated: {0:?}")]
+    Unique(Unique),
+    /// The object the write refers to does not exist (any more).
+    #[error("not found")]
+    NotFound,
+    /// The data file was written by a newer fleetmq than this one.
+    #[error(
+        "the data file has schema version {found}, but this fleetmq understands at most version {supported}; \
+         upgrade fleetmq or point --data-dir at another directory"
+    )]
+    NewerSchema {
+        /// Version recorded in the file.
+        found: u64,
+        /// Highest version this build understands.
+        supported: u64,
+    },
+    /// Another process (usually a running server) holds the data file.
+    #[error(
+        "the data file is in use by another fleetmq process (a running server holds it exclusively); \
+         stop it first or use the REST API"
+    )]
+    InUse,
+    /// redb failed (I/O, corruption, ...).
+    #[error("database error: {0}")]
+    Database(#[from] redb::Error),
+    /// A stored record could not be decoded: a bug or a damaged file.
+    #[error("corrupt record in table {table}: {source}")]
+    Corrupt {
+        /// Table holding the record.
+        table: &'static str,
+        /// Decoder error.
+        source: serde_json::Error,
+    },
+    /// Hashing a password failed.
+    #[error("password hashing failed: {0}")]
+    Password(String),
+    /// The blocking task running the call panicked or was cancelled.
+    #[error("store task failed: {0}")]
+    Task(String),
+}
+
+macro_rules! redb_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Database(e.into())
+            }
+        }
+    )*};
+}
+redb_errors!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+impl From<redb::DatabaseError> for StoreError {
+    fn from(e: redb::DatabaseError) -> Self {
+        match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse,
+            other => StoreError::Database(other.into()),
+        }
+    }
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,86 @@
+//! fleetmq's domain and its persistence.
+//!
+//! The domain types are validated newtypes built at the edge (`DeviceName::parse`,
+//! `MacAddress::parse`, ...), so code past the edge trusts them. [`Store`] is the handle the
+//! rest of fleetmq holds: a cheap clone around a [`Backend`], whose calls it runs on the
+//! blocking thread pool (redb is synchronous). Only this crate touches redb.
+//!
+//! # Layout
+//! - [`id`] — typed UUIDv4 identifiers.
+//! - [`timestamp`] — RFC 3339 UTC instants with microseconds.
+//! - [`organization`] — tenants.
+//! - [`user`] — users, memberships, passwords.
+//! - [`permission`] — OpenWISP's Operator and Administrator groups.
+//! - [`token`] — API tokens (only hashes are stored).
+//! - [`device`] — devices, their keys and configuration; list filters.
+//! - [`page`] — paging, tenancy scope, uniqueness rules.
+//! - [`backend`] — the storage boundary trait.
+//! - [`redb_backend`] — the embedded implementation; [`tables`] — its tables.
+//! - [`error`] — [`StoreError`].
+
+pub mod backend;
+pub mod device;
+pub mod error;
+pub mod id;
+pub mod organization;
+pub mod page;
+pub mod permission;
+pub mod redb_backend;
+pub mod tables;
+pub mod timestamp;
+pub mod token;
+pub mod user;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use backend::Backend;
+pub use device::{
+    ConfigBackend, ConfigFields, ConfigStatus, Device, DeviceConfig, DeviceFields, DeviceFilter,
+    DeviceKey, DeviceName, MacAddress,
+};
+pub use error::{Result, StoreError};
+pub use id::{DeviceId, OrgId, UserId};
+pub use organization::{Organization, OrganizationFields, Slug};
+pub use page::{Page, PageRequest, Scope, Unique};
+pub use permission::{Action, Group, Resource};
+pub use redb_backend::RedbBackend;
+pub use timestamp::Timestamp;
+pub use token::{Token, token_hash};
+pub use user::{Membership, Password, PasswordHashString, User, UserFields, Username};
+
+/// The handle api/ and bridge/ hold: clone it freely.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+}
+
+impl Store {
+    /// Opens the embedded redb store under `data_dir` (blocking; call before serving).
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        Ok(Self::with_backend(Arc::new(RedbBackend::open(data_dir)?)))
+    }
+
+    /// Wraps any backend.
+    pub fn with_backend(backend: Arc<dyn Backend>) -> Self {
+        Self { backend }
+    }
+
+    /// Runs one backend call on the blocking pool, so async workers never wait on disk.
+    pub async fn run<T, F>(&self, call: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Backend) -> Result<T> + Send + 'static,
+    {
+        let backend = Arc::clone(&self.backend);
+        tokio::task::spawn_blocking(move || call(backend.as_ref()))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Direct access for code that already runs on a blocking thread (CLI, benchmarks, the
+    /// bridge's writer thread).
+    pub fn blocking(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+}

@@ -1,0 +1,54 @@
+//! Every redb table, in one place. Values are JSON-encoded domain records; index tables map
+//! byte keys built from ids and timestamps so ranges come out in the order lists need.
+
+use redb::TableDefinition;
+
+/// Schema version of the data file this build writes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// `"schema_version"` → version.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Named counters (`devices`, `devices/<org>`) so counts need no scan.
+pub const COUNTERS: TableDefinition<&[u8], u64> = TableDefinition::new("counters");
+
+/// id → organization.
+pub const ORGANIZATIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("organizations");
+/// slug → id.
+pub const ORGANIZATION_SLUGS: TableDefinition<&str, u128> =
+    TableDefinition::new("organization_slugs");
+/// created ‖ id → () (newest-first listing).
+pub const ORGANIZATIONS_BY_CREATED: TableDefinition<&[u8], ()> =
+    TableDefinition::new("organizations_by_created");
+
+/// id → user.
+pub const USERS: TableDefinition<u128, &[u8]> = TableDefinition::new("users");
+/// username → id.
+pub const USERNAMES: TableDefinition<&str, u128> = TableDefinition::new("usernames");
+/// lower-case e-mail → id.
+pub const USER_EMAILS: TableDefinition<&str, u128> = TableDefinition::new("user_emails");
+/// date_joined ‖ id → ().
+pub const USERS_BY_CREATED: TableDefinition<&[u8], ()> = TableDefinition::new("users_by_created");
+/// org ‖ user → () (who belongs to an organization).
+pub const ORGANIZATION_MEMBERS: TableDefinition<&[u8], ()> =
+    TableDefinition::new("organization_members");
+
+/// SHA-256 of a token → user id.
+pub const TOKENS: TableDefinition<&[u8], u128> = TableDefinition::new("tokens");
+/// user ‖ token hash → () (so a user's tokens go with the user).
+pub const USER_TOKENS: TableDefinition<&[u8], ()> = TableDefinition::new("user_tokens");
+
+/// id → device.
+pub const DEVICES: TableDefinition<u128, &[u8]> = TableDefinition::new("devices");
+/// created ‖ id → ().
+pub const DEVICES_BY_CREATED: TableDefinition<&[u8], ()> =
+    TableDefinition::new("devices_by_created");
+/// org ‖ created ‖ id → ().
+pub const DEVICES_BY_ORG: TableDefinition<&[u8], ()> = TableDefinition::new("devices_by_org");
+/// org ‖ lower-case name → id.
+pub const DEVICE_NAMES: TableDefinition<&[u8], u128> = TableDefinition::new("device_names");
+/// org ‖ MAC → id.
+pub const DEVICE_MACS: TableDefinition<&[u8], u128> = TableDefinition::new("device_macs");
+/// key → id.
+pub const DEVICE_KEYS: TableDefinition<&str, u128> = TableDefinition::new("device_keys");
+/// device id → location (filled by the device plane; read by the `with_geo` filter).
+pub const DEVICE_LOCATIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("device_locations");

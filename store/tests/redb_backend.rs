@@ -1,0 +1,208 @@
+//! The redb backend keeps its promises: uniqueness, tenancy scope, newest-first paging, filters,
+//! durability across reopen, and refusal of newer schemas.
+
+use fleetmq_store::{
+    Backend, ConfigBackend, ConfigFields, DeviceFields, DeviceFilter, DeviceKey, DeviceName,
+    MacAddress, OrgId, OrganizationFields, PageRequest, RedbBackend, Scope, Slug, StoreError,
+    Unique,
+};
+
+fn org_fields(slug: &str) -> OrganizationFields {
+    OrganizationFields {
+        name: slug.to_uppercase(),
+        slug: Slug::parse(slug).expect("valid slug"),
+        description: String::new(),
+        email: String::new(),
+        url: String::new(),
+        is_active: true,
+    }
+}
+
+fn device_fields(org: OrgId, n: u32) -> DeviceFields {
+    DeviceFields {
+        name: DeviceName::parse(&format!("dev-{n}")).expect("valid name"),
+        organization: org,
+        group: None,
+        mac_address: MacAddress::parse(&format!("00:11:22:33:{:02x}:{:02x}", n / 256, n % 256))
+            .expect("valid mac"),
+        key: DeviceKey::generate(),
+        last_ip: None,
+        management_ip: None,
+        model: String::new(),
+        os: String::new(),
+        system: String::new(),
+        notes: String::new(),
+        hardware_id: String::new(),
+    }
+}
+
+const ALL: PageRequest = PageRequest {
+    offset: 0,
+    limit: 1000,
+};
+
+#[test]
+fn device_names_are_unique_per_organization_ignoring_case() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = RedbBackend::open(dir.path()).expect("open");
+    let a = db.create_organization(org_fields("a")).expect("org a").id;
+    let b = db.create_organization(org_fields("b")).expect("org b").id;
+    db.create_device(device_fields(a, 1), None).expect("first");
+
+    let mut same_name_upper = device_fields(a, 2);
+    same_name_upper.name = DeviceName::parse("DEV-1").expect("valid");
+    let err = db
+        .create_device(same_name_upper.clone(), None)
+        .expect_err("duplicate");
+    assert!(matches!(err, StoreError::Unique(Unique::DeviceName)));
+
+    same_name_upper.organization = b;
+    db.create_device(same_name_upper, None)
+        .expect("same name in another org is fine");
+
+    let mut same_mac = device_fields(a, 1);
+    same_mac.name = DeviceName::parse("other").expect("valid");
+    let err = db.create_device(same_mac, None).expect_err("duplicate mac");
+    assert!(matches!(err, StoreError::Unique(Unique::DeviceMac)));
+}
+
+#[test]
+fn lists_are_newest_first_and_scoped_to_organizations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = RedbBackend::open(dir.path()).expect("open");
+    let a = db.create_organization(org_fields("a")).expect("org a").id;
+    let b = db.create_organization(org_fields("b")).expect("org b").id;
+    let mut created = Vec::new();
+    for n in 0..6 {
+        let org = if n % 2 == 0 { a } else { b };
+        created.push(
+            db.create_device(device_fields(org, n), None)
+                .expect("device")
+                .id,
+        );
+    }
+    let newest_first: Vec<_> = created.iter().rev().copied().collect();
+
+    let all = db
+        .list_devices(&Scope::All, &DeviceFilter::default(), ALL)
+        .expect("list");
+    assert_eq!(all.count, 6);
+    assert_eq!(
+        all.items.iter().map(|d| d.id).collect::<Vec<_>>(),
+        newest_first
+    );
+
+    let both = db
+        .list_devices(
+            &Scope::Orgs(vec![a, b]),
+            &DeviceFilter::default(),
+            PageRequest {
+                offset: 1,
+                limit: 3,
+            },
+        )
+        .expect("list");
+    assert_eq!(both.count, 6);
+    assert_eq!(
+        both.items.iter().map(|d| d.id).collect::<Vec<_>>(),
+        newest_first[1..4]
+    );
+
+    let only_a = db
+        .list_devices(&Scope::Orgs(vec![a]), &DeviceFilter::default(), ALL)
+        .expect("list");
+    assert_eq!(only_a.count, 3);
+    assert!(only_a.items.iter().all(|d| d.fields.organization == a));
+}
+
+#[test]
+fn filters_count_only_matching_devices() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = RedbBackend::open(dir.path()).expect("open");
+    let a = db.create_organization(org_fields("a")).expect("org").id;
+    let wisp = ConfigFields {
+        backend: ConfigBackend::OpenWisp,
+        templates: vec![],
+        context: Default::default(),
+        config: Default::default(),
+    };
+    db.create_device(device_fields(a, 1), Some(wisp))
+        .expect("device");
+    let plain = db.create_device(device_fields(a, 2), None).expect("device");
+    assert!(
+        plain.config.is_none(),
+        "a default-only config is not created"
+    );
+
+    let filter = DeviceFilter {
+        config_backend: Some(ConfigBackend::OpenWisp),
+        ..Default::default()
+    };
+    let page = db.list_devices(&Scope::All, &filter, ALL).expect("list");
+    assert_eq!(page.count, 1);
+
+    let after = DeviceFilter {
+        created_gte: Some(plain.created),
+        ..Default::default()
+    };
+    let page = db.list_devices(&Scope::All, &after, ALL).expect("list");
+    assert_eq!(
+        page.items.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![plain.id]
+    );
+}
+
+#[test]
+fn data_survives_reopening_and_deleting_an_org_removes_its_devices() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (org, device) = {
+        let db = RedbBackend::open(dir.path()).expect("open");
+        let org = db.create_organization(org_fields("a")).expect("org").id;
+        (
+            org,
+            db.create_device(device_fields(org, 1), None)
+                .expect("device"),
+        )
+    };
+    let db = RedbBackend::open(dir.path()).expect("reopen");
+    assert_eq!(db.device(device.id).expect("read"), Some(device.clone()));
+    assert_eq!(
+        db.device_by_key(device.fields.key.as_str())
+            .expect("read")
+            .map(|d| d.id),
+        Some(device.id)
+    );
+    db.delete_organization(org).expect("delete");
+    assert_eq!(db.device(device.id).expect("read"), None);
+    assert_eq!(
+        db.list_devices(&Scope::All, &DeviceFilter::default(), ALL)
+            .expect("list")
+            .count,
+        0
+    );
+}
+
+#[test]
+fn a_second_process_cannot_open_a_held_data_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _held = RedbBackend::open(dir.path()).expect("open");
+    let second = RedbBackend::open(dir.path());
+    assert!(matches!(second, Err(StoreError::InUse)));
+}
+
+#[test]
+fn a_newer_schema_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(RedbBackend::open(dir.path()).expect("open"));
+    {
+        let db = redb::Database::create(dir.path().join("fleetmq.redb")).expect("raw open");
+        let txn = db.begin_write().expect("txn");
+        txn.open_table(fleetmq_store::tables::META)
+            .expect("meta")
+            .insert("schema_version", 99)
+            .expect("write");
+        txn.commit().expect("commit");
+    }
+    let err = RedbBackend::open(dir.path()).err().expect("refused");
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+}
