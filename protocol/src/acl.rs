@@ -1,0 +1,384 @@
+//! Who may publish and subscribe where. Pure functions, so the broker, tests and docs agree.
+//!
+//! The rule for subscriptions is *containment*: a filter is allowed only if **every** topic it
+//! could ever match is one the principal may read. Checking "does the filter match one allowed
+//! topic" would let `fleetmq/v1/+/+/down/#` through for a device.
+//!
+//! | principal | publish | subscribe |
+//! |-----------|---------|-----------|
+//! | `Device`  | strictly under its own `fleetmq/v1/{org}/{device}/up/` | filters contained in its own `.../down/#` |
+//! | `Operator` (`Managed`) | outside `fleetmq/` and not `$…` | filters contained in `fleetmq/v1/{org}/#` of a managed org |
+//! | `Operator` (`All`) | outside `fleetmq/` and not `$…` | any valid filter, including `#` and `$SYS/#` |
+//! | `Anonymous` | outside `fleetmq/` and not `$…` | filters that match nothing in `fleetmq/` and no `$…` topic |
+//!
+//! Shared subscriptions `$share/{group}/{filter}` are judged by their inner filter.
+
+use crate::topic::{ROOT, VERSION, is_valid_filter, is_valid_level, is_valid_topic_name};
+
+/// The authenticated identity of an MQTT connection, as decided by the authenticator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A registered device; its MQTT client id must equal `device_id`.
+    Device {
+        /// Slug of the device's organization (one topic level).
+        org_slug: String,
+        /// The device id (one topic level).
+        device_id: String,
+    },
+    /// A human or service account that watches devices read-only.
+    Operator {
+        /// Which organizations the operator may watch.
+        orgs: OrgScope,
+    },
+    /// A client without username, only admitted when the sandbox is enabled.
+    Anonymous,
+}
+
+/// The organizations an operator may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrgScope {
+    /// Only these org slugs.
+    Managed(Vec<String>),
+    /// Every org, plus `#` and `$SYS`: a superuser.
+    All,
+}
+
+impl Principal {
+    /// Whether this principal may PUBLISH to topic name `topic`. Invalid topic names (empty,
+    /// wildcards) and `$`-topics are refused for everyone.
+    pub fn may_publish(&self, topic: &str) -> bool {
+        if !is_valid_topic_name(topic) || topic.starts_with('$') {
+            return false;
+        }
+        let levels: Vec<&str> = topic.split('/').collect();
+        match self {
+            Principal::Device {
+                org_slug,
+                device_id,
+            } => {
+                let prefix = device_prefix(org_slug, device_id, "up");
+                prefix_is_valid(org_slug, device_id)
+                    && levels.len() > prefix.len()
+                    && levels[..prefix.len()] == prefix[..]
+                    && levels[prefix.len()..].iter().all(|l| !l.is_empty())
+            }
+            Principal::Operator { .. } | Principal::Anonymous => levels[0] != ROOT,
+        }
+    }
+
+    /// Whether this principal may SUBSCRIBE to `filter`, i.e. whether every topic the filter
+    /// can match is readable by it. Invalid filters are refused.
+    pub fn may_subscribe(&self, filter: &str) -> bool {
+        if !is_valid_filter(filter) {
+            return false;
+        }
+        if let Some(rest) = filter.strip_prefix("$share/") {
+            return match rest.split_once('/') {
+                Some((group, inner)) if !group.is_empty() && !group.contains(['+', '#']) => {
+                    !inner.starts_with("$share/") && self.may_subscribe(inner)
+                }
+                _ => false,
+            };
+        }
+        let levels: Vec<&str> = filter.split('/').collect();
+        let literal = |i: usize, expected: &str| levels.get(i).is_some_and(|l| *l == expected);
+        match self {
+            Principal::Device {
+                org_slug,
+                device_id,
+            } => {
+                let prefix = device_prefix(org_slug, device_id, "down");
+                prefix_is_valid(org_slug, device_id)
+                    && prefix.iter().enumerate().all(|(i, p)| literal(i, p))
+            }
+            Principal::Operator {
+                orgs: OrgScope::All,
+            } => true,
+            Principal::Operator {
+                orgs: OrgScope::Managed(orgs),
+            } => {
+                literal(0, ROOT)
+                    && literal(1, VERSION)
+                    && orgs
+                        .iter()
+                        .any(|org| is_valid_level(org) && literal(2, org))
+            }
+            Principal::Anonymous => {
+                // `+` and `#` at level 0 match every fleetmq topic; a literal `$…` level only
+                // matches broker topics, which are not part of the sandbox.
+                !matches!(levels[0], ROOT | "+" | "#") && !levels[0].starts_with('$')
+            }
+        }
+    }
+}
+
+fn device_prefix<'a>(org_slug: &'a str, device_id: &'a str, direction: &'a str) -> [&'a str; 5] {
+    [ROOT, VERSION, org_slug, device_id, direction]
+}
+
+/// A principal whose org or device id is not a single plain level gets nothing: comparing
+/// levels literally would otherwise treat an id of `+` as a wildcard match.
+fn prefix_is_valid(org_slug: &str, device_id: &str) -> bool {
+    is_valid_level(org_slug) && is_valid_level(device_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::{DownChannel, Topic, UpChannel};
+
+    fn device(org: &str, id: &str) -> Principal {
+        Principal::Device {
+            org_slug: org.into(),
+            device_id: id.into(),
+        }
+    }
+
+    fn operator(orgs: &[&str]) -> Principal {
+        Principal::Operator {
+            orgs: OrgScope::Managed(orgs.iter().map(|o| o.to_string()).collect()),
+        }
+    }
+
+    fn superuser() -> Principal {
+        Principal::Operator {
+            orgs: OrgScope::All,
+        }
+    }
+
+    #[test]
+    fn device_publishes_only_strictly_under_its_own_up_prefix() {
+        let d = device("acme", "d1");
+        for channel in UpChannel::ALL {
+            assert!(d.may_publish(&Topic::up("acme", "d1", channel).to_string()));
+        }
+        let refused = [
+            "fleetmq/v1/acme/d1/up",
+            "fleetmq/v1/acme/d1/up/",
+            "fleetmq/v1/acme/d1/up//x",
+            "fleetmq/v1/acme/d1/upx/telemetry",
+            "fleetmq/v1/acme/d1/down/error",
+            "fleetmq/v1/acme/d2/up/telemetry",
+            "fleetmq/v1/other/d1/up/telemetry",
+            "fleetmq/v2/acme/d1/up/telemetry",
+            "fleetmq/v1/acme/d1/up/+",
+            "fleetmq/v1/acme/d1/up/#",
+            "fleetmq/v1/acme/+/up/telemetry",
+            "test/x",
+            "$SYS/x",
+            "",
+        ];
+        for topic in refused {
+            assert!(!d.may_publish(topic), "{topic}");
+        }
+        for channel in DownChannel::ALL {
+            assert!(!d.may_publish(&Topic::down("acme", "d1", channel).to_string()));
+        }
+    }
+
+    #[test]
+    fn device_subscribes_only_to_filters_contained_in_its_own_down_tree() {
+        let d = device("acme", "d1");
+        for ok in [
+            "fleetmq/v1/acme/d1/down/#",
+            "fleetmq/v1/acme/d1/down/+",
+            "fleetmq/v1/acme/d1/down/command/request",
+            "fleetmq/v1/acme/d1/down/+/request",
+            "fleetmq/v1/acme/d1/down",
+            "$share/g/fleetmq/v1/acme/d1/down/#",
+        ] {
+            assert!(d.may_subscribe(ok), "{ok}");
+        }
+        for refused in [
+            "#",
+            "+",
+            "fleetmq/#",
+            "fleetmq/+/acme/d1/down/#",
+            "fleetmq/v1/#",
+            "fleetmq/v1/+/+/down/#",
+            "fleetmq/v1/acme/+/down/#",
+            "fleetmq/v1/+/d1/down/#",
+            "fleetmq/v1/acme/#",
+            "fleetmq/v1/acme/d1/#",
+            "fleetmq/v1/acme/d1/+/#",
+            "fleetmq/v1/acme/d1/up/#",
+            "fleetmq/v1/acme/d2/down/#",
+            "+/v1/acme/d1/down/#",
+            "$SYS/#",
+            "$share/g/#",
+            "$share//fleetmq/v1/acme/d1/down/#",
+            "$share/g",
+            "fleetmq/v1/acme/d1/down/#/x",
+            "",
+        ] {
+            assert!(!d.may_subscribe(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn device_with_wildcard_or_empty_identity_gets_nothing() {
+        for d in [
+            device("+", "d1"),
+            device("acme", "+"),
+            device("", "d1"),
+            device("a/b", "c"),
+        ] {
+            assert!(!d.may_subscribe("fleetmq/v1/+/d1/down/#"));
+            assert!(!d.may_subscribe("fleetmq/v1/acme/+/down/#"));
+            assert!(!d.may_publish("fleetmq/v1/acme/d1/up/telemetry"));
+            assert!(!d.may_publish("fleetmq/v1//d1/up/telemetry"));
+        }
+    }
+
+    #[test]
+    fn managed_operator_reads_only_its_orgs_and_never_publishes_in_the_tree() {
+        let op = operator(&["acme", "beta"]);
+        for ok in [
+            "fleetmq/v1/acme/#",
+            "fleetmq/v1/beta/+/up/#",
+            "fleetmq/v1/acme/d1/up/telemetry",
+            "fleetmq/v1/acme",
+            "$share/ops/fleetmq/v1/acme/#",
+        ] {
+            assert!(op.may_subscribe(ok), "{ok}");
+        }
+        for refused in [
+            "#",
+            "fleetmq/#",
+            "fleetmq/v1/#",
+            "fleetmq/v1/+/+/up/#",
+            "fleetmq/+/acme/#",
+            "fleetmq/v1/other/#",
+            "+/v1/acme/#",
+            "test/#",
+            "$SYS/#",
+        ] {
+            assert!(!op.may_subscribe(refused), "{refused}");
+        }
+        for channel in DownChannel::ALL {
+            assert!(!op.may_publish(&Topic::down("acme", "d1", channel).to_string()));
+        }
+        assert!(!op.may_publish("fleetmq/v1/acme/d1/up/telemetry"));
+        assert!(!op.may_publish("fleetmq"));
+        assert!(!op.may_publish("$SYS/x"));
+        assert!(op.may_publish("test/x"));
+    }
+
+    #[test]
+    fn operator_with_no_orgs_reads_nothing() {
+        let op = operator(&[]);
+        assert!(!op.may_subscribe("fleetmq/v1/acme/#"));
+        assert!(!op.may_subscribe("#"));
+    }
+
+    #[test]
+    fn superuser_reads_everything_but_still_never_publishes_in_the_tree() {
+        let su = superuser();
+        for ok in ["#", "fleetmq/#", "fleetmq/v1/+/+/up/#", "$SYS/#", "test/+"] {
+            assert!(su.may_subscribe(ok), "{ok}");
+        }
+        assert!(!su.may_subscribe("a/#/b"));
+        assert!(!su.may_publish("fleetmq/v1/acme/d1/down/command/request"));
+        assert!(!su.may_publish("$SYS/broker"));
+    }
+
+    #[test]
+    fn anonymous_sandbox_cannot_touch_the_fleetmq_tree() {
+        let anon = Principal::Anonymous;
+        for ok in [
+            "test/#",
+            "test/x",
+            "a/+/c",
+            "/fleetmq/#",
+            "fleetmqx/#",
+            "$share/g/test/#",
+        ] {
+            assert!(anon.may_subscribe(ok), "{ok}");
+        }
+        for refused in [
+            "#",
+            "+",
+            "+/v1/#",
+            "+/#",
+            "fleetmq",
+            "fleetmq/#",
+            "fleetmq/v1/acme/d1/down/#",
+            "$SYS/#",
+            "$share/g/#",
+            "$share/g/fleetmq/#",
+        ] {
+            assert!(!anon.may_subscribe(refused), "{refused}");
+        }
+        assert!(anon.may_publish("test/x"));
+        assert!(anon.may_publish("fleetmqx/y"));
+        assert!(!anon.may_publish("fleetmq/v1/acme/d1/up/telemetry"));
+        assert!(!anon.may_publish("fleetmq"));
+        assert!(!anon.may_publish("$SYS/x"));
+        assert!(!anon.may_publish("test/#"));
+    }
+
+    /// Brute-force cross-check of the containment rule: for every principal and filter from a
+    /// small universe, an allowed filter must not match any topic the principal may not read.
+    #[test]
+    fn allowed_filters_never_match_a_forbidden_topic() {
+        use crate::topic::matches;
+        let orgs = ["acme", "beta"];
+        let devices = ["d1", "d2"];
+        let mut topics = vec!["test/x".to_string(), "fleetmq".into(), "$SYS/x".into()];
+        for o in orgs {
+            for d in devices {
+                for c in UpChannel::ALL {
+                    topics.push(Topic::up(o, d, c).to_string());
+                }
+                for c in DownChannel::ALL {
+                    topics.push(Topic::down(o, d, c).to_string());
+                }
+            }
+        }
+        let readable = |p: &Principal, t: &str| match p {
+            Principal::Device {
+                org_slug,
+                device_id,
+            } => t.starts_with(&format!("fleetmq/v1/{org_slug}/{device_id}/down/")),
+            Principal::Operator {
+                orgs: OrgScope::All,
+            } => true,
+            Principal::Operator {
+                orgs: OrgScope::Managed(orgs),
+            } => orgs
+                .iter()
+                .any(|o| t.starts_with(&format!("fleetmq/v1/{o}/"))),
+            Principal::Anonymous => !t.starts_with("fleetmq") && !t.starts_with('$'),
+        };
+        let levels = [
+            "fleetmq", "v1", "acme", "d1", "down", "up", "+", "#", "test", "x",
+        ];
+        let mut filters = vec![];
+        for a in levels {
+            filters.push(a.to_string());
+            for b in levels {
+                filters.push(format!("{a}/{b}"));
+                for c in ["acme", "beta", "+", "#"] {
+                    for d in ["d1", "+", "#"] {
+                        for e in ["down", "up", "+", "#"] {
+                            filters.push(format!("{a}/{b}/{c}/{d}/{e}/#"));
+                        }
+                    }
+                }
+            }
+        }
+        let principals = [
+            device("acme", "d1"),
+            operator(&["acme"]),
+            superuser(),
+            Principal::Anonymous,
+        ];
+        for p in &principals {
+            for f in filters.iter().filter(|f| p.may_subscribe(f)) {
+                for t in topics.iter().filter(|t| matches(f, t)) {
+                    assert!(readable(p, t), "{p:?} may subscribe {f} which matches {t}");
+                }
+            }
+        }
+    }
+}

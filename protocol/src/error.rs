@@ -1,0 +1,43 @@
+//! The single error type of the wire contract.
+
+use crate::topic::Direction;
+
+/// Why a topic or a payload does not follow the fleetmq wire contract. The `Display` text is
+/// meant to be sent back to the device verbatim in a `down/error` notice.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The topic does not start with the `fleetmq` root level.
+    #[error("topic `{0}` is not in the fleetmq/ tree")]
+    NotFleetmqTopic(String),
+    /// The topic is in the fleetmq tree but under a version this build does not speak.
+    #[error("unsupported topic version `{0}`, expected `v1`")]
+    UnsupportedVersion(String),
+    /// Levels are missing, empty, or contain wildcards.
+    #[error("malformed topic `{topic}`: {reason}")]
+    MalformedTopic {
+        /// The offending topic.
+        topic: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The direction level is neither `up` nor `down`.
+    #[error("unknown direction `{0}`, expected `up` or `down`")]
+    UnknownDirection(String),
+    /// The channel is not one of the channels defined for that direction.
+    #[error("unknown {direction} channel `{channel}`")]
+    UnknownChannel {
+        /// Direction of the topic.
+        direction: Direction,
+        /// The channel as received.
+        channel: String,
+    },
+    /// The payload is not valid JSON for the channel's type, or a value is out of range.
+    #[error("invalid {kind} payload: {source}")]
+    InvalidPayload {
+        /// Which payload type was expected.
+        kind: &'static str,
+        /// The serde error, including our own range checks and the position.
+        #[source]
+        source: serde_json::Error,
+    },
+}
