@@ -1,0 +1,78 @@
+//! Broker settings.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How the broker listens and how much it admits. `Default` is what the tests and a small
+/// deployment want; every field is public so the binary can map its CLI onto it.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Plain MQTT (TCP) listen address. Port 0 picks a free port; read it back with
+    /// [`Broker::local_addr`](crate::Broker::local_addr).
+    pub mqtt_addr: SocketAddr,
+    /// Admit clients that send no username as [`Principal::Anonymous`](fleetmq_protocol::Principal)
+    /// (a sandbox outside `fleetmq/`). Off by default: such clients get CONNACK 0x05.
+    pub anonymous_sandbox: bool,
+    /// Concurrent network connections; further clients get CONNACK 0x03 (server unavailable).
+    pub max_connections: usize,
+    /// How long a new TCP connection may take to send CONNECT (and to be authenticated).
+    pub connect_timeout: Duration,
+    /// Largest MQTT packet accepted (remaining length), in bytes; larger packets close the
+    /// connection before they are buffered.
+    pub max_packet_size: usize,
+    /// In-memory log sizing of rumqttd's router.
+    pub router: RouterSizing,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            anonymous_sandbox: false,
+            max_connections: 10_000,
+            connect_timeout: Duration::from_secs(10),
+            max_packet_size: 1024 * 1024,
+            router: RouterSizing::default(),
+        }
+    }
+}
+
+/// Sizing of the router's commit logs.
+///
+/// rumqttd keeps every message in an in-memory log **per subscription filter** (and, because
+/// fleetmq enables dynamic filters so that a publish nobody listens to is not an error, per
+/// topic nobody subscribed to). A log holds at most `segment_count` full segments of
+/// `segment_size` bytes plus the active one; a subscriber that falls further behind silently
+/// skips the dropped segment. So the worst-case memory is roughly
+/// `(segment_count + 1) * segment_size` per distinct filter/topic, allocated only as traffic
+/// arrives. The bridge's [`ALL_UP_FILTER`](fleetmq_protocol::topic::ALL_UP_FILTER) log carries
+/// every device's traffic and gets its own, larger budget; it is created at start-up so device
+/// publishes land in it even before the bridge subscribes.
+#[derive(Debug, Clone)]
+pub struct RouterSizing {
+    /// Bytes per segment for ordinary filters (rumqttd requires at least 1024).
+    pub segment_size: usize,
+    /// Segments kept per ordinary filter (at least 1).
+    pub segment_count: usize,
+    /// Bytes per segment of the all-devices uplink log read by the bridge.
+    pub uplink_segment_size: usize,
+    /// Segments kept in the all-devices uplink log.
+    pub uplink_segment_count: usize,
+    /// QoS 0 messages the router hands a connection per scheduling round.
+    pub max_outgoing_packet_count: u64,
+}
+
+impl Default for RouterSizing {
+    fn default() -> Self {
+        RouterSizing {
+            // 64 KiB x (4 + 1): ~320 KiB worst case per device-sized filter.
+            segment_size: 64 * 1024,
+            segment_count: 4,
+            // 8 MiB x (8 + 1): ~72 MiB for the whole fleet's uplink; at 1 KiB messages that
+            // is ~70k messages of slack for a slow bridge.
+            uplink_segment_size: 8 * 1024 * 1024,
+            uplink_segment_count: 8,
+            max_outgoing_packet_count: 200,
+        }
+    }
+}

@@ -1,0 +1,615 @@
+//! One task per network connection: CONNECT, authentication, CONNACK, then relaying between
+//! the socket and the router with every PUBLISH and SUBSCRIBE authorized on the way in.
+//!
+//! rumqttd's router trusts whatever it is given and always answers CONNACK success, so every
+//! refusal and return code is decided here. See docs/mqtt.md for the rules.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use fleetmq_protocol::Principal;
+use rumqttd::Notification;
+use rumqttd::local::LinkRx;
+use rumqttd::protocol::v4::V4;
+use rumqttd::protocol::{
+    ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, Error as WireError, LastWill,
+    Packet, PingReq, PingResp, Protocol, SubAck, Subscribe, SubscribeReasonCode, UnsubAck,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::auth::{Authenticator, Login};
+use crate::handle::Core;
+use crate::router::{SharedTx, build_link, now_or_never};
+use crate::session::router_client_id;
+use crate::{BrokerConfig, Refusal};
+
+/// A socket stalled this long on a write (client not reading) is closed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client refused for capacity may take to send its CONNECT.
+const BUSY_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Router notifications relayed per socket flush.
+const MAX_BATCH: usize = 256;
+
+/// Everything a connection task needs from its broker.
+pub(crate) struct Shared {
+    pub(crate) core: Arc<Core>,
+    pub(crate) auth: Arc<dyn Authenticator>,
+    pub(crate) config: BrokerConfig,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// The socket with its MQTT v4 framing buffers.
+struct Wire {
+    stream: TcpStream,
+    read: BytesMut,
+    write: BytesMut,
+    max_packet_size: usize,
+}
+
+/// Why the MQTT connection ended; everything but a client DISCONNECT publishes the will.
+#[derive(Debug)]
+enum Close {
+    ClientDisconnect,
+    Eof,
+    Io(io::Error),
+    Protocol(String),
+    NotAuthorized(String),
+    KeepAliveExpired,
+    Kicked,
+    Shutdown,
+    RouterGone,
+}
+
+impl std::fmt::Display for Close {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Close::ClientDisconnect => f.write_str("client sent DISCONNECT"),
+            Close::Eof => f.write_str("client closed the socket"),
+            Close::Io(e) => write!(f, "socket error: {e}"),
+            Close::Protocol(reason) => write!(f, "protocol violation: {reason}"),
+            Close::NotAuthorized(topic) => write!(f, "publish to `{topic}` not authorized"),
+            Close::KeepAliveExpired => f.write_str("keep-alive expired"),
+            Close::Kicked => f.write_str("taken over or disconnected by the server"),
+            Close::Shutdown => f.write_str("broker shutting down"),
+            Close::RouterGone => f.write_str("router dropped the session"),
+        }
+    }
+}
+
+impl Wire {
+    fn new(stream: TcpStream, max_packet_size: usize) -> Wire {
+        Wire {
+            stream,
+            read: BytesMut::with_capacity(4 * 1024),
+            write: BytesMut::with_capacity(4 * 1024),
+            max_packet_size,
+        }
+    }
+
+    /// The next complete packet already buffered, if any.
+    fn parse(&mut self) -> Result<Option<Packet>, WireError> {
+        match V4.read_mut(&mut self.read, self.max_packet_size) {
+            Ok(packet) => Ok(Some(packet)),
+            Err(WireError::InsufficientBytes(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Encodes `packet` for the next flush. Callers strip v5 properties first: rumqttd's v4
+    /// encoder panics on them.
+    fn queue(&mut self, packet: Packet) {
+        if let Err(e) = V4.write(packet, &mut self.write) {
+            warn!(error = %e, "cannot encode packet, dropped");
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), Close> {
+        if self.write.is_empty() {
+            return Ok(());
+        }
+        match timeout(WRITE_TIMEOUT, self.stream.write_all(&self.write)).await {
+            Ok(Ok(())) => {
+                self.write.clear();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Close::Io(e)),
+            Err(_) => Err(Close::Protocol("write timed out".into())),
+        }
+    }
+
+    async fn connack(&mut self, code: ConnectReturnCode, session_present: bool) {
+        let connack = ConnAck {
+            session_present,
+            code,
+        };
+        self.queue(Packet::ConnAck(connack, None));
+        let _ = self.flush().await;
+    }
+}
+
+enum ConnectFailure {
+    /// EOF or I/O error before a full CONNECT.
+    Closed,
+    /// Not MQTT 3.1.1 (e.g. 3.1 `MQIsdp` or 5): answer CONNACK 0x01.
+    UnsupportedProtocol,
+    /// Anything else that is not a well-formed CONNECT.
+    Malformed(String),
+}
+
+async fn read_connect(wire: &mut Wire) -> Result<Packet, ConnectFailure> {
+    loop {
+        // The first packet must be CONNECT (MQTT 3.1.1 §3.1).
+        if wire.read.first().is_some_and(|b| b >> 4 != 1) {
+            return Err(ConnectFailure::Malformed(
+                "first packet is not CONNECT".into(),
+            ));
+        }
+        match wire.parse() {
+            Ok(Some(packet)) => return Ok(packet),
+            Ok(None) => {}
+            Err(WireError::InvalidProtocol | WireError::InvalidProtocolLevel(_)) => {
+                return Err(ConnectFailure::UnsupportedProtocol);
+            }
+            Err(e) => return Err(ConnectFailure::Malformed(e.to_string())),
+        }
+        match wire.stream.read_buf(&mut wire.read).await {
+            Ok(0) | Err(_) => return Err(ConnectFailure::Closed),
+            Ok(_) => {}
+        }
+    }
+}
+
+fn return_code(code: u8) -> ConnectReturnCode {
+    match code {
+        0x01 => ConnectReturnCode::RefusedProtocolVersion,
+        0x02 => ConnectReturnCode::ClientIdentifierNotValid,
+        0x03 => ConnectReturnCode::ServiceUnavailable,
+        0x04 => ConnectReturnCode::BadUserNamePassword,
+        _ => ConnectReturnCode::NotAuthorized,
+    }
+}
+
+/// Answers a client that arrives while the broker is full with CONNACK 0x03. Reading its
+/// CONNECT first matters: closing a socket with unread data resets it, and the client
+/// would never see the return code.
+pub(crate) async fn refuse_busy(stream: TcpStream, max_packet_size: usize) {
+    let mut wire = Wire::new(stream, max_packet_size);
+    if let Ok(Ok(_)) = timeout(BUSY_CONNECT_TIMEOUT, read_connect(&mut wire)).await {
+        wire.connack(ConnectReturnCode::ServiceUnavailable, false)
+            .await;
+    }
+}
+
+/// Serves one network connection until it closes.
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let mut wire = Wire::new(stream, shared.config.max_packet_size);
+    let first = tokio::select! {
+        r = timeout(shared.config.connect_timeout, read_connect(&mut wire)) => r,
+        () = shared.shutdown.cancelled() => return,
+    };
+    let packet = match first {
+        Ok(Ok(packet)) => packet,
+        Ok(Err(ConnectFailure::UnsupportedProtocol)) => {
+            debug!(%peer, "unsupported protocol version");
+            wire.connack(ConnectReturnCode::RefusedProtocolVersion, false)
+                .await;
+            return;
+        }
+        Ok(Err(ConnectFailure::Malformed(reason))) => {
+            debug!(%peer, reason, "malformed CONNECT");
+            return;
+        }
+        Ok(Err(ConnectFailure::Closed)) => return,
+        Err(_) => {
+            debug!(%peer, "no CONNECT in time");
+            return;
+        }
+    };
+    let Packet::Connect(connect, _, will, _, login) = packet else {
+        return;
+    };
+
+    // Client id rules: the router silently drops ids containing `+ $ # /`, and an empty id
+    // is only allowed with a clean session (MQTT 3.1.1 §3.1.3.1).
+    if (connect.client_id.is_empty() && !connect.clean_session)
+        || connect.client_id.contains(['+', '$', '#', '/', '\0'])
+    {
+        wire.connack(ConnectReturnCode::ClientIdentifierNotValid, false)
+            .await;
+        return;
+    }
+    let client_id = if connect.client_id.is_empty() {
+        format!("auto-{}", uuid::Uuid::new_v4().simple())
+    } else {
+        connect.client_id.clone()
+    };
+    let (username, password) = match login {
+        Some(login) => (
+            Some(login.username).filter(|u| !u.is_empty()),
+            Some(login.password.into_bytes()).filter(|p| !p.is_empty()),
+        ),
+        None => (None, None),
+    };
+
+    let principal = match authenticate(&shared, &client_id, username.clone(), password, peer).await
+    {
+        Ok(principal) => principal,
+        Err(code) => {
+            info!(%peer, client_id, code, "connection refused");
+            wire.connack(return_code(code), false).await;
+            return;
+        }
+    };
+    if let Some(will) = &will {
+        let allowed = std::str::from_utf8(&will.topic).is_ok_and(|t| principal.may_publish(t));
+        if !allowed {
+            info!(%peer, client_id, "last will topic not authorized");
+            wire.connack(ConnectReturnCode::NotAuthorized, false).await;
+            return;
+        }
+    }
+
+    let router_id = router_client_id(&principal, username.as_deref(), &client_id);
+    let span = tracing::info_span!("mqtt", client_id, %peer);
+    async move {
+        let guard = shared.core.sessions.register(&router_id).await;
+        let (tx, rx, connack) =
+            match build_link(&shared.core.links, router_id.clone(), connect.clean_session).await {
+                Ok(link) => link,
+                Err(e) => {
+                    warn!(error = %e, "router refused the session");
+                    wire.connack(ConnectReturnCode::ServiceUnavailable, false)
+                        .await;
+                    return;
+                }
+            };
+        let session_present = match Option::<Packet>::from(connack) {
+            Some(Packet::ConnAck(ack, _)) => ack.session_present,
+            _ => false,
+        };
+        wire.connack(ConnectReturnCode::Success, session_present)
+            .await;
+        info!(?principal, session_present, "connected");
+
+        let mut session = Session {
+            shared: &shared,
+            principal,
+            tx: Arc::new(Mutex::new(tx)),
+            pending_subacks: VecDeque::new(),
+            pending_unsubacks: VecDeque::new(),
+        };
+        let keep_alive = (connect.keep_alive > 0)
+            .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        let close = session.run(&mut wire, rx, keep_alive, guard.kicked()).await;
+        info!(reason = %close, "disconnected");
+
+        if !matches!(close, Close::ClientDisconnect) {
+            if let Some(LastWill {
+                topic,
+                message,
+                retain,
+                ..
+            }) = will
+            {
+                if let Err(e) = shared.core.publish(topic, message, retain).await {
+                    warn!(error = %e, "cannot publish last will");
+                }
+            }
+        }
+        let disconnect = Disconnect {
+            reason_code: DisconnectReasonCode::NormalDisconnection,
+        };
+        let _ = shared
+            .core
+            .feeder
+            .send_and_wait(&session.tx, Packet::Disconnect(disconnect, None))
+            .await;
+        let _ = wire.stream.shutdown().await;
+        drop(guard);
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Decides the principal or the CONNACK return code.
+async fn authenticate(
+    shared: &Shared,
+    client_id: &str,
+    username: Option<String>,
+    password: Option<Vec<u8>>,
+    peer: SocketAddr,
+) -> Result<Principal, u8> {
+    let principal = match username {
+        None => Principal::Anonymous,
+        Some(username) => {
+            let login = Login {
+                client_id: client_id.to_owned(),
+                username: Some(username),
+                password,
+                peer,
+            };
+            match timeout(
+                shared.config.connect_timeout,
+                shared.auth.authenticate(login),
+            )
+            .await
+            {
+                Ok(Ok(principal)) => principal,
+                Ok(Err(refusal)) => return Err(refusal.return_code()),
+                Err(_) => return Err(Refusal::ServerUnavailable.return_code()),
+            }
+        }
+    };
+    match &principal {
+        Principal::Anonymous if !shared.config.anonymous_sandbox => {
+            Err(Refusal::NotAuthorized.return_code())
+        }
+        Principal::Device { device_id, .. } if device_id != client_id => {
+            Err(Refusal::IdentifierRejected.return_code())
+        }
+        _ => Ok(principal),
+    }
+}
+
+/// A SUBSCRIBE whose allowed filters went to the router; refused ones already have 0x80.
+struct PendingSubAck {
+    pkid: u16,
+    codes: Vec<Option<SubscribeReasonCode>>,
+}
+
+struct Session<'a> {
+    shared: &'a Shared,
+    principal: Principal,
+    tx: SharedTx,
+    pending_subacks: VecDeque<PendingSubAck>,
+    /// UNSUBSCRIBEs awaiting our marker (see `handle_client`).
+    pending_unsubacks: VecDeque<u16>,
+}
+
+impl Session<'_> {
+    async fn run(
+        &mut self,
+        wire: &mut Wire,
+        mut rx: LinkRx,
+        keep_alive: Option<Duration>,
+        kicked: &CancellationToken,
+    ) -> Close {
+        let far_future = Duration::from_secs(86_400 * 365);
+        let mut expiry = pin!(sleep_until(
+            Instant::now() + keep_alive.unwrap_or(far_future)
+        ));
+        loop {
+            let result = tokio::select! {
+                () = self.shared.shutdown.cancelled() => Err(Close::Shutdown),
+                () = kicked.cancelled() => Err(Close::Kicked),
+                () = &mut expiry, if keep_alive.is_some() => Err(Close::KeepAliveExpired),
+                read = wire.stream.read_buf(&mut wire.read) => match read {
+                    Ok(0) => Err(Close::Eof),
+                    Ok(_) => {
+                        if let Some(keep_alive) = keep_alive {
+                            expiry.as_mut().reset(Instant::now() + keep_alive);
+                        }
+                        self.drain_socket(wire).await
+                    }
+                    Err(e) => Err(Close::Io(e)),
+                },
+                notification = rx.next() => match notification {
+                    Ok(first) => self.drain_router(wire, &mut rx, first).await,
+                    Err(_) => Err(Close::RouterGone),
+                },
+            };
+            if let Err(close) = result {
+                return close;
+            }
+            if let Err(close) = wire.flush().await {
+                return close;
+            }
+        }
+    }
+
+    async fn drain_socket(&mut self, wire: &mut Wire) -> Result<(), Close> {
+        loop {
+            match wire.parse() {
+                Ok(Some(packet)) => self.handle_client(packet, wire).await?,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(Close::Protocol(e.to_string())),
+            }
+        }
+    }
+
+    async fn drain_router(
+        &mut self,
+        wire: &mut Wire,
+        rx: &mut LinkRx,
+        first: Option<Notification>,
+    ) -> Result<(), Close> {
+        let mut next = first;
+        for _ in 0..MAX_BATCH {
+            if let Some(notification) = next.take() {
+                if self.handle_router(notification, wire)? {
+                    // The router paused us because our buffer was full; tell it we drained
+                    // it, or it never schedules this connection again.
+                    rx.wake().await.map_err(|_| Close::RouterGone)?;
+                }
+            }
+            match now_or_never(rx.next()) {
+                Some(Ok(Some(notification))) => next = Some(notification),
+                Some(Ok(None)) => {}
+                Some(Err(_)) => return Err(Close::RouterGone),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    async fn to_router(&self, packet: Packet) -> Result<(), Close> {
+        self.shared
+            .core
+            .feeder
+            .send(&self.tx, packet)
+            .await
+            .map_err(|_| Close::RouterGone)
+    }
+
+    async fn handle_client(&mut self, packet: Packet, wire: &mut Wire) -> Result<(), Close> {
+        match packet {
+            Packet::Publish(publish, _) => {
+                let Ok(topic) = std::str::from_utf8(&publish.topic) else {
+                    return Err(Close::Protocol("topic is not UTF-8".into()));
+                };
+                if !self.principal.may_publish(topic) {
+                    // MQTT 3.1.1 has no negative PUBACK; closing is the allowed response.
+                    warn!(topic, "publish not authorized, closing");
+                    return Err(Close::NotAuthorized(topic.to_owned()));
+                }
+                self.to_router(Packet::Publish(publish, None)).await
+            }
+            Packet::Subscribe(subscribe, _) => {
+                let mut codes = Vec::with_capacity(subscribe.filters.len());
+                let mut allowed = Vec::with_capacity(subscribe.filters.len());
+                for filter in subscribe.filters {
+                    if self.principal.may_subscribe(&filter.path) && router_serves(&filter.path) {
+                        codes.push(None);
+                        allowed.push(filter);
+                    } else {
+                        info!(filter = filter.path, "subscription refused");
+                        codes.push(Some(SubscribeReasonCode::Failure));
+                    }
+                }
+                if allowed.is_empty() {
+                    let return_codes = codes.into_iter().flatten().collect();
+                    wire.queue(Packet::SubAck(
+                        SubAck {
+                            pkid: subscribe.pkid,
+                            return_codes,
+                        },
+                        None,
+                    ));
+                    return Ok(());
+                }
+                self.pending_subacks.push_back(PendingSubAck {
+                    pkid: subscribe.pkid,
+                    codes,
+                });
+                let routed = Subscribe {
+                    pkid: subscribe.pkid,
+                    filters: allowed,
+                };
+                self.to_router(Packet::Subscribe(routed, None)).await
+            }
+            Packet::Unsubscribe(unsubscribe, _) => {
+                // The router only acknowledges filters that were subscribed, once per filter;
+                // MQTT wants exactly one UNSUBACK. We answer PINGREQ ourselves, so a PINGRESP
+                // from the router can only be the marker queued behind this UNSUBSCRIBE: when
+                // it arrives, the router has processed the unsubscription.
+                self.pending_unsubacks.push_back(unsubscribe.pkid);
+                self.to_router(Packet::Unsubscribe(unsubscribe, None))
+                    .await?;
+                self.to_router(Packet::PingReq(PingReq)).await
+            }
+            Packet::PingReq(_) => {
+                wire.queue(Packet::PingResp(PingResp));
+                Ok(())
+            }
+            Packet::PubAck(ack, _) => self.to_router(Packet::PubAck(ack, None)).await,
+            Packet::PubRec(ack, _) => self.to_router(Packet::PubRec(ack, None)).await,
+            Packet::PubRel(ack, _) => self.to_router(Packet::PubRel(ack, None)).await,
+            Packet::PubComp(ack, _) => self.to_router(Packet::PubComp(ack, None)).await,
+            Packet::Disconnect(..) => Err(Close::ClientDisconnect),
+            other => Err(Close::Protocol(format!(
+                "unexpected packet from client: {}",
+                packet_name(&other)
+            ))),
+        }
+    }
+
+    /// Relays one router notification; returns whether the router asked to be woken.
+    fn handle_router(
+        &mut self,
+        notification: Notification,
+        wire: &mut Wire,
+    ) -> Result<bool, Close> {
+        match notification {
+            Notification::Forward(forward) => {
+                wire.queue(Packet::Publish(forward.publish, None));
+            }
+            Notification::DeviceAck(ack) => match Packet::from(ack) {
+                Packet::PubAck(ack, _) => wire.queue(Packet::PubAck(ack, None)),
+                Packet::PubRec(ack, _) => wire.queue(Packet::PubRec(ack, None)),
+                Packet::PubRel(ack, _) => wire.queue(Packet::PubRel(ack, None)),
+                Packet::PubComp(ack, _) => wire.queue(Packet::PubComp(ack, None)),
+                Packet::SubAck(ack, _) => self.merge_suback(ack, wire),
+                Packet::PingResp(_) => {
+                    if let Some(pkid) = self.pending_unsubacks.pop_front() {
+                        let unsuback = UnsubAck {
+                            pkid,
+                            reasons: Vec::new(),
+                        };
+                        wire.queue(Packet::UnsubAck(unsuback, None));
+                    }
+                }
+                // ConnAck was consumed at link creation; UnsubAck is replaced by ours.
+                _ => {}
+            },
+            Notification::Unschedule => return Ok(true),
+            Notification::Disconnect(..) => return Err(Close::RouterGone),
+            _ => {}
+        }
+        Ok(false)
+    }
+
+    /// Puts the router's return codes for the allowed filters back between our refusals.
+    fn merge_suback(&mut self, ack: SubAck, wire: &mut Wire) {
+        let Some(index) = self.pending_subacks.iter().position(|p| p.pkid == ack.pkid) else {
+            warn!(
+                pkid = ack.pkid,
+                "SUBACK from router without a pending SUBSCRIBE"
+            );
+            return;
+        };
+        let pending = self.pending_subacks.remove(index);
+        let mut routed = ack.return_codes.into_iter();
+        let return_codes = pending
+            .into_iter()
+            .flat_map(|p| p.codes)
+            .map(|code| {
+                code.or_else(|| routed.next())
+                    .unwrap_or(SubscribeReasonCode::Failure)
+            })
+            .collect();
+        wire.queue(Packet::SubAck(
+            SubAck {
+                pkid: ack.pkid,
+                return_codes,
+            },
+            None,
+        ));
+    }
+}
+
+/// rumqttd's router disconnects a client that subscribes to a `$…` filter other than
+/// `$share/…`; such filters are refused with 0x80 instead, whatever the ACL says.
+fn router_serves(filter: &str) -> bool {
+    !filter.starts_with('$') || filter.starts_with("$share/")
+}
+
+fn packet_name(packet: &Packet) -> &'static str {
+    match packet {
+        Packet::Connect(..) => "CONNECT",
+        Packet::ConnAck(..) => "CONNACK",
+        Packet::SubAck(..) => "SUBACK",
+        Packet::UnsubAck(..) => "UNSUBACK",
+        Packet::PingResp(..) => "PINGRESP",
+        _ => "other",
+    }
+}

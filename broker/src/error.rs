@@ -1,0 +1,35 @@
+//! The broker's error type.
+
+use std::io;
+
+/// Errors returned by [`Broker`](crate::Broker) and [`BrokerHandle`](crate::BrokerHandle).
+/// Per-connection problems are never errors here: they close that connection and are logged.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Binding the MQTT listener failed (address in use, permission).
+    #[error("cannot bind MQTT listener on {addr}: {source}")]
+    Bind {
+        /// The address we tried.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A configuration value rumqttd would reject (it panics on them, so we check first).
+    #[error("invalid broker configuration: {0}")]
+    Config(&'static str),
+    /// A topic given to [`BrokerHandle::publish`](crate::BrokerHandle::publish) is not a valid
+    /// topic name (empty, wildcards, `$` prefix).
+    #[error("invalid topic name `{0}`")]
+    InvalidTopic(String),
+    /// A filter given to [`BrokerHandle::link`](crate::BrokerHandle::link) is invalid or one the
+    /// router cannot serve (`$…` other than `$share/…`).
+    #[error("invalid topic filter `{0}`")]
+    InvalidFilter(String),
+    /// The router thread is gone or refused a link; the broker cannot route messages any more.
+    #[error("router unavailable: {0}")]
+    RouterUnavailable(String),
+    /// An in-process link was disconnected by the router.
+    #[error("in-process link closed")]
+    LinkClosed,
+}

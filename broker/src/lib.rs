@@ -1,0 +1,169 @@
+//! fleetmq's embedded MQTT broker: our own network front end over rumqttd 0.20's router.
+//!
+//! rumqttd's router does the hard part (retained messages, QoS 1/2 state, persistent
+//! sessions, fan-out). Its stock network layer can only say yes or no to a username, so we
+//! replace it: this crate accepts TCP connections, decodes MQTT 3.1.1 with rumqttd's v4 codec,
+//! authenticates through an [`Authenticator`] (the server plugs the store in), answers
+//! CONNACK with the right return code, checks every PUBLISH and SUBSCRIBE against
+//! [`fleetmq_protocol::acl`], keeps last wills itself, and relays the rest to the router.
+//! docs/mqtt.md lists the rules and the rumqttd gaps worked around.
+//!
+//! ```text
+//!  devices ──TCP── accept loop ── connection task ──(feeder thread)──▶ rumqttd Router
+//!                                   ▲  auth, ACL, will         ◀── notifications ──┘
+//!  bridge / API ── BrokerHandle ── publish / link / disconnect_device
+//! ```
+//!
+//! # Layout
+//! - [`config`]: [`BrokerConfig`] and [`RouterSizing`].
+//! - [`auth`]: the [`Authenticator`] boundary, [`Login`] and [`Refusal`].
+//! - [`error`]: [`BrokerError`].
+//! - `router`: starting the router, building links, the feeder thread.
+//! - `session`: live sessions by client id (takeover ordering, kicking devices).
+//! - `connection`: the per-connection task.
+//! - [`handle`]: [`BrokerHandle`], in-process publish and subscribe ([`LocalLink`]).
+
+pub mod auth;
+pub mod config;
+mod connection;
+pub mod error;
+pub mod handle;
+mod router;
+mod session;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttd::Notification;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use auth::{AuthFuture, Authenticator, Login, Refusal};
+pub use config::{BrokerConfig, RouterSizing};
+pub use error::BrokerError;
+pub use handle::{BrokerHandle, LocalLink, Message};
+
+use connection::Shared;
+use handle::Core;
+use session::internal_client_id;
+
+/// Packets that may wait for the feeder thread before connection tasks feel back-pressure.
+const FEEDER_QUEUE: usize = 4096;
+
+/// A bound, not yet running broker. `bind` then `run`; take a [`BrokerHandle`] in between.
+pub struct Broker {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: BrokerConfig,
+    auth: Arc<dyn Authenticator>,
+    core: Arc<Core>,
+}
+
+impl Broker {
+    /// Binds the MQTT listener and starts rumqttd's router (a dedicated thread) with the
+    /// configured log sizing. Must be called inside a tokio runtime.
+    pub async fn bind(
+        config: BrokerConfig,
+        auth: Arc<dyn Authenticator>,
+    ) -> Result<Broker, BrokerError> {
+        let links = router::spawn_router(config.max_connections, &config.router)?;
+        let listener = TcpListener::bind(config.mqtt_addr)
+            .await
+            .map_err(|source| BrokerError::Bind {
+                addr: config.mqtt_addr,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind {
+            addr: config.mqtt_addr,
+            source,
+        })?;
+        let (tx, mut rx, _) =
+            router::build_link(&links, internal_client_id("publisher"), true).await?;
+        // The publisher link never subscribes, but answer the router anyway so that it
+        // cannot stall on us.
+        tokio::spawn(async move {
+            while let Ok(notification) = rx.next().await {
+                if let Some(Notification::Unschedule) = notification {
+                    if rx.wake().await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let core = Arc::new(Core {
+            links,
+            feeder: router::Feeder::spawn(FEEDER_QUEUE),
+            sessions: session::Sessions::default(),
+            publisher: Arc::new(Mutex::new(tx)),
+        });
+        tracing::info!(addr = %local_addr, "MQTT listener bound");
+        Ok(Broker {
+            listener,
+            local_addr,
+            config,
+            auth,
+            core,
+        })
+    }
+
+    /// The address the listener is bound to (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle for in-process publishing, subscribing and kicking devices. Stays usable
+    /// after [`run`](Self::run) returns (the router outlives the listener).
+    pub fn handle(&self) -> BrokerHandle {
+        BrokerHandle {
+            core: Arc::clone(&self.core),
+        }
+    }
+
+    /// Accepts connections until `shutdown` is cancelled, then stops accepting, closes every
+    /// connection (publishing their last wills) and returns once they are gone.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let shared = Arc::new(Shared {
+            core: Arc::clone(&self.core),
+            auth: self.auth,
+            config: self.config.clone(),
+            shutdown: shutdown.clone(),
+        });
+        let slots = Arc::new(Semaphore::new(self.config.max_connections));
+        let tasks = TaskTracker::new();
+        loop {
+            let accepted = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning on the error.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            match Arc::clone(&slots).try_acquire_owned() {
+                Ok(permit) => {
+                    let shared = Arc::clone(&shared);
+                    tasks.spawn(async move {
+                        connection::serve(stream, peer, shared).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "connection limit reached");
+                    tasks.spawn(connection::refuse_busy(stream, self.config.max_packet_size));
+                }
+            }
+        }
+        drop(self.listener);
+        tasks.close();
+        tasks.wait().await;
+        tracing::info!("MQTT listener stopped");
+    }
+}

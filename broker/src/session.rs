@@ -1,0 +1,188 @@
+//! Live sessions by router client id: the basis of takeover ordering and of
+//! [`BrokerHandle::disconnect_device`](crate::BrokerHandle::disconnect_device).
+//!
+//! rumqttd's router would itself drop an older connection with the same client id, but
+//! silently and after the new one is registered, so the old session's last will (e.g. a
+//! retained `offline` presence) could land *after* the new session announced `online`. We
+//! instead stop the old session ourselves, wait until it has published its will and left the
+//! router, and only then register the new one.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fleetmq_protocol::Principal;
+use tokio_util::sync::CancellationToken;
+
+/// How long a new session waits for the one it replaces to finish.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+struct Entry {
+    generation: u64,
+    kick: CancellationToken,
+    finished: CancellationToken,
+}
+
+/// Registry of live sessions.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    live: Mutex<HashMap<String, Entry>>,
+    generations: AtomicU64,
+}
+
+/// Held by a connection task for the lifetime of its session; dropping it unregisters the
+/// session and wakes whoever waits for it to finish.
+pub(crate) struct SessionGuard<'a> {
+    sessions: &'a Sessions,
+    key: String,
+    entry: Entry,
+}
+
+impl SessionGuard<'_> {
+    /// Cancelled when the session must end (takeover, admin kick).
+    pub(crate) fn kicked(&self) -> &CancellationToken {
+        &self.entry.kick
+    }
+}
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        let mut live = self.sessions.lock();
+        if live
+            .get(&self.key)
+            .is_some_and(|e| e.generation == self.entry.generation)
+        {
+            live.remove(&self.key);
+        }
+        drop(live);
+        self.entry.finished.cancel();
+    }
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a session under `key`, stopping (and waiting for) any session it replaces.
+    pub(crate) async fn register(&self, key: &str) -> SessionGuard<'_> {
+        let entry = Entry {
+            generation: self.generations.fetch_add(1, Ordering::Relaxed),
+            kick: CancellationToken::new(),
+            finished: CancellationToken::new(),
+        };
+        let previous = self.lock().insert(key.to_owned(), entry.clone());
+        if let Some(previous) = previous {
+            tracing::info!(client = key, "session taken over");
+            previous.kick.cancel();
+            if tokio::time::timeout(TAKEOVER_WAIT, previous.finished.cancelled())
+                .await
+                .is_err()
+            {
+                tracing::warn!(client = key, "previous session did not finish in time");
+            }
+        }
+        SessionGuard {
+            sessions: self,
+            key: key.to_owned(),
+            entry,
+        }
+    }
+
+    /// Stops the session registered under `key`, waiting until it is gone. Returns whether
+    /// there was one.
+    pub(crate) async fn kick(&self, key: &str) -> bool {
+        let Some(entry) = self.lock().get(key).cloned() else {
+            return false;
+        };
+        entry.kick.cancel();
+        let _ = tokio::time::timeout(TAKEOVER_WAIT, entry.finished.cancelled()).await;
+        true
+    }
+}
+
+/// The client id under which a session is known to the router.
+///
+/// Network clients choose their client ids, so ids are namespaced by identity: otherwise an
+/// anonymous client using a device's id would take over the device's session, including a
+/// persistent session's subscriptions. Devices: `d~{device_id}`; operators:
+/// `o~{escaped username}~{client_id}`; anonymous: `a~{client_id}`; in-process links:
+/// `i~{name}`. Client ids never contain `/ + # $` (refused at CONNECT), and the escaping
+/// keeps the username part free of them and of `~`, so keys are unambiguous.
+pub(crate) fn router_client_id(
+    principal: &Principal,
+    username: Option<&str>,
+    client_id: &str,
+) -> String {
+    match principal {
+        Principal::Device { device_id, .. } => format!("d~{device_id}"),
+        Principal::Operator { .. } => {
+            format!("o~{}~{client_id}", escape(username.unwrap_or_default()))
+        }
+        Principal::Anonymous => format!("a~{client_id}"),
+    }
+}
+
+/// Router client id of an in-process link.
+pub(crate) fn internal_client_id(name: &str) -> String {
+    format!("i~{}", escape(name))
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '/' | '+' | '#' | '$' | '~' | '%' | '\0' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetmq_protocol::OrgScope;
+
+    #[test]
+    fn router_ids_are_namespaced_and_free_of_router_forbidden_characters() {
+        let dev = Principal::Device {
+            org_slug: "acme".into(),
+            device_id: "d1".into(),
+        };
+        let op = Principal::Operator {
+            orgs: OrgScope::All,
+        };
+        assert_eq!(router_client_id(&dev, Some("u"), "d1"), "d~d1");
+        assert_eq!(router_client_id(&Principal::Anonymous, None, "d1"), "a~d1");
+        let key = router_client_id(&op, Some("a/b~c$"), "cli");
+        assert_eq!(key, "o~a%2Fb%7Ec%24~cli");
+        assert!(!key.contains(['/', '+', '#', '$']));
+        assert_ne!(
+            router_client_id(&op, Some("x~y"), "z"),
+            router_client_id(&op, Some("x"), "y~z")
+        );
+        assert_eq!(internal_client_id("bridge"), "i~bridge");
+    }
+
+    #[tokio::test]
+    async fn registering_the_same_key_kicks_and_waits_for_the_previous_session() {
+        let sessions = Sessions::default();
+        let first = sessions.register("k").await;
+        let kicked = first.kicked().clone();
+        let finished = first.entry.finished.clone();
+        let ender = async move {
+            kicked.cancelled().await;
+            drop(first);
+        };
+        let (second, ()) = tokio::join!(sessions.register("k"), ender);
+        assert!(finished.is_cancelled());
+        assert!(!second.kicked().is_cancelled());
+        assert!(sessions.lock().contains_key("k"));
+        drop(second);
+        assert!(!sessions.lock().contains_key("k"));
+        assert!(!sessions.kick("k").await);
+    }
+}
