@@ -1,1 +1,188 @@
-//! placeholder
+//! fleetmq's REST API: the OpenWISP controller and users endpoints over the store, with
+//! OpenAPI generated from the handlers.
+//!
+//! [`router`] builds the whole API for an [`AppState`]; tests can drive it without a socket
+//! (`tower::ServiceExt::oneshot`) and the server binds it to a listener.
+//!
+//! # Layout
+//! - [`routes`] — one router module per resource (`devices`, `organizations`, `users`, `health`).
+//! - [`auth`] — Bearer-token authentication, permissions, organization scope.
+//! - [`extract`] — extractors whose rejections are API errors (JSON bodies, ids, queries).
+//! - [`form`] — reading JSON bodies field by field into DRF-style errors.
+//! - [`pagination`] — page-number pagination and the list envelope.
+//! - [`error`] — [`ApiError`] and its response bodies.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod form;
+pub mod pagination;
+pub mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use fleetmq_store::{DeviceId, Store};
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use error::ApiError;
+
+/// Tunables of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest JSON body accepted; larger ones get 413.
+    pub json_body_limit: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            json_body_limit: 1024 * 1024,
+        }
+    }
+}
+
+/// Called when a device is deactivated, so the broker can end its live session.
+pub type DeactivationHook = Arc<dyn Fn(DeviceId) + Send + Sync>;
+/// Tells whether the broker is up (for `/healthz`).
+pub type BrokerProbe = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Everything handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    store: Store,
+    config: ApiConfig,
+    on_deactivate: DeactivationHook,
+    broker_up: BrokerProbe,
+}
+
+impl AppState {
+    /// State over a store, with no broker attached (it reports down).
+    pub fn new(store: Store, config: ApiConfig) -> Self {
+        Self::with_broker(store, config, Arc::new(|_| {}), Arc::new(|| false))
+    }
+
+    /// State wired to a running broker.
+    pub fn with_broker(
+        store: Store,
+        config: ApiConfig,
+        on_deactivate: DeactivationHook,
+        broker_up: BrokerProbe,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            store,
+            config,
+            on_deactivate,
+            broker_up,
+        }))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    /// The tunables.
+    pub fn config(&self) -> &ApiConfig {
+        &self.0.config
+    }
+
+    /// Whether the broker is up.
+    pub fn broker_up(&self) -> bool {
+        (self.0.broker_up)()
+    }
+
+    /// Tells the broker that a device may no longer be connected.
+    pub fn notify_device_deactivated(&self, device: &fleetmq_store::Device) {
+        if device.is_deactivated {
+            (self.0.on_deactivate)(device.id);
+        }
+    }
+}
+
+/// The body of 401/403/404/405/413/415 answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// What went wrong.
+    pub detail: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "fleetmq", description = "OpenWISP-compatible device management over MQTT."),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorDetail)),
+    tags(
+        (name = "devices", description = "OpenWISP controller: devices"),
+        (name = "users", description = "Organizations, users and tokens"),
+        (name = "health", description = "Liveness")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::health::router())
+        .merge(routes::users::router())
+        .merge(routes::organizations::router())
+        .merge(routes::devices::router())
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+/// The whole HTTP API for `state`.
+pub fn router(state: AppState) -> Router {
+    let (routes, doc) = api_routes().split_for_parts();
+    routes
+        .merge(SwaggerUi::new("/api/v1/docs").url("/api/v1/openapi.json", doc))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|request: Request| async move {
+            ApiError::MethodNotAllowed(request.method().to_string())
+        })
+        .layer(middleware::from_fn(log_server_errors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            ApiError::Internal("handler panicked".to_owned()).into_response()
+        }))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Logs each 5xx once, with the internal reason the client is not shown.
+async fn log_server_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    if response.status() >= StatusCode::INTERNAL_SERVER_ERROR {
+        let reason = response
+            .extensions()
+            .get::<error::InternalError>()
+            .map_or("", |e| e.0.as_str());
+        tracing::error!(%method, %path, status = %response.status(), reason, "request failed");
+    }
+    response
+}

@@ -1,1 +1,149 @@
-//! placeholder
+//! The fleetmq server: opens the store, starts the embedded broker with the bridge's
+//! authenticator, and serves the REST API — all stopped by one cancellation token.
+//!
+//! `main.rs` is the thin CLI around [`Server`]; the integration tests start [`Server`]
+//! directly on free ports.
+//!
+//! # Layout
+//! - [`config`] — [`Config`]: where to listen and keep data.
+//! - [`bootstrap`] — the first start: the `admin` superuser and its token.
+
+pub mod bootstrap;
+pub mod config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use fleetmq_api::{ApiConfig, AppState};
+use fleetmq_bridge::auth::StoreAuthenticator;
+use fleetmq_broker::{Broker, BrokerConfig};
+use fleetmq_store::Store;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use bootstrap::FirstStart;
+pub use config::Config;
+
+/// A running server.
+pub struct Server {
+    http_addr: SocketAddr,
+    mqtt_addr: SocketAddr,
+    first_start: Option<FirstStart>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Opens the store, creates the first admin if the store is new, binds both listeners and
+    /// starts serving. Returns once everything accepts connections.
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        let data_dir = config.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+            .await
+            .context("opening the store")?
+            .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+        let first_start = bootstrap::ensure_admin(&store, config.admin_password.clone()).await?;
+
+        let shutdown = CancellationToken::new();
+        let broker_config = BrokerConfig {
+            mqtt_addr: config.mqtt_addr,
+            anonymous_sandbox: config.mqtt_anonymous_sandbox,
+            ..BrokerConfig::default()
+        };
+        let broker = Broker::bind(
+            broker_config,
+            Arc::new(StoreAuthenticator::new(store.clone())),
+        )
+        .await
+        .with_context(|| format!("binding MQTT on {}", config.mqtt_addr))?;
+        let mqtt_addr = broker.local_addr();
+        let handle = broker.handle();
+        let broker_up = Arc::new(AtomicBool::new(true));
+
+        let listener = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
+        let http_addr = listener.local_addr()?;
+
+        let state = AppState::with_broker(
+            store,
+            ApiConfig::default(),
+            Arc::new(move |device| {
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    handle.disconnect_device(&device.to_string()).await;
+                });
+            }),
+            {
+                let broker_up = Arc::clone(&broker_up);
+                Arc::new(move || broker_up.load(Ordering::Relaxed))
+            },
+        );
+        let app = fleetmq_api::router(state);
+
+        let mut tasks = Vec::new();
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            broker.run(stop).await;
+            broker_up.store(false, Ordering::Relaxed);
+        }));
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }));
+        tracing::info!(%http_addr, %mqtt_addr, "fleetmq is serving");
+        Ok(Server {
+            http_addr,
+            mqtt_addr,
+            first_start,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Where the REST API listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Where the MQTT broker listens.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt_addr
+    }
+
+    /// The admin credentials created on this start, if the store was new.
+    pub fn first_start(&self) -> Option<&FirstStart> {
+        self.first_start.as_ref()
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, drains HTTP requests in flight, closes MQTT sessions, and waits until
+    /// the store is released (every write was already committed durably).
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until the server has stopped (after the shutdown token is cancelled).
+    pub async fn wait(self) {
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "server task failed");
+            }
+        }
+    }
+}

@@ -1,1 +1,157 @@
-fn main() {}
+//! `fleetmq`: the device-management server. Parse the command line, set up logging, run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use fleetmq::{Config, Server};
+use fleetmq_store::Store;
+use tracing_subscriber::EnvFilter;
+
+/// An MQTT device-management server with an OpenWISP-compatible REST API.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default when no command is given).
+    Serve(ServeArgs),
+    /// Administrative tasks on the data directory of a stopped server.
+    Admin {
+        #[command(subcommand)]
+        task: AdminTask,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Directory holding the database (created if missing).
+    #[arg(long, env = "FLEETMQ_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Address of the REST API (port 0 picks a free port).
+    #[arg(long, env = "FLEETMQ_HTTP_ADDR", default_value = "127.0.0.1:8000")]
+    http_addr: SocketAddr,
+    /// Address of the MQTT broker (port 0 picks a free port).
+    #[arg(long, env = "FLEETMQ_MQTT_ADDR", default_value = "127.0.0.1:1883")]
+    mqtt_addr: SocketAddr,
+    /// Let clients without credentials use MQTT topics outside the fleetmq tree (for protocol
+    /// test suites and stock tools); off by default.
+    #[arg(long, env = "FLEETMQ_MQTT_ANONYMOUS_SANDBOX")]
+    mqtt_anonymous_sandbox: bool,
+}
+
+#[derive(Subcommand)]
+enum AdminTask {
+    /// Print a new API token for a user. Needs the data file to itself: while a server runs
+    /// on the same directory this fails (ask the server instead: POST /api/v1/users/token/).
+    CreateToken {
+        /// The user.
+        #[arg(long)]
+        username: String,
+        /// Directory holding the database.
+        #[arg(long, env = "FLEETMQ_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Admin {
+            task: AdminTask::CreateToken { username, data_dir },
+        }) => create_token(&username, &data_dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config {
+        data_dir: args.data_dir,
+        http_addr: args.http_addr,
+        mqtt_addr: args.mqtt_addr,
+        mqtt_anonymous_sandbox: args.mqtt_anonymous_sandbox,
+        admin_password: std::env::var("FLEETMQ_ADMIN_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty()),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let server = Server::start(config).await?;
+        if let Some(first) = server.first_start() {
+            println!("First start: created superuser '{}'.", first.username);
+            println!("  password: {}", first.password);
+            println!("  token:    {}", first.token);
+            println!("  try:      curl -H \"Authorization: Bearer {}\" http://{}/api/v1/controller/device/", first.token, server.http_addr());
+            println!("These are shown once.");
+        }
+        println!("REST API on http://{}/ (docs: http://{}/api/v1/docs/), MQTT on {}", server.http_addr(), server.http_addr(), server.mqtt_addr());
+        let stop = server.shutdown_token();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            stop.cancel();
+        });
+        server.wait().await;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+fn create_token(username: &str, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let store = Store::open(data_dir)
+        .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
+    let db = store.blocking();
+    let user = db
+        .user_by_username(username)?
+        .with_context(|| format!("no user named {username:?}"))?;
+    let token = db.create_token(user.id)?;
+    println!("{}", token.as_str());
+    Ok(())
+}

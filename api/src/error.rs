@@ -1,0 +1,154 @@
+//! `ApiError`: every failure a handler can return, rendered as the Django REST framework bodies
+//! OpenWISP clients parse (`{"detail": ...}` or `{"field": ["message"]}`).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use fleetmq_store::{StoreError, Unique};
+use serde_json::{Map, Value, json};
+
+/// Attached to 5xx responses so the logging middleware can say what went wrong, once.
+#[derive(Debug, Clone)]
+pub struct InternalError(pub String);
+
+/// An error answer of the API.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400 with field → messages (possibly nested, `__all__`, `non_field_errors`).
+    Validation(Map<String, Value>),
+    /// 400 with a `detail` message (malformed JSON and similar).
+    BadRequest(String),
+    /// 400 with an `error` message (OpenWISP's firmware endpoints use this shape).
+    BadRequestError(String),
+    /// 401: no credentials.
+    NotAuthenticated,
+    /// 401: credentials given but wrong.
+    InvalidToken(&'static str),
+    /// 403 with a message.
+    Forbidden(String),
+    /// 404.
+    NotFound,
+    /// 404 for a page past the end.
+    InvalidPage,
+    /// 405.
+    MethodNotAllowed(String),
+    /// 409 with an `error` message.
+    Conflict(String),
+    /// 413.
+    PayloadTooLarge(usize),
+    /// 415.
+    UnsupportedMediaType(String),
+    /// 503: a dependency is down.
+    Unavailable(String),
+    /// 500: a bug or a broken disk; the body says nothing internal.
+    Internal(String),
+}
+
+/// DRF's default message for a permission failure.
+pub const PERMISSION_DENIED: &str = "You do not have permission to perform this action.";
+/// OpenWISP's message for a user who manages no organization.
+pub const NOT_A_MANAGER: &str =
+    "User is not a manager of the organization to which the requested resource belongs.";
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) | ApiError::BadRequest(_) | ApiError::BadRequestError(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::NotAuthenticated | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound | ApiError::InvalidPage => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A 400 for one field.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        let mut map = Map::new();
+        map.insert(field.to_owned(), json!([message.into()]));
+        ApiError::Validation(map)
+    }
+
+    /// 403 for a missing permission.
+    pub fn permission_denied() -> Self {
+        ApiError::Forbidden(PERMISSION_DENIED.to_owned())
+    }
+
+    fn body(&self) -> Value {
+        match self {
+            ApiError::Validation(map) => Value::Object(map.clone()),
+            ApiError::BadRequestError(m) | ApiError::Conflict(m) => json!({ "error": m }),
+            ApiError::BadRequest(m) | ApiError::Forbidden(m) | ApiError::Unavailable(m) => {
+                json!({ "detail": m })
+            }
+            ApiError::NotAuthenticated => {
+                json!({ "detail": "Authentication credentials were not provided." })
+            }
+            ApiError::InvalidToken(m) => json!({ "detail": m }),
+            ApiError::NotFound => json!({ "detail": "Not found." }),
+            ApiError::InvalidPage => json!({ "detail": "Invalid page." }),
+            ApiError::MethodNotAllowed(method) => {
+                json!({ "detail": format!("Method \"{method}\" not allowed.") })
+            }
+            ApiError::PayloadTooLarge(limit) => {
+                json!({ "detail": format!("Request body is too large (the limit is {limit} bytes).") })
+            }
+            ApiError::UnsupportedMediaType(ct) => {
+                json!({ "detail": format!("Unsupported media type \"{ct}\" in request.") })
+            }
+            ApiError::Internal(_) => json!({ "detail": "A server error occurred." }),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"api\""),
+            );
+        }
+        if let ApiError::Internal(message) = self {
+            response.extensions_mut().insert(InternalError(message));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::NotFound,
+            StoreError::Unique(rule) => {
+                let (field, message) = match rule {
+                    Unique::OrganizationSlug => {
+                        ("slug", "organization with this slug already exists.")
+                    }
+                    Unique::Username => ("username", "A user with that username already exists."),
+                    Unique::UserEmail => ("email", "User with this Email address already exists."),
+                    Unique::DeviceName => (
+                        "non_field_errors",
+                        "The fields organization, name must make a unique set.",
+                    ),
+                    Unique::DeviceMac => (
+                        "non_field_errors",
+                        "The fields organization, mac_address must make a unique set.",
+                    ),
+                    Unique::DeviceKey => ("key", "device with this key already exists."),
+                };
+                ApiError::field(field, message)
+            }
+            StoreError::InUse => ApiError::Unavailable(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}

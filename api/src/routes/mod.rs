@@ -1,0 +1,6 @@
+//! One router module per resource.
+
+pub mod devices;
+pub mod health;
+pub mod organizations;
+pub mod users;

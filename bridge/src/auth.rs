@@ -1,0 +1,93 @@
+//! Who may connect to the broker, decided from the store.
+//!
+//! - Devices: username = client id = device id, password = device key. Unknown device or
+//!   wrong key → bad credentials; deactivated device or inactive organization → not authorized.
+//! - Operators: username = API username, password = an API token of that user. They may watch
+//!   (read only) the organizations they manage; superusers watch everything.
+
+use fleetmq_broker::{AuthFuture, Authenticator, Login, Refusal};
+use fleetmq_protocol::{OrgScope, Principal};
+use fleetmq_store::{Backend, DeviceId, Result, Store};
+
+/// Answers the broker's login questions from the store.
+#[derive(Clone)]
+pub struct StoreAuthenticator {
+    store: Store,
+}
+
+impl StoreAuthenticator {
+    /// An authenticator over `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+impl Authenticator for StoreAuthenticator {
+    fn authenticate(&self, login: Login) -> AuthFuture<'_> {
+        Box::pin(async move {
+            match self.store.run(move |db| decide(db, &login)).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    tracing::error!(error = %e, "store unavailable during MQTT login");
+                    Err(Refusal::ServerUnavailable)
+                }
+            }
+        })
+    }
+}
+
+fn decide(db: &dyn Backend, login: &Login) -> Result<Result<Principal, Refusal>> {
+    let Some(username) = login.username.as_deref() else {
+        return Ok(Err(Refusal::NotAuthorized));
+    };
+    let password = login.password.as_deref().unwrap_or_default();
+    if let Ok(id) = username.parse::<DeviceId>() {
+        if let Some(device) = db.device(id)? {
+            if !device.fields.key.matches(password) {
+                return Ok(Err(Refusal::BadCredentials));
+            }
+            if device.is_deactivated {
+                return Ok(Err(Refusal::NotAuthorized));
+            }
+            let Some(org) = db.organization(device.fields.organization)? else {
+                return Ok(Err(Refusal::NotAuthorized));
+            };
+            if !org.fields.is_active {
+                return Ok(Err(Refusal::NotAuthorized));
+            }
+            return Ok(Ok(Principal::Device {
+                org_slug: org.fields.slug.as_str().to_owned(),
+                device_id: id.to_string(),
+            }));
+        }
+    }
+    let Ok(token) = std::str::from_utf8(password) else {
+        return Ok(Err(Refusal::BadCredentials));
+    };
+    let Some(user) = db.user_for_token(token)? else {
+        return Ok(Err(Refusal::BadCredentials));
+    };
+    if user.fields.username.as_str() != username {
+        return Ok(Err(Refusal::BadCredentials));
+    }
+    if !user.fields.is_active {
+        return Ok(Err(Refusal::NotAuthorized));
+    }
+    if user.fields.is_superuser {
+        return Ok(Ok(Principal::Operator {
+            orgs: OrgScope::All,
+        }));
+    }
+    let mut slugs = Vec::new();
+    for org in user.managed_orgs() {
+        if let Some(org) = db.organization(org)? {
+            slugs.push(org.fields.slug.as_str().to_owned());
+        }
+    }
+    if slugs.is_empty() {
+        return Ok(Err(Refusal::NotAuthorized));
+    }
+    Ok(Ok(Principal::Operator {
+        orgs: OrgScope::Managed(slugs),
+    }))
+}

@@ -1,0 +1,31 @@
+//! Where the server listens and keeps its data.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything [`crate::Server::start`] needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory of the redb file (and, later, firmware images and TLS material).
+    pub data_dir: PathBuf,
+    /// REST API address; port 0 picks a free one.
+    pub http_addr: SocketAddr,
+    /// MQTT address; port 0 picks a free one.
+    pub mqtt_addr: SocketAddr,
+    /// Let clients without a username use topics outside the fleetmq tree.
+    pub mqtt_anonymous_sandbox: bool,
+    /// Password for the `admin` superuser created on the first start (random when `None`).
+    pub admin_password: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            mqtt_anonymous_sandbox: false,
+            admin_password: None,
+        }
+    }
+}
