@@ -293,18 +293,19 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         let close = session.run(&mut wire, rx, keep_alive, guard.kicked()).await;
         info!(reason = %close, "disconnected");
 
-        if !matches!(close, Close::ClientDisconnect) {
-            if let Some(LastWill {
+        // Every end but a client DISCONNECT publishes the will (MQTT 3.1.1 §3.1.2.5).
+        let will = will.filter(|_| !matches!(close, Close::ClientDisconnect));
+        let published = match will {
+            Some(LastWill {
                 topic,
                 message,
                 retain,
                 ..
-            }) = will
-            {
-                if let Err(e) = shared.core.publish(topic, message, retain).await {
-                    warn!(error = %e, "cannot publish last will");
-                }
-            }
+            }) => shared.core.publish(topic, message, retain).await,
+            None => Ok(()),
+        };
+        if let Err(e) = published {
+            warn!(error = %e, "cannot publish last will");
         }
         let disconnect = Disconnect {
             reason_code: DisconnectReasonCode::NormalDisconnection,
@@ -435,12 +436,14 @@ impl Session<'_> {
     ) -> Result<(), Close> {
         let mut next = first;
         for _ in 0..MAX_BATCH {
-            if let Some(notification) = next.take() {
-                if self.handle_router(notification, wire)? {
-                    // The router paused us because our buffer was full; tell it we drained
-                    // it, or it never schedules this connection again.
-                    rx.wake().await.map_err(|_| Close::RouterGone)?;
-                }
+            let wake = match next.take() {
+                Some(notification) => self.handle_router(notification, wire)?,
+                None => false,
+            };
+            if wake {
+                // The router paused us because our buffer was full; tell it we drained it,
+                // or it never schedules this connection again.
+                rx.wake().await.map_err(|_| Close::RouterGone)?;
             }
             match now_or_never(rx.next()) {
                 Some(Ok(Some(notification))) => next = Some(notification),

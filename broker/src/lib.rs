@@ -15,9 +15,9 @@
 //! ```
 //!
 //! # Layout
-//! - [`config`]: [`BrokerConfig`] and [`RouterSizing`].
+//! - [`config`]: the settings, [`BrokerConfig`] and [`RouterSizing`].
 //! - [`auth`]: the [`Authenticator`] boundary, [`Login`] and [`Refusal`].
-//! - [`error`]: [`BrokerError`].
+//! - [`error`]: the crate's error type, [`BrokerError`].
 //! - `router`: starting the router, building links, the feeder thread.
 //! - `session`: live sessions by client id (takeover ordering, kicking devices).
 //! - `connection`: the per-connection task.
@@ -86,10 +86,12 @@ impl Broker {
         // cannot stall on us.
         tokio::spawn(async move {
             while let Ok(notification) = rx.next().await {
-                if let Some(Notification::Unschedule) = notification {
-                    if rx.wake().await.is_err() {
-                        break;
-                    }
+                let woken = match notification {
+                    Some(Notification::Unschedule) => rx.wake().await,
+                    _ => Ok(()),
+                };
+                if woken.is_err() {
+                    break;
                 }
             }
         });

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use fleetmq_protocol::topic::ALL_UP_FILTER;
-use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
+use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
 use rumqttd::protocol::Packet;
 use rumqttd::{Notification, Router, RouterConfig, SegmentConfig};
 use tokio::sync::{mpsc, oneshot};
@@ -31,7 +31,8 @@ pub(crate) type SharedTx = Arc<Mutex<LinkTx>>;
 pub(crate) type Link = (LinkTx, LinkRx, Notification);
 
 /// Builds a link to the router for `(router_client_id, clean_session)`. Blocking.
-pub(crate) type LinkFactory = dyn Fn(&str, bool) -> Result<Link, LinkError> + Send + Sync;
+/// rumqttd's `LinkError` is ~800 bytes; the factory reports it as text.
+pub(crate) type LinkFactory = dyn Fn(&str, bool) -> Result<Link, String> + Send + Sync;
 
 /// Links the broker opens itself on top of `max_connections` (publisher, bridge, tests) plus
 /// room for sessions being taken over.
@@ -82,6 +83,7 @@ pub(crate) fn spawn_router(
             // topic no subscription matches.
             .dynamic_filters(true)
             .build()
+            .map_err(|e| e.to_string())
     }))
 }
 
@@ -95,7 +97,7 @@ pub(crate) async fn build_link(
     tokio::task::spawn_blocking(move || factory(&router_client_id, clean))
         .await
         .map_err(|e| BrokerError::RouterUnavailable(e.to_string()))?
-        .map_err(|e| BrokerError::RouterUnavailable(e.to_string()))
+        .map_err(BrokerError::RouterUnavailable)
 }
 
 pub(crate) fn lock(tx: &SharedTx) -> MutexGuard<'_, LinkTx> {

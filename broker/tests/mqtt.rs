@@ -1,0 +1,701 @@
+//! End-to-end tests: real rumqttc clients against a broker bound on 127.0.0.1:0.
+//!
+//! The cast: `dev-a1` (org `acme`), `dev-b1` (org `beta`), operator `op-acme` (manages
+//! `acme`). Where a test asserts that something was *not* delivered, it sends a marker
+//! message afterwards on a path that is delivered and checks the marker arrives first:
+//! ordering replaces sleeping.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetmq_broker::{
+    AuthFuture, Authenticator, Broker, BrokerConfig, BrokerHandle, Login, Refusal,
+};
+use fleetmq_protocol::topic::{ALL_UP_FILTER, DownChannel, Topic, UpChannel};
+use fleetmq_protocol::{OrgScope, Principal};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, LastWill, MqttOptions, Outgoing,
+    Packet, Publish, QoS, SubscribeFilter, SubscribeReasonCode,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+/// Failure guard for anything awaited; never a sleep.
+const WAIT: Duration = Duration::from_secs(10);
+
+struct TestAuth;
+
+impl Authenticator for TestAuth {
+    fn authenticate(&self, login: Login) -> AuthFuture<'_> {
+        Box::pin(async move {
+            let password = login.password.unwrap_or_default();
+            let device = |org: &str, id: &str| Principal::Device {
+                org_slug: org.into(),
+                device_id: id.into(),
+            };
+            match (login.username.as_deref(), password.as_slice()) {
+                (Some("dev-a1"), b"pw-a1") => Ok(device("acme", "dev-a1")),
+                (Some("dev-b1"), b"pw-b1") => Ok(device("beta", "dev-b1")),
+                (Some("op-acme"), b"pw-op") => Ok(Principal::Operator {
+                    orgs: OrgScope::Managed(vec!["acme".into()]),
+                }),
+                (Some("disabled"), _) => Err(Refusal::NotAuthorized),
+                _ => Err(Refusal::BadCredentials),
+            }
+        })
+    }
+}
+
+struct TestBroker {
+    addr: SocketAddr,
+    handle: BrokerHandle,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl TestBroker {
+    async fn start() -> TestBroker {
+        TestBroker::start_with(BrokerConfig::default()).await
+    }
+
+    async fn start_with(mut config: BrokerConfig) -> TestBroker {
+        config.mqtt_addr = "127.0.0.1:0".parse().unwrap();
+        let broker = Broker::bind(config, Arc::new(TestAuth)).await.unwrap();
+        let addr = broker.local_addr();
+        let handle = broker.handle();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(broker.run(shutdown.clone()));
+        TestBroker {
+            addr,
+            handle,
+            shutdown,
+            task,
+        }
+    }
+
+    fn options(&self, client_id: &str, credentials: Option<(&str, &str)>) -> MqttOptions {
+        let mut options = MqttOptions::new(client_id, self.addr.ip().to_string(), self.addr.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        if let Some((user, password)) = credentials {
+            options.set_credentials(user, password);
+        }
+        options
+    }
+
+    async fn connect(&self, options: MqttOptions) -> Result<Client, ConnectionError> {
+        Client::connect(options).await
+    }
+
+    async fn device_a(&self) -> Client {
+        self.connect(self.options("dev-a1", Some(("dev-a1", "pw-a1"))))
+            .await
+            .unwrap()
+    }
+
+    async fn device_b(&self) -> Client {
+        self.connect(self.options("dev-b1", Some(("dev-b1", "pw-b1"))))
+            .await
+            .unwrap()
+    }
+
+    async fn operator(&self) -> Client {
+        self.connect(self.options("op-console", Some(("op-acme", "pw-op"))))
+            .await
+            .unwrap()
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        timeout(WAIT, self.task).await.unwrap().unwrap();
+    }
+}
+
+/// A connected rumqttc client whose event loop runs in a task.
+struct Client {
+    client: AsyncClient,
+    events: mpsc::UnboundedReceiver<Result<Event, ConnectionError>>,
+    task: JoinHandle<()>,
+}
+
+impl Client {
+    async fn connect(options: MqttOptions) -> Result<Client, ConnectionError> {
+        let (client, mut eventloop) = AsyncClient::new(options, 16);
+        loop {
+            match timeout(WAIT, eventloop.poll())
+                .await
+                .expect("CONNACK in time")?
+            {
+                Event::Incoming(Packet::ConnAck(_)) => break,
+                _ => continue,
+            }
+        }
+        let (tx, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                let event = eventloop.poll().await;
+                let failed = event.is_err();
+                if tx.send(event).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Client {
+            client,
+            events,
+            task,
+        })
+    }
+
+    async fn next_event(&mut self) -> Result<Event, ConnectionError> {
+        timeout(WAIT, self.events.recv())
+            .await
+            .expect("event in time")
+            .expect("event loop alive")
+    }
+
+    async fn subscribe(&mut self, filters: &[&str]) -> Vec<SubscribeReasonCode> {
+        let filters: Vec<_> = filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.to_string(), QoS::AtLeastOnce))
+            .collect();
+        self.client.subscribe_many(filters).await.unwrap();
+        loop {
+            if let Event::Incoming(Packet::SubAck(ack)) = self.next_event().await.unwrap() {
+                return ack.return_codes;
+            }
+        }
+    }
+
+    async fn publish(&self, topic: &str, payload: &str, retain: bool) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload.as_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+
+    async fn next_publish(&mut self) -> Publish {
+        loop {
+            if let Event::Incoming(Packet::Publish(publish)) = self.next_event().await.unwrap() {
+                return publish;
+            }
+        }
+    }
+
+    /// Waits until the broker closes the connection.
+    async fn closed_by_broker(&mut self) -> ConnectionError {
+        loop {
+            if let Err(e) = self.next_event().await {
+                return e;
+            }
+        }
+    }
+
+    /// Sends DISCONNECT and waits until it is on the wire.
+    async fn disconnect_cleanly(mut self) {
+        self.client.disconnect().await.unwrap();
+        loop {
+            match self.next_event().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Drops the socket without DISCONNECT.
+    fn drop_socket(self) {
+        self.task.abort();
+    }
+}
+
+fn up(org: &str, device: &str, channel: UpChannel) -> String {
+    Topic::up(org, device, channel).to_string()
+}
+
+fn down(org: &str, device: &str, channel: DownChannel) -> String {
+    Topic::down(org, device, channel).to_string()
+}
+
+fn refused(code: ConnectReturnCode) -> impl Fn(Result<Client, ConnectionError>) -> bool {
+    move |result| matches!(result, Err(ConnectionError::ConnectionRefused(c)) if c == code)
+}
+
+#[tokio::test]
+async fn wrong_password_is_refused_with_bad_username_password() {
+    let broker = TestBroker::start().await;
+    let result = broker
+        .connect(broker.options("dev-a1", Some(("dev-a1", "nope"))))
+        .await;
+    assert!(refused(ConnectReturnCode::BadUserNamePassword)(result));
+    let result = broker
+        .connect(broker.options("x", Some(("disabled", "any"))))
+        .await;
+    assert!(refused(ConnectReturnCode::NotAuthorized)(result));
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn device_must_use_its_device_id_as_client_id() {
+    let broker = TestBroker::start().await;
+    let result = broker
+        .connect(broker.options("someone-else", Some(("dev-a1", "pw-a1"))))
+        .await;
+    assert!(refused(ConnectReturnCode::BadClientId)(result));
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn device_uplink_reaches_an_operator_of_its_org() {
+    let broker = TestBroker::start().await;
+    let mut operator = broker.operator().await;
+    assert_eq!(
+        operator.subscribe(&["fleetmq/v1/acme/#"]).await,
+        [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    let device = broker.device_a().await;
+    let topic = up("acme", "dev-a1", UpChannel::Telemetry);
+    device.publish(&topic, r#"{"cpu":1}"#, false).await;
+    let received = operator.next_publish().await;
+    assert_eq!(received.topic, topic);
+    assert_eq!(&received.payload[..], br#"{"cpu":1}"#);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn device_subscriptions_outside_its_own_down_tree_get_suback_failure() {
+    let broker = TestBroker::start().await;
+    let mut device = broker.device_a().await;
+    let codes = device
+        .subscribe(&[
+            "#",
+            "fleetmq/v1/acme/dev-a1/down/#",
+            "fleetmq/v1/+/+/down/#",
+            "fleetmq/v1/beta/dev-b1/down/#",
+            "fleetmq/v1/acme/dev-a1/down/+/request",
+        ])
+        .await;
+    assert_eq!(
+        codes,
+        [
+            SubscribeReasonCode::Failure,
+            SubscribeReasonCode::Success(QoS::AtLeastOnce),
+            SubscribeReasonCode::Failure,
+            SubscribeReasonCode::Failure,
+            SubscribeReasonCode::Success(QoS::AtLeastOnce),
+        ]
+    );
+    // The connection stays usable after refusals.
+    broker
+        .handle
+        .publish(
+            &down("acme", "dev-a1", DownChannel::ConfigNotice),
+            "{}",
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        device.next_publish().await.topic,
+        down("acme", "dev-a1", DownChannel::ConfigNotice)
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn device_publishing_to_another_devices_topic_is_disconnected_and_nothing_is_delivered() {
+    let broker = TestBroker::start().await;
+    let mut victim = broker.device_b().await;
+    victim.subscribe(&["fleetmq/v1/beta/dev-b1/down/#"]).await;
+    let mut attacker = broker.device_a().await;
+    let command = down("beta", "dev-b1", DownChannel::CommandRequest);
+    attacker.publish(&command, "rm -rf /", false).await;
+    attacker.closed_by_broker().await;
+
+    let notice = down("beta", "dev-b1", DownChannel::ConfigNotice);
+    broker
+        .handle
+        .publish(&notice, "marker", false)
+        .await
+        .unwrap();
+    let first = victim.next_publish().await;
+    assert_eq!(first.topic, notice, "the forged command must not arrive");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn operator_only_sees_its_own_orgs_and_cannot_command_devices() {
+    let broker = TestBroker::start().await;
+    let mut operator = broker.operator().await;
+    assert_eq!(
+        operator
+            .subscribe(&[
+                "fleetmq/v1/beta/#",
+                "fleetmq/v1/+/+/up/#",
+                "fleetmq/v1/acme/#"
+            ])
+            .await,
+        [
+            SubscribeReasonCode::Failure,
+            SubscribeReasonCode::Failure,
+            SubscribeReasonCode::Success(QoS::AtLeastOnce),
+        ]
+    );
+    let device_b = broker.device_b().await;
+    device_b
+        .publish(&up("beta", "dev-b1", UpChannel::Telemetry), "secret", false)
+        .await;
+    let mut device_a = broker.device_a().await;
+    device_a.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await;
+    let marker = up("acme", "dev-a1", UpChannel::Telemetry);
+    device_a.publish(&marker, "marker", false).await;
+    assert_eq!(operator.next_publish().await.topic, marker);
+
+    let command = down("acme", "dev-a1", DownChannel::CommandRequest);
+    operator.publish(&command, "reboot", false).await;
+    operator.closed_by_broker().await;
+    let notice = down("acme", "dev-a1", DownChannel::ConfigNotice);
+    broker
+        .handle
+        .publish(&notice, "marker", false)
+        .await
+        .unwrap();
+    assert_eq!(device_a.next_publish().await.topic, notice);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn keep_alive_zero_is_accepted() {
+    let broker = TestBroker::start().await;
+    let mut options = broker.options("dev-a1", Some(("dev-a1", "pw-a1")));
+    options.set_keep_alive(Duration::ZERO);
+    let mut device = broker.connect(options).await.unwrap();
+    assert_eq!(
+        device.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await,
+        [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    broker.stop().await;
+}
+
+fn with_offline_will(mut options: MqttOptions, org: &str, device: &str) -> MqttOptions {
+    options.set_last_will(LastWill::new(
+        up(org, device, UpChannel::Presence),
+        r#"{"status":"offline"}"#,
+        QoS::AtLeastOnce,
+        true,
+    ));
+    options
+}
+
+#[tokio::test]
+async fn last_will_is_published_when_the_socket_drops() {
+    let broker = TestBroker::start().await;
+    let mut operator = broker.operator().await;
+    operator.subscribe(&["fleetmq/v1/acme/#"]).await;
+    let options = with_offline_will(
+        broker.options("dev-a1", Some(("dev-a1", "pw-a1"))),
+        "acme",
+        "dev-a1",
+    );
+    let device = broker.connect(options).await.unwrap();
+    device.drop_socket();
+    let will = operator.next_publish().await;
+    assert_eq!(will.topic, up("acme", "dev-a1", UpChannel::Presence));
+    assert_eq!(&will.payload[..], br#"{"status":"offline"}"#);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn last_will_is_not_published_after_a_clean_disconnect() {
+    let broker = TestBroker::start().await;
+    let mut operator = broker.operator().await;
+    operator.subscribe(&["fleetmq/v1/acme/#"]).await;
+    let options = with_offline_will(
+        broker.options("dev-a1", Some(("dev-a1", "pw-a1"))),
+        "acme",
+        "dev-a1",
+    );
+    let device = broker.connect(options).await.unwrap();
+    device.disconnect_cleanly().await;
+    // Reconnecting waits for the old session to be fully gone (takeover ordering), so the
+    // marker is published after any will would have been.
+    let device = broker.device_a().await;
+    let marker = up("acme", "dev-a1", UpChannel::Telemetry);
+    device.publish(&marker, "marker", false).await;
+    assert_eq!(operator.next_publish().await.topic, marker);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn retained_will_is_delivered_to_later_subscribers() {
+    let broker = TestBroker::start().await;
+    let options = with_offline_will(
+        broker.options("dev-a1", Some(("dev-a1", "pw-a1"))),
+        "acme",
+        "dev-a1",
+    );
+    let device = broker.connect(options).await.unwrap();
+    device.drop_socket();
+    // Subscribing after the drop: the will is retained, so it arrives once published.
+    let mut operator = broker.operator().await;
+    operator
+        .subscribe(&["fleetmq/v1/acme/dev-a1/up/presence"])
+        .await;
+    let will = operator.next_publish().await;
+    assert_eq!(&will.payload[..], br#"{"status":"offline"}"#);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn handle_publish_reaches_the_device_down_topic() {
+    let broker = TestBroker::start().await;
+    let mut device = broker.device_a().await;
+    device.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await;
+    let topic = down("acme", "dev-a1", DownChannel::CommandRequest);
+    broker
+        .handle
+        .publish(&topic, "reboot", false)
+        .await
+        .unwrap();
+    let received = device.next_publish().await;
+    assert_eq!(received.topic, topic);
+    assert_eq!(&received.payload[..], b"reboot");
+    assert!(broker.handle.publish("a/+", "x", false).await.is_err());
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn disconnect_device_kicks_the_live_session_and_announces_it_offline() {
+    let broker = TestBroker::start().await;
+    let mut operator = broker.operator().await;
+    operator.subscribe(&["fleetmq/v1/acme/#"]).await;
+    let options = with_offline_will(
+        broker.options("dev-a1", Some(("dev-a1", "pw-a1"))),
+        "acme",
+        "dev-a1",
+    );
+    let mut device = broker.connect(options).await.unwrap();
+    assert!(broker.handle.disconnect_device("dev-a1").await);
+    device.closed_by_broker().await;
+    assert_eq!(
+        operator.next_publish().await.topic,
+        up("acme", "dev-a1", UpChannel::Presence)
+    );
+    assert!(!broker.handle.disconnect_device("dev-a1").await);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_connection_with_the_same_device_id_takes_over_after_the_old_will() {
+    let broker = TestBroker::start().await;
+    let mut operator = broker.operator().await;
+    operator.subscribe(&["fleetmq/v1/acme/#"]).await;
+    let options = with_offline_will(
+        broker.options("dev-a1", Some(("dev-a1", "pw-a1"))),
+        "acme",
+        "dev-a1",
+    );
+    let mut old = broker.connect(options).await.unwrap();
+    let new = broker.device_a().await;
+    old.closed_by_broker().await;
+    let presence = up("acme", "dev-a1", UpChannel::Presence);
+    new.publish(&presence, r#"{"status":"online"}"#, true).await;
+    let first = operator.next_publish().await;
+    assert_eq!(&first.payload[..], br#"{"status":"offline"}"#);
+    let second = operator.next_publish().await;
+    assert_eq!(&second.payload[..], br#"{"status":"online"}"#);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn clients_without_username_are_refused_unless_the_sandbox_is_on() {
+    let broker = TestBroker::start().await;
+    let result = broker.connect(broker.options("anon", None)).await;
+    assert!(refused(ConnectReturnCode::NotAuthorized)(result));
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn anonymous_sandbox_allows_test_topics_and_refuses_the_fleetmq_tree() {
+    let broker = TestBroker::start_with(BrokerConfig {
+        anonymous_sandbox: true,
+        ..BrokerConfig::default()
+    })
+    .await;
+    let mut anon = broker.connect(broker.options("anon", None)).await.unwrap();
+    assert_eq!(
+        anon.subscribe(&["test/#", "#", "fleetmq/#", "+/v1/#"])
+            .await,
+        [
+            SubscribeReasonCode::Success(QoS::AtLeastOnce),
+            SubscribeReasonCode::Failure,
+            SubscribeReasonCode::Failure,
+            SubscribeReasonCode::Failure,
+        ]
+    );
+    anon.publish("test/x", "hello", false).await;
+    let received = anon.next_publish().await;
+    assert_eq!(received.topic, "test/x");
+
+    anon.publish(&up("acme", "dev-a1", UpChannel::Telemetry), "forged", false)
+        .await;
+    anon.closed_by_broker().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn in_process_link_receives_every_device_uplink() {
+    let broker = TestBroker::start().await;
+    let mut bridge = broker
+        .handle
+        .link("bridge", &[ALL_UP_FILTER])
+        .await
+        .unwrap();
+    let device_a = broker.device_a().await;
+    let device_b = broker.device_b().await;
+    device_a
+        .publish(&up("acme", "dev-a1", UpChannel::Telemetry), "a", false)
+        .await;
+    let first = timeout(WAIT, bridge.recv()).await.unwrap().unwrap();
+    assert_eq!(first.topic, up("acme", "dev-a1", UpChannel::Telemetry));
+    device_b
+        .publish(&up("beta", "dev-b1", UpChannel::Coordinates), "b", false)
+        .await;
+    let second = timeout(WAIT, bridge.recv()).await.unwrap().unwrap();
+    assert_eq!(second.topic, up("beta", "dev-b1", UpChannel::Coordinates));
+    assert_eq!(&second.payload[..], b"b");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn unsubscribe_is_acknowledged_and_stops_delivery() {
+    let broker = TestBroker::start().await;
+    let mut device = broker.device_a().await;
+    device
+        .subscribe(&[
+            "fleetmq/v1/acme/dev-a1/down/command/request",
+            "fleetmq/v1/acme/dev-a1/down/error",
+        ])
+        .await;
+    device
+        .client
+        .unsubscribe("fleetmq/v1/acme/dev-a1/down/command/request")
+        .await
+        .unwrap();
+    loop {
+        if let Event::Incoming(Packet::UnsubAck(_)) = device.next_event().await.unwrap() {
+            break;
+        }
+    }
+    // Never subscribed: still exactly one UNSUBACK (the router alone would send none).
+    device
+        .client
+        .unsubscribe("fleetmq/v1/acme/dev-a1/down/nothing")
+        .await
+        .unwrap();
+    loop {
+        if let Event::Incoming(Packet::UnsubAck(_)) = device.next_event().await.unwrap() {
+            break;
+        }
+    }
+    let handle = &broker.handle;
+    handle
+        .publish(
+            &down("acme", "dev-a1", DownChannel::CommandRequest),
+            "x",
+            false,
+        )
+        .await
+        .unwrap();
+    handle
+        .publish(&down("acme", "dev-a1", DownChannel::Error), "marker", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        device.next_publish().await.topic,
+        down("acme", "dev-a1", DownChannel::Error)
+    );
+    broker.stop().await;
+}
+
+/// Reads until the broker closes the socket; returns everything it sent.
+async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut received = Vec::new();
+    let _ = timeout(WAIT, stream.read_to_end(&mut received))
+        .await
+        .expect("broker closes the connection");
+    received
+}
+
+#[tokio::test]
+async fn garbage_bytes_close_that_connection_and_the_broker_keeps_serving() {
+    let broker = TestBroker::start().await;
+    let garbages: [&[u8]; 4] = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        &[0x10, 0xff, 0xff, 0xff, 0xff, 0x7f],
+        &[0x10, 0x05, 0x00, 0x04, b'M', b'Q', b'T'],
+        &[
+            0x10, 0x0c, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0xff, 0x00, 0x00, 0x00, 0xff,
+        ],
+    ];
+    for garbage in garbages {
+        let mut stream = TcpStream::connect(broker.addr).await.unwrap();
+        stream.write_all(garbage).await.unwrap();
+        let _ = stream.shutdown().await;
+        read_to_close(&mut stream).await;
+    }
+    let mut device = broker.device_a().await;
+    assert_eq!(
+        device.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await,
+        [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn mqtt_3_1_clients_get_unacceptable_protocol_version() {
+    let broker = TestBroker::start().await;
+    let mut stream = TcpStream::connect(broker.addr).await.unwrap();
+    // CONNECT, protocol "MQIsdp" level 3, clean session, keep-alive 60, client id "c".
+    let mut connect = vec![0x10, 15, 0x00, 0x06];
+    connect.extend_from_slice(b"MQIsdp");
+    connect.extend_from_slice(&[0x03, 0x02, 0x00, 0x3c, 0x00, 0x01, b'c']);
+    stream.write_all(&connect).await.unwrap();
+    assert_eq!(read_to_close(&mut stream).await, [0x20, 0x02, 0x00, 0x01]);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn empty_client_id_is_rejected_for_persistent_sessions() {
+    let broker = TestBroker::start_with(BrokerConfig {
+        anonymous_sandbox: true,
+        ..BrokerConfig::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(broker.addr).await.unwrap();
+    // CONNECT MQTT 3.1.1, clean session = 0, keep-alive 60, empty client id.
+    let connect = [
+        0x10, 12, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x00, 0x00, 0x3c, 0x00, 0x00,
+    ];
+    stream.write_all(&connect).await.unwrap();
+    assert_eq!(read_to_close(&mut stream).await, [0x20, 0x02, 0x00, 0x02]);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn clients_beyond_max_connections_get_server_unavailable() {
+    let broker = TestBroker::start_with(BrokerConfig {
+        max_connections: 1,
+        ..BrokerConfig::default()
+    })
+    .await;
+    let _device = broker.device_a().await;
+    let result = broker
+        .connect(broker.options("dev-b1", Some(("dev-b1", "pw-b1"))))
+        .await;
+    assert!(refused(ConnectReturnCode::ServiceUnavailable)(result));
+    broker.stop().await;
+}
