@@ -120,20 +120,30 @@ struct Client {
     client: AsyncClient,
     events: mpsc::UnboundedReceiver<Result<Event, ConnectionError>>,
     task: JoinHandle<()>,
+    session_present: bool,
+}
+
+/// Connects and returns the event loop *without* polling it further (so no PINGREQ is sent).
+async fn connect_idle(
+    options: MqttOptions,
+) -> Result<(AsyncClient, rumqttc::EventLoop, bool), ConnectionError> {
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    loop {
+        match timeout(WAIT, eventloop.poll())
+            .await
+            .expect("CONNACK in time")?
+        {
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                return Ok((client, eventloop, ack.session_present));
+            }
+            _ => continue,
+        }
+    }
 }
 
 impl Client {
     async fn connect(options: MqttOptions) -> Result<Client, ConnectionError> {
-        let (client, mut eventloop) = AsyncClient::new(options, 16);
-        loop {
-            match timeout(WAIT, eventloop.poll())
-                .await
-                .expect("CONNACK in time")?
-            {
-                Event::Incoming(Packet::ConnAck(_)) => break,
-                _ => continue,
-            }
-        }
+        let (client, mut eventloop, session_present) = connect_idle(options).await?;
         let (tx, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             loop {
@@ -148,6 +158,7 @@ impl Client {
             client,
             events,
             task,
+            session_present,
         })
     }
 
@@ -697,5 +708,114 @@ async fn clients_beyond_max_connections_get_server_unavailable() {
         .connect(broker.options("dev-b1", Some(("dev-b1", "pw-b1"))))
         .await;
     assert!(refused(ConnectReturnCode::ServiceUnavailable)(result));
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn qos1_and_qos2_publishes_are_acknowledged_and_delivered() {
+    let broker = TestBroker::start().await;
+    let mut operator = broker.operator().await;
+    operator.subscribe(&["fleetmq/v1/acme/#"]).await;
+    let mut device = broker.device_a().await;
+    let topic = up("acme", "dev-a1", UpChannel::Telemetry);
+    device
+        .client
+        .publish(&topic, QoS::AtLeastOnce, false, "one")
+        .await
+        .unwrap();
+    device
+        .client
+        .publish(&topic, QoS::ExactlyOnce, false, "two")
+        .await
+        .unwrap();
+    let (mut puback, mut pubcomp) = (false, false);
+    while !(puback && pubcomp) {
+        match device.next_event().await.unwrap() {
+            Event::Incoming(Packet::PubAck(_)) => puback = true,
+            Event::Incoming(Packet::PubComp(_)) => pubcomp = true,
+            _ => {}
+        }
+    }
+    assert_eq!(&operator.next_publish().await.payload[..], b"one");
+    assert_eq!(&operator.next_publish().await.payload[..], b"two");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_larger_than_the_router_buffers_is_delivered_in_order() {
+    // 1,000 QoS 1 messages exceed the router's 100-slot inflight window and its 200-slot
+    // notification buffer, so this exercises PUBACK relaying and `Unschedule` handling.
+    let broker = TestBroker::start().await;
+    let mut operator = broker.operator().await;
+    operator.subscribe(&["fleetmq/v1/acme/#"]).await;
+    let device = broker.device_a().await;
+    let topic = up("acme", "dev-a1", UpChannel::Telemetry);
+    let publisher = tokio::spawn(async move {
+        for i in 0..1000 {
+            device.publish(&topic, &i.to_string(), false).await;
+        }
+        device
+    });
+    for i in 0..1000 {
+        let received = operator.next_publish().await;
+        assert_eq!(received.payload, i.to_string().as_bytes());
+    }
+    drop(publisher.await.unwrap());
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn persistent_device_session_receives_commands_queued_while_offline() {
+    let broker = TestBroker::start().await;
+    let mut options = broker.options("dev-a1", Some(("dev-a1", "pw-a1")));
+    options.set_clean_session(false);
+    let mut device = broker.connect(options.clone()).await.unwrap();
+    assert!(!device.session_present);
+    device.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await;
+    device.disconnect_cleanly().await;
+
+    let command = down("acme", "dev-a1", DownChannel::CommandRequest);
+    broker
+        .handle
+        .publish(&command, "queued", false)
+        .await
+        .unwrap();
+
+    let mut device = broker.connect(options).await.unwrap();
+    assert!(device.session_present);
+    let received = device.next_publish().await;
+    assert_eq!(received.topic, command);
+    assert_eq!(&received.payload[..], b"queued");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_last_will_on_a_forbidden_topic_is_refused_at_connect() {
+    let broker = TestBroker::start().await;
+    let options = with_offline_will(
+        broker.options("dev-a1", Some(("dev-a1", "pw-a1"))),
+        "beta",
+        "dev-b1",
+    );
+    let result = broker.connect(options).await;
+    assert!(refused(ConnectReturnCode::NotAuthorized)(result));
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_after_one_and_a_half_keep_alives_and_its_will_sent() {
+    let broker = TestBroker::start().await;
+    let mut operator = broker.operator().await;
+    operator.subscribe(&["fleetmq/v1/acme/#"]).await;
+    let mut options = with_offline_will(
+        broker.options("dev-a1", Some(("dev-a1", "pw-a1"))),
+        "acme",
+        "dev-a1",
+    );
+    options.set_keep_alive(Duration::from_secs(1));
+    // Connected but never polled again: no PINGREQ leaves the client.
+    let (_client, _eventloop, _) = connect_idle(options).await.unwrap();
+    let will = operator.next_publish().await;
+    assert_eq!(will.topic, up("acme", "dev-a1", UpChannel::Presence));
     broker.stop().await;
 }
