@@ -1,1 +1,221 @@
-//! tests
+//! Helpers for fleetmq's end-to-end tests: [`TestApp::spawn`] starts the whole server on free
+//! ports with a temporary data directory, and typed helpers drive it over real sockets.
+//!
+//! # Layout
+//! - [`TestApp`] — one running server and an HTTP client.
+//! - [`Reply`] — a status and a JSON body.
+
+use std::net::SocketAddr;
+
+use fleetmq::{Config, Server};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// An answer of the API.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u16,
+    /// Body parsed as JSON (`Value::Null` when empty or not JSON).
+    pub body: Value,
+}
+
+impl Reply {
+    /// `body[key]` as a string (empty when missing).
+    pub fn str(&self, key: &str) -> String {
+        self.body[key].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// A running fleetmq on free ports with its own data directory.
+pub struct TestApp {
+    /// Base URL of the REST API, e.g. `http://127.0.0.1:41234`.
+    pub base: String,
+    /// Where MQTT listens.
+    pub mqtt_addr: SocketAddr,
+    /// Token of the first-start `admin` superuser.
+    pub admin_token: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    server: Option<Server>,
+    data_dir: TempDir,
+}
+
+/// The password `admin` gets in tests.
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+
+impl TestApp {
+    /// Starts a server on a fresh data directory.
+    pub async fn spawn() -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temporary data directory");
+        let server = start(&data_dir).await;
+        let admin_token = server
+            .first_start()
+            .map(|f| f.token.clone())
+            .expect("a new store creates the admin");
+        TestApp {
+            base: format!("http://{}", server.http_addr()),
+            mqtt_addr: server.mqtt_addr(),
+            admin_token,
+            http: reqwest::Client::new(),
+            server: Some(server),
+            data_dir,
+        }
+    }
+
+    /// Stops the server and starts a new one on the same data directory (new ports).
+    pub async fn restart(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        let server = start(&self.data_dir).await;
+        assert!(
+            server.first_start().is_none(),
+            "a restart must not recreate the admin"
+        );
+        self.base = format!("http://{}", server.http_addr());
+        self.mqtt_addr = server.mqtt_addr();
+        self.server = Some(server);
+    }
+
+    /// Stops the server.
+    pub async fn shutdown(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+
+    /// Sends a request with an optional bearer token and JSON body.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("valid method");
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        read(request.send().await.expect("request sent")).await
+    }
+
+    /// Sends raw bytes with a content type.
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("valid method");
+        let response = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent");
+        read(response).await
+    }
+
+    /// GET with a token.
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, Some(token), None).await
+    }
+
+    /// POST JSON with a token.
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call("POST", path, Some(token), Some(body)).await
+    }
+
+    /// Creates an organization as admin; returns its id.
+    pub async fn create_org(&self, slug: &str) -> String {
+        let reply = self
+            .post(
+                "/api/v1/users/organization/",
+                &self.admin_token,
+                json!({"name": slug, "slug": slug}),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{:?}", reply.body);
+        reply.str("id")
+    }
+
+    /// Creates a user as admin with the given groups and managed organizations; returns a
+    /// token of that user.
+    pub async fn create_user(&self, username: &str, groups: &[&str], manages: &[&str]) -> String {
+        let memberships: Vec<Value> = manages
+            .iter()
+            .map(|org| json!({"organization": org, "is_admin": true}))
+            .collect();
+        let reply = self
+            .post(
+                "/api/v1/users/user/",
+                &self.admin_token,
+                json!({"username": username, "password": "secret-password", "groups": groups,
+                       "organization_users": memberships}),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{:?}", reply.body);
+        let token = self
+            .call(
+                "POST",
+                "/api/v1/users/token/",
+                None,
+                Some(json!({"username": username, "password": "secret-password"})),
+            )
+            .await;
+        assert_eq!(token.status, 200, "{:?}", token.body);
+        token.str("token")
+    }
+
+    /// Registers a device named `name` in `org` with a MAC derived from the name.
+    pub async fn create_device(&self, token: &str, org: &str, name: &str) -> Reply {
+        self.post(
+            "/api/v1/controller/device/",
+            token,
+            json!({
+            "name": name, "organization": org, "mac_address": mac_for(name)}),
+        )
+        .await
+    }
+}
+
+/// A stable, valid MAC address derived from a name.
+pub fn mac_for(name: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+    }
+    let b = h.to_be_bytes();
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0], b[1], b[2], b[3], b[4]
+    )
+}
+
+async fn start(dir: &TempDir) -> Server {
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        mqtt_anonymous_sandbox: false,
+        admin_password: Some(ADMIN_PASSWORD.to_owned()),
+    };
+    Server::start(config).await.expect("server starts")
+}
+
+async fn read(response: reqwest::Response) -> Reply {
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.expect("body read");
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Reply { status, body }
+}

@@ -159,8 +159,9 @@ fn read_organization(
         Some(current) => current,
         None => OrganizationFields {
             name: String::new(),
-            slug: derived_slug
+            slug: slug
                 .clone()
+                .or_else(|| derived_slug.clone())
                 .ok_or_else(|| ApiError::field("slug", "This field is required."))?,
             description: String::new(),
             email: String::new(),

@@ -1,0 +1,282 @@
+//! REST API benchmark: loads a fleet straight into the store, starts the whole server, and
+//! drives GET detail and GET list from a load generator on its own thread, printing req/s and
+//! latency percentiles. Not a test: numbers go to docs/benchmarks.md.
+//!
+//! `cargo bench -p fleetmq-tests --bench api -- [--devices N] [--seconds S] [--connections C]`
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fleetmq::{Config, Server};
+use fleetmq_store::{
+    DeviceFields, DeviceId, DeviceKey, DeviceName, MacAddress, Membership, OrganizationFields,
+    Password, Slug, Store, UserFields, Username,
+};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use rand::Rng;
+
+struct Options {
+    devices: usize,
+    seconds: u64,
+    connections: usize,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        devices: 100_000,
+        seconds: 10,
+        connections: 32,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    for pair in args.windows(2) {
+        let value = pair[1].parse::<usize>().ok();
+        match (pair[0].as_str(), value) {
+            ("--devices", Some(v)) => o.devices = v,
+            ("--seconds", Some(v)) => o.seconds = v as u64,
+            ("--connections", Some(v)) => o.connections = v,
+            _ => {}
+        }
+    }
+    o
+}
+
+fn main() -> anyhow::Result<()> {
+    let o = options();
+    let dir = tempfile::tempdir()?;
+    let (ids, token) = load_fleet(dir.path(), o.devices)?;
+    let ids = Arc::new(ids);
+
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let server = server_rt.block_on(Server::start(Config {
+        data_dir: dir.path().to_path_buf(),
+        http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        mqtt_anonymous_sandbox: false,
+        admin_password: None,
+    }))?;
+    let addr = server.http_addr();
+    println!(
+        "fleet: {} devices; load: {} connections for {} s per scenario, generator on its own thread",
+        o.devices, o.connections, o.seconds
+    );
+    println!(
+        "{:<34} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "scenario", "req/s", "p50 ms", "p99 ms", "max ms", "errors"
+    );
+
+    let pages = (o.devices as u64).div_ceil(100).max(1);
+    let scenarios: Vec<(
+        &str,
+        Box<dyn Fn(&mut rand::rngs::ThreadRng) -> String + Send + Sync>,
+    )> = vec![
+        ("GET detail (random device)", {
+            let ids = Arc::clone(&ids);
+            Box::new(move |rng| {
+                format!(
+                    "/api/v1/controller/device/{}/",
+                    ids[rng.random_range(0..ids.len())]
+                )
+            })
+        }),
+        (
+            "GET list page_size=100, page 1",
+            Box::new(|_| "/api/v1/controller/device/?page_size=100".to_owned()),
+        ),
+        (
+            "GET list page_size=100, pages 1-10",
+            Box::new(|rng| {
+                format!(
+                    "/api/v1/controller/device/?page_size=100&page={}",
+                    rng.random_range(1..=10)
+                )
+            }),
+        ),
+        (
+            "GET list page_size=100, any page",
+            Box::new(move |rng| {
+                format!(
+                    "/api/v1/controller/device/?page_size=100&page={}",
+                    rng.random_range(1..=pages)
+                )
+            }),
+        ),
+    ];
+    for (name, path) in scenarios {
+        let result = drive(
+            addr,
+            &token,
+            o.connections,
+            Duration::from_secs(o.seconds),
+            path,
+        )?;
+        println!(
+            "{:<34} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+            name,
+            result.requests as f64 / result.elapsed.as_secs_f64(),
+            result.hist.value_at_quantile(0.50) as f64 / 1000.0,
+            result.hist.value_at_quantile(0.99) as f64 / 1000.0,
+            result.hist.max() as f64 / 1000.0,
+            result.errors
+        );
+    }
+    server_rt.block_on(server.shutdown());
+    Ok(())
+}
+
+/// Writes an organization, its manager and `n` devices straight into the store (one
+/// transaction per 5,000 devices); returns the device ids and the manager's token.
+fn load_fleet(dir: &std::path::Path, n: usize) -> anyhow::Result<(Vec<DeviceId>, String)> {
+    let started = Instant::now();
+    let store = Store::open(dir)?;
+    let db = store.blocking();
+    let org = db.create_organization(OrganizationFields {
+        name: "Bench".into(),
+        slug: Slug::parse("bench").map_err(anyhow::Error::msg)?,
+        description: String::new(),
+        email: String::new(),
+        url: String::new(),
+        is_active: true,
+    })?;
+    let user = db.create_user(
+        UserFields {
+            username: Username::parse("bench-manager").map_err(anyhow::Error::msg)?,
+            email: String::new(),
+            first_name: String::new(),
+            last_name: String::new(),
+            is_superuser: false,
+            is_active: true,
+            groups: vec![fleetmq_store::Group::Operator],
+            memberships: vec![Membership {
+                organization: org.id,
+                is_admin: true,
+            }],
+        },
+        Password::parse("bench-password").map_err(anyhow::Error::msg)?,
+    )?;
+    let token = db.create_token(user.id)?;
+    let mut ids = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
+        let batch = chunk
+            .iter()
+            .map(|i| {
+                let b = (*i as u32).to_be_bytes();
+                Ok((
+                    DeviceFields {
+                        name: DeviceName::parse(&format!("bench-{i}"))
+                            .map_err(anyhow::Error::msg)?,
+                        organization: org.id,
+                        group: None,
+                        mac_address: MacAddress::parse(&format!(
+                            "02:00:{:02x}:{:02x}:{:02x}:{:02x}",
+                            b[0], b[1], b[2], b[3]
+                        ))
+                        .map_err(anyhow::Error::msg)?,
+                        key: DeviceKey::generate(),
+                        last_ip: None,
+                        management_ip: None,
+                        model: "bench-board".into(),
+                        os: String::new(),
+                        system: String::new(),
+                        notes: String::new(),
+                        hardware_id: String::new(),
+                    },
+                    None,
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        ids.extend(db.create_devices(batch)?.into_iter().map(|d| d.id));
+    }
+    println!(
+        "loaded {n} devices in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok((ids, token.as_str().to_owned()))
+}
+
+struct Outcome {
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    hist: Histogram<u64>,
+}
+
+type PathFn = Box<dyn Fn(&mut rand::rngs::ThreadRng) -> String + Send + Sync>;
+
+/// Runs `connections` keep-alive HTTP/1.1 connections on a single-threaded runtime in its own
+/// OS thread for `duration` (after one warm-up second).
+fn drive(
+    addr: SocketAddr,
+    token: &str,
+    connections: usize,
+    duration: Duration,
+    path: PathFn,
+) -> anyhow::Result<Outcome> {
+    let token = token.to_owned();
+    let path = Arc::new(path);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let warmup = Instant::now() + Duration::from_secs(1);
+            let deadline = warmup + duration;
+            let mut tasks = Vec::new();
+            for _ in 0..connections {
+                let token = token.clone();
+                let path = Arc::clone(&path);
+                tasks.push(tokio::spawn(async move {
+                    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+                    let (mut requests, mut errors) = (0u64, 0u64);
+                    let stream = tokio::net::TcpStream::connect(addr).await?;
+                    stream.set_nodelay(true)?;
+                    let (mut sender, conn) =
+                        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                            .await?;
+                    tokio::spawn(conn);
+                    let mut rng = rand::rng();
+                    loop {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            break;
+                        }
+                        let request = Request::get(path(&mut rng))
+                            .header("host", addr.to_string())
+                            .header("authorization", format!("Bearer {token}"))
+                            .body(Empty::<Bytes>::new())?;
+                        sender.ready().await?;
+                        let response = sender.send_request(request).await?;
+                        let ok = response.status().is_success();
+                        response.into_body().collect().await?;
+                        if now >= warmup {
+                            hist.record(now.elapsed().as_micros().max(1) as u64)?;
+                            requests += 1;
+                            errors += u64::from(!ok);
+                        }
+                    }
+                    anyhow::Ok((requests, errors, hist))
+                }));
+            }
+            let mut out = Outcome {
+                requests: 0,
+                errors: 0,
+                elapsed: duration,
+                hist: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            };
+            for task in tasks {
+                let (requests, errors, hist) = task.await??;
+                out.requests += requests;
+                out.errors += errors;
+                out.hist.add(hist)?;
+            }
+            anyhow::Ok(out)
+        })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("load generator panicked"))?
+}

@@ -1,0 +1,9 @@
+//! The REST API end to end, over real sockets, against a whole server.
+
+mod auth;
+mod devices;
+mod filters;
+mod pagination;
+mod robustness;
+mod server;
+mod tenancy;

@@ -1,0 +1,105 @@
+use fleetmq_tests::TestApp;
+use serde_json::json;
+
+#[tokio::test]
+async fn data_survives_a_restart() {
+    let mut app = TestApp::spawn().await;
+    let org = app.create_org("acme").await;
+    let device = app.create_device(&app.admin_token, &org, "keeper").await;
+    assert_eq!(device.status, 201);
+
+    app.restart().await;
+
+    let reply = app
+        .get(
+            &format!("/api/v1/controller/device/{}/", device.str("id")),
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(
+        reply.status, 200,
+        "the token and the device are still there"
+    );
+    assert_eq!(reply.body["name"], "keeper");
+    assert_eq!(reply.body["key"], device.body["key"]);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_reports_store_and_broker_without_authentication() {
+    let app = TestApp::spawn().await;
+    let reply = app.call("GET", "/healthz", None, None).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.body,
+        json!({"status": "ok", "store": "ok", "broker": "ok"})
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
+    let app = TestApp::spawn().await;
+    let doc = app.call("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(doc.status, 200);
+    let expected = [
+        ("/api/v1/controller/device/", &["get", "post"][..]),
+        (
+            "/api/v1/controller/device/{id}/",
+            &["get", "put", "patch", "delete"][..],
+        ),
+        ("/api/v1/controller/device/{id}/activate/", &["post"][..]),
+        ("/api/v1/controller/device/{id}/deactivate/", &["post"][..]),
+        ("/api/v1/users/token/", &["post"][..]),
+        ("/api/v1/users/user/", &["get", "post"][..]),
+        (
+            "/api/v1/users/user/{id}/",
+            &["get", "put", "patch", "delete"][..],
+        ),
+        ("/api/v1/users/organization/", &["get", "post"][..]),
+        (
+            "/api/v1/users/organization/{id}/",
+            &["get", "put", "patch", "delete"][..],
+        ),
+        ("/healthz", &["get"][..]),
+    ];
+    let paths = doc.body["paths"].as_object().expect("paths");
+    assert_eq!(
+        paths.len(),
+        expected.len(),
+        "documented: {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    for (path, methods) in expected {
+        for method in methods {
+            assert!(
+                doc.body["paths"][path][method].is_object(),
+                "{method} {path} is documented"
+            );
+            // And the route really answers (anything but the router's own 404/405).
+            let reply = app
+                .call(
+                    &method.to_uppercase(),
+                    &path.replace("{id}", &uuid::Uuid::new_v4().to_string()),
+                    None,
+                    None,
+                )
+                .await;
+            assert!(reply.status != 405, "{method} {path} is routed");
+        }
+    }
+    assert!(doc.body["components"]["schemas"]["DeviceView"].is_object());
+
+    let ui = app
+        .http
+        .get(format!("{}/api/v1/docs/", app.base))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(ui.status(), 200);
+    assert!(
+        ui.text().await.unwrap_or_default().contains("swagger"),
+        "Swagger UI page"
+    );
+    app.shutdown().await;
+}
