@@ -412,7 +412,14 @@ impl Session<'_> {
             if let Err(close) = result {
                 return close;
             }
-            if let Err(close) = wire.flush().await {
+            // A client that stops reading must not delay a kick or a shutdown by the write
+            // timeout.
+            let flushed = tokio::select! {
+                flushed = wire.flush() => flushed,
+                () = self.shared.shutdown.cancelled() => Err(Close::Shutdown),
+                () = kicked.cancelled() => Err(Close::Kicked),
+            };
+            if let Err(close) = flushed {
                 return close;
             }
         }

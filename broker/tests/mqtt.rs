@@ -819,3 +819,67 @@ async fn a_silent_client_is_closed_after_one_and_a_half_keep_alives_and_its_will
     assert_eq!(will.topic, up("acme", "dev-a1", UpChannel::Presence));
     broker.stop().await;
 }
+
+#[test]
+fn broker_types_can_move_into_tasks() {
+    fn assert_send<T: Send + 'static>() {}
+    fn assert_clone_sync<T: Clone + Send + Sync + 'static>() {}
+    assert_send::<Broker>();
+    assert_send::<fleetmq_broker::LocalLink>();
+    assert_clone_sync::<BrokerHandle>();
+}
+
+/// A valid MQTT 3.1.1 CONNECT without credentials (clean session, keep-alive 60).
+fn raw_connect(client_id: &str) -> Vec<u8> {
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c];
+    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
+    packet
+}
+
+#[tokio::test]
+async fn random_packets_after_connect_never_take_the_broker_down() {
+    let broker = TestBroker::start_with(BrokerConfig {
+        anonymous_sandbox: true,
+        ..BrokerConfig::default()
+    })
+    .await;
+    // xorshift: deterministic, no extra dependency.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in 0..300 {
+        let mut stream = TcpStream::connect(broker.addr).await.unwrap();
+        stream
+            .write_all(&raw_connect(&format!("fuzz-{i}")))
+            .await
+            .unwrap();
+        let mut connack = [0u8; 4];
+        timeout(WAIT, stream.read_exact(&mut connack))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+        // A random packet type (2..=15) with random flags and a random short body.
+        let len = (next() % 40) as usize;
+        let mut packet = vec![
+            (((next() % 14) as u8 + 2) << 4) | (next() % 16) as u8,
+            len as u8,
+        ];
+        packet.extend((0..len).map(|_| next() as u8));
+        let _ = stream.write_all(&packet).await;
+        let _ = stream.shutdown().await;
+        read_to_close(&mut stream).await;
+    }
+    let mut anon = broker.connect(broker.options("after", None)).await.unwrap();
+    anon.subscribe(&["test/#"]).await;
+    anon.publish("test/alive", "yes", false).await;
+    assert_eq!(anon.next_publish().await.topic, "test/alive");
+    broker.stop().await;
+}
