@@ -41,25 +41,25 @@ fn decide(db: &dyn Backend, login: &Login) -> Result<Result<Principal, Refusal>>
         return Ok(Err(Refusal::NotAuthorized));
     };
     let password = login.password.as_deref().unwrap_or_default();
-    if let Ok(id) = username.parse::<DeviceId>() {
-        if let Some(device) = db.device(id)? {
-            if !device.fields.key.matches(password) {
-                return Ok(Err(Refusal::BadCredentials));
-            }
-            if device.is_deactivated {
-                return Ok(Err(Refusal::NotAuthorized));
-            }
-            let Some(org) = db.organization(device.fields.organization)? else {
-                return Ok(Err(Refusal::NotAuthorized));
-            };
-            if !org.fields.is_active {
-                return Ok(Err(Refusal::NotAuthorized));
-            }
-            return Ok(Ok(Principal::Device {
-                org_slug: org.fields.slug.as_str().to_owned(),
-                device_id: id.to_string(),
-            }));
+    if let Ok(id) = username.parse::<DeviceId>()
+        && let Some(device) = db.device(id)?
+    {
+        if !device.fields.key.matches(password) {
+            return Ok(Err(Refusal::BadCredentials));
         }
+        if device.is_deactivated {
+            return Ok(Err(Refusal::NotAuthorized));
+        }
+        let Some(org) = db.organization(device.fields.organization)? else {
+            return Ok(Err(Refusal::NotAuthorized));
+        };
+        if !org.fields.is_active {
+            return Ok(Err(Refusal::NotAuthorized));
+        }
+        return Ok(Ok(Principal::Device {
+            org_slug: org.fields.slug.as_str().to_owned(),
+            device_id: id.to_string(),
+        }));
     }
     let Ok(token) = std::str::from_utf8(password) else {
         return Ok(Err(Refusal::BadCredentials));

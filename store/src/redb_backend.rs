@@ -486,7 +486,7 @@ impl Backend for RedbBackend {
                         all.push(org);
                     }
                 }
-                all.sort_by(|a: &Organization, b| (b.created, b.id).cmp(&(a.created, a.id)));
+                all.sort_by_key(|o: &Organization| std::cmp::Reverse((o.created, o.id)));
                 Ok(Page {
                     count: all.len() as u64,
                     items: slice(all, page),
@@ -603,7 +603,7 @@ impl Backend for RedbBackend {
                         all.push(user);
                     }
                 }
-                all.sort_by(|a: &User, b| (b.date_joined, b.id).cmp(&(a.date_joined, a.id)));
+                all.sort_by_key(|u: &User| std::cmp::Reverse((u.date_joined, u.id)));
                 Ok(Page {
                     count: all.len() as u64,
                     items: slice(all, page),
@@ -791,10 +791,8 @@ impl Backend for RedbBackend {
             let id = id_of(&key?);
             let wanted = count >= page.offset && (items.len() as u64) < page.limit;
             if !filter.needs_records() {
-                if wanted {
-                    if let Some(device) = get_record(&devices, "devices", id)? {
-                        items.push(device);
-                    }
+                if wanted && let Some(device) = get_record(&devices, "devices", id)? {
+                    items.push(device);
                 }
                 count += 1;
                 continue;

@@ -71,10 +71,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     let pages = (o.devices as u64).div_ceil(100).max(1);
-    let scenarios: Vec<(
-        &str,
-        Box<dyn Fn(&mut rand::rngs::ThreadRng) -> String + Send + Sync>,
-    )> = vec![
+    let scenarios: Vec<(&str, PathFn)> = vec![
         ("GET detail (random device)", {
             let ids = Arc::clone(&ids);
             Box::new(move |rng| {
@@ -206,7 +203,7 @@ struct Outcome {
     hist: Histogram<u64>,
 }
 
-type PathFn = Box<dyn Fn(&mut rand::rngs::ThreadRng) -> String + Send + Sync>;
+type PathFn = Box<dyn Fn(&mut rand::rngs::StdRng) -> String + Send + Sync>;
 
 /// Runs `connections` keep-alive HTTP/1.1 connections on a single-threaded runtime in its own
 /// OS thread for `duration` (after one warm-up second).
@@ -239,7 +236,7 @@ fn drive(
                         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                             .await?;
                     tokio::spawn(conn);
-                    let mut rng = rand::rng();
+                    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
                     loop {
                         let now = Instant::now();
                         if now >= deadline {

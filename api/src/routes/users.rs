@@ -288,14 +288,14 @@ async fn read_user(
                         form.nested_errors("organization_users", errors);
                         continue;
                     }
-                    if let Some(org) = org {
-                        if !parsed.iter().any(|m| m.organization.0 == org) {
-                            parsed.push(Membership {
-                                organization: OrgId(org),
-                                is_admin,
-                            });
-                            wanted_orgs.push(OrgId(org));
-                        }
+                    if let Some(org) = org
+                        && !parsed.iter().any(|m| m.organization.0 == org)
+                    {
+                        parsed.push(Membership {
+                            organization: OrgId(org),
+                            is_admin,
+                        });
+                        wanted_orgs.push(OrgId(org));
                     }
                 }
                 memberships = Some(parsed);
