@@ -241,6 +241,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         None => (None, None),
     };
 
+    let authenticated_at = std::time::Instant::now();
     let principal = match authenticate(&shared, &client_id, username.clone(), password, peer).await
     {
         Ok(principal) => principal,
@@ -262,7 +263,16 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let router_id = router_client_id(&principal, username.as_deref(), &client_id);
     let span = tracing::info_span!("mqtt", client_id, %peer);
     async move {
-        let guard = shared.core.sessions.register(&router_id).await;
+        let Ok(guard) = shared
+            .core
+            .sessions
+            .register(&router_id, authenticated_at)
+            .await
+        else {
+            info!("kicked while logging in");
+            wire.connack(ConnectReturnCode::NotAuthorized, false).await;
+            return;
+        };
         let (tx, rx, connack) =
             match build_link(&shared.core.links, router_id.clone(), connect.clean_session).await {
                 Ok(link) => link,

@@ -10,13 +10,16 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fleetmq_protocol::Principal;
 use tokio_util::sync::CancellationToken;
 
 /// How long a new session waits for the one it replaces to finish.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+/// How long a kick is remembered to refuse logins that were already in flight. Longer than
+/// any connect (connect timeout + takeover wait).
+const KICK_MEMORY: Duration = Duration::from_secs(120);
 
 #[derive(Clone)]
 struct Entry {
@@ -30,7 +33,14 @@ struct Entry {
 pub(crate) struct Sessions {
     live: Mutex<HashMap<String, Entry>>,
     generations: AtomicU64,
+    /// When each key was last kicked, so that a login authenticated *before* the kick (e.g.
+    /// before the device was deactivated) but registered after it is refused.
+    kicked_at: Mutex<HashMap<String, Instant>>,
 }
+
+/// The session was kicked while its login was being authenticated.
+#[derive(Debug)]
+pub(crate) struct KickedDuringLogin;
 
 /// Held by a connection task for the lifetime of its session; dropping it unregisters the
 /// session and wakes whoever waits for it to finish.
@@ -67,7 +77,21 @@ impl Sessions {
     }
 
     /// Registers a session under `key`, stopping (and waiting for) any session it replaces.
-    pub(crate) async fn register(&self, key: &str) -> SessionGuard<'_> {
+    /// `authenticated_at` is when authentication started; a kick after it refuses the session.
+    pub(crate) async fn register(
+        &self,
+        key: &str,
+        authenticated_at: Instant,
+    ) -> Result<SessionGuard<'_>, KickedDuringLogin> {
+        let kicked_at = self
+            .kicked_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied();
+        if kicked_at.is_some_and(|kicked| kicked >= authenticated_at) {
+            return Err(KickedDuringLogin);
+        }
         let entry = Entry {
             generation: self.generations.fetch_add(1, Ordering::Relaxed),
             kick: CancellationToken::new(),
@@ -84,16 +108,22 @@ impl Sessions {
                 tracing::warn!(client = key, "previous session did not finish in time");
             }
         }
-        SessionGuard {
+        Ok(SessionGuard {
             sessions: self,
             key: key.to_owned(),
             entry,
-        }
+        })
     }
 
     /// Stops the session registered under `key`, waiting until it is gone. Returns whether
     /// there was one.
     pub(crate) async fn kick(&self, key: &str) -> bool {
+        {
+            let now = Instant::now();
+            let mut kicked_at = self.kicked_at.lock().unwrap_or_else(|p| p.into_inner());
+            kicked_at.retain(|_, at| now.duration_since(*at) < KICK_MEMORY);
+            kicked_at.insert(key.to_owned(), now);
+        }
         let Some(entry) = self.lock().get(key).cloned() else {
             return false;
         };
@@ -170,19 +200,30 @@ mod tests {
     #[tokio::test]
     async fn registering_the_same_key_kicks_and_waits_for_the_previous_session() {
         let sessions = Sessions::default();
-        let first = sessions.register("k").await;
+        let first = sessions.register("k", Instant::now()).await.unwrap();
         let kicked = first.kicked().clone();
         let finished = first.entry.finished.clone();
         let ender = async move {
             kicked.cancelled().await;
             drop(first);
         };
-        let (second, ()) = tokio::join!(sessions.register("k"), ender);
+        let (second, ()) = tokio::join!(sessions.register("k", Instant::now()), ender);
+        let second = second.unwrap();
         assert!(finished.is_cancelled());
         assert!(!second.kicked().is_cancelled());
         assert!(sessions.lock().contains_key("k"));
         drop(second);
         assert!(!sessions.lock().contains_key("k"));
         assert!(!sessions.kick("k").await);
+    }
+
+    #[tokio::test]
+    async fn a_login_authenticated_before_a_kick_is_refused_and_a_later_one_accepted() {
+        let sessions = Sessions::default();
+        let before = Instant::now();
+        assert!(!sessions.kick("d~dev").await);
+        assert!(sessions.register("d~dev", before).await.is_err());
+        assert!(sessions.register("d~dev", Instant::now()).await.is_ok());
+        assert!(sessions.register("d~other", before).await.is_ok());
     }
 }

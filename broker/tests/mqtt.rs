@@ -63,9 +63,13 @@ impl TestBroker {
         TestBroker::start_with(BrokerConfig::default()).await
     }
 
-    async fn start_with(mut config: BrokerConfig) -> TestBroker {
+    async fn start_with(config: BrokerConfig) -> TestBroker {
+        TestBroker::start_with_auth(config, Arc::new(TestAuth)).await
+    }
+
+    async fn start_with_auth(mut config: BrokerConfig, auth: Arc<dyn Authenticator>) -> TestBroker {
         config.mqtt_addr = "127.0.0.1:0".parse().unwrap();
-        let broker = Broker::bind(config, Arc::new(TestAuth)).await.unwrap();
+        let broker = Broker::bind(config, auth).await.unwrap();
         let addr = broker.local_addr();
         let handle = broker.handle();
         let shutdown = CancellationToken::new();
@@ -881,5 +885,50 @@ async fn random_packets_after_connect_never_take_the_broker_down() {
     anon.subscribe(&["test/#"]).await;
     anon.publish("test/alive", "yes", false).await;
     assert_eq!(anon.next_publish().await.topic, "test/alive");
+    broker.stop().await;
+}
+
+/// Accepts `dev-a1` only after the test opens the gate.
+struct GatedAuth {
+    entered: Arc<tokio::sync::Notify>,
+    gate: Arc<tokio::sync::Notify>,
+}
+
+impl Authenticator for GatedAuth {
+    fn authenticate(&self, _login: Login) -> AuthFuture<'_> {
+        Box::pin(async move {
+            self.entered.notify_one();
+            self.gate.notified().await;
+            Ok(Principal::Device {
+                org_slug: "acme".into(),
+                device_id: "dev-a1".into(),
+            })
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_device_kicked_while_its_login_is_in_flight_is_refused() {
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let auth = GatedAuth {
+        entered: Arc::clone(&entered),
+        gate: Arc::clone(&gate),
+    };
+    let broker = TestBroker::start_with_auth(BrokerConfig::default(), Arc::new(auth)).await;
+    let options = broker.options("dev-a1", Some(("dev-a1", "pw-a1")));
+    let login = tokio::spawn(Client::connect(options));
+    timeout(WAIT, entered.notified()).await.unwrap();
+    // Deactivated while the store was answering: no live session yet, but the kick sticks.
+    assert!(!broker.handle.disconnect_device("dev-a1").await);
+    gate.notify_one();
+    let result = timeout(WAIT, login).await.unwrap().unwrap();
+    assert!(refused(ConnectReturnCode::NotAuthorized)(result));
+    // A login that starts after the kick is decided by the authenticator alone.
+    let options = broker.options("dev-a1", Some(("dev-a1", "pw-a1")));
+    let login = tokio::spawn(Client::connect(options));
+    timeout(WAIT, entered.notified()).await.unwrap();
+    gate.notify_one();
+    assert!(timeout(WAIT, login).await.unwrap().is_ok());
     broker.stop().await;
 }
