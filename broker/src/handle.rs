@@ -13,7 +13,7 @@ use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet, Publish};
 
 use crate::BrokerError;
 use crate::router::{Feeder, LinkFactory, SharedTx};
-use crate::session::{Sessions, internal_client_id};
+use crate::session::{Sessions, device_client_id, internal_client_id};
 
 /// How long [`BrokerHandle::link`] waits for the router to confirm its subscriptions.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
@@ -135,14 +135,7 @@ impl BrokerHandle {
     /// using a session authenticated before. Returns whether a session was found; returns
     /// once it is closed.
     pub async fn disconnect_device(&self, device_id: &str) -> bool {
-        let key = crate::session::router_client_id(
-            &fleetmq_protocol::Principal::Device {
-                org_slug: String::new(),
-                device_id: device_id.to_owned(),
-            },
-            None,
-            device_id,
-        );
+        let key = device_client_id(device_id);
         self.core.sessions.kick(&key).await
     }
 }

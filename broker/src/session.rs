@@ -147,12 +147,17 @@ pub(crate) fn router_client_id(
     client_id: &str,
 ) -> String {
     match principal {
-        Principal::Device { device_id, .. } => format!("d~{device_id}"),
+        Principal::Device { device_id, .. } => device_client_id(device_id),
         Principal::Operator { .. } => {
             format!("o~{}~{client_id}", escape(username.unwrap_or_default()))
         }
         Principal::Anonymous => format!("a~{client_id}"),
     }
+}
+
+/// Router client id of a device's session.
+pub(crate) fn device_client_id(device_id: &str) -> String {
+    format!("d~{device_id}")
 }
 
 /// Router client id of an in-process link.
