@@ -14,6 +14,7 @@
 //! - [`coordinates`]: `up/coordinates` GeoJSON point feature.
 //! - [`command`]: `down/command/request` and `up/command/result`.
 //! - [`error_notice`]: `down/error`, why the server refused a device payload.
+//! - [`uplink`]: [`Uplink::parse`], the payload type chosen by the up channel (for the bridge).
 //! - [`error`]: [`ProtocolError`], the one error type of this crate.
 
 pub mod acl;
@@ -24,6 +25,7 @@ pub mod error_notice;
 pub mod presence;
 pub mod telemetry;
 pub mod topic;
+pub mod uplink;
 
 pub use acl::{OrgScope, Principal};
 pub use command::{CommandRequest, CommandResult, CommandStatus, CommandType};
@@ -33,6 +35,7 @@ pub use error_notice::ErrorNotice;
 pub use presence::{Presence, PresenceStatus};
 pub use telemetry::{Telemetry, Timestamp};
 pub use topic::{Channel, Direction, DownChannel, Topic, UpChannel};
+pub use uplink::Uplink;
 
 /// Deserializes a JSON payload, naming the payload kind in the error so that a device reading
 /// `down/error` learns which message was refused and why.

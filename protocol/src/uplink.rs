@@ -1,0 +1,67 @@
+//! One entry point for everything a device sends: pick the payload type from the channel.
+//!
+//! The bridge calls [`Uplink::parse`] for each message from `fleetmq/v1/+/+/up/#` and, on
+//! error, answers the device on `down/error` with an [`ErrorNotice`](crate::ErrorNotice).
+
+use crate::topic::UpChannel;
+use crate::{CommandResult, Coordinates, Presence, ProtocolError, Telemetry, from_json};
+
+/// A parsed device-to-server payload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Uplink {
+    /// `up/presence`.
+    Presence(Presence),
+    /// `up/telemetry`.
+    Telemetry(Telemetry),
+    /// `up/coordinates`.
+    Coordinates(Coordinates),
+    /// `up/command/result`.
+    CommandResult(CommandResult),
+    /// `up/update`: any JSON value until the update contract is fixed.
+    Update(serde_json::Value),
+    /// `up/images`: any JSON value until the images contract is fixed.
+    Images(serde_json::Value),
+    /// `up/config/status`: any JSON value until the configuration contract is fixed.
+    ConfigStatus(serde_json::Value),
+}
+
+impl Uplink {
+    /// Parses `payload` as the type of `channel`.
+    pub fn parse(channel: UpChannel, payload: &[u8]) -> Result<Uplink, ProtocolError> {
+        Ok(match channel {
+            UpChannel::Presence => Uplink::Presence(Presence::parse(payload)?),
+            UpChannel::Telemetry => Uplink::Telemetry(Telemetry::parse(payload)?),
+            UpChannel::Coordinates => Uplink::Coordinates(Coordinates::parse(payload)?),
+            UpChannel::CommandResult => Uplink::CommandResult(CommandResult::parse(payload)?),
+            UpChannel::Update => Uplink::Update(from_json("update", payload)?),
+            UpChannel::Images => Uplink::Images(from_json("images", payload)?),
+            UpChannel::ConfigStatus => Uplink::ConfigStatus(from_json("config status", payload)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PresenceStatus;
+
+    #[test]
+    fn the_channel_selects_the_payload_type() {
+        let presence = Uplink::parse(UpChannel::Presence, br#"{"status":"online"}"#).unwrap();
+        assert!(matches!(presence, Uplink::Presence(p) if p.status == PresenceStatus::Online));
+        let update = Uplink::parse(UpChannel::Update, br#"{"progress":50}"#).unwrap();
+        assert_eq!(update, Uplink::Update(serde_json::json!({"progress": 50})));
+    }
+
+    #[test]
+    fn a_payload_on_the_wrong_channel_is_refused_naming_the_expected_type() {
+        let err = Uplink::parse(UpChannel::Telemetry, br#"{"status":"online"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid telemetry payload"), "{err}");
+        let err = Uplink::parse(UpChannel::Images, b"not json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid images payload"), "{err}");
+    }
+}
