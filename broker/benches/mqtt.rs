@@ -54,7 +54,11 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-async fn client(addr: std::net::SocketAddr, id: &str, user: &str) -> (AsyncClient, rumqttc::EventLoop) {
+async fn client(
+    addr: std::net::SocketAddr,
+    id: &str,
+    user: &str,
+) -> (AsyncClient, rumqttc::EventLoop) {
     let mut options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
     options.set_credentials(user, "x");
     options.set_keep_alive(Duration::from_secs(30));
@@ -69,7 +73,9 @@ async fn client(addr: std::net::SocketAddr, id: &str, user: &str) -> (AsyncClien
 
 async fn throughput(addr: std::net::SocketAddr, messages: usize, payload: usize) {
     let (sub, mut sub_loop) = client(addr, "op", "sub").await;
-    sub.subscribe("fleetmq/v1/+/+/up/#", QoS::AtLeastOnce).await.unwrap();
+    sub.subscribe("fleetmq/v1/+/+/up/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
     loop {
         if let Event::Incoming(Packet::SubAck(_)) = sub_loop.poll().await.unwrap() {
             break;

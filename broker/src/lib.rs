@@ -69,7 +69,7 @@ impl Broker {
         config: BrokerConfig,
         auth: Arc<dyn Authenticator>,
     ) -> Result<Broker, BrokerError> {
-        let links = router::spawn_router(config.max_connections, &config.router)?;
+        // Bind first: a busy port must not leave a router thread behind (it cannot be stopped).
         let listener = TcpListener::bind(config.mqtt_addr)
             .await
             .map_err(|source| BrokerError::Bind {
@@ -80,6 +80,7 @@ impl Broker {
             addr: config.mqtt_addr,
             source,
         })?;
+        let links = router::spawn_router(config.max_connections, &config.router)?;
         let (tx, mut rx, _) =
             router::build_link(&links, internal_client_id("publisher"), true).await?;
         // The publisher link never subscribes, but answer the router anyway so that it

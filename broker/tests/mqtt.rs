@@ -932,3 +932,28 @@ async fn a_device_kicked_while_its_login_is_in_flight_is_refused() {
     assert!(timeout(WAIT, login).await.unwrap().is_ok());
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn binding_a_busy_port_or_an_impossible_router_size_is_an_error() {
+    let broker = TestBroker::start().await;
+    let busy = BrokerConfig {
+        mqtt_addr: broker.addr,
+        ..BrokerConfig::default()
+    };
+    let result = Broker::bind(busy, Arc::new(TestAuth)).await;
+    assert!(matches!(
+        result,
+        Err(fleetmq_broker::BrokerError::Bind { .. })
+    ));
+    let mut tiny = BrokerConfig {
+        mqtt_addr: "127.0.0.1:0".parse().unwrap(),
+        ..BrokerConfig::default()
+    };
+    tiny.router.segment_size = 10;
+    let result = Broker::bind(tiny, Arc::new(TestAuth)).await;
+    assert!(matches!(
+        result,
+        Err(fleetmq_broker::BrokerError::Config(_))
+    ));
+    broker.stop().await;
+}
