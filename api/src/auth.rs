@@ -52,11 +52,16 @@ impl FromRequestParts<AppState> for Caller {
                 ));
             }
         };
-        let user = state
-            .store()
-            .run(move |db| db.user_for_token(&token))
-            .await?
-            .ok_or(ApiError::InvalidToken("Invalid token."))?;
+        // Most requests are answered from the store's memory cache without a blocking hop.
+        let cached = state.store().blocking().cached_user_for_token(&token);
+        let user = match cached {
+            Some(user) => user,
+            None => state
+                .store()
+                .run(move |db| db.user_for_token(&token))
+                .await?
+                .ok_or(ApiError::InvalidToken("Invalid token."))?,
+        };
         if !user.fields.is_active {
             return Err(ApiError::InvalidToken("User inactive or deleted."));
         }

@@ -52,6 +52,11 @@ pub trait Backend: Send + Sync + 'static {
     fn create_token(&self, user: UserId) -> Result<Token>;
     /// The active or inactive user a token belongs to.
     fn user_for_token(&self, token: &str) -> Result<Option<User>>;
+    /// The user of a token if it is known without I/O (a memory cache); never blocks, so it may
+    /// be called on an async worker. `None` means "ask [`Backend::user_for_token`]".
+    fn cached_user_for_token(&self, _token: &str) -> Option<User> {
+        None
+    }
 
     /// Registers a device; name and MAC unique in its organization, key unique everywhere.
     fn create_device(&self, fields: DeviceFields, config: Option<ConfigFields>) -> Result<Device>;

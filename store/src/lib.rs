@@ -46,7 +46,7 @@ pub use page::{Page, PageRequest, Scope, Unique};
 pub use permission::{Action, Group, Resource};
 pub use redb_backend::RedbBackend;
 pub use timestamp::Timestamp;
-pub use token::{Token, token_hash};
+pub use token::{Token, TokenCache, token_hash};
 pub use user::{Membership, Password, PasswordHashString, User, UserFields, Username};
 
 /// The handle api/ and bridge/ hold: clone it freely.
@@ -79,7 +79,8 @@ impl Store {
     }
 
     /// Direct access for code that already runs on a blocking thread (CLI, benchmarks, the
-    /// bridge's writer thread).
+    /// bridge's writer thread), and for the backend's non-blocking methods
+    /// ([`Backend::cached_user_for_token`]).
     pub fn blocking(&self) -> &dyn Backend {
         self.backend.as_ref()
     }

@@ -15,7 +15,7 @@ use crate::tables::*;
 use crate::{
     Backend, ConfigFields, ConfigStatus, Device, DeviceConfig, DeviceFields, DeviceFilter,
     DeviceId, OrgId, Organization, OrganizationFields, Page, PageRequest, Password, Result, Scope,
-    StoreError, Timestamp, Token, Unique, User, UserFields, UserId, token_hash,
+    StoreError, Timestamp, Token, TokenCache, Unique, User, UserFields, UserId, token_hash,
 };
 
 /// The file name inside the data directory.
@@ -24,6 +24,7 @@ pub const DATA_FILE: &str = "fleetmq.redb";
 /// fleetmq's domain on redb.
 pub struct RedbBackend {
     db: Database,
+    tokens: TokenCache,
 }
 
 type IndexKey = [u8; 24];
@@ -70,7 +71,10 @@ impl RedbBackend {
             txn.open_table(DEVICE_LOCATIONS)?;
         }
         txn.commit()?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            tokens: TokenCache::default(),
+        })
     }
 }
 
@@ -458,6 +462,7 @@ impl Backend for RedbBackend {
                 .remove(counter_key(Some(id)).as_slice())?;
         }
         txn.commit()?;
+        self.tokens.clear();
         Ok(())
     }
 
@@ -540,6 +545,7 @@ impl Backend for RedbBackend {
         }
         insert_user_indexes(&txn, &user)?;
         txn.commit()?;
+        self.tokens.clear();
         Ok(user)
     }
 
@@ -565,6 +571,7 @@ impl Backend for RedbBackend {
             }
         }
         txn.commit()?;
+        self.tokens.clear();
         Ok(())
     }
 
@@ -627,9 +634,18 @@ impl Backend for RedbBackend {
 
     fn user_for_token(&self, token: &str) -> Result<Option<User>> {
         let hash = token_hash(token);
-        lookup_by(&self.db, TOKENS, USERS, "users", hash.as_slice())?
+        let epoch = self.tokens.epoch();
+        let user: Option<User> = lookup_by(&self.db, TOKENS, USERS, "users", hash.as_slice())?
             .map(|b| decode("users", &b))
-            .transpose()
+            .transpose()?;
+        if let Some(user) = &user {
+            self.tokens.insert(epoch, hash, user.clone());
+        }
+        Ok(user)
+    }
+
+    fn cached_user_for_token(&self, token: &str) -> Option<User> {
+        self.tokens.get(&token_hash(token))
     }
 
     fn create_device(&self, fields: DeviceFields, config: Option<ConfigFields>) -> Result<Device> {

@@ -206,3 +206,58 @@ fn a_newer_schema_is_refused_with_a_clear_message() {
     let err = RedbBackend::open(dir.path()).err().expect("refused");
     assert!(err.to_string().contains("schema version 99"), "{err}");
 }
+
+#[test]
+fn a_user_change_is_seen_through_the_token_cache_at_once() {
+    use fleetmq_store::{Password, UserFields, Username};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = RedbBackend::open(dir.path()).expect("open");
+    let fields = UserFields {
+        username: Username::parse("olga").expect("valid"),
+        email: String::new(),
+        first_name: String::new(),
+        last_name: String::new(),
+        is_superuser: false,
+        is_active: true,
+        groups: vec![],
+        memberships: vec![],
+    };
+    let user = db
+        .create_user(
+            fields.clone(),
+            Password::parse("long-password").expect("valid"),
+        )
+        .expect("user");
+    let token = db.create_token(user.id).expect("token");
+    assert!(
+        db.cached_user_for_token(token.as_str()).is_none(),
+        "nothing cached before a read"
+    );
+    db.user_for_token(token.as_str()).expect("read");
+    assert_eq!(
+        db.cached_user_for_token(token.as_str()).map(|u| u.id),
+        Some(user.id)
+    );
+
+    let inactive = UserFields {
+        is_active: false,
+        ..fields
+    };
+    db.update_user(user.id, inactive, None).expect("update");
+    assert!(
+        db.cached_user_for_token(token.as_str()).is_none(),
+        "the update emptied the cache"
+    );
+    let fresh = db
+        .user_for_token(token.as_str())
+        .expect("read")
+        .expect("still the token's user");
+    assert!(!fresh.fields.is_active);
+
+    db.delete_user(user.id).expect("delete");
+    assert!(db.cached_user_for_token(token.as_str()).is_none());
+    assert!(
+        db.user_for_token(token.as_str()).expect("read").is_none(),
+        "tokens go with their user"
+    );
+}

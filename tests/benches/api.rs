@@ -23,6 +23,8 @@ struct Options {
     devices: usize,
     seconds: u64,
     connections: usize,
+    /// Run only scenarios whose name contains this text.
+    only: Option<String>,
 }
 
 fn options() -> Options {
@@ -30,6 +32,7 @@ fn options() -> Options {
         devices: 100_000,
         seconds: 10,
         connections: 32,
+        only: None,
     };
     let args: Vec<String> = std::env::args().collect();
     for pair in args.windows(2) {
@@ -38,6 +41,7 @@ fn options() -> Options {
             ("--devices", Some(v)) => o.devices = v,
             ("--seconds", Some(v)) => o.seconds = v as u64,
             ("--connections", Some(v)) => o.connections = v,
+            ("--only", _) => o.only = Some(pair[1].clone()),
             _ => {}
         }
     }
@@ -105,6 +109,12 @@ fn main() -> anyhow::Result<()> {
         ),
     ];
     for (name, path) in scenarios {
+        if o.only
+            .as_ref()
+            .is_some_and(|only| !name.contains(only.as_str()))
+        {
+            continue;
+        }
         let result = drive(
             addr,
             &token,
