@@ -957,3 +957,26 @@ async fn binding_a_busy_port_or_an_impossible_router_size_is_an_error() {
     ));
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_closes_live_connections_and_publishes_their_wills() {
+    let broker = TestBroker::start().await;
+    let mut bridge = broker
+        .handle
+        .link("bridge", &[ALL_UP_FILTER])
+        .await
+        .unwrap();
+    let options = with_offline_will(
+        broker.options("dev-a1", Some(("dev-a1", "pw-a1"))),
+        "acme",
+        "dev-a1",
+    );
+    let mut device = broker.connect(options).await.unwrap();
+    let addr = broker.addr;
+    broker.stop().await;
+    device.closed_by_broker().await;
+    // The router outlives the listener, so in-process links still get the will.
+    let will = timeout(WAIT, bridge.recv()).await.unwrap().unwrap();
+    assert_eq!(will.topic, up("acme", "dev-a1", UpChannel::Presence));
+    assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
+}
