@@ -126,6 +126,7 @@ impl BrokerHandle {
             tx: Arc::new(Mutex::new(tx)),
             rx,
             backlog,
+            wake_pending: false,
             feeder: self.core.feeder.clone(),
         })
     }
@@ -154,6 +155,9 @@ pub struct LocalLink {
     tx: SharedTx,
     rx: LinkRx,
     backlog: VecDeque<Notification>,
+    /// An `Unschedule` was received but the wake-up not yet sent (kept across a cancelled
+    /// `recv`, or the router would never schedule us again).
+    wake_pending: bool,
     feeder: Feeder,
 }
 
@@ -161,6 +165,10 @@ impl LocalLink {
     /// The next message. Cancel-safe. Fails only if the router dropped the link.
     pub async fn recv(&mut self) -> Result<Message, BrokerError> {
         loop {
+            if self.wake_pending {
+                self.rx.wake().await.map_err(|_| BrokerError::LinkClosed)?;
+                self.wake_pending = false;
+            }
             let notification = match self.backlog.pop_front() {
                 Some(n) => n,
                 None => match self.rx.next().await {
@@ -179,9 +187,7 @@ impl LocalLink {
                 }
                 // The router paused us because our buffer was full; say we have room again
                 // or it never schedules us again.
-                Notification::Unschedule => {
-                    self.rx.wake().await.map_err(|_| BrokerError::LinkClosed)?;
-                }
+                Notification::Unschedule => self.wake_pending = true,
                 Notification::Disconnect(..) => return Err(BrokerError::LinkClosed),
                 _ => {}
             }

@@ -980,3 +980,72 @@ async fn shutdown_closes_live_connections_and_publishes_their_wills() {
     assert_eq!(will.topic, up("acme", "dev-a1", UpChannel::Presence));
     assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
 }
+
+#[tokio::test]
+async fn in_process_link_resumes_after_the_router_paused_it_for_a_full_buffer() {
+    let broker = TestBroker::start().await;
+    let mut bridge = broker
+        .handle
+        .link("bridge", &[ALL_UP_FILTER])
+        .await
+        .unwrap();
+    let mut operator = broker.operator().await;
+    operator.subscribe(&["fleetmq/v1/acme/#"]).await;
+    let device = broker.device_a().await;
+    let topic = up("acme", "dev-a1", UpChannel::Telemetry);
+    for i in 0..1000 {
+        device.publish(&topic, &i.to_string(), false).await;
+    }
+    // Once the operator has everything, the router has filled the (unread) bridge link's
+    // 200-slot buffer and paused it with `Unschedule`.
+    for _ in 0..1000 {
+        operator.next_publish().await;
+    }
+    for i in 0..1000 {
+        let message = timeout(WAIT, bridge.recv()).await.unwrap().unwrap();
+        assert_eq!(message.payload, i.to_string().as_bytes());
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_gets_everything_once_it_reads_again() {
+    // Big logs so that nothing is dropped while the slow subscriber lags 12 MB behind.
+    let mut config = BrokerConfig::default();
+    config.router.segment_size = 16 * 1024 * 1024;
+    let broker = TestBroker::start_with(config).await;
+    let mut fast = broker.operator().await;
+    fast.subscribe(&["fleetmq/v1/acme/#"]).await;
+    let (slow, mut slow_loop, _) =
+        connect_idle(broker.options("op-slow", Some(("op-acme", "pw-op"))))
+            .await
+            .unwrap();
+    slow.subscribe("fleetmq/v1/acme/#", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    loop {
+        let event = timeout(WAIT, slow_loop.poll()).await.unwrap().unwrap();
+        if let Event::Incoming(Packet::SubAck(_)) = event {
+            break;
+        }
+    }
+    // From here on `slow_loop` is not polled: its socket fills up, the broker's write to it
+    // stalls, and the router pauses the connection (`Unschedule`).
+    let device = broker.device_a().await;
+    let topic = up("acme", "dev-a1", UpChannel::Telemetry);
+    let payload = "x".repeat(8 * 1024);
+    for _ in 0..1500 {
+        device.publish(&topic, &payload, false).await;
+    }
+    for _ in 0..1500 {
+        fast.next_publish().await;
+    }
+    let mut received = 0;
+    while received < 1500 {
+        let event = timeout(WAIT, slow_loop.poll()).await.unwrap().unwrap();
+        if let Event::Incoming(Packet::Publish(_)) = event {
+            received += 1;
+        }
+    }
+    broker.stop().await;
+}
