@@ -232,7 +232,6 @@ impl ConfigFields {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceConfig {
     /// What the client set.
-    #[serde(flatten)]
     pub fields: ConfigFields,
     /// Managed by the server and the device.
     pub status: ConfigStatus,
@@ -275,7 +274,6 @@ pub struct Device {
     /// Identity; also the MQTT client id.
     pub id: DeviceId,
     /// What clients may change.
-    #[serde(flatten)]
     pub fields: DeviceFields,
     /// Configuration, if any.
     pub config: Option<DeviceConfig>,

@@ -69,7 +69,6 @@ pub struct Organization {
     /// Identity.
     pub id: OrgId,
     /// What users may change.
-    #[serde(flatten)]
     pub fields: OrganizationFields,
     /// When it was created.
     pub created: Timestamp,

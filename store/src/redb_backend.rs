@@ -25,6 +25,77 @@ pub const DATA_FILE: &str = "fleetmq.redb";
 pub struct RedbBackend {
     db: Database,
     tokens: TokenCache,
+    anchors: PageAnchors,
+}
+
+/// Positions between anchors: a deep page walks at most this many index keys before its first.
+const ANCHOR_STRIDE: u64 = 500;
+
+/// Every [`ANCHOR_STRIDE`]-th key (newest first) of an unfiltered device index — all devices,
+/// or one organization's — so page N starts next to its first key instead of walking from the
+/// newest device. Rebuilt (one index walk) on the first deep read after any device write.
+#[derive(Default)]
+struct PageAnchors {
+    generation: std::sync::atomic::AtomicU64,
+    built: std::sync::Mutex<std::collections::HashMap<Option<OrgId>, (u64, Vec<IndexKey>)>>,
+}
+
+impl PageAnchors {
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Call after committing a write that adds, removes or moves devices.
+    fn invalidate(&self) {
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        built.clear();
+    }
+
+    /// The anchor at or before `offset`: its key and how far `offset` lies past it.
+    /// `generation` must be read before the read transaction `index` belongs to began.
+    fn seek(
+        &self,
+        generation: u64,
+        scope: Option<OrgId>,
+        index: &impl ReadableTable<&'static [u8], ()>,
+        prefix: &[u8],
+        offset: u64,
+    ) -> Result<Option<(IndexKey, u64)>> {
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        let keys = match built.get(&scope) {
+            Some((g, keys)) if *g == generation => keys.clone(),
+            _ => {
+                let mut keys = Vec::new();
+                for (i, key) in index_desc(index, prefix, [0; 24], [0xff; 24])?.enumerate() {
+                    let key = key?;
+                    if i as u64 % ANCHOR_STRIDE == 0 {
+                        keys.push(key);
+                    }
+                }
+                if self.generation() == generation {
+                    built.insert(scope, (generation, keys.clone()));
+                }
+                keys
+            }
+        };
+        let slot = (offset / ANCHOR_STRIDE) as usize;
+        Ok(keys.get(slot).map(|key| (*key, offset % ANCHOR_STRIDE)))
+    }
+}
+
+/// The smallest key after `key` (keys are fixed-length big-endian).
+fn successor(mut key: IndexKey) -> IndexKey {
+    for byte in key.iter_mut().rev() {
+        if *byte == 0xff {
+            *byte = 0;
+        } else {
+            *byte += 1;
+            return key;
+        }
+    }
+    [0xff; 24]
 }
 
 type IndexKey = [u8; 24];
@@ -74,6 +145,7 @@ impl RedbBackend {
         Ok(Self {
             db,
             tokens: TokenCache::default(),
+            anchors: PageAnchors::default(),
         })
     }
 }
@@ -462,6 +534,7 @@ impl Backend for RedbBackend {
                 .remove(counter_key(Some(id)).as_slice())?;
         }
         txn.commit()?;
+        self.anchors.invalidate();
         self.tokens.clear();
         Ok(())
     }
@@ -653,6 +726,7 @@ impl Backend for RedbBackend {
         let txn = self.db.begin_write()?;
         insert_device_indexes(&txn, &device)?;
         txn.commit()?;
+        self.anchors.invalidate();
         Ok(device)
     }
 
@@ -668,6 +742,7 @@ impl Backend for RedbBackend {
             out.push(device);
         }
         txn.commit()?;
+        self.anchors.invalidate();
         Ok(out)
     }
 
@@ -706,6 +781,7 @@ impl Backend for RedbBackend {
         device.modified = Timestamp::now();
         insert_device_indexes(&txn, &device)?;
         txn.commit()?;
+        self.anchors.invalidate();
         Ok(device)
     }
 
@@ -732,6 +808,7 @@ impl Backend for RedbBackend {
         let device = load_device(&txn, id)?;
         delete_device_in(&txn, &device)?;
         txn.commit()?;
+        self.anchors.invalidate();
         Ok(())
     }
 
@@ -741,6 +818,7 @@ impl Backend for RedbBackend {
         filter: &DeviceFilter,
         page: PageRequest,
     ) -> Result<Page<Device>> {
+        let generation = self.anchors.generation();
         let txn = self.db.begin_read()?;
         let devices = txn.open_table(DEVICES)?;
         let locations = txn.open_table(DEVICE_LOCATIONS)?;
@@ -788,12 +866,45 @@ impl Backend for RedbBackend {
                     total
                 }
             };
-            let mut items = Vec::new();
-            for key in keys
-                .by_ref()
-                .skip(page.offset as usize)
-                .take(page.limit as usize)
+            // A deep page of one index starts at its nearest anchor.
+            let single: Option<Option<OrgId>> = match scope {
+                Scope::All => Some(None),
+                Scope::Orgs(orgs) if orgs.iter().collect::<BTreeSet<_>>().len() == 1 => {
+                    orgs.first().copied().map(Some)
+                }
+                Scope::Orgs(_) => None,
+            };
+            let mut skip = page.offset;
+            if let Some(single) = single
+                && page.offset >= ANCHOR_STRIDE
             {
+                let prefix = single.map(|org| org.bytes().to_vec()).unwrap_or_default();
+                let seeked = match single {
+                    None => {
+                        self.anchors
+                            .seek(generation, None, &by_created, &prefix, page.offset)?
+                    }
+                    Some(org) => {
+                        self.anchors
+                            .seek(generation, Some(org), &by_org, &prefix, page.offset)?
+                    }
+                };
+                if let Some((anchor, rest)) = seeked {
+                    let index = if single.is_none() {
+                        &by_created
+                    } else {
+                        &by_org
+                    };
+                    keys = MergeDesc {
+                        streams: vec![
+                            index_desc(index, &prefix, [0; 24], successor(anchor))?.peekable(),
+                        ],
+                    };
+                    skip = rest;
+                }
+            }
+            let mut items = Vec::new();
+            for key in keys.by_ref().skip(skip as usize).take(page.limit as usize) {
                 if let Some(device) = get_record(&devices, "devices", id_of(&key?))? {
                     items.push(device);
                 }

@@ -1,12 +1,13 @@
 //! Points in time, kept as microseconds since the Unix epoch and shown as RFC 3339 UTC.
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
-/// A UTC instant with microsecond precision, as Django REST framework renders them
-/// (`2026-11-22T10:00:00.123456Z`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A UTC instant with microsecond precision. Displayed as Django REST framework renders them
+/// (`2026-11-22T10:00:00.123456Z`); stored as the number of microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Timestamp(i64);
 
 impl Timestamp {
@@ -82,19 +83,6 @@ impl std::fmt::Display for Timestamp {
             dt.second(),
             dt.microsecond()
         )
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Timestamp::parse_lenient(&s).ok_or_else(|| serde::de::Error::custom("invalid timestamp"))
     }
 }
 

@@ -122,7 +122,6 @@ pub struct User {
     /// Identity.
     pub id: UserId,
     /// What can be changed.
-    #[serde(flatten)]
     pub fields: UserFields,
     /// argon2 hash of the password.
     pub password: PasswordHashString,

@@ -261,3 +261,70 @@ fn a_user_change_is_seen_through_the_token_cache_at_once() {
         "tokens go with their user"
     );
 }
+
+#[test]
+fn deep_pages_match_a_full_walk_before_and_after_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = RedbBackend::open(dir.path()).expect("open");
+    let a = db.create_organization(org_fields("a")).expect("org").id;
+    let b = db.create_organization(org_fields("b")).expect("org").id;
+    let batch: Vec<_> = (0..1234u32)
+        .map(|n| (device_fields(if n % 3 == 0 { b } else { a }, n), None))
+        .collect();
+    db.create_devices(batch).expect("devices");
+
+    let check = |scope: &Scope| {
+        let everything = db
+            .list_devices(
+                scope,
+                &DeviceFilter::default(),
+                PageRequest {
+                    offset: 0,
+                    limit: 10_000,
+                },
+            )
+            .expect("list")
+            .items;
+        for offset in [0, 1, 499, 500, 501, 777, 999, 1000, 1001, 1233, 1234, 5000] {
+            let page = db
+                .list_devices(
+                    scope,
+                    &DeviceFilter::default(),
+                    PageRequest { offset, limit: 7 },
+                )
+                .expect("page");
+            let expected: Vec<_> = everything
+                .iter()
+                .skip(offset as usize)
+                .take(7)
+                .map(|d| d.id)
+                .collect();
+            assert_eq!(
+                page.items.iter().map(|d| d.id).collect::<Vec<_>>(),
+                expected,
+                "offset {offset}"
+            );
+        }
+    };
+    check(&Scope::All);
+    check(&Scope::Orgs(vec![a]));
+
+    // Writes invalidate the anchors: newer devices shift every page.
+    let newest = db
+        .create_device(device_fields(a, 5000), None)
+        .expect("device");
+    let second = db
+        .list_devices(
+            &Scope::All,
+            &DeviceFilter::default(),
+            PageRequest {
+                offset: 0,
+                limit: 1,
+            },
+        )
+        .expect("page");
+    assert_eq!(second.items[0].id, newest.id);
+    check(&Scope::All);
+    db.delete_device(newest.id).expect("delete");
+    check(&Scope::Orgs(vec![a]));
+}
