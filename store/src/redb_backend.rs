@@ -34,10 +34,13 @@ const ANCHOR_STRIDE: u64 = 500;
 /// Every [`ANCHOR_STRIDE`]-th key (newest first) of an unfiltered device index — all devices,
 /// or one organization's — so page N starts next to its first key instead of walking from the
 /// newest device. Rebuilt (one index walk) on the first deep read after any device write.
+/// Anchors of one index and the generation they were built at.
+type BuiltAnchors = (u64, Vec<IndexKey>);
+
 #[derive(Default)]
 struct PageAnchors {
     generation: std::sync::atomic::AtomicU64,
-    built: std::sync::Mutex<std::collections::HashMap<Option<OrgId>, (u64, Vec<IndexKey>)>>,
+    built: std::sync::Mutex<std::collections::HashMap<Option<OrgId>, BuiltAnchors>>,
 }
 
 impl PageAnchors {
@@ -70,7 +73,7 @@ impl PageAnchors {
                 let mut keys = Vec::new();
                 for (i, key) in index_desc(index, prefix, [0; 24], [0xff; 24])?.enumerate() {
                     let key = key?;
-                    if i as u64 % ANCHOR_STRIDE == 0 {
+                    if (i as u64).is_multiple_of(ANCHOR_STRIDE) {
                         keys.push(key);
                     }
                 }
