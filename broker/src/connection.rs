@@ -451,16 +451,13 @@ impl Session<'_> {
         rx: &mut LinkRx,
         first: Option<Notification>,
     ) -> Result<(), Close> {
+        // Relay what is already buffered (up to a batch) before the caller flushes the socket.
+        // Every notification taken from `rx` must be handled: a dropped forward is a lost
+        // message, and at QoS 1 a never-acknowledged slot in the router's inflight window.
         let mut next = first;
         for _ in 0..MAX_BATCH {
-            let wake = match next.take() {
-                Some(notification) => self.handle_router(notification, wire)?,
-                None => false,
-            };
-            if wake {
-                // The router paused us because our buffer was full; tell it we drained it,
-                // or it never schedules this connection again.
-                rx.wake().await.map_err(|_| Close::RouterGone)?;
+            if let Some(notification) = next.take() {
+                self.relay(notification, wire, rx).await?;
             }
             match now_or_never(rx.next()) {
                 Some(Ok(Some(notification))) => next = Some(notification),
@@ -468,6 +465,23 @@ impl Session<'_> {
                 Some(Err(_)) => return Err(Close::RouterGone),
                 None => break,
             }
+        }
+        if let Some(notification) = next {
+            self.relay(notification, wire, rx).await?;
+        }
+        Ok(())
+    }
+
+    async fn relay(
+        &mut self,
+        notification: Notification,
+        wire: &mut Wire,
+        rx: &mut LinkRx,
+    ) -> Result<(), Close> {
+        if self.handle_router(notification, wire)? {
+            // The router paused us because our buffer was full; tell it we drained it, or it
+            // never schedules this connection again.
+            rx.wake().await.map_err(|_| Close::RouterGone)?;
         }
         Ok(())
     }
