@@ -1009,7 +1009,16 @@ async fn in_process_link_resumes_after_the_router_paused_it_for_a_full_buffer() 
 }
 
 #[tokio::test]
-async fn a_subscriber_that_stops_reading_gets_everything_once_it_reads_again() {
+async fn a_qos0_subscriber_that_stops_reading_gets_everything_once_it_reads_again() {
+    stalled_subscriber_catches_up(QoS::AtMostOnce).await;
+}
+
+#[tokio::test]
+async fn a_qos1_subscriber_that_stops_reading_gets_everything_once_it_reads_again() {
+    stalled_subscriber_catches_up(QoS::AtLeastOnce).await;
+}
+
+async fn stalled_subscriber_catches_up(qos: QoS) {
     // Big logs so that nothing is dropped while the slow subscriber lags 12 MB behind.
     let mut config = BrokerConfig::default();
     config.router.segment_size = 16 * 1024 * 1024;
@@ -1020,9 +1029,7 @@ async fn a_subscriber_that_stops_reading_gets_everything_once_it_reads_again() {
         connect_idle(broker.options("op-slow", Some(("op-acme", "pw-op"))))
             .await
             .unwrap();
-    slow.subscribe("fleetmq/v1/acme/#", QoS::AtMostOnce)
-        .await
-        .unwrap();
+    slow.subscribe("fleetmq/v1/acme/#", qos).await.unwrap();
     loop {
         let event = timeout(WAIT, slow_loop.poll()).await.unwrap().unwrap();
         if let Event::Incoming(Packet::SubAck(_)) = event {
