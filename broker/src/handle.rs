@@ -148,6 +148,9 @@ pub struct Message {
     pub topic: String,
     /// The payload, shared with the router's log (no copy).
     pub payload: Bytes,
+    /// A retained message replayed because the link subscribed after it was published
+    /// (e.g. every device's last presence when the bridge starts), not a live one.
+    pub retain: bool,
 }
 
 /// An in-process subscriber created by [`BrokerHandle::link`]. Dropping it leaves the router.
@@ -183,6 +186,7 @@ impl LocalLink {
                     return Ok(Message {
                         topic: String::from_utf8_lossy(&publish.topic).into_owned(),
                         payload: publish.payload,
+                        retain: publish.retain,
                     });
                 }
                 // The router paused us because our buffer was full; say we have room again

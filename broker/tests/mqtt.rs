@@ -1056,3 +1056,34 @@ async fn stalled_subscriber_catches_up(qos: QoS) {
     }
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn in_process_link_replays_retained_messages_flagged_as_retained() {
+    let broker = TestBroker::start().await;
+    let device = broker.device_a().await;
+    let presence = up("acme", "dev-a1", UpChannel::Presence);
+    device
+        .publish(&presence, r#"{"status":"online"}"#, true)
+        .await;
+    // The operator seeing it proves the router has stored it.
+    let mut operator = broker.operator().await;
+    operator
+        .subscribe(&["fleetmq/v1/acme/dev-a1/up/presence"])
+        .await;
+    operator.next_publish().await;
+
+    let mut bridge = broker
+        .handle
+        .link("bridge", &[ALL_UP_FILTER])
+        .await
+        .unwrap();
+    let replayed = timeout(WAIT, bridge.recv()).await.unwrap().unwrap();
+    assert_eq!(replayed.topic, presence);
+    assert!(replayed.retain);
+    let telemetry = up("acme", "dev-a1", UpChannel::Telemetry);
+    device.publish(&telemetry, "{}", false).await;
+    let live = timeout(WAIT, bridge.recv()).await.unwrap().unwrap();
+    assert_eq!(live.topic, telemetry);
+    assert!(!live.retain);
+    broker.stop().await;
+}
