@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use fleetmq_protocol::Principal;
 use rumqttd::Notification;
 use rumqttd::local::LinkRx;
-use rumqttd::protocol::v4::V4;
+use rumqttd::protocol::v4::{V4, check};
 use rumqttd::protocol::{
     ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, Error as WireError, LastWill,
     Packet, PingReq, PingResp, Protocol, SubAck, Subscribe, SubscribeReasonCode, UnsubAck,
@@ -153,6 +153,9 @@ async fn read_connect(wire: &mut Wire) -> Result<Packet, ConnectFailure> {
                 "first packet is not CONNECT".into(),
             ));
         }
+        if let Some(reason) = connect_flags_violation(&wire.read, wire.max_packet_size) {
+            return Err(ConnectFailure::Malformed(reason.into()));
+        }
         match wire.parse() {
             Ok(Some(packet)) => return Ok(packet),
             Ok(None) => {}
@@ -165,6 +168,23 @@ async fn read_connect(wire: &mut Wire) -> Result<Packet, ConnectFailure> {
             Ok(0) | Err(_) => return Err(ConnectFailure::Closed),
             Ok(_) => {}
         }
+    }
+}
+
+/// What rumqttd's CONNECT decoder lets through: the reserved flag (MQTT-3.1.2-3) and a
+/// password without a username (MQTT-3.1.2-22) are protocol violations; the connection is
+/// closed without CONNACK. `None` until the buffer holds the whole frame.
+fn connect_flags_violation(buffer: &[u8], max_packet_size: usize) -> Option<&'static str> {
+    let header = check(buffer.iter(), max_packet_size).ok()?;
+    let start = header.fixed_header_len;
+    let name_len = u16::from_be_bytes([*buffer.get(start)?, *buffer.get(start + 1)?]) as usize;
+    let flags = *buffer.get(start + 2 + name_len + 1)?;
+    if flags & 0x01 != 0 {
+        Some("reserved CONNECT flag is set")
+    } else if flags & 0x80 == 0 && flags & 0x40 != 0 {
+        Some("password flag without username flag")
+    } else {
+        None
     }
 }
 

@@ -1087,3 +1087,27 @@ async fn in_process_link_replays_retained_messages_flagged_as_retained() {
     assert!(!live.retain);
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn connect_with_reserved_flag_or_password_without_username_is_closed_without_connack() {
+    let broker = TestBroker::start_with(BrokerConfig {
+        anonymous_sandbox: true,
+        ..BrokerConfig::default()
+    })
+    .await;
+    for flags in [0x03u8, 0x42] {
+        let mut connect = raw_connect("c");
+        connect[9] = flags;
+        if flags & 0x40 != 0 {
+            connect.extend_from_slice(&[0x00, 0x02, b'p', b'w']);
+            connect[1] += 4;
+        }
+        let mut stream = TcpStream::connect(broker.addr).await.unwrap();
+        stream.write_all(&connect).await.unwrap();
+        assert!(
+            read_to_close(&mut stream).await.is_empty(),
+            "flags {flags:#04x}"
+        );
+    }
+    broker.stop().await;
+}
