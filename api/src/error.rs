@@ -144,6 +144,10 @@ impl From<StoreError> for ApiError {
                         "The fields organization, mac_address must make a unique set.",
                     ),
                     Unique::DeviceKey => ("key", "device with this key already exists."),
+                    Unique::ConnectionCredentials => (
+                        "non_field_errors",
+                        "The fields device, credentials must make a unique set.",
+                    ),
                 };
                 ApiError::field(field, message)
             }

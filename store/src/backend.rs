@@ -5,13 +5,15 @@
 //! blocking thread pool, so an implementation may block (a SQL client in blocking mode fits).
 
 use crate::{
-    ConfigFields, Device, DeviceFields, DeviceFilter, DeviceId, OrgId, Organization,
-    OrganizationFields, Page, PageRequest, Password, Result, Scope, Token, User, UserFields,
-    UserId,
+    Command, CommandId, CommandStatus, CommandType, ConfigFields, ConnectionFields, ConnectionId,
+    Credentials, CredentialsFields, CredentialsId, Device, DeviceConnection, DeviceFields,
+    DeviceFilter, DeviceId, Location, OrgId, Organization, OrganizationFields, Page, PageRequest,
+    Password, Point, Result, Scope, TelemetryRange, TelemetrySample, Timestamp, Token, User,
+    UserFields, UserId,
 };
 
 /// Persistence of fleetmq's domain. Every method is atomic: it happens whole or not at all.
-pub trait Backend: Send + Sync + 'static {
+pub trait Backend: DevicePlane + Send + Sync + 'static {
     /// Fails unless the backend can read and write right now (health checks).
     fn check(&self) -> Result<()>;
 
@@ -87,4 +89,118 @@ pub trait Backend: Send + Sync + 'static {
         filter: &DeviceFilter,
         page: PageRequest,
     ) -> Result<Page<Device>>;
+}
+
+/// The device plane's persistence: where devices are, how they are reached, what they were
+/// told and what they report. Same rules as [`Backend`]: every method is one transaction.
+pub trait DevicePlane: Send + Sync + 'static {
+    /// The location a device is placed at.
+    fn device_location(&self, device: DeviceId) -> Result<Option<Location>>;
+    /// Moves a device: updates its location's point, creating an outdoor, mobile location
+    /// named after the device when it has none.
+    fn set_device_coordinates(&self, device: DeviceId, point: Point) -> Result<Location>;
+
+    /// Creates credentials.
+    fn create_credentials(&self, fields: CredentialsFields) -> Result<Credentials>;
+    /// Looks credentials up.
+    fn credentials(&self, id: CredentialsId) -> Result<Option<Credentials>>;
+    /// Replaces credentials' fields.
+    fn update_credentials(
+        &self,
+        id: CredentialsId,
+        fields: CredentialsFields,
+    ) -> Result<Credentials>;
+    /// Deletes credentials and the connections using them.
+    fn delete_credentials(&self, id: CredentialsId) -> Result<()>;
+    /// Credentials of the scope's organizations plus shared ones, newest first.
+    fn list_credentials(&self, scope: &Scope, page: PageRequest) -> Result<Page<Credentials>>;
+
+    /// Adds a connection to a device; (device, credentials) must be new.
+    fn create_connection(
+        &self,
+        device: DeviceId,
+        fields: ConnectionFields,
+    ) -> Result<DeviceConnection>;
+    /// Looks a connection up.
+    fn connection(&self, id: ConnectionId) -> Result<Option<DeviceConnection>>;
+    /// Replaces a connection's fields.
+    fn update_connection(
+        &self,
+        id: ConnectionId,
+        fields: ConnectionFields,
+    ) -> Result<DeviceConnection>;
+    /// Deletes a connection.
+    fn delete_connection(&self, id: ConnectionId) -> Result<()>;
+    /// A device's connections, newest first.
+    fn list_connections(
+        &self,
+        device: DeviceId,
+        page: PageRequest,
+    ) -> Result<Page<DeviceConnection>>;
+    /// Records a device's MQTT session opening or closing: makes sure the device has its MQTT
+    /// connection (creating the organization's MQTT credentials on first use) and records
+    /// the attempt; on connect also the address and what the device says it is.
+    fn record_mqtt_session(&self, device: DeviceId, session: MqttSession) -> Result<()>;
+
+    /// Stores a new command (in progress) before it is sent.
+    fn create_command(&self, command: NewCommand) -> Result<Command>;
+    /// Looks a command up.
+    fn command(&self, id: CommandId) -> Result<Option<Command>>;
+    /// Ends an in-progress command; `None` when it had already ended (a late or repeated
+    /// answer), so results are applied at most once.
+    fn finish_command(
+        &self,
+        id: CommandId,
+        status: CommandStatus,
+        output: String,
+    ) -> Result<Option<Command>>;
+    /// A device's commands, newest first.
+    fn list_commands(&self, device: DeviceId, page: PageRequest) -> Result<Page<Command>>;
+    /// Commands still in progress (of one device, or all), oldest first.
+    fn pending_commands(&self, device: Option<DeviceId>) -> Result<Vec<Command>>;
+
+    /// Appends a batch of telemetry in one transaction, updates each device's latest sample,
+    /// and drops history measured before `keep_after`.
+    fn append_telemetry(&self, batch: Vec<TelemetrySample>, keep_after: Timestamp) -> Result<()>;
+    /// A device's most recent sample.
+    fn latest_telemetry(&self, device: DeviceId) -> Result<Option<TelemetrySample>>;
+    /// A device's history in a range, newest first.
+    fn telemetry_history(
+        &self,
+        device: DeviceId,
+        range: TelemetryRange,
+        page: PageRequest,
+    ) -> Result<Page<TelemetrySample>>;
+}
+
+/// A device's MQTT session opening or closing, as the bridge saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttSession {
+    /// Connected (true) or gone (false).
+    pub online: bool,
+    /// Why it went away, if it did not say goodbye.
+    pub failure_reason: String,
+    /// Address it connected from.
+    pub peer_ip: Option<std::net::IpAddr>,
+    /// What the device reported about itself on connect.
+    pub model: Option<String>,
+    /// Its operating system.
+    pub os: Option<String>,
+    /// Its system on chip.
+    pub system: Option<String>,
+    /// When it happened.
+    pub at: Timestamp,
+}
+
+/// A command about to be stored and sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewCommand {
+    /// Target device.
+    pub device: DeviceId,
+    /// Connection it goes through.
+    pub connection: Option<ConnectionId>,
+    /// What it does.
+    pub kind: CommandType,
+    /// Parameters.
+    pub input: serde_json::Value,
 }

@@ -60,3 +60,19 @@ id_type!(
     /// Identifies a device; also its MQTT client id and username.
     DeviceId
 );
+id_type!(
+    /// Identifies a location.
+    LocationId
+);
+id_type!(
+    /// Identifies a set of access credentials.
+    CredentialsId
+);
+id_type!(
+    /// Identifies a device's connection (a device using some credentials).
+    ConnectionId
+);
+id_type!(
+    /// Identifies a command sent to a device.
+    CommandId
+);

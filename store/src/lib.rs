@@ -13,20 +13,28 @@
 //! - [`permission`] — OpenWISP's Operator and Administrator groups.
 //! - [`token`] — API tokens (only hashes are stored).
 //! - [`device`] — devices, their keys and configuration; list filters.
+//! - [`location`] — locations and where devices are.
+//! - [`connection`] — credentials and device connections.
+//! - [`command`] — commands sent to devices.
+//! - [`telemetry`] — what devices report.
 //! - [`page`] — paging, tenancy scope, uniqueness rules.
 //! - [`backend`] — the storage boundary trait.
 //! - [`redb_backend`] — the embedded implementation; [`tables`] — its tables.
 //! - [`error`] — [`StoreError`].
 
 pub mod backend;
+pub mod command;
+pub mod connection;
 pub mod device;
 pub mod error;
 pub mod id;
+pub mod location;
 pub mod organization;
 pub mod page;
 pub mod permission;
 pub mod redb_backend;
 pub mod tables;
+pub mod telemetry;
 pub mod timestamp;
 pub mod token;
 pub mod user;
@@ -34,17 +42,23 @@ pub mod user;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use backend::Backend;
+pub use backend::{Backend, DevicePlane, MqttSession, NewCommand};
+pub use command::{Command, CommandStatus, CommandType};
+pub use connection::{
+    ConnectionFields, ConnectionHealth, Connector, Credentials, CredentialsFields, DeviceConnection,
+};
 pub use device::{
     ConfigBackend, ConfigFields, ConfigStatus, Device, DeviceConfig, DeviceFields, DeviceFilter,
     DeviceKey, DeviceName, MacAddress,
 };
 pub use error::{Result, StoreError};
-pub use id::{DeviceId, OrgId, UserId};
+pub use id::{CommandId, ConnectionId, CredentialsId, DeviceId, LocationId, OrgId, UserId};
+pub use location::{DeviceLocation, Location, LocationType, Point};
 pub use organization::{Organization, OrganizationFields, Slug};
 pub use page::{Page, PageRequest, Scope, Unique};
 pub use permission::{Action, Group, Resource};
 pub use redb_backend::RedbBackend;
+pub use telemetry::{TelemetryRange, TelemetrySample};
 pub use timestamp::Timestamp;
 pub use token::{Token, TokenCache, token_hash};
 pub use user::{Membership, Password, PasswordHashString, User, UserFields, Username};

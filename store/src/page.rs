@@ -54,4 +54,6 @@ pub enum Unique {
     DeviceMac,
     /// Device keys are unique everywhere.
     DeviceKey,
+    /// A device uses given credentials through one connection at most.
+    ConnectionCredentials,
 }

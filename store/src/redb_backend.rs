@@ -18,6 +18,8 @@ use crate::{
     StoreError, Timestamp, Token, TokenCache, Unique, User, UserFields, UserId, token_hash,
 };
 
+mod device_plane;
+
 /// The file name inside the data directory.
 pub const DATA_FILE: &str = "fleetmq.redb";
 
@@ -143,6 +145,19 @@ impl RedbBackend {
             txn.open_table(DEVICE_MACS)?;
             txn.open_table(DEVICE_KEYS)?;
             txn.open_table(DEVICE_LOCATIONS)?;
+            txn.open_table(LOCATIONS)?;
+            txn.open_table(CREDENTIALS)?;
+            txn.open_table(CREDENTIALS_BY_ORG)?;
+            txn.open_table(MQTT_CREDENTIALS)?;
+            txn.open_table(CONNECTIONS)?;
+            txn.open_table(DEVICE_CONNECTIONS)?;
+            txn.open_table(CONNECTION_PAIRS)?;
+            txn.open_table(CREDENTIALS_CONNECTIONS)?;
+            txn.open_table(COMMANDS)?;
+            txn.open_table(DEVICE_COMMANDS)?;
+            txn.open_table(PENDING_COMMANDS)?;
+            txn.open_table(TELEMETRY_LATEST)?;
+            txn.open_table(TELEMETRY)?;
         }
         txn.commit()?;
         Ok(Self {
@@ -384,8 +399,7 @@ fn load_user(txn: &WriteTransaction, id: UserId) -> Result<User> {
 
 fn delete_device_in(txn: &WriteTransaction, device: &Device) -> Result<()> {
     remove_device_indexes(txn, device)?;
-    txn.open_table(DEVICE_LOCATIONS)?.remove(device.id.key())?;
-    Ok(())
+    device_plane::delete_device_plane_in(txn, device)
 }
 
 fn new_device(fields: DeviceFields, config: Option<ConfigFields>) -> Device {
@@ -512,6 +526,7 @@ impl Backend for RedbBackend {
                 let device = load_device(&txn, DeviceId(uuid::Uuid::from_u128(device)))?;
                 delete_device_in(&txn, &device)?;
             }
+            device_plane::delete_org_credentials_in(&txn, id)?;
             // Memberships go too.
             let member_ids: Vec<u128> = {
                 let members = txn.open_table(ORGANIZATION_MEMBERS)?;

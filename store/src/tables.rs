@@ -52,3 +52,37 @@ pub const DEVICE_MACS: TableDefinition<&[u8], u128> = TableDefinition::new("devi
 pub const DEVICE_KEYS: TableDefinition<&str, u128> = TableDefinition::new("device_keys");
 /// device id → location (filled by the device plane; read by the `with_geo` filter).
 pub const DEVICE_LOCATIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("device_locations");
+
+/// id → location.
+pub const LOCATIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("locations");
+
+/// id → credentials.
+pub const CREDENTIALS: TableDefinition<u128, &[u8]> = TableDefinition::new("credentials");
+/// org (16 zero bytes for shared) ‖ created ‖ id → ().
+pub const CREDENTIALS_BY_ORG: TableDefinition<&[u8], ()> =
+    TableDefinition::new("credentials_by_org");
+/// org → id of the organization's MQTT credentials (created on first use).
+pub const MQTT_CREDENTIALS: TableDefinition<u128, u128> = TableDefinition::new("mqtt_credentials");
+
+/// id → device connection.
+pub const CONNECTIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("connections");
+/// device ‖ created ‖ id → ().
+pub const DEVICE_CONNECTIONS: TableDefinition<&[u8], ()> =
+    TableDefinition::new("device_connections");
+/// device ‖ credentials → connection id ((device, credentials) is unique).
+pub const CONNECTION_PAIRS: TableDefinition<&[u8], u128> = TableDefinition::new("connection_pairs");
+/// credentials ‖ connection → () (connections go with their credentials).
+pub const CREDENTIALS_CONNECTIONS: TableDefinition<&[u8], ()> =
+    TableDefinition::new("credentials_connections");
+
+/// id → command.
+pub const COMMANDS: TableDefinition<u128, &[u8]> = TableDefinition::new("commands");
+/// device ‖ created ‖ id → ().
+pub const DEVICE_COMMANDS: TableDefinition<&[u8], ()> = TableDefinition::new("device_commands");
+/// created ‖ id → device id, for commands still in progress.
+pub const PENDING_COMMANDS: TableDefinition<&[u8], u128> = TableDefinition::new("pending_commands");
+
+/// device → its latest telemetry sample.
+pub const TELEMETRY_LATEST: TableDefinition<u128, &[u8]> = TableDefinition::new("telemetry_latest");
+/// device ‖ measured ‖ sequence → sample.
+pub const TELEMETRY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("telemetry");

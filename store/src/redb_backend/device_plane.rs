@@ -1,0 +1,709 @@
+//! [`DevicePlane`] on redb: locations, credentials and connections, commands, telemetry.
+
+use std::collections::BTreeSet;
+
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+
+use super::{
+    IndexKey, MergeDesc, RedbBackend, cat, created_key, decode, encode, get_record, id_of,
+    index_desc, load_device, slice,
+};
+use crate::tables::*;
+use crate::{
+    Command, CommandId, CommandStatus, ConnectionFields, ConnectionHealth, ConnectionId, Connector,
+    Credentials, CredentialsFields, CredentialsId, Device, DeviceConnection, DeviceId,
+    DeviceLocation, DevicePlane, Location, LocationId, LocationType, MqttSession, NewCommand,
+    OrgId, Page, PageRequest, Point, Result, Scope, StoreError, TelemetryRange, TelemetrySample,
+    Timestamp, Unique,
+};
+
+const SHARED: [u8; 16] = [0; 16];
+
+fn org_prefix(org: Option<OrgId>) -> [u8; 16] {
+    org.map_or(SHARED, |o| o.bytes())
+}
+
+fn uuid_key(bytes: &[u8]) -> u128 {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&bytes[..16]);
+    u128::from_be_bytes(id)
+}
+
+fn ids_under(table: &impl ReadableTable<&'static [u8], ()>, prefix: &[u8]) -> Result<Vec<u128>> {
+    index_desc(table, prefix, [0; 24], [0xff; 24])?
+        .map(|k| k.map(|k| id_of(&k)))
+        .collect()
+}
+
+fn put_device(txn: &WriteTransaction, device: &Device) -> Result<()> {
+    txn.open_table(DEVICES)?
+        .insert(device.id.key(), encode("devices", device)?.as_slice())?;
+    Ok(())
+}
+
+fn insert_credentials(txn: &WriteTransaction, credentials: &Credentials) -> Result<()> {
+    txn.open_table(CREDENTIALS)?.insert(
+        credentials.id.key(),
+        encode("credentials", credentials)?.as_slice(),
+    )?;
+    let key = created_key(credentials.created, credentials.id.bytes());
+    txn.open_table(CREDENTIALS_BY_ORG)?.insert(
+        cat(&[&org_prefix(credentials.fields.organization), &key]).as_slice(),
+        (),
+    )?;
+    Ok(())
+}
+
+fn remove_connection_in(txn: &WriteTransaction, connection: &DeviceConnection) -> Result<()> {
+    let created = created_key(connection.created, connection.id.bytes());
+    txn.open_table(CONNECTIONS)?.remove(connection.id.key())?;
+    txn.open_table(DEVICE_CONNECTIONS)?
+        .remove(cat(&[&connection.device.bytes(), &created]).as_slice())?;
+    txn.open_table(CONNECTION_PAIRS)?.remove(
+        cat(&[
+            &connection.device.bytes(),
+            &connection.fields.credentials.bytes(),
+        ])
+        .as_slice(),
+    )?;
+    txn.open_table(CREDENTIALS_CONNECTIONS)?.remove(
+        cat(&[
+            &connection.fields.credentials.bytes(),
+            &connection.id.bytes(),
+        ])
+        .as_slice(),
+    )?;
+    Ok(())
+}
+
+fn insert_connection_in(txn: &WriteTransaction, connection: &DeviceConnection) -> Result<()> {
+    let pair = cat(&[
+        &connection.device.bytes(),
+        &connection.fields.credentials.bytes(),
+    ]);
+    let mut pairs = txn.open_table(CONNECTION_PAIRS)?;
+    if pairs.get(pair.as_slice())?.is_some() {
+        return Err(StoreError::Unique(Unique::ConnectionCredentials));
+    }
+    pairs.insert(pair.as_slice(), connection.id.key())?;
+    let created = created_key(connection.created, connection.id.bytes());
+    txn.open_table(CONNECTIONS)?.insert(
+        connection.id.key(),
+        encode("connections", connection)?.as_slice(),
+    )?;
+    txn.open_table(DEVICE_CONNECTIONS)?
+        .insert(cat(&[&connection.device.bytes(), &created]).as_slice(), ())?;
+    txn.open_table(CREDENTIALS_CONNECTIONS)?.insert(
+        cat(&[
+            &connection.fields.credentials.bytes(),
+            &connection.id.bytes(),
+        ])
+        .as_slice(),
+        (),
+    )?;
+    Ok(())
+}
+
+fn load_connection(txn: &WriteTransaction, id: u128) -> Result<DeviceConnection> {
+    get_record(&txn.open_table(CONNECTIONS)?, "connections", id)?.ok_or(StoreError::NotFound)
+}
+
+/// Removes credentials with every connection that uses them.
+pub(super) fn delete_credentials_in(
+    txn: &WriteTransaction,
+    credentials: &Credentials,
+) -> Result<()> {
+    let connection_ids: Vec<u128> = {
+        let table = txn.open_table(CREDENTIALS_CONNECTIONS)?;
+        let lo = cat(&[&credentials.id.bytes(), &[0u8; 16]]);
+        let hi = cat(&[&credentials.id.bytes(), &[0xffu8; 16]]);
+        table
+            .range::<&[u8]>(lo.as_slice()..=hi.as_slice())?
+            .map(|e| e.map(|(k, _)| uuid_key(&k.value()[16..])))
+            .collect::<std::result::Result<_, _>>()?
+    };
+    for id in connection_ids {
+        let connection = load_connection(txn, id)?;
+        remove_connection_in(txn, &connection)?;
+    }
+    txn.open_table(CREDENTIALS)?.remove(credentials.id.key())?;
+    let key = created_key(credentials.created, credentials.id.bytes());
+    txn.open_table(CREDENTIALS_BY_ORG)?
+        .remove(cat(&[&org_prefix(credentials.fields.organization), &key]).as_slice())?;
+    if let Some(org) = credentials.fields.organization {
+        let mut mqtt = txn.open_table(MQTT_CREDENTIALS)?;
+        if mqtt.get(org.key())?.map(|v| v.value()) == Some(credentials.id.key()) {
+            mqtt.remove(org.key())?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes everything that belongs to a device besides its own record and indexes.
+pub(super) fn delete_device_plane_in(txn: &WriteTransaction, device: &Device) -> Result<()> {
+    let prefix = device.id.bytes();
+    let connections = ids_under(&txn.open_table(DEVICE_CONNECTIONS)?, &prefix)?;
+    for id in connections {
+        let connection = load_connection(txn, id)?;
+        remove_connection_in(txn, &connection)?;
+    }
+    let commands = ids_under(&txn.open_table(DEVICE_COMMANDS)?, &prefix)?;
+    {
+        let mut table = txn.open_table(COMMANDS)?;
+        let mut by_device = txn.open_table(DEVICE_COMMANDS)?;
+        let mut pending = txn.open_table(PENDING_COMMANDS)?;
+        for id in commands {
+            if let Some(command) = get_record::<Command>(&table, "commands", id)? {
+                let key = created_key(command.created, command.id.bytes());
+                by_device.remove(cat(&[&prefix, &key]).as_slice())?;
+                pending.remove(key.as_slice())?;
+            }
+            table.remove(id)?;
+        }
+    }
+    {
+        let mut telemetry = txn.open_table(TELEMETRY)?;
+        let lo = cat(&[&prefix, &[0u8; 16]]);
+        let hi = cat(&[&prefix, &[0xffu8; 16]]);
+        let keys: Vec<Vec<u8>> = telemetry
+            .range::<&[u8]>(lo.as_slice()..=hi.as_slice())?
+            .map(|e| e.map(|(k, _)| k.value().to_vec()))
+            .collect::<std::result::Result<_, _>>()?;
+        for key in keys {
+            telemetry.remove(key.as_slice())?;
+        }
+        txn.open_table(TELEMETRY_LATEST)?.remove(device.id.key())?;
+    }
+    let link = txn
+        .open_table(DEVICE_LOCATIONS)?
+        .remove(device.id.key())?
+        .map(|v| v.value().to_vec());
+    if let Some(link) = link {
+        let link: DeviceLocation = decode("device_locations", &link)?;
+        let mut locations = txn.open_table(LOCATIONS)?;
+        // A mobile location follows its device and goes with it.
+        if get_record::<Location>(&locations, "locations", link.location.key())?
+            .is_some_and(|l| l.is_mobile)
+        {
+            locations.remove(link.location.key())?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes an organization's credentials (its devices are removed separately).
+pub(super) fn delete_org_credentials_in(txn: &WriteTransaction, org: OrgId) -> Result<()> {
+    let ids = ids_under(&txn.open_table(CREDENTIALS_BY_ORG)?, &org.bytes())?;
+    for id in ids {
+        let credentials: Option<Credentials> =
+            get_record(&txn.open_table(CREDENTIALS)?, "credentials", id)?;
+        if let Some(credentials) = credentials {
+            delete_credentials_in(txn, &credentials)?;
+        }
+    }
+    Ok(())
+}
+
+fn telemetry_key(device: DeviceId, measured: Timestamp, sequence: u64) -> Vec<u8> {
+    cat(&[
+        &device.bytes(),
+        &measured.sort_key(),
+        &sequence.to_be_bytes(),
+    ])
+}
+
+impl DevicePlane for RedbBackend {
+    fn device_location(&self, device: DeviceId) -> Result<Option<Location>> {
+        let txn = self.db.begin_read()?;
+        let Some(link) = txn
+            .open_table(DEVICE_LOCATIONS)?
+            .get(device.key())?
+            .map(|v| v.value().to_vec())
+        else {
+            return Ok(None);
+        };
+        let link: DeviceLocation = decode("device_locations", &link)?;
+        get_record(
+            &txn.open_table(LOCATIONS)?,
+            "locations",
+            link.location.key(),
+        )
+    }
+
+    fn set_device_coordinates(&self, device: DeviceId, point: Point) -> Result<Location> {
+        let txn = self.db.begin_write()?;
+        let location = {
+            let device = load_device(&txn, device)?;
+            let mut links = txn.open_table(DEVICE_LOCATIONS)?;
+            let mut locations = txn.open_table(LOCATIONS)?;
+            let existing = match links.get(device.id.key())?.map(|v| v.value().to_vec()) {
+                Some(link) => {
+                    let link: DeviceLocation = decode("device_locations", &link)?;
+                    get_record::<Location>(&locations, "locations", link.location.key())?
+                }
+                None => None,
+            };
+            let now = Timestamp::now();
+            let location = match existing {
+                Some(mut location) => {
+                    location.geometry = Some(point);
+                    location.modified = now;
+                    location
+                }
+                None => {
+                    let location = Location {
+                        id: LocationId::new(),
+                        organization: device.fields.organization,
+                        name: device.fields.name.as_str().to_owned(),
+                        kind: LocationType::Outdoor,
+                        is_mobile: true,
+                        address: String::new(),
+                        geometry: Some(point),
+                        created: now,
+                        modified: now,
+                    };
+                    let link = DeviceLocation {
+                        device: device.id,
+                        location: location.id,
+                    };
+                    links.insert(
+                        device.id.key(),
+                        encode("device_locations", &link)?.as_slice(),
+                    )?;
+                    location
+                }
+            };
+            locations.insert(
+                location.id.key(),
+                encode("locations", &location)?.as_slice(),
+            )?;
+            location
+        };
+        txn.commit()?;
+        Ok(location)
+    }
+
+    fn create_credentials(&self, fields: CredentialsFields) -> Result<Credentials> {
+        let now = Timestamp::now();
+        let credentials = Credentials {
+            id: CredentialsId::new(),
+            fields,
+            created: now,
+            modified: now,
+        };
+        let txn = self.db.begin_write()?;
+        if let Some(org) = credentials.fields.organization
+            && txn.open_table(ORGANIZATIONS)?.get(org.key())?.is_none()
+        {
+            return Err(StoreError::NotFound);
+        }
+        insert_credentials(&txn, &credentials)?;
+        txn.commit()?;
+        Ok(credentials)
+    }
+
+    fn credentials(&self, id: CredentialsId) -> Result<Option<Credentials>> {
+        let txn = self.db.begin_read()?;
+        get_record(&txn.open_table(CREDENTIALS)?, "credentials", id.key())
+    }
+
+    fn update_credentials(
+        &self,
+        id: CredentialsId,
+        fields: CredentialsFields,
+    ) -> Result<Credentials> {
+        let txn = self.db.begin_write()?;
+        let mut credentials: Credentials =
+            get_record(&txn.open_table(CREDENTIALS)?, "credentials", id.key())?
+                .ok_or(StoreError::NotFound)?;
+        let key = created_key(credentials.created, credentials.id.bytes());
+        txn.open_table(CREDENTIALS_BY_ORG)?
+            .remove(cat(&[&org_prefix(credentials.fields.organization), &key]).as_slice())?;
+        credentials.fields = fields;
+        credentials.modified = Timestamp::now();
+        insert_credentials(&txn, &credentials)?;
+        txn.commit()?;
+        Ok(credentials)
+    }
+
+    fn delete_credentials(&self, id: CredentialsId) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        let credentials: Credentials =
+            get_record(&txn.open_table(CREDENTIALS)?, "credentials", id.key())?
+                .ok_or(StoreError::NotFound)?;
+        delete_credentials_in(&txn, &credentials)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn list_credentials(&self, scope: &Scope, page: PageRequest) -> Result<Page<Credentials>> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(CREDENTIALS_BY_ORG)?;
+        let table = txn.open_table(CREDENTIALS)?;
+        let mut ids: Vec<IndexKey> = Vec::new();
+        match scope {
+            Scope::All => {
+                for entry in index.iter()? {
+                    let (key, _) = entry?;
+                    let mut k = [0u8; 24];
+                    k.copy_from_slice(&key.value()[16..40]);
+                    ids.push(k);
+                }
+            }
+            Scope::Orgs(orgs) => {
+                let mut prefixes: BTreeSet<[u8; 16]> = orgs.iter().map(|o| o.bytes()).collect();
+                prefixes.insert(SHARED);
+                let streams = prefixes
+                    .iter()
+                    .map(|p| index_desc(&index, p, [0; 24], [0xff; 24]).map(Iterator::peekable))
+                    .collect::<Result<_>>()?;
+                for key in (MergeDesc { streams }) {
+                    ids.push(key?);
+                }
+            }
+        }
+        ids.sort_by(|a, b| b.cmp(a));
+        let count = ids.len() as u64;
+        let mut items = Vec::new();
+        for key in slice(ids, page) {
+            if let Some(c) = get_record(&table, "credentials", id_of(&key))? {
+                items.push(c);
+            }
+        }
+        Ok(Page { count, items })
+    }
+
+    fn create_connection(
+        &self,
+        device: DeviceId,
+        fields: ConnectionFields,
+    ) -> Result<DeviceConnection> {
+        let now = Timestamp::now();
+        let connection = DeviceConnection {
+            id: ConnectionId::new(),
+            device,
+            fields,
+            health: ConnectionHealth::default(),
+            created: now,
+            modified: now,
+        };
+        let txn = self.db.begin_write()?;
+        load_device(&txn, device)?;
+        insert_connection_in(&txn, &connection)?;
+        txn.commit()?;
+        Ok(connection)
+    }
+
+    fn connection(&self, id: ConnectionId) -> Result<Option<DeviceConnection>> {
+        let txn = self.db.begin_read()?;
+        get_record(&txn.open_table(CONNECTIONS)?, "connections", id.key())
+    }
+
+    fn update_connection(
+        &self,
+        id: ConnectionId,
+        fields: ConnectionFields,
+    ) -> Result<DeviceConnection> {
+        let txn = self.db.begin_write()?;
+        let mut connection = load_connection(&txn, id.key())?;
+        remove_connection_in(&txn, &connection)?;
+        connection.fields = fields;
+        connection.modified = Timestamp::now();
+        insert_connection_in(&txn, &connection)?;
+        txn.commit()?;
+        Ok(connection)
+    }
+
+    fn delete_connection(&self, id: ConnectionId) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        let connection = load_connection(&txn, id.key())?;
+        remove_connection_in(&txn, &connection)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn list_connections(
+        &self,
+        device: DeviceId,
+        page: PageRequest,
+    ) -> Result<Page<DeviceConnection>> {
+        let txn = self.db.begin_read()?;
+        let ids = ids_under(&txn.open_table(DEVICE_CONNECTIONS)?, &device.bytes())?;
+        let table = txn.open_table(CONNECTIONS)?;
+        let count = ids.len() as u64;
+        let mut items = Vec::new();
+        for id in slice(ids, page) {
+            if let Some(c) = get_record(&table, "connections", id)? {
+                items.push(c);
+            }
+        }
+        Ok(Page { count, items })
+    }
+
+    fn record_mqtt_session(&self, device: DeviceId, session: MqttSession) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut record = load_device(&txn, device)?;
+            let org = record.fields.organization;
+            let credentials = {
+                let mut mqtt = txn.open_table(MQTT_CREDENTIALS)?;
+                let known = mqtt.get(org.key())?.map(|v| v.value());
+                match known {
+                    Some(id) => CredentialsId(uuid::Uuid::from_u128(id)),
+                    None => {
+                        let now = session.at;
+                        let credentials = Credentials {
+                            id: CredentialsId::new(),
+                            fields: CredentialsFields {
+                                organization: Some(org),
+                                name: "MQTT (device key)".to_owned(),
+                                connector: Connector::Mqtt,
+                                auto_add: true,
+                                params: Default::default(),
+                            },
+                            created: now,
+                            modified: now,
+                        };
+                        mqtt.insert(org.key(), credentials.id.key())?;
+                        drop(mqtt);
+                        insert_credentials(&txn, &credentials)?;
+                        credentials.id
+                    }
+                }
+            };
+            let pair = cat(&[&device.bytes(), &credentials.bytes()]);
+            let existing = txn
+                .open_table(CONNECTION_PAIRS)?
+                .get(pair.as_slice())?
+                .map(|v| v.value());
+            let mut connection = match existing {
+                Some(id) => load_connection(&txn, id)?,
+                None => {
+                    let connection = DeviceConnection {
+                        id: ConnectionId::new(),
+                        device,
+                        fields: ConnectionFields {
+                            credentials,
+                            update_strategy: Connector::Mqtt.default_update_strategy().to_owned(),
+                            enabled: true,
+                        },
+                        health: ConnectionHealth::default(),
+                        created: session.at,
+                        modified: session.at,
+                    };
+                    insert_connection_in(&txn, &connection)?;
+                    connection
+                }
+            };
+            connection.health = ConnectionHealth {
+                is_working: Some(session.online),
+                failure_reason: if session.online {
+                    String::new()
+                } else {
+                    session.failure_reason.clone()
+                },
+                last_attempt: Some(session.at),
+            };
+            connection.modified = session.at;
+            txn.open_table(CONNECTIONS)?.insert(
+                connection.id.key(),
+                encode("connections", &connection)?.as_slice(),
+            )?;
+
+            let before = record.clone();
+            if session.online
+                && let Some(ip) = session.peer_ip
+            {
+                record.fields.last_ip = Some(ip);
+            }
+            for (slot, value) in [
+                (&mut record.fields.model, session.model),
+                (&mut record.fields.os, session.os),
+                (&mut record.fields.system, session.system),
+            ] {
+                if let Some(value) = value.filter(|v| !v.is_empty()) {
+                    *slot = value;
+                }
+            }
+            if record != before {
+                record.modified = session.at;
+                put_device(&txn, &record)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn create_command(&self, command: NewCommand) -> Result<Command> {
+        let now = Timestamp::now();
+        let command = Command {
+            id: CommandId::new(),
+            device: command.device,
+            connection: command.connection,
+            kind: command.kind,
+            input: command.input,
+            output: String::new(),
+            status: CommandStatus::InProgress,
+            created: now,
+            modified: now,
+        };
+        let txn = self.db.begin_write()?;
+        load_device(&txn, command.device)?;
+        let key = created_key(command.created, command.id.bytes());
+        txn.open_table(COMMANDS)?
+            .insert(command.id.key(), encode("commands", &command)?.as_slice())?;
+        txn.open_table(DEVICE_COMMANDS)?
+            .insert(cat(&[&command.device.bytes(), &key]).as_slice(), ())?;
+        txn.open_table(PENDING_COMMANDS)?
+            .insert(key.as_slice(), command.device.key())?;
+        txn.commit()?;
+        Ok(command)
+    }
+
+    fn command(&self, id: CommandId) -> Result<Option<Command>> {
+        let txn = self.db.begin_read()?;
+        get_record(&txn.open_table(COMMANDS)?, "commands", id.key())
+    }
+
+    fn finish_command(
+        &self,
+        id: CommandId,
+        status: CommandStatus,
+        output: String,
+    ) -> Result<Option<Command>> {
+        let txn = self.db.begin_write()?;
+        let finished = {
+            let mut table = txn.open_table(COMMANDS)?;
+            let Some(mut command) = get_record::<Command>(&table, "commands", id.key())? else {
+                return Ok(None);
+            };
+            if command.status != CommandStatus::InProgress {
+                return Ok(None);
+            }
+            command.status = status;
+            command.output = output;
+            command.modified = Timestamp::now();
+            table.insert(id.key(), encode("commands", &command)?.as_slice())?;
+            txn.open_table(PENDING_COMMANDS)?
+                .remove(created_key(command.created, command.id.bytes()).as_slice())?;
+            command
+        };
+        txn.commit()?;
+        Ok(Some(finished))
+    }
+
+    fn list_commands(&self, device: DeviceId, page: PageRequest) -> Result<Page<Command>> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(DEVICE_COMMANDS)?;
+        let table = txn.open_table(COMMANDS)?;
+        let ids = ids_under(&index, &device.bytes())?;
+        let count = ids.len() as u64;
+        let mut items = Vec::new();
+        for id in slice(ids, page) {
+            if let Some(c) = get_record(&table, "commands", id)? {
+                items.push(c);
+            }
+        }
+        Ok(Page { count, items })
+    }
+
+    fn pending_commands(&self, device: Option<DeviceId>) -> Result<Vec<Command>> {
+        let txn = self.db.begin_read()?;
+        let pending = txn.open_table(PENDING_COMMANDS)?;
+        let table = txn.open_table(COMMANDS)?;
+        let mut out = Vec::new();
+        for entry in pending.iter()? {
+            let (key, owner) = entry?;
+            if device.is_some_and(|d| d.key() != owner.value()) {
+                continue;
+            }
+            let mut k = [0u8; 24];
+            k.copy_from_slice(key.value());
+            if let Some(command) = get_record(&table, "commands", id_of(&k))? {
+                out.push(command);
+            }
+        }
+        Ok(out)
+    }
+
+    fn append_telemetry(&self, batch: Vec<TelemetrySample>, keep_after: Timestamp) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut history = txn.open_table(TELEMETRY)?;
+            let mut latest = txn.open_table(TELEMETRY_LATEST)?;
+            let devices = txn.open_table(DEVICES)?;
+            let mut seen = BTreeSet::new();
+            for (i, sample) in batch.iter().enumerate() {
+                // Samples of devices deleted meanwhile are dropped.
+                if devices.get(sample.device.key())?.is_none() {
+                    continue;
+                }
+                let sequence =
+                    (sample.received.as_micros() as u64).wrapping_mul(1024) + i as u64 % 1024;
+                let bytes = encode("telemetry", sample)?;
+                history.insert(
+                    telemetry_key(sample.device, sample.timestamp, sequence).as_slice(),
+                    bytes.as_slice(),
+                )?;
+                let newer = match latest.get(sample.device.key())? {
+                    Some(current) => {
+                        decode::<TelemetrySample>("telemetry_latest", current.value())?.timestamp
+                            <= sample.timestamp
+                    }
+                    None => true,
+                };
+                if newer {
+                    latest.insert(sample.device.key(), bytes.as_slice())?;
+                }
+                seen.insert(sample.device);
+            }
+            for device in seen {
+                let lo = telemetry_key(device, Timestamp::from_micros(0), 0);
+                let hi = telemetry_key(device, keep_after, 0);
+                let old: Vec<Vec<u8>> = history
+                    .range::<&[u8]>(lo.as_slice()..hi.as_slice())?
+                    .map(|e| e.map(|(k, _)| k.value().to_vec()))
+                    .collect::<std::result::Result<_, _>>()?;
+                for key in old {
+                    history.remove(key.as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn latest_telemetry(&self, device: DeviceId) -> Result<Option<TelemetrySample>> {
+        let txn = self.db.begin_read()?;
+        get_record(
+            &txn.open_table(TELEMETRY_LATEST)?,
+            "telemetry_latest",
+            device.key(),
+        )
+    }
+
+    fn telemetry_history(
+        &self,
+        device: DeviceId,
+        range: TelemetryRange,
+        page: PageRequest,
+    ) -> Result<Page<TelemetrySample>> {
+        let txn = self.db.begin_read()?;
+        let history = txn.open_table(TELEMETRY)?;
+        let lo = telemetry_key(device, range.since.unwrap_or(Timestamp::from_micros(0)), 0);
+        let hi = match range.until {
+            Some(until) => telemetry_key(device, until, 0),
+            None => cat(&[&device.bytes(), &[0xffu8; 16]]),
+        };
+        let mut count = 0u64;
+        let mut items = Vec::new();
+        for entry in history.range::<&[u8]>(lo.as_slice()..hi.as_slice())?.rev() {
+            let (_, value) = entry?;
+            if count >= page.offset && (items.len() as u64) < page.limit {
+                items.push(decode("telemetry", value.value())?);
+            }
+            count += 1;
+        }
+        Ok(Page { count, items })
+    }
+}

@@ -1,0 +1,234 @@
+//! The device plane's persistence: sessions, coordinates, commands and telemetry.
+
+use fleetmq_store::{
+    Backend, CommandStatus, CommandType, DeviceFields, DeviceFilter, DeviceKey, DeviceName,
+    DevicePlane, MacAddress, MqttSession, NewCommand, OrgId, OrganizationFields, PageRequest,
+    Point, RedbBackend, Scope, Slug, TelemetryRange, TelemetrySample, Timestamp,
+};
+
+const ALL: PageRequest = PageRequest {
+    offset: 0,
+    limit: 1000,
+};
+
+fn setup() -> (tempfile::TempDir, RedbBackend, OrgId) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = RedbBackend::open(dir.path()).expect("open");
+    let org = db
+        .create_organization(OrganizationFields {
+            name: "A".into(),
+            slug: Slug::parse("a").expect("slug"),
+            description: String::new(),
+            email: String::new(),
+            url: String::new(),
+            is_active: true,
+        })
+        .expect("org")
+        .id;
+    (dir, db, org)
+}
+
+fn device(db: &RedbBackend, org: OrgId, name: &str, mac: &str) -> fleetmq_store::Device {
+    db.create_device(
+        DeviceFields {
+            name: DeviceName::parse(name).expect("name"),
+            organization: org,
+            group: None,
+            mac_address: MacAddress::parse(mac).expect("mac"),
+            key: DeviceKey::generate(),
+            last_ip: None,
+            management_ip: None,
+            model: String::new(),
+            os: String::new(),
+            system: String::new(),
+            notes: String::new(),
+            hardware_id: String::new(),
+        },
+        None,
+    )
+    .expect("device")
+}
+
+fn session(online: bool) -> MqttSession {
+    MqttSession {
+        online,
+        failure_reason: if online {
+            String::new()
+        } else {
+            "connection lost".into()
+        },
+        peer_ip: Some("127.0.0.7".parse().expect("ip")),
+        model: Some("TL-WR841N".into()),
+        os: None,
+        system: Some("MT7628".into()),
+        at: Timestamp::now(),
+    }
+}
+
+#[test]
+fn a_first_mqtt_session_gives_the_device_its_mqtt_connection() {
+    let (_dir, db, org) = setup();
+    let d = device(&db, org, "r1", "00:00:00:00:00:01");
+    db.record_mqtt_session(d.id, session(true)).expect("online");
+
+    let connections = db.list_connections(d.id, ALL).expect("list");
+    assert_eq!(connections.count, 1);
+    let connection = &connections.items[0];
+    assert_eq!(connection.health.is_working, Some(true));
+    let credentials = db
+        .credentials(connection.fields.credentials)
+        .expect("read")
+        .expect("exists");
+    assert_eq!(credentials.fields.organization, Some(org));
+
+    let updated = db.device(d.id).expect("read").expect("exists");
+    assert_eq!(
+        updated.fields.last_ip,
+        Some("127.0.0.7".parse().expect("ip"))
+    );
+    assert_eq!(updated.fields.model, "TL-WR841N");
+    assert_eq!(updated.fields.system, "MT7628");
+
+    db.record_mqtt_session(d.id, session(false))
+        .expect("offline");
+    let connections = db.list_connections(d.id, ALL).expect("list");
+    assert_eq!(connections.count, 1, "the same connection is reused");
+    assert_eq!(connections.items[0].health.is_working, Some(false));
+    assert_eq!(
+        connections.items[0].health.failure_reason,
+        "connection lost"
+    );
+
+    let second = device(&db, org, "r2", "00:00:00:00:00:02");
+    db.record_mqtt_session(second.id, session(true))
+        .expect("online");
+    let shared = db
+        .list_credentials(&Scope::Orgs(vec![org]), ALL)
+        .expect("list");
+    assert_eq!(
+        shared.count, 1,
+        "one MQTT credentials object per organization"
+    );
+}
+
+#[test]
+fn coordinates_create_one_mobile_location_and_then_move_it() {
+    let (_dir, db, org) = setup();
+    let d = device(&db, org, "r1", "00:00:00:00:00:01");
+    assert!(db.device_location(d.id).expect("read").is_none());
+    let first = db
+        .set_device_coordinates(d.id, Point::new(12.5, 41.9).expect("point"))
+        .expect("set");
+    let moved = db
+        .set_device_coordinates(d.id, Point::new(13.0, 42.0).expect("point"))
+        .expect("set");
+    assert_eq!(first.id, moved.id);
+    assert!(moved.is_mobile);
+    assert_eq!(
+        db.device_location(d.id)
+            .expect("read")
+            .and_then(|l| l.geometry),
+        Some(Point::new(13.0, 42.0).expect("point"))
+    );
+    let with_geo = DeviceFilter {
+        with_geo: Some(true),
+        ..Default::default()
+    };
+    assert_eq!(
+        db.list_devices(&Scope::All, &with_geo, ALL)
+            .expect("list")
+            .count,
+        1
+    );
+}
+
+#[test]
+fn a_command_ends_once_and_leaves_the_pending_list() {
+    let (_dir, db, org) = setup();
+    let d = device(&db, org, "r1", "00:00:00:00:00:01");
+    let command = db
+        .create_command(NewCommand {
+            device: d.id,
+            connection: None,
+            kind: CommandType::Reboot,
+            input: serde_json::Value::Null,
+        })
+        .expect("command");
+    assert_eq!(db.pending_commands(Some(d.id)).expect("pending").len(), 1);
+    let done = db
+        .finish_command(command.id, CommandStatus::Success, "ok".into())
+        .expect("finish");
+    assert_eq!(done.map(|c| c.status), Some(CommandStatus::Success));
+    let again = db
+        .finish_command(command.id, CommandStatus::Failed, "late".into())
+        .expect("finish");
+    assert!(again.is_none(), "a late answer changes nothing");
+    assert_eq!(
+        db.command(command.id).expect("read").map(|c| c.output),
+        Some("ok".to_owned())
+    );
+    assert!(db.pending_commands(None).expect("pending").is_empty());
+}
+
+#[test]
+fn telemetry_keeps_the_latest_and_a_bounded_history() {
+    let (_dir, db, org) = setup();
+    let d = device(&db, org, "r1", "00:00:00:00:00:01");
+    let sample = |micros: i64, cpu: i64| TelemetrySample {
+        device: d.id,
+        timestamp: Timestamp::from_micros(micros),
+        received: Timestamp::now(),
+        metrics: serde_json::json!({"cpu": cpu})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    };
+    db.append_telemetry(
+        (1..=5).map(|i| sample(i * 1_000_000, i)).collect(),
+        Timestamp::from_micros(0),
+    )
+    .expect("append");
+    assert_eq!(
+        db.latest_telemetry(d.id)
+            .expect("read")
+            .map(|s| s.metrics["cpu"].clone()),
+        Some(serde_json::json!(5))
+    );
+    let history = db
+        .telemetry_history(d.id, TelemetryRange::default(), ALL)
+        .expect("read");
+    assert_eq!(history.count, 5);
+    assert_eq!(history.items[0].metrics["cpu"], 5, "newest first");
+
+    let ranged = TelemetryRange {
+        since: Some(Timestamp::from_micros(2_000_000)),
+        until: Some(Timestamp::from_micros(4_000_000)),
+    };
+    assert_eq!(
+        db.telemetry_history(d.id, ranged, ALL).expect("read").count,
+        2
+    );
+
+    // An older sample arriving late does not replace the latest; retention drops old history.
+    db.append_telemetry(vec![sample(500_000, 0)], Timestamp::from_micros(3_000_000))
+        .expect("append");
+    assert_eq!(
+        db.latest_telemetry(d.id)
+            .expect("read")
+            .map(|s| s.metrics["cpu"].clone()),
+        Some(serde_json::json!(5))
+    );
+    assert_eq!(
+        db.telemetry_history(d.id, TelemetryRange::default(), ALL)
+            .expect("read")
+            .count,
+        3
+    );
+
+    db.set_device_deactivated(d.id, true).expect("deactivate");
+    db.delete_device(d.id).expect("delete");
+    assert!(
+        db.latest_telemetry(d.id).expect("read").is_none(),
+        "telemetry goes with the device"
+    );
+}
