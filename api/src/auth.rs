@@ -1,9 +1,9 @@
 //! Who is calling: Bearer-token authentication, permissions and organization scope.
 
 use axum::extract::FromRequestParts;
-use axum::http::Method;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method};
 use fleetmq_store::{Action, OrgId, Resource, Scope, User};
 
 use crate::error::NOT_A_MANAGER;
@@ -23,50 +23,54 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or(ApiError::NotAuthenticated)?
-            .to_str()
-            .map_err(|_| {
-                ApiError::InvalidToken(
-                    "Invalid token header. Token string should not contain invalid characters.",
-                )
-            })?;
-        let mut words = header.split_whitespace();
-        match words.next() {
-            Some(scheme) if scheme.eq_ignore_ascii_case("bearer") => {}
-            // Other schemes are someone else's credentials: as if none were given.
-            _ => return Err(ApiError::NotAuthenticated),
-        }
-        let token = match (words.next(), words.next()) {
-            (Some(token), None) => token.to_owned(),
-            (None, _) => {
-                return Err(ApiError::InvalidToken(
-                    "Invalid token header. No credentials provided.",
-                ));
-            }
-            (Some(_), Some(_)) => {
-                return Err(ApiError::InvalidToken(
-                    "Invalid token header. Token string should not contain spaces.",
-                ));
-            }
-        };
-        // Most requests are answered from the store's memory cache without a blocking hop.
-        let cached = state.store().blocking().cached_user_for_token(&token);
-        let user = match cached {
-            Some(user) => user,
-            None => state
-                .store()
-                .run(move |db| db.user_for_token(&token))
-                .await?
-                .ok_or(ApiError::InvalidToken("Invalid token."))?,
-        };
-        if !user.fields.is_active {
-            return Err(ApiError::InvalidToken("User inactive or deleted."));
-        }
-        Ok(Caller { user })
+        authenticate(&parts.headers, state).await
     }
+}
+
+/// Authenticates the `Authorization: Bearer` header of a request.
+pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Caller, ApiError> {
+    let header = headers
+        .get(AUTHORIZATION)
+        .ok_or(ApiError::NotAuthenticated)?
+        .to_str()
+        .map_err(|_| {
+            ApiError::InvalidToken(
+                "Invalid token header. Token string should not contain invalid characters.",
+            )
+        })?;
+    let mut words = header.split_whitespace();
+    match words.next() {
+        Some(scheme) if scheme.eq_ignore_ascii_case("bearer") => {}
+        // Other schemes are someone else's credentials: as if none were given.
+        _ => return Err(ApiError::NotAuthenticated),
+    }
+    let token = match (words.next(), words.next()) {
+        (Some(token), None) => token.to_owned(),
+        (None, _) => {
+            return Err(ApiError::InvalidToken(
+                "Invalid token header. No credentials provided.",
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidToken(
+                "Invalid token header. Token string should not contain spaces.",
+            ));
+        }
+    };
+    // Most requests are answered from the store's memory cache without a blocking hop.
+    let cached = state.store().blocking().cached_user_for_token(&token);
+    let user = match cached {
+        Some(user) => user,
+        None => state
+            .store()
+            .run(move |db| db.user_for_token(&token))
+            .await?
+            .ok_or(ApiError::InvalidToken("Invalid token."))?,
+    };
+    if !user.fields.is_active {
+        return Err(ApiError::InvalidToken("User inactive or deleted."));
+    }
+    Ok(Caller { user })
 }
 
 /// The permission an HTTP method needs, as Django's model permissions map them.

@@ -26,7 +26,7 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use fleetmq_store::{DeviceId, Store};
+use fleetmq_store::{Command, DeviceId, Store};
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -50,10 +50,29 @@ impl Default for ApiConfig {
     }
 }
 
-/// Called when a device is deactivated, so the broker can end its live session.
-pub type DeactivationHook = Arc<dyn Fn(DeviceId) + Send + Sync>;
-/// Tells whether the broker is up (for `/healthz`).
-pub type BrokerProbe = Arc<dyn Fn() -> bool + Send + Sync>;
+/// What the API tells the rest of the server after it has persisted a change, and asks it.
+///
+/// The API depends only on the store; the server implements this over the broker and the
+/// bridge. Every method has a default, so tests can run the API alone ([`NoHooks`]).
+pub trait Hooks: Send + Sync + 'static {
+    /// A device was deactivated: end its live MQTT session.
+    fn device_deactivated(&self, _device: DeviceId) {}
+    /// A command was stored (in progress): send it to the device.
+    fn command_created(&self, _command: Command) {}
+    /// Whether the broker accepts connections (for `/healthz`).
+    fn broker_up(&self) -> bool {
+        false
+    }
+    /// Counters to export on `/metrics`: (name, help, value).
+    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        Vec::new()
+    }
+}
+
+/// Hooks of an API running without broker and bridge.
+pub struct NoHooks;
+
+impl Hooks for NoHooks {}
 
 /// Everything handlers share; cheap to clone.
 #[derive(Clone)]
@@ -62,28 +81,16 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     store: Store,
     config: ApiConfig,
-    on_deactivate: DeactivationHook,
-    broker_up: BrokerProbe,
+    hooks: Arc<dyn Hooks>,
 }
 
 impl AppState {
-    /// State over a store, with no broker attached (it reports down).
-    pub fn new(store: Store, config: ApiConfig) -> Self {
-        Self::with_broker(store, config, Arc::new(|_| {}), Arc::new(|| false))
-    }
-
-    /// State wired to a running broker.
-    pub fn with_broker(
-        store: Store,
-        config: ApiConfig,
-        on_deactivate: DeactivationHook,
-        broker_up: BrokerProbe,
-    ) -> Self {
+    /// State over a store and the server's hooks.
+    pub fn new(store: Store, config: ApiConfig, hooks: Arc<dyn Hooks>) -> Self {
         Self(Arc::new(Inner {
             store,
             config,
-            on_deactivate,
-            broker_up,
+            hooks,
         }))
     }
 
@@ -97,16 +104,9 @@ impl AppState {
         &self.0.config
     }
 
-    /// Whether the broker is up.
-    pub fn broker_up(&self) -> bool {
-        (self.0.broker_up)()
-    }
-
-    /// Tells the broker that a device may no longer be connected.
-    pub fn notify_device_deactivated(&self, device: &fleetmq_store::Device) {
-        if device.is_deactivated {
-            (self.0.on_deactivate)(device.id);
-        }
+    /// The rest of the server.
+    pub fn hooks(&self) -> &dyn Hooks {
+        self.0.hooks.as_ref()
     }
 }
 
@@ -125,6 +125,8 @@ pub struct ErrorDetail {
     tags(
         (name = "devices", description = "OpenWISP controller: devices"),
         (name = "users", description = "Organizations, users and tokens"),
+        (name = "connections", description = "Credentials and device connections"),
+        (name = "commands", description = "Commands sent to devices over MQTT"),
         (name = "health", description = "Liveness")
     )
 )]
@@ -148,16 +150,28 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::users::router())
         .merge(routes::organizations::router())
         .merge(routes::devices::router())
+        .merge(routes::coordinates::router())
+        .merge(routes::telemetry::router())
+        .merge(routes::connections::router())
+        .merge(routes::commands::router())
+        .merge(routes::credentials::router())
+}
+
+/// Every route with its OpenAPI document.
+fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (routes, mut doc) = api_routes().split_for_parts();
+    routes::credentials::document_alias(&mut doc);
+    (routes.merge(routes::credentials::alias_router()), doc)
 }
 
 /// The OpenAPI document of every route.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().split_for_parts().1
+    api().1
 }
 
 /// The whole HTTP API for `state`.
 pub fn router(state: AppState) -> Router {
-    let (routes, doc) = api_routes().split_for_parts();
+    let (routes, doc) = api();
     routes
         .merge(SwaggerUi::new("/api/v1/docs").url("/api/v1/openapi.json", doc))
         .fallback(|| async { ApiError::NotFound })

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use fleetmq_bridge::BridgeConfig;
+
 /// Everything [`crate::Server::start`] needs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -16,6 +18,8 @@ pub struct Config {
     pub mqtt_anonymous_sandbox: bool,
     /// Password for the `admin` superuser created on the first start (random when `None`).
     pub admin_password: Option<String>,
+    /// Telemetry retention and command timeout.
+    pub bridge: BridgeConfig,
 }
 
 impl Default for Config {
@@ -26,6 +30,7 @@ impl Default for Config {
             mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
             mqtt_anonymous_sandbox: false,
             admin_password: None,
+            bridge: BridgeConfig::default(),
         }
     }
 }

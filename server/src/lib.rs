@@ -16,10 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use fleetmq_api::{ApiConfig, AppState};
+use fleetmq_api::{ApiConfig, AppState, Hooks};
+use fleetmq_bridge::Bridge;
 use fleetmq_bridge::auth::StoreAuthenticator;
-use fleetmq_broker::{Broker, BrokerConfig};
+use fleetmq_broker::{Broker, BrokerConfig, BrokerHandle};
 use fleetmq_store::Store;
+use fleetmq_store::{Command, DeviceId};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -67,23 +69,23 @@ impl Server {
             .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
         let http_addr = listener.local_addr()?;
 
-        let state = AppState::with_broker(
-            store,
-            ApiConfig::default(),
-            Arc::new(move |device| {
-                let handle = handle.clone();
-                tokio::spawn(async move {
-                    handle.disconnect_device(&device.to_string()).await;
-                });
-            }),
-            {
-                let broker_up = Arc::clone(&broker_up);
-                Arc::new(move || broker_up.load(Ordering::Relaxed))
-            },
-        );
+        let (bridge, bridge_tasks) = Bridge::start(
+            store.clone(),
+            handle.clone(),
+            config.bridge.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .context("starting the bridge")?;
+        let hooks = ServerHooks {
+            broker: handle,
+            bridge,
+            broker_up: Arc::clone(&broker_up),
+        };
+        let state = AppState::new(store, ApiConfig::default(), Arc::new(hooks));
         let app = fleetmq_api::router(state);
 
-        let mut tasks = Vec::new();
+        let mut tasks = bridge_tasks;
         let stop = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             broker.run(stop).await;
@@ -145,5 +147,34 @@ impl Server {
                 tracing::error!(error = %e, "server task failed");
             }
         }
+    }
+}
+
+/// The API's view of the broker and the bridge.
+struct ServerHooks {
+    broker: BrokerHandle,
+    bridge: Bridge,
+    broker_up: Arc<AtomicBool>,
+}
+
+impl Hooks for ServerHooks {
+    fn device_deactivated(&self, device: DeviceId) {
+        let broker = self.broker.clone();
+        tokio::spawn(async move {
+            broker.disconnect_device(&device.to_string()).await;
+        });
+    }
+
+    fn command_created(&self, command: Command) {
+        let bridge = self.bridge.clone();
+        tokio::spawn(async move { bridge.command_created(command).await });
+    }
+
+    fn broker_up(&self) -> bool {
+        self.broker_up.load(Ordering::Relaxed)
+    }
+
+    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.bridge.metrics().snapshot()
     }
 }

@@ -46,6 +46,12 @@ struct ServeArgs {
     /// test suites and stock tools); off by default.
     #[arg(long, env = "FLEETMQ_MQTT_ANONYMOUS_SANDBOX")]
     mqtt_anonymous_sandbox: bool,
+    /// Seconds a command may wait for the device's answer (offline time included).
+    #[arg(long, env = "FLEETMQ_COMMAND_TIMEOUT", default_value_t = 300)]
+    command_timeout: u64,
+    /// Hours of telemetry history kept per device.
+    #[arg(long, env = "FLEETMQ_TELEMETRY_RETENTION_HOURS", default_value_t = 168)]
+    telemetry_retention_hours: u64,
 }
 
 #[derive(Subcommand)]
@@ -95,6 +101,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_password: std::env::var("FLEETMQ_ADMIN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty()),
+        bridge: fleetmq_bridge::BridgeConfig {
+            command_timeout: std::time::Duration::from_secs(args.command_timeout),
+            telemetry_retention: std::time::Duration::from_secs(
+                args.telemetry_retention_hours.saturating_mul(3600),
+            ),
+        },
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {

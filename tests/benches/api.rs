@@ -63,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         mqtt_anonymous_sandbox: false,
         admin_password: None,
+        bridge: Default::default(),
     }))?;
     let addr = server.http_addr();
     println!(

@@ -209,6 +209,7 @@ async fn start(dir: &TempDir) -> Server {
         mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         mqtt_anonymous_sandbox: false,
         admin_password: Some(ADMIN_PASSWORD.to_owned()),
+        bridge: Default::default(),
     };
     Server::start(config).await.expect("server starts")
 }

@@ -146,7 +146,7 @@ pub struct DeviceListQuery {
     created__lt: Option<String>,
 }
 
-fn view(device: Device, detail: bool) -> DeviceView {
+pub(crate) fn view(device: Device, detail: bool) -> DeviceView {
     let f = device.fields;
     DeviceView {
         id: device.id.0,
@@ -520,7 +520,11 @@ impl Form {
 }
 
 /// Loads a device the caller may see; any other device is simply not found.
-async fn visible_device(state: &AppState, caller: &Caller, id: Uuid) -> Result<Device, ApiError> {
+pub(crate) async fn visible_device(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<Device, ApiError> {
     let device = state
         .store()
         .run(move |db| db.device(DeviceId(id)))
@@ -712,6 +716,8 @@ async fn set_deactivated(
         .store()
         .run(move |db| db.set_device_deactivated(DeviceId(id), deactivated))
         .await?;
-    state.notify_device_deactivated(&device);
+    if device.is_deactivated {
+        state.hooks().device_deactivated(device.id);
+    }
     Ok(Json(view(device, true)))
 }

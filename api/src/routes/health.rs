@@ -12,7 +12,30 @@ use crate::AppState;
 
 /// The health route.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(health))
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(metrics))
+}
+
+/// Counters in Prometheus' text format (no authentication, like `/healthz`).
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+async fn metrics(
+    State(state): State<AppState>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let mut out = String::new();
+    for (name, help, value) in state.hooks().metrics() {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        ));
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
 }
 
 /// Component states.
@@ -34,7 +57,11 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
         Ok(()) => "ok".to_owned(),
         Err(e) => e.to_string(),
     };
-    let broker = if state.broker_up() { "ok" } else { "down" };
+    let broker = if state.hooks().broker_up() {
+        "ok"
+    } else {
+        "down"
+    };
     let healthy = store == "ok" && broker == "ok";
     let status = if healthy {
         StatusCode::OK

@@ -1,6 +1,11 @@
 //! One router module per resource.
 
+pub mod commands;
+pub mod connections;
+pub mod coordinates;
+pub mod credentials;
 pub mod devices;
 pub mod health;
 pub mod organizations;
+pub mod telemetry;
 pub mod users;

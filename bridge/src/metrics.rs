@@ -1,0 +1,91 @@
+//! Counters of what the bridge did, exported on `/metrics`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Cheap-to-clone counters.
+#[derive(Clone, Default)]
+pub struct Metrics(Arc<Counters>);
+
+#[derive(Default)]
+struct Counters {
+    uplink_messages: AtomicU64,
+    uplink_refused: AtomicU64,
+    telemetry_samples: AtomicU64,
+    telemetry_batches: AtomicU64,
+    commands_sent: AtomicU64,
+    commands_answered: AtomicU64,
+    commands_timed_out: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn uplink(&self) {
+        self.0.uplink_messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refused(&self) {
+        self.0.uplink_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn telemetry_committed(&self, samples: u64) {
+        self.0
+            .telemetry_samples
+            .fetch_add(samples, Ordering::Relaxed);
+        self.0.telemetry_batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn command_sent(&self) {
+        self.0.commands_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn command_answered(&self) {
+        self.0.commands_answered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn command_timed_out(&self) {
+        self.0.commands_timed_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every counter with its Prometheus name and help text.
+    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let c = &self.0;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            (
+                "fleetmq_uplink_messages_total",
+                "Messages devices published under their up/ topics.",
+                get(&c.uplink_messages),
+            ),
+            (
+                "fleetmq_uplink_refused_total",
+                "Device messages refused (unparsable payloads); each answered on the device's down/error.",
+                get(&c.uplink_refused),
+            ),
+            (
+                "fleetmq_telemetry_samples_total",
+                "Telemetry samples committed.",
+                get(&c.telemetry_samples),
+            ),
+            (
+                "fleetmq_telemetry_batches_total",
+                "Telemetry transactions committed.",
+                get(&c.telemetry_batches),
+            ),
+            (
+                "fleetmq_commands_sent_total",
+                "Command requests published to devices (resends included).",
+                get(&c.commands_sent),
+            ),
+            (
+                "fleetmq_commands_answered_total",
+                "Command results applied.",
+                get(&c.commands_answered),
+            ),
+            (
+                "fleetmq_commands_timed_out_total",
+                "Commands failed for lack of an answer in time.",
+                get(&c.commands_timed_out),
+            ),
+        ]
+    }
+}
