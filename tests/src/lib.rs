@@ -4,6 +4,9 @@
 //! # Layout
 //! - [`TestApp`] — one running server and an HTTP client.
 //! - [`Reply`] — a status and a JSON body.
+//! - [`mqtt`] — a real MQTT client for devices and operators.
+
+pub mod mqtt;
 
 use std::net::SocketAddr;
 
@@ -186,6 +189,48 @@ impl TestApp {
             "name": name, "organization": org, "mac_address": mac_for(name)}),
         )
         .await
+    }
+}
+
+impl TestApp {
+    /// Registers a device and returns what it needs to connect over MQTT.
+    pub async fn register_device(
+        &self,
+        token: &str,
+        org_id: &str,
+        org_slug: &str,
+        name: &str,
+    ) -> mqtt::DeviceIdentity {
+        let reply = self.create_device(token, org_id, name).await;
+        assert_eq!(reply.status, 201, "{:?}", reply.body);
+        mqtt::DeviceIdentity {
+            id: reply.str("id"),
+            key: reply.str("key"),
+            org: org_slug.to_owned(),
+        }
+    }
+
+    /// Polls `path` until `done` holds for its answer. For state the server writes after an
+    /// MQTT message was acknowledged, where no event tells the test it is stored.
+    pub async fn eventually(
+        &self,
+        path: &str,
+        token: &str,
+        done: impl Fn(&Reply) -> bool,
+    ) -> Reply {
+        let deadline = tokio::time::Instant::now() + mqtt::WAIT;
+        loop {
+            let reply = self.get(path, token).await;
+            if done(&reply) {
+                return reply;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path} never satisfied: {:?}",
+                reply.body
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }
 
