@@ -1,0 +1,770 @@
+//! One simulated device: a tokio task that holds one MQTT connection and behaves like a
+//! fleetmq device agent (presence, telemetry, coordinates, commands, reboots, reconnects).
+//!
+//! The task owns its socket, two small buffers and a few timers, nothing else; a
+//! [`SimHandle`] talks to it through a small control channel and (for single devices) an
+//! event channel that tests await.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use fleetmq_protocol::topic::{Channel, DownChannel, Topic, UpChannel, device_down_filter};
+use fleetmq_protocol::{
+    CommandRequest, CommandResult, ErrorNotice, Presence, PresenceStatus, Telemetry,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{
+    Instant, Interval, MissedTickBehavior, interval_at, sleep, sleep_until, timeout,
+};
+
+use crate::SimError;
+use crate::behaviour::{AfterAnswer, Position, Vitals, answer};
+use crate::mqtt::{self, Connect, Incoming, QoS, Will};
+use crate::stats::{Stats, StatsSnapshot};
+
+/// Largest packet the device accepts from the broker; commands are small.
+const MAX_PACKET: usize = 256 * 1024;
+/// A device whose broker stops reading gives up once this much is queued.
+const MAX_PENDING_WRITE: usize = 1024 * 1024;
+/// First wait before reconnecting; doubles per failure up to [`MAX_BACKOFF`].
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a stopping device waits for the broker to close after DISCONNECT.
+const GOODBYE_WAIT: Duration = Duration::from_secs(2);
+
+/// Everything one simulated device needs to know. Build with [`DeviceConfig::new`] and
+/// adjust the public fields.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// The broker's MQTT address.
+    pub mqtt_addr: SocketAddr,
+    /// Organization slug (topic level 2).
+    pub org_slug: String,
+    /// Device id (UUID text): client id, user name and topic level 3.
+    pub device_id: String,
+    /// Device key: the MQTT password.
+    pub key: String,
+    /// Announced in the online presence.
+    pub model: String,
+    /// Announced in the online presence.
+    pub os: String,
+    /// Announced in the online presence.
+    pub system: String,
+    /// Announced in the online presence.
+    pub firmware_version: String,
+    /// Period of `up/telemetry`; `None` publishes only on [`SimHandle::publish_telemetry_now`].
+    pub telemetry_interval: Option<Duration>,
+    /// Period of `up/coordinates`; `None` publishes only on demand.
+    pub coordinates_interval: Option<Duration>,
+    /// Where the device is installed, `(longitude, latitude)`; fixes jitter ~100 m around it.
+    pub home: (f64, f64),
+    /// MQTT keep-alive; a PINGREQ is sent every period and a missing PINGRESP drops the link.
+    pub keep_alive: Duration,
+    /// Time between the abrupt close of a reboot and the reconnection.
+    pub reboot_time: Duration,
+    /// TCP connect plus CONNACK deadline.
+    pub connect_timeout: Duration,
+    /// Local address to bind before connecting, so one process can open more than the ~28k
+    /// ephemeral ports of a single source address (e.g. 127.0.0.2 towards a loopback broker).
+    pub source_ip: Option<IpAddr>,
+}
+
+impl DeviceConfig {
+    /// A device with a plausible identity, telemetry every 10 s, coordinates every 60 s,
+    /// 60 s keep-alive, instant reboots, no source address.
+    pub fn new(
+        mqtt_addr: SocketAddr,
+        org_slug: impl Into<String>,
+        device_id: impl Into<String>,
+        key: impl Into<String>,
+    ) -> DeviceConfig {
+        DeviceConfig {
+            mqtt_addr,
+            org_slug: org_slug.into(),
+            device_id: device_id.into(),
+            key: key.into(),
+            model: "sim-board".to_owned(),
+            os: "OpenWrt 23.05.3".to_owned(),
+            system: "fleetmq-sim".to_owned(),
+            firmware_version: "1.0.0".to_owned(),
+            telemetry_interval: Some(Duration::from_secs(10)),
+            coordinates_interval: Some(Duration::from_secs(60)),
+            home: (12.4964, 41.9028),
+            keep_alive: Duration::from_secs(60),
+            reboot_time: Duration::ZERO,
+            connect_timeout: Duration::from_secs(10),
+            source_ip: None,
+        }
+    }
+}
+
+/// Something a device did, for tests and demos that follow one device closely.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SimEvent {
+    /// CONNACK accepted, online presence sent and `down/#` subscribed: commands published
+    /// from now on reach the device.
+    Connected,
+    /// A connection attempt failed; the device retries after a backoff.
+    ConnectFailed {
+        /// Why, e.g. a CONNACK refusal.
+        reason: String,
+    },
+    /// An established connection ended without the device asking; it reconnects.
+    Disconnected {
+        /// EOF, I/O or protocol error, keep-alive timeout.
+        reason: String,
+    },
+    /// A command was answered on `up/command/result`.
+    CommandHandled {
+        /// The request as received.
+        request: CommandRequest,
+        /// The answer sent.
+        result: CommandResult,
+    },
+    /// A reboot command was acknowledged; the connection is being dropped without
+    /// DISCONNECT so that the broker publishes the offline will.
+    Rebooting,
+    /// The server told the device on `down/error` that it refused one of its payloads.
+    ServerError(ErrorNotice),
+    /// A message on a down topic was unusable and skipped.
+    Ignored {
+        /// Its topic.
+        topic: String,
+        /// Why it was skipped.
+        reason: String,
+    },
+    /// The device task ended (after [`SimHandle::stop`]).
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Control {
+    TelemetryNow,
+    CoordinatesNow,
+    Stop,
+}
+
+/// Starts simulated devices.
+pub struct SimDevice;
+
+impl SimDevice {
+    /// Starts one device with its own counters and an event stream on the handle. Must be
+    /// called inside a tokio runtime.
+    pub fn spawn(config: DeviceConfig) -> SimHandle {
+        spawn_device(config, Arc::new(Stats::default()), true, None)
+    }
+}
+
+/// Starts a device that counts into shared `stats`, with or without an event stream, and
+/// that waits until `start_at` before its first connection (for paced fleets).
+pub(crate) fn spawn_device(
+    config: DeviceConfig,
+    stats: Arc<Stats>,
+    with_events: bool,
+    start_at: Option<Instant>,
+) -> SimHandle {
+    let (control_tx, control_rx) = mpsc::channel(4);
+    let (events_tx, events_rx) = if with_events {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let device_id = config.device_id.clone();
+    let device = Device::new(config, Arc::clone(&stats), events_tx);
+    let task = tokio::spawn(device.run(control_rx, start_at));
+    SimHandle {
+        device_id,
+        control: control_tx,
+        events: events_rx,
+        stats,
+        task,
+    }
+}
+
+/// Controls one running device. Dropping it leaves the device running until the runtime
+/// ends; call [`stop`](Self::stop) to take it offline cleanly.
+pub struct SimHandle {
+    device_id: String,
+    control: mpsc::Sender<Control>,
+    events: Option<mpsc::UnboundedReceiver<SimEvent>>,
+    stats: Arc<Stats>,
+    task: JoinHandle<()>,
+}
+
+impl SimHandle {
+    /// The device id this handle controls.
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    /// The next thing the device did. `None` once the device stopped and every event was
+    /// read, or if the device belongs to a [`Fleet`](crate::Fleet) (no event stream).
+    pub async fn next_event(&mut self) -> Option<SimEvent> {
+        self.events.as_mut()?.recv().await
+    }
+
+    /// Skips events until one satisfies `wanted` and returns it (`None` if the device stops
+    /// first). Wrap in a timeout: it waits as long as the device runs.
+    pub async fn wait_for(
+        &mut self,
+        mut wanted: impl FnMut(&SimEvent) -> bool,
+    ) -> Option<SimEvent> {
+        while let Some(event) = self.next_event().await {
+            if wanted(&event) {
+                return Some(event);
+            }
+        }
+        None
+    }
+
+    /// Waits for the next [`SimEvent::Connected`].
+    pub async fn connected(&mut self) -> Option<SimEvent> {
+        self.wait_for(|e| matches!(e, SimEvent::Connected)).await
+    }
+
+    /// Publishes a telemetry sample now (if connected; otherwise the request is dropped).
+    pub async fn publish_telemetry_now(&self) -> Result<(), SimError> {
+        self.send(Control::TelemetryNow).await
+    }
+
+    /// Publishes a coordinates fix now (if connected; otherwise the request is dropped).
+    pub async fn publish_coordinates_now(&self) -> Result<(), SimError> {
+        self.send(Control::CoordinatesNow).await
+    }
+
+    /// The counters this device adds to (shared with its fleet, if any).
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Publishes a retained offline presence, disconnects cleanly and waits for the task to
+    /// end.
+    pub async fn stop(self) {
+        self.request_stop();
+        self.join().await;
+    }
+
+    pub(crate) fn request_stop(&self) {
+        // A full channel means orders are queued; Stop must still get through, so wait in a
+        // detached task rather than dropping it.
+        if let Err(mpsc::error::TrySendError::Full(stop)) = self.control.try_send(Control::Stop) {
+            let control = self.control.clone();
+            tokio::spawn(async move { control.send(stop).await });
+        }
+    }
+
+    pub(crate) async fn join(self) {
+        if let Err(e) = self.task.await {
+            tracing::error!(device_id = %self.device_id, error = %e, "device task failed");
+        }
+    }
+
+    async fn send(&self, control: Control) -> Result<(), SimError> {
+        self.control
+            .send(control)
+            .await
+            .map_err(|_| SimError::Stopped)
+    }
+}
+
+/// Topic names of one device, rendered once.
+struct Topics {
+    presence: String,
+    telemetry: String,
+    coordinates: String,
+    command_result: String,
+    down_filter: String,
+}
+
+/// How a session ended.
+enum End {
+    /// Asked to stop; offline presence and DISCONNECT were sent.
+    Stopped,
+    /// A reboot command: connection dropped on purpose.
+    Reboot,
+    /// Could not connect.
+    ConnectFailed(SimError),
+    /// Was connected, then lost the connection.
+    Lost(String),
+}
+
+struct Device {
+    config: DeviceConfig,
+    topics: Topics,
+    online: Vec<u8>,
+    offline: Vec<u8>,
+    stats: Arc<Stats>,
+    events: Option<mpsc::UnboundedSender<SimEvent>>,
+    vitals: Vitals,
+    position: Position,
+    next_pkid: u16,
+    backoff: Duration,
+    ever_connected: bool,
+    after_reboot: bool,
+}
+
+impl Device {
+    fn new(
+        config: DeviceConfig,
+        stats: Arc<Stats>,
+        events: Option<mpsc::UnboundedSender<SimEvent>>,
+    ) -> Device {
+        let (org, id) = (config.org_slug.as_str(), config.device_id.as_str());
+        let topics = Topics {
+            presence: Topic::up(org, id, UpChannel::Presence).to_string(),
+            telemetry: Topic::up(org, id, UpChannel::Telemetry).to_string(),
+            coordinates: Topic::up(org, id, UpChannel::Coordinates).to_string(),
+            command_result: Topic::up(org, id, UpChannel::CommandResult).to_string(),
+            down_filter: device_down_filter(org, id),
+        };
+        let online = Presence {
+            status: PresenceStatus::Online,
+            model: Some(config.model.clone()),
+            os: Some(config.os.clone()),
+            system: Some(config.system.clone()),
+            firmware_version: Some(config.firmware_version.clone()),
+        }
+        .to_bytes();
+        let offline = Presence::status(PresenceStatus::Offline).to_bytes();
+        let position = Position::new(config.home.0, config.home.1);
+        Device {
+            config,
+            topics,
+            online,
+            offline,
+            stats,
+            events,
+            vitals: Vitals::boot(),
+            position,
+            next_pkid: 0,
+            backoff: INITIAL_BACKOFF,
+            ever_connected: false,
+            after_reboot: false,
+        }
+    }
+
+    fn emit(&self, event: SimEvent) {
+        if let Some(events) = &self.events {
+            // The handle may have been dropped; the device keeps running regardless.
+            let _ = events.send(event);
+        }
+    }
+
+    fn pkid(&mut self) -> u16 {
+        self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+        self.next_pkid
+    }
+
+    async fn run(mut self, mut control: mpsc::Receiver<Control>, start_at: Option<Instant>) {
+        if let Some(start_at) = start_at
+            && !wait_or_stop(sleep_until(start_at), &mut control).await
+        {
+            self.emit(SimEvent::Stopped);
+            return;
+        }
+        loop {
+            let wait = match self.session(&mut control).await {
+                End::Stopped => break,
+                End::Reboot => {
+                    self.stats.bump(&self.stats.reboots);
+                    self.after_reboot = true;
+                    self.vitals = Vitals::boot();
+                    self.config.reboot_time
+                }
+                End::ConnectFailed(error) => {
+                    tracing::debug!(device_id = %self.config.device_id, %error, "connect failed");
+                    self.stats.bump(&self.stats.connect_errors);
+                    self.emit(SimEvent::ConnectFailed {
+                        reason: error.to_string(),
+                    });
+                    self.next_backoff()
+                }
+                End::Lost(reason) => {
+                    tracing::debug!(device_id = %self.config.device_id, %reason, "connection lost");
+                    self.stats.bump(&self.stats.connections_lost);
+                    self.emit(SimEvent::Disconnected { reason });
+                    self.next_backoff()
+                }
+            };
+            if !wait_or_stop(sleep(wait), &mut control).await {
+                break;
+            }
+        }
+        self.emit(SimEvent::Stopped);
+    }
+
+    /// A random wait in `[backoff/2, backoff]`, then doubles the backoff: a fleet dropped at
+    /// once does not come back in lockstep.
+    fn next_backoff(&mut self) -> Duration {
+        let wait = self.backoff.mul_f64(rand::random_range(0.5..=1.0));
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        wait
+    }
+
+    async fn session(&mut self, control: &mut mpsc::Receiver<Control>) -> End {
+        let (mut stream, mut rbuf) = {
+            let connecting = timeout(self.config.connect_timeout, self.connect());
+            tokio::pin!(connecting);
+            loop {
+                tokio::select! {
+                    connected = &mut connecting => match connected {
+                        Ok(Ok(connected)) => break connected,
+                        Ok(Err(e)) => return End::ConnectFailed(e),
+                        Err(_) => return End::ConnectFailed(SimError::Timeout),
+                    },
+                    order = control.recv() => match order {
+                        Some(Control::Stop) | None => return End::Stopped,
+                        // Nothing to publish on yet.
+                        Some(_) => {}
+                    },
+                }
+            }
+        };
+        let mut announced = false;
+        let end = self
+            .serve(&mut stream, &mut rbuf, control, &mut announced)
+            .await;
+        if announced {
+            self.stats.set_connected(false);
+        }
+        end
+    }
+
+    async fn connect(&self) -> Result<(TcpStream, BytesMut), SimError> {
+        let addr = self.config.mqtt_addr;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(ip) = self.config.source_ip {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        let mut stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut wbuf = BytesMut::with_capacity(256);
+        mqtt::encode_connect(
+            &Connect {
+                client_id: &self.config.device_id,
+                username: &self.config.device_id,
+                password: self.config.key.as_bytes(),
+                keep_alive: u16::try_from(self.config.keep_alive.as_secs()).unwrap_or(u16::MAX),
+                clean_session: true,
+                will: Some(Will {
+                    topic: &self.topics.presence,
+                    payload: &self.offline,
+                    qos: QoS::AtLeastOnce,
+                    retain: true,
+                }),
+            },
+            &mut wbuf,
+        );
+        stream.write_all(&wbuf).await?;
+        let mut rbuf = BytesMut::with_capacity(512);
+        loop {
+            match mqtt::decode(&mut rbuf, MAX_PACKET)? {
+                Some(Incoming::ConnAck { code: 0, .. }) => return Ok((stream, rbuf)),
+                Some(Incoming::ConnAck { code, .. }) => return Err(SimError::Refused { code }),
+                Some(_) => return Err(SimError::Protocol("expected CONNACK")),
+                None => {}
+            }
+            if stream.read_buf(&mut rbuf).await? == 0 {
+                return Err(SimError::Protocol(
+                    "broker closed the connection before CONNACK",
+                ));
+            }
+        }
+    }
+
+    /// The connected loop: reads and answers, publishes on timers, obeys the handle.
+    async fn serve(
+        &mut self,
+        stream: &mut TcpStream,
+        rbuf: &mut BytesMut,
+        control: &mut mpsc::Receiver<Control>,
+        announced: &mut bool,
+    ) -> End {
+        let (mut rd, mut wr) = stream.split();
+        let mut wbuf = BytesMut::with_capacity(512);
+        let pkid = self.pkid();
+        mqtt::encode_publish(
+            &self.topics.presence,
+            &self.online,
+            QoS::AtLeastOnce,
+            true,
+            pkid,
+            &mut wbuf,
+        );
+        self.stats.add(&self.stats.published);
+        let sub_pkid = self.pkid();
+        mqtt::encode_subscribe(
+            sub_pkid,
+            &self.topics.down_filter,
+            QoS::AtLeastOnce,
+            &mut wbuf,
+        );
+
+        let now = Instant::now();
+        let mut telemetry = self
+            .config
+            .telemetry_interval
+            .map(|p| spread_interval(now, p));
+        let mut coordinates = self
+            .config
+            .coordinates_interval
+            .map(|p| spread_interval(now, p));
+        let keep_alive = self.config.keep_alive.max(Duration::from_secs(1));
+        let mut ping = interval_at(now + keep_alive, keep_alive);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut awaiting_pong = false;
+        let mut reboot_after: Option<u16> = None;
+
+        'serving: loop {
+            if wbuf.len() > MAX_PENDING_WRITE {
+                return End::Lost("the broker stopped reading".to_owned());
+            }
+            tokio::select! {
+                read = rd.read_buf(rbuf) => {
+                    match read {
+                        Ok(0) => return End::Lost("the broker closed the connection".to_owned()),
+                        Ok(_) => {}
+                        Err(e) => return End::Lost(e.to_string()),
+                    }
+                    loop {
+                        let packet = match mqtt::decode(rbuf, MAX_PACKET) {
+                            Ok(Some(packet)) => packet,
+                            Ok(None) => break,
+                            Err(e) => return End::Lost(format!("protocol error: {e}")),
+                        };
+                        match packet {
+                            Incoming::Publish { topic, payload, qos, pkid, .. } => {
+                                if qos == 1 {
+                                    mqtt::encode_puback(pkid, &mut wbuf);
+                                }
+                                if let Some(result_pkid) = self.on_message(&topic, &payload, &mut wbuf) {
+                                    reboot_after = Some(result_pkid);
+                                }
+                            }
+                            Incoming::PubAck(pkid) => {
+                                self.stats.add(&self.stats.acked);
+                                if reboot_after == Some(pkid) {
+                                    self.emit(SimEvent::Rebooting);
+                                    // Dropping the socket without DISCONNECT: the broker
+                                    // publishes the offline will, as for a real reboot.
+                                    return End::Reboot;
+                                }
+                            }
+                            Incoming::SubAck { pkid, codes } if pkid == sub_pkid => {
+                                if codes.first().is_none_or(|c| *c == 0x80) {
+                                    return End::Lost("the broker refused the down/# subscription".to_owned());
+                                }
+                                *announced = true;
+                                self.on_connected();
+                            }
+                            Incoming::PingResp => awaiting_pong = false,
+                            Incoming::ConnAck { .. } => {
+                                return End::Lost("protocol error: a second CONNACK".to_owned());
+                            }
+                            Incoming::SubAck { .. } | Incoming::UnsubAck(_) => {}
+                        }
+                    }
+                }
+                written = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => match written {
+                    Ok(0) => return End::Lost("the broker closed the connection".to_owned()),
+                    Ok(_) => {}
+                    Err(e) => return End::Lost(e.to_string()),
+                },
+                () = tick(&mut telemetry) => self.publish_telemetry(&mut wbuf),
+                () = tick(&mut coordinates) => self.publish_coordinates(&mut wbuf),
+                _ = ping.tick() => {
+                    if awaiting_pong {
+                        return End::Lost("no PINGRESP within the keep-alive".to_owned());
+                    }
+                    mqtt::encode_pingreq(&mut wbuf);
+                    awaiting_pong = true;
+                }
+                order = control.recv() => match order {
+                    Some(Control::TelemetryNow) => self.publish_telemetry(&mut wbuf),
+                    Some(Control::CoordinatesNow) => self.publish_coordinates(&mut wbuf),
+                    Some(Control::Stop) | None => break 'serving,
+                },
+            }
+        }
+        self.goodbye(stream, wbuf).await;
+        End::Stopped
+    }
+
+    fn on_connected(&mut self) {
+        self.stats.add(&self.stats.connects);
+        if self.ever_connected && !self.after_reboot {
+            self.stats.add(&self.stats.reconnects);
+        }
+        self.ever_connected = true;
+        self.after_reboot = false;
+        self.backoff = INITIAL_BACKOFF;
+        self.stats.set_connected(true);
+        self.emit(SimEvent::Connected);
+    }
+
+    /// Handles a message on a subscribed topic. Returns the packet id of a reboot's result,
+    /// after whose PUBACK the device reboots.
+    fn on_message(&mut self, topic: &str, payload: &[u8], wbuf: &mut BytesMut) -> Option<u16> {
+        let channel = match Topic::parse(topic) {
+            Ok(t)
+                if t.org_slug() == self.config.org_slug
+                    && t.device_id() == self.config.device_id =>
+            {
+                t.channel()
+            }
+            Ok(_) => return self.ignore(topic, "another device's topic".to_owned()),
+            Err(e) => return self.ignore(topic, e.to_string()),
+        };
+        match channel {
+            Channel::Down(DownChannel::CommandRequest) => match CommandRequest::parse(payload) {
+                Ok(request) => self.on_command(request, wbuf),
+                Err(e) => self.ignore(topic, e.to_string()),
+            },
+            Channel::Down(DownChannel::Error) => match ErrorNotice::parse(payload) {
+                Ok(notice) => {
+                    tracing::warn!(device_id = %self.config.device_id, reason = %notice.reason, "server refused a payload");
+                    self.emit(SimEvent::ServerError(notice));
+                    None
+                }
+                Err(e) => self.ignore(topic, e.to_string()),
+            },
+            Channel::Down(other) => self.ignore(
+                topic,
+                format!("the simulator does not handle {}", other.as_str()),
+            ),
+            Channel::Up(_) => self.ignore(topic, "not a down topic".to_owned()),
+        }
+    }
+
+    fn on_command(&mut self, request: CommandRequest, wbuf: &mut BytesMut) -> Option<u16> {
+        let (result, after) = answer(&request);
+        let pkid = self.pkid();
+        mqtt::encode_publish(
+            &self.topics.command_result,
+            &result.to_bytes(),
+            QoS::AtLeastOnce,
+            false,
+            pkid,
+            wbuf,
+        );
+        self.stats.add(&self.stats.published);
+        self.stats.bump(&self.stats.commands);
+        tracing::debug!(device_id = %self.config.device_id, id = %request.id, kind = ?request.kind, status = ?result.status, "command answered");
+        self.emit(SimEvent::CommandHandled { request, result });
+        (after == AfterAnswer::Reboot).then_some(pkid)
+    }
+
+    fn ignore(&self, topic: &str, reason: String) -> Option<u16> {
+        tracing::debug!(device_id = %self.config.device_id, topic, %reason, "ignored a down message");
+        self.stats.bump(&self.stats.ignored);
+        self.emit(SimEvent::Ignored {
+            topic: topic.to_owned(),
+            reason,
+        });
+        None
+    }
+
+    fn publish_telemetry(&mut self, wbuf: &mut BytesMut) {
+        let telemetry = Telemetry {
+            timestamp: time::OffsetDateTime::now_utc().into(),
+            metrics: self.vitals.sample(),
+        };
+        let pkid = self.pkid();
+        mqtt::encode_publish(
+            &self.topics.telemetry,
+            &telemetry.to_bytes(),
+            QoS::AtLeastOnce,
+            false,
+            pkid,
+            wbuf,
+        );
+        self.stats.add(&self.stats.published);
+    }
+
+    fn publish_coordinates(&mut self, wbuf: &mut BytesMut) {
+        let fix = self.position.fix();
+        let pkid = self.pkid();
+        mqtt::encode_publish(
+            &self.topics.coordinates,
+            &fix.to_bytes(),
+            QoS::AtLeastOnce,
+            false,
+            pkid,
+            wbuf,
+        );
+        self.stats.add(&self.stats.published);
+    }
+
+    /// A clean shutdown: retained offline presence, DISCONNECT (so the broker drops the
+    /// will), then wait for the broker to close so nothing queued is lost to a reset.
+    async fn goodbye(&mut self, stream: &mut TcpStream, mut wbuf: BytesMut) {
+        mqtt::encode_publish(
+            &self.topics.presence,
+            &self.offline,
+            QoS::AtMostOnce,
+            true,
+            0,
+            &mut wbuf,
+        );
+        self.stats.add(&self.stats.published);
+        mqtt::encode_disconnect(&mut wbuf);
+        let closed = async {
+            stream.write_all(&wbuf).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 256];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        };
+        if let Ok(Err(e)) = timeout(GOODBYE_WAIT, closed).await {
+            tracing::debug!(device_id = %self.config.device_id, error = %e, "unclean goodbye");
+        }
+    }
+}
+
+/// An interval whose first tick falls at a random point of its first period, so that
+/// devices connected together do not publish together.
+fn spread_interval(now: Instant, period: Duration) -> Interval {
+    let period = period.max(Duration::from_millis(1));
+    let first = period.mul_f64(rand::random_range(0.0..1.0));
+    let mut interval = interval_at(now + first, period);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    interval
+}
+
+async fn tick(interval: &mut Option<Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs `wait` unless a Stop arrives first; other orders are dropped (nothing to publish
+/// on). Returns whether to go on.
+async fn wait_or_stop(
+    wait: impl std::future::Future<Output = ()>,
+    control: &mut mpsc::Receiver<Control>,
+) -> bool {
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            () = &mut wait => return true,
+            order = control.recv() => match order {
+                Some(Control::Stop) | None => return false,
+                Some(_) => {}
+            },
+        }
+    }
+}
