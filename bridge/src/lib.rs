@@ -78,8 +78,8 @@ impl Bridge {
         shutdown: CancellationToken,
     ) -> std::io::Result<(Bridge, Vec<JoinHandle<()>>)> {
         let metrics = Metrics::default();
-        let telemetry =
-            TelemetryWriter::start(store.clone(), config.telemetry_retention, metrics.clone())?;
+        let (telemetry, writer) =
+            TelemetryWriter::start(store.clone(), config.telemetry_retention, metrics.clone());
         let commands = CommandTracker::new(
             store.clone(),
             broker.clone(),
@@ -104,6 +104,7 @@ impl Bridge {
             tracing::error!(error = %e, "cannot resume pending commands");
         }
         let tasks = vec![
+            writer,
             tokio::spawn(uplink::consume(bridge.clone(), link, shutdown.clone())),
             tokio::spawn(bridge.clone().time_out_commands(shutdown)),
         ];

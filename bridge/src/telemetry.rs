@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use fleetmq_store::{Store, TelemetrySample, Timestamp};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
 
@@ -25,13 +26,12 @@ pub struct TelemetryWriter {
 }
 
 impl TelemetryWriter {
-    /// Starts the writer thread; it ends when every `TelemetryWriter` clone is dropped.
-    pub fn start(store: Store, retention: Duration, metrics: Metrics) -> std::io::Result<Self> {
+    /// Starts the writer on a blocking thread; it ends (and the returned task with it) when
+    /// every `TelemetryWriter` clone is dropped, after committing what was queued.
+    pub fn start(store: Store, retention: Duration, metrics: Metrics) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        std::thread::Builder::new()
-            .name("telemetry-writer".into())
-            .spawn(move || write_loop(store, retention, rx, metrics))?;
-        Ok(Self { tx })
+        let task = tokio::task::spawn_blocking(move || write_loop(store, retention, rx, metrics));
+        (Self { tx }, task)
     }
 
     /// Queues a sample and resolves once it is committed.
