@@ -50,8 +50,15 @@ pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 impl TestApp {
     /// Starts a server on a fresh data directory.
     pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts a server whose configuration `tweak` adjusts (timeouts, retention, ...).
+    pub async fn spawn_with(tweak: impl Fn(&mut Config)) -> TestApp {
         let data_dir = tempfile::tempdir().expect("temporary data directory");
-        let server = start(&data_dir).await;
+        let mut config = config(&data_dir);
+        tweak(&mut config);
+        let server = Server::start(config).await.expect("server starts");
         let admin_token = server
             .first_start()
             .map(|f| f.token.clone())
@@ -248,15 +255,17 @@ pub fn mac_for(name: &str) -> String {
 }
 
 async fn start(dir: &TempDir) -> Server {
-    let config = Config {
+    Server::start(config(dir)).await.expect("server starts")
+}
+
+fn config(dir: &TempDir) -> Config {
+    Config {
         data_dir: dir.path().to_path_buf(),
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        mqtt_anonymous_sandbox: false,
         admin_password: Some(ADMIN_PASSWORD.to_owned()),
-        bridge: Default::default(),
-    };
-    Server::start(config).await.expect("server starts")
+        ..Config::default()
+    }
 }
 
 async fn read(response: reqwest::Response) -> Reply {

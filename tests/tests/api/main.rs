@@ -1,6 +1,7 @@
 //! The REST API end to end, over real sockets, against a whole server.
 
 mod auth;
+mod connections;
 mod devices;
 mod filters;
 mod pagination;

@@ -5,6 +5,7 @@ mod access;
 mod commands;
 mod ingest;
 mod stock_tools;
+mod timeouts;
 
 use fleetmq_tests::TestApp;
 use fleetmq_tests::mqtt::DeviceIdentity;
