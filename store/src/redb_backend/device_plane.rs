@@ -35,6 +35,23 @@ fn ids_under(table: &impl ReadableTable<&'static [u8], ()>, prefix: &[u8]) -> Re
         .collect()
 }
 
+/// The records behind `ids` (newest first) for one page, and how many there are.
+fn page_of<T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<u128, &'static [u8]>,
+    name: &'static str,
+    ids: Vec<u128>,
+    page: PageRequest,
+) -> Result<Page<T>> {
+    let count = ids.len() as u64;
+    let mut items = Vec::new();
+    for id in slice(ids, page) {
+        if let Some(record) = get_record(table, name, id)? {
+            items.push(record);
+        }
+    }
+    Ok(Page { count, items })
+}
+
 fn put_device(txn: &WriteTransaction, device: &Device) -> Result<()> {
     txn.open_table(DEVICES)?
         .insert(device.id.key(), encode("devices", device)?.as_slice())?;
@@ -429,15 +446,7 @@ impl DevicePlane for RedbBackend {
     ) -> Result<Page<DeviceConnection>> {
         let txn = self.db.begin_read()?;
         let ids = ids_under(&txn.open_table(DEVICE_CONNECTIONS)?, &device.bytes())?;
-        let table = txn.open_table(CONNECTIONS)?;
-        let count = ids.len() as u64;
-        let mut items = Vec::new();
-        for id in slice(ids, page) {
-            if let Some(c) = get_record(&table, "connections", id)? {
-                items.push(c);
-            }
-        }
-        Ok(Page { count, items })
+        page_of(&txn.open_table(CONNECTIONS)?, "connections", ids, page)
     }
 
     fn record_mqtt_session(&self, device: DeviceId, session: MqttSession) -> Result<()> {
@@ -594,17 +603,8 @@ impl DevicePlane for RedbBackend {
 
     fn list_commands(&self, device: DeviceId, page: PageRequest) -> Result<Page<Command>> {
         let txn = self.db.begin_read()?;
-        let index = txn.open_table(DEVICE_COMMANDS)?;
-        let table = txn.open_table(COMMANDS)?;
-        let ids = ids_under(&index, &device.bytes())?;
-        let count = ids.len() as u64;
-        let mut items = Vec::new();
-        for id in slice(ids, page) {
-            if let Some(c) = get_record(&table, "commands", id)? {
-                items.push(c);
-            }
-        }
-        Ok(Page { count, items })
+        let ids = ids_under(&txn.open_table(DEVICE_COMMANDS)?, &device.bytes())?;
+        page_of(&txn.open_table(COMMANDS)?, "commands", ids, page)
     }
 
     fn pending_commands(&self, device: Option<DeviceId>) -> Result<Vec<Command>> {
