@@ -39,6 +39,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     /// 503: a dependency is down.
     Unavailable(String),
+    /// 429: too many attempts; retry after this many seconds.
+    Throttled(u64),
     /// 500: a bug or a broken disk; the body says nothing internal.
     Internal(String),
 }
@@ -64,6 +66,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -103,6 +106,9 @@ impl ApiError {
                 json!({ "detail": format!("Unsupported media type \"{ct}\" in request.") })
             }
             ApiError::Internal(_) => json!({ "detail": "A server error occurred." }),
+            ApiError::Throttled(wait) => json!({
+                "detail": format!("Request was throttled. Expected available in {wait} seconds.")
+            }),
         }
     }
 }
@@ -116,6 +122,11 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"api\""),
             );
+        }
+        if let ApiError::Throttled(wait) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait));
         }
         if let ApiError::Internal(message) = self {
             response.extensions_mut().insert(InternalError(message));

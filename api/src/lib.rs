@@ -11,6 +11,7 @@
 //! - [`form`] — reading JSON bodies field by field into DRF-style errors.
 //! - [`pagination`] — page-number pagination and the list envelope.
 //! - [`error`] — [`ApiError`] and its response bodies.
+//! - [`throttle`] — per-address throttling of password checks.
 
 pub mod auth;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod extract;
 pub mod form;
 pub mod pagination;
 pub mod routes;
+pub mod throttle;
 
 use std::sync::Arc;
 
@@ -40,12 +42,15 @@ pub use error::ApiError;
 pub struct ApiConfig {
     /// Largest JSON body accepted; larger ones get 413.
     pub json_body_limit: usize,
+    /// Password checks (token requests) allowed per client address per minute.
+    pub token_attempts_per_minute: u32,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             json_body_limit: 1024 * 1024,
+            token_attempts_per_minute: 30,
         }
     }
 }
@@ -82,15 +87,21 @@ struct Inner {
     store: Store,
     config: ApiConfig,
     hooks: Arc<dyn Hooks>,
+    token_throttle: throttle::Throttle,
 }
 
 impl AppState {
     /// State over a store and the server's hooks.
     pub fn new(store: Store, config: ApiConfig, hooks: Arc<dyn Hooks>) -> Self {
+        let token_throttle = throttle::Throttle::new(
+            config.token_attempts_per_minute,
+            std::time::Duration::from_secs(60),
+        );
         Self(Arc::new(Inner {
             store,
             config,
             hooks,
+            token_throttle,
         }))
     }
 
@@ -102,6 +113,11 @@ impl AppState {
     /// The tunables.
     pub fn config(&self) -> &ApiConfig {
         &self.0.config
+    }
+
+    /// Limits password checks per client address.
+    pub fn token_throttle(&self) -> &throttle::Throttle {
+        &self.0.token_throttle
     }
 
     /// The rest of the server.

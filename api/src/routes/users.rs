@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::extract::{JsonObject, PathId, QueryPairs};
+use crate::extract::{ClientAddr, JsonObject, PathId, QueryPairs};
 use crate::form::{Field, Form, Mode, does_not_exist};
 use crate::pagination::{PageParams, Paginated};
 use crate::routes::organizations::ListQuery;
@@ -134,11 +134,16 @@ fn verify_decoy(password: &str) {
 /// Exchanges a username and password for a new API token.
 #[utoipa::path(post, path = "/api/v1/users/token/", tag = "users", request_body = TokenRequest,
     responses((status = 200, body = TokenView),
-        (status = 400, description = "{\"non_field_errors\": [\"Unable to log in with provided credentials.\"]}")))]
+        (status = 400, description = "{\"non_field_errors\": [\"Unable to log in with provided credentials.\"]}"),
+        (status = 429, description = "Too many attempts from this address", body = ErrorDetail)))]
 async fn obtain_token(
     State(state): State<AppState>,
+    ClientAddr(peer): ClientAddr,
     JsonObject(body): JsonObject,
 ) -> Result<Json<TokenView>, ApiError> {
+    if let Some(peer) = peer {
+        state.token_throttle().check(peer)?;
+    }
     let mut form = Form::new(body, Mode::Full);
     let username = form.parsed("username", true, |s| {
         if s.is_empty() {

@@ -173,3 +173,27 @@ async fn operators_lack_user_management_and_firmware_style_permissions() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn password_guessing_is_throttled_per_address() {
+    let app = TestApp::spawn().await;
+    let guess = json!({"username": "admin", "password": "wrong-guess"});
+    let mut last = None;
+    for _ in 0..31 {
+        last = Some(
+            app.call("POST", "/api/v1/users/token/", None, Some(guess.clone()))
+                .await,
+        );
+    }
+    let last = last.expect("31 attempts");
+    assert_eq!(last.status, 429, "{:?}", last.body);
+    assert!(last.str("detail").starts_with("Request was throttled."));
+    // Authenticated API use is unaffected.
+    assert_eq!(
+        app.get("/api/v1/controller/device/", &app.admin_token)
+            .await
+            .status,
+        200
+    );
+    app.shutdown().await;
+}
