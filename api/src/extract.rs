@@ -184,6 +184,21 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
+/// The client's address when the server knows it (not in handler tests without a socket).
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip());
+        Ok(ClientAddr(peer))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,20 +212,5 @@ mod tests {
         assert_eq!(pairs[1].1, "a b");
         assert_eq!(pairs[2].1, "%zz");
         assert_eq!(pairs[3].1, "%4");
-    }
-}
-
-/// The client's address when the server knows it (not in handler tests without a socket).
-pub struct ClientAddr(pub Option<std::net::IpAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|info| info.0.ip());
-        Ok(ClientAddr(peer))
     }
 }
