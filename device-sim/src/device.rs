@@ -380,6 +380,14 @@ impl Device {
                 }
                 End::ConnectFailed(error) => {
                     tracing::debug!(device_id = %self.config.device_id, %error, "connect failed");
+                    match error {
+                        SimError::Refused { code } => {
+                            let slot = usize::from(code).min(6) % 6;
+                            self.stats.add(&self.stats.refused[slot]);
+                        }
+                        SimError::Timeout => self.stats.add(&self.stats.connect_timeouts),
+                        _ => {}
+                    }
                     self.stats.bump(&self.stats.connect_errors);
                     self.emit(SimEvent::ConnectFailed {
                         reason: error.to_string(),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use fleetmq_sim::error::connack_meaning;
 use fleetmq_sim::fleet::source_ip_for;
 use fleetmq_sim::registration::{self, ApiClient, Credentials};
 use fleetmq_sim::{DeviceConfig, Fleet, StatsSnapshot};
@@ -369,7 +370,23 @@ impl std::fmt::Display for Summary {
         row(f, "reboots", s.reboots.to_string())?;
         row(f, "reconnects", s.reconnects.to_string())?;
         row(f, "connections lost", s.connections_lost.to_string())?;
-        row(f, "connect errors", s.connect_errors.to_string())?;
+        let mut errors = s.connect_errors.to_string();
+        let refusals: Vec<String> = (1..6)
+            .chain([0])
+            .filter(|&code| s.refused[code] > 0)
+            .map(|code| {
+                let name = match code {
+                    0 => "other CONNACK codes".to_owned(),
+                    code => format!("CONNACK {code:#04x} {}", connack_meaning(code as u8)),
+                };
+                format!("{} {name}", s.refused[code])
+            })
+            .chain((s.connect_timeouts > 0).then(|| format!("{} timeouts", s.connect_timeouts)))
+            .collect();
+        if !refusals.is_empty() {
+            errors.push_str(&format!(" ({})", refusals.join(", ")));
+        }
+        row(f, "connect errors", errors)?;
         row(f, "ignored down messages", s.ignored.to_string())?;
         if let Some((rss, peak)) = self.memory {
             let per_device = rss as f64 / self.devices as f64;

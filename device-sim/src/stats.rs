@@ -15,6 +15,8 @@ pub struct Stats {
     pub(crate) connects: AtomicU64,
     pub(crate) reconnects: AtomicU64,
     pub(crate) connect_errors: AtomicU64,
+    pub(crate) refused: [AtomicU64; 6],
+    pub(crate) connect_timeouts: AtomicU64,
     pub(crate) connections_lost: AtomicU64,
     pub(crate) published: AtomicU64,
     pub(crate) acked: AtomicU64,
@@ -36,6 +38,11 @@ pub struct StatsSnapshot {
     pub reconnects: u64,
     /// Connection attempts that failed: TCP error, timeout, or CONNACK refusal.
     pub connect_errors: u64,
+    /// Of those, CONNACK refusals by return code (index 1–5; index 0 counts codes above 5).
+    /// 0x03 is the broker at its connection cap, 0x04 a wrong key, 0x05 a deactivated device.
+    pub refused: [u64; 6],
+    /// Of those, attempts that hit the connect timeout (TCP or CONNACK too slow).
+    pub connect_timeouts: u64,
     /// Established connections that ended without the device asking (EOF, I/O or protocol
     /// error, keep-alive timeout).
     pub connections_lost: u64,
@@ -60,6 +67,8 @@ impl Stats {
             connects: get(&self.connects),
             reconnects: get(&self.reconnects),
             connect_errors: get(&self.connect_errors),
+            refused: std::array::from_fn(|i| get(&self.refused[i])),
+            connect_timeouts: get(&self.connect_timeouts),
             connections_lost: get(&self.connections_lost),
             published: get(&self.published),
             acked: get(&self.acked),

@@ -465,7 +465,12 @@ async fn a_wrong_key_is_reported_as_refused_and_retried() {
     )
     .await
     .unwrap();
-    assert!(device.stats().connect_errors >= 2);
+    let stats = device.stats();
+    assert!(stats.connect_errors >= 2);
+    assert_eq!(
+        stats.refused[4], stats.connect_errors,
+        "all refused as bad credentials"
+    );
     timeout(WAIT, device.stop()).await.unwrap();
 }
 
