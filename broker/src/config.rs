@@ -20,6 +20,9 @@ pub struct BrokerConfig {
     /// Largest MQTT packet accepted (remaining length), in bytes; larger packets close the
     /// connection before they are buffered.
     pub max_packet_size: usize,
+    /// How long an [`Uplink::deliver`](crate::Uplink::deliver) may take before it counts as
+    /// failed (the connection is closed without acknowledgement; the device resends).
+    pub uplink_timeout: Duration,
     /// In-memory log sizing of rumqttd's router.
     pub router: RouterSizing,
 }
@@ -32,6 +35,7 @@ impl Default for BrokerConfig {
             max_connections: 10_000,
             connect_timeout: Duration::from_secs(10),
             max_packet_size: 1024 * 1024,
+            uplink_timeout: Duration::from_secs(30),
             router: RouterSizing::default(),
         }
     }
@@ -45,18 +49,24 @@ impl Default for BrokerConfig {
 /// `segment_size` bytes plus the active one; a subscriber that falls further behind silently
 /// skips the dropped segment. So the worst-case memory is roughly
 /// `(segment_count + 1) * segment_size` per distinct filter/topic, allocated only as traffic
-/// arrives. The bridge's [`ALL_UP_FILTER`](fleetmq_protocol::topic::ALL_UP_FILTER) log carries
-/// every device's traffic and gets its own, larger budget; it is created at start-up so device
-/// publishes land in it even before the bridge subscribes.
+/// arrives.
+///
+/// Every device's uplink also lands in one log for
+/// [`ALL_UP_FILTER`](fleetmq_protocol::topic::ALL_UP_FILTER), created at start-up. Device
+/// messages reach the server through the [`Uplink`](crate::Uplink), not through this log; it
+/// exists so that each device topic does not get a dynamic log of its own (19,000 devices ×
+/// a few channels × `(segment_count + 1) * segment_size` would be gigabytes), and it serves
+/// in-process links ([`BrokerHandle::link`](crate::BrokerHandle::link)) on that filter.
 #[derive(Debug, Clone)]
 pub struct RouterSizing {
     /// Bytes per segment for ordinary filters (rumqttd requires at least 1024).
     pub segment_size: usize,
     /// Segments kept per ordinary filter (at least 1).
     pub segment_count: usize,
-    /// Bytes per segment of the all-devices uplink log read by the bridge.
+    /// Bytes per segment of the all-devices uplink log.
     pub uplink_segment_size: usize,
-    /// Segments kept in the all-devices uplink log.
+    /// Segments kept in the all-devices uplink log (what an in-process link on
+    /// `ALL_UP_FILTER` can fall behind by).
     pub uplink_segment_count: usize,
     /// QoS 0 messages the router hands a connection per scheduling round.
     pub max_outgoing_packet_count: u64,
@@ -68,10 +78,10 @@ impl Default for RouterSizing {
             // 64 KiB x (4 + 1): ~320 KiB worst case per device-sized filter.
             segment_size: 64 * 1024,
             segment_count: 4,
-            // 8 MiB x (8 + 1): ~72 MiB for the whole fleet's uplink; at 1 KiB messages that
-            // is ~70k messages of slack for a slow bridge.
-            uplink_segment_size: 8 * 1024 * 1024,
-            uplink_segment_count: 8,
+            // 1 MiB x (4 + 1): ~5 MiB for the whole fleet's uplink. Nothing depends on reading
+            // it (the bridge takes uplink through `Uplink`), so it stays small.
+            uplink_segment_size: 1024 * 1024,
+            uplink_segment_count: 4,
             max_outgoing_packet_count: 200,
         }
     }

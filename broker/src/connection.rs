@@ -5,10 +5,12 @@
 //! refusal and return code is decided here. See docs/mqtt.md for the rules.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -18,7 +20,7 @@ use rumqttd::local::LinkRx;
 use rumqttd::protocol::v4::{V4, check};
 use rumqttd::protocol::{
     ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, Error as WireError, LastWill,
-    Packet, PingReq, PingResp, Protocol, SubAck, Subscribe, SubscribeReasonCode, UnsubAck,
+    Packet, PingReq, PingResp, Protocol, Publish, SubAck, Subscribe, SubscribeReasonCode, UnsubAck,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -30,7 +32,8 @@ use crate::auth::{Authenticator, Login};
 use crate::handle::Core;
 use crate::router::{SharedTx, build_link, now_or_never};
 use crate::session::router_client_id;
-use crate::{BrokerConfig, Refusal};
+use crate::uplink::{SessionEvent, Uplink, UplinkFuture, UplinkMessage};
+use crate::{BrokerConfig, BrokerError, Refusal};
 
 /// A socket stalled this long on a write (client not reading) is closed.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,6 +46,7 @@ const MAX_BATCH: usize = 256;
 pub(crate) struct Shared {
     pub(crate) core: Arc<Core>,
     pub(crate) auth: Arc<dyn Authenticator>,
+    pub(crate) uplink: Arc<dyn Uplink>,
     pub(crate) config: BrokerConfig,
     pub(crate) shutdown: CancellationToken,
 }
@@ -67,6 +71,7 @@ enum Close {
     Kicked,
     Shutdown,
     RouterGone,
+    UplinkFailed(String),
 }
 
 impl std::fmt::Display for Close {
@@ -81,6 +86,24 @@ impl std::fmt::Display for Close {
             Close::Kicked => f.write_str("taken over or disconnected by the server"),
             Close::Shutdown => f.write_str("broker shutting down"),
             Close::RouterGone => f.write_str("router dropped the session"),
+            Close::UplinkFailed(reason) => write!(f, "uplink failed: {reason}"),
+        }
+    }
+}
+
+impl Close {
+    /// The reason reported in [`SessionEvent::Disconnected`].
+    fn session_reason(&self, taken_over: bool) -> &'static str {
+        match self {
+            Close::ClientDisconnect => "clean",
+            Close::Eof | Close::Io(_) | Close::RouterGone => "connection lost",
+            Close::Protocol(_) => "protocol violation",
+            Close::NotAuthorized(_) => "publish not authorized",
+            Close::KeepAliveExpired => "keep-alive expired",
+            Close::Kicked if taken_over => "taken over",
+            Close::Kicked => "kicked",
+            Close::Shutdown => "server shutting down",
+            Close::UplinkFailed(_) => "uplink failed",
         }
     }
 }
@@ -122,7 +145,10 @@ impl Wire {
                 Ok(())
             }
             Ok(Err(e)) => Err(Close::Io(e)),
-            Err(_) => Err(Close::Protocol("write timed out".into())),
+            Err(_) => Err(Close::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "write timed out",
+            ))),
         }
     }
 
@@ -310,6 +336,17 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         wire.connack(ConnectReturnCode::Success, session_present)
             .await;
         info!(?principal, session_present, "connected");
+        if let Principal::Device {
+            org_slug,
+            device_id,
+        } = &principal
+        {
+            shared.uplink.session(SessionEvent::Connected {
+                org_slug: org_slug.clone(),
+                device_id: device_id.clone(),
+                peer,
+            });
+        }
 
         let mut session = Session {
             shared: &shared,
@@ -317,11 +354,29 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             tx: Arc::new(Mutex::new(tx)),
             pending_subacks: VecDeque::new(),
             pending_unsubacks: VecDeque::new(),
+            held: None,
         };
         let keep_alive = (connect.keep_alive > 0)
             .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
         let close = session.run(&mut wire, rx, keep_alive, guard.kicked()).await;
         info!(reason = %close, "disconnected");
+        if let Some(held) = session.held.take() {
+            // Closed (kick, shutdown) while a delivery was in flight. Its effect may already
+            // be under way; let it finish so that `Disconnected` is reported after it. It is
+            // not acknowledged: the device sends it again.
+            let _ = held.delivery.await;
+        }
+        if let Principal::Device {
+            org_slug,
+            device_id,
+        } = &session.principal
+        {
+            shared.uplink.session(SessionEvent::Disconnected {
+                org_slug: org_slug.clone(),
+                device_id: device_id.clone(),
+                reason: close.session_reason(guard.taken_over()).to_owned(),
+            });
+        }
 
         // Every end but a client DISCONNECT publishes the will (MQTT 3.1.1 §3.1.2.5).
         let will = will.filter(|_| !matches!(close, Close::ClientDisconnect));
@@ -398,6 +453,13 @@ struct PendingSubAck {
     codes: Vec<Option<SubscribeReasonCode>>,
 }
 
+/// A device PUBLISH waiting for [`Uplink::deliver`] before it goes to the router (which then
+/// acknowledges it).
+struct Held<'a> {
+    publish: Publish,
+    delivery: UplinkFuture<'a>,
+}
+
 struct Session<'a> {
     shared: &'a Shared,
     principal: Principal,
@@ -405,9 +467,23 @@ struct Session<'a> {
     pending_subacks: VecDeque<PendingSubAck>,
     /// UNSUBSCRIBEs awaiting our marker (see `handle_client`).
     pending_unsubacks: VecDeque<u16>,
+    /// The device message being delivered to the uplink. While it is, nothing more is read
+    /// from the socket: packets stay in order and a slow uplink slows only this device.
+    held: Option<Held<'a>>,
 }
 
-impl Session<'_> {
+/// Resolves when the held delivery does; never while there is none. Cancel-safe (the
+/// delivery stays in `held`).
+fn delivered<'s>(
+    held: &'s mut Option<Held<'_>>,
+) -> impl Future<Output = Result<(), BrokerError>> + 's {
+    std::future::poll_fn(move |cx| match held {
+        Some(held) => held.delivery.as_mut().poll(cx),
+        None => Poll::Pending,
+    })
+}
+
+impl<'a> Session<'a> {
     async fn run(
         &mut self,
         wire: &mut Wire,
@@ -423,8 +499,18 @@ impl Session<'_> {
             let result = tokio::select! {
                 () = self.shared.shutdown.cancelled() => Err(Close::Shutdown),
                 () = kicked.cancelled() => Err(Close::Kicked),
-                () = &mut expiry, if keep_alive.is_some() => Err(Close::KeepAliveExpired),
-                read = wire.stream.read_buf(&mut wire.read) => match read {
+                // While a delivery is held the socket is not read, so silence is ours, not
+                // the client's: the keep-alive clock restarts when the delivery ends.
+                () = &mut expiry, if keep_alive.is_some() && self.held.is_none() => {
+                    Err(Close::KeepAliveExpired)
+                }
+                result = delivered(&mut self.held), if self.held.is_some() => {
+                    if let Some(keep_alive) = keep_alive {
+                        expiry.as_mut().reset(Instant::now() + keep_alive);
+                    }
+                    self.on_delivered(result, wire).await
+                }
+                read = wire.stream.read_buf(&mut wire.read), if self.held.is_none() => match read {
                     Ok(0) => Err(Close::Eof),
                     Ok(_) => {
                         if let Some(keep_alive) = keep_alive {
@@ -456,13 +542,34 @@ impl Session<'_> {
     }
 
     async fn drain_socket(&mut self, wire: &mut Wire) -> Result<(), Close> {
-        loop {
+        // Packets after a held device message wait in the read buffer, in order.
+        while self.held.is_none() {
             match wire.parse() {
                 Ok(Some(packet)) => self.handle_client(packet, wire).await?,
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(Close::Protocol(e.to_string())),
             }
         }
+        Ok(())
+    }
+
+    /// The uplink answered for the held message: route it (the router then sends the
+    /// PUBACK/PUBREC) and go on with what the client sent after it; or close without
+    /// acknowledgement.
+    async fn on_delivered(
+        &mut self,
+        result: Result<(), BrokerError>,
+        wire: &mut Wire,
+    ) -> Result<(), Close> {
+        let Some(held) = self.held.take() else {
+            return Ok(());
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "uplink did not take a device message, closing unacknowledged");
+            return Err(Close::UplinkFailed(e.to_string()));
+        }
+        self.to_router(Packet::Publish(held.publish, None)).await?;
+        self.drain_socket(wire).await
     }
 
     async fn drain_router(
@@ -506,13 +613,19 @@ impl Session<'_> {
         Ok(())
     }
 
-    async fn to_router(&self, packet: Packet) -> Result<(), Close> {
-        self.shared
-            .core
-            .feeder
-            .send(&self.tx, packet)
-            .await
-            .map_err(|_| Close::RouterGone)
+    /// Queues `packet` for the router. Not an `async fn` on `&self`: the future must not
+    /// borrow the session, whose held delivery is `Send` but not `Sync`.
+    fn to_router(&self, packet: Packet) -> impl Future<Output = Result<(), Close>> + Send + 'a {
+        let shared: &'a Shared = self.shared;
+        let tx = Arc::clone(&self.tx);
+        async move {
+            shared
+                .core
+                .feeder
+                .send(&tx, packet)
+                .await
+                .map_err(|_| Close::RouterGone)
+        }
     }
 
     async fn handle_client(&mut self, packet: Packet, wire: &mut Wire) -> Result<(), Close> {
@@ -525,6 +638,32 @@ impl Session<'_> {
                     // MQTT 3.1.1 has no negative PUBACK; closing is the allowed response.
                     warn!(topic, "publish not authorized, closing");
                     return Err(Close::NotAuthorized(topic.to_owned()));
+                }
+                if let Principal::Device {
+                    org_slug,
+                    device_id,
+                } = &self.principal
+                {
+                    // A device may only publish under its own up/ prefix: all of it is uplink.
+                    let message = UplinkMessage {
+                        org_slug: org_slug.clone(),
+                        device_id: device_id.clone(),
+                        topic: topic.to_owned(),
+                        payload: publish.payload.clone(),
+                        retain: publish.retain,
+                    };
+                    let shared: &'a Shared = self.shared;
+                    let delivery = shared.uplink.deliver(message);
+                    let limit = shared.config.uplink_timeout;
+                    self.held = Some(Held {
+                        publish,
+                        delivery: Box::pin(async move {
+                            timeout(limit, delivery).await.unwrap_or_else(|_| {
+                                Err(BrokerError::Uplink(format!("no answer within {limit:?}")))
+                            })
+                        }),
+                    });
+                    return Ok(());
                 }
                 self.to_router(Packet::Publish(publish, None)).await
             }

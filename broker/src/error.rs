@@ -32,4 +32,8 @@ pub enum BrokerError {
     /// An in-process link was disconnected by the router.
     #[error("in-process link closed")]
     LinkClosed,
+    /// An [`Uplink`](crate::Uplink) could not take a device's message (e.g. the store is
+    /// down). The device gets no acknowledgement and will send the message again.
+    #[error("uplink failed: {0}")]
+    Uplink(String),
 }

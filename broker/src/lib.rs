@@ -5,12 +5,14 @@
 //! replace it: this crate accepts TCP connections, decodes MQTT 3.1.1 with rumqttd's v4 codec,
 //! authenticates through an [`Authenticator`] (the server plugs the store in), answers
 //! CONNACK with the right return code, checks every PUBLISH and SUBSCRIBE against
-//! [`fleetmq_protocol::acl`], keeps last wills itself, and relays the rest to the router.
+//! [`fleetmq_protocol::acl`], hands every device `up/` message to an [`Uplink`] *before* it is
+//! routed and acknowledged, keeps last wills itself, and relays the rest to the router.
 //! docs/mqtt.md lists the rules and the rumqttd gaps worked around.
 //!
 //! ```text
 //!  devices ──TCP── accept loop ── connection task ──(feeder thread)──▶ rumqttd Router
-//!                                   ▲  auth, ACL, will         ◀── notifications ──┘
+//!                                   │ ▲  auth, ACL, will       ◀── notifications ──┘
+//!                  Uplink::deliver ◀┘ └ PUBACK once delivered and routed
 //!  bridge / API ── BrokerHandle ── publish / link / disconnect_device
 //! ```
 //!
@@ -18,6 +20,7 @@
 //! - [`config`]: the settings, [`BrokerConfig`] and [`RouterSizing`].
 //! - [`auth`]: the [`Authenticator`] boundary, [`Login`] and [`Refusal`].
 //! - [`error`]: the crate's error type, [`BrokerError`].
+//! - [`uplink`]: the [`Uplink`] sink for device messages and [`SessionEvent`]s.
 //! - `router`: starting the router, building links, the feeder thread.
 //! - `session`: live sessions by client id (takeover ordering, kicking devices).
 //! - `connection`: the per-connection task.
@@ -30,6 +33,7 @@ pub mod error;
 pub mod handle;
 mod router;
 mod session;
+pub mod uplink;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -45,6 +49,7 @@ pub use auth::{AuthFuture, Authenticator, Login, Refusal};
 pub use config::{BrokerConfig, RouterSizing};
 pub use error::BrokerError;
 pub use handle::{BrokerHandle, LocalLink, Message};
+pub use uplink::{SessionEvent, Uplink, UplinkFuture, UplinkMessage};
 
 use connection::Shared;
 use handle::Core;
@@ -53,12 +58,14 @@ use session::internal_client_id;
 /// Packets that may wait for the feeder thread before connection tasks feel back-pressure.
 const FEEDER_QUEUE: usize = 4096;
 
-/// A bound, not yet running broker. `bind` then `run`; take a [`BrokerHandle`] in between.
+/// A bound, not yet running broker. `bind` then `run`; take a [`BrokerHandle`] and plug in
+/// the [`Uplink`] in between.
 pub struct Broker {
     listener: TcpListener,
     local_addr: SocketAddr,
     config: BrokerConfig,
     auth: Arc<dyn Authenticator>,
+    uplink: Arc<dyn Uplink>,
     core: Arc<Core>,
 }
 
@@ -108,8 +115,21 @@ impl Broker {
             local_addr,
             config,
             auth,
+            uplink: Arc::new(uplink::NoUplink),
             core,
         })
+    }
+
+    /// Sends every device `up/` message and session event to `uplink`, which must take each
+    /// message before the device's PUBACK/PUBREC (see [`Uplink`]). Without one, device
+    /// messages are only routed (acknowledged once in the router's memory) and session events
+    /// are dropped.
+    ///
+    /// Set after [`bind`](Self::bind) because the sink (the bridge) usually needs the
+    /// broker's [`handle`](Self::handle) to exist first.
+    pub fn with_uplink(mut self, uplink: Arc<dyn Uplink>) -> Broker {
+        self.uplink = uplink;
+        self
     }
 
     /// The address the listener is bound to (the real port when configured with port 0).
@@ -131,6 +151,7 @@ impl Broker {
         let shared = Arc::new(Shared {
             core: Arc::clone(&self.core),
             auth: self.auth,
+            uplink: self.uplink,
             config: self.config.clone(),
             shutdown: shutdown.clone(),
         });

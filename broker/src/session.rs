@@ -8,8 +8,8 @@
 //! router, and only then register the new one.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleetmq_protocol::Principal;
@@ -25,6 +25,8 @@ const KICK_MEMORY: Duration = Duration::from_secs(120);
 struct Entry {
     generation: u64,
     kick: CancellationToken,
+    /// Set before `kick` when the kick is a takeover by a new connection.
+    taken_over: Arc<AtomicBool>,
     finished: CancellationToken,
 }
 
@@ -54,6 +56,11 @@ impl SessionGuard<'_> {
     /// Cancelled when the session must end (takeover, admin kick).
     pub(crate) fn kicked(&self) -> &CancellationToken {
         &self.entry.kick
+    }
+
+    /// Whether the kick (if any) was a new connection taking the session over.
+    pub(crate) fn taken_over(&self) -> bool {
+        self.entry.taken_over.load(Ordering::Relaxed)
     }
 }
 
@@ -95,11 +102,13 @@ impl Sessions {
         let entry = Entry {
             generation: self.generations.fetch_add(1, Ordering::Relaxed),
             kick: CancellationToken::new(),
+            taken_over: Arc::new(AtomicBool::new(false)),
             finished: CancellationToken::new(),
         };
         let previous = self.lock().insert(key.to_owned(), entry.clone());
         if let Some(previous) = previous {
             tracing::info!(client = key, "session taken over");
+            previous.taken_over.store(true, Ordering::Relaxed);
             previous.kick.cancel();
             if tokio::time::timeout(TAKEOVER_WAIT, previous.finished.cancelled())
                 .await
@@ -208,6 +217,7 @@ mod tests {
         let first = sessions.register("k", Instant::now()).await.unwrap();
         let kicked = first.kicked().clone();
         let finished = first.entry.finished.clone();
+        let taken_over = Arc::clone(&first.entry.taken_over);
         let ender = async move {
             kicked.cancelled().await;
             drop(first);
@@ -215,6 +225,8 @@ mod tests {
         let (second, ()) = tokio::join!(sessions.register("k", Instant::now()), ender);
         let second = second.unwrap();
         assert!(finished.is_cancelled());
+        assert!(taken_over.load(Ordering::Relaxed));
+        assert!(!second.taken_over());
         assert!(!second.kicked().is_cancelled());
         assert!(sessions.lock().contains_key("k"));
         drop(second);

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetmq_broker::{
-    AuthFuture, Authenticator, Broker, BrokerConfig, BrokerHandle, Login, Refusal,
+    AuthFuture, Authenticator, Broker, BrokerConfig, BrokerError, BrokerHandle, Login, Refusal,
+    SessionEvent, Uplink, UplinkFuture, UplinkMessage,
 };
 use fleetmq_protocol::topic::{ALL_UP_FILTER, DownChannel, Topic, UpChannel};
 use fleetmq_protocol::{OrgScope, Principal};
@@ -20,7 +21,7 @@ use rumqttc::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -67,9 +68,24 @@ impl TestBroker {
         TestBroker::start_with_auth(config, Arc::new(TestAuth)).await
     }
 
-    async fn start_with_auth(mut config: BrokerConfig, auth: Arc<dyn Authenticator>) -> TestBroker {
+    async fn start_with_auth(config: BrokerConfig, auth: Arc<dyn Authenticator>) -> TestBroker {
+        TestBroker::start_full(config, auth, None).await
+    }
+
+    async fn start_with_uplink(uplink: Arc<dyn Uplink>) -> TestBroker {
+        TestBroker::start_full(BrokerConfig::default(), Arc::new(TestAuth), Some(uplink)).await
+    }
+
+    async fn start_full(
+        mut config: BrokerConfig,
+        auth: Arc<dyn Authenticator>,
+        uplink: Option<Arc<dyn Uplink>>,
+    ) -> TestBroker {
         config.mqtt_addr = "127.0.0.1:0".parse().unwrap();
-        let broker = Broker::bind(config, auth).await.unwrap();
+        let mut broker = Broker::bind(config, auth).await.unwrap();
+        if let Some(uplink) = uplink {
+            broker = broker.with_uplink(uplink);
+        }
         let addr = broker.local_addr();
         let handle = broker.handle();
         let shutdown = CancellationToken::new();
@@ -1109,5 +1125,240 @@ async fn connect_with_reserved_flag_or_password_without_username_is_closed_witho
             "flags {flags:#04x}"
         );
     }
+    broker.stop().await;
+}
+
+/// The verdict on one delivery, sent by the test.
+type Verdict = oneshot::Sender<Result<(), BrokerError>>;
+
+/// An uplink the test drives: every delivery waits until the test answers it.
+struct HeldUplink {
+    deliveries: mpsc::UnboundedSender<(UplinkMessage, Verdict)>,
+    sessions: mpsc::UnboundedSender<SessionEvent>,
+}
+
+impl Uplink for HeldUplink {
+    fn deliver(&self, message: UplinkMessage) -> UplinkFuture<'_> {
+        let (verdict, answer) = oneshot::channel();
+        let _ = self.deliveries.send((message, verdict));
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(BrokerError::Uplink("verdict dropped".into())))
+        })
+    }
+
+    fn session(&self, event: SessionEvent) {
+        let _ = self.sessions.send(event);
+    }
+}
+
+/// The test's side of a [`HeldUplink`].
+struct UplinkProbe {
+    deliveries: mpsc::UnboundedReceiver<(UplinkMessage, Verdict)>,
+    sessions: mpsc::UnboundedReceiver<SessionEvent>,
+}
+
+impl UplinkProbe {
+    async fn next_delivery(&mut self) -> (UplinkMessage, Verdict) {
+        timeout(WAIT, self.deliveries.recv())
+            .await
+            .expect("a delivery in time")
+            .expect("broker alive")
+    }
+
+    async fn next_session(&mut self) -> SessionEvent {
+        timeout(WAIT, self.sessions.recv())
+            .await
+            .expect("a session event in time")
+            .expect("broker alive")
+    }
+
+    async fn next_disconnect_reason(&mut self) -> String {
+        match self.next_session().await {
+            SessionEvent::Disconnected { reason, .. } => reason,
+            other => panic!("expected Disconnected, got {other:?}"),
+        }
+    }
+}
+
+async fn broker_with_held_uplink() -> (TestBroker, UplinkProbe) {
+    let (deliveries_tx, deliveries) = mpsc::unbounded_channel();
+    let (sessions_tx, sessions) = mpsc::unbounded_channel();
+    let uplink = HeldUplink {
+        deliveries: deliveries_tx,
+        sessions: sessions_tx,
+    };
+    let broker = TestBroker::start_with_uplink(Arc::new(uplink)).await;
+    (
+        broker,
+        UplinkProbe {
+            deliveries,
+            sessions,
+        },
+    )
+}
+
+fn assert_connected(event: SessionEvent, device: &str) {
+    match event {
+        SessionEvent::Connected {
+            device_id, peer, ..
+        } => {
+            assert_eq!(device_id, device);
+            assert!(peer.ip().is_loopback(), "peer is the client's address");
+            assert_ne!(peer.port(), 0);
+        }
+        other => panic!("expected Connected, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_device_qos1_publish_is_acknowledged_and_routed_only_after_the_uplink_took_it() {
+    let (broker, mut probe) = broker_with_held_uplink().await;
+    let mut operator = broker.operator().await;
+    operator.subscribe(&["fleetmq/v1/acme/#"]).await;
+    let mut device = broker.device_a().await;
+    let telemetry = up("acme", "dev-a1", UpChannel::Telemetry);
+
+    device.publish(&telemetry, "t1", false).await;
+    let (message, verdict) = probe.next_delivery().await;
+    assert_eq!(message.org_slug, "acme");
+    assert_eq!(message.device_id, "dev-a1");
+    assert_eq!(message.topic, telemetry);
+    assert_eq!(&message.payload[..], b"t1");
+    assert!(!message.retain);
+
+    // A marker routed now reaches the operator first: the held message is not in the
+    // router, which is what would acknowledge it.
+    broker
+        .handle
+        .publish("fleetmq/v1/acme/marker", "m", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        operator.next_publish().await.topic,
+        "fleetmq/v1/acme/marker"
+    );
+    while let Ok(event) = device.events.try_recv() {
+        assert!(
+            !matches!(event, Ok(Event::Incoming(Packet::PubAck(_)))),
+            "PUBACK before the uplink answered"
+        );
+    }
+
+    verdict.send(Ok(())).unwrap();
+    loop {
+        if let Event::Incoming(Packet::PubAck(_)) = device.next_event().await.unwrap() {
+            break;
+        }
+    }
+    let routed = operator.next_publish().await;
+    assert_eq!(routed.topic, telemetry);
+    assert_eq!(&routed.payload[..], b"t1");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_delivery_closes_the_connection_without_acknowledgement_or_routing() {
+    let (broker, mut probe) = broker_with_held_uplink().await;
+    let mut operator = broker.operator().await;
+    operator.subscribe(&["fleetmq/v1/acme/#"]).await;
+    let options = with_offline_will(
+        broker.options("dev-a1", Some(("dev-a1", "pw-a1"))),
+        "acme",
+        "dev-a1",
+    );
+    let mut device = broker.connect(options).await.unwrap();
+    assert_connected(probe.next_session().await, "dev-a1");
+
+    device
+        .publish(&up("acme", "dev-a1", UpChannel::Telemetry), "t1", false)
+        .await;
+    let (_, verdict) = probe.next_delivery().await;
+    verdict
+        .send(Err(BrokerError::Uplink("store unavailable".into())))
+        .unwrap();
+    loop {
+        match device.next_event().await {
+            Ok(Event::Incoming(Packet::PubAck(_))) => panic!("a failed delivery was acknowledged"),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    // The will is the first thing the operator sees: the message itself was never routed.
+    let first = operator.next_publish().await;
+    assert_eq!(first.topic, up("acme", "dev-a1", UpChannel::Presence));
+    assert_eq!(&first.payload[..], br#"{"status":"offline"}"#);
+    assert_eq!(probe.next_disconnect_reason().await, "uplink failed");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn device_messages_reach_the_uplink_in_order_and_qos2_is_gated_too() {
+    let (broker, mut probe) = broker_with_held_uplink().await;
+    let mut device = broker.device_a().await;
+    let presence = up("acme", "dev-a1", UpChannel::Presence);
+    let telemetry = up("acme", "dev-a1", UpChannel::Telemetry);
+    device.publish(&presence, "p", true).await;
+    device.publish(&telemetry, "t", false).await;
+    device
+        .client
+        .publish(&telemetry, QoS::ExactlyOnce, false, b"q2".to_vec())
+        .await
+        .unwrap();
+
+    for (topic, payload, retain) in [(&presence, "p", true), (&telemetry, "t", false)] {
+        let (message, verdict) = probe.next_delivery().await;
+        assert_eq!(
+            (&message.topic, &message.payload[..], message.retain),
+            (topic, payload.as_bytes(), retain)
+        );
+        verdict.send(Ok(())).unwrap();
+    }
+    let (message, verdict) = probe.next_delivery().await;
+    assert_eq!(&message.payload[..], b"q2");
+    while let Ok(event) = device.events.try_recv() {
+        assert!(
+            !matches!(event, Ok(Event::Incoming(Packet::PubRec(_)))),
+            "PUBREC before the uplink answered"
+        );
+    }
+    verdict.send(Ok(())).unwrap();
+    loop {
+        if let Event::Incoming(Packet::PubComp(_)) = device.next_event().await.unwrap() {
+            break;
+        }
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn session_events_report_the_peer_and_why_each_session_ended() {
+    let (broker, mut probe) = broker_with_held_uplink().await;
+
+    let device = broker.device_a().await;
+    assert_connected(probe.next_session().await, "dev-a1");
+    device.disconnect_cleanly().await;
+    assert_eq!(probe.next_disconnect_reason().await, "clean");
+
+    let device = broker.device_a().await;
+    assert_connected(probe.next_session().await, "dev-a1");
+    device.drop_socket();
+    assert_eq!(probe.next_disconnect_reason().await, "connection lost");
+
+    let mut old = broker.device_a().await;
+    assert_connected(probe.next_session().await, "dev-a1");
+    let _new = broker.device_a().await;
+    old.closed_by_broker().await;
+    assert_eq!(probe.next_disconnect_reason().await, "taken over");
+    assert_connected(probe.next_session().await, "dev-a1");
+
+    assert!(broker.handle.disconnect_device("dev-a1").await);
+    assert_eq!(probe.next_disconnect_reason().await, "kicked");
+
+    // Operators produce no events: the next one is device B's.
+    let _operator = broker.operator().await;
+    let _b = broker.device_b().await;
+    assert_connected(probe.next_session().await, "dev-b1");
     broker.stop().await;
 }
