@@ -5,13 +5,17 @@
 //! requests on the devices' `down/` topics.
 //!
 //! ```text
-//! broker ──(device up/ messages)──▶ Bridge::uplink ──▶ store
+//! broker ──Uplink::deliver (before the PUBACK)──▶ Bridge::uplink ──▶ store
+//! broker ──Uplink::session (connect/disconnect)──▶ MQTT connection record, command resend
 //! api ──(command stored)──▶ Bridge::command_created ──▶ broker (down/command/request)
 //! ```
 //!
+//! The bridge is the broker's [`fleetmq_broker::Uplink`]: the broker acknowledges a device's
+//! message only once [`Bridge::uplink`] has made its effect durable.
+//!
 //! # Layout
 //! - [`auth`] — [`auth::StoreAuthenticator`]: device keys and operator tokens.
-//! - [`uplink`] — what each `up/` channel does to the store.
+//! - [`uplink`] — what each `up/` channel and each session event does to the store.
 //! - [`telemetry`] — the group-commit telemetry writer.
 //! - [`commands`] — sending, resending and timing out commands.
 //! - [`metrics`] — counters for `/metrics`.
@@ -25,9 +29,9 @@ pub mod uplink;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetmq_broker::BrokerHandle;
+use fleetmq_broker::{BrokerHandle, SessionEvent};
 use fleetmq_store::{Command, Store, Timestamp};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -66,11 +70,14 @@ struct Inner {
     commands: CommandTracker,
     metrics: Metrics,
     command_added: Notify,
+    /// Session events from the broker, recorded in order by one task.
+    sessions: mpsc::UnboundedSender<SessionEvent>,
 }
 
 impl Bridge {
     /// Starts the bridge: the telemetry writer, pending commands from before a restart, the
-    /// command timer, and the in-process subscription to every device's `up/` topics.
+    /// command timer, and the recorder of session events. Plug it into the broker with
+    /// [`fleetmq_broker::Broker::with_uplink`] before the broker runs.
     pub async fn start(
         store: Store,
         broker: BrokerHandle,
@@ -86,26 +93,28 @@ impl Bridge {
             config.command_timeout,
             metrics.clone(),
         );
+        let (sessions, session_events) = mpsc::unbounded_channel();
         let bridge = Bridge {
             inner: Arc::new(Inner {
                 store,
-                broker: broker.clone(),
+                broker,
                 telemetry,
                 commands,
                 metrics,
                 command_added: Notify::new(),
+                sessions,
             }),
         };
-        let link = broker
-            .link("bridge", &[fleetmq_protocol::topic::ALL_UP_FILTER])
-            .await
-            .map_err(std::io::Error::other)?;
         if let Err(e) = bridge.inner.commands.resume().await {
             tracing::error!(error = %e, "cannot resume pending commands");
         }
         let tasks = vec![
             writer,
-            tokio::spawn(uplink::consume(bridge.clone(), link, shutdown.clone())),
+            tokio::spawn(uplink::record_sessions(
+                bridge.clone(),
+                session_events,
+                shutdown.clone(),
+            )),
             tokio::spawn(bridge.clone().time_out_commands(shutdown)),
         ];
         Ok((bridge, tasks))

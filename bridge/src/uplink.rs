@@ -9,11 +9,15 @@
 //! | `update`, `images`, `config/status` | accepted; stored by the firmware and configuration work |
 //!
 //! A payload that does not parse is answered on the device's `down/error` with the reason and
-//! counted; nothing else happens.
+//! counted; nothing else happens (and the broker acknowledges it: sending it again would not
+//! help).
+//!
+//! Session events (from the broker, not from payloads): `Connected` records the MQTT
+//! connection as working with the device's address (`last_ip`) and resends pending commands;
+//! `Disconnected` records it as not working with the broker's reason (`clean`,
+//! `connection lost`, `keep-alive expired`, `kicked`, `taken over`, ...).
 
-use std::sync::Arc;
-
-use fleetmq_broker::LocalLink;
+use fleetmq_broker::{BrokerError, SessionEvent, Uplink, UplinkFuture, UplinkMessage};
 use fleetmq_protocol::topic::{Channel, Direction};
 use fleetmq_protocol::{
     CommandResult, Coordinates, DownChannel, ErrorNotice, Presence, PresenceStatus, ProtocolError,
@@ -22,13 +26,10 @@ use fleetmq_protocol::{
 use fleetmq_store::{
     CommandId, CommandStatus, DeviceId, MqttSession, Point, StoreError, TelemetrySample, Timestamp,
 };
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::Bridge;
-
-/// Telemetry messages being written at once at most (each waits for its batch's commit).
-const IN_FLIGHT: usize = 32 * 1024;
 
 /// Why a device message was not applied.
 #[derive(Debug)]
@@ -45,43 +46,80 @@ impl From<StoreError> for UplinkError {
     }
 }
 
-/// Reads the bridge's in-process subscription until shutdown.
-pub(crate) async fn consume(bridge: Bridge, mut link: LocalLink, shutdown: CancellationToken) {
-    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
-    loop {
-        let message = tokio::select! {
-            () = shutdown.cancelled() => return,
-            message = link.recv() => message,
-        };
-        let message = match message {
-            Ok(message) => message,
-            Err(e) => {
-                tracing::error!(error = %e, "the bridge lost its subscription");
-                return;
+/// The broker hands the bridge every device `up/` message before acknowledging it.
+impl Uplink for Bridge {
+    fn deliver(&self, message: UplinkMessage) -> UplinkFuture<'_> {
+        Box::pin(async move {
+            match self.uplink(&message.topic, &message.payload).await {
+                // A refused payload was answered on down/error; a resend would be refused too.
+                Ok(()) | Err(UplinkError::Refused(_)) => Ok(()),
+                Err(UplinkError::Store(e)) => Err(BrokerError::Uplink(e.to_string())),
             }
+        })
+    }
+
+    fn session(&self, event: SessionEvent) {
+        // Fails only once the recorder stopped (shutdown).
+        let _ = self.inner.sessions.send(event);
+    }
+}
+
+/// Records session events one at a time, in the broker's order (so a takeover's
+/// `Disconnected` never lands after the new session's `Connected`), until shutdown.
+pub(crate) async fn record_sessions(
+    bridge: Bridge,
+    mut events: mpsc::UnboundedReceiver<SessionEvent>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            () = shutdown.cancelled() => return,
+            event = events.recv() => event,
         };
-        // Retained messages replayed on subscribe describe the past; live ones follow.
-        if message.retain {
-            continue;
-        }
-        if message.topic.ends_with("/up/telemetry") {
-            // Telemetry runs concurrently so the writer can batch it.
-            let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
-                return;
-            };
-            let bridge = bridge.clone();
-            tokio::spawn(async move {
-                let _ = bridge.uplink(&message.topic, &message.payload).await;
-                drop(permit);
-            });
-        } else {
-            // Presence, results and coordinates stay in order per device.
-            let _ = bridge.uplink(&message.topic, &message.payload).await;
-        }
+        let Some(event) = event else { return };
+        bridge.record_session(event).await;
     }
 }
 
 impl Bridge {
+    #[tracing::instrument(skip_all)]
+    async fn record_session(&self, event: SessionEvent) {
+        let (device_id, online, failure_reason, peer_ip) = match event {
+            SessionEvent::Connected {
+                device_id, peer, ..
+            } => (device_id, true, String::new(), Some(peer.ip())),
+            SessionEvent::Disconnected {
+                device_id, reason, ..
+            } => (device_id, false, reason, None),
+        };
+        let Ok(device) = device_id.parse::<DeviceId>() else {
+            return;
+        };
+        let session = MqttSession {
+            online,
+            failure_reason,
+            peer_ip,
+            model: None,
+            os: None,
+            system: None,
+            at: Timestamp::now(),
+        };
+        match self
+            .inner
+            .store
+            .run(move |db| db.record_mqtt_session(device, session))
+            .await
+        {
+            Ok(()) | Err(StoreError::NotFound) => {}
+            Err(e) => tracing::error!(error = %e, %device, "cannot record the MQTT session"),
+        }
+        if online {
+            // Off the recorder's path: it reads the store and publishes.
+            let commands = self.inner.commands.clone();
+            tokio::spawn(async move { commands.device_online(device).await });
+        }
+    }
+
     /// Applies one message a device published under its own `up/` prefix. Resolves once its
     /// effect is durable.
     pub async fn uplink(&self, topic: &str, payload: &[u8]) -> Result<(), UplinkError> {

@@ -77,6 +77,8 @@ impl Server {
         )
         .await
         .context("starting the bridge")?;
+        // Device messages are acknowledged only once the bridge has stored them.
+        let broker = broker.with_uplink(Arc::new(bridge.clone()));
         let hooks = ServerHooks {
             broker: handle,
             bridge,

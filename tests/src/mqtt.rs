@@ -1,5 +1,6 @@
 //! A real MQTT client (rumqttc) for end-to-end tests, with its events awaited one by one.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ pub struct MqttClient {
     /// Sends packets.
     pub client: AsyncClient,
     events: mpsc::UnboundedReceiver<Result<Event, ConnectionError>>,
+    /// Events that arrived while [`MqttClient::publish`] waited for its PUBACK.
+    skipped: VecDeque<Result<Event, ConnectionError>>,
     task: JoinHandle<()>,
 }
 
@@ -84,6 +87,7 @@ impl MqttClient {
         Ok(MqttClient {
             client,
             events,
+            skipped: VecDeque::new(),
             task,
         })
     }
@@ -101,6 +105,13 @@ impl MqttClient {
 
     /// The next event.
     pub async fn next_event(&mut self) -> Result<Event, ConnectionError> {
+        if let Some(event) = self.skipped.pop_front() {
+            return event;
+        }
+        self.next_live_event().await
+    }
+
+    async fn next_live_event(&mut self) -> Result<Event, ConnectionError> {
         tokio::time::timeout(WAIT, self.events.recv())
             .await
             .expect("an MQTT event in time")
@@ -124,16 +135,19 @@ impl MqttClient {
         }
     }
 
-    /// Publishes at QoS 1 and waits for the broker's PUBACK.
+    /// Publishes at QoS 1 and waits for the broker's PUBACK. What arrives meanwhile (the
+    /// server may answer before it acknowledges: `down/error`, a resent command) stays
+    /// for [`next_event`](Self::next_event).
     pub async fn publish(&mut self, topic: &str, payload: &str, retain: bool) {
         self.client
             .publish(topic, QoS::AtLeastOnce, retain, payload.as_bytes().to_vec())
             .await
             .expect("PUBLISH queued");
         loop {
-            match self.next_event().await.expect("PUBACK") {
-                Event::Incoming(Packet::PubAck(_)) => return,
-                _ => continue,
+            match self.next_live_event().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => return,
+                Err(e) => panic!("connection failed while waiting for PUBACK: {e}"),
+                other => self.skipped.push_back(other),
             }
         }
     }

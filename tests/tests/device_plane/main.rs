@@ -2,6 +2,7 @@
 //! REST API reflecting what devices do.
 
 mod access;
+mod acknowledged;
 mod commands;
 mod ingest;
 mod stock_tools;
