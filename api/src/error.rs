@@ -155,6 +155,18 @@ impl From<StoreError> for ApiError {
                         "The fields organization, mac_address must make a unique set.",
                     ),
                     Unique::DeviceKey => ("key", "device with this key already exists."),
+                    Unique::CategoryName => (
+                        "non_field_errors",
+                        "The fields name, organization must make a unique set.",
+                    ),
+                    Unique::BuildVersion => (
+                        "non_field_errors",
+                        "The fields category, version must make a unique set.",
+                    ),
+                    Unique::ImageType => (
+                        "non_field_errors",
+                        "The fields build, type must make a unique set.",
+                    ),
                     Unique::ConnectionCredentials => (
                         "non_field_errors",
                         "The fields device, credentials must make a unique set.",

@@ -44,6 +44,8 @@ pub struct ApiConfig {
     pub json_body_limit: usize,
     /// Password checks (token requests) allowed per client address per minute.
     pub token_attempts_per_minute: u32,
+    /// Largest firmware image accepted; larger uploads get 413.
+    pub firmware_upload_limit: u64,
 }
 
 impl Default for ApiConfig {
@@ -51,6 +53,7 @@ impl Default for ApiConfig {
         Self {
             json_body_limit: 1024 * 1024,
             token_attempts_per_minute: 30,
+            firmware_upload_limit: 256 * 1024 * 1024,
         }
     }
 }
@@ -143,6 +146,7 @@ pub struct ErrorDetail {
         (name = "users", description = "Organizations, users and tokens"),
         (name = "connections", description = "Credentials and device connections"),
         (name = "commands", description = "Commands sent to devices over MQTT"),
+        (name = "firmware", description = "Firmware upgrader: categories, builds, images"),
         (name = "health", description = "Liveness")
     )
 )]
@@ -171,6 +175,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::connections::router())
         .merge(routes::commands::router())
         .merge(routes::credentials::router())
+        .merge(routes::firmware::router())
 }
 
 /// Every route with its OpenAPI document.

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use fleetmq_api::ApiConfig;
 use fleetmq_bridge::BridgeConfig;
 
 /// Everything [`crate::Server::start`] needs.
@@ -20,6 +21,8 @@ pub struct Config {
     pub admin_password: Option<String>,
     /// Telemetry retention and command timeout.
     pub bridge: BridgeConfig,
+    /// Body limits and throttling of the REST API.
+    pub api: ApiConfig,
 }
 
 impl Default for Config {
@@ -31,6 +34,7 @@ impl Default for Config {
             mqtt_anonymous_sandbox: false,
             admin_password: None,
             bridge: BridgeConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }

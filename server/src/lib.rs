@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use fleetmq_api::{ApiConfig, AppState, Hooks};
+use fleetmq_api::{AppState, Hooks};
 use fleetmq_bridge::Bridge;
 use fleetmq_bridge::auth::StoreAuthenticator;
 use fleetmq_broker::{Broker, BrokerConfig, BrokerHandle};
@@ -84,7 +84,7 @@ impl Server {
             bridge,
             broker_up: Arc::clone(&broker_up),
         };
-        let state = AppState::new(store, ApiConfig::default(), Arc::new(hooks));
+        let state = AppState::new(store, config.api.clone(), Arc::new(hooks));
         let app = fleetmq_api::router(state);
 
         let mut tasks = bridge_tasks;

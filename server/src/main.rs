@@ -49,6 +49,9 @@ struct ServeArgs {
     /// Seconds a command may wait for the device's answer (offline time included).
     #[arg(long, env = "FLEETMQ_COMMAND_TIMEOUT", default_value_t = 300)]
     command_timeout: u64,
+    /// Largest firmware image accepted, in MiB.
+    #[arg(long, env = "FLEETMQ_FIRMWARE_UPLOAD_LIMIT_MIB", default_value_t = 256)]
+    firmware_upload_limit_mib: u64,
     /// Hours of telemetry history kept per device.
     #[arg(long, env = "FLEETMQ_TELEMETRY_RETENTION_HOURS", default_value_t = 168)]
     telemetry_retention_hours: u64,
@@ -101,6 +104,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_password: std::env::var("FLEETMQ_ADMIN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty()),
+        api: fleetmq_api::ApiConfig {
+            firmware_upload_limit: args.firmware_upload_limit_mib.saturating_mul(1024 * 1024),
+            ..fleetmq_api::ApiConfig::default()
+        },
         bridge: fleetmq_bridge::BridgeConfig {
             command_timeout: std::time::Duration::from_secs(args.command_timeout),
             telemetry_retention: std::time::Duration::from_secs(

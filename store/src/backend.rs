@@ -5,15 +5,16 @@
 //! blocking thread pool, so an implementation may block (a SQL client in blocking mode fits).
 
 use crate::{
-    Command, CommandId, CommandStatus, CommandType, ConfigFields, ConnectionFields, ConnectionId,
+    Build, BuildFields, BuildFilter, BuildId, Category, CategoryFields, CategoryId, Command,
+    CommandId, CommandStatus, CommandType, ConfigFields, ConnectionFields, ConnectionId,
     Credentials, CredentialsFields, CredentialsId, Device, DeviceConnection, DeviceFields,
-    DeviceFilter, DeviceId, Location, OrgId, Organization, OrganizationFields, Page, PageRequest,
-    Password, Point, Result, Scope, TelemetryRange, TelemetrySample, Timestamp, Token, User,
-    UserFields, UserId,
+    DeviceFilter, DeviceId, Image, ImageId, Location, OrgId, Organization, OrganizationFields,
+    Page, PageRequest, Password, Point, Result, Scope, TelemetryRange, TelemetrySample, Timestamp,
+    Token, User, UserFields, UserId,
 };
 
 /// Persistence of fleetmq's domain. Every method is atomic: it happens whole or not at all.
-pub trait Backend: DevicePlane + Send + Sync + 'static {
+pub trait Backend: DevicePlane + FirmwareStore + Send + Sync + 'static {
     /// Fails unless the backend can read and write right now (health checks).
     fn check(&self) -> Result<()>;
 
@@ -203,4 +204,48 @@ pub struct NewCommand {
     pub kind: CommandType,
     /// Parameters.
     pub input: serde_json::Value,
+}
+
+/// Firmware objects' persistence (files themselves live in [`crate::BlobStore`]).
+pub trait FirmwareStore: Send + Sync + 'static {
+    /// Creates a category; (organization, name) must be unused.
+    fn create_category(&self, fields: CategoryFields) -> Result<Category>;
+    /// Looks a category up.
+    fn category(&self, id: CategoryId) -> Result<Option<Category>>;
+    /// Replaces a category's fields.
+    fn update_category(&self, id: CategoryId, fields: CategoryFields) -> Result<Category>;
+    /// Deletes a category with its builds and images; returns the images whose files to delete.
+    fn delete_category(&self, id: CategoryId) -> Result<Vec<ImageId>>;
+    /// Categories of the scope's organizations plus shared ones, newest first.
+    fn list_categories(&self, scope: &Scope, page: PageRequest) -> Result<Page<Category>>;
+
+    /// Creates a build; (category, version) must be unused.
+    fn create_build(&self, fields: BuildFields) -> Result<Build>;
+    /// Looks a build up.
+    fn build(&self, id: BuildId) -> Result<Option<Build>>;
+    /// Replaces a build's fields.
+    fn update_build(&self, id: BuildId, fields: BuildFields) -> Result<Build>;
+    /// Deletes a build with its images; returns the images whose files to delete.
+    fn delete_build(&self, id: BuildId) -> Result<Vec<ImageId>>;
+    /// Builds of categories in scope (plus shared ones), newest first.
+    fn list_builds(
+        &self,
+        scope: &Scope,
+        filter: &BuildFilter,
+        page: PageRequest,
+    ) -> Result<Page<Build>>;
+
+    /// Records an uploaded image; (build, type) must be unused.
+    fn create_image(&self, image: Image) -> Result<Image>;
+    /// Looks an image up.
+    fn image(&self, id: ImageId) -> Result<Option<Image>>;
+    /// Deletes an image's record (the caller removes its file).
+    fn delete_image(&self, id: ImageId) -> Result<()>;
+    /// A build's images, optionally of one type, newest first.
+    fn list_images(
+        &self,
+        build: BuildId,
+        kind: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Page<Image>>;
 }

@@ -76,3 +76,15 @@ id_type!(
     /// Identifies a command sent to a device.
     CommandId
 );
+id_type!(
+    /// Identifies a firmware category.
+    CategoryId
+);
+id_type!(
+    /// Identifies a firmware build.
+    BuildId
+);
+id_type!(
+    /// Identifies a firmware image (and its file).
+    ImageId
+);

@@ -17,16 +17,19 @@
 //! - [`connection`] — credentials and device connections.
 //! - [`command`] — commands sent to devices.
 //! - [`telemetry`] — what devices report.
+//! - [`firmware`] — firmware categories, builds and images; [`blob`] — their files.
 //! - [`page`] — paging, tenancy scope, uniqueness rules.
 //! - [`backend`] — the storage boundary trait.
 //! - [`redb_backend`] — the embedded implementation; [`tables`] — its tables.
 //! - [`error`] — [`StoreError`].
 
 pub mod backend;
+pub mod blob;
 pub mod command;
 pub mod connection;
 pub mod device;
 pub mod error;
+pub mod firmware;
 pub mod id;
 pub mod location;
 pub mod organization;
@@ -42,7 +45,8 @@ pub mod user;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use backend::{Backend, DevicePlane, MqttSession, NewCommand};
+pub use backend::{Backend, DevicePlane, FirmwareStore, MqttSession, NewCommand};
+pub use blob::{BlobError, BlobStore, BlobWriter};
 pub use command::{Command, CommandStatus, CommandType};
 pub use connection::{
     ConnectionFields, ConnectionHealth, Connector, Credentials, CredentialsFields, DeviceConnection,
@@ -52,7 +56,11 @@ pub use device::{
     DeviceKey, DeviceName, MacAddress,
 };
 pub use error::{Result, StoreError};
-pub use id::{CommandId, ConnectionId, CredentialsId, DeviceId, LocationId, OrgId, UserId};
+pub use firmware::{Build, BuildFields, BuildFilter, Category, CategoryFields, Image};
+pub use id::{
+    BuildId, CategoryId, CommandId, ConnectionId, CredentialsId, DeviceId, ImageId, LocationId,
+    OrgId, UserId,
+};
 pub use location::{DeviceLocation, Location, LocationType, Point};
 pub use organization::{Organization, OrganizationFields, Slug};
 pub use page::{Page, PageRequest, Scope, Unique};
@@ -67,17 +75,26 @@ pub use user::{Membership, Password, PasswordHashString, User, UserFields, Usern
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn Backend>,
+    blobs: BlobStore,
 }
 
 impl Store {
     /// Opens the embedded redb store under `data_dir` (blocking; call before serving).
     pub fn open(data_dir: &Path) -> Result<Self> {
-        Ok(Self::with_backend(Arc::new(RedbBackend::open(data_dir)?)))
+        let backend = Arc::new(RedbBackend::open(data_dir)?);
+        let blobs = BlobStore::open(&data_dir.join("firmware"))
+            .map_err(|e| StoreError::Database(e.into()))?;
+        Ok(Self::with_backend(backend, blobs))
     }
 
-    /// Wraps any backend.
-    pub fn with_backend(backend: Arc<dyn Backend>) -> Self {
-        Self { backend }
+    /// Wraps any backend, with firmware files kept in `blobs`.
+    pub fn with_backend(backend: Arc<dyn Backend>, blobs: BlobStore) -> Self {
+        Self { backend, blobs }
+    }
+
+    /// Firmware files.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
     }
 
     /// Runs one backend call on the blocking pool, so async workers never wait on disk.

@@ -56,4 +56,10 @@ pub enum Unique {
     DeviceKey,
     /// A device uses given credentials through one connection at most.
     ConnectionCredentials,
+    /// Category names are unique per organization.
+    CategoryName,
+    /// Build versions are unique per category.
+    BuildVersion,
+    /// A build has one image per type.
+    ImageType,
 }

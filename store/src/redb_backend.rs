@@ -19,6 +19,7 @@ use crate::{
 };
 
 mod device_plane;
+mod firmware;
 
 /// The file name inside the data directory.
 pub const DATA_FILE: &str = "fleetmq.redb";
@@ -158,6 +159,14 @@ impl RedbBackend {
             txn.open_table(PENDING_COMMANDS)?;
             txn.open_table(TELEMETRY_LATEST)?;
             txn.open_table(TELEMETRY)?;
+            txn.open_table(CATEGORIES)?;
+            txn.open_table(CATEGORIES_BY_ORG)?;
+            txn.open_table(CATEGORY_NAMES)?;
+            txn.open_table(BUILDS)?;
+            txn.open_table(BUILDS_BY_CATEGORY)?;
+            txn.open_table(BUILD_VERSIONS)?;
+            txn.open_table(IMAGES)?;
+            txn.open_table(IMAGES_BY_BUILD)?;
         }
         txn.commit()?;
         Ok(Self {

@@ -86,3 +86,21 @@ pub const PENDING_COMMANDS: TableDefinition<&[u8], u128> = TableDefinition::new(
 pub const TELEMETRY_LATEST: TableDefinition<u128, &[u8]> = TableDefinition::new("telemetry_latest");
 /// device ‖ measured ‖ sequence → sample.
 pub const TELEMETRY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("telemetry");
+
+/// id → firmware category.
+pub const CATEGORIES: TableDefinition<u128, &[u8]> = TableDefinition::new("categories");
+/// org (16 zero bytes for shared) ‖ created ‖ id → ().
+pub const CATEGORIES_BY_ORG: TableDefinition<&[u8], ()> = TableDefinition::new("categories_by_org");
+/// org ‖ lower-case name → id.
+pub const CATEGORY_NAMES: TableDefinition<&[u8], u128> = TableDefinition::new("category_names");
+/// id → firmware build.
+pub const BUILDS: TableDefinition<u128, &[u8]> = TableDefinition::new("builds");
+/// category ‖ created ‖ id → ().
+pub const BUILDS_BY_CATEGORY: TableDefinition<&[u8], ()> =
+    TableDefinition::new("builds_by_category");
+/// category ‖ version → id.
+pub const BUILD_VERSIONS: TableDefinition<&[u8], u128> = TableDefinition::new("build_versions");
+/// id → firmware image.
+pub const IMAGES: TableDefinition<u128, &[u8]> = TableDefinition::new("images");
+/// build ‖ type → id.
+pub const IMAGES_BY_BUILD: TableDefinition<&[u8], u128> = TableDefinition::new("images_by_build");

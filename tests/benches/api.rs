@@ -61,9 +61,7 @@ fn main() -> anyhow::Result<()> {
         data_dir: dir.path().to_path_buf(),
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        mqtt_anonymous_sandbox: false,
-        admin_password: None,
-        bridge: Default::default(),
+        ..Config::default()
     }))?;
     let addr = server.http_addr();
     println!(

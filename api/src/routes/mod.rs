@@ -5,6 +5,7 @@ pub mod connections;
 pub mod coordinates;
 pub mod credentials;
 pub mod devices;
+pub mod firmware;
 pub mod health;
 pub mod organizations;
 pub mod telemetry;

@@ -4,6 +4,7 @@ mod auth;
 mod connections;
 mod devices;
 mod filters;
+mod firmware;
 mod pagination;
 mod robustness;
 mod server;

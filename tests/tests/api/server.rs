@@ -94,6 +94,28 @@ async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
             "/api/v1/controller/credential/{id}/",
             &["get", "put", "patch", "delete"][..],
         ),
+        ("/api/v1/firmware-upgrader/category/", &["get", "post"][..]),
+        (
+            "/api/v1/firmware-upgrader/category/{id}/",
+            &["get", "put", "patch", "delete"][..],
+        ),
+        ("/api/v1/firmware-upgrader/build/", &["get", "post"][..]),
+        (
+            "/api/v1/firmware-upgrader/build/{id}/",
+            &["get", "put", "patch", "delete"][..],
+        ),
+        (
+            "/api/v1/firmware-upgrader/build/{id}/image/",
+            &["get", "post"][..],
+        ),
+        (
+            "/api/v1/firmware-upgrader/build/{build_id}/image/{id}/",
+            &["get", "delete"][..],
+        ),
+        (
+            "/api/v1/firmware-upgrader/build/{build_id}/image/{id}/download/",
+            &["get"][..],
+        ),
     ];
     let paths = doc.body["paths"].as_object().expect("paths");
     assert_eq!(
@@ -113,6 +135,7 @@ async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
             let concrete = path
                 .replace("{id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{command_id}", &uuid::Uuid::new_v4().to_string())
+                .replace("{build_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{connection_id}", &uuid::Uuid::new_v4().to_string());
             let reply = app
                 .call(&method.to_uppercase(), &concrete, None, None)

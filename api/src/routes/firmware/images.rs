@@ -1,0 +1,431 @@
+//! `/api/v1/firmware-upgrader/build/{id}/image/`: a build's image files — uploaded as
+//! multipart, streamed to disk with their SHA-256, downloaded with Range and ETag.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use fleetmq_store::{BlobError, Image, ImageId, Resource, Timestamp};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::builds::visible_build;
+use crate::auth::Caller;
+use crate::extract::QueryPairs;
+use crate::pagination::{PageParams, Paginated};
+use crate::{ApiError, AppState, ErrorDetail};
+
+/// The image routes (uploads bypass the JSON body limit and have their own).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_images, upload_image))
+        .routes(routes!(get_image, delete_image))
+        .routes(routes!(download_image))
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// An image as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImageView {
+    /// Identity.
+    pub id: Uuid,
+    /// Its build.
+    pub build: Uuid,
+    /// Board identifier.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Download URL.
+    pub file: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the file (hex); also its ETag.
+    pub sha256: String,
+    /// Upload time.
+    pub created: String,
+}
+
+/// Multipart form of an upload.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // documentation of the body; read field by field from the multipart stream
+pub struct ImageUpload {
+    /// The image file.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// Board identifier.
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// Filter of the image list.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documentation of the query; read from `QueryPairs`
+pub struct ImageQuery {
+    /// Board identifier.
+    #[param(rename = "type")]
+    kind: Option<String>,
+    /// 1-based page number.
+    page: Option<u64>,
+    /// Items per page (default 10, at most 100).
+    page_size: Option<u64>,
+}
+
+fn view(image: Image) -> ImageView {
+    ImageView {
+        id: image.id.0,
+        build: image.build.0,
+        file: format!(
+            "/api/v1/firmware-upgrader/build/{}/image/{}/download/",
+            image.build, image.id
+        ),
+        kind: image.kind,
+        size: image.size,
+        sha256: image.sha256,
+        created: image.created.to_string(),
+    }
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
+}
+
+/// Removes image files after their records are gone (logged, never failing the request).
+pub(crate) async fn remove_files(state: &AppState, images: Vec<ImageId>) {
+    for id in images {
+        if let Err(e) = state.store().blobs().remove(id).await {
+            tracing::warn!(error = %e, image = %id, "image file not removed");
+        }
+    }
+}
+
+fn valid_type(s: &str) -> Result<String, &'static str> {
+    if s.is_empty() {
+        return Err("This field may not be blank.");
+    }
+    if s.len() > 128 {
+        return Err("Ensure this field has no more than 128 characters.");
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
+    {
+        return Err("Use letters, digits and - _ . + only.");
+    }
+    Ok(s.to_owned())
+}
+
+/// Lists a build's images.
+#[utoipa::path(get, path = "/api/v1/firmware-upgrader/build/{id}/image/", tag = "firmware",
+    params(("id" = Uuid, Path, description = "Build id"), ImageQuery),
+    responses((status = 200, body = Paginated<ImageView>), (status = 401, body = ErrorDetail),
+        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
+    security(("bearer" = [])))]
+async fn list_images(
+    State(state): State<AppState>,
+    caller: Caller,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    query: QueryPairs,
+    Path(build): Path<String>,
+) -> Result<Json<Paginated<ImageView>>, ApiError> {
+    caller.authorize(Resource::FirmwareImage, &method)?;
+    let build = visible_build(&state, &caller, parse_id(&build)?).await?;
+    let params = PageParams::from_query(&query)?;
+    let request = params.request();
+    let kind = query
+        .get("type")
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned);
+    let page = state
+        .store()
+        .run(move |db| db.list_images(build.id, kind.as_deref(), request))
+        .await?;
+    Ok(Json(params.envelope(page, &uri, &headers, &query, view)?))
+}
+
+/// Uploads an image (multipart: `file` and `type`), streamed to disk; the SHA-256 is computed
+/// on the way. Past the size limit → 413.
+#[utoipa::path(post, path = "/api/v1/firmware-upgrader/build/{id}/image/", tag = "firmware",
+    params(("id" = Uuid, Path, description = "Build id")),
+    request_body(content = ImageUpload, content_type = "multipart/form-data"),
+    responses((status = 201, body = ImageView), (status = 400, description = "Field errors"),
+        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail),
+        (status = 413, body = ErrorDetail), (status = 415, body = ErrorDetail)),
+    security(("bearer" = [])))]
+async fn upload_image(
+    State(state): State<AppState>,
+    caller: Caller,
+    method: Method,
+    Path(build): Path<String>,
+    request: axum::extract::Request,
+) -> Result<(StatusCode, Json<ImageView>), ApiError> {
+    caller.authorize(Resource::FirmwareImage, &method)?;
+    let build = visible_build(&state, &caller, parse_id(&build)?).await?;
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if !content_type.starts_with("multipart/form-data") {
+        return Err(ApiError::UnsupportedMediaType(content_type));
+    }
+    let mut multipart =
+        <Multipart as axum::extract::FromRequest<AppState>>::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("Multipart form parse error - {e}")))?;
+    let limit = state.config().firmware_upload_limit;
+    let blobs = state.store().blobs().clone();
+    let id = ImageId::new();
+    let mut kind: Option<String> = None;
+    let mut stored: Option<(u64, String)> = None;
+    let mut errors = crate::form::Form::new(serde_json::Map::new(), crate::form::Mode::Partial);
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("Multipart form parse error - {e}")))?
+    {
+        match field.name() {
+            Some("type") => {
+                let text = field.text().await.map_err(|e| {
+                    ApiError::BadRequest(format!("Multipart form parse error - {e}"))
+                })?;
+                match valid_type(&text) {
+                    Ok(t) => kind = Some(t),
+                    Err(m) => errors.error("type", m),
+                }
+            }
+            Some("file") if stored.is_none() => {
+                let mut writer = blobs
+                    .writer(limit)
+                    .await
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                loop {
+                    let chunk = match field.chunk().await {
+                        Ok(Some(chunk)) => chunk,
+                        Ok(None) => break,
+                        Err(e) => {
+                            writer.abort().await;
+                            return Err(ApiError::BadRequest(format!(
+                                "Multipart form parse error - {e}"
+                            )));
+                        }
+                    };
+                    if let Err(e) = writer.write(&chunk).await {
+                        writer.abort().await;
+                        return Err(match e {
+                            BlobError::TooLarge { limit } => {
+                                ApiError::PayloadTooLarge(limit as usize)
+                            }
+                            BlobError::Io(e) => ApiError::Internal(e.to_string()),
+                        });
+                    }
+                }
+                stored = Some(
+                    writer
+                        .finish(&blobs, id)
+                        .await
+                        .map_err(|e| ApiError::Internal(e.to_string()))?,
+                );
+            }
+            _ => {}
+        }
+    }
+    if stored.is_none() {
+        errors.error("file", "No file was submitted.");
+    }
+    if kind.is_none() && !errors.has_errors() {
+        errors.error("type", "This field is required.");
+    }
+    if let Err(e) = errors.finish() {
+        remove_files(&state, vec![id]).await;
+        return Err(e);
+    }
+    let (Some(kind), Some((size, sha256))) = (kind, stored) else {
+        return Err(ApiError::field("file", "No file was submitted."));
+    };
+    let image = Image {
+        id,
+        build: build.id,
+        kind,
+        size,
+        sha256,
+        created: Timestamp::now(),
+    };
+    match state.store().run(move |db| db.create_image(image)).await {
+        Ok(image) => Ok((StatusCode::CREATED, Json(view(image)))),
+        Err(e) => {
+            remove_files(&state, vec![id]).await;
+            Err(e.into())
+        }
+    }
+}
+
+async fn visible_image(
+    state: &AppState,
+    caller: &Caller,
+    build: &str,
+    image: &str,
+) -> Result<Image, ApiError> {
+    let build = visible_build(state, caller, parse_id(build)?).await?;
+    let id = ImageId(parse_id(image)?);
+    state
+        .store()
+        .run(move |db| db.image(id))
+        .await?
+        .filter(|i| i.build == build.id)
+        .ok_or(ApiError::NotFound)
+}
+
+/// Shows an image.
+#[utoipa::path(get, path = "/api/v1/firmware-upgrader/build/{build_id}/image/{id}/", tag = "firmware",
+    params(("build_id" = Uuid, Path, description = "Build id"), ("id" = Uuid, Path, description = "Image id")),
+    responses((status = 200, body = ImageView), (status = 401, body = ErrorDetail),
+        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
+    security(("bearer" = [])))]
+async fn get_image(
+    State(state): State<AppState>,
+    caller: Caller,
+    method: Method,
+    Path((build, image)): Path<(String, String)>,
+) -> Result<Json<ImageView>, ApiError> {
+    caller.authorize(Resource::FirmwareImage, &method)?;
+    Ok(Json(view(
+        visible_image(&state, &caller, &build, &image).await?,
+    )))
+}
+
+/// Deletes an image and its file.
+#[utoipa::path(delete, path = "/api/v1/firmware-upgrader/build/{build_id}/image/{id}/", tag = "firmware",
+    params(("build_id" = Uuid, Path, description = "Build id"), ("id" = Uuid, Path, description = "Image id")),
+    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorDetail),
+        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
+    security(("bearer" = [])))]
+async fn delete_image(
+    State(state): State<AppState>,
+    caller: Caller,
+    method: Method,
+    Path((build, image)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    caller.authorize(Resource::FirmwareImage, &method)?;
+    let image = visible_image(&state, &caller, &build, &image).await?;
+    state
+        .store()
+        .run(move |db| db.delete_image(image.id))
+        .await?;
+    remove_files(&state, vec![image.id]).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A single `bytes=a-b`, `bytes=a-` or `bytes=-n` range within `size`.
+fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = header.strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    let (start, end) = match (start.trim(), end.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (size.checked_sub(n.min(size))?, size.checked_sub(1)?)
+        }
+        (a, "") => (a.parse().ok()?, size.checked_sub(1)?),
+        (a, b) => (
+            a.parse().ok()?,
+            b.parse::<u64>().ok()?.min(size.checked_sub(1)?),
+        ),
+    };
+    (start <= end && end < size).then_some((start, end))
+}
+
+/// Downloads an image: `Content-Length`, `ETag` (the SHA-256), and `Range` for resuming.
+#[utoipa::path(get, path = "/api/v1/firmware-upgrader/build/{build_id}/image/{id}/download/", tag = "firmware",
+    params(("build_id" = Uuid, Path, description = "Build id"), ("id" = Uuid, Path, description = "Image id")),
+    responses((status = 200, description = "The file", content_type = "application/octet-stream"),
+        (status = 206, description = "The requested range"), (status = 304, description = "ETag matches"),
+        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail),
+        (status = 416, description = "Unsatisfiable range")),
+    security(("bearer" = [])))]
+async fn download_image(
+    State(state): State<AppState>,
+    caller: Caller,
+    method: Method,
+    headers: HeaderMap,
+    Path((build, image)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    caller.authorize(Resource::FirmwareImage, &method)?;
+    let image = visible_image(&state, &caller, &build, &image).await?;
+    let etag = format!("\"{}\"", image.sha256);
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
+    let mut file = tokio::fs::File::open(state.store().blobs().path(image.id))
+        .await
+        .map_err(|e| ApiError::Internal(format!("image file missing: {e}")))?;
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, len) = match range {
+        None => (StatusCode::OK, 0, image.size),
+        Some(raw) => match parse_range(raw, image.size) {
+            Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+            None => {
+                let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", image.size)) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                return Ok(response);
+            }
+        },
+    };
+    file.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(len)));
+    let mut response = (status, body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) =
+            HeaderValue::from_str(&format!("bytes {start}-{}/{}", start + len - 1, image.size))
+    {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}.bin\"", image.kind)) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges_resume_downloads_and_refuse_nonsense() {
+        assert_eq!(parse_range("bytes=0-99", 1000), Some((0, 99)));
+        assert_eq!(parse_range("bytes=900-", 1000), Some((900, 999)));
+        assert_eq!(parse_range("bytes=-100", 1000), Some((900, 999)));
+        assert_eq!(parse_range("bytes=990-5000", 1000), Some((990, 999)));
+        assert_eq!(parse_range("bytes=1000-", 1000), None);
+        assert_eq!(parse_range("bytes=5-1", 1000), None);
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), None);
+        assert_eq!(parse_range("items=0-1", 1000), None);
+    }
+}
