@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::TlsIdentity;
+
 /// How the broker listens and how much it admits. `Default` is what the tests and a small
 /// deployment want; every field is public so the binary can map its CLI onto it.
 #[derive(Debug, Clone)]
@@ -10,6 +12,8 @@ pub struct BrokerConfig {
     /// Plain MQTT (TCP) listen address. Port 0 picks a free port; read it back with
     /// [`Broker::local_addr`](crate::Broker::local_addr).
     pub mqtt_addr: SocketAddr,
+    /// MQTT over TLS (its own port), off when `None`.
+    pub tls: Option<TlsListener>,
     /// Admit clients that send no username as [`Principal::Anonymous`](fleetmq_protocol::Principal)
     /// (a sandbox outside `fleetmq/`). Off by default: such clients get CONNACK 0x05.
     pub anonymous_sandbox: bool,
@@ -31,6 +35,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            tls: None,
             anonymous_sandbox: false,
             max_connections: 10_000,
             connect_timeout: Duration::from_secs(10),
@@ -39,6 +44,16 @@ impl Default for BrokerConfig {
             router: RouterSizing::default(),
         }
     }
+}
+
+/// The MQTT-over-TLS listener: where, and with which certificate.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    /// Listen address (port 0 picks a free one; read it back with
+    /// [`Broker::tls_addr`](crate::Broker::tls_addr)).
+    pub addr: SocketAddr,
+    /// Certificate chain and key presented to clients.
+    pub identity: TlsIdentity,
 }
 
 /// Sizing of the router's commit logs.

@@ -22,8 +22,7 @@ use rumqttd::protocol::{
     ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, Error as WireError, LastWill,
     Packet, PingReq, PingResp, Protocol, Publish, SubAck, Subscribe, SubscribeReasonCode, UnsubAck,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
@@ -51,9 +50,17 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
 }
 
+/// A byte stream MQTT runs on: TCP, TLS over TCP, or WebSocket.
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Transport for T {}
+
+/// An accepted connection after its transport handshake.
+pub(crate) type Stream = Box<dyn Transport>;
+
 /// The socket with its MQTT v4 framing buffers.
 struct Wire {
-    stream: TcpStream,
+    stream: Stream,
     read: BytesMut,
     write: BytesMut,
     max_packet_size: usize,
@@ -109,7 +116,7 @@ impl Close {
 }
 
 impl Wire {
-    fn new(stream: TcpStream, max_packet_size: usize) -> Wire {
+    fn new(stream: Stream, max_packet_size: usize) -> Wire {
         Wire {
             stream,
             read: BytesMut::with_capacity(4 * 1024),
@@ -139,7 +146,12 @@ impl Wire {
         if self.write.is_empty() {
             return Ok(());
         }
-        match timeout(WRITE_TIMEOUT, self.stream.write_all(&self.write)).await {
+        // TLS and WebSocket buffer inside the stream: flush pushes the bytes out.
+        let write = async {
+            self.stream.write_all(&self.write).await?;
+            self.stream.flush().await
+        };
+        match timeout(WRITE_TIMEOUT, write).await {
             Ok(Ok(())) => {
                 self.write.clear();
                 Ok(())
@@ -227,7 +239,7 @@ fn return_code(code: u8) -> ConnectReturnCode {
 /// Answers a client that arrives while the broker is full with CONNACK 0x03. Reading its
 /// CONNECT first matters: closing a socket with unread data resets it, and the client
 /// would never see the return code.
-pub(crate) async fn refuse_busy(stream: TcpStream, max_packet_size: usize) {
+pub(crate) async fn refuse_busy(stream: Stream, max_packet_size: usize) {
     let mut wire = Wire::new(stream, max_packet_size);
     if let Ok(Ok(_)) = timeout(BUSY_CONNECT_TIMEOUT, read_connect(&mut wire)).await {
         wire.connack(ConnectReturnCode::ServiceUnavailable, false)
@@ -236,8 +248,7 @@ pub(crate) async fn refuse_busy(stream: TcpStream, max_packet_size: usize) {
 }
 
 /// Serves one network connection until it closes.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let _ = stream.set_nodelay(true);
+pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>) {
     let mut wire = Wire::new(stream, shared.config.max_packet_size);
     let first = tokio::select! {
         r = timeout(shared.config.connect_timeout, read_connect(&mut wire)) => r,

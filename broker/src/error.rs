@@ -36,4 +36,7 @@ pub enum BrokerError {
     /// down). The device gets no acknowledgement and will send the message again.
     #[error("uplink failed: {0}")]
     Uplink(String),
+    /// The TLS certificate or key cannot be read, parsed, generated or used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }

@@ -21,6 +21,8 @@
 //! - [`auth`]: the [`Authenticator`] boundary, [`Login`] and [`Refusal`].
 //! - [`error`]: the crate's error type, [`BrokerError`].
 //! - [`uplink`]: the [`Uplink`] sink for device messages and [`SessionEvent`]s.
+//! - [`tls`]: [`TlsIdentity`], the TLS listener's certificate (from files or generated).
+//! - `listener`: binding, accept loops, TLS handshakes (in the connection's task).
 //! - `router`: starting the router, building links, the feeder thread.
 //! - `session`: live sessions by client id (takeover ordering, kicking devices).
 //! - `connection`: the per-connection task.
@@ -31,13 +33,14 @@ pub mod config;
 mod connection;
 pub mod error;
 pub mod handle;
+mod listener;
 mod router;
 mod session;
+pub mod tls;
 pub mod uplink;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use rumqttd::Notification;
 use tokio::net::TcpListener;
@@ -46,9 +49,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use auth::{AuthFuture, Authenticator, Login, Refusal};
-pub use config::{BrokerConfig, RouterSizing};
+pub use config::{BrokerConfig, RouterSizing, TlsListener};
 pub use error::BrokerError;
 pub use handle::{BrokerHandle, LocalLink, Message};
+pub use tls::TlsIdentity;
 pub use uplink::{SessionEvent, Uplink, UplinkFuture, UplinkMessage};
 
 use connection::Shared;
@@ -61,8 +65,9 @@ const FEEDER_QUEUE: usize = 4096;
 /// A bound, not yet running broker. `bind` then `run`; take a [`BrokerHandle`] and plug in
 /// the [`Uplink`] in between.
 pub struct Broker {
-    listener: TcpListener,
+    listeners: Vec<(TcpListener, listener::Kind)>,
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     config: BrokerConfig,
     auth: Arc<dyn Authenticator>,
     uplink: Arc<dyn Uplink>,
@@ -70,23 +75,23 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Binds the MQTT listener and starts rumqttd's router (a dedicated thread) with the
-    /// configured log sizing. Must be called inside a tokio runtime.
+    /// Binds the MQTT listeners (plain TCP, and TLS if configured) and starts rumqttd's
+    /// router (a dedicated thread) with the configured log sizing. Must be called inside a
+    /// tokio runtime.
     pub async fn bind(
         config: BrokerConfig,
         auth: Arc<dyn Authenticator>,
     ) -> Result<Broker, BrokerError> {
         // Bind first: a busy port must not leave a router thread behind (it cannot be stopped).
-        let listener = TcpListener::bind(config.mqtt_addr)
-            .await
-            .map_err(|source| BrokerError::Bind {
-                addr: config.mqtt_addr,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind {
-            addr: config.mqtt_addr,
-            source,
-        })?;
+        let (plain, local_addr) = listener::bind(config.mqtt_addr).await?;
+        let mut listeners = vec![(plain, listener::Kind::Plain)];
+        let mut tls_addr = None;
+        if let Some(tls) = &config.tls {
+            let acceptor = tls.identity.acceptor()?;
+            let (bound, addr) = listener::bind(tls.addr).await?;
+            listeners.push((bound, listener::Kind::Tls(acceptor)));
+            tls_addr = Some(addr);
+        }
         let links = router::spawn_router(config.max_connections, &config.router)?;
         let (tx, mut rx, _) =
             router::build_link(&links, internal_client_id("publisher"), true).await?;
@@ -109,10 +114,11 @@ impl Broker {
             sessions: session::Sessions::default(),
             publisher: Arc::new(Mutex::new(tx)),
         });
-        tracing::info!(addr = %local_addr, "MQTT listener bound");
+        tracing::info!(addr = %local_addr, tls = ?tls_addr, "MQTT listeners bound");
         Ok(Broker {
-            listener,
+            listeners,
             local_addr,
+            tls_addr,
             config,
             auth,
             uplink: Arc::new(uplink::NoUplink),
@@ -132,9 +138,15 @@ impl Broker {
         self
     }
 
-    /// The address the listener is bound to (the real port when configured with port 0).
+    /// The address the plain MQTT listener is bound to (the real port when configured with
+    /// port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the MQTT-over-TLS listener, if configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// A handle for in-process publishing, subscribing and kicking devices. Stays usable
@@ -155,37 +167,27 @@ impl Broker {
             config: self.config.clone(),
             shutdown: shutdown.clone(),
         });
+        // One connection limit across all listeners.
         let slots = Arc::new(Semaphore::new(self.config.max_connections));
         let tasks = TaskTracker::new();
-        loop {
-            let accepted = tokio::select! {
-                () = shutdown.cancelled() => break,
-                accepted = self.listener.accept() => accepted,
-            };
-            let (stream, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Typically EMFILE: back off instead of spinning on the error.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            match Arc::clone(&slots).try_acquire_owned() {
-                Ok(permit) => {
-                    let shared = Arc::clone(&shared);
-                    tasks.spawn(async move {
-                        connection::serve(stream, peer, shared).await;
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
-                    tracing::warn!(%peer, "connection limit reached");
-                    tasks.spawn(connection::refuse_busy(stream, self.config.max_packet_size));
-                }
+        let accept_loops: Vec<_> = self
+            .listeners
+            .into_iter()
+            .map(|(bound, kind)| {
+                tokio::spawn(listener::accept_loop(
+                    bound,
+                    kind,
+                    Arc::clone(&shared),
+                    Arc::clone(&slots),
+                    tasks.clone(),
+                ))
+            })
+            .collect();
+        for accept_loop in accept_loops {
+            if let Err(e) = accept_loop.await {
+                tracing::error!(error = %e, "MQTT accept loop failed");
             }
         }
-        drop(self.listener);
         tasks.close();
         tasks.wait().await;
         tracing::info!("MQTT listener stopped");

@@ -1,0 +1,114 @@
+//! Listeners and their accept loops.
+//!
+//! The accept loop only accepts: every handshake (TLS) runs in the new connection's own task
+//! under `connect_timeout`, so a peer that opens a socket and says nothing holds one task,
+//! never the loop (rumqttd's own listener awaits each handshake inline, without a timeout).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+use tracing::debug;
+
+use crate::BrokerError;
+use crate::connection::{self, Shared, Stream};
+
+/// What runs on top of an accepted TCP connection.
+#[derive(Clone)]
+pub(crate) enum Kind {
+    /// MQTT directly on TCP.
+    Plain,
+    /// TLS, then MQTT.
+    Tls(TlsAcceptor),
+}
+
+impl Kind {
+    fn name(&self) -> &'static str {
+        match self {
+            Kind::Plain => "mqtt",
+            Kind::Tls(_) => "mqtts",
+        }
+    }
+}
+
+/// Binds `addr`, returning the listener and the address it really got.
+pub(crate) async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BrokerError> {
+    let bind_error = |source| BrokerError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
+}
+
+/// Accepts until shutdown; every connection gets its own task in `tasks`.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    kind: Kind,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    tasks: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = shared.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning on the error.
+                tracing::warn!(error = %e, listener = kind.name(), "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let permit = Arc::clone(&slots).try_acquire_owned().ok();
+        let shared = Arc::clone(&shared);
+        let kind = kind.clone();
+        tasks.spawn(async move {
+            let Some(stream) = open(&kind, tcp, peer, &shared).await else {
+                return;
+            };
+            match permit {
+                Some(permit) => {
+                    connection::serve(stream, peer, shared).await;
+                    drop(permit);
+                }
+                None => {
+                    tracing::warn!(%peer, "connection limit reached");
+                    connection::refuse_busy(stream, shared.config.max_packet_size).await;
+                }
+            }
+        });
+    }
+}
+
+/// Runs the transport's handshake, bounded by `connect_timeout` and shutdown.
+async fn open(kind: &Kind, tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<Stream> {
+    match kind {
+        Kind::Plain => Some(Box::new(tcp)),
+        Kind::Tls(acceptor) => {
+            let handshake = timeout(shared.config.connect_timeout, acceptor.accept(tcp));
+            let result = tokio::select! {
+                result = handshake => result,
+                () = shared.shutdown.cancelled() => return None,
+            };
+            match result {
+                Ok(Ok(stream)) => Some(Box::new(stream)),
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "TLS handshake failed");
+                    None
+                }
+                Err(_) => {
+                    debug!(%peer, "TLS handshake timed out");
+                    None
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! MQTT over TLS: the same authentication and ACL as plain TCP, and handshakes that never
+//! hold up the accept loop. Real rumqttc clients against a broker on 127.0.0.1:0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetmq_broker::{
+    AuthFuture, Authenticator, Broker, BrokerConfig, Login, Refusal, TlsIdentity, TlsListener,
+};
+use fleetmq_protocol::topic::{Topic, UpChannel};
+use fleetmq_protocol::{OrgScope, Principal};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS,
+    TlsConfiguration, Transport,
+};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+/// Failure guard for anything awaited; never a sleep.
+const WAIT: Duration = Duration::from_secs(10);
+
+struct TestAuth;
+
+impl Authenticator for TestAuth {
+    fn authenticate(&self, login: Login) -> AuthFuture<'_> {
+        Box::pin(async move {
+            match (login.username.as_deref(), login.password.as_deref()) {
+                (Some("dev-a1"), Some(b"pw-a1")) => Ok(Principal::Device {
+                    org_slug: "acme".into(),
+                    device_id: "dev-a1".into(),
+                }),
+                (Some("op-acme"), Some(b"pw-op")) => Ok(Principal::Operator {
+                    orgs: OrgScope::Managed(vec!["acme".into()]),
+                }),
+                _ => Err(Refusal::BadCredentials),
+            }
+        })
+    }
+}
+
+struct TlsBroker {
+    plain: SocketAddr,
+    tls: SocketAddr,
+    ca: Vec<u8>,
+    shutdown: CancellationToken,
+    dir: PathBuf,
+}
+
+impl TlsBroker {
+    async fn start(connect_timeout: Duration) -> TlsBroker {
+        let dir = std::env::temp_dir().join(format!("fleetmq-tls-test-{}", uuid::Uuid::new_v4()));
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let identity = TlsIdentity::load_or_generate(&dir, &names).unwrap();
+        let ca = identity.certificate_pem().as_bytes().to_vec();
+        let config = BrokerConfig {
+            mqtt_addr: "127.0.0.1:0".parse().unwrap(),
+            tls: Some(TlsListener {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                identity,
+            }),
+            connect_timeout,
+            ..BrokerConfig::default()
+        };
+        let broker = Broker::bind(config, Arc::new(TestAuth)).await.unwrap();
+        let plain = broker.local_addr();
+        let tls = broker.tls_addr().expect("TLS listener bound");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(broker.run(shutdown.clone()));
+        TlsBroker {
+            plain,
+            tls,
+            ca,
+            shutdown,
+            dir,
+        }
+    }
+
+    fn tls_options(&self, client_id: &str, user: &str, password: &str) -> MqttOptions {
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", self.tls.port());
+        options.set_credentials(user, password);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca: self.ca.clone(),
+            alpn: None,
+            client_auth: None,
+        }));
+        options
+    }
+
+    fn stop(self) {
+        self.shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Connects and waits for CONNACK (or the refusal).
+async fn connect(options: MqttOptions) -> Result<(AsyncClient, EventLoop), ConnectionError> {
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    loop {
+        let event = timeout(WAIT, eventloop.poll())
+            .await
+            .expect("CONNACK in time")?;
+        if let Event::Incoming(Packet::ConnAck(_)) = event {
+            return Ok((client, eventloop));
+        }
+    }
+}
+
+async fn next_incoming(eventloop: &mut EventLoop) -> Packet {
+    loop {
+        let event = timeout(WAIT, eventloop.poll())
+            .await
+            .expect("event in time")
+            .expect("connection alive");
+        if let Event::Incoming(packet) = event {
+            return packet;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_device_over_tls_gets_the_same_authentication_and_routing_as_plain_tcp() {
+    let broker = TlsBroker::start(Duration::from_secs(10)).await;
+    let wrong = connect(broker.tls_options("dev-a1", "dev-a1", "wrong")).await;
+    assert!(matches!(
+        wrong,
+        Err(ConnectionError::ConnectionRefused(
+            ConnectReturnCode::BadUserNamePassword
+        ))
+    ));
+
+    let mut plain = MqttOptions::new("console", "127.0.0.1", broker.plain.port());
+    plain.set_credentials("op-acme", "pw-op");
+    let (operator, mut operator_loop) = connect(plain).await.unwrap();
+    operator
+        .subscribe("fleetmq/v1/acme/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_incoming(&mut operator_loop).await,
+        Packet::SubAck(_)
+    ));
+
+    let (device, mut device_loop) = connect(broker.tls_options("dev-a1", "dev-a1", "pw-a1"))
+        .await
+        .unwrap();
+    let telemetry = Topic::up("acme", "dev-a1", UpChannel::Telemetry).to_string();
+    device
+        .publish(&telemetry, QoS::AtLeastOnce, false, b"over tls".to_vec())
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_incoming(&mut device_loop).await,
+        Packet::PubAck(_)
+    ));
+    let Packet::Publish(received) = next_incoming(&mut operator_loop).await else {
+        panic!("expected the device's message");
+    };
+    assert_eq!(received.topic, telemetry);
+    assert_eq!(&received.payload[..], b"over tls");
+
+    // The ACL is the same: another org's topic closes the connection.
+    device
+        .publish(
+            "fleetmq/v1/beta/dev-b1/up/telemetry",
+            QoS::AtLeastOnce,
+            false,
+            b"x".to_vec(),
+        )
+        .await
+        .unwrap();
+    loop {
+        match timeout(WAIT, device_loop.poll())
+            .await
+            .expect("closed in time")
+        {
+            Err(_) => break,
+            Ok(Event::Incoming(Packet::PubAck(_))) => panic!("cross-org publish acknowledged"),
+            Ok(_) => {}
+        }
+    }
+    broker.stop();
+}
+
+#[tokio::test]
+async fn a_silent_peer_on_the_tls_port_blocks_nobody_and_is_dropped_after_the_connect_timeout() {
+    let broker = TlsBroker::start(Duration::from_secs(1)).await;
+    // Opens TCP and never starts the handshake.
+    let mut silent = TcpStream::connect(broker.tls).await.unwrap();
+
+    let (_device, _events) = connect(broker.tls_options("dev-a1", "dev-a1", "pw-a1"))
+        .await
+        .expect("a second client connects while the first is silent");
+
+    let mut received = Vec::new();
+    let read = timeout(WAIT, silent.read_to_end(&mut received))
+        .await
+        .expect("the silent peer is closed after the connect timeout");
+    assert!(read.is_err() || received.is_empty());
+    broker.stop();
+}
