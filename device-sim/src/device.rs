@@ -16,7 +16,7 @@ use fleetmq_protocol::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::{
     Instant, Interval, MissedTickBehavior, interval_at, sleep, sleep_until, timeout,
@@ -157,17 +157,20 @@ impl SimDevice {
     /// Starts one device with its own counters and an event stream on the handle. Must be
     /// called inside a tokio runtime.
     pub fn spawn(config: DeviceConfig) -> SimHandle {
-        spawn_device(config, Arc::new(Stats::default()), true, None)
+        spawn_device(config, Arc::new(Stats::default()), true, None, None)
     }
 }
 
-/// Starts a device that counts into shared `stats`, with or without an event stream, and
-/// that waits until `start_at` before its first connection (for paced fleets).
+/// Starts a device that counts into shared `stats`, with or without an event stream, that
+/// waits until `start_at` before its first connection (for paced fleets), and that holds a
+/// permit of `handshakes` from TCP connect to SUBACK (so a fleet never has more handshakes
+/// in flight than the broker can answer).
 pub(crate) fn spawn_device(
     config: DeviceConfig,
     stats: Arc<Stats>,
     with_events: bool,
     start_at: Option<Instant>,
+    handshakes: Option<Arc<Semaphore>>,
 ) -> SimHandle {
     let (control_tx, control_rx) = mpsc::channel(4);
     let (events_tx, events_rx) = if with_events {
@@ -177,7 +180,8 @@ pub(crate) fn spawn_device(
         (None, None)
     };
     let device_id = config.device_id.clone();
-    let device = Device::new(config, Arc::clone(&stats), events_tx);
+    let mut device = Device::new(config, Arc::clone(&stats), events_tx);
+    device.handshakes = handshakes;
     let task = tokio::spawn(device.run(control_rx, start_at));
     SimHandle {
         device_id,
@@ -308,6 +312,7 @@ struct Device {
     backoff: Duration,
     ever_connected: bool,
     after_reboot: bool,
+    handshakes: Option<Arc<Semaphore>>,
 }
 
 impl Device {
@@ -347,6 +352,7 @@ impl Device {
             backoff: INITIAL_BACKOFF,
             ever_connected: false,
             after_reboot: false,
+            handshakes: None,
         }
     }
 
@@ -417,6 +423,22 @@ impl Device {
     }
 
     async fn session(&mut self, control: &mut mpsc::Receiver<Control>) -> End {
+        let handshake = match self.handshakes.clone() {
+            None => None,
+            Some(handshakes) => {
+                let acquire = handshakes.acquire_owned();
+                tokio::pin!(acquire);
+                loop {
+                    tokio::select! {
+                        permit = &mut acquire => break permit.ok(),
+                        order = control.recv() => match order {
+                            Some(Control::Stop) | None => return End::Stopped,
+                            Some(_) => {}
+                        },
+                    }
+                }
+            }
+        };
         let (mut stream, mut rbuf) = {
             let connecting = timeout(self.config.connect_timeout, self.connect());
             tokio::pin!(connecting);
@@ -437,7 +459,7 @@ impl Device {
         };
         let mut announced = false;
         let end = self
-            .serve(&mut stream, &mut rbuf, control, &mut announced)
+            .serve(&mut stream, &mut rbuf, control, handshake, &mut announced)
             .await;
         if announced {
             self.stats.set_connected(false);
@@ -497,6 +519,7 @@ impl Device {
         stream: &mut TcpStream,
         rbuf: &mut BytesMut,
         control: &mut mpsc::Receiver<Control>,
+        mut handshake: Option<OwnedSemaphorePermit>,
         announced: &mut bool,
     ) -> End {
         let (mut rd, mut wr) = stream.split();
@@ -573,6 +596,7 @@ impl Device {
                                 if codes.first().is_none_or(|c| *c == 0x80) {
                                     return End::Lost("the broker refused the down/# subscription".to_owned());
                                 }
+                                handshake.take();
                                 *announced = true;
                                 self.on_connected();
                             }

@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::device::{DeviceConfig, SimHandle, spawn_device};
@@ -13,6 +14,18 @@ use crate::stats::{Stats, StatsSnapshot};
 /// out ~28k ephemeral ports per source address (32768–60999); stay below it.
 pub const CONNECTIONS_PER_SOURCE_IP: usize = 25_000;
 
+/// How a fleet connects.
+#[derive(Debug, Clone, Default)]
+pub struct FleetOptions {
+    /// First connection attempts per second: the i-th device starts `i / rate` seconds after
+    /// the fleet. `None` starts all at once.
+    pub connect_rate: Option<f64>,
+    /// Handshakes (TCP connect to SUBACK) in flight at once across the fleet. A broker slows
+    /// down as it fills; without a cap, handshakes beyond what it answers within the connect
+    /// timeout are abandoned and retried, and the retries add to its load.
+    pub max_pending_connects: Option<usize>,
+}
+
 /// A running set of simulated devices sharing one [`Stats`]. Devices have no event streams
 /// (that would cost memory per device); follow them through [`Fleet::stats`].
 pub struct Fleet {
@@ -21,22 +34,27 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Starts every device now; with `connect_rate` (devices per second) the i-th device
-    /// makes its first connection attempt `i / rate` seconds from now. Must be called inside
-    /// a tokio runtime.
-    pub fn spawn(
-        devices: impl IntoIterator<Item = DeviceConfig>,
-        connect_rate: Option<f64>,
-    ) -> Fleet {
+    /// Starts every device now, paced and limited by `options`. Must be called inside a
+    /// tokio runtime.
+    pub fn spawn(devices: impl IntoIterator<Item = DeviceConfig>, options: FleetOptions) -> Fleet {
         let stats = Arc::new(Stats::default());
         let start = Instant::now();
-        let rate = connect_rate.filter(|r| r.is_finite() && *r > 0.0);
+        let rate = options.connect_rate.filter(|r| r.is_finite() && *r > 0.0);
+        let handshakes = options
+            .max_pending_connects
+            .map(|n| Arc::new(Semaphore::new(n.max(1))));
         let devices = devices
             .into_iter()
             .enumerate()
             .map(|(i, config)| {
                 let start_at = rate.map(|r| start + Duration::from_secs_f64(i as f64 / r));
-                spawn_device(config, Arc::clone(&stats), false, start_at)
+                spawn_device(
+                    config,
+                    Arc::clone(&stats),
+                    false,
+                    start_at,
+                    handshakes.clone(),
+                )
             })
             .collect();
         Fleet { devices, stats }

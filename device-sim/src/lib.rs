@@ -38,5 +38,5 @@ pub mod stats;
 
 pub use device::{DeviceConfig, SimDevice, SimEvent, SimHandle};
 pub use error::SimError;
-pub use fleet::Fleet;
+pub use fleet::{Fleet, FleetOptions};
 pub use stats::{Stats, StatsSnapshot};

@@ -12,7 +12,7 @@ use clap::Parser;
 use fleetmq_sim::error::connack_meaning;
 use fleetmq_sim::fleet::source_ip_for;
 use fleetmq_sim::registration::{self, ApiClient, Credentials};
-use fleetmq_sim::{DeviceConfig, Fleet, StatsSnapshot};
+use fleetmq_sim::{DeviceConfig, Fleet, FleetOptions, StatsSnapshot};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::task::JoinSet;
 
@@ -54,6 +54,13 @@ struct Cli {
     /// New connections per second.
     #[arg(long, default_value_t = 1000.0)]
     connect_rate: f64,
+    /// Handshakes (TCP connect to SUBACK) in flight at once; caps the load a slowing broker
+    /// sees instead of letting handshakes time out and retry.
+    #[arg(long, default_value_t = 500)]
+    max_pending_connects: usize,
+    /// Per-attempt deadline for TCP connect plus CONNACK.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    mqtt_connect_timeout: Duration,
     /// Give up waiting for every device to connect after this long.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     connect_timeout: Duration,
@@ -212,6 +219,7 @@ fn device_configs(cli: &Cli, credentials: &[Credentials]) -> Vec<DeviceConfig> {
             config.telemetry_interval = every(cli.telemetry_interval);
             config.coordinates_interval = every(cli.coordinates_interval);
             config.keep_alive = cli.keep_alive;
+            config.connect_timeout = cli.mqtt_connect_timeout;
             config.source_ip = source_ip_for(i, cli.mqtt);
             // Spread the fleet over ~50 km around Rome.
             config.home = (
@@ -237,7 +245,11 @@ struct Summary {
 async fn run_fleet(cli: &Cli, configs: Vec<DeviceConfig>, bars: &MultiProgress) -> Summary {
     let devices = configs.len();
     let started = Instant::now();
-    let fleet = Fleet::spawn(configs, Some(cli.connect_rate));
+    let options = FleetOptions {
+        connect_rate: Some(cli.connect_rate),
+        max_pending_connects: Some(cli.max_pending_connects),
+    };
+    let fleet = Fleet::spawn(configs, options);
     let stats = Arc::clone(fleet.stats());
     let mut peak = 0;
     let mut refresh = tokio::time::interval(Duration::from_millis(200));

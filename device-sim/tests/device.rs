@@ -18,7 +18,7 @@ use fleetmq_protocol::{
     CommandRequest, CommandResult, CommandStatus, CommandType, Coordinates, Presence,
     PresenceStatus, Principal, Telemetry,
 };
-use fleetmq_sim::{DeviceConfig, Fleet, SimDevice, SimEvent, SimHandle};
+use fleetmq_sim::{DeviceConfig, Fleet, FleetOptions, SimDevice, SimEvent, SimHandle};
 use serde_json::json;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -496,7 +496,11 @@ async fn a_fleet_of_200_devices_all_connect_and_announce_themselves() {
     let configs: Vec<DeviceConfig> = (0..200).map(|_| broker.device()).collect();
     let ids: HashSet<String> = configs.iter().map(|c| c.device_id.clone()).collect();
 
-    let fleet = Fleet::spawn(configs, Some(2000.0));
+    let options = FleetOptions {
+        connect_rate: Some(2000.0),
+        max_pending_connects: Some(50),
+    };
+    let fleet = Fleet::spawn(configs, options);
     let stats = timeout(WAIT, fleet.wait_connected(200))
         .await
         .expect("200 connected in time");
