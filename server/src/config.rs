@@ -15,6 +15,13 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// MQTT address; port 0 picks a free one.
     pub mqtt_addr: SocketAddr,
+    /// MQTT-over-TLS address, off when `None`. The binary defaults to `127.0.0.1:8883`;
+    /// `Config::default()` leaves it off so that embedded servers (tests) bind only what they
+    /// ask for.
+    pub mqtts_addr: Option<SocketAddr>,
+    /// PEM certificate chain and key for the TLS listener. Without them a self-signed
+    /// certificate is generated on first start and kept in `<data_dir>/tls/`.
+    pub mqtt_tls_files: Option<(PathBuf, PathBuf)>,
     /// Let clients without a username use topics outside the fleetmq tree.
     pub mqtt_anonymous_sandbox: bool,
     /// Password for the `admin` superuser created on the first start (random when `None`).
@@ -31,6 +38,8 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
             mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            mqtts_addr: None,
+            mqtt_tls_files: None,
             mqtt_anonymous_sandbox: false,
             admin_password: None,
             bridge: BridgeConfig::default(),

@@ -19,7 +19,7 @@ use anyhow::Context;
 use fleetmq_api::{AppState, Hooks};
 use fleetmq_bridge::Bridge;
 use fleetmq_bridge::auth::StoreAuthenticator;
-use fleetmq_broker::{Broker, BrokerConfig, BrokerHandle};
+use fleetmq_broker::{Broker, BrokerConfig, BrokerHandle, TlsIdentity, TlsListener};
 use fleetmq_store::Store;
 use fleetmq_store::{Command, DeviceId};
 use tokio::task::JoinHandle;
@@ -32,6 +32,7 @@ pub use config::Config;
 pub struct Server {
     http_addr: SocketAddr,
     mqtt_addr: SocketAddr,
+    mqtts_addr: Option<SocketAddr>,
     first_start: Option<FirstStart>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -49,8 +50,16 @@ impl Server {
         let first_start = bootstrap::ensure_admin(&store, config.admin_password.clone()).await?;
 
         let shutdown = CancellationToken::new();
+        let tls = match config.mqtts_addr {
+            Some(addr) => Some(TlsListener {
+                addr,
+                identity: tls_identity(&config, addr).await?,
+            }),
+            None => None,
+        };
         let broker_config = BrokerConfig {
             mqtt_addr: config.mqtt_addr,
+            tls,
             anonymous_sandbox: config.mqtt_anonymous_sandbox,
             ..BrokerConfig::default()
         };
@@ -59,8 +68,9 @@ impl Server {
             Arc::new(StoreAuthenticator::new(store.clone())),
         )
         .await
-        .with_context(|| format!("binding MQTT on {}", config.mqtt_addr))?;
+        .context("binding the MQTT listeners")?;
         let mqtt_addr = broker.local_addr();
+        let mqtts_addr = broker.tls_addr();
         let handle = broker.handle();
         let broker_up = Arc::new(AtomicBool::new(true));
 
@@ -105,10 +115,11 @@ impl Server {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         }));
-        tracing::info!(%http_addr, %mqtt_addr, "fleetmq is serving");
+        tracing::info!(%http_addr, %mqtt_addr, ?mqtts_addr, "fleetmq is serving");
         Ok(Server {
             http_addr,
             mqtt_addr,
+            mqtts_addr,
             first_start,
             shutdown,
             tasks,
@@ -123,6 +134,11 @@ impl Server {
     /// Where the MQTT broker listens.
     pub fn mqtt_addr(&self) -> SocketAddr {
         self.mqtt_addr
+    }
+
+    /// Where MQTT over TLS listens, if enabled.
+    pub fn mqtts_addr(&self) -> Option<SocketAddr> {
+        self.mqtts_addr
     }
 
     /// The admin credentials created on this start, if the store was new.
@@ -150,6 +166,30 @@ impl Server {
             }
         }
     }
+}
+
+/// The TLS listener's certificate: the configured files, or the one generated on the first
+/// start (kept in `<data_dir>/tls/`, valid for localhost and the listen address).
+async fn tls_identity(config: &Config, addr: SocketAddr) -> anyhow::Result<TlsIdentity> {
+    let files = config.mqtt_tls_files.clone();
+    let dir = config.data_dir.join("tls");
+    tokio::task::spawn_blocking(move || match files {
+        Some((cert, key)) => TlsIdentity::from_files(&cert, &key),
+        None => {
+            let mut names = vec![
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+                "::1".to_owned(),
+            ];
+            if !addr.ip().is_unspecified() && !addr.ip().is_loopback() {
+                names.push(addr.ip().to_string());
+            }
+            TlsIdentity::load_or_generate(&dir, &names)
+        }
+    })
+    .await
+    .context("loading the TLS certificate")?
+    .context("loading the TLS certificate")
 }
 
 /// The API's view of the broker and the bridge.

@@ -42,6 +42,16 @@ struct ServeArgs {
     /// Address of the MQTT broker (port 0 picks a free port).
     #[arg(long, env = "FLEETMQ_MQTT_ADDR", default_value = "127.0.0.1:1883")]
     mqtt_addr: SocketAddr,
+    /// Address of MQTT over TLS, or `off`. Without --mqtt-tls-cert/--mqtt-tls-key it uses a
+    /// self-signed certificate generated on the first start (<data-dir>/tls/mqtt-cert.pem).
+    #[arg(long, env = "FLEETMQ_MQTTS_ADDR", default_value = "127.0.0.1:8883", value_parser = optional_addr)]
+    mqtts_addr: OptionalAddr,
+    /// PEM certificate chain for the TLS listener (with --mqtt-tls-key).
+    #[arg(long, env = "FLEETMQ_MQTT_TLS_CERT", requires = "mqtt_tls_key")]
+    mqtt_tls_cert: Option<PathBuf>,
+    /// PEM private key for the TLS listener (with --mqtt-tls-cert).
+    #[arg(long, env = "FLEETMQ_MQTT_TLS_KEY", requires = "mqtt_tls_cert")]
+    mqtt_tls_key: Option<PathBuf>,
     /// Let clients without credentials use MQTT topics outside the fleetmq tree (for protocol
     /// test suites and stock tools); off by default.
     #[arg(long, env = "FLEETMQ_MQTT_ANONYMOUS_SANDBOX")]
@@ -55,6 +65,20 @@ struct ServeArgs {
     /// Hours of telemetry history kept per device.
     #[arg(long, env = "FLEETMQ_TELEMETRY_RETENTION_HOURS", default_value_t = 168)]
     telemetry_retention_hours: u64,
+}
+
+/// A listen address that can be turned off (`off`, `none` or empty).
+#[derive(Clone, Copy, Debug)]
+struct OptionalAddr(Option<SocketAddr>);
+
+fn optional_addr(value: &str) -> Result<OptionalAddr, String> {
+    match value.trim() {
+        "" | "off" | "none" => Ok(OptionalAddr(None)),
+        addr => addr
+            .parse()
+            .map(|addr| OptionalAddr(Some(addr)))
+            .map_err(|e| format!("{e} (an address like 127.0.0.1:8883, or `off`)")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -100,6 +124,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         http_addr: args.http_addr,
         mqtt_addr: args.mqtt_addr,
+        mqtts_addr: args.mqtts_addr.0,
+        mqtt_tls_files: args.mqtt_tls_cert.zip(args.mqtt_tls_key),
         mqtt_anonymous_sandbox: args.mqtt_anonymous_sandbox,
         admin_password: std::env::var("FLEETMQ_ADMIN_PASSWORD")
             .ok()
@@ -126,6 +152,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             println!("These are shown once.");
         }
         println!("REST API on http://{}/ (docs: http://{}/api/v1/docs/), MQTT on {}", server.http_addr(), server.http_addr(), server.mqtt_addr());
+        if let Some(addr) = server.mqtts_addr() {
+            println!("MQTT over TLS on {addr}");
+        }
         let stop = server.shutdown_token();
         tokio::spawn(async move {
             shutdown_signal().await;

@@ -15,6 +15,8 @@ fn start(data_dir: &std::path::Path) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fleetmq"))
         .args(["--data-dir", &data_dir.display().to_string()])
         .args(["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
+        // The TLS listener defaults to 127.0.0.1:8883: not in tests running side by side.
+        .args(["--mqtts-addr", "off"])
         .env("FLEETMQ_ADMIN_PASSWORD", "binary-test-password")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -115,5 +117,137 @@ async fn create_token_refuses_a_held_data_file_and_works_once_the_server_stopped
         .await
         .expect("request sent");
     assert_eq!(reply.status(), 200);
+    assert!(terminate(running).success());
+}
+
+/// Starts the binary on fixed free ports (a restart must find the same MQTT port).
+fn start_on(data_dir: &std::path::Path, http: u16, mqtt: u16) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetmq"))
+        .args(["--data-dir", &data_dir.display().to_string()])
+        .args([
+            "--http-addr",
+            &format!("127.0.0.1:{http}"),
+            "--mqtt-addr",
+            &format!("127.0.0.1:{mqtt}"),
+            "--mqtts-addr",
+            "off",
+        ])
+        .env("FLEETMQ_ADMIN_PASSWORD", "binary-test-password")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("fleetmq starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut token = String::new();
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("utf-8 output");
+        if let Some(t) = line.trim().strip_prefix("token:") {
+            token = t.trim().to_owned();
+        }
+        if line.starts_with("REST API on ") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    Running {
+        child,
+        token,
+        http: format!("http://127.0.0.1:{http}"),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[tokio::test]
+async fn telemetry_acknowledged_before_a_kill_9_is_still_there_after_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (http, mqtt) = (free_port(), free_port());
+    let mut running = start_on(dir.path(), http, mqtt);
+    let client = reqwest::Client::new();
+    let token = running.token.clone();
+    let post = |path: &str, body: serde_json::Value| {
+        client
+            .post(format!("http://127.0.0.1:{http}{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let org: serde_json::Value = post(
+        "/api/v1/users/organization/",
+        serde_json::json!({"name": "k9", "slug": "k9"}),
+    )
+    .await
+    .expect("sent")
+    .json()
+    .await
+    .expect("json");
+    let device: serde_json::Value = post(
+        "/api/v1/controller/device/",
+        serde_json::json!({"name": "k9-1", "organization": org["id"], "mac_address": "02:00:00:00:09:01"}),
+    )
+    .await
+    .expect("sent")
+    .json()
+    .await
+    .expect("json");
+    let id = device["id"].as_str().expect("id").to_owned();
+    let key = device["key"].as_str().expect("key").to_owned();
+
+    // Publish QoS 1 telemetry and count the PUBACKs the broker sent.
+    let mut options = rumqttc::MqttOptions::new(&id, "127.0.0.1", mqtt);
+    options.set_credentials(&id, &key);
+    let (mqtt_client, mut events) = rumqttc::AsyncClient::new(options, 512);
+    let topic = format!("fleetmq/v1/k9/{id}/up/telemetry");
+    const SENT: usize = 300;
+    for n in 0..SENT {
+        let payload = format!(r#"{{"timestamp":"2026-11-22T10:00:00Z","metrics":{{"n":{n}}}}}"#);
+        mqtt_client
+            .publish(
+                &topic,
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                payload.into_bytes(),
+            )
+            .await
+            .expect("queued");
+    }
+    let mut acked = 0;
+    while acked < SENT {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(20), events.poll())
+            .await
+            .expect("PUBACKs in time")
+            .expect("connected");
+        if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = event {
+            acked += 1;
+        }
+    }
+
+    // kill -9: no shutdown, no flush.
+    running.child.kill().expect("SIGKILL");
+    running.child.wait().expect("reaped");
+    let running = start_on(dir.path(), http, mqtt);
+    // A new client: the old one's pooled connections died with the old process.
+    let reply: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/controller/device/{id}/telemetry/",
+            running.http
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        reply["count"], SENT,
+        "every acknowledged sample survived the crash"
+    );
     assert!(terminate(running).success());
 }
