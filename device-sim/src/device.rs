@@ -558,6 +558,55 @@ impl Device {
         let mut reboot_after: Option<u16> = None;
 
         'serving: loop {
+            // Every complete packet already buffered first: bytes that arrived together with
+            // the CONNACK, or several packets in one read.
+            loop {
+                let packet = match mqtt::decode(rbuf, MAX_PACKET) {
+                    Ok(Some(packet)) => packet,
+                    Ok(None) => break,
+                    Err(e) => return End::Lost(format!("protocol error: {e}")),
+                };
+                match packet {
+                    Incoming::Publish {
+                        topic,
+                        payload,
+                        qos,
+                        pkid,
+                        ..
+                    } => {
+                        if qos == 1 {
+                            mqtt::encode_puback(pkid, &mut wbuf);
+                        }
+                        if let Some(result_pkid) = self.on_message(&topic, &payload, &mut wbuf) {
+                            reboot_after = Some(result_pkid);
+                        }
+                    }
+                    Incoming::PubAck(pkid) => {
+                        self.stats.add(&self.stats.acked);
+                        if reboot_after == Some(pkid) {
+                            self.emit(SimEvent::Rebooting);
+                            // Dropping the socket without DISCONNECT: the broker
+                            // publishes the offline will, as for a real reboot.
+                            return End::Reboot;
+                        }
+                    }
+                    Incoming::SubAck { pkid, codes } if pkid == sub_pkid => {
+                        if codes.first().is_none_or(|c| *c == 0x80) {
+                            return End::Lost(
+                                "the broker refused the down/# subscription".to_owned(),
+                            );
+                        }
+                        handshake.take();
+                        *announced = true;
+                        self.on_connected();
+                    }
+                    Incoming::PingResp => awaiting_pong = false,
+                    Incoming::ConnAck { .. } => {
+                        return End::Lost("protocol error: a second CONNACK".to_owned());
+                    }
+                    Incoming::SubAck { .. } | Incoming::UnsubAck(_) => {}
+                }
+            }
             if wbuf.len() > MAX_PENDING_WRITE {
                 return End::Lost("the broker stopped reading".to_owned());
             }
@@ -567,45 +616,6 @@ impl Device {
                         Ok(0) => return End::Lost("the broker closed the connection".to_owned()),
                         Ok(_) => {}
                         Err(e) => return End::Lost(e.to_string()),
-                    }
-                    loop {
-                        let packet = match mqtt::decode(rbuf, MAX_PACKET) {
-                            Ok(Some(packet)) => packet,
-                            Ok(None) => break,
-                            Err(e) => return End::Lost(format!("protocol error: {e}")),
-                        };
-                        match packet {
-                            Incoming::Publish { topic, payload, qos, pkid, .. } => {
-                                if qos == 1 {
-                                    mqtt::encode_puback(pkid, &mut wbuf);
-                                }
-                                if let Some(result_pkid) = self.on_message(&topic, &payload, &mut wbuf) {
-                                    reboot_after = Some(result_pkid);
-                                }
-                            }
-                            Incoming::PubAck(pkid) => {
-                                self.stats.add(&self.stats.acked);
-                                if reboot_after == Some(pkid) {
-                                    self.emit(SimEvent::Rebooting);
-                                    // Dropping the socket without DISCONNECT: the broker
-                                    // publishes the offline will, as for a real reboot.
-                                    return End::Reboot;
-                                }
-                            }
-                            Incoming::SubAck { pkid, codes } if pkid == sub_pkid => {
-                                if codes.first().is_none_or(|c| *c == 0x80) {
-                                    return End::Lost("the broker refused the down/# subscription".to_owned());
-                                }
-                                handshake.take();
-                                *announced = true;
-                                self.on_connected();
-                            }
-                            Incoming::PingResp => awaiting_pong = false,
-                            Incoming::ConnAck { .. } => {
-                                return End::Lost("protocol error: a second CONNACK".to_owned());
-                            }
-                            Incoming::SubAck { .. } | Incoming::UnsubAck(_) => {}
-                        }
                     }
                 }
                 written = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => match written {

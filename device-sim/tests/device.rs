@@ -527,3 +527,35 @@ async fn a_fleet_of_200_devices_all_connect_and_announce_themselves() {
         .await
         .expect("fleet stops in time");
 }
+
+/// A broker that accepts the CONNECT, then answers with bytes that are no MQTT packet.
+#[tokio::test]
+async fn a_broker_sending_garbage_drops_the_connection_and_the_device_reconnects() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let id = Uuid::new_v4().to_string();
+    let mut device = SimDevice::spawn(DeviceConfig::new(addr, ORG, &id, key_of(&id)));
+
+    let (mut first, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+    let mut connect = [0u8; 1];
+    first.read_exact(&mut connect).await.unwrap();
+    assert_eq!(connect[0], 0x10, "the first packet is CONNECT");
+    // CONNACK accepted, then a packet type a server never sends (CONNECT).
+    first.write_all(&[0x20, 2, 0, 0, 0x10, 0]).await.unwrap();
+
+    let lost = timeout(
+        WAIT,
+        device.wait_for(|e| matches!(e, SimEvent::Disconnected { .. })),
+    )
+    .await
+    .unwrap();
+    let Some(SimEvent::Disconnected { reason }) = lost else {
+        panic!("expected a disconnection, got {lost:?}");
+    };
+    assert!(reason.contains("protocol error"), "{reason}");
+    let (mut second, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+    second.read_exact(&mut connect).await.unwrap();
+    assert_eq!(connect[0], 0x10, "the device came back with a new CONNECT");
+    assert_eq!(device.stats().connections_lost, 1);
+}
