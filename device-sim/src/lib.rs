@@ -17,6 +17,23 @@
 //! PINGREQ/PINGRESP: [`mqtt`] is that codec (~250 lines, unit-tested), and each device is one
 //! tokio task owning its socket, two small buffers and its timers.
 //!
+//! Measured on the 2-core development VM (release build): 19,000 connected devices cost the
+//! simulator ~120 MiB resident (~6.5 KiB per device, runtime included) and ~5% of a core
+//! at one telemetry message per device every 10 s. At that size the broker limits the
+//! connect rate, not the simulator: rumqttd's router matches every new subscription against
+//! every known topic, so each connection costs more than the one before.
+//!
+//! # Running it
+//! ```text
+//! cargo run --release -p fleetmq-sim -- --api http://127.0.0.1:8000 --token $TOKEN \
+//!     --org acme --devices 2000 --csv devices.csv --duration 60s
+//! ```
+//! The first run registers the devices through the REST API and writes `devices.csv`; later
+//! runs with the same `--csv` skip registration. `--connect-rate`, `--max-pending-connects`,
+//! `--telemetry-interval`, `--coordinates-interval` shape the load. The
+//! `load_broker` example runs a bare broker admitting the CSV's devices with a connection cap
+//! of your choice.
+//!
 //! # Layout
 //! - [`device`]: [`SimDevice::spawn`], [`DeviceConfig`], [`SimHandle`], [`SimEvent`]: one
 //!   device's connection loop.
