@@ -155,7 +155,9 @@ pub struct SimDevice;
 
 impl SimDevice {
     /// Starts one device with its own counters and an event stream on the handle. Must be
-    /// called inside a tokio runtime.
+    /// called inside a tokio runtime. Events queue until read (a few per command or
+    /// reconnection, none per telemetry message), so a long-lived device nobody reads from
+    /// grows slowly; use a [`Fleet`](crate::Fleet) for load, it has no event streams.
     pub fn spawn(config: DeviceConfig) -> SimHandle {
         spawn_device(config, Arc::new(Stats::default()), true, None, None)
     }
