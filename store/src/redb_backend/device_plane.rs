@@ -632,10 +632,22 @@ impl DevicePlane for RedbBackend {
             let mut history = txn.open_table(TELEMETRY)?;
             let mut latest = txn.open_table(TELEMETRY_LATEST)?;
             let devices = txn.open_table(DEVICES)?;
-            let mut seen = BTreeSet::new();
+            // Per device of the batch: does it still exist, and its newest sample here.
+            let mut known: std::collections::HashMap<DeviceId, bool> =
+                std::collections::HashMap::new();
+            let mut newest: std::collections::HashMap<DeviceId, (Timestamp, Vec<u8>)> =
+                std::collections::HashMap::new();
             for (i, sample) in batch.iter().enumerate() {
+                let exists = match known.get(&sample.device) {
+                    Some(exists) => *exists,
+                    None => {
+                        let exists = devices.get(sample.device.key())?.is_some();
+                        known.insert(sample.device, exists);
+                        exists
+                    }
+                };
                 // Samples of devices deleted meanwhile are dropped.
-                if devices.get(sample.device.key())?.is_none() {
+                if !exists {
                     continue;
                 }
                 let sequence =
@@ -645,19 +657,24 @@ impl DevicePlane for RedbBackend {
                     telemetry_key(sample.device, sample.timestamp, sequence).as_slice(),
                     bytes.as_slice(),
                 )?;
-                let newer = match latest.get(sample.device.key())? {
+                match newest.get(&sample.device) {
+                    Some((t, _)) if *t > sample.timestamp => {}
+                    _ => {
+                        newest.insert(sample.device, (sample.timestamp, bytes));
+                    }
+                }
+            }
+            for (device, (timestamp, bytes)) in newest {
+                let replaces = match latest.get(device.key())? {
                     Some(current) => {
                         decode::<TelemetrySample>("telemetry_latest", current.value())?.timestamp
-                            <= sample.timestamp
+                            <= timestamp
                     }
                     None => true,
                 };
-                if newer {
-                    latest.insert(sample.device.key(), bytes.as_slice())?;
+                if replaces {
+                    latest.insert(device.key(), bytes.as_slice())?;
                 }
-                seen.insert(sample.device);
-            }
-            for device in seen {
                 let lo = telemetry_key(device, Timestamp::from_micros(0), 0);
                 let hi = telemetry_key(device, keep_after, 0);
                 let old: Vec<Vec<u8>> = history
