@@ -24,6 +24,8 @@ pub struct Config {
     pub mqtt_tls_files: Option<(PathBuf, PathBuf)>,
     /// Let clients without a username use topics outside the fleetmq tree.
     pub mqtt_anonymous_sandbox: bool,
+    /// MQTT connections admitted at once; past it CONNACK 0x03 (server unavailable).
+    pub mqtt_max_connections: usize,
     /// Password for the `admin` superuser created on the first start (random when `None`).
     pub admin_password: Option<String>,
     /// Telemetry retention and command timeout.
@@ -41,6 +43,7 @@ impl Default for Config {
             mqtts_addr: None,
             mqtt_tls_files: None,
             mqtt_anonymous_sandbox: false,
+            mqtt_max_connections: fleetmq_broker::BrokerConfig::default().max_connections,
             admin_password: None,
             bridge: BridgeConfig::default(),
             api: ApiConfig::default(),

@@ -61,6 +61,7 @@ impl Server {
             mqtt_addr: config.mqtt_addr,
             tls,
             anonymous_sandbox: config.mqtt_anonymous_sandbox,
+            max_connections: config.mqtt_max_connections,
             ..BrokerConfig::default()
         };
         let broker = Broker::bind(

@@ -56,6 +56,10 @@ struct ServeArgs {
     /// test suites and stock tools); off by default.
     #[arg(long, env = "FLEETMQ_MQTT_ANONYMOUS_SANDBOX")]
     mqtt_anonymous_sandbox: bool,
+    /// MQTT connections admitted at once (each takes a file descriptor: keep it under the
+    /// process's open-files limit).
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_CONNECTIONS", default_value_t = 10_000)]
+    mqtt_max_connections: usize,
     /// Seconds a command may wait for the device's answer (offline time included).
     #[arg(long, env = "FLEETMQ_COMMAND_TIMEOUT", default_value_t = 300)]
     command_timeout: u64,
@@ -120,6 +124,11 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Every MQTT connection is a file descriptor: use all the process may have.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(open_files = limit, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
     let config = Config {
         data_dir: args.data_dir,
         http_addr: args.http_addr,
@@ -127,6 +136,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         mqtts_addr: args.mqtts_addr.0,
         mqtt_tls_files: args.mqtt_tls_cert.zip(args.mqtt_tls_key),
         mqtt_anonymous_sandbox: args.mqtt_anonymous_sandbox,
+        mqtt_max_connections: args.mqtt_max_connections,
         admin_password: std::env::var("FLEETMQ_ADMIN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty()),
