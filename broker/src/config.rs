@@ -14,6 +14,9 @@ pub struct BrokerConfig {
     pub mqtt_addr: SocketAddr,
     /// MQTT over TLS (its own port), off when `None`.
     pub tls: Option<TlsListener>,
+    /// MQTT over WebSocket (path `/mqtt`, subprotocol `mqtt`), off when `None`. Port 0 picks
+    /// a free one ([`Broker::ws_addr`](crate::Broker::ws_addr)).
+    pub ws_addr: Option<SocketAddr>,
     /// Admit clients that send no username as [`Principal::Anonymous`](fleetmq_protocol::Principal)
     /// (a sandbox outside `fleetmq/`). Off by default: such clients get CONNACK 0x05.
     pub anonymous_sandbox: bool,
@@ -36,6 +39,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
             tls: None,
+            ws_addr: None,
             anonymous_sandbox: false,
             max_connections: 10_000,
             connect_timeout: Duration::from_secs(10),

@@ -22,7 +22,9 @@
 //! - [`error`]: the crate's error type, [`BrokerError`].
 //! - [`uplink`]: the [`Uplink`] sink for device messages and [`SessionEvent`]s.
 //! - [`tls`]: [`TlsIdentity`], the TLS listener's certificate (from files or generated).
-//! - `listener`: binding, accept loops, TLS handshakes (in the connection's task).
+//! - `listener`: binding, accept loops, TLS and WebSocket handshakes (in the connection's
+//!   task).
+//! - `websocket`: MQTT over WebSocket (`/mqtt`, subprotocol `mqtt`) as a byte stream.
 //! - `router`: starting the router, building links, the feeder thread.
 //! - `session`: live sessions by client id (takeover ordering, kicking devices).
 //! - `connection`: the per-connection task.
@@ -38,6 +40,7 @@ mod router;
 mod session;
 pub mod tls;
 pub mod uplink;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -68,6 +71,7 @@ pub struct Broker {
     listeners: Vec<(TcpListener, listener::Kind)>,
     local_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
+    ws_addr: Option<SocketAddr>,
     config: BrokerConfig,
     auth: Arc<dyn Authenticator>,
     uplink: Arc<dyn Uplink>,
@@ -75,7 +79,7 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Binds the MQTT listeners (plain TCP, and TLS if configured) and starts rumqttd's
+    /// Binds the MQTT listeners (plain TCP, and TLS and WebSocket if configured) and starts rumqttd's
     /// router (a dedicated thread) with the configured log sizing. Must be called inside a
     /// tokio runtime.
     pub async fn bind(
@@ -91,6 +95,12 @@ impl Broker {
             let (bound, addr) = listener::bind(tls.addr).await?;
             listeners.push((bound, listener::Kind::Tls(acceptor)));
             tls_addr = Some(addr);
+        }
+        let mut ws_addr = None;
+        if let Some(addr) = config.ws_addr {
+            let (bound, addr) = listener::bind(addr).await?;
+            listeners.push((bound, listener::Kind::WebSocket));
+            ws_addr = Some(addr);
         }
         let links = router::spawn_router(config.max_connections, &config.router)?;
         let (tx, mut rx, _) =
@@ -114,11 +124,12 @@ impl Broker {
             sessions: session::Sessions::default(),
             publisher: Arc::new(Mutex::new(tx)),
         });
-        tracing::info!(addr = %local_addr, tls = ?tls_addr, "MQTT listeners bound");
+        tracing::info!(addr = %local_addr, tls = ?tls_addr, websocket = ?ws_addr, "MQTT listeners bound");
         Ok(Broker {
             listeners,
             local_addr,
             tls_addr,
+            ws_addr,
             config,
             auth,
             uplink: Arc::new(uplink::NoUplink),
@@ -147,6 +158,11 @@ impl Broker {
     /// The address of the MQTT-over-TLS listener, if configured.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls_addr
+    }
+
+    /// The address of the MQTT-over-WebSocket listener (path `/mqtt`), if configured.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_addr
     }
 
     /// A handle for in-process publishing, subscribing and kicking devices. Stays usable

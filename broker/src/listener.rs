@@ -1,6 +1,6 @@
 //! Listeners and their accept loops.
 //!
-//! The accept loop only accepts: every handshake (TLS) runs in the new connection's own task
+//! The accept loop only accepts: every handshake (TLS, WebSocket) runs in the new connection's own task
 //! under `connect_timeout`, so a peer that opens a socket and says nothing holds one task,
 //! never the loop (rumqttd's own listener awaits each handshake inline, without a timeout).
 
@@ -17,6 +17,7 @@ use tracing::debug;
 
 use crate::BrokerError;
 use crate::connection::{self, Shared, Stream};
+use crate::websocket;
 
 /// What runs on top of an accepted TCP connection.
 #[derive(Clone)]
@@ -25,6 +26,8 @@ pub(crate) enum Kind {
     Plain,
     /// TLS, then MQTT.
     Tls(TlsAcceptor),
+    /// A WebSocket on `/mqtt`, MQTT in its binary messages.
+    WebSocket,
 }
 
 impl Kind {
@@ -32,6 +35,7 @@ impl Kind {
         match self {
             Kind::Plain => "mqtt",
             Kind::Tls(_) => "mqtts",
+            Kind::WebSocket => "mqtt-ws",
         }
     }
 }
@@ -106,6 +110,21 @@ async fn open(kind: &Kind, tcp: TcpStream, peer: SocketAddr, shared: &Shared) ->
                 }
                 Err(_) => {
                     debug!(%peer, "TLS handshake timed out");
+                    None
+                }
+            }
+        }
+        Kind::WebSocket => {
+            let config = &shared.config;
+            let handshake = websocket::accept(tcp, config.connect_timeout, config.max_packet_size);
+            let result = tokio::select! {
+                result = handshake => result,
+                () = shared.shutdown.cancelled() => return None,
+            };
+            match result {
+                Ok(stream) => Some(Box::new(stream)),
+                Err(e) => {
+                    debug!(%peer, error = %e, "WebSocket handshake failed");
                     None
                 }
             }

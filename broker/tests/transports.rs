@@ -1,5 +1,6 @@
-//! MQTT over TLS: the same authentication and ACL as plain TCP, and handshakes that never
-//! hold up the accept loop. Real rumqttc clients against a broker on 127.0.0.1:0.
+//! MQTT over TLS and over WebSocket: the same authentication and ACL as plain TCP, and
+//! handshakes that never hold up the accept loop. Real rumqttc clients against a broker on
+//! 127.0.0.1:0.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS,
     TlsConfiguration, Transport,
 };
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +46,7 @@ impl Authenticator for TestAuth {
 struct TlsBroker {
     plain: SocketAddr,
     tls: SocketAddr,
+    ws: SocketAddr,
     ca: Vec<u8>,
     shutdown: CancellationToken,
     dir: PathBuf,
@@ -62,17 +64,20 @@ impl TlsBroker {
                 addr: "127.0.0.1:0".parse().unwrap(),
                 identity,
             }),
+            ws_addr: Some("127.0.0.1:0".parse().unwrap()),
             connect_timeout,
             ..BrokerConfig::default()
         };
         let broker = Broker::bind(config, Arc::new(TestAuth)).await.unwrap();
         let plain = broker.local_addr();
         let tls = broker.tls_addr().expect("TLS listener bound");
+        let ws = broker.ws_addr().expect("WebSocket listener bound");
         let shutdown = CancellationToken::new();
         tokio::spawn(broker.run(shutdown.clone()));
         TlsBroker {
             plain,
             tls,
+            ws,
             ca,
             shutdown,
             dir,
@@ -89,6 +94,31 @@ impl TlsBroker {
             client_auth: None,
         }));
         options
+    }
+
+    fn ws_options(&self, client_id: &str, user: &str, password: &str) -> MqttOptions {
+        let url = format!("ws://127.0.0.1:{}/mqtt", self.ws.port());
+        let mut options = MqttOptions::new(client_id, url, self.ws.port());
+        options.set_credentials(user, password);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_transport(Transport::Ws);
+        options
+    }
+
+    async fn operator(&self) -> EventLoop {
+        let mut plain = MqttOptions::new("console", "127.0.0.1", self.plain.port());
+        plain.set_credentials("op-acme", "pw-op");
+        let (operator, mut events) = connect(plain).await.unwrap();
+        operator
+            .subscribe("fleetmq/v1/acme/#", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        assert!(matches!(
+            next_incoming(&mut events).await,
+            Packet::SubAck(_)
+        ));
+        // The client handle may go: the event loop keeps the connection.
+        events
     }
 
     fn stop(self) {
@@ -187,19 +217,125 @@ async fn a_device_over_tls_gets_the_same_authentication_and_routing_as_plain_tcp
 }
 
 #[tokio::test]
-async fn a_silent_peer_on_the_tls_port_blocks_nobody_and_is_dropped_after_the_connect_timeout() {
+async fn silent_peers_on_the_tls_and_websocket_ports_block_nobody_and_are_dropped_in_time() {
     let broker = TlsBroker::start(Duration::from_secs(1)).await;
-    // Opens TCP and never starts the handshake.
-    let mut silent = TcpStream::connect(broker.tls).await.unwrap();
+    // Open TCP and never start the handshake.
+    let mut silent_tls = TcpStream::connect(broker.tls).await.unwrap();
+    let mut silent_ws = TcpStream::connect(broker.ws).await.unwrap();
 
     let (_device, _events) = connect(broker.tls_options("dev-a1", "dev-a1", "pw-a1"))
         .await
-        .expect("a second client connects while the first is silent");
+        .expect("a TLS client connects while a peer is silent");
+    let (_operator, _operator_events) =
+        connect(broker.ws_options("ws-console", "op-acme", "pw-op"))
+            .await
+            .expect("a WebSocket client connects while a peer is silent");
 
-    let mut received = Vec::new();
-    let read = timeout(WAIT, silent.read_to_end(&mut received))
+    for silent in [&mut silent_tls, &mut silent_ws] {
+        let mut received = Vec::new();
+        let read = timeout(WAIT, silent.read_to_end(&mut received))
+            .await
+            .expect("the silent peer is closed after the connect timeout");
+        assert!(read.is_err() || received.is_empty());
+    }
+    broker.stop();
+}
+
+#[tokio::test]
+async fn a_device_over_websocket_gets_the_same_authentication_and_routing_as_plain_tcp() {
+    let broker = TlsBroker::start(Duration::from_secs(10)).await;
+    let wrong = connect(broker.ws_options("dev-a1", "dev-a1", "wrong")).await;
+    assert!(matches!(
+        wrong,
+        Err(ConnectionError::ConnectionRefused(
+            ConnectReturnCode::BadUserNamePassword
+        ))
+    ));
+    let mut operator = broker.operator().await;
+
+    let (device, mut device_loop) = connect(broker.ws_options("dev-a1", "dev-a1", "pw-a1"))
         .await
-        .expect("the silent peer is closed after the connect timeout");
-    assert!(read.is_err() || received.is_empty());
+        .unwrap();
+    let telemetry = Topic::up("acme", "dev-a1", UpChannel::Telemetry).to_string();
+    // Larger than the broker's 4 KiB read buffer: one packet over several reads.
+    let payload = vec![b'w'; 9_000];
+    device
+        .publish(&telemetry, QoS::AtLeastOnce, false, payload.clone())
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_incoming(&mut device_loop).await,
+        Packet::PubAck(_)
+    ));
+    let Packet::Publish(received) = next_incoming(&mut operator).await else {
+        panic!("expected the device's message");
+    };
+    assert_eq!(received.topic, telemetry);
+    assert_eq!(received.payload.len(), payload.len());
+
+    // Subscriptions are checked too: another device's down/ tree is refused.
+    device
+        .subscribe("fleetmq/v1/acme/+/down/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let Packet::SubAck(ack) = next_incoming(&mut device_loop).await else {
+        panic!("expected SUBACK");
+    };
+    assert_eq!(
+        ack.return_codes,
+        vec![rumqttc::SubscribeReasonCode::Failure]
+    );
+    broker.stop();
+}
+
+#[tokio::test]
+async fn websocket_requests_for_another_path_or_without_the_mqtt_subprotocol_are_refused() {
+    let broker = TlsBroker::start(Duration::from_secs(10)).await;
+    let handshake = |path: &str, protocol: Option<&str>| {
+        let mut request = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n"
+        );
+        if let Some(protocol) = protocol {
+            request.push_str(&format!("Sec-WebSocket-Protocol: {protocol}\r\n"));
+        }
+        request.push_str("\r\n");
+        request
+    };
+    let status_line = |request: String| async move {
+        let mut stream = TcpStream::connect(broker.ws).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        let _ = timeout(WAIT, stream.read_to_end(&mut response))
+            .await
+            .expect("the broker answers and closes");
+        let response = String::from_utf8_lossy(&response).into_owned();
+        response.lines().next().unwrap_or_default().to_owned()
+    };
+    assert!(
+        status_line(handshake("/", Some("mqtt")))
+            .await
+            .contains(" 404")
+    );
+    assert!(status_line(handshake("/mqtt", None)).await.contains(" 400"));
+
+    // The accepted handshake selects `mqtt`.
+    let mut stream = TcpStream::connect(broker.ws).await.unwrap();
+    stream
+        .write_all(handshake("/mqtt", Some("mqttv3.1, mqtt")).as_bytes())
+        .await
+        .unwrap();
+    let mut response = vec![0; 1024];
+    let n = timeout(WAIT, stream.read(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = String::from_utf8_lossy(&response[..n]).to_ascii_lowercase();
+    assert!(response.starts_with("http/1.1 101"), "{response}");
+    assert!(
+        response.contains("sec-websocket-protocol: mqtt\r\n"),
+        "{response}"
+    );
     broker.stop();
 }
