@@ -22,6 +22,9 @@ pub struct Config {
     /// PEM certificate chain and key for the TLS listener. Without them a self-signed
     /// certificate is generated on first start and kept in `<data_dir>/tls/`.
     pub mqtt_tls_files: Option<(PathBuf, PathBuf)>,
+    /// MQTT-over-WebSocket address (path `/mqtt`), off when `None`. The binary defaults to
+    /// `127.0.0.1:8083`; `Config::default()` leaves it off.
+    pub mqtt_ws_addr: Option<SocketAddr>,
     /// Let clients without a username use topics outside the fleetmq tree.
     pub mqtt_anonymous_sandbox: bool,
     /// MQTT connections admitted at once; past it CONNACK 0x03 (server unavailable).
@@ -42,6 +45,7 @@ impl Default for Config {
             mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
             mqtts_addr: None,
             mqtt_tls_files: None,
+            mqtt_ws_addr: None,
             mqtt_anonymous_sandbox: false,
             mqtt_max_connections: fleetmq_broker::BrokerConfig::default().max_connections,
             admin_password: None,

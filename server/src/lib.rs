@@ -33,6 +33,7 @@ pub struct Server {
     http_addr: SocketAddr,
     mqtt_addr: SocketAddr,
     mqtts_addr: Option<SocketAddr>,
+    mqtt_ws_addr: Option<SocketAddr>,
     first_start: Option<FirstStart>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -60,6 +61,7 @@ impl Server {
         let broker_config = BrokerConfig {
             mqtt_addr: config.mqtt_addr,
             tls,
+            ws_addr: config.mqtt_ws_addr,
             anonymous_sandbox: config.mqtt_anonymous_sandbox,
             max_connections: config.mqtt_max_connections,
             ..BrokerConfig::default()
@@ -72,6 +74,7 @@ impl Server {
         .context("binding the MQTT listeners")?;
         let mqtt_addr = broker.local_addr();
         let mqtts_addr = broker.tls_addr();
+        let mqtt_ws_addr = broker.ws_addr();
         let handle = broker.handle();
         let broker_up = Arc::new(AtomicBool::new(true));
 
@@ -116,11 +119,12 @@ impl Server {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         }));
-        tracing::info!(%http_addr, %mqtt_addr, ?mqtts_addr, "fleetmq is serving");
+        tracing::info!(%http_addr, %mqtt_addr, ?mqtts_addr, ?mqtt_ws_addr, "fleetmq is serving");
         Ok(Server {
             http_addr,
             mqtt_addr,
             mqtts_addr,
+            mqtt_ws_addr,
             first_start,
             shutdown,
             tasks,
@@ -140,6 +144,11 @@ impl Server {
     /// Where MQTT over TLS listens, if enabled.
     pub fn mqtts_addr(&self) -> Option<SocketAddr> {
         self.mqtts_addr
+    }
+
+    /// Where MQTT over WebSocket listens (path `/mqtt`), if enabled.
+    pub fn mqtt_ws_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_ws_addr
     }
 
     /// The admin credentials created on this start, if the store was new.

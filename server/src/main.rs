@@ -52,6 +52,9 @@ struct ServeArgs {
     /// PEM private key for the TLS listener (with --mqtt-tls-cert).
     #[arg(long, env = "FLEETMQ_MQTT_TLS_KEY", requires = "mqtt_tls_cert")]
     mqtt_tls_key: Option<PathBuf>,
+    /// Address of MQTT over WebSocket (ws://ADDR/mqtt, subprotocol `mqtt`), or `off`.
+    #[arg(long, env = "FLEETMQ_MQTT_WS_ADDR", default_value = "127.0.0.1:8083", value_parser = optional_addr)]
+    mqtt_ws_addr: OptionalAddr,
     /// Let clients without credentials use MQTT topics outside the fleetmq tree (for protocol
     /// test suites and stock tools); off by default.
     #[arg(long, env = "FLEETMQ_MQTT_ANONYMOUS_SANDBOX")]
@@ -134,6 +137,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         http_addr: args.http_addr,
         mqtt_addr: args.mqtt_addr,
         mqtts_addr: args.mqtts_addr.0,
+        mqtt_ws_addr: args.mqtt_ws_addr.0,
         mqtt_tls_files: args.mqtt_tls_cert.zip(args.mqtt_tls_key),
         mqtt_anonymous_sandbox: args.mqtt_anonymous_sandbox,
         mqtt_max_connections: args.mqtt_max_connections,
@@ -164,6 +168,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("REST API on http://{}/ (docs: http://{}/api/v1/docs/), MQTT on {}", server.http_addr(), server.http_addr(), server.mqtt_addr());
         if let Some(addr) = server.mqtts_addr() {
             println!("MQTT over TLS on {addr}");
+        }
+        if let Some(addr) = server.mqtt_ws_addr() {
+            println!("MQTT over WebSocket on ws://{addr}/mqtt");
         }
         let stop = server.shutdown_token();
         tokio::spawn(async move {

@@ -15,8 +15,9 @@ fn start(data_dir: &std::path::Path) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fleetmq"))
         .args(["--data-dir", &data_dir.display().to_string()])
         .args(["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
-        // The TLS listener defaults to 127.0.0.1:8883: not in tests running side by side.
-        .args(["--mqtts-addr", "off"])
+        // TLS and WebSocket default to fixed ports (8883, 8083): not in tests running side by
+        // side.
+        .args(["--mqtts-addr", "off", "--mqtt-ws-addr", "off"])
         .env("FLEETMQ_ADMIN_PASSWORD", "binary-test-password")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -130,6 +131,8 @@ fn start_on(data_dir: &std::path::Path, http: u16, mqtt: u16) -> Running {
             "--mqtt-addr",
             &format!("127.0.0.1:{mqtt}"),
             "--mqtts-addr",
+            "off",
+            "--mqtt-ws-addr",
             "off",
         ])
         .env("FLEETMQ_ADMIN_PASSWORD", "binary-test-password")
