@@ -80,4 +80,6 @@ pub struct BuildFilter {
     pub version: Option<String>,
     /// Of this OS.
     pub os: Option<String>,
+    /// Of this organization's own categories only (shared ones left out).
+    pub organization: Option<OrgId>,
 }

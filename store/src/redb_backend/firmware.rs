@@ -250,7 +250,12 @@ impl FirmwareStore for RedbBackend {
         let by_category = txn.open_table(BUILDS_BY_CATEGORY)?;
         let builds = txn.open_table(BUILDS)?;
         let mut category_ids = BTreeSet::new();
-        for prefix in visible_prefixes(&categories, scope)? {
+        let prefixes = match filter.organization {
+            Some(org) if scope.contains(org) => BTreeSet::from([org.bytes()]),
+            Some(_) => BTreeSet::new(),
+            None => visible_prefixes(&categories, scope)?,
+        };
+        for prefix in prefixes {
             for key in index_desc(&categories, &prefix, [0; 24], [0xff; 24])? {
                 category_ids.insert(id_of(&key?));
             }

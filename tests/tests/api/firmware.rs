@@ -150,17 +150,35 @@ async fn categories_and_builds_follow_openwisps_rules() {
         .get(&format!("{BUILDS}?os=OpenWrt%2023.05"), &admin)
         .await;
     assert_eq!(by_os.body["results"][0]["version"], "1.0.0");
+    let shared_build = app
+        .post(
+            BUILDS,
+            &app.admin_token,
+            json!({"category": shared.str("id"), "version": "0.1"}),
+        )
+        .await;
+    assert_eq!(shared_build.status, 201);
     assert_eq!(
-        app.get(&format!("{BUILDS}?organization=acme"), &admin)
-            .await
-            .body["count"],
-        2
+        app.get(BUILDS, &admin).await.body["count"],
+        3,
+        "shared builds are visible"
     );
+    let own = app
+        .get(&format!("{BUILDS}?organization=acme"), &admin)
+        .await;
+    assert_eq!(
+        own.body["count"], 2,
+        "the organization filter leaves shared builds out"
+    );
+    let nobody = app
+        .get(&format!("{BUILDS}?organization=nobody"), &admin)
+        .await;
+    assert_eq!(nobody.body["count"], 0);
     assert_eq!(
         app.get(&format!("{BUILDS}?category={}", shared.str("id")), &admin)
             .await
             .body["count"],
-        0
+        1
     );
     app.shutdown().await;
 }

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use fleetmq_store::{Build, BuildFields, BuildFilter, BuildId, CategoryId, Resource, Scope};
+use fleetmq_store::{Build, BuildFields, BuildFilter, BuildId, CategoryId, Resource};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -174,7 +174,7 @@ async fn list_builds(
     headers: HeaderMap,
     query: QueryPairs,
 ) -> Result<Json<Paginated<BuildView>>, ApiError> {
-    let mut scope = caller.authorize(Resource::Build, &method)?;
+    let scope = caller.authorize(Resource::Build, &method)?;
     let params = PageParams::from_query(&query)?;
     let mut filter = BuildFilter {
         version: query
@@ -195,10 +195,23 @@ async fn list_builds(
             .store()
             .run(move |db| db.organization_by_slug(&slug))
             .await?;
-        scope = match org.filter(|o| caller.manages(o.id)) {
-            Some(org) => Scope::Orgs(vec![org.id]),
-            None => Scope::Orgs(Vec::new()),
-        };
+        match org.filter(|o| caller.manages(o.id)) {
+            Some(org) => filter.organization = Some(org.id),
+            // An unknown or invisible organization matches nothing.
+            None => {
+                let empty = fleetmq_store::Page::<Build> {
+                    count: 0,
+                    items: Vec::new(),
+                };
+                let envelope = params.envelope(empty, &uri, &headers, &query, |b| b)?;
+                return Ok(Json(Paginated {
+                    count: 0,
+                    next: envelope.next,
+                    previous: envelope.previous,
+                    results: Vec::new(),
+                }));
+            }
+        }
     }
     let request = params.request();
     let page = state
