@@ -38,6 +38,10 @@ use crate::{BrokerConfig, BrokerError, Refusal};
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client refused for capacity may take to send its CONNECT.
 const BUSY_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Initial capacity of a connection's read and write buffers.
+const INITIAL_BUFFER: usize = 512;
+/// A write buffer grown past this by a large packet is given back after the flush.
+const KEEP_WRITE_BUFFER: usize = 16 * 1024;
 /// Router notifications relayed per socket flush.
 const MAX_BATCH: usize = 256;
 
@@ -119,8 +123,10 @@ impl Wire {
     fn new(stream: Stream, max_packet_size: usize) -> Wire {
         Wire {
             stream,
-            read: BytesMut::with_capacity(4 * 1024),
-            write: BytesMut::with_capacity(4 * 1024),
+            // Small to start: most devices send and receive small packets, and per-connection
+            // memory counts at 19,000 devices. Both grow on demand for larger packets.
+            read: BytesMut::with_capacity(INITIAL_BUFFER),
+            write: BytesMut::with_capacity(INITIAL_BUFFER),
             max_packet_size,
         }
     }
@@ -154,6 +160,9 @@ impl Wire {
         match timeout(WRITE_TIMEOUT, write).await {
             Ok(Ok(())) => {
                 self.write.clear();
+                if self.write.capacity() > KEEP_WRITE_BUFFER {
+                    self.write = BytesMut::with_capacity(INITIAL_BUFFER);
+                }
                 Ok(())
             }
             Ok(Err(e)) => Err(Close::Io(e)),
