@@ -65,17 +65,19 @@ impl CommandTracker {
 
     /// The device came online: send what it has not answered yet.
     pub async fn device_online(&self, device: DeviceId) {
-        match self
-            .store
-            .run(move |db| db.pending_commands(Some(device)))
-            .await
-        {
+        self.devices_online(vec![device]).await;
+    }
+
+    /// Devices came online: send each what it has not answered yet (one read for all).
+    pub async fn devices_online(&self, devices: Vec<DeviceId>) {
+        let devices: std::collections::HashSet<DeviceId> = devices.into_iter().collect();
+        match self.store.run(|db| db.pending_commands(None)).await {
             Ok(pending) => {
-                for command in pending {
-                    self.send(&command).await;
+                for command in pending.iter().filter(|c| devices.contains(&c.device)) {
+                    self.send(command).await;
                 }
             }
-            Err(e) => tracing::error!(error = %e, %device, "cannot read pending commands"),
+            Err(e) => tracing::error!(error = %e, "cannot read pending commands"),
         }
     }
 

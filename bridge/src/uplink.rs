@@ -64,59 +64,78 @@ impl Uplink for Bridge {
     }
 }
 
-/// Records session events one at a time, in the broker's order (so a takeover's
-/// `Disconnected` never lands after the new session's `Connected`), until shutdown.
+/// Records session events in the broker's order (so a takeover's `Disconnected` never lands
+/// after the new session's `Connected`), until shutdown. Everything queued is written in one
+/// transaction, so a connect storm costs one commit per batch, not one per device.
 pub(crate) async fn record_sessions(
     bridge: Bridge,
     mut events: mpsc::UnboundedReceiver<SessionEvent>,
     shutdown: CancellationToken,
 ) {
+    /// Session changes written in one transaction at most.
+    const MAX_BATCH: usize = 4096;
     loop {
-        let event = tokio::select! {
+        let first = tokio::select! {
             () = shutdown.cancelled() => return,
             event = events.recv() => event,
         };
-        let Some(event) = event else { return };
-        bridge.record_session(event).await;
+        let Some(first) = first else { return };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match events.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
+            }
+        }
+        bridge.record_session_batch(batch).await;
     }
 }
 
 impl Bridge {
-    #[tracing::instrument(skip_all)]
-    async fn record_session(&self, event: SessionEvent) {
-        let (device_id, online, failure_reason, peer_ip) = match event {
-            SessionEvent::Connected {
-                device_id, peer, ..
-            } => (device_id, true, String::new(), Some(peer.ip())),
-            SessionEvent::Disconnected {
-                device_id, reason, ..
-            } => (device_id, false, reason, None),
-        };
-        let Ok(device) = device_id.parse::<DeviceId>() else {
-            return;
-        };
-        let session = MqttSession {
-            online,
-            failure_reason,
-            peer_ip,
-            model: None,
-            os: None,
-            system: None,
-            at: Timestamp::now(),
-        };
-        match self
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    async fn record_session_batch(&self, events: Vec<SessionEvent>) {
+        let at = Timestamp::now();
+        let mut sessions = Vec::with_capacity(events.len());
+        for event in events {
+            let (device_id, online, failure_reason, peer_ip) = match event {
+                SessionEvent::Connected {
+                    device_id, peer, ..
+                } => (device_id, true, String::new(), Some(peer.ip())),
+                SessionEvent::Disconnected {
+                    device_id, reason, ..
+                } => (device_id, false, reason, None),
+            };
+            let Ok(device) = device_id.parse::<DeviceId>() else {
+                continue;
+            };
+            let session = MqttSession {
+                online,
+                failure_reason,
+                peer_ip,
+                model: None,
+                os: None,
+                system: None,
+                at,
+            };
+            sessions.push((device, session));
+        }
+        let came_online: Vec<DeviceId> = sessions
+            .iter()
+            .filter(|(_, s)| s.online)
+            .map(|(d, _)| *d)
+            .collect();
+        if let Err(e) = self
             .inner
             .store
-            .run(move |db| db.record_mqtt_session(device, session))
+            .run(move |db| db.record_mqtt_sessions(sessions))
             .await
         {
-            Ok(()) | Err(StoreError::NotFound) => {}
-            Err(e) => tracing::error!(error = %e, %device, "cannot record the MQTT session"),
+            tracing::error!(error = %e, "cannot record MQTT sessions");
         }
-        if online {
+        if !came_online.is_empty() {
             // Off the recorder's path: it reads the store and publishes.
             let commands = self.inner.commands.clone();
-            tokio::spawn(async move { commands.device_online(device).await });
+            tokio::spawn(async move { commands.devices_online(came_online).await });
         }
     }
 

@@ -142,6 +142,9 @@ pub trait DevicePlane: Send + Sync + 'static {
     /// connection (creating the organization's MQTT credentials on first use) and records
     /// the attempt; on connect also the address and what the device says it is.
     fn record_mqtt_session(&self, device: DeviceId, session: MqttSession) -> Result<()>;
+    /// Records many session changes, in order, in one transaction (connect storms); devices
+    /// deleted meanwhile are skipped.
+    fn record_mqtt_sessions(&self, sessions: Vec<(DeviceId, MqttSession)>) -> Result<()>;
 
     /// Stores a new command (in progress) before it is sent.
     fn create_command(&self, command: NewCommand) -> Result<Command>;

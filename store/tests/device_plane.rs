@@ -232,3 +232,32 @@ fn telemetry_keeps_the_latest_and_a_bounded_history() {
         "telemetry goes with the device"
     );
 }
+
+#[test]
+fn a_batch_of_sessions_applies_in_order_and_skips_deleted_devices() {
+    let (_dir, db, org) = setup();
+    let d = device(&db, org, "r1", "00:00:00:00:00:01");
+    let gone = device(&db, org, "r2", "00:00:00:00:00:02");
+    db.set_device_deactivated(gone.id, true)
+        .expect("deactivate");
+    db.delete_device(gone.id).expect("delete");
+    db.record_mqtt_sessions(vec![
+        (d.id, session(true)),
+        (gone.id, session(true)),
+        (d.id, session(false)),
+    ])
+    .expect("one transaction for all");
+    let connection = &db.list_connections(d.id, ALL).expect("list").items[0];
+    assert_eq!(
+        connection.health.is_working,
+        Some(false),
+        "the later event wins"
+    );
+    assert_eq!(
+        db.device(d.id)
+            .expect("read")
+            .and_then(|d| d.fields.last_ip),
+        Some("127.0.0.7".parse().expect("ip")),
+        "the connect recorded the address"
+    );
+}

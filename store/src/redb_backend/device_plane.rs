@@ -229,6 +229,97 @@ fn telemetry_key(device: DeviceId, measured: Timestamp, sequence: u64) -> Vec<u8
     ])
 }
 
+/// Records one session change inside a write transaction (see `record_mqtt_session`).
+fn record_session_in(txn: &WriteTransaction, device: DeviceId, session: MqttSession) -> Result<()> {
+    let mut record = load_device(txn, device)?;
+    let org = record.fields.organization;
+    let credentials = {
+        let mut mqtt = txn.open_table(MQTT_CREDENTIALS)?;
+        let known = mqtt.get(org.key())?.map(|v| v.value());
+        match known {
+            Some(id) => CredentialsId(uuid::Uuid::from_u128(id)),
+            None => {
+                let now = session.at;
+                let credentials = Credentials {
+                    id: CredentialsId::new(),
+                    fields: CredentialsFields {
+                        organization: Some(org),
+                        name: "MQTT (device key)".to_owned(),
+                        connector: Connector::Mqtt,
+                        auto_add: true,
+                        params: Default::default(),
+                    },
+                    created: now,
+                    modified: now,
+                };
+                mqtt.insert(org.key(), credentials.id.key())?;
+                drop(mqtt);
+                insert_credentials(txn, &credentials)?;
+                credentials.id
+            }
+        }
+    };
+    let pair = cat(&[&device.bytes(), &credentials.bytes()]);
+    let existing = txn
+        .open_table(CONNECTION_PAIRS)?
+        .get(pair.as_slice())?
+        .map(|v| v.value());
+    let mut connection = match existing {
+        Some(id) => load_connection(txn, id)?,
+        None => {
+            let connection = DeviceConnection {
+                id: ConnectionId::new(),
+                device,
+                fields: ConnectionFields {
+                    credentials,
+                    update_strategy: Connector::Mqtt.default_update_strategy().to_owned(),
+                    enabled: true,
+                },
+                health: ConnectionHealth::default(),
+                created: session.at,
+                modified: session.at,
+            };
+            insert_connection_in(txn, &connection)?;
+            connection
+        }
+    };
+    connection.health = ConnectionHealth {
+        is_working: Some(session.online),
+        failure_reason: if session.online {
+            String::new()
+        } else {
+            session.failure_reason.clone()
+        },
+        last_attempt: Some(session.at),
+    };
+    connection.modified = session.at;
+    txn.open_table(CONNECTIONS)?.insert(
+        connection.id.key(),
+        encode("connections", &connection)?.as_slice(),
+    )?;
+
+    let before = record.clone();
+    if session.online
+        && let Some(ip) = session.peer_ip
+    {
+        record.fields.last_ip = Some(ip);
+    }
+    for (slot, value) in [
+        (&mut record.fields.model, session.model),
+        (&mut record.fields.os, session.os),
+        (&mut record.fields.system, session.system),
+    ] {
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
+            *slot = value;
+        }
+    }
+    if record != before {
+        record.modified = session.at;
+        put_device(txn, &record)?;
+    }
+    Ok(())
+}
+
 impl DevicePlane for RedbBackend {
     fn device_location(&self, device: DeviceId) -> Result<Option<Location>> {
         let txn = self.db.begin_read()?;
@@ -451,92 +542,18 @@ impl DevicePlane for RedbBackend {
 
     fn record_mqtt_session(&self, device: DeviceId, session: MqttSession) -> Result<()> {
         let txn = self.db.begin_write()?;
-        {
-            let mut record = load_device(&txn, device)?;
-            let org = record.fields.organization;
-            let credentials = {
-                let mut mqtt = txn.open_table(MQTT_CREDENTIALS)?;
-                let known = mqtt.get(org.key())?.map(|v| v.value());
-                match known {
-                    Some(id) => CredentialsId(uuid::Uuid::from_u128(id)),
-                    None => {
-                        let now = session.at;
-                        let credentials = Credentials {
-                            id: CredentialsId::new(),
-                            fields: CredentialsFields {
-                                organization: Some(org),
-                                name: "MQTT (device key)".to_owned(),
-                                connector: Connector::Mqtt,
-                                auto_add: true,
-                                params: Default::default(),
-                            },
-                            created: now,
-                            modified: now,
-                        };
-                        mqtt.insert(org.key(), credentials.id.key())?;
-                        drop(mqtt);
-                        insert_credentials(&txn, &credentials)?;
-                        credentials.id
-                    }
-                }
-            };
-            let pair = cat(&[&device.bytes(), &credentials.bytes()]);
-            let existing = txn
-                .open_table(CONNECTION_PAIRS)?
-                .get(pair.as_slice())?
-                .map(|v| v.value());
-            let mut connection = match existing {
-                Some(id) => load_connection(&txn, id)?,
-                None => {
-                    let connection = DeviceConnection {
-                        id: ConnectionId::new(),
-                        device,
-                        fields: ConnectionFields {
-                            credentials,
-                            update_strategy: Connector::Mqtt.default_update_strategy().to_owned(),
-                            enabled: true,
-                        },
-                        health: ConnectionHealth::default(),
-                        created: session.at,
-                        modified: session.at,
-                    };
-                    insert_connection_in(&txn, &connection)?;
-                    connection
-                }
-            };
-            connection.health = ConnectionHealth {
-                is_working: Some(session.online),
-                failure_reason: if session.online {
-                    String::new()
-                } else {
-                    session.failure_reason.clone()
-                },
-                last_attempt: Some(session.at),
-            };
-            connection.modified = session.at;
-            txn.open_table(CONNECTIONS)?.insert(
-                connection.id.key(),
-                encode("connections", &connection)?.as_slice(),
-            )?;
+        record_session_in(&txn, device, session)?;
+        txn.commit()?;
+        Ok(())
+    }
 
-            let before = record.clone();
-            if session.online
-                && let Some(ip) = session.peer_ip
-            {
-                record.fields.last_ip = Some(ip);
-            }
-            for (slot, value) in [
-                (&mut record.fields.model, session.model),
-                (&mut record.fields.os, session.os),
-                (&mut record.fields.system, session.system),
-            ] {
-                if let Some(value) = value.filter(|v| !v.is_empty()) {
-                    *slot = value;
-                }
-            }
-            if record != before {
-                record.modified = session.at;
-                put_device(&txn, &record)?;
+    fn record_mqtt_sessions(&self, sessions: Vec<(DeviceId, MqttSession)>) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        for (device, session) in sessions {
+            match record_session_in(&txn, device, session) {
+                // A device deleted meanwhile has nothing left to record.
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e),
             }
         }
         txn.commit()?;
