@@ -18,7 +18,9 @@ use crate::ProtocolError;
 pub const ROOT: &str = "fleetmq";
 /// Second level: the contract version this crate implements.
 pub const VERSION: &str = "v1";
-/// The bridge's subscription: every device-to-server message of every org.
+/// Every device-to-server message of every org. The broker keeps one router log for it so
+/// that device topics do not each get a log; the bridge receives uplink through the broker's
+/// `Uplink`, not by subscribing.
 pub const ALL_UP_FILTER: &str = "fleetmq/v1/+/+/up/#";
 
 /// Which way a message travels; the fifth topic level.
