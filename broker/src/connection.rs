@@ -4,7 +4,7 @@
 //! rumqttd's router trusts whatever it is given and always answers CONNACK success, so every
 //! refusal and return code is decided here. See docs/mqtt.md for the rules.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -13,21 +13,25 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use fleetmq_protocol::Principal;
+use fleetmq_protocol::topic::matches;
 use rumqttd::Notification;
 use rumqttd::local::LinkRx;
 use rumqttd::protocol::v4::{V4, check};
 use rumqttd::protocol::{
     ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, Error as WireError, LastWill,
-    Packet, PingReq, PingResp, Protocol, Publish, SubAck, Subscribe, SubscribeReasonCode, UnsubAck,
+    Packet, PingReq, PingResp, Protocol, Publish, QoS, SubAck, Subscribe, SubscribeReasonCode,
+    UnsubAck, Unsubscribe,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::auth::{Authenticator, Login};
+use crate::downlink::{DOWNLINK_QUEUE, Downlink, Filters};
 use crate::handle::Core;
 use crate::router::{SharedTx, build_link, now_or_never};
 use crate::session::router_client_id;
@@ -42,8 +46,11 @@ const BUSY_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const INITIAL_BUFFER: usize = 512;
 /// A write buffer grown past this by a large packet is given back after the flush.
 const KEEP_WRITE_BUFFER: usize = 16 * 1024;
-/// Router notifications relayed per socket flush.
+/// Router notifications (or downlink messages) relayed per socket flush.
 const MAX_BATCH: usize = 256;
+/// Server-to-device QoS 1 messages a device may leave unacknowledged; further downlink
+/// waits in its queue (`DOWNLINK_QUEUE`, then dropped by `BrokerHandle::publish`).
+const MAX_DOWNLINK_INFLIGHT: usize = 100;
 
 /// Everything a connection task needs from its broker.
 pub(crate) struct Shared {
@@ -368,8 +375,25 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
             });
         }
 
+        // A device's downlink is served here, not by the router (see `downlink`).
+        let (downlink_rx, registered) = match &principal {
+            Principal::Device { device_id, .. } => {
+                let (downlink_tx, downlink_rx) = mpsc::channel(DOWNLINK_QUEUE);
+                let generation = shared.core.downlinks.register(device_id, downlink_tx);
+                (Some(downlink_rx), Some((device_id.clone(), generation)))
+            }
+            _ => (None, None),
+        };
+        let device = registered.as_ref().map(|(device_id, _)| DeviceDownlink {
+            filters: shared
+                .core
+                .downlinks
+                .restore(device_id, connect.clean_session),
+            ..DeviceDownlink::default()
+        });
         let mut session = Session {
             shared: &shared,
+            device,
             principal,
             tx: Arc::new(Mutex::new(tx)),
             pending_subacks: VecDeque::new(),
@@ -378,8 +402,19 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
         };
         let keep_alive = (connect.keep_alive > 0)
             .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-        let close = session.run(&mut wire, rx, keep_alive, guard.kicked()).await;
+        let close = session
+            .run(&mut wire, rx, downlink_rx, keep_alive, guard.kicked())
+            .await;
         info!(reason = %close, "disconnected");
+        if let Some((device_id, generation)) = registered {
+            // Unacknowledged downlink is dropped with the connection (clean-session semantics).
+            shared.core.downlinks.remove(&device_id, generation);
+            if !connect.clean_session
+                && let Some(device) = session.device.take()
+            {
+                shared.core.downlinks.keep(&device_id, device.filters);
+            }
+        }
         if let Some(held) = session.held.take() {
             // Closed (kick, shutdown) while a delivery was in flight. Its effect may already
             // be under way; let it finish so that `Disconnected` is reported after it. It is
@@ -480,9 +515,124 @@ struct Held<'a> {
     delivery: UplinkFuture<'a>,
 }
 
+/// A device's subscriptions and server-to-device QoS 1 state, kept in the front end: the
+/// router never sees a device's SUBSCRIBE, so it never sends the device anything and the
+/// packet-id space towards the device is ours.
+#[derive(Default)]
+struct DeviceDownlink {
+    /// Filter (as subscribed) and granted QoS (at most 1).
+    filters: Filters,
+    /// Packet ids sent at QoS 1 and not yet acknowledged.
+    inflight: HashSet<u16>,
+    last_pkid: u16,
+}
+
+impl DeviceDownlink {
+    fn can_take(&self) -> bool {
+        self.inflight.len() < MAX_DOWNLINK_INFLIGHT
+    }
+
+    /// The QoS to deliver `topic` at: the highest granted QoS among matching filters.
+    fn qos_for(&self, topic: &str) -> Option<QoS> {
+        self.filters
+            .iter()
+            .filter(|(filter, _)| matches(inner_filter(filter), topic))
+            .map(|(_, qos)| *qos)
+            .max_by_key(|qos| *qos as u8)
+    }
+
+    fn next_pkid(&mut self) -> u16 {
+        loop {
+            self.last_pkid = self.last_pkid.checked_add(1).unwrap_or(1);
+            if !self.inflight.contains(&self.last_pkid) {
+                return self.last_pkid;
+            }
+        }
+    }
+
+    /// Encodes a downlink message as a PUBLISH (QoS 1 ones are kept in flight); `None` if
+    /// no subscription matches.
+    fn publish(&mut self, message: Downlink) -> Option<Publish> {
+        let topic = std::str::from_utf8(&message.topic).ok()?;
+        let qos = self.qos_for(topic)?;
+        let pkid = match qos {
+            QoS::AtMostOnce => 0,
+            _ => {
+                let pkid = self.next_pkid();
+                self.inflight.insert(pkid);
+                pkid
+            }
+        };
+        // rumqttd keeps `Publish.qos`/`pkid` private; its own serialization sets them.
+        let mut raw = BytesMut::with_capacity(5 + message.topic.len() + message.payload.len());
+        raw.put_u8(0b0011_0000 | ((qos as u8) << 1));
+        raw.put_u16(pkid);
+        raw.put_u16(u16::try_from(message.topic.len()).ok()?);
+        raw.extend_from_slice(&message.topic);
+        raw.extend_from_slice(&message.payload);
+        Some(Publish::deserialize(raw.freeze()))
+    }
+
+    fn subscribe(&mut self, principal: &Principal, subscribe: Subscribe) -> SubAck {
+        let return_codes = subscribe
+            .filters
+            .into_iter()
+            .map(|filter| {
+                if !principal.may_subscribe(&filter.path) {
+                    info!(filter = filter.path, "subscription refused");
+                    return SubscribeReasonCode::Failure;
+                }
+                let granted = match filter.qos {
+                    QoS::AtMostOnce => QoS::AtMostOnce,
+                    _ => QoS::AtLeastOnce,
+                };
+                // A subscription to an existing filter replaces it (MQTT 3.1.1 §3.8.4).
+                match self.filters.iter_mut().find(|(f, _)| *f == filter.path) {
+                    Some(existing) => existing.1 = granted,
+                    None => self.filters.push((filter.path, granted)),
+                }
+                SubscribeReasonCode::Success(granted)
+            })
+            .collect();
+        SubAck {
+            pkid: subscribe.pkid,
+            return_codes,
+        }
+    }
+
+    fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> UnsubAck {
+        self.filters
+            .retain(|(f, _)| !unsubscribe.filters.contains(f));
+        UnsubAck {
+            pkid: unsubscribe.pkid,
+            reasons: Vec::new(),
+        }
+    }
+}
+
+/// The filter a subscription matches with: `$share/{group}/{filter}` → `{filter}`.
+fn inner_filter(filter: &str) -> &str {
+    filter
+        .strip_prefix("$share/")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or(filter, |(_, inner)| inner)
+}
+
+/// The next downlink message; never resolves without a queue. Cancel-safe.
+fn next_downlink<'r>(
+    rx: &'r mut Option<mpsc::Receiver<Downlink>>,
+) -> impl Future<Output = Option<Downlink>> + 'r {
+    std::future::poll_fn(move |cx| match rx {
+        Some(rx) => rx.poll_recv(cx),
+        None => Poll::Pending,
+    })
+}
+
 struct Session<'a> {
     shared: &'a Shared,
     principal: Principal,
+    /// Set for devices: their downlink is served by the front end.
+    device: Option<DeviceDownlink>,
     tx: SharedTx,
     pending_subacks: VecDeque<PendingSubAck>,
     /// UNSUBSCRIBEs awaiting our marker (see `handle_client`).
@@ -508,6 +658,7 @@ impl<'a> Session<'a> {
         &mut self,
         wire: &mut Wire,
         mut rx: LinkRx,
+        mut downlink_rx: Option<mpsc::Receiver<Downlink>>,
         keep_alive: Option<Duration>,
         kicked: &CancellationToken,
     ) -> Close {
@@ -544,6 +695,21 @@ impl<'a> Session<'a> {
                     Ok(first) => self.drain_router(wire, &mut rx, first).await,
                     Err(_) => Err(Close::RouterGone),
                 },
+                message = next_downlink(&mut downlink_rx),
+                    if self.device.as_ref().is_some_and(DeviceDownlink::can_take) =>
+                {
+                    match message {
+                        Some(message) => {
+                            self.deliver_downlink(message, wire, &mut downlink_rx);
+                            Ok(())
+                        }
+                        // Replaced in the registry (takeover): nothing more will come.
+                        None => {
+                            downlink_rx = None;
+                            Ok(())
+                        }
+                    }
+                }
             };
             if let Err(close) = result {
                 return close;
@@ -558,6 +724,30 @@ impl<'a> Session<'a> {
             if let Err(close) = flushed {
                 return close;
             }
+        }
+    }
+
+    /// Writes `first` and what else is queued (up to a batch, within the in-flight cap).
+    fn deliver_downlink(
+        &mut self,
+        first: Downlink,
+        wire: &mut Wire,
+        downlink_rx: &mut Option<mpsc::Receiver<Downlink>>,
+    ) {
+        let Some(device) = self.device.as_mut() else {
+            return;
+        };
+        let mut next = Some(first);
+        for _ in 0..MAX_BATCH {
+            let Some(message) = next.take() else { break };
+            match device.publish(message) {
+                Some(publish) => wire.queue(Packet::Publish(publish, None)),
+                None => debug!("downlink message matches no subscription, dropped"),
+            }
+            if !device.can_take() {
+                break;
+            }
+            next = downlink_rx.as_mut().and_then(|rx| rx.try_recv().ok());
         }
     }
 
@@ -686,6 +876,33 @@ impl<'a> Session<'a> {
                     return Ok(());
                 }
                 self.to_router(Packet::Publish(publish, None)).await
+            }
+            Packet::Subscribe(subscribe, _) if self.device.is_some() => {
+                if let Some(device) = self.device.as_mut() {
+                    let suback = device.subscribe(&self.principal, subscribe);
+                    wire.queue(Packet::SubAck(suback, None));
+                }
+                Ok(())
+            }
+            Packet::Unsubscribe(unsubscribe, _) if self.device.is_some() => {
+                if let Some(device) = self.device.as_mut() {
+                    wire.queue(Packet::UnsubAck(device.unsubscribe(unsubscribe), None));
+                }
+                Ok(())
+            }
+            // The router never sends a device anything: acknowledgements of server-to-device
+            // messages are ours. PUBREL still goes to the router (the device's QoS 2 uplink).
+            Packet::PubAck(ack, _) if self.device.is_some() => {
+                if let Some(device) = self.device.as_mut()
+                    && !device.inflight.remove(&ack.pkid)
+                {
+                    debug!(pkid = ack.pkid, "PUBACK for nothing in flight, ignored");
+                }
+                Ok(())
+            }
+            Packet::PubRec(..) | Packet::PubComp(..) if self.device.is_some() => {
+                debug!("QoS 2 acknowledgement from a device for nothing sent, ignored");
+                Ok(())
             }
             Packet::Subscribe(subscribe, _) => {
                 let mut codes = Vec::with_capacity(subscribe.filters.len());

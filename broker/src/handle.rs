@@ -12,6 +12,7 @@ use rumqttd::local::LinkRx;
 use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet, Publish};
 
 use crate::BrokerError;
+use crate::downlink::{Downlink, Downlinks, Sent, down_topic_device};
 use crate::router::{Feeder, LinkFactory, SharedTx};
 use crate::session::{Sessions, device_client_id, internal_client_id};
 
@@ -26,6 +27,8 @@ pub(crate) struct Core {
     /// The broker's own link, used for [`BrokerHandle::publish`] and for last wills (a
     /// closing connection's own link may already be gone from the router).
     pub(crate) publisher: SharedTx,
+    /// Live device connections, for `down/` messages (served by the front end).
+    pub(crate) downlinks: Downlinks,
 }
 
 impl Core {
@@ -51,9 +54,14 @@ pub struct BrokerHandle {
 }
 
 impl BrokerHandle {
-    /// Publishes a server-to-device message (e.g. `down/command/request`). `retain` keeps it
-    /// for devices that subscribe later. The message enters the router at QoS 0; a device
-    /// subscribed at QoS 1 receives it at QoS 1 (see docs/mqtt.md).
+    /// Publishes a server-to-device message (e.g. `down/command/request`).
+    ///
+    /// A `fleetmq/v1/{org}/{device}/down/…` message goes straight to that device's live
+    /// connection, if any, at the QoS of its matching subscription (at most 1); an offline
+    /// device misses it (the bridge resends pending commands when it connects), and `retain`
+    /// is not replayed to devices. Every message also enters the router at QoS 0, for
+    /// operators watching the org (and for retained messages to operators).
+    /// See docs/mqtt.md.
     pub async fn publish(
         &self,
         topic: &str,
@@ -63,12 +71,20 @@ impl BrokerHandle {
         if !is_valid_topic_name(topic) || topic.starts_with('$') {
             return Err(BrokerError::InvalidTopic(topic.to_owned()));
         }
+        let payload = payload.into();
+        if let Some(device_id) = down_topic_device(topic) {
+            let message = Downlink {
+                topic: Bytes::copy_from_slice(topic.as_bytes()),
+                payload: payload.clone(),
+            };
+            match self.core.downlinks.send(device_id, message) {
+                Sent::Queued => {}
+                Sent::Offline => tracing::debug!(topic, "device offline, downlink not delivered"),
+                Sent::Full => tracing::warn!(topic, "device downlink queue full, message dropped"),
+            }
+        }
         self.core
-            .publish(
-                Bytes::copy_from_slice(topic.as_bytes()),
-                payload.into(),
-                retain,
-            )
+            .publish(Bytes::copy_from_slice(topic.as_bytes()), payload, retain)
             .await
     }
 

@@ -14,6 +14,7 @@
 //!                                   │ ▲  auth, ACL, will       ◀── notifications ──┘
 //!                  Uplink::deliver ◀┘ └ PUBACK once delivered and routed
 //!  bridge / API ── BrokerHandle ── publish / link / disconnect_device
+//!                       └─ down/ messages ──▶ the device's connection task (not the router)
 //! ```
 //!
 //! # Layout
@@ -28,11 +29,14 @@
 //! - `router`: starting the router, building links, the feeder thread.
 //! - `session`: live sessions by client id (takeover ordering, kicking devices).
 //! - `connection`: the per-connection task.
+//! - `downlink`: server-to-device messages, delivered by the front end (device id → live
+//!   connection), not through the router.
 //! - [`handle`]: [`BrokerHandle`], in-process publish and subscribe ([`LocalLink`]).
 
 pub mod auth;
 pub mod config;
 mod connection;
+mod downlink;
 pub mod error;
 pub mod handle;
 mod listener;
@@ -123,6 +127,7 @@ impl Broker {
             feeder: router::Feeder::spawn(FEEDER_QUEUE),
             sessions: session::Sessions::default(),
             publisher: Arc::new(Mutex::new(tx)),
+            downlinks: downlink::Downlinks::default(),
         });
         tracing::info!(addr = %local_addr, tls = ?tls_addr, websocket = ?ws_addr, "MQTT listeners bound");
         Ok(Broker {

@@ -785,7 +785,7 @@ async fn a_burst_larger_than_the_router_buffers_is_delivered_in_order() {
 }
 
 #[tokio::test]
-async fn persistent_device_session_receives_commands_queued_while_offline() {
+async fn persistent_device_session_keeps_its_subscriptions_but_not_commands_sent_while_offline() {
     let broker = TestBroker::start().await;
     let mut options = broker.options("dev-a1", Some(("dev-a1", "pw-a1")));
     options.set_clean_session(false);
@@ -797,15 +797,129 @@ async fn persistent_device_session_receives_commands_queued_while_offline() {
     let command = down("acme", "dev-a1", DownChannel::CommandRequest);
     broker
         .handle
-        .publish(&command, "queued", false)
+        .publish(&command, "while offline", false)
         .await
         .unwrap();
 
+    // No SUBSCRIBE on this connection: the session's subscription is still there.
     let mut device = broker.connect(options).await.unwrap();
     assert!(device.session_present);
+    broker
+        .handle
+        .publish(&command, "online", false)
+        .await
+        .unwrap();
     let received = device.next_publish().await;
     assert_eq!(received.topic, command);
-    assert_eq!(&received.payload[..], b"queued");
+    assert_eq!(&received.payload[..], b"online");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn device_commands_arrive_at_qos1_in_order_and_the_broker_takes_the_pubacks() {
+    let broker = TestBroker::start().await;
+    let mut operator = broker.operator().await;
+    operator.subscribe(&["fleetmq/v1/acme/#"]).await;
+    let mut device = broker.device_a().await;
+    assert_eq!(
+        device.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await,
+        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    let command = down("acme", "dev-a1", DownChannel::CommandRequest);
+    // More than the in-flight window (100): only consumed PUBACKs let the rest through.
+    for i in 0..200 {
+        broker
+            .handle
+            .publish(&command, i.to_string(), false)
+            .await
+            .unwrap();
+    }
+    for i in 0..200 {
+        let received = device.next_publish().await;
+        assert_eq!(received.topic, command);
+        assert_eq!(received.qos, QoS::AtLeastOnce);
+        assert_eq!(received.payload, i.to_string().as_bytes());
+    }
+    // Operators watching the org see commands too.
+    let seen = operator.next_publish().await;
+    assert_eq!(seen.topic, command);
+    assert_eq!(&seen.payload[..], b"0");
+    // The device's own traffic with the router is undisturbed by the acknowledgements.
+    let presence = up("acme", "dev-a1", UpChannel::Presence);
+    device
+        .publish(&presence, r#"{"status":"online"}"#, true)
+        .await;
+    loop {
+        if let Event::Incoming(Packet::PubAck(_)) = device.next_event().await.unwrap() {
+            break;
+        }
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_subscribed_at_qos0_gets_its_commands_at_qos0() {
+    let broker = TestBroker::start().await;
+    let mut device = broker.device_a().await;
+    device
+        .client
+        .subscribe("fleetmq/v1/acme/dev-a1/down/#", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    loop {
+        if let Event::Incoming(Packet::SubAck(ack)) = device.next_event().await.unwrap() {
+            assert_eq!(
+                ack.return_codes,
+                vec![SubscribeReasonCode::Success(QoS::AtMostOnce)]
+            );
+            break;
+        }
+    }
+    let command = down("acme", "dev-a1", DownChannel::CommandRequest);
+    broker.handle.publish(&command, "x", false).await.unwrap();
+    let received = device.next_publish().await;
+    assert_eq!(received.topic, command);
+    assert_eq!(received.qos, QoS::AtMostOnce);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_never_receives_another_devices_commands() {
+    let broker = TestBroker::start().await;
+    let mut device_a = broker.device_a().await;
+    device_a.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await;
+    let mut device_b = broker.device_b().await;
+    device_b.subscribe(&["fleetmq/v1/beta/dev-b1/down/#"]).await;
+    let handle = &broker.handle;
+    for topic in [
+        down("beta", "dev-b1", DownChannel::CommandRequest),
+        // Same device id under another org: not this device's tree.
+        down("beta", "dev-a1", DownChannel::CommandRequest),
+    ] {
+        handle.publish(&topic, "not for a1", false).await.unwrap();
+    }
+    let marker = down("acme", "dev-a1", DownChannel::Error);
+    handle.publish(&marker, "marker", false).await.unwrap();
+    assert_eq!(device_a.next_publish().await.topic, marker);
+    assert_eq!(
+        device_b.next_publish().await.topic,
+        down("beta", "dev-b1", DownChannel::CommandRequest)
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn after_a_takeover_commands_go_to_the_new_connection() {
+    let broker = TestBroker::start().await;
+    let mut old = broker.device_a().await;
+    old.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await;
+    let mut new = broker.device_a().await;
+    old.closed_by_broker().await;
+    new.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await;
+    let command = down("acme", "dev-a1", DownChannel::CommandRequest);
+    broker.handle.publish(&command, "new", false).await.unwrap();
+    let received = new.next_publish().await;
+    assert_eq!(&received.payload[..], b"new");
     broker.stop().await;
 }
 
