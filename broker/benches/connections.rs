@@ -11,7 +11,8 @@
 //! The broker runs in this process with the default router sizing and an `Uplink` that
 //! takes everything at once (so the numbers are the broker's, not the store's) and counts
 //! `SessionEvent::Connected`. Each simulated device connects (keep-alive 60 s), publishes its
-//! retained online presence and subscribes to its `down/#`, as real devices do. Both
+//! retained online presence and subscribes to its `down/#` (answered by the front end, not
+//! the router), as real devices do. Both
 //! processes raise their open-files limit to the hard limit.
 
 use std::path::PathBuf;
@@ -101,7 +102,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let devices: usize = arg("--devices", 19_000);
     let connect_rate: f64 = arg("--connect-rate", 2_000.0);
     let max_pending: usize = arg("--max-pending", 500);
-    let sim: PathBuf = arg("--sim", PathBuf::from("target/release/fleetmq-sim"));
+    // `cargo bench` runs benches in the package directory, not the workspace root.
+    let default_sim =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/fleetmq-sim");
+    let sim: PathBuf = arg("--sim", default_sim);
     if !sim.exists() {
         return Err(format!(
             "{} not found: cargo build --release -p fleetmq-sim (or pass --sim PATH)",
