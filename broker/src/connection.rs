@@ -1,5 +1,7 @@
 //! One task per network connection: CONNECT, authentication, CONNACK, then relaying between
 //! the socket and the router with every PUBLISH and SUBSCRIBE authorized on the way in.
+//! A device's subscriptions and server-to-device messages never touch the router: the task
+//! keeps the filters and delivers what `BrokerHandle::publish` hands it (see `downlink`).
 //!
 //! rumqttd's router trusts whatever it is given and always answers CONNACK success, so every
 //! refusal and return code is decided here. See docs/mqtt.md for the rules.
