@@ -365,19 +365,8 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
         wire.connack(ConnectReturnCode::Success, session_present)
             .await;
         info!(?principal, session_present, "connected");
-        if let Principal::Device {
-            org_slug,
-            device_id,
-        } = &principal
-        {
-            shared.uplink.session(SessionEvent::Connected {
-                org_slug: org_slug.clone(),
-                device_id: device_id.clone(),
-                peer,
-            });
-        }
-
-        // A device's downlink is served here, not by the router (see `downlink`).
+        // A device's downlink is served here, not by the router (see `downlink`). Registered
+        // before `Connected` so that what the bridge resends on it finds this connection.
         let (downlink_rx, registered) = match &principal {
             Principal::Device { device_id, .. } => {
                 let (downlink_tx, downlink_rx) = mpsc::channel(DOWNLINK_QUEUE);
@@ -393,6 +382,18 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
                 .restore(device_id, connect.clean_session),
             ..DeviceDownlink::default()
         });
+        if let Principal::Device {
+            org_slug,
+            device_id,
+        } = &principal
+        {
+            shared.uplink.session(SessionEvent::Connected {
+                org_slug: org_slug.clone(),
+                device_id: device_id.clone(),
+                peer,
+            });
+        }
+
         let mut session = Session {
             shared: &shared,
             device,
