@@ -528,7 +528,16 @@ struct DeviceDownlink {
     /// Packet ids sent at QoS 1 and not yet acknowledged.
     inflight: HashSet<u16>,
     last_pkid: u16,
+    /// Whether the device has sent a SUBSCRIBE on this connection.
+    subscribed: bool,
+    /// Downlink that arrived after CONNACK but before the device's first SUBSCRIBE (a
+    /// command the bridge resends on connect races the device's subscription); matched
+    /// again once the device subscribes, at most [`MAX_EARLY_DOWNLINK`] of them.
+    early: Vec<Downlink>,
 }
+
+/// Downlink kept for a device that has not subscribed yet on its connection.
+const MAX_EARLY_DOWNLINK: usize = 64;
 
 impl DeviceDownlink {
     fn can_take(&self) -> bool {
@@ -743,9 +752,13 @@ impl<'a> Session<'a> {
         let mut next = Some(first);
         for _ in 0..MAX_BATCH {
             let Some(message) = next.take() else { break };
-            match device.publish(message) {
-                Some(publish) => wire.queue(Packet::Publish(publish, None)),
-                None => debug!("downlink message matches no subscription, dropped"),
+            let kept = (!device.subscribed).then(|| message.clone());
+            match (device.publish(message), kept) {
+                (Some(publish), _) => wire.queue(Packet::Publish(publish, None)),
+                (None, Some(kept)) if device.early.len() < MAX_EARLY_DOWNLINK => {
+                    device.early.push(kept);
+                }
+                (None, _) => debug!("downlink message matches no subscription, dropped"),
             }
             if !device.can_take() {
                 break;
@@ -884,6 +897,16 @@ impl<'a> Session<'a> {
                 if let Some(device) = self.device.as_mut() {
                     let suback = device.subscribe(&self.principal, subscribe);
                     wire.queue(Packet::SubAck(suback, None));
+                    if !device.subscribed {
+                        device.subscribed = true;
+                        // What came before the first subscription gets its chance now.
+                        for message in std::mem::take(&mut device.early) {
+                            match device.publish(message) {
+                                Some(publish) => wire.queue(Packet::Publish(publish, None)),
+                                None => debug!("early downlink matches no subscription, dropped"),
+                            }
+                        }
+                    }
                 }
                 Ok(())
             }

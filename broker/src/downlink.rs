@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 pub(crate) const DOWNLINK_QUEUE: usize = 256;
 
 /// A server-to-device message on its way to a device's connection.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Downlink {
     pub(crate) topic: Bytes,
     pub(crate) payload: Bytes,

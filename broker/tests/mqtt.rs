@@ -1476,3 +1476,22 @@ async fn session_events_report_the_peer_and_why_each_session_ended() {
     assert_connected(probe.next_session().await, "dev-b1");
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_command_sent_between_connack_and_subscribe_is_delivered_once_the_device_subscribes() {
+    let broker = TestBroker::start().await;
+    let mut device = broker.device_a().await;
+    // Connected, not yet subscribed: the bridge's resend-on-connect lands here.
+    let command = down("acme", "dev-a1", DownChannel::CommandRequest);
+    broker
+        .handle
+        .publish(&command, "early", false)
+        .await
+        .unwrap();
+    let codes = device.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await;
+    assert_eq!(codes, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+    let received = device.next_publish().await;
+    assert_eq!(received.topic, command);
+    assert_eq!(&received.payload[..], b"early");
+    broker.stop().await;
+}
