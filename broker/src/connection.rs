@@ -632,8 +632,8 @@ fn inner_filter(filter: &str) -> &str {
 
 /// The next downlink message; never resolves without a queue. Cancel-safe.
 fn next_downlink<'r>(
-    rx: &'r mut Option<mpsc::Receiver<Downlink>>,
-) -> impl Future<Output = Option<Downlink>> + 'r {
+    rx: &'r mut Option<mpsc::Receiver<Box<Downlink>>>,
+) -> impl Future<Output = Option<Box<Downlink>>> + 'r {
     std::future::poll_fn(move |cx| match rx {
         Some(rx) => rx.poll_recv(cx),
         None => Poll::Pending,
@@ -670,7 +670,7 @@ impl<'a> Session<'a> {
         &mut self,
         wire: &mut Wire,
         mut rx: LinkRx,
-        mut downlink_rx: Option<mpsc::Receiver<Downlink>>,
+        mut downlink_rx: Option<mpsc::Receiver<Box<Downlink>>>,
         keep_alive: Option<Duration>,
         kicked: &CancellationToken,
     ) -> Close {
@@ -742,16 +742,18 @@ impl<'a> Session<'a> {
     /// Writes `first` and what else is queued (up to a batch, within the in-flight cap).
     fn deliver_downlink(
         &mut self,
-        first: Downlink,
+        first: Box<Downlink>,
         wire: &mut Wire,
-        downlink_rx: &mut Option<mpsc::Receiver<Downlink>>,
+        downlink_rx: &mut Option<mpsc::Receiver<Box<Downlink>>>,
     ) {
         let Some(device) = self.device.as_mut() else {
             return;
         };
         let mut next = Some(first);
         for _ in 0..MAX_BATCH {
-            let Some(message) = next.take() else { break };
+            let Some(message) = next.take().map(|boxed| *boxed) else {
+                break;
+            };
             let kept = (!device.subscribed).then(|| message.clone());
             match (device.publish(message), kept) {
                 (Some(publish), _) => wire.queue(Packet::Publish(publish, None)),

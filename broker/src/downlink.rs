@@ -29,7 +29,7 @@ pub(crate) struct Downlink {
 
 struct Entry {
     generation: u64,
-    tx: mpsc::Sender<Downlink>,
+    tx: mpsc::Sender<Box<Downlink>>,
 }
 
 /// A device's subscriptions: filter as subscribed, granted QoS (at most 1).
@@ -60,7 +60,7 @@ impl Downlinks {
 
     /// Makes this connection the device's downlink target (replacing a previous one: the new
     /// connection of a takeover). Returns the generation to pass to [`remove`](Self::remove).
-    pub(crate) fn register(&self, device_id: &str, tx: mpsc::Sender<Downlink>) -> u64 {
+    pub(crate) fn register(&self, device_id: &str, tx: mpsc::Sender<Box<Downlink>>) -> u64 {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
         self.lock()
             .insert(device_id.to_owned(), Entry { generation, tx });
@@ -99,7 +99,8 @@ impl Downlinks {
         let Some(tx) = self.lock().get(device_id).map(|e| e.tx.clone()) else {
             return Sent::Offline;
         };
-        match tx.try_send(message) {
+        // Boxed: an idle device's queue then pre-allocates pointers, not whole messages.
+        match tx.try_send(Box::new(message)) {
             Ok(()) => Sent::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => Sent::Full,
             Err(mpsc::error::TrySendError::Closed(_)) => Sent::Offline,
