@@ -123,6 +123,22 @@ impl Caller {
         self.is_superuser() || self.user.managed_orgs().contains(&org)
     }
 
+    /// The organization `id` refers to, if it exists and the caller manages it; `None` reads
+    /// as "object does not exist" to the client (foreign relations are not revealed).
+    pub async fn managed_org(
+        &self,
+        state: &AppState,
+        id: uuid::Uuid,
+    ) -> Result<Option<OrgId>, ApiError> {
+        let org = OrgId(id);
+        let exists = state
+            .store()
+            .run(move |db| db.organization(org))
+            .await?
+            .is_some();
+        Ok((exists && self.manages(org)).then_some(org))
+    }
+
     /// Only superusers may go on.
     pub fn require_superuser(&self) -> Result<(), ApiError> {
         if self.is_superuser() {

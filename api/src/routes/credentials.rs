@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use fleetmq_store::{Connector, Credentials, CredentialsFields, CredentialsId, OrgId, Resource};
+use fleetmq_store::{Connector, Credentials, CredentialsFields, CredentialsId, Resource};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -164,19 +164,10 @@ async fn read_credentials(
     if let Field::Set(org) = organization {
         match org {
             None => fields.organization = None,
-            Some(id) => {
-                let org = OrgId(id);
-                let exists = state
-                    .store()
-                    .run(move |db| db.organization(org))
-                    .await?
-                    .is_some();
-                if exists && caller.manages(org) {
-                    fields.organization = Some(org);
-                } else {
-                    form.error("organization", does_not_exist(&id.to_string()));
-                }
-            }
+            Some(id) => match caller.managed_org(state, id).await? {
+                Some(org) => fields.organization = Some(org),
+                None => form.error("organization", does_not_exist(&id.to_string())),
+            },
         }
     }
     if let Some(v) = connector {

@@ -475,16 +475,9 @@ async fn read_device(
         }
     }
     if let Some(id) = organization {
-        let org = OrgId(id);
-        let exists = state
-            .store()
-            .run(move |db| db.organization(org))
-            .await?
-            .is_some();
-        if exists && caller.manages(org) {
-            input.organization = Some(org);
-        } else {
-            form.error("organization", does_not_exist(&id.to_string()));
+        match caller.managed_org(state, id).await? {
+            Some(org) => input.organization = Some(org),
+            None => form.error("organization", does_not_exist(&id.to_string())),
         }
     }
     form.finish()?;
