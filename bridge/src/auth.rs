@@ -2,12 +2,15 @@
 //!
 //! - Devices: username = client id = device id, password = device key. Unknown device or
 //!   wrong key → bad credentials; deactivated device or inactive organization → not authorized.
+//!   What a device's login needs is cached by the store (`Backend::cached_device_login`) and
+//!   invalidated when the key, the deactivation or the organization changes, so a known
+//!   device is decided without a blocking hop and changes apply to the next connection.
 //! - Operators: username = API username, password = an API token of that user. They may watch
 //!   (read only) the organizations they manage; superusers watch everything.
 
 use fleetmq_broker::{AuthFuture, Authenticator, Login, Refusal};
 use fleetmq_protocol::{OrgScope, Principal};
-use fleetmq_store::{Backend, DeviceId, Result, Store};
+use fleetmq_store::{Backend, DeviceId, DeviceLogin, Result, Store};
 
 /// Answers the broker's login questions from the store.
 #[derive(Clone)]
@@ -25,6 +28,13 @@ impl StoreAuthenticator {
 impl Authenticator for StoreAuthenticator {
     fn authenticate(&self, login: Login) -> AuthFuture<'_> {
         Box::pin(async move {
+            // A device seen before is decided from memory, without a blocking hop.
+            if let Some(username) = login.username.as_deref()
+                && let Ok(id) = username.parse::<DeviceId>()
+                && let Some(device) = self.store.blocking().cached_device_login(id)
+            {
+                return device_decision(id, &device, login.password.as_deref().unwrap_or_default());
+            }
             match self.store.run(move |db| decide(db, &login)).await {
                 Ok(answer) => answer,
                 Err(e) => {
@@ -36,30 +46,33 @@ impl Authenticator for StoreAuthenticator {
     }
 }
 
+/// A device's login: its key must match, it must be active and so must its organization.
+fn device_decision(
+    id: DeviceId,
+    device: &DeviceLogin,
+    password: &[u8],
+) -> Result<Principal, Refusal> {
+    if !device.key.matches(password) {
+        return Err(Refusal::BadCredentials);
+    }
+    if device.deactivated || !device.org_active {
+        return Err(Refusal::NotAuthorized);
+    }
+    Ok(Principal::Device {
+        org_slug: device.org_slug.clone(),
+        device_id: id.to_string(),
+    })
+}
+
 fn decide(db: &dyn Backend, login: &Login) -> Result<Result<Principal, Refusal>> {
     let Some(username) = login.username.as_deref() else {
         return Ok(Err(Refusal::NotAuthorized));
     };
     let password = login.password.as_deref().unwrap_or_default();
     if let Ok(id) = username.parse::<DeviceId>()
-        && let Some(device) = db.device(id)?
+        && let Some(device) = db.device_login(id)?
     {
-        if !device.fields.key.matches(password) {
-            return Ok(Err(Refusal::BadCredentials));
-        }
-        if device.is_deactivated {
-            return Ok(Err(Refusal::NotAuthorized));
-        }
-        let Some(org) = db.organization(device.fields.organization)? else {
-            return Ok(Err(Refusal::NotAuthorized));
-        };
-        if !org.fields.is_active {
-            return Ok(Err(Refusal::NotAuthorized));
-        }
-        return Ok(Ok(Principal::Device {
-            org_slug: org.fields.slug.as_str().to_owned(),
-            device_id: id.to_string(),
-        }));
+        return Ok(device_decision(id, &device, password));
     }
     let Ok(token) = std::str::from_utf8(password) else {
         return Ok(Err(Refusal::BadCredentials));

@@ -55,6 +55,14 @@ pub trait Backend: DevicePlane + FirmwareStore + Send + Sync + 'static {
     fn create_token(&self, user: UserId) -> Result<Token>;
     /// The active or inactive user a token belongs to.
     fn user_for_token(&self, token: &str) -> Result<Option<User>>;
+    /// What the broker needs to let a device in: its key, whether it is deactivated, its
+    /// organization's slug and whether that organization is active.
+    fn device_login(&self, id: DeviceId) -> Result<Option<DeviceLogin>>;
+    /// [`Backend::device_login`] if it is known without I/O (a memory cache kept correct by
+    /// invalidation on every change of those fields); never blocks.
+    fn cached_device_login(&self, _id: DeviceId) -> Option<DeviceLogin> {
+        None
+    }
     /// The user of a token if it is known without I/O (a memory cache); never blocks, so it may
     /// be called on an async worker. `None` means "ask [`Backend::user_for_token`]".
     fn cached_user_for_token(&self, _token: &str) -> Option<User> {
@@ -251,4 +259,17 @@ pub trait FirmwareStore: Send + Sync + 'static {
         kind: Option<&str>,
         page: PageRequest,
     ) -> Result<Page<Image>>;
+}
+
+/// What deciding a device's MQTT login takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceLogin {
+    /// The device's key (its MQTT password).
+    pub key: crate::DeviceKey,
+    /// Deactivated devices may not connect.
+    pub deactivated: bool,
+    /// Its organization's slug (the topic level).
+    pub org_slug: String,
+    /// Devices of inactive organizations may not connect.
+    pub org_active: bool,
 }

@@ -19,6 +19,7 @@
 //! - [`telemetry`] — what devices report.
 //! - [`firmware`] — firmware categories, builds and images; [`blob`] — their files.
 //! - [`page`] — paging, tenancy scope, uniqueness rules.
+//! - [`memo`] — read caches kept correct by invalidation after commits.
 //! - [`backend`] — the storage boundary trait.
 //! - [`redb_backend`] — the embedded implementation; [`tables`] — its tables.
 //! - [`error`] — [`StoreError`].
@@ -32,6 +33,7 @@ pub mod error;
 pub mod firmware;
 pub mod id;
 pub mod location;
+pub mod memo;
 pub mod organization;
 pub mod page;
 pub mod permission;
@@ -45,7 +47,7 @@ pub mod user;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use backend::{Backend, DevicePlane, FirmwareStore, MqttSession, NewCommand};
+pub use backend::{Backend, DeviceLogin, DevicePlane, FirmwareStore, MqttSession, NewCommand};
 pub use blob::{BlobError, BlobStore, BlobWriter};
 pub use command::{Command, CommandStatus, CommandType};
 pub use connection::{

@@ -29,6 +29,7 @@ pub struct RedbBackend {
     db: Database,
     tokens: TokenCache,
     anchors: PageAnchors,
+    logins: crate::memo::Memo<DeviceId, crate::DeviceLogin>,
 }
 
 /// Positions between anchors: a deep page walks at most this many index keys before its first.
@@ -173,6 +174,7 @@ impl RedbBackend {
             db,
             tokens: TokenCache::default(),
             anchors: PageAnchors::default(),
+            logins: crate::memo::Memo::new(100_000),
         })
     }
 }
@@ -515,6 +517,7 @@ impl Backend for RedbBackend {
             org
         };
         txn.commit()?;
+        self.logins.clear();
         Ok(org)
     }
 
@@ -561,6 +564,7 @@ impl Backend for RedbBackend {
                 .remove(counter_key(Some(id)).as_slice())?;
         }
         txn.commit()?;
+        self.logins.clear();
         self.anchors.invalidate();
         self.tokens.clear();
         Ok(())
@@ -744,6 +748,38 @@ impl Backend for RedbBackend {
         Ok(user)
     }
 
+    fn device_login(&self, id: DeviceId) -> Result<Option<crate::DeviceLogin>> {
+        if let Some(login) = self.logins.get(&id) {
+            return Ok(Some(login));
+        }
+        let epoch = self.logins.epoch();
+        let txn = self.db.begin_read()?;
+        let Some(device) = get_record::<Device>(&txn.open_table(DEVICES)?, "devices", id.key())?
+        else {
+            return Ok(None);
+        };
+        let org: Option<Organization> = get_record(
+            &txn.open_table(ORGANIZATIONS)?,
+            "organizations",
+            device.fields.organization.key(),
+        )?;
+        let login = crate::DeviceLogin {
+            key: device.fields.key,
+            deactivated: device.is_deactivated,
+            org_slug: org
+                .as_ref()
+                .map(|o| o.fields.slug.as_str().to_owned())
+                .unwrap_or_default(),
+            org_active: org.is_some_and(|o| o.fields.is_active),
+        };
+        self.logins.insert(epoch, id, login.clone());
+        Ok(Some(login))
+    }
+
+    fn cached_device_login(&self, id: DeviceId) -> Option<crate::DeviceLogin> {
+        self.logins.get(&id)
+    }
+
     fn cached_user_for_token(&self, token: &str) -> Option<User> {
         self.tokens.get(&token_hash(token))
     }
@@ -808,6 +844,7 @@ impl Backend for RedbBackend {
         device.modified = Timestamp::now();
         insert_device_indexes(&txn, &device)?;
         txn.commit()?;
+        self.logins.invalidate(&id);
         self.anchors.invalidate();
         Ok(device)
     }
@@ -827,6 +864,7 @@ impl Backend for RedbBackend {
         txn.open_table(DEVICES)?
             .insert(id.key(), encode("devices", &device)?.as_slice())?;
         txn.commit()?;
+        self.logins.invalidate(&id);
         Ok(device)
     }
 
@@ -835,6 +873,7 @@ impl Backend for RedbBackend {
         let device = load_device(&txn, id)?;
         delete_device_in(&txn, &device)?;
         txn.commit()?;
+        self.logins.invalidate(&id);
         self.anchors.invalidate();
         Ok(())
     }

@@ -47,6 +47,12 @@ async fn a_deactivated_device_is_disconnected_and_refused() {
 #[tokio::test]
 async fn a_new_device_key_takes_effect_for_the_next_connection() {
     let f = fleet().await;
+    // A first login puts the device in the broker's login cache.
+    MqttClient::connect(f.device_a.options(f.app.mqtt_addr))
+        .await
+        .expect("the registered key works")
+        .disconnect()
+        .await;
     let path = format!("/api/v1/controller/device/{}/", f.device_a.id);
     let patched = f
         .app
@@ -216,6 +222,45 @@ async fn operators_watch_only_their_organizations_and_never_publish_to_devices()
     assert_eq!(
         refused(MqttClient::connect(bad).await),
         Some(ConnectReturnCode::BadUserNamePassword)
+    );
+    f.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn devices_of_an_inactive_organization_are_refused_until_it_is_active_again() {
+    let f = fleet().await;
+    MqttClient::connect(f.device_a.options(f.app.mqtt_addr))
+        .await
+        .expect("active organization")
+        .disconnect()
+        .await;
+    let org = format!("/api/v1/users/organization/{}/", f.org_a);
+    let off = f
+        .app
+        .call(
+            "PATCH",
+            &org,
+            Some(&f.app.admin_token),
+            Some(json!({"is_active": false})),
+        )
+        .await;
+    assert_eq!(off.status, 200);
+    let refused_now = MqttClient::connect(f.device_a.options(f.app.mqtt_addr)).await;
+    assert_eq!(refused(refused_now), Some(ConnectReturnCode::NotAuthorized));
+    let on = f
+        .app
+        .call(
+            "PATCH",
+            &org,
+            Some(&f.app.admin_token),
+            Some(json!({"is_active": true})),
+        )
+        .await;
+    assert_eq!(on.status, 200);
+    assert!(
+        MqttClient::connect(f.device_a.options(f.app.mqtt_addr))
+            .await
+            .is_ok()
     );
     f.app.shutdown().await;
 }
