@@ -139,6 +139,15 @@ impl Caller {
         Ok((exists && self.manages(org)).then_some(org))
     }
 
+    /// Shared objects (organization `None`) are writable by superusers only; `refusal` is the
+    /// message non-superusers get.
+    pub fn require_shared_write(&self, org: Option<OrgId>, refusal: &str) -> Result<(), ApiError> {
+        if org.is_none() && !self.is_superuser() {
+            return Err(ApiError::Forbidden(refusal.to_owned()));
+        }
+        Ok(())
+    }
+
     /// Only superusers may go on.
     pub fn require_superuser(&self) -> Result<(), ApiError> {
         if self.is_superuser() {

@@ -207,10 +207,7 @@ async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<Credentials
 
 /// Shared credentials are read-only to everyone but superusers.
 fn check_writable(caller: &Caller, c: &CredentialsFields) -> Result<(), ApiError> {
-    if c.organization.is_none() && !caller.is_superuser() {
-        return Err(ApiError::permission_denied());
-    }
-    Ok(())
+    caller.require_shared_write(c.organization, crate::error::PERMISSION_DENIED)
 }
 
 /// Lists credentials of the caller's organizations and shared ones.

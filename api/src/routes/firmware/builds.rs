@@ -141,10 +141,10 @@ async fn read_build(
     });
     if let Some(id) = category {
         match visible_category(state, caller, CategoryId(id)).await? {
-            Some(c) if c.fields.organization.is_none() && !caller.is_superuser() => {
-                return Err(ApiError::Forbidden(SHARED_ONLY_SUPERUSERS.to_owned()));
+            Some(c) => {
+                caller.require_shared_write(c.fields.organization, SHARED_ONLY_SUPERUSERS)?;
+                fields.category = c.id;
             }
-            Some(c) => fields.category = c.id,
             None => form.error("category", does_not_exist(&id.to_string())),
         }
     }
@@ -276,8 +276,8 @@ async fn change(
     caller.authorize(Resource::Build, &method)?;
     let current = visible_build(&state, &caller, id).await?;
     let category = visible_category(&state, &caller, current.fields.category).await?;
-    if category.is_some_and(|c| c.fields.organization.is_none()) && !caller.is_superuser() {
-        return Err(ApiError::Forbidden(SHARED_ONLY_SUPERUSERS.to_owned()));
+    if let Some(category) = category {
+        caller.require_shared_write(category.fields.organization, SHARED_ONLY_SUPERUSERS)?;
     }
     let fields = read_build(&state, &caller, body, mode, Some(current.fields)).await?;
     let build = state
@@ -334,8 +334,8 @@ async fn delete_build(
     caller.authorize(Resource::Build, &method)?;
     let current = visible_build(&state, &caller, id).await?;
     let category = visible_category(&state, &caller, current.fields.category).await?;
-    if category.is_some_and(|c| c.fields.organization.is_none()) && !caller.is_superuser() {
-        return Err(ApiError::Forbidden(SHARED_ONLY_SUPERUSERS.to_owned()));
+    if let Some(category) = category {
+        caller.require_shared_write(category.fields.organization, SHARED_ONLY_SUPERUSERS)?;
     }
     let images = state
         .store()

@@ -130,10 +130,7 @@ pub(crate) async fn visible_category(
 }
 
 fn check_writable(caller: &Caller, fields: &CategoryFields) -> Result<(), ApiError> {
-    if fields.organization.is_none() && !caller.is_superuser() {
-        return Err(ApiError::Forbidden(SHARED_ONLY_SUPERUSERS.to_owned()));
-    }
-    Ok(())
+    caller.require_shared_write(fields.organization, SHARED_ONLY_SUPERUSERS)
 }
 
 /// Lists categories of the caller's organizations and shared ones.
