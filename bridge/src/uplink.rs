@@ -266,7 +266,10 @@ impl Bridge {
                     self.inner.metrics.command_answered();
                 }
             }
-            UpChannel::Update | UpChannel::Images | UpChannel::ConfigStatus => {}
+            UpChannel::Update
+            | UpChannel::UpdateResponse
+            | UpChannel::Images
+            | UpChannel::ConfigStatus => {}
         }
         Ok(())
     }

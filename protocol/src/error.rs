@@ -40,4 +40,18 @@ pub enum ProtocolError {
         #[source]
         source: serde_json::Error,
     },
+    /// A `method`/`path` pair that is not an npm.system_update 2.0 call.
+    #[error("unknown npm.system_update call `{method} {path}`")]
+    UnknownCall {
+        /// The verb.
+        method: String,
+        /// The resource path.
+        path: String,
+    },
+    /// `images/upload` without base64 image bytes in `body.data`.
+    #[error("invalid images/upload body: expected {{\"data\": <base64 image>}}")]
+    InvalidUpload,
+    /// A response status outside 100–599.
+    #[error("invalid update response status {0}")]
+    InvalidStatus(u16),
 }

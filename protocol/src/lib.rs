@@ -13,6 +13,8 @@
 //! - [`telemetry`]: `up/telemetry` metrics with an RFC 3339 timestamp.
 //! - [`coordinates`]: `up/coordinates` GeoJSON point feature.
 //! - [`command`]: `down/command/request` and `up/command/result`.
+//! - [`system_update`]: npm.system_update 2.0 as `down/update/request`, `up/update/response`,
+//!   and the `up/update` and `up/images` state notifications.
 //! - [`error_notice`]: `down/error`, why the server refused a device payload.
 //! - [`uplink`]: [`Uplink::parse`], the payload type chosen by the up channel (for the bridge).
 //! - [`error`]: [`ProtocolError`], the one error type of this crate.
@@ -23,6 +25,7 @@ pub mod coordinates;
 pub mod error;
 pub mod error_notice;
 pub mod presence;
+pub mod system_update;
 pub mod telemetry;
 pub mod topic;
 pub mod uplink;
@@ -33,6 +36,10 @@ pub use coordinates::Coordinates;
 pub use error::ProtocolError;
 pub use error_notice::ErrorNotice;
 pub use presence::{Presence, PresenceStatus};
+pub use system_update::{
+    Call, HistoryEntry, ImageResource, ImageState, ImagesResource, UpdateRequest, UpdateResource,
+    UpdateResponse, UpdateState,
+};
 pub use telemetry::{Telemetry, Timestamp};
 pub use topic::{Channel, Direction, DownChannel, Topic, UpChannel};
 pub use uplink::Uplink;

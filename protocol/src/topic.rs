@@ -59,8 +59,10 @@ pub enum UpChannel {
     Coordinates,
     /// Outcome of a command received on `down/command/request`.
     CommandResult,
-    /// Progress of an `npm.system_update` update resource.
+    /// The device's `npm.system_update` update resource, on every change.
     Update,
+    /// A device's answer to a `down/update/request`.
+    UpdateResponse,
     /// Device images.
     Images,
     /// Whether the device applied the configuration announced on `down/config/notice`.
@@ -69,12 +71,13 @@ pub enum UpChannel {
 
 impl UpChannel {
     /// Every up channel, for exhaustive tests and documentation tables.
-    pub const ALL: [UpChannel; 7] = [
+    pub const ALL: [UpChannel; 8] = [
         UpChannel::Presence,
         UpChannel::Telemetry,
         UpChannel::Coordinates,
         UpChannel::CommandResult,
         UpChannel::Update,
+        UpChannel::UpdateResponse,
         UpChannel::Images,
         UpChannel::ConfigStatus,
     ];
@@ -87,6 +90,7 @@ impl UpChannel {
             UpChannel::Coordinates => "coordinates",
             UpChannel::CommandResult => "command/result",
             UpChannel::Update => "update",
+            UpChannel::UpdateResponse => "update/response",
             UpChannel::Images => "images",
             UpChannel::ConfigStatus => "config/status",
         }
@@ -112,7 +116,7 @@ impl FromStr for UpChannel {
 pub enum DownChannel {
     /// A command to execute.
     CommandRequest,
-    /// An update to apply (request/response, answered on `up/update`).
+    /// An npm.system_update call (answered on `up/update/response`).
     UpdateRequest,
     /// The device's configuration changed; fetch it.
     ConfigNotice,

@@ -3,6 +3,7 @@
 //! The bridge calls [`Uplink::parse`] for each message from `fleetmq/v1/+/+/up/#` and, on
 //! error, answers the device on `down/error` with an [`ErrorNotice`](crate::ErrorNotice).
 
+use crate::system_update::{ImagesResource, UpdateResource, UpdateResponse};
 use crate::topic::UpChannel;
 use crate::{CommandResult, Coordinates, Presence, ProtocolError, Telemetry, from_json};
 
@@ -17,10 +18,12 @@ pub enum Uplink {
     Coordinates(Coordinates),
     /// `up/command/result`.
     CommandResult(CommandResult),
-    /// `up/update`: any JSON value until the update contract is fixed.
-    Update(serde_json::Value),
-    /// `up/images`: any JSON value until the images contract is fixed.
-    Images(serde_json::Value),
+    /// `up/update`.
+    Update(UpdateResource),
+    /// `up/update/response`.
+    UpdateResponse(UpdateResponse),
+    /// `up/images`.
+    Images(ImagesResource),
     /// `up/config/status`: any JSON value until the configuration contract is fixed.
     ConfigStatus(serde_json::Value),
 }
@@ -33,8 +36,9 @@ impl Uplink {
             UpChannel::Telemetry => Uplink::Telemetry(Telemetry::parse(payload)?),
             UpChannel::Coordinates => Uplink::Coordinates(Coordinates::parse(payload)?),
             UpChannel::CommandResult => Uplink::CommandResult(CommandResult::parse(payload)?),
-            UpChannel::Update => Uplink::Update(from_json("update", payload)?),
-            UpChannel::Images => Uplink::Images(from_json("images", payload)?),
+            UpChannel::Update => Uplink::Update(UpdateResource::parse(payload)?),
+            UpChannel::UpdateResponse => Uplink::UpdateResponse(UpdateResponse::parse(payload)?),
+            UpChannel::Images => Uplink::Images(ImagesResource::parse(payload)?),
             UpChannel::ConfigStatus => Uplink::ConfigStatus(from_json("config status", payload)?),
         })
     }
@@ -49,8 +53,12 @@ mod tests {
     fn the_channel_selects_the_payload_type() {
         let presence = Uplink::parse(UpChannel::Presence, br#"{"status":"online"}"#).unwrap();
         assert!(matches!(presence, Uplink::Presence(p) if p.status == PresenceStatus::Online));
-        let update = Uplink::parse(UpChannel::Update, br#"{"progress":50}"#).unwrap();
-        assert_eq!(update, Uplink::Update(serde_json::json!({"progress": 50})));
+        let update = Uplink::parse(
+            UpChannel::Update,
+            br#"{"last_state_time":1,"state":"IDLE","state_description":"","update_history":[]}"#,
+        )
+        .unwrap();
+        assert!(matches!(update, Uplink::Update(u) if u.state == crate::UpdateState::Idle));
     }
 
     #[test]
