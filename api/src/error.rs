@@ -167,6 +167,9 @@ impl From<StoreError> for ApiError {
                         "non_field_errors",
                         "The fields build, type must make a unique set.",
                     ),
+                    Unique::ImageTypeName => {
+                        ("name", "An image type with this name already exists.")
+                    }
                     Unique::ConnectionCredentials => (
                         "non_field_errors",
                         "The fields device, credentials must make a unique set.",

@@ -4,6 +4,12 @@
 //! Methods are synchronous and each is one transaction: [`crate::Store::run`] calls them on the
 //! blocking thread pool, so an implementation may block (a SQL client in blocking mode fits).
 
+use crate::board::ImageType;
+use crate::id::{BatchId, UpgradeId};
+use crate::upgrade::{
+    Batch, BatchFilter, CancelOutcome, DeviceFirmware, StartedUpgrades, UpdateReport,
+    UpgradeFilter, UpgradeOperation, UpgradePlan,
+};
 use crate::{
     Build, BuildFields, BuildFilter, BuildId, Category, CategoryFields, CategoryId, Command,
     CommandId, CommandStatus, CommandType, ConfigFields, ConnectionFields, ConnectionId,
@@ -14,7 +20,7 @@ use crate::{
 };
 
 /// Persistence of fleetmq's domain. Every method is atomic: it happens whole or not at all.
-pub trait Backend: DevicePlane + FirmwareStore + Send + Sync + 'static {
+pub trait Backend: DevicePlane + FirmwareStore + UpgradeStore + Send + Sync + 'static {
     /// Fails unless the backend can read and write right now (health checks).
     fn check(&self) -> Result<()>;
 
@@ -259,6 +265,66 @@ pub trait FirmwareStore: Send + Sync + 'static {
         kind: Option<&str>,
         page: PageRequest,
     ) -> Result<Page<Image>>;
+}
+
+/// Upgrades' persistence: device firmware, operations, batches, what devices report, image
+/// types. The rollout engine is the only writer of operations in progress besides
+/// [`UpgradeStore::cancel_upgrade`]/[`UpgradeStore::cancel_batch`], and its writes are refused for
+/// operations that ended meanwhile, so a cancel and a step never both win.
+pub trait UpgradeStore: Send + Sync + 'static {
+    /// Creates operations (and their batch) in progress, points each device's firmware at the
+    /// operation's image (not installed), and aborts the devices' earlier in-progress
+    /// operations. Fails with `NotFound` if a device is gone.
+    fn start_upgrades(&self, plan: UpgradePlan) -> Result<StartedUpgrades>;
+    /// Stores new versions of in-progress operations and devices' reports, in one
+    /// transaction. An operation that is no longer in progress (cancelled, deleted) is left
+    /// alone; their ids are returned. A success marks the device's firmware installed.
+    fn write_upgrades(
+        &self,
+        operations: Vec<UpgradeOperation>,
+        reports: Vec<(DeviceId, UpdateReport)>,
+    ) -> Result<Vec<UpgradeId>>;
+    /// Cancels an operation unless flashing began or it ended.
+    fn cancel_upgrade(&self, id: UpgradeId) -> Result<CancelOutcome>;
+    /// Cancels every operation of a batch that has not begun flashing; returns the batch and
+    /// the operations cancelled.
+    fn cancel_batch(&self, id: BatchId) -> Result<(Batch, Vec<UpgradeOperation>)>;
+    /// Records why a batch stopped early.
+    fn note_batch(&self, id: BatchId, note: String) -> Result<()>;
+    /// Looks an operation up.
+    fn upgrade(&self, id: UpgradeId) -> Result<Option<UpgradeOperation>>;
+    /// Operations in scope passing the filter, newest first.
+    fn list_upgrades(
+        &self,
+        scope: &Scope,
+        filter: &UpgradeFilter,
+        page: PageRequest,
+    ) -> Result<Page<UpgradeOperation>>;
+    /// Every operation in progress (the engine's work after a restart).
+    fn active_upgrades(&self) -> Result<Vec<UpgradeOperation>>;
+    /// Looks a batch up.
+    fn batch(&self, id: BatchId) -> Result<Option<Batch>>;
+    /// Batches of the scope's organizations (all for [`Scope::All`]), newest first.
+    fn list_batches(
+        &self,
+        scope: &Scope,
+        filter: &BatchFilter,
+        page: PageRequest,
+    ) -> Result<Page<Batch>>;
+    /// The firmware a device should run.
+    fn device_firmware(&self, device: DeviceId) -> Result<Option<DeviceFirmware>>;
+    /// Forgets a device's firmware record.
+    fn delete_device_firmware(&self, device: DeviceId) -> Result<()>;
+    /// The npm.system_update resources a device reported last.
+    fn update_report(&self, device: DeviceId) -> Result<Option<UpdateReport>>;
+    /// Image types: the defaults plus operators' own, by name.
+    fn image_types(&self) -> Result<Vec<ImageType>>;
+    /// Adds an operator image type; its name must be unused.
+    fn create_image_type(&self, image_type: ImageType) -> Result<ImageType>;
+    /// Removes an operator image type (defaults cannot be removed: `NotFound`).
+    fn delete_image_type(&self, name: &str) -> Result<()>;
+    /// A 32-byte secret named `name`, created at random on first use and kept.
+    fn secret(&self, name: &str) -> Result<[u8; 32]>;
 }
 
 /// What deciding a device's MQTT login takes.

@@ -88,3 +88,11 @@ id_type!(
     /// Identifies a firmware image (and its file).
     ImageId
 );
+id_type!(
+    /// Identifies one device's upgrade operation.
+    UpgradeId
+);
+id_type!(
+    /// Identifies a batch (mass) upgrade.
+    BatchId
+);

@@ -13,11 +13,14 @@
 //! - [`permission`] — OpenWISP's Operator and Administrator groups.
 //! - [`token`] — API tokens (only hashes are stored).
 //! - [`device`] — devices, their keys and configuration; list filters.
+//! - [`download`] — signed, short-lived download links for devices.
 //! - [`location`] — locations and where devices are.
 //! - [`connection`] — credentials and device connections.
 //! - [`command`] — commands sent to devices.
 //! - [`telemetry`] — what devices report.
-//! - [`firmware`] — firmware categories, builds and images; [`blob`] — their files.
+//! - [`firmware`] — firmware categories, builds and images; [`blob`] — their files;
+//!   [`board`] — image types and the boards they fit.
+//! - [`upgrade`] — device firmware, upgrade operations, batches and rollouts.
 //! - [`page`] — paging, tenancy scope, uniqueness rules.
 //! - [`memo`] — read caches kept correct by invalidation after commits.
 //! - [`backend`] — the storage boundary trait.
@@ -26,9 +29,11 @@
 
 pub mod backend;
 pub mod blob;
+pub mod board;
 pub mod command;
 pub mod connection;
 pub mod device;
+pub mod download;
 pub mod error;
 pub mod firmware;
 pub mod id;
@@ -42,13 +47,17 @@ pub mod tables;
 pub mod telemetry;
 pub mod timestamp;
 pub mod token;
+pub mod upgrade;
 pub mod user;
 
 use std::path::Path;
 use std::sync::Arc;
 
-pub use backend::{Backend, DeviceLogin, DevicePlane, FirmwareStore, MqttSession, NewCommand};
+pub use backend::{
+    Backend, DeviceLogin, DevicePlane, FirmwareStore, MqttSession, NewCommand, UpgradeStore,
+};
 pub use blob::{BlobError, BlobStore, BlobWriter};
+pub use board::{ImageType, default_image_types};
 pub use command::{Command, CommandStatus, CommandType};
 pub use connection::{
     ConnectionFields, ConnectionHealth, Connector, Credentials, CredentialsFields, DeviceConnection,
@@ -57,11 +66,12 @@ pub use device::{
     ConfigBackend, ConfigFields, ConfigStatus, Device, DeviceConfig, DeviceFields, DeviceFilter,
     DeviceKey, DeviceName, MacAddress,
 };
+pub use download::{DOWNLOAD_SECRET, DownloadGrant};
 pub use error::{Result, StoreError};
 pub use firmware::{Build, BuildFields, BuildFilter, Category, CategoryFields, Image};
 pub use id::{
-    BuildId, CategoryId, CommandId, ConnectionId, CredentialsId, DeviceId, ImageId, LocationId,
-    OrgId, UserId,
+    BatchId, BuildId, CategoryId, CommandId, ConnectionId, CredentialsId, DeviceId, ImageId,
+    LocationId, OrgId, UpgradeId, UserId,
 };
 pub use location::{DeviceLocation, Location, LocationType, Point};
 pub use organization::{Organization, OrganizationFields, Slug};
@@ -71,6 +81,11 @@ pub use redb_backend::RedbBackend;
 pub use telemetry::{TelemetryRange, TelemetrySample};
 pub use timestamp::Timestamp;
 pub use token::{Token, TokenCache, token_hash};
+pub use upgrade::{
+    AbortThreshold, Batch, BatchFilter, BatchStatus, CancelOutcome, DeviceFirmware,
+    FLASHING_PROGRESS, Rollout, StartedUpgrades, StatusCounts, UpdateReport, UpgradeFilter,
+    UpgradeOperation, UpgradePlan, UpgradeStatus, UpgradeStep,
+};
 pub use user::{Membership, Password, PasswordHashString, User, UserFields, Username};
 
 /// The handle api/ and bridge/ hold: clone it freely.

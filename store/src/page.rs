@@ -62,4 +62,6 @@ pub enum Unique {
     BuildVersion,
     /// A build has one image per type.
     ImageType,
+    /// Image type names are unique.
+    ImageTypeName,
 }

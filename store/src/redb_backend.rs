@@ -20,6 +20,7 @@ use crate::{
 
 mod device_plane;
 mod firmware;
+mod upgrade;
 
 /// The file name inside the data directory.
 pub const DATA_FILE: &str = "fleetmq.redb";
@@ -168,6 +169,17 @@ impl RedbBackend {
             txn.open_table(BUILD_VERSIONS)?;
             txn.open_table(IMAGES)?;
             txn.open_table(IMAGES_BY_BUILD)?;
+            txn.open_table(UPGRADES)?;
+            txn.open_table(UPGRADES_BY_CREATED)?;
+            txn.open_table(DEVICE_UPGRADES)?;
+            txn.open_table(BATCH_UPGRADES)?;
+            txn.open_table(ACTIVE_UPGRADES)?;
+            txn.open_table(BATCHES)?;
+            txn.open_table(BATCHES_BY_CREATED)?;
+            txn.open_table(DEVICE_FIRMWARE)?;
+            txn.open_table(UPDATE_REPORTS)?;
+            txn.open_table(IMAGE_TYPES)?;
+            txn.open_table(SECRETS)?;
         }
         txn.commit()?;
         Ok(Self {
@@ -410,6 +422,7 @@ fn load_user(txn: &WriteTransaction, id: UserId) -> Result<User> {
 
 fn delete_device_in(txn: &WriteTransaction, device: &Device) -> Result<()> {
     remove_device_indexes(txn, device)?;
+    upgrade::delete_device_upgrades_in(txn, device.id)?;
     device_plane::delete_device_plane_in(txn, device)
 }
 

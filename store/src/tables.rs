@@ -104,3 +104,28 @@ pub const BUILD_VERSIONS: TableDefinition<&[u8], u128> = TableDefinition::new("b
 pub const IMAGES: TableDefinition<u128, &[u8]> = TableDefinition::new("images");
 /// build ‖ type → id.
 pub const IMAGES_BY_BUILD: TableDefinition<&[u8], u128> = TableDefinition::new("images_by_build");
+
+/// id → upgrade operation.
+pub const UPGRADES: TableDefinition<u128, &[u8]> = TableDefinition::new("upgrades");
+/// created ‖ id → () (every operation, newest first).
+pub const UPGRADES_BY_CREATED: TableDefinition<&[u8], ()> =
+    TableDefinition::new("upgrades_by_created");
+/// device ‖ created ‖ id → ().
+pub const DEVICE_UPGRADES: TableDefinition<&[u8], ()> = TableDefinition::new("device_upgrades");
+/// batch ‖ created ‖ id → ().
+pub const BATCH_UPGRADES: TableDefinition<&[u8], ()> = TableDefinition::new("batch_upgrades");
+/// id → () for operations in progress (what the rollout engine resumes).
+pub const ACTIVE_UPGRADES: TableDefinition<u128, ()> = TableDefinition::new("active_upgrades");
+/// id → batch.
+pub const BATCHES: TableDefinition<u128, &[u8]> = TableDefinition::new("batches");
+/// created ‖ id → ().
+pub const BATCHES_BY_CREATED: TableDefinition<&[u8], ()> =
+    TableDefinition::new("batches_by_created");
+/// device → the firmware it should run.
+pub const DEVICE_FIRMWARE: TableDefinition<u128, &[u8]> = TableDefinition::new("device_firmware");
+/// device → its last reported npm.system_update resources.
+pub const UPDATE_REPORTS: TableDefinition<u128, &[u8]> = TableDefinition::new("update_reports");
+/// name → image type added by operators.
+pub const IMAGE_TYPES: TableDefinition<&str, &[u8]> = TableDefinition::new("image_types");
+/// name → secret bytes (e.g. the key signing device download links).
+pub const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");

@@ -1,0 +1,493 @@
+//! [`UpgradeStore`] on redb: device firmware, upgrade operations, batches, reports, image types.
+
+use std::collections::HashMap;
+
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+
+use super::{RedbBackend, cat, created_key, decode, encode, get_record, id_of, index_desc, slice};
+use crate::tables::*;
+use crate::{
+    Batch, BatchFilter, BatchId, CancelOutcome, DeviceFirmware, DeviceId, ImageType, Page,
+    PageRequest, Result, Scope, StartedUpgrades, StoreError, Timestamp, Unique, UpdateReport,
+    UpgradeFilter, UpgradeId, UpgradeOperation, UpgradePlan, UpgradeStatus, UpgradeStore,
+    default_image_types,
+};
+
+fn load_upgrade(txn: &WriteTransaction, id: UpgradeId) -> Result<Option<UpgradeOperation>> {
+    get_record(&txn.open_table(UPGRADES)?, "upgrades", id.key())
+}
+
+fn load_batch(txn: &WriteTransaction, id: BatchId) -> Result<Option<Batch>> {
+    get_record(&txn.open_table(BATCHES)?, "batches", id.key())
+}
+
+fn save_batch(txn: &WriteTransaction, batch: &Batch) -> Result<()> {
+    txn.open_table(BATCHES)?
+        .insert(batch.id.key(), encode("batches", batch)?.as_slice())?;
+    Ok(())
+}
+
+/// Writes an operation and keeps the in-progress index in step with its status.
+fn save_upgrade(txn: &WriteTransaction, op: &UpgradeOperation) -> Result<()> {
+    txn.open_table(UPGRADES)?
+        .insert(op.id.key(), encode("upgrades", op)?.as_slice())?;
+    let mut active = txn.open_table(ACTIVE_UPGRADES)?;
+    if op.status == UpgradeStatus::InProgress {
+        active.insert(op.id.key(), ())?;
+    } else {
+        active.remove(op.id.key())?;
+    }
+    Ok(())
+}
+
+fn insert_upgrade(txn: &WriteTransaction, op: &UpgradeOperation) -> Result<()> {
+    save_upgrade(txn, op)?;
+    let created = created_key(op.created, op.id.bytes());
+    txn.open_table(UPGRADES_BY_CREATED)?
+        .insert(created.as_slice(), ())?;
+    txn.open_table(DEVICE_UPGRADES)?
+        .insert(cat(&[&op.device.bytes(), &created]).as_slice(), ())?;
+    if let Some(batch) = op.batch {
+        txn.open_table(BATCH_UPGRADES)?
+            .insert(cat(&[&batch.bytes(), &created]).as_slice(), ())?;
+    }
+    Ok(())
+}
+
+/// Status changes of operations, applied to their batches' counts once per transaction.
+#[derive(Default)]
+struct CountChanges(HashMap<BatchId, Vec<(Option<UpgradeStatus>, Option<UpgradeStatus>)>>);
+
+impl CountChanges {
+    fn record(
+        &mut self,
+        batch: Option<BatchId>,
+        from: Option<UpgradeStatus>,
+        to: Option<UpgradeStatus>,
+    ) {
+        if let Some(batch) = batch
+            && from != to
+        {
+            self.0.entry(batch).or_default().push((from, to));
+        }
+    }
+
+    fn apply(self, txn: &WriteTransaction) -> Result<()> {
+        for (id, changes) in self.0 {
+            let Some(mut batch) = load_batch(txn, id)? else {
+                continue;
+            };
+            for (from, to) in changes {
+                if let Some(from) = from {
+                    batch.counts.remove(from);
+                }
+                if let Some(to) = to {
+                    batch.counts.add(to);
+                }
+            }
+            batch.modified = Timestamp::now();
+            save_batch(txn, &batch)?;
+        }
+        Ok(())
+    }
+}
+
+fn set_firmware(txn: &WriteTransaction, op: &UpgradeOperation, installed: bool) -> Result<()> {
+    let mut table = txn.open_table(DEVICE_FIRMWARE)?;
+    let now = Timestamp::now();
+    let current: Option<DeviceFirmware> = get_record(&table, "device_firmware", op.device.key())?;
+    let firmware = match current {
+        // A success of an older operation must not mark a newer image installed.
+        Some(f) if installed && f.image != op.image => return Ok(()),
+        Some(mut f) => {
+            f.image = op.image;
+            f.installed = installed;
+            f.modified = now;
+            f
+        }
+        None => DeviceFirmware {
+            device: op.device,
+            image: op.image,
+            installed,
+            created: now,
+            modified: now,
+        },
+    };
+    table.insert(
+        op.device.key(),
+        encode("device_firmware", &firmware)?.as_slice(),
+    )?;
+    Ok(())
+}
+
+/// Removes a device's operations, firmware and report (the device is being deleted).
+pub(super) fn delete_device_upgrades_in(txn: &WriteTransaction, device: DeviceId) -> Result<()> {
+    let prefix = device.bytes();
+    let keys: Vec<[u8; 24]> = {
+        let index = txn.open_table(DEVICE_UPGRADES)?;
+        index_desc(&index, &prefix, [0; 24], [0xff; 24])?.collect::<Result<_>>()?
+    };
+    let mut counts = CountChanges::default();
+    for key in keys {
+        let id = UpgradeId(uuid::Uuid::from_u128(id_of(&key)));
+        if let Some(op) = load_upgrade(txn, id)? {
+            counts.record(op.batch, Some(op.status), None);
+            if let Some(batch) = op.batch {
+                txn.open_table(BATCH_UPGRADES)?
+                    .remove(cat(&[&batch.bytes(), &key]).as_slice())?;
+            }
+        }
+        txn.open_table(UPGRADES)?.remove(id.key())?;
+        txn.open_table(ACTIVE_UPGRADES)?.remove(id.key())?;
+        txn.open_table(UPGRADES_BY_CREATED)?
+            .remove(key.as_slice())?;
+        txn.open_table(DEVICE_UPGRADES)?
+            .remove(cat(&[&prefix, &key]).as_slice())?;
+    }
+    counts.apply(txn)?;
+    txn.open_table(DEVICE_FIRMWARE)?.remove(device.key())?;
+    txn.open_table(UPDATE_REPORTS)?.remove(device.key())?;
+    Ok(())
+}
+
+impl UpgradeStore for RedbBackend {
+    fn start_upgrades(&self, plan: UpgradePlan) -> Result<StartedUpgrades> {
+        let txn = self.db.begin_write()?;
+        let mut counts = CountChanges::default();
+        let mut superseded = Vec::new();
+        let mut batch = plan.batch;
+        if let Some(batch) = &mut batch {
+            batch.counts = Default::default();
+            save_batch(&txn, batch)?;
+            txn.open_table(BATCHES_BY_CREATED)?
+                .insert(created_key(batch.created, batch.id.bytes()).as_slice(), ())?;
+        }
+        for op in &plan.operations {
+            if txn.open_table(DEVICES)?.get(op.device.key())?.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            // The device's earlier upgrades still running give way to this one.
+            let earlier: Vec<UpgradeId> = {
+                let index = txn.open_table(DEVICE_UPGRADES)?;
+                let active = txn.open_table(ACTIVE_UPGRADES)?;
+                let mut ids = Vec::new();
+                for key in index_desc(&index, &op.device.bytes(), [0; 24], [0xff; 24])? {
+                    let id = id_of(&key?);
+                    if active.get(id)?.is_some() {
+                        ids.push(UpgradeId(uuid::Uuid::from_u128(id)));
+                    }
+                }
+                ids
+            };
+            for id in earlier {
+                if let Some(mut old) = load_upgrade(&txn, id)? {
+                    old.finish(
+                        UpgradeStatus::Aborted,
+                        format!("Aborted: superseded by upgrade operation {}", op.id),
+                    );
+                    counts.record(old.batch, Some(UpgradeStatus::InProgress), Some(old.status));
+                    save_upgrade(&txn, &old)?;
+                    superseded.push(old);
+                }
+            }
+            insert_upgrade(&txn, op)?;
+            counts.record(op.batch, None, Some(op.status));
+            set_firmware(&txn, op, false)?;
+        }
+        counts.apply(&txn)?;
+        let batch = match batch {
+            Some(b) => load_batch(&txn, b.id)?,
+            None => None,
+        };
+        txn.commit()?;
+        Ok(StartedUpgrades {
+            batch,
+            operations: plan.operations,
+            superseded,
+        })
+    }
+
+    fn write_upgrades(
+        &self,
+        operations: Vec<UpgradeOperation>,
+        reports: Vec<(DeviceId, UpdateReport)>,
+    ) -> Result<Vec<UpgradeId>> {
+        let txn = self.db.begin_write()?;
+        let mut refused = Vec::new();
+        let mut counts = CountChanges::default();
+        for op in operations {
+            match load_upgrade(&txn, op.id)? {
+                Some(stored) if stored.status == UpgradeStatus::InProgress => {
+                    counts.record(op.batch, Some(stored.status), Some(op.status));
+                    if op.status == UpgradeStatus::Success {
+                        set_firmware(&txn, &op, true)?;
+                    }
+                    save_upgrade(&txn, &op)?;
+                }
+                _ => refused.push(op.id),
+            }
+        }
+        counts.apply(&txn)?;
+        {
+            let devices = txn.open_table(DEVICES)?;
+            let mut table = txn.open_table(UPDATE_REPORTS)?;
+            for (device, report) in reports {
+                if devices.get(device.key())?.is_some() {
+                    table.insert(device.key(), encode("update_reports", &report)?.as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(refused)
+    }
+
+    fn cancel_upgrade(&self, id: UpgradeId) -> Result<CancelOutcome> {
+        let txn = self.db.begin_write()?;
+        let mut op = load_upgrade(&txn, id)?.ok_or(StoreError::NotFound)?;
+        if !op.cancellable() {
+            return Ok(CancelOutcome::TooLate(op));
+        }
+        op.finish(UpgradeStatus::Cancelled, "Cancelled by user");
+        let mut counts = CountChanges::default();
+        counts.record(op.batch, Some(UpgradeStatus::InProgress), Some(op.status));
+        save_upgrade(&txn, &op)?;
+        counts.apply(&txn)?;
+        txn.commit()?;
+        Ok(CancelOutcome::Cancelled(op))
+    }
+
+    fn cancel_batch(&self, id: BatchId) -> Result<(Batch, Vec<UpgradeOperation>)> {
+        let txn = self.db.begin_write()?;
+        if load_batch(&txn, id)?.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let keys: Vec<[u8; 24]> = {
+            let index = txn.open_table(BATCH_UPGRADES)?;
+            index_desc(&index, &id.bytes(), [0; 24], [0xff; 24])?.collect::<Result<_>>()?
+        };
+        let mut cancelled = Vec::new();
+        let mut counts = CountChanges::default();
+        for key in keys {
+            let op_id = UpgradeId(uuid::Uuid::from_u128(id_of(&key)));
+            if let Some(mut op) = load_upgrade(&txn, op_id)?
+                && op.cancellable()
+            {
+                op.finish(UpgradeStatus::Cancelled, "Cancelled with its batch");
+                counts.record(op.batch, Some(UpgradeStatus::InProgress), Some(op.status));
+                save_upgrade(&txn, &op)?;
+                cancelled.push(op);
+            }
+        }
+        counts.apply(&txn)?;
+        let batch = load_batch(&txn, id)?.ok_or(StoreError::NotFound)?;
+        txn.commit()?;
+        Ok((batch, cancelled))
+    }
+
+    fn note_batch(&self, id: BatchId, note: String) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        let mut batch = load_batch(&txn, id)?.ok_or(StoreError::NotFound)?;
+        batch.note = note;
+        batch.modified = Timestamp::now();
+        save_batch(&txn, &batch)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn upgrade(&self, id: UpgradeId) -> Result<Option<UpgradeOperation>> {
+        let txn = self.db.begin_read()?;
+        get_record(&txn.open_table(UPGRADES)?, "upgrades", id.key())
+    }
+
+    fn list_upgrades(
+        &self,
+        scope: &Scope,
+        filter: &UpgradeFilter,
+        page: PageRequest,
+    ) -> Result<Page<UpgradeOperation>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(UPGRADES)?;
+        let keys: Vec<[u8; 24]> = if let Some(device) = filter.device {
+            let index = txn.open_table(DEVICE_UPGRADES)?;
+            index_desc(&index, &device.bytes(), [0; 24], [0xff; 24])?.collect::<Result<_>>()?
+        } else if let Some(batch) = filter.batch {
+            let index = txn.open_table(BATCH_UPGRADES)?;
+            index_desc(&index, &batch.bytes(), [0; 24], [0xff; 24])?.collect::<Result<_>>()?
+        } else {
+            let index = txn.open_table(UPGRADES_BY_CREATED)?;
+            index_desc(&index, &[], [0; 24], [0xff; 24])?.collect::<Result<_>>()?
+        };
+        let mut matching = Vec::new();
+        for key in keys {
+            let Some(op) = get_record::<UpgradeOperation>(&table, "upgrades", id_of(&key))? else {
+                continue;
+            };
+            if scope.contains(op.organization)
+                && filter.organization.is_none_or(|o| o == op.organization)
+                && filter.device.is_none_or(|d| d == op.device)
+                && filter.image.is_none_or(|i| i == op.image)
+                && filter.status.is_none_or(|s| s == op.status)
+                && filter.batch.is_none_or(|b| Some(b) == op.batch)
+            {
+                matching.push(op);
+            }
+        }
+        Ok(Page {
+            count: matching.len() as u64,
+            items: slice(matching, page),
+        })
+    }
+
+    fn active_upgrades(&self) -> Result<Vec<UpgradeOperation>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(UPGRADES)?;
+        let mut ops = Vec::new();
+        for entry in txn.open_table(ACTIVE_UPGRADES)?.iter()? {
+            let (id, _) = entry?;
+            if let Some(op) = get_record::<UpgradeOperation>(&table, "upgrades", id.value())? {
+                ops.push(op);
+            }
+        }
+        ops.sort_by_key(|o| (o.created, o.id));
+        Ok(ops)
+    }
+
+    fn batch(&self, id: BatchId) -> Result<Option<Batch>> {
+        let txn = self.db.begin_read()?;
+        get_record(&txn.open_table(BATCHES)?, "batches", id.key())
+    }
+
+    fn list_batches(
+        &self,
+        scope: &Scope,
+        filter: &BatchFilter,
+        page: PageRequest,
+    ) -> Result<Page<Batch>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BATCHES)?;
+        let index = txn.open_table(BATCHES_BY_CREATED)?;
+        let mut matching = Vec::new();
+        for key in index_desc(&index, &[], [0; 24], [0xff; 24])? {
+            let Some(batch) = get_record::<Batch>(&table, "batches", id_of(&key?))? else {
+                continue;
+            };
+            let visible = match (scope, batch.organization) {
+                (Scope::All, _) => true,
+                (_, Some(org)) => scope.contains(org),
+                (_, None) => false,
+            };
+            if visible
+                && filter.build.is_none_or(|b| b == batch.build)
+                && filter.status.is_none_or(|s| s == batch.status())
+            {
+                matching.push(batch);
+            }
+        }
+        Ok(Page {
+            count: matching.len() as u64,
+            items: slice(matching, page),
+        })
+    }
+
+    fn device_firmware(&self, device: DeviceId) -> Result<Option<DeviceFirmware>> {
+        let txn = self.db.begin_read()?;
+        get_record(
+            &txn.open_table(DEVICE_FIRMWARE)?,
+            "device_firmware",
+            device.key(),
+        )
+    }
+
+    fn delete_device_firmware(&self, device: DeviceId) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        if txn
+            .open_table(DEVICE_FIRMWARE)?
+            .remove(device.key())?
+            .is_none()
+        {
+            return Err(StoreError::NotFound);
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn update_report(&self, device: DeviceId) -> Result<Option<UpdateReport>> {
+        let txn = self.db.begin_read()?;
+        get_record(
+            &txn.open_table(UPDATE_REPORTS)?,
+            "update_reports",
+            device.key(),
+        )
+    }
+
+    fn image_types(&self) -> Result<Vec<ImageType>> {
+        let mut types = default_image_types();
+        let txn = self.db.begin_read()?;
+        for entry in txn.open_table(IMAGE_TYPES)?.iter()? {
+            let (_, bytes) = entry?;
+            types.push(decode("image_types", bytes.value())?);
+        }
+        types.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(types)
+    }
+
+    fn create_image_type(&self, mut image_type: ImageType) -> Result<ImageType> {
+        image_type.builtin = false;
+        if default_image_types()
+            .iter()
+            .any(|t| t.name == image_type.name)
+        {
+            return Err(StoreError::Unique(Unique::ImageTypeName));
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(IMAGE_TYPES)?;
+            if table.get(image_type.name.as_str())?.is_some() {
+                return Err(StoreError::Unique(Unique::ImageTypeName));
+            }
+            table.insert(
+                image_type.name.as_str(),
+                encode("image_types", &image_type)?.as_slice(),
+            )?;
+        }
+        txn.commit()?;
+        Ok(image_type)
+    }
+
+    fn delete_image_type(&self, name: &str) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        if txn.open_table(IMAGE_TYPES)?.remove(name)?.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn secret(&self, name: &str) -> Result<[u8; 32]> {
+        {
+            let txn = self.db.begin_read()?;
+            if let Some(bytes) = txn.open_table(SECRETS)?.get(name)?
+                && let Ok(secret) = <[u8; 32]>::try_from(bytes.value())
+            {
+                return Ok(secret);
+            }
+        }
+        let txn = self.db.begin_write()?;
+        let secret = {
+            let mut table = txn.open_table(SECRETS)?;
+            let existing = table
+                .get(name)?
+                .and_then(|b| <[u8; 32]>::try_from(b.value()).ok());
+            match existing {
+                Some(secret) => secret,
+                None => {
+                    let secret: [u8; 32] = rand::random();
+                    table.insert(name, secret.as_slice())?;
+                    secret
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(secret)
+    }
+}
