@@ -56,7 +56,10 @@ fn insert_upgrade(txn: &WriteTransaction, op: &UpgradeOperation) -> Result<()> {
 
 /// Status changes of operations, applied to their batches' counts once per transaction.
 #[derive(Default)]
-struct CountChanges(HashMap<BatchId, Vec<(Option<UpgradeStatus>, Option<UpgradeStatus>)>>);
+struct CountChanges(HashMap<BatchId, Vec<StatusChange>>);
+
+/// An operation's status before and after (`None`: did not exist / removed).
+type StatusChange = (Option<UpgradeStatus>, Option<UpgradeStatus>);
 
 impl CountChanges {
     fn record(
