@@ -10,6 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use fleetmq_protocol::system_update::{
+    ImagesResource, UpdateRequest, UpdateResource, UpdateResponse,
+};
 use fleetmq_protocol::topic::{Channel, DownChannel, Topic, UpChannel, device_down_filter};
 use fleetmq_protocol::{
     CommandRequest, CommandResult, ErrorNotice, Presence, PresenceStatus, Telemetry,
@@ -21,11 +24,13 @@ use tokio::task::JoinHandle;
 use tokio::time::{
     Instant, Interval, MissedTickBehavior, interval_at, sleep, sleep_until, timeout,
 };
+use uuid::Uuid;
 
 use crate::SimError;
 use crate::behaviour::{AfterAnswer, Position, Vitals, answer};
 use crate::mqtt::{self, Connect, Incoming, QoS, Will};
 use crate::stats::{Stats, StatsSnapshot};
+use crate::update::{self, DownloadNews, Effect, Fault, Finish, UpdateAgent};
 
 /// Largest packet the device accepts from the broker; commands are small.
 const MAX_PACKET: usize = 256 * 1024;
@@ -73,11 +78,16 @@ pub struct DeviceConfig {
     /// Local address to bind before connecting, so one process can open more than the ~28k
     /// ephemeral ports of a single source address (e.g. 127.0.0.2 towards a loopback broker).
     pub source_ip: Option<IpAddr>,
+    /// How long `update/start` runs before the image is installed and the device reboots
+    /// (or, with a failure [`Fault`], before the update fails).
+    pub install_time: Duration,
+    /// A misbehaviour to simulate; `None` is a well-behaved device.
+    pub fault: Option<Fault>,
 }
 
 impl DeviceConfig {
     /// A device with a plausible identity, telemetry every 10 s, coordinates every 60 s,
-    /// 60 s keep-alive, instant reboots, no source address.
+    /// 60 s keep-alive, instant reboots and installations, no source address, no fault.
     pub fn new(
         mqtt_addr: SocketAddr,
         org_slug: impl Into<String>,
@@ -100,6 +110,8 @@ impl DeviceConfig {
             reboot_time: Duration::ZERO,
             connect_timeout: Duration::from_secs(10),
             source_ip: None,
+            install_time: Duration::ZERO,
+            fault: None,
         }
     }
 }
@@ -138,6 +150,25 @@ pub enum SimEvent {
         topic: String,
         /// Why it was skipped.
         reason: String,
+    },
+    /// A request arrived on `down/update/request` (answered or not: see
+    /// [`UpdateAnswered`](Self::UpdateAnswered); a [`Fault::Hang`] device never answers).
+    UpdateRequest {
+        /// The request's correlation id.
+        id: Uuid,
+        /// Its path relative to `npm.system_update/2.0/`, e.g. `images/fetch`.
+        path: String,
+    },
+    /// A request was answered on `up/update/response`.
+    UpdateAnswered(UpdateResponse),
+    /// The update resource was published on `up/update` (on connect and on every change).
+    UpdatePublished(UpdateResource),
+    /// The images resource was published on `up/images` (on connect and on every change).
+    ImagesPublished(ImagesResource),
+    /// An update was installed: the device now runs `version` and reboots next.
+    Installed {
+        /// The new firmware version.
+        version: String,
     },
     /// The device task ended (after [`SimHandle::stop`]).
     Stopped,
@@ -286,6 +317,9 @@ struct Topics {
     telemetry: String,
     coordinates: String,
     command_result: String,
+    update: String,
+    images: String,
+    update_response: String,
     down_filter: String,
 }
 
@@ -315,6 +349,13 @@ struct Device {
     ever_connected: bool,
     after_reboot: bool,
     handshakes: Option<Arc<Semaphore>>,
+    /// Images and update process; survive reconnections and reboots.
+    agent: UpdateAgent,
+    /// When the running update ends, if one runs.
+    install_at: Option<Instant>,
+    /// Download tasks report here.
+    news_tx: mpsc::UnboundedSender<DownloadNews>,
+    news_rx: mpsc::UnboundedReceiver<DownloadNews>,
 }
 
 impl Device {
@@ -329,16 +370,14 @@ impl Device {
             telemetry: Topic::up(org, id, UpChannel::Telemetry).to_string(),
             coordinates: Topic::up(org, id, UpChannel::Coordinates).to_string(),
             command_result: Topic::up(org, id, UpChannel::CommandResult).to_string(),
+            update: Topic::up(org, id, UpChannel::Update).to_string(),
+            images: Topic::up(org, id, UpChannel::Images).to_string(),
+            update_response: Topic::up(org, id, UpChannel::UpdateResponse).to_string(),
             down_filter: device_down_filter(org, id),
         };
-        let online = Presence {
-            status: PresenceStatus::Online,
-            model: Some(config.model.clone()),
-            os: Some(config.os.clone()),
-            system: Some(config.system.clone()),
-            firmware_version: Some(config.firmware_version.clone()),
-        }
-        .to_bytes();
+        let online = online_presence(&config);
+        let agent = UpdateAgent::new(&config.firmware_version, config.fault, unix_now());
+        let (news_tx, news_rx) = mpsc::unbounded_channel();
         let offline = Presence::status(PresenceStatus::Offline).to_bytes();
         let position = Position::new(config.home.0, config.home.1);
         Device {
@@ -355,6 +394,10 @@ impl Device {
             ever_connected: false,
             after_reboot: false,
             handshakes: None,
+            agent,
+            install_at: None,
+            news_tx,
+            news_rx,
         }
     }
 
@@ -373,6 +416,12 @@ impl Device {
     async fn run(mut self, mut control: mpsc::Receiver<Control>, start_at: Option<Instant>) {
         if let Some(start_at) = start_at
             && !wait_or_stop(sleep_until(start_at), &mut control).await
+        {
+            self.emit(SimEvent::Stopped);
+            return;
+        }
+        if let Some(Fault::Offline { for_ }) = self.config.fault
+            && !wait_or_stop(sleep(for_), &mut control).await
         {
             self.emit(SimEvent::Stopped);
             return;
@@ -558,6 +607,8 @@ impl Device {
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut awaiting_pong = false;
         let mut reboot_after: Option<u16> = None;
+        let mut last_acked: Option<u16> = None;
+        let mut subscribed = false;
 
         'serving: loop {
             // Every complete packet already buffered first: bytes that arrived together with
@@ -585,6 +636,7 @@ impl Device {
                     }
                     Incoming::PubAck(pkid) => {
                         self.stats.add(&self.stats.acked);
+                        last_acked = Some(pkid);
                         if reboot_after == Some(pkid) {
                             self.emit(SimEvent::Rebooting);
                             // Dropping the socket without DISCONNECT: the broker
@@ -600,7 +652,10 @@ impl Device {
                         }
                         handshake.take();
                         *announced = true;
+                        subscribed = true;
                         self.on_connected();
+                        let effects = self.agent.on_connect();
+                        self.apply(effects, &mut wbuf);
                     }
                     Incoming::PingResp => awaiting_pong = false,
                     Incoming::ConnAck { .. } => {
@@ -633,6 +688,23 @@ impl Device {
                     }
                     mqtt::encode_pingreq(&mut wbuf);
                     awaiting_pong = true;
+                }
+                Some(news) = self.news_rx.recv() => {
+                    let effects = self.agent.on_download(news);
+                    self.apply(effects, &mut wbuf);
+                }
+                () = sleep_until_some(self.install_at), if subscribed => {
+                    self.install_at = None;
+                    if self.finish_update(&mut wbuf) {
+                        // Reboot once everything published so far is acknowledged, so
+                        // that the abrupt close loses none of it.
+                        let last = self.next_pkid;
+                        if last == sub_pkid || last_acked == Some(last) {
+                            self.emit(SimEvent::Rebooting);
+                            return End::Reboot;
+                        }
+                        reboot_after = Some(last);
+                    }
                 }
                 order = control.recv() => match order {
                     Some(Control::TelemetryNow) => self.publish_telemetry(&mut wbuf),
@@ -675,6 +747,16 @@ impl Device {
                 Ok(request) => self.on_command(request, wbuf),
                 Err(e) => self.ignore(topic, e.to_string()),
             },
+            Channel::Down(DownChannel::UpdateRequest) => {
+                match UpdateRequest::parse(payload) {
+                    Ok(request) => self.on_update_request(request, wbuf),
+                    Err(e) => {
+                        tracing::warn!(device_id = %self.config.device_id, error = %e, "ignored an unusable update request");
+                        self.ignore(topic, e.to_string());
+                    }
+                }
+                None
+            }
             Channel::Down(DownChannel::Error) => match ErrorNotice::parse(payload) {
                 Ok(notice) => {
                     tracing::warn!(device_id = %self.config.device_id, reason = %notice.reason, "server refused a payload");
@@ -707,6 +789,89 @@ impl Device {
         tracing::debug!(device_id = %self.config.device_id, id = %request.id, kind = ?request.kind, status = ?result.status, "command answered");
         self.emit(SimEvent::CommandHandled { request, result });
         (after == AfterAnswer::Reboot).then_some(pkid)
+    }
+
+    fn on_update_request(&mut self, request: UpdateRequest, wbuf: &mut BytesMut) {
+        self.emit(SimEvent::UpdateRequest {
+            id: request.id,
+            path: request.call.path(),
+        });
+        let (response, effects) = self.agent.handle(request, unix_now());
+        let Some(response) = response else {
+            tracing::debug!(device_id = %self.config.device_id, "hanging: update request not answered");
+            return;
+        };
+        let pkid = self.pkid();
+        mqtt::encode_publish(
+            &self.topics.update_response,
+            &response.to_bytes(),
+            QoS::AtLeastOnce,
+            false,
+            pkid,
+            wbuf,
+        );
+        self.stats.add(&self.stats.published);
+        tracing::debug!(device_id = %self.config.device_id, id = %response.id, status = response.status, "update request answered");
+        self.emit(SimEvent::UpdateAnswered(response));
+        self.apply(effects, wbuf);
+    }
+
+    /// Carries out what the update agent asks for, in order.
+    fn apply(&mut self, effects: Vec<Effect>, wbuf: &mut BytesMut) {
+        for effect in effects {
+            match effect {
+                Effect::PublishUpdate(resource) => {
+                    let pkid = self.pkid();
+                    mqtt::encode_publish(
+                        &self.topics.update,
+                        &resource.to_bytes(),
+                        QoS::AtLeastOnce,
+                        false,
+                        pkid,
+                        wbuf,
+                    );
+                    self.stats.add(&self.stats.published);
+                    self.emit(SimEvent::UpdatePublished(resource));
+                }
+                Effect::PublishImages(resource) => {
+                    let pkid = self.pkid();
+                    mqtt::encode_publish(
+                        &self.topics.images,
+                        &resource.to_bytes(),
+                        QoS::AtLeastOnce,
+                        false,
+                        pkid,
+                        wbuf,
+                    );
+                    self.stats.add(&self.stats.published);
+                    self.emit(SimEvent::ImagesPublished(resource));
+                }
+                Effect::Download(job) => {
+                    tokio::spawn(update::download(job, self.news_tx.clone()));
+                }
+                Effect::ScheduleInstall => {
+                    self.install_at = Some(Instant::now() + self.config.install_time);
+                }
+            }
+        }
+    }
+
+    /// Ends the running update. Returns whether it was installed (the caller reboots).
+    fn finish_update(&mut self, wbuf: &mut BytesMut) -> bool {
+        match self.agent.finish(unix_now()) {
+            Finish::Nothing => false,
+            Finish::Failed(effects) => {
+                self.apply(effects, wbuf);
+                false
+            }
+            Finish::Installed { version } => {
+                tracing::debug!(device_id = %self.config.device_id, %version, "update installed; rebooting");
+                self.config.firmware_version = version.clone();
+                self.online = online_presence(&self.config);
+                self.emit(SimEvent::Installed { version });
+                true
+            }
+        }
     }
 
     fn ignore(&self, topic: &str, reason: String) -> Option<u16> {
@@ -773,6 +938,31 @@ impl Device {
         if let Ok(Err(e)) = timeout(GOODBYE_WAIT, closed).await {
             tracing::debug!(device_id = %self.config.device_id, error = %e, "unclean goodbye");
         }
+    }
+}
+
+/// The retained online presence announcing the device's identity and firmware.
+fn online_presence(config: &DeviceConfig) -> Vec<u8> {
+    Presence {
+        status: PresenceStatus::Online,
+        model: Some(config.model.clone()),
+        os: Some(config.os.clone()),
+        system: Some(config.system.clone()),
+        firmware_version: Some(config.firmware_version.clone()),
+    }
+    .to_bytes()
+}
+
+/// Unix seconds now.
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

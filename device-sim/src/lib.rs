@@ -4,8 +4,9 @@
 //! A simulated device connects with client id = user name = its device id and its key as
 //! password, registers a retained `offline` presence as its last will, announces itself
 //! `online` (retained), subscribes to its `down/#`, publishes telemetry and coordinates on
-//! timers, answers commands (`custom`, `reboot`, `change_password`) and reconnects with
-//! backoff when the broker drops it. Tests drive one device through a [`SimHandle`]; the
+//! timers, answers commands (`custom`, `reboot`, `change_password`) and npm.system_update
+//! requests (fetch an image over HTTP, init, start, install, reboot: see [`update`]), and
+//! reconnects with backoff when the broker drops it. Tests drive one device through a [`SimHandle`]; the
 //! `fleetmq-sim` binary drives thousands through a [`Fleet`].
 //!
 //! # Why a hand-written MQTT client
@@ -42,6 +43,8 @@
 //!   look like (pure, unit-tested).
 //! - [`mqtt`]: the MQTT 3.1.1 client codec.
 //! - [`stats`]: [`Stats`], the fleet-wide counters behind the progress bars and the summary.
+//! - [`update`]: the device side of npm.system_update 2.0 (images, update state machine,
+//!   downloads) and the [`Fault`]s a device can simulate.
 //! - [`registration`]: registering devices through the REST API, and the `id,key` CSV.
 //! - [`error`]: the one error type, [`SimError`].
 
@@ -52,8 +55,10 @@ pub mod fleet;
 pub mod mqtt;
 pub mod registration;
 pub mod stats;
+pub mod update;
 
 pub use device::{DeviceConfig, SimDevice, SimEvent, SimHandle};
 pub use error::SimError;
 pub use fleet::{Fleet, FleetOptions};
 pub use stats::{Stats, StatsSnapshot};
+pub use update::Fault;
