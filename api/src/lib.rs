@@ -28,7 +28,8 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use fleetmq_store::{Command, DeviceId, Store};
+use fleetmq_protocol::{Call, UpdateResponse};
+use fleetmq_store::{Command, DeviceId, StartedUpgrades, Store, UpgradeOperation};
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -67,6 +68,14 @@ pub trait Hooks: Send + Sync + 'static {
     fn device_deactivated(&self, _device: DeviceId) {}
     /// A command was stored (in progress): send it to the device.
     fn command_created(&self, _command: Command) {}
+    /// Upgrade operations were stored (in progress): drive them.
+    fn upgrades_started(&self, _started: StartedUpgrades) {}
+    /// Operations were cancelled in the store: stop driving them and tidy their devices.
+    fn upgrades_cancelled(&self, _operations: Vec<UpgradeOperation>) {}
+    /// Calls a device's npm.system_update 2.0 API over MQTT and returns its answer.
+    fn device_call(&self, _device: DeviceId, _call: Call) -> DeviceCallFuture {
+        Box::pin(async { Err(DeviceCallError::Unavailable) })
+    }
     /// Whether the broker accepts connections (for `/healthz`).
     fn broker_up(&self) -> bool {
         false
@@ -76,6 +85,25 @@ pub trait Hooks: Send + Sync + 'static {
         Vec::new()
     }
 }
+
+/// Why a device call got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceCallError {
+    /// The device is not connected.
+    #[error("The device is offline.")]
+    Offline,
+    /// The device did not answer in time.
+    #[error("The device did not answer within {0} seconds.")]
+    Timeout(u64),
+    /// No broker runs behind this API.
+    #[error("Devices cannot be reached: the MQTT bridge is not running.")]
+    Unavailable,
+}
+
+/// The answer to [`Hooks::device_call`].
+pub type DeviceCallFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<UpdateResponse, DeviceCallError>> + Send>,
+>;
 
 /// Hooks of an API running without broker and bridge.
 pub struct NoHooks;

@@ -132,6 +132,42 @@ pub struct UpgradeOperation {
 }
 
 impl UpgradeOperation {
+    /// A new operation, in progress and queued, installing `image` of `build` on `device`.
+    pub fn new(
+        device: &crate::Device,
+        image: &crate::Image,
+        build: &crate::Build,
+        batch: Option<BatchId>,
+        wave: u32,
+    ) -> UpgradeOperation {
+        let now = Timestamp::now();
+        UpgradeOperation {
+            id: UpgradeId::new(),
+            device: device.id,
+            organization: device.fields.organization,
+            image: image.id,
+            build: build.id,
+            batch,
+            status: UpgradeStatus::InProgress,
+            progress: 0,
+            log: format!(
+                "Upgrade to {} ({}) queued",
+                build.fields.version, image.kind
+            ),
+            step: UpgradeStep::Queued,
+            attempt: 0,
+            device_image: None,
+            not_before: None,
+            deadline: None,
+            wave,
+            flagged: false,
+            target_version: build.fields.version.clone(),
+            sha256: image.sha256.clone(),
+            created: now,
+            modified: now,
+        }
+    }
+
     /// Appends a line to the log and touches `modified`.
     pub fn note(&mut self, line: impl AsRef<str>) {
         if !self.log.is_empty() {
