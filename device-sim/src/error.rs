@@ -44,6 +44,9 @@ pub enum SimError {
     /// The organization slug is not among the organizations the token can see.
     #[error("organization `{0}` not found (or not visible to this token)")]
     OrganizationNotFound(String),
+    /// The REST API answered something the simulator cannot use.
+    #[error("unexpected API answer: {0}")]
+    Unexpected(String),
     /// A line of the devices CSV is not `id,key`.
     #[error("{path}:{line}: {reason}")]
     Csv {

@@ -45,12 +45,14 @@
 //! - [`stats`]: [`Stats`], the fleet-wide counters behind the progress bars and the summary.
 //! - [`update`]: the device side of npm.system_update 2.0 (images, update state machine,
 //!   downloads) and the [`Fault`]s a device can simulate.
+//! - [`firmware`]: the firmware-upgrader REST calls of the `upgrade-demo`.
 //! - [`registration`]: registering devices through the REST API, and the `id,key` CSV.
 //! - [`error`]: the one error type, [`SimError`].
 
 pub mod behaviour;
 pub mod device;
 pub mod error;
+pub mod firmware;
 pub mod fleet;
 pub mod mqtt;
 pub mod registration;
@@ -59,6 +61,6 @@ pub mod update;
 
 pub use device::{DeviceConfig, SimDevice, SimEvent, SimHandle};
 pub use error::SimError;
-pub use fleet::{Fleet, FleetOptions};
+pub use fleet::{FaultMix, Fleet, FleetOptions};
 pub use stats::{Stats, StatsSnapshot};
 pub use update::Fault;

@@ -1,6 +1,11 @@
 //! `fleetmq-sim`: registers N simulated devices through the REST API (or reads them from a
 //! CSV), connects them to the broker at a paced rate, keeps them publishing for a while and
 //! prints a summary. See the crate docs of `fleetmq_sim` for the device behaviour.
+//!
+//! `fleetmq-sim … upgrade-demo` does the same, then uploads a firmware build through the
+//! firmware-upgrader REST API, upgrades the whole fleet in one batch and shows it live.
+//! The fault flags (`--fault-*`) make a deterministic share of the devices misbehave (see
+//! `FaultMix::assign`), so a rollout's failure handling can be watched.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,11 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use fleetmq_sim::error::connack_meaning;
+use fleetmq_sim::firmware::{BatchDetail, IMAGE_TYPE, Rollout, StatusCounts};
 use fleetmq_sim::fleet::source_ip_for;
 use fleetmq_sim::registration::{self, ApiClient, Credentials};
-use fleetmq_sim::{DeviceConfig, Fleet, FleetOptions, StatsSnapshot};
+use fleetmq_sim::update::firmware_image;
+use fleetmq_sim::{DeviceConfig, FaultMix, Fleet, FleetOptions, StatsSnapshot};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::task::JoinSet;
 
@@ -70,6 +77,133 @@ struct Cli {
     /// Concurrent registration requests.
     #[arg(long, default_value_t = 16)]
     register_concurrency: usize,
+    /// How long an update runs on a device between `update/start` and the reboot into the
+    /// new firmware.
+    #[arg(long, global = true, default_value = "0", value_parser = parse_duration)]
+    install_time: Duration,
+    /// Fraction (0–1) of devices whose images get a wrong checksum.
+    #[arg(long, global = true, default_value_t = 0.0, value_parser = parse_fraction)]
+    fault_checksum: f64,
+    /// Fraction of devices whose first `--download-failures` fetches fail.
+    #[arg(long, global = true, default_value_t = 0.0, value_parser = parse_fraction)]
+    fault_download: f64,
+    /// Fetches that fail on a `--fault-download` device before one works.
+    #[arg(long, global = true, default_value_t = 1)]
+    download_failures: u32,
+    /// Fraction of devices whose update ends FAILED_GRACEFUL (old firmware kept).
+    #[arg(long, global = true, default_value_t = 0.0, value_parser = parse_fraction)]
+    fault_graceful: f64,
+    /// Fraction of devices whose update ends FAILED_CRITICAL.
+    #[arg(long, global = true, default_value_t = 0.0, value_parser = parse_fraction)]
+    fault_critical: f64,
+    /// Fraction of devices that never answer update requests.
+    #[arg(long, global = true, default_value_t = 0.0, value_parser = parse_fraction)]
+    fault_hang: f64,
+    /// Fraction of devices that stay offline for `--offline-for` after starting.
+    #[arg(long, global = true, default_value_t = 0.0, value_parser = parse_fraction)]
+    fault_offline: f64,
+    /// How long a `--fault-offline` device stays offline.
+    #[arg(long, global = true, default_value = "60s", value_parser = parse_duration)]
+    offline_for: Duration,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+impl Cli {
+    fn faults(&self) -> FaultMix {
+        FaultMix {
+            checksum_mismatch: self.fault_checksum,
+            download_error: self.fault_download,
+            download_failures: self.download_failures,
+            failed_graceful: self.fault_graceful,
+            failed_critical: self.fault_critical,
+            hang: self.fault_hang,
+            offline: self.fault_offline,
+            offline_for: self.offline_for,
+        }
+    }
+}
+
+/// Without a subcommand the fleet just runs for `--duration`.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Registers and starts the fleet (model "sim-board"), uploads a firmware build through
+    /// the firmware-upgrader API, upgrades every device in one batch and shows it live.
+    /// The fleet flags go before the subcommand; the fault flags and `--install-time` go
+    /// on either side.
+    UpgradeDemo(DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Size of the firmware image: bytes, or with a k/KiB or m/MiB suffix.
+    #[arg(long, default_value = "64KiB", value_parser = parse_size)]
+    image_size: usize,
+    /// Version of the new build (default `2.0.<unix time>`).
+    #[arg(long)]
+    build_version: Option<String>,
+    /// Name of the firmware category to create (a unique suffix is added).
+    #[arg(long, default_value = "fleetmq-sim")]
+    category: String,
+    /// Devices upgrading at the same time.
+    #[arg(long)]
+    max_parallel: Option<u32>,
+    /// Upgrades started per minute.
+    #[arg(long)]
+    rate_per_minute: Option<u32>,
+    /// Cumulative percentages of the fleet per wave, e.g. `1,10,100`.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=100))]
+    waves: Option<Vec<u32>>,
+    /// Abort the batch when this fraction (0–1) of finished upgrades failed…
+    #[arg(long, value_parser = parse_fraction)]
+    abort_failure_rate: Option<f64>,
+    /// …among at least this many finished upgrades (default 20).
+    #[arg(long, requires = "abort_failure_rate")]
+    abort_min_sample: Option<u32>,
+    /// Stop watching the batch after this long.
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    watch_timeout: Duration,
+}
+
+impl DemoArgs {
+    fn rollout(&self) -> Rollout {
+        Rollout {
+            max_parallel: self.max_parallel,
+            rate_per_minute: self.rate_per_minute,
+            waves: self.waves.clone(),
+            abort_failure_rate: self.abort_failure_rate,
+            abort_min_sample: self.abort_min_sample,
+        }
+    }
+}
+
+/// Parses a fraction in `[0, 1]`.
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("`{text}` is not a fraction between 0 and 1")),
+    }
+}
+
+/// Parses `65536`, `64k`, `64KiB`, `1m`, `1MiB`.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 65536, 64KiB or 1MiB"))?;
+    let factor = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1024,
+        "m" | "mib" | "mb" => 1024 * 1024,
+        other => return Err(format!("unknown size unit `{other}` (use k/KiB or m/MiB)")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 /// Parses `500ms`, `10s`, `2m`, `1h` or a bare number of seconds.
@@ -112,6 +246,9 @@ async fn main() -> anyhow::Result<()> {
     raise_open_files_limit(cli.devices);
 
     let bars = MultiProgress::new();
+    if let Some(Command::UpgradeDemo(demo)) = &cli.command {
+        return upgrade_demo(&cli, demo, &bars).await;
+    }
     let credentials = credentials(&cli, &bars).await?;
     let configs = device_configs(&cli, &credentials);
     let summary = run_fleet(&cli, configs, &bars).await;
@@ -221,6 +358,7 @@ fn device_configs(cli: &Cli, credentials: &[Credentials]) -> Vec<DeviceConfig> {
             config.keep_alive = cli.keep_alive;
             config.connect_timeout = cli.mqtt_connect_timeout;
             config.source_ip = source_ip_for(i, cli.mqtt);
+            config.install_time = cli.install_time;
             // Spread the fleet over ~50 km around Rome.
             config.home = (
                 12.4964 + rand::random_range(-0.25..0.25),
@@ -248,6 +386,7 @@ async fn run_fleet(cli: &Cli, configs: Vec<DeviceConfig>, bars: &MultiProgress) 
     let options = FleetOptions {
         connect_rate: Some(cli.connect_rate),
         max_pending_connects: Some(cli.max_pending_connects),
+        faults: cli.faults(),
     };
     let fleet = Fleet::spawn(configs, options);
     let stats = Arc::clone(fleet.stats());
@@ -327,6 +466,244 @@ async fn run_fleet(cli: &Cli, configs: Vec<DeviceConfig>, bars: &MultiProgress) 
         ran_for,
         stats: stats.snapshot(),
         memory,
+    }
+}
+
+/// The `upgrade-demo` subcommand: fleet up, firmware build up, one batch upgrade watched
+/// until it ends, a summary.
+async fn upgrade_demo(cli: &Cli, demo: &DemoArgs, bars: &MultiProgress) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let token = cli
+        .token
+        .as_deref()
+        .context("upgrade-demo needs --token (or FLEETMQ_TOKEN)")?;
+    let api = ApiClient::new(&cli.api, token);
+    let org = api
+        .organization_id(&cli.org)
+        .await
+        .context("looking up the organization")?;
+
+    let credentials = credentials(cli, bars).await?;
+    let configs = device_configs(cli, &credentials);
+    let devices = configs.len();
+    let faults = cli.faults();
+    let offline = faults
+        .assign(devices)
+        .iter()
+        .filter(|f| matches!(f, Some(fleetmq_sim::Fault::Offline { .. })))
+        .count();
+    let fleet = Fleet::spawn(
+        configs,
+        FleetOptions {
+            connect_rate: Some(cli.connect_rate),
+            max_pending_connects: Some(cli.max_pending_connects),
+            faults,
+        },
+    );
+
+    // The devices that are meant to be online, online (the --fault-offline ones join later,
+    // during the rollout).
+    let expected = (devices - offline) as u64;
+    let connecting = bar(bars, expected, "connecting");
+    let stats = Arc::clone(fleet.stats());
+    let all = stats.wait_until(|s| s.connected_now >= expected);
+    tokio::pin!(all);
+    let deadline = tokio::time::sleep(cli.connect_timeout);
+    tokio::pin!(deadline);
+    let mut refresh = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = &mut all => break,
+            () = &mut deadline => {
+                connecting.abandon_with_message("not all devices connected; upgrading anyway");
+                break;
+            }
+            _ = refresh.tick() => connecting.set_position(stats.snapshot().connected_now),
+        }
+    }
+    connecting.set_position(stats.snapshot().connected_now);
+    connecting.finish();
+
+    let run = time::OffsetDateTime::now_utc().unix_timestamp();
+    let version = demo
+        .build_version
+        .clone()
+        .unwrap_or_else(|| format!("2.0.{run}"));
+    let result = async {
+        let category = api
+            .create_category(org, &format!("{} {run}", demo.category))
+            .await
+            .context("creating the firmware category")?;
+        let build = api
+            .create_build(
+                &category,
+                &version,
+                "OpenWrt 23.05 fleetmq-sim",
+                "Simulated firmware uploaded by fleetmq-sim upgrade-demo.",
+            )
+            .await
+            .context("creating the build")?;
+        let image = firmware_image(&version, demo.image_size, run as u64);
+        api.upload_image(&build, IMAGE_TYPE, image)
+            .await
+            .context("uploading the image")?;
+        let batch = api
+            .start_batch(&build, &demo.rollout())
+            .await
+            .context("starting the batch upgrade")?;
+        eprintln!("build {version} ({build}), batch {batch}");
+        watch_batch(&api, batch, devices as u64, demo.watch_timeout, bars).await
+    }
+    .await;
+
+    let stopping = bars.add(ProgressBar::new_spinner());
+    stopping.set_message(format!("stopping {devices} devices"));
+    stopping.enable_steady_tick(Duration::from_millis(200));
+    fleet.stop().await;
+    stopping.finish_and_clear();
+
+    let (detail, rollout_time) = result?;
+    print!(
+        "{}",
+        DemoSummary {
+            version,
+            devices,
+            detail,
+            rollout_time,
+            total_time: started.elapsed(),
+            reboots: stats.snapshot().reboots,
+        }
+    );
+    Ok(())
+}
+
+/// Polls the batch every 500 ms, one bar per status plus the overall one, until it ends,
+/// Ctrl-C, or `limit`. Returns the last detail and how long it was watched.
+async fn watch_batch(
+    api: &ApiClient,
+    batch: uuid::Uuid,
+    devices: u64,
+    limit: Duration,
+    bars: &MultiProgress,
+) -> anyhow::Result<(BatchDetail, Duration)> {
+    let started = Instant::now();
+    let overall = bar(bars, devices, "overall");
+    let status_bars: Vec<(&str, ProgressBar)> =
+        ["success", "failed", "aborted", "cancelled", "in-progress"]
+            .into_iter()
+            .map(|status| {
+                let b = bars.add(ProgressBar::new(devices));
+                let style = ProgressStyle::with_template(&format!(
+                    "{status:>12} {{wide_bar}} {{pos}}/{{len}} {{msg}}"
+                ))
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+                b.set_style(style);
+                (status, b)
+            })
+            .collect();
+    let count = |counts: &StatusCounts, status: &str| match status {
+        "success" => counts.success,
+        "failed" => counts.failed,
+        "aborted" => counts.aborted,
+        "cancelled" => counts.cancelled,
+        _ => counts.in_progress,
+    };
+    let mut poll = tokio::time::interval(Duration::from_millis(500));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let deadline = tokio::time::sleep(limit);
+    tokio::pin!(deadline);
+    let mut last: Option<BatchDetail> = None;
+    let mut errors = 0;
+    loop {
+        tokio::select! {
+            _ = poll.tick() => {}
+            _ = &mut ctrl_c => break,
+            () = &mut deadline => break,
+        }
+        let detail = match api.batch(batch).await {
+            Ok(detail) => {
+                errors = 0;
+                detail
+            }
+            // A few failed polls (a restarting server) are tolerated.
+            Err(e) if errors < 10 => {
+                errors += 1;
+                overall.set_message(format!("poll failed: {e}"));
+                continue;
+            }
+            Err(e) => return Err(e).context("polling the batch"),
+        };
+        let total = detail.total.max(1);
+        overall.set_length(total);
+        overall.set_position(detail.status_counts.finished());
+        overall.set_message(format!("{} ({})", detail.status, detail.progress_report));
+        for (status, b) in &status_bars {
+            b.set_length(total);
+            b.set_position(count(&detail.status_counts, status));
+        }
+        let finished = detail.is_finished();
+        last = Some(detail);
+        if finished {
+            break;
+        }
+    }
+    overall.finish();
+    for (_, b) in &status_bars {
+        b.finish();
+    }
+    let detail = last.context("the batch detail was never read")?;
+    Ok((detail, started.elapsed()))
+}
+
+/// What the demo's summary table shows.
+struct DemoSummary {
+    version: String,
+    devices: usize,
+    detail: BatchDetail,
+    rollout_time: Duration,
+    total_time: Duration,
+    reboots: u64,
+}
+
+impl std::fmt::Display for DemoSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = &self.detail;
+        let c = &d.status_counts;
+        let total = d.total.max(1) as f64;
+        writeln!(f, "\nfleetmq-sim upgrade-demo summary")?;
+        writeln!(f, "  {:<14} {}", "build", self.version)?;
+        writeln!(f, "  {:<14} {}", "devices", self.devices)?;
+        writeln!(
+            f,
+            "  {:<14} {} ({})",
+            "batch status", d.status, d.progress_report
+        )?;
+        writeln!(f, "  {:<14} {:>8} {:>8}", "status", "devices", "share")?;
+        for (name, n, rate) in [
+            ("success", c.success, d.success_rate),
+            ("failed", c.failed, d.failed_rate),
+            ("aborted", c.aborted, d.aborted_rate),
+            ("cancelled", c.cancelled, d.cancelled_rate),
+            ("in-progress", c.in_progress, None),
+        ] {
+            let share = rate.unwrap_or(n as f64 * 100.0 / total);
+            writeln!(f, "  {name:<14} {n:>8} {share:>7.0}%")?;
+        }
+        writeln!(f, "  {:<14} {:>8}", "total", d.total)?;
+        writeln!(f, "  {:<14} {}", "device reboots", self.reboots)?;
+        writeln!(
+            f,
+            "  {:<14} {:.1} s",
+            "rollout",
+            self.rollout_time.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  {:<14} {:.1} s",
+            "total time",
+            self.total_time.as_secs_f64()
+        )
     }
 }
 
@@ -430,5 +807,53 @@ mod tests {
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("10 parsecs").is_err());
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn sizes_and_fractions_parse() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("64k"), Ok(65536));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert!(parse_size("lots").is_err());
+        assert_eq!(parse_fraction("0.25"), Ok(0.25));
+        assert!(parse_fraction("1.5").is_err());
+        assert!(parse_fraction("-0.1").is_err());
+    }
+
+    #[test]
+    fn the_demo_and_fault_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "fleetmq-sim",
+            "--org",
+            "acme",
+            "--fault-hang",
+            "0.1",
+            "upgrade-demo",
+            "--install-time",
+            "5s",
+            "--waves",
+            "1,10,100",
+            "--abort-failure-rate",
+            "0.2",
+        ])
+        .unwrap();
+        assert_eq!(cli.faults().hang, 0.1);
+        assert_eq!(cli.install_time, Duration::from_secs(5));
+        let Some(Command::UpgradeDemo(demo)) = &cli.command else {
+            panic!("upgrade-demo");
+        };
+        assert_eq!(demo.image_size, 65536);
+        assert_eq!(demo.rollout().waves, Some(vec![1, 10, 100]));
+        assert!(
+            Cli::try_parse_from(["fleetmq-sim", "--org", "a", "upgrade-demo", "--waves", "0"])
+                .is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["fleetmq-sim", "--org", "a"])
+                .unwrap()
+                .command
+                .is_none()
+        );
     }
 }

@@ -60,6 +60,53 @@ impl ApiClient {
         decode("GET", url, response).await
     }
 
+    /// The absolute URL of `path` (which starts with `/`).
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `GET path`, decoding the JSON answer.
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, SimError> {
+        self.get(&self.url(path)).await
+    }
+
+    /// `POST path` with a JSON body, decoding the JSON answer.
+    pub(crate) async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, SimError> {
+        let url = self.url(path);
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await?;
+        decode("POST", &url, response).await
+    }
+
+    /// `POST path` with a multipart form, decoding the JSON answer.
+    pub(crate) async fn post_multipart<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        form: reqwest::multipart::Form,
+    ) -> Result<T, SimError> {
+        let url = self.url(path);
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .multipart(form)
+            .send()
+            .await?;
+        decode("POST", &url, response).await
+    }
+
     /// Walks a paginated list, following `next` links.
     async fn list<T: serde::de::DeserializeOwned>(
         &self,

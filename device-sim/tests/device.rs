@@ -499,6 +499,7 @@ async fn a_fleet_of_200_devices_all_connect_and_announce_themselves() {
     let options = FleetOptions {
         connect_rate: Some(2000.0),
         max_pending_connects: Some(50),
+        ..FleetOptions::default()
     };
     let fleet = Fleet::spawn(configs, options);
     let stats = timeout(WAIT, fleet.wait_connected(200))
