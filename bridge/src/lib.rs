@@ -18,11 +18,15 @@
 //! - [`uplink`] — what each `up/` channel and each session event does to the store.
 //! - [`telemetry`] — the group-commit telemetry writer.
 //! - [`commands`] — sending, resending and timing out commands.
+//! - [`rollout`] — the rollout engine: upgrade operations over npm.system_update.
+//! - [`device_calls`] — REST clients' calls of a device's npm.system_update API; who is online.
 //! - [`metrics`] — counters for `/metrics`.
 
 pub mod auth;
 pub mod commands;
+pub mod device_calls;
 pub mod metrics;
+pub mod rollout;
 pub mod telemetry;
 pub mod uplink;
 
@@ -30,13 +34,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetmq_broker::{BrokerHandle, SessionEvent};
-use fleetmq_store::{Command, Store, Timestamp};
+use fleetmq_store::{Command, DeviceId, StartedUpgrades, Store, Timestamp, UpgradeOperation};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use commands::CommandTracker;
+pub use device_calls::{CallError, DeviceCalls, OnlineDevices};
 pub use metrics::Metrics;
+pub use rollout::{RolloutConfig, Rollouts, UpgradePolicy};
 pub use telemetry::TelemetryWriter;
 
 /// Tunables of the bridge.
@@ -46,6 +52,10 @@ pub struct BridgeConfig {
     pub telemetry_retention: Duration,
     /// How long a command may wait for its answer (including time offline).
     pub command_timeout: Duration,
+    /// How long a REST call of a device's npm.system_update API waits for the answer.
+    pub device_call_timeout: Duration,
+    /// The rollout engine's tunables.
+    pub rollout: RolloutConfig,
 }
 
 impl Default for BridgeConfig {
@@ -53,6 +63,8 @@ impl Default for BridgeConfig {
         Self {
             telemetry_retention: Duration::from_secs(7 * 24 * 3600),
             command_timeout: Duration::from_secs(300),
+            device_call_timeout: Duration::from_secs(10),
+            rollout: RolloutConfig::default(),
         }
     }
 }
@@ -68,6 +80,9 @@ struct Inner {
     broker: BrokerHandle,
     telemetry: TelemetryWriter,
     commands: CommandTracker,
+    rollouts: Rollouts,
+    calls: DeviceCalls,
+    online: OnlineDevices,
     metrics: Metrics,
     command_added: Notify,
     /// Session events from the broker, recorded in order by one task.
@@ -94,12 +109,27 @@ impl Bridge {
             metrics.clone(),
         );
         let (sessions, session_events) = mpsc::unbounded_channel();
+        let online = OnlineDevices::default();
+        let calls = DeviceCalls::new(broker.clone(), online.clone(), config.device_call_timeout);
+        let (rollouts, engine) = Rollouts::start(
+            store.clone(),
+            broker.clone(),
+            online.clone(),
+            config.rollout.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(std::io::Error::other)?;
         let bridge = Bridge {
             inner: Arc::new(Inner {
                 store,
                 broker,
                 telemetry,
                 commands,
+                rollouts,
+                calls,
+                online,
                 metrics,
                 command_added: Notify::new(),
                 sessions,
@@ -110,6 +140,7 @@ impl Bridge {
         }
         let tasks = vec![
             writer,
+            engine,
             tokio::spawn(uplink::record_sessions(
                 bridge.clone(),
                 session_events,
@@ -124,6 +155,25 @@ impl Bridge {
     pub async fn command_created(&self, command: Command) {
         self.inner.commands.created(command).await;
         self.inner.command_added.notify_one();
+    }
+
+    /// Upgrade operations the API stored: drive them.
+    pub fn upgrades_started(&self, started: StartedUpgrades) {
+        self.inner.rollouts.started(started);
+    }
+
+    /// Upgrade operations the API cancelled: stop driving them.
+    pub fn upgrades_cancelled(&self, operations: Vec<UpgradeOperation>) {
+        self.inner.rollouts.cancelled(operations);
+    }
+
+    /// Calls a device's npm.system_update API and returns its answer.
+    pub async fn device_call(
+        &self,
+        device: DeviceId,
+        call: fleetmq_protocol::Call,
+    ) -> Result<fleetmq_protocol::UpdateResponse, CallError> {
+        self.inner.calls.call(device, call).await
     }
 
     /// The bridge's counters.

@@ -16,6 +16,9 @@ struct Counters {
     commands_sent: AtomicU64,
     commands_answered: AtomicU64,
     commands_timed_out: AtomicU64,
+    upgrades_succeeded: AtomicU64,
+    upgrades_failed: AtomicU64,
+    upgrades_aborted: AtomicU64,
 }
 
 impl Metrics {
@@ -46,11 +49,37 @@ impl Metrics {
         self.0.commands_timed_out.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn upgrade_finished(&self, status: fleetmq_store::UpgradeStatus) {
+        use fleetmq_store::UpgradeStatus::*;
+        let counter = match status {
+            Success => &self.0.upgrades_succeeded,
+            Failed => &self.0.upgrades_failed,
+            Aborted => &self.0.upgrades_aborted,
+            InProgress | Cancelled => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Every counter with its Prometheus name and help text.
     pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
         let c = &self.0;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         vec![
+            (
+                "fleetmq_upgrades_succeeded_total",
+                "Upgrade operations the rollout engine saw succeed.",
+                get(&c.upgrades_succeeded),
+            ),
+            (
+                "fleetmq_upgrades_failed_total",
+                "Upgrade operations that failed.",
+                get(&c.upgrades_failed),
+            ),
+            (
+                "fleetmq_upgrades_aborted_total",
+                "Upgrade operations aborted by a batch's abort threshold.",
+                get(&c.upgrades_aborted),
+            ),
             (
                 "fleetmq_uplink_messages_total",
                 "Messages devices published under their up/ topics.",

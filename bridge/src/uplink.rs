@@ -6,7 +6,9 @@
 //! | `telemetry` | appended through the group-commit writer; latest sample per device |
 //! | `coordinates` | the device's (mobile, outdoor) location moves |
 //! | `command/result` | ends the device's own in-progress command, once |
-//! | `update`, `images`, `config/status` | accepted; stored by the firmware and configuration work |
+//! | `update`, `images` | the device's npm.system_update resources: stored, and they drive its upgrade operation (see [`crate::rollout`]) |
+//! | `update/response` | the answer to a REST client's device call, or to the rollout engine's request |
+//! | `config/status` | accepted; stored by the configuration work |
 //!
 //! A payload that does not parse is answered on the device's `down/error` with the reason and
 //! counted; nothing else happens (and the broker acknowledges it: sending it again would not
@@ -20,8 +22,8 @@
 use fleetmq_broker::{BrokerError, SessionEvent, Uplink, UplinkFuture, UplinkMessage};
 use fleetmq_protocol::topic::{Channel, Direction};
 use fleetmq_protocol::{
-    CommandResult, Coordinates, DownChannel, ErrorNotice, Presence, PresenceStatus, ProtocolError,
-    Telemetry, Topic, UpChannel,
+    CommandResult, Coordinates, DownChannel, ErrorNotice, ImagesResource, Presence, PresenceStatus,
+    ProtocolError, Telemetry, Topic, UpChannel, UpdateResource, UpdateResponse,
 };
 use fleetmq_store::{
     CommandId, CommandStatus, DeviceId, MqttSession, Point, StoreError, TelemetrySample, Timestamp,
@@ -30,6 +32,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::Bridge;
+use crate::rollout::Report;
 
 /// Why a device message was not applied.
 #[derive(Debug)]
@@ -59,6 +62,21 @@ impl Uplink for Bridge {
     }
 
     fn session(&self, event: SessionEvent) {
+        // Called in the broker's order, so the online set and the engine see a takeover's
+        // end before the new session.
+        let (device, slug) = match &event {
+            SessionEvent::Connected {
+                device_id,
+                org_slug,
+                ..
+            } => (device_id.parse::<DeviceId>(), Some(org_slug.clone())),
+            SessionEvent::Disconnected { device_id, .. } => (device_id.parse::<DeviceId>(), None),
+        };
+        if let Ok(device) = device {
+            let online = slug.is_some();
+            self.inner.online.set(device, slug);
+            self.inner.rollouts.session(device, online);
+        }
         // Fails only once the recorder stopped (shutdown).
         let _ = self.inner.sessions.send(event);
     }
@@ -92,6 +110,14 @@ pub(crate) async fn record_sessions(
 }
 
 impl Bridge {
+    async fn report(&self, device: DeviceId, report: Report) -> Result<(), UplinkError> {
+        self.inner
+            .rollouts
+            .report(device, report)
+            .await
+            .map_err(|e| UplinkError::Store(StoreError::Task(e)))
+    }
+
     #[tracing::instrument(skip_all, fields(events = events.len()))]
     async fn record_session_batch(&self, events: Vec<SessionEvent>) {
         let at = Timestamp::now();
@@ -266,10 +292,22 @@ impl Bridge {
                     self.inner.metrics.command_answered();
                 }
             }
-            UpChannel::Update
-            | UpChannel::UpdateResponse
-            | UpChannel::Images
-            | UpChannel::ConfigStatus => {}
+            UpChannel::Update => {
+                let update = UpdateResource::parse(payload).map_err(UplinkError::Refused)?;
+                self.report(device, Report::Update(update)).await?;
+            }
+            UpChannel::Images => {
+                let images = ImagesResource::parse(payload).map_err(UplinkError::Refused)?;
+                self.report(device, Report::Images(images)).await?;
+            }
+            UpChannel::UpdateResponse => {
+                let response = UpdateResponse::parse(payload).map_err(UplinkError::Refused)?;
+                // A REST client waiting for it takes it; otherwise it answers the engine.
+                if let Some(response) = self.inner.calls.answer(response) {
+                    self.report(device, Report::Response(response)).await?;
+                }
+            }
+            UpChannel::ConfigStatus => {}
         }
         Ok(())
     }

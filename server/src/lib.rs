@@ -16,12 +16,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use fleetmq_api::{AppState, Hooks};
-use fleetmq_bridge::Bridge;
+use fleetmq_api::{AppState, DeviceCallError, DeviceCallFuture, Hooks};
 use fleetmq_bridge::auth::StoreAuthenticator;
+use fleetmq_bridge::{Bridge, CallError};
 use fleetmq_broker::{Broker, BrokerConfig, BrokerHandle, TlsIdentity, TlsListener};
+use fleetmq_protocol::Call;
 use fleetmq_store::Store;
-use fleetmq_store::{Command, DeviceId};
+use fleetmq_store::{Command, DeviceId, StartedUpgrades, UpgradeOperation};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -83,10 +84,19 @@ impl Server {
             .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
         let http_addr = listener.local_addr()?;
 
+        let mut bridge_config = config.bridge.clone();
+        if bridge_config.rollout.public_url.is_empty() {
+            // Devices download firmware from the API; a wildcard bind is reached on loopback.
+            let mut addr = http_addr;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            bridge_config.rollout.public_url = format!("http://{addr}");
+        }
         let (bridge, bridge_tasks) = Bridge::start(
             store.clone(),
             handle.clone(),
-            config.bridge.clone(),
+            bridge_config,
             shutdown.clone(),
         )
         .await
@@ -220,6 +230,25 @@ impl Hooks for ServerHooks {
     fn command_created(&self, command: Command) {
         let bridge = self.bridge.clone();
         tokio::spawn(async move { bridge.command_created(command).await });
+    }
+
+    fn upgrades_started(&self, started: StartedUpgrades) {
+        self.bridge.upgrades_started(started);
+    }
+
+    fn upgrades_cancelled(&self, operations: Vec<UpgradeOperation>) {
+        self.bridge.upgrades_cancelled(operations);
+    }
+
+    fn device_call(&self, device: DeviceId, call: Call) -> DeviceCallFuture {
+        let bridge = self.bridge.clone();
+        Box::pin(async move {
+            bridge.device_call(device, call).await.map_err(|e| match e {
+                CallError::Offline => DeviceCallError::Offline,
+                CallError::Timeout(wait) => DeviceCallError::Timeout(wait.as_secs()),
+                CallError::NotSent(_) => DeviceCallError::Unavailable,
+            })
+        })
     }
 
     fn broker_up(&self) -> bool {

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -23,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (the default when no command is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Administrative tasks on the data directory of a stopped server.
     Admin {
         #[command(subcommand)]
@@ -69,6 +70,22 @@ struct ServeArgs {
     /// Largest firmware image accepted, in MiB.
     #[arg(long, env = "FLEETMQ_FIRMWARE_UPLOAD_LIMIT_MIB", default_value_t = 256)]
     firmware_upload_limit_mib: u64,
+    /// Base URL devices download firmware from (default: http://<http-addr>). Set it when
+    /// devices reach the API through another address (NAT, reverse proxy).
+    #[arg(long, env = "FLEETMQ_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Seconds a device may take to download and verify an image before a retry.
+    #[arg(long, env = "FLEETMQ_UPGRADE_FETCH_TIMEOUT", default_value_t = 600)]
+    upgrade_fetch_timeout: u64,
+    /// Seconds from the start of flashing until the device must be back on the new version.
+    #[arg(long, env = "FLEETMQ_UPGRADE_FLASH_TIMEOUT", default_value_t = 900)]
+    upgrade_flash_timeout: u64,
+    /// Retries of recoverable upgrade failures (download errors, no answer).
+    #[arg(long, env = "FLEETMQ_UPGRADE_RETRIES", default_value_t = 3)]
+    upgrade_retries: u32,
+    /// Seconds before the first retry; doubles with each retry (at most 5 minutes).
+    #[arg(long, env = "FLEETMQ_UPGRADE_BACKOFF", default_value_t = 5)]
+    upgrade_backoff: u64,
     /// Hours of telemetry history kept per device.
     #[arg(long, env = "FLEETMQ_TELEMETRY_RETENTION_HOURS", default_value_t = 168)]
     telemetry_retention_hours: u64,
@@ -112,7 +129,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => serve(cli.serve),
-        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Serve(args)) => serve(*args),
         Some(Command::Admin {
             task: AdminTask::CreateToken { username, data_dir },
         }) => create_token(&username, &data_dir),
@@ -149,10 +166,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..fleetmq_api::ApiConfig::default()
         },
         bridge: fleetmq_bridge::BridgeConfig {
-            command_timeout: std::time::Duration::from_secs(args.command_timeout),
-            telemetry_retention: std::time::Duration::from_secs(
+            command_timeout: Duration::from_secs(args.command_timeout),
+            telemetry_retention: Duration::from_secs(
                 args.telemetry_retention_hours.saturating_mul(3600),
             ),
+            rollout: fleetmq_bridge::RolloutConfig {
+                public_url: args.public_url.unwrap_or_default(),
+                policy: fleetmq_bridge::UpgradePolicy {
+                    fetch_timeout: Duration::from_secs(args.upgrade_fetch_timeout),
+                    flash_timeout: Duration::from_secs(args.upgrade_flash_timeout),
+                    max_retries: args.upgrade_retries,
+                    backoff: Duration::from_secs(args.upgrade_backoff),
+                    ..fleetmq_bridge::UpgradePolicy::default()
+                },
+                ..fleetmq_bridge::RolloutConfig::default()
+            },
+            ..fleetmq_bridge::BridgeConfig::default()
         },
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -278,7 +278,8 @@ pub trait UpgradeStore: Send + Sync + 'static {
     fn start_upgrades(&self, plan: UpgradePlan) -> Result<StartedUpgrades>;
     /// Stores new versions of in-progress operations and devices' reports, in one
     /// transaction. An operation that is no longer in progress (cancelled, deleted) is left
-    /// alone; their ids are returned. A success marks the device's firmware installed.
+    /// alone; their ids are returned. A success marks the device's firmware installed. A
+    /// report's missing resource keeps its stored value.
     fn write_upgrades(
         &self,
         operations: Vec<UpgradeOperation>,

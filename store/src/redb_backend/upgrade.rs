@@ -235,9 +235,21 @@ impl UpgradeStore for RedbBackend {
             let devices = txn.open_table(DEVICES)?;
             let mut table = txn.open_table(UPDATE_REPORTS)?;
             for (device, report) in reports {
-                if devices.get(device.key())?.is_some() {
-                    table.insert(device.key(), encode("update_reports", &report)?.as_slice())?;
+                if devices.get(device.key())?.is_none() {
+                    continue;
                 }
+                // A report carries one resource or both; the other keeps its stored value.
+                let stored: Option<UpdateReport> =
+                    get_record(&table, "update_reports", device.key())?;
+                let merged = match stored {
+                    Some(stored) => UpdateReport {
+                        update: report.update.or(stored.update),
+                        images: report.images.or(stored.images),
+                        modified: report.modified.or(stored.modified),
+                    },
+                    None => report,
+                };
+                table.insert(device.key(), encode("update_reports", &merged)?.as_slice())?;
             }
         }
         txn.commit()?;

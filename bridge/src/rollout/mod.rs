@@ -1,0 +1,680 @@
+//! The rollout engine: drives every upgrade operation in progress through the device's
+//! npm.system_update state machine ([`machine`]), within each batch's rollout limits.
+//!
+//! One task owns every operation in progress. It takes events (operations started or
+//! cancelled by the API, devices' `up/update`, `up/images` and `up/update/response` messages,
+//! sessions opening and closing), applies all that queued up at once, then dispatches queued
+//! operations the limits allow, handles passed deadlines, checks abort thresholds, and writes
+//! every changed operation plus the devices' reports in **one** transaction. Only after that
+//! commit does it acknowledge the device messages (so their PUBACK means "stored") and send
+//! the devices the requests of their new steps. A crash therefore loses nothing acknowledged,
+//! and on restart the engine picks up every operation in progress from its persisted step,
+//! re-sending that step's request when the device reconnects (devices answer repeats
+//! idempotently).
+
+pub mod machine;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use fleetmq_broker::BrokerHandle;
+use fleetmq_protocol::{
+    Call, DownChannel, ImagesResource, Topic, UpdateRequest, UpdateResource, UpdateResponse,
+};
+use fleetmq_store::{
+    Batch, BatchId, DOWNLOAD_SECRET, DeviceId, DownloadGrant, StartedUpgrades, StatusCounts, Store,
+    StoreError, Timestamp, UpdateReport, UpgradeId, UpgradeOperation, UpgradeStatus, UpgradeStep,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::device_calls::OnlineDevices;
+use crate::metrics::Metrics;
+pub use machine::UpgradePolicy;
+
+/// Events applied in one pass (and one transaction) at most.
+const MAX_EVENTS_PER_PASS: usize = 4096;
+
+/// Tunables of the engine.
+#[derive(Debug, Clone)]
+pub struct RolloutConfig {
+    /// Timeouts and retries.
+    pub policy: UpgradePolicy,
+    /// Base URL devices download firmware from (this server's API), e.g.
+    /// `http://192.0.2.10:8000`; empty = the server fills in its HTTP address.
+    pub public_url: String,
+    /// How long a download link stays valid.
+    pub link_lifetime: Duration,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        Self {
+            policy: UpgradePolicy::default(),
+            public_url: String::new(),
+            link_lifetime: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A device message for the engine.
+#[derive(Debug)]
+pub enum Report {
+    /// `up/update`.
+    Update(UpdateResource),
+    /// `up/images`.
+    Images(ImagesResource),
+    /// `up/update/response` nobody else waited for.
+    Response(UpdateResponse),
+}
+
+enum Event {
+    Started(StartedUpgrades),
+    Cancelled(Vec<UpgradeOperation>),
+    Report {
+        device: DeviceId,
+        report: Report,
+        ack: oneshot::Sender<Result<(), String>>,
+    },
+    Session {
+        device: DeviceId,
+        online: bool,
+    },
+}
+
+/// The engine's inbox; cheap to clone.
+#[derive(Clone)]
+pub struct Rollouts {
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Rollouts {
+    /// Starts the engine over the operations in progress in the store.
+    pub async fn start(
+        store: Store,
+        broker: BrokerHandle,
+        online: OnlineDevices,
+        config: RolloutConfig,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Result<(Rollouts, tokio::task::JoinHandle<()>), StoreError> {
+        let (secret, active) = store
+            .run(|db| Ok((db.secret(DOWNLOAD_SECRET)?, db.active_upgrades()?)))
+            .await?;
+        let batch_ids: HashSet<BatchId> = active.iter().filter_map(|o| o.batch).collect();
+        let batches = store
+            .run(move |db| {
+                let mut batches = Vec::new();
+                for id in batch_ids {
+                    if let Some(batch) = db.batch(id)? {
+                        batches.push(batch);
+                    }
+                }
+                Ok(batches)
+            })
+            .await?;
+        let (events, inbox) = mpsc::unbounded_channel();
+        let mut engine = Engine {
+            store,
+            broker,
+            online,
+            config,
+            metrics,
+            secret,
+            ops: HashMap::new(),
+            by_device: HashMap::new(),
+            runs: HashMap::new(),
+            requests: HashMap::new(),
+        };
+        for batch in batches {
+            engine.add_run(&batch);
+        }
+        if !active.is_empty() {
+            tracing::info!(operations = active.len(), "resuming upgrade operations");
+        }
+        for op in active {
+            engine.add(op);
+        }
+        let task = tokio::spawn(engine.run(inbox, shutdown));
+        Ok((Rollouts { events }, task))
+    }
+
+    /// Operations the API stored: drive them.
+    pub fn started(&self, started: StartedUpgrades) {
+        let _ = self.events.send(Event::Started(started));
+    }
+
+    /// Operations the API cancelled in the store: stop driving them, tidy their devices.
+    pub fn cancelled(&self, operations: Vec<UpgradeOperation>) {
+        let _ = self.events.send(Event::Cancelled(operations));
+    }
+
+    /// A device's session opened or closed.
+    pub fn session(&self, device: DeviceId, online: bool) {
+        let _ = self.events.send(Event::Session { device, online });
+    }
+
+    /// A device's report; resolves once its effect is stored.
+    pub async fn report(&self, device: DeviceId, report: Report) -> Result<(), String> {
+        let (ack, done) = oneshot::channel();
+        self.events
+            .send(Event::Report {
+                device,
+                report,
+                ack,
+            })
+            .map_err(|_| "the rollout engine stopped".to_owned())?;
+        done.await
+            .map_err(|_| "the rollout engine stopped".to_owned())?
+    }
+}
+
+/// A batch's rollout state.
+struct Run {
+    batch: Batch,
+    /// Engine-side view of the batch's counts (for abort thresholds).
+    counts: StatusCounts,
+    /// When operations were dispatched in the last minute (rate limit).
+    starts: VecDeque<Instant>,
+    aborted: bool,
+}
+
+struct Engine {
+    store: Store,
+    broker: BrokerHandle,
+    online: OnlineDevices,
+    config: RolloutConfig,
+    metrics: Metrics,
+    secret: [u8; 32],
+    ops: HashMap<UpgradeId, UpgradeOperation>,
+    by_device: HashMap<DeviceId, UpgradeId>,
+    runs: HashMap<BatchId, Run>,
+    /// Requests the engine sent, by correlation id.
+    requests: HashMap<Uuid, (UpgradeId, Call)>,
+}
+
+/// What one pass changed and must do after its commit.
+#[derive(Default)]
+struct Pass {
+    dirty: HashSet<UpgradeId>,
+    /// Status of each dirty operation before the pass.
+    before: HashMap<UpgradeId, UpgradeStatus>,
+    outbox: Vec<(UpgradeId, DeviceId, Call)>,
+    reports: HashMap<DeviceId, UpdateReport>,
+    acks: Vec<oneshot::Sender<Result<(), String>>>,
+    notes: Vec<(BatchId, String)>,
+}
+
+impl Pass {
+    fn touch(&mut self, op: &UpgradeOperation) {
+        self.before.entry(op.id).or_insert(op.status);
+        self.dirty.insert(op.id);
+    }
+}
+
+impl Engine {
+    fn add_run(&mut self, batch: &Batch) {
+        self.runs.entry(batch.id).or_insert_with(|| Run {
+            counts: batch.counts,
+            batch: batch.clone(),
+            starts: VecDeque::new(),
+            aborted: false,
+        });
+    }
+
+    fn add(&mut self, op: UpgradeOperation) {
+        if let Some(previous) = self.by_device.insert(op.device, op.id)
+            && previous != op.id
+        {
+            self.ops.remove(&previous);
+        }
+        self.ops.insert(op.id, op);
+    }
+
+    fn remove(&mut self, id: UpgradeId) -> Option<UpgradeOperation> {
+        let op = self.ops.remove(&id)?;
+        if self.by_device.get(&op.device) == Some(&id) {
+            self.by_device.remove(&op.device);
+        }
+        Some(op)
+    }
+
+    fn download_url(&self, op: &UpgradeOperation) -> String {
+        let expires = Timestamp::now().as_micros() / 1_000_000
+            + i64::try_from(self.config.link_lifetime.as_secs()).unwrap_or(3600);
+        let grant = DownloadGrant {
+            image: op.image,
+            device: op.device,
+            expires,
+        };
+        format!(
+            "{}/api/v1/firmware-upgrader/build/{}/image/{}/download/?{}",
+            self.config.public_url.trim_end_matches('/'),
+            op.build,
+            op.image,
+            grant.query(&self.secret)
+        )
+    }
+
+    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Event>, shutdown: CancellationToken) {
+        let mut wake: Option<Instant> = Some(Instant::now());
+        loop {
+            let first = tokio::select! {
+                () = shutdown.cancelled() => return,
+                event = inbox.recv() => match event {
+                    Some(event) => Some(event),
+                    None => return,
+                },
+                () = async {
+                    match wake {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => None,
+            };
+            let mut pass = Pass::default();
+            if let Some(first) = first {
+                self.apply(first, &mut pass);
+                for _ in 1..MAX_EVENTS_PER_PASS {
+                    match inbox.try_recv() {
+                        Ok(event) => self.apply(event, &mut pass),
+                        Err(_) => break,
+                    }
+                }
+            }
+            wake = self.schedule(&mut pass);
+            self.check_thresholds(&mut pass);
+            self.commit(pass).await;
+        }
+    }
+
+    fn apply(&mut self, event: Event, pass: &mut Pass) {
+        let now = Timestamp::now();
+        let policy = self.config.policy.clone();
+        match event {
+            Event::Started(started) => {
+                for op in &started.superseded {
+                    self.remove(op.id);
+                }
+                if let Some(batch) = &started.batch {
+                    self.add_run(batch);
+                }
+                for op in started.operations {
+                    self.add(op);
+                }
+            }
+            Event::Cancelled(ops) => {
+                for cancelled in ops {
+                    let Some(op) = self.remove(cancelled.id) else {
+                        continue;
+                    };
+                    if let Some(run) = op.batch.and_then(|b| self.runs.get_mut(&b)) {
+                        run.counts.remove(UpgradeStatus::InProgress);
+                        run.counts.add(UpgradeStatus::Cancelled);
+                    }
+                    if op.step == UpgradeStep::Initializing {
+                        pass.outbox.push((op.id, op.device, Call::Reset));
+                    }
+                    if let Some(image) = op.device_image {
+                        pass.outbox
+                            .push((op.id, op.device, Call::DeleteImage(image)));
+                    }
+                }
+            }
+            Event::Session { device, online } => {
+                let Some(id) = self.by_device.get(&device).copied() else {
+                    return;
+                };
+                let url = self.ops.get(&id).map(|op| self.download_url(op));
+                let Some(op) = self.ops.get_mut(&id) else {
+                    return;
+                };
+                if online {
+                    for call in machine::resend(op, || url.unwrap_or_default()) {
+                        pass.outbox.push((op.id, op.device, call));
+                    }
+                } else {
+                    pass.touch(op);
+                    machine::on_offline(op);
+                }
+            }
+            Event::Report {
+                device,
+                report,
+                ack,
+            } => {
+                pass.acks.push(ack);
+                let stored = pass.reports.entry(device).or_default();
+                stored.modified = Some(now);
+                let op = self
+                    .by_device
+                    .get(&device)
+                    .and_then(|id| self.ops.get_mut(id));
+                let calls = match report {
+                    Report::Update(update) => {
+                        stored.update = serde_json::to_value(&update).ok();
+                        match op {
+                            Some(op) => {
+                                pass.touch(op);
+                                machine::on_update(op, &update, &policy, now)
+                            }
+                            None => Vec::new(),
+                        }
+                    }
+                    Report::Images(images) => {
+                        stored.images = serde_json::to_value(&images).ok();
+                        match op {
+                            Some(op) => {
+                                pass.touch(op);
+                                machine::on_images(op, &images, &policy, now)
+                            }
+                            None => Vec::new(),
+                        }
+                    }
+                    Report::Response(response) => match (self.requests.remove(&response.id), op) {
+                        (Some((id, call)), Some(op)) if op.id == id => {
+                            pass.touch(op);
+                            machine::on_response(op, &call, &response, &policy, now)
+                        }
+                        _ => Vec::new(),
+                    },
+                };
+                if let Some(id) = self.by_device.get(&device) {
+                    pass.outbox
+                        .extend(calls.into_iter().map(|call| (*id, device, call)));
+                }
+            }
+        }
+    }
+
+    /// Handles passed deadlines, dispatches what the rollout limits allow, and returns when
+    /// to look again.
+    fn schedule(&mut self, pass: &mut Pass) -> Option<Instant> {
+        let now = Timestamp::now();
+        let instant_now = Instant::now();
+        let policy = self.config.policy.clone();
+        let mut wake: Option<Timestamp> = None;
+        let mut earliest = |at: Timestamp| {
+            if wake.is_none_or(|w| at < w) {
+                wake = Some(at);
+            }
+        };
+        let online = self.online.filter(self.ops.values().map(|o| o.device));
+
+        // Deadlines first: they may put operations back in the queue.
+        for op in self.ops.values_mut() {
+            if let Some(deadline) = op.deadline {
+                if deadline <= now {
+                    pass.touch(op);
+                    let calls = machine::on_deadline(op, online.contains(&op.device), &policy, now);
+                    pass.outbox
+                        .extend(calls.into_iter().map(|c| (op.id, op.device, c)));
+                } else {
+                    earliest(deadline);
+                }
+            }
+        }
+
+        // Per batch: the wave in progress, how many run, how many are waiting.
+        struct Slot {
+            wave: u32,
+            running: u32,
+        }
+        let mut slots: HashMap<Option<BatchId>, Slot> = HashMap::new();
+        for op in self.ops.values() {
+            if op.status != UpgradeStatus::InProgress {
+                continue;
+            }
+            let slot = slots.entry(op.batch).or_insert(Slot {
+                wave: u32::MAX,
+                running: 0,
+            });
+            slot.wave = slot.wave.min(op.wave);
+            if matches!(
+                op.step,
+                UpgradeStep::Fetching | UpgradeStep::Initializing | UpgradeStep::Flashing
+            ) {
+                slot.running += 1;
+            }
+        }
+        let mut ready: Vec<(Timestamp, UpgradeId)> = Vec::new();
+        for op in self.ops.values() {
+            if op.step != UpgradeStep::Queued || op.status != UpgradeStatus::InProgress {
+                continue;
+            }
+            if let Some(at) = op.not_before
+                && at > now
+            {
+                earliest(at);
+                continue;
+            }
+            if !online.contains(&op.device) {
+                continue;
+            }
+            if op.batch.is_some() && slots.get(&op.batch).is_some_and(|s| op.wave > s.wave) {
+                continue;
+            }
+            ready.push((op.created, op.id));
+        }
+        ready.sort();
+        for (_, id) in ready {
+            let Some(batch) = self.ops.get(&id).map(|o| o.batch) else {
+                continue;
+            };
+            if let Some(run) = batch.and_then(|b| self.runs.get_mut(&b)) {
+                let rollout = &run.batch.rollout;
+                let running = slots.get(&batch).map_or(0, |s| s.running);
+                if rollout.max_parallel.is_some_and(|max| running >= max) {
+                    continue;
+                }
+                if let Some(rate) = rollout.rate_per_minute {
+                    while run
+                        .starts
+                        .front()
+                        .is_some_and(|t| instant_now.duration_since(*t) >= Duration::from_secs(60))
+                    {
+                        run.starts.pop_front();
+                    }
+                    if run.starts.len() as u32 >= rate {
+                        if let Some(oldest) = run.starts.front() {
+                            let free = Duration::from_secs(60)
+                                .saturating_sub(instant_now.duration_since(*oldest));
+                            earliest(Timestamp::from_micros(
+                                now.as_micros() + free.as_micros() as i64,
+                            ));
+                        }
+                        continue;
+                    }
+                    run.starts.push_back(instant_now);
+                }
+            }
+            if let Some(slot) = slots.get_mut(&batch) {
+                slot.running += 1;
+            }
+            let url = match self.ops.get(&id) {
+                Some(op) => self.download_url(op),
+                None => continue,
+            };
+            if let Some(op) = self.ops.get_mut(&id) {
+                pass.touch(op);
+                let calls = machine::dispatch(op, url, &policy, now);
+                pass.outbox
+                    .extend(calls.into_iter().map(|c| (op.id, op.device, c)));
+                if let Some(deadline) = op.deadline {
+                    earliest(deadline);
+                }
+            }
+        }
+        wake.map(|at| {
+            let wait = at.as_micros().saturating_sub(now.as_micros()).max(0);
+            instant_now + Duration::from_micros(wait as u64)
+        })
+    }
+
+    /// Counts this pass's outcomes into the batches and aborts those past their threshold.
+    fn check_thresholds(&mut self, pass: &mut Pass) {
+        for id in &pass.dirty {
+            let Some(op) = self.ops.get(id) else { continue };
+            let before = pass.before.get(id).copied().unwrap_or(op.status);
+            if before != op.status
+                && let Some(run) = op.batch.and_then(|b| self.runs.get_mut(&b))
+            {
+                run.counts.remove(before);
+                run.counts.add(op.status);
+            }
+        }
+        let mut aborting = Vec::new();
+        for (id, run) in &mut self.runs {
+            let Some(threshold) = run.batch.rollout.abort_threshold else {
+                continue;
+            };
+            let finished = run.counts.success + run.counts.failed;
+            if run.aborted || finished < threshold.min_sample || finished == 0 {
+                continue;
+            }
+            let rate = f64::from(run.counts.failed) / f64::from(finished);
+            if rate >= threshold.failure_rate {
+                run.aborted = true;
+                let note = format!(
+                    "Aborted: {} of {} finished upgrades failed ({:.0} %), at or above the abort \
+                     threshold of {:.0} %",
+                    run.counts.failed,
+                    finished,
+                    rate * 100.0,
+                    threshold.failure_rate * 100.0
+                );
+                aborting.push((*id, note));
+            }
+        }
+        for (batch, note) in aborting {
+            tracing::warn!(%batch, %note, "batch aborted");
+            for op in self.ops.values_mut() {
+                if op.batch == Some(batch) && op.cancellable() {
+                    pass.touch(op);
+                    if op.step == UpgradeStep::Initializing {
+                        pass.outbox.push((op.id, op.device, Call::Reset));
+                    }
+                    if let Some(image) = op.device_image {
+                        pass.outbox
+                            .push((op.id, op.device, Call::DeleteImage(image)));
+                    }
+                    op.finish(UpgradeStatus::Aborted, &note);
+                    if let Some(run) = self.runs.get_mut(&batch) {
+                        run.counts.remove(UpgradeStatus::InProgress);
+                        run.counts.add(UpgradeStatus::Aborted);
+                    }
+                }
+            }
+            pass.notes.push((batch, note));
+        }
+    }
+
+    /// Persists the pass, then acknowledges and sends.
+    async fn commit(&mut self, pass: Pass) {
+        let ops: Vec<UpgradeOperation> = pass
+            .dirty
+            .iter()
+            .filter_map(|id| self.ops.get(id).cloned())
+            .collect();
+        let reports: Vec<(DeviceId, UpdateReport)> = pass.reports.into_iter().collect();
+        if ops.is_empty() && reports.is_empty() && pass.outbox.is_empty() && pass.acks.is_empty() {
+            return;
+        }
+        let ids: Vec<UpgradeId> = ops.iter().map(|o| o.id).collect();
+        let notes = pass.notes;
+        let written = self
+            .store
+            .run(move |db| {
+                let refused = if ops.is_empty() && reports.is_empty() {
+                    Vec::new()
+                } else {
+                    db.write_upgrades(ops, reports)?
+                };
+                for (batch, note) in notes {
+                    db.note_batch(batch, note)?;
+                }
+                Ok(refused)
+            })
+            .await;
+        let refused: HashSet<UpgradeId> = match written {
+            Ok(refused) => refused.into_iter().collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "upgrade progress not stored; reloading");
+                for ack in pass.acks {
+                    let _ = ack.send(Err(e.to_string()));
+                }
+                self.reload(ids).await;
+                return;
+            }
+        };
+        for ack in pass.acks {
+            let _ = ack.send(Ok(()));
+        }
+        for id in &refused {
+            self.remove(*id);
+        }
+        for id in &ids {
+            if let Some(op) = self.ops.get(id)
+                && op.status != UpgradeStatus::InProgress
+            {
+                self.metrics.upgrade_finished(op.status);
+                self.remove(*id);
+            }
+        }
+        for (op, device, call) in pass.outbox {
+            if refused.contains(&op) {
+                continue;
+            }
+            self.send(op, device, call).await;
+        }
+        if self.requests.len() > 4 * self.ops.len() + 1024 {
+            let ops = &self.ops;
+            self.requests.retain(|_, (op, _)| ops.contains_key(op));
+        }
+    }
+
+    /// After a failed write, forgets the in-memory changes: the store is the truth.
+    async fn reload(&mut self, ids: Vec<UpgradeId>) {
+        let loaded = self
+            .store
+            .run(move |db| {
+                let mut ops = Vec::new();
+                for id in ids {
+                    ops.push((id, db.upgrade(id)?));
+                }
+                Ok(ops)
+            })
+            .await;
+        match loaded {
+            Ok(ops) => {
+                for (id, op) in ops {
+                    match op {
+                        Some(op) if op.status == UpgradeStatus::InProgress => self.add(op),
+                        _ => {
+                            self.remove(id);
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot reload upgrade operations"),
+        }
+    }
+
+    async fn send(&mut self, op: UpgradeId, device: DeviceId, call: Call) {
+        let Some(slug) = self.online.slug(device) else {
+            // Offline: the step's request is sent again when the device reconnects.
+            return;
+        };
+        let request = UpdateRequest::new(call.clone());
+        self.requests.insert(request.id, (op, call));
+        let topic = Topic::down(&slug, &device.to_string(), DownChannel::UpdateRequest);
+        if let Err(e) = self
+            .broker
+            .publish(&topic.to_string(), request.to_bytes(), false)
+            .await
+        {
+            tracing::warn!(error = %e, %device, "update request not published");
+        }
+    }
+}
