@@ -353,10 +353,15 @@ struct Device {
     agent: UpdateAgent,
     /// When the running update ends, if one runs.
     install_at: Option<Instant>,
-    /// Download tasks report here.
-    news_tx: mpsc::UnboundedSender<DownloadNews>,
-    news_rx: mpsc::UnboundedReceiver<DownloadNews>,
+    /// Download tasks report here; created with the first download (a channel costs a few
+    /// KiB, too much to give each of 19,000 idle devices).
+    news: Option<NewsChannel>,
 }
+
+type NewsChannel = (
+    mpsc::UnboundedSender<DownloadNews>,
+    mpsc::UnboundedReceiver<DownloadNews>,
+);
 
 impl Device {
     fn new(
@@ -377,7 +382,6 @@ impl Device {
         };
         let online = online_presence(&config);
         let agent = UpdateAgent::new(&config.firmware_version, config.fault, unix_now());
-        let (news_tx, news_rx) = mpsc::unbounded_channel();
         let offline = Presence::status(PresenceStatus::Offline).to_bytes();
         let position = Position::new(config.home.0, config.home.1);
         Device {
@@ -396,8 +400,7 @@ impl Device {
             handshakes: None,
             agent,
             install_at: None,
-            news_tx,
-            news_rx,
+            news: None,
         }
     }
 
@@ -689,7 +692,7 @@ impl Device {
                     mqtt::encode_pingreq(&mut wbuf);
                     awaiting_pong = true;
                 }
-                Some(news) = self.news_rx.recv() => {
+                Some(news) = next_news(&mut self.news) => {
                     let effects = self.agent.on_download(news);
                     self.apply(effects, &mut wbuf);
                 }
@@ -847,7 +850,8 @@ impl Device {
                     self.emit(SimEvent::ImagesPublished(resource));
                 }
                 Effect::Download(job) => {
-                    tokio::spawn(update::download(job, self.news_tx.clone()));
+                    let (news, _) = self.news.get_or_insert_with(mpsc::unbounded_channel);
+                    tokio::spawn(update::download(job, news.clone()));
                 }
                 Effect::ScheduleInstall => {
                     self.install_at = Some(Instant::now() + self.config.install_time);
@@ -956,6 +960,14 @@ fn online_presence(config: &DeviceConfig) -> Vec<u8> {
 /// Unix seconds now.
 fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// The next news from a download task, or never when no download ever started.
+async fn next_news(news: &mut Option<NewsChannel>) -> Option<DownloadNews> {
+    match news {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Sleeps until `deadline`, or forever without one.

@@ -35,6 +35,17 @@
 //! `load_broker` example runs a bare broker admitting the CSV's devices with a connection cap
 //! of your choice.
 //!
+//! A firmware rollout end to end (registers and starts the fleet, creates a category, a
+//! build and an image through the firmware-upgrader API, upgrades all devices in one batch
+//! and shows it live), with 5% of the devices failing gracefully and 2% never answering:
+//! ```text
+//! cargo run --release -p fleetmq-sim -- --token $TOKEN --org acme --devices 500 \
+//!     upgrade-demo --install-time 5s --fault-graceful 0.05 --fault-hang 0.02 \
+//!     --waves 1,10,100 --max-parallel 100 --abort-failure-rate 0.2 --abort-min-sample 20
+//! ```
+//! Faults are assigned by device index with a fixed shuffle ([`FaultMix::assign`]), so the
+//! same run command gives the same devices the same faults.
+//!
 //! # Layout
 //! - [`device`]: [`SimDevice::spawn`], [`DeviceConfig`], [`SimHandle`], [`SimEvent`]: one
 //!   device's connection loop.

@@ -2,11 +2,11 @@
 //! images fetched or uploaded, the update state machine, and the faults a simulated device
 //! can be told to have.
 //!
-//! [`UpdateAgent`] is the state and the rules, free of sockets: each call returns the answer
-//! to publish on `up/update/response` and the [`Effect`]s that follow (resources to publish
+//! `UpdateAgent` is the state and the rules, free of sockets: each call returns the answer
+//! to publish on `up/update/response` and the effects that follow (resources to publish
 //! on `up/update`/`up/images`, a download to start, an installation to schedule). The device
 //! task in [`device`](crate::device) carries them out; downloads run in their own tasks and
-//! report back through [`DownloadNews`], so the MQTT loop never waits on HTTP.
+//! report back through a channel, so the MQTT loop never waits on HTTP.
 //!
 //! ```text
 //! images: fetch ─▶ UPLOADING ─▶ VALIDATING ─▶ VALID           (or UPLOAD_ERROR)
