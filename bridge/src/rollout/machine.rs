@@ -54,6 +54,11 @@ fn after(now: Timestamp, wait: Duration) -> Timestamp {
     Timestamp::from_micros(now.as_micros().saturating_add(micros))
 }
 
+/// When a fetch dispatched `now` times out.
+pub fn fetch_deadline(policy: &UpgradePolicy, now: Timestamp) -> Timestamp {
+    after(now, policy.fetch_timeout)
+}
+
 /// Starts the fetch of a queued operation.
 pub fn dispatch(
     op: &mut UpgradeOperation,
@@ -65,7 +70,7 @@ pub fn dispatch(
     op.progress = op.progress.max(5);
     op.not_before = None;
     op.device_image = None;
-    op.deadline = Some(after(now, policy.fetch_timeout));
+    op.deadline = Some(fetch_deadline(policy, now));
     op.note("Asked the device to download the image");
     vec![Call::FetchImage { url }]
 }

@@ -240,9 +240,12 @@ impl Engine {
         Some(op)
     }
 
+    /// The signed link of the operation's image. Within one fetch phase it is the same link
+    /// every time (it expires relative to the phase's deadline), so a device that gets the
+    /// fetch again recognises it.
     fn download_url(&self, op: &UpgradeOperation) -> String {
-        let expires = Timestamp::now().as_micros() / 1_000_000
-            + i64::try_from(self.config.link_lifetime.as_secs()).unwrap_or(3600);
+        let base = op.deadline.unwrap_or_else(Timestamp::now).as_micros() / 1_000_000;
+        let expires = base + i64::try_from(self.config.link_lifetime.as_secs()).unwrap_or(3600);
         let grant = DownloadGrant {
             image: op.image,
             device: op.device,
@@ -493,7 +496,11 @@ impl Engine {
                 slot.running += 1;
             }
             let url = match self.ops.get(&id) {
-                Some(op) => self.download_url(op),
+                Some(op) => {
+                    let mut phase = op.clone();
+                    phase.deadline = Some(machine::fetch_deadline(&policy, now));
+                    self.download_url(&phase)
+                }
                 None => continue,
             };
             if let Some(op) = self.ops.get_mut(&id) {

@@ -1,0 +1,178 @@
+//! Firmware upgrades end to end: the REST API starts upgrades, the rollout engine drives
+//! simulated devices (fleetmq-sim, with injected faults) through npm.system_update over MQTT.
+
+mod batches;
+mod one_device;
+
+use std::time::Duration;
+
+use fleetmq::Config;
+use fleetmq_bridge::UpgradePolicy;
+use fleetmq_sim::{DeviceConfig, Fault, SimDevice, SimHandle};
+use fleetmq_tests::mqtt::DeviceIdentity;
+use fleetmq_tests::{Reply, TestApp};
+use serde_json::{Value, json};
+
+/// The image type whose board is the simulator's `sim-board`.
+pub const SIM_TYPE: &str = "fleetmq-sim-squashfs-sysupgrade.bin";
+/// Longest a whole upgrade scenario may take before a test gives up.
+pub const SCENARIO: Duration = Duration::from_secs(60);
+
+/// Short phases so that hung devices fail within seconds.
+pub fn fast_policy(config: &mut Config) {
+    config.bridge.rollout.policy = UpgradePolicy {
+        fetch_timeout: Duration::from_secs(2),
+        init_timeout: Duration::from_secs(2),
+        flash_timeout: Duration::from_secs(10),
+        max_retries: 2,
+        backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(200),
+    };
+}
+
+/// A server with one organization, an administrator, and a build with a simulator image.
+pub struct Setup {
+    pub app: TestApp,
+    pub org_id: String,
+    pub admin: String,
+    pub build: String,
+    pub image: String,
+    pub sha256: String,
+    pub version: String,
+}
+
+pub async fn setup(version: &str) -> Setup {
+    let app = TestApp::spawn_with(fast_policy).await;
+    let org_id = app.create_org("fleet").await;
+    let admin = app.create_user("ada", &["Administrator"], &[&org_id]).await;
+    let (build, image, sha256) = firmware(&app, &admin, &org_id, version).await;
+    Setup {
+        app,
+        org_id,
+        admin,
+        build,
+        image,
+        sha256,
+        version: version.to_owned(),
+    }
+}
+
+/// Creates a category, a build of `version` and its simulator image; returns the build id,
+/// the image id and the image's SHA-256.
+pub async fn firmware(
+    app: &TestApp,
+    token: &str,
+    org: &str,
+    version: &str,
+) -> (String, String, String) {
+    let category = app
+        .post(
+            "/api/v1/firmware-upgrader/category/",
+            token,
+            json!({"name": format!("sim {version}"), "organization": org}),
+        )
+        .await;
+    assert_eq!(category.status, 201, "{:?}", category.body);
+    let build = app
+        .post(
+            "/api/v1/firmware-upgrader/build/",
+            token,
+            json!({"category": category.str("id"), "version": version, "os": "OpenWrt fleetmq-sim"}),
+        )
+        .await;
+    assert_eq!(build.status, 201, "{:?}", build.body);
+    let build = build.str("id");
+    let mut bytes = format!("FLEETMQ-SIM-FW {version}\n").into_bytes();
+    bytes.extend((0..64 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+    let form = reqwest::multipart::Form::new().text("type", SIM_TYPE).part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name("sysupgrade.bin"),
+    );
+    let response = app
+        .http
+        .post(format!(
+            "{}/api/v1/firmware-upgrader/build/{build}/image/",
+            app.base
+        ))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload sent");
+    assert_eq!(response.status().as_u16(), 201);
+    let image: Value = response.json().await.expect("image JSON");
+    let id = image["id"].as_str().unwrap_or_default().to_owned();
+    let image = app
+        .get(
+            &format!("/api/v1/firmware-upgrader/build/{build}/image/{id}/"),
+            token,
+        )
+        .await;
+    (build, id, image.str("sha256"))
+}
+
+impl Setup {
+    /// Registers `n` devices of the simulator's model named `{prefix}-{i}`.
+    pub async fn devices(&self, prefix: &str, n: usize) -> Vec<DeviceIdentity> {
+        let mut devices = Vec::with_capacity(n);
+        for i in 0..n {
+            let name = format!("{prefix}-{i}");
+            let reply = self
+                .app
+                .post(
+                    "/api/v1/controller/device/",
+                    &self.admin,
+                    json!({"name": name, "organization": self.org_id,
+                           "mac_address": fleetmq_tests::mac_for(&name), "model": "sim-board"}),
+                )
+                .await;
+            assert_eq!(reply.status, 201, "{:?}", reply.body);
+            devices.push(DeviceIdentity {
+                id: reply.str("id"),
+                key: reply.str("key"),
+                org: "fleet".to_owned(),
+            });
+        }
+        devices
+    }
+
+    /// Starts a simulated device (on firmware 1.0.0) with an optional fault.
+    pub fn start(&self, device: &DeviceIdentity, fault: Option<Fault>) -> SimHandle {
+        let mut config = DeviceConfig::new(
+            self.app.mqtt_addr,
+            device.org.clone(),
+            device.id.clone(),
+            device.key.clone(),
+        );
+        config.telemetry_interval = None;
+        config.coordinates_interval = None;
+        config.fault = fault;
+        SimDevice::spawn(config)
+    }
+
+    /// Polls `path` until `done` holds, for up to [`SCENARIO`].
+    pub async fn until(&self, path: &str, done: impl Fn(&Reply) -> bool) -> Reply {
+        let deadline = tokio::time::Instant::now() + SCENARIO;
+        loop {
+            let reply = self.app.get(path, &self.admin).await;
+            if done(&reply) {
+                return reply;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path} never satisfied: {:#}",
+                reply.body
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until an operation has ended; returns it.
+    pub async fn finished(&self, operation: &str) -> Reply {
+        self.until(
+            &format!("/api/v1/firmware-upgrader/upgrade-operation/{operation}/"),
+            |r| r.status == 200 && r.str("status") != "in-progress",
+        )
+        .await
+    }
+}
