@@ -1,0 +1,110 @@
+//! Running the `fleetmq` binary in tests: start it on free ports, read its banner, stop it.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+pub struct Running {
+    pub child: Child,
+    pub token: String,
+    pub http: String,
+}
+
+/// Starts the binary on free ports and reads its first-start banner.
+pub fn start(data_dir: &std::path::Path) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetmq"))
+        .args(["--data-dir", &data_dir.display().to_string()])
+        .args(["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
+        // TLS and WebSocket default to fixed ports (8883, 8083): not in tests running side by
+        // side.
+        .args(["--mqtts-addr", "off", "--mqtt-ws-addr", "off"])
+        .env("FLEETMQ_ADMIN_PASSWORD", "binary-test-password")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("fleetmq starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut token = String::new();
+    let mut http = String::new();
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("utf-8 output");
+        if let Some(t) = line.trim().strip_prefix("token:") {
+            token = t.trim().to_owned();
+        }
+        if let Some(rest) = line.strip_prefix("REST API on ") {
+            http = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_owned();
+            break;
+        }
+    }
+    // Keep draining, so the server never writes into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    Running { child, token, http }
+}
+
+pub fn terminate(mut running: Running) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &running.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    running.child.wait().expect("fleetmq exits")
+}
+
+/// Starts the binary on fixed free ports (a restart must find the same MQTT port).
+pub fn start_on(data_dir: &std::path::Path, http: u16, mqtt: u16) -> Running {
+    start_with(data_dir, http, mqtt, &[])
+}
+
+/// [`start_on`] with extra command-line arguments.
+pub fn start_with(data_dir: &std::path::Path, http: u16, mqtt: u16, extra: &[&str]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetmq"))
+        .args(["--data-dir", &data_dir.display().to_string()])
+        .args([
+            "--http-addr",
+            &format!("127.0.0.1:{http}"),
+            "--mqtt-addr",
+            &format!("127.0.0.1:{mqtt}"),
+            "--mqtts-addr",
+            "off",
+            "--mqtt-ws-addr",
+            "off",
+        ])
+        .args(extra)
+        .env("FLEETMQ_ADMIN_PASSWORD", "binary-test-password")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("fleetmq starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut token = String::new();
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("utf-8 output");
+        if let Some(t) = line.trim().strip_prefix("token:") {
+            token = t.trim().to_owned();
+        }
+        if line.starts_with("REST API on ") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    Running {
+        child,
+        token,
+        http: format!("http://127.0.0.1:{http}"),
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}

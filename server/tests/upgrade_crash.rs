@@ -1,0 +1,226 @@
+//! kill -9 in the middle of a batch upgrade: after a restart the batch finishes with every
+//! device upgraded exactly once and no operation lost or duplicated.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fleetmq_sim::{DeviceConfig, SimDevice, SimEvent};
+use serde_json::{Value, json};
+use support::{free_port, start_with, terminate};
+
+const DEVICES: usize = 60;
+const VERSION: &str = "9.9.9";
+
+struct Api {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{path}: {status} {body:#}");
+        body
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// Polls the batch until `done` holds (the server may be down meanwhile: retried).
+    async fn batch_until(&self, batch: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let reply = self
+                .http
+                .get(format!(
+                    "{}/api/v1/firmware-upgrader/batch-upgrade-operation/{batch}/",
+                    self.base
+                ))
+                .bearer_auth(&self.token)
+                .send()
+                .await;
+            if let Ok(reply) = reply
+                && let Ok(body) = reply.json::<Value>().await
+                && done(&body)
+            {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "batch never got there"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_interrupted_by_kill_9_finishes_after_restart_with_every_device_upgraded_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (http_port, mqtt_port) = (free_port(), free_port());
+    let args = ["--upgrade-backoff", "1"];
+    let mut running = start_with(dir.path(), http_port, mqtt_port, &args);
+    let api = Api {
+        base: running.http.clone(),
+        token: running.token.clone(),
+        http: reqwest::Client::new(),
+    };
+
+    let org = api
+        .post(
+            "/api/v1/users/organization/",
+            json!({"name": "k9", "slug": "k9"}),
+        )
+        .await;
+    let category = api
+        .post(
+            "/api/v1/firmware-upgrader/category/",
+            json!({"name": "sim", "organization": org["id"]}),
+        )
+        .await;
+    let build = api
+        .post(
+            "/api/v1/firmware-upgrader/build/",
+            json!({"category": category["id"], "version": VERSION, "os": "OpenWrt"}),
+        )
+        .await;
+    let build = build["id"].as_str().expect("build id").to_owned();
+    let form = reqwest::multipart::Form::new()
+        .text("type", "fleetmq-sim-squashfs-sysupgrade.bin")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(vec![7u8; 64 * 1024]).file_name("fw.bin"),
+        );
+    let upload = api
+        .http
+        .post(format!(
+            "{}/api/v1/firmware-upgrader/build/{build}/image/",
+            api.base
+        ))
+        .bearer_auth(&api.token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload sent");
+    assert_eq!(upload.status().as_u16(), 201);
+
+    // Devices that take a moment to flash, so the crash lands mid-batch.
+    let mqtt_addr = format!("127.0.0.1:{mqtt_port}").parse().expect("address");
+    let mut installs = Vec::new();
+    for i in 0..DEVICES {
+        let name = format!("k9-{i}");
+        let device = api
+            .post(
+                "/api/v1/controller/device/",
+                json!({"name": name, "organization": org["id"], "model": "sim-board",
+                       "mac_address": format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256)}),
+            )
+            .await;
+        let id = device["id"].as_str().expect("id").to_owned();
+        let mut config = DeviceConfig::new(
+            mqtt_addr,
+            "k9",
+            id.clone(),
+            device["key"].as_str().expect("key"),
+        );
+        config.telemetry_interval = None;
+        config.coordinates_interval = None;
+        config.install_time = Duration::from_millis(300);
+        let mut sim = SimDevice::spawn(config);
+        sim.connected().await.expect("device connects");
+        installs.push(tokio::spawn(async move {
+            let mut installed = Vec::new();
+            while let Some(event) = sim.next_event().await {
+                if let SimEvent::Installed { version } = event {
+                    installed.push(version);
+                    if installed.len() == 1 {
+                        // Report the first install; keep counting in the background.
+                        break;
+                    }
+                }
+            }
+            (id, installed, sim)
+        }));
+    }
+
+    let batch = api
+        .post(
+            &format!("/api/v1/firmware-upgrader/build/{build}/upgrade/"),
+            json!({"upgrade_all": true, "max_parallel": 10}),
+        )
+        .await;
+    let batch = batch["batch"].as_str().expect("batch id").to_owned();
+    let mid = api
+        .batch_until(&batch, |b| {
+            b["status_counts"]["success"]
+                .as_u64()
+                .is_some_and(|n| n >= 15)
+        })
+        .await;
+    assert_eq!(mid["status"], "in-progress", "{mid:#}");
+
+    // kill -9: no shutdown, no flush; then the same ports and data directory.
+    running.child.kill().expect("SIGKILL");
+    running.child.wait().expect("reaped");
+    let running = start_with(dir.path(), http_port, mqtt_port, &args);
+
+    let done = api
+        .batch_until(&batch, |b| {
+            b["status"] != "in-progress" && b["status"] != "idle" && b["status"].is_string()
+        })
+        .await;
+    assert_eq!(done["status"], "success", "{done:#}");
+    assert_eq!(
+        done["progress_report"],
+        format!("{DEVICES} out of {DEVICES}")
+    );
+
+    // Every device installed the build; none twice.
+    let mut counts = HashMap::new();
+    for handle in installs {
+        let (id, installed, mut sim) = handle.await.expect("install watcher");
+        assert_eq!(installed, vec![VERSION.to_owned()], "device {id}");
+        // No second install follows (the batch is over, nothing else may arrive).
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(1), sim.next_event()).await
+        {
+            assert!(
+                !matches!(event, SimEvent::Installed { .. }),
+                "device {id} installed twice"
+            );
+        }
+        *counts.entry(id).or_insert(0) += 1;
+        sim.stop().await;
+    }
+    assert_eq!(counts.len(), DEVICES);
+    let operations = api
+        .get("/api/v1/firmware-upgrader/upgrade-operation/?page_size=100")
+        .await;
+    assert_eq!(
+        operations["count"], DEVICES,
+        "no operation lost or duplicated"
+    );
+    let results = operations["results"].as_array().expect("results");
+    assert!(
+        results.iter().all(|op| op["status"] == "success"),
+        "{operations:#}"
+    );
+    assert!(terminate(running).success());
+}
