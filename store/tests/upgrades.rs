@@ -1,0 +1,318 @@
+//! Upgrade persistence keeps its promises: a cancel and an engine step never both win, batch
+//! counts follow their operations, newer upgrades supersede older ones, success installs the
+//! device's firmware, reports merge, and everything survives a reopen.
+
+use fleetmq_store::{
+    Backend, Batch, BatchId, BatchStatus, Build, BuildFields, CancelOutcome, CategoryFields,
+    Device, DeviceFields, DeviceKey, DeviceName, FirmwareStore, Image, ImageId, MacAddress, OrgId,
+    OrganizationFields, PageRequest, RedbBackend, Rollout, Scope, Slug, StoreError, Timestamp,
+    UpdateReport, UpgradeFilter, UpgradeOperation, UpgradePlan, UpgradeStatus, UpgradeStep,
+    UpgradeStore,
+};
+use serde_json::json;
+
+const ALL: PageRequest = PageRequest {
+    offset: 0,
+    limit: 1000,
+};
+
+struct World {
+    _dir: tempfile::TempDir,
+    db: RedbBackend,
+    org: OrgId,
+    devices: Vec<Device>,
+    build: Build,
+    image: Image,
+}
+
+fn world(devices: u32) -> World {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = RedbBackend::open(dir.path()).expect("open");
+    let org = db
+        .create_organization(OrganizationFields {
+            name: "Acme".into(),
+            slug: Slug::parse("acme").expect("slug"),
+            description: String::new(),
+            email: String::new(),
+            url: String::new(),
+            is_active: true,
+        })
+        .expect("org")
+        .id;
+    let devices = (0..devices)
+        .map(|n| {
+            db.create_device(
+                DeviceFields {
+                    name: DeviceName::parse(&format!("ap-{n}")).expect("name"),
+                    organization: org,
+                    group: None,
+                    mac_address: MacAddress::parse(&format!("02:00:00:00:00:{n:02x}"))
+                        .expect("mac"),
+                    key: DeviceKey::generate(),
+                    last_ip: None,
+                    management_ip: None,
+                    model: "sim-board".into(),
+                    os: String::new(),
+                    system: String::new(),
+                    notes: String::new(),
+                    hardware_id: String::new(),
+                },
+                None,
+            )
+            .expect("device")
+        })
+        .collect();
+    let category = db
+        .create_category(CategoryFields {
+            organization: Some(org),
+            name: "sim".into(),
+            description: String::new(),
+        })
+        .expect("category");
+    let build = db
+        .create_build(BuildFields {
+            category: category.id,
+            version: "2.0".into(),
+            os: "OpenWrt".into(),
+            changelog: String::new(),
+        })
+        .expect("build");
+    let image = db
+        .create_image(Image {
+            id: ImageId::new(),
+            build: build.id,
+            kind: "fleetmq-sim-squashfs-sysupgrade.bin".into(),
+            size: 1,
+            sha256: "ab".into(),
+            created: Timestamp::now(),
+        })
+        .expect("image");
+    World {
+        _dir: dir,
+        db,
+        org,
+        devices,
+        build,
+        image,
+    }
+}
+
+impl World {
+    fn batch(&self) -> Batch {
+        Batch {
+            id: BatchId::new(),
+            build: self.build.id,
+            organization: Some(self.org),
+            rollout: Rollout::default(),
+            counts: Default::default(),
+            note: String::new(),
+            created: Timestamp::now(),
+            modified: Timestamp::now(),
+        }
+    }
+
+    fn op(&self, device: usize, batch: Option<&Batch>) -> UpgradeOperation {
+        UpgradeOperation::new(
+            &self.devices[device],
+            &self.image,
+            &self.build,
+            batch.map(|b| b.id),
+            0,
+        )
+    }
+}
+
+#[test]
+fn a_cancel_and_an_engine_step_never_both_win() {
+    let w = world(2);
+    let batch = w.batch();
+    let plan = UpgradePlan {
+        batch: Some(batch.clone()),
+        operations: vec![w.op(0, Some(&batch)), w.op(1, Some(&batch))],
+    };
+    let started = w.db.start_upgrades(plan).expect("started");
+    assert_eq!(started.batch.as_ref().expect("batch").counts.in_progress, 2);
+    let [first, second] = started.operations.as_slice() else {
+        panic!("two operations")
+    };
+
+    // Cancelled first: the engine's later step is refused.
+    let CancelOutcome::Cancelled(_) = w.db.cancel_upgrade(first.id).expect("cancel") else {
+        panic!("cancellable at 0 %")
+    };
+    let mut step = first.clone();
+    step.step = UpgradeStep::Fetching;
+    step.progress = 10;
+    let refused = w.db.write_upgrades(vec![step], Vec::new()).expect("write");
+    assert_eq!(refused, vec![first.id]);
+    let stored = w.db.upgrade(first.id).expect("read").expect("exists");
+    assert_eq!(stored.status, UpgradeStatus::Cancelled);
+
+    // Flashing first: the cancel is refused.
+    let mut flashing = second.clone();
+    flashing.step = UpgradeStep::Flashing;
+    flashing.progress = 65;
+    assert!(
+        w.db.write_upgrades(vec![flashing], Vec::new())
+            .expect("write")
+            .is_empty()
+    );
+    assert!(matches!(
+        w.db.cancel_upgrade(second.id).expect("cancel"),
+        CancelOutcome::TooLate(_)
+    ));
+
+    let batch = w.db.batch(batch.id).expect("read").expect("exists");
+    assert_eq!((batch.counts.in_progress, batch.counts.cancelled), (1, 1));
+    assert_eq!(batch.status(), BatchStatus::InProgress);
+}
+
+#[test]
+fn success_installs_the_firmware_and_the_batch_status_follows_openwisp() {
+    let w = world(2);
+    let batch = w.batch();
+    let started =
+        w.db.start_upgrades(UpgradePlan {
+            batch: Some(batch.clone()),
+            operations: vec![w.op(0, Some(&batch)), w.op(1, Some(&batch))],
+        })
+        .expect("started");
+    let firmware =
+        w.db.device_firmware(w.devices[0].id)
+            .expect("read")
+            .expect("firmware set on start");
+    assert!(!firmware.installed);
+
+    let mut ok = started.operations[0].clone();
+    ok.finish(UpgradeStatus::Success, "done");
+    let mut bad = started.operations[1].clone();
+    bad.finish(UpgradeStatus::Failed, "broken");
+    w.db.write_upgrades(vec![ok, bad], Vec::new())
+        .expect("write");
+    assert!(
+        w.db.device_firmware(w.devices[0].id)
+            .expect("read")
+            .expect("firmware")
+            .installed
+    );
+    assert!(
+        !w.db
+            .device_firmware(w.devices[1].id)
+            .expect("read")
+            .expect("firmware")
+            .installed
+    );
+    let batch = w.db.batch(batch.id).expect("read").expect("batch");
+    assert_eq!((batch.counts.success, batch.counts.failed), (1, 1));
+    assert_eq!(batch.status(), BatchStatus::Failed);
+    assert!(w.db.active_upgrades().expect("active").is_empty());
+}
+
+#[test]
+fn a_newer_upgrade_supersedes_the_one_in_progress() {
+    let w = world(1);
+    let first =
+        w.db.start_upgrades(UpgradePlan {
+            batch: None,
+            operations: vec![w.op(0, None)],
+        })
+        .expect("first");
+    let second =
+        w.db.start_upgrades(UpgradePlan {
+            batch: None,
+            operations: vec![w.op(0, None)],
+        })
+        .expect("second");
+    assert_eq!(second.superseded.len(), 1);
+    assert_eq!(second.superseded[0].id, first.operations[0].id);
+    let old =
+        w.db.upgrade(first.operations[0].id)
+            .expect("read")
+            .expect("kept");
+    assert_eq!(old.status, UpgradeStatus::Aborted);
+    let active = w.db.active_upgrades().expect("active");
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].id, second.operations[0].id);
+    let listed =
+        w.db.list_upgrades(
+            &Scope::All,
+            &UpgradeFilter {
+                device: Some(w.devices[0].id),
+                status: Some(UpgradeStatus::Aborted),
+                ..UpgradeFilter::default()
+            },
+            ALL,
+        )
+        .expect("list");
+    assert_eq!(listed.count, 1);
+    // Another tenant's scope sees nothing.
+    let other =
+        w.db.list_upgrades(
+            &Scope::Orgs(vec![OrgId::new()]),
+            &UpgradeFilter::default(),
+            ALL,
+        )
+        .expect("list");
+    assert_eq!(other.count, 0);
+}
+
+#[test]
+fn reports_merge_and_upgrades_survive_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = world(1);
+    let device = w.devices[0].id;
+    w.db.write_upgrades(
+        Vec::new(),
+        vec![(
+            device,
+            UpdateReport {
+                update: Some(json!({"state": "IDLE"})),
+                images: None,
+                modified: Some(Timestamp::now()),
+            },
+        )],
+    )
+    .expect("update report");
+    w.db.write_upgrades(
+        Vec::new(),
+        vec![(
+            device,
+            UpdateReport {
+                update: None,
+                images: Some(json!({"items": []})),
+                modified: Some(Timestamp::now()),
+            },
+        )],
+    )
+    .expect("images report");
+    let report = w.db.update_report(device).expect("read").expect("stored");
+    assert_eq!(report.update, Some(json!({"state": "IDLE"})));
+    assert_eq!(report.images, Some(json!({"items": []})));
+
+    // Deleting the device removes its upgrades; unknown operations are NotFound.
+    let started =
+        w.db.start_upgrades(UpgradePlan {
+            batch: None,
+            operations: vec![w.op(0, None)],
+        })
+        .expect("started");
+    w.db.set_device_deactivated(device, true)
+        .expect("deactivate");
+    w.db.delete_device(device).expect("delete");
+    assert!(
+        w.db.upgrade(started.operations[0].id)
+            .expect("read")
+            .is_none()
+    );
+    assert!(matches!(
+        w.db.cancel_upgrade(started.operations[0].id),
+        Err(StoreError::NotFound)
+    ));
+
+    // Durable across a reopen.
+    let db = RedbBackend::open(dir.path()).expect("open");
+    let secret = db.secret("download-links").expect("secret");
+    drop(db);
+    let db = RedbBackend::open(dir.path()).expect("reopen");
+    assert_eq!(db.secret("download-links").expect("secret"), secret);
+}
