@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use fleetmq_protocol::system_update::{
-    ImagesResource, UpdateRequest, UpdateResource, UpdateResponse,
+    Call, ImagesResource, UpdateRequest, UpdateResource, UpdateResponse,
 };
 use fleetmq_protocol::topic::{Channel, DownChannel, Topic, UpChannel, device_down_filter};
 use fleetmq_protocol::{
@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::SimError;
 use crate::behaviour::{AfterAnswer, Position, Vitals, answer};
 use crate::mqtt::{self, Connect, Incoming, QoS, Will};
-use crate::stats::{Stats, StatsSnapshot};
+use crate::stats::{Stats, StatsSnapshot, UpgradeSnapshot};
 use crate::update::{self, DownloadNews, Effect, Fault, Finish, UpdateAgent};
 
 /// Largest packet the device accepts from the broker; commands are small.
@@ -281,6 +281,12 @@ impl SimHandle {
         self.stats.snapshot()
     }
 
+    /// Upgrade timings of this device (shared with its fleet, if any): first fetch request,
+    /// connection on new firmware, duration.
+    pub fn upgrades(&self) -> UpgradeSnapshot {
+        self.stats.upgrades().snapshot()
+    }
+
     /// Publishes a retained offline presence, disconnects cleanly and waits for the task to
     /// end.
     pub async fn stop(self) {
@@ -356,6 +362,23 @@ struct Device {
     /// Download tasks report here; created with the first download (a channel costs a few
     /// KiB, too much to give each of 19,000 idle devices).
     news: Option<NewsChannel>,
+    /// Where this device's upgrade stands, for [`UpgradeTimes`](crate::stats::UpgradeTimes).
+    timing: UpgradeTiming,
+}
+
+/// A device's upgrade as timed by the fleet's [`UpgradeTimes`](crate::stats::UpgradeTimes):
+/// from the first `images/fetch` request to the connection on the new firmware. Only the
+/// first upgrade of a device is timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpgradeTiming {
+    /// No fetch request yet.
+    NotStarted,
+    /// The first fetch request arrived then (std time, to compare across devices).
+    Fetched(std::time::Instant),
+    /// Installed; the reconnection on the new firmware ends it.
+    Installed(std::time::Instant),
+    /// Recorded.
+    Done,
 }
 
 type NewsChannel = (
@@ -401,6 +424,7 @@ impl Device {
             agent,
             install_at: None,
             news: None,
+            timing: UpgradeTiming::NotStarted,
         }
     }
 
@@ -728,6 +752,12 @@ impl Device {
         self.ever_connected = true;
         self.after_reboot = false;
         self.backoff = INITIAL_BACKOFF;
+        if let UpgradeTiming::Installed(fetched) = self.timing {
+            self.timing = UpgradeTiming::Done;
+            self.stats
+                .upgrades
+                .installed(fetched, std::time::Instant::now());
+        }
         self.stats.set_connected(true);
         self.emit(SimEvent::Connected);
     }
@@ -795,6 +825,13 @@ impl Device {
     }
 
     fn on_update_request(&mut self, request: UpdateRequest, wbuf: &mut BytesMut) {
+        if self.timing == UpgradeTiming::NotStarted
+            && matches!(request.call, Call::FetchImage { .. })
+        {
+            let now = std::time::Instant::now();
+            self.timing = UpgradeTiming::Fetched(now);
+            self.stats.upgrades.first_fetch(now);
+        }
         self.emit(SimEvent::UpdateRequest {
             id: request.id,
             path: request.call.path(),
@@ -869,6 +906,9 @@ impl Device {
                 false
             }
             Finish::Installed { version } => {
+                if let UpgradeTiming::Fetched(fetched) = self.timing {
+                    self.timing = UpgradeTiming::Installed(fetched);
+                }
                 tracing::debug!(device_id = %self.config.device_id, %version, "update installed; rebooting");
                 self.config.firmware_version = version.clone();
                 self.online = online_presence(&self.config);

@@ -18,6 +18,7 @@ use fleetmq_sim::error::connack_meaning;
 use fleetmq_sim::firmware::{BatchDetail, IMAGE_TYPE, Rollout, StatusCounts};
 use fleetmq_sim::fleet::source_ip_for;
 use fleetmq_sim::registration::{self, ApiClient, Credentials};
+use fleetmq_sim::stats::{DurationSummary, UpgradeSnapshot};
 use fleetmq_sim::update::firmware_image;
 use fleetmq_sim::{DeviceConfig, FaultMix, Fleet, FleetOptions, StatsSnapshot};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -163,6 +164,14 @@ struct DemoArgs {
     /// Stop watching the batch after this long.
     #[arg(long, default_value = "30m", value_parser = parse_duration)]
     watch_timeout: Duration,
+    /// How often the batch detail is read (the batch's completion time is measured to this
+    /// resolution).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    poll_interval: Duration,
+    /// Write the timings (dispatch, completion, per-device durations) and the batch's end
+    /// state as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 impl DemoArgs {
@@ -503,6 +512,7 @@ async fn upgrade_demo(cli: &Cli, demo: &DemoArgs, bars: &MultiProgress) -> anyho
 
     // The devices that are meant to be online, online (the --fault-offline ones join later,
     // during the rollout).
+    let connect_started = Instant::now();
     let expected = (devices - offline) as u64;
     let connecting = bar(bars, expected, "connecting");
     let stats = Arc::clone(fleet.stats());
@@ -523,6 +533,8 @@ async fn upgrade_demo(cli: &Cli, demo: &DemoArgs, bars: &MultiProgress) -> anyho
     }
     connecting.set_position(stats.snapshot().connected_now);
     connecting.finish();
+    let connect_phase = connect_started.elapsed();
+    let connected = stats.snapshot().connected_now;
 
     let run = time::OffsetDateTime::now_utc().unix_timestamp();
     let version = demo
@@ -547,14 +559,29 @@ async fn upgrade_demo(cli: &Cli, demo: &DemoArgs, bars: &MultiProgress) -> anyho
         api.upload_image(&build, IMAGE_TYPE, image)
             .await
             .context("uploading the image")?;
+        let posted = Instant::now();
         let batch = api
             .start_batch(&build, &demo.rollout())
             .await
             .context("starting the batch upgrade")?;
+        let created = Instant::now();
         eprintln!("build {version} ({build}), batch {batch}");
-        watch_batch(&api, batch, devices as u64, demo.watch_timeout, bars).await
+        let watched = watch_batch(
+            &api,
+            batch,
+            devices as u64,
+            demo.watch_timeout,
+            demo.poll_interval,
+            &stats,
+            bars,
+        )
+        .await?;
+        anyhow::Ok((batch, posted, created, watched))
     }
     .await;
+    // Measured before stopping: stopping devices changes nothing here, but keep it exact.
+    let upgrades = stats.upgrades().snapshot();
+    let memory = memory_kib();
 
     let stopping = bars.add(ProgressBar::new_spinner());
     stopping.set_message(format!("stopping {devices} devices"));
@@ -562,19 +589,103 @@ async fn upgrade_demo(cli: &Cli, demo: &DemoArgs, bars: &MultiProgress) -> anyho
     fleet.stop().await;
     stopping.finish_and_clear();
 
-    let (detail, rollout_time) = result?;
-    print!(
-        "{}",
-        DemoSummary {
-            version,
-            devices,
-            detail,
-            rollout_time,
-            total_time: started.elapsed(),
-            reboots: stats.snapshot().reboots,
-        }
+    let (batch, posted, created, watched) = result?;
+    let timing = Timing::new(
+        stats.upgrades().epoch(),
+        posted,
+        created,
+        watched.finished_at,
+        upgrades,
     );
+    let summary = DemoSummary {
+        version,
+        devices,
+        connected,
+        connect_phase,
+        detail: watched.detail,
+        rollout_time: watched.watched_for,
+        total_time: started.elapsed(),
+        reboots: stats.snapshot().reboots,
+        timing,
+        memory,
+    };
+    print!("{summary}");
+    if let Some(path) = &demo.report {
+        let report = summary.report(batch, demo);
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
+    }
     Ok(())
+}
+
+/// What `watch_batch` saw.
+struct Watched {
+    /// The last detail read.
+    detail: BatchDetail,
+    /// How long it watched.
+    watched_for: Duration,
+    /// When the answer that first showed the batch ended arrived (`None`: it did not end).
+    finished_at: Option<Instant>,
+}
+
+/// The upgrade's timings, all from the moment the batch POST returned (the batch exists).
+#[derive(Debug, Clone, PartialEq)]
+struct Timing {
+    /// POST `build/{id}/upgrade/` sent → its answer.
+    post_latency: Duration,
+    /// Batch created → the last device received its first `images/fetch` request.
+    dispatch: Option<Duration>,
+    /// Devices that received one.
+    fetched: u64,
+    /// Batch created → the batch detail showed an end (to the poll interval).
+    batch_completion: Option<Duration>,
+    /// Batch created → the last device connected again on the new firmware.
+    devices_completion: Option<Duration>,
+    /// Devices that did.
+    installed: u64,
+    /// Per device: first fetch → connected on the new firmware.
+    per_device: DurationSummary,
+}
+
+impl Timing {
+    /// `epoch` is the instant the fleet's [`UpgradeSnapshot`] offsets count from.
+    fn new(
+        epoch: Instant,
+        posted: Instant,
+        created: Instant,
+        finished_at: Option<Instant>,
+        upgrades: UpgradeSnapshot,
+    ) -> Timing {
+        // Device instants are offsets from the epoch; so is the batch's creation.
+        let created_offset = created.saturating_duration_since(epoch);
+        let since_created =
+            |offset: Option<Duration>| offset.map(|offset| offset.saturating_sub(created_offset));
+        Timing {
+            post_latency: created.saturating_duration_since(posted),
+            dispatch: since_created(upgrades.last_first_fetch),
+            fetched: upgrades.first_fetches,
+            batch_completion: finished_at.map(|at| at.saturating_duration_since(created)),
+            devices_completion: since_created(upgrades.last_installed),
+            installed: upgrades.installed,
+            per_device: upgrades.durations,
+        }
+    }
+}
+
+/// Milliseconds with microsecond precision, for the JSON report.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// `12.3 s`, `456 ms` or `—`.
+fn human(d: Option<Duration>) -> String {
+    match d {
+        None => "—".to_owned(),
+        Some(d) if d >= Duration::from_secs(1) => format!("{:.2} s", d.as_secs_f64()),
+        Some(d) => format!("{:.1} ms", d.as_secs_f64() * 1e3),
+    }
 }
 
 /// Polls the batch every 500 ms, one bar per status plus the overall one, until it ends,
@@ -584,8 +695,10 @@ async fn watch_batch(
     batch: uuid::Uuid,
     devices: u64,
     limit: Duration,
+    every: Duration,
+    stats: &fleetmq_sim::Stats,
     bars: &MultiProgress,
-) -> anyhow::Result<(BatchDetail, Duration)> {
+) -> anyhow::Result<Watched> {
     let started = Instant::now();
     let overall = bar(bars, devices, "overall");
     let status_bars: Vec<(&str, ProgressBar)> =
@@ -608,12 +721,14 @@ async fn watch_batch(
         "cancelled" => counts.cancelled,
         _ => counts.in_progress,
     };
-    let mut poll = tokio::time::interval(Duration::from_millis(500));
+    let mut poll = tokio::time::interval(every.max(Duration::from_millis(10)));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let deadline = tokio::time::sleep(limit);
     tokio::pin!(deadline);
     let mut last: Option<BatchDetail> = None;
+    let mut finished_at = None;
     let mut errors = 0;
     loop {
         tokio::select! {
@@ -637,7 +752,11 @@ async fn watch_batch(
         let total = detail.total.max(1);
         overall.set_length(total);
         overall.set_position(detail.status_counts.finished());
-        overall.set_message(format!("{} ({})", detail.status, detail.progress_report));
+        let upgrades = stats.upgrades().snapshot();
+        overall.set_message(format!(
+            "{} ({}) fetched {} back on new firmware {}",
+            detail.status, detail.progress_report, upgrades.first_fetches, upgrades.installed
+        ));
         for (status, b) in &status_bars {
             b.set_length(total);
             b.set_position(count(&detail.status_counts, status));
@@ -645,6 +764,7 @@ async fn watch_batch(
         let finished = detail.is_finished();
         last = Some(detail);
         if finished {
+            finished_at = Some(Instant::now());
             break;
         }
     }
@@ -653,17 +773,76 @@ async fn watch_batch(
         b.finish();
     }
     let detail = last.context("the batch detail was never read")?;
-    Ok((detail, started.elapsed()))
+    Ok(Watched {
+        detail,
+        watched_for: started.elapsed(),
+        finished_at,
+    })
 }
 
 /// What the demo's summary table shows.
 struct DemoSummary {
     version: String,
     devices: usize,
+    connected: u64,
+    connect_phase: Duration,
     detail: BatchDetail,
     rollout_time: Duration,
     total_time: Duration,
     reboots: u64,
+    timing: Timing,
+    /// This process's resident and peak resident memory, KiB.
+    memory: Option<(u64, u64)>,
+}
+
+impl DemoSummary {
+    /// The JSON `--report`: times in milliseconds.
+    fn report(&self, batch: uuid::Uuid, demo: &DemoArgs) -> serde_json::Value {
+        let t = &self.timing;
+        let d = &t.per_device;
+        let c = &self.detail.status_counts;
+        let opt_ms = |d: Option<Duration>| d.map(ms);
+        serde_json::json!({
+            "devices": self.devices,
+            "connected_before_batch": self.connected,
+            "connect_phase_ms": ms(self.connect_phase),
+            "image_size": demo.image_size,
+            "build": self.version,
+            "batch": batch,
+            "rollout": demo.rollout().body(),
+            "poll_interval_ms": ms(demo.poll_interval),
+            "batch_post_ms": ms(t.post_latency),
+            "dispatch_ms": opt_ms(t.dispatch),
+            "devices_fetched": t.fetched,
+            "completion_batch_ms": opt_ms(t.batch_completion),
+            "completion_devices_ms": opt_ms(t.devices_completion),
+            "devices_on_new_firmware": t.installed,
+            "per_device_ms": {
+                "count": d.count,
+                "min": ms(d.min),
+                "p50": ms(d.p50),
+                "p90": ms(d.p90),
+                "p99": ms(d.p99),
+                "max": ms(d.max),
+                "mean": ms(d.mean),
+            },
+            "batch_status": self.detail.status,
+            "progress_report": self.detail.progress_report,
+            "total": self.detail.total,
+            "status_counts": {
+                "success": c.success,
+                "failed": c.failed,
+                "aborted": c.aborted,
+                "cancelled": c.cancelled,
+                "in-progress": c.in_progress,
+            },
+            "device_reboots": self.reboots,
+            "watched_ms": ms(self.rollout_time),
+            "total_ms": ms(self.total_time),
+            "sim_rss_kib": self.memory.map(|(rss, _)| rss),
+            "sim_peak_rss_kib": self.memory.map(|(_, peak)| peak),
+        })
+    }
 }
 
 impl std::fmt::Display for DemoSummary {
@@ -673,7 +852,14 @@ impl std::fmt::Display for DemoSummary {
         let total = d.total.max(1) as f64;
         writeln!(f, "\nfleetmq-sim upgrade-demo summary")?;
         writeln!(f, "  {:<14} {}", "build", self.version)?;
-        writeln!(f, "  {:<14} {}", "devices", self.devices)?;
+        writeln!(
+            f,
+            "  {:<14} {} ({} connected in {:.1} s)",
+            "devices",
+            self.devices,
+            self.connected,
+            self.connect_phase.as_secs_f64()
+        )?;
         writeln!(
             f,
             "  {:<14} {} ({})",
@@ -703,7 +889,59 @@ impl std::fmt::Display for DemoSummary {
             "  {:<14} {:.1} s",
             "total time",
             self.total_time.as_secs_f64()
-        )
+        )?;
+        let t = &self.timing;
+        let p = &t.per_device;
+        writeln!(
+            f,
+            "  timings (from the batch POST's answer, as the devices saw them)"
+        )?;
+        writeln!(
+            f,
+            "    {:<26} {}",
+            "batch POST answered in",
+            human(Some(t.post_latency))
+        )?;
+        writeln!(
+            f,
+            "    {:<26} {} ({} devices fetched)",
+            "dispatch (last 1st fetch)",
+            human(t.dispatch),
+            t.fetched
+        )?;
+        writeln!(
+            f,
+            "    {:<26} {}",
+            "batch ended (detail)",
+            human(t.batch_completion)
+        )?;
+        writeln!(
+            f,
+            "    {:<26} {} ({} devices)",
+            "last device on new fw",
+            human(t.devices_completion),
+            t.installed
+        )?;
+        writeln!(
+            f,
+            "    {:<26} p50 {} p90 {} p99 {} max {} (n={})",
+            "per device (fetch→online)",
+            human(Some(p.p50)),
+            human(Some(p.p90)),
+            human(Some(p.p99)),
+            human(Some(p.max)),
+            p.count
+        )?;
+        if let Some((rss, peak)) = self.memory {
+            writeln!(
+                f,
+                "  {:<14} {} MiB (peak {} MiB)",
+                "simulator RSS",
+                rss / 1024,
+                peak / 1024
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -822,6 +1060,36 @@ mod tests {
     }
 
     #[test]
+    fn timings_count_from_the_batch_creation() {
+        let epoch = Instant::now();
+        let s = Duration::from_secs;
+        let upgrades = UpgradeSnapshot {
+            first_fetches: 10,
+            last_first_fetch: Some(s(13)),
+            installed: 9,
+            last_installed: Some(s(30)),
+            durations: DurationSummary::default(),
+        };
+        let t = Timing::new(
+            epoch,
+            epoch + s(9),
+            epoch + s(10),
+            Some(epoch + s(31)),
+            upgrades,
+        );
+        assert_eq!(t.post_latency, s(1));
+        assert_eq!(t.dispatch, Some(s(3)));
+        assert_eq!(t.batch_completion, Some(s(21)));
+        assert_eq!(t.devices_completion, Some(s(20)));
+        assert_eq!((t.fetched, t.installed), (10, 9));
+        let none = Timing::new(epoch, epoch, epoch, None, UpgradeSnapshot::default());
+        assert_eq!((none.dispatch, none.batch_completion), (None, None));
+        assert_eq!(ms(Duration::from_micros(1500)), 1.5);
+        assert_eq!(human(Some(Duration::from_millis(1500))), "1.50 s");
+        assert_eq!(human(None), "—");
+    }
+
+    #[test]
     fn the_demo_and_fault_flags_parse() {
         let cli = Cli::try_parse_from([
             "fleetmq-sim",
@@ -836,6 +1104,10 @@ mod tests {
             "1,10,100",
             "--abort-failure-rate",
             "0.2",
+            "--report",
+            "r.json",
+            "--poll-interval",
+            "100ms",
         ])
         .unwrap();
         assert_eq!(cli.faults().hang, 0.1);
@@ -844,6 +1116,8 @@ mod tests {
             panic!("upgrade-demo");
         };
         assert_eq!(demo.image_size, 65536);
+        assert_eq!(demo.report.as_deref(), Some(std::path::Path::new("r.json")));
+        assert_eq!(demo.poll_interval, Duration::from_millis(100));
         assert_eq!(demo.rollout().waves, Some(vec![1, 10, 100]));
         assert!(
             Cli::try_parse_from(["fleetmq-sim", "--org", "a", "upgrade-demo", "--waves", "0"])

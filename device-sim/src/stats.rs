@@ -4,8 +4,11 @@
 //! shared by the whole fleet cost nothing, and a [`Notify`] lets a caller await "N devices
 //! connected" without polling.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use tokio::sync::Notify;
 
 /// Live counters. Devices only ever add; readers take a [`StatsSnapshot`].
@@ -24,6 +27,7 @@ pub struct Stats {
     pub(crate) reboots: AtomicU64,
     pub(crate) ignored: AtomicU64,
     pub(crate) changed: Notify,
+    pub(crate) upgrades: UpgradeTimes,
 }
 
 /// A copy of the counters at one instant.
@@ -102,6 +106,11 @@ impl Stats {
         self.changed.notify_waiters();
     }
 
+    /// When upgrades reached the devices and how long they took, as the devices saw it.
+    pub fn upgrades(&self) -> &UpgradeTimes {
+        &self.upgrades
+    }
+
     pub(crate) fn set_connected(&self, connected: bool) {
         if connected {
             self.connected_now.fetch_add(1, Ordering::Relaxed);
@@ -109,5 +118,176 @@ impl Stats {
             self.connected_now.fetch_sub(1, Ordering::Relaxed);
         }
         self.changed.notify_waiters();
+    }
+}
+
+/// Upgrade timings as the devices see them, shared by the whole fleet: two "last instant"
+/// maxima and counters (atomics), and one histogram of per-device durations behind a mutex
+/// that each device locks once per upgrade. Instants are microseconds since [`epoch`]
+/// (when the counters were created), so they fit in an `AtomicU64`.
+///
+/// A device's upgrade starts with the first `images/fetch` request it receives and ends when
+/// it is connected again after the reboot that installs the new firmware.
+///
+/// [`epoch`]: UpgradeTimes::epoch
+#[derive(Debug)]
+pub struct UpgradeTimes {
+    epoch: Instant,
+    first_fetches: AtomicU64,
+    /// Latest first fetch, µs since the epoch, plus one (0: none yet).
+    last_first_fetch: AtomicU64,
+    installed: AtomicU64,
+    /// Latest reconnection on new firmware, µs since the epoch, plus one (0: none yet).
+    last_installed: AtomicU64,
+    /// First fetch → connected on the new firmware, per device, in µs.
+    durations: Mutex<Histogram<u64>>,
+}
+
+impl Default for UpgradeTimes {
+    fn default() -> Self {
+        UpgradeTimes {
+            epoch: Instant::now(),
+            first_fetches: AtomicU64::new(0),
+            last_first_fetch: AtomicU64::new(0),
+            installed: AtomicU64::new(0),
+            last_installed: AtomicU64::new(0),
+            // Auto-resizing, 3 significant digits: a few KiB for the whole fleet.
+            durations: Mutex::new(Histogram::new(3).expect("3 significant digits are valid")),
+        }
+    }
+}
+
+/// A copy of [`UpgradeTimes`] at one instant. Instants are offsets from the epoch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpgradeSnapshot {
+    /// Devices that received at least one `images/fetch` request.
+    pub first_fetches: u64,
+    /// When the last of them received its first one.
+    pub last_first_fetch: Option<Duration>,
+    /// Devices connected again on new firmware after an installation.
+    pub installed: u64,
+    /// When the last of them reconnected.
+    pub last_installed: Option<Duration>,
+    /// Per-device durations (first fetch → reconnected on the new firmware).
+    pub durations: DurationSummary,
+}
+
+/// Percentiles of the per-device upgrade durations.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DurationSummary {
+    /// Devices measured.
+    pub count: u64,
+    /// Shortest.
+    pub min: Duration,
+    /// Median.
+    pub p50: Duration,
+    /// 90th percentile.
+    pub p90: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Longest.
+    pub max: Duration,
+    /// Mean.
+    pub mean: Duration,
+}
+
+impl DurationSummary {
+    fn of(histogram: &Histogram<u64>) -> Self {
+        if histogram.is_empty() {
+            return Self::default();
+        }
+        let micros = Duration::from_micros;
+        DurationSummary {
+            count: histogram.len(),
+            min: micros(histogram.min()),
+            p50: micros(histogram.value_at_quantile(0.50)),
+            p90: micros(histogram.value_at_quantile(0.90)),
+            p99: micros(histogram.value_at_quantile(0.99)),
+            max: micros(histogram.max()),
+            mean: Duration::from_secs_f64(histogram.mean() / 1e6),
+        }
+    }
+}
+
+impl UpgradeTimes {
+    /// The instant the offsets count from.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    fn offset(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX - 1)
+            + 1
+    }
+
+    /// A device received its first `images/fetch` request at `at`.
+    pub(crate) fn first_fetch(&self, at: Instant) {
+        self.first_fetches.fetch_add(1, Ordering::Relaxed);
+        self.last_first_fetch
+            .fetch_max(self.offset(at), Ordering::Relaxed);
+    }
+
+    /// A device whose first fetch was at `fetched` is connected on its new firmware at `at`.
+    pub(crate) fn installed(&self, fetched: Instant, at: Instant) {
+        self.installed.fetch_add(1, Ordering::Relaxed);
+        self.last_installed
+            .fetch_max(self.offset(at), Ordering::Relaxed);
+        let micros =
+            u64::try_from(at.saturating_duration_since(fetched).as_micros()).unwrap_or(u64::MAX);
+        // A poisoned lock only means another device panicked mid-record; the data is fine.
+        let mut durations = self.durations.lock().unwrap_or_else(|e| e.into_inner());
+        // Auto-resizing histograms accept any value.
+        let _ = durations.record(micros.max(1));
+    }
+
+    /// A copy of everything measured so far.
+    pub fn snapshot(&self) -> UpgradeSnapshot {
+        let instant = |c: &AtomicU64| match c.load(Ordering::Relaxed) {
+            0 => None,
+            plus_one => Some(Duration::from_micros(plus_one - 1)),
+        };
+        let durations = {
+            let histogram = self.durations.lock().unwrap_or_else(|e| e.into_inner());
+            DurationSummary::of(&histogram)
+        };
+        UpgradeSnapshot {
+            first_fetches: self.first_fetches.load(Ordering::Relaxed),
+            last_first_fetch: instant(&self.last_first_fetch),
+            installed: self.installed.load(Ordering::Relaxed),
+            last_installed: instant(&self.last_installed),
+            durations,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upgrade_times_keep_the_latest_instants_and_percentiles() {
+        let times = UpgradeTimes::default();
+        assert_eq!(times.snapshot(), UpgradeSnapshot::default());
+        let epoch = times.epoch();
+        let ms = Duration::from_millis;
+        for i in 1..=100u64 {
+            let fetched = epoch + ms(i);
+            times.first_fetch(fetched);
+            times.installed(fetched, fetched + ms(10 * i));
+        }
+        let s = times.snapshot();
+        assert_eq!(s.first_fetches, 100);
+        assert_eq!(s.last_first_fetch, Some(ms(100)));
+        assert_eq!(s.installed, 100);
+        assert_eq!(s.last_installed, Some(ms(1100)));
+        let d = s.durations;
+        assert_eq!(d.count, 100);
+        let close = |a: Duration, b: Duration| a.abs_diff(b) <= b / 500 + Duration::from_micros(1);
+        assert!(close(d.min, ms(10)), "{d:?}");
+        assert!(close(d.p50, ms(500)), "{d:?}");
+        assert!(close(d.p90, ms(900)), "{d:?}");
+        assert!(close(d.p99, ms(990)), "{d:?}");
+        assert!(close(d.max, ms(1000)), "{d:?}");
+        assert!(close(d.mean, ms(505)), "{d:?}");
     }
 }

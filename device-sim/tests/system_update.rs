@@ -359,6 +359,12 @@ async fn a_fetched_image_is_installed_and_the_device_reboots_into_the_new_firmwa
     timeout(WAIT, bench.device.connected()).await.unwrap();
     let stats = bench.device.stats();
     assert_eq!((stats.reboots, stats.connects), (1, 2));
+    // Timed from the first fetch request to the connection on the new firmware.
+    let upgrades = bench.device.upgrades();
+    assert_eq!((upgrades.first_fetches, upgrades.installed), (1, 1));
+    assert_eq!(upgrades.durations.count, 1);
+    assert!(upgrades.last_first_fetch < upgrades.last_installed);
+    assert!(upgrades.durations.max > std::time::Duration::ZERO);
     // Nothing left to start.
     assert_eq!(bench.call(Call::Start).await.status, 409);
     bench.stop().await;
