@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Batch upgrade benchmark: N simulated devices, one batch, no simulated delays.
+#
+# Builds the release binaries, starts `fleetmq` on a fresh temporary data directory, runs
+# `fleetmq-sim upgrade-demo` as a separate process (registers N devices through the REST API,
+# connects them, uploads an image, upgrades all of them in one batch, times it as the devices
+# see it), stops the server with SIGTERM and prints the numbers.
+#
+#   bench/upgrade.sh                      # 10,000 devices, 64 KiB image
+#   DEVICES=1000 bench/upgrade.sh
+#
+# Environment: DEVICES (10000), IMAGE_SIZE (64KiB), HTTP_PORT (18080), MQTT_PORT (11883),
+# CONNECT_RATE (2000), POLL (250ms), OUT (bench/out/upgrade-<devices>-<time>: report.json,
+# server.log, top.log, sim.log), KEEP=1 keeps the temporary data directory, SKIP_BUILD=1.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+DEVICES=${DEVICES:-10000}
+IMAGE_SIZE=${IMAGE_SIZE:-64KiB}
+HTTP_PORT=${HTTP_PORT:-18080}
+MQTT_PORT=${MQTT_PORT:-11883}
+CONNECT_RATE=${CONNECT_RATE:-2000}
+POLL=${POLL:-250ms}
+OUT=${OUT:-bench/out/upgrade-$DEVICES-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+# Every device is a socket in the simulator and in the server.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+echo "open files limit: $(ulimit -n)"
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((DEVICES + 1000)) ]; then
+    echo "warning: the open files limit is below what $DEVICES devices need" >&2
+fi
+
+if [ -z "${SKIP_BUILD:-}" ]; then
+    cargo build --release -p fleetmq -p fleetmq-sim
+fi
+SERVER=target/release/fleetmq
+SIM=target/release/fleetmq-sim
+
+DATA=$(mktemp -d /tmp/fleetmq-upgrade-bench.XXXXXX)
+SERVER_PID=
+TOP_PID=
+THREADS_PID=
+cleanup() {
+    [ -n "$TOP_PID" ] && kill "$TOP_PID" "$THREADS_PID" 2>/dev/null || true
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [ -z "${KEEP:-}" ]; then rm -rf "$DATA"; else echo "data kept in $DATA"; fi
+}
+trap cleanup EXIT
+
+echo "starting the server (data in $DATA, log in $OUT/server.log)"
+FLEETMQ_ADMIN_PASSWORD="bench-$RANDOM-$RANDOM-password" RUST_LOG=${RUST_LOG:-info} \
+    "$SERVER" --data-dir "$DATA/data" \
+    --http-addr "127.0.0.1:$HTTP_PORT" --mqtt-addr "127.0.0.1:$MQTT_PORT" \
+    --mqtts-addr off --mqtt-ws-addr off --mqtt-max-connections 12000 \
+    >"$OUT/server.out" 2>"$OUT/server.log" &
+SERVER_PID=$!
+
+TOKEN=
+for _ in $(seq 1 300); do
+    TOKEN=$(sed -n 's/^  token:    \(.*\)$/\1/p' "$OUT/server.out" | head -n1)
+    [ -n "$TOKEN" ] && grep -q '^REST API on' "$OUT/server.out" && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { echo "the server exited:" >&2; tail -n 20 "$OUT/server.log" >&2; exit 1; }
+    sleep 0.1
+done
+[ -n "$TOKEN" ] || { echo "no token in the server's banner" >&2; exit 1; }
+API="http://127.0.0.1:$HTTP_PORT"
+
+curl -fsS -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{"name": "Upgrade bench", "slug": "bench"}' "$API/api/v1/users/organization/" >/dev/null
+
+echo "running fleetmq-sim upgrade-demo with $DEVICES devices, a $IMAGE_SIZE image (log in $OUT/sim.log)"
+"$SIM" --api "$API" --token "$TOKEN" --org bench --devices "$DEVICES" \
+    --mqtt "127.0.0.1:$MQTT_PORT" --csv "$DATA/devices.csv" --register-concurrency 32 \
+    --telemetry-interval 0 --coordinates-interval 0 --connect-rate "$CONNECT_RATE" \
+    --connect-timeout 300s \
+    upgrade-demo --image-size "$IMAGE_SIZE" --poll-interval "$POLL" --watch-timeout 15m \
+    --report "$OUT/report.json" \
+    > >(tee "$OUT/sim.out") 2>"$OUT/sim.log" &
+SIM_PID=$!
+# CPU and memory of both processes, every second.
+top -b -d 1 -p "$SERVER_PID" -p "$SIM_PID" >"$OUT/top.log" 2>/dev/null &
+TOP_PID=$!
+# The server's busiest threads, every second (which part of it is busy).
+top -H -b -d 1 -p "$SERVER_PID" 2>/dev/null | awk '/^top -/ {print; n = 0; next} /^ *[0-9]/ && n++ < 12' >"$OUT/top-threads.log" &
+THREADS_PID=$!
+SIM_STATUS=0
+wait "$SIM_PID" || SIM_STATUS=$?
+
+SERVER_HWM=$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")
+SERVER_RSS=$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status")
+SERVER_CPU=$(awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$SERVER_PID/stat")
+kill "$TOP_PID" "$THREADS_PID" 2>/dev/null || true
+TOP_PID=
+kill -TERM "$SERVER_PID"
+wait "$SERVER_PID" || echo "warning: the server exited with $?" >&2
+SERVER_PID=
+
+if [ "$SIM_STATUS" -ne 0 ] || [ ! -f "$OUT/report.json" ]; then
+    echo "fleetmq-sim failed ($SIM_STATUS); see $OUT/sim.log" >&2
+    tail -n 20 "$OUT/sim.log" >&2
+    exit 1
+fi
+
+jq --argjson hwm "$SERVER_HWM" --argjson rss "$SERVER_RSS" --argjson cpu "$SERVER_CPU" \
+    --arg cores "$(nproc)" \
+    '. + {server_peak_rss_kib: $hwm, server_rss_kib_at_end: $rss, server_cpu_seconds: $cpu, cores: ($cores | tonumber)}' \
+    "$OUT/report.json" >"$OUT/report.json.tmp" && mv "$OUT/report.json.tmp" "$OUT/report.json"
+
+jq -r '
+  def s: if . == null then "—" else (. / 1000 | tostring | .[0:6]) + " s" end;
+  "",
+  "batch upgrade of \(.devices) devices, \(.image_size) byte image, \(.cores) cores",
+  "  batch status          \(.batch_status) (\(.progress_report)); success \(.status_counts.success), failed \(.status_counts.failed)",
+  "  dispatch              \(.dispatch_ms | s)  (batch POST answered → last device got its first images/fetch; \(.devices_fetched) devices)",
+  "  completion (batch)    \(.completion_batch_ms | s)  (→ batch detail not in-progress, polled every \(.poll_interval_ms) ms)",
+  "  completion (devices)  \(.completion_devices_ms | s)  (→ last device online on the new firmware; \(.devices_on_new_firmware) devices)",
+  "  per device            p50 \(.per_device_ms.p50 | s)  p90 \(.per_device_ms.p90 | s)  p99 \(.per_device_ms.p99 | s)  max \(.per_device_ms.max | s)",
+  "  server                peak RSS \(.server_peak_rss_kib / 1024 | floor) MiB, \(.server_cpu_seconds) s CPU in all",
+  "  simulator             peak RSS \((.sim_peak_rss_kib // 0) / 1024 | floor) MiB",
+  "report: '"$OUT"'/report.json"
+' "$OUT/report.json"
