@@ -14,9 +14,9 @@ use crate::{
     Build, BuildFields, BuildFilter, BuildId, Category, CategoryFields, CategoryId, Command,
     CommandId, CommandStatus, CommandType, ConfigFields, ConnectionFields, ConnectionId,
     Credentials, CredentialsFields, CredentialsId, Device, DeviceConnection, DeviceFields,
-    DeviceFilter, DeviceId, Image, ImageId, Location, OrgId, Organization, OrganizationFields,
-    Page, PageRequest, Password, Point, Result, Scope, TelemetryRange, TelemetrySample, Timestamp,
-    Token, User, UserFields, UserId,
+    DeviceFilter, DeviceId, Image, ImageId, Location, LocationId, OrgId, Organization,
+    OrganizationFields, Page, PageRequest, Password, Point, Result, Scope, TelemetryRange,
+    TelemetrySample, Timestamp, Token, User, UserFields, UserId,
 };
 
 /// Persistence of fleetmq's domain. Every method is atomic: it happens whole or not at all.
@@ -326,6 +326,12 @@ pub trait UpgradeStore: Send + Sync + 'static {
     fn delete_image_type(&self, name: &str) -> Result<()>;
     /// A 32-byte secret named `name`, created at random on first use and kept.
     fn secret(&self, name: &str) -> Result<[u8; 32]>;
+    /// Every device's firmware record, in one read (planning a batch).
+    fn device_firmwares(&self) -> Result<Vec<DeviceFirmware>>;
+    /// Looks a location up (batch filters).
+    fn location(&self, id: LocationId) -> Result<Option<Location>>;
+    /// The devices placed at a location, in one read (batch filters).
+    fn location_devices(&self, id: LocationId) -> Result<Vec<DeviceId>>;
 }
 
 /// What deciding a device's MQTT login takes.

@@ -7,10 +7,10 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use super::{RedbBackend, cat, created_key, decode, encode, get_record, id_of, index_desc, slice};
 use crate::tables::*;
 use crate::{
-    Batch, BatchFilter, BatchId, CancelOutcome, DeviceFirmware, DeviceId, ImageType, Page,
-    PageRequest, Result, Scope, StartedUpgrades, StoreError, Timestamp, Unique, UpdateReport,
-    UpgradeFilter, UpgradeId, UpgradeOperation, UpgradePlan, UpgradeStatus, UpgradeStore,
-    default_image_types,
+    Batch, BatchFilter, BatchId, CancelOutcome, DeviceFirmware, DeviceId, DeviceLocation,
+    ImageType, Location, LocationId, Page, PageRequest, Result, Scope, StartedUpgrades, StoreError,
+    Timestamp, Unique, UpdateReport, UpgradeFilter, UpgradeId, UpgradeOperation, UpgradePlan,
+    UpgradeStatus, UpgradeStore, default_image_types,
 };
 
 fn load_upgrade(txn: &WriteTransaction, id: UpgradeId) -> Result<Option<UpgradeOperation>> {
@@ -504,5 +504,33 @@ impl UpgradeStore for RedbBackend {
         };
         txn.commit()?;
         Ok(secret)
+    }
+
+    fn device_firmwares(&self) -> Result<Vec<DeviceFirmware>> {
+        let txn = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for entry in txn.open_table(DEVICE_FIRMWARE)?.iter()? {
+            let (_, bytes) = entry?;
+            out.push(decode("device_firmware", bytes.value())?);
+        }
+        Ok(out)
+    }
+
+    fn location(&self, id: LocationId) -> Result<Option<Location>> {
+        let txn = self.db.begin_read()?;
+        get_record(&txn.open_table(LOCATIONS)?, "locations", id.key())
+    }
+
+    fn location_devices(&self, id: LocationId) -> Result<Vec<DeviceId>> {
+        let txn = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for entry in txn.open_table(DEVICE_LOCATIONS)?.iter()? {
+            let (_, bytes) = entry?;
+            let link: DeviceLocation = decode("device_locations", bytes.value())?;
+            if link.location == id {
+                out.push(link.device);
+            }
+        }
+        Ok(out)
     }
 }
