@@ -39,6 +39,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     /// 503: a dependency is down.
     Unavailable(String),
+    /// 504: a dependency did not answer in time.
+    GatewayTimeout(String),
     /// 429: too many attempts; retry after this many seconds.
     Throttled(u64),
     /// 500: a bug or a broken disk; the body says nothing internal.
@@ -66,6 +68,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -87,7 +90,10 @@ impl ApiError {
         match self {
             ApiError::Validation(map) => Value::Object(map.clone()),
             ApiError::BadRequestError(m) | ApiError::Conflict(m) => json!({ "error": m }),
-            ApiError::BadRequest(m) | ApiError::Forbidden(m) | ApiError::Unavailable(m) => {
+            ApiError::BadRequest(m)
+            | ApiError::Forbidden(m)
+            | ApiError::Unavailable(m)
+            | ApiError::GatewayTimeout(m) => {
                 json!({ "detail": m })
             }
             ApiError::NotAuthenticated => {

@@ -175,6 +175,8 @@ pub struct ErrorDetail {
         (name = "connections", description = "Credentials and device connections"),
         (name = "commands", description = "Commands sent to devices over MQTT"),
         (name = "firmware", description = "Firmware upgrader: categories, builds, images"),
+        (name = "upgrades", description = "Firmware upgrader: image types, device firmware, upgrade operations, mass upgrades"),
+        (name = "system_update", description = "A device's npm.system_update 2.0 API, proxied over MQTT"),
         (name = "health", description = "Liveness")
     )
 )]
@@ -204,6 +206,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::commands::router())
         .merge(routes::credentials::router())
         .merge(routes::firmware::router())
+        .merge(routes::system_update::router())
 }
 
 /// Every route with its OpenAPI document.

@@ -8,5 +8,6 @@ pub mod devices;
 pub mod firmware;
 pub mod health;
 pub mod organizations;
+pub mod system_update;
 pub mod telemetry;
 pub mod users;

@@ -8,4 +8,6 @@ mod firmware;
 mod pagination;
 mod robustness;
 mod server;
+mod system_update;
 mod tenancy;
+mod upgrades;

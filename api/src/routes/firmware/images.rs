@@ -6,7 +6,9 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use fleetmq_store::{BlobError, Image, ImageId, Resource, Timestamp};
+use fleetmq_store::{
+    BlobError, BuildId, DeviceId, DownloadGrant, Image, ImageId, Resource, Timestamp,
+};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use utoipa::{IntoParams, ToSchema};
@@ -243,6 +245,12 @@ async fn upload_image(
     if kind.is_none() && !errors.has_errors() {
         errors.error("type", "This field is required.");
     }
+    if let Some(k) = &kind {
+        let types = state.store().run(|db| db.image_types()).await?;
+        if !types.iter().any(|t| &t.name == k) {
+            errors.error("type", format!("\"{k}\" is not a valid choice."));
+        }
+    }
     if let Err(e) = errors.finish() {
         remove_files(&state, vec![id]).await;
         return Err(e);
@@ -344,23 +352,36 @@ fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
     (start <= end && end < size).then_some((start, end))
 }
 
-/// Downloads an image: `Content-Length`, `ETag` (the SHA-256), and `Range` for resuming.
+/// Downloads an image: `Content-Length`, `ETag` (the SHA-256), `Range` for resuming and
+/// `X-Firmware-Version` (the build's version). Without a token, a device may present the
+/// download grant the server put in its fetch URL (`?device=&expires=&signature=`).
 #[utoipa::path(get, path = "/api/v1/firmware-upgrader/build/{build_id}/image/{id}/download/", tag = "firmware",
-    params(("build_id" = Uuid, Path, description = "Build id"), ("id" = Uuid, Path, description = "Image id")),
+    params(("build_id" = Uuid, Path, description = "Build id"), ("id" = Uuid, Path, description = "Image id"),
+        DownloadQuery),
     responses((status = 200, description = "The file", content_type = "application/octet-stream"),
         (status = 206, description = "The requested range"), (status = 304, description = "ETag matches"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail),
-        (status = 416, description = "Unsatisfiable range")),
-    security(("bearer" = [])))]
+        (status = 401, body = ErrorDetail), (status = 403, description = "No permission, or an invalid or expired grant", body = ErrorDetail),
+        (status = 404, body = ErrorDetail), (status = 416, description = "Unsatisfiable range")),
+    security(("bearer" = []), ()))]
 async fn download_image(
     State(state): State<AppState>,
-    caller: Caller,
     method: Method,
     headers: HeaderMap,
+    query: QueryPairs,
     Path((build, image)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    caller.authorize(Resource::FirmwareImage, &method)?;
-    let image = visible_image(&state, &caller, &build, &image).await?;
+    let grant_given = ["device", "expires", "signature"]
+        .iter()
+        .any(|k| query.get(k).is_some());
+    let (image, version) = if headers.contains_key(header::AUTHORIZATION) || !grant_given {
+        let caller = crate::auth::authenticate(&headers, &state).await?;
+        caller.authorize(Resource::FirmwareImage, &method)?;
+        let build = visible_build(&state, &caller, parse_id(&build)?).await?;
+        let image = visible_image(&state, &caller, &build.id.to_string(), &image).await?;
+        (image, build.fields.version)
+    } else {
+        granted_image(&state, &query, &build, &image).await?
+    };
     let etag = format!("\"{}\"", image.sha256);
     if headers
         .get(header::IF_NONE_MATCH)
@@ -410,7 +431,106 @@ async fn download_image(
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}.bin\"", image.kind)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
+    if let Ok(v) = HeaderValue::from_str(&version) {
+        h.insert("x-firmware-version", v);
+    }
     Ok(response)
+}
+
+/// The download grant of a device, in the query of a download URL.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documentation of the query; read from `QueryPairs`
+pub struct DownloadQuery {
+    /// The device allowed.
+    device: Option<Uuid>,
+    /// Unix seconds after which the link is refused.
+    expires: Option<i64>,
+    /// Hex HMAC-SHA256 of the grant.
+    signature: Option<String>,
+}
+
+const BAD_GRANT: &str = "Invalid or expired download link.";
+
+/// Download secrets per store (keyed by its firmware directory): read once, kept.
+static SECRETS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, [u8; 32]>>,
+> = std::sync::LazyLock::new(Default::default);
+
+async fn download_secret(state: &AppState) -> Result<[u8; 32], ApiError> {
+    let key = state.store().blobs().path(ImageId(Uuid::nil()));
+    let cached = SECRETS.lock().ok().and_then(|m| m.get(&key).copied());
+    if let Some(secret) = cached {
+        return Ok(secret);
+    }
+    let secret = state
+        .store()
+        .run(|db| db.secret(fleetmq_store::DOWNLOAD_SECRET))
+        .await?;
+    if let Ok(mut map) = SECRETS.lock() {
+        map.insert(key, secret);
+    }
+    Ok(secret)
+}
+
+/// The image a valid grant lets its device download, with its build's version.
+async fn granted_image(
+    state: &AppState,
+    query: &QueryPairs,
+    build: &str,
+    image: &str,
+) -> Result<(Image, String), ApiError> {
+    let refuse = || ApiError::Forbidden(BAD_GRANT.to_owned());
+    let build = BuildId(parse_id(build)?);
+    let image_id = ImageId(parse_id(image)?);
+    let device = query
+        .get("device")
+        .and_then(|d| Uuid::parse_str(d).ok())
+        .map(DeviceId)
+        .ok_or_else(refuse)?;
+    let expires = query
+        .get("expires")
+        .and_then(|e| e.parse::<i64>().ok())
+        .ok_or_else(refuse)?;
+    let signature = query.get("signature").unwrap_or("");
+    let grant = DownloadGrant {
+        image: image_id,
+        device,
+        expires,
+    };
+    let secret = download_secret(state).await?;
+    if !grant.verify(&secret, signature, Timestamp::now()) {
+        return Err(refuse());
+    }
+    let found = state
+        .store()
+        .run(move |db| {
+            let Some(device) = db.device(device)? else {
+                return Ok(None);
+            };
+            let Some(image) = db.image(image_id)?.filter(|i| i.build == build) else {
+                return Ok(None);
+            };
+            let Some(build) = db.build(build)? else {
+                return Ok(None);
+            };
+            let category = db.category(build.fields.category)?;
+            Ok(Some((device, image, build, category)))
+        })
+        .await?;
+    let (device, image, build, category) = found.ok_or(ApiError::NotFound)?;
+    let allowed = !device.is_deactivated
+        && category.is_some_and(|c| {
+            c.fields
+                .organization
+                .is_none_or(|org| org == device.fields.organization)
+        });
+    if !allowed {
+        return Err(ApiError::Forbidden(
+            "This device may not download this image.".to_owned(),
+        ));
+    }
+    Ok((image, build.fields.version))
 }
 
 #[cfg(test)]

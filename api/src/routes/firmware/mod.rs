@@ -1,8 +1,12 @@
 //! `/api/v1/firmware-upgrader/`: OpenWISP's firmware upgrader endpoints.
 
+pub mod batches;
 pub mod builds;
 pub mod categories;
+pub mod device_firmware;
+pub mod image_types;
 pub mod images;
+pub mod upgrades;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -14,4 +18,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(categories::router())
         .merge(builds::router())
         .merge(images::router())
+        .merge(image_types::router())
+        .merge(device_firmware::router())
+        .merge(upgrades::router())
+        .merge(batches::router())
 }
