@@ -531,6 +531,10 @@ async fn mass_upgrades_follow_openwisps_rules() {
             .status,
         404
     );
+    let of_batch = app
+        .get(&format!("{FW}/upgrade-operation/?batch={second}"), &f.admin)
+        .await;
+    assert_eq!(ids(&of_batch.body["results"], "device"), vec![bare.clone()]);
     let invalid = app.get(&format!("{batches}?status=paused"), &f.admin).await;
     assert_eq!(
         invalid.body,

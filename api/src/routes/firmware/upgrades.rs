@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, Uri};
 use fleetmq_store::{
-    CancelOutcome, DeviceId, ImageId, OrgId, Page, Resource, UpgradeFilter, UpgradeId,
+    BatchId, CancelOutcome, DeviceId, ImageId, OrgId, Page, Resource, UpgradeFilter, UpgradeId,
     UpgradeOperation, UpgradeStatus,
 };
 use serde::Serialize;
@@ -93,6 +93,8 @@ pub struct OperationQuery {
     image: Option<Uuid>,
     /// `in-progress`, `success`, `failed`, `aborted` or `cancelled`.
     status: Option<String>,
+    /// Batch id.
+    batch: Option<Uuid>,
     /// 1-based page number.
     page: Option<u64>,
     /// Items per page (default 10, at most 100).
@@ -170,7 +172,7 @@ async fn list_operations(
         device: uuid_filter(&query, "device")?.map(DeviceId),
         image: uuid_filter(&query, "image")?.map(ImageId),
         status: choice_filter::<UpgradeStatus>(&query, "status")?,
-        ..UpgradeFilter::default()
+        batch: uuid_filter(&query, "batch")?.map(BatchId),
     };
     let slug = query
         .get("device__organization__slug")
