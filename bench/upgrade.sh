@@ -88,6 +88,12 @@ TOP_PID=$!
 # The server's busiest threads, every second (which part of it is busy).
 top -H -b -d 1 -p "$SERVER_PID" 2>/dev/null | awk '/^top -/ {print; n = 0; next} /^ *[0-9]/ && n++ < 12' >"$OUT/top-threads.log" &
 THREADS_PID=$!
+# PERF=1: sample the server's stacks (perf record) while the simulator runs.
+PERF_PID=
+if [ -n "${PERF:-}" ]; then
+    perf record -q -F 499 -g -p "$SERVER_PID" -o "$OUT/perf.data" 2>"$OUT/perf.log" &
+    PERF_PID=$!
+fi
 SIM_STATUS=0
 wait "$SIM_PID" || SIM_STATUS=$?
 
@@ -95,6 +101,12 @@ SERVER_HWM=$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")
 SERVER_RSS=$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status")
 SERVER_CPU=$(awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$SERVER_PID/stat")
 kill "$TOP_PID" "$THREADS_PID" 2>/dev/null || true
+if [ -n "$PERF_PID" ]; then
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    perf report -i "$OUT/perf.data" --no-children --sort comm,tid --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -20 >"$OUT/perf-threads.txt" || true
+    perf report -i "$OUT/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60 >"$OUT/perf-symbols.txt" || true
+fi
 TOP_PID=
 kill -TERM "$SERVER_PID"
 wait "$SERVER_PID" || echo "warning: the server exited with $?" >&2
