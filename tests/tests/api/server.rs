@@ -116,6 +116,79 @@ async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
             "/api/v1/firmware-upgrader/build/{build_id}/image/{id}/download/",
             &["get"][..],
         ),
+        (
+            "/api/v1/firmware-upgrader/build/{id}/upgrade/",
+            &["get", "post"][..],
+        ),
+        (
+            "/api/v1/firmware-upgrader/image-type/",
+            &["get", "post"][..],
+        ),
+        (
+            "/api/v1/firmware-upgrader/image-type/{name}/",
+            &["delete"][..],
+        ),
+        (
+            "/api/v1/firmware-upgrader/device/{device_id}/firmware/",
+            &["get", "put", "patch", "delete"][..],
+        ),
+        (
+            "/api/v1/firmware-upgrader/device/{device_id}/upgrade-operation/",
+            &["get"][..],
+        ),
+        ("/api/v1/firmware-upgrader/upgrade-operation/", &["get"][..]),
+        (
+            "/api/v1/firmware-upgrader/upgrade-operation/{id}/",
+            &["get"][..],
+        ),
+        (
+            "/api/v1/firmware-upgrader/upgrade-operation/{id}/cancel/",
+            &["post"][..],
+        ),
+        (
+            "/api/v1/firmware-upgrader/batch-upgrade-operation/",
+            &["get"][..],
+        ),
+        (
+            "/api/v1/firmware-upgrader/batch-upgrade-operation/{id}/",
+            &["get"][..],
+        ),
+        (
+            "/api/v1/firmware-upgrader/batch-upgrade-operation/{id}/cancel/",
+            &["post"][..],
+        ),
+        (
+            "/api/v1/devices/{device_id}/npm.system_update/2.0/images",
+            &["get"][..],
+        ),
+        (
+            "/api/v1/devices/{device_id}/npm.system_update/2.0/images/items/{item}",
+            &["get", "delete"][..],
+        ),
+        (
+            "/api/v1/devices/{device_id}/npm.system_update/2.0/images/fetch",
+            &["post"][..],
+        ),
+        (
+            "/api/v1/devices/{device_id}/npm.system_update/2.0/images/upload",
+            &["post"][..],
+        ),
+        (
+            "/api/v1/devices/{device_id}/npm.system_update/2.0/update",
+            &["get"][..],
+        ),
+        (
+            "/api/v1/devices/{device_id}/npm.system_update/2.0/update/init",
+            &["post"][..],
+        ),
+        (
+            "/api/v1/devices/{device_id}/npm.system_update/2.0/update/reset",
+            &["post"][..],
+        ),
+        (
+            "/api/v1/devices/{device_id}/npm.system_update/2.0/update/start",
+            &["post"][..],
+        ),
     ];
     let paths = doc.body["paths"].as_object().expect("paths");
     assert_eq!(
@@ -127,7 +200,7 @@ async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
     for (path, methods) in expected {
         for method in methods {
             assert!(
-                doc.body["paths"][path][method].is_object(),
+                doc.body["paths"][path.replace("{item}", "{id}")][method].is_object(),
                 "{method} {path} is documented"
             );
             // And the route really answers: unauthenticated calls get 401, not the router's
@@ -136,7 +209,10 @@ async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
                 .replace("{id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{command_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{build_id}", &uuid::Uuid::new_v4().to_string())
-                .replace("{connection_id}", &uuid::Uuid::new_v4().to_string());
+                .replace("{connection_id}", &uuid::Uuid::new_v4().to_string())
+                .replace("{device_id}", &uuid::Uuid::new_v4().to_string())
+                .replace("{name}", "some-type")
+                .replace("{item}", "3");
             let reply = app
                 .call(&method.to_uppercase(), &concrete, None, None)
                 .await;

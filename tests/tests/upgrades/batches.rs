@@ -169,17 +169,18 @@ async fn an_abort_threshold_stops_the_remaining_operations_and_fails_the_batch()
     );
 }
 
-/// When each device was first asked to fetch and when it installed.
-async fn timeline(mut sim: SimHandle) -> (Option<Instant>, Option<Instant>) {
+/// When each device was first asked to fetch and when it installed. Hands the device back
+/// (dropping its handle would stop it before it reconnects on the new firmware).
+async fn timeline(mut sim: SimHandle) -> (Option<Instant>, Option<Instant>, SimHandle) {
     let mut fetched = None;
     loop {
         match sim.next_event().await {
             Some(SimEvent::UpdateRequest { path, .. }) if path == "images/fetch" => {
                 fetched.get_or_insert_with(Instant::now);
             }
-            Some(SimEvent::Installed { .. }) => return (fetched, Some(Instant::now())),
+            Some(SimEvent::Installed { .. }) => return (fetched, Some(Instant::now()), sim),
             Some(_) => {}
-            None => return (fetched, None),
+            None => return (fetched, None, sim),
         }
     }
 }
@@ -199,16 +200,18 @@ async fn waves_start_after_the_canary_and_parallelism_stays_within_the_limit() {
         json!({"upgrade_all": true, "max_parallel": 3, "waves": [10, 100]}),
     )
     .await;
-    let done = batch_done(&s, &batch).await;
-    assert_eq!(done["status"], "success", "{done:#}");
     let mut spans = Vec::new();
+    let mut sims = Vec::new();
     for timeline in timelines {
-        let (fetched, installed) = timeline.await.expect("timeline task");
+        let (fetched, installed, sim) = timeline.await.expect("timeline task");
+        sims.push(sim);
         spans.push((
             fetched.expect("every device was asked to fetch"),
             installed.expect("every device installed"),
         ));
     }
+    let done = batch_done(&s, &batch).await;
+    assert_eq!(done["status"], "success", "{done:#}");
     spans.sort();
     // Canary: 10 % of 20 = the first 2 devices, all installed before anyone else fetched.
     let canary_end = spans[..2].iter().map(|s| s.1).max().expect("canary");
