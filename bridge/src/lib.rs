@@ -33,7 +33,7 @@ pub mod uplink;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetmq_broker::{BrokerHandle, SessionEvent};
+use fleetmq_broker::BrokerHandle;
 use fleetmq_store::{Command, DeviceId, StartedUpgrades, Store, Timestamp, UpgradeOperation};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -86,7 +86,7 @@ struct Inner {
     metrics: Metrics,
     command_added: Notify,
     /// Session events from the broker, recorded in order by one task.
-    sessions: mpsc::UnboundedSender<SessionEvent>,
+    sessions: mpsc::UnboundedSender<uplink::Recording>,
 }
 
 impl Bridge {

@@ -28,7 +28,7 @@ use fleetmq_protocol::{
 use fleetmq_store::{
     CommandId, CommandStatus, DeviceId, MqttSession, Point, StoreError, TelemetrySample, Timestamp,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::Bridge;
@@ -78,16 +78,30 @@ impl Uplink for Bridge {
             self.inner.rollouts.session(device, online);
         }
         // Fails only once the recorder stopped (shutdown).
-        let _ = self.inner.sessions.send(event);
+        let _ = self.inner.sessions.send(Recording::Session(event));
     }
 }
 
-/// Records session events in the broker's order (so a takeover's `Disconnected` never lands
-/// after the new session's `Connected`), until shutdown. Everything queued is written in one
-/// transaction, so a connect storm costs one commit per batch, not one per device.
+/// What the session recorder writes: the broker's session events, and devices' presence
+/// messages (which wait for the write before they are acknowledged).
+pub(crate) enum Recording {
+    /// A session opened or closed.
+    Session(SessionEvent),
+    /// A device's `up/presence` message.
+    Presence {
+        device: DeviceId,
+        session: MqttSession,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// Records session events and presence in the broker's order (so a takeover's `Disconnected`
+/// never lands after the new session's `Connected`), until shutdown. Everything queued is
+/// written in one transaction, so a connect storm (or a fleet rebooting after an upgrade)
+/// costs one commit per batch, not one per device.
 pub(crate) async fn record_sessions(
     bridge: Bridge,
-    mut events: mpsc::UnboundedReceiver<SessionEvent>,
+    mut events: mpsc::UnboundedReceiver<Recording>,
     shutdown: CancellationToken,
 ) {
     /// Session changes written in one transaction at most.
@@ -119,17 +133,27 @@ impl Bridge {
     }
 
     #[tracing::instrument(skip_all, fields(events = events.len()))]
-    async fn record_session_batch(&self, events: Vec<SessionEvent>) {
+    async fn record_session_batch(&self, events: Vec<Recording>) {
         let at = Timestamp::now();
         let mut sessions = Vec::with_capacity(events.len());
+        let mut acks = Vec::new();
         for event in events {
             let (device_id, online, failure_reason, peer_ip) = match event {
-                SessionEvent::Connected {
+                Recording::Session(SessionEvent::Connected {
                     device_id, peer, ..
-                } => (device_id, true, String::new(), Some(peer.ip())),
-                SessionEvent::Disconnected {
+                }) => (device_id, true, String::new(), Some(peer.ip())),
+                Recording::Session(SessionEvent::Disconnected {
                     device_id, reason, ..
-                } => (device_id, false, reason, None),
+                }) => (device_id, false, reason, None),
+                Recording::Presence {
+                    device,
+                    session,
+                    done,
+                } => {
+                    sessions.push((device, session));
+                    acks.push(done);
+                    continue;
+                }
             };
             let Ok(device) = device_id.parse::<DeviceId>() else {
                 continue;
@@ -145,18 +169,24 @@ impl Bridge {
             };
             sessions.push((device, session));
         }
-        let came_online: Vec<DeviceId> = sessions
+        let mut came_online: Vec<DeviceId> = sessions
             .iter()
             .filter(|(_, s)| s.online)
             .map(|(d, _)| *d)
             .collect();
-        if let Err(e) = self
+        came_online.sort();
+        came_online.dedup();
+        let written = self
             .inner
             .store
             .run(move |db| db.record_mqtt_sessions(sessions))
             .await
-        {
+            .map_err(|e| e.to_string());
+        if let Err(e) = &written {
             tracing::error!(error = %e, "cannot record MQTT sessions");
+        }
+        for done in acks {
+            let _ = done.send(written.clone());
         }
         if !came_online.is_empty() {
             // Off the recorder's path: it reads the store and publishes.
@@ -228,16 +258,20 @@ impl Bridge {
                     system: presence.system,
                     at: Timestamp::now(),
                 };
-                match store
-                    .run(move |db| db.record_mqtt_session(device, session))
+                // Batched with session events; pending commands are resent by the recorder.
+                let (done, written) = oneshot::channel();
+                self.inner
+                    .sessions
+                    .send(Recording::Presence {
+                        device,
+                        session,
+                        done,
+                    })
+                    .map_err(|_| UplinkError::Store(StoreError::Task("shutting down".into())))?;
+                written
                     .await
-                {
-                    Ok(()) | Err(StoreError::NotFound) => {}
-                    Err(e) => return Err(e.into()),
-                }
-                if online {
-                    self.inner.commands.device_online(device).await;
-                }
+                    .map_err(|_| StoreError::Task("shutting down".into()))?
+                    .map_err(StoreError::Task)?;
             }
             UpChannel::Telemetry => {
                 let telemetry = Telemetry::parse(payload).map_err(UplinkError::Refused)?;

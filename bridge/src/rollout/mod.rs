@@ -403,7 +403,16 @@ impl Engine {
                 wake = Some(at);
             }
         };
-        let online = self.online.filter(self.ops.values().map(|o| o.device));
+        // Only operations that may act now need to know whether their device is online.
+        let online = self.online.filter(
+            self.ops
+                .values()
+                .filter(|o| {
+                    o.deadline.is_some_and(|d| d <= now)
+                        || (o.step == UpgradeStep::Queued && o.not_before.is_none_or(|t| t <= now))
+                })
+                .map(|o| o.device),
+        );
 
         // Deadlines first: they may put operations back in the queue.
         for op in self.ops.values_mut() {
