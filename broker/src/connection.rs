@@ -364,7 +364,7 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
         };
         wire.connack(ConnectReturnCode::Success, session_present)
             .await;
-        info!(?principal, session_present, "connected");
+        debug!(?principal, session_present, "connected");
         // A device's downlink is served here, not by the router (see `downlink`). Registered
         // before `Connected` so that what the bridge resends on it finds this connection.
         let (downlink_rx, registered) = match &principal {
@@ -408,7 +408,7 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
         let close = session
             .run(&mut wire, rx, downlink_rx, keep_alive, guard.kicked())
             .await;
-        info!(reason = %close, "disconnected");
+        debug!(reason = %close, "disconnected");
         if let Some((device_id, generation)) = registered {
             // Unacknowledged downlink is dropped with the connection (clean-session semantics).
             shared.core.downlinks.remove(&device_id, generation);

@@ -107,7 +107,7 @@ impl Sessions {
         };
         let previous = self.lock().insert(key.to_owned(), entry.clone());
         if let Some(previous) = previous {
-            tracing::info!(client = key, "session taken over");
+            tracing::debug!(client = key, "session taken over");
             previous.taken_over.store(true, Ordering::Relaxed);
             previous.kick.cancel();
             if tokio::time::timeout(TAKEOVER_WAIT, previous.finished.cancelled())
