@@ -28,6 +28,7 @@ pub fn fast_policy(config: &mut Config) {
         backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(200),
     };
+    config.bridge.device_call_timeout = Duration::from_secs(1);
 }
 
 /// A server with one organization, an administrator, and a build with a simulator image.

@@ -267,3 +267,24 @@ async fn the_device_api_answers_503_for_an_offline_device_and_relays_device_erro
         .await;
     assert_eq!(start.status, 409, "{:#}", start.body);
 }
+
+#[tokio::test]
+async fn a_device_that_does_not_answer_its_api_call_is_a_504() {
+    let s = setup("2.0.5").await;
+    let device = &s.devices("ap", 1).await[0];
+    let mut sim = s.start(device, Some(Fault::Hang));
+    sim.connected().await.expect("connects");
+    let reply = s
+        .app
+        .get(
+            &format!("/api/v1/devices/{}/npm.system_update/2.0/images", device.id),
+            &s.admin,
+        )
+        .await;
+    assert_eq!(reply.status, 504, "{:#}", reply.body);
+    assert!(
+        reply.str("detail").contains("did not answer"),
+        "{:#}",
+        reply.body
+    );
+}
