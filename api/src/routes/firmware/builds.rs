@@ -341,6 +341,6 @@ async fn delete_build(
         .store()
         .run(move |db| db.delete_build(BuildId(id)))
         .await?;
-    super::images::remove_files(&state, images).await;
+    super::remove_files(&state, images).await;
     Ok(StatusCode::NO_CONTENT)
 }

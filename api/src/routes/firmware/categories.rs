@@ -272,6 +272,6 @@ async fn delete_category(
         .store()
         .run(move |db| db.delete_category(CategoryId(id)))
         .await?;
-    super::images::remove_files(&state, images).await;
+    super::remove_files(&state, images).await;
     Ok(StatusCode::NO_CONTENT)
 }

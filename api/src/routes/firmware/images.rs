@@ -96,15 +96,6 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
 }
 
-/// Removes image files after their records are gone (logged, never failing the request).
-pub(crate) async fn remove_files(state: &AppState, images: Vec<ImageId>) {
-    for id in images {
-        if let Err(e) = state.store().blobs().remove(id).await {
-            tracing::warn!(error = %e, image = %id, "image file not removed");
-        }
-    }
-}
-
 fn valid_type(s: &str) -> Result<String, &'static str> {
     if s.is_empty() {
         return Err("This field may not be blank.");
@@ -252,7 +243,7 @@ async fn upload_image(
         }
     }
     if let Err(e) = errors.finish() {
-        remove_files(&state, vec![id]).await;
+        super::remove_files(&state, vec![id]).await;
         return Err(e);
     }
     let (Some(kind), Some((size, sha256))) = (kind, stored) else {
@@ -269,7 +260,7 @@ async fn upload_image(
     match state.store().run(move |db| db.create_image(image)).await {
         Ok(image) => Ok((StatusCode::CREATED, Json(view(image)))),
         Err(e) => {
-            remove_files(&state, vec![id]).await;
+            super::remove_files(&state, vec![id]).await;
             Err(e.into())
         }
     }
@@ -327,7 +318,7 @@ async fn delete_image(
         .store()
         .run(move |db| db.delete_image(image.id))
         .await?;
-    remove_files(&state, vec![image.id]).await;
+    super::remove_files(&state, vec![image.id]).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

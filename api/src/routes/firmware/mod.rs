@@ -8,6 +8,7 @@ pub mod image_types;
 pub mod images;
 pub mod upgrades;
 
+use fleetmq_store::ImageId;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
@@ -22,4 +23,13 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(device_firmware::router())
         .merge(upgrades::router())
         .merge(batches::router())
+}
+
+/// Removes image files after their records are gone (logged, never failing the request).
+pub(crate) async fn remove_files(state: &AppState, images: Vec<ImageId>) {
+    for id in images {
+        if let Err(e) = state.store().blobs().remove(id).await {
+            tracing::warn!(error = %e, image = %id, "image file not removed");
+        }
+    }
 }
