@@ -264,3 +264,36 @@ async fn cancelling_a_batch_cancels_every_operation_that_has_not_begun_flashing(
     }
     assert_eq!(statuses, HashMap::from([("\"cancelled\"".to_owned(), 6)]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_back_operations_beyond_the_per_minute_budget() {
+    let s = setup("3.0.4").await;
+    let devices = s.devices("ap", 8).await;
+    let mut sims = Vec::new();
+    for device in &devices {
+        let mut sim = s.start(device, None);
+        sim.connected().await.expect("connects");
+        sims.push(sim);
+    }
+    let batch = start_batch(&s, json!({"upgrade_all": true, "rate_per_minute": 5})).await;
+    let path = format!("/api/v1/firmware-upgrader/batch-upgrade-operation/{batch}/");
+    let five = s
+        .until(&path, |r| r.body["status_counts"]["success"] == 5)
+        .await;
+    assert_eq!(
+        five.body["status_counts"]["in-progress"], 3,
+        "{:#}",
+        five.body
+    );
+    // The other three wait for the next minute without having been dispatched.
+    let mut waiting = 0;
+    for device in &devices {
+        for op in operations_of(&s, &device.id).await {
+            if op["status"] == "in-progress" {
+                assert_eq!(op["progress"], 0, "{op:#}");
+                waiting += 1;
+            }
+        }
+    }
+    assert_eq!(waiting, 3);
+}
