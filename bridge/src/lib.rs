@@ -162,6 +162,11 @@ impl Bridge {
         self.inner.rollouts.started(started);
     }
 
+    /// A device was deactivated: its upgrades were aborted in the store.
+    pub fn device_deactivated(&self, device: DeviceId) {
+        self.inner.rollouts.deactivated(device);
+    }
+
     /// Upgrade operations the API cancelled: stop driving them.
     pub fn upgrades_cancelled(&self, operations: Vec<UpgradeOperation>) {
         self.inner.rollouts.cancelled(operations);

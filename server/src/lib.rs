@@ -221,6 +221,7 @@ struct ServerHooks {
 
 impl Hooks for ServerHooks {
     fn device_deactivated(&self, device: DeviceId) {
+        self.bridge.device_deactivated(device);
         let broker = self.broker.clone();
         tokio::spawn(async move {
             broker.disconnect_device(&device.to_string()).await;

@@ -876,6 +876,10 @@ impl Backend for RedbBackend {
         device.modified = Timestamp::now();
         txn.open_table(DEVICES)?
             .insert(id.key(), encode("devices", &device)?.as_slice())?;
+        if deactivated {
+            // Deactivated devices may not be upgraded (nor connect to finish an upgrade).
+            upgrade::abort_device_upgrades_in(&txn, id, "Aborted: the device was deactivated")?;
+        }
         txn.commit()?;
         self.logins.invalidate(&id);
         Ok(device)

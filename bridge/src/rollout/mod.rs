@@ -81,6 +81,7 @@ enum Event {
         device: DeviceId,
         online: bool,
     },
+    Deactivated(DeviceId),
 }
 
 /// The engine's inbox; cheap to clone.
@@ -148,6 +149,11 @@ impl Rollouts {
     /// Operations the API cancelled in the store: stop driving them, tidy their devices.
     pub fn cancelled(&self, operations: Vec<UpgradeOperation>) {
         let _ = self.events.send(Event::Cancelled(operations));
+    }
+
+    /// A device was deactivated (the store aborted its upgrades): forget them.
+    pub fn deactivated(&self, device: DeviceId) {
+        let _ = self.events.send(Event::Deactivated(device));
     }
 
     /// A device's session opened or closed.
@@ -323,6 +329,15 @@ impl Engine {
                         pass.outbox
                             .push((op.id, op.device, Call::DeleteImage(image)));
                     }
+                }
+            }
+            Event::Deactivated(device) => {
+                if let Some(id) = self.by_device.get(&device).copied()
+                    && let Some(op) = self.remove(id)
+                    && let Some(run) = op.batch.and_then(|b| self.runs.get_mut(&b))
+                {
+                    run.counts.remove(UpgradeStatus::InProgress);
+                    run.counts.add(UpgradeStatus::Aborted);
                 }
             }
             Event::Session { device, online } => {

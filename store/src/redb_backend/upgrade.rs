@@ -123,6 +123,38 @@ fn set_firmware(txn: &WriteTransaction, op: &UpgradeOperation, installed: bool) 
     Ok(())
 }
 
+/// Aborts a device's operations in progress (e.g. it was deactivated).
+pub(super) fn abort_device_upgrades_in(
+    txn: &WriteTransaction,
+    device: DeviceId,
+    reason: &str,
+) -> Result<Vec<UpgradeOperation>> {
+    let active: Vec<UpgradeId> = {
+        let index = txn.open_table(DEVICE_UPGRADES)?;
+        let active = txn.open_table(ACTIVE_UPGRADES)?;
+        let mut ids = Vec::new();
+        for key in index_desc(&index, &device.bytes(), [0; 24], [0xff; 24])? {
+            let id = id_of(&key?);
+            if active.get(id)?.is_some() {
+                ids.push(UpgradeId(uuid::Uuid::from_u128(id)));
+            }
+        }
+        ids
+    };
+    let mut counts = CountChanges::default();
+    let mut aborted = Vec::new();
+    for id in active {
+        if let Some(mut op) = load_upgrade(txn, id)? {
+            op.finish(UpgradeStatus::Aborted, reason);
+            counts.record(op.batch, Some(UpgradeStatus::InProgress), Some(op.status));
+            save_upgrade(txn, &op)?;
+            aborted.push(op);
+        }
+    }
+    counts.apply(txn)?;
+    Ok(aborted)
+}
+
 /// Removes a device's operations, firmware and report (the device is being deleted).
 pub(super) fn delete_device_upgrades_in(txn: &WriteTransaction, device: DeviceId) -> Result<()> {
     let prefix = device.bytes();
@@ -170,29 +202,11 @@ impl UpgradeStore for RedbBackend {
                 return Err(StoreError::NotFound);
             }
             // The device's earlier upgrades still running give way to this one.
-            let earlier: Vec<UpgradeId> = {
-                let index = txn.open_table(DEVICE_UPGRADES)?;
-                let active = txn.open_table(ACTIVE_UPGRADES)?;
-                let mut ids = Vec::new();
-                for key in index_desc(&index, &op.device.bytes(), [0; 24], [0xff; 24])? {
-                    let id = id_of(&key?);
-                    if active.get(id)?.is_some() {
-                        ids.push(UpgradeId(uuid::Uuid::from_u128(id)));
-                    }
-                }
-                ids
-            };
-            for id in earlier {
-                if let Some(mut old) = load_upgrade(&txn, id)? {
-                    old.finish(
-                        UpgradeStatus::Aborted,
-                        format!("Aborted: superseded by upgrade operation {}", op.id),
-                    );
-                    counts.record(old.batch, Some(UpgradeStatus::InProgress), Some(old.status));
-                    save_upgrade(&txn, &old)?;
-                    superseded.push(old);
-                }
-            }
+            superseded.extend(abort_device_upgrades_in(
+                &txn,
+                op.device,
+                &format!("Aborted: superseded by upgrade operation {}", op.id),
+            )?);
             insert_upgrade(&txn, op)?;
             counts.record(op.batch, None, Some(op.status));
             set_firmware(&txn, op, false)?;

@@ -288,3 +288,42 @@ async fn a_device_that_does_not_answer_its_api_call_is_a_504() {
         reply.body
     );
 }
+
+#[tokio::test]
+async fn deactivating_a_device_aborts_its_upgrade() {
+    let s = setup("2.0.6").await;
+    let device = &s.devices("ap", 1).await[0];
+    let mut sim = s.start(device, Some(Fault::Hang));
+    sim.connected().await.expect("connects");
+    let put = s
+        .app
+        .call(
+            "PUT",
+            &firmware_path(&device.id),
+            Some(&s.admin),
+            Some(json!({"image": s.image})),
+        )
+        .await;
+    let operation = put.body["upgrade_operation"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let deactivate = s
+        .app
+        .post(
+            &format!("/api/v1/controller/device/{}/deactivate/", device.id),
+            &s.admin,
+            json!({}),
+        )
+        .await;
+    assert!(deactivate.status < 300, "{:#}", deactivate.body);
+    let op = s
+        .app
+        .get(
+            &format!("/api/v1/firmware-upgrader/upgrade-operation/{operation}/"),
+            &s.admin,
+        )
+        .await;
+    assert_eq!(op.str("status"), "aborted", "{:#}", op.body);
+    assert!(op.str("log").contains("deactivated"), "{:#}", op.body);
+}
