@@ -396,7 +396,7 @@ async fn download_image(
             }
         },
     };
-    let body = read_body(path, start, len).await?;
+    let body = read_body(path, image.size, start, len).await?;
     let mut response = (status, body).into_response();
     let h = response.headers_mut();
     h.insert(
@@ -423,32 +423,54 @@ async fn download_image(
     Ok(response)
 }
 
-/// Ranges up to this size are read in one blocking call and sent from memory: one thread
-/// hop per download instead of one per 8 KiB chunk, which matters when a whole fleet
-/// downloads at once. Larger ones stream.
-const READ_WHOLE: u64 = 1024 * 1024;
+/// Images up to this size are kept in memory once read (at most [`CACHED_IMAGES`] of them) and
+/// served from there: a fleet downloading the same image at once shares one buffer and costs
+/// no disk read or thread hop per download. Larger images stream from disk.
+const CACHE_UP_TO: u64 = 1024 * 1024;
+/// Small images kept in memory at most (images never change once uploaded, and a deleted
+/// image's record is gone before its bytes could be served, so entries need no invalidation).
+const CACHED_IMAGES: usize = 16;
 
-/// `len` bytes of the file at `path` from `start`, as a response body.
-async fn read_body(path: std::path::PathBuf, start: u64, len: u64) -> Result<Body, ApiError> {
-    let missing = |e: std::io::Error| ApiError::Internal(format!("image file unreadable: {e}"));
-    if len <= READ_WHOLE {
-        let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            use std::io::{Read, Seek};
-            let mut file = std::fs::File::open(path)?;
-            file.seek(std::io::SeekFrom::Start(start))?;
-            let mut bytes = vec![0; len as usize];
-            file.read_exact(&mut bytes)?;
-            Ok(bytes)
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(missing)?;
-        return Ok(Body::from(bytes));
+static IMAGE_CACHE: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, axum::body::Bytes>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// `len` bytes from `start` of the `size`-byte file at `path`, as a response body.
+async fn read_body(
+    path: std::path::PathBuf,
+    size: u64,
+    start: u64,
+    len: u64,
+) -> Result<Body, ApiError> {
+    let unreadable = |e: std::io::Error| ApiError::Internal(format!("image file unreadable: {e}"));
+    if size <= CACHE_UP_TO {
+        let cached = IMAGE_CACHE.lock().ok().and_then(|c| c.get(&path).cloned());
+        let whole = match cached {
+            Some(bytes) => bytes,
+            None => {
+                let bytes =
+                    axum::body::Bytes::from(tokio::fs::read(&path).await.map_err(unreadable)?);
+                if let Ok(mut cache) = IMAGE_CACHE.lock() {
+                    if cache.len() >= CACHED_IMAGES {
+                        cache.clear();
+                    }
+                    cache.insert(path, bytes.clone());
+                }
+                bytes
+            }
+        };
+        let (from, to) = (start as usize, (start + len) as usize);
+        if to > whole.len() {
+            return Err(ApiError::Internal(
+                "image file shorter than its record".into(),
+            ));
+        }
+        return Ok(Body::from(whole.slice(from..to)));
     }
-    let mut file = tokio::fs::File::open(path).await.map_err(missing)?;
+    let mut file = tokio::fs::File::open(path).await.map_err(unreadable)?;
     file.seek(std::io::SeekFrom::Start(start))
         .await
-        .map_err(missing)?;
+        .map_err(unreadable)?;
     Ok(Body::from_stream(tokio_util::io::ReaderStream::new(
         file.take(len),
     )))
