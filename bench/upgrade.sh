@@ -56,7 +56,7 @@ echo "starting the server (data in $DATA, log in $OUT/server.log)"
 FLEETMQ_ADMIN_PASSWORD="bench-$RANDOM-$RANDOM-password" RUST_LOG=${RUST_LOG:-info} \
     "$SERVER" --data-dir "$DATA/data" \
     --http-addr "127.0.0.1:$HTTP_PORT" --mqtt-addr "127.0.0.1:$MQTT_PORT" \
-    --mqtts-addr off --mqtt-ws-addr off --mqtt-max-connections 12000 \
+    --mqtts-addr off --mqtt-ws-addr off --mqtt-max-connections 12000 ${SERVER_ARGS:-} \
     >"$OUT/server.out" 2>"$OUT/server.log" &
 SERVER_PID=$!
 
