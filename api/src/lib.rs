@@ -119,6 +119,7 @@ struct Inner {
     config: ApiConfig,
     hooks: Arc<dyn Hooks>,
     token_throttle: throttle::Throttle,
+    downloads: routes::firmware::images::DownloadCache,
 }
 
 impl AppState {
@@ -133,12 +134,18 @@ impl AppState {
             config,
             hooks,
             token_throttle,
+            downloads: Default::default(),
         }))
     }
 
     /// The store.
     pub fn store(&self) -> &Store {
         &self.0.store
+    }
+
+    /// What firmware downloads keep between requests.
+    pub(crate) fn downloads(&self) -> &routes::firmware::images::DownloadCache {
+        &self.0.downloads
     }
 
     /// The tunables.

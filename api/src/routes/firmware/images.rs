@@ -381,7 +381,6 @@ async fn download_image(
     {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
-    let path = state.store().blobs().path(image.id);
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, start, len) = match range {
         None => (StatusCode::OK, 0, image.size),
@@ -396,7 +395,7 @@ async fn download_image(
             }
         },
     };
-    let body = read_body(path, image.size, start, len).await?;
+    let body = read_body(&state, &image, start, len).await?;
     let mut response = (status, body).into_response();
     let h = response.headers_mut();
     h.insert(
@@ -431,30 +430,36 @@ const CACHE_UP_TO: u64 = 1024 * 1024;
 /// image's record is gone before its bytes could be served, so entries need no invalidation).
 const CACHED_IMAGES: usize = 16;
 
-static IMAGE_CACHE: std::sync::LazyLock<
-    std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, axum::body::Bytes>>,
-> = std::sync::LazyLock::new(Default::default);
+/// What downloads keep between requests, one per [`AppState`]: the secret that signs device
+/// download links, and small images' bytes.
+#[derive(Default)]
+pub struct DownloadCache {
+    secret: tokio::sync::OnceCell<[u8; 32]>,
+    images: std::sync::Mutex<std::collections::HashMap<ImageId, axum::body::Bytes>>,
+}
 
-/// `len` bytes from `start` of the `size`-byte file at `path`, as a response body.
+/// `len` bytes from `start` of an image's file, as a response body.
 async fn read_body(
-    path: std::path::PathBuf,
-    size: u64,
+    state: &AppState,
+    image: &Image,
     start: u64,
     len: u64,
 ) -> Result<Body, ApiError> {
     let unreadable = |e: std::io::Error| ApiError::Internal(format!("image file unreadable: {e}"));
-    if size <= CACHE_UP_TO {
-        let cached = IMAGE_CACHE.lock().ok().and_then(|c| c.get(&path).cloned());
+    let path = state.store().blobs().path(image.id);
+    if image.size <= CACHE_UP_TO {
+        let cache = &state.downloads().images;
+        let cached = cache.lock().ok().and_then(|c| c.get(&image.id).cloned());
         let whole = match cached {
             Some(bytes) => bytes,
             None => {
                 let bytes =
                     axum::body::Bytes::from(tokio::fs::read(&path).await.map_err(unreadable)?);
-                if let Ok(mut cache) = IMAGE_CACHE.lock() {
+                if let Ok(mut cache) = cache.lock() {
                     if cache.len() >= CACHED_IMAGES {
                         cache.clear();
                     }
-                    cache.insert(path, bytes.clone());
+                    cache.insert(image.id, bytes.clone());
                 }
                 bytes
             }
@@ -491,25 +496,19 @@ pub struct DownloadQuery {
 
 const BAD_GRANT: &str = "Invalid or expired download link.";
 
-/// Download secrets per store (keyed by its firmware directory): read once, kept.
-static SECRETS: std::sync::LazyLock<
-    std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, [u8; 32]>>,
-> = std::sync::LazyLock::new(Default::default);
-
+/// The secret signing download links: read from the store once, then kept.
 async fn download_secret(state: &AppState) -> Result<[u8; 32], ApiError> {
-    let key = state.store().blobs().path(ImageId(Uuid::nil()));
-    let cached = SECRETS.lock().ok().and_then(|m| m.get(&key).copied());
-    if let Some(secret) = cached {
-        return Ok(secret);
-    }
     let secret = state
-        .store()
-        .run(|db| db.secret(fleetmq_store::DOWNLOAD_SECRET))
+        .downloads()
+        .secret
+        .get_or_try_init(|| async {
+            state
+                .store()
+                .run(|db| db.secret(fleetmq_store::DOWNLOAD_SECRET))
+                .await
+        })
         .await?;
-    if let Ok(mut map) = SECRETS.lock() {
-        map.insert(key, secret);
-    }
-    Ok(secret)
+    Ok(*secret)
 }
 
 /// The image a valid grant lets its device download, with its build's version.
