@@ -63,11 +63,6 @@ impl CommandTracker {
         self.send(&command).await;
     }
 
-    /// The device came online: send what it has not answered yet.
-    pub async fn device_online(&self, device: DeviceId) {
-        self.devices_online(vec![device]).await;
-    }
-
     /// Devices came online: send each what it has not answered yet (one read for all).
     pub async fn devices_online(&self, devices: Vec<DeviceId>) {
         let devices: std::collections::HashSet<DeviceId> = devices.into_iter().collect();
