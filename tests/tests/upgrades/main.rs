@@ -151,6 +151,18 @@ impl Setup {
         SimDevice::spawn(config)
     }
 
+    /// PUTs the build's image as a device's firmware (which starts an upgrade).
+    pub async fn upgrade(&self, device: &str) -> Reply {
+        self.app
+            .call(
+                "PUT",
+                &format!("/api/v1/firmware-upgrader/device/{device}/firmware/"),
+                Some(&self.admin),
+                Some(json!({"image": self.image})),
+            )
+            .await
+    }
+
     /// Polls `path` until `done` holds, for up to [`SCENARIO`].
     pub async fn until(&self, path: &str, done: impl Fn(&Reply) -> bool) -> Reply {
         let deadline = tokio::time::Instant::now() + SCENARIO;
@@ -175,5 +187,20 @@ impl Setup {
             |r| r.status == 200 && r.str("status") != "in-progress",
         )
         .await
+    }
+}
+
+/// The upgrade operation a device firmware PUT started.
+pub trait StartedOperation {
+    /// Its id.
+    fn operation(&self) -> String;
+}
+
+impl StartedOperation for Reply {
+    fn operation(&self) -> String {
+        self.body["upgrade_operation"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no upgrade operation in {:#}", self.body))
+            .to_owned()
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use fleetmq_sim::{Fault, SimEvent};
 use serde_json::json;
 
-use crate::{SCENARIO, setup};
+use crate::{SCENARIO, StartedOperation, setup};
 
 fn firmware_path(device: &str) -> String {
     format!("/api/v1/firmware-upgrader/device/{device}/firmware/")
@@ -19,21 +19,10 @@ async fn a_device_is_upgraded_over_mqtt_from_fetch_to_reboot_on_the_new_version(
     let mut sim = s.start(device, None);
     sim.connected().await.expect("device connects");
 
-    let put = s
-        .app
-        .call(
-            "PUT",
-            &firmware_path(&device.id),
-            Some(&s.admin),
-            Some(json!({"image": s.image})),
-        )
-        .await;
+    let put = s.upgrade(&device.id).await;
     assert_eq!(put.status, 201, "{:#}", put.body);
     assert_eq!(put.body["installed"], false);
-    let operation = put.body["upgrade_operation"]["id"]
-        .as_str()
-        .expect("operation id")
-        .to_owned();
+    let operation = put.operation();
 
     let installed = tokio::time::timeout(
         SCENARIO,
@@ -91,20 +80,9 @@ async fn a_checksum_mismatch_fails_the_upgrade_and_the_image_is_deleted_on_the_d
     let device = &s.devices("ap", 1).await[0];
     let mut sim = s.start(device, Some(Fault::ChecksumMismatch));
     sim.connected().await.expect("device connects");
-    let put = s
-        .app
-        .call(
-            "PUT",
-            &firmware_path(&device.id),
-            Some(&s.admin),
-            Some(json!({"image": s.image})),
-        )
-        .await;
+    let put = s.upgrade(&device.id).await;
     assert_eq!(put.status, 201, "{:#}", put.body);
-    let operation = put.body["upgrade_operation"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let operation = put.operation();
     let done = s.finished(&operation).await;
     assert_eq!(done.str("status"), "failed");
     assert!(
@@ -131,19 +109,8 @@ async fn cancel_works_before_flashing_and_is_refused_once_flashing_began() {
     // A device that never answers stays below 65 %.
     let mut hung = s.start(&devices[0], Some(Fault::Hang));
     hung.connected().await.expect("connects");
-    let put = s
-        .app
-        .call(
-            "PUT",
-            &firmware_path(&devices[0].id),
-            Some(&s.admin),
-            Some(json!({"image": s.image})),
-        )
-        .await;
-    let early = put.body["upgrade_operation"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let put = s.upgrade(&devices[0].id).await;
+    let early = put.operation();
     let cancel = format!("/api/v1/firmware-upgrader/upgrade-operation/{early}/cancel/");
     let cancelled = s.app.post(&cancel, &s.admin, json!({})).await;
     assert_eq!(cancelled.status, 200, "{:#}", cancelled.body);
@@ -168,19 +135,8 @@ async fn cancel_works_before_flashing_and_is_refused_once_flashing_began() {
     config.install_time = Duration::from_secs(3600);
     let mut slow = fleetmq_sim::SimDevice::spawn(config);
     slow.connected().await.expect("connects");
-    let put = s
-        .app
-        .call(
-            "PUT",
-            &firmware_path(&devices[1].id),
-            Some(&s.admin),
-            Some(json!({"image": s.image})),
-        )
-        .await;
-    let late = put.body["upgrade_operation"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let put = s.upgrade(&devices[1].id).await;
+    let late = put.operation();
     s.until(
         &format!("/api/v1/firmware-upgrader/upgrade-operation/{late}/"),
         |r| r.body["progress"].as_u64().is_some_and(|p| p >= 65),
@@ -213,20 +169,9 @@ async fn cancel_works_before_flashing_and_is_refused_once_flashing_began() {
 async fn an_offline_device_is_upgraded_when_it_comes_back() {
     let s = setup("2.0.3").await;
     let device = &s.devices("ap", 1).await[0];
-    let put = s
-        .app
-        .call(
-            "PUT",
-            &firmware_path(&device.id),
-            Some(&s.admin),
-            Some(json!({"image": s.image})),
-        )
-        .await;
+    let put = s.upgrade(&device.id).await;
     assert_eq!(put.status, 201, "{:#}", put.body);
-    let operation = put.body["upgrade_operation"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let operation = put.operation();
     let path = format!("/api/v1/firmware-upgrader/upgrade-operation/{operation}/");
     // Nothing is sent to an offline device: its operation waits in the queue.
     let waiting = s.app.get(&path, &s.admin).await;
@@ -294,19 +239,8 @@ async fn deactivating_a_device_aborts_its_upgrade() {
     let device = &s.devices("ap", 1).await[0];
     let mut sim = s.start(device, Some(Fault::Hang));
     sim.connected().await.expect("connects");
-    let put = s
-        .app
-        .call(
-            "PUT",
-            &firmware_path(&device.id),
-            Some(&s.admin),
-            Some(json!({"image": s.image})),
-        )
-        .await;
-    let operation = put.body["upgrade_operation"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let put = s.upgrade(&device.id).await;
+    let operation = put.operation();
     let deactivate = s
         .app
         .post(
