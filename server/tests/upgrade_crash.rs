@@ -58,13 +58,20 @@ impl Api {
                 .await;
             if let Ok(reply) = reply
                 && let Ok(body) = reply.json::<Value>().await
-                && done(&body)
             {
-                return body;
+                if done(&body) {
+                    return body;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    let stuck = self
+                        .get("/api/v1/firmware-upgrader/upgrade-operation/?status=in-progress")
+                        .await;
+                    panic!("batch never got there: {body:#}\nin progress: {stuck:#}");
+                }
             }
             assert!(
-                tokio::time::Instant::now() < deadline,
-                "batch never got there"
+                tokio::time::Instant::now() < deadline + Duration::from_secs(10),
+                "the server does not answer"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

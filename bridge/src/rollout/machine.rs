@@ -277,6 +277,9 @@ pub fn on_update(
             op.note("Update initialized; flashing started");
             vec![Call::Start]
         }
+        // `update/start` was persisted as sent but never reached the device (a crash or a
+        // dropped connection right after the commit): the device still waits for it.
+        (UpgradeStep::Flashing, UpdateState::Initialized) => vec![Call::Start],
         (UpgradeStep::Flashing, UpdateState::Running) => {
             if op.progress < 75 {
                 op.progress = 75;
@@ -312,9 +315,11 @@ pub fn on_response(
             .and_then(|d| d.as_str())
             .unwrap_or("no detail");
         return match (call, op.step) {
+            // A refused start is ambiguous (already installed and rebooted, or not
+            // initialized): the device's update resource decides.
+            (Call::Start, UpgradeStep::Flashing) => vec![Call::GetUpdate],
             (Call::FetchImage { .. }, UpgradeStep::Fetching)
-            | (Call::Init, UpgradeStep::Initializing)
-            | (Call::Start, UpgradeStep::Flashing) => retry(
+            | (Call::Init, UpgradeStep::Initializing) => retry(
                 op,
                 &format!(
                     "The device refused {} ({}: {detail})",
@@ -487,6 +492,29 @@ mod tests {
         );
         on_update(&mut op, &update(UpdateState::Idle, "2.0"), &p, now);
         assert_eq!((op.status, op.progress), (UpgradeStatus::Success, 100));
+    }
+
+    #[test]
+    fn a_start_lost_in_a_crash_is_sent_again_and_a_refused_start_asks_the_device() {
+        let p = UpgradePolicy::default();
+        let now = Timestamp::now();
+        let mut op = op();
+        op.step = UpgradeStep::Flashing;
+        op.progress = FLASHING_PROGRESS;
+        assert_eq!(
+            on_update(&mut op, &update(UpdateState::Initialized, "1.0"), &p, now),
+            vec![Call::Start]
+        );
+        let refused = UpdateResponse::error(uuid::Uuid::new_v4(), 409, "not initialized");
+        assert_eq!(
+            on_response(&mut op, &Call::Start, &refused, &p, now),
+            vec![Call::GetUpdate]
+        );
+        assert_eq!(
+            (op.step, op.attempt),
+            (UpgradeStep::Flashing, 0),
+            "no retry, no re-flash"
+        );
     }
 
     #[test]
