@@ -225,7 +225,18 @@ impl TestApp {
         token: &str,
         done: impl Fn(&Reply) -> bool,
     ) -> Reply {
-        let deadline = tokio::time::Instant::now() + mqtt::WAIT;
+        self.eventually_within(mqtt::WAIT, path, token, done).await
+    }
+
+    /// [`TestApp::eventually`] with its own patience (long scenarios such as batch upgrades).
+    pub async fn eventually_within(
+        &self,
+        patience: std::time::Duration,
+        path: &str,
+        token: &str,
+        done: impl Fn(&Reply) -> bool,
+    ) -> Reply {
+        let deadline = tokio::time::Instant::now() + patience;
         loop {
             let reply = self.get(path, token).await;
             if done(&reply) {

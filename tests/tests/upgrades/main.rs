@@ -165,19 +165,9 @@ impl Setup {
 
     /// Polls `path` until `done` holds, for up to [`SCENARIO`].
     pub async fn until(&self, path: &str, done: impl Fn(&Reply) -> bool) -> Reply {
-        let deadline = tokio::time::Instant::now() + SCENARIO;
-        loop {
-            let reply = self.app.get(path, &self.admin).await;
-            if done(&reply) {
-                return reply;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{path} never satisfied: {:#}",
-                reply.body
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.app
+            .eventually_within(SCENARIO, path, &self.admin, done)
+            .await
     }
 
     /// Waits until an operation has ended; returns it.
