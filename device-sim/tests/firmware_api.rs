@@ -45,6 +45,9 @@ async fn record(
         body,
     });
     let batch = "6f1c1a52-2a4e-4bb4-9d59-0f8f6f0d7b5e";
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
     let (status, answer) = match (method.as_str(), path.as_str()) {
         ("POST", "/api/v1/firmware-upgrader/category/") => {
             (StatusCode::CREATED, json!({"id": "cat-1", "name": "x"}))
@@ -69,7 +72,7 @@ async fn record(
                     "progress_report": "2 out of 2", "total": 2,
                     "status_counts": {"in-progress": 0, "success": 2, "failed": 0, "aborted": 0, "cancelled": 0},
                     "success_rate": 100, "failed_rate": 0, "aborted_rate": 0, "cancelled_rate": 0,
-                    "created": "2026-01-01T00:00:00Z", "modified": "2026-01-01T00:00:00Z",
+                    "created": now, "modified": now,
                     "upgrade_operations": []
                 }),
             )

@@ -114,7 +114,8 @@ async fn telemetry_acknowledged_before_a_kill_9_is_still_there_after_restart() {
     let topic = format!("fleetmq/v1/k9/{id}/up/telemetry");
     const SENT: usize = 300;
     for n in 0..SENT {
-        let payload = format!(r#"{{"timestamp":"2026-11-22T10:00:00Z","metrics":{{"n":{n}}}}}"#);
+        let stamp = fleetmq_store::Timestamp::now();
+        let payload = format!(r#"{{"timestamp":"{stamp}","metrics":{{"n":{n}}}}}"#);
         mqtt_client
             .publish(
                 &topic,

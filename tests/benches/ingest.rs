@@ -114,8 +114,9 @@ fn main() -> anyhow::Result<()> {
                             let mut n = 0u64;
                             while Instant::now() < stop {
                                 n += 1;
+                                let stamp = fleetmq_store::Timestamp::now();
                                 let payload = format!(
-                                    r#"{{"timestamp":"2026-11-22T10:00:00Z","metrics":{{"n":{n},"cpu":0.42,"rx_bytes":123456789}}}}"#
+                                    r#"{{"timestamp":"{stamp}","metrics":{{"n":{n},"cpu":0.42,"rx_bytes":123456789}}}}"#
                                 );
                                 if client.publish(&topic, QoS::AtLeastOnce, false, payload.into_bytes()).await.is_err() {
                                     break;

@@ -285,3 +285,10 @@ async fn read(response: reqwest::Response) -> Reply {
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     Reply { status, body }
 }
+
+/// A whole second `seconds` before now, as devices stamp their samples. Tests stamp telemetry
+/// relative to now: a fixed date ages past retention (main went red that way on 2026-11-29).
+pub fn seconds_ago(seconds: i64) -> fleetmq_store::Timestamp {
+    let now_secs = fleetmq_store::Timestamp::now().as_micros() / 1_000_000;
+    fleetmq_store::Timestamp::from_micros((now_secs - seconds) * 1_000_000)
+}

@@ -1,5 +1,6 @@
 use fleetmq_protocol::{DownChannel, UpChannel};
 use fleetmq_tests::mqtt::MqttClient;
+use fleetmq_tests::seconds_ago;
 use rumqttc::{ConnectReturnCode, ConnectionError, MqttOptions, SubscribeReasonCode};
 use serde_json::json;
 
@@ -128,7 +129,7 @@ async fn publishing_on_another_devices_topic_closes_the_connection_and_delivers_
     let mut a = MqttClient::device(f.app.mqtt_addr, &f.device_a, ONLINE).await;
     a.publish_nowait(
         &f.device_b.up(UpChannel::Telemetry),
-        r#"{"timestamp":"2026-01-01T00:00:00Z","metrics":{"forged":1}}"#,
+        &json!({"timestamp": seconds_ago(2).to_string(), "metrics": {"forged": 1}}).to_string(),
     )
     .await;
     a.closed_by_broker().await;
@@ -137,7 +138,7 @@ async fn publishing_on_another_devices_topic_closes_the_connection_and_delivers_
     let mut b = MqttClient::device(f.app.mqtt_addr, &f.device_b, ONLINE).await;
     b.publish(
         &f.device_b.up(UpChannel::Telemetry),
-        r#"{"timestamp":"2026-01-01T00:00:01Z","metrics":{"real":1}}"#,
+        &json!({"timestamp": seconds_ago(1).to_string(), "metrics": {"real": 1}}).to_string(),
         false,
     )
     .await;

@@ -3,6 +3,7 @@
 
 use fleetmq_protocol::UpChannel;
 use fleetmq_tests::mqtt::MqttClient;
+use fleetmq_tests::seconds_ago;
 use serde_json::json;
 
 use crate::{ONLINE, fleet};
@@ -24,7 +25,7 @@ async fn telemetry_is_in_the_api_as_soon_as_its_puback_arrives() {
         "presence stored before PUBACK"
     );
 
-    let payload = json!({"timestamp": "2026-11-22T10:00:01Z", "metrics": {"cpu": 42}});
+    let payload = json!({"timestamp": seconds_ago(1).to_string(), "metrics": {"cpu": 42}});
     a.publish(
         &f.device_a.up(UpChannel::Telemetry),
         &payload.to_string(),

@@ -4,6 +4,8 @@ use std::process::Stdio;
 
 use fleetmq_protocol::UpChannel;
 use fleetmq_tests::mqtt::{MqttClient, WAIT};
+use fleetmq_tests::seconds_ago;
+use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -56,7 +58,7 @@ async fn mosquitto_sub_as_an_operator_sees_its_devices_and_mosquitto_pub_with_a_
     let mut a = MqttClient::device(f.app.mqtt_addr, &f.device_a, ONLINE).await;
     a.publish(
         &f.device_a.up(UpChannel::Telemetry),
-        r#"{"timestamp":"2026-11-22T10:00:00Z","metrics":{"n":1}}"#,
+        &json!({"timestamp": seconds_ago(1).to_string(), "metrics": {"n": 1}}).to_string(),
         false,
     )
     .await;
@@ -127,7 +129,7 @@ async fn mosquitto_sub_as_an_operator_sees_its_devices_and_mosquitto_pub_with_a_
                 "-t",
                 &f.device_b.up(UpChannel::Telemetry),
                 "-m",
-                r#"{"timestamp":"2026-11-22T10:00:00Z","metrics":{"x":1}}"#,
+                &json!({"timestamp": seconds_ago(1).to_string(), "metrics": {"x": 1}}).to_string(),
                 "-q",
                 "1",
             ])
