@@ -3,6 +3,8 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use std::marker::PhantomData;
+
 use axum::http::{HeaderMap, Method};
 use fleetmq_store::{Action, OrgId, Resource, Scope, User};
 
@@ -73,13 +75,128 @@ pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Calle
     Ok(Caller { user })
 }
 
-/// The permission an HTTP method needs, as Django's model permissions map them.
-pub fn action_for(method: &Method) -> Action {
-    match *method {
-        Method::POST => Action::Add,
-        Method::PUT | Method::PATCH => Action::Change,
-        Method::DELETE => Action::Delete,
-        _ => Action::View,
+/// A kind of object whose permissions guard routes (a marker for [`Authorized`]).
+pub trait Guarded {
+    /// Whether `user` may do `action` on such objects, before tenancy is checked.
+    fn permits(user: &User, action: Action) -> bool;
+}
+
+/// Django's model permissions: the user's groups grant the action (view is also granted by
+/// change).
+fn model_permits(user: &User, resource: Resource, action: Action) -> bool {
+    user.has_perm(resource, action)
+        || (action == Action::View && user.has_perm(resource, Action::Change))
+}
+
+/// What a route does (a marker for [`Authorized`]).
+pub trait Act {
+    /// The action asked for.
+    const ACTION: Action;
+}
+
+macro_rules! actions {
+    ($($(#[$doc:meta])* $name:ident => $action:expr;)*) => {$(
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name;
+        impl Act for $name {
+            const ACTION: Action = $action;
+        }
+    )*};
+}
+
+actions! {
+    /// Read.
+    View => Action::View;
+    /// Create.
+    Add => Action::Add;
+    /// Replace or change.
+    Change => Action::Change;
+    /// Remove.
+    Delete => Action::Delete;
+    /// Deactivate a device.
+    Deactivate => Action::Deactivate;
+    /// Reactivate a device.
+    Activate => Action::Activate;
+    /// Cancel upgrades.
+    Cancel => Action::Cancel;
+}
+
+macro_rules! guarded {
+    ($($(#[$doc:meta])* $name:ident => $resource:expr;)*) => {$(
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name;
+        impl Guarded for $name {
+            fn permits(user: &User, action: Action) -> bool {
+                model_permits(user, $resource, action)
+            }
+        }
+    )*};
+}
+
+guarded! {
+    /// Devices.
+    Devices => Resource::Device;
+    /// Device connections.
+    DeviceConnections => Resource::DeviceConnection;
+    /// Commands sent to devices.
+    Commands => Resource::Command;
+    /// Access credentials.
+    Credentials => Resource::Credentials;
+    /// Firmware categories.
+    Categories => Resource::Category;
+    /// Firmware builds.
+    Builds => Resource::Build;
+    /// Firmware images.
+    FirmwareImages => Resource::FirmwareImage;
+    /// A device's firmware.
+    DeviceFirmwares => Resource::DeviceFirmware;
+    /// Upgrade operations.
+    UpgradeOperations => Resource::UpgradeOperation;
+    /// Batch upgrade operations.
+    BatchUpgrades => Resource::BatchUpgradeOperation;
+}
+
+/// Organizations and users: managers see those of their organizations; only superusers
+/// change them.
+#[derive(Debug)]
+pub struct Accounts;
+
+impl Guarded for Accounts {
+    fn permits(user: &User, action: Action) -> bool {
+        action == Action::View || user.fields.is_superuser
+    }
+}
+
+/// A caller allowed to do `A` on `R`, with the organizations whose objects it may touch.
+/// Refuses with 401 (no or bad token), then 403 (no permission, or managing no organization).
+#[derive(Debug)]
+pub struct Authorized<R, A> {
+    /// Who is calling.
+    pub caller: Caller,
+    /// Whose objects the caller may see.
+    pub scope: Scope,
+    marker: PhantomData<fn() -> (R, A)>,
+}
+
+impl<R: Guarded, A: Act> FromRequestParts<AppState> for Authorized<R, A> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = authenticate(&parts.headers, state).await?;
+        if !R::permits(&caller.user, A::ACTION) {
+            return Err(ApiError::permission_denied());
+        }
+        let scope = caller.scope()?;
+        Ok(Authorized {
+            caller,
+            scope,
+            marker: PhantomData,
+        })
     }
 }
 
@@ -89,15 +206,27 @@ impl Caller {
         self.user.fields.is_superuser
     }
 
-    /// Checks the model permission for `action` on `resource` (view is also granted by change).
+    /// Checks the model permission for `action` on `resource` (routes not yet on
+    /// [`Authorized`]).
     pub fn require(&self, resource: Resource, action: Action) -> Result<(), ApiError> {
-        let allowed = self.user.has_perm(resource, action)
-            || (action == Action::View && self.user.has_perm(resource, Action::Change));
-        if allowed {
+        if model_permits(&self.user, resource, action) {
             Ok(())
         } else {
             Err(ApiError::permission_denied())
         }
+    }
+
+    /// Permission for the method's action, then the manager check (routes not yet on
+    /// [`Authorized`]).
+    pub fn authorize(&self, resource: Resource, method: &Method) -> Result<Scope, ApiError> {
+        let action = match *method {
+            Method::POST => Action::Add,
+            Method::PUT | Method::PATCH => Action::Change,
+            Method::DELETE => Action::Delete,
+            _ => Action::View,
+        };
+        self.require(resource, action)?;
+        self.scope()
     }
 
     /// The organizations whose objects the caller may see; refuses users who manage none.
@@ -110,12 +239,6 @@ impl Caller {
             return Err(ApiError::Forbidden(NOT_A_MANAGER.to_owned()));
         }
         Ok(Scope::Orgs(orgs))
-    }
-
-    /// The usual gate of an organization-scoped endpoint: permission, then manager check.
-    pub fn authorize(&self, resource: Resource, method: &Method) -> Result<Scope, ApiError> {
-        self.require(resource, action_for(method))?;
-        self.scope()
     }
 
     /// Whether an object of `org` is visible to the caller.

@@ -5,6 +5,9 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use http_body_util::BodyExt;
 use serde_json::{Map, Value};
+use utoipa::IntoParams;
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use uuid::Uuid;
 
 use crate::{ApiError, AppState};
@@ -94,7 +97,22 @@ pub fn kind(v: &Value) -> &'static str {
 }
 
 /// The `{id}` of a detail route; anything that is not a UUID is simply not found.
+#[derive(Debug, Clone, Copy)]
 pub struct PathId(pub Uuid);
+
+impl IntoParams for PathId {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("id")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some("Object id"))
+                .schema(Some(uuid_schema()))
+                .build(),
+        ]
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for PathId {
     type Rejection = ApiError;
@@ -110,7 +128,17 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
     }
 }
 
+fn uuid_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .format(Some(utoipa::openapi::schema::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::Uuid,
+        )))
+        .build()
+}
+
 /// The raw query string as ordered pairs (filters and paging read from it).
+#[derive(Debug, Clone, Default)]
 pub struct QueryPairs(pub Vec<(String, String)>);
 
 impl QueryPairs {

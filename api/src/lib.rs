@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`routes`] — one router module per resource (`devices`, `organizations`, `users`, `health`).
 //! - [`auth`] — Bearer-token authentication, permissions, organization scope.
+//! - [`body`] — typed request bodies: the parser is the schema.
+//! - [`docs`] — the OpenAPI document and the error answers every route shares.
 //! - [`extract`] — extractors whose rejections are API errors (JSON bodies, ids, queries).
 //! - [`form`] — reading JSON bodies field by field into DRF-style errors.
 //! - [`pagination`] — page-number pagination and the list envelope.
@@ -14,6 +16,8 @@
 //! - [`throttle`] — per-address throttling of password checks.
 
 pub mod auth;
+pub mod body;
+pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod form;
@@ -31,8 +35,7 @@ use axum::response::{IntoResponse, Response};
 use fleetmq_protocol::{Call, UpdateResponse};
 use fleetmq_store::{Command, DeviceId, StartedUpgrades, Store, UpgradeOperation};
 use serde::Serialize;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -171,38 +174,8 @@ pub struct ErrorDetail {
     pub detail: String,
 }
 
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "fleetmq", description = "OpenWISP-compatible device management over MQTT."),
-    modifiers(&BearerAuth),
-    components(schemas(ErrorDetail)),
-    tags(
-        (name = "devices", description = "OpenWISP controller: devices"),
-        (name = "users", description = "Organizations, users and tokens"),
-        (name = "connections", description = "Credentials and device connections"),
-        (name = "commands", description = "Commands sent to devices over MQTT"),
-        (name = "firmware", description = "Firmware upgrader: categories, builds, images"),
-        (name = "upgrades", description = "Firmware upgrader: image types, device firmware, upgrade operations, mass upgrades"),
-        (name = "system_update", description = "A device's npm.system_update 2.0 API, proxied over MQTT"),
-        (name = "health", description = "Liveness")
-    )
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
 fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(routes::health::router())
         .merge(routes::users::router())
         .merge(routes::organizations::router())
@@ -220,6 +193,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
 fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (routes, mut doc) = api_routes().split_for_parts();
     routes::credentials::document_alias(&mut doc);
+    docs::finish(&mut doc);
     (routes.merge(routes::credentials::alias_router()), doc)
 }
 

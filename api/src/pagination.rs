@@ -1,11 +1,14 @@
 //! DRF page-number pagination: `page`, `page_size` (default 10, max 100), and the
 //! `{"count","next","previous","results"}` envelope with absolute links.
 
+use axum::Json;
+use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::HOST;
+use axum::http::request::Parts;
 use fleetmq_store::{Page, PageRequest};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::ApiError;
 use crate::extract::{QueryPairs, percent_encode};
@@ -28,7 +31,148 @@ pub struct Paginated<T> {
     pub results: Vec<T>,
 }
 
-/// The page a request asks for.
+/// `page` and `page_size` as a list request gives them: the parsed query and its
+/// documentation. `page_size` above 100 is served as 100 (as DRF does); a `page` that is not a
+/// positive number is not found; a `page_size` that is not one is a 400.
+#[derive(Debug, Clone, Copy, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 1-based page number.
+    #[param(minimum = 1)]
+    pub page: Option<i64>,
+    /// Items per page (default 10; more than 100 is served as 100).
+    #[param(minimum = 1)]
+    pub page_size: Option<i64>,
+}
+
+impl PageQuery {
+    /// Reads `page` and `page_size` out of a query.
+    pub fn from_query(query: &QueryPairs) -> Result<Self, ApiError> {
+        let page_size = match query.get("page_size").filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => match s.parse::<i64>() {
+                Ok(n) if n >= 1 => Some(n),
+                Ok(_) => {
+                    return Err(ApiError::field(
+                        "page_size",
+                        "Ensure this value is greater than or equal to 1.",
+                    ));
+                }
+                Err(_) => {
+                    return Err(ApiError::field("page_size", "A valid integer is required."));
+                }
+            },
+        };
+        let page = match query.get("page").filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(
+                s.parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or(ApiError::InvalidPage)?,
+            ),
+        };
+        Ok(Self { page, page_size })
+    }
+}
+
+/// A list request's page, with what its `next`/`previous` links need (an extractor).
+#[derive(Debug)]
+pub struct Paging {
+    number: u64,
+    size: u64,
+    path: String,
+    host: String,
+    query: QueryPairs,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Paging {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let query = QueryPairs::from_request_parts(parts, state).await?;
+        let asked = PageQuery::from_query(&query)?;
+        let host = parts
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost")
+            .to_owned();
+        Ok(Paging {
+            number: asked.page.map_or(1, |n| n.unsigned_abs()),
+            size: asked
+                .page_size
+                .map_or(DEFAULT_PAGE_SIZE, |n| n.unsigned_abs().min(MAX_PAGE_SIZE)),
+            path: parts.uri.path().to_owned(),
+            host,
+            query,
+        })
+    }
+}
+
+impl Paging {
+    /// What to ask the store for.
+    pub fn request(&self) -> PageRequest {
+        PageRequest {
+            offset: (self.number - 1).saturating_mul(self.size),
+            limit: self.size,
+        }
+    }
+
+    /// The whole query (filters are read from it).
+    pub fn query(&self) -> &QueryPairs {
+        &self.query
+    }
+
+    /// Builds the envelope; a page past the end is not found (page 1 of nothing is fine).
+    pub fn envelope<T, U>(
+        &self,
+        page: Page<T>,
+        view: impl Fn(T) -> U,
+    ) -> Result<Json<Paginated<U>>, ApiError> {
+        if self.number > 1 && self.request().offset >= page.count {
+            return Err(ApiError::InvalidPage);
+        }
+        let link = |number: u64| {
+            let mut pairs: Vec<(&str, String)> = self
+                .query
+                .0
+                .iter()
+                .filter(|(k, _)| k != "page")
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            if number > 1 {
+                pairs.push(("page", number.to_string()));
+            }
+            let qs: Vec<String> = pairs
+                .iter()
+                .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+                .collect();
+            let sep = if qs.is_empty() { "" } else { "?" };
+            format!("http://{}{}{sep}{}", self.host, self.path, qs.join("&"))
+        };
+        let has_next = self.number.saturating_mul(self.size) < page.count;
+        Ok(Json(Paginated {
+            count: page.count,
+            next: has_next.then(|| link(self.number + 1)),
+            previous: (self.number > 1).then(|| link(self.number - 1)),
+            results: page.items.into_iter().map(view).collect(),
+        }))
+    }
+
+    /// The envelope of a list that cannot match anything (an unknown filter value).
+    pub fn empty<U>(&self) -> Result<Json<Paginated<U>>, ApiError> {
+        self.envelope(
+            Page {
+                count: 0,
+                items: Vec::new(),
+            },
+            |never: U| never,
+        )
+    }
+}
+
+/// The page a request asks for (routes not yet on [`Paging`]).
 #[derive(Debug, Clone, Copy)]
 pub struct PageParams {
     number: u64,
@@ -36,22 +180,15 @@ pub struct PageParams {
 }
 
 impl PageParams {
-    /// Reads `page` and `page_size`; a page that is not a positive number is not found.
+    /// Reads `page` and `page_size` by [`PageQuery`]'s rules.
     pub fn from_query(query: &QueryPairs) -> Result<Self, ApiError> {
-        let size = query
-            .get("page_size")
-            .and_then(|s| s.parse::<u64>().ok())
-            .filter(|n| *n > 0)
-            .map_or(DEFAULT_PAGE_SIZE, |n| n.min(MAX_PAGE_SIZE));
-        let number = match query.get("page") {
-            None | Some("") => 1,
-            Some(s) => s
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or(ApiError::InvalidPage)?,
-        };
-        Ok(Self { number, size })
+        let asked = PageQuery::from_query(query)?;
+        Ok(Self {
+            number: asked.page.map_or(1, |n| n.unsigned_abs()),
+            size: asked
+                .page_size
+                .map_or(DEFAULT_PAGE_SIZE, |n| n.unsigned_abs().min(MAX_PAGE_SIZE)),
+        })
     }
 
     /// What to ask the store for.

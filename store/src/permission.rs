@@ -32,6 +32,7 @@ impl Group {
     /// Whether the group grants `action` on `resource`.
     pub fn permits(self, resource: Resource, action: Action) -> bool {
         use Resource::*;
+        let action = action.model_permission();
         match self {
             Group::Administrator => true,
             Group::Operator => match resource {
@@ -93,7 +94,8 @@ pub enum Resource {
     BatchUpgradeOperation,
 }
 
-/// What a request wants to do, derived from its HTTP method.
+/// What a request wants to do to an object: one of Django's model permissions, or a named
+/// custom action guarded by one of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Read.
@@ -104,6 +106,23 @@ pub enum Action {
     Change,
     /// Remove.
     Delete,
+    /// Deactivate a device (its sessions end; it may then be deleted).
+    Deactivate,
+    /// Reactivate a deactivated device.
+    Activate,
+    /// Cancel an upgrade or a batch of them.
+    Cancel,
+}
+
+impl Action {
+    /// The model permission that grants this action: OpenWISP guards its custom actions
+    /// (deactivate, activate, cancel) with the change permission.
+    pub fn model_permission(self) -> Action {
+        match self {
+            Action::Deactivate | Action::Activate | Action::Cancel => Action::Change,
+            other => other,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -121,5 +140,12 @@ mod tests {
         assert!(!op.permits(Resource::Credentials, Action::View));
         assert!(!op.permits(Resource::Category, Action::View));
         assert!(Group::Administrator.permits(Resource::Category, Action::Add));
+    }
+
+    #[test]
+    fn custom_actions_need_the_change_permission() {
+        assert!(Group::Operator.permits(Resource::Device, Action::Deactivate));
+        assert!(!Group::Operator.permits(Resource::UpgradeOperation, Action::Cancel));
+        assert!(Group::Administrator.permits(Resource::BatchUpgradeOperation, Action::Cancel));
     }
 }

@@ -17,9 +17,9 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::extract::{JsonObject, QueryPairs};
 use crate::form::{Form, Mode, does_not_exist};
+use crate::pagination::PageQuery as ListQuery;
 use crate::pagination::{PageParams, Paginated};
 use crate::routes::devices::visible_device;
-use crate::routes::organizations::ListQuery;
 use crate::{ApiError, AppState, ErrorDetail};
 
 /// The device connection routes.

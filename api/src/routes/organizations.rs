@@ -2,20 +2,20 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use fleetmq_store::{OrgId, Organization, OrganizationFields, Slug};
-use serde::Serialize;
-use serde_json::{Map, Value};
-use utoipa::{IntoParams, ToSchema};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::Caller;
-use crate::extract::{JsonObject, PathId, QueryPairs};
-use crate::form::{Form, Mode};
-use crate::pagination::{PageParams, Paginated};
-use crate::{ApiError, AppState, ErrorDetail};
+use crate::auth::{Accounts, Add, Authorized, Caller, Change, Delete, View};
+use crate::body::{Body, Bounded, Email, NonBlank, REQUIRED, text_field};
+use crate::extract::PathId;
+use crate::pagination::{PageQuery, Paginated, Paging};
+use crate::{ApiError, AppState};
 
 /// The organization routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -23,8 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_organizations, create_organization))
         .routes(routes!(
             get_organization,
-            put_organization,
-            patch_organization,
+            change_organization,
             delete_organization
         ))
 }
@@ -52,27 +51,86 @@ pub struct OrganizationView {
     pub modified: String,
 }
 
-/// What a client sends (PATCH: any subset). `slug` defaults to one derived from `name`.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)] // documentation of the body; bodies are read by `Form`
+/// What a client sends to create, replace or change an organization. `slug` defaults to one
+/// derived from `name`.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct OrganizationWrite {
-    name: String,
-    slug: Option<String>,
+    /// Display name.
+    #[schema(required = true, nullable = false)]
+    name: Option<NonBlank<200>>,
+    /// Unique handle; also the organization's MQTT topic segment.
+    #[schema(nullable = false)]
+    slug: Option<SlugField>,
+    /// Free text.
+    #[schema(nullable = false)]
     description: Option<String>,
-    email: Option<String>,
-    url: Option<String>,
+    /// Contact address.
+    #[schema(nullable = false)]
+    email: Option<Email>,
+    /// Web site.
+    #[schema(nullable = false)]
+    url: Option<Bounded<200>>,
+    /// Devices of inactive organizations may not connect.
+    #[schema(nullable = false)]
     is_active: Option<bool>,
 }
 
-/// Paging of the list.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)] // documentation of the query; read from `QueryPairs`
-pub struct ListQuery {
-    /// 1-based page number.
-    page: Option<u64>,
-    /// Items per page (default 10, at most 100).
-    page_size: Option<u64>,
+text_field!(
+    /// An organization's slug: letters, digits, `-` and `_`.
+    SlugField(Slug),
+    Slug::parse,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(200))
+        .pattern(Some("^[-a-zA-Z0-9_]+$")),
+);
+
+impl OrganizationWrite {
+    /// The organization's fields after this write: over `current`, or new ones.
+    fn apply(self, current: Option<OrganizationFields>) -> Result<OrganizationFields, ApiError> {
+        let name = self.name.map(|n| n.0);
+        let slug = self.slug.map(|s| s.0);
+        let mut fields = match current {
+            Some(current) => current,
+            None => {
+                let slug = match (&slug, &name) {
+                    (Some(slug), _) => slug.clone(),
+                    (None, Some(name)) => Slug::from_name(name).ok_or_else(|| {
+                        ApiError::field("slug", "Could not derive a slug from the name; give one.")
+                    })?,
+                    (None, None) => return Err(ApiError::field("name", REQUIRED)),
+                };
+                OrganizationFields {
+                    name: String::new(),
+                    slug,
+                    description: String::new(),
+                    email: String::new(),
+                    url: String::new(),
+                    is_active: true,
+                }
+            }
+        };
+        if let Some(v) = name {
+            fields.name = v;
+        }
+        if let Some(v) = slug {
+            fields.slug = v;
+        }
+        if let Some(v) = self.description {
+            fields.description = v;
+        }
+        if let Some(v) = self.email {
+            fields.email = v.0;
+        }
+        if let Some(v) = self.url {
+            fields.url = v.0;
+        }
+        if let Some(v) = self.is_active {
+            fields.is_active = v;
+        }
+        Ok(fields)
+    }
 }
 
 fn view(org: Organization) -> OrganizationView {
@@ -91,117 +149,31 @@ fn view(org: Organization) -> OrganizationView {
 }
 
 /// Lists organizations: all for superusers, the managed ones for managers.
-#[utoipa::path(get, path = "/api/v1/users/organization/", tag = "users", params(ListQuery),
-    responses((status = 200, body = Paginated<OrganizationView>), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/users/organization/", tag = "users", params(PageQuery),
+    responses((status = 200, body = Paginated<OrganizationView>)), security(("bearer" = [])))]
 async fn list_organizations(
     State(state): State<AppState>,
-    caller: Caller,
-    uri: Uri,
-    headers: HeaderMap,
-    query: QueryPairs,
+    auth: Authorized<Accounts, View>,
+    paging: Paging,
 ) -> Result<Json<Paginated<OrganizationView>>, ApiError> {
-    let scope = caller.scope()?;
-    let params = PageParams::from_query(&query)?;
-    let request = params.request();
+    let request = paging.request();
     let page = state
         .store()
-        .run(move |db| db.list_organizations(&scope, request))
+        .run(move |db| db.list_organizations(&auth.scope, request))
         .await?;
-    Ok(Json(params.envelope(page, &uri, &headers, &query, view)?))
-}
-
-fn read_organization(
-    body: Map<String, Value>,
-    mode: Mode,
-    current: Option<OrganizationFields>,
-) -> Result<OrganizationFields, ApiError> {
-    let mut form = Form::new(body, mode);
-    let name = form.parsed("name", true, |s| {
-        if s.trim().is_empty() {
-            Err("This field may not be blank.")
-        } else if s.chars().count() > 200 {
-            Err("Ensure this field has no more than 200 characters.")
-        } else {
-            Ok(s.to_owned())
-        }
-    });
-    let slug = form.parsed("slug", false, Slug::parse);
-    let description = form.text("description", usize::MAX);
-    let email = form.parsed("email", false, |s| {
-        if s.is_empty() || (s.contains('@') && !s.contains(char::is_whitespace)) {
-            Ok(s.to_owned())
-        } else {
-            Err("Enter a valid email address.")
-        }
-    });
-    let url = form.text("url", 200);
-    let is_active = form.boolean("is_active");
-    let name = name.set();
-    let slug = slug.set();
-    let derived_slug = match (&slug, &current, &name) {
-        (None, None, Some(name)) => match Slug::from_name(name) {
-            Some(slug) => Some(slug),
-            None => {
-                form.error("slug", "Could not derive a slug from the name; give one.");
-                None
-            }
-        },
-        _ => None,
-    };
-    let description = description.set();
-    let email = email.set();
-    let url = url.set();
-    let is_active = is_active.set();
-    form.finish()?;
-    let mut fields = match current {
-        Some(current) => current,
-        None => OrganizationFields {
-            name: String::new(),
-            slug: slug
-                .clone()
-                .or_else(|| derived_slug.clone())
-                .ok_or_else(|| ApiError::field("slug", "This field is required."))?,
-            description: String::new(),
-            email: String::new(),
-            url: String::new(),
-            is_active: true,
-        },
-    };
-    if let Some(v) = name {
-        fields.name = v;
-    }
-    if let Some(v) = slug.or(derived_slug) {
-        fields.slug = v;
-    }
-    if let Some(v) = description {
-        fields.description = v;
-    }
-    if let Some(v) = email {
-        fields.email = v;
-    }
-    if let Some(v) = url {
-        fields.url = v;
-    }
-    if let Some(v) = is_active {
-        fields.is_active = v;
-    }
-    Ok(fields)
+    paging.envelope(page, view)
 }
 
 /// Creates an organization (superusers only).
-#[utoipa::path(post, path = "/api/v1/users/organization/", tag = "users", request_body = OrganizationWrite,
-    responses((status = 201, body = OrganizationView), (status = 400, description = "Field errors"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail)),
+#[utoipa::path(post, path = "/api/v1/users/organization/", tag = "users",
+    request_body = OrganizationWrite, responses((status = 201, body = OrganizationView)),
     security(("bearer" = [])))]
 async fn create_organization(
     State(state): State<AppState>,
-    caller: Caller,
-    JsonObject(body): JsonObject,
+    _: Authorized<Accounts, Add>,
+    Body(body): Body<OrganizationWrite>,
 ) -> Result<(StatusCode, Json<OrganizationView>), ApiError> {
-    caller.require_superuser()?;
-    let fields = read_organization(body, Mode::Full, None)?;
+    let fields = body.apply(None)?;
     let org = state
         .store()
         .run(move |db| db.create_organization(fields))
@@ -224,30 +196,30 @@ async fn visible_organization(
 }
 
 /// Shows one organization.
-#[utoipa::path(get, path = "/api/v1/users/organization/{id}/", tag = "users",
-    params(("id" = Uuid, Path, description = "Organization id")),
-    responses((status = 200, body = OrganizationView), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/users/organization/{id}/", tag = "users", params(PathId),
+    responses((status = 200, body = OrganizationView)), security(("bearer" = [])))]
 async fn get_organization(
     State(state): State<AppState>,
-    caller: Caller,
+    auth: Authorized<Accounts, View>,
     PathId(id): PathId,
 ) -> Result<Json<OrganizationView>, ApiError> {
-    caller.scope()?;
-    Ok(Json(view(visible_organization(&state, &caller, id).await?)))
+    Ok(Json(view(
+        visible_organization(&state, &auth.caller, id).await?,
+    )))
 }
 
+/// Replaces an organization, or with PATCH changes some of its fields (superusers only).
+#[utoipa::path(method(put, patch), path = "/api/v1/users/organization/{id}/", tag = "users",
+    params(PathId), request_body = OrganizationWrite,
+    responses((status = 200, body = OrganizationView)), security(("bearer" = [])))]
 async fn change_organization(
-    state: AppState,
-    caller: Caller,
-    id: Uuid,
-    body: Map<String, Value>,
-    mode: Mode,
+    State(state): State<AppState>,
+    auth: Authorized<Accounts, Change>,
+    PathId(id): PathId,
+    Body(body): Body<OrganizationWrite>,
 ) -> Result<Json<OrganizationView>, ApiError> {
-    caller.require_superuser()?;
-    let current = visible_organization(&state, &caller, id).await?;
-    let fields = read_organization(body, mode, Some(current.fields))?;
+    let current = visible_organization(&state, &auth.caller, id).await?;
+    let fields = body.apply(Some(current.fields))?;
     let org = state
         .store()
         .run(move |db| db.update_organization(OrgId(id), fields))
@@ -255,49 +227,15 @@ async fn change_organization(
     Ok(Json(view(org)))
 }
 
-/// Replaces an organization (superusers only).
-#[utoipa::path(put, path = "/api/v1/users/organization/{id}/", tag = "users",
-    params(("id" = Uuid, Path, description = "Organization id")), request_body = OrganizationWrite,
-    responses((status = 200, body = OrganizationView), (status = 400, description = "Field errors"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
-async fn put_organization(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-    JsonObject(body): JsonObject,
-) -> Result<Json<OrganizationView>, ApiError> {
-    change_organization(state, caller, id, body, Mode::Full).await
-}
-
-/// Changes some of an organization's fields (superusers only).
-#[utoipa::path(patch, path = "/api/v1/users/organization/{id}/", tag = "users",
-    params(("id" = Uuid, Path, description = "Organization id")), request_body = OrganizationWrite,
-    responses((status = 200, body = OrganizationView), (status = 400, description = "Field errors"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
-async fn patch_organization(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-    JsonObject(body): JsonObject,
-) -> Result<Json<OrganizationView>, ApiError> {
-    change_organization(state, caller, id, body, Mode::Partial).await
-}
-
 /// Deletes an organization with its devices (superusers only).
-#[utoipa::path(delete, path = "/api/v1/users/organization/{id}/", tag = "users",
-    params(("id" = Uuid, Path, description = "Organization id")),
-    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/users/organization/{id}/", tag = "users", params(PathId),
+    responses((status = 204, description = "Deleted")), security(("bearer" = [])))]
 async fn delete_organization(
     State(state): State<AppState>,
-    caller: Caller,
+    auth: Authorized<Accounts, Delete>,
     PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_superuser()?;
-    visible_organization(&state, &caller, id).await?;
+    visible_organization(&state, &auth.caller, id).await?;
     state
         .store()
         .run(move |db| db.delete_organization(OrgId(id)))

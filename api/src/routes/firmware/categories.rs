@@ -14,8 +14,8 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::extract::{JsonObject, PathId, QueryPairs};
 use crate::form::{Field, Form, Mode, does_not_exist};
+use crate::pagination::PageQuery as ListQuery;
 use crate::pagination::{PageParams, Paginated};
-use crate::routes::organizations::ListQuery;
 use crate::{ApiError, AppState, ErrorDetail};
 
 /// The category routes.
