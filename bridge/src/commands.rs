@@ -106,11 +106,7 @@ impl CommandTracker {
             },
             input: command.input.clone(),
         };
-        let topic = Topic::down(
-            slug.as_str(),
-            &device.to_string(),
-            DownChannel::CommandRequest,
-        );
+        let topic = Topic::down(slug.as_str(), device, DownChannel::CommandRequest);
         match self
             .broker
             .publish(&topic.to_string(), request.to_bytes(), false)

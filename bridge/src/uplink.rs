@@ -53,7 +53,7 @@ impl From<StoreError> for UplinkError {
 impl Uplink for Bridge {
     fn deliver(&self, message: UplinkMessage) -> UplinkFuture<'_> {
         Box::pin(async move {
-            match self.uplink(&message.topic, &message.payload).await {
+            match self.uplink(&message).await {
                 // A refused payload was answered on down/error; a resend would be refused too.
                 Ok(()) | Err(UplinkError::Refused(_)) => Ok(()),
                 Err(UplinkError::Store(e)) => Err(BrokerError::Uplink(e.to_string())),
@@ -69,14 +69,12 @@ impl Uplink for Bridge {
                 device_id,
                 org_slug,
                 ..
-            } => (device_id.parse::<DeviceId>(), Some(org_slug.clone())),
-            SessionEvent::Disconnected { device_id, .. } => (device_id.parse::<DeviceId>(), None),
+            } => (*device_id, Some(org_slug.clone())),
+            SessionEvent::Disconnected { device_id, .. } => (*device_id, None),
         };
-        if let Ok(device) = device {
-            let online = slug.is_some();
-            self.inner.online.set(device, slug);
-            self.inner.rollouts.session(device, online);
-        }
+        let online = slug.is_some();
+        self.inner.online.set(device, slug);
+        self.inner.rollouts.session(device, online);
         // Fails only once the recorder stopped (shutdown).
         let _ = self.inner.sessions.send(Recording::Session(event));
     }
@@ -138,7 +136,7 @@ impl Bridge {
         let mut sessions = Vec::with_capacity(events.len());
         let mut acks = Vec::new();
         for event in events {
-            let (device_id, online, failure_reason, peer_ip) = match event {
+            let (device, online, failure_reason, peer_ip) = match event {
                 Recording::Session(SessionEvent::Connected {
                     device_id, peer, ..
                 }) => (device_id, true, String::new(), Some(peer.ip())),
@@ -154,9 +152,6 @@ impl Bridge {
                     acks.push(done);
                     continue;
                 }
-            };
-            let Ok(device) = device_id.parse::<DeviceId>() else {
-                continue;
             };
             let session = MqttSession {
                 online,
@@ -197,8 +192,9 @@ impl Bridge {
 
     /// Applies one message a device published under its own `up/` prefix. Resolves once its
     /// effect is durable.
-    pub async fn uplink(&self, topic: &str, payload: &[u8]) -> Result<(), UplinkError> {
+    pub async fn uplink(&self, message: &UplinkMessage) -> Result<(), UplinkError> {
         self.inner.metrics.uplink();
+        let topic = message.topic.as_str();
         let parsed = match Topic::parse(topic) {
             Ok(parsed) if parsed.direction() == Direction::Up => parsed,
             Ok(_) => return Ok(()),
@@ -209,13 +205,15 @@ impl Bridge {
                 return Err(UplinkError::Refused(error));
             }
         };
-        let result = self.apply(&parsed, payload).await;
+        let result = self
+            .apply(message.device_id, &parsed, &message.payload)
+            .await;
         match &result {
             Err(UplinkError::Refused(error)) => {
                 self.inner.metrics.refused();
                 tracing::info!(%topic, %error, "device payload refused");
                 let notice = ErrorNotice::new(topic, error);
-                let down = Topic::down(parsed.org_slug(), parsed.device_id(), DownChannel::Error);
+                let down = Topic::down(&message.org_slug, message.device_id, DownChannel::Error);
                 if let Err(e) = self
                     .inner
                     .broker
@@ -233,10 +231,12 @@ impl Bridge {
         result
     }
 
-    async fn apply(&self, topic: &Topic, payload: &[u8]) -> Result<(), UplinkError> {
-        let Ok(device) = topic.device_id().parse::<DeviceId>() else {
-            return Ok(());
-        };
+    async fn apply(
+        &self,
+        device: DeviceId,
+        topic: &Topic,
+        payload: &[u8],
+    ) -> Result<(), UplinkError> {
         let Channel::Up(channel) = topic.channel() else {
             return Ok(());
         };

@@ -158,7 +158,9 @@ pub(super) async fn authenticate(
         Principal::Anonymous if !shared.config.anonymous_sandbox => {
             Err(Refusal::NotAuthorized.return_code())
         }
-        Principal::Device { device_id, .. } if device_id != client_id => {
+        // A device's client id is its id, written as on the wire; anything else (not an id,
+        // another device's id, another spelling) is refused with 0x02.
+        Principal::Device { device_id, .. } if !device_id.is(client_id) => {
             Err(Refusal::IdentifierRejected.return_code())
         }
         _ => Ok(principal),

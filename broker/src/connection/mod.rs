@@ -207,7 +207,7 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
         {
             shared.uplink.session(SessionEvent::Connected {
                 org_slug: org_slug.clone(),
-                device_id: device_id.clone(),
+                device_id: *device_id,
                 peer,
             });
         }
@@ -236,7 +236,7 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
         {
             shared.uplink.session(SessionEvent::Disconnected {
                 org_slug: org_slug.clone(),
-                device_id: device_id.clone(),
+                device_id: *device_id,
                 reason: close.session_reason(guard.taken_over()).to_owned(),
             });
         }

@@ -8,8 +8,8 @@
 use std::collections::{HashSet, VecDeque};
 
 use bytes::{BufMut, BytesMut};
-use fleetmq_protocol::Principal;
 use fleetmq_protocol::topic::matches;
+use fleetmq_protocol::{DeviceId, Principal};
 use rumqttd::protocol::{
     Packet, PingReq, Publish, QoS, SubAck, Subscribe, SubscribeReasonCode, UnsubAck, Unsubscribe,
 };
@@ -35,7 +35,7 @@ pub(super) enum Peer {
         /// The device's organization.
         org_slug: String,
         /// The device.
-        device_id: String,
+        device_id: DeviceId,
         /// This connection's registration in [`Downlinks`].
         generation: u64,
         /// Its subscriptions and QoS 1 state.
@@ -63,14 +63,14 @@ impl Peer {
                 device_id,
             } => {
                 let (downlink_tx, downlink_rx) = mpsc::channel(DOWNLINK_QUEUE);
-                let generation = downlinks.register(device_id, downlink_tx);
+                let generation = downlinks.register(*device_id, downlink_tx);
                 let downlink = DeviceDownlink {
-                    filters: downlinks.restore(device_id, clean_session),
+                    filters: downlinks.restore(*device_id, clean_session),
                     ..DeviceDownlink::default()
                 };
                 let peer = Peer::Device {
                     org_slug: org_slug.clone(),
-                    device_id: device_id.clone(),
+                    device_id: *device_id,
                     generation,
                     downlink,
                 };
@@ -93,9 +93,9 @@ impl Peer {
             ..
         } = self
         {
-            downlinks.remove(device_id, *generation);
+            downlinks.remove(*device_id, *generation);
             if !clean_session {
-                downlinks.keep(device_id, std::mem::take(&mut downlink.filters));
+                downlinks.keep(*device_id, std::mem::take(&mut downlink.filters));
             }
         }
     }

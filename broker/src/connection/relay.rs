@@ -292,7 +292,7 @@ impl<'a> Relay<'a> {
                 // A device may only publish under its own up/ prefix: all of it is uplink.
                 let message = UplinkMessage {
                     org_slug: org_slug.clone(),
-                    device_id: device_id.clone(),
+                    device_id: *device_id,
                     topic: topic.to_owned(),
                     payload: publish.payload.clone(),
                     retain: publish.retain,
