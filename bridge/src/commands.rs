@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fleetmq_broker::BrokerHandle;
 use fleetmq_protocol::{CommandRequest, DownChannel, Topic};
-use fleetmq_store::{Command, CommandId, CommandStatus, CommandType, DeviceId, Store, Timestamp};
+use fleetmq_store::{Command, CommandId, CommandStatus, DeviceId, Store, Timestamp};
 
 use crate::metrics::Metrics;
 
@@ -99,11 +99,7 @@ impl CommandTracker {
         };
         let request = CommandRequest {
             id: command.id.0,
-            kind: match command.kind {
-                CommandType::Custom => fleetmq_protocol::CommandType::Custom,
-                CommandType::Reboot => fleetmq_protocol::CommandType::Reboot,
-                CommandType::ChangePassword => fleetmq_protocol::CommandType::ChangePassword,
-            },
+            kind: command.kind,
             input: command.input.clone(),
         };
         let topic = Topic::down(slug.as_str(), device, DownChannel::CommandRequest);

@@ -292,10 +292,7 @@ impl Bridge {
             }
             UpChannel::Coordinates => {
                 let coordinates = Coordinates::parse(payload).map_err(UplinkError::Refused)?;
-                let point = Point {
-                    lng: coordinates.lng(),
-                    lat: coordinates.lat(),
-                };
+                let point = Point::from(coordinates);
                 match store
                     .run(move |db| db.set_device_coordinates(device, point))
                     .await
@@ -307,10 +304,7 @@ impl Bridge {
             UpChannel::CommandResult => {
                 let result = CommandResult::parse(payload).map_err(UplinkError::Refused)?;
                 let id = CommandId(result.id);
-                let status = match result.status {
-                    fleetmq_protocol::CommandStatus::Success => CommandStatus::Success,
-                    fleetmq_protocol::CommandStatus::Failed => CommandStatus::Failed,
-                };
+                let status = CommandStatus::from(result.status);
                 let finished = store
                     .run(move |db| {
                         // Only the command's own device may answer it.

@@ -34,7 +34,7 @@ pub mod uplink;
 
 pub use acl::{OrgScope, Principal};
 pub use command::{CommandRequest, CommandResult, CommandStatus, CommandType};
-pub use coordinates::Coordinates;
+pub use coordinates::{Coordinates, OutOfRange};
 pub use error::ProtocolError;
 pub use error_notice::ErrorNotice;
 pub use id::DeviceId;
