@@ -20,10 +20,9 @@
 //! `connection lost`, `keep-alive expired`, `kicked`, `taken over`, ...).
 
 use fleetmq_broker::{BrokerError, SessionEvent, Uplink, UplinkFuture, UplinkMessage};
-use fleetmq_protocol::topic::{Channel, Direction};
+use fleetmq_protocol::topic::Channel;
 use fleetmq_protocol::{
-    CommandResult, Coordinates, DownChannel, ErrorNotice, ImagesResource, Presence, PresenceStatus,
-    ProtocolError, Telemetry, Topic, UpChannel, UpdateResource, UpdateResponse,
+    DownChannel, ErrorNotice, PresenceStatus, ProtocolError, Topic, Uplink as DeviceMessage,
 };
 use fleetmq_store::{
     CommandId, CommandStatus, DeviceId, MqttSession, Point, StoreError, TelemetrySample, Timestamp,
@@ -195,9 +194,9 @@ impl Bridge {
     pub async fn uplink(&self, message: &UplinkMessage) -> Result<(), UplinkError> {
         self.inner.metrics.uplink();
         let topic = message.topic.as_str();
-        let parsed = match Topic::parse(topic) {
-            Ok(parsed) if parsed.direction() == Direction::Up => parsed,
-            Ok(_) => return Ok(()),
+        let channel = match Topic::parse(topic).map(|parsed| parsed.channel()) {
+            Ok(Channel::Up(channel)) => channel,
+            Ok(Channel::Down(_)) => return Ok(()),
             Err(error) => {
                 // The broker only lets devices publish under their own up/ prefix, so this is
                 // a channel this build does not know; there is no device to tell.
@@ -205,9 +204,11 @@ impl Bridge {
                 return Err(UplinkError::Refused(error));
             }
         };
-        let result = self
-            .apply(message.device_id, &parsed, &message.payload)
-            .await;
+        // The wire contract's one dispatch: the channel chooses the payload type.
+        let result = match DeviceMessage::parse(channel, &message.payload) {
+            Ok(parsed) => self.apply(message.device_id, parsed).await,
+            Err(error) => Err(UplinkError::Refused(error)),
+        };
         match &result {
             Err(UplinkError::Refused(error)) => {
                 self.inner.metrics.refused();
@@ -231,19 +232,10 @@ impl Bridge {
         result
     }
 
-    async fn apply(
-        &self,
-        device: DeviceId,
-        topic: &Topic,
-        payload: &[u8],
-    ) -> Result<(), UplinkError> {
-        let Channel::Up(channel) = topic.channel() else {
-            return Ok(());
-        };
+    async fn apply(&self, device: DeviceId, message: DeviceMessage) -> Result<(), UplinkError> {
         let store = &self.inner.store;
-        match channel {
-            UpChannel::Presence => {
-                let presence = Presence::parse(payload).map_err(UplinkError::Refused)?;
+        match message {
+            DeviceMessage::Presence(presence) => {
                 let online = presence.status == PresenceStatus::Online;
                 let session = MqttSession {
                     online,
@@ -273,8 +265,7 @@ impl Bridge {
                     .map_err(|_| StoreError::Task("shutting down".into()))?
                     .map_err(StoreError::Task)?;
             }
-            UpChannel::Telemetry => {
-                let telemetry = Telemetry::parse(payload).map_err(UplinkError::Refused)?;
+            DeviceMessage::Telemetry(telemetry) => {
                 let measured = telemetry.timestamp.to_datetime();
                 let sample = TelemetrySample {
                     device,
@@ -290,8 +281,7 @@ impl Bridge {
                     .await
                     .map_err(|e| UplinkError::Store(StoreError::Task(e)))?;
             }
-            UpChannel::Coordinates => {
-                let coordinates = Coordinates::parse(payload).map_err(UplinkError::Refused)?;
+            DeviceMessage::Coordinates(coordinates) => {
                 let point = Point::from(coordinates);
                 match store
                     .run(move |db| db.set_device_coordinates(device, point))
@@ -301,8 +291,7 @@ impl Bridge {
                     Err(e) => return Err(e.into()),
                 }
             }
-            UpChannel::CommandResult => {
-                let result = CommandResult::parse(payload).map_err(UplinkError::Refused)?;
+            DeviceMessage::CommandResult(result) => {
                 let id = CommandId(result.id);
                 let status = CommandStatus::from(result.status);
                 let finished = store
@@ -320,22 +309,19 @@ impl Bridge {
                     self.inner.metrics.command_answered();
                 }
             }
-            UpChannel::Update => {
-                let update = UpdateResource::parse(payload).map_err(UplinkError::Refused)?;
+            DeviceMessage::Update(update) => {
                 self.report(device, Report::Update(update)).await?;
             }
-            UpChannel::Images => {
-                let images = ImagesResource::parse(payload).map_err(UplinkError::Refused)?;
+            DeviceMessage::Images(images) => {
                 self.report(device, Report::Images(images)).await?;
             }
-            UpChannel::UpdateResponse => {
-                let response = UpdateResponse::parse(payload).map_err(UplinkError::Refused)?;
+            DeviceMessage::UpdateResponse(response) => {
                 // A REST client waiting for it takes it; otherwise it answers the engine.
                 if let Some(response) = self.inner.calls.answer(response) {
                     self.report(device, Report::Response(response)).await?;
                 }
             }
-            UpChannel::ConfigStatus => {}
+            DeviceMessage::ConfigStatus(_) => {}
         }
         Ok(())
     }
