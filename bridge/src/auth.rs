@@ -60,7 +60,7 @@ fn device_decision(
     }
     Ok(Principal::Device {
         org_slug: device.org_slug.clone(),
-        device_id: id.to_string(),
+        device_id: id,
     })
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fleetmq_broker::BrokerHandle;
 use fleetmq_protocol::{CommandRequest, DownChannel, Topic};
-use fleetmq_store::{Command, CommandId, CommandStatus, CommandType, DeviceId, Store, Timestamp};
+use fleetmq_store::{Command, CommandId, CommandStatus, DeviceId, Store, Timestamp};
 
 use crate::metrics::Metrics;
 
@@ -99,18 +99,10 @@ impl CommandTracker {
         };
         let request = CommandRequest {
             id: command.id.0,
-            kind: match command.kind {
-                CommandType::Custom => fleetmq_protocol::CommandType::Custom,
-                CommandType::Reboot => fleetmq_protocol::CommandType::Reboot,
-                CommandType::ChangePassword => fleetmq_protocol::CommandType::ChangePassword,
-            },
+            kind: command.kind,
             input: command.input.clone(),
         };
-        let topic = Topic::down(
-            slug.as_str(),
-            &device.to_string(),
-            DownChannel::CommandRequest,
-        );
+        let topic = Topic::down(slug.as_str(), device, DownChannel::CommandRequest);
         match self
             .broker
             .publish(&topic.to_string(), request.to_bytes(), false)

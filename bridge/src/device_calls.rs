@@ -92,7 +92,7 @@ impl DeviceCalls {
             calls: self,
             id: request.id,
         };
-        let topic = Topic::down(&slug, &device.to_string(), DownChannel::UpdateRequest);
+        let topic = Topic::down(&slug, device, DownChannel::UpdateRequest);
         self.broker
             .publish(&topic.to_string(), request.to_bytes(), false)
             .await

@@ -20,10 +20,9 @@
 //! `connection lost`, `keep-alive expired`, `kicked`, `taken over`, ...).
 
 use fleetmq_broker::{BrokerError, SessionEvent, Uplink, UplinkFuture, UplinkMessage};
-use fleetmq_protocol::topic::{Channel, Direction};
+use fleetmq_protocol::topic::Channel;
 use fleetmq_protocol::{
-    CommandResult, Coordinates, DownChannel, ErrorNotice, ImagesResource, Presence, PresenceStatus,
-    ProtocolError, Telemetry, Topic, UpChannel, UpdateResource, UpdateResponse,
+    DownChannel, ErrorNotice, PresenceStatus, ProtocolError, Topic, Uplink as DeviceMessage,
 };
 use fleetmq_store::{
     CommandId, CommandStatus, DeviceId, MqttSession, Point, StoreError, TelemetrySample, Timestamp,
@@ -53,7 +52,7 @@ impl From<StoreError> for UplinkError {
 impl Uplink for Bridge {
     fn deliver(&self, message: UplinkMessage) -> UplinkFuture<'_> {
         Box::pin(async move {
-            match self.uplink(&message.topic, &message.payload).await {
+            match self.uplink(&message).await {
                 // A refused payload was answered on down/error; a resend would be refused too.
                 Ok(()) | Err(UplinkError::Refused(_)) => Ok(()),
                 Err(UplinkError::Store(e)) => Err(BrokerError::Uplink(e.to_string())),
@@ -69,14 +68,12 @@ impl Uplink for Bridge {
                 device_id,
                 org_slug,
                 ..
-            } => (device_id.parse::<DeviceId>(), Some(org_slug.clone())),
-            SessionEvent::Disconnected { device_id, .. } => (device_id.parse::<DeviceId>(), None),
+            } => (*device_id, Some(org_slug.clone())),
+            SessionEvent::Disconnected { device_id, .. } => (*device_id, None),
         };
-        if let Ok(device) = device {
-            let online = slug.is_some();
-            self.inner.online.set(device, slug);
-            self.inner.rollouts.session(device, online);
-        }
+        let online = slug.is_some();
+        self.inner.online.set(device, slug);
+        self.inner.rollouts.session(device, online);
         // Fails only once the recorder stopped (shutdown).
         let _ = self.inner.sessions.send(Recording::Session(event));
     }
@@ -138,7 +135,7 @@ impl Bridge {
         let mut sessions = Vec::with_capacity(events.len());
         let mut acks = Vec::new();
         for event in events {
-            let (device_id, online, failure_reason, peer_ip) = match event {
+            let (device, online, failure_reason, peer_ip) = match event {
                 Recording::Session(SessionEvent::Connected {
                     device_id, peer, ..
                 }) => (device_id, true, String::new(), Some(peer.ip())),
@@ -154,9 +151,6 @@ impl Bridge {
                     acks.push(done);
                     continue;
                 }
-            };
-            let Ok(device) = device_id.parse::<DeviceId>() else {
-                continue;
             };
             let session = MqttSession {
                 online,
@@ -197,11 +191,12 @@ impl Bridge {
 
     /// Applies one message a device published under its own `up/` prefix. Resolves once its
     /// effect is durable.
-    pub async fn uplink(&self, topic: &str, payload: &[u8]) -> Result<(), UplinkError> {
+    pub async fn uplink(&self, message: &UplinkMessage) -> Result<(), UplinkError> {
         self.inner.metrics.uplink();
-        let parsed = match Topic::parse(topic) {
-            Ok(parsed) if parsed.direction() == Direction::Up => parsed,
-            Ok(_) => return Ok(()),
+        let topic = message.topic.as_str();
+        let channel = match Topic::parse(topic).map(|parsed| parsed.channel()) {
+            Ok(Channel::Up(channel)) => channel,
+            Ok(Channel::Down(_)) => return Ok(()),
             Err(error) => {
                 // The broker only lets devices publish under their own up/ prefix, so this is
                 // a channel this build does not know; there is no device to tell.
@@ -209,13 +204,17 @@ impl Bridge {
                 return Err(UplinkError::Refused(error));
             }
         };
-        let result = self.apply(&parsed, payload).await;
+        // The wire contract's one dispatch: the channel chooses the payload type.
+        let result = match DeviceMessage::parse(channel, &message.payload) {
+            Ok(parsed) => self.apply(message.device_id, parsed).await,
+            Err(error) => Err(UplinkError::Refused(error)),
+        };
         match &result {
             Err(UplinkError::Refused(error)) => {
                 self.inner.metrics.refused();
                 tracing::info!(%topic, %error, "device payload refused");
                 let notice = ErrorNotice::new(topic, error);
-                let down = Topic::down(parsed.org_slug(), parsed.device_id(), DownChannel::Error);
+                let down = Topic::down(&message.org_slug, message.device_id, DownChannel::Error);
                 if let Err(e) = self
                     .inner
                     .broker
@@ -233,17 +232,10 @@ impl Bridge {
         result
     }
 
-    async fn apply(&self, topic: &Topic, payload: &[u8]) -> Result<(), UplinkError> {
-        let Ok(device) = topic.device_id().parse::<DeviceId>() else {
-            return Ok(());
-        };
-        let Channel::Up(channel) = topic.channel() else {
-            return Ok(());
-        };
+    async fn apply(&self, device: DeviceId, message: DeviceMessage) -> Result<(), UplinkError> {
         let store = &self.inner.store;
-        match channel {
-            UpChannel::Presence => {
-                let presence = Presence::parse(payload).map_err(UplinkError::Refused)?;
+        match message {
+            DeviceMessage::Presence(presence) => {
                 let online = presence.status == PresenceStatus::Online;
                 let session = MqttSession {
                     online,
@@ -273,8 +265,7 @@ impl Bridge {
                     .map_err(|_| StoreError::Task("shutting down".into()))?
                     .map_err(StoreError::Task)?;
             }
-            UpChannel::Telemetry => {
-                let telemetry = Telemetry::parse(payload).map_err(UplinkError::Refused)?;
+            DeviceMessage::Telemetry(telemetry) => {
                 let measured = telemetry.timestamp.to_datetime();
                 let sample = TelemetrySample {
                     device,
@@ -290,12 +281,8 @@ impl Bridge {
                     .await
                     .map_err(|e| UplinkError::Store(StoreError::Task(e)))?;
             }
-            UpChannel::Coordinates => {
-                let coordinates = Coordinates::parse(payload).map_err(UplinkError::Refused)?;
-                let point = Point {
-                    lng: coordinates.lng(),
-                    lat: coordinates.lat(),
-                };
+            DeviceMessage::Coordinates(coordinates) => {
+                let point = Point::from(coordinates);
                 match store
                     .run(move |db| db.set_device_coordinates(device, point))
                     .await
@@ -304,13 +291,9 @@ impl Bridge {
                     Err(e) => return Err(e.into()),
                 }
             }
-            UpChannel::CommandResult => {
-                let result = CommandResult::parse(payload).map_err(UplinkError::Refused)?;
+            DeviceMessage::CommandResult(result) => {
                 let id = CommandId(result.id);
-                let status = match result.status {
-                    fleetmq_protocol::CommandStatus::Success => CommandStatus::Success,
-                    fleetmq_protocol::CommandStatus::Failed => CommandStatus::Failed,
-                };
+                let status = CommandStatus::from(result.status);
                 let finished = store
                     .run(move |db| {
                         // Only the command's own device may answer it.
@@ -326,22 +309,19 @@ impl Bridge {
                     self.inner.metrics.command_answered();
                 }
             }
-            UpChannel::Update => {
-                let update = UpdateResource::parse(payload).map_err(UplinkError::Refused)?;
+            DeviceMessage::Update(update) => {
                 self.report(device, Report::Update(update)).await?;
             }
-            UpChannel::Images => {
-                let images = ImagesResource::parse(payload).map_err(UplinkError::Refused)?;
+            DeviceMessage::Images(images) => {
                 self.report(device, Report::Images(images)).await?;
             }
-            UpChannel::UpdateResponse => {
-                let response = UpdateResponse::parse(payload).map_err(UplinkError::Refused)?;
+            DeviceMessage::UpdateResponse(response) => {
                 // A REST client waiting for it takes it; otherwise it answers the engine.
                 if let Some(response) = self.inner.calls.answer(response) {
                     self.report(device, Report::Response(response)).await?;
                 }
             }
-            UpChannel::ConfigStatus => {}
+            DeviceMessage::ConfigStatus(_) => {}
         }
         Ok(())
     }

@@ -40,7 +40,7 @@ impl Authenticator for BenchAuth {
             if login.password.as_deref() == Some(format!("key-{user}").as_bytes()) {
                 Ok(Principal::Device {
                     org_slug: ORG.into(),
-                    device_id: user,
+                    device_id: user.parse().map_err(|_| Refusal::BadCredentials)?,
                 })
             } else {
                 Err(Refusal::BadCredentials)

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fleetmq_broker::{AuthFuture, Authenticator, Broker, BrokerConfig, Login};
+use fleetmq_broker::{AuthFuture, Authenticator, Broker, BrokerConfig, Login, Refusal};
 use fleetmq_protocol::topic::{Topic, UpChannel};
 use fleetmq_protocol::{OrgScope, Principal};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -26,7 +26,10 @@ impl Authenticator for BenchAuth {
                 }),
                 _ => Ok(Principal::Device {
                     org_slug: "bench".into(),
-                    device_id: login.client_id,
+                    device_id: login
+                        .client_id
+                        .parse()
+                        .map_err(|_| Refusal::IdentifierRejected)?,
                 }),
             }
         })
@@ -81,9 +84,19 @@ async fn throughput(addr: std::net::SocketAddr, messages: usize, payload: usize)
             break;
         }
     }
-    let (publisher, mut pub_loop) = client(addr, "dev-1", "dev-1").await;
+    let (publisher, mut pub_loop) = client(
+        addr,
+        "00000000-0000-4000-8000-000000000001",
+        "00000000-0000-4000-8000-000000000001",
+    )
+    .await;
     tokio::spawn(async move { while pub_loop.poll().await.is_ok() {} });
-    let topic = Topic::up("bench", "dev-1", UpChannel::Telemetry).to_string();
+    let topic = Topic::up(
+        "bench",
+        "00000000-0000-4000-8000-000000000001",
+        UpChannel::Telemetry,
+    )
+    .to_string();
     let body = vec![b'x'; payload];
     let start = Instant::now();
     tokio::spawn(async move {

@@ -5,7 +5,7 @@
 //! cargo run -p fleetmq-broker --example sandbox -- 127.0.0.1:1883
 //! mosquitto_sub -h 127.0.0.1 -t 'test/#' -v
 //! mosquitto_pub -h 127.0.0.1 -t test/x -m hi
-//! mosquitto_pub -h 127.0.0.1 -i dev-1 -u dev-1 -P secret -t fleetmq/v1/demo/dev-1/up/telemetry -m '{}'
+//! mosquitto_pub -h 127.0.0.1 -i 00000000-0000-4000-8000-000000000001 -u 00000000-0000-4000-8000-000000000001 -P secret -t fleetmq/v1/demo/00000000-0000-4000-8000-000000000001/up/telemetry -m '{}'
 //! ```
 //!
 //! Stops on Ctrl-C.
@@ -16,17 +16,21 @@ use fleetmq_broker::{AuthFuture, Authenticator, Broker, BrokerConfig, Login, Ref
 use fleetmq_protocol::{OrgScope, Principal};
 use tokio_util::sync::CancellationToken;
 
-/// `dev-1`/`secret` is a device of org `demo`; `admin`/`admin` a superuser.
+/// `00000000-0000-4000-8000-000000000001`/`secret` is a device of org `demo`; `admin`/`admin` a superuser.
 struct DemoAuth;
 
 impl Authenticator for DemoAuth {
     fn authenticate(&self, login: Login) -> AuthFuture<'_> {
         Box::pin(async move {
             match (login.username.as_deref(), login.password.as_deref()) {
-                (Some("dev-1"), Some(b"secret")) => Ok(Principal::Device {
-                    org_slug: "demo".into(),
-                    device_id: "dev-1".into(),
-                }),
+                (Some("00000000-0000-4000-8000-000000000001"), Some(b"secret")) => {
+                    Ok(Principal::Device {
+                        org_slug: "demo".into(),
+                        device_id: "00000000-0000-4000-8000-000000000001"
+                            .parse()
+                            .map_err(|_| Refusal::IdentifierRejected)?,
+                    })
+                }
                 (Some("admin"), Some(b"admin")) => Ok(Principal::Operator {
                     orgs: OrgScope::All,
                 }),

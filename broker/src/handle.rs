@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use fleetmq_protocol::DeviceId;
 use fleetmq_protocol::topic::{is_valid_filter, is_valid_topic_name};
 use rumqttd::Notification;
 use rumqttd::local::LinkRx;
@@ -72,7 +73,7 @@ impl BrokerHandle {
             return Err(BrokerError::InvalidTopic(topic.to_owned()));
         }
         let payload = payload.into();
-        if let Some(device_id) = down_topic_device(topic) {
+        if let Some(device_id) = down_topic_device(topic)? {
             let message = Downlink {
                 topic: Bytes::copy_from_slice(topic.as_bytes()),
                 payload: payload.clone(),
@@ -151,7 +152,7 @@ impl BrokerHandle {
     /// presence turns `offline`). Call it after deactivating a device so that it cannot keep
     /// using a session authenticated before. Returns whether a session was found; returns
     /// once it is closed.
-    pub async fn disconnect_device(&self, device_id: &str) -> bool {
+    pub async fn disconnect_device(&self, device_id: DeviceId) -> bool {
         let key = device_client_id(device_id);
         self.core.sessions.kick(&key).await
     }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fleetmq_protocol::Principal;
+use fleetmq_protocol::{DeviceId, Principal};
 use tokio_util::sync::CancellationToken;
 
 /// How long a new session waits for the one it replaces to finish.
@@ -156,7 +156,7 @@ pub(crate) fn router_client_id(
     client_id: &str,
 ) -> String {
     match principal {
-        Principal::Device { device_id, .. } => device_client_id(device_id),
+        Principal::Device { device_id, .. } => device_client_id(*device_id),
         Principal::Operator { .. } => {
             format!("o~{}~{client_id}", escape(username.unwrap_or_default()))
         }
@@ -165,7 +165,7 @@ pub(crate) fn router_client_id(
 }
 
 /// Router client id of a device's session.
-pub(crate) fn device_client_id(device_id: &str) -> String {
+pub(crate) fn device_client_id(device_id: DeviceId) -> String {
     format!("d~{device_id}")
 }
 
@@ -192,14 +192,15 @@ mod tests {
 
     #[test]
     fn router_ids_are_namespaced_and_free_of_router_forbidden_characters() {
+        let d1 = "00000000-0000-4000-8000-0000000000d1";
         let dev = Principal::Device {
             org_slug: "acme".into(),
-            device_id: "d1".into(),
+            device_id: d1.parse().unwrap(),
         };
         let op = Principal::Operator {
             orgs: OrgScope::All,
         };
-        assert_eq!(router_client_id(&dev, Some("u"), "d1"), "d~d1");
+        assert_eq!(router_client_id(&dev, Some("u"), d1), format!("d~{d1}"));
         assert_eq!(router_client_id(&Principal::Anonymous, None, "d1"), "a~d1");
         let key = router_client_id(&op, Some("a/b~c$"), "cli");
         assert_eq!(key, "o~a%2Fb%7Ec%24~cli");

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 
 use bytes::Bytes;
+use fleetmq_protocol::DeviceId;
 
 use crate::BrokerError;
 
@@ -23,7 +24,7 @@ pub struct UplinkMessage {
     /// The device's organization.
     pub org_slug: String,
     /// The device.
-    pub device_id: String,
+    pub device_id: DeviceId,
     /// The full topic, `fleetmq/v1/{org}/{device}/up/{channel}`.
     pub topic: String,
     /// The payload as sent (shared, not copied).
@@ -43,7 +44,7 @@ pub enum SessionEvent {
         /// The device's organization.
         org_slug: String,
         /// The device.
-        device_id: String,
+        device_id: DeviceId,
         /// The TCP peer (for `last_ip`).
         peer: SocketAddr,
     },
@@ -52,7 +53,7 @@ pub enum SessionEvent {
         /// The device's organization.
         org_slug: String,
         /// The device.
-        device_id: String,
+        device_id: DeviceId,
         /// Why, one of: `clean` (client DISCONNECT), `connection lost`, `keep-alive expired`,
         /// `kicked` ([`BrokerHandle::disconnect_device`](crate::BrokerHandle::disconnect_device)),
         /// `taken over` (a new connection of the same device), `protocol violation`,

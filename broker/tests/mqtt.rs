@@ -1,6 +1,7 @@
 //! End-to-end tests: real rumqttc clients against a broker bound on 127.0.0.1:0.
 //!
-//! The cast: `dev-a1` (org `acme`), `dev-b1` (org `beta`), operator `op-acme` (manages
+//! The cast: device `…a1` (id `00000000-0000-4000-8000-0000000000a1`, org `acme`), device
+//! `…b1` (id `00000000-0000-4000-8000-0000000000b1`, org `beta`), operator `op-acme` (manages
 //! `acme`). Where a test asserts that something was *not* delivered, it sends a marker
 //! message afterwards on a path that is delivered and checks the marker arrives first:
 //! ordering replaces sleeping.
@@ -26,6 +27,9 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
+/// Device `…a1`'s id.
+const DEV_A1: &str = "00000000-0000-4000-8000-0000000000a1";
+
 /// Failure guard for anything awaited; never a sleep.
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -37,11 +41,15 @@ impl Authenticator for TestAuth {
             let password = login.password.unwrap_or_default();
             let device = |org: &str, id: &str| Principal::Device {
                 org_slug: org.into(),
-                device_id: id.into(),
+                device_id: id.parse().expect("a device id"),
             };
             match (login.username.as_deref(), password.as_slice()) {
-                (Some("dev-a1"), b"pw-a1") => Ok(device("acme", "dev-a1")),
-                (Some("dev-b1"), b"pw-b1") => Ok(device("beta", "dev-b1")),
+                (Some("00000000-0000-4000-8000-0000000000a1"), b"pw-a1") => {
+                    Ok(device("acme", "00000000-0000-4000-8000-0000000000a1"))
+                }
+                (Some("00000000-0000-4000-8000-0000000000b1"), b"pw-b1") => {
+                    Ok(device("beta", "00000000-0000-4000-8000-0000000000b1"))
+                }
                 (Some("op-acme"), b"pw-op") => Ok(Principal::Operator {
                     orgs: OrgScope::Managed(vec!["acme".into()]),
                 }),
@@ -112,15 +120,21 @@ impl TestBroker {
     }
 
     async fn device_a(&self) -> Client {
-        self.connect(self.options("dev-a1", Some(("dev-a1", "pw-a1"))))
-            .await
-            .unwrap()
+        self.connect(self.options(
+            "00000000-0000-4000-8000-0000000000a1",
+            Some(("00000000-0000-4000-8000-0000000000a1", "pw-a1")),
+        ))
+        .await
+        .unwrap()
     }
 
     async fn device_b(&self) -> Client {
-        self.connect(self.options("dev-b1", Some(("dev-b1", "pw-b1"))))
-            .await
-            .unwrap()
+        self.connect(self.options(
+            "00000000-0000-4000-8000-0000000000b1",
+            Some(("00000000-0000-4000-8000-0000000000b1", "pw-b1")),
+        ))
+        .await
+        .unwrap()
     }
 
     async fn operator(&self) -> Client {
@@ -259,7 +273,10 @@ fn refused(code: ConnectReturnCode) -> impl Fn(Result<Client, ConnectionError>) 
 async fn wrong_password_is_refused_with_bad_username_password() {
     let broker = TestBroker::start().await;
     let result = broker
-        .connect(broker.options("dev-a1", Some(("dev-a1", "nope"))))
+        .connect(broker.options(
+            "00000000-0000-4000-8000-0000000000a1",
+            Some(("00000000-0000-4000-8000-0000000000a1", "nope")),
+        ))
         .await;
     assert!(refused(ConnectReturnCode::BadUserNamePassword)(result));
     let result = broker
@@ -273,7 +290,20 @@ async fn wrong_password_is_refused_with_bad_username_password() {
 async fn device_must_use_its_device_id_as_client_id() {
     let broker = TestBroker::start().await;
     let result = broker
-        .connect(broker.options("someone-else", Some(("dev-a1", "pw-a1"))))
+        .connect(broker.options(
+            "someone-else",
+            Some(("00000000-0000-4000-8000-0000000000a1", "pw-a1")),
+        ))
+        .await;
+    assert!(refused(ConnectReturnCode::BadClientId)(result));
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_client_id_spelling_its_id_another_way_is_refused() {
+    let broker = TestBroker::start().await;
+    let result = broker
+        .connect(broker.options(&DEV_A1.to_uppercase(), Some((DEV_A1, "pw-a1"))))
         .await;
     assert!(refused(ConnectReturnCode::BadClientId)(result));
     broker.stop().await;
@@ -288,7 +318,11 @@ async fn device_uplink_reaches_an_operator_of_its_org() {
         [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
     );
     let device = broker.device_a().await;
-    let topic = up("acme", "dev-a1", UpChannel::Telemetry);
+    let topic = up(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        UpChannel::Telemetry,
+    );
     device.publish(&topic, r#"{"cpu":1}"#, false).await;
     let received = operator.next_publish().await;
     assert_eq!(received.topic, topic);
@@ -303,10 +337,10 @@ async fn device_subscriptions_outside_its_own_down_tree_get_suback_failure() {
     let codes = device
         .subscribe(&[
             "#",
-            "fleetmq/v1/acme/dev-a1/down/#",
+            "fleetmq/v1/acme/00000000-0000-4000-8000-0000000000a1/down/#",
             "fleetmq/v1/+/+/down/#",
-            "fleetmq/v1/beta/dev-b1/down/#",
-            "fleetmq/v1/acme/dev-a1/down/+/request",
+            "fleetmq/v1/beta/00000000-0000-4000-8000-0000000000b1/down/#",
+            "fleetmq/v1/acme/00000000-0000-4000-8000-0000000000a1/down/+/request",
         ])
         .await;
     assert_eq!(
@@ -323,7 +357,11 @@ async fn device_subscriptions_outside_its_own_down_tree_get_suback_failure() {
     broker
         .handle
         .publish(
-            &down("acme", "dev-a1", DownChannel::ConfigNotice),
+            &down(
+                "acme",
+                "00000000-0000-4000-8000-0000000000a1",
+                DownChannel::ConfigNotice,
+            ),
             "{}",
             false,
         )
@@ -331,7 +369,11 @@ async fn device_subscriptions_outside_its_own_down_tree_get_suback_failure() {
         .unwrap();
     assert_eq!(
         device.next_publish().await.topic,
-        down("acme", "dev-a1", DownChannel::ConfigNotice)
+        down(
+            "acme",
+            "00000000-0000-4000-8000-0000000000a1",
+            DownChannel::ConfigNotice
+        )
     );
     broker.stop().await;
 }
@@ -340,13 +382,23 @@ async fn device_subscriptions_outside_its_own_down_tree_get_suback_failure() {
 async fn device_publishing_to_another_devices_topic_is_disconnected_and_nothing_is_delivered() {
     let broker = TestBroker::start().await;
     let mut victim = broker.device_b().await;
-    victim.subscribe(&["fleetmq/v1/beta/dev-b1/down/#"]).await;
+    victim
+        .subscribe(&["fleetmq/v1/beta/00000000-0000-4000-8000-0000000000b1/down/#"])
+        .await;
     let mut attacker = broker.device_a().await;
-    let command = down("beta", "dev-b1", DownChannel::CommandRequest);
+    let command = down(
+        "beta",
+        "00000000-0000-4000-8000-0000000000b1",
+        DownChannel::CommandRequest,
+    );
     attacker.publish(&command, "rm -rf /", false).await;
     attacker.closed_by_broker().await;
 
-    let notice = down("beta", "dev-b1", DownChannel::ConfigNotice);
+    let notice = down(
+        "beta",
+        "00000000-0000-4000-8000-0000000000b1",
+        DownChannel::ConfigNotice,
+    );
     broker
         .handle
         .publish(&notice, "marker", false)
@@ -377,18 +429,40 @@ async fn operator_only_sees_its_own_orgs_and_cannot_command_devices() {
     );
     let device_b = broker.device_b().await;
     device_b
-        .publish(&up("beta", "dev-b1", UpChannel::Telemetry), "secret", false)
+        .publish(
+            &up(
+                "beta",
+                "00000000-0000-4000-8000-0000000000b1",
+                UpChannel::Telemetry,
+            ),
+            "secret",
+            false,
+        )
         .await;
     let mut device_a = broker.device_a().await;
-    device_a.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await;
-    let marker = up("acme", "dev-a1", UpChannel::Telemetry);
+    device_a
+        .subscribe(&["fleetmq/v1/acme/00000000-0000-4000-8000-0000000000a1/down/#"])
+        .await;
+    let marker = up(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        UpChannel::Telemetry,
+    );
     device_a.publish(&marker, "marker", false).await;
     assert_eq!(operator.next_publish().await.topic, marker);
 
-    let command = down("acme", "dev-a1", DownChannel::CommandRequest);
+    let command = down(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        DownChannel::CommandRequest,
+    );
     operator.publish(&command, "reboot", false).await;
     operator.closed_by_broker().await;
-    let notice = down("acme", "dev-a1", DownChannel::ConfigNotice);
+    let notice = down(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        DownChannel::ConfigNotice,
+    );
     broker
         .handle
         .publish(&notice, "marker", false)
@@ -401,11 +475,16 @@ async fn operator_only_sees_its_own_orgs_and_cannot_command_devices() {
 #[tokio::test]
 async fn keep_alive_zero_is_accepted() {
     let broker = TestBroker::start().await;
-    let mut options = broker.options("dev-a1", Some(("dev-a1", "pw-a1")));
+    let mut options = broker.options(
+        "00000000-0000-4000-8000-0000000000a1",
+        Some(("00000000-0000-4000-8000-0000000000a1", "pw-a1")),
+    );
     options.set_keep_alive(Duration::ZERO);
     let mut device = broker.connect(options).await.unwrap();
     assert_eq!(
-        device.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await,
+        device
+            .subscribe(&["fleetmq/v1/acme/00000000-0000-4000-8000-0000000000a1/down/#"])
+            .await,
         [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
     );
     broker.stop().await;
@@ -427,14 +506,24 @@ async fn last_will_is_published_when_the_socket_drops() {
     let mut operator = broker.operator().await;
     operator.subscribe(&["fleetmq/v1/acme/#"]).await;
     let options = with_offline_will(
-        broker.options("dev-a1", Some(("dev-a1", "pw-a1"))),
+        broker.options(
+            "00000000-0000-4000-8000-0000000000a1",
+            Some(("00000000-0000-4000-8000-0000000000a1", "pw-a1")),
+        ),
         "acme",
-        "dev-a1",
+        "00000000-0000-4000-8000-0000000000a1",
     );
     let device = broker.connect(options).await.unwrap();
     device.drop_socket();
     let will = operator.next_publish().await;
-    assert_eq!(will.topic, up("acme", "dev-a1", UpChannel::Presence));
+    assert_eq!(
+        will.topic,
+        up(
+            "acme",
+            "00000000-0000-4000-8000-0000000000a1",
+            UpChannel::Presence
+        )
+    );
     assert_eq!(&will.payload[..], br#"{"status":"offline"}"#);
     broker.stop().await;
 }
@@ -445,16 +534,23 @@ async fn last_will_is_not_published_after_a_clean_disconnect() {
     let mut operator = broker.operator().await;
     operator.subscribe(&["fleetmq/v1/acme/#"]).await;
     let options = with_offline_will(
-        broker.options("dev-a1", Some(("dev-a1", "pw-a1"))),
+        broker.options(
+            "00000000-0000-4000-8000-0000000000a1",
+            Some(("00000000-0000-4000-8000-0000000000a1", "pw-a1")),
+        ),
         "acme",
-        "dev-a1",
+        "00000000-0000-4000-8000-0000000000a1",
     );
     let device = broker.connect(options).await.unwrap();
     device.disconnect_cleanly().await;
     // Reconnecting waits for the old session to be fully gone (takeover ordering), so the
     // marker is published after any will would have been.
     let device = broker.device_a().await;
-    let marker = up("acme", "dev-a1", UpChannel::Telemetry);
+    let marker = up(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        UpChannel::Telemetry,
+    );
     device.publish(&marker, "marker", false).await;
     assert_eq!(operator.next_publish().await.topic, marker);
     broker.stop().await;
@@ -464,16 +560,19 @@ async fn last_will_is_not_published_after_a_clean_disconnect() {
 async fn retained_will_is_delivered_to_later_subscribers() {
     let broker = TestBroker::start().await;
     let options = with_offline_will(
-        broker.options("dev-a1", Some(("dev-a1", "pw-a1"))),
+        broker.options(
+            "00000000-0000-4000-8000-0000000000a1",
+            Some(("00000000-0000-4000-8000-0000000000a1", "pw-a1")),
+        ),
         "acme",
-        "dev-a1",
+        "00000000-0000-4000-8000-0000000000a1",
     );
     let device = broker.connect(options).await.unwrap();
     device.drop_socket();
     // Subscribing after the drop: the will is retained, so it arrives once published.
     let mut operator = broker.operator().await;
     operator
-        .subscribe(&["fleetmq/v1/acme/dev-a1/up/presence"])
+        .subscribe(&["fleetmq/v1/acme/00000000-0000-4000-8000-0000000000a1/up/presence"])
         .await;
     let will = operator.next_publish().await;
     assert_eq!(&will.payload[..], br#"{"status":"offline"}"#);
@@ -484,8 +583,14 @@ async fn retained_will_is_delivered_to_later_subscribers() {
 async fn handle_publish_reaches_the_device_down_topic() {
     let broker = TestBroker::start().await;
     let mut device = broker.device_a().await;
-    device.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await;
-    let topic = down("acme", "dev-a1", DownChannel::CommandRequest);
+    device
+        .subscribe(&["fleetmq/v1/acme/00000000-0000-4000-8000-0000000000a1/down/#"])
+        .await;
+    let topic = down(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        DownChannel::CommandRequest,
+    );
     broker
         .handle
         .publish(&topic, "reboot", false)
@@ -499,23 +604,54 @@ async fn handle_publish_reaches_the_device_down_topic() {
 }
 
 #[tokio::test]
+async fn handle_publish_to_a_down_topic_without_a_device_id_is_an_error() {
+    let broker = TestBroker::start().await;
+    let result = broker
+        .handle
+        .publish("fleetmq/v1/acme/dev-a1/down/command/request", "x", false)
+        .await;
+    assert!(
+        matches!(result, Err(BrokerError::InvalidTopic(_))),
+        "{result:?}"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn disconnect_device_kicks_the_live_session_and_announces_it_offline() {
     let broker = TestBroker::start().await;
     let mut operator = broker.operator().await;
     operator.subscribe(&["fleetmq/v1/acme/#"]).await;
     let options = with_offline_will(
-        broker.options("dev-a1", Some(("dev-a1", "pw-a1"))),
+        broker.options(
+            "00000000-0000-4000-8000-0000000000a1",
+            Some(("00000000-0000-4000-8000-0000000000a1", "pw-a1")),
+        ),
         "acme",
-        "dev-a1",
+        "00000000-0000-4000-8000-0000000000a1",
     );
     let mut device = broker.connect(options).await.unwrap();
-    assert!(broker.handle.disconnect_device("dev-a1").await);
+    assert!(
+        broker
+            .handle
+            .disconnect_device(DEV_A1.parse().unwrap())
+            .await
+    );
     device.closed_by_broker().await;
     assert_eq!(
         operator.next_publish().await.topic,
-        up("acme", "dev-a1", UpChannel::Presence)
+        up(
+            "acme",
+            "00000000-0000-4000-8000-0000000000a1",
+            UpChannel::Presence
+        )
     );
-    assert!(!broker.handle.disconnect_device("dev-a1").await);
+    assert!(
+        !broker
+            .handle
+            .disconnect_device(DEV_A1.parse().unwrap())
+            .await
+    );
     broker.stop().await;
 }
 
@@ -525,14 +661,21 @@ async fn a_second_connection_with_the_same_device_id_takes_over_after_the_old_wi
     let mut operator = broker.operator().await;
     operator.subscribe(&["fleetmq/v1/acme/#"]).await;
     let options = with_offline_will(
-        broker.options("dev-a1", Some(("dev-a1", "pw-a1"))),
+        broker.options(
+            "00000000-0000-4000-8000-0000000000a1",
+            Some(("00000000-0000-4000-8000-0000000000a1", "pw-a1")),
+        ),
         "acme",
-        "dev-a1",
+        "00000000-0000-4000-8000-0000000000a1",
     );
     let mut old = broker.connect(options).await.unwrap();
     let new = broker.device_a().await;
     old.closed_by_broker().await;
-    let presence = up("acme", "dev-a1", UpChannel::Presence);
+    let presence = up(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        UpChannel::Presence,
+    );
     new.publish(&presence, r#"{"status":"online"}"#, true).await;
     let first = operator.next_publish().await;
     assert_eq!(&first.payload[..], br#"{"status":"offline"}"#);
@@ -571,8 +714,16 @@ async fn anonymous_sandbox_allows_test_topics_and_refuses_the_fleetmq_tree() {
     let received = anon.next_publish().await;
     assert_eq!(received.topic, "test/x");
 
-    anon.publish(&up("acme", "dev-a1", UpChannel::Telemetry), "forged", false)
-        .await;
+    anon.publish(
+        &up(
+            "acme",
+            "00000000-0000-4000-8000-0000000000a1",
+            UpChannel::Telemetry,
+        ),
+        "forged",
+        false,
+    )
+    .await;
     anon.closed_by_broker().await;
     broker.stop().await;
 }
@@ -588,15 +739,45 @@ async fn in_process_link_receives_every_device_uplink() {
     let device_a = broker.device_a().await;
     let device_b = broker.device_b().await;
     device_a
-        .publish(&up("acme", "dev-a1", UpChannel::Telemetry), "a", false)
+        .publish(
+            &up(
+                "acme",
+                "00000000-0000-4000-8000-0000000000a1",
+                UpChannel::Telemetry,
+            ),
+            "a",
+            false,
+        )
         .await;
     let first = timeout(WAIT, bridge.recv()).await.unwrap().unwrap();
-    assert_eq!(first.topic, up("acme", "dev-a1", UpChannel::Telemetry));
+    assert_eq!(
+        first.topic,
+        up(
+            "acme",
+            "00000000-0000-4000-8000-0000000000a1",
+            UpChannel::Telemetry
+        )
+    );
     device_b
-        .publish(&up("beta", "dev-b1", UpChannel::Coordinates), "b", false)
+        .publish(
+            &up(
+                "beta",
+                "00000000-0000-4000-8000-0000000000b1",
+                UpChannel::Coordinates,
+            ),
+            "b",
+            false,
+        )
         .await;
     let second = timeout(WAIT, bridge.recv()).await.unwrap().unwrap();
-    assert_eq!(second.topic, up("beta", "dev-b1", UpChannel::Coordinates));
+    assert_eq!(
+        second.topic,
+        up(
+            "beta",
+            "00000000-0000-4000-8000-0000000000b1",
+            UpChannel::Coordinates
+        )
+    );
     assert_eq!(&second.payload[..], b"b");
     broker.stop().await;
 }
@@ -607,13 +788,13 @@ async fn unsubscribe_is_acknowledged_and_stops_delivery() {
     let mut device = broker.device_a().await;
     device
         .subscribe(&[
-            "fleetmq/v1/acme/dev-a1/down/command/request",
-            "fleetmq/v1/acme/dev-a1/down/error",
+            "fleetmq/v1/acme/00000000-0000-4000-8000-0000000000a1/down/command/request",
+            "fleetmq/v1/acme/00000000-0000-4000-8000-0000000000a1/down/error",
         ])
         .await;
     device
         .client
-        .unsubscribe("fleetmq/v1/acme/dev-a1/down/command/request")
+        .unsubscribe("fleetmq/v1/acme/00000000-0000-4000-8000-0000000000a1/down/command/request")
         .await
         .unwrap();
     loop {
@@ -624,7 +805,7 @@ async fn unsubscribe_is_acknowledged_and_stops_delivery() {
     // Never subscribed: still exactly one UNSUBACK (the router alone would send none).
     device
         .client
-        .unsubscribe("fleetmq/v1/acme/dev-a1/down/nothing")
+        .unsubscribe("fleetmq/v1/acme/00000000-0000-4000-8000-0000000000a1/down/nothing")
         .await
         .unwrap();
     loop {
@@ -635,19 +816,35 @@ async fn unsubscribe_is_acknowledged_and_stops_delivery() {
     let handle = &broker.handle;
     handle
         .publish(
-            &down("acme", "dev-a1", DownChannel::CommandRequest),
+            &down(
+                "acme",
+                "00000000-0000-4000-8000-0000000000a1",
+                DownChannel::CommandRequest,
+            ),
             "x",
             false,
         )
         .await
         .unwrap();
     handle
-        .publish(&down("acme", "dev-a1", DownChannel::Error), "marker", false)
+        .publish(
+            &down(
+                "acme",
+                "00000000-0000-4000-8000-0000000000a1",
+                DownChannel::Error,
+            ),
+            "marker",
+            false,
+        )
         .await
         .unwrap();
     assert_eq!(
         device.next_publish().await.topic,
-        down("acme", "dev-a1", DownChannel::Error)
+        down(
+            "acme",
+            "00000000-0000-4000-8000-0000000000a1",
+            DownChannel::Error
+        )
     );
     broker.stop().await;
 }
@@ -680,7 +877,9 @@ async fn garbage_bytes_close_that_connection_and_the_broker_keeps_serving() {
     }
     let mut device = broker.device_a().await;
     assert_eq!(
-        device.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await,
+        device
+            .subscribe(&["fleetmq/v1/acme/00000000-0000-4000-8000-0000000000a1/down/#"])
+            .await,
         [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
     );
     broker.stop().await;
@@ -725,7 +924,10 @@ async fn clients_beyond_max_connections_get_server_unavailable() {
     .await;
     let _device = broker.device_a().await;
     let result = broker
-        .connect(broker.options("dev-b1", Some(("dev-b1", "pw-b1"))))
+        .connect(broker.options(
+            "00000000-0000-4000-8000-0000000000b1",
+            Some(("00000000-0000-4000-8000-0000000000b1", "pw-b1")),
+        ))
         .await;
     assert!(refused(ConnectReturnCode::ServiceUnavailable)(result));
     broker.stop().await;
@@ -737,7 +939,11 @@ async fn qos1_and_qos2_publishes_are_acknowledged_and_delivered() {
     let mut operator = broker.operator().await;
     operator.subscribe(&["fleetmq/v1/acme/#"]).await;
     let mut device = broker.device_a().await;
-    let topic = up("acme", "dev-a1", UpChannel::Telemetry);
+    let topic = up(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        UpChannel::Telemetry,
+    );
     device
         .client
         .publish(&topic, QoS::AtLeastOnce, false, "one")
@@ -769,7 +975,11 @@ async fn a_burst_larger_than_the_router_buffers_is_delivered_in_order() {
     let mut operator = broker.operator().await;
     operator.subscribe(&["fleetmq/v1/acme/#"]).await;
     let device = broker.device_a().await;
-    let topic = up("acme", "dev-a1", UpChannel::Telemetry);
+    let topic = up(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        UpChannel::Telemetry,
+    );
     let publisher = tokio::spawn(async move {
         for i in 0..1000 {
             device.publish(&topic, &i.to_string(), false).await;
@@ -787,14 +997,23 @@ async fn a_burst_larger_than_the_router_buffers_is_delivered_in_order() {
 #[tokio::test]
 async fn persistent_device_session_keeps_its_subscriptions_but_not_commands_sent_while_offline() {
     let broker = TestBroker::start().await;
-    let mut options = broker.options("dev-a1", Some(("dev-a1", "pw-a1")));
+    let mut options = broker.options(
+        "00000000-0000-4000-8000-0000000000a1",
+        Some(("00000000-0000-4000-8000-0000000000a1", "pw-a1")),
+    );
     options.set_clean_session(false);
     let mut device = broker.connect(options.clone()).await.unwrap();
     assert!(!device.session_present);
-    device.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await;
+    device
+        .subscribe(&["fleetmq/v1/acme/00000000-0000-4000-8000-0000000000a1/down/#"])
+        .await;
     device.disconnect_cleanly().await;
 
-    let command = down("acme", "dev-a1", DownChannel::CommandRequest);
+    let command = down(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        DownChannel::CommandRequest,
+    );
     broker
         .handle
         .publish(&command, "while offline", false)
@@ -822,10 +1041,16 @@ async fn device_commands_arrive_at_qos1_in_order_and_the_broker_takes_the_puback
     operator.subscribe(&["fleetmq/v1/acme/#"]).await;
     let mut device = broker.device_a().await;
     assert_eq!(
-        device.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await,
+        device
+            .subscribe(&["fleetmq/v1/acme/00000000-0000-4000-8000-0000000000a1/down/#"])
+            .await,
         vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
     );
-    let command = down("acme", "dev-a1", DownChannel::CommandRequest);
+    let command = down(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        DownChannel::CommandRequest,
+    );
     // More than the in-flight window (100): only consumed PUBACKs let the rest through.
     for i in 0..200 {
         broker
@@ -845,7 +1070,11 @@ async fn device_commands_arrive_at_qos1_in_order_and_the_broker_takes_the_puback
     assert_eq!(seen.topic, command);
     assert_eq!(&seen.payload[..], b"0");
     // The device's own traffic with the router is undisturbed by the acknowledgements.
-    let presence = up("acme", "dev-a1", UpChannel::Presence);
+    let presence = up(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        UpChannel::Presence,
+    );
     device
         .publish(&presence, r#"{"status":"online"}"#, true)
         .await;
@@ -863,7 +1092,10 @@ async fn a_device_subscribed_at_qos0_gets_its_commands_at_qos0() {
     let mut device = broker.device_a().await;
     device
         .client
-        .subscribe("fleetmq/v1/acme/dev-a1/down/#", QoS::AtMostOnce)
+        .subscribe(
+            "fleetmq/v1/acme/00000000-0000-4000-8000-0000000000a1/down/#",
+            QoS::AtMostOnce,
+        )
         .await
         .unwrap();
     loop {
@@ -875,7 +1107,11 @@ async fn a_device_subscribed_at_qos0_gets_its_commands_at_qos0() {
             break;
         }
     }
-    let command = down("acme", "dev-a1", DownChannel::CommandRequest);
+    let command = down(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        DownChannel::CommandRequest,
+    );
     broker.handle.publish(&command, "x", false).await.unwrap();
     let received = device.next_publish().await;
     assert_eq!(received.topic, command);
@@ -887,23 +1123,43 @@ async fn a_device_subscribed_at_qos0_gets_its_commands_at_qos0() {
 async fn a_device_never_receives_another_devices_commands() {
     let broker = TestBroker::start().await;
     let mut device_a = broker.device_a().await;
-    device_a.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await;
+    device_a
+        .subscribe(&["fleetmq/v1/acme/00000000-0000-4000-8000-0000000000a1/down/#"])
+        .await;
     let mut device_b = broker.device_b().await;
-    device_b.subscribe(&["fleetmq/v1/beta/dev-b1/down/#"]).await;
+    device_b
+        .subscribe(&["fleetmq/v1/beta/00000000-0000-4000-8000-0000000000b1/down/#"])
+        .await;
     let handle = &broker.handle;
     for topic in [
-        down("beta", "dev-b1", DownChannel::CommandRequest),
+        down(
+            "beta",
+            "00000000-0000-4000-8000-0000000000b1",
+            DownChannel::CommandRequest,
+        ),
         // Same device id under another org: not this device's tree.
-        down("beta", "dev-a1", DownChannel::CommandRequest),
+        down(
+            "beta",
+            "00000000-0000-4000-8000-0000000000a1",
+            DownChannel::CommandRequest,
+        ),
     ] {
         handle.publish(&topic, "not for a1", false).await.unwrap();
     }
-    let marker = down("acme", "dev-a1", DownChannel::Error);
+    let marker = down(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        DownChannel::Error,
+    );
     handle.publish(&marker, "marker", false).await.unwrap();
     assert_eq!(device_a.next_publish().await.topic, marker);
     assert_eq!(
         device_b.next_publish().await.topic,
-        down("beta", "dev-b1", DownChannel::CommandRequest)
+        down(
+            "beta",
+            "00000000-0000-4000-8000-0000000000b1",
+            DownChannel::CommandRequest
+        )
     );
     broker.stop().await;
 }
@@ -912,11 +1168,17 @@ async fn a_device_never_receives_another_devices_commands() {
 async fn after_a_takeover_commands_go_to_the_new_connection() {
     let broker = TestBroker::start().await;
     let mut old = broker.device_a().await;
-    old.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await;
+    old.subscribe(&["fleetmq/v1/acme/00000000-0000-4000-8000-0000000000a1/down/#"])
+        .await;
     let mut new = broker.device_a().await;
     old.closed_by_broker().await;
-    new.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await;
-    let command = down("acme", "dev-a1", DownChannel::CommandRequest);
+    new.subscribe(&["fleetmq/v1/acme/00000000-0000-4000-8000-0000000000a1/down/#"])
+        .await;
+    let command = down(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        DownChannel::CommandRequest,
+    );
     broker.handle.publish(&command, "new", false).await.unwrap();
     let received = new.next_publish().await;
     assert_eq!(&received.payload[..], b"new");
@@ -927,9 +1189,12 @@ async fn after_a_takeover_commands_go_to_the_new_connection() {
 async fn a_last_will_on_a_forbidden_topic_is_refused_at_connect() {
     let broker = TestBroker::start().await;
     let options = with_offline_will(
-        broker.options("dev-a1", Some(("dev-a1", "pw-a1"))),
+        broker.options(
+            "00000000-0000-4000-8000-0000000000a1",
+            Some(("00000000-0000-4000-8000-0000000000a1", "pw-a1")),
+        ),
         "beta",
-        "dev-b1",
+        "00000000-0000-4000-8000-0000000000b1",
     );
     let result = broker.connect(options).await;
     assert!(refused(ConnectReturnCode::NotAuthorized)(result));
@@ -942,15 +1207,25 @@ async fn a_silent_client_is_closed_after_one_and_a_half_keep_alives_and_its_will
     let mut operator = broker.operator().await;
     operator.subscribe(&["fleetmq/v1/acme/#"]).await;
     let mut options = with_offline_will(
-        broker.options("dev-a1", Some(("dev-a1", "pw-a1"))),
+        broker.options(
+            "00000000-0000-4000-8000-0000000000a1",
+            Some(("00000000-0000-4000-8000-0000000000a1", "pw-a1")),
+        ),
         "acme",
-        "dev-a1",
+        "00000000-0000-4000-8000-0000000000a1",
     );
     options.set_keep_alive(Duration::from_secs(1));
     // Connected but never polled again: no PINGREQ leaves the client.
     let (_client, _eventloop, _) = connect_idle(options).await.unwrap();
     let will = operator.next_publish().await;
-    assert_eq!(will.topic, up("acme", "dev-a1", UpChannel::Presence));
+    assert_eq!(
+        will.topic,
+        up(
+            "acme",
+            "00000000-0000-4000-8000-0000000000a1",
+            UpChannel::Presence
+        )
+    );
     broker.stop().await;
 }
 
@@ -1018,7 +1293,7 @@ async fn random_packets_after_connect_never_take_the_broker_down() {
     broker.stop().await;
 }
 
-/// Accepts `dev-a1` only after the test opens the gate.
+/// Accepts `00000000-0000-4000-8000-0000000000a1` only after the test opens the gate.
 struct GatedAuth {
     entered: Arc<tokio::sync::Notify>,
     gate: Arc<tokio::sync::Notify>,
@@ -1031,7 +1306,7 @@ impl Authenticator for GatedAuth {
             self.gate.notified().await;
             Ok(Principal::Device {
                 org_slug: "acme".into(),
-                device_id: "dev-a1".into(),
+                device_id: DEV_A1.parse().expect("a device id"),
             })
         })
     }
@@ -1046,16 +1321,27 @@ async fn a_device_kicked_while_its_login_is_in_flight_is_refused() {
         gate: Arc::clone(&gate),
     };
     let broker = TestBroker::start_with_auth(BrokerConfig::default(), Arc::new(auth)).await;
-    let options = broker.options("dev-a1", Some(("dev-a1", "pw-a1")));
+    let options = broker.options(
+        "00000000-0000-4000-8000-0000000000a1",
+        Some(("00000000-0000-4000-8000-0000000000a1", "pw-a1")),
+    );
     let login = tokio::spawn(Client::connect(options));
     timeout(WAIT, entered.notified()).await.unwrap();
     // Deactivated while the store was answering: no live session yet, but the kick sticks.
-    assert!(!broker.handle.disconnect_device("dev-a1").await);
+    assert!(
+        !broker
+            .handle
+            .disconnect_device(DEV_A1.parse().unwrap())
+            .await
+    );
     gate.notify_one();
     let result = timeout(WAIT, login).await.unwrap().unwrap();
     assert!(refused(ConnectReturnCode::NotAuthorized)(result));
     // A login that starts after the kick is decided by the authenticator alone.
-    let options = broker.options("dev-a1", Some(("dev-a1", "pw-a1")));
+    let options = broker.options(
+        "00000000-0000-4000-8000-0000000000a1",
+        Some(("00000000-0000-4000-8000-0000000000a1", "pw-a1")),
+    );
     let login = tokio::spawn(Client::connect(options));
     timeout(WAIT, entered.notified()).await.unwrap();
     gate.notify_one();
@@ -1097,9 +1383,12 @@ async fn shutdown_closes_live_connections_and_publishes_their_wills() {
         .await
         .unwrap();
     let options = with_offline_will(
-        broker.options("dev-a1", Some(("dev-a1", "pw-a1"))),
+        broker.options(
+            "00000000-0000-4000-8000-0000000000a1",
+            Some(("00000000-0000-4000-8000-0000000000a1", "pw-a1")),
+        ),
         "acme",
-        "dev-a1",
+        "00000000-0000-4000-8000-0000000000a1",
     );
     let mut device = broker.connect(options).await.unwrap();
     let addr = broker.addr;
@@ -1107,7 +1396,14 @@ async fn shutdown_closes_live_connections_and_publishes_their_wills() {
     device.closed_by_broker().await;
     // The router outlives the listener, so in-process links still get the will.
     let will = timeout(WAIT, bridge.recv()).await.unwrap().unwrap();
-    assert_eq!(will.topic, up("acme", "dev-a1", UpChannel::Presence));
+    assert_eq!(
+        will.topic,
+        up(
+            "acme",
+            "00000000-0000-4000-8000-0000000000a1",
+            UpChannel::Presence
+        )
+    );
     assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
 }
 
@@ -1122,7 +1418,11 @@ async fn in_process_link_resumes_after_the_router_paused_it_for_a_full_buffer() 
     let mut operator = broker.operator().await;
     operator.subscribe(&["fleetmq/v1/acme/#"]).await;
     let device = broker.device_a().await;
-    let topic = up("acme", "dev-a1", UpChannel::Telemetry);
+    let topic = up(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        UpChannel::Telemetry,
+    );
     for i in 0..1000 {
         device.publish(&topic, &i.to_string(), false).await;
     }
@@ -1169,7 +1469,11 @@ async fn stalled_subscriber_catches_up(qos: QoS) {
     // From here on `slow_loop` is not polled: its socket fills up, the broker's write to it
     // stalls, and the router pauses the connection (`Unschedule`).
     let device = broker.device_a().await;
-    let topic = up("acme", "dev-a1", UpChannel::Telemetry);
+    let topic = up(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        UpChannel::Telemetry,
+    );
     let payload = "x".repeat(8 * 1024);
     for _ in 0..1500 {
         device.publish(&topic, &payload, false).await;
@@ -1191,14 +1495,18 @@ async fn stalled_subscriber_catches_up(qos: QoS) {
 async fn in_process_link_replays_retained_messages_flagged_as_retained() {
     let broker = TestBroker::start().await;
     let device = broker.device_a().await;
-    let presence = up("acme", "dev-a1", UpChannel::Presence);
+    let presence = up(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        UpChannel::Presence,
+    );
     device
         .publish(&presence, r#"{"status":"online"}"#, true)
         .await;
     // The operator seeing it proves the router has stored it.
     let mut operator = broker.operator().await;
     operator
-        .subscribe(&["fleetmq/v1/acme/dev-a1/up/presence"])
+        .subscribe(&["fleetmq/v1/acme/00000000-0000-4000-8000-0000000000a1/up/presence"])
         .await;
     operator.next_publish().await;
 
@@ -1210,7 +1518,11 @@ async fn in_process_link_replays_retained_messages_flagged_as_retained() {
     let replayed = timeout(WAIT, bridge.recv()).await.unwrap().unwrap();
     assert_eq!(replayed.topic, presence);
     assert!(replayed.retain);
-    let telemetry = up("acme", "dev-a1", UpChannel::Telemetry);
+    let telemetry = up(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        UpChannel::Telemetry,
+    );
     device.publish(&telemetry, "{}", false).await;
     let live = timeout(WAIT, bridge.recv()).await.unwrap().unwrap();
     assert_eq!(live.topic, telemetry);
@@ -1318,7 +1630,7 @@ fn assert_connected(event: SessionEvent, device: &str) {
         SessionEvent::Connected {
             device_id, peer, ..
         } => {
-            assert_eq!(device_id, device);
+            assert_eq!(device_id.to_string(), device);
             assert!(peer.ip().is_loopback(), "peer is the client's address");
             assert_ne!(peer.port(), 0);
         }
@@ -1332,12 +1644,19 @@ async fn a_device_qos1_publish_is_acknowledged_and_routed_only_after_the_uplink_
     let mut operator = broker.operator().await;
     operator.subscribe(&["fleetmq/v1/acme/#"]).await;
     let mut device = broker.device_a().await;
-    let telemetry = up("acme", "dev-a1", UpChannel::Telemetry);
+    let telemetry = up(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        UpChannel::Telemetry,
+    );
 
     device.publish(&telemetry, "t1", false).await;
     let (message, verdict) = probe.next_delivery().await;
     assert_eq!(message.org_slug, "acme");
-    assert_eq!(message.device_id, "dev-a1");
+    assert_eq!(
+        message.device_id.to_string(),
+        "00000000-0000-4000-8000-0000000000a1"
+    );
     assert_eq!(message.topic, telemetry);
     assert_eq!(&message.payload[..], b"t1");
     assert!(!message.retain);
@@ -1378,15 +1697,29 @@ async fn a_failed_delivery_closes_the_connection_without_acknowledgement_or_rout
     let mut operator = broker.operator().await;
     operator.subscribe(&["fleetmq/v1/acme/#"]).await;
     let options = with_offline_will(
-        broker.options("dev-a1", Some(("dev-a1", "pw-a1"))),
+        broker.options(
+            "00000000-0000-4000-8000-0000000000a1",
+            Some(("00000000-0000-4000-8000-0000000000a1", "pw-a1")),
+        ),
         "acme",
-        "dev-a1",
+        "00000000-0000-4000-8000-0000000000a1",
     );
     let mut device = broker.connect(options).await.unwrap();
-    assert_connected(probe.next_session().await, "dev-a1");
+    assert_connected(
+        probe.next_session().await,
+        "00000000-0000-4000-8000-0000000000a1",
+    );
 
     device
-        .publish(&up("acme", "dev-a1", UpChannel::Telemetry), "t1", false)
+        .publish(
+            &up(
+                "acme",
+                "00000000-0000-4000-8000-0000000000a1",
+                UpChannel::Telemetry,
+            ),
+            "t1",
+            false,
+        )
         .await;
     let (_, verdict) = probe.next_delivery().await;
     verdict
@@ -1401,7 +1734,14 @@ async fn a_failed_delivery_closes_the_connection_without_acknowledgement_or_rout
     }
     // The will is the first thing the operator sees: the message itself was never routed.
     let first = operator.next_publish().await;
-    assert_eq!(first.topic, up("acme", "dev-a1", UpChannel::Presence));
+    assert_eq!(
+        first.topic,
+        up(
+            "acme",
+            "00000000-0000-4000-8000-0000000000a1",
+            UpChannel::Presence
+        )
+    );
     assert_eq!(&first.payload[..], br#"{"status":"offline"}"#);
     assert_eq!(probe.next_disconnect_reason().await, "uplink failed");
     broker.stop().await;
@@ -1411,8 +1751,16 @@ async fn a_failed_delivery_closes_the_connection_without_acknowledgement_or_rout
 async fn device_messages_reach_the_uplink_in_order_and_qos2_is_gated_too() {
     let (broker, mut probe) = broker_with_held_uplink().await;
     let mut device = broker.device_a().await;
-    let presence = up("acme", "dev-a1", UpChannel::Presence);
-    let telemetry = up("acme", "dev-a1", UpChannel::Telemetry);
+    let presence = up(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        UpChannel::Presence,
+    );
+    let telemetry = up(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        UpChannel::Telemetry,
+    );
     device.publish(&presence, "p", true).await;
     device.publish(&telemetry, "t", false).await;
     device
@@ -1451,29 +1799,49 @@ async fn session_events_report_the_peer_and_why_each_session_ended() {
     let (broker, mut probe) = broker_with_held_uplink().await;
 
     let device = broker.device_a().await;
-    assert_connected(probe.next_session().await, "dev-a1");
+    assert_connected(
+        probe.next_session().await,
+        "00000000-0000-4000-8000-0000000000a1",
+    );
     device.disconnect_cleanly().await;
     assert_eq!(probe.next_disconnect_reason().await, "clean");
 
     let device = broker.device_a().await;
-    assert_connected(probe.next_session().await, "dev-a1");
+    assert_connected(
+        probe.next_session().await,
+        "00000000-0000-4000-8000-0000000000a1",
+    );
     device.drop_socket();
     assert_eq!(probe.next_disconnect_reason().await, "connection lost");
 
     let mut old = broker.device_a().await;
-    assert_connected(probe.next_session().await, "dev-a1");
+    assert_connected(
+        probe.next_session().await,
+        "00000000-0000-4000-8000-0000000000a1",
+    );
     let _new = broker.device_a().await;
     old.closed_by_broker().await;
     assert_eq!(probe.next_disconnect_reason().await, "taken over");
-    assert_connected(probe.next_session().await, "dev-a1");
+    assert_connected(
+        probe.next_session().await,
+        "00000000-0000-4000-8000-0000000000a1",
+    );
 
-    assert!(broker.handle.disconnect_device("dev-a1").await);
+    assert!(
+        broker
+            .handle
+            .disconnect_device(DEV_A1.parse().unwrap())
+            .await
+    );
     assert_eq!(probe.next_disconnect_reason().await, "kicked");
 
     // Operators produce no events: the next one is device B's.
     let _operator = broker.operator().await;
     let _b = broker.device_b().await;
-    assert_connected(probe.next_session().await, "dev-b1");
+    assert_connected(
+        probe.next_session().await,
+        "00000000-0000-4000-8000-0000000000b1",
+    );
     broker.stop().await;
 }
 
@@ -1482,13 +1850,19 @@ async fn a_command_sent_between_connack_and_subscribe_is_delivered_once_the_devi
     let broker = TestBroker::start().await;
     let mut device = broker.device_a().await;
     // Connected, not yet subscribed: the bridge's resend-on-connect lands here.
-    let command = down("acme", "dev-a1", DownChannel::CommandRequest);
+    let command = down(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        DownChannel::CommandRequest,
+    );
     broker
         .handle
         .publish(&command, "early", false)
         .await
         .unwrap();
-    let codes = device.subscribe(&["fleetmq/v1/acme/dev-a1/down/#"]).await;
+    let codes = device
+        .subscribe(&["fleetmq/v1/acme/00000000-0000-4000-8000-0000000000a1/down/#"])
+        .await;
     assert_eq!(codes, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
     let received = device.next_publish().await;
     assert_eq!(received.topic, command);

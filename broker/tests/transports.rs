@@ -30,10 +30,14 @@ impl Authenticator for TestAuth {
     fn authenticate(&self, login: Login) -> AuthFuture<'_> {
         Box::pin(async move {
             match (login.username.as_deref(), login.password.as_deref()) {
-                (Some("dev-a1"), Some(b"pw-a1")) => Ok(Principal::Device {
-                    org_slug: "acme".into(),
-                    device_id: "dev-a1".into(),
-                }),
+                (Some("00000000-0000-4000-8000-0000000000a1"), Some(b"pw-a1")) => {
+                    Ok(Principal::Device {
+                        org_slug: "acme".into(),
+                        device_id: "00000000-0000-4000-8000-0000000000a1"
+                            .parse()
+                            .expect("a device id"),
+                    })
+                }
                 (Some("op-acme"), Some(b"pw-op")) => Ok(Principal::Operator {
                     orgs: OrgScope::Managed(vec!["acme".into()]),
                 }),
@@ -155,7 +159,12 @@ async fn next_incoming(eventloop: &mut EventLoop) -> Packet {
 #[tokio::test]
 async fn a_device_over_tls_gets_the_same_authentication_and_routing_as_plain_tcp() {
     let broker = TlsBroker::start(Duration::from_secs(10)).await;
-    let wrong = connect(broker.tls_options("dev-a1", "dev-a1", "wrong")).await;
+    let wrong = connect(broker.tls_options(
+        "00000000-0000-4000-8000-0000000000a1",
+        "00000000-0000-4000-8000-0000000000a1",
+        "wrong",
+    ))
+    .await;
     assert!(matches!(
         wrong,
         Err(ConnectionError::ConnectionRefused(
@@ -175,10 +184,19 @@ async fn a_device_over_tls_gets_the_same_authentication_and_routing_as_plain_tcp
         Packet::SubAck(_)
     ));
 
-    let (device, mut device_loop) = connect(broker.tls_options("dev-a1", "dev-a1", "pw-a1"))
-        .await
-        .unwrap();
-    let telemetry = Topic::up("acme", "dev-a1", UpChannel::Telemetry).to_string();
+    let (device, mut device_loop) = connect(broker.tls_options(
+        "00000000-0000-4000-8000-0000000000a1",
+        "00000000-0000-4000-8000-0000000000a1",
+        "pw-a1",
+    ))
+    .await
+    .unwrap();
+    let telemetry = Topic::up(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        UpChannel::Telemetry,
+    )
+    .to_string();
     device
         .publish(&telemetry, QoS::AtLeastOnce, false, b"over tls".to_vec())
         .await
@@ -196,7 +214,7 @@ async fn a_device_over_tls_gets_the_same_authentication_and_routing_as_plain_tcp
     // The ACL is the same: another org's topic closes the connection.
     device
         .publish(
-            "fleetmq/v1/beta/dev-b1/up/telemetry",
+            "fleetmq/v1/beta/00000000-0000-4000-8000-0000000000b1/up/telemetry",
             QoS::AtLeastOnce,
             false,
             b"x".to_vec(),
@@ -223,9 +241,13 @@ async fn silent_peers_on_the_tls_and_websocket_ports_block_nobody_and_are_droppe
     let mut silent_tls = TcpStream::connect(broker.tls).await.unwrap();
     let mut silent_ws = TcpStream::connect(broker.ws).await.unwrap();
 
-    let (_device, _events) = connect(broker.tls_options("dev-a1", "dev-a1", "pw-a1"))
-        .await
-        .expect("a TLS client connects while a peer is silent");
+    let (_device, _events) = connect(broker.tls_options(
+        "00000000-0000-4000-8000-0000000000a1",
+        "00000000-0000-4000-8000-0000000000a1",
+        "pw-a1",
+    ))
+    .await
+    .expect("a TLS client connects while a peer is silent");
     let (_operator, _operator_events) =
         connect(broker.ws_options("ws-console", "op-acme", "pw-op"))
             .await
@@ -244,7 +266,12 @@ async fn silent_peers_on_the_tls_and_websocket_ports_block_nobody_and_are_droppe
 #[tokio::test]
 async fn a_device_over_websocket_gets_the_same_authentication_and_routing_as_plain_tcp() {
     let broker = TlsBroker::start(Duration::from_secs(10)).await;
-    let wrong = connect(broker.ws_options("dev-a1", "dev-a1", "wrong")).await;
+    let wrong = connect(broker.ws_options(
+        "00000000-0000-4000-8000-0000000000a1",
+        "00000000-0000-4000-8000-0000000000a1",
+        "wrong",
+    ))
+    .await;
     assert!(matches!(
         wrong,
         Err(ConnectionError::ConnectionRefused(
@@ -253,10 +280,19 @@ async fn a_device_over_websocket_gets_the_same_authentication_and_routing_as_pla
     ));
     let mut operator = broker.operator().await;
 
-    let (device, mut device_loop) = connect(broker.ws_options("dev-a1", "dev-a1", "pw-a1"))
-        .await
-        .unwrap();
-    let telemetry = Topic::up("acme", "dev-a1", UpChannel::Telemetry).to_string();
+    let (device, mut device_loop) = connect(broker.ws_options(
+        "00000000-0000-4000-8000-0000000000a1",
+        "00000000-0000-4000-8000-0000000000a1",
+        "pw-a1",
+    ))
+    .await
+    .unwrap();
+    let telemetry = Topic::up(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        UpChannel::Telemetry,
+    )
+    .to_string();
     // Larger than the broker's 4 KiB read buffer: one packet over several reads.
     let payload = vec![b'w'; 9_000];
     device

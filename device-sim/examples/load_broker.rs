@@ -50,7 +50,7 @@ impl Authenticator for CsvAuth {
             match self.keys.get(&user) {
                 Some(key) if key.as_bytes() == password.as_slice() => Ok(Principal::Device {
                     org_slug: self.org.clone(),
-                    device_id: user,
+                    device_id: user.parse().map_err(|_| Refusal::BadCredentials)?,
                 }),
                 _ => Err(Refusal::BadCredentials),
             }

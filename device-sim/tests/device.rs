@@ -45,7 +45,7 @@ impl Authenticator for KeyAuth {
             }
             Ok(Principal::Device {
                 org_slug: ORG.into(),
-                device_id: user,
+                device_id: user.parse().map_err(|_| Refusal::BadCredentials)?,
             })
         })
     }
@@ -409,7 +409,12 @@ async fn a_device_dropped_by_the_broker_reconnects_and_announces_itself_again() 
         PresenceStatus::Online
     );
 
-    assert!(broker.handle.disconnect_device(device.device_id()).await);
+    assert!(
+        broker
+            .handle
+            .disconnect_device(device.device_id().parse().unwrap())
+            .await
+    );
 
     assert_eq!(
         next_presence(&mut link, &device).await.status,

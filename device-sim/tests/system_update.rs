@@ -57,7 +57,7 @@ impl Authenticator for KeyAuth {
             }
             Ok(Principal::Device {
                 org_slug: ORG.into(),
-                device_id: user,
+                device_id: user.parse().map_err(|_| Refusal::BadCredentials)?,
             })
         })
     }

@@ -11,19 +11,22 @@
 //! | `Operator` (`All`) | outside `fleetmq/` and not `$…` | any valid filter, including `#` and `$SYS/#` |
 //! | `Anonymous` | outside `fleetmq/` and not `$…` | filters that match nothing in `fleetmq/` and no `$…` topic |
 //!
-//! Shared subscriptions `$share/{group}/{filter}` are judged by their inner filter.
+//! Shared subscriptions `$share/{group}/{filter}` are judged by their inner filter. A filter
+//! in `fleetmq/v1/` whose device level is neither a wildcard nor a [`DeviceId`] is refused
+//! for everyone.
 
+use crate::DeviceId;
 use crate::topic::{ROOT, VERSION, is_valid_filter, is_valid_level, is_valid_topic_name};
 
 /// The authenticated identity of an MQTT connection, as decided by the authenticator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    /// A registered device; its MQTT client id must equal `device_id`.
+    /// A registered device; its MQTT client id must be `device_id`.
     Device {
         /// Slug of the device's organization (one topic level).
         org_slug: String,
-        /// The device id (one topic level).
-        device_id: String,
+        /// The device (its topics' device level).
+        device_id: DeviceId,
     },
     /// A human or service account that watches devices read-only.
     Operator {
@@ -56,11 +59,9 @@ impl Principal {
                 org_slug,
                 device_id,
             } => {
-                let prefix = device_prefix(org_slug, device_id, "up");
-                prefix_is_valid(org_slug, device_id)
-                    && levels.len() > prefix.len()
-                    && levels[..prefix.len()] == prefix[..]
-                    && levels[prefix.len()..].iter().all(|l| !l.is_empty())
+                is_own_prefix(&levels, org_slug, *device_id, "up")
+                    && levels.len() > PREFIX_LEVELS
+                    && levels[PREFIX_LEVELS..].iter().all(|l| !l.is_empty())
             }
             Principal::Operator { .. } | Principal::Anonymous => levels[0] != ROOT,
         }
@@ -81,16 +82,15 @@ impl Principal {
             };
         }
         let levels: Vec<&str> = filter.split('/').collect();
+        if names_invalid_device(&levels) {
+            return false;
+        }
         let literal = |i: usize, expected: &str| levels.get(i).is_some_and(|l| *l == expected);
         match self {
             Principal::Device {
                 org_slug,
                 device_id,
-            } => {
-                let prefix = device_prefix(org_slug, device_id, "down");
-                prefix_is_valid(org_slug, device_id)
-                    && prefix.iter().enumerate().all(|(i, p)| literal(i, p))
-            }
+            } => is_own_prefix(&levels, org_slug, *device_id, "down"),
             Principal::Operator {
                 orgs: OrgScope::All,
             } => true,
@@ -112,14 +112,31 @@ impl Principal {
     }
 }
 
-fn device_prefix<'a>(org_slug: &'a str, device_id: &'a str, direction: &'a str) -> [&'a str; 5] {
-    [ROOT, VERSION, org_slug, device_id, direction]
+/// Levels of a device's own prefix, `fleetmq/v1/{org}/{device}/{up|down}`.
+const PREFIX_LEVELS: usize = 5;
+
+/// Whether `levels` start with the device's own `fleetmq/v1/{org}/{device}/{direction}`, each
+/// level literally. A principal whose org is not a single plain level gets nothing: comparing
+/// levels literally would otherwise treat an org of `+` as a wildcard match.
+fn is_own_prefix(levels: &[&str], org_slug: &str, device_id: DeviceId, direction: &str) -> bool {
+    is_valid_level(org_slug)
+        && levels.len() >= PREFIX_LEVELS
+        && levels[0] == ROOT
+        && levels[1] == VERSION
+        && levels[2] == org_slug
+        && device_id.is(levels[3])
+        && levels[4] == direction
 }
 
-/// A principal whose org or device id is not a single plain level gets nothing: comparing
-/// levels literally would otherwise treat an id of `+` as a wildcard match.
-fn prefix_is_valid(org_slug: &str, device_id: &str) -> bool {
-    is_valid_level(org_slug) && is_valid_level(device_id)
+/// Whether a topic or filter of this contract names its device level with something that is
+/// not a device id: it could only ever address nobody, so it is refused rather than allowed
+/// to match nothing.
+fn names_invalid_device(levels: &[&str]) -> bool {
+    levels.first() == Some(&ROOT)
+        && levels.get(1) == Some(&VERSION)
+        && levels
+            .get(3)
+            .is_some_and(|l| !matches!(*l, "+" | "#") && l.parse::<DeviceId>().is_err())
 }
 
 #[cfg(test)]
@@ -127,10 +144,26 @@ mod tests {
     use super::*;
     use crate::topic::{DownChannel, Topic, UpChannel};
 
+    /// The devices the tables below call `d1` and `d2`.
+    const D1: &str = "00000000-0000-4000-8000-0000000000d1";
+    const D2: &str = "00000000-0000-4000-8000-0000000000d2";
+
+    /// A topic or filter of the tables below with `d1`/`d2` levels written as the device ids.
+    fn ids(s: &str) -> String {
+        s.split('/')
+            .map(|level| match level {
+                "d1" => D1,
+                "d2" => D2,
+                other => other,
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
     fn device(org: &str, id: &str) -> Principal {
         Principal::Device {
             org_slug: org.into(),
-            device_id: id.into(),
+            device_id: ids(id).parse().unwrap(),
         }
     }
 
@@ -150,7 +183,7 @@ mod tests {
     fn device_publishes_only_strictly_under_its_own_up_prefix() {
         let d = device("acme", "d1");
         for channel in UpChannel::ALL {
-            assert!(d.may_publish(&Topic::up("acme", "d1", channel).to_string()));
+            assert!(d.may_publish(&ids(&Topic::up("acme", "d1", channel).to_string())));
         }
         let refused = [
             "fleetmq/v1/acme/d1/up",
@@ -169,10 +202,10 @@ mod tests {
             "",
         ];
         for topic in refused {
-            assert!(!d.may_publish(topic), "{topic}");
+            assert!(!d.may_publish(&ids(topic)), "{topic}");
         }
         for channel in DownChannel::ALL {
-            assert!(!d.may_publish(&Topic::down("acme", "d1", channel).to_string()));
+            assert!(!d.may_publish(&ids(&Topic::down("acme", "d1", channel).to_string())));
         }
     }
 
@@ -187,7 +220,7 @@ mod tests {
             "fleetmq/v1/acme/d1/down",
             "$share/g/fleetmq/v1/acme/d1/down/#",
         ] {
-            assert!(d.may_subscribe(ok), "{ok}");
+            assert!(d.may_subscribe(&ids(ok)), "{ok}");
         }
         for refused in [
             "#",
@@ -211,22 +244,17 @@ mod tests {
             "fleetmq/v1/acme/d1/down/#/x",
             "",
         ] {
-            assert!(!d.may_subscribe(refused), "{refused}");
+            assert!(!d.may_subscribe(&ids(refused)), "{refused}");
         }
     }
 
     #[test]
     fn device_with_wildcard_or_empty_identity_gets_nothing() {
-        for d in [
-            device("+", "d1"),
-            device("acme", "+"),
-            device("", "d1"),
-            device("a/b", "c"),
-        ] {
-            assert!(!d.may_subscribe("fleetmq/v1/+/d1/down/#"));
-            assert!(!d.may_subscribe("fleetmq/v1/acme/+/down/#"));
-            assert!(!d.may_publish("fleetmq/v1/acme/d1/up/telemetry"));
-            assert!(!d.may_publish("fleetmq/v1//d1/up/telemetry"));
+        for d in [device("+", "d1"), device("", "d1"), device("a/b", "d1")] {
+            assert!(!d.may_subscribe(&ids("fleetmq/v1/+/d1/down/#")));
+            assert!(!d.may_subscribe(&ids("fleetmq/v1/acme/+/down/#")));
+            assert!(!d.may_publish(&ids("fleetmq/v1/acme/d1/up/telemetry")));
+            assert!(!d.may_publish(&ids("fleetmq/v1//d1/up/telemetry")));
         }
     }
 
@@ -240,7 +268,7 @@ mod tests {
             "fleetmq/v1/acme",
             "$share/ops/fleetmq/v1/acme/#",
         ] {
-            assert!(op.may_subscribe(ok), "{ok}");
+            assert!(op.may_subscribe(&ids(ok)), "{ok}");
         }
         for refused in [
             "#",
@@ -253,33 +281,33 @@ mod tests {
             "test/#",
             "$SYS/#",
         ] {
-            assert!(!op.may_subscribe(refused), "{refused}");
+            assert!(!op.may_subscribe(&ids(refused)), "{refused}");
         }
         for channel in DownChannel::ALL {
-            assert!(!op.may_publish(&Topic::down("acme", "d1", channel).to_string()));
+            assert!(!op.may_publish(&ids(&Topic::down("acme", "d1", channel).to_string())));
         }
-        assert!(!op.may_publish("fleetmq/v1/acme/d1/up/telemetry"));
-        assert!(!op.may_publish("fleetmq"));
-        assert!(!op.may_publish("$SYS/x"));
-        assert!(op.may_publish("test/x"));
+        assert!(!op.may_publish(&ids("fleetmq/v1/acme/d1/up/telemetry")));
+        assert!(!op.may_publish(&ids("fleetmq")));
+        assert!(!op.may_publish(&ids("$SYS/x")));
+        assert!(op.may_publish(&ids("test/x")));
     }
 
     #[test]
     fn operator_with_no_orgs_reads_nothing() {
         let op = operator(&[]);
-        assert!(!op.may_subscribe("fleetmq/v1/acme/#"));
-        assert!(!op.may_subscribe("#"));
+        assert!(!op.may_subscribe(&ids("fleetmq/v1/acme/#")));
+        assert!(!op.may_subscribe(&ids("#")));
     }
 
     #[test]
     fn superuser_reads_everything_but_still_never_publishes_in_the_tree() {
         let su = superuser();
         for ok in ["#", "fleetmq/#", "fleetmq/v1/+/+/up/#", "$SYS/#", "test/+"] {
-            assert!(su.may_subscribe(ok), "{ok}");
+            assert!(su.may_subscribe(&ids(ok)), "{ok}");
         }
-        assert!(!su.may_subscribe("a/#/b"));
-        assert!(!su.may_publish("fleetmq/v1/acme/d1/down/command/request"));
-        assert!(!su.may_publish("$SYS/broker"));
+        assert!(!su.may_subscribe(&ids("a/#/b")));
+        assert!(!su.may_publish(&ids("fleetmq/v1/acme/d1/down/command/request")));
+        assert!(!su.may_publish(&ids("$SYS/broker")));
     }
 
     #[test]
@@ -293,7 +321,7 @@ mod tests {
             "fleetmqx/#",
             "$share/g/test/#",
         ] {
-            assert!(anon.may_subscribe(ok), "{ok}");
+            assert!(anon.may_subscribe(&ids(ok)), "{ok}");
         }
         for refused in [
             "#",
@@ -307,14 +335,34 @@ mod tests {
             "$share/g/#",
             "$share/g/fleetmq/#",
         ] {
-            assert!(!anon.may_subscribe(refused), "{refused}");
+            assert!(!anon.may_subscribe(&ids(refused)), "{refused}");
         }
-        assert!(anon.may_publish("test/x"));
-        assert!(anon.may_publish("fleetmqx/y"));
-        assert!(!anon.may_publish("fleetmq/v1/acme/d1/up/telemetry"));
-        assert!(!anon.may_publish("fleetmq"));
-        assert!(!anon.may_publish("$SYS/x"));
-        assert!(!anon.may_publish("test/#"));
+        assert!(anon.may_publish(&ids("test/x")));
+        assert!(anon.may_publish(&ids("fleetmqx/y")));
+        assert!(!anon.may_publish(&ids("fleetmq/v1/acme/d1/up/telemetry")));
+        assert!(!anon.may_publish(&ids("fleetmq")));
+        assert!(!anon.may_publish(&ids("$SYS/x")));
+        assert!(!anon.may_publish(&ids("test/#")));
+    }
+
+    #[test]
+    fn a_device_level_that_is_not_a_device_id_is_refused_for_everyone() {
+        let bad = [
+            "fleetmq/v1/acme/dev-1/up/#",
+            "fleetmq/v1/acme/not-a-device/down/error",
+            "$share/g/fleetmq/v1/acme/dev-1/#",
+        ];
+        for p in [operator(&["acme"]), superuser(), device("acme", "d1")] {
+            for filter in bad {
+                assert!(!p.may_subscribe(filter), "{p:?} {filter}");
+            }
+        }
+        assert!(superuser().may_subscribe("fleetmq/v1/acme/+/up/#"));
+        assert!(superuser().may_subscribe("+/v1/acme/dev-1/#"));
+        // Another spelling of the device's own id is not its id.
+        let d = device("acme", "d1");
+        let upper = format!("fleetmq/v1/acme/{}/up/telemetry", D1.to_uppercase());
+        assert!(!d.may_publish(&upper));
     }
 
     /// Brute-force cross-check of the containment rule: for every principal and filter from a
@@ -323,7 +371,7 @@ mod tests {
     fn allowed_filters_never_match_a_forbidden_topic() {
         use crate::topic::matches;
         let orgs = ["acme", "beta"];
-        let devices = ["d1", "d2"];
+        let devices = [D1, D2];
         let mut topics = vec!["test/x".to_string(), "fleetmq".into(), "$SYS/x".into()];
         for o in orgs {
             for d in devices {
@@ -351,7 +399,7 @@ mod tests {
             Principal::Anonymous => !t.starts_with("fleetmq") && !t.starts_with('$'),
         };
         let levels = [
-            "fleetmq", "v1", "acme", "d1", "down", "up", "+", "#", "test", "x",
+            "fleetmq", "v1", "acme", D1, "down", "up", "+", "#", "test", "x",
         ];
         let mut filters = vec![];
         for a in levels {
@@ -359,7 +407,7 @@ mod tests {
             for b in levels {
                 filters.push(format!("{a}/{b}"));
                 for c in ["acme", "beta", "+", "#"] {
-                    for d in ["d1", "+", "#"] {
+                    for d in [D1, "+", "#"] {
                         for e in ["down", "up", "+", "#"] {
                             filters.push(format!("{a}/{b}/{c}/{d}/{e}/#"));
                         }
@@ -368,13 +416,13 @@ mod tests {
             }
         }
         let principals = [
-            device("acme", "d1"),
+            device("acme", D1),
             operator(&["acme"]),
             superuser(),
             Principal::Anonymous,
         ];
         for p in &principals {
-            for f in filters.iter().filter(|f| p.may_subscribe(f)) {
+            for f in filters.iter().filter(|f| p.may_subscribe(&ids(f))) {
                 for t in topics.iter().filter(|t| matches(f, t)) {
                     assert!(readable(p, t), "{p:?} may subscribe {f} which matches {t}");
                 }

@@ -20,6 +20,29 @@ pub enum CommandType {
     ChangePassword,
 }
 
+impl CommandType {
+    /// Every command type.
+    pub const ALL: [CommandType; 3] = [
+        CommandType::Custom,
+        CommandType::Reboot,
+        CommandType::ChangePassword,
+    ];
+
+    /// The name on the wire and in the REST API (`custom`, `reboot`, `change_password`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CommandType::Custom => "custom",
+            CommandType::Reboot => "reboot",
+            CommandType::ChangePassword => "change_password",
+        }
+    }
+
+    /// The type named `s`, if any (a REST client's choice).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == s)
+    }
+}
+
 /// A command for the device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,7 +69,8 @@ impl CommandRequest {
     }
 }
 
-/// Outcome of a command.
+/// Outcome of a command, as the device reports it. The store's `CommandStatus` adds the
+/// state before any answer (`in-progress`) and converts from this one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CommandStatus {
@@ -106,6 +130,16 @@ mod tests {
             .unwrap();
         assert_eq!(req.kind, CommandType::Reboot);
         assert!(req.input.is_null());
+    }
+
+    #[test]
+    fn every_type_is_found_by_its_wire_name() {
+        for kind in CommandType::ALL {
+            assert_eq!(CommandType::parse(kind.name()), Some(kind));
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.name()));
+        }
+        assert_eq!(CommandType::parse("format_disk"), None);
     }
 
     #[test]

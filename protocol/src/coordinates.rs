@@ -5,7 +5,10 @@
 //! ```
 //!
 //! GeoJSON orders positions longitude first; swapped coordinates are the classic bug, so the
-//! ranges are checked.
+//! ranges are checked. [`Coordinates::new`] is the one range check of fleetmq: the store's
+//! `Point` (a location typed in through the REST API) is built through it too.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,12 +24,12 @@ pub struct Coordinates {
 
 impl Coordinates {
     /// A position; `lng` in -180..=180, `lat` in -90..=90, both finite.
-    pub fn new(lng: f64, lat: f64) -> Result<Coordinates, String> {
+    pub fn new(lng: f64, lat: f64) -> Result<Coordinates, OutOfRange> {
         if !lng.is_finite() || !(-180.0..=180.0).contains(&lng) {
-            return Err(format!("longitude {lng} is outside -180..=180"));
+            return Err(OutOfRange::Longitude(lng));
         }
         if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
-            return Err(format!("latitude {lat} is outside -90..=90"));
+            return Err(OutOfRange::Latitude(lat));
         }
         Ok(Coordinates { lng, lat })
     }
@@ -49,6 +52,25 @@ impl Coordinates {
     /// The GeoJSON payload to publish.
     pub fn to_bytes(&self) -> Vec<u8> {
         to_json(self)
+    }
+}
+
+/// Which number of a position is not a WGS 84 coordinate. Typed, so that each audience
+/// (a device on `down/error`, a REST client's field error) words it its own way.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OutOfRange {
+    /// Not finite, or outside -180..=180.
+    Longitude(f64),
+    /// Not finite, or outside -90..=90.
+    Latitude(f64),
+}
+
+impl fmt::Display for OutOfRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OutOfRange::Longitude(lng) => write!(f, "longitude {lng} is outside -180..=180"),
+            OutOfRange::Latitude(lat) => write!(f, "latitude {lat} is outside -90..=90"),
+        }
     }
 }
 
@@ -88,7 +110,7 @@ impl TryFrom<wire::Feature> for Coordinates {
     fn try_from(feature: wire::Feature) -> Result<Self, Self::Error> {
         // RFC 7946 §3.1.1: a position has two or three elements (the third is altitude).
         match feature.geometry.coordinates[..] {
-            [lng, lat] | [lng, lat, _] => Coordinates::new(lng, lat),
+            [lng, lat] | [lng, lat, _] => Coordinates::new(lng, lat).map_err(|e| e.to_string()),
             _ => Err("a Point needs [longitude, latitude]".to_owned()),
         }
     }

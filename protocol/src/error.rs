@@ -51,6 +51,9 @@ pub enum ProtocolError {
     /// `images/upload` without base64 image bytes in `body.data`.
     #[error("invalid images/upload body: expected {{\"data\": <base64 image>}}")]
     InvalidUpload,
+    /// A client id, username or topic level that is not a device id's wire form.
+    #[error("`{0}` is not a device id (a lowercase hyphenated UUID)")]
+    InvalidDeviceId(String),
     /// A response status outside 100–599.
     #[error("invalid update response status {0}")]
     InvalidStatus(u16),

@@ -7,6 +7,7 @@
 //! only pulls serde.
 //!
 //! # Layout
+//! - [`id`]: [`DeviceId`], a device's identity on the wire and in the store.
 //! - [`topic`]: the topic tree, [`Topic`] parsing/building and the subscription filter helpers.
 //! - [`acl`]: [`Principal`] and the pure publish/subscribe authorization rules.
 //! - [`presence`]: retained `up/presence` online/offline message (the device's last will).
@@ -24,6 +25,7 @@ pub mod command;
 pub mod coordinates;
 pub mod error;
 pub mod error_notice;
+pub mod id;
 pub mod presence;
 pub mod system_update;
 pub mod telemetry;
@@ -32,9 +34,10 @@ pub mod uplink;
 
 pub use acl::{OrgScope, Principal};
 pub use command::{CommandRequest, CommandResult, CommandStatus, CommandType};
-pub use coordinates::Coordinates;
+pub use coordinates::{Coordinates, OutOfRange};
 pub use error::ProtocolError;
 pub use error_notice::ErrorNotice;
+pub use id::DeviceId;
 pub use presence::{Presence, PresenceStatus};
 pub use system_update::{
     Call, HistoryEntry, ImageResource, ImageState, ImagesResource, UpdateRequest, UpdateResource,

@@ -12,7 +12,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::ProtocolError;
+use crate::{DeviceId, ProtocolError};
 
 /// First level of every fleetmq topic.
 pub const ROOT: &str = "fleetmq";
@@ -185,6 +185,21 @@ impl Channel {
     }
 }
 
+/// What names the device in a topic being built: a [`DeviceId`], or the text of one for
+/// code that holds its device's id as configured text (a device, the simulator).
+pub trait DeviceLevel: fmt::Display + sealed::Sealed {}
+
+impl DeviceLevel for DeviceId {}
+impl DeviceLevel for &str {}
+impl DeviceLevel for &String {}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::DeviceId {}
+    impl Sealed for &str {}
+    impl Sealed for &String {}
+}
+
 /// A parsed fleetmq topic. Build one with [`Topic::up`]/[`Topic::down`] and render it with
 /// `to_string()`; read one off the wire with [`Topic::parse`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -195,20 +210,21 @@ pub struct Topic {
 }
 
 impl Topic {
-    /// A device-to-server topic. `org_slug` and `device_id` must satisfy [`is_valid_level`].
-    pub fn up(org_slug: &str, device_id: &str, channel: UpChannel) -> Topic {
+    /// A device-to-server topic. `org_slug` must satisfy [`is_valid_level`]; `device_id` is
+    /// a [`DeviceId`] (or its wire form, see [`DeviceLevel`]).
+    pub fn up(org_slug: &str, device_id: impl DeviceLevel, channel: UpChannel) -> Topic {
         Topic {
             org_slug: org_slug.to_owned(),
-            device_id: device_id.to_owned(),
+            device_id: device_id.to_string(),
             channel: Channel::Up(channel),
         }
     }
 
-    /// A server-to-device topic. `org_slug` and `device_id` must satisfy [`is_valid_level`].
-    pub fn down(org_slug: &str, device_id: &str, channel: DownChannel) -> Topic {
+    /// A server-to-device topic, with the same arguments as [`Topic::up`].
+    pub fn down(org_slug: &str, device_id: impl DeviceLevel, channel: DownChannel) -> Topic {
         Topic {
             org_slug: org_slug.to_owned(),
-            device_id: device_id.to_owned(),
+            device_id: device_id.to_string(),
             channel: Channel::Down(channel),
         }
     }
@@ -299,17 +315,17 @@ pub fn is_valid_level(s: &str) -> bool {
 }
 
 /// Prefix of every topic a device may publish to: `fleetmq/v1/{org}/{device}/up/`.
-pub fn device_up_prefix(org_slug: &str, device_id: &str) -> String {
+pub fn device_up_prefix(org_slug: &str, device_id: impl DeviceLevel) -> String {
     format!("{ROOT}/{VERSION}/{org_slug}/{device_id}/up/")
 }
 
 /// Everything a device publishes: `fleetmq/v1/{org}/{device}/up/#`.
-pub fn device_up_filter(org_slug: &str, device_id: &str) -> String {
+pub fn device_up_filter(org_slug: &str, device_id: impl DeviceLevel) -> String {
     format!("{ROOT}/{VERSION}/{org_slug}/{device_id}/up/#")
 }
 
 /// What a device subscribes to: `fleetmq/v1/{org}/{device}/down/#`.
-pub fn device_down_filter(org_slug: &str, device_id: &str) -> String {
+pub fn device_down_filter(org_slug: &str, device_id: impl DeviceLevel) -> String {
     format!("{ROOT}/{VERSION}/{org_slug}/{device_id}/down/#")
 }
 

@@ -1,11 +1,12 @@
 //! One entry point for everything a device sends: pick the payload type from the channel.
 //!
-//! The bridge calls [`Uplink::parse`] for each message from `fleetmq/v1/+/+/up/#` and, on
-//! error, answers the device on `down/error` with an [`ErrorNotice`](crate::ErrorNotice).
+//! The bridge calls [`Uplink::parse`] for each message a device publishes under its `up/`
+//! prefix (its one dispatch of device messages) and, on error, answers the device on
+//! `down/error` with an [`ErrorNotice`](crate::ErrorNotice).
 
 use crate::system_update::{ImagesResource, UpdateResource, UpdateResponse};
 use crate::topic::UpChannel;
-use crate::{CommandResult, Coordinates, Presence, ProtocolError, Telemetry, from_json};
+use crate::{CommandResult, Coordinates, Presence, ProtocolError, Telemetry};
 
 /// A parsed device-to-server payload.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,8 +25,9 @@ pub enum Uplink {
     UpdateResponse(UpdateResponse),
     /// `up/images`.
     Images(ImagesResource),
-    /// `up/config/status`: any JSON value until the configuration contract is fixed.
-    ConfigStatus(serde_json::Value),
+    /// `up/config/status`: the payload as sent, not interpreted until the configuration
+    /// contract is fixed (so nothing a device sends there is refused yet).
+    ConfigStatus(Vec<u8>),
 }
 
 impl Uplink {
@@ -39,7 +41,7 @@ impl Uplink {
             UpChannel::Update => Uplink::Update(UpdateResource::parse(payload)?),
             UpChannel::UpdateResponse => Uplink::UpdateResponse(UpdateResponse::parse(payload)?),
             UpChannel::Images => Uplink::Images(ImagesResource::parse(payload)?),
-            UpChannel::ConfigStatus => Uplink::ConfigStatus(from_json("config status", payload)?),
+            UpChannel::ConfigStatus => Uplink::ConfigStatus(payload.to_vec()),
         })
     }
 }
@@ -59,6 +61,12 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(update, Uplink::Update(u) if u.state == crate::UpdateState::Idle));
+    }
+
+    #[test]
+    fn config_status_is_taken_as_sent_until_its_contract_is_fixed() {
+        let parsed = Uplink::parse(UpChannel::ConfigStatus, b"applied, not json").unwrap();
+        assert_eq!(parsed, Uplink::ConfigStatus(b"applied, not json".to_vec()));
     }
 
     #[test]

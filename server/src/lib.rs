@@ -224,7 +224,7 @@ impl Hooks for ServerHooks {
         self.bridge.device_deactivated(device);
         let broker = self.broker.clone();
         tokio::spawn(async move {
-            broker.disconnect_device(&device.to_string()).await;
+            broker.disconnect_device(device).await;
         });
     }
 

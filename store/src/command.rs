@@ -1,43 +1,15 @@
 //! Commands sent to devices and what they answered.
+//!
+//! What a command does is the wire contract's [`CommandType`] (re-exported): the REST API, the
+//! store and the device agree on one list. [`CommandStatus`] is the store's: the device's
+//! outcome ([`fleetmq_protocol::CommandStatus`]) plus the state before it answers.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use fleetmq_protocol::CommandType;
+
 use crate::{CommandId, ConnectionId, DeviceId, Timestamp};
-
-/// What a command does on the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CommandType {
-    /// A shell command (`input.command`).
-    Custom,
-    /// Reboot the device.
-    Reboot,
-    /// Change the device's root password (`input.password`).
-    ChangePassword,
-}
-
-impl CommandType {
-    /// The name clients send.
-    pub fn name(self) -> &'static str {
-        match self {
-            CommandType::Custom => "custom",
-            CommandType::Reboot => "reboot",
-            CommandType::ChangePassword => "change_password",
-        }
-    }
-
-    /// Parses a name.
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            CommandType::Custom,
-            CommandType::Reboot,
-            CommandType::ChangePassword,
-        ]
-        .into_iter()
-        .find(|t| t.name() == s)
-    }
-}
 
 /// Where a command stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +21,16 @@ pub enum CommandStatus {
     Success,
     /// It failed, or timed out.
     Failed,
+}
+
+/// A device's answer ends its command with the same outcome.
+impl From<fleetmq_protocol::CommandStatus> for CommandStatus {
+    fn from(outcome: fleetmq_protocol::CommandStatus) -> Self {
+        match outcome {
+            fleetmq_protocol::CommandStatus::Success => CommandStatus::Success,
+            fleetmq_protocol::CommandStatus::Failed => CommandStatus::Failed,
+        }
+    }
 }
 
 impl CommandStatus {

@@ -1,7 +1,12 @@
 //! Typed UUIDv4 identifiers, so a device id is never passed where an organization id belongs.
+//!
+//! [`DeviceId`] is the wire contract's ([`fleetmq_protocol::DeviceId`]): a device's id is also
+//! its MQTT client id and topic level, so there is one definition, parsed the same way.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+pub use fleetmq_protocol::DeviceId;
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
@@ -55,10 +60,6 @@ id_type!(
 id_type!(
     /// Identifies a user.
     UserId
-);
-id_type!(
-    /// Identifies a device; also its MQTT client id and username.
-    DeviceId
 );
 id_type!(
     /// Identifies a location.

@@ -1,5 +1,6 @@
 //! Where devices are: locations and the link of a device to its location.
 
+use fleetmq_protocol::{Coordinates, OutOfRange};
 use serde::{Deserialize, Serialize};
 
 use crate::{DeviceId, LocationId, OrgId, Timestamp};
@@ -14,15 +15,28 @@ pub struct Point {
 }
 
 impl Point {
-    /// A point, if both numbers are finite and in range.
+    /// A point, if both numbers are finite and in range (the check of [`Coordinates::new`]).
+    /// The message is for a REST client's field error.
     pub fn new(lng: f64, lat: f64) -> Result<Self, String> {
-        if !lng.is_finite() || !(-180.0..=180.0).contains(&lng) {
-            return Err(format!("Longitude {lng} is out of range (-180 to 180)."));
+        match Coordinates::new(lng, lat) {
+            Ok(coordinates) => Ok(Self::from(coordinates)),
+            Err(OutOfRange::Longitude(lng)) => {
+                Err(format!("Longitude {lng} is out of range (-180 to 180)."))
+            }
+            Err(OutOfRange::Latitude(lat)) => {
+                Err(format!("Latitude {lat} is out of range (-90 to 90)."))
+            }
         }
-        if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
-            return Err(format!("Latitude {lat} is out of range (-90 to 90)."));
+    }
+}
+
+/// A position a device reported is already checked.
+impl From<Coordinates> for Point {
+    fn from(coordinates: Coordinates) -> Self {
+        Self {
+            lng: coordinates.lng(),
+            lat: coordinates.lat(),
         }
-        Ok(Self { lng, lat })
     }
 }
 
@@ -66,4 +80,29 @@ pub struct DeviceLocation {
     pub device: DeviceId,
     /// Its location.
     pub location: LocationId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rest_client_is_told_which_coordinate_is_out_of_range() {
+        assert_eq!(
+            Point::new(181.0, 0.0),
+            Err("Longitude 181 is out of range (-180 to 180).".to_owned())
+        );
+        assert_eq!(
+            Point::new(0.0, -91.0),
+            Err("Latitude -91 is out of range (-90 to 90).".to_owned())
+        );
+        assert!(Point::new(f64::NAN, 0.0).is_err());
+        assert_eq!(
+            Point::new(12.5, 41.9),
+            Ok(Point {
+                lng: 12.5,
+                lat: 41.9
+            })
+        );
+    }
 }

@@ -1,0 +1,108 @@
+//! MQTT v4 framing on a connection's byte stream: read buffer, packet parsing, the write
+//! buffer and its flush. No session logic: what a packet means is decided in `relay`.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rumqttd::protocol::v4::V4;
+use rumqttd::protocol::{ConnAck, ConnectReturnCode, Error as WireError, Packet, Protocol};
+use tokio::io::AsyncWriteExt;
+use tokio::time::timeout;
+use tracing::warn;
+
+use super::{Close, Stream};
+
+/// A socket stalled this long on a write (client not reading) is closed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Initial capacity of a connection's read and write buffers.
+const INITIAL_BUFFER: usize = 512;
+/// A write buffer grown past this by a large packet is given back after the flush.
+const KEEP_WRITE_BUFFER: usize = 16 * 1024;
+
+/// The socket with its MQTT v4 framing buffers.
+pub(super) struct Wire {
+    pub(super) stream: Stream,
+    pub(super) read: BytesMut,
+    write: BytesMut,
+    pub(super) max_packet_size: usize,
+}
+
+impl Wire {
+    /// Wraps an accepted stream.
+    pub(super) fn new(stream: Stream, max_packet_size: usize) -> Wire {
+        Wire {
+            stream,
+            // Small to start: most devices send and receive small packets, and per-connection
+            // memory counts at 19,000 devices. Both grow on demand for larger packets.
+            read: BytesMut::with_capacity(INITIAL_BUFFER),
+            write: BytesMut::with_capacity(INITIAL_BUFFER),
+            max_packet_size,
+        }
+    }
+
+    /// The next complete packet already buffered, if any.
+    pub(super) fn parse(&mut self) -> Result<Option<Packet>, WireError> {
+        match V4.read_mut(&mut self.read, self.max_packet_size) {
+            Ok(packet) => Ok(Some(packet)),
+            Err(WireError::InsufficientBytes(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Encodes `packet` for the next flush. Callers strip v5 properties first: rumqttd's v4
+    /// encoder panics on them.
+    pub(super) fn queue(&mut self, packet: Packet) {
+        if let Err(e) = V4.write(packet, &mut self.write) {
+            warn!(error = %e, "cannot encode packet, dropped");
+        }
+    }
+
+    /// Writes what is queued; a client that does not read for [`WRITE_TIMEOUT`] is dropped.
+    pub(super) async fn flush(&mut self) -> Result<(), Close> {
+        if self.write.is_empty() {
+            return Ok(());
+        }
+        // TLS and WebSocket buffer inside the stream: flush pushes the bytes out.
+        let write = async {
+            self.stream.write_all(&self.write).await?;
+            self.stream.flush().await
+        };
+        match timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => {
+                self.write.clear();
+                if self.write.capacity() > KEEP_WRITE_BUFFER {
+                    self.write = BytesMut::with_capacity(INITIAL_BUFFER);
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Close::Io(e)),
+            Err(_) => Err(Close::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "write timed out",
+            ))),
+        }
+    }
+
+    /// Answers CONNECT. A write error is not reported here: the next read or flush sees it.
+    pub(super) async fn connack(&mut self, code: ConnectReturnCode, session_present: bool) {
+        let connack = ConnAck {
+            session_present,
+            code,
+        };
+        self.queue(Packet::ConnAck(connack, None));
+        let _ = self.flush().await;
+    }
+}
+
+/// The packet's name for a protocol-violation message.
+pub(super) fn packet_name(packet: &Packet) -> &'static str {
+    match packet {
+        Packet::Connect(..) => "CONNECT",
+        Packet::ConnAck(..) => "CONNACK",
+        Packet::SubAck(..) => "SUBACK",
+        Packet::UnsubAck(..) => "UNSUBACK",
+        Packet::PingResp(..) => "PINGRESP",
+        _ => "other",
+    }
+}

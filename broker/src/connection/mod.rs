@@ -1,0 +1,271 @@
+//! One task per network connection: CONNECT, authentication, CONNACK, then relaying between
+//! the socket and the router with every PUBLISH and SUBSCRIBE authorized on the way in.
+//! A device's subscriptions and server-to-device messages never touch the router: the task
+//! keeps the filters and delivers what `BrokerHandle::publish` hands it (see `downlink`).
+//!
+//! rumqttd's router trusts whatever it is given and always answers CONNACK success, so every
+//! refusal and return code is decided here. See docs/mqtt.md for the rules.
+//!
+//! # Layout
+//! - this module: [`serve`], a connection's life from CONNECT to the last will; [`Close`].
+//! - `framing`: the socket's MQTT v4 read and write buffers.
+//! - `handshake`: reading CONNECT, client id rules, authentication, return codes.
+//! - `peer`: device or routed client, and the subscription state kept for each.
+//! - `relay`: the session loop between socket, uplink, router and downlink.
+
+mod framing;
+mod handshake;
+mod peer;
+mod relay;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttd::protocol::{ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Packet};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::BrokerConfig;
+use crate::auth::Authenticator;
+use crate::handle::Core;
+use crate::router::build_link;
+use crate::session::router_client_id;
+use crate::uplink::{SessionEvent, Uplink};
+use framing::Wire;
+use handshake::{ConnectFailure, authenticate, read_connect, return_code};
+use peer::Peer;
+use relay::Relay;
+
+pub(crate) use handshake::refuse_busy;
+
+/// Router notifications (or downlink messages) relayed per socket flush.
+const MAX_BATCH: usize = 256;
+
+/// Everything a connection task needs from its broker.
+pub(crate) struct Shared {
+    pub(crate) core: Arc<Core>,
+    pub(crate) auth: Arc<dyn Authenticator>,
+    pub(crate) uplink: Arc<dyn Uplink>,
+    pub(crate) config: BrokerConfig,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// A byte stream MQTT runs on: TCP, TLS over TCP, or WebSocket.
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Transport for T {}
+
+/// An accepted connection after its transport handshake.
+pub(crate) type Stream = Box<dyn Transport>;
+
+/// Why the MQTT connection ended; everything but a client DISCONNECT publishes the will.
+#[derive(Debug)]
+enum Close {
+    ClientDisconnect,
+    Eof,
+    Io(io::Error),
+    Protocol(String),
+    NotAuthorized(String),
+    KeepAliveExpired,
+    Kicked,
+    Shutdown,
+    RouterGone,
+    UplinkFailed(String),
+}
+
+impl std::fmt::Display for Close {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Close::ClientDisconnect => f.write_str("client sent DISCONNECT"),
+            Close::Eof => f.write_str("client closed the socket"),
+            Close::Io(e) => write!(f, "socket error: {e}"),
+            Close::Protocol(reason) => write!(f, "protocol violation: {reason}"),
+            Close::NotAuthorized(topic) => write!(f, "publish to `{topic}` not authorized"),
+            Close::KeepAliveExpired => f.write_str("keep-alive expired"),
+            Close::Kicked => f.write_str("taken over or disconnected by the server"),
+            Close::Shutdown => f.write_str("broker shutting down"),
+            Close::RouterGone => f.write_str("router dropped the session"),
+            Close::UplinkFailed(reason) => write!(f, "uplink failed: {reason}"),
+        }
+    }
+}
+
+impl Close {
+    /// The reason reported in [`SessionEvent::Disconnected`].
+    fn session_reason(&self, taken_over: bool) -> &'static str {
+        match self {
+            Close::ClientDisconnect => "clean",
+            Close::Eof | Close::Io(_) | Close::RouterGone => "connection lost",
+            Close::Protocol(_) => "protocol violation",
+            Close::NotAuthorized(_) => "publish not authorized",
+            Close::KeepAliveExpired => "keep-alive expired",
+            Close::Kicked if taken_over => "taken over",
+            Close::Kicked => "kicked",
+            Close::Shutdown => "server shutting down",
+            Close::UplinkFailed(_) => "uplink failed",
+        }
+    }
+}
+
+/// Serves one network connection until it closes.
+pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>) {
+    let mut wire = Wire::new(stream, shared.config.max_packet_size);
+    let first = tokio::select! {
+        r = timeout(shared.config.connect_timeout, read_connect(&mut wire)) => r,
+        () = shared.shutdown.cancelled() => return,
+    };
+    let packet = match first {
+        Ok(Ok(packet)) => packet,
+        Ok(Err(ConnectFailure::UnsupportedProtocol)) => {
+            debug!(%peer, "unsupported protocol version");
+            wire.connack(ConnectReturnCode::RefusedProtocolVersion, false)
+                .await;
+            return;
+        }
+        Ok(Err(ConnectFailure::Malformed(reason))) => {
+            debug!(%peer, reason, "malformed CONNECT");
+            return;
+        }
+        Ok(Err(ConnectFailure::Closed)) => return,
+        Err(_) => {
+            debug!(%peer, "no CONNECT in time");
+            return;
+        }
+    };
+    let Packet::Connect(connect, _, will, _, login) = packet else {
+        return;
+    };
+
+    let Some(client_id) = handshake::client_id(&connect) else {
+        wire.connack(ConnectReturnCode::ClientIdentifierNotValid, false)
+            .await;
+        return;
+    };
+    let (username, password) = handshake::credentials(login);
+
+    let authenticated_at = std::time::Instant::now();
+    let principal = match authenticate(&shared, &client_id, username.clone(), password, peer).await
+    {
+        Ok(principal) => principal,
+        Err(code) => {
+            info!(%peer, client_id, code, "connection refused");
+            wire.connack(return_code(code), false).await;
+            return;
+        }
+    };
+    if let Some(will) = &will {
+        let allowed = std::str::from_utf8(&will.topic).is_ok_and(|t| principal.may_publish(t));
+        if !allowed {
+            info!(%peer, client_id, "last will topic not authorized");
+            wire.connack(ConnectReturnCode::NotAuthorized, false).await;
+            return;
+        }
+    }
+
+    let router_id = router_client_id(&principal, username.as_deref(), &client_id);
+    let span = tracing::info_span!("mqtt", client_id, %peer);
+    async move {
+        let Ok(guard) = shared
+            .core
+            .sessions
+            .register(&router_id, authenticated_at)
+            .await
+        else {
+            info!("kicked while logging in");
+            wire.connack(ConnectReturnCode::NotAuthorized, false).await;
+            return;
+        };
+        let (tx, rx, connack) =
+            match build_link(&shared.core.links, router_id.clone(), connect.clean_session).await {
+                Ok(link) => link,
+                Err(e) => {
+                    warn!(error = %e, "router refused the session");
+                    wire.connack(ConnectReturnCode::ServiceUnavailable, false)
+                        .await;
+                    return;
+                }
+            };
+        let session_present = match Option::<Packet>::from(connack) {
+            Some(Packet::ConnAck(ack, _)) => ack.session_present,
+            _ => false,
+        };
+        wire.connack(ConnectReturnCode::Success, session_present)
+            .await;
+        debug!(?principal, session_present, "connected");
+        // A device's downlink is served here, not by the router (see `downlink`).
+        let (peer_kind, downlink_rx) =
+            Peer::open(&shared.core.downlinks, &principal, connect.clean_session);
+        if let Peer::Device {
+            org_slug,
+            device_id,
+            ..
+        } = &peer_kind
+        {
+            shared.uplink.session(SessionEvent::Connected {
+                org_slug: org_slug.clone(),
+                device_id: *device_id,
+                peer,
+            });
+        }
+
+        let mut relay = Relay::new(&shared, principal, peer_kind, Arc::new(Mutex::new(tx)));
+        let keep_alive = (connect.keep_alive > 0)
+            .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        let close = relay
+            .run(&mut wire, rx, downlink_rx, keep_alive, guard.kicked())
+            .await;
+        debug!(reason = %close, "disconnected");
+        relay
+            .peer
+            .close(&shared.core.downlinks, connect.clean_session);
+        if let Some(held) = relay.held.take() {
+            // Closed (kick, shutdown) while a delivery was in flight. Its effect may already
+            // be under way; let it finish so that `Disconnected` is reported after it. It is
+            // not acknowledged: the device sends it again.
+            let _ = held.delivery.await;
+        }
+        if let Peer::Device {
+            org_slug,
+            device_id,
+            ..
+        } = &relay.peer
+        {
+            shared.uplink.session(SessionEvent::Disconnected {
+                org_slug: org_slug.clone(),
+                device_id: *device_id,
+                reason: close.session_reason(guard.taken_over()).to_owned(),
+            });
+        }
+
+        // Every end but a client DISCONNECT publishes the will (MQTT 3.1.1 §3.1.2.5).
+        let will = will.filter(|_| !matches!(close, Close::ClientDisconnect));
+        let published = match will {
+            Some(LastWill {
+                topic,
+                message,
+                retain,
+                ..
+            }) => shared.core.publish(topic, message, retain).await,
+            None => Ok(()),
+        };
+        if let Err(e) = published {
+            warn!(error = %e, "cannot publish last will");
+        }
+        let disconnect = Disconnect {
+            reason_code: DisconnectReasonCode::NormalDisconnection,
+        };
+        let _ = shared
+            .core
+            .feeder
+            .send_and_wait(&relay.router.tx, Packet::Disconnect(disconnect, None))
+            .await;
+        let _ = wire.stream.shutdown().await;
+        drop(guard);
+    }
+    .instrument(span)
+    .await;
+}
