@@ -1,6 +1,6 @@
 //! Typed request bodies: one struct per write body is both the parser and the OpenAPI schema.
 //!
-//! [`Body<T>`] reads a create, replace or partial-update body (a JSON object) into `T`
+//! [`Body<T>`] reads a create, replace or partial-update body (a JSON object) into `T`,
 //! the way Django REST framework serializers report: every invalid field gets its own message
 //! (`{"field": ["message"]}`, nested objects nested), and on create/replace every field that
 //! `T`'s schema lists as required must be present. Fields that may be left out are `Option`s;
@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
+use std::marker::PhantomData;
 
 use axum::extract::{FromRequest, Request};
 use axum::http::Method;
@@ -37,27 +38,47 @@ pub const REQUIRED: &str = "This field is required.";
 /// DRF's message for `null` where a value is needed.
 pub const NOT_NULL: &str = "This field may not be null.";
 
-/// A write body read into `T`. On create and replace (POST, PUT) every field `T`'s schema
-/// requires must be present; a partial update (PATCH) changes only what is present, and the
-/// document shows it `T`'s schema with nothing required (see [`crate::docs`]).
+/// A write body for `T`: a JSON object, read into `T` by [`Body::read`]. On create and
+/// replace (POST, PUT) every field `T`'s schema requires must be present; a partial update
+/// (PATCH) changes only what is present, and the document shows it `T`'s schema with nothing
+/// required (see [`crate::docs`]).
+///
+/// The extractor only takes the JSON (413, 415 and malformed JSON answer at once); handlers
+/// read it once they have found the object it writes to, so an object the caller cannot see is
+/// a 404 before its body is judged, as in DRF.
 #[derive(Debug)]
-pub struct Body<T>(pub T);
+pub struct Body<T> {
+    map: Map<String, Value>,
+    partial: bool,
+    marker: PhantomData<fn() -> T>,
+}
 
-impl<T: DeserializeOwned + ToSchema> FromRequest<AppState> for Body<T> {
+impl<T: DeserializeOwned + ToSchema> Body<T> {
+    /// Reads the body into `T`, or every field's problem as a 400.
+    pub fn read(self) -> Result<T, ApiError> {
+        let mut errors = Map::new();
+        if !self.partial {
+            for field in required::<T>() {
+                if !self.map.contains_key(&field) {
+                    errors.insert(field, json!([REQUIRED]));
+                }
+            }
+        }
+        read(self.map, errors).map_err(ApiError::Validation)
+    }
+}
+
+impl<T> FromRequest<AppState> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let partial = req.method() == Method::PATCH;
         let JsonObject(map) = JsonObject::from_request(req, state).await?;
-        let mut errors = Map::new();
-        if !partial {
-            for field in required::<T>() {
-                if !map.contains_key(&field) {
-                    errors.insert(field, json!([REQUIRED]));
-                }
-            }
-        }
-        read(map, errors).map(Body).map_err(ApiError::Validation)
+        Ok(Body {
+            map,
+            partial,
+            marker: PhantomData,
+        })
     }
 }
 

@@ -239,6 +239,11 @@ impl Form {
         }
     }
 
+    /// The collected errors (for nesting under a parent field).
+    pub fn into_errors(self) -> Map<String, Value> {
+        self.errors
+    }
+
     /// The mode the form was read in.
     pub fn mode(&self) -> Mode {
         self.mode

@@ -10,6 +10,7 @@
 //! - [`body`] — typed request bodies: the parser is the schema.
 //! - [`docs`] — the OpenAPI document and the error answers every route shares.
 //! - [`extract`] — extractors whose rejections are API errors (JSON bodies, ids, queries).
+//! - [`filters`] — typed list filters and their field types.
 //! - [`form`] — reading JSON bodies field by field into DRF-style errors.
 //! - [`pagination`] — page-number pagination and the list envelope.
 //! - [`error`] — [`ApiError`] and its response bodies.
@@ -20,6 +21,7 @@ pub mod body;
 pub mod docs;
 pub mod error;
 pub mod extract;
+pub mod filters;
 pub mod form;
 pub mod pagination;
 pub mod routes;

@@ -4,29 +4,31 @@ use std::net::IpAddr;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use fleetmq_store::{
     ConfigBackend, ConfigFields, ConfigStatus, Device, DeviceFields, DeviceFilter, DeviceId,
-    DeviceKey, DeviceName, MacAddress, OrgId, Resource, Scope, Timestamp,
+    DeviceKey, DeviceName, MacAddress, OrgId, Scope,
 };
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::Caller;
-use crate::extract::{JsonObject, PathId, QueryPairs};
-use crate::form::{Field, Form, Mode, does_not_exist};
-use crate::pagination::{PageParams, Paginated};
+use crate::auth::{Activate, Add, Authorized, Caller, Change, Deactivate, Delete, Devices, View};
+use crate::body::{Body, Bounded, Nested, Pk, does_not_exist, text_field};
+use crate::extract::{PathId, QueryPairs};
+use crate::filters::{BoolFilter, Filters, TimeFilter, UuidFilter, choice_schema, invalid_choice};
+use crate::pagination::{PageQuery, Paginated, Paging};
 use crate::{ApiError, AppState, ErrorDetail};
 
 /// The device routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_devices, create_device))
-        .routes(routes!(get_device, put_device, patch_device, delete_device))
+        .routes(routes!(get_device, change_device, delete_device))
         .routes(routes!(deactivate_device))
         .routes(routes!(activate_device))
 }
@@ -90,60 +92,156 @@ pub struct DeviceView {
     pub is_deactivated: Option<bool>,
 }
 
-/// What a client sends to create or change a device (PATCH: any subset).
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)] // documentation of the body; bodies are read field by field by `Form`
+/// What a client sends to register, replace or change a device.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct DeviceWrite {
-    /// Required on create and PUT.
-    name: String,
-    /// Required on create and PUT.
-    organization: Uuid,
-    group: Option<Uuid>,
-    /// Required on create and PUT.
-    mac_address: String,
-    /// Generated (32 hex characters) when absent.
-    key: Option<String>,
-    last_ip: Option<String>,
-    management_ip: Option<String>,
-    model: Option<String>,
-    os: Option<String>,
-    system: Option<String>,
+    /// Hostname or MAC address, unique per organization.
+    #[schema(required = true, nullable = false)]
+    name: Option<NameField>,
+    /// Owning organization (one the caller manages).
+    #[schema(required = true, nullable = false)]
+    organization: Option<Pk>,
+    /// Device group of the same organization.
+    group: Option<Option<Pk>>,
+    /// Primary MAC address, unique per organization.
+    #[schema(required = true, nullable = false)]
+    mac_address: Option<MacField>,
+    /// Device key (its MQTT password); generated (32 hex characters) when absent.
+    #[schema(nullable = false)]
+    key: Option<KeyField>,
+    /// Last address it connected from; blank or null clears it.
+    last_ip: Option<Option<IpField>>,
+    /// Address the server reaches it on; blank or null clears it.
+    management_ip: Option<Option<IpField>>,
+    /// Hardware model.
+    #[schema(nullable = false)]
+    model: Option<Bounded<128>>,
+    /// Operating system.
+    #[schema(nullable = false)]
+    os: Option<Bounded<128>>,
+    /// System on chip.
+    #[schema(nullable = false)]
+    system: Option<Bounded<128>>,
+    /// Free text.
+    #[schema(nullable = false)]
     notes: Option<String>,
-    hardware_id: Option<String>,
-    /// `{backend, templates, context, config}`; merged into the current configuration.
-    #[schema(value_type = Option<Object>)]
-    config: Option<Value>,
+    /// Serial number or similar.
+    #[schema(nullable = false)]
+    hardware_id: Option<Bounded<32>>,
+    /// Configuration, merged into the current one; null leaves it as it is.
+    config: Option<Option<Nested<ConfigWrite>>>,
 }
 
-/// Filters of the device list.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code, non_snake_case)] // documents the query (Django's names); read from `QueryPairs`
-pub struct DeviceListQuery {
-    /// 1-based page number.
-    page: Option<u64>,
-    /// Items per page (default 10, at most 100).
-    page_size: Option<u64>,
-    /// Configuration status.
-    config__status: Option<String>,
+/// The `config` object of a device body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ConfigWrite {
     /// Configuration backend.
-    config__backend: Option<String>,
+    #[schema(nullable = false)]
+    backend: Option<BackendField>,
+    /// Ordered template ids.
+    #[schema(nullable = false)]
+    templates: Option<Vec<Pk>>,
+    /// Template variables.
+    #[schema(nullable = false)]
+    context: Option<Map<String, Value>>,
+    /// NetJSON configuration.
+    #[schema(nullable = false)]
+    config: Option<Map<String, Value>>,
+}
+
+text_field!(
+    /// A device name: a hostname or a MAC address, at most 64 characters.
+    NameField(DeviceName),
+    DeviceName::parse,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(64)),
+);
+
+text_field!(
+    /// A MAC address (`:` or `-` separated).
+    MacField(MacAddress),
+    MacAddress::parse,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^([0-9A-Fa-f]{2}[:-]){5}([0-9A-Fa-f]{2})$")),
+);
+
+text_field!(
+    /// A device key: at most 64 characters without spaces, dots or slashes.
+    KeyField(DeviceKey),
+    DeviceKey::parse,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(64)),
+);
+
+text_field!(
+    /// An IPv4 or IPv6 address; blank means none.
+    IpField(Option<IpAddr>),
+    |s: &str| {
+        if s.is_empty() {
+            return Ok(None);
+        }
+        s.parse()
+            .map(Some)
+            .map_err(|_| "Enter a valid IPv4 or IPv6 address.")
+    },
+    ObjectBuilder::new().schema_type(Type::String),
+);
+
+text_field!(
+    /// A configuration backend.
+    BackendField(ConfigBackend),
+    |s: &str| ConfigBackend::parse(s).ok_or_else(|| format!("\"{s}\" is not a valid choice.")),
+    choice_schema(ConfigBackend::ALL.map(ConfigBackend::name)),
+);
+
+text_field!(
+    /// A configuration status (filter).
+    StatusFilter(ConfigStatus),
+    |s: &str| ConfigStatus::parse(s).ok_or_else(|| invalid_choice(s)),
+    choice_schema(ConfigStatus::ALL.map(ConfigStatus::name)),
+);
+
+text_field!(
+    /// A configuration backend (filter).
+    BackendFilter(ConfigBackend),
+    |s: &str| ConfigBackend::parse(s).ok_or_else(|| invalid_choice(s)),
+    choice_schema(ConfigBackend::ALL.map(ConfigBackend::name)),
+);
+
+/// Filters of the device list (django-filter's names).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeviceListQuery {
+    /// Configuration status.
+    #[serde(rename = "config__status")]
+    config_status: Option<StatusFilter>,
+    /// Configuration backend.
+    #[serde(rename = "config__backend")]
+    config_backend: Option<BackendFilter>,
     /// Organization id.
-    organization: Option<Uuid>,
+    #[param(value_type = Option<Uuid>)]
+    organization: Option<String>,
     /// Organization slug.
     organization_slug: Option<String>,
     /// Template id.
-    config__templates: Option<Uuid>,
+    #[serde(rename = "config__templates")]
+    config_templates: Option<UuidFilter>,
     /// Device group id.
-    group: Option<Uuid>,
-    /// Has a location (`true`/`false`).
-    with_geo: Option<bool>,
+    group: Option<UuidFilter>,
+    /// Has a location.
+    with_geo: Option<BoolFilter>,
     /// Created at exactly this time.
-    created: Option<String>,
+    created: Option<TimeFilter>,
     /// Created at or after.
-    created__gte: Option<String>,
+    #[serde(rename = "created__gte")]
+    created_gte: Option<TimeFilter>,
     /// Created before.
-    created__lt: Option<String>,
+    #[serde(rename = "created__lt")]
+    created_lt: Option<TimeFilter>,
 }
 
 pub(crate) fn view(device: Device, detail: bool) -> DeviceView {
@@ -178,169 +276,102 @@ pub(crate) fn view(device: Device, detail: bool) -> DeviceView {
 
 /// Lists devices of the caller's organizations, newest first.
 #[utoipa::path(get, path = "/api/v1/controller/device/", tag = "devices",
-    params(DeviceListQuery),
-    responses(
-        (status = 200, body = Paginated<DeviceView>),
-        (status = 400, description = "Invalid filter value"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail),
-        (status = 404, description = "Page past the end", body = ErrorDetail)),
-    security(("bearer" = [])))]
+    params(PageQuery, DeviceListQuery),
+    responses((status = 200, body = Paginated<DeviceView>)), security(("bearer" = [])))]
 async fn list_devices(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    query: QueryPairs,
+    auth: Authorized<Devices, View>,
+    paging: Paging,
+    Filters(query): Filters<DeviceListQuery>,
 ) -> Result<Json<Paginated<DeviceView>>, ApiError> {
-    let scope = caller.authorize(Resource::Device, &method)?;
-    let params = PageParams::from_query(&query)?;
-    let Some((scope, filter)) = read_filters(&state, &caller, scope, &query).await? else {
-        let empty = fleetmq_store::Page {
-            count: 0,
-            items: Vec::new(),
-        };
-        return Ok(Json(params.envelope(
-            empty,
-            &uri,
-            &headers,
-            &query,
-            |d| view(d, false),
-        )?));
+    let Some(scope) = narrow_scope(&state, &auth, &query).await? else {
+        return paging.empty();
     };
-    let request = params.request();
+    let filter = DeviceFilter {
+        config_status: query.config_status.map(|f| f.0),
+        config_backend: query.config_backend.map(|f| f.0),
+        template: query.config_templates.map(|f| f.0),
+        group: query.group.map(|f| f.0),
+        with_geo: query.with_geo.map(|f| f.0),
+        created: query.created.map(|f| f.0),
+        created_gte: query.created_gte.map(|f| f.0),
+        created_lt: query.created_lt.map(|f| f.0),
+    };
+    let request = paging.request();
     let page = state
         .store()
         .run(move |db| db.list_devices(&scope, &filter, request))
         .await?;
-    Ok(Json(params.envelope(
-        page,
-        &uri,
-        &headers,
-        &query,
-        |d| view(d, false),
-    )?))
+    paging.envelope(page, |d| view(d, false))
 }
 
-/// Reads the seed's filters; `None` means "nothing can match" (an unknown slug).
-async fn read_filters(
+/// The caller's scope narrowed by the `organization` and `organization_slug` filters; `None`
+/// when nothing can match (an unknown slug).
+async fn narrow_scope(
     state: &AppState,
-    caller: &Caller,
-    scope: Scope,
-    query: &QueryPairs,
-) -> Result<Option<(Scope, DeviceFilter)>, ApiError> {
-    let mut errors = Form::new(Map::new(), Mode::Partial);
-    let mut filter = DeviceFilter::default();
-    let invalid_choice =
-        |v: &str| format!("Select a valid choice. {v} is not one of the available choices.");
-    if let Some(v) = query.get("config__status").filter(|v| !v.is_empty()) {
-        match ConfigStatus::parse(v) {
-            Some(s) => filter.config_status = Some(s),
-            None => errors.error("config__status", invalid_choice(v)),
-        }
-    }
-    if let Some(v) = query.get("config__backend").filter(|v| !v.is_empty()) {
-        match ConfigBackend::parse(v) {
-            Some(b) => filter.config_backend = Some(b),
-            None => errors.error("config__backend", invalid_choice(v)),
-        }
-    }
-    for (name, slot) in [
-        ("config__templates", &mut filter.template),
-        ("group", &mut filter.group),
-    ] {
-        if let Some(v) = query.get(name).filter(|v| !v.is_empty()) {
-            match Uuid::parse_str(v) {
-                Ok(id) => *slot = Some(id),
-                Err(_) => errors.error(name, format!("“{v}” is not a valid UUID.")),
-            }
-        }
-    }
-    if let Some(v) = query.get("with_geo").filter(|v| !v.is_empty()) {
-        match v.to_ascii_lowercase().as_str() {
-            "true" | "1" => filter.with_geo = Some(true),
-            "false" | "0" => filter.with_geo = Some(false),
-            _ => errors.error("with_geo", invalid_choice(v)),
-        }
-    }
-    for (name, slot) in [
-        ("created", &mut filter.created),
-        ("created__gte", &mut filter.created_gte),
-        ("created__lt", &mut filter.created_lt),
-    ] {
-        if let Some(v) = query.get(name).filter(|v| !v.is_empty()) {
-            match Timestamp::parse_lenient(v) {
-                Some(t) => *slot = Some(t),
-                None => errors.error(name, "Enter a valid date/time."),
-            }
-        }
-    }
-    let mut scope = scope;
-    if let Some(v) = query.get("organization").filter(|v| !v.is_empty()) {
+    auth: &Authorized<Devices, View>,
+    query: &DeviceListQuery,
+) -> Result<Option<Scope>, ApiError> {
+    let mut scope = auth.scope.clone();
+    if let Some(v) = &query.organization {
         match Uuid::parse_str(v)
             .ok()
             .map(OrgId)
             .filter(|org| scope.contains(*org))
         {
             Some(org) => scope = Scope::Orgs(vec![org]),
-            None => errors.error(
-                "organization",
-                "Select a valid choice. That choice is not one of the available choices.",
-            ),
+            None => {
+                return Err(ApiError::field(
+                    "organization",
+                    "Select a valid choice. That choice is not one of the available choices.",
+                ));
+            }
         }
     }
-    errors.finish()?;
-    if let Some(slug) = query.get("organization_slug").filter(|v| !v.is_empty()) {
-        let slug = slug.to_owned();
+    if let Some(slug) = query.organization_slug.clone() {
         let org = state
             .store()
             .run(move |db| db.organization_by_slug(&slug))
             .await?;
-        match org.filter(|o| scope.contains(o.id) && caller.manages(o.id)) {
+        match org.filter(|o| scope.contains(o.id) && auth.caller.manages(o.id)) {
             Some(org) => scope = Scope::Orgs(vec![org.id]),
             None => return Ok(None),
         }
     }
-    Ok(Some((scope, filter)))
+    Ok(Some(scope))
 }
 
 /// Registers a device.
 #[utoipa::path(post, path = "/api/v1/controller/device/", tag = "devices",
-    request_body = DeviceWrite,
-    responses(
-        (status = 201, body = DeviceView),
-        (status = 400, description = "Field errors: {\"field\": [\"message\"]}"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail),
-        (status = 413, body = ErrorDetail), (status = 415, body = ErrorDetail)),
+    request_body = DeviceWrite, responses((status = 201, body = DeviceView)),
     security(("bearer" = [])))]
 async fn create_device(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    JsonObject(body): JsonObject,
+    auth: Authorized<Devices, Add>,
+    body: Body<DeviceWrite>,
 ) -> Result<(StatusCode, Json<DeviceView>), ApiError> {
-    caller.authorize(Resource::Device, &method)?;
-    let input = read_device(&state, &caller, body, Mode::Full).await?;
+    let body = body.read()?;
+    let organization = body.check_relations(&state, &auth.caller).await?;
     let (Some(name), Some(organization), Some(mac_address)) =
-        (input.name, input.organization, input.mac_address)
+        (body.name, organization, body.mac_address)
     else {
-        return Err(ApiError::field("name", "This field is required."));
+        return Err(ApiError::field("name", crate::body::REQUIRED));
     };
     let fields = DeviceFields {
-        name,
+        name: name.0,
         organization,
-        group: input.group.flatten(),
-        mac_address,
-        key: input.key.unwrap_or_else(DeviceKey::generate),
-        last_ip: input.last_ip.flatten(),
-        management_ip: input.management_ip.flatten(),
-        model: input.model.unwrap_or_default(),
-        os: input.os.unwrap_or_default(),
-        system: input.system.unwrap_or_default(),
-        notes: input.notes.unwrap_or_default(),
-        hardware_id: input.hardware_id.unwrap_or_default(),
+        group: None,
+        mac_address: mac_address.0,
+        key: body.key.map_or_else(DeviceKey::generate, |k| k.0),
+        last_ip: body.last_ip.flatten().and_then(|ip| ip.0),
+        management_ip: body.management_ip.flatten().and_then(|ip| ip.0),
+        model: body.model.unwrap_or_default().0,
+        os: body.os.unwrap_or_default().0,
+        system: body.system.unwrap_or_default().0,
+        notes: body.notes.unwrap_or_default(),
+        hardware_id: body.hardware_id.unwrap_or_default().0,
     };
-    let config = input.config.map(|patch| patch.apply(None));
+    let config = body.config.flatten().map(|Nested(c)| c.apply(None));
     let device = state
         .store()
         .run(move |db| db.create_device(fields, config))
@@ -348,34 +379,94 @@ async fn create_device(
     Ok((StatusCode::CREATED, Json(view(device, true))))
 }
 
-/// The fields present and valid in a device body.
-#[derive(Default)]
-struct DeviceInput {
-    name: Option<DeviceName>,
-    organization: Option<OrgId>,
-    group: Option<Option<Uuid>>,
-    mac_address: Option<MacAddress>,
-    key: Option<DeviceKey>,
-    last_ip: Option<Option<IpAddr>>,
-    management_ip: Option<Option<IpAddr>>,
-    model: Option<String>,
-    os: Option<String>,
-    system: Option<String>,
-    notes: Option<String>,
-    hardware_id: Option<String>,
-    config: Option<ConfigPatch>,
+impl DeviceWrite {
+    /// Checks the relations the caller must be able to see, as field errors; returns the
+    /// organization when one was given.
+    async fn check_relations(
+        &self,
+        state: &AppState,
+        caller: &Caller,
+    ) -> Result<Option<OrgId>, ApiError> {
+        let mut errors = Map::new();
+        let mut organization = None;
+        if let Some(Pk(id)) = self.organization {
+            match caller.managed_org(state, id).await? {
+                Some(org) => organization = Some(org),
+                None => {
+                    errors.insert(
+                        "organization".into(),
+                        json!([does_not_exist(&id.to_string())]),
+                    );
+                }
+            }
+        }
+        // Device groups and templates arrive with configuration management; until then none
+        // exists.
+        if let Some(Some(Pk(group))) = self.group {
+            errors.insert("group".into(), json!([does_not_exist(&group.to_string())]));
+        }
+        if let Some(Some(Nested(config))) = &self.config {
+            let unknown: Vec<String> = config
+                .templates
+                .iter()
+                .flatten()
+                .map(|Pk(id)| does_not_exist(&id.to_string()))
+                .collect();
+            if !unknown.is_empty() {
+                errors.insert("config".into(), json!({ "templates": unknown }));
+            }
+        }
+        if errors.is_empty() {
+            Ok(organization)
+        } else {
+            Err(ApiError::Validation(errors))
+        }
+    }
+
+    /// Applies the body over a device's current fields.
+    fn apply(self, mut fields: DeviceFields, organization: Option<OrgId>) -> DeviceFields {
+        if let Some(v) = self.name {
+            fields.name = v.0;
+        }
+        if let Some(v) = organization {
+            fields.organization = v;
+        }
+        if let Some(None) = self.group {
+            fields.group = None;
+        }
+        if let Some(v) = self.mac_address {
+            fields.mac_address = v.0;
+        }
+        if let Some(v) = self.key {
+            fields.key = v.0;
+        }
+        if let Some(v) = self.last_ip {
+            fields.last_ip = v.and_then(|ip| ip.0);
+        }
+        if let Some(v) = self.management_ip {
+            fields.management_ip = v.and_then(|ip| ip.0);
+        }
+        for (slot, value) in [
+            (&mut fields.model, self.model),
+            (&mut fields.os, self.os),
+            (&mut fields.system, self.system),
+        ] {
+            if let Some(v) = value {
+                *slot = v.0;
+            }
+        }
+        if let Some(v) = self.notes {
+            fields.notes = v;
+        }
+        if let Some(v) = self.hardware_id {
+            fields.hardware_id = v.0;
+        }
+        fields
+    }
 }
 
-/// The `config` object of a body, merged over the current configuration.
-#[derive(Default)]
-struct ConfigPatch {
-    backend: Option<ConfigBackend>,
-    templates: Option<Vec<Uuid>>,
-    context: Option<Map<String, Value>>,
-    config: Option<Map<String, Value>>,
-}
-
-impl ConfigPatch {
+impl ConfigWrite {
+    /// Merges the given parts over the current configuration.
     fn apply(self, current: Option<ConfigFields>) -> ConfigFields {
         let base = current.unwrap_or(ConfigFields {
             backend: ConfigBackend::OpenWrt,
@@ -384,130 +475,12 @@ impl ConfigPatch {
             config: Map::new(),
         });
         ConfigFields {
-            backend: self.backend.unwrap_or(base.backend),
-            templates: self.templates.unwrap_or(base.templates),
+            backend: self.backend.map_or(base.backend, |b| b.0),
+            templates: self
+                .templates
+                .map_or(base.templates, |t| t.into_iter().map(|Pk(id)| id).collect()),
             context: self.context.unwrap_or(base.context),
             config: self.config.unwrap_or(base.config),
-        }
-    }
-}
-
-fn ip(s: &str) -> Result<Option<IpAddr>, &'static str> {
-    if s.is_empty() {
-        return Ok(None);
-    }
-    s.parse()
-        .map(Some)
-        .map_err(|_| "Enter a valid IPv4 or IPv6 address.")
-}
-
-/// Reads and checks a device body: field rules, then relations the caller must be able to see.
-async fn read_device(
-    state: &AppState,
-    caller: &Caller,
-    body: Map<String, Value>,
-    mode: Mode,
-) -> Result<DeviceInput, ApiError> {
-    let mut form = Form::new(body, mode);
-    let mut input = DeviceInput {
-        name: form.parsed("name", true, DeviceName::parse).set(),
-        mac_address: form.parsed("mac_address", true, MacAddress::parse).set(),
-        key: form.parsed("key", false, DeviceKey::parse).set(),
-        model: form.text("model", 128).set(),
-        os: form.text("os", 128).set(),
-        system: form.text("system", 128).set(),
-        notes: form.text("notes", usize::MAX).set(),
-        hardware_id: form.text("hardware_id", 32).set(),
-        ..DeviceInput::default()
-    };
-    for (name, slot) in [
-        ("last_ip", &mut input.last_ip),
-        ("management_ip", &mut input.management_ip),
-    ] {
-        if let Field::Set(v) = form.raw(name, false) {
-            match v {
-                Value::Null => *slot = Some(None),
-                Value::String(s) => match ip(&s) {
-                    Ok(addr) => *slot = Some(addr),
-                    Err(m) => form.error(name, m),
-                },
-                _ => form.error(name, "Enter a valid IPv4 or IPv6 address."),
-            }
-        }
-    }
-    let organization = form.reference("organization", true, false).set().flatten();
-    if let Some(group) = form.reference("group", false, true).set() {
-        // Device groups arrive with configuration management; until then none exists.
-        match group {
-            Some(id) => form.error("group", does_not_exist(&id.to_string())),
-            None => input.group = Some(None),
-        }
-    }
-    if let Field::Set(config) = form.raw("config", false) {
-        match config {
-            Value::Null => {}
-            Value::Object(map) => {
-                let mut nested = Form::new(map, Mode::Partial);
-                let mut patch = ConfigPatch {
-                    backend: nested
-                        .parsed("backend", false, |s| {
-                            ConfigBackend::parse(s)
-                                .ok_or_else(|| format!("\"{s}\" is not a valid choice."))
-                        })
-                        .set(),
-                    context: nested.object("context").set(),
-                    config: nested.object("config").set(),
-                    templates: None,
-                };
-                if let Field::Set(templates) = nested.raw("templates", false) {
-                    patch.templates = read_templates(&mut nested, templates);
-                }
-                form.nested_errors("config", nested.into_errors());
-                input.config = Some(patch);
-            }
-            other => form.error(
-                "config",
-                format!(
-                    "Invalid data. Expected a dictionary, but got {}.",
-                    crate::extract::kind(&other)
-                ),
-            ),
-        }
-    }
-    if let Some(id) = organization {
-        match caller.managed_org(state, id).await? {
-            Some(org) => input.organization = Some(org),
-            None => form.error("organization", does_not_exist(&id.to_string())),
-        }
-    }
-    form.finish()?;
-    Ok(input)
-}
-
-fn read_templates(form: &mut Form, value: Value) -> Option<Vec<Uuid>> {
-    let Value::Array(items) = value else {
-        form.error(
-            "templates",
-            "Expected a list of items but got type \"dict\".",
-        );
-        return None;
-    };
-    for item in items {
-        // Templates arrive with configuration management; until then none exists.
-        let shown = item
-            .as_str()
-            .map_or_else(|| item.to_string(), str::to_owned);
-        form.error("templates", does_not_exist(&shown));
-    }
-    Some(Vec::new())
-}
-
-impl Form {
-    /// The collected errors (for nesting under a parent field).
-    pub fn into_errors(self) -> Map<String, Value> {
-        match self.finish() {
-            Err(ApiError::Validation(map)) => map,
-            _ => Map::new(),
         }
     }
 }
@@ -528,71 +501,43 @@ pub(crate) async fn visible_device(
 }
 
 /// Shows one device.
-#[utoipa::path(get, path = "/api/v1/controller/device/{id}/", tag = "devices",
-    params(("id" = Uuid, Path, description = "Device id")),
-    responses((status = 200, body = DeviceView), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/controller/device/{id}/", tag = "devices", params(PathId),
+    responses((status = 200, body = DeviceView)), security(("bearer" = [])))]
 async fn get_device(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
+    auth: Authorized<Devices, View>,
     PathId(id): PathId,
 ) -> Result<Json<DeviceView>, ApiError> {
-    caller.authorize(Resource::Device, &method)?;
-    Ok(Json(view(visible_device(&state, &caller, id).await?, true)))
+    Ok(Json(view(
+        visible_device(&state, &auth.caller, id).await?,
+        true,
+    )))
 }
 
+/// Replaces a device's fields, or with PATCH changes some of them.
+#[utoipa::path(method(put, patch), path = "/api/v1/controller/device/{id}/", tag = "devices",
+    params(PathId), request_body = DeviceWrite,
+    responses((status = 200, body = DeviceView),
+        (status = 403, description = "No permission, or the device is deactivated", body = ErrorDetail)),
+    security(("bearer" = [])))]
 async fn change_device(
-    state: AppState,
-    caller: Caller,
-    method: Method,
-    id: Uuid,
-    body: Map<String, Value>,
-    mode: Mode,
+    State(state): State<AppState>,
+    auth: Authorized<Devices, Change>,
+    PathId(id): PathId,
+    body: Body<DeviceWrite>,
 ) -> Result<Json<DeviceView>, ApiError> {
-    caller.authorize(Resource::Device, &method)?;
-    let device = visible_device(&state, &caller, id).await?;
+    let device = visible_device(&state, &auth.caller, id).await?;
     if device.is_deactivated {
         return Err(ApiError::permission_denied());
     }
-    let input = read_device(&state, &caller, body, mode).await?;
-    let mut fields = device.fields.clone();
-    if let Some(v) = input.name {
-        fields.name = v;
-    }
-    if let Some(v) = input.organization {
-        fields.organization = v;
-    }
-    if let Some(v) = input.group {
-        fields.group = v;
-    }
-    if let Some(v) = input.mac_address {
-        fields.mac_address = v;
-    }
-    if let Some(v) = input.key {
-        fields.key = v;
-    }
-    if let Some(v) = input.last_ip {
-        fields.last_ip = v;
-    }
-    if let Some(v) = input.management_ip {
-        fields.management_ip = v;
-    }
-    for (slot, value) in [
-        (&mut fields.model, input.model),
-        (&mut fields.os, input.os),
-        (&mut fields.system, input.system),
-        (&mut fields.notes, input.notes),
-        (&mut fields.hardware_id, input.hardware_id),
-    ] {
-        if let Some(v) = value {
-            *slot = v;
-        }
-    }
-    let config = input
+    let mut body = body.read()?;
+    let organization = body.check_relations(&state, &auth.caller).await?;
+    let config = body
         .config
-        .map(|patch| patch.apply(device.config.map(|c| c.fields)));
+        .take()
+        .flatten()
+        .map(|Nested(c)| c.apply(device.config.map(|c| c.fields)));
+    let fields = body.apply(device.fields, organization);
     let device = state
         .store()
         .run(move |db| db.update_device(DeviceId(id), fields, config))
@@ -600,57 +545,19 @@ async fn change_device(
     Ok(Json(view(device, true)))
 }
 
-/// Replaces a device's fields (required fields must be present).
-#[utoipa::path(put, path = "/api/v1/controller/device/{id}/", tag = "devices",
-    params(("id" = Uuid, Path, description = "Device id")), request_body = DeviceWrite,
-    responses((status = 200, body = DeviceView), (status = 400, description = "Field errors"),
-        (status = 401, body = ErrorDetail), (status = 403, description = "No permission, or the device is deactivated", body = ErrorDetail),
-        (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
-async fn put_device(
-    State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    PathId(id): PathId,
-    JsonObject(body): JsonObject,
-) -> Result<Json<DeviceView>, ApiError> {
-    change_device(state, caller, method, id, body, Mode::Full).await
-}
-
-/// Changes some of a device's fields.
-#[utoipa::path(patch, path = "/api/v1/controller/device/{id}/", tag = "devices",
-    params(("id" = Uuid, Path, description = "Device id")), request_body = DeviceWrite,
-    responses((status = 200, body = DeviceView), (status = 400, description = "Field errors"),
-        (status = 401, body = ErrorDetail), (status = 403, description = "No permission, or the device is deactivated", body = ErrorDetail),
-        (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
-async fn patch_device(
-    State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    PathId(id): PathId,
-    JsonObject(body): JsonObject,
-) -> Result<Json<DeviceView>, ApiError> {
-    change_device(state, caller, method, id, body, Mode::Partial).await
-}
-
 /// Deletes a deactivated device (`?force=true` skips the deactivation rule).
 #[utoipa::path(delete, path = "/api/v1/controller/device/{id}/", tag = "devices",
-    params(("id" = Uuid, Path, description = "Device id"),
-        ("force" = Option<bool>, Query, description = "Delete even if still active")),
-    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorDetail),
-        (status = 403, description = "No permission, or the device is still active", body = ErrorDetail),
-        (status = 404, body = ErrorDetail)),
+    params(PathId, ("force" = Option<bool>, Query, description = "Delete even if still active")),
+    responses((status = 204, description = "Deleted"),
+        (status = 403, description = "No permission, or the device is still active", body = ErrorDetail)),
     security(("bearer" = [])))]
 async fn delete_device(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
+    auth: Authorized<Devices, Delete>,
     PathId(id): PathId,
     query: QueryPairs,
 ) -> Result<StatusCode, ApiError> {
-    caller.authorize(Resource::Device, &method)?;
-    let device = visible_device(&state, &caller, id).await?;
+    let device = visible_device(&state, &auth.caller, id).await?;
     let force = query
         .get("force")
         .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
@@ -668,40 +575,33 @@ async fn delete_device(
 
 /// Deactivates a device: it may no longer connect, and can then be deleted.
 #[utoipa::path(post, path = "/api/v1/controller/device/{id}/deactivate/", tag = "devices",
-    params(("id" = Uuid, Path, description = "Device id")),
-    responses((status = 200, body = DeviceView), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
+    params(PathId), responses((status = 200, body = DeviceView)), security(("bearer" = [])))]
 async fn deactivate_device(
     State(state): State<AppState>,
-    caller: Caller,
+    auth: Authorized<Devices, Deactivate>,
     PathId(id): PathId,
 ) -> Result<Json<DeviceView>, ApiError> {
-    set_deactivated(state, caller, id, true).await
+    set_deactivated(state, &auth.caller, id, true).await
 }
 
 /// Reactivates a deactivated device (an active device answers 404, as in OpenWISP).
 #[utoipa::path(post, path = "/api/v1/controller/device/{id}/activate/", tag = "devices",
-    params(("id" = Uuid, Path, description = "Device id")),
-    responses((status = 200, body = DeviceView), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
+    params(PathId), responses((status = 200, body = DeviceView)), security(("bearer" = [])))]
 async fn activate_device(
     State(state): State<AppState>,
-    caller: Caller,
+    auth: Authorized<Devices, Activate>,
     PathId(id): PathId,
 ) -> Result<Json<DeviceView>, ApiError> {
-    set_deactivated(state, caller, id, false).await
+    set_deactivated(state, &auth.caller, id, false).await
 }
 
 async fn set_deactivated(
     state: AppState,
-    caller: Caller,
+    caller: &Caller,
     id: Uuid,
     deactivated: bool,
 ) -> Result<Json<DeviceView>, ApiError> {
-    caller.authorize(Resource::Device, &Method::PATCH)?;
-    let device = visible_device(&state, &caller, id).await?;
+    let device = visible_device(&state, caller, id).await?;
     if !deactivated && !device.is_deactivated {
         return Err(ApiError::NotFound);
     }

@@ -171,9 +171,9 @@ async fn list_organizations(
 async fn create_organization(
     State(state): State<AppState>,
     _: Authorized<Accounts, Add>,
-    Body(body): Body<OrganizationWrite>,
+    body: Body<OrganizationWrite>,
 ) -> Result<(StatusCode, Json<OrganizationView>), ApiError> {
-    let fields = body.apply(None)?;
+    let fields = body.read()?.apply(None)?;
     let org = state
         .store()
         .run(move |db| db.create_organization(fields))
@@ -216,10 +216,10 @@ async fn change_organization(
     State(state): State<AppState>,
     auth: Authorized<Accounts, Change>,
     PathId(id): PathId,
-    Body(body): Body<OrganizationWrite>,
+    body: Body<OrganizationWrite>,
 ) -> Result<Json<OrganizationView>, ApiError> {
     let current = visible_organization(&state, &auth.caller, id).await?;
-    let fields = body.apply(Some(current.fields))?;
+    let fields = body.read()?.apply(Some(current.fields))?;
     let org = state
         .store()
         .run(move |db| db.update_organization(OrgId(id), fields))

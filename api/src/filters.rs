@@ -1,0 +1,84 @@
+//! List filters: [`Filters<T>`] reads a list's query into one typed struct (which also documents
+//! it, deriving `IntoParams`), by the rules bodies follow, with django-filter's messages. An
+//! empty value is no filter, as in django-filter.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use fleetmq_store::Timestamp;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use utoipa::openapi::KnownFormat;
+use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
+use uuid::Uuid;
+
+use crate::ApiError;
+use crate::body::{read, text_field};
+use crate::extract::QueryPairs;
+
+/// A list's filters, read from the query into `T`.
+#[derive(Debug)]
+pub struct Filters<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Filters<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let QueryPairs(pairs) = QueryPairs::from_request_parts(parts, state).await?;
+        let mut map = Map::new();
+        for (name, value) in pairs {
+            // The last value given wins (Django's `QueryDict.get`); empty is no filter.
+            if value.is_empty() {
+                map.remove(&name);
+            } else {
+                map.insert(name, Value::String(value));
+            }
+        }
+        read(map, Map::new())
+            .map(Filters)
+            .map_err(ApiError::Validation)
+    }
+}
+
+/// django-filter's message for a value outside a choice filter's choices.
+pub fn invalid_choice(value: &str) -> String {
+    format!("Select a valid choice. {value} is not one of the available choices.")
+}
+
+/// A choice filter's schema: a string among `choices`.
+pub fn choice_schema<'a>(choices: impl IntoIterator<Item = &'a str>) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(choices))
+}
+
+text_field!(
+    /// A filter on an object id.
+    UuidFilter(Uuid),
+    |s: &str| Uuid::parse_str(s).map_err(|_| format!("“{s}” is not a valid UUID.")),
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+);
+
+text_field!(
+    /// A filter on a yes/no property.
+    BoolFilter(bool),
+    |s: &str| match s {
+        "true" | "True" | "1" => Ok(true),
+        "false" | "False" | "0" => Ok(false),
+        other => Err(invalid_choice(other)),
+    },
+    choice_schema(["true", "false", "True", "False", "1", "0"]),
+);
+
+text_field!(
+    /// A filter on a point in time: RFC 3339, `YYYY-MM-DD HH:MM[:SS[.ffffff]]` (UTC) or a bare
+    /// date (midnight UTC).
+    TimeFilter(Timestamp),
+    |s: &str| Timestamp::parse_lenient(s).ok_or("Enter a valid date/time."),
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "RFC 3339, `YYYY-MM-DD HH:MM[:SS[.ffffff]]` (UTC) or `YYYY-MM-DD`"
+        )),
+);
