@@ -58,15 +58,26 @@
 //!   downloads) and the [`Fault`]s a device can simulate.
 //! - [`firmware`]: the firmware-upgrader REST calls of the `upgrade-demo`.
 //! - [`registration`]: registering devices through the REST API, and the `id,key` CSV.
+//! - [`run`]: [`RunOptions`](run::RunOptions) and one run of the binary: where its devices
+//!   come from (CSV, reuse, registration) and the fleet run for `--duration`.
+//! - [`demo`]: [`DemoOptions`](demo::DemoOptions) and the `upgrade-demo`: build upload,
+//!   one batch upgrade watched live until it ends.
+//! - [`report`]: what a run prints at the end: the run and demo summaries, the upgrade
+//!   timings, the demo's JSON report, the simulator's resident memory.
+//! - [`progress`]: the style of the progress bars both draw.
 //! - [`error`]: the one error type, [`SimError`].
 
 pub mod behaviour;
+pub mod demo;
 pub mod device;
 pub mod error;
 pub mod firmware;
 pub mod fleet;
 pub mod mqtt;
+pub mod progress;
 pub mod registration;
+pub mod report;
+pub mod run;
 pub mod stats;
 pub mod update;
 

@@ -1,6 +1,12 @@
 //! The fleetmq server: opens the store, starts the embedded broker with the bridge's
 //! authenticator, and serves the REST API — all stopped by one cancellation token.
 //!
+//! Every task the server spawns goes through one [`TaskTracker`], and the bridge's
+//! long-running tasks are awaited through their handles, so [`Server::shutdown`] returns only
+//! once none of them still holds a store handle: the redb file is released and the same data
+//! directory can be opened again at once (a restart in the same process). Tasks the bridge
+//! and the broker detach inside themselves are theirs to track.
+//!
 //! `main.rs` is the thin CLI around [`Server`]; the integration tests start [`Server`]
 //! directly on free ports.
 //!
@@ -25,6 +31,7 @@ use fleetmq_store::Store;
 use fleetmq_store::{Command, DeviceId, StartedUpgrades, UpgradeOperation};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use bootstrap::FirstStart;
 pub use config::Config;
@@ -37,7 +44,12 @@ pub struct Server {
     mqtt_ws_addr: Option<SocketAddr>,
     first_start: Option<FirstStart>,
     shutdown: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    /// The broker, the HTTP server and the bridge's own tasks: they run until the token is
+    /// cancelled; awaited one by one so a panic among them is logged.
+    services: Vec<JoinHandle<()>>,
+    /// Everything the server spawns, including the short tasks the API's hooks start; closed
+    /// and waited for on shutdown.
+    tasks: TaskTracker,
 }
 
 impl Server {
@@ -52,6 +64,7 @@ impl Server {
         let first_start = bootstrap::ensure_admin(&store, config.admin_password.clone()).await?;
 
         let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
         let tls = match config.mqtts_addr {
             Some(addr) => Some(TlsListener {
                 addr,
@@ -107,18 +120,19 @@ impl Server {
             broker: handle,
             bridge,
             broker_up: Arc::clone(&broker_up),
+            tasks: tasks.clone(),
         };
         let state = AppState::new(store, config.api.clone(), Arc::new(hooks));
         let app = fleetmq_api::router(state);
 
-        let mut tasks = bridge_tasks;
+        let mut services = bridge_tasks;
         let stop = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
+        services.push(tasks.spawn(async move {
             broker.run(stop).await;
             broker_up.store(false, Ordering::Relaxed);
         }));
         let stop = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
+        services.push(tasks.spawn(async move {
             let served = axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -137,6 +151,7 @@ impl Server {
             mqtt_ws_addr,
             first_start,
             shutdown,
+            services,
             tasks,
         })
     }
@@ -178,13 +193,18 @@ impl Server {
         self.wait().await;
     }
 
-    /// Waits until the server has stopped (after the shutdown token is cancelled).
+    /// Waits until the server has stopped (after the shutdown token is cancelled): every task
+    /// it spawned has ended and dropped what it held, so the store is released.
     pub async fn wait(self) {
-        for task in self.tasks {
+        for task in self.services {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "server task failed");
             }
         }
+        // The HTTP server has drained, so no hook can spawn any more; the tasks hooks
+        // spawned before may still be running (a command being sent holds the store).
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 }
 
@@ -217,20 +237,23 @@ struct ServerHooks {
     broker: BrokerHandle,
     bridge: Bridge,
     broker_up: Arc<AtomicBool>,
+    /// The server's tracker: a hook's work outlives the request, not the server.
+    tasks: TaskTracker,
 }
 
 impl Hooks for ServerHooks {
     fn device_deactivated(&self, device: DeviceId) {
         self.bridge.device_deactivated(device);
         let broker = self.broker.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             broker.disconnect_device(device).await;
         });
     }
 
     fn command_created(&self, command: Command) {
         let bridge = self.bridge.clone();
-        tokio::spawn(async move { bridge.command_created(command).await });
+        self.tasks
+            .spawn(async move { bridge.command_created(command).await });
     }
 
     fn upgrades_started(&self, started: StartedUpgrades) {

@@ -205,13 +205,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(addr) = server.mqtt_ws_addr() {
             println!("MQTT over WebSocket on ws://{addr}/mqtt");
         }
-        let stop = server.shutdown_token();
-        tokio::spawn(async move {
-            signals.recv().await;
-            tracing::info!("shutting down");
-            stop.cancel();
-        });
-        server.wait().await;
+        // No detached signal task: the first signal stops the server here, and if anything
+        // else cancels its token, the server is simply waited for.
+        let stopped = server.shutdown_token();
+        tokio::select! {
+            () = signals.recv() => {
+                tracing::info!("shutting down");
+                server.shutdown().await;
+            }
+            () = stopped.cancelled() => server.wait().await,
+        }
         anyhow::Ok(())
     })
 }

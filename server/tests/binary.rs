@@ -113,9 +113,10 @@ async fn telemetry_acknowledged_before_a_kill_9_is_still_there_after_restart() {
     let (mqtt_client, mut events) = rumqttc::AsyncClient::new(options, 512);
     let topic = format!("fleetmq/v1/k9/{id}/up/telemetry");
     const SENT: usize = 300;
+    // Sampled now: a fixed date would fall out of the telemetry retention as the calendar moves.
+    let now = fleetmq_store::Timestamp::now();
     for n in 0..SENT {
-        let stamp = fleetmq_store::Timestamp::now();
-        let payload = format!(r#"{{"timestamp":"{stamp}","metrics":{{"n":{n}}}}}"#);
+        let payload = format!(r#"{{"timestamp":"{now}","metrics":{{"n":{n}}}}}"#);
         mqtt_client
             .publish(
                 &topic,
