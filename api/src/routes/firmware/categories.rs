@@ -2,32 +2,25 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use fleetmq_store::{Category, CategoryFields, CategoryId, Resource};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use axum::http::StatusCode;
+use fleetmq_store::{Category, CategoryFields, CategoryId, OrgId};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::Caller;
-use crate::extract::{JsonObject, PathId, QueryPairs};
-use crate::form::{Field, Form, Mode, does_not_exist};
-use crate::pagination::PageQuery as ListQuery;
-use crate::pagination::{PageParams, Paginated};
-use crate::{ApiError, AppState, ErrorDetail};
+use crate::auth::{Add, Authorized, Caller, Categories, Change, Delete, View};
+use crate::body::{Body, NonBlank, Pk, does_not_exist};
+use crate::extract::PathId;
+use crate::pagination::{PageQuery, Paginated, Paging};
+use crate::{ApiError, AppState};
 
 /// The category routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_categories, create_category))
-        .routes(routes!(
-            get_category,
-            put_category,
-            patch_category,
-            delete_category
-        ))
+        .routes(routes!(get_category, change_category, delete_category))
 }
 
 /// OpenWISP's message for non-superusers touching shared categories.
@@ -50,16 +43,6 @@ pub struct CategoryView {
     pub modified: String,
 }
 
-/// What a client sends (PATCH: any subset).
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)] // documentation of the body; read by `Form`
-pub struct CategoryWrite {
-    name: String,
-    description: Option<String>,
-    /// `null` (shared) only for superusers.
-    organization: Option<Uuid>,
-}
-
 pub(crate) fn view(c: Category) -> CategoryView {
     CategoryView {
         id: c.id.0,
@@ -71,49 +54,60 @@ pub(crate) fn view(c: Category) -> CategoryView {
     }
 }
 
-async fn read_category(
-    state: &AppState,
-    caller: &Caller,
-    body: Map<String, Value>,
-    mode: Mode,
-    current: Option<CategoryFields>,
-) -> Result<CategoryFields, ApiError> {
-    let mut form = Form::new(body, mode);
-    let name = form
-        .parsed("name", true, |s| {
-            if s.trim().is_empty() {
-                Err("This field may not be blank.")
-            } else if s.chars().count() > 64 {
-                Err("Ensure this field has no more than 64 characters.")
-            } else {
-                Ok(s.to_owned())
+/// What a client sends to create, replace or change a category.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CategoryWrite {
+    /// Unique per organization.
+    #[schema(required = true, nullable = false)]
+    name: Option<NonBlank<64>>,
+    /// Free text.
+    #[schema(nullable = false)]
+    description: Option<String>,
+    /// Owning organization; `null` (shared) only for superusers.
+    #[schema(required = true)]
+    organization: Option<Option<Pk>>,
+}
+
+impl CategoryWrite {
+    /// The category's fields after this write, over `current` or new; the organization must
+    /// be one the caller manages, and only superusers may make a category shared.
+    async fn apply(
+        self,
+        state: &AppState,
+        caller: &Caller,
+        current: Option<CategoryFields>,
+    ) -> Result<CategoryFields, ApiError> {
+        let mut fields = current.unwrap_or(CategoryFields {
+            organization: None,
+            name: String::new(),
+            description: String::new(),
+        });
+        match self.organization {
+            None => {}
+            Some(None) if !caller.is_superuser() => {
+                return Err(ApiError::field("organization", crate::body::NOT_NULL));
             }
-        })
-        .set();
-    let description = form.text("description", usize::MAX).set();
-    let organization = form.reference("organization", true, caller.is_superuser());
-    let mut fields = current.unwrap_or(CategoryFields {
-        organization: None,
-        name: String::new(),
-        description: String::new(),
-    });
-    if let Field::Set(org) = organization {
-        match org {
-            None => fields.organization = None,
-            Some(id) => match caller.managed_org(state, id).await? {
-                Some(org) => fields.organization = Some(org),
-                None => form.error("organization", does_not_exist(&id.to_string())),
-            },
+            Some(None) => fields.organization = None,
+            Some(Some(Pk(id))) => fields.organization = Some(managed_org(state, caller, id).await?),
         }
+        if let Some(v) = self.name {
+            fields.name = v.0;
+        }
+        if let Some(v) = self.description {
+            fields.description = v;
+        }
+        caller.require_shared_write(fields.organization, SHARED_ONLY_SUPERUSERS)?;
+        Ok(fields)
     }
-    form.finish()?;
-    if let Some(v) = name {
-        fields.name = v;
-    }
-    if let Some(v) = description {
-        fields.description = v;
-    }
-    Ok(fields)
+}
+
+/// The organization `id` names when the caller manages it; otherwise the field error for an
+/// object that does not exist.
+async fn managed_org(state: &AppState, caller: &Caller, id: Uuid) -> Result<OrgId, ApiError> {
+    caller
+        .managed_org(state, id)
+        .await?
+        .ok_or_else(|| ApiError::field("organization", does_not_exist(&id.to_string())))
 }
 
 /// Loads a category the caller may see (own organizations' or shared).
@@ -134,43 +128,32 @@ fn check_writable(caller: &Caller, fields: &CategoryFields) -> Result<(), ApiErr
 }
 
 /// Lists categories of the caller's organizations and shared ones.
-#[utoipa::path(get, path = "/api/v1/firmware-upgrader/category/", tag = "firmware", params(ListQuery),
-    responses((status = 200, body = Paginated<CategoryView>), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
+#[utoipa::path(get, path = "/api/v1/firmware-upgrader/category/", tag = "firmware",
+    params(PageQuery), responses((status = 200, body = Paginated<CategoryView>)),
     security(("bearer" = [])))]
 async fn list_categories(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    query: QueryPairs,
+    auth: Authorized<Categories, View>,
+    paging: Paging,
 ) -> Result<Json<Paginated<CategoryView>>, ApiError> {
-    let scope = caller.authorize(Resource::Category, &method)?;
-    let params = PageParams::from_query(&query)?;
-    let request = params.request();
+    let request = paging.request();
     let page = state
         .store()
-        .run(move |db| db.list_categories(&scope, request))
+        .run(move |db| db.list_categories(&auth.scope, request))
         .await?;
-    Ok(Json(params.envelope(page, &uri, &headers, &query, view)?))
+    paging.envelope(page, view)
 }
 
 /// Creates a category.
 #[utoipa::path(post, path = "/api/v1/firmware-upgrader/category/", tag = "firmware",
-    request_body = CategoryWrite,
-    responses((status = 201, body = CategoryView), (status = 400, description = "Field errors"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail)),
+    request_body = CategoryWrite, responses((status = 201, body = CategoryView)),
     security(("bearer" = [])))]
 async fn create_category(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    JsonObject(body): JsonObject,
+    auth: Authorized<Categories, Add>,
+    body: Body<CategoryWrite>,
 ) -> Result<(StatusCode, Json<CategoryView>), ApiError> {
-    caller.authorize(Resource::Category, &method)?;
-    let fields = read_category(&state, &caller, body, Mode::Full, None).await?;
-    check_writable(&caller, &fields)?;
+    let fields = body.read()?.apply(&state, &auth.caller, None).await?;
     let created = state
         .store()
         .run(move |db| db.create_category(fields))
@@ -178,40 +161,40 @@ async fn create_category(
     Ok((StatusCode::CREATED, Json(view(created))))
 }
 
-/// Shows a category.
-#[utoipa::path(get, path = "/api/v1/firmware-upgrader/category/{id}/", tag = "firmware",
-    params(("id" = Uuid, Path, description = "Category id")),
-    responses((status = 200, body = CategoryView), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
-async fn get_category(
-    State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    PathId(id): PathId,
-) -> Result<Json<CategoryView>, ApiError> {
-    caller.authorize(Resource::Category, &method)?;
-    let category = visible_category(&state, &caller, CategoryId(id))
+/// A category the caller may see, or 404.
+async fn found(state: &AppState, caller: &Caller, id: Uuid) -> Result<Category, ApiError> {
+    visible_category(state, caller, CategoryId(id))
         .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(Json(view(category)))
+        .ok_or(ApiError::NotFound)
 }
 
-async fn change(
-    state: AppState,
-    caller: Caller,
-    method: Method,
-    id: Uuid,
-    body: Map<String, Value>,
-    mode: Mode,
+/// Shows a category.
+#[utoipa::path(get, path = "/api/v1/firmware-upgrader/category/{id}/", tag = "firmware",
+    params(PathId), responses((status = 200, body = CategoryView)), security(("bearer" = [])))]
+async fn get_category(
+    State(state): State<AppState>,
+    auth: Authorized<Categories, View>,
+    PathId(id): PathId,
 ) -> Result<Json<CategoryView>, ApiError> {
-    caller.authorize(Resource::Category, &method)?;
-    let current = visible_category(&state, &caller, CategoryId(id))
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    check_writable(&caller, &current.fields)?;
-    let fields = read_category(&state, &caller, body, mode, Some(current.fields)).await?;
-    check_writable(&caller, &fields)?;
+    Ok(Json(view(found(&state, &auth.caller, id).await?)))
+}
+
+/// Replaces a category, or with PATCH changes some of its fields.
+#[utoipa::path(method(put, patch), path = "/api/v1/firmware-upgrader/category/{id}/",
+    tag = "firmware", params(PathId), request_body = CategoryWrite,
+    responses((status = 200, body = CategoryView)), security(("bearer" = [])))]
+async fn change_category(
+    State(state): State<AppState>,
+    auth: Authorized<Categories, Change>,
+    PathId(id): PathId,
+    body: Body<CategoryWrite>,
+) -> Result<Json<CategoryView>, ApiError> {
+    let current = found(&state, &auth.caller, id).await?;
+    check_writable(&auth.caller, &current.fields)?;
+    let fields = body
+        .read()?
+        .apply(&state, &auth.caller, Some(current.fields))
+        .await?;
     let updated = state
         .store()
         .run(move |db| db.update_category(CategoryId(id), fields))
@@ -219,55 +202,16 @@ async fn change(
     Ok(Json(view(updated)))
 }
 
-/// Replaces a category.
-#[utoipa::path(put, path = "/api/v1/firmware-upgrader/category/{id}/", tag = "firmware",
-    params(("id" = Uuid, Path, description = "Category id")), request_body = CategoryWrite,
-    responses((status = 200, body = CategoryView), (status = 400, description = "Field errors"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
-async fn put_category(
-    State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    PathId(id): PathId,
-    JsonObject(body): JsonObject,
-) -> Result<Json<CategoryView>, ApiError> {
-    change(state, caller, method, id, body, Mode::Full).await
-}
-
-/// Changes some of a category's fields.
-#[utoipa::path(patch, path = "/api/v1/firmware-upgrader/category/{id}/", tag = "firmware",
-    params(("id" = Uuid, Path, description = "Category id")), request_body = CategoryWrite,
-    responses((status = 200, body = CategoryView), (status = 400, description = "Field errors"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
-async fn patch_category(
-    State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    PathId(id): PathId,
-    JsonObject(body): JsonObject,
-) -> Result<Json<CategoryView>, ApiError> {
-    change(state, caller, method, id, body, Mode::Partial).await
-}
-
 /// Deletes a category with its builds and images.
 #[utoipa::path(delete, path = "/api/v1/firmware-upgrader/category/{id}/", tag = "firmware",
-    params(("id" = Uuid, Path, description = "Category id")),
-    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
+    params(PathId), responses((status = 204, description = "Deleted")), security(("bearer" = [])))]
 async fn delete_category(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
+    auth: Authorized<Categories, Delete>,
     PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
-    caller.authorize(Resource::Category, &method)?;
-    let current = visible_category(&state, &caller, CategoryId(id))
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    check_writable(&caller, &current.fields)?;
+    let current = found(&state, &auth.caller, id).await?;
+    check_writable(&auth.caller, &current.fields)?;
     let images = state
         .store()
         .run(move |db| db.delete_category(CategoryId(id)))
