@@ -5,11 +5,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
-    WriteTransaction,
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, WriteTransaction,
 };
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::tables::*;
 use crate::{
@@ -17,9 +14,16 @@ use crate::{
     DeviceId, OrgId, Organization, OrganizationFields, Page, PageRequest, Password, Result, Scope,
     StoreError, Timestamp, Token, TokenCache, Unique, User, UserFields, UserId, token_hash,
 };
+use paging::{
+    ANCHOR_STRIDE, MergeDesc, PageAnchors, created_key, id_of, index_desc, slice, successor,
+    uuid_of,
+};
+use record::{cat, decode, encode, get_record, lookup_by};
 
 mod device_plane;
 mod firmware;
+mod paging;
+mod record;
 mod upgrade;
 
 /// The file name inside the data directory.
@@ -32,81 +36,6 @@ pub struct RedbBackend {
     anchors: PageAnchors,
     logins: crate::memo::Memo<DeviceId, crate::DeviceLogin>,
 }
-
-/// Positions between anchors: a deep page walks at most this many index keys before its first.
-const ANCHOR_STRIDE: u64 = 500;
-
-/// Every [`ANCHOR_STRIDE`]-th key (newest first) of an unfiltered device index — all devices,
-/// or one organization's — so page N starts next to its first key instead of walking from the
-/// newest device. Rebuilt (one index walk) on the first deep read after any device write.
-/// Anchors of one index and the generation they were built at.
-type BuiltAnchors = (u64, Vec<IndexKey>);
-
-#[derive(Default)]
-struct PageAnchors {
-    generation: std::sync::atomic::AtomicU64,
-    built: std::sync::Mutex<std::collections::HashMap<Option<OrgId>, BuiltAnchors>>,
-}
-
-impl PageAnchors {
-    fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// Call after committing a write that adds, removes or moves devices.
-    fn invalidate(&self) {
-        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        built.clear();
-    }
-
-    /// The anchor at or before `offset`: its key and how far `offset` lies past it.
-    /// `generation` must be read before the read transaction `index` belongs to began.
-    fn seek(
-        &self,
-        generation: u64,
-        scope: Option<OrgId>,
-        index: &impl ReadableTable<&'static [u8], ()>,
-        prefix: &[u8],
-        offset: u64,
-    ) -> Result<Option<(IndexKey, u64)>> {
-        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
-        let keys = match built.get(&scope) {
-            Some((g, keys)) if *g == generation => keys.clone(),
-            _ => {
-                let mut keys = Vec::new();
-                for (i, key) in index_desc(index, prefix, [0; 24], [0xff; 24])?.enumerate() {
-                    let key = key?;
-                    if (i as u64).is_multiple_of(ANCHOR_STRIDE) {
-                        keys.push(key);
-                    }
-                }
-                if self.generation() == generation {
-                    built.insert(scope, (generation, keys.clone()));
-                }
-                keys
-            }
-        };
-        let slot = (offset / ANCHOR_STRIDE) as usize;
-        Ok(keys.get(slot).map(|key| (*key, offset % ANCHOR_STRIDE)))
-    }
-}
-
-/// The smallest key after `key` (keys are fixed-length big-endian).
-fn successor(mut key: IndexKey) -> IndexKey {
-    for byte in key.iter_mut().rev() {
-        if *byte == 0xff {
-            *byte = 0;
-        } else {
-            *byte += 1;
-            return key;
-        }
-    }
-    [0xff; 24]
-}
-
-type IndexKey = [u8; 24];
 
 impl RedbBackend {
     /// Opens (creating when missing) the data file under `dir`, and refuses files written by a
@@ -191,39 +120,6 @@ impl RedbBackend {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Encoding helpers.
-
-fn encode<T: Serialize>(table: &'static str, value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|source| StoreError::Corrupt { table, source })
-}
-
-fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { table, source })
-}
-
-fn get_record<T: DeserializeOwned>(
-    table: &impl ReadableTable<u128, &'static [u8]>,
-    name: &'static str,
-    key: u128,
-) -> Result<Option<T>> {
-    match table.get(key)? {
-        Some(bytes) => decode(name, bytes.value()).map(Some),
-        None => Ok(None),
-    }
-}
-
-fn cat(parts: &[&[u8]]) -> Vec<u8> {
-    parts.concat()
-}
-
-fn created_key(created: Timestamp, id: [u8; 16]) -> IndexKey {
-    let mut key = [0u8; 24];
-    key[..8].copy_from_slice(&created.sort_key());
-    key[8..].copy_from_slice(&id);
-    key
-}
-
 fn counter_key(org: Option<OrgId>) -> Vec<u8> {
     match org {
         None => b"devices".to_vec(),
@@ -236,68 +132,6 @@ fn bump(counters: &mut Table<&[u8], u64>, key: &[u8], delta: i64) -> Result<()> 
     let next = current.saturating_add_signed(delta);
     counters.insert(key, next)?;
     Ok(())
-}
-
-/// Keys of `index` under `prefix` whose last 24 bytes (created ‖ id) fall in `[lo, hi)`,
-/// newest first.
-fn index_desc<'a>(
-    index: &'a impl ReadableTable<&'static [u8], ()>,
-    prefix: &[u8],
-    lo: IndexKey,
-    hi: IndexKey,
-) -> Result<Box<dyn Iterator<Item = Result<IndexKey>> + 'a>> {
-    let start = cat(&[prefix, &lo]);
-    let end = cat(&[prefix, &hi]);
-    let prefix_len = prefix.len();
-    let range = index.range::<&[u8]>(start.as_slice()..end.as_slice())?;
-    Ok(Box::new(range.rev().map(move |entry| {
-        let (key, _) = entry?;
-        let mut out = [0u8; 24];
-        out.copy_from_slice(&key.value()[prefix_len..prefix_len + 24]);
-        Ok(out)
-    })))
-}
-
-/// Merges several newest-first index streams into one.
-struct MergeDesc<'a> {
-    streams: Vec<std::iter::Peekable<Box<dyn Iterator<Item = Result<IndexKey>> + 'a>>>,
-}
-
-impl Iterator for MergeDesc<'_> {
-    type Item = Result<IndexKey>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let mut best: Option<(usize, IndexKey)> = None;
-        for (i, stream) in self.streams.iter_mut().enumerate() {
-            match stream.peek() {
-                Some(Err(_)) => return stream.next(),
-                Some(Ok(key)) if best.is_none_or(|(_, b)| *key > b) => best = Some((i, *key)),
-                _ => {}
-            }
-        }
-        let (i, _) = best?;
-        self.streams[i].next()
-    }
-}
-
-fn id_of(key: &IndexKey) -> u128 {
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&key[8..]);
-    u128::from_be_bytes(id)
-}
-
-fn uuid_of(bytes: &[u8]) -> u128 {
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&bytes[..16]);
-    u128::from_be_bytes(id)
-}
-
-fn slice<T>(items: Vec<T>, page: PageRequest) -> Vec<T> {
-    items
-        .into_iter()
-        .skip(page.offset as usize)
-        .take(page.limit as usize)
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -442,24 +276,6 @@ fn new_device(fields: DeviceFields, config: Option<ConfigFields>) -> Device {
         created: now,
         modified: now,
     }
-}
-
-fn lookup_by<K: redb::Key + 'static>(
-    db: &Database,
-    index: TableDefinition<K, u128>,
-    primary: TableDefinition<u128, &'static [u8]>,
-    name: &'static str,
-    key: K::SelfType<'_>,
-) -> Result<Option<Vec<u8>>> {
-    let txn = db.begin_read()?;
-    let Some(id) = txn.open_table(index)?.get(key)?.map(|v| v.value()) else {
-        return Ok(None);
-    };
-    let _ = name;
-    Ok(txn
-        .open_table(primary)?
-        .get(id)?
-        .map(|v| v.value().to_vec()))
 }
 
 impl Backend for RedbBackend {

@@ -4,10 +4,9 @@ use std::collections::BTreeSet;
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::{
-    IndexKey, MergeDesc, RedbBackend, cat, created_key, decode, encode, get_record, id_of,
-    index_desc, load_device, slice,
-};
+use super::paging::{IndexKey, MergeDesc, created_key, id_of, index_desc, slice};
+use super::record::{cat, decode, encode, get_record};
+use super::{RedbBackend, load_device};
 use crate::tables::*;
 use crate::{
     Command, CommandId, CommandStatus, ConnectionFields, ConnectionHealth, ConnectionId, Connector,

@@ -4,7 +4,9 @@ use std::collections::BTreeSet;
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::{RedbBackend, cat, created_key, encode, get_record, id_of, index_desc, slice};
+use super::RedbBackend;
+use super::paging::{created_key, id_of, index_desc, slice};
+use super::record::{cat, encode, get_record};
 use crate::tables::*;
 use crate::{
     Build, BuildFields, BuildFilter, BuildId, Category, CategoryFields, CategoryId, FirmwareStore,

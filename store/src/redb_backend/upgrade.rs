@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::{RedbBackend, cat, created_key, decode, encode, get_record, id_of, index_desc, slice};
+use super::RedbBackend;
+use super::paging::{created_key, id_of, index_desc, slice};
+use super::record::{cat, decode, encode, get_record};
 use crate::tables::*;
 use crate::{
     Batch, BatchFilter, BatchId, CancelOutcome, DeviceFirmware, DeviceId, DeviceLocation,
