@@ -10,9 +10,10 @@ use redb::{
 
 use crate::tables::*;
 use crate::{
-    Backend, ConfigFields, ConfigStatus, Device, DeviceConfig, DeviceFields, DeviceFilter,
-    DeviceId, OrgId, Organization, OrganizationFields, Page, PageRequest, Password, Result, Scope,
-    StoreError, Timestamp, Token, TokenCache, Unique, User, UserFields, UserId, token_hash,
+    AccountStore, Backend, ConfigFields, ConfigStatus, Device, DeviceConfig, DeviceFields,
+    DeviceFilter, DeviceId, DeviceStore, OrgId, Organization, OrganizationFields, Page,
+    PageRequest, Password, Result, Scope, StoreError, Timestamp, Token, TokenCache, Unique, User,
+    UserFields, UserId, token_hash,
 };
 use paging::{
     ANCHOR_STRIDE, MergeDesc, PageAnchors, created_key, id_of, index_desc, slice, successor,
@@ -284,7 +285,9 @@ impl Backend for RedbBackend {
         txn.open_table(META)?.get("schema_version")?;
         Ok(())
     }
+}
 
+impl AccountStore for RedbBackend {
     fn create_organization(&self, fields: OrganizationFields) -> Result<Organization> {
         let now = Timestamp::now();
         let org = Organization {
@@ -577,6 +580,12 @@ impl Backend for RedbBackend {
         Ok(user)
     }
 
+    fn cached_user_for_token(&self, token: &str) -> Option<User> {
+        self.tokens.get(&token_hash(token))
+    }
+}
+
+impl DeviceStore for RedbBackend {
     fn device_login(&self, id: DeviceId) -> Result<Option<crate::DeviceLogin>> {
         if let Some(login) = self.logins.get(&id) {
             return Ok(Some(login));
@@ -607,10 +616,6 @@ impl Backend for RedbBackend {
 
     fn cached_device_login(&self, id: DeviceId) -> Option<crate::DeviceLogin> {
         self.logins.get(&id)
-    }
-
-    fn cached_user_for_token(&self, token: &str) -> Option<User> {
-        self.tokens.get(&token_hash(token))
     }
 
     fn create_device(&self, fields: DeviceFields, config: Option<ConfigFields>) -> Result<Device> {
