@@ -4,9 +4,10 @@ use std::collections::BTreeSet;
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
+use super::RedbBackend;
+use super::devices::load_device;
 use super::paging::{IndexKey, MergeDesc, created_key, id_of, index_desc, slice};
 use super::record::{cat, decode, encode, get_record};
-use super::{RedbBackend, load_device};
 use crate::tables::*;
 use crate::{
     Command, CommandId, CommandStatus, ConnectionFields, ConnectionHealth, ConnectionId, Connector,
