@@ -6,7 +6,9 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::RedbBackend;
 use super::devices::load_device;
-use super::paging::{IndexKey, MergeDesc, created_key, id_of, index_desc, slice};
+use super::paging::{
+    IndexKey, MergeDesc, SHARED, created_key, id_of, index_desc, org_prefix, slice, uuid_of,
+};
 use super::record::{cat, decode, encode, get_record};
 use crate::tables::*;
 use crate::{
@@ -16,18 +18,6 @@ use crate::{
     OrgId, Page, PageRequest, Point, Result, Scope, StoreError, TelemetryRange, TelemetrySample,
     Timestamp, Unique,
 };
-
-const SHARED: [u8; 16] = [0; 16];
-
-fn org_prefix(org: Option<OrgId>) -> [u8; 16] {
-    org.map_or(SHARED, |o| o.bytes())
-}
-
-fn uuid_key(bytes: &[u8]) -> u128 {
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&bytes[..16]);
-    u128::from_be_bytes(id)
-}
 
 fn ids_under(table: &impl ReadableTable<&'static [u8], ()>, prefix: &[u8]) -> Result<Vec<u128>> {
     index_desc(table, prefix, [0; 24], [0xff; 24])?
@@ -136,7 +126,7 @@ pub(super) fn delete_credentials_in(
         let hi = cat(&[&credentials.id.bytes(), &[0xffu8; 16]]);
         table
             .range::<&[u8]>(lo.as_slice()..=hi.as_slice())?
-            .map(|e| e.map(|(k, _)| uuid_key(&k.value()[16..])))
+            .map(|e| e.map(|(k, _)| uuid_of(&k.value()[16..])))
             .collect::<std::result::Result<_, _>>()?
     };
     for id in connection_ids {

@@ -5,19 +5,13 @@ use std::collections::BTreeSet;
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::RedbBackend;
-use super::paging::{created_key, id_of, index_desc, slice};
+use super::paging::{SHARED, created_key, id_of, index_desc, org_prefix, slice};
 use super::record::{cat, encode, get_record};
 use crate::tables::*;
 use crate::{
     Build, BuildFields, BuildFilter, BuildId, Category, CategoryFields, CategoryId, FirmwareStore,
-    Image, ImageId, OrgId, Page, PageRequest, Result, Scope, StoreError, Timestamp, Unique,
+    Image, ImageId, Page, PageRequest, Result, Scope, StoreError, Timestamp, Unique,
 };
-
-const SHARED: [u8; 16] = [0; 16];
-
-fn org_prefix(org: Option<OrgId>) -> [u8; 16] {
-    org.map_or(SHARED, |o| o.bytes())
-}
 
 fn name_key(fields: &CategoryFields) -> Vec<u8> {
     cat(&[

@@ -132,6 +132,14 @@ impl Iterator for MergeDesc<'_> {
     }
 }
 
+/// Index prefix of objects shared by every organization (no organization of their own).
+pub(super) const SHARED: [u8; 16] = [0; 16];
+
+/// Index prefix of an object that may belong to an organization or be shared.
+pub(super) fn org_prefix(org: Option<OrgId>) -> [u8; 16] {
+    org.map_or(SHARED, |o| o.bytes())
+}
+
 pub(super) fn id_of(key: &IndexKey) -> u128 {
     let mut id = [0u8; 16];
     id.copy_from_slice(&key[8..]);
