@@ -7,7 +7,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransact
 use super::RedbBackend;
 use super::device_plane;
 use super::devices::{counter_key, delete_device_in, load_device};
-use super::paging::{created_key, id_of, index_desc, slice, uuid_of};
+use super::paging::{created_key, id_of, ids_under, index_desc, slice, uuid_of};
 use super::record::{cat, decode, encode, get_record, lookup_by};
 use crate::tables::*;
 use crate::{
@@ -144,12 +144,7 @@ impl AccountStore for RedbBackend {
                 get_record(&txn.open_table(ORGANIZATIONS)?, "organizations", id.key())?
                     .ok_or(StoreError::NotFound)?;
             // Devices go with their organization.
-            let device_ids: Vec<u128> = {
-                let index = txn.open_table(DEVICES_BY_ORG)?;
-                index_desc(&index, &id.bytes(), [0; 24], [0xff; 24])?
-                    .map(|k| k.map(|k| id_of(&k)))
-                    .collect::<Result<_>>()?
-            };
+            let device_ids = ids_under(&txn.open_table(DEVICES_BY_ORG)?, &id.bytes())?;
             for device in device_ids {
                 let device = load_device(&txn, DeviceId(uuid::Uuid::from_u128(device)))?;
                 delete_device_in(&txn, &device)?;

@@ -7,7 +7,8 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use super::RedbBackend;
 use super::devices::load_device;
 use super::paging::{
-    IndexKey, MergeDesc, SHARED, created_key, id_of, index_desc, org_prefix, slice, uuid_of,
+    IndexKey, MergeDesc, SHARED, created_key, id_of, ids_under, index_desc, org_prefix, slice,
+    uuid_of,
 };
 use super::record::{cat, decode, encode, get_record};
 use crate::tables::*;
@@ -18,12 +19,6 @@ use crate::{
     OrgId, Page, PageRequest, Point, Result, Scope, StoreError, TelemetryRange, TelemetrySample,
     Timestamp, Unique,
 };
-
-fn ids_under(table: &impl ReadableTable<&'static [u8], ()>, prefix: &[u8]) -> Result<Vec<u128>> {
-    index_desc(table, prefix, [0; 24], [0xff; 24])?
-        .map(|k| k.map(|k| id_of(&k)))
-        .collect()
-}
 
 /// The records behind `ids` (newest first) for one page, and how many there are.
 fn page_of<T: serde::de::DeserializeOwned>(

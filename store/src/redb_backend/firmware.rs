@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::RedbBackend;
-use super::paging::{SHARED, created_key, id_of, index_desc, org_prefix, slice};
+use super::paging::{SHARED, created_key, id_of, ids_under, index_desc, org_prefix, slice};
 use super::record::{cat, encode, get_record};
 use crate::tables::*;
 use crate::{
@@ -112,10 +112,7 @@ fn remove_images_of(txn: &WriteTransaction, build: BuildId) -> Result<Vec<ImageI
 }
 
 fn builds_of(txn: &WriteTransaction, category: CategoryId) -> Result<Vec<u128>> {
-    let index = txn.open_table(BUILDS_BY_CATEGORY)?;
-    index_desc(&index, &category.bytes(), [0; 24], [0xff; 24])?
-        .map(|k| k.map(|k| id_of(&k)))
-        .collect()
+    ids_under(&txn.open_table(BUILDS_BY_CATEGORY)?, &category.bytes())
 }
 
 impl FirmwareStore for RedbBackend {

@@ -110,6 +110,16 @@ pub(super) fn index_desc<'a>(
     })))
 }
 
+/// Ids of every key under `prefix` in a `prefix ‖ created ‖ id` index, newest first.
+pub(super) fn ids_under(
+    table: &impl ReadableTable<&'static [u8], ()>,
+    prefix: &[u8],
+) -> Result<Vec<u128>> {
+    index_desc(table, prefix, [0; 24], [0xff; 24])?
+        .map(|k| k.map(|k| id_of(&k)))
+        .collect()
+}
+
 /// Merges several newest-first index streams into one.
 pub(super) struct MergeDesc<'a> {
     pub(super) streams: Vec<std::iter::Peekable<Box<dyn Iterator<Item = Result<IndexKey>> + 'a>>>,
