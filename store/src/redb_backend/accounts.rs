@@ -7,7 +7,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransact
 use super::RedbBackend;
 use super::device_plane;
 use super::devices::{counter_key, delete_device_in, load_device};
-use super::paging::{created_key, id_of, ids_under, index_desc, slice, uuid_of};
+use super::paging::{created_key, id_of, ids_paired_with, ids_under, index_desc, slice};
 use super::record::{cat, decode, encode, get_record, lookup_by};
 use crate::tables::*;
 use crate::{
@@ -151,15 +151,7 @@ impl AccountStore for RedbBackend {
             }
             device_plane::delete_org_credentials_in(&txn, id)?;
             // Memberships go too.
-            let member_ids: Vec<u128> = {
-                let members = txn.open_table(ORGANIZATION_MEMBERS)?;
-                let lo = cat(&[&id.bytes(), &[0u8; 16]]);
-                let hi = cat(&[&id.bytes(), &[0xffu8; 16]]);
-                members
-                    .range::<&[u8]>(lo.as_slice()..=hi.as_slice())?
-                    .map(|e| e.map(|(k, _)| uuid_of(&k.value()[16..])))
-                    .collect::<std::result::Result<_, _>>()?
-            };
+            let member_ids = ids_paired_with(&txn.open_table(ORGANIZATION_MEMBERS)?, &id.bytes())?;
             for user in member_ids {
                 let mut user = load_user(&txn, UserId(uuid::Uuid::from_u128(user)))?;
                 remove_user_indexes(&txn, &user)?;
@@ -312,12 +304,7 @@ impl AccountStore for RedbBackend {
                 let members = txn.open_table(ORGANIZATION_MEMBERS)?;
                 let mut ids = BTreeSet::new();
                 for org in orgs {
-                    let lo = cat(&[&org.bytes(), &[0u8; 16]]);
-                    let hi = cat(&[&org.bytes(), &[0xffu8; 16]]);
-                    for entry in members.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
-                        let (key, _) = entry?;
-                        ids.insert(uuid_of(&key.value()[16..]));
-                    }
+                    ids.extend(ids_paired_with(&members, &org.bytes())?);
                 }
                 let mut all: Vec<User> = Vec::new();
                 for id in ids {

@@ -7,8 +7,8 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use super::RedbBackend;
 use super::devices::load_device;
 use super::paging::{
-    IndexKey, MergeDesc, SHARED, created_key, id_of, ids_under, index_desc, org_prefix, slice,
-    uuid_of,
+    IndexKey, MergeDesc, SHARED, created_key, id_of, ids_paired_with, ids_under, index_desc,
+    org_prefix, slice,
 };
 use super::record::{cat, decode, encode, get_record};
 use crate::tables::*;
@@ -115,15 +115,10 @@ pub(super) fn delete_credentials_in(
     txn: &WriteTransaction,
     credentials: &Credentials,
 ) -> Result<()> {
-    let connection_ids: Vec<u128> = {
-        let table = txn.open_table(CREDENTIALS_CONNECTIONS)?;
-        let lo = cat(&[&credentials.id.bytes(), &[0u8; 16]]);
-        let hi = cat(&[&credentials.id.bytes(), &[0xffu8; 16]]);
-        table
-            .range::<&[u8]>(lo.as_slice()..=hi.as_slice())?
-            .map(|e| e.map(|(k, _)| uuid_of(&k.value()[16..])))
-            .collect::<std::result::Result<_, _>>()?
-    };
+    let connection_ids = ids_paired_with(
+        &txn.open_table(CREDENTIALS_CONNECTIONS)?,
+        &credentials.id.bytes(),
+    )?;
     for id in connection_ids {
         let connection = load_connection(txn, id)?;
         remove_connection_in(txn, &connection)?;

@@ -120,6 +120,22 @@ pub(super) fn ids_under(
         .collect()
 }
 
+/// Ids stored after `owner` in an `owner ‖ id` set table (an organization's members, the
+/// connections using some credentials), in id order.
+pub(super) fn ids_paired_with(
+    table: &impl ReadableTable<&'static [u8], ()>,
+    owner: &[u8; 16],
+) -> Result<Vec<u128>> {
+    let lo = cat(&[owner, &[0u8; 16]]);
+    let hi = cat(&[owner, &[0xffu8; 16]]);
+    let mut ids = Vec::new();
+    for entry in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
+        let (key, _) = entry?;
+        ids.push(uuid_of(&key.value()[16..]));
+    }
+    Ok(ids)
+}
+
 /// Merges several newest-first index streams into one.
 pub(super) struct MergeDesc<'a> {
     pub(super) streams: Vec<std::iter::Peekable<Box<dyn Iterator<Item = Result<IndexKey>> + 'a>>>,
@@ -156,7 +172,7 @@ pub(super) fn id_of(key: &IndexKey) -> u128 {
     u128::from_be_bytes(id)
 }
 
-pub(super) fn uuid_of(bytes: &[u8]) -> u128 {
+fn uuid_of(bytes: &[u8]) -> u128 {
     let mut id = [0u8; 16];
     id.copy_from_slice(&bytes[..16]);
     u128::from_be_bytes(id)
