@@ -1,14 +1,11 @@
 //! [`DevicePlane`] on redb: locations, credentials and connections, commands, telemetry.
 
-use std::collections::BTreeSet;
-
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::RedbBackend;
 use super::devices::load_device;
 use super::paging::{
-    IndexKey, MergeDesc, SHARED, created_key, id_of, ids_paired_with, ids_under, index_desc,
-    org_prefix, slice,
+    created_key, id_of, ids_paired_with, ids_under, org_prefix, page_of, visible_keys,
 };
 use super::record::{cat, decode, encode, get_record};
 use crate::tables::*;
@@ -19,23 +16,6 @@ use crate::{
     OrgId, Page, PageRequest, Point, Result, Scope, StoreError, TelemetryRange, TelemetrySample,
     Timestamp, Unique,
 };
-
-/// The records behind `ids` (newest first) for one page, and how many there are.
-fn page_of<T: serde::de::DeserializeOwned>(
-    table: &impl ReadableTable<u128, &'static [u8]>,
-    name: &'static str,
-    ids: Vec<u128>,
-    page: PageRequest,
-) -> Result<Page<T>> {
-    let count = ids.len() as u64;
-    let mut items = Vec::new();
-    for id in slice(ids, page) {
-        if let Some(record) = get_record(table, name, id)? {
-            items.push(record);
-        }
-    }
-    Ok(Page { count, items })
-}
 
 fn put_device(txn: &WriteTransaction, device: &Device) -> Result<()> {
     txn.open_table(DEVICES)?
@@ -426,39 +406,9 @@ impl DevicePlane for RedbBackend {
 
     fn list_credentials(&self, scope: &Scope, page: PageRequest) -> Result<Page<Credentials>> {
         let txn = self.db.begin_read()?;
-        let index = txn.open_table(CREDENTIALS_BY_ORG)?;
-        let table = txn.open_table(CREDENTIALS)?;
-        let mut ids: Vec<IndexKey> = Vec::new();
-        match scope {
-            Scope::All => {
-                for entry in index.iter()? {
-                    let (key, _) = entry?;
-                    let mut k = [0u8; 24];
-                    k.copy_from_slice(&key.value()[16..40]);
-                    ids.push(k);
-                }
-            }
-            Scope::Orgs(orgs) => {
-                let mut prefixes: BTreeSet<[u8; 16]> = orgs.iter().map(|o| o.bytes()).collect();
-                prefixes.insert(SHARED);
-                let streams = prefixes
-                    .iter()
-                    .map(|p| index_desc(&index, p, [0; 24], [0xff; 24]).map(Iterator::peekable))
-                    .collect::<Result<_>>()?;
-                for key in (MergeDesc { streams }) {
-                    ids.push(key?);
-                }
-            }
-        }
-        ids.sort_by(|a, b| b.cmp(a));
-        let count = ids.len() as u64;
-        let mut items = Vec::new();
-        for key in slice(ids, page) {
-            if let Some(c) = get_record(&table, "credentials", id_of(&key))? {
-                items.push(c);
-            }
-        }
-        Ok(Page { count, items })
+        let keys = visible_keys(&txn.open_table(CREDENTIALS_BY_ORG)?, scope)?;
+        let ids = keys.iter().map(id_of).collect();
+        page_of(&txn.open_table(CREDENTIALS)?, "credentials", ids, page)
     }
 
     fn create_connection(

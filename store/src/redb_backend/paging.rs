@@ -1,11 +1,14 @@
 //! Index keys and newest-first pages: every list walks a `created ‖ id` index (under an optional
 //! prefix) from its end, merging streams when a scope spans several prefixes.
 
+use std::collections::BTreeSet;
+
 use redb::ReadableTable;
+use serde::de::DeserializeOwned;
 
-use crate::{OrgId, PageRequest, Result, Timestamp};
+use crate::{OrgId, Page, PageRequest, Result, Scope, Timestamp};
 
-use super::record::cat;
+use super::record::{cat, get_record};
 
 /// `created ‖ id`: 8 bytes of sort key then 16 of id, so byte order is age order.
 pub(super) type IndexKey = [u8; 24];
@@ -136,6 +139,53 @@ pub(super) fn ids_paired_with(
     Ok(ids)
 }
 
+/// The records behind `ids` (newest first) for one page, and how many there are.
+pub(super) fn page_of<T: DeserializeOwned>(
+    table: &impl ReadableTable<u128, &'static [u8]>,
+    name: &'static str,
+    ids: Vec<u128>,
+    page: PageRequest,
+) -> Result<Page<T>> {
+    let count = ids.len() as u64;
+    let mut items = Vec::new();
+    for id in slice(ids, page) {
+        if let Some(record) = get_record(table, name, id)? {
+            items.push(record);
+        }
+    }
+    Ok(Page { count, items })
+}
+
+/// Keys of an `org prefix ‖ created ‖ id` index of objects an organization owns or all share
+/// (see [`org_prefix`]) that `scope` sees: its organizations' and the shared ones, newest first.
+pub(super) fn visible_keys(
+    index: &impl ReadableTable<&'static [u8], ()>,
+    scope: &Scope,
+) -> Result<Vec<IndexKey>> {
+    let mut keys = Vec::new();
+    match scope {
+        Scope::All => {
+            for entry in index.iter()? {
+                let (key, _) = entry?;
+                let mut k = [0u8; 24];
+                k.copy_from_slice(&key.value()[16..40]);
+                keys.push(k);
+            }
+        }
+        Scope::Orgs(orgs) => {
+            let mut prefixes: BTreeSet<[u8; 16]> = orgs.iter().map(|o| o.bytes()).collect();
+            prefixes.insert(SHARED);
+            for prefix in prefixes {
+                for key in index_desc(index, &prefix, [0; 24], [0xff; 24])? {
+                    keys.push(key?);
+                }
+            }
+        }
+    }
+    keys.sort_by(|a, b| b.cmp(a));
+    Ok(keys)
+}
+
 /// Merges several newest-first index streams into one.
 pub(super) struct MergeDesc<'a> {
     pub(super) streams: Vec<std::iter::Peekable<Box<dyn Iterator<Item = Result<IndexKey>> + 'a>>>,
@@ -159,7 +209,7 @@ impl Iterator for MergeDesc<'_> {
 }
 
 /// Index prefix of objects shared by every organization (no organization of their own).
-pub(super) const SHARED: [u8; 16] = [0; 16];
+const SHARED: [u8; 16] = [0; 16];
 
 /// Index prefix of an object that may belong to an organization or be shared.
 pub(super) fn org_prefix(org: Option<OrgId>) -> [u8; 16] {
