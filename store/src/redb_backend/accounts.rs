@@ -2,12 +2,12 @@
 
 use std::collections::BTreeSet;
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::RedbBackend;
 use super::device_plane;
 use super::devices::{counter_key, delete_device_in, load_device};
-use super::paging::{created_key, id_of, ids_paired_with, ids_under, index_desc, slice};
+use super::paging::{created_key, ids_paired_with, ids_under, page_index, slice};
 use super::record::{cat, decode, encode, get_record, lookup_by};
 use crate::tables::*;
 use crate::{
@@ -177,20 +177,12 @@ impl AccountStore for RedbBackend {
         let txn = self.db.begin_read()?;
         let orgs = txn.open_table(ORGANIZATIONS)?;
         match scope {
-            Scope::All => {
-                let index = txn.open_table(ORGANIZATIONS_BY_CREATED)?;
-                let count = index.len()?;
-                let mut items = Vec::new();
-                for key in index_desc(&index, &[], [0; 24], [0xff; 24])?
-                    .skip(page.offset as usize)
-                    .take(page.limit as usize)
-                {
-                    if let Some(org) = get_record(&orgs, "organizations", id_of(&key?))? {
-                        items.push(org);
-                    }
-                }
-                Ok(Page { count, items })
-            }
+            Scope::All => page_index(
+                &txn.open_table(ORGANIZATIONS_BY_CREATED)?,
+                &orgs,
+                "organizations",
+                page,
+            ),
             Scope::Orgs(ids) => {
                 let mut all: Vec<Organization> = Vec::new();
                 for id in ids.iter().collect::<BTreeSet<_>>() {
@@ -286,20 +278,7 @@ impl AccountStore for RedbBackend {
         let txn = self.db.begin_read()?;
         let users = txn.open_table(USERS)?;
         match scope {
-            Scope::All => {
-                let index = txn.open_table(USERS_BY_CREATED)?;
-                let count = index.len()?;
-                let mut items = Vec::new();
-                for key in index_desc(&index, &[], [0; 24], [0xff; 24])?
-                    .skip(page.offset as usize)
-                    .take(page.limit as usize)
-                {
-                    if let Some(user) = get_record(&users, "users", id_of(&key?))? {
-                        items.push(user);
-                    }
-                }
-                Ok(Page { count, items })
-            }
+            Scope::All => page_index(&txn.open_table(USERS_BY_CREATED)?, &users, "users", page),
             Scope::Orgs(orgs) => {
                 let members = txn.open_table(ORGANIZATION_MEMBERS)?;
                 let mut ids = BTreeSet::new();

@@ -156,6 +156,27 @@ pub(super) fn page_of<T: DeserializeOwned>(
     Ok(Page { count, items })
 }
 
+/// One page of the records a whole `created ‖ id` index points at, newest first: the count is
+/// the index's length and only the page's records are read.
+pub(super) fn page_index<T: DeserializeOwned>(
+    index: &impl ReadableTable<&'static [u8], ()>,
+    table: &impl ReadableTable<u128, &'static [u8]>,
+    name: &'static str,
+    page: PageRequest,
+) -> Result<Page<T>> {
+    let count = index.len()?;
+    let mut items = Vec::new();
+    for key in index_desc(index, &[], [0; 24], [0xff; 24])?
+        .skip(page.offset as usize)
+        .take(page.limit as usize)
+    {
+        if let Some(record) = get_record(table, name, id_of(&key?))? {
+            items.push(record);
+        }
+    }
+    Ok(Page { count, items })
+}
+
 /// Keys of an `org prefix ‖ created ‖ id` index of objects an organization owns or all share
 /// (see [`org_prefix`]) that `scope` sees: its organizations' and the shared ones, newest first.
 pub(super) fn visible_keys(
