@@ -7,7 +7,7 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use super::RedbBackend;
 use super::device_plane;
 use super::devices::{counter_key, delete_device_in, load_device};
-use super::paging::{created_key, ids_paired_with, ids_under, page_index, slice};
+use super::paging::{created_key, ids_paired_with, ids_under, page_index, paged};
 use super::record::{cat, decode, encode, get_record, lookup_by};
 use crate::tables::*;
 use crate::{
@@ -191,10 +191,7 @@ impl AccountStore for RedbBackend {
                     }
                 }
                 all.sort_by_key(|o: &Organization| std::cmp::Reverse((o.created, o.id)));
-                Ok(Page {
-                    count: all.len() as u64,
-                    items: slice(all, page),
-                })
+                Ok(paged(all, page))
             }
         }
     }
@@ -292,10 +289,7 @@ impl AccountStore for RedbBackend {
                     }
                 }
                 all.sort_by_key(|u: &User| std::cmp::Reverse((u.date_joined, u.id)));
-                Ok(Page {
-                    count: all.len() as u64,
-                    items: slice(all, page),
-                })
+                Ok(paged(all, page))
             }
         }
     }

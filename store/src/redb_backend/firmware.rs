@@ -6,7 +6,7 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::RedbBackend;
 use super::paging::{
-    created_key, id_of, ids_under, index_desc, org_prefix, page_of, slice, visible_keys,
+    created_key, id_of, ids_under, index_desc, org_prefix, page_of, paged, visible_keys,
 };
 use super::record::{cat, encode, get_record};
 use crate::tables::*;
@@ -263,10 +263,7 @@ impl FirmwareStore for RedbBackend {
                 matching.push(build);
             }
         }
-        Ok(Page {
-            count: matching.len() as u64,
-            items: slice(matching, page),
-        })
+        Ok(paged(matching, page))
     }
 
     fn create_image(&self, image: Image) -> Result<Image> {
@@ -325,9 +322,6 @@ impl FirmwareStore for RedbBackend {
             }
         }
         images.sort_by_key(|i| std::cmp::Reverse((i.created, i.id)));
-        Ok(Page {
-            count: images.len() as u64,
-            items: slice(images, page),
-        })
+        Ok(paged(images, page))
     }
 }

@@ -139,6 +139,14 @@ pub(super) fn ids_paired_with(
     Ok(ids)
 }
 
+/// One page of items already in list order, and how many there are.
+pub(super) fn paged<T>(items: Vec<T>, page: PageRequest) -> Page<T> {
+    Page {
+        count: items.len() as u64,
+        items: slice(items, page),
+    }
+}
+
 /// The records behind `ids` (newest first) for one page, and how many there are.
 pub(super) fn page_of<T: DeserializeOwned>(
     table: &impl ReadableTable<u128, &'static [u8]>,
@@ -249,7 +257,7 @@ fn uuid_of(bytes: &[u8]) -> u128 {
     u128::from_be_bytes(id)
 }
 
-pub(super) fn slice<T>(items: Vec<T>, page: PageRequest) -> Vec<T> {
+fn slice<T>(items: Vec<T>, page: PageRequest) -> Vec<T> {
     items
         .into_iter()
         .skip(page.offset as usize)
