@@ -8,7 +8,7 @@ use super::RedbBackend;
 use super::device_plane;
 use super::devices::{counter_key, delete_device_in, load_device};
 use super::paging::{created_key, ids_paired_with, ids_under, page_index, paged};
-use super::record::{cat, decode, encode, get_record, lookup_by};
+use super::record::{cat, encode, get_record, lookup_by};
 use crate::tables::*;
 use crate::{
     AccountStore, DeviceId, OrgId, Organization, OrganizationFields, Page, PageRequest, Password,
@@ -108,9 +108,7 @@ impl AccountStore for RedbBackend {
             ORGANIZATIONS,
             "organizations",
             slug,
-        )?
-        .map(|b| decode("organizations", &b))
-        .transpose()
+        )
     }
 
     fn update_organization(&self, id: OrgId, fields: OrganizationFields) -> Result<Organization> {
@@ -220,9 +218,7 @@ impl AccountStore for RedbBackend {
     }
 
     fn user_by_username(&self, username: &str) -> Result<Option<User>> {
-        lookup_by(&self.db, USERNAMES, USERS, "users", username)?
-            .map(|b| decode("users", &b))
-            .transpose()
+        lookup_by(&self.db, USERNAMES, USERS, "users", username)
     }
 
     fn update_user(
@@ -310,9 +306,7 @@ impl AccountStore for RedbBackend {
     fn user_for_token(&self, token: &str) -> Result<Option<User>> {
         let hash = token_hash(token);
         let epoch = self.tokens.epoch();
-        let user: Option<User> = lookup_by(&self.db, TOKENS, USERS, "users", hash.as_slice())?
-            .map(|b| decode("users", &b))
-            .transpose()?;
+        let user: Option<User> = lookup_by(&self.db, TOKENS, USERS, "users", hash.as_slice())?;
         if let Some(user) = &user {
             self.tokens.insert(epoch, hash, user.clone());
         }

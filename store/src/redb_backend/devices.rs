@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use redb::{ReadableDatabase, ReadableTable, Table, WriteTransaction};
 
 use super::paging::{ANCHOR_STRIDE, MergeDesc, created_key, id_of, index_desc, successor};
-use super::record::{cat, decode, encode, get_record, lookup_by};
+use super::record::{cat, encode, get_record, lookup_by};
 use super::{RedbBackend, device_plane, upgrade};
 use crate::tables::*;
 use crate::{
@@ -178,9 +178,7 @@ impl DeviceStore for RedbBackend {
     }
 
     fn device_by_key(&self, key: &str) -> Result<Option<Device>> {
-        lookup_by(&self.db, DEVICE_KEYS, DEVICES, "devices", key)?
-            .map(|b| decode("devices", &b))
-            .transpose()
+        lookup_by(&self.db, DEVICE_KEYS, DEVICES, "devices", key)
     }
 
     fn update_device(

@@ -30,20 +30,18 @@ pub(super) fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
-pub(super) fn lookup_by<K: redb::Key + 'static>(
+/// The record `key` names through a unique index (slug, username, token hash, device key), read
+/// in one transaction.
+pub(super) fn lookup_by<K: redb::Key + 'static, T: DeserializeOwned>(
     db: &Database,
     index: TableDefinition<K, u128>,
     primary: TableDefinition<u128, &'static [u8]>,
     name: &'static str,
     key: K::SelfType<'_>,
-) -> Result<Option<Vec<u8>>> {
+) -> Result<Option<T>> {
     let txn = db.begin_read()?;
     let Some(id) = txn.open_table(index)?.get(key)?.map(|v| v.value()) else {
         return Ok(None);
     };
-    let _ = name;
-    Ok(txn
-        .open_table(primary)?
-        .get(id)?
-        .map(|v| v.value().to_vec()))
+    get_record(&txn.open_table(primary)?, name, id)
 }
