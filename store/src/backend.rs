@@ -1,5 +1,6 @@
 //! The storage boundary. api/ and bridge/ only see [`Backend`] through [`crate::Store`]; a second
-//! backend (a distributed SQL database, say) implements this trait and nothing above it changes.
+//! backend (a distributed SQL database, say) implements it (and the traits it is made of) and
+//! nothing above it changes.
 //!
 //! Methods are synchronous and each is one transaction: [`crate::Store::run`] calls them on the
 //! blocking thread pool, so an implementation may block (a SQL client in blocking mode fits).
@@ -20,10 +21,19 @@ use crate::{
 };
 
 /// Persistence of fleetmq's domain. Every method is atomic: it happens whole or not at all.
-pub trait Backend: DevicePlane + FirmwareStore + UpgradeStore + Send + Sync + 'static {
+/// Its parts are one trait per concept ([`AccountStore`], [`DeviceStore`], [`DevicePlane`],
+/// [`FirmwareStore`], [`UpgradeStore`]), so an implementation keeps each in its own file; a
+/// `&dyn Backend` (or `impl Backend`) reaches all their methods.
+pub trait Backend:
+    AccountStore + DeviceStore + DevicePlane + FirmwareStore + UpgradeStore + Send + Sync + 'static
+{
     /// Fails unless the backend can read and write right now (health checks).
     fn check(&self) -> Result<()>;
+}
 
+/// Who may use fleetmq: organizations (tenants), users with their memberships, and API tokens.
+/// Same rules as [`Backend`]: every method is one transaction.
+pub trait AccountStore: Send + Sync + 'static {
     /// Creates an organization; its slug must be unused.
     fn create_organization(&self, fields: OrganizationFields) -> Result<Organization>;
     /// Looks an organization up by id.
@@ -61,17 +71,22 @@ pub trait Backend: DevicePlane + FirmwareStore + UpgradeStore + Send + Sync + 's
     fn create_token(&self, user: UserId) -> Result<Token>;
     /// The active or inactive user a token belongs to.
     fn user_for_token(&self, token: &str) -> Result<Option<User>>;
+    /// The user of a token if it is known without I/O (a memory cache); never blocks, so it may
+    /// be called on an async worker. `None` means "ask [`AccountStore::user_for_token`]".
+    fn cached_user_for_token(&self, _token: &str) -> Option<User> {
+        None
+    }
+}
+
+/// Devices themselves (identity, key, configuration) and what the broker needs to let one in.
+/// Same rules as [`Backend`]: every method is one transaction.
+pub trait DeviceStore: Send + Sync + 'static {
     /// What the broker needs to let a device in: its key, whether it is deactivated, its
     /// organization's slug and whether that organization is active.
     fn device_login(&self, id: DeviceId) -> Result<Option<DeviceLogin>>;
-    /// [`Backend::device_login`] if it is known without I/O (a memory cache kept correct by
+    /// [`DeviceStore::device_login`] if it is known without I/O (a memory cache kept correct by
     /// invalidation on every change of those fields); never blocks.
     fn cached_device_login(&self, _id: DeviceId) -> Option<DeviceLogin> {
-        None
-    }
-    /// The user of a token if it is known without I/O (a memory cache); never blocks, so it may
-    /// be called on an async worker. `None` means "ask [`Backend::user_for_token`]".
-    fn cached_user_for_token(&self, _token: &str) -> Option<User> {
         None
     }
 

@@ -4,7 +4,7 @@
 //! `ath79-generic-tplink_archer-c7-v5-squashfs-sysupgrade.bin`; a device can install it when
 //! its `model` (as it reports it) is one of that type's boards. fleetmq ships the defaults
 //! below; operators add their own types through the API (stored, see
-//! [`crate::FirmwareStore::create_image_type`]).
+//! [`crate::UpgradeStore::create_image_type`]).
 
 use serde::{Deserialize, Serialize};
 

@@ -54,7 +54,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use backend::{
-    Backend, DeviceLogin, DevicePlane, FirmwareStore, MqttSession, NewCommand, UpgradeStore,
+    AccountStore, Backend, DeviceLogin, DevicePlane, DeviceStore, FirmwareStore, MqttSession,
+    NewCommand, UpgradeStore,
 };
 pub use blob::{BlobError, BlobStore, BlobWriter};
 pub use board::{ImageType, default_image_types};
@@ -128,7 +129,7 @@ impl Store {
 
     /// Direct access for code that already runs on a blocking thread (CLI, benchmarks, the
     /// bridge's writer thread), and for the backend's non-blocking methods
-    /// ([`Backend::cached_user_for_token`]).
+    /// ([`AccountStore::cached_user_for_token`]).
     pub fn blocking(&self) -> &dyn Backend {
         self.backend.as_ref()
     }

@@ -1,9 +1,9 @@
 //! The device plane's persistence: sessions, coordinates, commands and telemetry.
 
 use fleetmq_store::{
-    Backend, CommandStatus, CommandType, DeviceFields, DeviceFilter, DeviceKey, DeviceName,
-    DevicePlane, MacAddress, MqttSession, NewCommand, OrgId, OrganizationFields, PageRequest,
-    Point, RedbBackend, Scope, Slug, TelemetryRange, TelemetrySample, Timestamp,
+    AccountStore, CommandStatus, CommandType, DeviceFields, DeviceFilter, DeviceKey, DeviceName,
+    DevicePlane, DeviceStore, MacAddress, MqttSession, NewCommand, OrgId, OrganizationFields,
+    PageRequest, Point, RedbBackend, Scope, Slug, TelemetryRange, TelemetrySample, Timestamp,
 };
 
 const ALL: PageRequest = PageRequest {

@@ -2,9 +2,9 @@
 //! durability across reopen, and refusal of newer schemas.
 
 use fleetmq_store::{
-    Backend, ConfigBackend, ConfigFields, DeviceFields, DeviceFilter, DeviceKey, DeviceName,
-    MacAddress, OrgId, OrganizationFields, PageRequest, RedbBackend, Scope, Slug, StoreError,
-    Unique,
+    AccountStore, ConfigBackend, ConfigFields, DeviceFields, DeviceFilter, DeviceKey, DeviceName,
+    DeviceStore, MacAddress, OrgId, OrganizationFields, PageRequest, RedbBackend, Scope, Slug,
+    StoreError, Unique,
 };
 
 fn org_fields(slug: &str) -> OrganizationFields {

@@ -3,11 +3,11 @@
 //! device's firmware, reports merge, and everything survives a reopen.
 
 use fleetmq_store::{
-    Backend, Batch, BatchId, BatchStatus, Build, BuildFields, CancelOutcome, CategoryFields,
-    Device, DeviceFields, DeviceKey, DeviceName, FirmwareStore, Image, ImageId, MacAddress, OrgId,
-    OrganizationFields, PageRequest, RedbBackend, Rollout, Scope, Slug, StoreError, Timestamp,
-    UpdateReport, UpgradeFilter, UpgradeOperation, UpgradePlan, UpgradeStatus, UpgradeStep,
-    UpgradeStore,
+    AccountStore, Batch, BatchId, BatchStatus, Build, BuildFields, CancelOutcome, CategoryFields,
+    Device, DeviceFields, DeviceKey, DeviceName, DeviceStore, FirmwareStore, Image, ImageId,
+    MacAddress, OrgId, OrganizationFields, PageRequest, RedbBackend, Rollout, Scope, Slug,
+    StoreError, Timestamp, UpdateReport, UpgradeFilter, UpgradeOperation, UpgradePlan,
+    UpgradeStatus, UpgradeStep, UpgradeStore,
 };
 use serde_json::json;
 

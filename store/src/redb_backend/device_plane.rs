@@ -1,13 +1,13 @@
 //! [`DevicePlane`] on redb: locations, credentials and connections, commands, telemetry.
 
-use std::collections::BTreeSet;
-
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::{
-    IndexKey, MergeDesc, RedbBackend, cat, created_key, decode, encode, get_record, id_of,
-    index_desc, load_device, slice,
+use super::RedbBackend;
+use super::devices::load_device;
+use super::paging::{
+    created_key, id_of, ids_paired_with, ids_under, org_prefix, page_of, visible_keys,
 };
+use super::record::{cat, decode, encode, get_record};
 use crate::tables::*;
 use crate::{
     Command, CommandId, CommandStatus, ConnectionFields, ConnectionHealth, ConnectionId, Connector,
@@ -16,41 +16,6 @@ use crate::{
     OrgId, Page, PageRequest, Point, Result, Scope, StoreError, TelemetryRange, TelemetrySample,
     Timestamp, Unique,
 };
-
-const SHARED: [u8; 16] = [0; 16];
-
-fn org_prefix(org: Option<OrgId>) -> [u8; 16] {
-    org.map_or(SHARED, |o| o.bytes())
-}
-
-fn uuid_key(bytes: &[u8]) -> u128 {
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&bytes[..16]);
-    u128::from_be_bytes(id)
-}
-
-fn ids_under(table: &impl ReadableTable<&'static [u8], ()>, prefix: &[u8]) -> Result<Vec<u128>> {
-    index_desc(table, prefix, [0; 24], [0xff; 24])?
-        .map(|k| k.map(|k| id_of(&k)))
-        .collect()
-}
-
-/// The records behind `ids` (newest first) for one page, and how many there are.
-fn page_of<T: serde::de::DeserializeOwned>(
-    table: &impl ReadableTable<u128, &'static [u8]>,
-    name: &'static str,
-    ids: Vec<u128>,
-    page: PageRequest,
-) -> Result<Page<T>> {
-    let count = ids.len() as u64;
-    let mut items = Vec::new();
-    for id in slice(ids, page) {
-        if let Some(record) = get_record(table, name, id)? {
-            items.push(record);
-        }
-    }
-    Ok(Page { count, items })
-}
 
 fn put_device(txn: &WriteTransaction, device: &Device) -> Result<()> {
     txn.open_table(DEVICES)?
@@ -130,15 +95,10 @@ pub(super) fn delete_credentials_in(
     txn: &WriteTransaction,
     credentials: &Credentials,
 ) -> Result<()> {
-    let connection_ids: Vec<u128> = {
-        let table = txn.open_table(CREDENTIALS_CONNECTIONS)?;
-        let lo = cat(&[&credentials.id.bytes(), &[0u8; 16]]);
-        let hi = cat(&[&credentials.id.bytes(), &[0xffu8; 16]]);
-        table
-            .range::<&[u8]>(lo.as_slice()..=hi.as_slice())?
-            .map(|e| e.map(|(k, _)| uuid_key(&k.value()[16..])))
-            .collect::<std::result::Result<_, _>>()?
-    };
+    let connection_ids = ids_paired_with(
+        &txn.open_table(CREDENTIALS_CONNECTIONS)?,
+        &credentials.id.bytes(),
+    )?;
     for id in connection_ids {
         let connection = load_connection(txn, id)?;
         remove_connection_in(txn, &connection)?;
@@ -446,39 +406,9 @@ impl DevicePlane for RedbBackend {
 
     fn list_credentials(&self, scope: &Scope, page: PageRequest) -> Result<Page<Credentials>> {
         let txn = self.db.begin_read()?;
-        let index = txn.open_table(CREDENTIALS_BY_ORG)?;
-        let table = txn.open_table(CREDENTIALS)?;
-        let mut ids: Vec<IndexKey> = Vec::new();
-        match scope {
-            Scope::All => {
-                for entry in index.iter()? {
-                    let (key, _) = entry?;
-                    let mut k = [0u8; 24];
-                    k.copy_from_slice(&key.value()[16..40]);
-                    ids.push(k);
-                }
-            }
-            Scope::Orgs(orgs) => {
-                let mut prefixes: BTreeSet<[u8; 16]> = orgs.iter().map(|o| o.bytes()).collect();
-                prefixes.insert(SHARED);
-                let streams = prefixes
-                    .iter()
-                    .map(|p| index_desc(&index, p, [0; 24], [0xff; 24]).map(Iterator::peekable))
-                    .collect::<Result<_>>()?;
-                for key in (MergeDesc { streams }) {
-                    ids.push(key?);
-                }
-            }
-        }
-        ids.sort_by(|a, b| b.cmp(a));
-        let count = ids.len() as u64;
-        let mut items = Vec::new();
-        for key in slice(ids, page) {
-            if let Some(c) = get_record(&table, "credentials", id_of(&key))? {
-                items.push(c);
-            }
-        }
-        Ok(Page { count, items })
+        let keys = visible_keys(&txn.open_table(CREDENTIALS_BY_ORG)?, scope)?;
+        let ids = keys.iter().map(id_of).collect();
+        page_of(&txn.open_table(CREDENTIALS)?, "credentials", ids, page)
     }
 
     fn create_connection(

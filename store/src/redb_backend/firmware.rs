@@ -4,18 +4,16 @@ use std::collections::BTreeSet;
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::{RedbBackend, cat, created_key, encode, get_record, id_of, index_desc, slice};
+use super::RedbBackend;
+use super::paging::{
+    created_key, id_of, ids_under, index_desc, org_prefix, page_of, paged, visible_keys,
+};
+use super::record::{cat, encode, get_record};
 use crate::tables::*;
 use crate::{
     Build, BuildFields, BuildFilter, BuildId, Category, CategoryFields, CategoryId, FirmwareStore,
-    Image, ImageId, OrgId, Page, PageRequest, Result, Scope, StoreError, Timestamp, Unique,
+    Image, ImageId, Page, PageRequest, Result, Scope, StoreError, Timestamp, Unique,
 };
-
-const SHARED: [u8; 16] = [0; 16];
-
-fn org_prefix(org: Option<OrgId>) -> [u8; 16] {
-    org.map_or(SHARED, |o| o.bytes())
-}
 
 fn name_key(fields: &CategoryFields) -> Vec<u8> {
     cat(&[
@@ -116,10 +114,7 @@ fn remove_images_of(txn: &WriteTransaction, build: BuildId) -> Result<Vec<ImageI
 }
 
 fn builds_of(txn: &WriteTransaction, category: CategoryId) -> Result<Vec<u128>> {
-    let index = txn.open_table(BUILDS_BY_CATEGORY)?;
-    index_desc(&index, &category.bytes(), [0; 24], [0xff; 24])?
-        .map(|k| k.map(|k| id_of(&k)))
-        .collect()
+    ids_under(&txn.open_table(BUILDS_BY_CATEGORY)?, &category.bytes())
 }
 
 impl FirmwareStore for RedbBackend {
@@ -179,23 +174,9 @@ impl FirmwareStore for RedbBackend {
 
     fn list_categories(&self, scope: &Scope, page: PageRequest) -> Result<Page<Category>> {
         let txn = self.db.begin_read()?;
-        let index = txn.open_table(CATEGORIES_BY_ORG)?;
-        let table = txn.open_table(CATEGORIES)?;
-        let mut keys = Vec::new();
-        for prefix in visible_prefixes(&index, scope)? {
-            for key in index_desc(&index, &prefix, [0; 24], [0xff; 24])? {
-                keys.push(key?);
-            }
-        }
-        keys.sort_by(|a, b| b.cmp(a));
-        let count = keys.len() as u64;
-        let mut items = Vec::new();
-        for key in slice(keys, page) {
-            if let Some(c) = get_record(&table, "categories", id_of(&key))? {
-                items.push(c);
-            }
-        }
-        Ok(Page { count, items })
+        let keys = visible_keys(&txn.open_table(CATEGORIES_BY_ORG)?, scope)?;
+        let ids = keys.iter().map(id_of).collect();
+        page_of(&txn.open_table(CATEGORIES)?, "categories", ids, page)
     }
 
     fn create_build(&self, fields: BuildFields) -> Result<Build> {
@@ -249,17 +230,16 @@ impl FirmwareStore for RedbBackend {
         let categories = txn.open_table(CATEGORIES_BY_ORG)?;
         let by_category = txn.open_table(BUILDS_BY_CATEGORY)?;
         let builds = txn.open_table(BUILDS)?;
-        let mut category_ids = BTreeSet::new();
-        let prefixes = match filter.organization {
-            Some(org) if scope.contains(org) => BTreeSet::from([org.bytes()]),
-            Some(_) => BTreeSet::new(),
-            None => visible_prefixes(&categories, scope)?,
-        };
-        for prefix in prefixes {
-            for key in index_desc(&categories, &prefix, [0; 24], [0xff; 24])? {
-                category_ids.insert(id_of(&key?));
+        let mut category_ids: BTreeSet<u128> = match filter.organization {
+            Some(org) if scope.contains(org) => {
+                ids_under(&categories, &org.bytes())?.into_iter().collect()
             }
-        }
+            Some(_) => BTreeSet::new(),
+            None => visible_keys(&categories, scope)?
+                .iter()
+                .map(id_of)
+                .collect(),
+        };
         if let Some(only) = filter.category {
             category_ids.retain(|c| *c == only.key());
         }
@@ -283,10 +263,7 @@ impl FirmwareStore for RedbBackend {
                 matching.push(build);
             }
         }
-        Ok(Page {
-            count: matching.len() as u64,
-            items: slice(matching, page),
-        })
+        Ok(paged(matching, page))
     }
 
     fn create_image(&self, image: Image) -> Result<Image> {
@@ -345,29 +322,6 @@ impl FirmwareStore for RedbBackend {
             }
         }
         images.sort_by_key(|i| std::cmp::Reverse((i.created, i.id)));
-        Ok(Page {
-            count: images.len() as u64,
-            items: slice(images, page),
-        })
+        Ok(paged(images, page))
     }
-}
-
-/// Index prefixes of the organizations in scope plus shared objects.
-fn visible_prefixes(
-    index: &impl ReadableTable<&'static [u8], ()>,
-    scope: &Scope,
-) -> Result<BTreeSet<[u8; 16]>> {
-    let mut prefixes = BTreeSet::from([SHARED]);
-    match scope {
-        Scope::All => {
-            for entry in index.iter()? {
-                let (key, _) = entry?;
-                let mut prefix = [0u8; 16];
-                prefix.copy_from_slice(&key.value()[..16]);
-                prefixes.insert(prefix);
-            }
-        }
-        Scope::Orgs(orgs) => prefixes.extend(orgs.iter().map(|o| o.bytes())),
-    }
-    Ok(prefixes)
 }

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::{RedbBackend, cat, created_key, decode, encode, get_record, id_of, index_desc, slice};
+use super::RedbBackend;
+use super::paging::{created_key, id_of, index_desc, paged};
+use super::record::{cat, decode, encode, get_record};
 use crate::tables::*;
 use crate::{
     Batch, BatchFilter, BatchId, CancelOutcome, DeviceFirmware, DeviceId, DeviceLocation,
@@ -361,10 +363,7 @@ impl UpgradeStore for RedbBackend {
                 matching.push(op);
             }
         }
-        Ok(Page {
-            count: matching.len() as u64,
-            items: slice(matching, page),
-        })
+        Ok(paged(matching, page))
     }
 
     fn active_upgrades(&self) -> Result<Vec<UpgradeOperation>> {
@@ -412,10 +411,7 @@ impl UpgradeStore for RedbBackend {
                 matching.push(batch);
             }
         }
-        Ok(Page {
-            count: matching.len() as u64,
-            items: slice(matching, page),
-        })
+        Ok(paged(matching, page))
     }
 
     fn device_firmware(&self, device: DeviceId) -> Result<Option<DeviceFirmware>> {

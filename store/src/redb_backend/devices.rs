@@ -1,0 +1,371 @@
+//! [`DeviceStore`] on redb: devices with their configuration, per-scope device counts, and the
+//! logins the broker checks.
+
+use std::collections::BTreeSet;
+
+use redb::{ReadableDatabase, ReadableTable, Table, WriteTransaction};
+
+use super::paging::{ANCHOR_STRIDE, MergeDesc, created_key, id_of, index_desc, successor};
+use super::record::{cat, encode, get_record, lookup_by};
+use super::{RedbBackend, device_plane, upgrade};
+use crate::tables::*;
+use crate::{
+    ConfigFields, ConfigStatus, Device, DeviceConfig, DeviceFields, DeviceFilter, DeviceId,
+    DeviceStore, OrgId, Organization, Page, PageRequest, Result, Scope, StoreError, Timestamp,
+    Unique,
+};
+
+pub(super) fn counter_key(org: Option<OrgId>) -> Vec<u8> {
+    match org {
+        None => b"devices".to_vec(),
+        Some(org) => cat(&[b"devices/", &org.bytes()]),
+    }
+}
+
+pub(super) fn bump(counters: &mut Table<&[u8], u64>, key: &[u8], delta: i64) -> Result<()> {
+    let current = counters.get(key)?.map(|v| v.value()).unwrap_or(0);
+    let next = current.saturating_add_signed(delta);
+    counters.insert(key, next)?;
+    Ok(())
+}
+
+fn insert_device_indexes(txn: &WriteTransaction, device: &Device) -> Result<()> {
+    let org = device.fields.organization;
+    if txn.open_table(ORGANIZATIONS)?.get(org.key())?.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    let name_key = cat(&[&org.bytes(), device.fields.name.unique_form().as_bytes()]);
+    let mut names = txn.open_table(DEVICE_NAMES)?;
+    if names.get(name_key.as_slice())?.is_some() {
+        return Err(StoreError::Unique(Unique::DeviceName));
+    }
+    let mac_key = cat(&[&org.bytes(), device.fields.mac_address.as_str().as_bytes()]);
+    let mut macs = txn.open_table(DEVICE_MACS)?;
+    if macs.get(mac_key.as_slice())?.is_some() {
+        return Err(StoreError::Unique(Unique::DeviceMac));
+    }
+    let mut keys = txn.open_table(DEVICE_KEYS)?;
+    if keys.get(device.fields.key.as_str())?.is_some() {
+        return Err(StoreError::Unique(Unique::DeviceKey));
+    }
+    let id = device.id.key();
+    names.insert(name_key.as_slice(), id)?;
+    macs.insert(mac_key.as_slice(), id)?;
+    keys.insert(device.fields.key.as_str(), id)?;
+    let created = created_key(device.created, device.id.bytes());
+    txn.open_table(DEVICES)?
+        .insert(id, encode("devices", device)?.as_slice())?;
+    txn.open_table(DEVICES_BY_CREATED)?
+        .insert(created.as_slice(), ())?;
+    txn.open_table(DEVICES_BY_ORG)?
+        .insert(cat(&[&org.bytes(), &created]).as_slice(), ())?;
+    let mut counters = txn.open_table(COUNTERS)?;
+    bump(&mut counters, &counter_key(None), 1)?;
+    bump(&mut counters, &counter_key(Some(org)), 1)?;
+    Ok(())
+}
+
+fn remove_device_indexes(txn: &WriteTransaction, device: &Device) -> Result<()> {
+    let org = device.fields.organization;
+    let name_key = cat(&[&org.bytes(), device.fields.name.unique_form().as_bytes()]);
+    txn.open_table(DEVICE_NAMES)?.remove(name_key.as_slice())?;
+    let mac_key = cat(&[&org.bytes(), device.fields.mac_address.as_str().as_bytes()]);
+    txn.open_table(DEVICE_MACS)?.remove(mac_key.as_slice())?;
+    txn.open_table(DEVICE_KEYS)?
+        .remove(device.fields.key.as_str())?;
+    let created = created_key(device.created, device.id.bytes());
+    txn.open_table(DEVICES)?.remove(device.id.key())?;
+    txn.open_table(DEVICES_BY_CREATED)?
+        .remove(created.as_slice())?;
+    txn.open_table(DEVICES_BY_ORG)?
+        .remove(cat(&[&org.bytes(), &created]).as_slice())?;
+    let mut counters = txn.open_table(COUNTERS)?;
+    bump(&mut counters, &counter_key(None), -1)?;
+    bump(&mut counters, &counter_key(Some(org)), -1)?;
+    Ok(())
+}
+
+pub(super) fn load_device(txn: &WriteTransaction, id: DeviceId) -> Result<Device> {
+    let table = txn.open_table(DEVICES)?;
+    get_record(&table, "devices", id.key())?.ok_or(StoreError::NotFound)
+}
+
+pub(super) fn delete_device_in(txn: &WriteTransaction, device: &Device) -> Result<()> {
+    remove_device_indexes(txn, device)?;
+    upgrade::delete_device_upgrades_in(txn, device.id)?;
+    device_plane::delete_device_plane_in(txn, device)
+}
+
+fn new_device(fields: DeviceFields, config: Option<ConfigFields>) -> Device {
+    let now = Timestamp::now();
+    Device {
+        id: DeviceId::new(),
+        fields,
+        config: config
+            .filter(|c| !c.is_default())
+            .map(|fields| DeviceConfig {
+                fields,
+                status: ConfigStatus::Modified,
+                error_reason: String::new(),
+            }),
+        is_deactivated: false,
+        created: now,
+        modified: now,
+    }
+}
+
+impl DeviceStore for RedbBackend {
+    fn device_login(&self, id: DeviceId) -> Result<Option<crate::DeviceLogin>> {
+        if let Some(login) = self.logins.get(&id) {
+            return Ok(Some(login));
+        }
+        let epoch = self.logins.epoch();
+        let txn = self.db.begin_read()?;
+        let Some(device) = get_record::<Device>(&txn.open_table(DEVICES)?, "devices", id.key())?
+        else {
+            return Ok(None);
+        };
+        let org: Option<Organization> = get_record(
+            &txn.open_table(ORGANIZATIONS)?,
+            "organizations",
+            device.fields.organization.key(),
+        )?;
+        let login = crate::DeviceLogin {
+            key: device.fields.key,
+            deactivated: device.is_deactivated,
+            org_slug: org
+                .as_ref()
+                .map(|o| o.fields.slug.as_str().to_owned())
+                .unwrap_or_default(),
+            org_active: org.is_some_and(|o| o.fields.is_active),
+        };
+        self.logins.insert(epoch, id, login.clone());
+        Ok(Some(login))
+    }
+
+    fn cached_device_login(&self, id: DeviceId) -> Option<crate::DeviceLogin> {
+        self.logins.get(&id)
+    }
+
+    fn create_device(&self, fields: DeviceFields, config: Option<ConfigFields>) -> Result<Device> {
+        let device = new_device(fields, config);
+        let txn = self.db.begin_write()?;
+        insert_device_indexes(&txn, &device)?;
+        txn.commit()?;
+        self.anchors.invalidate();
+        Ok(device)
+    }
+
+    fn create_devices(
+        &self,
+        devices: Vec<(DeviceFields, Option<ConfigFields>)>,
+    ) -> Result<Vec<Device>> {
+        let txn = self.db.begin_write()?;
+        let mut out = Vec::with_capacity(devices.len());
+        for (fields, config) in devices {
+            let device = new_device(fields, config);
+            insert_device_indexes(&txn, &device)?;
+            out.push(device);
+        }
+        txn.commit()?;
+        self.anchors.invalidate();
+        Ok(out)
+    }
+
+    fn device(&self, id: DeviceId) -> Result<Option<Device>> {
+        let txn = self.db.begin_read()?;
+        get_record(&txn.open_table(DEVICES)?, "devices", id.key())
+    }
+
+    fn device_by_key(&self, key: &str) -> Result<Option<Device>> {
+        lookup_by(&self.db, DEVICE_KEYS, DEVICES, "devices", key)
+    }
+
+    fn update_device(
+        &self,
+        id: DeviceId,
+        fields: DeviceFields,
+        config: Option<ConfigFields>,
+    ) -> Result<Device> {
+        let txn = self.db.begin_write()?;
+        let mut device = load_device(&txn, id)?;
+        remove_device_indexes(&txn, &device)?;
+        device.fields = fields;
+        if let Some(fields) = config {
+            device.config = match device.config.take() {
+                Some(current) if current.fields == fields => Some(current),
+                None if fields.is_default() => None,
+                _ => Some(DeviceConfig {
+                    fields,
+                    status: ConfigStatus::Modified,
+                    error_reason: String::new(),
+                }),
+            };
+        }
+        device.modified = Timestamp::now();
+        insert_device_indexes(&txn, &device)?;
+        txn.commit()?;
+        self.logins.invalidate(&id);
+        self.anchors.invalidate();
+        Ok(device)
+    }
+
+    fn set_device_deactivated(&self, id: DeviceId, deactivated: bool) -> Result<Device> {
+        let txn = self.db.begin_write()?;
+        let mut device = load_device(&txn, id)?;
+        device.is_deactivated = deactivated;
+        if let Some(config) = device.config.as_mut() {
+            config.status = if deactivated {
+                ConfigStatus::Deactivating
+            } else {
+                ConfigStatus::Modified
+            };
+        }
+        device.modified = Timestamp::now();
+        txn.open_table(DEVICES)?
+            .insert(id.key(), encode("devices", &device)?.as_slice())?;
+        if deactivated {
+            // Deactivated devices may not be upgraded (nor connect to finish an upgrade).
+            upgrade::abort_device_upgrades_in(&txn, id, "Aborted: the device was deactivated")?;
+        }
+        txn.commit()?;
+        self.logins.invalidate(&id);
+        Ok(device)
+    }
+
+    fn delete_device(&self, id: DeviceId) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        let device = load_device(&txn, id)?;
+        delete_device_in(&txn, &device)?;
+        txn.commit()?;
+        self.logins.invalidate(&id);
+        self.anchors.invalidate();
+        Ok(())
+    }
+
+    fn list_devices(
+        &self,
+        scope: &Scope,
+        filter: &DeviceFilter,
+        page: PageRequest,
+    ) -> Result<Page<Device>> {
+        let generation = self.anchors.generation();
+        let txn = self.db.begin_read()?;
+        let devices = txn.open_table(DEVICES)?;
+        let locations = txn.open_table(DEVICE_LOCATIONS)?;
+        let by_created = txn.open_table(DEVICES_BY_CREATED)?;
+        let by_org = txn.open_table(DEVICES_BY_ORG)?;
+
+        // Creation-time conditions become the index range [lo, hi).
+        let mut from = filter.created_gte;
+        let mut until = filter.created_lt;
+        if let Some(exact) = filter.created {
+            from = from.max(Some(exact));
+            let next = Timestamp::from_micros(exact.as_micros() + 1);
+            until = Some(until.map_or(next, |u| u.min(next)));
+        }
+        let lo = created_key(from.unwrap_or(Timestamp::from_micros(0)), [0; 16]);
+        let hi = match until {
+            Some(t) => created_key(t, [0; 16]),
+            None => [0xff; 24],
+        };
+        let streams = match scope {
+            Scope::All => vec![index_desc(&by_created, &[], lo, hi)?.peekable()],
+            Scope::Orgs(orgs) => orgs
+                .iter()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .map(|org| index_desc(&by_org, &org.bytes(), lo, hi).map(Iterator::peekable))
+                .collect::<Result<_>>()?,
+        };
+        let mut keys = MergeDesc { streams };
+
+        let unfiltered = from.is_none() && until.is_none() && !filter.needs_records();
+        if unfiltered {
+            let counters = txn.open_table(COUNTERS)?;
+            let count = match scope {
+                Scope::All => counters
+                    .get(counter_key(None).as_slice())?
+                    .map_or(0, |v| v.value()),
+                Scope::Orgs(orgs) => {
+                    let mut total = 0;
+                    for org in orgs.iter().collect::<BTreeSet<_>>() {
+                        total += counters
+                            .get(counter_key(Some(*org)).as_slice())?
+                            .map_or(0, |v| v.value());
+                    }
+                    total
+                }
+            };
+            // A deep page of one index starts at its nearest anchor.
+            let single: Option<Option<OrgId>> = match scope {
+                Scope::All => Some(None),
+                Scope::Orgs(orgs) if orgs.iter().collect::<BTreeSet<_>>().len() == 1 => {
+                    orgs.first().copied().map(Some)
+                }
+                Scope::Orgs(_) => None,
+            };
+            let mut skip = page.offset;
+            if let Some(single) = single
+                && page.offset >= ANCHOR_STRIDE
+            {
+                let prefix = single.map(|org| org.bytes().to_vec()).unwrap_or_default();
+                let seeked = match single {
+                    None => {
+                        self.anchors
+                            .seek(generation, None, &by_created, &prefix, page.offset)?
+                    }
+                    Some(org) => {
+                        self.anchors
+                            .seek(generation, Some(org), &by_org, &prefix, page.offset)?
+                    }
+                };
+                if let Some((anchor, rest)) = seeked {
+                    let index = if single.is_none() {
+                        &by_created
+                    } else {
+                        &by_org
+                    };
+                    keys = MergeDesc {
+                        streams: vec![
+                            index_desc(index, &prefix, [0; 24], successor(anchor))?.peekable(),
+                        ],
+                    };
+                    skip = rest;
+                }
+            }
+            let mut items = Vec::new();
+            for key in keys.by_ref().skip(skip as usize).take(page.limit as usize) {
+                if let Some(device) = get_record(&devices, "devices", id_of(&key?))? {
+                    items.push(device);
+                }
+            }
+            return Ok(Page { count, items });
+        }
+
+        let mut count = 0u64;
+        let mut items = Vec::new();
+        for key in keys {
+            let id = id_of(&key?);
+            let wanted = count >= page.offset && (items.len() as u64) < page.limit;
+            if !filter.needs_records() {
+                if wanted && let Some(device) = get_record(&devices, "devices", id)? {
+                    items.push(device);
+                }
+                count += 1;
+                continue;
+            }
+            let Some(device) = get_record::<Device>(&devices, "devices", id)? else {
+                continue;
+            };
+            let has_location = filter.with_geo.is_some() && locations.get(id)?.is_some();
+            if filter.matches(&device, has_location) {
+                if wanted {
+                    items.push(device);
+                }
+                count += 1;
+            }
+        }
+        Ok(Page { count, items })
+    }
+}
