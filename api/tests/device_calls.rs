@@ -1,0 +1,362 @@
+//! Handler tests without a socket for the routes that act on one device (commands): who
+//! may do what, and what a bad body is told.
+//!
+//! The whole API ([`fleetmq_api::router`]) runs over a store in a temporary directory with
+//! [`NoHooks`], so no broker runs and every device call is answered "unavailable".
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{Request, StatusCode};
+use fleetmq_api::{ApiConfig, AppState, NoHooks};
+use fleetmq_store::{
+    ConnectionFields, Connector, CredentialsFields, DeviceId, Group, Membership, OrgId,
+    OrganizationFields, Password, Slug, Store, UserFields, Username,
+};
+use serde_json::{Map, Value, json};
+use tempfile::TempDir;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+/// The API over a fresh store: two organizations, a device in the first, and users.
+struct Fleet {
+    router: Router,
+    store: Store,
+    /// Administrator of acme (not a superuser).
+    admin: String,
+    /// Operator of acme: devices, locations, commands (add and view), firmware (view).
+    operator: String,
+    /// Manages acme but has no group, so no permission.
+    nobody: String,
+    /// Administrator of beta only.
+    other: String,
+    /// A device of acme.
+    device: String,
+    _dir: TempDir,
+}
+
+/// What the API answered.
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    body: Value,
+}
+
+impl Fleet {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().to_owned();
+        let store = tokio::task::spawn_blocking(move || Store::open(&path))
+            .await
+            .expect("store task")
+            .expect("store opens");
+        let state = AppState::new(store.clone(), ApiConfig::default(), Arc::new(NoHooks));
+        let router = fleetmq_api::router(state);
+        let acme = org(&store, "acme").await;
+        let beta = org(&store, "beta").await;
+        let mut fleet = Fleet {
+            router,
+            admin: user(&store, "ada", false, &[Group::Administrator], &[acme]).await,
+            operator: user(&store, "otto", false, &[Group::Operator], &[acme]).await,
+            nobody: user(&store, "nora", false, &[], &[acme]).await,
+            other: user(&store, "bea", false, &[Group::Administrator], &[beta]).await,
+            store,
+            device: String::new(),
+            _dir: dir,
+        };
+        let device = fleet
+            .call(
+                "POST",
+                "/api/v1/controller/device/",
+                Some(&fleet.admin),
+                Some(json!({"name": "ap1", "organization": acme.0.to_string(),
+                            "mac_address": "02:00:00:00:00:01"})),
+            )
+            .await;
+        assert_eq!(device.status, StatusCode::CREATED, "{:?}", device.body);
+        fleet.device = device.str("id");
+        fleet
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(body) => {
+                request = request.header(CONTENT_TYPE, "application/json");
+                Body::from(body.to_string())
+            }
+            None => Body::empty(),
+        };
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(body).expect("request"))
+            .await
+            .expect("the router answers");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("a JSON body")
+        };
+        Reply { status, body }
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, Some(token), None).await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call("POST", path, Some(token), Some(body)).await
+    }
+
+    /// `/api/v1/controller/device/{device}/{rest}`.
+    fn device_path(&self, rest: &str) -> String {
+        format!("/api/v1/controller/device/{}/{rest}", self.device)
+    }
+
+    /// Gives the device an enabled MQTT connection, as its first connect does.
+    async fn connect_device(&self) {
+        let device = DeviceId(self.device.parse().expect("a device id"));
+        self.store
+            .run(move |db| {
+                let org = db.device(device)?.expect("the device").fields.organization;
+                let credentials = db.create_credentials(CredentialsFields {
+                    organization: Some(org),
+                    name: "mqtt".to_owned(),
+                    connector: Connector::Mqtt,
+                    auto_add: false,
+                    params: Map::new(),
+                })?;
+                db.create_connection(
+                    device,
+                    ConnectionFields {
+                        credentials: credentials.id,
+                        update_strategy: String::new(),
+                        enabled: true,
+                    },
+                )
+            })
+            .await
+            .expect("connection created");
+    }
+}
+
+impl Reply {
+    fn str(&self, field: &str) -> String {
+        self.body[field].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+async fn org(store: &Store, slug: &str) -> OrgId {
+    let fields = OrganizationFields {
+        name: slug.to_owned(),
+        slug: Slug::parse(slug).expect("a valid slug"),
+        description: String::new(),
+        email: String::new(),
+        url: String::new(),
+        is_active: true,
+    };
+    store
+        .run(move |db| db.create_organization(fields))
+        .await
+        .expect("organization created")
+        .id
+}
+
+/// Creates a user; returns a token of theirs.
+async fn user(
+    store: &Store,
+    name: &str,
+    is_superuser: bool,
+    groups: &[Group],
+    manages: &[OrgId],
+) -> String {
+    let fields = UserFields {
+        username: Username::parse(name).expect("a valid username"),
+        email: String::new(),
+        first_name: String::new(),
+        last_name: String::new(),
+        is_superuser,
+        is_active: true,
+        groups: groups.to_vec(),
+        memberships: manages
+            .iter()
+            .map(|&organization| Membership {
+                organization,
+                is_admin: true,
+            })
+            .collect(),
+    };
+    let password = Password::parse("secret-password").expect("a valid password");
+    store
+        .run(move |db| {
+            let user = db.create_user(fields, password)?;
+            db.create_token(user.id)
+        })
+        .await
+        .expect("user created")
+        .as_str()
+        .to_owned()
+}
+
+// Commands.
+
+#[tokio::test]
+async fn an_operator_may_send_and_read_commands_and_a_user_without_permission_may_not() {
+    let f = Fleet::start().await;
+    f.connect_device().await;
+    let commands = f.device_path("command/");
+
+    let sent = f
+        .post(&commands, &f.operator, json!({"type": "reboot"}))
+        .await;
+    assert_eq!(sent.status, StatusCode::CREATED, "{:?}", sent.body);
+    assert_eq!(sent.body["status"], "in-progress");
+    assert_eq!(sent.body["input"], Value::Null);
+    let listed = f.get(&commands, &f.operator).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.body["count"], 1);
+    let detail = format!("{commands}{}/", sent.str("id"));
+    assert_eq!(
+        f.get(&detail, &f.operator).await.body["id"],
+        sent.body["id"]
+    );
+
+    for (token, status) in [
+        (Some(f.nobody.as_str()), StatusCode::FORBIDDEN),
+        (None, StatusCode::UNAUTHORIZED),
+    ] {
+        let send = f
+            .call("POST", &commands, token, Some(json!({"type": "reboot"})))
+            .await;
+        assert_eq!(send.status, status, "{:?}", send.body);
+        assert_eq!(f.call("GET", &commands, token, None).await.status, status);
+        assert_eq!(f.call("GET", &detail, token, None).await.status, status);
+    }
+}
+
+#[tokio::test]
+async fn another_tenants_commands_are_not_found() {
+    let f = Fleet::start().await;
+    f.connect_device().await;
+    let commands = f.device_path("command/");
+    let sent = f.post(&commands, &f.admin, json!({"type": "reboot"})).await;
+    let detail = format!("{commands}{}/", sent.str("id"));
+
+    assert_eq!(
+        f.get(&commands, &f.other).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(f.get(&detail, &f.other).await.status, StatusCode::NOT_FOUND);
+    let sent_elsewhere = f.post(&commands, &f.other, json!({"type": "reboot"})).await;
+    assert_eq!(sent_elsewhere.status, StatusCode::NOT_FOUND);
+    for path in [
+        format!("{commands}{}/", Uuid::new_v4()),
+        format!("{commands}nope/"),
+        format!("/api/v1/controller/device/nope/command/{}/", sent.str("id")),
+    ] {
+        assert_eq!(
+            f.get(&path, &f.admin).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_command_on_a_deactivated_device_is_forbidden_but_its_commands_are_listed() {
+    let f = Fleet::start().await;
+    f.connect_device().await;
+    let deactivated = f
+        .call("POST", &f.device_path("deactivate/"), Some(&f.admin), None)
+        .await;
+    assert!(deactivated.status.is_success(), "{:?}", deactivated.body);
+
+    let commands = f.device_path("command/");
+    let refused = f.post(&commands, &f.admin, json!({"type": "reboot"})).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        refused.body,
+        json!({"detail": "You do not have permission to perform this action."})
+    );
+    assert_eq!(f.get(&commands, &f.admin).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_command_body_is_checked_field_by_field() {
+    let f = Fleet::start().await;
+    let commands = f.device_path("command/");
+    let no_connection = f.post(&commands, &f.admin, json!({"type": "reboot"})).await;
+    assert_eq!(no_connection.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        no_connection.body,
+        json!({"device": ["Device has no credentials assigned."]})
+    );
+
+    f.connect_device().await;
+    for (body, errors) in [
+        (json!({}), json!({"type": ["This field is required."]})),
+        (
+            json!({"type": null}),
+            json!({"type": ["This field may not be null."]}),
+        ),
+        (
+            json!({"type": "shutdown", "input": {"command": ""}}),
+            json!({"type": ["\"shutdown\" is not a valid choice."]}),
+        ),
+        (
+            json!({"type": "custom", "input": {"command": "  "}}),
+            json!({"input": {"command": ["This field is required and may not be blank."]}}),
+        ),
+        (
+            json!({"type": "custom"}),
+            json!({"input": {"command": ["This field is required and may not be blank."]}}),
+        ),
+        (
+            json!({"type": "change_password",
+                   "input": {"password": "short", "confirm_password": "x".repeat(31)}}),
+            json!({"input": {
+                "password": ["Ensure this field has at least 6 characters."],
+                "confirm_password": ["Ensure this field has no more than 30 characters."]
+            }}),
+        ),
+        (
+            json!({"type": "change_password",
+                   "input": {"password": "abcdef", "confirm_password": "abcdeg"}}),
+            json!({"input": {"confirm_password": ["Passwords do not match."]}}),
+        ),
+    ] {
+        let reply = f.post(&commands, &f.admin, body.clone()).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(reply.body, errors, "{body}");
+    }
+
+    let custom = f
+        .post(
+            &commands,
+            &f.admin,
+            json!({"type": "custom", "input": {"command": " uptime ", "extra": 1}}),
+        )
+        .await;
+    assert_eq!(custom.status, StatusCode::CREATED, "{:?}", custom.body);
+    assert_eq!(
+        custom.body["input"],
+        json!({"command": "uptime"}),
+        "the command is stored trimmed, and only the command"
+    );
+}
