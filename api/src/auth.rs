@@ -138,6 +138,8 @@ macro_rules! guarded {
 guarded! {
     /// Devices.
     Devices => Resource::Device;
+    /// Where devices are.
+    DeviceLocations => Resource::DeviceLocation;
     /// Device connections.
     DeviceConnections => Resource::DeviceConnection;
     /// Commands sent to devices.

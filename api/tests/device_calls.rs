@@ -1,5 +1,5 @@
-//! Handler tests without a socket for the routes that act on one device (commands): who
-//! may do what, and what a bad body is told.
+//! Handler tests without a socket for the routes that act on one device (commands,
+//! coordinates): who may do what, and what a bad body is told.
 //!
 //! The whole API ([`fleetmq_api::router`]) runs over a store in a temporary directory with
 //! [`NoHooks`], so no broker runs and every device call is answered "unavailable".
@@ -359,4 +359,131 @@ async fn a_command_body_is_checked_field_by_field() {
         json!({"command": "uptime"}),
         "the command is stored trimmed, and only the command"
     );
+}
+
+// Coordinates.
+
+fn feature(lng: Value, lat: Value) -> Value {
+    json!({"type": "Feature", "geometry": {"type": "Point", "coordinates": [lng, lat]},
+           "properties": {}})
+}
+
+#[tokio::test]
+async fn a_device_reads_and_moves_its_coordinates_with_its_key_alone() {
+    let f = Fleet::start().await;
+    let path = f.device_path("coordinates/");
+    let key = f.get(&f.device_path(""), &f.admin).await.str("key");
+    let by_key = format!("{path}?key={key}");
+
+    assert_eq!(
+        f.call("GET", &by_key, None, None).await.status,
+        StatusCode::NOT_FOUND,
+        "no location yet"
+    );
+    let moved = f
+        .call(
+            "PUT",
+            &by_key,
+            None,
+            Some(feature(json!(12.5), json!(41.9))),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "{:?}", moved.body);
+    assert_eq!(moved.body["type"], "Feature");
+    let read = f.call("GET", &by_key, None, None).await;
+    assert_eq!(
+        read.body["geometry"],
+        json!({"type": "Point", "coordinates": [12.5, 41.9]})
+    );
+
+    let wrong_key = format!("{path}?key=nope");
+    assert_eq!(
+        f.call("GET", &wrong_key, None, None).await.status,
+        StatusCode::UNAUTHORIZED,
+        "a wrong key is no access at all"
+    );
+    assert_eq!(
+        f.call("GET", &wrong_key, Some(&f.operator), None)
+            .await
+            .status,
+        StatusCode::OK,
+        "but a user's token still counts"
+    );
+    assert_eq!(
+        f.call(
+            "GET",
+            "/api/v1/controller/device/nope/coordinates/",
+            None,
+            None
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND,
+        "an id that is not one is not found before anything else"
+    );
+}
+
+#[tokio::test]
+async fn coordinates_follow_location_permissions_and_tenancy() {
+    let f = Fleet::start().await;
+    let path = f.device_path("coordinates/");
+    let moved = f
+        .call(
+            "PUT",
+            &path,
+            Some(&f.operator),
+            Some(feature(json!(1.0), json!(2.0))),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "operators place devices");
+    assert_eq!(f.get(&path, &f.operator).await.status, StatusCode::OK);
+    assert_eq!(f.get(&path, &f.nobody).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        f.call(
+            "PUT",
+            &path,
+            Some(&f.nobody),
+            Some(feature(json!(1.0), json!(2.0)))
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(f.get(&path, &f.other).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        f.call("GET", &path, None, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn only_a_point_in_range_moves_a_device() {
+    let f = Fleet::start().await;
+    let path = f.device_path("coordinates/");
+    for (body, message) in [
+        (json!({"type": "Feature"}), "This field is required."),
+        (json!({"geometry": "here"}), "This field is required."),
+        (
+            json!({"geometry": {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}}),
+            "Only Point geometries are accepted.",
+        ),
+        (
+            feature(json!(200.0), json!(0.0)),
+            "Longitude 200 is out of range (-180 to 180).",
+        ),
+        (
+            feature(json!(0.0), json!(-91.0)),
+            "Latitude -91 is out of range (-90 to 90).",
+        ),
+        (
+            json!({"geometry": {"type": "Point", "coordinates": [1.0]}}),
+            "Coordinates must be [longitude, latitude].",
+        ),
+    ] {
+        let reply = f
+            .call("PUT", &path, Some(&f.admin), Some(body.clone()))
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(reply.body, json!({"geometry": [message]}), "{body}");
+    }
 }
