@@ -1,5 +1,5 @@
 //! Handler tests without a socket for the routes that act on one device (commands,
-//! coordinates): who may do what, and what a bad body is told.
+//! coordinates, telemetry): who may do what, and what a bad body or query is told.
 //!
 //! The whole API ([`fleetmq_api::router`]) runs over a store in a temporary directory with
 //! [`NoHooks`], so no broker runs and every device call is answered "unavailable".
@@ -486,4 +486,35 @@ async fn only_a_point_in_range_moves_a_device() {
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(reply.body, json!({"geometry": [message]}), "{body}");
     }
+}
+
+// Telemetry.
+
+#[tokio::test]
+async fn telemetry_is_shown_to_device_viewers_of_the_tenant_with_its_range_checked() {
+    let f = Fleet::start().await;
+    let path = f.device_path("telemetry/");
+    let empty = f.get(&path, &f.operator).await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert_eq!(
+        empty.body,
+        json!({"latest": null, "count": 0, "next": null, "previous": null, "results": []})
+    );
+
+    let bad_range = f
+        .get(&format!("{path}?since=yesterday&until=soon"), &f.operator)
+        .await;
+    assert_eq!(bad_range.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        bad_range.body,
+        json!({"since": ["Enter a valid date/time."], "until": ["Enter a valid date/time."]})
+    );
+    assert_eq!(
+        f.get(&format!("{path}?since=2020-01-01T00:00:00Z"), &f.operator)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(f.get(&path, &f.nobody).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(f.get(&path, &f.other).await.status, StatusCode::NOT_FOUND);
 }
