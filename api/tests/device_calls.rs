@@ -1,5 +1,6 @@
 //! Handler tests without a socket for the routes that act on one device (commands,
-//! coordinates, telemetry): who may do what, and what a bad body or query is told.
+//! coordinates, telemetry, the npm.system_update proxy): who may do what, and what a bad body
+//! or query is told.
 //!
 //! The whole API ([`fleetmq_api::router`]) runs over a store in a temporary directory with
 //! [`NoHooks`], so no broker runs and every device call is answered "unavailable".
@@ -517,4 +518,115 @@ async fn telemetry_is_shown_to_device_viewers_of_the_tenant_with_its_range_check
     );
     assert_eq!(f.get(&path, &f.nobody).await.status, StatusCode::FORBIDDEN);
     assert_eq!(f.get(&path, &f.other).await.status, StatusCode::NOT_FOUND);
+}
+
+// The npm.system_update proxy.
+
+fn system_update(f: &Fleet, rest: &str) -> String {
+    format!("/api/v1/devices/{}/npm.system_update/2.0/{rest}", f.device)
+}
+
+const NO_BROKER: &str = "Devices cannot be reached: the MQTT bridge is not running.";
+
+#[tokio::test]
+async fn a_device_call_without_a_broker_is_503_for_whoever_may_make_it() {
+    let f = Fleet::start().await;
+    for (method, rest, token, body) in [
+        ("GET", "update", &f.operator, None),
+        ("GET", "images/items/3/", &f.operator, None),
+        ("POST", "update/init", &f.operator, None),
+        ("DELETE", "images/items/3", &f.admin, None),
+        (
+            "POST",
+            "images/fetch",
+            &f.admin,
+            Some(json!({"url": "http://example.com/fw.bin"})),
+        ),
+    ] {
+        let reply = f
+            .call(method, &system_update(&f, rest), Some(token), body)
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{method} {rest}"
+        );
+        assert_eq!(reply.body, json!({"detail": NO_BROKER}), "{method} {rest}");
+    }
+}
+
+#[tokio::test]
+async fn device_calls_follow_device_permissions_and_tenancy_before_the_call_is_read() {
+    let f = Fleet::start().await;
+    for (method, rest) in [
+        ("GET", "update"),
+        ("POST", "update/start"),
+        ("PUT", "nothing"),
+    ] {
+        let path = system_update(&f, rest);
+        let anonymous = f.call(method, &path, None, None).await;
+        assert_eq!(
+            anonymous.status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {rest}"
+        );
+        let nobody = f.call(method, &path, Some(&f.nobody), None).await;
+        assert_eq!(nobody.status, StatusCode::FORBIDDEN, "{method} {rest}");
+        let other = f.call(method, &path, Some(&f.other), None).await;
+        assert_eq!(other.status, StatusCode::NOT_FOUND, "{method} {rest}");
+    }
+    for (method, rest) in [
+        ("PUT", "update"),
+        ("GET", "update/start"),
+        ("GET", "images/items/abc"),
+    ] {
+        let reply = f
+            .call(method, &system_update(&f, rest), Some(&f.admin), None)
+            .await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{method} {rest}");
+        assert_eq!(reply.body, json!({"detail": "Not found."}));
+    }
+}
+
+#[tokio::test]
+async fn an_image_fetch_needs_a_url() {
+    let f = Fleet::start().await;
+    let path = system_update(&f, "images/fetch");
+    for (body, message) in [
+        (json!({}), "This field is required."),
+        (json!({"url": "  "}), "This field may not be blank."),
+        (json!({"url": 5}), "Not a valid string."),
+    ] {
+        let reply = f.post(&path, &f.admin, body.clone()).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(reply.body, json!({"url": [message]}), "{body}");
+    }
+}
+
+#[test]
+fn every_device_call_documents_its_refusals_and_an_unreachable_device() {
+    let doc = serde_json::to_value(fleetmq_api::openapi()).expect("a JSON document");
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut operations = 0;
+    for (path, item) in paths
+        .iter()
+        .filter(|(p, _)| p.contains("npm.system_update"))
+    {
+        let methods = item.as_object().expect("a path item").iter();
+        for (method, operation) in methods.filter(|(m, _)| m.as_str() != "parameters") {
+            operations += 1;
+            assert_eq!(
+                operation["security"],
+                json!([{"bearer": []}]),
+                "{method} {path}"
+            );
+            for status in ["401", "403", "404", "503", "504"] {
+                assert!(
+                    operation["responses"][status].is_object(),
+                    "{method} {path} documents {status}"
+                );
+            }
+        }
+    }
+    assert_eq!(operations, 9, "every call of the device API is documented");
 }
