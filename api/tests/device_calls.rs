@@ -1,6 +1,6 @@
 //! Handler tests without a socket for the routes that act on one device (commands,
-//! coordinates, telemetry, the npm.system_update proxy): who may do what, and what a bad body
-//! or query is told.
+//! coordinates, telemetry, the npm.system_update proxy) and for image types: who may do what,
+//! and what a bad body or query is told.
 //!
 //! The whole API ([`fleetmq_api::router`]) runs over a store in a temporary directory with
 //! [`NoHooks`], so no broker runs and every device call is answered "unavailable".
@@ -25,6 +25,8 @@ use uuid::Uuid;
 struct Fleet {
     router: Router,
     store: Store,
+    /// A superuser.
+    root: String,
     /// Administrator of acme (not a superuser).
     admin: String,
     /// Operator of acme: devices, locations, commands (add and view), firmware (view).
@@ -33,6 +35,8 @@ struct Fleet {
     nobody: String,
     /// Administrator of beta only.
     other: String,
+    /// Operator of no organization.
+    homeless: String,
     /// A device of acme.
     device: String,
     _dir: TempDir,
@@ -57,13 +61,16 @@ impl Fleet {
         let router = fleetmq_api::router(state);
         let acme = org(&store, "acme").await;
         let beta = org(&store, "beta").await;
+        let root = user(&store, "root", true, &[], &[]).await;
         let mut fleet = Fleet {
             router,
             admin: user(&store, "ada", false, &[Group::Administrator], &[acme]).await,
             operator: user(&store, "otto", false, &[Group::Operator], &[acme]).await,
             nobody: user(&store, "nora", false, &[], &[acme]).await,
             other: user(&store, "bea", false, &[Group::Administrator], &[beta]).await,
+            homeless: user(&store, "hal", false, &[Group::Operator], &[]).await,
             store,
+            root,
             device: String::new(),
             _dir: dir,
         };
@@ -629,4 +636,109 @@ fn every_device_call_documents_its_refusals_and_an_unreachable_device() {
         }
     }
     assert_eq!(operations, 9, "every call of the device API is documented");
+}
+
+// Image types.
+
+const IMAGE_TYPES: &str = "/api/v1/firmware-upgrader/image-type/";
+
+#[tokio::test]
+async fn image_types_are_listed_to_firmware_viewers_and_managed_by_superusers() {
+    let f = Fleet::start().await;
+    let listed = f.get(IMAGE_TYPES, &f.operator).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert!(
+        listed
+            .body
+            .as_array()
+            .expect("a list")
+            .iter()
+            .any(|t| t["builtin"] == true),
+        "the built-in types are listed"
+    );
+    assert_eq!(
+        f.get(IMAGE_TYPES, &f.homeless).await.status,
+        StatusCode::OK,
+        "image types belong to no organization: a viewer managing none still lists them"
+    );
+    assert_eq!(
+        f.get(IMAGE_TYPES, &f.nobody).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    let custom = json!({"name": "acme-custom.bin", "boards": ["Acme Board v1"]});
+    for token in [&f.operator, &f.admin] {
+        let refused = f.post(IMAGE_TYPES, token, custom.clone()).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    }
+    let created = f.post(IMAGE_TYPES, &f.root, custom).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert_eq!(
+        created.body,
+        json!({"name": "acme-custom.bin", "label": "acme-custom.bin",
+               "boards": ["Acme Board v1"], "builtin": false}),
+        "the label defaults to the name"
+    );
+
+    let builtin = listed.body[0]["name"].as_str().expect("a name").to_owned();
+    let refused = f
+        .call(
+            "DELETE",
+            &format!("{IMAGE_TYPES}{builtin}/"),
+            Some(&f.root),
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        refused.body,
+        json!({"detail": "Built-in image types cannot be deleted."})
+    );
+    let custom = format!("{IMAGE_TYPES}acme-custom.bin/");
+    assert_eq!(
+        f.call("DELETE", &custom, Some(&f.admin), None).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        f.call("DELETE", &custom, Some(&f.root), None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        f.call("DELETE", &custom, Some(&f.root), None).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn an_image_type_body_is_checked_field_by_field() {
+    let f = Fleet::start().await;
+    for (body, errors) in [
+        (
+            json!({}),
+            json!({"name": ["This field is required."], "boards": ["This field is required."]}),
+        ),
+        (
+            json!({"name": "no spaces", "boards": "sim-board", "label": "x".repeat(129)}),
+            json!({
+                "name": ["Use letters, digits and - _ . + only."],
+                "boards": ["Expected a list of items but got type \"str\"."],
+                "label": ["Ensure this field has no more than 128 characters."]
+            }),
+        ),
+        (
+            json!({"name": "", "boards": ["ok", " "]}),
+            json!({
+                "name": ["This field may not be blank."],
+                "boards": ["Each board must be a non-blank string of at most 128 characters."]
+            }),
+        ),
+        (
+            json!({"name": "x.bin", "boards": []}),
+            json!({"boards": ["This list may not be empty."]}),
+        ),
+    ] {
+        let reply = f.post(IMAGE_TYPES, &f.root, body.clone()).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(reply.body, errors, "{body}");
+    }
 }
