@@ -138,6 +138,8 @@ macro_rules! guarded {
 guarded! {
     /// Devices.
     Devices => Resource::Device;
+    /// Where devices are.
+    DeviceLocations => Resource::DeviceLocation;
     /// Device connections.
     DeviceConnections => Resource::DeviceConnection;
     /// Commands sent to devices.
@@ -169,6 +171,49 @@ impl Guarded for Accounts {
     }
 }
 
+/// Image types: any user who may view firmware images lists them (they belong to no
+/// organization); only superusers add or remove them.
+#[derive(Debug)]
+pub struct ImageTypes;
+
+impl Guarded for ImageTypes {
+    fn permits(user: &User, action: Action) -> bool {
+        if action == Action::View {
+            model_permits(user, Resource::FirmwareImage, action)
+        } else {
+            user.fields.is_superuser
+        }
+    }
+}
+
+/// A caller allowed to do `A` on `R`, where `R`'s objects belong to no organization (so,
+/// unlike [`Authorized`], a caller managing none is not refused). Refuses with 401 (no or bad
+/// token), then 403 (no permission).
+#[derive(Debug)]
+pub struct Permitted<R, A> {
+    /// Who is calling.
+    pub caller: Caller,
+    marker: PhantomData<fn() -> (R, A)>,
+}
+
+impl<R: Guarded, A: Act> FromRequestParts<AppState> for Permitted<R, A> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = authenticate(&parts.headers, state).await?;
+        if !R::permits(&caller.user, A::ACTION) {
+            return Err(ApiError::permission_denied());
+        }
+        Ok(Permitted {
+            caller,
+            marker: PhantomData,
+        })
+    }
+}
+
 /// A caller allowed to do `A` on `R`, with the organizations whose objects it may touch.
 /// Refuses with 401 (no or bad token), then 403 (no permission, or managing no organization).
 #[derive(Debug)]
@@ -187,10 +232,7 @@ impl<R: Guarded, A: Act> FromRequestParts<AppState> for Authorized<R, A> {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let caller = authenticate(&parts.headers, state).await?;
-        if !R::permits(&caller.user, A::ACTION) {
-            return Err(ApiError::permission_denied());
-        }
+        let Permitted { caller, .. } = Permitted::<R, A>::from_request_parts(parts, state).await?;
         let scope = caller.scope()?;
         Ok(Authorized {
             caller,

@@ -1,23 +1,26 @@
 //! `/api/v1/controller/device/{id}/command/`: commands sent to a device over MQTT.
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use fleetmq_store::{
-    Command, CommandId, CommandType, Connector, NewCommand, PageRequest, Resource,
+    Backend, Command, CommandId, CommandType, ConnectionId, Connector, DeviceId, NewCommand,
+    PageRequest,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::Caller;
-use crate::extract::{JsonObject, QueryPairs};
-use crate::form::{Form, Mode};
-use crate::pagination::PageQuery as ListQuery;
-use crate::pagination::{PageParams, Paginated};
+use crate::auth::{Add, Authorized, Commands, View};
+use crate::body::{Body, REQUIRED, text_field};
+use crate::docs::FieldErrors;
+use crate::extract::PathId;
+use crate::pagination::{PageQuery, Paginated, Paging};
 use crate::routes::devices::visible_device;
 use crate::{ApiError, AppState, ErrorDetail};
 
@@ -53,17 +56,76 @@ pub struct CommandView {
     pub modified: String,
 }
 
-/// What a client sends.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)] // documentation of the body; read by `Form`
+/// What a client sends to have a command run on a device.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CommandWrite {
     /// `custom`, `reboot` or `change_password`.
-    #[schema(rename = "type")]
-    kind: String,
-    /// custom: `{"command": "..."}`; reboot: `null`; change_password:
-    /// `{"password": "...", "confirm_password": "..."}` (6–30 characters).
-    #[schema(value_type = Object)]
-    input: Value,
+    #[serde(rename = "type")]
+    #[schema(required = true, nullable = false)]
+    kind: Option<CommandTypeField>,
+    /// custom: `{"command": "..."}`; reboot: `null` (anything given is dropped);
+    /// change_password: `{"password": "...", "confirm_password": "..."}` (6–30 characters).
+    #[schema(value_type = Option<Object>)]
+    input: Option<Value>,
+}
+
+text_field!(
+    /// A command type: `custom`, `reboot` or `change_password`.
+    CommandTypeField(CommandType),
+    |s: &str| CommandType::parse(s).ok_or_else(|| format!("\"{s}\" is not a valid choice.")),
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(CommandType::ALL.map(CommandType::name))),
+);
+
+impl CommandWrite {
+    /// The command's type and its input as stored and sent; the input's problems are
+    /// reported under `input`, field by field.
+    fn apply(self) -> Result<(CommandType, Value), ApiError> {
+        let kind = self
+            .kind
+            .map(|k| k.0)
+            .ok_or_else(|| ApiError::field("type", REQUIRED))?;
+        let input = self.input.unwrap_or(Value::Null);
+        let text = |k: &str| input.get(k).and_then(Value::as_str).unwrap_or("");
+        let mut errors: Vec<(&str, &str)> = Vec::new();
+        let input = match kind {
+            CommandType::Custom => {
+                let command = text("command").trim();
+                if command.is_empty() {
+                    errors.push(("command", "This field is required and may not be blank."));
+                }
+                json!({ "command": command })
+            }
+            CommandType::Reboot => Value::Null,
+            CommandType::ChangePassword => {
+                let (password, confirm) = (text("password"), text("confirm_password"));
+                for (field, value) in [("password", password), ("confirm_password", confirm)] {
+                    let len = value.chars().count();
+                    if len < 6 {
+                        errors.push((field, "Ensure this field has at least 6 characters."));
+                    } else if len > 30 {
+                        errors.push((field, "Ensure this field has no more than 30 characters."));
+                    }
+                }
+                if errors.is_empty() && password != confirm {
+                    errors.push(("confirm_password", "Passwords do not match."));
+                }
+                json!({ "password": password, "confirm_password": confirm })
+            }
+        };
+        if !errors.is_empty() {
+            let nested: Map<String, Value> = errors
+                .into_iter()
+                .map(|(field, message)| (field.to_owned(), json!([message])))
+                .collect();
+            return Err(ApiError::Validation(Map::from_iter([(
+                "input".to_owned(),
+                Value::Object(nested),
+            )])));
+        }
+        Ok((kind, input))
+    }
 }
 
 fn view(c: Command) -> CommandView {
@@ -80,143 +142,78 @@ fn view(c: Command) -> CommandView {
     }
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
-}
-
-/// Checks a command body; returns its type and normalized input.
-fn read_command(body: Map<String, Value>) -> Result<(CommandType, Value), ApiError> {
-    let mut form = Form::new(body, Mode::Full);
-    let kind = form
-        .parsed("type", true, |s| {
-            CommandType::parse(s).ok_or_else(|| format!("\"{s}\" is not a valid choice."))
-        })
-        .set();
-    let input = match form.raw("input", false) {
-        crate::form::Field::Set(v) => v,
-        _ => Value::Null,
-    };
-    let mut nested = Form::new(Map::new(), Mode::Partial);
-    let input = match kind {
-        Some(CommandType::Custom) => {
-            let command = input
-                .get("command")
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .unwrap_or("");
-            if command.is_empty() {
-                nested.error("command", "This field is required and may not be blank.");
-            }
-            json!({ "command": command })
+/// The connection a command to `device` goes through: an enabled one, the MQTT one first.
+fn preferred_connection(
+    db: &dyn Backend,
+    device: DeviceId,
+) -> fleetmq_store::Result<Option<ConnectionId>> {
+    let connections = db.list_connections(
+        device,
+        PageRequest {
+            offset: 0,
+            limit: 100,
+        },
+    )?;
+    let mut best = None;
+    for c in connections.items.into_iter().filter(|c| c.fields.enabled) {
+        let mqtt = db
+            .credentials(c.fields.credentials)?
+            .is_some_and(|cr| cr.fields.connector == Connector::Mqtt);
+        if mqtt {
+            return Ok(Some(c.id));
         }
-        Some(CommandType::Reboot) => Value::Null,
-        Some(CommandType::ChangePassword) => {
-            let get = |k: &str| {
-                input
-                    .get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned()
-            };
-            let (password, confirm) = (get("password"), get("confirm_password"));
-            for (field, value) in [("password", &password), ("confirm_password", &confirm)] {
-                let len = value.chars().count();
-                if len < 6 {
-                    nested.error(field, "Ensure this field has at least 6 characters.");
-                } else if len > 30 {
-                    nested.error(field, "Ensure this field has no more than 30 characters.");
-                }
-            }
-            if !nested.has_errors() && password != confirm {
-                nested.error("confirm_password", "Passwords do not match.");
-            }
-            json!({ "password": password, "confirm_password": confirm })
-        }
-        None => Value::Null,
-    };
-    form.nested_errors("input", nested.into_errors());
-    form.finish()?;
-    let kind = kind.ok_or_else(|| ApiError::field("type", "This field is required."))?;
-    Ok((kind, input))
+        best = best.or(Some(c.id));
+    }
+    Ok(best)
 }
 
 /// Lists a device's commands (also for deactivated devices).
 #[utoipa::path(get, path = "/api/v1/controller/device/{id}/command/", tag = "commands",
-    params(("id" = Uuid, Path, description = "Device id"), ListQuery),
-    responses((status = 200, body = Paginated<CommandView>), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
+    params(PathId, PageQuery), responses((status = 200, body = Paginated<CommandView>)),
     security(("bearer" = [])))]
 async fn list_commands(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    query: QueryPairs,
-    Path(device): Path<String>,
+    auth: Authorized<Commands, View>,
+    PathId(id): PathId,
+    paging: Paging,
 ) -> Result<Json<Paginated<CommandView>>, ApiError> {
-    caller.authorize(Resource::Command, &method)?;
-    let device = visible_device(&state, &caller, parse_id(&device)?).await?;
-    let params = PageParams::from_query(&query)?;
-    let request = params.request();
+    let device = visible_device(&state, &auth.caller, id).await?;
+    let request = paging.request();
     let page = state
         .store()
         .run(move |db| db.list_commands(device.id, request))
         .await?;
-    Ok(Json(params.envelope(page, &uri, &headers, &query, view)?))
+    paging.envelope(page, view)
 }
 
 /// Sends a command: stored in progress, published to the device over MQTT (now, or when it
 /// reconnects), then success or failed with the device's output — or failed with "timed out".
 #[utoipa::path(post, path = "/api/v1/controller/device/{id}/command/", tag = "commands",
-    params(("id" = Uuid, Path, description = "Device id")), request_body = CommandWrite,
+    params(PathId), request_body = CommandWrite,
     responses((status = 201, body = CommandView),
-        (status = 400, description = "Field errors, or {\"device\": [\"Device has no credentials assigned.\"]}"),
-        (status = 401, body = ErrorDetail), (status = 403, description = "No permission, or the device is deactivated", body = ErrorDetail),
-        (status = 404, body = ErrorDetail)),
+        (status = 400, description = "Field errors, or `{\"device\": [\"Device has no credentials assigned.\"]}` when the device has no enabled connection", body = FieldErrors),
+        (status = 403, description = "No permission, the caller manages no organization, or the device is deactivated", body = ErrorDetail)),
     security(("bearer" = [])))]
 async fn create_command(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    Path(device): Path<String>,
-    JsonObject(body): JsonObject,
+    auth: Authorized<Commands, Add>,
+    PathId(id): PathId,
+    Body(body): Body<CommandWrite>,
 ) -> Result<(StatusCode, Json<CommandView>), ApiError> {
-    caller.authorize(Resource::Command, &method)?;
-    let device = visible_device(&state, &caller, parse_id(&device)?).await?;
+    let device = visible_device(&state, &auth.caller, id).await?;
     if device.is_deactivated {
         return Err(ApiError::permission_denied());
     }
-    let (kind, input) = read_command(body)?;
-    let device_id = device.id;
+    let (kind, input) = body.apply()?;
+    let device = device.id;
     let command = state
         .store()
         .run(move |db| {
-            // The device's enabled connection, the MQTT one first.
-            let connections = db.list_connections(
-                device_id,
-                PageRequest {
-                    offset: 0,
-                    limit: 100,
-                },
-            )?;
-            let mut best = None;
-            for c in connections.items.into_iter().filter(|c| c.fields.enabled) {
-                let mqtt = db
-                    .credentials(c.fields.credentials)?
-                    .is_some_and(|cr| cr.fields.connector == Connector::Mqtt);
-                if mqtt || best.is_none() {
-                    best = Some(c.id);
-                }
-                if mqtt {
-                    break;
-                }
-            }
-            let Some(connection) = best else {
+            let Some(connection) = preferred_connection(db, device)? else {
                 return Ok(None);
             };
             db.create_command(NewCommand {
-                device: device_id,
+                device,
                 connection: Some(connection),
                 kind,
                 input,
@@ -231,22 +228,18 @@ async fn create_command(
 
 /// Shows one command.
 #[utoipa::path(get, path = "/api/v1/controller/device/{id}/command/{command_id}/", tag = "commands",
-    params(("id" = Uuid, Path, description = "Device id"), ("command_id" = Uuid, Path, description = "Command id")),
-    responses((status = 200, body = CommandView), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
+    params(PathId, ("command_id" = Uuid, Path, description = "Command id")),
+    responses((status = 200, body = CommandView)), security(("bearer" = [])))]
 async fn get_command(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    Path((device, command)): Path<(String, String)>,
+    auth: Authorized<Commands, View>,
+    ids: Result<Path<(Uuid, Uuid)>, PathRejection>,
 ) -> Result<Json<CommandView>, ApiError> {
-    caller.authorize(Resource::Command, &method)?;
-    let device = visible_device(&state, &caller, parse_id(&device)?).await?;
-    let id = CommandId(parse_id(&command)?);
+    let Path((device, command)) = ids.map_err(|_| ApiError::NotFound)?;
+    let device = visible_device(&state, &auth.caller, device).await?;
     let command = state
         .store()
-        .run(move |db| db.command(id))
+        .run(move |db| db.command(CommandId(command)))
         .await?
         .filter(|c| c.device == device.id)
         .ok_or(ApiError::NotFound)?;

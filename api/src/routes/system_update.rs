@@ -1,22 +1,28 @@
 //! `/api/v1/devices/{device_id}/npm.system_update/2.0/…`: a device's npm.system_update 2.0
 //! API, proxied over MQTT. Each request becomes one [`Call`] the bridge sends the device; its
 //! answer (status and body) is the response.
+//!
+//! One handler serves every call: which calls exist is [`Call::from_route`]'s to say. Reading
+//! (GET) needs the device's view permission, anything else its change permission; the calls
+//! are documented one by one in [`Doc`].
 
-use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use fleetmq_protocol::{Call, ProtocolError};
-use fleetmq_store::Resource;
 use http_body_util::BodyExt;
+use serde::Deserialize;
 use serde_json::Value;
-use utoipa::OpenApi;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-use crate::auth::Caller;
-use crate::extract::JsonObject;
+use crate::auth::{Act, Authorized, Change, Devices, View};
+use crate::body::{Body, text_field};
 use crate::routes::devices::visible_device;
 use crate::{ApiError, AppState, DeviceCallError};
 
@@ -29,12 +35,38 @@ pub const UPLOAD_LIMIT: usize = 512 * 1024;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(Doc::openapi()).route(
         "/api/v1/devices/{device_id}/npm.system_update/2.0/{*path}",
-        axum::routing::any(proxy).layer(axum::extract::DefaultBodyLimit::disable()),
+        get(proxy::<View>)
+            .fallback(proxy::<Change>)
+            .layer(DefaultBodyLimit::disable()),
     )
 }
 
+/// Body of `images/fetch`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct FetchBody {
+    /// Where the device downloads the image from.
+    #[schema(required = true, nullable = false)]
+    url: Option<ImageUrl>,
+}
+
+text_field!(
+    /// Where an image is downloaded from: any non-blank text (the device judges it).
+    ImageUrl(String),
+    |s: &str| {
+        if s.trim().is_empty() {
+            Err("This field may not be blank.")
+        } else {
+            Ok(s.to_owned())
+        }
+    },
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .description(Some("A URL the device can download from")),
+);
+
 /// Reads at most `limit` bytes of a body; larger ones are drained and refused with 413.
-async fn read_capped(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+async fn read_capped(body: axum::body::Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut body = body;
     let mut out = Vec::new();
     let mut seen = 0usize;
@@ -56,84 +88,59 @@ async fn read_capped(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     Ok(out)
 }
 
-fn essence(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
+/// The image of an `images/upload` request: raw bytes, at most [`UPLOAD_LIMIT`].
+async fn read_upload(request: Request) -> Result<Vec<u8>, ApiError> {
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
+        .to_owned();
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/octet-stream") {
+        return Err(ApiError::UnsupportedMediaType(content_type));
+    }
+    let bytes = read_capped(request.into_body(), UPLOAD_LIMIT).await?;
+    if bytes.is_empty() {
+        return Err(ApiError::BadRequest("The image is empty.".to_owned()));
+    }
+    Ok(bytes)
 }
 
-/// The call a request names; unknown routes are not found, bad bodies bad requests.
+/// The call a request names; unknown calls are not found, bad bodies bad requests.
 async fn read_call(
     state: &AppState,
     method: &Method,
     path: &str,
     request: Request,
 ) -> Result<Call, ApiError> {
-    let path = path.trim_matches('/');
-    let verb = method.as_str();
-    if verb == "POST" && path == "images/upload" {
-        let content_type = request
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        if essence(&content_type) != "application/octet-stream" {
-            return Err(ApiError::UnsupportedMediaType(content_type));
+    match (method.as_str(), path.trim_matches('/')) {
+        ("POST", "images/upload") => read_upload(request).await.map(Call::UploadImage),
+        ("POST", "images/fetch") => {
+            let Body(body) = Body::<FetchBody>::from_request(request, state).await?;
+            let url = body
+                .url
+                .ok_or_else(|| ApiError::field("url", crate::body::REQUIRED))?;
+            Ok(Call::FetchImage { url: url.0 })
         }
-        let bytes = read_capped(request.into_body(), UPLOAD_LIMIT).await?;
-        if bytes.is_empty() {
-            return Err(ApiError::BadRequest("The image is empty.".to_owned()));
-        }
-        return Ok(Call::UploadImage(bytes));
+        (verb, path) => Call::from_route(verb, path, Value::Null).map_err(|e| match e {
+            ProtocolError::UnknownCall { .. } => ApiError::NotFound,
+            other => ApiError::BadRequest(other.to_string()),
+        }),
     }
-    // Know the route before reading a body.
-    if let Err(ProtocolError::UnknownCall { .. }) =
-        Call::from_route(verb, path, serde_json::json!({"url": ""}))
-    {
-        return Err(ApiError::NotFound);
-    }
-    let body = if verb == "POST" && path == "images/fetch" {
-        let JsonObject(map) =
-            <JsonObject as axum::extract::FromRequest<AppState>>::from_request(request, state)
-                .await?;
-        match map.get("url") {
-            Some(Value::String(url)) if !url.trim().is_empty() => {}
-            Some(Value::String(_)) => {
-                return Err(ApiError::field("url", "This field may not be blank."));
-            }
-            Some(_) => return Err(ApiError::field("url", "Not a valid string.")),
-            None => return Err(ApiError::field("url", "This field is required.")),
-        }
-        Value::Object(map)
-    } else {
-        Value::Null
-    };
-    Call::from_route(verb, path, body).map_err(|e| match e {
-        ProtocolError::UnknownCall { .. } => ApiError::NotFound,
-        other => ApiError::BadRequest(other.to_string()),
-    })
 }
 
-async fn proxy(
+/// Forwards one call to the device (`A`: the action on the device it needs) and answers with
+/// the device's status and body.
+async fn proxy<A: Act>(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    Path((device, path)): Path<(String, String)>,
+    auth: Authorized<Devices, A>,
+    path: Result<Path<(Uuid, String)>, PathRejection>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    // Reading needs the device's view permission; anything else changes it.
-    let needed = if method == Method::GET {
-        Method::GET
-    } else {
-        Method::PATCH
-    };
-    caller.authorize(Resource::Device, &needed)?;
-    let id = Uuid::parse_str(&device).map_err(|_| ApiError::NotFound)?;
-    let device = visible_device(&state, &caller, id).await?;
+    let Path((device, path)) = path.map_err(|_| ApiError::NotFound)?;
+    let device = visible_device(&state, &auth.caller, device).await?;
+    let method = request.method().clone();
     let call = read_call(&state, &method, &path, request).await?;
     let answer = state
         .hooks()
@@ -152,66 +159,69 @@ async fn proxy(
     Ok((status, axum::Json(answer.body)).into_response())
 }
 
-/// OpenAPI document of the proxied calls (one handler serves them all).
+/// OpenAPI document of the proxied calls (one handler, [`proxy`], serves them all). Each
+/// call is the device's to answer: 503 when it is offline or no bridge runs, 504 when it does
+/// not answer in time.
 #[derive(OpenApi)]
-#[openapi(paths(
-    doc::list_images,
-    doc::get_image,
-    doc::delete_image,
-    doc::fetch_image,
-    doc::upload_image,
-    doc::get_update,
-    doc::init,
-    doc::reset,
-    doc::start
-))]
+#[openapi(
+    paths(
+        doc::list_images,
+        doc::get_image,
+        doc::delete_image,
+        doc::fetch_image,
+        doc::upload_image,
+        doc::get_update,
+        doc::init,
+        doc::reset,
+        doc::start
+    ),
+    components(schemas(FetchBody))
+)]
 struct Doc;
 
-/// Documentation only: the handler is [`proxy`].
+/// Documentation only: the handler of every call is [`proxy`].
 #[allow(dead_code)]
 mod doc {
+    use super::FetchBody;
     use crate::ErrorDetail;
 
-    /// Body of `images/fetch`.
-    #[derive(utoipa::ToSchema)]
-    pub struct FetchBody {
-        /// Where the device downloads the image from.
-        pub url: String,
+    /// What every call may answer instead of the device.
+    #[derive(utoipa::IntoResponses)]
+    pub enum DeviceUnreachable {
+        /// The device is offline, or no MQTT bridge runs.
+        #[response(status = 503)]
+        Offline(ErrorDetail),
+        /// The device did not answer in time.
+        #[response(status = 504)]
+        Timeout(ErrorDetail),
     }
 
     /// Lists the images on the device (the `images` resource).
     #[utoipa::path(get, path = "/api/v1/devices/{device_id}/npm.system_update/2.0/images", tag = "system_update",
         params(("device_id" = uuid::Uuid, Path, description = "Device id")),
-        responses((status = 200, description = "`{\"items\": [...]}` as the device answers"),
-            (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail),
-            (status = 503, description = "The device is offline, or no MQTT bridge runs", body = ErrorDetail),
-            (status = 504, description = "The device did not answer in time", body = ErrorDetail)),
+        responses((status = 200, description = "`{\"items\": [...]}` as the device answers"), DeviceUnreachable),
         security(("bearer" = [])))]
     pub fn list_images() {}
 
     /// Shows one image on the device.
     #[utoipa::path(get, path = "/api/v1/devices/{device_id}/npm.system_update/2.0/images/items/{id}", tag = "system_update",
         params(("device_id" = uuid::Uuid, Path, description = "Device id"), ("id" = u64, Path, description = "Device-local image id")),
-        responses((status = 200, description = "The image resource"), (status = 404, body = ErrorDetail),
-            (status = 503, body = ErrorDetail), (status = 504, body = ErrorDetail)),
+        responses((status = 200, description = "The image resource"), DeviceUnreachable),
         security(("bearer" = [])))]
     pub fn get_image() {}
 
     /// Deletes an image on the device.
     #[utoipa::path(delete, path = "/api/v1/devices/{device_id}/npm.system_update/2.0/images/items/{id}", tag = "system_update",
         params(("device_id" = uuid::Uuid, Path, description = "Device id"), ("id" = u64, Path, description = "Device-local image id")),
-        responses((status = 204, description = "Deleted"), (status = 404, body = ErrorDetail),
-            (status = 409, description = "Not allowed in the device's state"),
-            (status = 503, body = ErrorDetail), (status = 504, body = ErrorDetail)),
+        responses((status = 204, description = "Deleted"),
+            (status = 409, description = "Not allowed in the device's state"), DeviceUnreachable),
         security(("bearer" = [])))]
     pub fn delete_image() {}
 
     /// Makes the device download an image from a URL.
     #[utoipa::path(post, path = "/api/v1/devices/{device_id}/npm.system_update/2.0/images/fetch", tag = "system_update",
         params(("device_id" = uuid::Uuid, Path, description = "Device id")), request_body = FetchBody,
-        responses((status = 200, description = "The new image resource"), (status = 400, description = "Bad body"),
-            (status = 404, body = ErrorDetail), (status = 415, body = ErrorDetail),
-            (status = 503, body = ErrorDetail), (status = 504, body = ErrorDetail)),
+        responses((status = 200, description = "The new image resource"), DeviceUnreachable),
         security(("bearer" = [])))]
     pub fn fetch_image() {}
 
@@ -219,17 +229,15 @@ mod doc {
     #[utoipa::path(post, path = "/api/v1/devices/{device_id}/npm.system_update/2.0/images/upload", tag = "system_update",
         params(("device_id" = uuid::Uuid, Path, description = "Device id")),
         request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-        responses((status = 200, description = "The new image resource"), (status = 404, body = ErrorDetail),
-            (status = 413, body = ErrorDetail), (status = 415, body = ErrorDetail),
-            (status = 503, body = ErrorDetail), (status = 504, body = ErrorDetail)),
+        responses((status = 200, description = "The new image resource"),
+            (status = 400, description = "The image is empty", body = ErrorDetail), DeviceUnreachable),
         security(("bearer" = [])))]
     pub fn upload_image() {}
 
     /// Shows the device's update state (the `update` resource).
     #[utoipa::path(get, path = "/api/v1/devices/{device_id}/npm.system_update/2.0/update", tag = "system_update",
         params(("device_id" = uuid::Uuid, Path, description = "Device id")),
-        responses((status = 200, description = "The update resource"), (status = 404, body = ErrorDetail),
-            (status = 503, body = ErrorDetail), (status = 504, body = ErrorDetail)),
+        responses((status = 200, description = "The update resource"), DeviceUnreachable),
         security(("bearer" = [])))]
     pub fn get_update() {}
 
@@ -237,16 +245,14 @@ mod doc {
     #[utoipa::path(post, path = "/api/v1/devices/{device_id}/npm.system_update/2.0/update/init", tag = "system_update",
         params(("device_id" = uuid::Uuid, Path, description = "Device id")),
         responses((status = 200, description = "As the device answers"), (status = 204, description = "Accepted"),
-            (status = 404, body = ErrorDetail), (status = 409, description = "Not allowed in the device's state"),
-            (status = 503, body = ErrorDetail), (status = 504, body = ErrorDetail)),
+            (status = 409, description = "Not allowed in the device's state"), DeviceUnreachable),
         security(("bearer" = [])))]
     pub fn init() {}
 
     /// Resets the device's update process.
     #[utoipa::path(post, path = "/api/v1/devices/{device_id}/npm.system_update/2.0/update/reset", tag = "system_update",
         params(("device_id" = uuid::Uuid, Path, description = "Device id")),
-        responses((status = 200, description = "As the device answers"), (status = 204, description = "Accepted"),
-            (status = 404, body = ErrorDetail), (status = 503, body = ErrorDetail), (status = 504, body = ErrorDetail)),
+        responses((status = 200, description = "As the device answers"), (status = 204, description = "Accepted"), DeviceUnreachable),
         security(("bearer" = [])))]
     pub fn reset() {}
 
@@ -254,8 +260,7 @@ mod doc {
     #[utoipa::path(post, path = "/api/v1/devices/{device_id}/npm.system_update/2.0/update/start", tag = "system_update",
         params(("device_id" = uuid::Uuid, Path, description = "Device id")),
         responses((status = 200, description = "As the device answers"), (status = 204, description = "Accepted"),
-            (status = 404, body = ErrorDetail), (status = 409, description = "Not allowed in the device's state"),
-            (status = 503, body = ErrorDetail), (status = 504, body = ErrorDetail)),
+            (status = 409, description = "Not allowed in the device's state"), DeviceUnreachable),
         security(("bearer" = [])))]
     pub fn start() {}
 }

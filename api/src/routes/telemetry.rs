@@ -1,22 +1,20 @@
 //! `/api/v1/controller/device/{id}/telemetry/`: what a device reported, latest and history.
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, Uri};
-use fleetmq_store::{Resource, TelemetryRange, TelemetrySample, Timestamp};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use fleetmq_store::{TelemetryRange, TelemetrySample, Timestamp};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
-use crate::auth::Caller;
-use crate::extract::QueryPairs;
-use crate::form::{Form, Mode};
-use crate::pagination::PageParams;
+use crate::auth::{Authorized, Devices, View};
+use crate::extract::{PathId, QueryPairs};
+use crate::pagination::{PageQuery, Paginated, Paging};
 use crate::routes::devices::visible_device;
-use crate::{ApiError, AppState, ErrorDetail};
+use crate::{ApiError, AppState};
 
 /// The telemetry route.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -50,19 +48,37 @@ pub struct TelemetryView {
     pub results: Vec<SampleView>,
 }
 
-/// Range and paging.
+/// The range of history asked for (an extractor); a bound that is not a date/time is a 400.
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)] // documentation of the query; read from `QueryPairs`
 pub struct TelemetryQuery {
     /// Measured at or after (RFC 3339).
-    since: Option<String>,
+    #[param(value_type = Option<String>, format = DateTime)]
+    since: Option<Timestamp>,
     /// Measured before (RFC 3339).
-    until: Option<String>,
-    /// 1-based page number.
-    page: Option<u64>,
-    /// Items per page (default 10, at most 100).
-    page_size: Option<u64>,
+    #[param(value_type = Option<String>, format = DateTime)]
+    until: Option<Timestamp>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TelemetryQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let query = QueryPairs::from_request_parts(parts, state).await?;
+        let mut errors = Map::new();
+        let mut bound = |name: &str| match query.get(name).filter(|v| !v.is_empty()) {
+            None => None,
+            Some(v) => Timestamp::parse_lenient(v).or_else(|| {
+                errors.insert(name.to_owned(), json!(["Enter a valid date/time."]));
+                None
+            }),
+        };
+        let (since, until) = (bound("since"), bound("until"));
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+        Ok(TelemetryQuery { since, until })
+    }
 }
 
 fn view(s: TelemetrySample) -> SampleView {
@@ -75,35 +91,21 @@ fn view(s: TelemetrySample) -> SampleView {
 
 /// A device's telemetry.
 #[utoipa::path(get, path = "/api/v1/controller/device/{id}/telemetry/", tag = "devices",
-    params(("id" = Uuid, Path, description = "Device id"), TelemetryQuery),
-    responses((status = 200, body = TelemetryView), (status = 400, description = "Invalid range"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
+    params(PathId, TelemetryQuery, PageQuery), responses((status = 200, body = TelemetryView)),
     security(("bearer" = [])))]
 async fn get_telemetry(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    query: QueryPairs,
-    Path(id): Path<String>,
+    auth: Authorized<Devices, View>,
+    PathId(id): PathId,
+    range: TelemetryQuery,
+    paging: Paging,
 ) -> Result<Json<TelemetryView>, ApiError> {
-    caller.authorize(Resource::Device, &method)?;
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
-    let device = visible_device(&state, &caller, id).await?;
-    let mut errors = Form::new(Map::new(), Mode::Partial);
-    let mut range = TelemetryRange::default();
-    for (name, slot) in [("since", &mut range.since), ("until", &mut range.until)] {
-        if let Some(v) = query.get(name).filter(|v| !v.is_empty()) {
-            match Timestamp::parse_lenient(v) {
-                Some(t) => *slot = Some(t),
-                None => errors.error(name, "Enter a valid date/time."),
-            }
-        }
-    }
-    errors.finish()?;
-    let params = PageParams::from_query(&query)?;
-    let request = params.request();
+    let device = visible_device(&state, &auth.caller, id).await?;
+    let range = TelemetryRange {
+        since: range.since,
+        until: range.until,
+    };
+    let request = paging.request();
     let (latest, page) = state
         .store()
         .run(move |db| {
@@ -113,12 +115,17 @@ async fn get_telemetry(
             ))
         })
         .await?;
-    let page = params.envelope(page, &uri, &headers, &query, view)?;
+    let Json(Paginated {
+        count,
+        next,
+        previous,
+        results,
+    }) = paging.envelope(page, view)?;
     Ok(Json(TelemetryView {
         latest: latest.map(view),
-        count: page.count,
-        next: page.next,
-        previous: page.previous,
-        results: page.results,
+        count,
+        next,
+        previous,
+        results,
     }))
 }
