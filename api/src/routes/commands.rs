@@ -198,13 +198,13 @@ async fn create_command(
     State(state): State<AppState>,
     auth: Authorized<Commands, Add>,
     PathId(id): PathId,
-    Body(body): Body<CommandWrite>,
+    body: Body<CommandWrite>,
 ) -> Result<(StatusCode, Json<CommandView>), ApiError> {
     let device = visible_device(&state, &auth.caller, id).await?;
     if device.is_deactivated {
         return Err(ApiError::permission_denied());
     }
-    let (kind, input) = body.apply()?;
+    let (kind, input) = body.read()?.apply()?;
     let device = device.id;
     let command = state
         .store()

@@ -182,9 +182,10 @@ async fn get_coordinates(
 async fn put_coordinates(
     State(state): State<AppState>,
     LocatedDevice { device, .. }: LocatedDevice<Change>,
-    Body(body): Body<CoordinatesWrite>,
+    body: Body<CoordinatesWrite>,
 ) -> Result<Json<CoordinatesView>, ApiError> {
     let point = body
+        .read()?
         .geometry
         .ok_or_else(|| ApiError::field("geometry", crate::body::REQUIRED))?
         .0;

@@ -117,8 +117,9 @@ async fn read_call(
     match (method.as_str(), path.trim_matches('/')) {
         ("POST", "images/upload") => read_upload(request).await.map(Call::UploadImage),
         ("POST", "images/fetch") => {
-            let Body(body) = Body::<FetchBody>::from_request(request, state).await?;
+            let body = Body::<FetchBody>::from_request(request, state).await?;
             let url = body
+                .read()?
                 .url
                 .ok_or_else(|| ApiError::field("url", crate::body::REQUIRED))?;
             Ok(Call::FetchImage { url: url.0 })

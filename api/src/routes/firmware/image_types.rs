@@ -184,9 +184,9 @@ async fn list_image_types(
 async fn create_image_type(
     State(state): State<AppState>,
     _: Permitted<ImageTypes, Add>,
-    Body(body): Body<ImageTypeWrite>,
+    body: Body<ImageTypeWrite>,
 ) -> Result<(StatusCode, Json<ImageTypeView>), ApiError> {
-    let image_type = body.apply()?;
+    let image_type = body.read()?.apply()?;
     let created = state
         .store()
         .run(move |db| db.create_image_type(image_type))
