@@ -492,10 +492,10 @@ impl Engine {
             if let Some(run) = batch.and_then(|b| self.runs.get_mut(&b)) {
                 let rollout = &run.batch.rollout;
                 let running = slots.get(&batch).map_or(0, |s| s.running);
-                if rollout.max_parallel.is_some_and(|max| running >= max) {
+                if rollout.max_parallel().is_some_and(|max| running >= max) {
                     continue;
                 }
-                if let Some(rate) = rollout.rate_per_minute {
+                if let Some(rate) = rollout.rate_per_minute() {
                     while run
                         .starts
                         .front()
@@ -557,15 +557,15 @@ impl Engine {
         }
         let mut aborting = Vec::new();
         for (id, run) in &mut self.runs {
-            let Some(threshold) = run.batch.rollout.abort_threshold else {
+            let Some(threshold) = run.batch.rollout.abort_threshold() else {
                 continue;
             };
             let finished = run.counts.success + run.counts.failed;
-            if run.aborted || finished < threshold.min_sample || finished == 0 {
+            if run.aborted || finished < threshold.min_sample() || finished == 0 {
                 continue;
             }
             let rate = f64::from(run.counts.failed) / f64::from(finished);
-            if rate >= threshold.failure_rate {
+            if rate >= threshold.failure_rate() {
                 run.aborted = true;
                 let note = format!(
                     "Aborted: {} of {} finished upgrades failed ({:.0} %), at or above the abort \
@@ -573,7 +573,7 @@ impl Engine {
                     run.counts.failed,
                     finished,
                     rate * 100.0,
-                    threshold.failure_rate * 100.0
+                    threshold.failure_rate() * 100.0
                 );
                 aborting.push((*id, note));
             }
