@@ -250,20 +250,13 @@ impl Engine {
     /// every time (it expires relative to the phase's deadline), so a device that gets the
     /// fetch again recognises it.
     fn download_url(&self, op: &UpgradeOperation) -> String {
-        let base = op.deadline.unwrap_or_else(Timestamp::now).as_micros() / 1_000_000;
-        let expires = base + i64::try_from(self.config.link_lifetime.as_secs()).unwrap_or(3600);
-        let grant = DownloadGrant {
-            image: op.image,
-            device: op.device,
-            expires,
-        };
-        format!(
-            "{}/api/v1/firmware-upgrader/build/{}/image/{}/download/?{}",
-            self.config.public_url.trim_end_matches('/'),
-            op.build,
+        DownloadGrant::expiring(
             op.image,
-            grant.query(&self.secret)
+            op.device,
+            op.deadline.unwrap_or_else(Timestamp::now),
+            self.config.link_lifetime,
         )
+        .link(&self.config.public_url, op.build, &self.secret)
     }
 
     async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Event>, shutdown: CancellationToken) {
