@@ -7,8 +7,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use fleetmq_store::batch::{start_batch as start_mass_upgrade, targets};
 use fleetmq_store::{
     AbortThreshold, Batch, BatchError, BatchFilter, BatchId, BatchStatus, BuildId, DeviceTarget,
-    FailureRate, FirmwareTarget, Limit, LocationId, MassUpgrade, Narrowing, PageRequest, Resource,
-    Rollout, RolloutError, Scope, StatusCounts, UpgradeFilter, Waves,
+    FailureRate, FirmwareTarget, Limit, LocationId, MassUpgrade, Narrowing, Page, PageRequest,
+    Resource, Rollout, RolloutError, Scope, StatusCounts, UpgradeFilter, Waves,
 };
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -119,6 +119,8 @@ pub struct BatchQuery {
     build: Option<Uuid>,
     /// `idle`, `in-progress`, `success`, `failed` or `cancelled`.
     status: Option<String>,
+    /// Organization slug (an unknown or foreign one matches nothing).
+    organization: Option<String>,
     /// 1-based page number.
     page: Option<u64>,
     /// Items per page (default 10, at most 100).
@@ -505,12 +507,30 @@ async fn list_batches(
     headers: HeaderMap,
     query: QueryPairs,
 ) -> Result<Json<Paginated<BatchView>>, ApiError> {
-    let scope = caller.authorize(Resource::BatchUpgradeOperation, &method)?;
+    let mut scope = caller.authorize(Resource::BatchUpgradeOperation, &method)?;
     let params = PageParams::from_query(&query)?;
     let filter = BatchFilter {
         build: uuid_filter(&query, "build")?.map(BuildId),
         status: choice_filter::<BatchStatus>(&query, "status")?,
     };
+    if let Some(slug) = query.get("organization").filter(|v| !v.is_empty()) {
+        let slug = slug.to_owned();
+        let org = state
+            .store()
+            .run(move |db| db.organization_by_slug(&slug))
+            .await?;
+        match org.filter(|o| scope.contains(o.id) && caller.manages(o.id)) {
+            Some(org) => scope = Scope::Orgs(vec![org.id]),
+            // An unknown or foreign organization matches nothing.
+            None => {
+                let empty = Page::<Batch> {
+                    count: 0,
+                    items: Vec::new(),
+                };
+                return Ok(Json(params.envelope(empty, &uri, &headers, &query, view)?));
+            }
+        }
+    }
     let request = params.request();
     let page = state
         .store()
