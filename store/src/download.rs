@@ -4,14 +4,23 @@
 //!
 //! The signature is HMAC-SHA256 over `image ‖ device ‖ expires` with a secret the store keeps
 //! ([`DOWNLOAD_SECRET`]), so links survive restarts and cannot be forged or re-targeted.
+//! Image download paths and signed links are built here only ([`image_path`],
+//! [`DownloadGrant::link`]), so what the bridge sends and what the API serves cannot drift.
+
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::{DeviceId, ImageId, Timestamp};
+use crate::{BuildId, DeviceId, ImageId, Timestamp};
 
 /// Name of the store secret signing download links.
 pub const DOWNLOAD_SECRET: &str = "download-links";
+
+/// The API path an image is downloaded from (with a token, or with a grant in the query).
+pub fn image_path(build: BuildId, image: ImageId) -> String {
+    format!("/api/v1/firmware-upgrader/build/{build}/image/{image}/download/")
+}
 
 /// Permission for one device to download one image until `expires`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +34,17 @@ pub struct DownloadGrant {
 }
 
 impl DownloadGrant {
+    /// A grant for `device` to download `image` until `lifetime` after `from` (whole seconds).
+    /// The same `from` gives the same grant, so a link sent again is the same link.
+    pub fn expiring(image: ImageId, device: DeviceId, from: Timestamp, lifetime: Duration) -> Self {
+        let lifetime = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
+        Self {
+            image,
+            device,
+            expires: (from.as_micros() / 1_000_000).saturating_add(lifetime),
+        }
+    }
+
     fn mac(&self, secret: &[u8; 32]) -> Hmac<Sha256> {
         // Any key length is accepted by HMAC.
         let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
@@ -60,6 +80,17 @@ impl DownloadGrant {
             self.sign(secret)
         )
     }
+
+    /// The signed link a device downloads the image of `build` with: `base_url` (this
+    /// server's API, e.g. `http://192.0.2.10:8000`), the image's path and the grant.
+    pub fn link(&self, base_url: &str, build: BuildId, secret: &[u8; 32]) -> String {
+        format!(
+            "{}{}?{}",
+            base_url.trim_end_matches('/'),
+            image_path(build, self.image),
+            self.query(secret)
+        )
+    }
 }
 
 #[cfg(test)]
@@ -86,5 +117,29 @@ mod tests {
         let later = Timestamp::from_micros(now.as_micros() + 61_000_000);
         assert!(!grant.verify(&secret, &signature, later));
         assert!(!grant.verify(&secret, "zz", now));
+    }
+
+    #[test]
+    fn a_link_names_the_image_path_and_carries_a_grant_that_verifies() {
+        let secret = [7u8; 32];
+        let now = Timestamp::now();
+        let (build, image, device) = (BuildId::new(), ImageId::new(), DeviceId::new());
+        let grant = DownloadGrant::expiring(image, device, now, Duration::from_secs(60));
+        assert_eq!(
+            grant,
+            DownloadGrant::expiring(image, device, now, Duration::from_secs(60)),
+            "the same phase gives the same link"
+        );
+        let link = grant.link("http://192.0.2.10:8000/", build, &secret);
+        let (path, query) = link.split_once('?').unwrap();
+        assert_eq!(
+            path,
+            format!("http://192.0.2.10:8000{}", image_path(build, image))
+        );
+        let signature = query.rsplit_once("signature=").unwrap().1;
+        assert!(query.starts_with(&format!("device={device}&expires={}", grant.expires)));
+        assert!(grant.verify(&secret, signature, now));
+        let later = Timestamp::from_micros(now.as_micros() + 61_000_000);
+        assert!(!grant.verify(&secret, signature, later));
     }
 }

@@ -20,7 +20,8 @@
 //! - [`telemetry`] — what devices report.
 //! - [`firmware`] — firmware categories, builds and images; [`blob`] — their files;
 //!   [`board`] — image types and the boards they fit.
-//! - [`upgrade`] — device firmware, upgrade operations, batches and rollouts.
+//! - [`upgrade`] — device firmware, upgrade operations and batches; [`rollout`] — how a batch
+//!   is rolled out (validated options); [`batch`] — which devices a mass upgrade targets.
 //! - [`page`] — paging, tenancy scope, uniqueness rules.
 //! - [`memo`] — read caches kept correct by invalidation after commits.
 //! - [`backend`] — the storage boundary trait.
@@ -28,6 +29,7 @@
 //! - [`error`] — [`StoreError`].
 
 pub mod backend;
+pub mod batch;
 pub mod blob;
 pub mod board;
 pub mod command;
@@ -43,6 +45,7 @@ pub mod organization;
 pub mod page;
 pub mod permission;
 pub mod redb_backend;
+pub mod rollout;
 pub mod tables;
 pub mod telemetry;
 pub mod timestamp;
@@ -57,6 +60,7 @@ pub use backend::{
     AccountStore, Backend, DeviceLogin, DevicePlane, DeviceStore, FirmwareStore, MqttSession,
     NewCommand, UpgradeStore,
 };
+pub use batch::{BatchError, DeviceTarget, FirmwareTarget, MassUpgrade, Narrowing, Targets};
 pub use blob::{BlobError, BlobStore, BlobWriter};
 pub use board::{ImageType, default_image_types};
 pub use command::{Command, CommandStatus, CommandType};
@@ -79,13 +83,14 @@ pub use organization::{Organization, OrganizationFields, Slug};
 pub use page::{Page, PageRequest, Scope, Unique};
 pub use permission::{Action, Group, Resource};
 pub use redb_backend::RedbBackend;
+pub use rollout::{AbortThreshold, FailureRate, Limit, Rollout, RolloutError, Waves};
 pub use telemetry::{TelemetryRange, TelemetrySample};
 pub use timestamp::Timestamp;
 pub use token::{Token, TokenCache, token_hash};
 pub use upgrade::{
-    AbortThreshold, Batch, BatchFilter, BatchStatus, CancelOutcome, DeviceFirmware,
-    FLASHING_PROGRESS, Rollout, StartedUpgrades, StatusCounts, UpdateReport, UpgradeFilter,
-    UpgradeOperation, UpgradePlan, UpgradeStatus, UpgradeStep,
+    Batch, BatchFilter, BatchStatus, CancelOutcome, DeviceFirmware, FLASHING_PROGRESS,
+    StartedUpgrades, StatusCounts, UpdateReport, UpgradeFilter, UpgradeOperation, UpgradePlan,
+    UpgradeStatus, UpgradeStep,
 };
 pub use user::{Membership, Password, PasswordHashString, User, UserFields, Username};
 

@@ -1,5 +1,6 @@
 //! Firmware upgrades: what each device should run ([`DeviceFirmware`]), one device's walk to it
-//! ([`UpgradeOperation`]), many at once ([`Batch`]) and how a batch is rolled out ([`Rollout`]).
+//! ([`UpgradeOperation`]) and many at once ([`Batch`]); how a batch is rolled out lives in
+//! [`crate::rollout`], which devices it targets in [`crate::batch`].
 //!
 //! An operation's [`UpgradeStep`] is where the bridge's rollout engine stands with it; the
 //! engine persists every step before it sends the device the step's request, so after a crash
@@ -10,6 +11,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::rollout::Rollout;
 use crate::{BatchId, BuildId, DeviceId, ImageId, OrgId, Timestamp, UpgradeId};
 
 /// Progress at which flashing begins: from here an operation can no longer be cancelled.
@@ -316,43 +318,6 @@ impl FromStr for BatchStatus {
             .into_iter()
             .find(|v| v.as_str() == s)
             .ok_or(())
-    }
-}
-
-/// Stop a batch once too many of its finished operations failed.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct AbortThreshold {
-    /// Failed (failed + aborted by the device) share of finished operations, 0–1.
-    pub failure_rate: f64,
-    /// Finished operations needed before the rate counts.
-    pub min_sample: u32,
-}
-
-/// How a batch is rolled out. Every limit is optional; none means "all at once".
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Rollout {
-    /// At most this many devices upgrading at the same time.
-    pub max_parallel: Option<u32>,
-    /// At most this many operations started per minute.
-    pub rate_per_minute: Option<u32>,
-    /// Cumulative percentages of the batch per wave, ascending, the last being 100 (e.g.
-    /// `[1, 10, 100]`: a 1 % canary, then up to 10 %, then the rest). A wave starts once every
-    /// operation of the previous ones finished. Empty = one wave.
-    pub waves: Vec<u8>,
-    /// Abort the batch past this failure rate.
-    pub abort_threshold: Option<AbortThreshold>,
-}
-
-impl Rollout {
-    /// The wave of the `index`-th of `total` operations.
-    pub fn wave_of(&self, index: usize, total: usize) -> u32 {
-        for (wave, percent) in self.waves.iter().enumerate() {
-            let end = (total * usize::from(*percent)).div_ceil(100).max(wave + 1);
-            if index < end {
-                return wave as u32;
-            }
-        }
-        self.waves.len().saturating_sub(1) as u32
     }
 }
 

@@ -350,6 +350,24 @@ pub fn on_response(
     }
 }
 
+/// Calls that leave the device tidy when an operation stops before flashing (cancelled or
+/// aborted): reset an initialized update, delete the fetched image.
+pub fn cleanup(op: &UpgradeOperation) -> Vec<Call> {
+    let reset = (op.step == UpgradeStep::Initializing).then_some(Call::Reset);
+    reset
+        .into_iter()
+        .chain(op.device_image.map(Call::DeleteImage))
+        .collect()
+}
+
+/// The batch was aborted (its abort threshold tripped): ends the operation with `note`.
+/// Returns clean-up calls.
+pub fn abort(op: &mut UpgradeOperation, note: &str) -> Vec<Call> {
+    let calls = cleanup(op);
+    op.finish(UpgradeStatus::Aborted, note);
+    calls
+}
+
 /// The device went offline.
 pub fn on_offline(op: &mut UpgradeOperation) {
     if op.step == UpgradeStep::Flashing && op.progress < 85 {
@@ -585,6 +603,24 @@ mod tests {
             (critical.status, critical.flagged),
             (UpgradeStatus::Failed, true)
         );
+    }
+
+    #[test]
+    fn an_aborted_operation_resets_the_device_and_deletes_the_fetched_image() {
+        let p = UpgradePolicy::default();
+        let now = Timestamp::now();
+        let mut op = op();
+        dispatch(&mut op, "u".into(), &p, now);
+        on_images(&mut op, &images(ImageState::Valid, "abc"), &p, now);
+        assert_eq!(
+            abort(&mut op, "too many failed"),
+            vec![Call::Reset, Call::DeleteImage(7)]
+        );
+        assert_eq!(
+            (op.status, op.step),
+            (UpgradeStatus::Aborted, UpgradeStep::Done)
+        );
+        assert!(op.log.ends_with("too many failed"), "{}", op.log);
     }
 
     #[test]

@@ -3,18 +3,20 @@
 //!
 //! One task owns every operation in progress. It takes events (operations started or
 //! cancelled by the API, devices' `up/update`, `up/images` and `up/update/response` messages,
-//! sessions opening and closing), applies all that queued up at once, then dispatches queued
-//! operations the limits allow, handles passed deadlines, checks abort thresholds, and writes
-//! every changed operation plus the devices' reports in **one** transaction. Only after that
-//! commit does it acknowledge the device messages (so their PUBACK means "stored") and send
+//! sessions opening and closing), applies all that queued up at once, handles passed
+//! deadlines, then asks [`schedule`] per batch which queued operations start (or whether the
+//! batch aborts), and writes every changed operation plus the devices' reports in **one**
+//! transaction. Each pass reads the clock once and hands that instant to every decision.
+//! Only after that commit does it acknowledge the device messages (so their PUBACK means "stored") and send
 //! the devices the requests of their new steps. A crash therefore loses nothing acknowledged,
 //! and on restart the engine picks up every operation in progress from its persisted step,
 //! re-sending that step's request when the device reconnects (devices answer repeats
 //! idempotently).
 
 pub mod machine;
+pub mod schedule;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use fleetmq_broker::BrokerHandle;
@@ -22,8 +24,8 @@ use fleetmq_protocol::{
     Call, DownChannel, ImagesResource, Topic, UpdateRequest, UpdateResource, UpdateResponse,
 };
 use fleetmq_store::{
-    Batch, BatchId, DOWNLOAD_SECRET, DeviceId, DownloadGrant, StartedUpgrades, StatusCounts, Store,
-    StoreError, Timestamp, UpdateReport, UpgradeId, UpgradeOperation, UpgradeStatus, UpgradeStep,
+    Batch, BatchId, DOWNLOAD_SECRET, DeviceId, DownloadGrant, StartedUpgrades, Store, StoreError,
+    Timestamp, UpdateReport, UpgradeId, UpgradeOperation, UpgradeStatus, UpgradeStep,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +34,7 @@ use uuid::Uuid;
 use crate::device_calls::OnlineDevices;
 use crate::metrics::Metrics;
 pub use machine::UpgradePolicy;
+use schedule::{Decision, Run};
 
 /// Events applied in one pass (and one transaction) at most.
 const MAX_EVENTS_PER_PASS: usize = 4096;
@@ -176,16 +179,6 @@ impl Rollouts {
     }
 }
 
-/// A batch's rollout state.
-struct Run {
-    batch: Batch,
-    /// Engine-side view of the batch's counts (for abort thresholds).
-    counts: StatusCounts,
-    /// When operations were dispatched in the last minute (rate limit).
-    starts: VecDeque<Instant>,
-    aborted: bool,
-}
-
 struct Engine {
     store: Store,
     broker: BrokerHandle,
@@ -221,12 +214,7 @@ impl Pass {
 
 impl Engine {
     fn add_run(&mut self, batch: &Batch) {
-        self.runs.entry(batch.id).or_insert_with(|| Run {
-            counts: batch.counts,
-            batch: batch.clone(),
-            starts: VecDeque::new(),
-            aborted: false,
-        });
+        self.runs.entry(batch.id).or_insert_with(|| Run::new(batch));
     }
 
     fn add(&mut self, op: UpgradeOperation) {
@@ -249,21 +237,14 @@ impl Engine {
     /// The signed link of the operation's image. Within one fetch phase it is the same link
     /// every time (it expires relative to the phase's deadline), so a device that gets the
     /// fetch again recognises it.
-    fn download_url(&self, op: &UpgradeOperation) -> String {
-        let base = op.deadline.unwrap_or_else(Timestamp::now).as_micros() / 1_000_000;
-        let expires = base + i64::try_from(self.config.link_lifetime.as_secs()).unwrap_or(3600);
-        let grant = DownloadGrant {
-            image: op.image,
-            device: op.device,
-            expires,
-        };
-        format!(
-            "{}/api/v1/firmware-upgrader/build/{}/image/{}/download/?{}",
-            self.config.public_url.trim_end_matches('/'),
-            op.build,
+    fn download_url(&self, op: &UpgradeOperation, now: Timestamp) -> String {
+        DownloadGrant::expiring(
             op.image,
-            grant.query(&self.secret)
+            op.device,
+            op.deadline.unwrap_or(now),
+            self.config.link_lifetime,
         )
+        .link(&self.config.public_url, op.build, &self.secret)
     }
 
     async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Event>, shutdown: CancellationToken) {
@@ -283,23 +264,26 @@ impl Engine {
                 } => None,
             };
             let mut pass = Pass::default();
+            // The pass's one clock reading; `Instant` only converts the next wake-up.
+            let (now, instant_now) = (Timestamp::now(), Instant::now());
             if let Some(first) = first {
-                self.apply(first, &mut pass);
+                self.apply(first, &mut pass, now);
                 for _ in 1..MAX_EVENTS_PER_PASS {
                     match inbox.try_recv() {
-                        Ok(event) => self.apply(event, &mut pass),
+                        Ok(event) => self.apply(event, &mut pass, now),
                         Err(_) => break,
                     }
                 }
             }
-            wake = self.schedule(&mut pass);
-            self.check_thresholds(&mut pass);
+            wake = self.schedule(&mut pass, now).map(|at| {
+                let wait = at.as_micros().saturating_sub(now.as_micros()).max(0);
+                instant_now + Duration::from_micros(wait as u64)
+            });
             self.commit(pass).await;
         }
     }
 
-    fn apply(&mut self, event: Event, pass: &mut Pass) {
-        let now = Timestamp::now();
+    fn apply(&mut self, event: Event, pass: &mut Pass, now: Timestamp) {
         let policy = self.config.policy.clone();
         match event {
             Event::Started(started) => {
@@ -319,16 +303,13 @@ impl Engine {
                         continue;
                     };
                     if let Some(run) = op.batch.and_then(|b| self.runs.get_mut(&b)) {
-                        run.counts.remove(UpgradeStatus::InProgress);
-                        run.counts.add(UpgradeStatus::Cancelled);
+                        run.count(UpgradeStatus::InProgress, UpgradeStatus::Cancelled);
                     }
-                    if op.step == UpgradeStep::Initializing {
-                        pass.outbox.push((op.id, op.device, Call::Reset));
-                    }
-                    if let Some(image) = op.device_image {
-                        pass.outbox
-                            .push((op.id, op.device, Call::DeleteImage(image)));
-                    }
+                    pass.outbox.extend(
+                        machine::cleanup(&op)
+                            .into_iter()
+                            .map(|call| (op.id, op.device, call)),
+                    );
                 }
             }
             Event::Deactivated(device) => {
@@ -336,15 +317,14 @@ impl Engine {
                     && let Some(op) = self.remove(id)
                     && let Some(run) = op.batch.and_then(|b| self.runs.get_mut(&b))
                 {
-                    run.counts.remove(UpgradeStatus::InProgress);
-                    run.counts.add(UpgradeStatus::Aborted);
+                    run.count(UpgradeStatus::InProgress, UpgradeStatus::Aborted);
                 }
             }
             Event::Session { device, online } => {
                 let Some(id) = self.by_device.get(&device).copied() else {
                     return;
                 };
-                let url = self.ops.get(&id).map(|op| self.download_url(op));
+                let url = self.ops.get(&id).map(|op| self.download_url(op, now));
                 let Some(op) = self.ops.get_mut(&id) else {
                     return;
                 };
@@ -406,11 +386,9 @@ impl Engine {
         }
     }
 
-    /// Handles passed deadlines, dispatches what the rollout limits allow, and returns when
-    /// to look again.
-    fn schedule(&mut self, pass: &mut Pass) -> Option<Instant> {
-        let now = Timestamp::now();
-        let instant_now = Instant::now();
+    /// Handles passed deadlines, counts the pass's outcomes into the batches, applies each
+    /// batch's [`schedule::admit`] decision, and returns when to look again.
+    fn schedule(&mut self, pass: &mut Pass, now: Timestamp) -> Option<Timestamp> {
         let policy = self.config.policy.clone();
         let mut wake: Option<Timestamp> = None;
         let mut earliest = |at: Timestamp| {
@@ -442,162 +420,75 @@ impl Engine {
                 }
             }
         }
+        self.count_outcomes(pass);
 
-        // Per batch: the wave in progress, how many run, how many are waiting.
-        struct Slot {
-            wave: u32,
-            running: u32,
-        }
-        let mut slots: HashMap<Option<BatchId>, Slot> = HashMap::new();
+        let mut by_batch: HashMap<Option<BatchId>, Vec<&UpgradeOperation>> = HashMap::new();
         for op in self.ops.values() {
-            if op.status != UpgradeStatus::InProgress {
-                continue;
-            }
-            let slot = slots.entry(op.batch).or_insert(Slot {
-                wave: u32::MAX,
-                running: 0,
-            });
-            slot.wave = slot.wave.min(op.wave);
-            if matches!(
-                op.step,
-                UpgradeStep::Fetching | UpgradeStep::Initializing | UpgradeStep::Flashing
-            ) {
-                slot.running += 1;
-            }
+            by_batch.entry(op.batch).or_default().push(op);
         }
-        let mut ready: Vec<(Timestamp, UpgradeId)> = Vec::new();
-        for op in self.ops.values() {
-            if op.step != UpgradeStep::Queued || op.status != UpgradeStatus::InProgress {
-                continue;
-            }
-            if let Some(at) = op.not_before
-                && at > now
-            {
-                earliest(at);
-                continue;
-            }
-            if !online.contains(&op.device) {
-                continue;
-            }
-            if op.batch.is_some() && slots.get(&op.batch).is_some_and(|s| op.wave > s.wave) {
-                continue;
-            }
-            ready.push((op.created, op.id));
+        let mut decisions = Vec::with_capacity(by_batch.len());
+        for (batch, ops) in by_batch {
+            let mut unlimited = Run::unlimited();
+            let run = batch
+                .and_then(|b| self.runs.get_mut(&b))
+                .unwrap_or(&mut unlimited);
+            decisions.push((batch, schedule::admit(run, &ops, &online, now)));
         }
-        ready.sort();
-        for (_, id) in ready {
-            let Some(batch) = self.ops.get(&id).map(|o| o.batch) else {
-                continue;
-            };
-            if let Some(run) = batch.and_then(|b| self.runs.get_mut(&b)) {
-                let rollout = &run.batch.rollout;
-                let running = slots.get(&batch).map_or(0, |s| s.running);
-                if rollout.max_parallel.is_some_and(|max| running >= max) {
-                    continue;
-                }
-                if let Some(rate) = rollout.rate_per_minute {
-                    while run
-                        .starts
-                        .front()
-                        .is_some_and(|t| instant_now.duration_since(*t) >= Duration::from_secs(60))
-                    {
-                        run.starts.pop_front();
+
+        for (batch, decision) in decisions {
+            match decision {
+                Decision::Admit { dispatch, wake } => {
+                    if let Some(at) = wake {
+                        earliest(at);
                     }
-                    if run.starts.len() as u32 >= rate {
-                        if let Some(oldest) = run.starts.front() {
-                            let free = Duration::from_secs(60)
-                                .saturating_sub(instant_now.duration_since(*oldest));
-                            earliest(Timestamp::from_micros(
-                                now.as_micros() + free.as_micros() as i64,
-                            ));
+                    for id in dispatch {
+                        let url = match self.ops.get(&id) {
+                            Some(op) => {
+                                let mut phase = op.clone();
+                                phase.deadline = Some(machine::fetch_deadline(&policy, now));
+                                self.download_url(&phase, now)
+                            }
+                            None => continue,
+                        };
+                        if let Some(op) = self.ops.get_mut(&id) {
+                            pass.touch(op);
+                            let calls = machine::dispatch(op, url, &policy, now);
+                            pass.outbox
+                                .extend(calls.into_iter().map(|c| (op.id, op.device, c)));
+                            if let Some(deadline) = op.deadline {
+                                earliest(deadline);
+                            }
                         }
-                        continue;
                     }
-                    run.starts.push_back(instant_now);
                 }
-            }
-            if let Some(slot) = slots.get_mut(&batch) {
-                slot.running += 1;
-            }
-            let url = match self.ops.get(&id) {
-                Some(op) => {
-                    let mut phase = op.clone();
-                    phase.deadline = Some(machine::fetch_deadline(&policy, now));
-                    self.download_url(&phase)
-                }
-                None => continue,
-            };
-            if let Some(op) = self.ops.get_mut(&id) {
-                pass.touch(op);
-                let calls = machine::dispatch(op, url, &policy, now);
-                pass.outbox
-                    .extend(calls.into_iter().map(|c| (op.id, op.device, c)));
-                if let Some(deadline) = op.deadline {
-                    earliest(deadline);
+                Decision::Abort { operations, note } => {
+                    for id in operations {
+                        if let Some(op) = self.ops.get_mut(&id) {
+                            pass.touch(op);
+                            let calls = machine::abort(op, &note);
+                            pass.outbox
+                                .extend(calls.into_iter().map(|c| (op.id, op.device, c)));
+                        }
+                    }
+                    if let Some(batch) = batch {
+                        tracing::warn!(%batch, %note, "batch aborted");
+                        pass.notes.push((batch, note));
+                    }
                 }
             }
         }
-        wake.map(|at| {
-            let wait = at.as_micros().saturating_sub(now.as_micros()).max(0);
-            instant_now + Duration::from_micros(wait as u64)
-        })
+        wake
     }
 
-    /// Counts this pass's outcomes into the batches and aborts those past their threshold.
-    fn check_thresholds(&mut self, pass: &mut Pass) {
+    /// Counts the status changes of this pass so far into their batches' runs (the abort
+    /// threshold's input). Called once per pass, before the batches are scheduled.
+    fn count_outcomes(&mut self, pass: &Pass) {
         for id in &pass.dirty {
             let Some(op) = self.ops.get(id) else { continue };
             let before = pass.before.get(id).copied().unwrap_or(op.status);
-            if before != op.status
-                && let Some(run) = op.batch.and_then(|b| self.runs.get_mut(&b))
-            {
-                run.counts.remove(before);
-                run.counts.add(op.status);
+            if let Some(run) = op.batch.and_then(|b| self.runs.get_mut(&b)) {
+                run.count(before, op.status);
             }
-        }
-        let mut aborting = Vec::new();
-        for (id, run) in &mut self.runs {
-            let Some(threshold) = run.batch.rollout.abort_threshold else {
-                continue;
-            };
-            let finished = run.counts.success + run.counts.failed;
-            if run.aborted || finished < threshold.min_sample || finished == 0 {
-                continue;
-            }
-            let rate = f64::from(run.counts.failed) / f64::from(finished);
-            if rate >= threshold.failure_rate {
-                run.aborted = true;
-                let note = format!(
-                    "Aborted: {} of {} finished upgrades failed ({:.0} %), at or above the abort \
-                     threshold of {:.0} %",
-                    run.counts.failed,
-                    finished,
-                    rate * 100.0,
-                    threshold.failure_rate * 100.0
-                );
-                aborting.push((*id, note));
-            }
-        }
-        for (batch, note) in aborting {
-            tracing::warn!(%batch, %note, "batch aborted");
-            for op in self.ops.values_mut() {
-                if op.batch == Some(batch) && op.cancellable() {
-                    pass.touch(op);
-                    if op.step == UpgradeStep::Initializing {
-                        pass.outbox.push((op.id, op.device, Call::Reset));
-                    }
-                    if let Some(image) = op.device_image {
-                        pass.outbox
-                            .push((op.id, op.device, Call::DeleteImage(image)));
-                    }
-                    op.finish(UpgradeStatus::Aborted, &note);
-                    if let Some(run) = self.runs.get_mut(&batch) {
-                        run.counts.remove(UpgradeStatus::InProgress);
-                        run.counts.add(UpgradeStatus::Aborted);
-                    }
-                }
-            }
-            pass.notes.push((batch, note));
         }
     }
 

@@ -645,6 +645,80 @@ async fn mass_upgrade_options_are_validated_field_by_field() {
 }
 
 #[tokio::test]
+async fn the_batch_list_filters_by_organization_slug_and_a_foreign_one_matches_nothing() {
+    let f = fleet().await;
+    let app = &f.app;
+    device(app, &f.admin, &f.acme, "acme-ap", SIM_BOARD).await;
+    let acme_batch = app
+        .post(
+            &format!("{FW}/build/{}/upgrade/", f.new.0),
+            &f.admin,
+            json!({"upgrade_all": true}),
+        )
+        .await;
+    assert_eq!(acme_batch.status, 201, "{:?}", acme_batch.body);
+    let beta_category = category(app, &f.beta_admin, &f.beta, "Switches").await;
+    let (beta_build, _) = build(app, &f.beta_admin, &beta_category, "1.0").await;
+    device(app, &f.beta_admin, &f.beta, "beta-ap", SIM_BOARD).await;
+    let beta_batch = app
+        .post(
+            &format!("{FW}/build/{beta_build}/upgrade/"),
+            &f.beta_admin,
+            json!({"upgrade_all": true}),
+        )
+        .await;
+    assert_eq!(beta_batch.status, 201, "{:?}", beta_batch.body);
+
+    let batches = format!("{FW}/batch-upgrade-operation/");
+    let listed = |reply: Reply| {
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        assert_eq!(
+            reply.body["count"].as_u64(),
+            reply.body["results"].as_array().map(|r| r.len() as u64)
+        );
+        ids(&reply.body["results"], "id")
+    };
+    let superuser = &app.admin_token;
+    assert_eq!(listed(app.get(&batches, superuser).await).len(), 2);
+    assert_eq!(
+        listed(
+            app.get(&format!("{batches}?organization=acme"), superuser)
+                .await
+        ),
+        vec![acme_batch.str("batch")]
+    );
+    assert_eq!(
+        listed(
+            app.get(&format!("{batches}?organization=beta"), superuser)
+                .await
+        ),
+        vec![beta_batch.str("batch")]
+    );
+    assert_eq!(
+        listed(
+            app.get(&format!("{batches}?organization=acme"), &f.admin)
+                .await
+        ),
+        vec![acme_batch.str("batch")]
+    );
+    // Another tenant's slug, or one nobody has, lists nothing rather than failing.
+    assert!(
+        listed(
+            app.get(&format!("{batches}?organization=beta"), &f.admin)
+                .await
+        )
+        .is_empty()
+    );
+    assert!(
+        listed(
+            app.get(&format!("{batches}?organization=nowhere"), &f.admin)
+                .await
+        )
+        .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn image_types_are_listed_to_firmware_viewers_and_managed_by_superusers() {
     let f = fleet().await;
     let app = &f.app;

@@ -1,16 +1,14 @@
 //! Mass upgrades: `/api/v1/firmware-upgrader/build/{id}/upgrade/` (dry run and start) and
 //! `/api/v1/firmware-upgrader/batch-upgrade-operation/` (list, detail, cancel).
 
-use std::collections::{HashMap, HashSet};
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use fleetmq_store::batch::{start_batch as start_mass_upgrade, targets};
 use fleetmq_store::{
-    AbortThreshold, Backend, Batch, BatchFilter, BatchId, BatchStatus, Build, BuildFilter, BuildId,
-    Device, DeviceFilter, DeviceFirmware, DeviceId, Image, ImageId, LocationId, OrgId, PageRequest,
-    Resource, Rollout, Scope, StatusCounts, Timestamp, UpgradeFilter, UpgradeOperation,
-    UpgradePlan,
+    AbortThreshold, Batch, BatchError, BatchFilter, BatchId, BatchStatus, BuildId, DeviceTarget,
+    FailureRate, FirmwareTarget, Limit, LocationId, MassUpgrade, Narrowing, Page, PageRequest,
+    Resource, Rollout, RolloutError, Scope, StatusCounts, UpgradeFilter, Waves,
 };
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -121,6 +119,8 @@ pub struct BatchQuery {
     build: Option<Uuid>,
     /// `idle`, `in-progress`, `success`, `failed` or `cancelled`.
     status: Option<String>,
+    /// Organization slug (an unknown or foreign one matches nothing).
+    organization: Option<String>,
     /// 1-based page number.
     page: Option<u64>,
     /// Items per page (default 10, at most 100).
@@ -195,13 +195,13 @@ fn view(batch: Batch) -> BatchView {
         aborted_rate: rate(c.aborted, total),
         cancelled_rate: rate(c.cancelled, total),
         rollout: RolloutView {
-            max_parallel: batch.rollout.max_parallel,
-            rate_per_minute: batch.rollout.rate_per_minute,
-            waves: batch.rollout.waves.clone(),
+            max_parallel: batch.rollout.max_parallel(),
+            rate_per_minute: batch.rollout.rate_per_minute(),
+            waves: batch.rollout.waves().to_vec(),
             abort_threshold: batch
                 .rollout
-                .abort_threshold
-                .map(|t| json!({"failure_rate": t.failure_rate, "min_sample": t.min_sample})),
+                .abort_threshold()
+                .map(|t| json!({"failure_rate": t.failure_rate(), "min_sample": t.min_sample()})),
         },
         note: batch.note,
         created: batch.created.to_string(),
@@ -215,208 +215,77 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
 }
 
-const ALL: PageRequest = PageRequest {
-    offset: 0,
-    limit: u64::MAX,
-};
-
-/// Which devices a mass upgrade of a build reaches, and with which image.
-struct Plan {
-    /// Devices with firmware of the build's category (another build), the image to install.
-    firmwares: Vec<(Device, DeviceFirmware, Image)>,
-    /// Devices without firmware whose model fits an image of the build, the image to install.
-    devices: Vec<(Device, Image)>,
-}
-
-/// How a plan is narrowed.
-struct Narrowing {
-    group: Option<Uuid>,
-    location: Option<LocationId>,
-}
-
-/// Computes a plan in one blocking call (no per-device round trips to the API).
-fn plan(
-    db: &dyn Backend,
-    build: &Build,
-    scope: &Scope,
-    narrowing: &Narrowing,
-) -> fleetmq_store::Result<Result<Plan, ApiError>> {
-    let images = db.list_images(build.id, None, ALL)?.items;
-    let by_kind: HashMap<&str, &Image> = images.iter().map(|i| (i.kind.as_str(), i)).collect();
-    let types = db.image_types()?;
-    // The build's images that fit each board, in a stable order.
-    let mut kinds: Vec<&Image> = images.iter().collect();
-    kinds.sort_by(|a, b| a.kind.cmp(&b.kind));
-    let image_for_model = |model: &str| -> Option<Image> {
-        kinds
-            .iter()
-            .find(|i| types.iter().any(|t| t.name == i.kind && t.fits(model)))
-            .map(|i| (*i).clone())
-    };
-    let siblings: HashSet<BuildId> = db
-        .list_builds(
-            &Scope::All,
-            &BuildFilter {
-                category: Some(build.fields.category),
-                ..BuildFilter::default()
-            },
-            ALL,
-        )?
-        .items
-        .into_iter()
-        .map(|b| b.id)
-        .filter(|id| *id != build.id)
-        .collect();
-    let mut devices = db.list_devices(scope, &DeviceFilter::default(), ALL)?.items;
-    if let Some(group) = narrowing.group {
-        if !devices.iter().any(|d| d.fields.group == Some(group)) {
-            return Ok(Err(ApiError::field(
-                "group",
-                does_not_exist(&group.to_string()),
-            )));
+/// The API's answer to a mass upgrade the domain refused.
+fn batch_error(error: BatchError) -> ApiError {
+    match error {
+        BatchError::UnknownGroup(group) => {
+            ApiError::field("group", does_not_exist(&group.to_string()))
         }
-        devices.retain(|d| d.fields.group == Some(group));
+        BatchError::NothingMatches => ApiError::BadRequestError(NOTHING_MATCHES.to_owned()),
+        BatchError::Store(e) => e.into(),
     }
-    if let Some(location) = narrowing.location {
-        let at: HashSet<DeviceId> = db.location_devices(location)?.into_iter().collect();
-        devices.retain(|d| at.contains(&d.id));
-    }
-    let firmwares: HashMap<DeviceId, DeviceFirmware> = db
-        .device_firmwares()?
-        .into_iter()
-        .map(|f| (f.device, f))
-        .collect();
-    let mut image_cache: HashMap<ImageId, Option<Image>> = HashMap::new();
-    let mut plan = Plan {
-        firmwares: Vec::new(),
-        devices: Vec::new(),
-    };
-    for device in devices {
-        if device.is_deactivated {
-            continue;
-        }
-        match firmwares.get(&device.id) {
-            Some(firmware) => {
-                let current = match image_cache.get(&firmware.image) {
-                    Some(found) => found.clone(),
-                    None => {
-                        let found = db.image(firmware.image)?;
-                        image_cache.insert(firmware.image, found.clone());
-                        found
-                    }
-                };
-                let Some(current) = current else { continue };
-                if !siblings.contains(&current.build) {
-                    continue;
-                }
-                if let Some(target) = by_kind.get(current.kind.as_str()) {
-                    let target = (*target).clone();
-                    plan.firmwares.push((device, firmware.clone(), target));
-                }
-            }
-            None => {
-                if let Some(target) = image_for_model(&device.fields.model) {
-                    plan.devices.push((device, target));
-                }
-            }
-        }
-    }
-    Ok(Ok(plan))
 }
 
 /// Reads a positive integer field (DRF's IntegerField with `min_value=1`).
-fn positive(form: &mut Form, field: &str, value: Value) -> Option<u32> {
+fn limit(form: &mut Form, field: &str, value: Value) -> Option<Limit> {
     let n = match &value {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.trim().parse::<i64>().ok(),
         _ => None,
     };
-    match n {
-        None => {
-            form.error(field, "A valid integer is required.");
-            None
-        }
-        Some(n) if n < 1 => {
-            form.error(field, "Ensure this value is greater than or equal to 1.");
-            None
-        }
-        Some(n) => match u32::try_from(n) {
-            Ok(n) => Some(n),
-            Err(_) => {
-                form.error(
-                    field,
-                    "Ensure this value is less than or equal to 4294967295.",
-                );
-                None
-            }
-        },
+    let Some(n) = n else {
+        form.error(field, "A valid integer is required.");
+        return None;
+    };
+    Limit::try_from(n)
+        .map_err(|e| form.error(field, e.to_string()))
+        .ok()
+}
+
+/// Reads an optional positive integer field (absent or null: no limit).
+fn optional_limit(form: &mut Form, field: &str) -> Option<Limit> {
+    match form.raw(field, false) {
+        Field::Set(v) if !v.is_null() => limit(form, field, v),
+        _ => None,
     }
 }
 
-/// Reads the rollout fields of a batch body.
-fn read_rollout(form: &mut Form) -> Rollout {
-    let mut rollout = Rollout::default();
-    for field in ["max_parallel", "rate_per_minute"] {
-        if let Field::Set(v) = form.raw(field, false) {
-            if v.is_null() {
-                continue;
-            }
-            let n = positive(form, field, v);
-            if field == "max_parallel" {
-                rollout.max_parallel = n;
-            } else {
-                rollout.rate_per_minute = n;
-            }
-        }
-    }
+/// Reads the waves of a batch body.
+fn read_waves(form: &mut Form) -> Waves {
     match form.raw("waves", false) {
-        Field::Set(Value::Null) => {}
         Field::Set(Value::Array(items)) => {
-            let mut waves = Vec::new();
-            let mut ok = true;
-            for item in &items {
-                match item.as_u64().filter(|n| (1..=100).contains(n)) {
-                    Some(n) => waves.push(n as u8),
-                    None => {
-                        form.error("waves", "Each wave must be an integer from 1 to 100.");
-                        ok = false;
-                        break;
-                    }
-                }
-            }
-            if ok && !waves.is_empty() {
-                if waves.windows(2).any(|w| w[0] >= w[1]) {
-                    form.error("waves", "Waves must be in strictly ascending order.");
-                } else if waves.last() != Some(&100) {
-                    form.error("waves", "The last wave must be 100.");
-                } else {
-                    rollout.waves = waves;
-                }
-            }
+            let percents: Option<Vec<u64>> = items.iter().map(Value::as_u64).collect();
+            percents
+                .ok_or(RolloutError::WaveOutOfRange)
+                .and_then(Waves::try_from)
+                .map_err(|e| form.error("waves", e.to_string()))
+                .unwrap_or_default()
         }
-        Field::Set(other) => form.error(
-            "waves",
-            format!(
-                "Expected a list of items but got type \"{}\".",
-                kind(&other)
-            ),
-        ),
-        _ => {}
+        Field::Set(Value::Null) => Waves::default(),
+        Field::Set(other) => {
+            form.error(
+                "waves",
+                format!(
+                    "Expected a list of items but got type \"{}\".",
+                    kind(&other)
+                ),
+            );
+            Waves::default()
+        }
+        _ => Waves::default(),
     }
+}
+
+/// Reads the abort threshold of a batch body; its field errors nest under `abort_threshold`.
+fn read_abort_threshold(form: &mut Form) -> Option<AbortThreshold> {
     match form.raw("abort_threshold", false) {
-        Field::Set(Value::Null) => {}
         Field::Set(Value::Object(map)) => {
             let mut nested = Form::new(map, Mode::Full);
             let failure_rate = match nested.raw("failure_rate", true) {
                 Field::Set(v) => match v.as_f64() {
-                    Some(r) if r > 0.0 && r <= 1.0 => Some(r),
-                    Some(_) => {
-                        nested.error(
-                            "failure_rate",
-                            "Ensure this value is greater than 0 and at most 1.",
-                        );
-                        None
-                    }
+                    Some(r) => FailureRate::try_from(r)
+                        .map_err(|e| nested.error("failure_rate", e.to_string()))
+                        .ok(),
                     None => {
                         nested.error("failure_rate", "A valid number is required.");
                         None
@@ -425,31 +294,38 @@ fn read_rollout(form: &mut Form) -> Rollout {
                 _ => None,
             };
             let min_sample = match nested.raw("min_sample", true) {
-                Field::Set(v) => positive(&mut nested, "min_sample", v),
+                Field::Set(v) => limit(&mut nested, "min_sample", v),
                 _ => None,
             };
             let errors = nested.into_errors();
-            if errors.is_empty() {
-                if let (Some(failure_rate), Some(min_sample)) = (failure_rate, min_sample) {
-                    rollout.abort_threshold = Some(AbortThreshold {
-                        failure_rate,
-                        min_sample,
-                    });
-                }
-            } else {
+            if !errors.is_empty() {
                 form.nested_errors("abort_threshold", errors);
+                return None;
             }
+            Some(AbortThreshold::new(failure_rate?, min_sample?))
         }
-        Field::Set(other) => form.error(
-            "abort_threshold",
-            format!(
-                "Expected a dictionary of items but got type \"{}\".",
-                kind(&other)
-            ),
-        ),
-        _ => {}
+        Field::Set(Value::Null) => None,
+        Field::Set(other) => {
+            form.error(
+                "abort_threshold",
+                format!(
+                    "Expected a dictionary of items but got type \"{}\".",
+                    kind(&other)
+                ),
+            );
+            None
+        }
+        _ => None,
     }
-    rollout
+}
+
+/// Reads the rollout fields of a batch body.
+fn read_rollout(form: &mut Form) -> Rollout {
+    let max_parallel = optional_limit(form, "max_parallel");
+    let rate_per_minute = optional_limit(form, "rate_per_minute");
+    let waves = read_waves(form);
+    let abort_threshold = read_abort_threshold(form);
+    Rollout::new(max_parallel, rate_per_minute, waves, abort_threshold)
 }
 
 /// Checks the group and location narrowing; unknown or invisible ones are field errors.
@@ -478,36 +354,19 @@ async fn read_narrowing(
     Ok(narrowing)
 }
 
-/// The build to upgrade to, and the devices in reach: its organization's, or for a shared
-/// build every organization the caller manages.
-async fn build_and_scope(
+/// The build to upgrade to and the devices in reach: its organization's, or for a shared
+/// build every organization the caller manages (`scope`).
+async fn mass_upgrade(
     state: &AppState,
     caller: &Caller,
     id: Uuid,
-) -> Result<(Build, Option<OrgId>, Scope), ApiError> {
+    scope: Scope,
+) -> Result<MassUpgrade, ApiError> {
     let build = visible_build(state, caller, id).await?;
     let category = visible_category(state, caller, build.fields.category)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let org = category.fields.organization;
-    let scope = match org {
-        Some(org) => Scope::Orgs(vec![org]),
-        None => caller.scope()?,
-    };
-    Ok((build, org, scope))
-}
-
-async fn run_plan(
-    state: &AppState,
-    build: &Build,
-    scope: Scope,
-    narrowing: Narrowing,
-) -> Result<Plan, ApiError> {
-    let build = build.clone();
-    state
-        .store()
-        .run(move |db| plan(db, &build, &scope, &narrowing))
-        .await?
+    Ok(MassUpgrade::new(build, category.fields.organization, scope))
 }
 
 fn query_uuid(form: &mut Form, query: &QueryPairs, name: &str) -> Option<Uuid> {
@@ -536,40 +395,50 @@ async fn dry_run(
     query: QueryPairs,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.authorize(Resource::BatchUpgradeOperation, &method)?;
-    let (build, _, scope) = build_and_scope(&state, &caller, parse_id(&id)?).await?;
+    let scope = caller.authorize(Resource::BatchUpgradeOperation, &method)?;
+    let upgrade = mass_upgrade(&state, &caller, parse_id(&id)?, scope).await?;
     let mut form = Form::new(Map::new(), Mode::Partial);
     let group = query_uuid(&mut form, &query, "group");
     let location = query_uuid(&mut form, &query, "location");
     let narrowing = read_narrowing(&state, &caller, &mut form, group, location).await?;
     form.finish()?;
-    let plan = run_plan(&state, &build, scope, narrowing).await?;
-    let device_firmwares: Vec<Value> = plan
+    let targets = state
+        .store()
+        .run(move |db| Ok(targets(db, &upgrade, &narrowing)))
+        .await?
+        .map_err(batch_error)?;
+    let device_firmwares: Vec<Value> = targets
         .firmwares
         .iter()
-        .map(|(device, firmware, target)| {
-            json!({
-                "device": device.id,
-                "device_name": device.fields.name.as_str(),
-                "image": firmware.image,
-                "installed": firmware.installed,
-                "created": firmware.created.to_string(),
-                "modified": firmware.modified.to_string(),
-                "target_image": target.id,
-            })
-        })
+        .map(
+            |FirmwareTarget {
+                 device,
+                 firmware,
+                 image,
+             }| {
+                json!({
+                    "device": device.id,
+                    "device_name": device.fields.name.as_str(),
+                    "image": firmware.image,
+                    "installed": firmware.installed,
+                    "created": firmware.created.to_string(),
+                    "modified": firmware.modified.to_string(),
+                    "target_image": image.id,
+                })
+            },
+        )
         .collect();
-    let devices: Vec<Value> = plan
+    let devices: Vec<Value> = targets
         .devices
         .iter()
-        .map(|(device, target)| {
+        .map(|DeviceTarget { device, image }| {
             json!({
                 "id": device.id,
                 "name": device.fields.name.as_str(),
                 "organization": device.fields.organization,
                 "model": device.fields.model,
                 "os": device.fields.os,
-                "target_image": target.id,
+                "target_image": image.id,
             })
         })
         .collect();
@@ -594,10 +463,10 @@ async fn start_batch(
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<BatchCreated>), ApiError> {
-    caller.authorize(Resource::BatchUpgradeOperation, &method)?;
-    let (build, org, scope) = build_and_scope(&state, &caller, parse_id(&id)?).await?;
+    let scope = caller.authorize(Resource::BatchUpgradeOperation, &method)?;
+    let upgrade = mass_upgrade(&state, &caller, parse_id(&id)?, scope).await?;
     caller.require_shared_write(
-        org,
+        upgrade.organization,
         "Only superusers can start mass upgrades of shared builds.",
     )?;
     let mut form = Form::new(body, Mode::Partial);
@@ -607,53 +476,19 @@ async fn start_batch(
     let rollout = read_rollout(&mut form);
     let narrowing = read_narrowing(&state, &caller, &mut form, group, location).await?;
     form.finish()?;
-    let plan = run_plan(&state, &build, scope, narrowing).await?;
-    let mut targets: Vec<(Device, Image)> = plan
-        .firmwares
-        .into_iter()
-        .map(|(device, _, image)| (device, image))
-        .collect();
-    if upgrade_all {
-        targets.extend(plan.devices);
-    }
-    if targets.is_empty() {
-        return Err(ApiError::BadRequestError(NOTHING_MATCHES.to_owned()));
-    }
-    let now = Timestamp::now();
-    let batch = Batch {
-        id: BatchId::new(),
-        build: build.id,
-        organization: org,
-        rollout: rollout.clone(),
-        counts: StatusCounts::default(),
-        note: String::new(),
-        created: now,
-        modified: now,
-    };
-    let total = targets.len();
-    let operations: Vec<UpgradeOperation> = targets
-        .iter()
-        .enumerate()
-        .map(|(index, (device, image))| {
-            UpgradeOperation::new(
-                device,
-                image,
-                &build,
-                Some(batch.id),
-                rollout.wave_of(index, total),
-            )
-        })
-        .collect();
-    let id = batch.id;
-    let started = state
+    let (id, started) = state
         .store()
         .run(move |db| {
-            db.start_upgrades(UpgradePlan {
-                batch: Some(batch),
-                operations,
-            })
+            Ok(start_mass_upgrade(
+                db,
+                &upgrade,
+                &narrowing,
+                upgrade_all,
+                rollout,
+            ))
         })
-        .await?;
+        .await?
+        .map_err(batch_error)?;
     state.hooks().upgrades_started(started);
     Ok((StatusCode::CREATED, Json(BatchCreated { batch: id.0 })))
 }
@@ -672,12 +507,30 @@ async fn list_batches(
     headers: HeaderMap,
     query: QueryPairs,
 ) -> Result<Json<Paginated<BatchView>>, ApiError> {
-    let scope = caller.authorize(Resource::BatchUpgradeOperation, &method)?;
+    let mut scope = caller.authorize(Resource::BatchUpgradeOperation, &method)?;
     let params = PageParams::from_query(&query)?;
     let filter = BatchFilter {
         build: uuid_filter(&query, "build")?.map(BuildId),
         status: choice_filter::<BatchStatus>(&query, "status")?,
     };
+    if let Some(slug) = query.get("organization").filter(|v| !v.is_empty()) {
+        let slug = slug.to_owned();
+        let org = state
+            .store()
+            .run(move |db| db.organization_by_slug(&slug))
+            .await?;
+        match org.filter(|o| scope.contains(o.id) && caller.manages(o.id)) {
+            Some(org) => scope = Scope::Orgs(vec![org.id]),
+            // An unknown or foreign organization matches nothing.
+            None => {
+                let empty = Page::<Batch> {
+                    count: 0,
+                    items: Vec::new(),
+                };
+                return Ok(Json(params.envelope(empty, &uri, &headers, &query, view)?));
+            }
+        }
+    }
     let request = params.request();
     let page = state
         .store()

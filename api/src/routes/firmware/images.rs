@@ -81,10 +81,7 @@ fn view(image: Image) -> ImageView {
     ImageView {
         id: image.id.0,
         build: image.build.0,
-        file: format!(
-            "/api/v1/firmware-upgrader/build/{}/image/{}/download/",
-            image.build, image.id
-        ),
+        file: fleetmq_store::download::image_path(image.build, image.id),
         kind: image.kind,
         size: image.size,
         sha256: image.sha256,
