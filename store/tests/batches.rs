@@ -4,10 +4,10 @@
 
 use fleetmq_store::batch::{start_batch, targets};
 use fleetmq_store::{
-    Backend, BatchError, Build, BuildFields, CategoryFields, Device, DeviceFields, DeviceKey,
-    DeviceName, FirmwareStore, Image, ImageId, Limit, MacAddress, MassUpgrade, Narrowing, OrgId,
-    OrganizationFields, RedbBackend, Rollout, Scope, Slug, Timestamp, UpgradeOperation,
-    UpgradePlan, UpgradeStore, Waves,
+    AccountStore, BatchError, Build, BuildFields, CategoryFields, Device, DeviceFields, DeviceKey,
+    DeviceName, DeviceStore, FirmwareStore, Image, ImageId, Limit, MacAddress, MassUpgrade,
+    Narrowing, OrgId, OrganizationFields, RedbBackend, Rollout, Scope, Slug, Timestamp,
+    UpgradeOperation, UpgradePlan, UpgradeStore, Waves,
 };
 
 const SIM_TYPE: &str = "fleetmq-sim-squashfs-sysupgrade.bin";
