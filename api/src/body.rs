@@ -489,6 +489,36 @@ pub fn does_not_exist(pk: &str) -> String {
     format!("Invalid pk \"{pk}\" - object does not exist.")
 }
 
+/// A reference that may be cleared, read as DRF's related fields read it: `null`, or `""`
+/// (a blank choice), is `NullablePk(None)`. The field is an `Option<NullablePk>` (absent =
+/// not given); whether this caller may clear it is the handler's question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NullablePk(pub Option<Uuid>);
+
+impl<'de> Deserialize<'de> for NullablePk {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::Null => Ok(NullablePk(None)),
+            Value::String(s) if s.is_empty() => Ok(NullablePk(None)),
+            other => Pk::deserialize(other)
+                .map(|Pk(id)| NullablePk(Some(id)))
+                .map_err(de::Error::custom),
+        }
+    }
+}
+
+impl PartialSchema for NullablePk {
+    fn schema() -> RefOr<Schema> {
+        Pk::schema()
+    }
+}
+
+impl ToSchema for NullablePk {
+    fn name() -> Cow<'static, str> {
+        Pk::name()
+    }
+}
+
 /// An object field read by the same rules as a body; its errors nest under the field.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Nested<T>(pub T);
