@@ -90,6 +90,35 @@ pub(crate) fn required<T: ToSchema>() -> Vec<String> {
     }
 }
 
+/// A write body that requires more to create an object than to replace it (a user's
+/// password: given once, kept on replace). Its create handler reads it with [`NewBody`].
+pub trait CreateRequires {
+    /// Fields that must be present on create, besides those the schema requires.
+    const ON_CREATE: &'static [&'static str];
+}
+
+/// A create body of `T`: like [`Body`] on POST, and the fields of
+/// [`CreateRequires::ON_CREATE`] must be present too (reported with the schema's required
+/// ones, in one answer).
+#[derive(Debug)]
+pub struct NewBody<T>(pub T);
+
+impl<T: DeserializeOwned + ToSchema + CreateRequires> FromRequest<AppState> for NewBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let JsonObject(map) = JsonObject::from_request(req, state).await?;
+        let mut errors = Map::new();
+        let on_create = T::ON_CREATE.iter().map(|f| (*f).to_owned());
+        for field in required::<T>().into_iter().chain(on_create) {
+            if !map.contains_key(&field) {
+                errors.insert(field, json!([REQUIRED]));
+            }
+        }
+        read(map, errors).map(NewBody).map_err(ApiError::Validation)
+    }
+}
+
 /// Reads `map` into `T`, adding each field's problem to `errors` (which may already hold
 /// missing required fields); any error makes the whole body a 400.
 pub fn read<T: DeserializeOwned>(
@@ -479,6 +508,36 @@ impl ToSchema for Pk {
 /// DRF's message for a reference to an object that does not exist or is not visible.
 pub fn does_not_exist(pk: &str) -> String {
     format!("Invalid pk \"{pk}\" - object does not exist.")
+}
+
+/// A reference that may be cleared, read as DRF's related fields read it: `null`, or `""`
+/// (a blank choice), is `NullablePk(None)`. The field is an `Option<NullablePk>` (absent =
+/// not given); whether this caller may clear it is the handler's question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NullablePk(pub Option<Uuid>);
+
+impl<'de> Deserialize<'de> for NullablePk {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::Null => Ok(NullablePk(None)),
+            Value::String(s) if s.is_empty() => Ok(NullablePk(None)),
+            other => Pk::deserialize(other)
+                .map(|Pk(id)| NullablePk(Some(id)))
+                .map_err(de::Error::custom),
+        }
+    }
+}
+
+impl PartialSchema for NullablePk {
+    fn schema() -> RefOr<Schema> {
+        Pk::schema()
+    }
+}
+
+impl ToSchema for NullablePk {
+    fn name() -> Cow<'static, str> {
+        Pk::name()
+    }
 }
 
 /// An object field read by the same rules as a body; its errors nest under the field.
