@@ -56,15 +56,29 @@ pub struct Body<T> {
 impl<T: DeserializeOwned + ToSchema> Body<T> {
     /// Reads the body into `T`, or every field's problem as a 400.
     pub fn read(self) -> Result<T, ApiError> {
+        self.read_requiring(&[])
+    }
+
+    /// [`Body::read`], with `also` required on create and replace besides the schema's.
+    fn read_requiring(self, also: &[&str]) -> Result<T, ApiError> {
         let mut errors = Map::new();
         if !self.partial {
-            for field in required::<T>() {
+            let also = also.iter().map(|f| (*f).to_owned());
+            for field in required::<T>().into_iter().chain(also) {
                 if !self.map.contains_key(&field) {
                     errors.insert(field, json!([REQUIRED]));
                 }
             }
         }
         read(self.map, errors).map_err(ApiError::Validation)
+    }
+}
+
+impl<T: DeserializeOwned + ToSchema + CreateRequires> Body<T> {
+    /// Reads a create body: [`CreateRequires::ON_CREATE`] must be present too (reported with
+    /// the schema's required fields, in one answer).
+    pub fn read_new(self) -> Result<T, ApiError> {
+        self.read_requiring(T::ON_CREATE)
     }
 }
 
@@ -91,32 +105,11 @@ pub(crate) fn required<T: ToSchema>() -> Vec<String> {
 }
 
 /// A write body that requires more to create an object than to replace it (a user's
-/// password: given once, kept on replace). Its create handler reads it with [`NewBody`].
+/// password: given once, kept on replace). Its create handler reads it with
+/// [`Body::read_new`].
 pub trait CreateRequires {
     /// Fields that must be present on create, besides those the schema requires.
     const ON_CREATE: &'static [&'static str];
-}
-
-/// A create body of `T`: like [`Body`] on POST, and the fields of
-/// [`CreateRequires::ON_CREATE`] must be present too (reported with the schema's required
-/// ones, in one answer).
-#[derive(Debug)]
-pub struct NewBody<T>(pub T);
-
-impl<T: DeserializeOwned + ToSchema + CreateRequires> FromRequest<AppState> for NewBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let JsonObject(map) = JsonObject::from_request(req, state).await?;
-        let mut errors = Map::new();
-        let on_create = T::ON_CREATE.iter().map(|f| (*f).to_owned());
-        for field in required::<T>().into_iter().chain(on_create) {
-            if !map.contains_key(&field) {
-                errors.insert(field, json!([REQUIRED]));
-            }
-        }
-        read(map, errors).map(NewBody).map_err(ApiError::Validation)
-    }
 }
 
 /// Reads `map` into `T`, adding each field's problem to `errors` (which may already hold

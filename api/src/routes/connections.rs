@@ -240,10 +240,13 @@ async fn create_connection(
     State(state): State<AppState>,
     auth: Authorized<DeviceConnections, Add>,
     PathId(device): PathId,
-    Body(body): Body<ConnectionWrite>,
+    body: Body<ConnectionWrite>,
 ) -> Result<(StatusCode, Json<ConnectionView>), ApiError> {
     let device = visible_device(&state, &auth.caller, device).await?;
-    let fields = body.apply(&state, &auth.caller, &device, None).await?;
+    let fields = body
+        .read()?
+        .apply(&state, &auth.caller, &device, None)
+        .await?;
     let created = state
         .store()
         .run(move |db| db.create_connection(device.id, fields))
@@ -277,10 +280,11 @@ async fn change_connection(
     State(state): State<AppState>,
     auth: Authorized<DeviceConnections, Change>,
     path: ConnectionPath,
-    Body(body): Body<ConnectionWrite>,
+    body: Body<ConnectionWrite>,
 ) -> Result<Json<ConnectionView>, ApiError> {
     let (device, current) = visible_connection(&state, &auth.caller, path).await?;
     let fields = body
+        .read()?
         .apply(&state, &auth.caller, &device, Some(current.fields))
         .await?;
     let updated = state

@@ -239,9 +239,9 @@ async fn list_credentials(
 async fn create_credentials(
     State(state): State<AppState>,
     auth: Authorized<auth::Credentials, Add>,
-    Body(body): Body<CredentialsWrite>,
+    body: Body<CredentialsWrite>,
 ) -> Result<(StatusCode, Json<CredentialsView>), ApiError> {
-    let fields = body.apply(&state, &auth.caller, None).await?;
+    let fields = body.read()?.apply(&state, &auth.caller, None).await?;
     check_writable(&auth.caller, &fields)?;
     let created = state
         .store()
@@ -274,11 +274,12 @@ async fn change_credentials(
     State(state): State<AppState>,
     auth: Authorized<auth::Credentials, Change>,
     PathId(id): PathId,
-    Body(body): Body<CredentialsWrite>,
+    body: Body<CredentialsWrite>,
 ) -> Result<Json<CredentialsView>, ApiError> {
     let current = visible_credentials(&state, &auth.caller, id).await?;
     check_writable(&auth.caller, &current.fields)?;
     let fields = body
+        .read()?
         .apply(&state, &auth.caller, Some(current.fields))
         .await?;
     check_writable(&auth.caller, &fields)?;

@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use crate::auth::{Accounts, Add, Authorized, Change, Delete, View};
 use crate::body::{
-    Body, Bounded, CreateRequires, Email, Nested, NewBody, Pk, REQUIRED, does_not_exist,
-    parse_text, text_field,
+    Body, Bounded, CreateRequires, Email, Nested, Pk, REQUIRED, does_not_exist, parse_text,
+    text_field,
 };
 use crate::extract::{ClientAddr, PathId};
 use crate::pagination::{PageQuery, Paginated, Paging};
@@ -407,8 +407,9 @@ impl FromRequestParts<AppState> for TokenAttempt {
 async fn obtain_token(
     State(state): State<AppState>,
     _: TokenAttempt,
-    Body(body): Body<TokenRequest>,
+    body: Body<TokenRequest>,
 ) -> Result<Json<TokenView>, ApiError> {
+    let body = body.read()?;
     let (Given(username), Given(password)) = (body.username, body.password);
     let token = state
         .store()
@@ -460,9 +461,9 @@ async fn list_users(
 async fn create_user(
     State(state): State<AppState>,
     _: Authorized<Accounts, Add>,
-    NewBody(body): NewBody<UserWrite>,
+    body: Body<UserWrite>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    let (fields, password) = body.apply(&state, None).await?;
+    let (fields, password) = body.read_new()?.apply(&state, None).await?;
     let password = password.ok_or_else(|| ApiError::field("password", REQUIRED))?;
     let user = state
         .store()
@@ -505,10 +506,10 @@ async fn change_user(
     State(state): State<AppState>,
     auth: Authorized<Accounts, Change>,
     PathId(id): PathId,
-    Body(body): Body<UserWrite>,
+    body: Body<UserWrite>,
 ) -> Result<Json<UserView>, ApiError> {
     let current = visible_user(&state, &auth.scope, id).await?;
-    let (fields, password) = body.apply(&state, Some(current.fields)).await?;
+    let (fields, password) = body.read()?.apply(&state, Some(current.fields)).await?;
     let user = state
         .store()
         .run(move |db| db.update_user(UserId(id), fields, password))
