@@ -56,15 +56,29 @@ pub struct Body<T> {
 impl<T: DeserializeOwned + ToSchema> Body<T> {
     /// Reads the body into `T`, or every field's problem as a 400.
     pub fn read(self) -> Result<T, ApiError> {
+        self.read_requiring(&[])
+    }
+
+    /// [`Body::read`], with `also` required on create and replace besides the schema's.
+    fn read_requiring(self, also: &[&str]) -> Result<T, ApiError> {
         let mut errors = Map::new();
         if !self.partial {
-            for field in required::<T>() {
+            let also = also.iter().map(|f| (*f).to_owned());
+            for field in required::<T>().into_iter().chain(also) {
                 if !self.map.contains_key(&field) {
                     errors.insert(field, json!([REQUIRED]));
                 }
             }
         }
         read(self.map, errors).map_err(ApiError::Validation)
+    }
+}
+
+impl<T: DeserializeOwned + ToSchema + CreateRequires> Body<T> {
+    /// Reads a create body: [`CreateRequires::ON_CREATE`] must be present too (reported with
+    /// the schema's required fields, in one answer).
+    pub fn read_new(self) -> Result<T, ApiError> {
+        self.read_requiring(T::ON_CREATE)
     }
 }
 
@@ -88,6 +102,14 @@ pub(crate) fn required<T: ToSchema>() -> Vec<String> {
         RefOr::T(Schema::Object(object)) => object.required,
         _ => Vec::new(),
     }
+}
+
+/// A write body that requires more to create an object than to replace it (a user's
+/// password: given once, kept on replace). Its create handler reads it with
+/// [`Body::read_new`].
+pub trait CreateRequires {
+    /// Fields that must be present on create, besides those the schema requires.
+    const ON_CREATE: &'static [&'static str];
 }
 
 /// Reads `map` into `T`, adding each field's problem to `errors` (which may already hold
@@ -479,6 +501,36 @@ impl ToSchema for Pk {
 /// DRF's message for a reference to an object that does not exist or is not visible.
 pub fn does_not_exist(pk: &str) -> String {
     format!("Invalid pk \"{pk}\" - object does not exist.")
+}
+
+/// A reference that may be cleared, read as DRF's related fields read it: `null`, or `""`
+/// (a blank choice), is `NullablePk(None)`. The field is an `Option<NullablePk>` (absent =
+/// not given); whether this caller may clear it is the handler's question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NullablePk(pub Option<Uuid>);
+
+impl<'de> Deserialize<'de> for NullablePk {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::Null => Ok(NullablePk(None)),
+            Value::String(s) if s.is_empty() => Ok(NullablePk(None)),
+            other => Pk::deserialize(other)
+                .map(|Pk(id)| NullablePk(Some(id)))
+                .map_err(de::Error::custom),
+        }
+    }
+}
+
+impl PartialSchema for NullablePk {
+    fn schema() -> RefOr<Schema> {
+        Pk::schema()
+    }
+}
+
+impl ToSchema for NullablePk {
+    fn name() -> Cow<'static, str> {
+        Pk::name()
+    }
 }
 
 /// An object field read by the same rules as a body; its errors nest under the field.

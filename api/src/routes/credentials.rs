@@ -3,20 +3,21 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use fleetmq_store::{Connector, Credentials, CredentialsFields, CredentialsId, Resource};
-use serde::Serialize;
+use axum::http::StatusCode;
+use fleetmq_store::{Connector, Credentials, CredentialsFields, CredentialsId};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::Caller;
-use crate::extract::{JsonObject, PathId, QueryPairs};
-use crate::form::{Field, Form, Mode, does_not_exist};
-use crate::pagination::PageQuery as ListQuery;
-use crate::pagination::{PageParams, Paginated};
+use crate::auth::{self, Add, Authorized, Caller, Change, Delete, View};
+use crate::body::{Body, NOT_NULL, NonBlank, NullablePk, does_not_exist, text_field};
+use crate::error::PERMISSION_DENIED;
+use crate::extract::PathId;
+use crate::pagination::{PageQuery, Paginated, Paging};
 use crate::{ApiError, AppState, ErrorDetail};
 
 /// Where OpenWISP's docs put the credentials.
@@ -30,8 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_credentials, create_credentials))
         .routes(routes!(
             get_credentials,
-            put_credentials,
-            patch_credentials,
+            change_credentials,
             delete_credentials
         ))
 }
@@ -58,18 +58,88 @@ pub struct CredentialsView {
     pub modified: String,
 }
 
-/// What a client sends (PATCH: any subset).
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)] // documentation of the body; read by `Form`
+/// What a client sends to create, replace or change credentials.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CredentialsWrite {
     /// `mqtt`, `ssh`, or the dotted connector names.
-    connector: String,
-    name: String,
-    organization: Option<Uuid>,
+    #[schema(required = true, nullable = false)]
+    connector: Option<ConnectorField>,
+    /// Display name.
+    #[schema(required = true, nullable = false)]
+    name: Option<NonBlank<64>>,
+    /// Owning organization; `null` (superusers only) = shared by all organizations.
+    #[schema(required = true)]
+    organization: Option<NullablePk>,
+    /// Add to every device of the organization.
+    #[schema(nullable = false)]
     auto_add: Option<bool>,
     /// SSH: `{username, password, port?}` or `{username, key, port?}`; MQTT: `{}`.
-    #[schema(value_type = Object)]
-    params: Value,
+    #[schema(nullable = false, value_type = Option<Object>)]
+    params: Option<Map<String, Value>>,
+}
+
+text_field!(
+    /// A connector: `mqtt`, `ssh`, or the dotted name the API shows.
+    ConnectorField(Connector),
+    |s: &str| Connector::parse(s).ok_or_else(|| format!("\"{s}\" is not a valid choice.")),
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some([
+        "mqtt",
+        "ssh",
+        Connector::Mqtt.name(),
+        Connector::Ssh.name(),
+    ])),
+);
+
+impl CredentialsWrite {
+    /// The credentials' fields after this write, over `current` or new ones. The organization
+    /// must be one the caller manages; only superusers may leave it `null`.
+    async fn apply(
+        self,
+        state: &AppState,
+        caller: &Caller,
+        current: Option<CredentialsFields>,
+    ) -> Result<CredentialsFields, ApiError> {
+        let connector = self.connector.map(|c| c.0);
+        let mut fields = match current {
+            Some(current) => current,
+            None => CredentialsFields {
+                organization: None,
+                name: String::new(),
+                connector: connector.unwrap_or(Connector::Ssh),
+                auto_add: false,
+                params: Map::new(),
+            },
+        };
+        match self.organization {
+            None => {}
+            Some(NullablePk(None)) if caller.is_superuser() => fields.organization = None,
+            Some(NullablePk(None)) => return Err(ApiError::field("organization", NOT_NULL)),
+            Some(NullablePk(Some(id))) => match caller.managed_org(state, id).await? {
+                Some(org) => fields.organization = Some(org),
+                None => {
+                    return Err(ApiError::field(
+                        "organization",
+                        does_not_exist(&id.to_string()),
+                    ));
+                }
+            },
+        }
+        if let Some(v) = connector {
+            fields.connector = v;
+        }
+        if let Some(v) = self.name {
+            fields.name = v.0;
+        }
+        if let Some(v) = self.auto_add {
+            fields.auto_add = v;
+        }
+        if let Some(v) = self.params {
+            fields.params = v;
+        }
+        check_params(fields.connector, &fields.params)
+            .map_err(|message| ApiError::field("params", message))?;
+        Ok(fields)
+    }
 }
 
 fn view(c: Credentials) -> CredentialsView {
@@ -124,130 +194,55 @@ fn check_params(connector: Connector, params: &Map<String, Value>) -> Result<(),
     }
 }
 
-async fn read_credentials(
+/// The credentials `id` if the caller may see them (its organization's, or shared); else not
+/// found.
+async fn visible_credentials(
     state: &AppState,
     caller: &Caller,
-    body: Map<String, Value>,
-    mode: Mode,
-    current: Option<CredentialsFields>,
-) -> Result<CredentialsFields, ApiError> {
-    let mut form = Form::new(body, mode);
-    let connector = form
-        .parsed("connector", true, |s| {
-            Connector::parse(s).ok_or_else(|| format!("\"{s}\" is not a valid choice."))
-        })
-        .set();
-    let name = form
-        .parsed("name", true, |s| {
-            if s.trim().is_empty() {
-                Err("This field may not be blank.")
-            } else if s.chars().count() > 64 {
-                Err("Ensure this field has no more than 64 characters.")
-            } else {
-                Ok(s.to_owned())
-            }
-        })
-        .set();
-    let organization = form.reference("organization", true, caller.is_superuser());
-    let auto_add = form.boolean("auto_add").set();
-    let params = form.object("params").set();
-    let mut fields = match current {
-        Some(current) => current,
-        None => CredentialsFields {
-            organization: None,
-            name: String::new(),
-            connector: connector.unwrap_or(Connector::Ssh),
-            auto_add: false,
-            params: Map::new(),
-        },
-    };
-    if let Field::Set(org) = organization {
-        match org {
-            None => fields.organization = None,
-            Some(id) => match caller.managed_org(state, id).await? {
-                Some(org) => fields.organization = Some(org),
-                None => form.error("organization", does_not_exist(&id.to_string())),
-            },
-        }
-    }
-    if let Some(v) = connector {
-        fields.connector = v;
-    }
-    if let Some(v) = name {
-        fields.name = v;
-    }
-    if let Some(v) = auto_add {
-        fields.auto_add = v;
-    }
-    if let Some(v) = params {
-        fields.params = v;
-    }
-    if !form.has_errors()
-        && let Err(message) = check_params(fields.connector, &fields.params)
-    {
-        form.error("params", message);
-    }
-    form.finish()?;
-    Ok(fields)
-}
-
-fn visible(caller: &Caller, c: &Credentials) -> bool {
-    c.fields.organization.is_none_or(|org| caller.manages(org))
-}
-
-async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<Credentials, ApiError> {
+    id: Uuid,
+) -> Result<Credentials, ApiError> {
     let id = CredentialsId(id);
     state
         .store()
         .run(move |db| db.credentials(id))
         .await?
-        .filter(|c| visible(caller, c))
+        .filter(|c| c.fields.organization.is_none_or(|org| caller.manages(org)))
         .ok_or(ApiError::NotFound)
 }
 
 /// Shared credentials are read-only to everyone but superusers.
 fn check_writable(caller: &Caller, c: &CredentialsFields) -> Result<(), ApiError> {
-    caller.require_shared_write(c.organization, crate::error::PERMISSION_DENIED)
+    caller.require_shared_write(c.organization, PERMISSION_DENIED)
 }
 
 /// Lists credentials of the caller's organizations and shared ones.
-#[utoipa::path(get, path = "/api/v1/connection/credential/", tag = "connections", params(ListQuery),
-    responses((status = 200, body = Paginated<CredentialsView>), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
+#[utoipa::path(get, path = "/api/v1/connection/credential/", tag = "connections",
+    params(PageQuery), responses((status = 200, body = Paginated<CredentialsView>)),
     security(("bearer" = [])))]
 async fn list_credentials(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    query: QueryPairs,
+    auth: Authorized<auth::Credentials, View>,
+    paging: Paging,
 ) -> Result<Json<Paginated<CredentialsView>>, ApiError> {
-    let scope = caller.authorize(Resource::Credentials, &method)?;
-    let params = PageParams::from_query(&query)?;
-    let request = params.request();
+    let request = paging.request();
     let page = state
         .store()
-        .run(move |db| db.list_credentials(&scope, request))
+        .run(move |db| db.list_credentials(&auth.scope, request))
         .await?;
-    Ok(Json(params.envelope(page, &uri, &headers, &query, view)?))
+    paging.envelope(page, view)
 }
 
-/// Creates credentials.
+/// Creates credentials; shared ones (no organization) only superusers may create.
 #[utoipa::path(post, path = "/api/v1/connection/credential/", tag = "connections",
-    request_body = CredentialsWrite,
-    responses((status = 201, body = CredentialsView), (status = 400, description = "Field errors"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail)),
+    request_body = CredentialsWrite, responses((status = 201, body = CredentialsView)),
     security(("bearer" = [])))]
 async fn create_credentials(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    JsonObject(body): JsonObject,
+    auth: Authorized<auth::Credentials, Add>,
+    body: Body<CredentialsWrite>,
 ) -> Result<(StatusCode, Json<CredentialsView>), ApiError> {
-    caller.authorize(Resource::Credentials, &method)?;
-    let fields = read_credentials(&state, &caller, body, Mode::Full, None).await?;
-    check_writable(&caller, &fields)?;
+    let fields = body.read()?.apply(&state, &auth.caller, None).await?;
+    check_writable(&auth.caller, &fields)?;
     let created = state
         .store()
         .run(move |db| db.create_credentials(fields))
@@ -257,33 +252,37 @@ async fn create_credentials(
 
 /// Shows credentials.
 #[utoipa::path(get, path = "/api/v1/connection/credential/{id}/", tag = "connections",
-    params(("id" = Uuid, Path, description = "Credentials id")),
-    responses((status = 200, body = CredentialsView), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
+    params(PathId), responses((status = 200, body = CredentialsView)),
     security(("bearer" = [])))]
 async fn get_credentials(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
+    auth: Authorized<auth::Credentials, View>,
     PathId(id): PathId,
 ) -> Result<Json<CredentialsView>, ApiError> {
-    caller.authorize(Resource::Credentials, &method)?;
-    Ok(Json(view(load(&state, &caller, id).await?)))
+    Ok(Json(view(
+        visible_credentials(&state, &auth.caller, id).await?,
+    )))
 }
 
-async fn change(
-    state: AppState,
-    caller: Caller,
-    method: Method,
-    id: Uuid,
-    body: Map<String, Value>,
-    mode: Mode,
+/// Replaces credentials, or with PATCH changes some of their fields.
+#[utoipa::path(method(put, patch), path = "/api/v1/connection/credential/{id}/",
+    tag = "connections", params(PathId), request_body = CredentialsWrite,
+    responses((status = 200, body = CredentialsView),
+        (status = 403, description = "No permission, the caller manages no organization, or the credentials are shared (only superusers change those)", body = ErrorDetail)),
+    security(("bearer" = [])))]
+async fn change_credentials(
+    State(state): State<AppState>,
+    auth: Authorized<auth::Credentials, Change>,
+    PathId(id): PathId,
+    body: Body<CredentialsWrite>,
 ) -> Result<Json<CredentialsView>, ApiError> {
-    caller.authorize(Resource::Credentials, &method)?;
-    let current = load(&state, &caller, id).await?;
-    check_writable(&caller, &current.fields)?;
-    let fields = read_credentials(&state, &caller, body, mode, Some(current.fields)).await?;
-    check_writable(&caller, &fields)?;
+    let current = visible_credentials(&state, &auth.caller, id).await?;
+    check_writable(&auth.caller, &current.fields)?;
+    let fields = body
+        .read()?
+        .apply(&state, &auth.caller, Some(current.fields))
+        .await?;
+    check_writable(&auth.caller, &fields)?;
     let updated = state
         .store()
         .run(move |db| db.update_credentials(CredentialsId(id), fields))
@@ -291,53 +290,18 @@ async fn change(
     Ok(Json(view(updated)))
 }
 
-/// Replaces credentials.
-#[utoipa::path(put, path = "/api/v1/connection/credential/{id}/", tag = "connections",
-    params(("id" = Uuid, Path, description = "Credentials id")), request_body = CredentialsWrite,
-    responses((status = 200, body = CredentialsView), (status = 400, description = "Field errors"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
-async fn put_credentials(
-    State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    PathId(id): PathId,
-    JsonObject(body): JsonObject,
-) -> Result<Json<CredentialsView>, ApiError> {
-    change(state, caller, method, id, body, Mode::Full).await
-}
-
-/// Changes some fields of credentials.
-#[utoipa::path(patch, path = "/api/v1/connection/credential/{id}/", tag = "connections",
-    params(("id" = Uuid, Path, description = "Credentials id")), request_body = CredentialsWrite,
-    responses((status = 200, body = CredentialsView), (status = 400, description = "Field errors"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
-async fn patch_credentials(
-    State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    PathId(id): PathId,
-    JsonObject(body): JsonObject,
-) -> Result<Json<CredentialsView>, ApiError> {
-    change(state, caller, method, id, body, Mode::Partial).await
-}
-
 /// Deletes credentials and the device connections using them.
 #[utoipa::path(delete, path = "/api/v1/connection/credential/{id}/", tag = "connections",
-    params(("id" = Uuid, Path, description = "Credentials id")),
-    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
+    params(PathId), responses((status = 204, description = "Deleted"),
+        (status = 403, description = "No permission, the caller manages no organization, or the credentials are shared (only superusers delete those)", body = ErrorDetail)),
     security(("bearer" = [])))]
 async fn delete_credentials(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
+    auth: Authorized<auth::Credentials, Delete>,
     PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
-    caller.authorize(Resource::Credentials, &method)?;
-    let current = load(&state, &caller, id).await?;
-    check_writable(&caller, &current.fields)?;
+    let current = visible_credentials(&state, &auth.caller, id).await?;
+    check_writable(&auth.caller, &current.fields)?;
     state
         .store()
         .run(move |db| db.delete_credentials(CredentialsId(id)))
@@ -353,8 +317,8 @@ pub fn alias_router() -> axum::Router<AppState> {
         .route(
             &format!("{ALIAS}{{id}}/"),
             get(get_credentials)
-                .put(put_credentials)
-                .patch(patch_credentials)
+                .put(change_credentials)
+                .patch(change_credentials)
                 .delete(delete_credentials),
         )
 }

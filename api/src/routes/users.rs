@@ -1,24 +1,30 @@
 //! `/api/v1/users/token/` and `/api/v1/users/user/`: tokens and accounts.
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
 use fleetmq_store::{
     Group, Membership, OrgId, Password, PasswordHashString, Scope, User, UserFields, UserId,
     Username,
 };
-use serde::Serialize;
-use serde_json::{Map, Value};
-use utoipa::ToSchema;
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::Caller;
-use crate::extract::{ClientAddr, JsonObject, PathId, QueryPairs};
-use crate::form::{Field, Form, Mode, does_not_exist};
-use crate::pagination::PageQuery as ListQuery;
-use crate::pagination::{PageParams, Paginated};
+use crate::auth::{Accounts, Add, Authorized, Change, Delete, View};
+use crate::body::{
+    Body, Bounded, CreateRequires, Email, Nested, Pk, REQUIRED, does_not_exist, parse_text,
+    text_field,
+};
+use crate::extract::{ClientAddr, PathId};
+use crate::pagination::{PageQuery, Paginated, Paging};
 use crate::{ApiError, AppState, ErrorDetail};
 
 /// The user and token routes.
@@ -26,15 +32,33 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(obtain_token))
         .routes(routes!(list_users, create_user))
-        .routes(routes!(get_user, put_user, patch_user, delete_user))
+        .routes(routes!(get_user, change_user, delete_user))
 }
 
 /// Credentials exchanged for a token.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)] // documentation of the body; read by `Form`
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct TokenRequest {
-    username: String,
-    password: String,
+    /// Login name.
+    username: Given,
+    /// The user's password.
+    password: Given,
+}
+
+text_field!(
+    /// Text that may not be empty; taken as sent (a password may begin with a space).
+    Given(String),
+    given,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1)),
+);
+
+fn given(s: &str) -> Result<String, &'static str> {
+    if s.is_empty() {
+        Err("This field may not be blank.")
+    } else {
+        Ok(s.to_owned())
+    }
 }
 
 /// A fresh API token: send it as `Authorization: Bearer <token>`.
@@ -78,20 +102,245 @@ pub struct UserView {
     pub date_joined: String,
 }
 
-/// What a client sends (PATCH: any subset; `password` required on create, write-only).
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)] // documentation of the body; read by `Form`
+/// What a client sends to create, replace or change a user.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct UserWrite {
-    username: String,
-    password: Option<String>,
-    email: Option<String>,
-    first_name: Option<String>,
-    last_name: Option<String>,
+    /// Login name.
+    #[schema(required = true, nullable = false)]
+    username: Option<UsernameField>,
+    /// Required on create; never shown, and kept when a replace leaves it out.
+    #[schema(nullable = false)]
+    password: Option<PasswordField>,
+    /// Address.
+    #[schema(nullable = false)]
+    email: Option<Email>,
+    /// Given name.
+    #[schema(nullable = false)]
+    first_name: Option<Bounded<150>>,
+    /// Family name.
+    #[schema(nullable = false)]
+    last_name: Option<Bounded<150>>,
+    /// Bypasses permissions and tenancy.
+    #[schema(nullable = false)]
     is_superuser: Option<bool>,
+    /// Inactive users cannot authenticate.
+    #[schema(nullable = false)]
     is_active: Option<bool>,
-    groups: Option<Vec<String>>,
-    #[schema(value_type = Option<Vec<Object>>)]
-    organization_users: Option<Value>,
+    /// Permission groups by name.
+    #[schema(nullable = false)]
+    groups: Option<GroupNames>,
+    /// The organizations the user belongs to (replaces all memberships).
+    #[schema(nullable = false)]
+    organization_users: Option<Memberships>,
+}
+
+impl CreateRequires for UserWrite {
+    const ON_CREATE: &'static [&'static str] = &["password"];
+}
+
+text_field!(
+    /// A login name: letters, digits and `@ . + - _`.
+    UsernameField(Username),
+    Username::parse,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(150))
+        .pattern(Some(r"^[\w.@+-]+$")),
+);
+
+/// A new password: at least 8 characters. (Not a [`text_field!`]: passwords are not
+/// compared.)
+#[derive(Debug)]
+pub struct PasswordField(Password);
+
+impl<'de> Deserialize<'de> for PasswordField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_text(deserializer, Password::parse).map(PasswordField)
+    }
+}
+
+impl PartialSchema for PasswordField {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(8))
+            .into()
+    }
+}
+
+impl ToSchema for PasswordField {}
+
+/// The items of a list field; anything else gets this API's "Expected a list of items."
+fn list_items<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Value>, D::Error> {
+    match Value::deserialize(deserializer)? {
+        Value::Array(items) => Ok(items),
+        _ => Err(de::Error::custom("Expected a list of items.")),
+    }
+}
+
+/// Permission groups by name (`Operator`, `Administrator`); repeats count once.
+#[derive(Debug)]
+pub struct GroupNames(Vec<Group>);
+
+impl<'de> Deserialize<'de> for GroupNames {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut groups = Vec::new();
+        for item in list_items(deserializer)? {
+            let Some(group) = item.as_str().and_then(Group::parse) else {
+                let name = item
+                    .as_str()
+                    .map_or_else(|| item.to_string(), str::to_owned);
+                return Err(de::Error::custom(format!(
+                    "Object with name={name} does not exist."
+                )));
+            };
+            if !groups.contains(&group) {
+                groups.push(group);
+            }
+        }
+        Ok(GroupNames(groups))
+    }
+}
+
+impl PartialSchema for GroupNames {
+    fn schema() -> RefOr<Schema> {
+        let name = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some([Group::Operator.name(), Group::Administrator.name()]));
+        ArrayBuilder::new().items(name).into()
+    }
+}
+
+impl ToSchema for GroupNames {}
+
+/// A membership as a client sends it (documented by [`Memberships`]).
+#[derive(Debug, Deserialize)]
+struct MembershipWrite {
+    /// Organization id.
+    organization: Pk,
+    /// Manager of that organization.
+    is_admin: Option<bool>,
+}
+
+/// A user's memberships, one per organization (a repeated organization counts once). A
+/// membership that is not an object reads as an empty one; the errors shown are those of the
+/// last invalid membership.
+#[derive(Debug)]
+pub struct Memberships(Vec<Membership>);
+
+impl<'de> Deserialize<'de> for Memberships {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut memberships: Vec<Membership> = Vec::new();
+        let mut invalid = None;
+        for item in list_items(deserializer)? {
+            let item = match item {
+                object @ Value::Object(_) => object,
+                _ => Value::Object(Map::new()),
+            };
+            match Nested::<MembershipWrite>::deserialize(item) {
+                Ok(Nested(m)) => {
+                    let organization = OrgId(m.organization.0);
+                    if !memberships.iter().any(|m| m.organization == organization) {
+                        memberships.push(Membership {
+                            organization,
+                            is_admin: m.is_admin.unwrap_or(false),
+                        });
+                    }
+                }
+                Err(e) => invalid = Some(e),
+            }
+        }
+        match invalid {
+            Some(e) => Err(de::Error::custom(e)),
+            None => Ok(Memberships(memberships)),
+        }
+    }
+}
+
+impl PartialSchema for Memberships {
+    fn schema() -> RefOr<Schema> {
+        let membership = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("organization", Pk::schema())
+            .required("organization")
+            .property("is_admin", ObjectBuilder::new().schema_type(Type::Boolean));
+        ArrayBuilder::new().items(membership).into()
+    }
+}
+
+impl ToSchema for Memberships {}
+
+impl UserWrite {
+    /// The user's fields after this write, over `current` or new ones, and the new password
+    /// if one was given. Memberships must name existing organizations.
+    async fn apply(
+        self,
+        state: &AppState,
+        current: Option<UserFields>,
+    ) -> Result<(UserFields, Option<Password>), ApiError> {
+        if let Some(Memberships(memberships)) = &self.organization_users {
+            let wanted: Vec<OrgId> = memberships.iter().map(|m| m.organization).collect();
+            let missing = state
+                .store()
+                .run(move |db| {
+                    let mut missing = Vec::new();
+                    for org in wanted {
+                        if db.organization(org)?.is_none() {
+                            missing.push(json!(does_not_exist(&org.to_string())));
+                        }
+                    }
+                    Ok(missing)
+                })
+                .await?;
+            if !missing.is_empty() {
+                let mut errors = Map::new();
+                errors.insert("organization_users".to_owned(), Value::Array(missing));
+                return Err(ApiError::Validation(errors));
+            }
+        }
+        let username = self.username.map(|u| u.0);
+        let mut fields = match current {
+            Some(current) => current,
+            None => UserFields {
+                username: username
+                    .clone()
+                    .ok_or_else(|| ApiError::field("username", REQUIRED))?,
+                email: String::new(),
+                first_name: String::new(),
+                last_name: String::new(),
+                is_superuser: false,
+                is_active: true,
+                groups: Vec::new(),
+                memberships: Vec::new(),
+            },
+        };
+        if let Some(v) = username {
+            fields.username = v;
+        }
+        if let Some(v) = self.email {
+            fields.email = v.0;
+        }
+        if let Some(v) = self.first_name {
+            fields.first_name = v.0;
+        }
+        if let Some(v) = self.last_name {
+            fields.last_name = v.0;
+        }
+        if let Some(v) = self.is_superuser {
+            fields.is_superuser = v;
+        }
+        if let Some(v) = self.is_active {
+            fields.is_active = v;
+        }
+        if let Some(v) = self.groups {
+            fields.groups = v.0;
+        }
+        if let Some(v) = self.organization_users {
+            fields.memberships = v.0;
+        }
+        Ok((fields, self.password.map(|p| p.0)))
+    }
 }
 
 fn view(user: User) -> UserView {
@@ -131,39 +380,37 @@ fn verify_decoy(password: &str) {
     }
 }
 
+/// A token request counted against its client's address: refused with 429 past the limit,
+/// before its body is read (an extractor, so it runs ahead of [`Body`]).
+struct TokenAttempt;
+
+impl FromRequestParts<AppState> for TokenAttempt {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let ClientAddr(peer) = ClientAddr::from_request_parts(parts, state).await?;
+        if let Some(peer) = peer {
+            state.token_throttle().check(peer)?;
+        }
+        Ok(TokenAttempt)
+    }
+}
+
 /// Exchanges a username and password for a new API token.
 #[utoipa::path(post, path = "/api/v1/users/token/", tag = "users", request_body = TokenRequest,
     responses((status = 200, body = TokenView),
-        (status = 400, description = "{\"non_field_errors\": [\"Unable to log in with provided credentials.\"]}"),
+        (status = 400, description = "{\"non_field_errors\": [\"Unable to log in with provided credentials.\"]}, or field errors"),
         (status = 429, description = "Too many attempts from this address", body = ErrorDetail)))]
 async fn obtain_token(
     State(state): State<AppState>,
-    ClientAddr(peer): ClientAddr,
-    JsonObject(body): JsonObject,
+    _: TokenAttempt,
+    body: Body<TokenRequest>,
 ) -> Result<Json<TokenView>, ApiError> {
-    if let Some(peer) = peer {
-        state.token_throttle().check(peer)?;
-    }
-    let mut form = Form::new(body, Mode::Full);
-    let username = form.parsed("username", true, |s| {
-        if s.is_empty() {
-            Err("This field may not be blank.")
-        } else {
-            Ok(s.to_owned())
-        }
-    });
-    let password = form.parsed("password", true, |s| {
-        if s.is_empty() {
-            Err("This field may not be blank.")
-        } else {
-            Ok(s.to_owned())
-        }
-    });
-    let (username, password) = (username.set(), password.set());
-    form.finish()?;
-    let (Some(username), Some(password)) = (username, password) else {
-        return Err(ApiError::field("username", "This field is required."));
-    };
+    let body = body.read()?;
+    let (Given(username), Given(password)) = (body.username, body.password);
     let token = state
         .store()
         .run(move |db| {
@@ -192,194 +439,32 @@ async fn obtain_token(
     }))
 }
 
-/// The users the caller may see: everyone for superusers, members of managed organizations
-/// for managers.
-fn user_scope(caller: &Caller) -> Result<Scope, ApiError> {
-    caller.scope()
-}
-
-/// Lists users.
-#[utoipa::path(get, path = "/api/v1/users/user/", tag = "users", params(ListQuery),
-    responses((status = 200, body = Paginated<UserView>), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
+/// Lists users: everyone for superusers, members of the managed organizations for managers.
+#[utoipa::path(get, path = "/api/v1/users/user/", tag = "users", params(PageQuery),
+    responses((status = 200, body = Paginated<UserView>)), security(("bearer" = [])))]
 async fn list_users(
     State(state): State<AppState>,
-    caller: Caller,
-    uri: Uri,
-    headers: HeaderMap,
-    query: QueryPairs,
+    auth: Authorized<Accounts, View>,
+    paging: Paging,
 ) -> Result<Json<Paginated<UserView>>, ApiError> {
-    let scope = user_scope(&caller)?;
-    let params = PageParams::from_query(&query)?;
-    let request = params.request();
+    let request = paging.request();
     let page = state
         .store()
-        .run(move |db| db.list_users(&scope, request))
+        .run(move |db| db.list_users(&auth.scope, request))
         .await?;
-    Ok(Json(params.envelope(page, &uri, &headers, &query, view)?))
-}
-
-/// Reads a user body over `current` (or defaults); returns the fields and a new password.
-async fn read_user(
-    state: &AppState,
-    body: Map<String, Value>,
-    mode: Mode,
-    current: Option<UserFields>,
-) -> Result<(UserFields, Option<Password>), ApiError> {
-    let creating = current.is_none();
-    let mut form = Form::new(body, mode);
-    let username = form.parsed("username", true, Username::parse).set();
-    let password = form.parsed("password", creating, Password::parse).set();
-    let email = form
-        .parsed("email", false, |s| {
-            if s.is_empty()
-                || (s.contains('@') && !s.contains(char::is_whitespace) && s.len() <= 254)
-            {
-                Ok(s.to_owned())
-            } else {
-                Err("Enter a valid email address.")
-            }
-        })
-        .set();
-    let first_name = form.text("first_name", 150).set();
-    let last_name = form.text("last_name", 150).set();
-    let is_superuser = form.boolean("is_superuser").set();
-    let is_active = form.boolean("is_active").set();
-    let mut groups = None;
-    if let Field::Set(value) = form.raw("groups", false) {
-        match value {
-            Value::Array(items) => {
-                let mut parsed = Vec::new();
-                for item in items {
-                    match item.as_str().and_then(Group::parse) {
-                        Some(g) if !parsed.contains(&g) => parsed.push(g),
-                        Some(_) => {}
-                        None => form.error(
-                            "groups",
-                            format!(
-                                "Object with name={} does not exist.",
-                                item.as_str().unwrap_or(&item.to_string())
-                            ),
-                        ),
-                    }
-                }
-                groups = Some(parsed);
-            }
-            _ => form.error("groups", "Expected a list of items."),
-        }
-    }
-    let mut memberships = None;
-    let mut wanted_orgs = Vec::new();
-    if let Field::Set(value) = form.raw("organization_users", false) {
-        match value {
-            Value::Array(items) => {
-                let mut parsed: Vec<Membership> = Vec::new();
-                for item in items {
-                    let mut nested = Form::new(
-                        match item {
-                            Value::Object(m) => m,
-                            _ => Map::new(),
-                        },
-                        Mode::Full,
-                    );
-                    let org = nested
-                        .reference("organization", true, false)
-                        .set()
-                        .flatten();
-                    let is_admin = nested.boolean("is_admin").set().unwrap_or(false);
-                    let errors = nested.into_errors();
-                    if !errors.is_empty() {
-                        form.nested_errors("organization_users", errors);
-                        continue;
-                    }
-                    if let Some(org) = org
-                        && !parsed.iter().any(|m| m.organization.0 == org)
-                    {
-                        parsed.push(Membership {
-                            organization: OrgId(org),
-                            is_admin,
-                        });
-                        wanted_orgs.push(OrgId(org));
-                    }
-                }
-                memberships = Some(parsed);
-            }
-            _ => form.error("organization_users", "Expected a list of items."),
-        }
-    }
-    let missing = state
-        .store()
-        .run(move |db| {
-            let mut missing = Vec::new();
-            for org in wanted_orgs {
-                if db.organization(org)?.is_none() {
-                    missing.push(org);
-                }
-            }
-            Ok(missing)
-        })
-        .await?;
-    for org in missing {
-        form.error("organization_users", does_not_exist(&org.to_string()));
-    }
-    form.finish()?;
-    let mut fields = match current {
-        Some(current) => current,
-        None => UserFields {
-            username: username
-                .clone()
-                .ok_or_else(|| ApiError::field("username", "This field is required."))?,
-            email: String::new(),
-            first_name: String::new(),
-            last_name: String::new(),
-            is_superuser: false,
-            is_active: true,
-            groups: Vec::new(),
-            memberships: Vec::new(),
-        },
-    };
-    if let Some(v) = username {
-        fields.username = v;
-    }
-    if let Some(v) = email {
-        fields.email = v;
-    }
-    if let Some(v) = first_name {
-        fields.first_name = v;
-    }
-    if let Some(v) = last_name {
-        fields.last_name = v;
-    }
-    if let Some(v) = is_superuser {
-        fields.is_superuser = v;
-    }
-    if let Some(v) = is_active {
-        fields.is_active = v;
-    }
-    if let Some(v) = groups {
-        fields.groups = v;
-    }
-    if let Some(v) = memberships {
-        fields.memberships = v;
-    }
-    Ok((fields, password))
+    paging.envelope(page, view)
 }
 
 /// Creates a user (superusers only).
 #[utoipa::path(post, path = "/api/v1/users/user/", tag = "users", request_body = UserWrite,
-    responses((status = 201, body = UserView), (status = 400, description = "Field errors"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail)),
-    security(("bearer" = [])))]
+    responses((status = 201, body = UserView)), security(("bearer" = [])))]
 async fn create_user(
     State(state): State<AppState>,
-    caller: Caller,
-    JsonObject(body): JsonObject,
+    _: Authorized<Accounts, Add>,
+    body: Body<UserWrite>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    caller.require_superuser()?;
-    let (fields, password) = read_user(&state, body, Mode::Full, None).await?;
-    let password =
-        password.ok_or_else(|| ApiError::field("password", "This field is required."))?;
+    let (fields, password) = body.read_new()?.apply(&state, None).await?;
+    let password = password.ok_or_else(|| ApiError::field("password", REQUIRED))?;
     let user = state
         .store()
         .run(move |db| db.create_user(fields, password))
@@ -387,48 +472,44 @@ async fn create_user(
     Ok((StatusCode::CREATED, Json(view(user))))
 }
 
-async fn visible_user(state: &AppState, caller: &Caller, id: Uuid) -> Result<User, ApiError> {
-    let scope = user_scope(caller)?;
-    let user = state
-        .store()
-        .run(move |db| db.user(UserId(id)))
-        .await?
-        .filter(|u| match &scope {
-            Scope::All => true,
-            Scope::Orgs(orgs) => u
-                .fields
-                .memberships
-                .iter()
-                .any(|m| orgs.contains(&m.organization)),
-        })
-        .ok_or(ApiError::NotFound)?;
-    Ok(user)
+/// The user `id` if it is in `scope` (a member of one of its organizations); else not found.
+async fn visible_user(state: &AppState, scope: &Scope, id: Uuid) -> Result<User, ApiError> {
+    let user = state.store().run(move |db| db.user(UserId(id))).await?;
+    user.filter(|u| match scope {
+        Scope::All => true,
+        Scope::Orgs(orgs) => u
+            .fields
+            .memberships
+            .iter()
+            .any(|m| orgs.contains(&m.organization)),
+    })
+    .ok_or(ApiError::NotFound)
 }
 
 /// Shows one user.
-#[utoipa::path(get, path = "/api/v1/users/user/{id}/", tag = "users",
-    params(("id" = Uuid, Path, description = "User id")),
-    responses((status = 200, body = UserView), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/users/user/{id}/", tag = "users", params(PathId),
+    responses((status = 200, body = UserView)), security(("bearer" = [])))]
 async fn get_user(
     State(state): State<AppState>,
-    caller: Caller,
+    auth: Authorized<Accounts, View>,
     PathId(id): PathId,
 ) -> Result<Json<UserView>, ApiError> {
-    Ok(Json(view(visible_user(&state, &caller, id).await?)))
+    Ok(Json(view(visible_user(&state, &auth.scope, id).await?)))
 }
 
+/// Replaces a user, or with PATCH changes some of their fields (superusers only). A replace
+/// that leaves out `password` keeps it.
+#[utoipa::path(method(put, patch), path = "/api/v1/users/user/{id}/", tag = "users",
+    params(PathId), request_body = UserWrite, responses((status = 200, body = UserView)),
+    security(("bearer" = [])))]
 async fn change_user(
-    state: AppState,
-    caller: Caller,
-    id: Uuid,
-    body: Map<String, Value>,
-    mode: Mode,
+    State(state): State<AppState>,
+    auth: Authorized<Accounts, Change>,
+    PathId(id): PathId,
+    body: Body<UserWrite>,
 ) -> Result<Json<UserView>, ApiError> {
-    caller.require_superuser()?;
-    let current = visible_user(&state, &caller, id).await?;
-    let (fields, password) = read_user(&state, body, mode, Some(current.fields)).await?;
+    let current = visible_user(&state, &auth.scope, id).await?;
+    let (fields, password) = body.read()?.apply(&state, Some(current.fields)).await?;
     let user = state
         .store()
         .run(move |db| db.update_user(UserId(id), fields, password))
@@ -436,49 +517,15 @@ async fn change_user(
     Ok(Json(view(user)))
 }
 
-/// Replaces a user (superusers only).
-#[utoipa::path(put, path = "/api/v1/users/user/{id}/", tag = "users",
-    params(("id" = Uuid, Path, description = "User id")), request_body = UserWrite,
-    responses((status = 200, body = UserView), (status = 400, description = "Field errors"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
-async fn put_user(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-    JsonObject(body): JsonObject,
-) -> Result<Json<UserView>, ApiError> {
-    change_user(state, caller, id, body, Mode::Full).await
-}
-
-/// Changes some of a user's fields (superusers only).
-#[utoipa::path(patch, path = "/api/v1/users/user/{id}/", tag = "users",
-    params(("id" = Uuid, Path, description = "User id")), request_body = UserWrite,
-    responses((status = 200, body = UserView), (status = 400, description = "Field errors"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
-async fn patch_user(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-    JsonObject(body): JsonObject,
-) -> Result<Json<UserView>, ApiError> {
-    change_user(state, caller, id, body, Mode::Partial).await
-}
-
 /// Deletes a user and their tokens (superusers only).
-#[utoipa::path(delete, path = "/api/v1/users/user/{id}/", tag = "users",
-    params(("id" = Uuid, Path, description = "User id")),
-    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/users/user/{id}/", tag = "users", params(PathId),
+    responses((status = 204, description = "Deleted")), security(("bearer" = [])))]
 async fn delete_user(
     State(state): State<AppState>,
-    caller: Caller,
+    auth: Authorized<Accounts, Delete>,
     PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_superuser()?;
-    visible_user(&state, &caller, id).await?;
+    visible_user(&state, &auth.scope, id).await?;
     state
         .store()
         .run(move |db| db.delete_user(UserId(id)))
