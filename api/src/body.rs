@@ -25,7 +25,7 @@ use serde::de::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::__dev::ComposeSchema;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::{KnownFormat, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
@@ -439,7 +439,10 @@ pub struct Email(pub String);
 impl<'de> Deserialize<'de> for Email {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let Bounded(text) = Bounded::<254>::deserialize(deserializer)?;
-        if text.is_empty() || (text.contains('@') && !text.contains(char::is_whitespace)) {
+        let address = text
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty());
+        if text.is_empty() || (address && !text.contains(char::is_whitespace)) {
             Ok(Email(text))
         } else {
             Err(de::Error::custom("Enter a valid email address."))
@@ -453,6 +456,10 @@ impl PartialSchema for Email {
             ObjectBuilder::new()
                 .schema_type(Type::String)
                 .max_length(Some(254))
+                // Blank is accepted, so not the strict `email` format: a format of its own
+                // keeps tools that infer one from our messages from assuming it.
+                .format(Some(SchemaFormat::Custom("email-or-blank".to_owned())))
+                .pattern(Some(r"^$|^\S+@\S+$"))
                 .description(Some("An email address, or blank"))
                 .build(),
         ))
@@ -469,9 +476,9 @@ pub struct Pk(pub Uuid);
 impl<'de> Deserialize<'de> for Pk {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         match Value::deserialize(deserializer)? {
-            Value::String(s) => Uuid::parse_str(&s)
+            Value::String(s) => parse_uuid(&s)
                 .map(Pk)
-                .map_err(|_| de::Error::custom(does_not_exist(&s))),
+                .ok_or_else(|| de::Error::custom(does_not_exist(&s))),
             Value::Null => Err(de::Error::custom(NOT_NULL)),
             other => Err(de::Error::custom(format!(
                 "Incorrect type. Expected pk value, received {}.",
@@ -496,6 +503,17 @@ impl ToSchema for Pk {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("Pk")
     }
+}
+
+/// A hyphenated UUID, or empty (a filter left out, a reference cleared).
+pub const UUID_OR_EMPTY: &str =
+    "^$|^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// A UUID in its hyphenated form, the one the document names (`format: uuid`).
+pub fn parse_uuid(text: &str) -> Option<Uuid> {
+    (text.len() == 36)
+        .then(|| Uuid::parse_str(text).ok())
+        .flatten()
 }
 
 /// DRF's message for a reference to an object that does not exist or is not visible.
@@ -523,15 +541,17 @@ impl<'de> Deserialize<'de> for NullablePk {
 
 impl PartialSchema for NullablePk {
     fn schema() -> RefOr<Schema> {
-        Pk::schema()
+        RefOr::T(Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                .pattern(Some(UUID_OR_EMPTY))
+                .description(Some("An id; null or blank clears it"))
+                .build(),
+        ))
     }
 }
 
-impl ToSchema for NullablePk {
-    fn name() -> Cow<'static, str> {
-        Pk::name()
-    }
-}
+impl ToSchema for NullablePk {}
 
 /// An object field read by the same rules as a body; its errors nest under the field.
 #[derive(Debug, Clone, PartialEq)]

@@ -11,7 +11,7 @@ use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::ErrorDetail;
@@ -72,6 +72,10 @@ pub(crate) fn finish(openapi: &mut utoipa::openapi::OpenApi) {
     for item in openapi.paths.paths.values_mut() {
         if let Some(patch) = &mut item.patch {
             patched.extend(partial_body(patch));
+            // A PATCH without a body changes nothing, and is answered as such.
+            if let Some(body) = &mut patch.request_body {
+                body.required = Some(Required::False);
+            }
         }
         let put_id = item.put.as_ref().and_then(|put| put.operation_id.clone());
         if let Some(patch) = &mut item.patch {

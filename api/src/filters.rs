@@ -7,12 +7,11 @@ use axum::http::request::Parts;
 use fleetmq_store::Timestamp;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use utoipa::openapi::KnownFormat;
-use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use uuid::Uuid;
 
 use crate::ApiError;
-use crate::body::{read, text_field};
+use crate::body::{UUID_OR_EMPTY, parse_uuid, read, text_field};
 use crate::extract::QueryPairs;
 
 /// A list's filters, read from the query into `T`.
@@ -44,20 +43,20 @@ pub fn invalid_choice(value: &str) -> String {
     format!("Select a valid choice. {value} is not one of the available choices.")
 }
 
-/// A choice filter's schema: a string among `choices`.
+/// A choice filter's schema: a string among `choices`, or empty (no filter).
 pub fn choice_schema<'a>(choices: impl IntoIterator<Item = &'a str>) -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::String)
-        .enum_values(Some(choices))
+        .enum_values(Some(std::iter::once("").chain(choices)))
 }
 
 text_field!(
     /// A filter on an object id.
     UuidFilter(Uuid),
-    |s: &str| Uuid::parse_str(s).map_err(|_| format!("“{s}” is not a valid UUID.")),
+    |s: &str| parse_uuid(s).ok_or_else(|| format!("“{s}” is not a valid UUID.")),
     ObjectBuilder::new()
         .schema_type(Type::String)
-        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+        .pattern(Some(UUID_OR_EMPTY)),
 );
 
 text_field!(
@@ -79,6 +78,6 @@ text_field!(
     ObjectBuilder::new()
         .schema_type(Type::String)
         .description(Some(
-            "RFC 3339, `YYYY-MM-DD HH:MM[:SS[.ffffff]]` (UTC) or `YYYY-MM-DD`"
+            "Empty (no filter), RFC 3339, `YYYY-MM-DD HH:MM[:SS[.ffffff]]` (UTC) or `YYYY-MM-DD`"
         )),
 );

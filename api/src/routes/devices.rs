@@ -217,29 +217,37 @@ text_field!(
 #[into_params(parameter_in = Query)]
 pub struct DeviceListQuery {
     /// Configuration status.
+    #[param(inline)]
     #[serde(rename = "config__status")]
     config_status: Option<StatusFilter>,
     /// Configuration backend.
+    #[param(inline)]
     #[serde(rename = "config__backend")]
     config_backend: Option<BackendFilter>,
     /// Organization id.
-    #[param(value_type = Option<Uuid>)]
+    #[param(inline, value_type = Option<UuidFilter>)]
     organization: Option<String>,
     /// Organization slug.
     organization_slug: Option<String>,
     /// Template id.
+    #[param(inline)]
     #[serde(rename = "config__templates")]
     config_templates: Option<UuidFilter>,
     /// Device group id.
+    #[param(inline)]
     group: Option<UuidFilter>,
     /// Has a location.
+    #[param(inline)]
     with_geo: Option<BoolFilter>,
     /// Created at exactly this time.
+    #[param(inline)]
     created: Option<TimeFilter>,
     /// Created at or after.
+    #[param(inline)]
     #[serde(rename = "created__gte")]
     created_gte: Option<TimeFilter>,
     /// Created before.
+    #[param(inline)]
     #[serde(rename = "created__lt")]
     created_lt: Option<TimeFilter>,
 }

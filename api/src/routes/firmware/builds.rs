@@ -105,6 +105,7 @@ impl BuildWrite {
 #[into_params(parameter_in = Query)]
 pub struct BuildQuery {
     /// Category id.
+    #[param(inline)]
     category: Option<UuidFilter>,
     /// Exact version.
     version: Option<String>,
