@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::auth::{Authorized, Caller, Cancel, UpgradeOperations, View};
 use crate::body::text_field;
-use crate::extract::{PathId, QueryPairs};
+use crate::extract::PathId;
 use crate::filters::{Filters, UuidFilter, choice_schema, invalid_choice};
 use crate::pagination::{PageQuery, Paginated, Paging};
 use crate::routes::devices::visible_device;
@@ -116,30 +116,6 @@ pub struct OperationQuery {
 pub struct DeviceOperationQuery {
     /// Upgrade status.
     status: Option<StatusFilter>,
-}
-
-/// A UUID filter value, or DRF's 400 (batches, until they read [`Filters`]).
-pub(crate) fn uuid_filter(query: &QueryPairs, name: &str) -> Result<Option<Uuid>, ApiError> {
-    match query.get(name).filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some(v) => Uuid::parse_str(v)
-            .map(Some)
-            .map_err(|_| ApiError::field(name, format!("“{v}” is not a valid UUID."))),
-    }
-}
-
-/// A choice filter value, or DRF's 400 (batches, until they read [`Filters`]).
-pub(crate) fn choice_filter<T: std::str::FromStr>(
-    query: &QueryPairs,
-    name: &str,
-) -> Result<Option<T>, ApiError> {
-    match query.get(name).filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some(v) => v
-            .parse::<T>()
-            .map(Some)
-            .map_err(|_| ApiError::field(name, invalid_choice(v))),
-    }
 }
 
 /// Lists upgrade operations of the caller's organizations, newest first.
