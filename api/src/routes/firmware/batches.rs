@@ -2,16 +2,18 @@
 //! `/api/v1/firmware-upgrader/batch-upgrade-operation/` (list, detail, cancel).
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::State;
+use axum::http::StatusCode;
 use fleetmq_store::batch::{start_batch as start_mass_upgrade, targets};
 use fleetmq_store::{
     AbortThreshold, Batch, BatchError, BatchFilter, BatchId, BatchStatus, BuildId, DeviceTarget,
-    FailureRate, FirmwareTarget, Limit, LocationId, MassUpgrade, Narrowing, Page, PageRequest,
-    Resource, Rollout, RolloutError, Scope, StatusCounts, UpgradeFilter, Waves,
+    FailureRate, FirmwareTarget, Limit, LocationId, MassUpgrade, Narrowing, PageRequest, Rollout,
+    RolloutError, Scope, StatusCounts, UpgradeFilter, Waves,
 };
-use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,11 +21,13 @@ use uuid::Uuid;
 
 use super::builds::visible_build;
 use super::categories::visible_category;
-use super::upgrades::{OperationView, choice_filter, uuid_filter, view as operation_view};
-use crate::auth::Caller;
-use crate::extract::{JsonObject, QueryPairs, kind};
-use crate::form::{Field, Form, Mode, does_not_exist};
-use crate::pagination::{PageParams, Paginated};
+use super::upgrades::{OperationView, view as operation_view};
+use crate::auth::{Add, Authorized, BatchUpgrades, Caller, Cancel, View};
+use crate::body::{Body, Nested, Pk, does_not_exist, text_field};
+use crate::docs::FieldErrors;
+use crate::extract::{PathId, kind};
+use crate::filters::{Filters, UuidFilter, choice_schema, invalid_choice};
+use crate::pagination::{PageQuery, Paginated, Paging};
 use crate::{ApiError, AppState, ErrorDetail};
 
 /// The batch routes.
@@ -110,53 +114,239 @@ pub struct BatchView {
     pub upgrade_operations_count: Option<u64>,
 }
 
+text_field!(
+    /// A batch status (filter): `idle`, `in-progress`, `success`, `failed` or `cancelled`.
+    StatusFilter(BatchStatus),
+    |s: &str| s.parse::<BatchStatus>().map_err(|()| invalid_choice(s)),
+    choice_schema(BatchStatus::ALL.map(BatchStatus::as_str)),
+);
+
 /// Filters of the batch list.
-#[derive(Debug, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)] // documents the query; read from `QueryPairs`
 pub struct BatchQuery {
     /// Build id.
-    build: Option<Uuid>,
-    /// `idle`, `in-progress`, `success`, `failed` or `cancelled`.
-    status: Option<String>,
+    build: Option<UuidFilter>,
+    /// Batch status.
+    status: Option<StatusFilter>,
     /// Organization slug (an unknown or foreign one matches nothing).
     organization: Option<String>,
-    /// 1-based page number.
-    page: Option<u64>,
-    /// Items per page (default 10, at most 100).
-    page_size: Option<u64>,
 }
+
+text_field!(
+    /// A reference given in the query: an id, else "object does not exist".
+    PkFilter(Uuid),
+    |s: &str| Uuid::parse_str(s).map_err(|_| does_not_exist(s)),
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(utoipa::openapi::schema::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::Uuid
+        ))),
+);
 
 /// Narrowing of a dry run.
-#[derive(Debug, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)] // documents the query; read from `QueryPairs`
 pub struct DryRunQuery {
     /// Only devices of this group.
-    group: Option<Uuid>,
+    group: Option<PkFilter>,
     /// Only devices at this location.
-    location: Option<Uuid>,
+    location: Option<PkFilter>,
 }
 
-/// What a client sends to start a batch.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)] // documentation of the body; read by `Form`
+/// What a client sends to start a batch. Every field may be left out or be null.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct BatchWrite {
     /// Also upgrade devices without firmware whose model fits an image of the build.
-    upgrade_all: Option<bool>,
+    #[schema(value_type = Option<bool>, nullable = false)]
+    upgrade_all: Option<Flag>,
     /// Only devices of this group.
-    group: Option<Uuid>,
+    #[schema(value_type = Option<Uuid>)]
+    group: Option<Option<Reference>>,
     /// Only devices at this location.
-    location: Option<Uuid>,
+    #[schema(value_type = Option<Uuid>)]
+    location: Option<Option<Reference>>,
     /// Devices upgrading at the same time, at most (≥ 1).
-    max_parallel: Option<u32>,
+    #[schema(value_type = Option<u32>, minimum = 1)]
+    max_parallel: Option<Option<LimitField>>,
     /// Operations started per minute, at most (≥ 1).
-    rate_per_minute: Option<u32>,
+    #[schema(value_type = Option<u32>, minimum = 1)]
+    rate_per_minute: Option<Option<LimitField>>,
     /// Cumulative percentages per wave: ascending, 1–100, the last 100 (e.g. `[1, 10, 100]`).
-    waves: Option<Vec<u8>>,
-    /// `{"failure_rate": 0 < r ≤ 1, "min_sample": n ≥ 1}`: stop the batch past this rate.
-    #[schema(value_type = Option<Object>)]
-    abort_threshold: Option<Value>,
+    #[schema(value_type = Option<Vec<u8>>)]
+    waves: Option<Option<WavesField>>,
+    /// Stop the batch past a failure rate.
+    #[schema(value_type = Option<AbortThresholdWrite>)]
+    abort_threshold: Option<Option<ThresholdField>>,
+}
+
+/// The `abort_threshold` object of a batch body.
+#[derive(Debug, ToSchema)]
+pub struct AbortThresholdWrite {
+    /// Failed share of finished operations at which the batch stops: 0 < r ≤ 1.
+    #[schema(value_type = f64, required = true, nullable = false)]
+    failure_rate: FailureRate,
+    /// Finished operations needed before the rate counts (≥ 1).
+    #[schema(value_type = u32, minimum = 1, required = true, nullable = false)]
+    min_sample: Limit,
+}
+
+impl<'de> Deserialize<'de> for AbortThresholdWrite {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Given {
+            failure_rate: Option<RateField>,
+            min_sample: Option<LimitField>,
+        }
+        let given = Given::deserialize(deserializer)?;
+        // Both are required. A field that was given but invalid is already reported (and left
+        // out of this pass), so `min_sample` is named first: the usual mistake is a rate alone.
+        let Some(LimitField(min_sample)) = given.min_sample else {
+            return Err(de::Error::missing_field("min_sample"));
+        };
+        let Some(RateField(failure_rate)) = given.failure_rate else {
+            return Err(de::Error::missing_field("failure_rate"));
+        };
+        Ok(AbortThresholdWrite {
+            failure_rate,
+            min_sample,
+        })
+    }
+}
+
+/// A yes/no field as DRF's `BooleanField` reads it: also `"true"`/`"false"`, `"yes"`/`"no"`,
+/// `"on"`/`"off"`, `1`/`0`.
+#[derive(Debug, Clone, Copy)]
+struct Flag(bool);
+
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let flag = match Value::deserialize(deserializer)? {
+            Value::Bool(b) => Some(b),
+            Value::String(s) => match s.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Some(true),
+                "false" | "0" | "no" | "off" => Some(false),
+                _ => None,
+            },
+            Value::Number(n) => match n.as_u64() {
+                Some(0) => Some(false),
+                Some(1) => Some(true),
+                _ => None,
+            },
+            _ => None,
+        };
+        flag.map(Flag)
+            .ok_or_else(|| de::Error::custom("Must be a valid boolean."))
+    }
+}
+
+/// A nullable reference: an id, or blank for none (as `null`).
+#[derive(Debug, Clone, Copy)]
+struct Reference(Option<Uuid>);
+
+impl<'de> Deserialize<'de> for Reference {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::String(s) if s.is_empty() => Ok(Reference(None)),
+            other => Pk::deserialize(other)
+                .map(|Pk(id)| Reference(Some(id)))
+                .map_err(de::Error::custom),
+        }
+    }
+}
+
+/// A positive count, given as a number or a numeric string (DRF's `IntegerField` with
+/// `min_value=1`).
+#[derive(Debug, Clone, Copy)]
+struct LimitField(Limit);
+
+impl<'de> Deserialize<'de> for LimitField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let n = match Value::deserialize(deserializer)? {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse::<i64>().ok(),
+            _ => None,
+        };
+        let n = n.ok_or_else(|| de::Error::custom("A valid integer is required."))?;
+        Limit::try_from(n)
+            .map(LimitField)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// A failure rate, given as a number.
+#[derive(Debug, Clone, Copy)]
+struct RateField(FailureRate);
+
+impl<'de> Deserialize<'de> for RateField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let rate = Value::deserialize(deserializer)?
+            .as_f64()
+            .ok_or_else(|| de::Error::custom("A valid number is required."))?;
+        FailureRate::try_from(rate)
+            .map(RateField)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// The waves of a batch body.
+#[derive(Debug, Clone)]
+struct WavesField(Waves);
+
+impl<'de> Deserialize<'de> for WavesField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::Array(items) => items
+                .iter()
+                .map(Value::as_u64)
+                .collect::<Option<Vec<u64>>>()
+                .ok_or(RolloutError::WaveOutOfRange)
+                .and_then(Waves::try_from)
+                .map(WavesField)
+                .map_err(de::Error::custom),
+            other => Err(de::Error::custom(format!(
+                "Expected a list of items but got type \"{}\".",
+                kind(&other)
+            ))),
+        }
+    }
+}
+
+/// The abort threshold of a batch body; its field errors nest under `abort_threshold`.
+#[derive(Debug, Clone, Copy)]
+struct ThresholdField(AbortThreshold);
+
+impl<'de> Deserialize<'de> for ThresholdField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            object @ Value::Object(_) => Nested::<AbortThresholdWrite>::deserialize(object)
+                .map(|Nested(t)| ThresholdField(AbortThreshold::new(t.failure_rate, t.min_sample)))
+                .map_err(de::Error::custom),
+            other => Err(de::Error::custom(format!(
+                "Expected a dictionary of items but got type \"{}\".",
+                kind(&other)
+            ))),
+        }
+    }
+}
+
+impl BatchWrite {
+    /// Whether devices without firmware are upgraded too, and the rollout.
+    fn rollout(&self) -> (bool, Rollout) {
+        let upgrade_all = self.upgrade_all.is_some_and(|f| f.0);
+        let limit = |f: Option<Option<LimitField>>| f.flatten().map(|l| l.0);
+        let rollout = Rollout::new(
+            limit(self.max_parallel),
+            limit(self.rate_per_minute),
+            self.waves
+                .clone()
+                .flatten()
+                .map(|w| w.0)
+                .unwrap_or_default(),
+            self.abort_threshold.flatten().map(|t| t.0),
+        );
+        (upgrade_all, rollout)
+    }
 }
 
 /// The answer to starting a batch.
@@ -211,10 +401,6 @@ fn view(batch: Batch) -> BatchView {
     }
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
-}
-
 /// The API's answer to a mass upgrade the domain refused.
 fn batch_error(error: BatchError) -> ApiError {
     match error {
@@ -226,113 +412,11 @@ fn batch_error(error: BatchError) -> ApiError {
     }
 }
 
-/// Reads a positive integer field (DRF's IntegerField with `min_value=1`).
-fn limit(form: &mut Form, field: &str, value: Value) -> Option<Limit> {
-    let n = match &value {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.trim().parse::<i64>().ok(),
-        _ => None,
-    };
-    let Some(n) = n else {
-        form.error(field, "A valid integer is required.");
-        return None;
-    };
-    Limit::try_from(n)
-        .map_err(|e| form.error(field, e.to_string()))
-        .ok()
-}
-
-/// Reads an optional positive integer field (absent or null: no limit).
-fn optional_limit(form: &mut Form, field: &str) -> Option<Limit> {
-    match form.raw(field, false) {
-        Field::Set(v) if !v.is_null() => limit(form, field, v),
-        _ => None,
-    }
-}
-
-/// Reads the waves of a batch body.
-fn read_waves(form: &mut Form) -> Waves {
-    match form.raw("waves", false) {
-        Field::Set(Value::Array(items)) => {
-            let percents: Option<Vec<u64>> = items.iter().map(Value::as_u64).collect();
-            percents
-                .ok_or(RolloutError::WaveOutOfRange)
-                .and_then(Waves::try_from)
-                .map_err(|e| form.error("waves", e.to_string()))
-                .unwrap_or_default()
-        }
-        Field::Set(Value::Null) => Waves::default(),
-        Field::Set(other) => {
-            form.error(
-                "waves",
-                format!(
-                    "Expected a list of items but got type \"{}\".",
-                    kind(&other)
-                ),
-            );
-            Waves::default()
-        }
-        _ => Waves::default(),
-    }
-}
-
-/// Reads the abort threshold of a batch body; its field errors nest under `abort_threshold`.
-fn read_abort_threshold(form: &mut Form) -> Option<AbortThreshold> {
-    match form.raw("abort_threshold", false) {
-        Field::Set(Value::Object(map)) => {
-            let mut nested = Form::new(map, Mode::Full);
-            let failure_rate = match nested.raw("failure_rate", true) {
-                Field::Set(v) => match v.as_f64() {
-                    Some(r) => FailureRate::try_from(r)
-                        .map_err(|e| nested.error("failure_rate", e.to_string()))
-                        .ok(),
-                    None => {
-                        nested.error("failure_rate", "A valid number is required.");
-                        None
-                    }
-                },
-                _ => None,
-            };
-            let min_sample = match nested.raw("min_sample", true) {
-                Field::Set(v) => limit(&mut nested, "min_sample", v),
-                _ => None,
-            };
-            let errors = nested.into_errors();
-            if !errors.is_empty() {
-                form.nested_errors("abort_threshold", errors);
-                return None;
-            }
-            Some(AbortThreshold::new(failure_rate?, min_sample?))
-        }
-        Field::Set(Value::Null) => None,
-        Field::Set(other) => {
-            form.error(
-                "abort_threshold",
-                format!(
-                    "Expected a dictionary of items but got type \"{}\".",
-                    kind(&other)
-                ),
-            );
-            None
-        }
-        _ => None,
-    }
-}
-
-/// Reads the rollout fields of a batch body.
-fn read_rollout(form: &mut Form) -> Rollout {
-    let max_parallel = optional_limit(form, "max_parallel");
-    let rate_per_minute = optional_limit(form, "rate_per_minute");
-    let waves = read_waves(form);
-    let abort_threshold = read_abort_threshold(form);
-    Rollout::new(max_parallel, rate_per_minute, waves, abort_threshold)
-}
-
-/// Checks the group and location narrowing; unknown or invisible ones are field errors.
+/// The group and location a mass upgrade is narrowed to; a location the caller cannot see
+/// is a field error (the group is judged by the domain against the devices in reach).
 async fn read_narrowing(
     state: &AppState,
     caller: &Caller,
-    form: &mut Form,
     group: Option<Uuid>,
     location: Option<Uuid>,
 ) -> Result<Narrowing, ApiError> {
@@ -345,11 +429,9 @@ async fn read_narrowing(
             .store()
             .run(move |db| db.location(LocationId(id)))
             .await?
-            .filter(|l| caller.manages(l.organization));
-        match found {
-            Some(l) => narrowing.location = Some(l.id),
-            None => form.error("location", does_not_exist(&id.to_string())),
-        }
+            .filter(|l| caller.manages(l.organization))
+            .ok_or_else(|| ApiError::field("location", does_not_exist(&id.to_string())))?;
+        narrowing.location = Some(found.id);
     }
     Ok(narrowing)
 }
@@ -369,39 +451,28 @@ async fn mass_upgrade(
     Ok(MassUpgrade::new(build, category.fields.organization, scope))
 }
 
-fn query_uuid(form: &mut Form, query: &QueryPairs, name: &str) -> Option<Uuid> {
-    let v = query.get(name).filter(|v| !v.is_empty())?;
-    match Uuid::parse_str(v) {
-        Ok(id) => Some(id),
-        Err(_) => {
-            form.error(name, does_not_exist(v));
-            None
-        }
-    }
-}
-
 /// Dry run: the device firmwares and the firmware-less devices a mass upgrade of the build
 /// would reach (devices are upgraded only with `upgrade_all`).
 #[utoipa::path(get, path = "/api/v1/firmware-upgrader/build/{id}/upgrade/", tag = "upgrades",
-    params(("id" = Uuid, Path, description = "Build id"), DryRunQuery),
-    responses((status = 200, description = "{\"device_firmwares\": [...], \"devices\": [...]}"),
-        (status = 400, description = "Unknown group or location"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
+    params(PathId, DryRunQuery),
+    responses((status = 200, description = "`{\"device_firmwares\": [...], \"devices\": [...]}`")),
     security(("bearer" = [])))]
 async fn dry_run(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    query: QueryPairs,
-    Path(id): Path<String>,
+    auth: Authorized<BatchUpgrades, View>,
+    PathId(id): PathId,
+    query: Result<Filters<DryRunQuery>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    let scope = caller.authorize(Resource::BatchUpgradeOperation, &method)?;
-    let upgrade = mass_upgrade(&state, &caller, parse_id(&id)?, scope).await?;
-    let mut form = Form::new(Map::new(), Mode::Partial);
-    let group = query_uuid(&mut form, &query, "group");
-    let location = query_uuid(&mut form, &query, "location");
-    let narrowing = read_narrowing(&state, &caller, &mut form, group, location).await?;
-    form.finish()?;
+    let upgrade = mass_upgrade(&state, &auth.caller, id, auth.scope.clone()).await?;
+    // An unknown build is not found before its narrowing is judged.
+    let Filters(query) = query?;
+    let narrowing = read_narrowing(
+        &state,
+        &auth.caller,
+        query.group.map(|g| g.0),
+        query.location.map(|l| l.0),
+    )
+    .await?;
     let targets = state
         .store()
         .run(move |db| Ok(targets(db, &upgrade, &narrowing)))
@@ -451,31 +522,32 @@ async fn dry_run(
 /// build, plus (with `upgrade_all`) devices without firmware whose model fits one of its
 /// images; optionally narrowed to a group or location and rolled out in limits and waves.
 #[utoipa::path(post, path = "/api/v1/firmware-upgrader/build/{id}/upgrade/", tag = "upgrades",
-    params(("id" = Uuid, Path, description = "Build id")), request_body = BatchWrite,
+    params(PathId), request_body = BatchWrite,
     responses((status = 201, body = BatchCreated),
-        (status = 400, description = "Field errors, or {\"error\": \"No devices found matching the specified filters. ...\"}"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
+        (status = 400, description = "Field errors, or `{\"error\": \"No devices found matching the specified filters. ...\"}`", body = FieldErrors),
+        (status = 403, description = "No permission, the caller manages no organization, or a shared build and the caller is no superuser", body = ErrorDetail)),
     security(("bearer" = [])))]
 async fn start_batch(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    Path(id): Path<String>,
-    JsonObject(body): JsonObject,
+    auth: Authorized<BatchUpgrades, Add>,
+    PathId(id): PathId,
+    body: Body<BatchWrite>,
 ) -> Result<(StatusCode, Json<BatchCreated>), ApiError> {
-    let scope = caller.authorize(Resource::BatchUpgradeOperation, &method)?;
-    let upgrade = mass_upgrade(&state, &caller, parse_id(&id)?, scope).await?;
-    caller.require_shared_write(
+    let upgrade = mass_upgrade(&state, &auth.caller, id, auth.scope.clone()).await?;
+    auth.caller.require_shared_write(
         upgrade.organization,
         "Only superusers can start mass upgrades of shared builds.",
     )?;
-    let mut form = Form::new(body, Mode::Partial);
-    let upgrade_all = form.boolean("upgrade_all").set().unwrap_or(false);
-    let group = form.reference("group", false, true).set().flatten();
-    let location = form.reference("location", false, true).set().flatten();
-    let rollout = read_rollout(&mut form);
-    let narrowing = read_narrowing(&state, &caller, &mut form, group, location).await?;
-    form.finish()?;
+    let body = body.read()?;
+    let (upgrade_all, rollout) = body.rollout();
+    let reference = |r: Option<Option<Reference>>| r.flatten().and_then(|r| r.0);
+    let narrowing = read_narrowing(
+        &state,
+        &auth.caller,
+        reference(body.group),
+        reference(body.location),
+    )
+    .await?;
     let (id, started) = state
         .store()
         .run(move |db| {
@@ -494,49 +566,37 @@ async fn start_batch(
 }
 
 /// Lists batches of the caller's organizations, newest first.
-#[utoipa::path(get, path = "/api/v1/firmware-upgrader/batch-upgrade-operation/", tag = "upgrades",
-    params(BatchQuery),
-    responses((status = 200, body = Paginated<BatchView>), (status = 400, description = "Invalid filter"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/firmware-upgrader/batch-upgrade-operation/",
+    tag = "upgrades", params(PageQuery, BatchQuery),
+    responses((status = 200, body = Paginated<BatchView>)), security(("bearer" = [])))]
 async fn list_batches(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    query: QueryPairs,
+    auth: Authorized<BatchUpgrades, View>,
+    paging: Paging,
+    Filters(query): Filters<BatchQuery>,
 ) -> Result<Json<Paginated<BatchView>>, ApiError> {
-    let mut scope = caller.authorize(Resource::BatchUpgradeOperation, &method)?;
-    let params = PageParams::from_query(&query)?;
+    let mut scope = auth.scope;
     let filter = BatchFilter {
-        build: uuid_filter(&query, "build")?.map(BuildId),
-        status: choice_filter::<BatchStatus>(&query, "status")?,
+        build: query.build.map(|b| BuildId(b.0)),
+        status: query.status.map(|s| s.0),
     };
-    if let Some(slug) = query.get("organization").filter(|v| !v.is_empty()) {
-        let slug = slug.to_owned();
+    if let Some(slug) = query.organization {
         let org = state
             .store()
             .run(move |db| db.organization_by_slug(&slug))
             .await?;
-        match org.filter(|o| scope.contains(o.id) && caller.manages(o.id)) {
+        match org.filter(|o| scope.contains(o.id) && auth.caller.manages(o.id)) {
             Some(org) => scope = Scope::Orgs(vec![org.id]),
             // An unknown or foreign organization matches nothing.
-            None => {
-                let empty = Page::<Batch> {
-                    count: 0,
-                    items: Vec::new(),
-                };
-                return Ok(Json(params.envelope(empty, &uri, &headers, &query, view)?));
-            }
+            None => return paging.empty(),
         }
     }
-    let request = params.request();
+    let request = paging.request();
     let page = state
         .store()
         .run(move |db| db.list_batches(&scope, &filter, request))
         .await?;
-    Ok(Json(params.envelope(page, &uri, &headers, &query, view)?))
+    paging.envelope(page, view)
 }
 
 async fn visible_batch(state: &AppState, caller: &Caller, id: Uuid) -> Result<Batch, ApiError> {
@@ -573,35 +633,28 @@ async fn detail(state: &AppState, batch: Batch) -> Result<BatchView, ApiError> {
 }
 
 /// Shows a batch with its counts, rates and (up to 1000 of) its operations.
-#[utoipa::path(get, path = "/api/v1/firmware-upgrader/batch-upgrade-operation/{id}/", tag = "upgrades",
-    params(("id" = Uuid, Path, description = "Batch id")),
-    responses((status = 200, body = BatchView), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
+#[utoipa::path(get, path = "/api/v1/firmware-upgrader/batch-upgrade-operation/{id}/",
+    tag = "upgrades", params(PathId), responses((status = 200, body = BatchView)),
     security(("bearer" = [])))]
 async fn get_batch(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    Path(id): Path<String>,
+    auth: Authorized<BatchUpgrades, View>,
+    PathId(id): PathId,
 ) -> Result<Json<BatchView>, ApiError> {
-    caller.authorize(Resource::BatchUpgradeOperation, &method)?;
-    let batch = visible_batch(&state, &caller, parse_id(&id)?).await?;
+    let batch = visible_batch(&state, &auth.caller, id).await?;
     Ok(Json(detail(&state, batch).await?))
 }
 
 /// Cancels every operation of the batch that has not begun flashing.
-#[utoipa::path(post, path = "/api/v1/firmware-upgrader/batch-upgrade-operation/{id}/cancel/", tag = "upgrades",
-    params(("id" = Uuid, Path, description = "Batch id")),
-    responses((status = 200, body = BatchView), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
+#[utoipa::path(post, path = "/api/v1/firmware-upgrader/batch-upgrade-operation/{id}/cancel/",
+    tag = "upgrades", params(PathId), responses((status = 200, body = BatchView)),
     security(("bearer" = [])))]
 async fn cancel_batch(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    auth: Authorized<BatchUpgrades, Cancel>,
+    PathId(id): PathId,
 ) -> Result<Json<BatchView>, ApiError> {
-    caller.authorize(Resource::BatchUpgradeOperation, &Method::PATCH)?;
-    let batch = visible_batch(&state, &caller, parse_id(&id)?).await?;
+    let batch = visible_batch(&state, &auth.caller, id).await?;
     let (batch, cancelled) = state
         .store()
         .run(move |db| db.cancel_batch(batch.id))

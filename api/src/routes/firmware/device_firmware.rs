@@ -2,13 +2,10 @@
 //! Setting it (PUT/PATCH) starts an upgrade operation.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode};
-use fleetmq_store::{
-    Build, Device, DeviceFirmware, Image, ImageId, Resource, UpgradeOperation, UpgradePlan,
-};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use fleetmq_store::{Build, Device, DeviceFirmware, Image, ImageId, UpgradeOperation, UpgradePlan};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -16,20 +13,15 @@ use uuid::Uuid;
 
 use super::categories::visible_category;
 use super::upgrades::{OperationView, view as operation_view};
-use crate::auth::Caller;
-use crate::extract::JsonObject;
-use crate::form::{Form, Mode, does_not_exist};
+use crate::auth::{Authorized, Caller, Change, Delete, DeviceFirmwares, View};
+use crate::body::{Body, Pk, does_not_exist};
+use crate::extract::PathId;
 use crate::routes::devices::visible_device;
 use crate::{ApiError, AppState, ErrorDetail};
 
 /// The device firmware routes.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(
-        get_firmware,
-        put_firmware,
-        patch_firmware,
-        delete_firmware
-    ))
+    OpenApiRouter::new().routes(routes!(get_firmware, set_firmware, delete_firmware))
 }
 
 /// OpenWISP's refusal for deactivated devices.
@@ -51,12 +43,45 @@ pub struct DeviceFirmwareView {
     pub upgrade_operation: Option<OperationView>,
 }
 
-/// What a client sends.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)] // documentation of the body; read by `Form`
+/// What a client sends to set a device's firmware.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct DeviceFirmwareWrite {
     /// Image id: of a category of the device's organization (or shared), for its model.
-    image: Uuid,
+    #[schema(required = true, nullable = false)]
+    image: Option<Pk>,
+}
+
+impl DeviceFirmwareWrite {
+    /// The image to upgrade `device` to, with its build: the one given, or without one (PATCH)
+    /// the device's `current` image again. It must be visible to the caller, of the device's
+    /// organization (or shared) and fit the device's model.
+    async fn apply(
+        self,
+        state: &AppState,
+        caller: &Caller,
+        device: &Device,
+        current: Option<&DeviceFirmware>,
+    ) -> Result<(Image, Build), ApiError> {
+        let Some(Pk(id)) = self.image else {
+            let current = current.ok_or(ApiError::NotFound)?;
+            return suitable_image(state, caller, device, current.image.0)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::field("image", does_not_exist(&current.image.to_string()))
+                });
+        };
+        let (image, build) = suitable_image(state, caller, device, id)
+            .await?
+            .ok_or_else(|| ApiError::field("image", does_not_exist(&id.to_string())))?;
+        let types = state.store().run(|db| db.image_types()).await?;
+        let fits = types
+            .iter()
+            .any(|t| t.name == image.kind && t.fits(&device.fields.model));
+        if !fits {
+            return Err(ApiError::field("image", MODEL_MISMATCH));
+        }
+        Ok((image, build))
+    }
 }
 
 fn view(f: DeviceFirmware, op: Option<UpgradeOperation>) -> DeviceFirmwareView {
@@ -66,10 +91,6 @@ fn view(f: DeviceFirmware, op: Option<UpgradeOperation>) -> DeviceFirmwareView {
         modified: f.modified.to_string(),
         upgrade_operation: op.map(operation_view),
     }
-}
-
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
 }
 
 /// The image `id` with its build, if the caller may see it and `device` may install it:
@@ -106,19 +127,15 @@ async fn suitable_image(
 }
 
 /// Shows a device's firmware.
-#[utoipa::path(get, path = "/api/v1/firmware-upgrader/device/{device_id}/firmware/", tag = "upgrades",
-    params(("device_id" = Uuid, Path, description = "Device id")),
-    responses((status = 200, body = DeviceFirmwareView), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/firmware-upgrader/device/{device_id}/firmware/",
+    tag = "upgrades", params(("device_id" = Uuid, Path, description = "Device id")),
+    responses((status = 200, body = DeviceFirmwareView)), security(("bearer" = [])))]
 async fn get_firmware(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    Path(device): Path<String>,
+    auth: Authorized<DeviceFirmwares, View>,
+    PathId(device): PathId,
 ) -> Result<Json<DeviceFirmwareView>, ApiError> {
-    caller.authorize(Resource::DeviceFirmware, &method)?;
-    let device = visible_device(&state, &caller, parse_id(&device)?).await?;
+    let device = visible_device(&state, &auth.caller, device).await?;
     let firmware = state
         .store()
         .run(move |db| db.device_firmware(device.id))
@@ -127,59 +144,40 @@ async fn get_firmware(
     Ok(Json(view(firmware, None)))
 }
 
-async fn write(
-    state: AppState,
-    caller: Caller,
+/// Sets a device's firmware and starts an upgrade operation to the image: PUT creates it when
+/// missing (201) or replaces it (200); PATCH changes it (404 when the device has none), and
+/// without an image upgrades to the current one again.
+#[utoipa::path(method(put, patch), path = "/api/v1/firmware-upgrader/device/{device_id}/firmware/",
+    tag = "upgrades", params(("device_id" = Uuid, Path, description = "Device id")),
+    request_body = DeviceFirmwareWrite,
+    responses((status = 200, body = DeviceFirmwareView),
+        (status = 201, description = "PUT only: the device had no firmware", body = DeviceFirmwareView),
+        (status = 403, description = "No permission, the caller manages no organization, or the device is deactivated", body = ErrorDetail)),
+    security(("bearer" = [])))]
+async fn set_firmware(
+    State(state): State<AppState>,
+    auth: Authorized<DeviceFirmwares, Change>,
     method: Method,
-    device: String,
-    body: Map<String, Value>,
-    mode: Mode,
+    PathId(device): PathId,
+    body: Body<DeviceFirmwareWrite>,
 ) -> Result<(StatusCode, Json<DeviceFirmwareView>), ApiError> {
-    caller.authorize(Resource::DeviceFirmware, &method)?;
-    let device = visible_device(&state, &caller, parse_id(&device)?).await?;
+    let device = visible_device(&state, &auth.caller, device).await?;
     let device_id = device.id;
     let current = state
         .store()
         .run(move |db| db.device_firmware(device_id))
         .await?;
-    if mode == Mode::Partial && current.is_none() {
+    // Only PUT creates; a partial update needs something to change.
+    if method == Method::PATCH && current.is_none() {
         return Err(ApiError::NotFound);
     }
     if device.is_deactivated {
         return Err(ApiError::Forbidden(DEACTIVATED.to_owned()));
     }
-    let mut form = Form::new(body, mode);
-    let requested = form.reference("image", true, false).set().flatten();
-    let mut chosen = None;
-    if let Some(id) = requested {
-        match suitable_image(&state, &caller, &device, id).await? {
-            None => form.error("image", does_not_exist(&id.to_string())),
-            Some((image, build)) => {
-                let types = state.store().run(|db| db.image_types()).await?;
-                let fits = types
-                    .iter()
-                    .any(|t| t.name == image.kind && t.fits(&device.fields.model));
-                if fits {
-                    chosen = Some((image, build));
-                } else {
-                    form.error("image", MODEL_MISMATCH);
-                }
-            }
-        }
-    }
-    form.finish()?;
-    let (image, build) = match chosen {
-        Some(chosen) => chosen,
-        // PATCH without an image: upgrade to the current one again.
-        None => {
-            let current = current.as_ref().ok_or(ApiError::NotFound)?;
-            suitable_image(&state, &caller, &device, current.image.0)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::field("image", does_not_exist(&current.image.to_string()))
-                })?
-        }
-    };
+    let (image, build) = body
+        .read()?
+        .apply(&state, &auth.caller, &device, current.as_ref())
+        .await?;
     let op = UpgradeOperation::new(&device, &image, &build, None, 0);
     let (started, firmware) = state
         .store()
@@ -203,57 +201,16 @@ async fn write(
     Ok((status, Json(view(firmware, op))))
 }
 
-/// Sets a device's firmware, creating it when missing (201) or changing it (200), and starts
-/// an upgrade operation to the image.
-#[utoipa::path(put, path = "/api/v1/firmware-upgrader/device/{device_id}/firmware/", tag = "upgrades",
-    params(("device_id" = Uuid, Path, description = "Device id")), request_body = DeviceFirmwareWrite,
-    responses((status = 200, body = DeviceFirmwareView), (status = 201, body = DeviceFirmwareView),
-        (status = 400, description = "Field errors"), (status = 401, body = ErrorDetail),
-        (status = 403, description = "No permission, or the device is deactivated", body = ErrorDetail),
-        (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
-async fn put_firmware(
-    State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    Path(device): Path<String>,
-    JsonObject(body): JsonObject,
-) -> Result<(StatusCode, Json<DeviceFirmwareView>), ApiError> {
-    write(state, caller, method, device, body, Mode::Full).await
-}
-
-/// Changes a device's firmware (404 when it has none) and starts an upgrade operation.
-#[utoipa::path(patch, path = "/api/v1/firmware-upgrader/device/{device_id}/firmware/", tag = "upgrades",
-    params(("device_id" = Uuid, Path, description = "Device id")), request_body = DeviceFirmwareWrite,
-    responses((status = 200, body = DeviceFirmwareView), (status = 400, description = "Field errors"),
-        (status = 401, body = ErrorDetail),
-        (status = 403, description = "No permission, or the device is deactivated", body = ErrorDetail),
-        (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
-async fn patch_firmware(
-    State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    Path(device): Path<String>,
-    JsonObject(body): JsonObject,
-) -> Result<(StatusCode, Json<DeviceFirmwareView>), ApiError> {
-    write(state, caller, method, device, body, Mode::Partial).await
-}
-
 /// Forgets a device's firmware record (its operations stay).
-#[utoipa::path(delete, path = "/api/v1/firmware-upgrader/device/{device_id}/firmware/", tag = "upgrades",
-    params(("device_id" = Uuid, Path, description = "Device id")),
-    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/firmware-upgrader/device/{device_id}/firmware/",
+    tag = "upgrades", params(("device_id" = Uuid, Path, description = "Device id")),
+    responses((status = 204, description = "Deleted")), security(("bearer" = [])))]
 async fn delete_firmware(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    Path(device): Path<String>,
+    auth: Authorized<DeviceFirmwares, Delete>,
+    PathId(device): PathId,
 ) -> Result<StatusCode, ApiError> {
-    caller.authorize(Resource::DeviceFirmware, &method)?;
-    let device = visible_device(&state, &caller, parse_id(&device)?).await?;
+    let device = visible_device(&state, &auth.caller, device).await?;
     state
         .store()
         .run(move |db| db.delete_device_firmware(device.id))

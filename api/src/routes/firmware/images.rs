@@ -3,13 +3,13 @@
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fleetmq_store::{
-    BlobError, BuildId, DeviceId, DownloadGrant, Image, ImageId, Resource, Timestamp,
-};
-use serde::Serialize;
+use fleetmq_store::{BlobError, BuildId, DeviceId, DownloadGrant, Image, ImageId, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -17,9 +17,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::builds::visible_build;
-use crate::auth::Caller;
-use crate::extract::QueryPairs;
-use crate::pagination::{PageParams, Paginated};
+use crate::auth::{Add, Authorized, Caller, Delete, FirmwareImages, View};
+use crate::extract::{PathId, QueryPairs};
+use crate::filters::Filters;
+use crate::pagination::{PageQuery, Paginated, Paging};
 use crate::{ApiError, AppState, ErrorDetail};
 
 /// The image routes (uploads bypass the JSON body limit and have their own).
@@ -64,17 +65,12 @@ pub struct ImageUpload {
 }
 
 /// Filter of the image list.
-#[derive(Debug, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)] // documentation of the query; read from `QueryPairs`
 pub struct ImageQuery {
     /// Board identifier.
-    #[param(rename = "type")]
+    #[serde(rename = "type")]
     kind: Option<String>,
-    /// 1-based page number.
-    page: Option<u64>,
-    /// Items per page (default 10, at most 100).
-    page_size: Option<u64>,
 }
 
 fn view(image: Image) -> ImageView {
@@ -89,8 +85,14 @@ fn view(image: Image) -> ImageView {
     }
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
+/// The build and image ids of an image's path; anything else is not found.
+type ImagePath = Result<Path<(Uuid, Uuid)>, PathRejection>;
+
+/// Adds `message` to `field`'s problems (DRF's shape: a list per field).
+fn add_error(errors: &mut Map<String, Value>, field: &str, message: impl Into<String>) {
+    if let Value::Array(list) = errors.entry(field).or_insert_with(|| json!([])) {
+        list.push(Value::String(message.into()));
+    }
 }
 
 fn valid_type(s: &str) -> Result<String, &'static str> {
@@ -111,52 +113,36 @@ fn valid_type(s: &str) -> Result<String, &'static str> {
 
 /// Lists a build's images.
 #[utoipa::path(get, path = "/api/v1/firmware-upgrader/build/{id}/image/", tag = "firmware",
-    params(("id" = Uuid, Path, description = "Build id"), ImageQuery),
-    responses((status = 200, body = Paginated<ImageView>), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
+    params(PathId, PageQuery, ImageQuery), responses((status = 200, body = Paginated<ImageView>)),
     security(("bearer" = [])))]
 async fn list_images(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    query: QueryPairs,
-    Path(build): Path<String>,
+    auth: Authorized<FirmwareImages, View>,
+    PathId(build): PathId,
+    paging: Paging,
+    Filters(query): Filters<ImageQuery>,
 ) -> Result<Json<Paginated<ImageView>>, ApiError> {
-    caller.authorize(Resource::FirmwareImage, &method)?;
-    let build = visible_build(&state, &caller, parse_id(&build)?).await?;
-    let params = PageParams::from_query(&query)?;
-    let request = params.request();
-    let kind = query
-        .get("type")
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned);
+    let build = visible_build(&state, &auth.caller, build).await?;
+    let request = paging.request();
     let page = state
         .store()
-        .run(move |db| db.list_images(build.id, kind.as_deref(), request))
+        .run(move |db| db.list_images(build.id, query.kind.as_deref(), request))
         .await?;
-    Ok(Json(params.envelope(page, &uri, &headers, &query, view)?))
+    paging.envelope(page, view)
 }
 
 /// Uploads an image (multipart: `file` and `type`), streamed to disk; the SHA-256 is computed
 /// on the way. Past the size limit → 413.
 #[utoipa::path(post, path = "/api/v1/firmware-upgrader/build/{id}/image/", tag = "firmware",
-    params(("id" = Uuid, Path, description = "Build id")),
-    request_body(content = ImageUpload, content_type = "multipart/form-data"),
-    responses((status = 201, body = ImageView), (status = 400, description = "Field errors"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail),
-        (status = 413, body = ErrorDetail), (status = 415, body = ErrorDetail)),
-    security(("bearer" = [])))]
+    params(PathId), request_body(content = ImageUpload, content_type = "multipart/form-data"),
+    responses((status = 201, body = ImageView)), security(("bearer" = [])))]
 async fn upload_image(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    Path(build): Path<String>,
+    auth: Authorized<FirmwareImages, Add>,
+    PathId(build): PathId,
     request: axum::extract::Request,
 ) -> Result<(StatusCode, Json<ImageView>), ApiError> {
-    caller.authorize(Resource::FirmwareImage, &method)?;
-    let build = visible_build(&state, &caller, parse_id(&build)?).await?;
+    let build = visible_build(&state, &auth.caller, build).await?;
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -175,7 +161,7 @@ async fn upload_image(
     let id = ImageId::new();
     let mut kind: Option<String> = None;
     let mut stored: Option<(u64, String)> = None;
-    let mut errors = crate::form::Form::new(serde_json::Map::new(), crate::form::Mode::Partial);
+    let mut errors = Map::new();
     while let Some(mut field) = multipart
         .next_field()
         .await
@@ -188,7 +174,7 @@ async fn upload_image(
                 })?;
                 match valid_type(&text) {
                     Ok(t) => kind = Some(t),
-                    Err(m) => errors.error("type", m),
+                    Err(m) => add_error(&mut errors, "type", m),
                 }
             }
             Some("file") if stored.is_none() => {
@@ -228,20 +214,24 @@ async fn upload_image(
         }
     }
     if stored.is_none() {
-        errors.error("file", "No file was submitted.");
+        add_error(&mut errors, "file", "No file was submitted.");
     }
-    if kind.is_none() && !errors.has_errors() {
-        errors.error("type", "This field is required.");
+    if kind.is_none() && errors.is_empty() {
+        add_error(&mut errors, "type", "This field is required.");
     }
     if let Some(k) = &kind {
         let types = state.store().run(|db| db.image_types()).await?;
         if !types.iter().any(|t| &t.name == k) {
-            errors.error("type", format!("\"{k}\" is not a valid choice."));
+            add_error(
+                &mut errors,
+                "type",
+                format!("\"{k}\" is not a valid choice."),
+            );
         }
     }
-    if let Err(e) = errors.finish() {
+    if !errors.is_empty() {
         super::remove_files(&state, vec![id]).await;
-        return Err(e);
+        return Err(ApiError::Validation(errors));
     }
     let (Some(kind), Some((size, sha256))) = (kind, stored) else {
         return Err(ApiError::field("file", "No file was submitted."));
@@ -263,54 +253,46 @@ async fn upload_image(
     }
 }
 
+/// Loads an image of a build the caller may see.
 async fn visible_image(
     state: &AppState,
     caller: &Caller,
-    build: &str,
-    image: &str,
-) -> Result<Image, ApiError> {
-    let build = visible_build(state, caller, parse_id(build)?).await?;
-    let id = ImageId(parse_id(image)?);
-    state
+    path: ImagePath,
+) -> Result<(Image, String), ApiError> {
+    let Path((build, image)) = path.map_err(|_| ApiError::NotFound)?;
+    let build = visible_build(state, caller, build).await?;
+    let image = state
         .store()
-        .run(move |db| db.image(id))
+        .run(move |db| db.image(ImageId(image)))
         .await?
         .filter(|i| i.build == build.id)
-        .ok_or(ApiError::NotFound)
+        .ok_or(ApiError::NotFound)?;
+    Ok((image, build.fields.version))
 }
 
 /// Shows an image.
-#[utoipa::path(get, path = "/api/v1/firmware-upgrader/build/{build_id}/image/{id}/", tag = "firmware",
-    params(("build_id" = Uuid, Path, description = "Build id"), ("id" = Uuid, Path, description = "Image id")),
-    responses((status = 200, body = ImageView), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/firmware-upgrader/build/{build_id}/image/{id}/",
+    tag = "firmware", params(("build_id" = Uuid, Path, description = "Build id"), PathId),
+    responses((status = 200, body = ImageView)), security(("bearer" = [])))]
 async fn get_image(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    Path((build, image)): Path<(String, String)>,
+    auth: Authorized<FirmwareImages, View>,
+    path: ImagePath,
 ) -> Result<Json<ImageView>, ApiError> {
-    caller.authorize(Resource::FirmwareImage, &method)?;
-    Ok(Json(view(
-        visible_image(&state, &caller, &build, &image).await?,
-    )))
+    let (image, _) = visible_image(&state, &auth.caller, path).await?;
+    Ok(Json(view(image)))
 }
 
 /// Deletes an image and its file.
-#[utoipa::path(delete, path = "/api/v1/firmware-upgrader/build/{build_id}/image/{id}/", tag = "firmware",
-    params(("build_id" = Uuid, Path, description = "Build id"), ("id" = Uuid, Path, description = "Image id")),
-    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/firmware-upgrader/build/{build_id}/image/{id}/",
+    tag = "firmware", params(("build_id" = Uuid, Path, description = "Build id"), PathId),
+    responses((status = 204, description = "Deleted")), security(("bearer" = [])))]
 async fn delete_image(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    Path((build, image)): Path<(String, String)>,
+    auth: Authorized<FirmwareImages, Delete>,
+    path: ImagePath,
 ) -> Result<StatusCode, ApiError> {
-    caller.authorize(Resource::FirmwareImage, &method)?;
-    let image = visible_image(&state, &caller, &build, &image).await?;
+    let (image, _) = visible_image(&state, &auth.caller, path).await?;
     state
         .store()
         .run(move |db| db.delete_image(image.id))
@@ -343,32 +325,29 @@ fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
 /// Downloads an image: `Content-Length`, `ETag` (the SHA-256), `Range` for resuming and
 /// `X-Firmware-Version` (the build's version). Without a token, a device may present the
 /// download grant the server put in its fetch URL (`?device=&expires=&signature=`).
-#[utoipa::path(get, path = "/api/v1/firmware-upgrader/build/{build_id}/image/{id}/download/", tag = "firmware",
-    params(("build_id" = Uuid, Path, description = "Build id"), ("id" = Uuid, Path, description = "Image id"),
-        DownloadQuery),
+#[utoipa::path(get, path = "/api/v1/firmware-upgrader/build/{build_id}/image/{id}/download/",
+    tag = "firmware",
+    params(("build_id" = Uuid, Path, description = "Build id"), PathId, DownloadQuery),
     responses((status = 200, description = "The file", content_type = "application/octet-stream"),
         (status = 206, description = "The requested range"), (status = 304, description = "ETag matches"),
-        (status = 401, body = ErrorDetail), (status = 403, description = "No permission, or an invalid or expired grant", body = ErrorDetail),
-        (status = 404, body = ErrorDetail), (status = 416, description = "Unsatisfiable range")),
+        (status = 403, description = "No permission, the caller manages no organization, or an invalid or expired grant", body = ErrorDetail),
+        (status = 416, description = "Unsatisfiable range")),
     security(("bearer" = []), ()))]
 async fn download_image(
     State(state): State<AppState>,
-    method: Method,
     headers: HeaderMap,
     query: QueryPairs,
-    Path((build, image)): Path<(String, String)>,
+    auth: Result<Authorized<FirmwareImages, View>, ApiError>,
+    path: ImagePath,
 ) -> Result<Response, ApiError> {
     let grant_given = ["device", "expires", "signature"]
         .iter()
         .any(|k| query.get(k).is_some());
+    // A token, when given, decides; without one a device presents its grant.
     let (image, version) = if headers.contains_key(header::AUTHORIZATION) || !grant_given {
-        let caller = crate::auth::authenticate(&headers, &state).await?;
-        caller.authorize(Resource::FirmwareImage, &method)?;
-        let build = visible_build(&state, &caller, parse_id(&build)?).await?;
-        let image = visible_image(&state, &caller, &build.id.to_string(), &image).await?;
-        (image, build.fields.version)
+        visible_image(&state, &auth?.caller, path).await?
     } else {
-        granted_image(&state, &query, &build, &image).await?
+        granted_image(&state, &query, path).await?
     };
     let etag = format!("\"{}\"", image.sha256);
     if headers
@@ -512,12 +491,11 @@ async fn download_secret(state: &AppState) -> Result<[u8; 32], ApiError> {
 async fn granted_image(
     state: &AppState,
     query: &QueryPairs,
-    build: &str,
-    image: &str,
+    path: ImagePath,
 ) -> Result<(Image, String), ApiError> {
     let refuse = || ApiError::Forbidden(BAD_GRANT.to_owned());
-    let build = BuildId(parse_id(build)?);
-    let image_id = ImageId(parse_id(image)?);
+    let Path((build, image)) = path.map_err(|_| ApiError::NotFound)?;
+    let (build, image_id) = (BuildId(build), ImageId(image));
     let device = query
         .get("device")
         .and_then(|d| Uuid::parse_str(d).ok())

@@ -2,23 +2,24 @@
 //! detail, a device's operations, and cancelling before flashing begins.
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, Uri};
+use axum::extract::State;
 use fleetmq_store::{
-    BatchId, CancelOutcome, DeviceId, ImageId, OrgId, Page, Resource, UpgradeFilter, UpgradeId,
-    UpgradeOperation, UpgradeStatus,
+    BatchId, CancelOutcome, DeviceId, ImageId, OrgId, UpgradeFilter, UpgradeId, UpgradeOperation,
+    UpgradeStatus,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::Caller;
-use crate::extract::QueryPairs;
-use crate::pagination::{PageParams, Paginated};
+use crate::auth::{Authorized, Caller, Cancel, UpgradeOperations, View};
+use crate::body::text_field;
+use crate::extract::PathId;
+use crate::filters::{Filters, UuidFilter, choice_schema, invalid_choice};
+use crate::pagination::{PageQuery, Paginated, Paging};
 use crate::routes::devices::visible_device;
-use crate::{ApiError, AppState, ErrorDetail};
+use crate::{ApiError, AppState};
 
 /// The operation routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -78,109 +79,66 @@ pub fn view(op: UpgradeOperation) -> OperationView {
     }
 }
 
-/// Filters of the operation list.
-#[derive(Debug, IntoParams)]
+text_field!(
+    /// An upgrade status (filter): `in-progress`, `success`, `failed`, `aborted` or
+    /// `cancelled`.
+    StatusFilter(UpgradeStatus),
+    |s: &str| s.parse::<UpgradeStatus>().map_err(|()| invalid_choice(s)),
+    choice_schema(UpgradeStatus::ALL.map(UpgradeStatus::as_str)),
+);
+
+/// Filters of the operation list (django-filter's names).
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code, non_snake_case)] // documents the query (Django's names); read from `QueryPairs`
 pub struct OperationQuery {
     /// Organization id of the device.
-    device__organization: Option<Uuid>,
-    /// Organization slug of the device (also accepted as `device__organization_slug`).
-    device__organization__slug: Option<String>,
+    #[serde(rename = "device__organization")]
+    device_organization: Option<UuidFilter>,
+    /// Organization slug of the device (an unknown one matches nothing).
+    #[serde(rename = "device__organization__slug")]
+    device_organization_slug: Option<String>,
+    /// The same as `device__organization__slug`, which wins when both are given.
+    #[serde(rename = "device__organization_slug")]
+    device_organization_slug_alias: Option<String>,
     /// Device id.
-    device: Option<Uuid>,
+    device: Option<UuidFilter>,
     /// Image id.
-    image: Option<Uuid>,
-    /// `in-progress`, `success`, `failed`, `aborted` or `cancelled`.
-    status: Option<String>,
+    image: Option<UuidFilter>,
+    /// Upgrade status.
+    status: Option<StatusFilter>,
     /// Batch id.
-    batch: Option<Uuid>,
-    /// 1-based page number.
-    page: Option<u64>,
-    /// Items per page (default 10, at most 100).
-    page_size: Option<u64>,
+    batch: Option<UuidFilter>,
 }
 
 /// Filters of a device's operation list.
-#[derive(Debug, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)] // documents the query; read from `QueryPairs`
 pub struct DeviceOperationQuery {
-    /// `in-progress`, `success`, `failed`, `aborted` or `cancelled`.
-    status: Option<String>,
-    /// 1-based page number.
-    page: Option<u64>,
-    /// Items per page (default 10, at most 100).
-    page_size: Option<u64>,
-}
-
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
-}
-
-/// A UUID filter value, or DRF's 400.
-pub(crate) fn uuid_filter(query: &QueryPairs, name: &str) -> Result<Option<Uuid>, ApiError> {
-    match query.get(name).filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some(v) => Uuid::parse_str(v)
-            .map(Some)
-            .map_err(|_| ApiError::field(name, format!("“{v}” is not a valid UUID."))),
-    }
-}
-
-/// A choice filter value, or DRF's 400.
-pub(crate) fn choice_filter<T: std::str::FromStr>(
-    query: &QueryPairs,
-    name: &str,
-) -> Result<Option<T>, ApiError> {
-    match query.get(name).filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some(v) => v.parse::<T>().map(Some).map_err(|_| {
-            ApiError::field(
-                name,
-                format!("Select a valid choice. {v} is not one of the available choices."),
-            )
-        }),
-    }
-}
-
-fn empty_page<T>() -> Page<T> {
-    Page {
-        count: 0,
-        items: Vec::new(),
-    }
+    /// Upgrade status.
+    status: Option<StatusFilter>,
 }
 
 /// Lists upgrade operations of the caller's organizations, newest first.
 #[utoipa::path(get, path = "/api/v1/firmware-upgrader/upgrade-operation/", tag = "upgrades",
-    params(OperationQuery),
-    responses((status = 200, body = Paginated<OperationView>), (status = 400, description = "Invalid filter"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
+    params(PageQuery, OperationQuery), responses((status = 200, body = Paginated<OperationView>)),
     security(("bearer" = [])))]
 async fn list_operations(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    query: QueryPairs,
+    auth: Authorized<UpgradeOperations, View>,
+    paging: Paging,
+    Filters(query): Filters<OperationQuery>,
 ) -> Result<Json<Paginated<OperationView>>, ApiError> {
-    let scope = caller.authorize(Resource::UpgradeOperation, &method)?;
-    let params = PageParams::from_query(&query)?;
     let mut filter = UpgradeFilter {
-        organization: uuid_filter(&query, "device__organization")?.map(OrgId),
-        device: uuid_filter(&query, "device")?.map(DeviceId),
-        image: uuid_filter(&query, "image")?.map(ImageId),
-        status: choice_filter::<UpgradeStatus>(&query, "status")?,
-        batch: uuid_filter(&query, "batch")?.map(BatchId),
+        organization: query.device_organization.map(|f| OrgId(f.0)),
+        device: query.device.map(|f| DeviceId(f.0)),
+        image: query.image.map(|f| ImageId(f.0)),
+        status: query.status.map(|f| f.0),
+        batch: query.batch.map(|f| BatchId(f.0)),
     };
-    let slug = query
-        .get("device__organization__slug")
-        .or_else(|| query.get("device__organization_slug"))
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned);
-    let mut nothing = false;
-    if let Some(slug) = slug {
+    if let Some(slug) = query
+        .device_organization_slug
+        .or(query.device_organization_slug_alias)
+    {
         let org = state
             .store()
             .run(move |db| db.organization_by_slug(&slug))
@@ -190,19 +148,15 @@ async fn list_operations(
                 filter.organization = Some(org.id);
             }
             // An unknown organization (or two that disagree) matches nothing.
-            _ => nothing = true,
+            _ => return paging.empty(),
         }
     }
-    let page = if nothing {
-        empty_page()
-    } else {
-        let request = params.request();
-        state
-            .store()
-            .run(move |db| db.list_upgrades(&scope, &filter, request))
-            .await?
-    };
-    Ok(Json(params.envelope(page, &uri, &headers, &query, view)?))
+    let request = paging.request();
+    let page = state
+        .store()
+        .run(move |db| db.list_upgrades(&auth.scope, &filter, request))
+        .await?;
+    paging.envelope(page, view)
 }
 
 /// Loads an operation of an organization the caller manages.
@@ -221,36 +175,28 @@ pub(crate) async fn visible_operation(
 
 /// Shows one upgrade operation (also without the trailing slash).
 #[utoipa::path(get, path = "/api/v1/firmware-upgrader/upgrade-operation/{id}/", tag = "upgrades",
-    params(("id" = Uuid, Path, description = "Operation id")),
-    responses((status = 200, body = OperationView), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
+    params(PathId), responses((status = 200, body = OperationView)), security(("bearer" = [])))]
 async fn get_operation(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    Path(id): Path<String>,
+    auth: Authorized<UpgradeOperations, View>,
+    PathId(id): PathId,
 ) -> Result<Json<OperationView>, ApiError> {
-    caller.authorize(Resource::UpgradeOperation, &method)?;
-    let op = visible_operation(&state, &caller, parse_id(&id)?).await?;
+    let op = visible_operation(&state, &auth.caller, id).await?;
     Ok(Json(view(op)))
 }
 
-/// Cancels an operation that has not begun flashing (progress below 65). Flashing began or
-/// the operation ended → 409 `{"error": ...}`.
-#[utoipa::path(post, path = "/api/v1/firmware-upgrader/upgrade-operation/{id}/cancel/", tag = "upgrades",
-    params(("id" = Uuid, Path, description = "Operation id")),
-    responses((status = 200, body = OperationView), (status = 401, body = ErrorDetail),
-        (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail),
-        (status = 409, description = "{\"error\": \"Cannot cancel upgrade: firmware reflashing has already started\"}")),
+/// Cancels an operation that has not begun flashing (progress below 65).
+#[utoipa::path(post, path = "/api/v1/firmware-upgrader/upgrade-operation/{id}/cancel/",
+    tag = "upgrades", params(PathId),
+    responses((status = 200, body = OperationView),
+        (status = 409, description = "Flashing began or the operation ended: `{\"error\": \"Cannot cancel upgrade: firmware reflashing has already started\"}`")),
     security(("bearer" = [])))]
 async fn cancel_operation(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    auth: Authorized<UpgradeOperations, Cancel>,
+    PathId(id): PathId,
 ) -> Result<Json<OperationView>, ApiError> {
-    caller.authorize(Resource::UpgradeOperation, &Method::PATCH)?;
-    let op = visible_operation(&state, &caller, parse_id(&id)?).await?;
+    let op = visible_operation(&state, &auth.caller, id).await?;
     let outcome = state
         .store()
         .run(move |db| db.cancel_upgrade(op.id))
@@ -271,32 +217,29 @@ async fn cancel_operation(
 }
 
 /// Lists one device's upgrade operations, newest first.
-#[utoipa::path(get, path = "/api/v1/firmware-upgrader/device/{device_id}/upgrade-operation/", tag = "upgrades",
-    params(("device_id" = Uuid, Path, description = "Device id"), DeviceOperationQuery),
-    responses((status = 200, body = Paginated<OperationView>), (status = 400, description = "Invalid filter"),
-        (status = 401, body = ErrorDetail), (status = 403, body = ErrorDetail), (status = 404, body = ErrorDetail)),
-    security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/firmware-upgrader/device/{device_id}/upgrade-operation/",
+    tag = "upgrades",
+    params(("device_id" = Uuid, Path, description = "Device id"), PageQuery, DeviceOperationQuery),
+    responses((status = 200, body = Paginated<OperationView>)), security(("bearer" = [])))]
 async fn list_device_operations(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    query: QueryPairs,
-    Path(device): Path<String>,
+    auth: Authorized<UpgradeOperations, View>,
+    PathId(device): PathId,
+    paging: Paging,
+    query: Result<Filters<DeviceOperationQuery>, ApiError>,
 ) -> Result<Json<Paginated<OperationView>>, ApiError> {
-    let scope = caller.authorize(Resource::UpgradeOperation, &method)?;
-    let device = visible_device(&state, &caller, parse_id(&device)?).await?;
-    let params = PageParams::from_query(&query)?;
+    let device = visible_device(&state, &auth.caller, device).await?;
+    // An unknown device is not found before its filters are judged.
+    let Filters(query) = query?;
     let filter = UpgradeFilter {
         device: Some(device.id),
-        status: choice_filter::<UpgradeStatus>(&query, "status")?,
+        status: query.status.map(|f| f.0),
         ..UpgradeFilter::default()
     };
-    let request = params.request();
+    let request = paging.request();
     let page = state
         .store()
-        .run(move |db| db.list_upgrades(&scope, &filter, request))
+        .run(move |db| db.list_upgrades(&auth.scope, &filter, request))
         .await?;
-    Ok(Json(params.envelope(page, &uri, &headers, &query, view)?))
+    paging.envelope(page, view)
 }
