@@ -5,7 +5,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use std::marker::PhantomData;
 
-use axum::http::{HeaderMap, Method};
+use axum::http::HeaderMap;
 use fleetmq_store::{Action, OrgId, Resource, Scope, User};
 
 use crate::error::NOT_A_MANAGER;
@@ -248,29 +248,6 @@ impl Caller {
         self.user.fields.is_superuser
     }
 
-    /// Checks the model permission for `action` on `resource` (routes not yet on
-    /// [`Authorized`]).
-    pub fn require(&self, resource: Resource, action: Action) -> Result<(), ApiError> {
-        if model_permits(&self.user, resource, action) {
-            Ok(())
-        } else {
-            Err(ApiError::permission_denied())
-        }
-    }
-
-    /// Permission for the method's action, then the manager check (routes not yet on
-    /// [`Authorized`]).
-    pub fn authorize(&self, resource: Resource, method: &Method) -> Result<Scope, ApiError> {
-        let action = match *method {
-            Method::POST => Action::Add,
-            Method::PUT | Method::PATCH => Action::Change,
-            Method::DELETE => Action::Delete,
-            _ => Action::View,
-        };
-        self.require(resource, action)?;
-        self.scope()
-    }
-
     /// The organizations whose objects the caller may see; refuses users who manage none.
     pub fn scope(&self) -> Result<Scope, ApiError> {
         if self.is_superuser() {
@@ -311,14 +288,5 @@ impl Caller {
             return Err(ApiError::Forbidden(refusal.to_owned()));
         }
         Ok(())
-    }
-
-    /// Only superusers may go on.
-    pub fn require_superuser(&self) -> Result<(), ApiError> {
-        if self.is_superuser() {
-            Ok(())
-        } else {
-            Err(ApiError::permission_denied())
-        }
     }
 }

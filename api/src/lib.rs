@@ -11,7 +11,6 @@
 //! - [`docs`] — the OpenAPI document and the error answers every route shares.
 //! - [`extract`] — extractors whose rejections are API errors (JSON bodies, ids, queries).
 //! - [`filters`] — typed list filters and their field types.
-//! - [`form`] — reading JSON bodies field by field into DRF-style errors.
 //! - [`pagination`] — page-number pagination and the list envelope.
 //! - [`error`] — [`ApiError`] and its response bodies.
 //! - [`throttle`] — per-address throttling of password checks.
@@ -22,7 +21,6 @@ pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod filters;
-pub mod form;
 pub mod pagination;
 pub mod routes;
 pub mod throttle;

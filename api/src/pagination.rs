@@ -3,7 +3,6 @@
 
 use axum::Json;
 use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
 use axum::http::header::HOST;
 use axum::http::request::Parts;
 use fleetmq_store::{Page, PageRequest};
@@ -169,75 +168,5 @@ impl Paging {
             },
             |never: U| never,
         )
-    }
-}
-
-/// The page a request asks for (routes not yet on [`Paging`]).
-#[derive(Debug, Clone, Copy)]
-pub struct PageParams {
-    number: u64,
-    size: u64,
-}
-
-impl PageParams {
-    /// Reads `page` and `page_size` by [`PageQuery`]'s rules.
-    pub fn from_query(query: &QueryPairs) -> Result<Self, ApiError> {
-        let asked = PageQuery::from_query(query)?;
-        Ok(Self {
-            number: asked.page.map_or(1, |n| n.unsigned_abs()),
-            size: asked
-                .page_size
-                .map_or(DEFAULT_PAGE_SIZE, |n| n.unsigned_abs().min(MAX_PAGE_SIZE)),
-        })
-    }
-
-    /// What to ask the store for.
-    pub fn request(&self) -> PageRequest {
-        PageRequest {
-            offset: (self.number - 1).saturating_mul(self.size),
-            limit: self.size,
-        }
-    }
-
-    /// Builds the envelope; a page past the end is not found (page 1 of nothing is fine).
-    pub fn envelope<T, U>(
-        &self,
-        page: Page<T>,
-        uri: &axum::http::Uri,
-        headers: &HeaderMap,
-        query: &QueryPairs,
-        view: impl Fn(T) -> U,
-    ) -> Result<Paginated<U>, ApiError> {
-        if self.number > 1 && self.request().offset >= page.count {
-            return Err(ApiError::InvalidPage);
-        }
-        let host = headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost");
-        let link = |number: u64| {
-            let mut pairs: Vec<(String, String)> = query
-                .0
-                .iter()
-                .filter(|(k, _)| k != "page")
-                .cloned()
-                .collect();
-            if number > 1 {
-                pairs.push(("page".to_owned(), number.to_string()));
-            }
-            let qs: Vec<String> = pairs
-                .iter()
-                .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
-                .collect();
-            let sep = if qs.is_empty() { "" } else { "?" };
-            format!("http://{host}{}{sep}{}", uri.path(), qs.join("&"))
-        };
-        let has_next = self.number.saturating_mul(self.size) < page.count;
-        Ok(Paginated {
-            count: page.count,
-            next: has_next.then(|| link(self.number + 1)),
-            previous: (self.number > 1).then(|| link(self.number - 1)),
-            results: page.items.into_iter().map(view).collect(),
-        })
     }
 }

@@ -126,8 +126,10 @@ text_field!(
 #[into_params(parameter_in = Query)]
 pub struct BatchQuery {
     /// Build id.
+    #[param(inline)]
     build: Option<UuidFilter>,
     /// Batch status.
+    #[param(inline)]
     status: Option<StatusFilter>,
     /// Organization slug (an unknown or foreign one matches nothing).
     organization: Option<String>,
@@ -149,8 +151,10 @@ text_field!(
 #[into_params(parameter_in = Query)]
 pub struct DryRunQuery {
     /// Only devices of this group.
+    #[param(inline)]
     group: Option<PkFilter>,
     /// Only devices at this location.
+    #[param(inline)]
     location: Option<PkFilter>,
 }
 

@@ -92,6 +92,7 @@ text_field!(
 #[into_params(parameter_in = Query)]
 pub struct OperationQuery {
     /// Organization id of the device.
+    #[param(inline)]
     #[serde(rename = "device__organization")]
     device_organization: Option<UuidFilter>,
     /// Organization slug of the device (an unknown one matches nothing).
@@ -101,12 +102,16 @@ pub struct OperationQuery {
     #[serde(rename = "device__organization_slug")]
     device_organization_slug_alias: Option<String>,
     /// Device id.
+    #[param(inline)]
     device: Option<UuidFilter>,
     /// Image id.
+    #[param(inline)]
     image: Option<UuidFilter>,
     /// Upgrade status.
+    #[param(inline)]
     status: Option<StatusFilter>,
     /// Batch id.
+    #[param(inline)]
     batch: Option<UuidFilter>,
 }
 
@@ -115,6 +120,7 @@ pub struct OperationQuery {
 #[into_params(parameter_in = Query)]
 pub struct DeviceOperationQuery {
     /// Upgrade status.
+    #[param(inline)]
     status: Option<StatusFilter>,
 }
 
