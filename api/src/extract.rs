@@ -35,7 +35,7 @@ impl FromRequest<AppState> for JsonObject {
             .trim()
             .to_ascii_lowercase();
         let limit = state.config().json_body_limit;
-        let bytes = read_capped(req, limit).await?;
+        let bytes = read_capped(req.into_body(), limit).await?;
         if essence != "application/json" && !essence.ends_with("+json") {
             if bytes.is_empty() && essence.is_empty() {
                 return Ok(JsonObject(Map::new()));
@@ -61,8 +61,10 @@ impl FromRequest<AppState> for JsonObject {
 
 /// Reads at most `limit` bytes; a larger body is drained (so the client gets its answer on a
 /// healthy connection) and refused with 413.
-async fn read_capped(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let mut body = req.into_body();
+pub(crate) async fn read_capped(
+    mut body: axum::body::Body,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {

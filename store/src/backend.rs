@@ -248,8 +248,14 @@ pub trait FirmwareStore: Send + Sync + 'static {
     fn update_category(&self, id: CategoryId, fields: CategoryFields) -> Result<Category>;
     /// Deletes a category with its builds and images; returns the images whose files to delete.
     fn delete_category(&self, id: CategoryId) -> Result<Vec<ImageId>>;
-    /// Categories of the scope's organizations plus shared ones, newest first.
-    fn list_categories(&self, scope: &Scope, page: PageRequest) -> Result<Page<Category>>;
+    /// Categories of the scope's organizations plus shared ones, newest first; with `own`,
+    /// only that organization's own categories (shared ones left out).
+    fn list_categories(
+        &self,
+        scope: &Scope,
+        own: Option<OrgId>,
+        page: PageRequest,
+    ) -> Result<Page<Category>>;
 
     /// Creates a build; (category, version) must be unused.
     fn create_build(&self, fields: BuildFields) -> Result<Build>;

@@ -13,7 +13,6 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use fleetmq_protocol::{Call, ProtocolError};
-use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
@@ -65,29 +64,6 @@ text_field!(
         .description(Some("A URL the device can download from")),
 );
 
-/// Reads at most `limit` bytes of a body; larger ones are drained and refused with 413.
-async fn read_capped(body: axum::body::Body, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let mut body = body;
-    let mut out = Vec::new();
-    let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| ApiError::BadRequest(format!("Could not read the body: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            seen = seen.saturating_add(data.len());
-            if seen <= limit {
-                out.extend_from_slice(&data);
-            } else if seen > 64 * 1024 * 1024 {
-                break;
-            }
-        }
-    }
-    if seen > limit {
-        return Err(ApiError::PayloadTooLarge(limit));
-    }
-    Ok(out)
-}
-
 /// The image of an `images/upload` request: raw bytes, at most [`UPLOAD_LIMIT`].
 async fn read_upload(request: Request) -> Result<Vec<u8>, ApiError> {
     let content_type = request
@@ -100,7 +76,7 @@ async fn read_upload(request: Request) -> Result<Vec<u8>, ApiError> {
     if !essence.eq_ignore_ascii_case("application/octet-stream") {
         return Err(ApiError::UnsupportedMediaType(content_type));
     }
-    let bytes = read_capped(request.into_body(), UPLOAD_LIMIT).await?;
+    let bytes = crate::extract::read_capped(request.into_body(), UPLOAD_LIMIT).await?;
     if bytes.is_empty() {
         return Err(ApiError::BadRequest("The image is empty.".to_owned()));
     }

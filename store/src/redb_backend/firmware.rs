@@ -12,7 +12,7 @@ use super::record::{cat, encode, get_record};
 use crate::tables::*;
 use crate::{
     Build, BuildFields, BuildFilter, BuildId, Category, CategoryFields, CategoryId, FirmwareStore,
-    Image, ImageId, Page, PageRequest, Result, Scope, StoreError, Timestamp, Unique,
+    Image, ImageId, OrgId, Page, PageRequest, Result, Scope, StoreError, Timestamp, Unique,
 };
 
 fn name_key(fields: &CategoryFields) -> Vec<u8> {
@@ -172,9 +172,22 @@ impl FirmwareStore for RedbBackend {
         Ok(images)
     }
 
-    fn list_categories(&self, scope: &Scope, page: PageRequest) -> Result<Page<Category>> {
+    fn list_categories(
+        &self,
+        scope: &Scope,
+        own: Option<OrgId>,
+        page: PageRequest,
+    ) -> Result<Page<Category>> {
         let txn = self.db.begin_read()?;
-        let keys = visible_keys(&txn.open_table(CATEGORIES_BY_ORG)?, scope)?;
+        let index = txn.open_table(CATEGORIES_BY_ORG)?;
+        let keys = match own {
+            Some(org) if scope.contains(org) => {
+                index_desc(&index, &org.bytes(), [0; 24], [0xff; 24])?
+                    .collect::<Result<Vec<_>>>()?
+            }
+            Some(_) => Vec::new(),
+            None => visible_keys(&index, scope)?,
+        };
         let ids = keys.iter().map(id_of).collect();
         page_of(&txn.open_table(CATEGORIES)?, "categories", ids, page)
     }

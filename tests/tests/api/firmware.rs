@@ -174,6 +174,26 @@ async fn categories_and_builds_follow_openwisps_rules() {
         .get(&format!("{BUILDS}?organization=nobody"), &admin)
         .await;
     assert_eq!(nobody.body["count"], 0);
+    let all_categories = app.get(CATEGORIES, &admin).await;
+    let own_categories = app
+        .get(&format!("{CATEGORIES}?organization=acme"), &admin)
+        .await;
+    assert_eq!(
+        own_categories.body["count"].as_u64(),
+        all_categories.body["count"].as_u64().map(|n| n - 1),
+        "the organization filter leaves the shared category out: {:?}",
+        own_categories.body
+    );
+    assert!(
+        own_categories.body["results"]
+            .as_array()
+            .is_some_and(|list| list.iter().all(|c| c["organization"] == json!(acme))),
+        "only acme's own categories"
+    );
+    let no_categories = app
+        .get(&format!("{CATEGORIES}?organization=nobody"), &admin)
+        .await;
+    assert_eq!(no_categories.body["count"], 0);
     assert_eq!(
         app.get(&format!("{BUILDS}?category={}", shared.str("id")), &admin)
             .await

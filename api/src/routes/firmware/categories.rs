@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use fleetmq_store::{Category, CategoryFields, CategoryId, OrgId};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::auth::{Add, Authorized, Caller, Categories, Change, Delete, View};
 use crate::body::{Body, NonBlank, Pk, does_not_exist};
 use crate::extract::PathId;
+use crate::filters::Filters;
 use crate::pagination::{PageQuery, Paginated, Paging};
 use crate::{ApiError, AppState};
 
@@ -127,19 +128,40 @@ fn check_writable(caller: &Caller, fields: &CategoryFields) -> Result<(), ApiErr
     caller.require_shared_write(fields.organization, SHARED_ONLY_SUPERUSERS)
 }
 
+/// Filters of the category list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CategoryQuery {
+    /// Organization slug: that organization's own categories only (no shared ones).
+    organization: Option<String>,
+}
+
 /// Lists categories of the caller's organizations and shared ones.
 #[utoipa::path(get, path = "/api/v1/firmware-upgrader/category/", tag = "firmware",
-    params(PageQuery), responses((status = 200, body = Paginated<CategoryView>)),
+    params(PageQuery, CategoryQuery), responses((status = 200, body = Paginated<CategoryView>)),
     security(("bearer" = [])))]
 async fn list_categories(
     State(state): State<AppState>,
     auth: Authorized<Categories, View>,
     paging: Paging,
+    Filters(query): Filters<CategoryQuery>,
 ) -> Result<Json<Paginated<CategoryView>>, ApiError> {
+    let mut own = None;
+    if let Some(slug) = query.organization {
+        let org = state
+            .store()
+            .run(move |db| db.organization_by_slug(&slug))
+            .await?;
+        match org.filter(|o| auth.caller.manages(o.id)) {
+            Some(org) => own = Some(org.id),
+            // An unknown or invisible organization matches nothing.
+            None => return paging.empty(),
+        }
+    }
     let request = paging.request();
     let page = state
         .store()
-        .run(move |db| db.list_categories(&auth.scope, request))
+        .run(move |db| db.list_categories(&auth.scope, own, request))
         .await?;
     paging.envelope(page, view)
 }

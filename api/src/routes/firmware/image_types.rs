@@ -150,7 +150,7 @@ fn view(t: ImageType) -> ImageTypeView {
 }
 
 /// Checks an image type name (also what uploads carry in `type`).
-fn valid_name(s: &str) -> Result<String, &'static str> {
+pub(crate) fn valid_name(s: &str) -> Result<String, &'static str> {
     if s.is_empty() {
         return Err("This field may not be blank.");
     }

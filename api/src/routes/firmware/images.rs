@@ -95,22 +95,6 @@ fn add_error(errors: &mut Map<String, Value>, field: &str, message: impl Into<St
     }
 }
 
-fn valid_type(s: &str) -> Result<String, &'static str> {
-    if s.is_empty() {
-        return Err("This field may not be blank.");
-    }
-    if s.len() > 128 {
-        return Err("Ensure this field has no more than 128 characters.");
-    }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
-    {
-        return Err("Use letters, digits and - _ . + only.");
-    }
-    Ok(s.to_owned())
-}
-
 /// Lists a build's images.
 #[utoipa::path(get, path = "/api/v1/firmware-upgrader/build/{id}/image/", tag = "firmware",
     params(PathId, PageQuery, ImageQuery), responses((status = 200, body = Paginated<ImageView>)),
@@ -172,7 +156,7 @@ async fn upload_image(
                 let text = field.text().await.map_err(|e| {
                     ApiError::BadRequest(format!("Multipart form parse error - {e}"))
                 })?;
-                match valid_type(&text) {
+                match super::image_types::valid_name(&text) {
                     Ok(t) => kind = Some(t),
                     Err(m) => add_error(&mut errors, "type", m),
                 }
