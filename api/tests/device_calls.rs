@@ -5,26 +5,19 @@
 //! The whole API ([`fleetmq_api::router`]) runs over a store in a temporary directory with
 //! [`NoHooks`], so no broker runs and every device call is answered "unavailable".
 
-use std::sync::Arc;
+mod common;
 
-use axum::Router;
-use axum::body::Body;
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{Request, StatusCode};
-use fleetmq_api::{ApiConfig, AppState, NoHooks};
-use fleetmq_store::{
-    ConnectionFields, Connector, CredentialsFields, DeviceId, Group, Membership, OrgId,
-    OrganizationFields, Password, Slug, Store, UserFields, Username,
-};
+use std::ops::Deref;
+
+use axum::http::StatusCode;
+use common::TestApi;
+use fleetmq_store::{ConnectionFields, Connector, CredentialsFields, DeviceId, Group};
 use serde_json::{Map, Value, json};
-use tempfile::TempDir;
-use tower::ServiceExt;
 use uuid::Uuid;
 
 /// The API over a fresh store: two organizations, a device in the first, and users.
 struct Fleet {
-    router: Router,
-    store: Store,
+    api: TestApi,
     /// A superuser.
     root: String,
     /// Administrator of acme (not a superuser).
@@ -39,97 +32,33 @@ struct Fleet {
     homeless: String,
     /// A device of acme.
     device: String,
-    _dir: TempDir,
 }
 
-/// What the API answered.
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    body: Value,
+impl Deref for Fleet {
+    type Target = TestApi;
+
+    fn deref(&self) -> &TestApi {
+        &self.api
+    }
 }
 
 impl Fleet {
     async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let path = dir.path().to_owned();
-        let store = tokio::task::spawn_blocking(move || Store::open(&path))
-            .await
-            .expect("store task")
-            .expect("store opens");
-        let state = AppState::new(store.clone(), ApiConfig::default(), Arc::new(NoHooks));
-        let router = fleetmq_api::router(state);
-        let acme = org(&store, "acme").await;
-        let beta = org(&store, "beta").await;
-        let root = user(&store, "root", true, &[], &[]).await;
-        let mut fleet = Fleet {
-            router,
-            admin: user(&store, "ada", false, &[Group::Administrator], &[acme]).await,
-            operator: user(&store, "otto", false, &[Group::Operator], &[acme]).await,
-            nobody: user(&store, "nora", false, &[], &[acme]).await,
-            other: user(&store, "bea", false, &[Group::Administrator], &[beta]).await,
-            homeless: user(&store, "hal", false, &[Group::Operator], &[]).await,
-            store,
-            root,
-            device: String::new(),
-            _dir: dir,
-        };
-        let device = fleet
-            .call(
-                "POST",
-                "/api/v1/controller/device/",
-                Some(&fleet.admin),
-                Some(json!({"name": "ap1", "organization": acme.0.to_string(),
-                            "mac_address": "02:00:00:00:00:01"})),
-            )
-            .await;
-        assert_eq!(device.status, StatusCode::CREATED, "{:?}", device.body);
-        fleet.device = device.str("id");
-        fleet
-    }
-
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Reply {
-        let mut request = Request::builder().method(method).uri(path);
-        if let Some(token) = token {
-            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        let api = TestApi::start().await;
+        let acme = api.org("acme").await;
+        let beta = api.org("beta").await;
+        let admin = api.user("ada", &[Group::Administrator], &[&acme]).await;
+        let device = api.device(&acme, "ap1").await;
+        Fleet {
+            root: api.admin.clone(),
+            operator: api.user("otto", &[Group::Operator], &[&acme]).await,
+            nobody: api.user("nora", &[], &[&acme]).await,
+            other: api.user("bea", &[Group::Administrator], &[&beta]).await,
+            homeless: api.user("hal", &[Group::Operator], &[]).await,
+            admin,
+            device,
+            api,
         }
-        let body = match body {
-            Some(body) => {
-                request = request.header(CONTENT_TYPE, "application/json");
-                Body::from(body.to_string())
-            }
-            None => Body::empty(),
-        };
-        let response = self
-            .router
-            .clone()
-            .oneshot(request.body(body).expect("request"))
-            .await
-            .expect("the router answers");
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .expect("body");
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).expect("a JSON body")
-        };
-        Reply { status, body }
-    }
-
-    async fn get(&self, path: &str, token: &str) -> Reply {
-        self.call("GET", path, Some(token), None).await
-    }
-
-    async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
-        self.call("POST", path, Some(token), Some(body)).await
     }
 
     /// `/api/v1/controller/device/{device}/{rest}`.
@@ -140,7 +69,7 @@ impl Fleet {
     /// Gives the device an enabled MQTT connection, as its first connect does.
     async fn connect_device(&self) {
         let device = DeviceId(self.device.parse().expect("a device id"));
-        self.store
+        self.store()
             .run(move |db| {
                 let org = db.device(device)?.expect("the device").fields.organization;
                 let credentials = db.create_credentials(CredentialsFields {
@@ -162,64 +91,6 @@ impl Fleet {
             .await
             .expect("connection created");
     }
-}
-
-impl Reply {
-    fn str(&self, field: &str) -> String {
-        self.body[field].as_str().unwrap_or_default().to_owned()
-    }
-}
-
-async fn org(store: &Store, slug: &str) -> OrgId {
-    let fields = OrganizationFields {
-        name: slug.to_owned(),
-        slug: Slug::parse(slug).expect("a valid slug"),
-        description: String::new(),
-        email: String::new(),
-        url: String::new(),
-        is_active: true,
-    };
-    store
-        .run(move |db| db.create_organization(fields))
-        .await
-        .expect("organization created")
-        .id
-}
-
-/// Creates a user; returns a token of theirs.
-async fn user(
-    store: &Store,
-    name: &str,
-    is_superuser: bool,
-    groups: &[Group],
-    manages: &[OrgId],
-) -> String {
-    let fields = UserFields {
-        username: Username::parse(name).expect("a valid username"),
-        email: String::new(),
-        first_name: String::new(),
-        last_name: String::new(),
-        is_superuser,
-        is_active: true,
-        groups: groups.to_vec(),
-        memberships: manages
-            .iter()
-            .map(|&organization| Membership {
-                organization,
-                is_admin: true,
-            })
-            .collect(),
-    };
-    let password = Password::parse("secret-password").expect("a valid password");
-    store
-        .run(move |db| {
-            let user = db.create_user(fields, password)?;
-            db.create_token(user.id)
-        })
-        .await
-        .expect("user created")
-        .as_str()
-        .to_owned()
 }
 
 // Commands.
