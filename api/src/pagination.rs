@@ -7,6 +7,9 @@ use axum::http::header::HOST;
 use axum::http::request::Parts;
 use fleetmq_store::{Page, PageRequest};
 use serde::Serialize;
+use utoipa::openapi::schema::{
+    KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::ApiError;
@@ -31,17 +34,36 @@ pub struct Paginated<T> {
 }
 
 /// `page` and `page_size` as a list request gives them: the parsed query and its
-/// documentation. `page_size` above 100 is served as 100 (as DRF does); a `page` that is not a
-/// positive number is not found; a `page_size` that is not one is a 400.
+/// documentation. Empty means the default (as in DRF); `page_size` above 100 is served as 100
+/// (as DRF does); a `page` that is not a positive number is not found; a `page_size` that is not
+/// one is a 400.
 #[derive(Debug, Clone, Copy, Default, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// 1-based page number.
-    #[param(minimum = 1)]
+    /// 1-based page number (empty: the first).
+    #[param(schema_with = positive_or_empty)]
     pub page: Option<i64>,
-    /// Items per page (default 10; more than 100 is served as 100).
-    #[param(minimum = 1)]
+    /// Items per page (empty: 10; more than 100 is served as 100).
+    #[param(schema_with = positive_or_empty)]
     pub page_size: Option<i64>,
+}
+
+/// A positive int64, or the empty string that stands for the default.
+fn positive_or_empty() -> Schema {
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .minimum(Some(1)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(0)),
+        )
+        .build()
+        .into()
 }
 
 impl PageQuery {

@@ -29,6 +29,7 @@ use fleetmq_store::{
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::Bridge;
 use crate::rollout::Report;
@@ -103,12 +104,14 @@ pub(crate) async fn record_sessions(
 ) {
     /// Session changes written in one transaction at most.
     const MAX_BATCH: usize = 4096;
+    // Work started off the recorder's path; this task ends only after it has.
+    let followers = TaskTracker::new();
     loop {
         let first = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => break,
             event = events.recv() => event,
         };
-        let Some(first) = first else { return };
+        let Some(first) = first else { break };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match events.try_recv() {
@@ -116,8 +119,10 @@ pub(crate) async fn record_sessions(
                 Err(_) => break,
             }
         }
-        bridge.record_session_batch(batch).await;
+        bridge.record_session_batch(batch, &followers).await;
     }
+    followers.close();
+    followers.wait().await;
 }
 
 impl Bridge {
@@ -130,7 +135,7 @@ impl Bridge {
     }
 
     #[tracing::instrument(skip_all, fields(events = events.len()))]
-    async fn record_session_batch(&self, events: Vec<Recording>) {
+    async fn record_session_batch(&self, events: Vec<Recording>, followers: &TaskTracker) {
         let at = Timestamp::now();
         let mut sessions = Vec::with_capacity(events.len());
         let mut acks = Vec::new();
@@ -185,7 +190,7 @@ impl Bridge {
         if !came_online.is_empty() {
             // Off the recorder's path: it reads the store and publishes.
             let commands = self.inner.commands.clone();
-            tokio::spawn(async move { commands.devices_online(came_online).await });
+            followers.spawn(async move { commands.devices_online(came_online).await });
         }
     }
 
