@@ -414,7 +414,7 @@ async fn a_device_call_without_a_broker_is_503_for_whoever_may_make_it() {
     let f = Fleet::start().await;
     for (method, rest, token, body) in [
         ("GET", "update", &f.operator, None),
-        ("GET", "images/items/3/", &f.operator, None),
+        ("GET", "images/items/3", &f.operator, None),
         ("POST", "update/init", &f.operator, None),
         ("DELETE", "images/items/3", &f.admin, None),
         (

@@ -52,16 +52,136 @@ pub struct ImageView {
     pub created: String,
 }
 
-/// Multipart form of an upload.
+/// An upload's multipart form (`file` and `type`) as read: the parsed form and its
+/// documentation.
 #[derive(Debug, ToSchema)]
-#[allow(dead_code)] // documentation of the body; read field by field from the multipart stream
 pub struct ImageUpload {
-    /// The image file.
+    /// The image file (stored as it streamed in).
     #[schema(value_type = String, format = Binary)]
-    file: Vec<u8>,
-    /// Board identifier.
+    file: StoredFile,
+    /// Board identifier, one of the image types.
     #[serde(rename = "type")]
     kind: String,
+}
+
+/// An uploaded file, in the blob store under its image's id.
+#[derive(Debug)]
+struct StoredFile {
+    size: u64,
+    sha256: String,
+}
+
+fn malformed(e: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest(format!("Multipart form parse error - {e}"))
+}
+
+impl ImageUpload {
+    /// Reads the form of `request`, streaming its file into the blob store as image `id`
+    /// (SHA-256 computed on the way). Whatever refuses the form (415, 400, 413) leaves no file.
+    async fn read(
+        state: &AppState,
+        request: axum::extract::Request,
+        id: ImageId,
+    ) -> Result<ImageUpload, ApiError> {
+        let read = Self::read_form(state, request, id).await;
+        if read.is_err() {
+            super::remove_files(state, vec![id]).await;
+        }
+        read
+    }
+
+    async fn read_form(
+        state: &AppState,
+        request: axum::extract::Request,
+        id: ImageId,
+    ) -> Result<ImageUpload, ApiError> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        if !content_type.starts_with("multipart/form-data") {
+            return Err(ApiError::UnsupportedMediaType(content_type));
+        }
+        let mut multipart =
+            <Multipart as axum::extract::FromRequest<AppState>>::from_request(request, state)
+                .await
+                .map_err(malformed)?;
+        let mut kind: Option<String> = None;
+        let mut file: Option<StoredFile> = None;
+        let mut errors = Map::new();
+        while let Some(field) = multipart.next_field().await.map_err(malformed)? {
+            match field.name() {
+                Some("type") => {
+                    let text = field.text().await.map_err(malformed)?;
+                    match super::image_types::valid_name(&text) {
+                        Ok(t) => kind = Some(t),
+                        Err(m) => add_error(&mut errors, "type", m),
+                    }
+                }
+                Some("file") if file.is_none() => {
+                    file = Some(store_file(state, field, id).await?);
+                }
+                _ => {}
+            }
+        }
+        if file.is_none() {
+            add_error(&mut errors, "file", "No file was submitted.");
+        }
+        if kind.is_none() && errors.is_empty() {
+            add_error(&mut errors, "type", "This field is required.");
+        }
+        if let Some(k) = &kind {
+            let types = state.store().run(|db| db.image_types()).await?;
+            if !types.iter().any(|t| &t.name == k) {
+                add_error(
+                    &mut errors,
+                    "type",
+                    format!("\"{k}\" is not a valid choice."),
+                );
+            }
+        }
+        match (kind, file) {
+            (Some(kind), Some(file)) if errors.is_empty() => Ok(ImageUpload { file, kind }),
+            _ => Err(ApiError::Validation(errors)),
+        }
+    }
+}
+
+/// Streams a form's file into the blob store as image `id`, at most the configured size.
+async fn store_file(
+    state: &AppState,
+    mut field: axum::extract::multipart::Field<'_>,
+    id: ImageId,
+) -> Result<StoredFile, ApiError> {
+    let blobs = state.store().blobs();
+    let mut writer = blobs
+        .writer(state.config().firmware_upload_limit)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    loop {
+        let chunk = match field.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => {
+                writer.abort().await;
+                return Err(malformed(e));
+            }
+        };
+        if let Err(e) = writer.write(&chunk).await {
+            writer.abort().await;
+            return Err(match e {
+                BlobError::TooLarge { limit } => ApiError::PayloadTooLarge(limit as usize),
+                BlobError::Io(e) => ApiError::Internal(e.to_string()),
+            });
+        }
+    }
+    let (size, sha256) = writer
+        .finish(blobs, id)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(StoredFile { size, sha256 })
 }
 
 /// Filter of the image list.
@@ -127,105 +247,14 @@ async fn upload_image(
     request: axum::extract::Request,
 ) -> Result<(StatusCode, Json<ImageView>), ApiError> {
     let build = visible_build(&state, &auth.caller, build).await?;
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    if !content_type.starts_with("multipart/form-data") {
-        return Err(ApiError::UnsupportedMediaType(content_type));
-    }
-    let mut multipart =
-        <Multipart as axum::extract::FromRequest<AppState>>::from_request(request, &state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("Multipart form parse error - {e}")))?;
-    let limit = state.config().firmware_upload_limit;
-    let blobs = state.store().blobs().clone();
     let id = ImageId::new();
-    let mut kind: Option<String> = None;
-    let mut stored: Option<(u64, String)> = None;
-    let mut errors = Map::new();
-    while let Some(mut field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| ApiError::BadRequest(format!("Multipart form parse error - {e}")))?
-    {
-        match field.name() {
-            Some("type") => {
-                let text = field.text().await.map_err(|e| {
-                    ApiError::BadRequest(format!("Multipart form parse error - {e}"))
-                })?;
-                match super::image_types::valid_name(&text) {
-                    Ok(t) => kind = Some(t),
-                    Err(m) => add_error(&mut errors, "type", m),
-                }
-            }
-            Some("file") if stored.is_none() => {
-                let mut writer = blobs
-                    .writer(limit)
-                    .await
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
-                loop {
-                    let chunk = match field.chunk().await {
-                        Ok(Some(chunk)) => chunk,
-                        Ok(None) => break,
-                        Err(e) => {
-                            writer.abort().await;
-                            return Err(ApiError::BadRequest(format!(
-                                "Multipart form parse error - {e}"
-                            )));
-                        }
-                    };
-                    if let Err(e) = writer.write(&chunk).await {
-                        writer.abort().await;
-                        return Err(match e {
-                            BlobError::TooLarge { limit } => {
-                                ApiError::PayloadTooLarge(limit as usize)
-                            }
-                            BlobError::Io(e) => ApiError::Internal(e.to_string()),
-                        });
-                    }
-                }
-                stored = Some(
-                    writer
-                        .finish(&blobs, id)
-                        .await
-                        .map_err(|e| ApiError::Internal(e.to_string()))?,
-                );
-            }
-            _ => {}
-        }
-    }
-    if stored.is_none() {
-        add_error(&mut errors, "file", "No file was submitted.");
-    }
-    if kind.is_none() && errors.is_empty() {
-        add_error(&mut errors, "type", "This field is required.");
-    }
-    if let Some(k) = &kind {
-        let types = state.store().run(|db| db.image_types()).await?;
-        if !types.iter().any(|t| &t.name == k) {
-            add_error(
-                &mut errors,
-                "type",
-                format!("\"{k}\" is not a valid choice."),
-            );
-        }
-    }
-    if !errors.is_empty() {
-        super::remove_files(&state, vec![id]).await;
-        return Err(ApiError::Validation(errors));
-    }
-    let (Some(kind), Some((size, sha256))) = (kind, stored) else {
-        return Err(ApiError::field("file", "No file was submitted."));
-    };
+    let upload = ImageUpload::read(&state, request, id).await?;
     let image = Image {
         id,
         build: build.id,
-        kind,
-        size,
-        sha256,
+        kind: upload.kind,
+        size: upload.file.size,
+        sha256: upload.file.sha256,
         created: Timestamp::now(),
     };
     match state.store().run(move |db| db.create_image(image)).await {
@@ -324,14 +353,12 @@ async fn download_image(
     auth: Result<Authorized<FirmwareImages, View>, ApiError>,
     path: ImagePath,
 ) -> Result<Response, ApiError> {
-    let grant_given = ["device", "expires", "signature"]
-        .iter()
-        .any(|k| query.get(k).is_some());
+    let grant = DownloadQuery::from_query(&query);
     // A token, when given, decides; without one a device presents its grant.
-    let (image, version) = if headers.contains_key(header::AUTHORIZATION) || !grant_given {
+    let (image, version) = if headers.contains_key(header::AUTHORIZATION) || !grant.is_given() {
         visible_image(&state, &auth?.caller, path).await?
     } else {
-        granted_image(&state, &query, path).await?
+        granted_image(&state, &grant, path).await?
     };
     let etag = format!("\"{}\"", image.sha256);
     if headers
@@ -441,17 +468,47 @@ async fn read_body(
     )))
 }
 
-/// The download grant of a device, in the query of a download URL.
+/// The download grant of a device, in the query of a download URL. Kept as given: a grant
+/// that does not parse is refused like one that does not verify.
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)] // documentation of the query; read from `QueryPairs`
 pub struct DownloadQuery {
     /// The device allowed.
-    device: Option<Uuid>,
+    #[param(value_type = Option<Uuid>)]
+    device: Option<String>,
     /// Unix seconds after which the link is refused.
-    expires: Option<i64>,
+    #[param(value_type = Option<i64>)]
+    expires: Option<String>,
     /// Hex HMAC-SHA256 of the grant.
     signature: Option<String>,
+}
+
+impl DownloadQuery {
+    fn from_query(query: &QueryPairs) -> Self {
+        let given = |key| query.get(key).map(str::to_owned);
+        DownloadQuery {
+            device: given("device"),
+            expires: given("expires"),
+            signature: given("signature"),
+        }
+    }
+
+    /// Whether the request presents a grant at all.
+    fn is_given(&self) -> bool {
+        self.device.is_some() || self.expires.is_some() || self.signature.is_some()
+    }
+
+    /// The grant for `image` and its signature, if both parts parse.
+    fn grant(&self, image: ImageId) -> Option<(DownloadGrant, &str)> {
+        let device = DeviceId(Uuid::parse_str(self.device.as_deref()?).ok()?);
+        let expires = self.expires.as_deref()?.parse::<i64>().ok()?;
+        let grant = DownloadGrant {
+            image,
+            device,
+            expires,
+        };
+        Some((grant, self.signature.as_deref().unwrap_or("")))
+    }
 }
 
 const BAD_GRANT: &str = "Invalid or expired download link.";
@@ -474,27 +531,14 @@ async fn download_secret(state: &AppState) -> Result<[u8; 32], ApiError> {
 /// The image a valid grant lets its device download, with its build's version.
 async fn granted_image(
     state: &AppState,
-    query: &QueryPairs,
+    query: &DownloadQuery,
     path: ImagePath,
 ) -> Result<(Image, String), ApiError> {
     let refuse = || ApiError::Forbidden(BAD_GRANT.to_owned());
     let Path((build, image)) = path.map_err(|_| ApiError::NotFound)?;
     let (build, image_id) = (BuildId(build), ImageId(image));
-    let device = query
-        .get("device")
-        .and_then(|d| Uuid::parse_str(d).ok())
-        .map(DeviceId)
-        .ok_or_else(refuse)?;
-    let expires = query
-        .get("expires")
-        .and_then(|e| e.parse::<i64>().ok())
-        .ok_or_else(refuse)?;
-    let signature = query.get("signature").unwrap_or("");
-    let grant = DownloadGrant {
-        image: image_id,
-        device,
-        expires,
-    };
+    let (grant, signature) = query.grant(image_id).ok_or_else(refuse)?;
+    let device = grant.device;
     let secret = download_secret(state).await?;
     if !grant.verify(&secret, signature, Timestamp::now()) {
         return Err(refuse());
