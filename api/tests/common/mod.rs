@@ -4,6 +4,9 @@
 //!
 //! Accounts and organizations are written to the store directly (the routes under test are
 //! others); everything else goes through the API, as a client would.
+//!
+//! [`firmware`] adds the firmware upgrader's fixtures (categories, builds, images, multipart
+//! uploads) for the tests of its routes.
 
 // Each test file compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
@@ -11,9 +14,9 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{Request, StatusCode};
+use axum::http::{HeaderMap, Request, StatusCode};
 use fleetmq_api::{ApiConfig, AppState, NoHooks};
 use fleetmq_store::{
     Group, Membership, OrgId, OrganizationFields, Password, Slug, Store, UserFields, Username,
@@ -21,6 +24,8 @@ use fleetmq_store::{
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tower::ServiceExt;
+
+pub mod firmware;
 
 /// The password of every user [`TestApi::user`] creates.
 pub const PASSWORD: &str = "secret-password";
@@ -50,16 +55,51 @@ impl Reply {
     }
 }
 
+/// What the API answered, as bytes: downloads, and answers whose headers matter.
+#[derive(Debug)]
+pub struct RawReply {
+    /// The status code.
+    pub status: StatusCode,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// The body as sent.
+    pub body: Bytes,
+}
+
+impl RawReply {
+    /// A header's value (empty when absent or not text).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// The body as JSON (`Null` when empty).
+    pub fn json(&self) -> Value {
+        if self.body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&self.body).expect("a JSON body")
+        }
+    }
+}
+
 impl TestApi {
     /// A new store with the superuser `admin`, and the API over it.
     pub async fn start() -> Self {
+        Self::start_with(ApiConfig::default()).await
+    }
+
+    /// [`TestApi::start`] with the API tuned by `config` (small limits, say).
+    pub async fn start_with(config: ApiConfig) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().to_owned();
         let store = tokio::task::spawn_blocking(move || Store::open(&path))
             .await
             .expect("store task")
             .expect("store opens");
-        let state = AppState::new(store.clone(), ApiConfig::default(), Arc::new(NoHooks));
+        let state = AppState::new(store.clone(), config, Arc::new(NoHooks));
         let mut api = TestApi {
             router: fleetmq_api::router(state),
             store,
@@ -110,6 +150,26 @@ impl TestApi {
             serde_json::from_slice(&bytes).expect("a JSON body")
         };
         Reply { status, body }
+    }
+
+    /// Sends a request as built (any headers, any body) and keeps the answer's bytes.
+    pub async fn send(&self, request: Request<Body>) -> RawReply {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        RawReply {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// GET with a token.
