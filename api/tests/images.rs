@@ -166,8 +166,6 @@ async fn an_upload_form_is_checked_field_by_field() {
 }
 
 #[tokio::test]
-#[ignore = "handler bug: an upload with neither `file` nor `type` reports only the file; \
-            DRF reports every invalid field at once"]
 async fn an_empty_upload_form_names_both_missing_fields() {
     let f = Fleet::start().await;
     let reply = f
@@ -278,9 +276,6 @@ async fn shared_build(f: &Fleet) -> (String, String) {
 }
 
 #[tokio::test]
-#[ignore = "handler bug: upload_image checks only that the build is visible (visible_build), \
-            not writable: a non-superuser adds images to a shared build, whose own writes \
-            builds.rs refuses (writable_build)"]
 async fn only_a_superuser_adds_images_to_a_shared_build() {
     let f = Fleet::start().await;
     let (build, image) = shared_build(&f).await;
@@ -297,9 +292,6 @@ async fn only_a_superuser_adds_images_to_a_shared_build() {
 }
 
 #[tokio::test]
-#[ignore = "handler bug: delete_image checks only that the build is visible (visible_image → \
-            visible_build), not writable: a non-superuser deletes a shared build's image, which \
-            every organization's devices may be upgrading to"]
 async fn only_a_superuser_removes_images_of_a_shared_build() {
     let f = Fleet::start().await;
     let (build, image) = shared_build(&f).await;

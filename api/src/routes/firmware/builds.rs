@@ -222,7 +222,11 @@ async fn get_build(
 }
 
 /// A build the caller may write to: visible, and of a shared category only for superusers.
-async fn writable_build(state: &AppState, caller: &Caller, id: Uuid) -> Result<Build, ApiError> {
+pub(crate) async fn writable_build(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<Build, ApiError> {
     let build = visible_build(state, caller, id).await?;
     if let Some(category) = visible_category(state, caller, build.fields.category).await? {
         caller.require_shared_write(category.fields.organization, SHARED_ONLY_SUPERUSERS)?;

@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::builds::visible_build;
+use super::builds::{visible_build, writable_build};
 use crate::auth::{Add, Authorized, Caller, Delete, FirmwareImages, View};
 use crate::extract::{PathId, QueryPairs};
 use crate::filters::Filters;
@@ -129,7 +129,7 @@ impl ImageUpload {
         if file.is_none() {
             add_error(&mut errors, "file", "No file was submitted.");
         }
-        if kind.is_none() && errors.is_empty() {
+        if kind.is_none() && !errors.contains_key("type") {
             add_error(&mut errors, "type", "This field is required.");
         }
         if let Some(k) = &kind {
@@ -246,7 +246,8 @@ async fn upload_image(
     PathId(build): PathId,
     request: axum::extract::Request,
 ) -> Result<(StatusCode, Json<ImageView>), ApiError> {
-    let build = visible_build(&state, &auth.caller, build).await?;
+    // Only a superuser changes a shared build's images (as its other fields).
+    let build = writable_build(&state, &auth.caller, build).await?;
     let id = ImageId::new();
     let upload = ImageUpload::read(&state, request, id).await?;
     let image = Image {
@@ -306,6 +307,8 @@ async fn delete_image(
     path: ImagePath,
 ) -> Result<StatusCode, ApiError> {
     let (image, _) = visible_image(&state, &auth.caller, path).await?;
+    // Only a superuser removes a shared build's images: every organization may be using them.
+    writable_build(&state, &auth.caller, image.build.0).await?;
     state
         .store()
         .run(move |db| db.delete_image(image.id))
