@@ -553,16 +553,24 @@ impl PartialSchema for NullablePk {
 
 impl ToSchema for NullablePk {}
 
-/// An object field read by the same rules as a body; its errors nest under the field.
+/// An object field read by the same rules as a body: every field its schema requires must be
+/// given (all missing ones named at once), and its errors nest under the field.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Nested<T>(pub T);
 
-impl<'de, T: DeserializeOwned> Deserialize<'de> for Nested<T> {
+impl<'de, T: DeserializeOwned + ToSchema> Deserialize<'de> for Nested<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         match Value::deserialize(deserializer)? {
-            Value::Object(map) => read(map, Map::new())
-                .map(Nested)
-                .map_err(|errors| de::Error::custom(format!("{NESTED}{}", Value::Object(errors)))),
+            Value::Object(map) => {
+                let missing: Map<String, Value> = required::<T>()
+                    .into_iter()
+                    .filter(|field| !map.contains_key(field))
+                    .map(|field| (field, json!([REQUIRED])))
+                    .collect();
+                read(map, missing).map(Nested).map_err(|errors| {
+                    de::Error::custom(format!("{NESTED}{}", Value::Object(errors)))
+                })
+            }
             Value::Null => Err(de::Error::custom(NOT_NULL)),
             other => Err(de::Error::custom(format!(
                 "Invalid data. Expected a dictionary, but got {}.",

@@ -330,6 +330,13 @@ async fn a_batch_body_is_checked_field_by_field() {
             json!({"abort_threshold": {"min_sample": ["This field is required."]}}),
         ),
         (
+            json!({"abort_threshold": {}}),
+            json!({"abort_threshold": {
+                "failure_rate": ["This field is required."],
+                "min_sample": ["This field is required."]
+            }}),
+        ),
+        (
             json!({"abort_threshold": {"failure_rate": 0, "min_sample": 3}}),
             json!({"abort_threshold": {
                 "failure_rate": ["Ensure this value is greater than 0 and at most 1."]

@@ -215,7 +215,7 @@ impl PartialSchema for GroupNames {
 impl ToSchema for GroupNames {}
 
 /// A membership as a client sends it (documented by [`Memberships`]).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct MembershipWrite {
     /// Organization id.
     organization: Pk,

@@ -185,37 +185,14 @@ pub struct BatchWrite {
 }
 
 /// The `abort_threshold` object of a batch body.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct AbortThresholdWrite {
     /// Failed share of finished operations at which the batch stops: 0 < r ≤ 1.
     #[schema(value_type = f64, required = true, nullable = false)]
-    failure_rate: FailureRate,
+    failure_rate: Option<RateField>,
     /// Finished operations needed before the rate counts (≥ 1).
     #[schema(value_type = u32, minimum = 1, required = true, nullable = false)]
-    min_sample: Limit,
-}
-
-impl<'de> Deserialize<'de> for AbortThresholdWrite {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Given {
-            failure_rate: Option<RateField>,
-            min_sample: Option<LimitField>,
-        }
-        let given = Given::deserialize(deserializer)?;
-        // Both are required. A field that was given but invalid is already reported (and left
-        // out of this pass), so `min_sample` is named first: the usual mistake is a rate alone.
-        let Some(LimitField(min_sample)) = given.min_sample else {
-            return Err(de::Error::missing_field("min_sample"));
-        };
-        let Some(RateField(failure_rate)) = given.failure_rate else {
-            return Err(de::Error::missing_field("failure_rate"));
-        };
-        Ok(AbortThresholdWrite {
-            failure_rate,
-            min_sample,
-        })
-    }
+    min_sample: Option<LimitField>,
 }
 
 /// A yes/no field as DRF's `BooleanField` reads it: also `"true"`/`"false"`, `"yes"`/`"no"`,
@@ -323,9 +300,15 @@ struct ThresholdField(AbortThreshold);
 impl<'de> Deserialize<'de> for ThresholdField {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         match Value::deserialize(deserializer)? {
-            object @ Value::Object(_) => Nested::<AbortThresholdWrite>::deserialize(object)
-                .map(|Nested(t)| ThresholdField(AbortThreshold::new(t.failure_rate, t.min_sample)))
-                .map_err(de::Error::custom),
+            object @ Value::Object(_) => match Nested::<AbortThresholdWrite>::deserialize(object) {
+                Ok(Nested(AbortThresholdWrite {
+                    failure_rate: Some(RateField(rate)),
+                    min_sample: Some(LimitField(sample)),
+                })) => Ok(ThresholdField(AbortThreshold::new(rate, sample))),
+                // Nested names every missing required field.
+                Ok(_) => Err(de::Error::custom("Both fields are required.")),
+                Err(e) => Err(de::Error::custom(e)),
+            },
             other => Err(de::Error::custom(format!(
                 "Expected a dictionary of items but got type \"{}\".",
                 kind(&other)
