@@ -8,6 +8,7 @@
 //! broker ──Uplink::deliver (before the PUBACK)──▶ Bridge::uplink ──▶ store
 //! broker ──Uplink::session (connect/disconnect)──▶ MQTT connection record, command resend
 //! api ──(command stored)──▶ Bridge::command_created ──▶ broker (down/command/request)
+//! store ──(login change committed)──▶ revocation ──▶ broker (reauthorize live sessions)
 //! ```
 //!
 //! The bridge is the broker's [`fleetmq_broker::Uplink`]: the broker acknowledges a device's
@@ -21,11 +22,13 @@
 //! - [`rollout`] — the rollout engine: upgrade operations over npm.system_update.
 //! - [`device_calls`] — REST clients' calls of a device's npm.system_update API; who is online.
 //! - [`metrics`] — counters for `/metrics`.
+//! - `revocation` — login changes in the store end the live sessions they revoke.
 
 pub mod auth;
 pub mod commands;
 pub mod device_calls;
 pub mod metrics;
+mod revocation;
 pub mod rollout;
 pub mod telemetry;
 pub mod uplink;
@@ -144,6 +147,11 @@ impl Bridge {
             tokio::spawn(uplink::record_sessions(
                 bridge.clone(),
                 session_events,
+                shutdown.clone(),
+            )),
+            tokio::spawn(revocation::follow(
+                &bridge.inner.store,
+                bridge.inner.broker.clone(),
                 shutdown.clone(),
             )),
             tokio::spawn(bridge.clone().time_out_commands(shutdown)),

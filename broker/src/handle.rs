@@ -13,6 +13,7 @@ use rumqttd::local::LinkRx;
 use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet, Publish};
 
 use crate::BrokerError;
+use crate::auth::Authenticator;
 use crate::downlink::{Downlink, Downlinks, Sent, down_topic_device};
 use crate::router::{Feeder, LinkFactory, SharedTx};
 use crate::session::{Sessions, device_client_id, internal_client_id};
@@ -30,6 +31,8 @@ pub(crate) struct Core {
     pub(crate) publisher: SharedTx,
     /// Live device connections, for `down/` messages (served by the front end).
     pub(crate) downlinks: Downlinks,
+    /// Who may connect; asked again for live sessions when a login may have been revoked.
+    pub(crate) auth: Arc<dyn Authenticator>,
 }
 
 impl Core {

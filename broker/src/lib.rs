@@ -40,6 +40,7 @@ mod downlink;
 pub mod error;
 pub mod handle;
 mod listener;
+pub mod revocation;
 mod router;
 mod session;
 pub mod tls;
@@ -59,6 +60,7 @@ pub use auth::{AuthFuture, Authenticator, Login, Refusal};
 pub use config::{BrokerConfig, RouterSizing, TlsListener};
 pub use error::BrokerError;
 pub use handle::{BrokerHandle, LocalLink, Message};
+pub use revocation::Affected;
 pub use tls::TlsIdentity;
 pub use uplink::{SessionEvent, Uplink, UplinkFuture, UplinkMessage};
 
@@ -128,6 +130,7 @@ impl Broker {
             sessions: session::Sessions::default(),
             publisher: Arc::new(Mutex::new(tx)),
             downlinks: downlink::Downlinks::default(),
+            auth: Arc::clone(&auth),
         });
         tracing::info!(addr = %local_addr, tls = ?tls_addr, websocket = ?ws_addr, "MQTT listeners bound");
         Ok(Broker {

@@ -15,15 +15,26 @@ use std::time::{Duration, Instant};
 use fleetmq_protocol::{DeviceId, Principal};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Login;
+use crate::revocation::Affected;
+
 /// How long a new session waits for the one it replaces to finish.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 /// How long a kick is remembered to refuse logins that were already in flight. Longer than
 /// any connect (connect timeout + takeover wait).
 const KICK_MEMORY: Duration = Duration::from_secs(120);
 
+/// What a live session was accepted with: asked again when its login may have been revoked.
+#[derive(Debug)]
+pub(crate) struct Credentials {
+    pub(crate) login: Login,
+    pub(crate) principal: Principal,
+}
+
 #[derive(Clone)]
-struct Entry {
-    generation: u64,
+pub(crate) struct Entry {
+    pub(crate) generation: u64,
+    pub(crate) credentials: Arc<Credentials>,
     kick: CancellationToken,
     /// Set before `kick` when the kick is a takeover by a new connection.
     taken_over: Arc<AtomicBool>,
@@ -38,6 +49,9 @@ pub(crate) struct Sessions {
     /// When each key was last kicked, so that a login authenticated *before* the kick (e.g.
     /// before the device was deactivated) but registered after it is refused.
     kicked_at: Mutex<HashMap<String, Instant>>,
+    /// Recent revocations, so that a login authenticated before one but registered after the
+    /// sessions were judged is judged too.
+    revoked_at: Mutex<Vec<(Instant, Affected)>>,
 }
 
 /// The session was kicked while its login was being authenticated.
@@ -56,6 +70,11 @@ impl SessionGuard<'_> {
     /// Cancelled when the session must end (takeover, admin kick).
     pub(crate) fn kicked(&self) -> &CancellationToken {
         &self.entry.kick
+    }
+
+    /// What the session was accepted with.
+    pub(crate) fn credentials(&self) -> &Credentials {
+        &self.entry.credentials
     }
 
     /// Whether the kick (if any) was a new connection taking the session over.
@@ -89,6 +108,7 @@ impl Sessions {
         &self,
         key: &str,
         authenticated_at: Instant,
+        credentials: Credentials,
     ) -> Result<SessionGuard<'_>, KickedDuringLogin> {
         let kicked_at = self
             .kicked_at
@@ -101,6 +121,7 @@ impl Sessions {
         }
         let entry = Entry {
             generation: self.generations.fetch_add(1, Ordering::Relaxed),
+            credentials: Arc::new(credentials),
             kick: CancellationToken::new(),
             taken_over: Arc::new(AtomicBool::new(false)),
             finished: CancellationToken::new(),
@@ -139,6 +160,45 @@ impl Sessions {
         entry.kick.cancel();
         let _ = tokio::time::timeout(TAKEOVER_WAIT, entry.finished.cancelled()).await;
         true
+    }
+
+    /// Records a revocation and returns the live sessions it may concern.
+    pub(crate) fn revoke(&self, affected: Affected) -> Vec<(String, Entry)> {
+        {
+            let now = Instant::now();
+            let mut revoked = self.revoked_at.lock().unwrap_or_else(|p| p.into_inner());
+            revoked.retain(|(at, _)| now.duration_since(*at) < KICK_MEMORY);
+            revoked.push((now, affected.clone()));
+        }
+        self.lock()
+            .iter()
+            .filter(|(_, entry)| affected.covers(&entry.credentials.principal))
+            .map(|(key, entry)| (key.clone(), entry.clone()))
+            .collect()
+    }
+
+    /// Whether a revocation that concerns `principal` happened at or after `at`.
+    pub(crate) fn revoked_since(&self, at: Instant, principal: &Principal) -> bool {
+        self.revoked_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|(when, affected)| *when >= at && affected.covers(principal))
+    }
+
+    /// Ends the session registered under `key` if it is still the one of `generation` (a
+    /// newer session was authenticated after the change), waiting until it is gone.
+    pub(crate) async fn end(&self, key: &str, generation: u64) {
+        let Some(entry) = self
+            .lock()
+            .get(key)
+            .filter(|e| e.generation == generation)
+            .cloned()
+        else {
+            return;
+        };
+        entry.kick.cancel();
+        let _ = tokio::time::timeout(TAKEOVER_WAIT, entry.finished.cancelled()).await;
     }
 }
 
@@ -212,10 +272,25 @@ mod tests {
         assert_eq!(internal_client_id("bridge"), "i~bridge");
     }
 
+    fn anonymous() -> Credentials {
+        Credentials {
+            login: Login {
+                client_id: "c".into(),
+                username: None,
+                password: None,
+                peer: ([127, 0, 0, 1], 1).into(),
+            },
+            principal: Principal::Anonymous,
+        }
+    }
+
     #[tokio::test]
     async fn registering_the_same_key_kicks_and_waits_for_the_previous_session() {
         let sessions = Sessions::default();
-        let first = sessions.register("k", Instant::now()).await.unwrap();
+        let first = sessions
+            .register("k", Instant::now(), anonymous())
+            .await
+            .unwrap();
         let kicked = first.kicked().clone();
         let finished = first.entry.finished.clone();
         let taken_over = Arc::clone(&first.entry.taken_over);
@@ -223,7 +298,7 @@ mod tests {
             kicked.cancelled().await;
             drop(first);
         };
-        let (second, ()) = tokio::join!(sessions.register("k", Instant::now()), ender);
+        let (second, ()) = tokio::join!(sessions.register("k", Instant::now(), anonymous()), ender);
         let second = second.unwrap();
         assert!(finished.is_cancelled());
         assert!(taken_over.load(Ordering::Relaxed));
@@ -240,8 +315,23 @@ mod tests {
         let sessions = Sessions::default();
         let before = Instant::now();
         assert!(!sessions.kick("d~dev").await);
-        assert!(sessions.register("d~dev", before).await.is_err());
-        assert!(sessions.register("d~dev", Instant::now()).await.is_ok());
-        assert!(sessions.register("d~other", before).await.is_ok());
+        assert!(
+            sessions
+                .register("d~dev", before, anonymous())
+                .await
+                .is_err()
+        );
+        assert!(
+            sessions
+                .register("d~dev", Instant::now(), anonymous())
+                .await
+                .is_ok()
+        );
+        assert!(
+            sessions
+                .register("d~other", before, anonymous())
+                .await
+                .is_ok()
+        );
     }
 }

@@ -29,6 +29,8 @@ pub trait Backend:
 {
     /// Fails unless the backend can read and write right now (health checks).
     fn check(&self) -> Result<()>;
+    /// Login-relevant changes committed from now on (see [`crate::revocation`]).
+    fn login_changes(&self) -> tokio::sync::broadcast::Receiver<crate::LoginChange>;
 }
 
 /// Who may use fleetmq: organizations (tenants), users with their memberships, and API tokens.

@@ -42,6 +42,7 @@ pub struct RedbBackend {
     tokens: TokenCache,
     anchors: PageAnchors,
     logins: crate::memo::Memo<DeviceId, crate::DeviceLogin>,
+    changes: crate::LoginChanges,
 }
 
 impl RedbBackend {
@@ -123,6 +124,7 @@ impl RedbBackend {
             tokens: TokenCache::default(),
             anchors: PageAnchors::default(),
             logins: crate::memo::Memo::new(100_000),
+            changes: crate::LoginChanges::default(),
         })
     }
 }
@@ -132,5 +134,9 @@ impl Backend for RedbBackend {
         let txn = self.db.begin_read()?;
         txn.open_table(META)?.get("schema_version")?;
         Ok(())
+    }
+
+    fn login_changes(&self) -> tokio::sync::broadcast::Receiver<crate::LoginChange> {
+        self.changes.subscribe()
     }
 }

@@ -31,9 +31,10 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::BrokerConfig;
 use crate::auth::Authenticator;
+use crate::auth::Login;
 use crate::handle::Core;
 use crate::router::build_link;
-use crate::session::router_client_id;
+use crate::session::{Credentials, SessionGuard, router_client_id};
 use crate::uplink::{SessionEvent, Uplink};
 use framing::Wire;
 use handshake::{ConnectFailure, authenticate, read_connect, return_code};
@@ -148,6 +149,12 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
     let (username, password) = handshake::credentials(login);
 
     let authenticated_at = std::time::Instant::now();
+    let login = Login {
+        client_id: client_id.clone(),
+        username: username.clone(),
+        password: password.clone(),
+        peer,
+    };
     let principal = match authenticate(&shared, &client_id, username.clone(), password, peer).await
     {
         Ok(principal) => principal,
@@ -169,16 +176,31 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
     let router_id = router_client_id(&principal, username.as_deref(), &client_id);
     let span = tracing::info_span!("mqtt", client_id, %peer);
     async move {
+        let credentials = Credentials {
+            login,
+            principal: principal.clone(),
+        };
         let Ok(guard) = shared
             .core
             .sessions
-            .register(&router_id, authenticated_at)
+            .register(&router_id, authenticated_at, credentials)
             .await
         else {
             info!("kicked while logging in");
             wire.connack(ConnectReturnCode::NotAuthorized, false).await;
             return;
         };
+        // A revocation while this login was being judged: judge it again.
+        if shared
+            .core
+            .sessions
+            .revoked_since(authenticated_at, &principal)
+            && !still_allowed(&shared, &guard).await
+        {
+            info!("revoked while logging in");
+            wire.connack(ConnectReturnCode::NotAuthorized, false).await;
+            return;
+        }
         let (tx, rx, connack) =
             match build_link(&shared.core.links, router_id.clone(), connect.clean_session).await {
                 Ok(link) => link,
@@ -268,4 +290,15 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
     }
     .instrument(span)
     .await;
+}
+
+/// Whether the authenticator still accepts a registered session as it was accepted.
+async fn still_allowed(shared: &Shared, guard: &SessionGuard<'_>) -> bool {
+    let credentials = guard.credentials();
+    let answer = timeout(
+        shared.config.connect_timeout,
+        shared.auth.authenticate(credentials.login.clone()),
+    )
+    .await;
+    matches!(answer, Ok(Ok(principal)) if principal == credentials.principal)
 }

@@ -11,8 +11,9 @@ use super::paging::{created_key, ids_paired_with, ids_under, page_index, paged};
 use super::record::{cat, encode, get_record, lookup_by};
 use crate::tables::*;
 use crate::{
-    AccountStore, DeviceId, OrgId, Organization, OrganizationFields, Page, PageRequest, Password,
-    Result, Scope, StoreError, Timestamp, Token, Unique, User, UserFields, UserId, token_hash,
+    AccountStore, DeviceId, LoginChange, OrgId, Organization, OrganizationFields, Page,
+    PageRequest, Password, Result, Scope, StoreError, Timestamp, Token, Unique, User, UserFields,
+    UserId, token_hash,
 };
 
 fn insert_user_indexes(txn: &WriteTransaction, user: &User) -> Result<()> {
@@ -125,19 +126,23 @@ impl AccountStore for RedbBackend {
                 slugs.remove(org.fields.slug.as_str())?;
                 slugs.insert(fields.slug.as_str(), id.key())?;
             }
-            org.fields = fields;
+            let before = std::mem::replace(&mut org.fields, fields);
             org.modified = Timestamp::now();
             orgs.insert(id.key(), encode("organizations", &org)?.as_slice())?;
-            org
+            (org, before.slug)
         };
         txn.commit()?;
+        let (org, slug) = org;
         self.logins.clear();
+        self.changes.announce(LoginChange::Organization {
+            slug: slug.as_str().to_owned(),
+        });
         Ok(org)
     }
 
     fn delete_organization(&self, id: OrgId) -> Result<()> {
         let txn = self.db.begin_write()?;
-        {
+        let slug = {
             let org: Organization =
                 get_record(&txn.open_table(ORGANIZATIONS)?, "organizations", id.key())?
                     .ok_or(StoreError::NotFound)?;
@@ -163,11 +168,15 @@ impl AccountStore for RedbBackend {
                 .remove(created_key(org.created, id.bytes()).as_slice())?;
             txn.open_table(COUNTERS)?
                 .remove(counter_key(Some(id)).as_slice())?;
-        }
+            org.fields.slug
+        };
         txn.commit()?;
         self.logins.clear();
         self.anchors.invalidate();
         self.tokens.clear();
+        self.changes.announce(LoginChange::Organization {
+            slug: slug.as_str().to_owned(),
+        });
         Ok(())
     }
 
@@ -238,6 +247,7 @@ impl AccountStore for RedbBackend {
         insert_user_indexes(&txn, &user)?;
         txn.commit()?;
         self.tokens.clear();
+        self.changes.announce(LoginChange::Users);
         Ok(user)
     }
 
@@ -264,6 +274,7 @@ impl AccountStore for RedbBackend {
         }
         txn.commit()?;
         self.tokens.clear();
+        self.changes.announce(LoginChange::Users);
         Ok(())
     }
 

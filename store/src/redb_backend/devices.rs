@@ -11,8 +11,8 @@ use super::{RedbBackend, device_plane, upgrade};
 use crate::tables::*;
 use crate::{
     ConfigFields, ConfigStatus, Device, DeviceConfig, DeviceFields, DeviceFilter, DeviceId,
-    DeviceStore, OrgId, Organization, Page, PageRequest, Result, Scope, StoreError, Timestamp,
-    Unique,
+    DeviceStore, LoginChange, OrgId, Organization, Page, PageRequest, Result, Scope, StoreError,
+    Timestamp, Unique,
 };
 
 pub(super) fn counter_key(org: Option<OrgId>) -> Vec<u8> {
@@ -206,6 +206,7 @@ impl DeviceStore for RedbBackend {
         insert_device_indexes(&txn, &device)?;
         txn.commit()?;
         self.logins.invalidate(&id);
+        self.changes.announce(LoginChange::Device(id));
         self.anchors.invalidate();
         Ok(device)
     }
@@ -230,6 +231,7 @@ impl DeviceStore for RedbBackend {
         }
         txn.commit()?;
         self.logins.invalidate(&id);
+        self.changes.announce(LoginChange::Device(id));
         Ok(device)
     }
 
@@ -239,6 +241,7 @@ impl DeviceStore for RedbBackend {
         delete_device_in(&txn, &device)?;
         txn.commit()?;
         self.logins.invalidate(&id);
+        self.changes.announce(LoginChange::Device(id));
         self.anchors.invalidate();
         Ok(())
     }
