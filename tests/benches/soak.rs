@@ -1,0 +1,439 @@
+//! Soak under attack: a fleet of real devices connected and publishing while hostile and
+//! careless clients do their worst, against the release binary with its default limits.
+//!
+//! - the server: `target/release/fleetmq` in its own process (so its RSS is its own);
+//! - the fleet: `target/release/fleetmq-sim` in its own process, from 127.0.0.1, devices
+//!   registered straight into the store beforehand (a CSV of ids and keys);
+//! - the attack, from this process: `--silent` sockets from 127.0.0.2 that open the MQTT port
+//!   and never send CONNECT (reopened whenever the server closes one), `--idle-http` sockets
+//!   from 127.0.0.3 that send half a request and stay (reopened likewise), and `--hammer`
+//!   concurrent wrong-password `POST /api/v1/users/token/` loops from 127.0.0.4;
+//! - the probes: `GET /healthz` on a fresh connection every 100 ms (latency into a histogram)
+//!   and the server's RSS every second.
+//!
+//! Build both binaries first, then run:
+//! `cargo build --release -p fleetmq -p fleetmq-sim && cargo bench -p fleetmq-tests --bench soak
+//! -- [--devices 10000] [--silent 10000] [--idle-http 2000] [--hammer 64] [--seconds 120]`
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use fleetmq_store::{
+    DeviceFields, DeviceKey, DeviceName, MacAddress, OrganizationFields, Slug, Store,
+};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken as Stop;
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .find(|w| w[0] == name)
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(default)
+}
+
+/// Counters of the attack, printed at the end.
+#[derive(Default)]
+struct Attack {
+    silent_opened: AtomicU64,
+    silent_refused: AtomicU64,
+    http_opened: AtomicU64,
+    http_refused: AtomicU64,
+    token_answers: [AtomicU64; 6],
+}
+
+fn main() -> anyhow::Result<()> {
+    let devices = arg("--devices", 10_000) as usize;
+    let silent = arg("--silent", 10_000) as usize;
+    let idle_http = arg("--idle-http", 2_000) as usize;
+    let hammer = arg("--hammer", 64) as usize;
+    let seconds = arg("--seconds", 120);
+    raise_open_files();
+    let release = target_dir().join("release");
+    let (server_bin, sim_bin) = (release.join("fleetmq"), release.join("fleetmq-sim"));
+    for bin in [&server_bin, &sim_bin] {
+        anyhow::ensure!(
+            bin.exists(),
+            "{} is missing: cargo build --release -p fleetmq -p fleetmq-sim",
+            bin.display()
+        );
+    }
+    let dir = tempfile::tempdir()?;
+    let csv = dir.path().join("devices.csv");
+    register(dir.path(), devices, &csv)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(soak(SoakPlan {
+            server_bin,
+            sim_bin,
+            data: dir.path().to_owned(),
+            csv,
+            devices,
+            silent,
+            idle_http,
+            hammer,
+            seconds,
+        }))
+}
+
+struct SoakPlan {
+    server_bin: PathBuf,
+    sim_bin: PathBuf,
+    data: PathBuf,
+    csv: PathBuf,
+    devices: usize,
+    silent: usize,
+    idle_http: usize,
+    hammer: usize,
+    seconds: u64,
+}
+
+async fn soak(plan: SoakPlan) -> anyhow::Result<()> {
+    let (mut server, http, mqtt) = start_server(&plan.server_bin, &plan.data).await?;
+    let pid = server.id().unwrap_or_default();
+    println!("server pid {pid}: REST on {http}, MQTT on {mqtt}");
+    let stop = Stop::new();
+    let attack = Arc::new(Attack::default());
+    let mut tasks = Vec::new();
+    for _ in 0..plan.silent {
+        tasks.push(tokio::spawn(silent_socket(
+            mqtt,
+            Arc::clone(&attack),
+            stop.clone(),
+        )));
+    }
+    for _ in 0..plan.idle_http {
+        tasks.push(tokio::spawn(idle_http(
+            http,
+            Arc::clone(&attack),
+            stop.clone(),
+        )));
+    }
+    for _ in 0..plan.hammer {
+        tasks.push(tokio::spawn(hammer_tokens(
+            http,
+            Arc::clone(&attack),
+            stop.clone(),
+        )));
+    }
+    let rss_before = rss_kib(pid);
+    let probes = tokio::spawn(probe(http, pid, stop.clone()));
+
+    let sim = Command::new(&plan.sim_bin)
+        .args(["--org", "soak", "--mqtt", &mqtt.to_string()])
+        .arg("--csv")
+        .arg(&plan.csv)
+        .args(["--devices", &plan.devices.to_string()])
+        .args(["--telemetry-interval", "10s", "--coordinates-interval", "0"])
+        .args(["--duration", &format!("{}s", plan.seconds)])
+        .args(["--connect-rate", "1000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let report = sim.wait_with_output().await?;
+    let report = String::from_utf8_lossy(&report.stdout);
+    stop.cancel();
+    let (latency, rss) = probes.await?;
+    for task in tasks {
+        let _ = task.await;
+    }
+    let _ = server.kill().await;
+
+    println!("--- fleetmq-sim (the legitimate fleet) ---\n{report}");
+    println!("--- attack ---");
+    let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    println!(
+        "silent MQTT sockets: {} opened, {} refused or closed by the server",
+        n(&attack.silent_opened),
+        n(&attack.silent_refused)
+    );
+    println!(
+        "idle HTTP sockets:   {} opened, {} refused or closed by the server",
+        n(&attack.http_opened),
+        n(&attack.http_refused)
+    );
+    let statuses = ["401", "429", "503", "400", "other", "failed"];
+    let answers: Vec<String> = statuses
+        .iter()
+        .zip(&attack.token_answers)
+        .map(|(s, c)| format!("{s}: {}", n(c)))
+        .collect();
+    println!("wrong-password token requests: {}", answers.join(", "));
+    println!("--- server ---");
+    println!(
+        "/healthz: {} probes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} failed",
+        latency.histogram.len(),
+        latency.histogram.value_at_quantile(0.5) as f64 / 1000.0,
+        latency.histogram.value_at_quantile(0.99) as f64 / 1000.0,
+        latency.histogram.max() as f64 / 1000.0,
+        latency.failed
+    );
+    println!(
+        "RSS: {} MiB before the fleet, min {} MiB, max {} MiB, last {} MiB",
+        rss_before / 1024,
+        rss.iter().min().copied().unwrap_or_default() / 1024,
+        rss.iter().max().copied().unwrap_or_default() / 1024,
+        rss.last().copied().unwrap_or_default() / 1024
+    );
+    Ok(())
+}
+
+/// Writes an organization `soak` with `devices` devices into a new store under `data`, and
+/// their ids and keys into `csv` for fleetmq-sim.
+fn register(data: &Path, devices: usize, csv: &Path) -> anyhow::Result<()> {
+    let store = Store::open(data)?;
+    let db = store.blocking();
+    let org = db.create_organization(OrganizationFields {
+        name: "Soak".into(),
+        slug: Slug::parse("soak").map_err(anyhow::Error::msg)?,
+        description: String::new(),
+        email: String::new(),
+        url: String::new(),
+        is_active: true,
+    })?;
+    let mut lines = String::new();
+    for chunk in (0..devices).collect::<Vec<_>>().chunks(5_000) {
+        let batch = chunk
+            .iter()
+            .map(|&i| {
+                let b = (i as u32).to_be_bytes();
+                Ok((
+                    DeviceFields {
+                        name: DeviceName::parse(&format!("sim-{i}")).map_err(anyhow::Error::msg)?,
+                        organization: org.id,
+                        group: None,
+                        mac_address: MacAddress::parse(&format!(
+                            "02:02:{:02x}:{:02x}:{:02x}:{:02x}",
+                            b[0], b[1], b[2], b[3]
+                        ))
+                        .map_err(anyhow::Error::msg)?,
+                        key: DeviceKey::generate(),
+                        last_ip: None,
+                        management_ip: None,
+                        model: String::new(),
+                        os: String::new(),
+                        system: String::new(),
+                        notes: String::new(),
+                        hardware_id: String::new(),
+                    },
+                    None,
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for device in db.create_devices(batch)? {
+            lines.push_str(&format!("{},{}\n", device.id, device.fields.key.as_str()));
+        }
+    }
+    std::fs::write(csv, lines)?;
+    Ok(())
+}
+
+/// Starts the release server on free ports; returns it with its REST and MQTT addresses.
+async fn start_server(bin: &Path, data: &Path) -> anyhow::Result<(Child, SocketAddr, SocketAddr)> {
+    let mut server = Command::new(bin)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
+        .args(["--mqtts-addr", "off", "--mqtt-ws-addr", "off"])
+        .env("FLEETMQ_ADMIN_PASSWORD", "soak-admin-password")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = server
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let Some(line) = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await??
+        else {
+            break;
+        };
+        // "REST API on http://A/ (docs: …), MQTT on B"
+        if let Some(rest) = line.strip_prefix("REST API on http://") {
+            let http = rest.split('/').next().unwrap_or_default().parse()?;
+            let mqtt = rest
+                .rsplit("MQTT on ")
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .parse()?;
+            // Keep draining stdout so the server never blocks on a full pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return Ok((server, http, mqtt));
+        }
+    }
+    anyhow::bail!("the server did not start")
+}
+
+fn from(last_octet: u8) -> anyhow::Result<TcpSocket> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, last_octet)),
+        0,
+    ))?;
+    Ok(socket)
+}
+
+/// Holds a socket to the MQTT port that never sends CONNECT; reopens it when the server
+/// closes it (as a flood would).
+async fn silent_socket(mqtt: SocketAddr, attack: Arc<Attack>, stop: Stop) {
+    while !stop.is_cancelled() {
+        let Ok(socket) = from(2) else { return };
+        match socket.connect(mqtt).await {
+            Ok(mut stream) => {
+                attack.silent_opened.fetch_add(1, Ordering::Relaxed);
+                let mut buf = [0u8; 64];
+                tokio::select! {
+                    _ = stream.read(&mut buf) => {
+                        attack.silent_refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    () = stop.cancelled() => return,
+                }
+            }
+            Err(_) => {
+                attack.silent_refused.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Holds an HTTP connection with half a request; reopens it when the server closes it.
+async fn idle_http(http: SocketAddr, attack: Arc<Attack>, stop: Stop) {
+    while !stop.is_cancelled() {
+        let Ok(socket) = from(3) else { return };
+        match socket.connect(http).await {
+            Ok(mut stream) => {
+                attack.http_opened.fetch_add(1, Ordering::Relaxed);
+                let _ = stream
+                    .write_all(b"GET /healthz HTTP/1.1\r\nHost: soak\r\n")
+                    .await;
+                let mut buf = [0u8; 256];
+                tokio::select! {
+                    _ = stream.read(&mut buf) => {
+                        attack.http_refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    () = stop.cancelled() => return,
+                }
+            }
+            Err(_) => {
+                attack.http_refused.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Asks for a token with a wrong password, over and over, on one keep-alive connection.
+async fn hammer_tokens(http: SocketAddr, attack: Arc<Attack>, stop: Stop) {
+    let Ok(client) = reqwest::Client::builder()
+        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4)))
+        .timeout(Duration::from_secs(30))
+        .build()
+    else {
+        return;
+    };
+    let url = format!("http://{http}/api/v1/users/token/");
+    while !stop.is_cancelled() {
+        let answer = client
+            .post(&url)
+            .json(&serde_json::json!({"username": "admin", "password": "wrong-password"}))
+            .send()
+            .await;
+        let slot = match answer.map(|r| r.status().as_u16()) {
+            Ok(401) => 0,
+            Ok(429) => 1,
+            Ok(503) => 2,
+            Ok(400) => 3,
+            Ok(_) => 4,
+            Err(_) => 5,
+        };
+        attack.token_answers[slot].fetch_add(1, Ordering::Relaxed);
+        if slot == 5 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+struct Latency {
+    histogram: Histogram<u64>,
+    failed: u64,
+}
+
+/// `/healthz` on a fresh connection every 100 ms, and the server's RSS every second.
+async fn probe(http: SocketAddr, pid: u32, stop: Stop) -> (Latency, Vec<u64>) {
+    let mut latency = Latency {
+        histogram: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| {
+            Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures is valid"))
+        }),
+        failed: 0,
+    };
+    let mut rss = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut n = 0u64;
+    while !stop.is_cancelled() {
+        tick.tick().await;
+        n += 1;
+        if n % 10 == 0 {
+            rss.push(rss_kib(pid));
+        }
+        let started = Instant::now();
+        match tokio::time::timeout(Duration::from_secs(5), healthz(http)).await {
+            Ok(Ok(())) => {
+                let micros = started.elapsed().as_micros() as u64;
+                let _ = latency.histogram.record(micros.max(1));
+            }
+            _ => latency.failed += 1,
+        }
+    }
+    (latency, rss)
+}
+
+async fn healthz(http: SocketAddr) -> anyhow::Result<()> {
+    let mut stream = TcpStream::connect(http).await?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    anyhow::ensure!(answer.starts_with(b"HTTP/1.1 200"), "healthz not OK");
+    Ok(())
+}
+
+/// The server's resident memory in KiB (0 if unknown).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+fn raise_open_files() {
+    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
+        let _ = rlimit::Resource::NOFILE.set(hard, hard);
+    }
+}
