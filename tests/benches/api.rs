@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fleetmq::{Config, Server};
 use fleetmq_store::{
-    DeviceFields, DeviceId, DeviceKey, DeviceName, MacAddress, Membership, OrganizationFields,
-    Password, Slug, Store, UserFields, Username,
+    DeviceId, Membership, OrganizationFields, Password, Slug, Store, UserFields, Username,
 };
+use fleetmq_tests::fixtures::register_devices;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
@@ -166,38 +166,10 @@ fn load_fleet(dir: &std::path::Path, n: usize) -> anyhow::Result<(Vec<DeviceId>,
         Password::parse("bench-password").map_err(anyhow::Error::msg)?,
     )?;
     let token = db.create_token(user.id)?;
-    let mut ids = Vec::with_capacity(n);
-    for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
-        let batch = chunk
-            .iter()
-            .map(|i| {
-                let b = (*i as u32).to_be_bytes();
-                Ok((
-                    DeviceFields {
-                        name: DeviceName::parse(&format!("bench-{i}"))
-                            .map_err(anyhow::Error::msg)?,
-                        organization: org.id,
-                        group: None,
-                        mac_address: MacAddress::parse(&format!(
-                            "02:00:{:02x}:{:02x}:{:02x}:{:02x}",
-                            b[0], b[1], b[2], b[3]
-                        ))
-                        .map_err(anyhow::Error::msg)?,
-                        key: DeviceKey::generate(),
-                        last_ip: None,
-                        management_ip: None,
-                        model: "bench-board".into(),
-                        os: String::new(),
-                        system: String::new(),
-                        notes: String::new(),
-                        hardware_id: String::new(),
-                    },
-                    None,
-                ))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        ids.extend(db.create_devices(batch)?.into_iter().map(|d| d.id));
-    }
+    let ids: Vec<_> = register_devices(db, org.id, "bench", 0, n)?
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
     println!(
         "loaded {n} devices in {:.1} s",
         started.elapsed().as_secs_f64()

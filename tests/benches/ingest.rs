@@ -13,9 +13,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use fleetmq::{Config, Server};
-use fleetmq_store::{
-    DeviceFields, DeviceKey, DeviceName, MacAddress, OrganizationFields, Slug, Store,
-};
+use fleetmq_store::{OrganizationFields, Slug, Store};
+use fleetmq_tests::fixtures::register_devices;
 use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 
@@ -45,34 +44,7 @@ fn main() -> anyhow::Result<()> {
             url: String::new(),
             is_active: true,
         })?;
-        let batch = (0..devices)
-            .map(|i| {
-                let b = (i as u32).to_be_bytes();
-                Ok((
-                    DeviceFields {
-                        name: DeviceName::parse(&format!("ingest-{i}"))
-                            .map_err(anyhow::Error::msg)?,
-                        organization: org.id,
-                        group: None,
-                        mac_address: MacAddress::parse(&format!(
-                            "02:01:{:02x}:{:02x}:{:02x}:{:02x}",
-                            b[0], b[1], b[2], b[3]
-                        ))
-                        .map_err(anyhow::Error::msg)?,
-                        key: DeviceKey::generate(),
-                        last_ip: None,
-                        management_ip: None,
-                        model: String::new(),
-                        os: String::new(),
-                        system: String::new(),
-                        notes: String::new(),
-                        hardware_id: String::new(),
-                    },
-                    None,
-                ))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        db.create_devices(batch)?
+        register_devices(db, org.id, "ingest", 1, devices)?
             .into_iter()
             .map(|d| (d.id.to_string(), d.fields.key.as_str().to_owned()))
             .collect()

@@ -22,9 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fleetmq_store::{
-    DeviceFields, DeviceKey, DeviceName, MacAddress, OrganizationFields, Slug, Store,
-};
+use fleetmq_store::{OrganizationFields, Slug, Store};
+use fleetmq_tests::fixtures::{register_devices, rss_kib};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
@@ -200,37 +199,8 @@ fn register(data: &Path, devices: usize, csv: &Path) -> anyhow::Result<()> {
         is_active: true,
     })?;
     let mut lines = String::new();
-    for chunk in (0..devices).collect::<Vec<_>>().chunks(5_000) {
-        let batch = chunk
-            .iter()
-            .map(|&i| {
-                let b = (i as u32).to_be_bytes();
-                Ok((
-                    DeviceFields {
-                        name: DeviceName::parse(&format!("sim-{i}")).map_err(anyhow::Error::msg)?,
-                        organization: org.id,
-                        group: None,
-                        mac_address: MacAddress::parse(&format!(
-                            "02:02:{:02x}:{:02x}:{:02x}:{:02x}",
-                            b[0], b[1], b[2], b[3]
-                        ))
-                        .map_err(anyhow::Error::msg)?,
-                        key: DeviceKey::generate(),
-                        last_ip: None,
-                        management_ip: None,
-                        model: String::new(),
-                        os: String::new(),
-                        system: String::new(),
-                        notes: String::new(),
-                        hardware_id: String::new(),
-                    },
-                    None,
-                ))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        for device in db.create_devices(batch)? {
-            lines.push_str(&format!("{},{}\n", device.id, device.fields.key.as_str()));
-        }
+    for device in register_devices(db, org.id, "sim", 2, devices)? {
+        lines.push_str(&format!("{},{}\n", device.id, device.fields.key.as_str()));
     }
     std::fs::write(csv, lines)?;
     Ok(())
@@ -386,7 +356,7 @@ async fn probe(http: SocketAddr, pid: u32, stop: Stop) -> (Latency, Vec<u64>) {
     while !stop.is_cancelled() {
         tick.tick().await;
         n += 1;
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             rss.push(rss_kib(pid));
         }
         let started = Instant::now();
@@ -410,20 +380,6 @@ async fn healthz(http: SocketAddr) -> anyhow::Result<()> {
     stream.read_to_end(&mut answer).await?;
     anyhow::ensure!(answer.starts_with(b"HTTP/1.1 200"), "healthz not OK");
     Ok(())
-}
-
-/// The server's resident memory in KiB (0 if unknown).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn target_dir() -> PathBuf {

@@ -6,6 +6,7 @@
 //! - [`Reply`] — a status and a JSON body.
 //! - [`mqtt`] — a real MQTT client for devices and operators.
 
+pub mod fixtures;
 pub mod mqtt;
 
 use std::net::SocketAddr;
