@@ -89,6 +89,12 @@ struct ServeArgs {
     /// Hours of telemetry history kept per device.
     #[arg(long, env = "FLEETMQ_TELEMETRY_RETENTION_HOURS", default_value_t = 168)]
     telemetry_retention_hours: u64,
+
+    // --- HTTP limits (issue 9: REST/HTTP hardening) ---
+    /// Password checks (argon2, ~19 MiB each) run at once; token requests beyond them get 503
+    /// with Retry-After. Default: the number of cores.
+    #[arg(long, env = "FLEETMQ_PASSWORD_CHECKS", default_value_t = fleetmq_api::default_password_checks())]
+    password_checks: usize,
 }
 
 /// A listen address that can be turned off (`off`, `none` or empty).
@@ -165,6 +171,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .filter(|p| !p.is_empty()),
         api: fleetmq_api::ApiConfig {
             firmware_upload_limit: args.firmware_upload_limit_mib.saturating_mul(1024 * 1024),
+            password_checks: args.password_checks.max(1),
             ..fleetmq_api::ApiConfig::default()
         },
         bridge: fleetmq_bridge::BridgeConfig {
