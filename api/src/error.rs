@@ -43,6 +43,9 @@ pub enum ApiError {
     GatewayTimeout(String),
     /// 429: too many attempts; retry after this many seconds.
     Throttled(u64),
+    /// 503: the server is at its bound for this kind of work (password checks); retry after
+    /// this many seconds.
+    Overloaded(u64),
     /// 500: a bug or a broken disk; the body says nothing internal.
     Internal(String),
 }
@@ -67,7 +70,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -115,6 +118,9 @@ impl ApiError {
             ApiError::Throttled(wait) => json!({
                 "detail": format!("Request was throttled. Expected available in {wait} seconds.")
             }),
+            ApiError::Overloaded(wait) => json!({
+                "detail": format!("The server is busy. Expected available in {wait} seconds.")
+            }),
         }
     }
 }
@@ -129,7 +135,7 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"api\""),
             );
         }
-        if let ApiError::Throttled(wait) = self {
+        if let ApiError::Throttled(wait) | ApiError::Overloaded(wait) = self {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(wait));

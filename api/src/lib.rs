@@ -50,6 +50,9 @@ pub struct ApiConfig {
     pub token_attempts_per_minute: u32,
     /// Largest firmware image accepted; larger uploads get 413.
     pub firmware_upload_limit: u64,
+    /// Password checks (argon2, about 19 MiB each) run at once; a token request beyond them
+    /// gets 503 at once, so memory stays flat however many addresses ask.
+    pub password_checks: usize,
 }
 
 impl Default for ApiConfig {
@@ -58,8 +61,14 @@ impl Default for ApiConfig {
             json_body_limit: 1024 * 1024,
             token_attempts_per_minute: 30,
             firmware_upload_limit: 256 * 1024 * 1024,
+            password_checks: default_password_checks(),
         }
     }
+}
+
+/// One password check per core: more would only queue on the CPU while holding memory.
+pub fn default_password_checks() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
 
 /// What the API tells the rest of the server after it has persisted a change, and asks it.
@@ -122,6 +131,7 @@ struct Inner {
     config: ApiConfig,
     hooks: Arc<dyn Hooks>,
     token_throttle: throttle::Throttle,
+    password_checks: Arc<tokio::sync::Semaphore>,
     downloads: routes::firmware::images::DownloadCache,
 }
 
@@ -132,11 +142,13 @@ impl AppState {
             config.token_attempts_per_minute,
             std::time::Duration::from_secs(60),
         );
+        let password_checks = Arc::new(tokio::sync::Semaphore::new(config.password_checks.max(1)));
         Self(Arc::new(Inner {
             store,
             config,
             hooks,
             token_throttle,
+            password_checks,
             downloads: Default::default(),
         }))
     }
@@ -159,6 +171,15 @@ impl AppState {
     /// Limits password checks per client address.
     pub fn token_throttle(&self) -> &throttle::Throttle {
         &self.0.token_throttle
+    }
+
+    /// A slot for one password check, or [`ApiError::Overloaded`] when all are taken. The
+    /// permit goes with the check onto its blocking thread and is released when the hashing
+    /// ends, even if the client has gone.
+    pub fn password_check(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        Arc::clone(&self.0.password_checks)
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Overloaded(1))
     }
 
     /// The rest of the server.

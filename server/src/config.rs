@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use fleetmq_api::ApiConfig;
 use fleetmq_bridge::BridgeConfig;
 
+use crate::http::HttpLimits;
+
 /// Everything [`crate::Server::start`] needs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -35,6 +37,8 @@ pub struct Config {
     pub bridge: BridgeConfig,
     /// Body limits and throttling of the REST API.
     pub api: ApiConfig,
+    /// Connection caps and timeouts of the HTTP listener.
+    pub http: HttpLimits,
 }
 
 impl Default for Config {
@@ -51,6 +55,7 @@ impl Default for Config {
             admin_password: None,
             bridge: BridgeConfig::default(),
             api: ApiConfig::default(),
+            http: HttpLimits::default(),
         }
     }
 }

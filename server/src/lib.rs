@@ -13,9 +13,11 @@
 //! # Layout
 //! - [`config`] — [`Config`]: where to listen and keep data.
 //! - [`bootstrap`] — the first start: the `admin` superuser and its token.
+//! - [`http`] — the HTTP listener: connection caps and timeouts.
 
 pub mod bootstrap;
 pub mod config;
+pub mod http;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -132,17 +134,8 @@ impl Server {
             broker_up.store(false, Ordering::Relaxed);
         }));
         let stop = shutdown.clone();
-        services.push(tasks.spawn(async move {
-            let served = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        }));
+        let limits = config.http;
+        services.push(tasks.spawn(http::serve(listener, app, limits, stop)));
         tracing::info!(%http_addr, %mqtt_addr, ?mqtts_addr, ?mqtt_ws_addr, "fleetmq is serving");
         Ok(Server {
             http_addr,

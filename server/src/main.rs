@@ -89,6 +89,32 @@ struct ServeArgs {
     /// Hours of telemetry history kept per device.
     #[arg(long, env = "FLEETMQ_TELEMETRY_RETENTION_HOURS", default_value_t = 168)]
     telemetry_retention_hours: u64,
+
+    // --- HTTP limits (issue 9: REST/HTTP hardening) ---
+    /// Password checks (argon2, ~19 MiB each) run at once; token requests beyond them get 503
+    /// with Retry-After. Default: the number of cores.
+    #[arg(long, env = "FLEETMQ_PASSWORD_CHECKS", default_value_t = fleetmq_api::default_password_checks())]
+    password_checks: usize,
+    /// Seconds a client has to send a whole request head once it has begun one.
+    #[arg(long, env = "FLEETMQ_HTTP_HEADER_READ_TIMEOUT", default_value_t = 10)]
+    http_header_read_timeout: u64,
+    /// Seconds an HTTP connection with no request in flight may stay open (keep-alive).
+    #[arg(long, env = "FLEETMQ_HTTP_IDLE_TIMEOUT", default_value_t = 60)]
+    http_idle_timeout: u64,
+    /// HTTP connections open at once; more are answered 503 and closed at once.
+    #[arg(long, env = "FLEETMQ_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
+    http_max_connections: usize,
+    /// HTTP connections open at once from one client address.
+    #[arg(
+        long,
+        env = "FLEETMQ_HTTP_MAX_CONNECTIONS_PER_ADDR",
+        default_value_t = 128
+    )]
+    http_max_connections_per_addr: usize,
+    /// File descriptors kept free beside both listeners' caps (database, firmware files,
+    /// logs); the HTTP cap is lowered to leave them if the open-files limit is too small.
+    #[arg(long, env = "FLEETMQ_FD_RESERVE", default_value_t = 256)]
+    fd_reserve: usize,
 }
 
 /// A listen address that can be turned off (`off`, `none` or empty).
@@ -147,9 +173,34 @@ fn main() -> ExitCode {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Every MQTT connection is a file descriptor: use all the process may have.
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::info!(open_files = limit, "open-files limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    let open_files = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            tracing::info!(open_files = limit, "open-files limit");
+            Some(limit)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-files limit");
+            None
+        }
+    };
+    // Neither listener may starve the other: HTTP keeps to what MQTT and the reserve leave.
+    let mut http_max_connections = args.http_max_connections;
+    if let Some(open_files) = open_files {
+        http_max_connections = fleetmq::http::fit_connection_cap(
+            http_max_connections,
+            open_files,
+            args.mqtt_max_connections,
+            args.fd_reserve,
+        );
+        if http_max_connections < args.http_max_connections {
+            tracing::warn!(
+                open_files,
+                mqtt_max_connections = args.mqtt_max_connections,
+                fd_reserve = args.fd_reserve,
+                http_max_connections,
+                "HTTP connection cap lowered to fit the open-files limit"
+            );
+        }
     }
     let config = Config {
         data_dir: args.data_dir,
@@ -163,8 +214,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_password: std::env::var("FLEETMQ_ADMIN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty()),
+        http: fleetmq::http::HttpLimits {
+            header_read_timeout: Duration::from_secs(args.http_header_read_timeout.max(1)),
+            idle_timeout: Duration::from_secs(args.http_idle_timeout.max(1)),
+            max_connections: http_max_connections.max(1),
+            max_connections_per_addr: args.http_max_connections_per_addr.max(1),
+        },
         api: fleetmq_api::ApiConfig {
             firmware_upload_limit: args.firmware_upload_limit_mib.saturating_mul(1024 * 1024),
+            password_checks: args.password_checks.max(1),
             ..fleetmq_api::ApiConfig::default()
         },
         bridge: fleetmq_bridge::BridgeConfig {

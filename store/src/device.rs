@@ -88,7 +88,11 @@ impl MacAddress {
 pub struct DeviceKey(String);
 
 impl DeviceKey {
-    /// At most 64 characters, no spaces, dots or slashes.
+    /// The fewest characters a key may have: a short key is guessed by brute force (the
+    /// generated ones have 32).
+    pub const MIN_LENGTH: usize = 16;
+
+    /// 16 to 64 characters, no spaces, dots or slashes.
     pub fn parse(s: &str) -> Result<Self, &'static str> {
         if s.is_empty() {
             return Err("This field may not be blank.");
@@ -100,6 +104,9 @@ impl DeviceKey {
             .any(|c| c.is_whitespace() || c == '.' || c == '/' || c == '\\')
         {
             return Err("Key must not contain spaces, dots or slashes.");
+        }
+        if s.chars().count() < Self::MIN_LENGTH {
+            return Err("Ensure this field has at least 16 characters.");
         }
         Ok(Self(s.to_owned()))
     }
@@ -359,6 +366,25 @@ mod tests {
         assert!(DeviceKey::parse("a b").is_err());
         assert!(DeviceKey::parse("a/b").is_err());
         assert_eq!(DeviceKey::generate().as_str().len(), 32);
-        assert!(DeviceKey::parse("abc").is_ok_and(|k| k.matches(b"abc") && !k.matches(b"abd")));
+        let key = "abc-0123456789ab";
+        assert!(
+            DeviceKey::parse(key)
+                .is_ok_and(|k| k.matches(key.as_bytes()) && !k.matches(b"abd-0123456789ab"))
+        );
+    }
+
+    #[test]
+    fn keys_shorter_than_16_characters_are_refused() {
+        assert_eq!(
+            DeviceKey::parse("k"),
+            Err("Ensure this field has at least 16 characters.")
+        );
+        assert!(DeviceKey::parse(&"k".repeat(15)).is_err());
+        assert!(DeviceKey::parse(&"k".repeat(16)).is_ok());
+        // The character rule is named first: it is the one a longer key would not fix.
+        assert_eq!(
+            DeviceKey::parse("a.b"),
+            Err("Key must not contain spaces, dots or slashes.")
+        );
     }
 }

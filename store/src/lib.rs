@@ -62,7 +62,7 @@ pub use backend::{
     NewCommand, UpgradeStore,
 };
 pub use batch::{BatchError, DeviceTarget, FirmwareTarget, MassUpgrade, Narrowing, Targets};
-pub use blob::{BlobError, BlobStore, BlobWriter};
+pub use blob::{BlobError, BlobStore, BlobWriter, StoredBlob};
 pub use board::{ImageType, default_image_types};
 pub use command::{Command, CommandStatus, CommandType};
 pub use connection::{
@@ -96,6 +96,44 @@ pub use upgrade::{
 };
 pub use user::{Membership, Password, PasswordHashString, User, UserFields, Username};
 
+/// Removes the firmware files no image record owns: unfinished uploads, files whose record
+/// was never committed, and those of organizations deleted since (their categories, builds
+/// and image records go too: nobody can reach them any more). Returns the files removed.
+fn sweep_firmware(backend: &dyn Backend, blobs: &BlobStore) -> Result<usize> {
+    let mut removed = 0;
+    let mut orphaned_categories = Vec::new();
+    removed += blobs.sweep(|id| {
+        let Some(image) = backend.image(id)? else {
+            return Ok(false);
+        };
+        let category = match backend.build(image.build)? {
+            Some(build) => backend.category(build.fields.category)?,
+            None => None,
+        };
+        let Some(category) = category else {
+            return Ok(false);
+        };
+        match category.fields.organization {
+            Some(org) if backend.organization(org)?.is_none() => {
+                if !orphaned_categories.contains(&category.id) {
+                    orphaned_categories.push(category.id);
+                }
+                Ok(true)
+            }
+            _ => Ok(true),
+        }
+    })?;
+    for category in orphaned_categories {
+        for image in backend.delete_category(category)? {
+            blobs
+                .remove_blocking(image)
+                .map_err(|e| StoreError::Database(e.into()))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// The handle api/ and bridge/ hold: clone it freely.
 #[derive(Clone)]
 pub struct Store {
@@ -109,6 +147,10 @@ impl Store {
         let backend = Arc::new(RedbBackend::open(data_dir)?);
         let blobs = BlobStore::open(&data_dir.join("firmware"))
             .map_err(|e| StoreError::Database(e.into()))?;
+        let removed = sweep_firmware(backend.as_ref(), &blobs)?;
+        if removed > 0 {
+            tracing::info!(removed, "removed firmware files without a record");
+        }
         Ok(Self::with_backend(backend, blobs))
     }
 

@@ -89,6 +89,19 @@ impl TestApp {
         self.server = Some(server);
     }
 
+    /// The server's data directory (firmware files live in `firmware/` under it).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
+    }
+
+    /// Where the REST API listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the base URL names an address")
+    }
+
     /// Stops the server.
     pub async fn shutdown(mut self) {
         if let Some(server) = self.server.take() {

@@ -169,11 +169,12 @@ text_field!(
 );
 
 text_field!(
-    /// A device key: at most 64 characters without spaces, dots or slashes.
+    /// A device key: 16 to 64 characters without spaces, dots or slashes.
     KeyField(DeviceKey),
     DeviceKey::parse,
     ObjectBuilder::new()
         .schema_type(Type::String)
+        .min_length(Some(DeviceKey::MIN_LENGTH))
         .max_length(Some(64)),
 );
 

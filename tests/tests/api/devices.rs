@@ -284,3 +284,59 @@ async fn a_reactivated_device_can_be_edited_again_and_force_deletes_an_active_on
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_device_key_shorter_than_16_characters_is_refused_and_documented() {
+    let app = TestApp::spawn().await;
+    let org = app.create_org("acme").await;
+    let short = app
+        .post(
+            DEVICES,
+            &app.admin_token,
+            json!({"name": "ap-1", "organization": org,
+            "mac_address": mac_for("ap-1"), "key": "k"}),
+        )
+        .await;
+    assert_eq!(short.status, 400, "{:?}", short.body);
+    assert_eq!(
+        short.body["key"],
+        json!(["Ensure this field has at least 16 characters."])
+    );
+
+    let created = app
+        .post(
+            DEVICES,
+            &app.admin_token,
+            json!({"name": "ap-1", "organization": org,
+            "mac_address": mac_for("ap-1"), "key": "0123456789abcdef"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let path = format!("{DEVICES}{}/", created.str("id"));
+    let patched = app
+        .call(
+            "PATCH",
+            &path,
+            Some(&app.admin_token),
+            Some(json!({"key": "fifteen-chars-k"})),
+        )
+        .await;
+    assert_eq!(patched.status, 400, "{:?}", patched.body);
+    assert_eq!(
+        app.get(&path, &app.admin_token).await.str("key"),
+        "0123456789abcdef",
+        "a refused key leaves the device's key as it was"
+    );
+
+    let doc = app.get("/api/v1/openapi.json", &app.admin_token).await;
+    let schemas = &doc.body["components"]["schemas"];
+    let mut key = &schemas["DeviceWrite"]["properties"]["key"];
+    if let Some(name) = key["$ref"].as_str().and_then(|r| r.rsplit('/').next()) {
+        key = &schemas[name];
+    }
+    assert_eq!(
+        key["minLength"], 16,
+        "the schema states the rule clients are held to: {key}"
+    );
+    app.shutdown().await;
+}

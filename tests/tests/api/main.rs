@@ -5,6 +5,7 @@ mod connections;
 mod devices;
 mod filters;
 mod firmware;
+mod limits;
 mod pagination;
 mod robustness;
 mod server;

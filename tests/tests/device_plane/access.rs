@@ -61,14 +61,14 @@ async fn a_new_device_key_takes_effect_for_the_next_connection() {
             "PATCH",
             &path,
             Some(&f.manager_a),
-            Some(json!({"key": "fresh-key-1234"})),
+            Some(json!({"key": "fresh-key-1234567890"})),
         )
         .await;
     assert_eq!(patched.status, 200);
     let old = MqttClient::connect(f.device_a.options(f.app.mqtt_addr)).await;
     assert_eq!(refused(old), Some(ConnectReturnCode::BadUserNamePassword));
     let mut renewed = f.device_a.clone();
-    renewed.key = "fresh-key-1234".into();
+    renewed.key = "fresh-key-1234567890".into();
     assert!(
         MqttClient::connect(renewed.options(f.app.mqtt_addr))
             .await

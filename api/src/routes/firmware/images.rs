@@ -7,7 +7,9 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fleetmq_store::{BlobError, BuildId, DeviceId, DownloadGrant, Image, ImageId, Timestamp};
+use fleetmq_store::{
+    BlobError, BuildId, DeviceId, DownloadGrant, Image, ImageId, StoredBlob, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -64,12 +66,10 @@ pub struct ImageUpload {
     kind: String,
 }
 
-/// An uploaded file, in the blob store under its image's id.
+/// An uploaded file, in the blob store under its image's id; removed when dropped unless its
+/// record is committed.
 #[derive(Debug)]
-struct StoredFile {
-    size: u64,
-    sha256: String,
-}
+struct StoredFile(StoredBlob);
 
 fn malformed(e: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest(format!("Multipart form parse error - {e}"))
@@ -177,11 +177,11 @@ async fn store_file(
             });
         }
     }
-    let (size, sha256) = writer
+    let stored = writer
         .finish(blobs, id)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(StoredFile { size, sha256 })
+    Ok(StoredFile(stored))
 }
 
 /// Filter of the image list.
@@ -250,21 +250,26 @@ async fn upload_image(
     let build = writable_build(&state, &auth.caller, build).await?;
     let id = ImageId::new();
     let upload = ImageUpload::read(&state, request, id).await?;
+    let StoredFile(file) = upload.file;
     let image = Image {
         id,
         build: build.id,
         kind: upload.kind,
-        size: upload.file.size,
-        sha256: upload.file.sha256,
+        size: file.size(),
+        sha256: file.sha256().to_owned(),
         created: Timestamp::now(),
     };
-    match state.store().run(move |db| db.create_image(image)).await {
-        Ok(image) => Ok((StatusCode::CREATED, Json(view(image)))),
-        Err(e) => {
-            super::remove_files(&state, vec![id]).await;
-            Err(e.into())
-        }
-    }
+    // The file goes with the commit onto its blocking thread, which runs to the end even if
+    // the client leaves now: the file is kept exactly when its record is.
+    let image = state
+        .store()
+        .run(move |db| {
+            let image = db.create_image(image)?;
+            file.keep();
+            Ok(image)
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(view(image))))
 }
 
 /// Loads an image of a build the caller may see.
