@@ -38,7 +38,7 @@ pub use coordinates::{Coordinates, OutOfRange};
 pub use error::ProtocolError;
 pub use error_notice::ErrorNotice;
 pub use id::DeviceId;
-pub use presence::{Presence, PresenceStatus};
+pub use presence::{DEVICE_TEXT_MAX_CHARS, FIRMWARE_VERSION_MAX_CHARS, Presence, PresenceStatus};
 pub use system_update::{
     Call, HistoryEntry, ImageResource, ImageState, ImagesResource, UpdateRequest, UpdateResource,
     UpdateResponse, UpdateState,

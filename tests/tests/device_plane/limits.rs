@@ -1,0 +1,82 @@
+//! What a device may report, and how much: the limits of docs/mqtt.md ("Limits"), each tried
+//! over MQTT against the whole server and checked through the REST API.
+
+use fleetmq_protocol::{DEVICE_TEXT_MAX_CHARS, DownChannel, ErrorNotice, UpChannel};
+use fleetmq_tests::mqtt::{DeviceIdentity, MqttClient};
+use serde_json::json;
+
+use crate::{ONLINE, fleet};
+
+/// A device client that may send and receive packets of up to 1 MiB (rumqttc's default is
+/// 10 KiB), subscribed to its `down/error`.
+async fn device_hearing_errors(addr: std::net::SocketAddr, device: &DeviceIdentity) -> MqttClient {
+    let mut options = device.options(addr);
+    options.set_max_packet_size(1024 * 1024, 1024 * 1024);
+    let mut client = MqttClient::connect(options).await.expect("device connects");
+    client
+        .publish(&device.up(UpChannel::Presence), ONLINE, true)
+        .await;
+    client.subscribe(&[&device.down(DownChannel::Error)]).await;
+    client
+}
+
+/// The next `down/error` notice.
+async fn next_notice(client: &mut MqttClient) -> ErrorNotice {
+    let publish = client.next_publish().await;
+    ErrorNotice::parse(&publish.payload).expect("an error notice")
+}
+
+#[tokio::test]
+async fn a_presence_with_fields_longer_than_the_rest_api_allows_is_refused_on_down_error() {
+    let f = fleet().await;
+    let mut a = device_hearing_errors(f.app.mqtt_addr, &f.device_a).await;
+    let device = format!("/api/v1/controller/device/{}/", f.device_a.id);
+    f.app
+        .eventually(&device, &f.manager_a, |r| r.body["model"] == "TL-WR841N")
+        .await;
+
+    let huge = "x".repeat(200_000);
+    for field in ["model", "os", "system", "firmware_version"] {
+        let presence = json!({"status": "online", field: huge}).to_string();
+        a.publish(&f.device_a.up(UpChannel::Presence), &presence, true)
+            .await;
+        let notice = next_notice(&mut a).await;
+        assert_eq!(notice.topic, f.device_a.up(UpChannel::Presence));
+        assert!(
+            notice
+                .reason
+                .contains(&format!("`{field}` has 200000 characters")),
+            "{}",
+            notice.reason
+        );
+    }
+    // Exactly at the limit is fine, as in the REST API.
+    let longest = "m".repeat(DEVICE_TEXT_MAX_CHARS);
+    a.publish(
+        &f.device_a.up(UpChannel::Presence),
+        &json!({"status": "online", "model": longest}).to_string(),
+        true,
+    )
+    .await;
+    let stored = f
+        .app
+        .eventually(&device, &f.manager_a, |r| {
+            r.body["model"] == longest.as_str()
+        })
+        .await;
+    assert_eq!(
+        stored.body["os"], "OpenWrt 23.05",
+        "refused values were not stored"
+    );
+    assert_eq!(stored.body["system"], "MT7628");
+
+    // What a device reported, a REST client can write back unchanged (GET-modify-PUT).
+    let mut body = stored.body.clone();
+    body["notes"] = json!("checked");
+    let put = f
+        .app
+        .call("PUT", &device, Some(&f.manager_a), Some(body))
+        .await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    f.app.shutdown().await;
+}
