@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetmq_broker::BrokerHandle;
+use fleetmq_protocol::TelemetryLimits;
 use fleetmq_store::{Command, DeviceId, StartedUpgrades, Store, Timestamp, UpgradeOperation};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -50,6 +51,8 @@ pub use telemetry::TelemetryWriter;
 pub struct BridgeConfig {
     /// How long telemetry history is kept.
     pub telemetry_retention: Duration,
+    /// What a telemetry sample may be (timestamp skew); refused samples get a `down/error`.
+    pub telemetry_limits: TelemetryLimits,
     /// How long a command may wait for its answer (including time offline).
     pub command_timeout: Duration,
     /// How long a REST call of a device's npm.system_update API waits for the answer.
@@ -62,6 +65,7 @@ impl Default for BridgeConfig {
     fn default() -> Self {
         Self {
             telemetry_retention: Duration::from_secs(7 * 24 * 3600),
+            telemetry_limits: TelemetryLimits::default(),
             command_timeout: Duration::from_secs(300),
             device_call_timeout: Duration::from_secs(10),
             rollout: RolloutConfig::default(),
@@ -79,6 +83,7 @@ struct Inner {
     store: Store,
     broker: BrokerHandle,
     telemetry: TelemetryWriter,
+    telemetry_limits: TelemetryLimits,
     commands: CommandTracker,
     rollouts: Rollouts,
     calls: DeviceCalls,
@@ -126,6 +131,7 @@ impl Bridge {
                 store,
                 broker,
                 telemetry,
+                telemetry_limits: config.telemetry_limits,
                 commands,
                 rollouts,
                 calls,

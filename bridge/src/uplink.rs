@@ -3,7 +3,7 @@
 //! | channel | effect |
 //! |---|---|
 //! | `presence` | the device's MQTT connection health; `online` also records model/os/system and resends pending commands |
-//! | `telemetry` | appended through the group-commit writer; latest sample per device |
+//! | `telemetry` | appended through the group-commit writer; latest sample per device; refused when stamped too far ahead of the server's clock |
 //! | `coordinates` | the device's (mobile, outdoor) location moves |
 //! | `command/result` | ends the device's own in-progress command, once |
 //! | `update`, `images` | the device's npm.system_update resources: stored, and they drive its upgrade operation (see [`crate::rollout`]) |
@@ -271,6 +271,10 @@ impl Bridge {
                     .map_err(StoreError::Task)?;
             }
             DeviceMessage::Telemetry(telemetry) => {
+                self.inner
+                    .telemetry_limits
+                    .check_timestamp(&telemetry.timestamp, time::OffsetDateTime::now_utc())
+                    .map_err(UplinkError::Refused)?;
                 let measured = telemetry.timestamp.to_datetime();
                 let sample = TelemetrySample {
                     device,

@@ -43,7 +43,7 @@ pub use system_update::{
     Call, HistoryEntry, ImageResource, ImageState, ImagesResource, UpdateRequest, UpdateResource,
     UpdateResponse, UpdateState,
 };
-pub use telemetry::{Telemetry, Timestamp};
+pub use telemetry::{Telemetry, TelemetryLimits, Timestamp};
 pub use topic::{Channel, Direction, DownChannel, Topic, UpChannel};
 pub use uplink::Uplink;
 

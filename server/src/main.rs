@@ -89,6 +89,16 @@ struct ServeArgs {
     /// Hours of telemetry history kept per device.
     #[arg(long, env = "FLEETMQ_TELEMETRY_RETENTION_HOURS", default_value_t = 168)]
     telemetry_retention_hours: u64,
+
+    // Device ingest limits (issue 9, items 6/7/11; docs/mqtt.md "Limits").
+    /// Seconds a telemetry sample's timestamp may be ahead of the server's clock; samples
+    /// stamped later are refused (down/error).
+    #[arg(
+        long,
+        env = "FLEETMQ_TELEMETRY_MAX_CLOCK_SKEW_SECS",
+        default_value_t = 300
+    )]
+    telemetry_max_clock_skew_secs: u64,
 }
 
 /// A listen address that can be turned off (`off`, `none` or empty).
@@ -172,6 +182,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             telemetry_retention: Duration::from_secs(
                 args.telemetry_retention_hours.saturating_mul(3600),
             ),
+            telemetry_limits: fleetmq_protocol::TelemetryLimits {
+                max_clock_skew: Duration::from_secs(args.telemetry_max_clock_skew_secs),
+            },
             rollout: fleetmq_bridge::RolloutConfig {
                 public_url: args.public_url.unwrap_or_default(),
                 policy: fleetmq_bridge::UpgradePolicy {

@@ -3,6 +3,7 @@
 
 use fleetmq_protocol::{DEVICE_TEXT_MAX_CHARS, DownChannel, ErrorNotice, UpChannel};
 use fleetmq_tests::mqtt::{DeviceIdentity, MqttClient};
+use fleetmq_tests::seconds_ago;
 use serde_json::json;
 
 use crate::{ONLINE, fleet};
@@ -78,5 +79,57 @@ async fn a_presence_with_fields_longer_than_the_rest_api_allows_is_refused_on_do
         .call("PUT", &device, Some(&f.manager_a), Some(body))
         .await;
     assert_eq!(put.status, 200, "{:?}", put.body);
+    f.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_sample_stamped_ahead_of_the_server_clock_is_refused_and_never_becomes_latest() {
+    let f = fleet().await;
+    let mut a = device_hearing_errors(f.app.mqtt_addr, &f.device_a).await;
+    let sample =
+        |stamp: &str, cpu: i64| json!({"timestamp": stamp, "metrics": {"cpu": cpu}}).to_string();
+    let telemetry = f.device_a.up(UpChannel::Telemetry);
+    a.publish(&telemetry, &sample(&seconds_ago(2).to_string(), 1), false)
+        .await;
+
+    // An hour and a century ahead (the default skew is 5 minutes).
+    let century = 100 * 366 * 24 * 3600;
+    for ahead in [3600, century] {
+        let stamp = seconds_ago(-ahead).to_string();
+        a.publish(&telemetry, &sample(&stamp, 99), false).await;
+        let notice = next_notice(&mut a).await;
+        assert_eq!(notice.topic, telemetry);
+        assert!(
+            notice.reason.contains(&stamp) && notice.reason.contains("ahead of the server's clock"),
+            "{}",
+            notice.reason
+        );
+    }
+    // A device clock a little ahead is tolerated.
+    a.publish(&telemetry, &sample(&seconds_ago(-60).to_string(), 2), false)
+        .await;
+    a.publish(&telemetry, &sample(&seconds_ago(1).to_string(), 3), false)
+        .await;
+
+    let path = format!("/api/v1/controller/device/{}/telemetry/", f.device_a.id);
+    let reply = f
+        .app
+        .eventually(&path, &f.manager_a, |r| r.body["count"] == 3)
+        .await;
+    assert_eq!(
+        reply.body["latest"]["metrics"]["cpu"], 2,
+        "the sample a minute ahead is the latest"
+    );
+    let cpus: Vec<_> = reply.body["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|s| s["metrics"]["cpu"].clone())
+        .collect();
+    assert_eq!(
+        cpus,
+        [json!(2), json!(3), json!(1)],
+        "no refused sample was stored"
+    );
     f.app.shutdown().await;
 }
