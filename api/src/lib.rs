@@ -50,6 +50,9 @@ pub struct ApiConfig {
     pub token_attempts_per_minute: u32,
     /// Largest firmware image accepted; larger uploads get 413.
     pub firmware_upload_limit: u64,
+    /// Stored bytes of samples a telemetry history page holds at most (beyond its first
+    /// sample), so a page stays small however large samples are.
+    pub telemetry_page_max_bytes: u64,
 }
 
 impl Default for ApiConfig {
@@ -58,6 +61,7 @@ impl Default for ApiConfig {
             json_body_limit: 1024 * 1024,
             token_attempts_per_minute: 30,
             firmware_upload_limit: 256 * 1024 * 1024,
+            telemetry_page_max_bytes: 1024 * 1024,
         }
     }
 }

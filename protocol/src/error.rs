@@ -57,6 +57,16 @@ pub enum ProtocolError {
     /// A response status outside 100–599.
     #[error("invalid update response status {0}")]
     InvalidStatus(u16),
+    /// A payload larger than the server takes on its channel.
+    #[error("{kind} payload of {size} bytes is larger than the {max} bytes allowed")]
+    PayloadTooLarge {
+        /// Which payload type it was.
+        kind: &'static str,
+        /// Its size in bytes.
+        size: usize,
+        /// The most allowed.
+        max: usize,
+    },
     /// A telemetry sample stamped further ahead of the server's clock than it allows: stored,
     /// it would stay the device's latest sample and outlive retention.
     #[error(

@@ -81,17 +81,33 @@ pub struct TelemetryLimits {
     /// future would stay the device's latest forever and escape retention; a little skew is
     /// normal for devices synchronised by NTP.
     pub max_clock_skew: Duration,
+    /// The largest sample payload, in bytes: bounds what one message costs to store and to
+    /// serve back in a history page.
+    pub max_sample_bytes: usize,
 }
 
 impl Default for TelemetryLimits {
     fn default() -> Self {
         Self {
             max_clock_skew: Duration::from_secs(5 * 60),
+            max_sample_bytes: 64 * 1024,
         }
     }
 }
 
 impl TelemetryLimits {
+    /// Refuses a payload larger than `max_sample_bytes` (before it is parsed).
+    pub fn check_size(&self, payload: &[u8]) -> Result<(), ProtocolError> {
+        if payload.len() <= self.max_sample_bytes {
+            return Ok(());
+        }
+        Err(ProtocolError::PayloadTooLarge {
+            kind: "telemetry",
+            size: payload.len(),
+            max: self.max_sample_bytes,
+        })
+    }
+
     /// Refuses a timestamp more than `max_clock_skew` ahead of `now` (the server's clock,
     /// injected so the rule is a pure function).
     pub fn check_timestamp(
@@ -146,6 +162,7 @@ mod tests {
     fn timestamps_ahead_of_the_clock_by_more_than_the_skew_are_refused() {
         let limits = TelemetryLimits {
             max_clock_skew: Duration::from_secs(300),
+            ..TelemetryLimits::default()
         };
         let now = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
         let at = |offset: time::Duration| Timestamp::from(now + offset);
@@ -174,8 +191,23 @@ mod tests {
         assert!(limits.check_timestamp(&far, now).is_err());
         let unlimited = TelemetryLimits {
             max_clock_skew: Duration::MAX,
+            ..TelemetryLimits::default()
         };
         assert!(unlimited.check_timestamp(&far, now).is_ok());
+    }
+
+    #[test]
+    fn samples_larger_than_the_limit_are_refused_with_both_sizes() {
+        let limits = TelemetryLimits {
+            max_sample_bytes: 10,
+            ..TelemetryLimits::default()
+        };
+        assert!(limits.check_size(&[b' '; 10]).is_ok());
+        let err = limits.check_size(&[b' '; 11]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "telemetry payload of 11 bytes is larger than the 10 bytes allowed"
+        );
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub use page::{Page, PageRequest, Scope, Unique};
 pub use permission::{Action, Group, Resource};
 pub use redb_backend::RedbBackend;
 pub use rollout::{AbortThreshold, FailureRate, Limit, Rollout, RolloutError, Waves};
-pub use telemetry::{TelemetryRange, TelemetrySample};
+pub use telemetry::{HistoryPage, HistoryPageRequest, TelemetryRange, TelemetrySample};
 pub use timestamp::Timestamp;
 pub use token::{Token, TokenCache, token_hash};
 pub use upgrade::{

@@ -2,8 +2,9 @@
 //! over MQTT against the whole server and checked through the REST API.
 
 use fleetmq_protocol::{DEVICE_TEXT_MAX_CHARS, DownChannel, ErrorNotice, UpChannel};
+use fleetmq_store::Timestamp;
 use fleetmq_tests::mqtt::{DeviceIdentity, MqttClient};
-use fleetmq_tests::seconds_ago;
+use fleetmq_tests::{TestApp, seconds_ago};
 use serde_json::json;
 
 use crate::{ONLINE, fleet};
@@ -132,4 +133,112 @@ async fn a_sample_stamped_ahead_of_the_server_clock_is_refused_and_never_becomes
         "no refused sample was stored"
     );
     f.app.shutdown().await;
+}
+
+/// A telemetry payload stamped `stamp` whose metrics carry `pad` bytes of text.
+fn padded_sample(stamp: &Timestamp, pad: usize) -> String {
+    json!({"timestamp": stamp.to_string(), "metrics": {"pad": "x".repeat(pad)}}).to_string()
+}
+
+#[tokio::test]
+async fn a_sample_larger_than_the_limit_is_refused_and_one_within_it_is_stored() {
+    let f = fleet().await;
+    let mut a = device_hearing_errors(f.app.mqtt_addr, &f.device_a).await;
+    let telemetry = f.device_a.up(UpChannel::Telemetry);
+    let huge = padded_sample(&seconds_ago(2), 200_000);
+    a.publish(&telemetry, &huge, false).await;
+    let notice = next_notice(&mut a).await;
+    assert_eq!(notice.topic, telemetry);
+    assert_eq!(
+        notice.reason,
+        format!(
+            "telemetry payload of {} bytes is larger than the 65536 bytes allowed",
+            huge.len()
+        )
+    );
+    a.publish(&telemetry, &padded_sample(&seconds_ago(1), 60_000), false)
+        .await;
+    let path = format!("/api/v1/controller/device/{}/telemetry/", f.device_a.id);
+    let reply = f.app.get(&path, &f.manager_a).await;
+    assert_eq!(reply.body["count"], 1, "only the sample within the limit");
+    assert_eq!(
+        reply.body["latest"]["metrics"]["pad"]
+            .as_str()
+            .map(str::len),
+        Some(60_000)
+    );
+    f.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_devices_history_keeps_its_newest_samples_and_pages_stay_within_their_budget() {
+    let app = TestApp::spawn_with(|config| {
+        config.bridge.telemetry_history_max_bytes = 8 * 1024;
+        config.api.telemetry_page_max_bytes = 3 * 1024;
+    })
+    .await;
+    let org = app.create_org("org-a").await;
+    let manager = app.create_user("alice", &["Operator"], &[&org]).await;
+    let device = app.register_device(&manager, &org, "org-a", "dev-a").await;
+    let mut a = device_hearing_errors(app.mqtt_addr, &device).await;
+    // Thirty samples of about 1 KiB each, oldest first; each is stored once acknowledged.
+    let newest_first: Vec<Timestamp> = (1..=30).map(seconds_ago).collect();
+    for stamp in newest_first.iter().rev() {
+        a.publish(
+            &device.up(UpChannel::Telemetry),
+            &padded_sample(stamp, 1000),
+            false,
+        )
+        .await;
+    }
+
+    let path = format!(
+        "/api/v1/controller/device/{}/telemetry/?page_size=100",
+        device.id
+    );
+    let mut page = app.get(&path, &manager).await;
+    assert_eq!(page.status, 200, "{:?}", page.body);
+    let count = page.body["count"].as_u64().expect("count");
+    assert!(
+        (4..=7).contains(&count),
+        "8 KiB holds a few 1 KiB samples, not 30: {count}"
+    );
+    assert_eq!(
+        page.body["latest"]["timestamp"],
+        newest_first[0].to_string()
+    );
+
+    // Pages of at most 3 KiB: two samples each here, `next` until the end.
+    let mut stamps = Vec::new();
+    loop {
+        let results = page.body["results"].as_array().expect("results").clone();
+        assert!(
+            (1..=2).contains(&results.len()),
+            "a page holds what fits in 3 KiB: {}",
+            results.len()
+        );
+        stamps.extend(
+            results
+                .iter()
+                .map(|s| s["timestamp"].as_str().unwrap_or_default().to_owned()),
+        );
+        let Some(next) = page.body["next"].as_str() else {
+            break;
+        };
+        let next = next
+            .strip_prefix(&app.base)
+            .expect("a link to this server")
+            .to_owned();
+        page = app.get(&next, &manager).await;
+        assert_eq!(page.status, 200, "{:?}", page.body);
+    }
+    let newest: Vec<String> = newest_first[..count as usize]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        stamps, newest,
+        "every kept sample once, the newest ones, newest first"
+    );
+    app.shutdown().await;
 }
