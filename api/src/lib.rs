@@ -53,6 +53,9 @@ pub struct ApiConfig {
     /// Password checks (argon2, about 19 MiB each) run at once; a token request beyond them
     /// gets 503 at once, so memory stays flat however many addresses ask.
     pub password_checks: usize,
+    /// Stored bytes of samples a telemetry history page holds at most (beyond its first
+    /// sample), so a page stays small however large samples are.
+    pub telemetry_page_max_bytes: u64,
 }
 
 impl Default for ApiConfig {
@@ -62,6 +65,7 @@ impl Default for ApiConfig {
             token_attempts_per_minute: 30,
             firmware_upload_limit: 256 * 1024 * 1024,
             password_checks: default_password_checks(),
+            telemetry_page_max_bytes: 1024 * 1024,
         }
     }
 }

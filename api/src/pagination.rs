@@ -154,6 +154,40 @@ impl Paging {
         if self.number > 1 && self.request().offset >= page.count {
             return Err(ApiError::InvalidPage);
         }
+        let has_next = self.number.saturating_mul(self.size) < page.count;
+        Ok(self.links(
+            page.count,
+            has_next,
+            page.items.into_iter().map(view).collect(),
+        ))
+    }
+
+    /// The envelope of a page whose extent the store decided (telemetry pages also end at a
+    /// byte budget, so page numbers do not map to offsets): `more` says whether items follow.
+    /// A page past the end is not found.
+    pub fn envelope_of<U>(
+        &self,
+        count: u64,
+        results: Vec<U>,
+        more: bool,
+    ) -> Result<Json<Paginated<U>>, ApiError> {
+        if self.number > 1 && results.is_empty() {
+            return Err(ApiError::InvalidPage);
+        }
+        Ok(self.links(count, more, results))
+    }
+
+    /// The 1-based page number asked for.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// Items per page asked for (at most [`MAX_PAGE_SIZE`]).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn links<U>(&self, count: u64, has_next: bool, results: Vec<U>) -> Json<Paginated<U>> {
         let link = |number: u64| {
             let mut pairs: Vec<(&str, String)> = self
                 .query
@@ -172,13 +206,12 @@ impl Paging {
             let sep = if qs.is_empty() { "" } else { "?" };
             format!("http://{}{}{sep}{}", self.host, self.path, qs.join("&"))
         };
-        let has_next = self.number.saturating_mul(self.size) < page.count;
-        Ok(Json(Paginated {
-            count: page.count,
+        Json(Paginated {
+            count,
             next: has_next.then(|| link(self.number + 1)),
             previous: (self.number > 1).then(|| link(self.number - 1)),
-            results: page.items.into_iter().map(view).collect(),
-        }))
+            results,
+        })
     }
 
     /// The envelope of a list that cannot match anything (an unknown filter value).

@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetmq_broker::BrokerHandle;
+use fleetmq_protocol::TelemetryLimits;
 use fleetmq_store::{Command, DeviceId, StartedUpgrades, Store, Timestamp, UpgradeOperation};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -46,13 +47,18 @@ pub use commands::CommandTracker;
 pub use device_calls::{CallError, DeviceCalls, OnlineDevices};
 pub use metrics::Metrics;
 pub use rollout::{RolloutConfig, Rollouts, UpgradePolicy};
-pub use telemetry::TelemetryWriter;
+pub use telemetry::{HistoryBounds, TelemetryWriter};
 
 /// Tunables of the bridge.
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
     /// How long telemetry history is kept.
     pub telemetry_retention: Duration,
+    /// What a telemetry sample may be (size, timestamp skew); refused samples get a
+    /// `down/error`.
+    pub telemetry_limits: TelemetryLimits,
+    /// Stored bytes of telemetry history kept per device; past it the oldest samples go.
+    pub telemetry_history_max_bytes: u64,
     /// How long a command may wait for its answer (including time offline).
     pub command_timeout: Duration,
     /// How long a REST call of a device's npm.system_update API waits for the answer.
@@ -65,6 +71,8 @@ impl Default for BridgeConfig {
     fn default() -> Self {
         Self {
             telemetry_retention: Duration::from_secs(7 * 24 * 3600),
+            telemetry_limits: TelemetryLimits::default(),
+            telemetry_history_max_bytes: 8 * 1024 * 1024,
             command_timeout: Duration::from_secs(300),
             device_call_timeout: Duration::from_secs(10),
             rollout: RolloutConfig::default(),
@@ -82,6 +90,7 @@ struct Inner {
     store: Store,
     broker: BrokerHandle,
     telemetry: TelemetryWriter,
+    telemetry_limits: TelemetryLimits,
     commands: CommandTracker,
     rollouts: Rollouts,
     calls: DeviceCalls,
@@ -103,8 +112,14 @@ impl Bridge {
         shutdown: CancellationToken,
     ) -> std::io::Result<(Bridge, Vec<JoinHandle<()>>)> {
         let metrics = Metrics::default();
-        let (telemetry, writer) =
-            TelemetryWriter::start(store.clone(), config.telemetry_retention, metrics.clone());
+        let (telemetry, writer) = TelemetryWriter::start(
+            store.clone(),
+            HistoryBounds {
+                retention: config.telemetry_retention,
+                max_bytes: config.telemetry_history_max_bytes,
+            },
+            metrics.clone(),
+        );
         let commands = CommandTracker::new(
             store.clone(),
             broker.clone(),
@@ -129,6 +144,7 @@ impl Bridge {
                 store,
                 broker,
                 telemetry,
+                telemetry_limits: config.telemetry_limits,
                 commands,
                 rollouts,
                 calls,

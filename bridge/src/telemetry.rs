@@ -12,6 +12,16 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
 
+/// How much history each device keeps; applied in the writer's transaction, so bounding it
+/// costs no extra commit.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryBounds {
+    /// Samples measured longer ago than this go.
+    pub retention: Duration,
+    /// Stored bytes per device at most; past it the oldest samples go.
+    pub max_bytes: u64,
+}
+
 /// Samples taken into one transaction at most.
 const MAX_BATCH: usize = 4096;
 /// Samples waiting for the writer at most; past it senders wait (backpressure).
@@ -28,9 +38,9 @@ pub struct TelemetryWriter {
 impl TelemetryWriter {
     /// Starts the writer on a blocking thread; it ends (and the returned task with it) when
     /// every `TelemetryWriter` clone is dropped, after committing what was queued.
-    pub fn start(store: Store, retention: Duration, metrics: Metrics) -> (Self, JoinHandle<()>) {
+    pub fn start(store: Store, bounds: HistoryBounds, metrics: Metrics) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::task::spawn_blocking(move || write_loop(store, retention, rx, metrics));
+        let task = tokio::task::spawn_blocking(move || write_loop(store, bounds, rx, metrics));
         (Self { tx }, task)
     }
 
@@ -47,7 +57,7 @@ impl TelemetryWriter {
     }
 }
 
-fn write_loop(store: Store, retention: Duration, mut rx: mpsc::Receiver<Job>, metrics: Metrics) {
+fn write_loop(store: Store, bounds: HistoryBounds, mut rx: mpsc::Receiver<Job>, metrics: Metrics) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -59,11 +69,12 @@ fn write_loop(store: Store, retention: Duration, mut rx: mpsc::Receiver<Job>, me
         let (samples, waiters): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
         let count = samples.len() as u64;
         let keep_after = Timestamp::from_micros(
-            Timestamp::now().as_micros() - i64::try_from(retention.as_micros()).unwrap_or(i64::MAX),
+            Timestamp::now().as_micros()
+                - i64::try_from(bounds.retention.as_micros()).unwrap_or(i64::MAX),
         );
         let result = store
             .blocking()
-            .append_telemetry(samples, keep_after)
+            .append_telemetry(samples, keep_after, bounds.max_bytes)
             .map_err(|e| e.to_string());
         match &result {
             Ok(()) => metrics.telemetry_committed(count),

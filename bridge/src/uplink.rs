@@ -3,7 +3,7 @@
 //! | channel | effect |
 //! |---|---|
 //! | `presence` | the device's MQTT connection health; `online` also records model/os/system and resends pending commands |
-//! | `telemetry` | appended through the group-commit writer; latest sample per device |
+//! | `telemetry` | appended through the group-commit writer; latest sample per device; refused when larger than the sample limit or stamped too far ahead of the server's clock; the device's history is bounded in bytes (oldest dropped) |
 //! | `coordinates` | the device's (mobile, outdoor) location moves |
 //! | `command/result` | ends the device's own in-progress command, once |
 //! | `update`, `images` | the device's npm.system_update resources: stored, and they drive its upgrade operation (see [`crate::rollout`]) |
@@ -22,7 +22,8 @@
 use fleetmq_broker::{BrokerError, SessionEvent, Uplink, UplinkFuture, UplinkMessage};
 use fleetmq_protocol::topic::Channel;
 use fleetmq_protocol::{
-    DownChannel, ErrorNotice, PresenceStatus, ProtocolError, Topic, Uplink as DeviceMessage,
+    DownChannel, ErrorNotice, PresenceStatus, ProtocolError, Topic, UpChannel,
+    Uplink as DeviceMessage,
 };
 use fleetmq_store::{
     CommandId, CommandStatus, DeviceId, MqttSession, Point, StoreError, TelemetrySample, Timestamp,
@@ -210,7 +211,11 @@ impl Bridge {
             }
         };
         // The wire contract's one dispatch: the channel chooses the payload type.
-        let result = match DeviceMessage::parse(channel, &message.payload) {
+        let size = match channel {
+            UpChannel::Telemetry => self.inner.telemetry_limits.check_size(&message.payload),
+            _ => Ok(()),
+        };
+        let result = match size.and_then(|()| DeviceMessage::parse(channel, &message.payload)) {
             Ok(parsed) => self.apply(message.device_id, parsed).await,
             Err(error) => Err(UplinkError::Refused(error)),
         };
@@ -271,6 +276,10 @@ impl Bridge {
                     .map_err(StoreError::Task)?;
             }
             DeviceMessage::Telemetry(telemetry) => {
+                self.inner
+                    .telemetry_limits
+                    .check_timestamp(&telemetry.timestamp, time::OffsetDateTime::now_utc())
+                    .map_err(UplinkError::Refused)?;
                 let measured = telemetry.timestamp.to_datetime();
                 let sample = TelemetrySample {
                     device,

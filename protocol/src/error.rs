@@ -57,4 +57,27 @@ pub enum ProtocolError {
     /// A response status outside 100–599.
     #[error("invalid update response status {0}")]
     InvalidStatus(u16),
+    /// A payload larger than the server takes on its channel.
+    #[error("{kind} payload of {size} bytes is larger than the {max} bytes allowed")]
+    PayloadTooLarge {
+        /// Which payload type it was.
+        kind: &'static str,
+        /// Its size in bytes.
+        size: usize,
+        /// The most allowed.
+        max: usize,
+    },
+    /// A telemetry sample stamped further ahead of the server's clock than it allows: stored,
+    /// it would stay the device's latest sample and outlive retention.
+    #[error(
+        "timestamp `{timestamp}` is more than {max_skew_secs} s ahead of the server's clock ({now})"
+    )]
+    TimestampAhead {
+        /// The timestamp as sent.
+        timestamp: String,
+        /// The server's clock when it refused it.
+        now: String,
+        /// How far ahead a timestamp may be, in seconds.
+        max_skew_secs: u64,
+    },
 }

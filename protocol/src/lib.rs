@@ -38,12 +38,12 @@ pub use coordinates::{Coordinates, OutOfRange};
 pub use error::ProtocolError;
 pub use error_notice::ErrorNotice;
 pub use id::DeviceId;
-pub use presence::{Presence, PresenceStatus};
+pub use presence::{DEVICE_TEXT_MAX_CHARS, FIRMWARE_VERSION_MAX_CHARS, Presence, PresenceStatus};
 pub use system_update::{
     Call, HistoryEntry, ImageResource, ImageState, ImagesResource, UpdateRequest, UpdateResource,
     UpdateResponse, UpdateState,
 };
-pub use telemetry::{Telemetry, Timestamp};
+pub use telemetry::{Telemetry, TelemetryLimits, Timestamp};
 pub use topic::{Channel, Direction, DownChannel, Topic, UpChannel};
 pub use uplink::Uplink;
 

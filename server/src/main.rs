@@ -115,6 +115,24 @@ struct ServeArgs {
     /// logs); the HTTP cap is lowered to leave them if the open-files limit is too small.
     #[arg(long, env = "FLEETMQ_FD_RESERVE", default_value_t = 256)]
     fd_reserve: usize,
+    // Device ingest limits (issue 9, items 6/7/11; docs/mqtt.md "Limits").
+    /// Seconds a telemetry sample's timestamp may be ahead of the server's clock; samples
+    /// stamped later are refused (down/error).
+    #[arg(
+        long,
+        env = "FLEETMQ_TELEMETRY_MAX_CLOCK_SKEW_SECS",
+        default_value_t = 300
+    )]
+    telemetry_max_clock_skew_secs: u64,
+    /// Largest telemetry sample accepted, in bytes; larger ones are refused (down/error).
+    #[arg(long, env = "FLEETMQ_TELEMETRY_SAMPLE_MAX_BYTES", default_value_t = 64 * 1024)]
+    telemetry_sample_max_bytes: usize,
+    /// KiB of stored telemetry history kept per device; past it the oldest samples go.
+    #[arg(long, env = "FLEETMQ_TELEMETRY_HISTORY_MAX_KIB", default_value_t = 8 * 1024)]
+    telemetry_history_max_kib: u64,
+    /// KiB of samples one page of GET …/telemetry/ holds at most (always at least one sample).
+    #[arg(long, env = "FLEETMQ_TELEMETRY_PAGE_MAX_KIB", default_value_t = 1024)]
+    telemetry_page_max_kib: u64,
 }
 
 /// A listen address that can be turned off (`off`, `none` or empty).
@@ -223,6 +241,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         api: fleetmq_api::ApiConfig {
             firmware_upload_limit: args.firmware_upload_limit_mib.saturating_mul(1024 * 1024),
             password_checks: args.password_checks.max(1),
+            telemetry_page_max_bytes: args.telemetry_page_max_kib.saturating_mul(1024),
             ..fleetmq_api::ApiConfig::default()
         },
         bridge: fleetmq_bridge::BridgeConfig {
@@ -230,6 +249,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             telemetry_retention: Duration::from_secs(
                 args.telemetry_retention_hours.saturating_mul(3600),
             ),
+            telemetry_limits: fleetmq_protocol::TelemetryLimits {
+                max_clock_skew: Duration::from_secs(args.telemetry_max_clock_skew_secs),
+                max_sample_bytes: args.telemetry_sample_max_bytes,
+            },
+            telemetry_history_max_bytes: args.telemetry_history_max_kib.saturating_mul(1024),
             rollout: fleetmq_bridge::RolloutConfig {
                 public_url: args.public_url.unwrap_or_default(),
                 policy: fleetmq_bridge::UpgradePolicy {

@@ -15,9 +15,9 @@ use crate::{
     Build, BuildFields, BuildFilter, BuildId, Category, CategoryFields, CategoryId, Command,
     CommandId, CommandStatus, CommandType, ConfigFields, ConnectionFields, ConnectionId,
     Credentials, CredentialsFields, CredentialsId, Device, DeviceConnection, DeviceFields,
-    DeviceFilter, DeviceId, Image, ImageId, Location, LocationId, OrgId, Organization,
-    OrganizationFields, Page, PageRequest, Password, Point, Result, Scope, TelemetryRange,
-    TelemetrySample, Timestamp, Token, User, UserFields, UserId,
+    DeviceFilter, DeviceId, HistoryPage, HistoryPageRequest, Image, ImageId, Location, LocationId,
+    OrgId, Organization, OrganizationFields, Page, PageRequest, Password, Point, Result, Scope,
+    TelemetryRange, TelemetrySample, Timestamp, Token, User, UserFields, UserId,
 };
 
 /// Persistence of fleetmq's domain. Every method is atomic: it happens whole or not at all.
@@ -195,8 +195,15 @@ pub trait DevicePlane: Send + Sync + 'static {
     fn pending_commands(&self, device: Option<DeviceId>) -> Result<Vec<Command>>;
 
     /// Appends a batch of telemetry in one transaction, updates each device's latest sample,
-    /// and drops history measured before `keep_after`.
-    fn append_telemetry(&self, batch: Vec<TelemetrySample>, keep_after: Timestamp) -> Result<()>;
+    /// drops history measured before `keep_after`, and then each device's oldest samples
+    /// while its history holds more than `max_history_bytes` (stored bytes; the latest
+    /// sample is kept apart and stays).
+    fn append_telemetry(
+        &self,
+        batch: Vec<TelemetrySample>,
+        keep_after: Timestamp,
+        max_history_bytes: u64,
+    ) -> Result<()>;
     /// A device's most recent sample.
     fn latest_telemetry(&self, device: DeviceId) -> Result<Option<TelemetrySample>>;
     /// A device's history in a range, newest first.
@@ -206,6 +213,14 @@ pub trait DevicePlane: Send + Sync + 'static {
         range: TelemetryRange,
         page: PageRequest,
     ) -> Result<Page<TelemetrySample>>;
+    /// A page of a device's history in a range, newest first, bounded in samples and bytes
+    /// (what the REST API serves).
+    fn telemetry_page(
+        &self,
+        device: DeviceId,
+        range: TelemetryRange,
+        page: HistoryPageRequest,
+    ) -> Result<HistoryPage>;
 }
 
 /// A device's MQTT session opening or closing, as the bridge saw it.

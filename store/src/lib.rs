@@ -86,7 +86,7 @@ pub use permission::{Action, Group, Resource};
 pub use redb_backend::RedbBackend;
 pub use revocation::{LoginChange, LoginChanges};
 pub use rollout::{AbortThreshold, FailureRate, Limit, Rollout, RolloutError, Waves};
-pub use telemetry::{TelemetryRange, TelemetrySample};
+pub use telemetry::{HistoryPage, HistoryPageRequest, TelemetryRange, TelemetrySample};
 pub use timestamp::Timestamp;
 pub use token::{Token, TokenCache, token_hash};
 pub use upgrade::{

@@ -62,8 +62,10 @@ impl RedbBackend {
                         supported: SCHEMA_VERSION,
                     });
                 }
-                Some(_) => {}
-                None => {
+                Some(found) if found == SCHEMA_VERSION => {}
+                // Older files need nothing rewritten: missing telemetry sizes are counted on
+                // the device's next write. The new version keeps older builds away.
+                Some(_) | None => {
                     meta.insert("schema_version", SCHEMA_VERSION)?;
                 }
             }
@@ -98,6 +100,7 @@ impl RedbBackend {
             txn.open_table(PENDING_COMMANDS)?;
             txn.open_table(TELEMETRY_LATEST)?;
             txn.open_table(TELEMETRY)?;
+            txn.open_table(TELEMETRY_BYTES)?;
             txn.open_table(CATEGORIES)?;
             txn.open_table(CATEGORIES_BY_ORG)?;
             txn.open_table(CATEGORY_NAMES)?;

@@ -3,8 +3,9 @@
 
 use redb::TableDefinition;
 
-/// Schema version of the data file this build writes.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Schema version of the data file this build writes. 2: `telemetry_bytes` keeps each
+/// device's history size (a build without it would let the sizes drift).
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// `"schema_version"` → version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -86,6 +87,9 @@ pub const PENDING_COMMANDS: TableDefinition<&[u8], u128> = TableDefinition::new(
 pub const TELEMETRY_LATEST: TableDefinition<u128, &[u8]> = TableDefinition::new("telemetry_latest");
 /// device ‖ measured ‖ sequence → sample.
 pub const TELEMETRY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("telemetry");
+/// device → bytes of its samples in `telemetry` (its history is bounded by size). Missing for
+/// a device whose history predates schema 2: counted from `telemetry` on its next write.
+pub const TELEMETRY_BYTES: TableDefinition<u128, u64> = TableDefinition::new("telemetry_bytes");
 
 /// id → firmware category.
 pub const CATEGORIES: TableDefinition<u128, &[u8]> = TableDefinition::new("categories");

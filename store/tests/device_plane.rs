@@ -2,8 +2,9 @@
 
 use fleetmq_store::{
     AccountStore, CommandStatus, CommandType, DeviceFields, DeviceFilter, DeviceKey, DeviceName,
-    DevicePlane, DeviceStore, MacAddress, MqttSession, NewCommand, OrgId, OrganizationFields,
-    PageRequest, Point, RedbBackend, Scope, Slug, TelemetryRange, TelemetrySample, Timestamp,
+    DevicePlane, DeviceStore, HistoryPage, HistoryPageRequest, MacAddress, MqttSession, NewCommand,
+    OrgId, OrganizationFields, PageRequest, Point, RedbBackend, Scope, Slug, TelemetryRange,
+    TelemetrySample, Timestamp,
 };
 
 const ALL: PageRequest = PageRequest {
@@ -186,6 +187,7 @@ fn telemetry_keeps_the_latest_and_a_bounded_history() {
     db.append_telemetry(
         (1..=5).map(|i| sample(i * 1_000_000, i)).collect(),
         Timestamp::from_micros(0),
+        u64::MAX,
     )
     .expect("append");
     assert_eq!(
@@ -210,8 +212,12 @@ fn telemetry_keeps_the_latest_and_a_bounded_history() {
     );
 
     // An older sample arriving late does not replace the latest; retention drops old history.
-    db.append_telemetry(vec![sample(500_000, 0)], Timestamp::from_micros(3_000_000))
-        .expect("append");
+    db.append_telemetry(
+        vec![sample(500_000, 0)],
+        Timestamp::from_micros(3_000_000),
+        u64::MAX,
+    )
+    .expect("append");
     assert_eq!(
         db.latest_telemetry(d.id)
             .expect("read")
@@ -260,4 +266,130 @@ fn a_batch_of_sessions_applies_in_order_and_skips_deleted_devices() {
         Some("127.0.0.7".parse().expect("ip")),
         "the connect recorded the address"
     );
+}
+
+/// A sample whose metrics carry `pad` bytes of text.
+fn padded(device: fleetmq_store::DeviceId, micros: i64, pad: usize) -> TelemetrySample {
+    TelemetrySample {
+        device,
+        timestamp: Timestamp::from_micros(micros),
+        received: Timestamp::now(),
+        metrics: serde_json::json!({"seq": micros, "pad": "x".repeat(pad)})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    }
+}
+
+fn stored_size(sample: &TelemetrySample) -> u64 {
+    serde_json::to_vec(sample).map_or(0, |v| v.len() as u64)
+}
+
+#[test]
+fn a_devices_history_keeps_its_newest_samples_within_its_byte_bound() {
+    let (_dir, db, org) = setup();
+    let d = device(&db, org, "r1", "00:00:00:00:00:01");
+    let other = device(&db, org, "r2", "00:00:00:00:00:02");
+    let one = stored_size(&padded(d.id, 1_000_000, 1000));
+    let bound = 5 * one + one / 2;
+    let keep_all = Timestamp::from_micros(0);
+    // Twenty samples in one batch, then one more: only the newest five fit.
+    let batch = (1..=20).map(|i| padded(d.id, i * 1_000_000, 1000));
+    db.append_telemetry(
+        batch.chain([padded(other.id, 1_000_000, 1000)]).collect(),
+        keep_all,
+        bound,
+    )
+    .expect("append");
+    db.append_telemetry(vec![padded(d.id, 21_000_000, 1000)], keep_all, bound)
+        .expect("append");
+    let history = db
+        .telemetry_history(d.id, TelemetryRange::default(), ALL)
+        .expect("read");
+    let kept: Vec<i64> = history
+        .items
+        .iter()
+        .map(|s| s.timestamp.as_micros() / 1_000_000)
+        .collect();
+    assert_eq!(
+        kept,
+        [21, 20, 19, 18, 17],
+        "the newest samples, oldest dropped"
+    );
+    assert_eq!(
+        db.latest_telemetry(d.id)
+            .expect("read")
+            .map(|s| s.timestamp.as_micros()),
+        Some(21_000_000)
+    );
+    assert_eq!(
+        db.telemetry_history(other.id, TelemetryRange::default(), ALL)
+            .expect("read")
+            .count,
+        1,
+        "other devices keep theirs"
+    );
+
+    // The bound follows the flag: lowered, the next write trims to it.
+    db.append_telemetry(
+        vec![padded(d.id, 22_000_000, 1000)],
+        keep_all,
+        2 * one + one / 2,
+    )
+    .expect("append");
+    assert_eq!(
+        db.telemetry_history(d.id, TelemetryRange::default(), ALL)
+            .expect("read")
+            .count,
+        2
+    );
+}
+
+#[test]
+fn history_pages_end_at_their_byte_budget_and_continue_on_the_next() {
+    let (_dir, db, org) = setup();
+    let d = device(&db, org, "r1", "00:00:00:00:00:01");
+    let one = stored_size(&padded(d.id, 1_000_000, 1000));
+    db.append_telemetry(
+        (1..=10)
+            .map(|i| padded(d.id, i * 1_000_000, 1000))
+            .collect(),
+        Timestamp::from_micros(0),
+        u64::MAX,
+    )
+    .expect("append");
+    let page = |number: u64, size: u64, max_bytes: u64| {
+        db.telemetry_page(
+            d.id,
+            TelemetryRange::default(),
+            HistoryPageRequest {
+                number,
+                size,
+                max_bytes,
+            },
+        )
+        .expect("read")
+    };
+    let seconds = |p: &HistoryPage| -> Vec<i64> {
+        p.items
+            .iter()
+            .map(|s| s.timestamp.as_micros() / 1_000_000)
+            .collect()
+    };
+
+    // A budget of three samples: pages of three, newest first, until the last.
+    let mut seen = Vec::new();
+    for number in 1..=4 {
+        let p = page(number, 100, 3 * one + one / 2);
+        assert_eq!(p.count, 10);
+        assert_eq!(p.more, number < 4, "page {number}");
+        seen.extend(seconds(&p));
+    }
+    assert_eq!(seen, (1..=10).rev().collect::<Vec<_>>());
+    assert!(page(5, 100, 3 * one + one / 2).items.is_empty());
+
+    // The item limit still applies, and a budget smaller than one sample still serves one.
+    assert_eq!(seconds(&page(1, 4, u64::MAX)), [10, 9, 8, 7]);
+    assert_eq!(seconds(&page(2, 4, u64::MAX)), [6, 5, 4, 3]);
+    assert_eq!(seconds(&page(2, 100, 1)), [9]);
 }

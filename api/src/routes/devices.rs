@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use fleetmq_protocol::DEVICE_TEXT_MAX_CHARS;
 use fleetmq_store::{
     ConfigBackend, ConfigFields, ConfigStatus, Device, DeviceFields, DeviceFilter, DeviceId,
     DeviceKey, DeviceName, MacAddress, OrgId, Scope,
@@ -115,13 +116,13 @@ pub struct DeviceWrite {
     management_ip: Option<Option<IpField>>,
     /// Hardware model.
     #[schema(nullable = false)]
-    model: Option<Bounded<128>>,
+    model: Option<Bounded<{ DEVICE_TEXT_MAX_CHARS }>>,
     /// Operating system.
     #[schema(nullable = false)]
-    os: Option<Bounded<128>>,
+    os: Option<Bounded<{ DEVICE_TEXT_MAX_CHARS }>>,
     /// System on chip.
     #[schema(nullable = false)]
-    system: Option<Bounded<128>>,
+    system: Option<Bounded<{ DEVICE_TEXT_MAX_CHARS }>>,
     /// Free text.
     #[schema(nullable = false)]
     notes: Option<String>,

@@ -1,9 +1,14 @@
 //! `/api/v1/controller/device/{id}/telemetry/`: what a device reported, latest and history.
+//!
+//! A history page is bounded twice: at most `page_size` samples, and at most
+//! [`ApiConfig::telemetry_page_max_bytes`](crate::ApiConfig) of them (always at least one), so
+//! one request cannot make the server read and send a device's whole history of large
+//! samples. `next` continues where a page ended.
 
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use fleetmq_store::{TelemetryRange, TelemetrySample, Timestamp};
+use fleetmq_store::{HistoryPageRequest, TelemetryRange, TelemetrySample, Timestamp};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -44,7 +49,10 @@ pub struct TelemetryView {
     pub next: Option<String>,
     /// Previous page.
     pub previous: Option<String>,
-    /// This page.
+    /// This page, newest first: at most `page_size` samples (100 at most) and at most about
+    /// 1 MiB of them (the server's `--telemetry-page-max-kib`), always at least one; a page
+    /// that reaches the byte budget ends early and `next` continues after it.
+    #[schema(max_items = 100)]
     pub results: Vec<SampleView>,
 }
 
@@ -89,7 +97,9 @@ fn view(s: TelemetrySample) -> SampleView {
     }
 }
 
-/// A device's telemetry.
+/// A device's telemetry: the latest sample and a page of history, newest first. A page holds
+/// at most `page_size` samples and at most about 1 MiB of them (`--telemetry-page-max-kib`),
+/// always at least one; follow `next` for the rest.
 #[utoipa::path(get, path = "/api/v1/controller/device/{id}/telemetry/", tag = "devices",
     params(PathId, TelemetryQuery, PageQuery), responses((status = 200, body = TelemetryView)),
     security(("bearer" = [])))]
@@ -105,22 +115,27 @@ async fn get_telemetry(
         since: range.since,
         until: range.until,
     };
-    let request = paging.request();
+    let request = HistoryPageRequest {
+        number: paging.number(),
+        size: paging.size(),
+        max_bytes: state.config().telemetry_page_max_bytes,
+    };
     let (latest, page) = state
         .store()
         .run(move |db| {
             Ok((
                 db.latest_telemetry(device.id)?,
-                db.telemetry_history(device.id, range, request)?,
+                db.telemetry_page(device.id, range, request)?,
             ))
         })
         .await?;
+    let results = page.items.into_iter().map(view).collect();
     let Json(Paginated {
         count,
         next,
         previous,
         results,
-    }) = paging.envelope(page, view)?;
+    }) = paging.envelope_of(page.count, results, page.more)?;
     Ok(Json(TelemetryView {
         latest: latest.map(view),
         count,

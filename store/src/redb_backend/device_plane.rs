@@ -1,5 +1,7 @@
 //! [`DevicePlane`] on redb: locations, credentials and connections, commands, telemetry.
 
+use std::collections::HashMap;
+
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::RedbBackend;
@@ -12,9 +14,9 @@ use crate::tables::*;
 use crate::{
     Command, CommandId, CommandStatus, ConnectionFields, ConnectionHealth, ConnectionId, Connector,
     Credentials, CredentialsFields, CredentialsId, Device, DeviceConnection, DeviceId,
-    DeviceLocation, DevicePlane, Location, LocationId, LocationType, MqttSession, NewCommand,
-    OrgId, Page, PageRequest, Point, Result, Scope, StoreError, TelemetryRange, TelemetrySample,
-    Timestamp, Unique,
+    DeviceLocation, DevicePlane, HistoryPage, HistoryPageRequest, Location, LocationId,
+    LocationType, MqttSession, NewCommand, OrgId, Page, PageRequest, Point, Result, Scope,
+    StoreError, TelemetryRange, TelemetrySample, Timestamp, Unique,
 };
 
 fn put_device(txn: &WriteTransaction, device: &Device) -> Result<()> {
@@ -150,6 +152,7 @@ pub(super) fn delete_device_plane_in(txn: &WriteTransaction, device: &Device) ->
             telemetry.remove(key.as_slice())?;
         }
         txn.open_table(TELEMETRY_LATEST)?.remove(device.id.key())?;
+        txn.open_table(TELEMETRY_BYTES)?.remove(device.id.key())?;
     }
     let link = txn
         .open_table(DEVICE_LOCATIONS)?
@@ -187,6 +190,42 @@ fn telemetry_key(device: DeviceId, measured: Timestamp, sequence: u64) -> Vec<u8
         &measured.sort_key(),
         &sequence.to_be_bytes(),
     ])
+}
+
+/// A length as a signed byte count, so sizes can be added and taken away in one sum.
+fn size_of(len: usize) -> i64 {
+    i64::try_from(len).unwrap_or(i64::MAX)
+}
+
+/// The keys and value sizes of a range, from its start while `take(size)` says so.
+fn keys_and_sizes(
+    range: redb::Range<'_, &'static [u8], &'static [u8]>,
+    mut take: impl FnMut(usize) -> bool,
+) -> Result<Vec<(Vec<u8>, usize)>> {
+    let mut out = Vec::new();
+    for entry in range {
+        let (key, value) = entry?;
+        let len = value.value().len();
+        if !take(len) {
+            break;
+        }
+        out.push((key.value().to_vec(), len));
+    }
+    Ok(out)
+}
+
+/// The bytes of a device's whole history, counted (for a history older than its counter).
+fn history_bytes(
+    history: &redb::Table<'_, &'static [u8], &'static [u8]>,
+    device: DeviceId,
+) -> Result<i64> {
+    let lo = cat(&[&device.bytes(), &[0u8; 16]]);
+    let hi = cat(&[&device.bytes(), &[0xffu8; 16]]);
+    let mut total = 0;
+    for entry in history.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
+        total += size_of(entry?.1.value().len());
+    }
+    Ok(total)
 }
 
 /// Records one session change inside a write transaction (see `record_mqtt_session`).
@@ -573,17 +612,23 @@ impl DevicePlane for RedbBackend {
         Ok(out)
     }
 
-    fn append_telemetry(&self, batch: Vec<TelemetrySample>, keep_after: Timestamp) -> Result<()> {
+    fn append_telemetry(
+        &self,
+        batch: Vec<TelemetrySample>,
+        keep_after: Timestamp,
+        max_history_bytes: u64,
+    ) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
             let mut history = txn.open_table(TELEMETRY)?;
             let mut latest = txn.open_table(TELEMETRY_LATEST)?;
+            let mut sizes = txn.open_table(TELEMETRY_BYTES)?;
             let devices = txn.open_table(DEVICES)?;
-            // Per device of the batch: does it still exist, and its newest sample here.
-            let mut known: std::collections::HashMap<DeviceId, bool> =
-                std::collections::HashMap::new();
-            let mut newest: std::collections::HashMap<DeviceId, (Timestamp, Vec<u8>)> =
-                std::collections::HashMap::new();
+            // Per device of the batch: does it still exist, its newest sample here, and the
+            // bytes this batch added to its history.
+            let mut known: HashMap<DeviceId, bool> = HashMap::new();
+            let mut newest: HashMap<DeviceId, (Timestamp, Vec<u8>)> = HashMap::new();
+            let mut added: HashMap<DeviceId, i64> = HashMap::new();
             for (i, sample) in batch.iter().enumerate() {
                 let exists = match known.get(&sample.device) {
                     Some(exists) => *exists,
@@ -600,10 +645,14 @@ impl DevicePlane for RedbBackend {
                 let sequence =
                     (sample.received.as_micros() as u64).wrapping_mul(1024) + i as u64 % 1024;
                 let bytes = encode("telemetry", sample)?;
-                history.insert(
-                    telemetry_key(sample.device, sample.timestamp, sequence).as_slice(),
-                    bytes.as_slice(),
-                )?;
+                let replaced = history
+                    .insert(
+                        telemetry_key(sample.device, sample.timestamp, sequence).as_slice(),
+                        bytes.as_slice(),
+                    )?
+                    .map_or(0, |old| old.value().len());
+                *added.entry(sample.device).or_default() +=
+                    size_of(bytes.len()) - size_of(replaced);
                 match newest.get(&sample.device) {
                     Some((t, _)) if *t > sample.timestamp => {}
                     _ => {
@@ -622,15 +671,44 @@ impl DevicePlane for RedbBackend {
                 if replaces {
                     latest.insert(device.key(), bytes.as_slice())?;
                 }
+                let stored = sizes.get(device.key())?.map(|v| v.value());
+                let mut size = match stored {
+                    Some(size) => {
+                        size_of(size as usize) + added.get(&device).copied().unwrap_or_default()
+                    }
+                    // Counted once, this batch included (a history older than the counter).
+                    None => history_bytes(&history, device)?,
+                };
+                // Retention: history measured before `keep_after` goes.
                 let lo = telemetry_key(device, Timestamp::from_micros(0), 0);
                 let hi = telemetry_key(device, keep_after, 0);
-                let old: Vec<Vec<u8>> = history
-                    .range::<&[u8]>(lo.as_slice()..hi.as_slice())?
-                    .map(|e| e.map(|(k, _)| k.value().to_vec()))
-                    .collect::<std::result::Result<_, _>>()?;
-                for key in old {
+                let old = keys_and_sizes(
+                    history.range::<&[u8]>(lo.as_slice()..hi.as_slice())?,
+                    |_| true,
+                )?;
+                // Size bound: the oldest samples go until the rest fits.
+                let mut over = size - size_of(max_history_bytes as usize);
+                for (key, len) in &old {
                     history.remove(key.as_slice())?;
+                    size -= size_of(*len);
+                    over -= size_of(*len);
                 }
+                if over > 0 {
+                    let end = cat(&[&device.bytes(), &[0xffu8; 16]]);
+                    let oldest = keys_and_sizes(
+                        history.range::<&[u8]>(lo.as_slice()..end.as_slice())?,
+                        |len| {
+                            let take = over > 0;
+                            over -= size_of(len);
+                            take
+                        },
+                    )?;
+                    for (key, len) in oldest {
+                        history.remove(key.as_slice())?;
+                        size -= size_of(len);
+                    }
+                }
+                sizes.insert(device.key(), u64::try_from(size.max(0)).unwrap_or_default())?;
             }
         }
         txn.commit()?;
@@ -669,5 +747,47 @@ impl DevicePlane for RedbBackend {
             count += 1;
         }
         Ok(Page { count, items })
+    }
+
+    fn telemetry_page(
+        &self,
+        device: DeviceId,
+        range: TelemetryRange,
+        page: HistoryPageRequest,
+    ) -> Result<HistoryPage> {
+        let txn = self.db.begin_read()?;
+        let history = txn.open_table(TELEMETRY)?;
+        let lo = telemetry_key(device, range.since.unwrap_or(Timestamp::from_micros(0)), 0);
+        let hi = match range.until {
+            Some(until) => telemetry_key(device, until, 0),
+            None => cat(&[&device.bytes(), &[0xffu8; 16]]),
+        };
+        let size = page.size.max(1);
+        let (mut number, mut held, mut bytes) = (1u64, 0u64, 0u64);
+        let mut out = HistoryPage {
+            count: 0,
+            items: Vec::new(),
+            more: false,
+        };
+        for entry in history.range::<&[u8]>(lo.as_slice()..hi.as_slice())?.rev() {
+            let (_, value) = entry?;
+            let len = value.value().len() as u64;
+            // A page ends at `size` samples, or before the sample that would take it past
+            // `max_bytes`; the next page starts there.
+            if held > 0 && (held == size || bytes.saturating_add(len) > page.max_bytes) {
+                number += 1;
+                held = 0;
+                bytes = 0;
+            }
+            held += 1;
+            bytes = bytes.saturating_add(len);
+            if number == page.number {
+                out.items.push(decode("telemetry", value.value())?);
+            } else if number > page.number {
+                out.more = true;
+            }
+            out.count += 1;
+        }
+        Ok(out)
     }
 }

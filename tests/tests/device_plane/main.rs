@@ -5,6 +5,7 @@ mod access;
 mod acknowledged;
 mod commands;
 mod ingest;
+mod limits;
 mod revocation;
 mod stock_tools;
 mod timeouts;
