@@ -118,47 +118,54 @@ impl<'a> Relay<'a> {
         let mut expiry = pin!(sleep_until(
             Instant::now() + keep_alive.unwrap_or(far_future)
         ));
+        // Packets the client pipelined behind its CONNECT are already in the read buffer:
+        // handle them before waiting for more bytes (with keep-alive 0 none may ever come).
+        let mut pipelined = !wire.read.is_empty();
         loop {
-            let result = tokio::select! {
-                () = self.shared.shutdown.cancelled() => Err(Close::Shutdown),
-                () = kicked.cancelled() => Err(Close::Kicked),
-                // While a delivery is held the socket is not read, so silence is ours, not
-                // the client's: the keep-alive clock restarts when the delivery ends.
-                () = &mut expiry, if keep_alive.is_some() && self.held.is_none() => {
-                    Err(Close::KeepAliveExpired)
-                }
-                result = delivered(&mut self.held), if self.held.is_some() => {
-                    if let Some(keep_alive) = keep_alive {
-                        expiry.as_mut().reset(Instant::now() + keep_alive);
+            let result = if std::mem::take(&mut pipelined) {
+                self.drain_socket(wire).await
+            } else {
+                tokio::select! {
+                    () = self.shared.shutdown.cancelled() => Err(Close::Shutdown),
+                    () = kicked.cancelled() => Err(Close::Kicked),
+                    // While a delivery is held the socket is not read, so silence is ours, not
+                    // the client's: the keep-alive clock restarts when the delivery ends.
+                    () = &mut expiry, if keep_alive.is_some() && self.held.is_none() => {
+                        Err(Close::KeepAliveExpired)
                     }
-                    self.on_delivered(result, wire).await
-                }
-                read = wire.stream.read_buf(&mut wire.read), if self.held.is_none() => match read {
-                    Ok(0) => Err(Close::Eof),
-                    Ok(_) => {
+                    result = delivered(&mut self.held), if self.held.is_some() => {
                         if let Some(keep_alive) = keep_alive {
                             expiry.as_mut().reset(Instant::now() + keep_alive);
                         }
-                        self.drain_socket(wire).await
+                        self.on_delivered(result, wire).await
                     }
-                    Err(e) => Err(Close::Io(e)),
-                },
-                notification = rx.next() => match notification {
-                    Ok(first) => self.drain_router(wire, &mut rx, first).await,
-                    Err(_) => Err(Close::RouterGone),
-                },
-                message = next_downlink(&mut downlink_rx), if self.peer.can_take_downlink() => {
-                    match message {
-                        Some(message) => {
-                            if let Peer::Device { downlink, .. } = &mut self.peer {
-                                downlink.deliver(message, wire, &mut downlink_rx);
+                    read = wire.stream.read_buf(&mut wire.read), if self.held.is_none() => match read {
+                        Ok(0) => Err(Close::Eof),
+                        Ok(_) => {
+                            if let Some(keep_alive) = keep_alive {
+                                expiry.as_mut().reset(Instant::now() + keep_alive);
                             }
-                            Ok(())
+                            self.drain_socket(wire).await
                         }
-                        // Replaced in the registry (takeover): nothing more will come.
-                        None => {
-                            downlink_rx = None;
-                            Ok(())
+                        Err(e) => Err(Close::Io(e)),
+                    },
+                    notification = rx.next() => match notification {
+                        Ok(first) => self.drain_router(wire, &mut rx, first).await,
+                        Err(_) => Err(Close::RouterGone),
+                    },
+                    message = next_downlink(&mut downlink_rx), if self.peer.can_take_downlink() => {
+                        match message {
+                            Some(message) => {
+                                if let Peer::Device { downlink, .. } = &mut self.peer {
+                                    downlink.deliver(message, wire, &mut downlink_rx);
+                                }
+                                Ok(())
+                            }
+                            // Replaced in the registry (takeover): nothing more will come.
+                            None => {
+                                downlink_rx = None;
+                                Ok(())
+                            }
                         }
                     }
                 }
