@@ -124,7 +124,7 @@ impl Feeder {
             .name("fleetmq-router-feeder".into())
             .spawn(move || {
                 while let Some(job) = rx.blocking_recv() {
-                    let result = complete(lock(&job.link).send(job.packet));
+                    let result = push(&mut lock(&job.link), job.packet);
                     if let Err(e) = result {
                         tracing::warn!(error = %e, "router refused a packet");
                     }
@@ -180,6 +180,31 @@ impl Feeder {
             done: None,
         });
     }
+}
+
+/// Hands `packet` to the router through the link's buffer.
+///
+/// `LinkTx::send` queues one router event per packet, but the router takes the link's whole
+/// buffer on the first event. The others are stale, and once a DISCONNECT was in that buffer
+/// each of them names a link that is gone: rumqttd logs "no-connection id N is already gone"
+/// at ERROR for every one (thousands after an operator who acknowledged a stream
+/// disconnects; and the id may already belong to a new connection). So a packet joins a
+/// buffer that is not empty without an event of its own: the event queued when that buffer
+/// became non-empty has not been handled (handling it empties the buffer) and takes this
+/// packet too. The check and the push hold the buffer's lock, and only the feeder thread
+/// pushes once a link is in use, so at most one event per link is ever outstanding.
+/// rumqttd's `LinkError` is ~800 bytes; it is reported as text.
+fn push(tx: &mut LinkTx, packet: Packet) -> Result<(), String> {
+    {
+        let mut buffer = tx.buffer();
+        if !buffer.is_empty() {
+            buffer.push_back(packet);
+            return Ok(());
+        }
+    }
+    complete(tx.send(packet))
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// Drives a future that never really waits (rumqttd's `LinkTx::send` has no await point; it

@@ -255,14 +255,18 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
         if let Err(e) = published {
             warn!(error = %e, "cannot publish last will");
         }
-        let disconnect = Disconnect {
-            reason_code: DisconnectReasonCode::NormalDisconnection,
-        };
-        let _ = shared
-            .core
-            .feeder
-            .send_and_wait(&relay.router.tx, Packet::Disconnect(disconnect, None))
-            .await;
+        // A link the router already dropped must not be named again (rumqttd logs an ERROR
+        // per packet for a gone link).
+        if !matches!(close, Close::RouterGone) {
+            let disconnect = Disconnect {
+                reason_code: DisconnectReasonCode::NormalDisconnection,
+            };
+            let _ = shared
+                .core
+                .feeder
+                .send_and_wait(&relay.router.tx, Packet::Disconnect(disconnect, None))
+                .await;
+        }
         let _ = wire.stream.shutdown().await;
         drop(guard);
     }
