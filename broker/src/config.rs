@@ -30,6 +30,8 @@ pub struct BrokerConfig {
     /// How long an [`Uplink::deliver`](crate::Uplink::deliver) may take before it counts as
     /// failed (the connection is closed without acknowledgement; the device resends).
     pub uplink_timeout: Duration,
+    /// Bounds against hostile and careless clients (docs/mqtt.md, "Limits").
+    pub limits: Limits,
     /// In-memory log sizing of rumqttd's router.
     pub router: RouterSizing,
 }
@@ -45,7 +47,26 @@ impl Default for BrokerConfig {
             connect_timeout: Duration::from_secs(10),
             max_packet_size: 1024 * 1024,
             uplink_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
             router: RouterSizing::default(),
+        }
+    }
+}
+
+/// Bounds on what one client, or one source address, can make the broker hold or do.
+/// Documented with their flags in docs/mqtt.md ("Limits").
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// QoS 2 messages one client may have awaiting its PUBREL; one more closes the
+    /// connection. Their packet ids are what keeps a resent QoS 2 PUBLISH from being taken
+    /// twice.
+    pub max_awaiting_pubrel: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_awaiting_pubrel: 1024,
         }
     }
 }

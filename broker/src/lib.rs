@@ -18,7 +18,7 @@
 //! ```
 //!
 //! # Layout
-//! - [`config`]: the settings, [`BrokerConfig`] and [`RouterSizing`].
+//! - [`config`]: the settings, [`BrokerConfig`], [`Limits`] and [`RouterSizing`].
 //! - [`auth`]: the [`Authenticator`] boundary, [`Login`] and [`Refusal`].
 //! - [`error`]: the crate's error type, [`BrokerError`].
 //! - [`uplink`]: the [`Uplink`] sink for device messages and [`SessionEvent`]s.
@@ -56,7 +56,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use auth::{AuthFuture, Authenticator, Login, Refusal};
-pub use config::{BrokerConfig, RouterSizing, TlsListener};
+pub use config::{BrokerConfig, Limits, RouterSizing, TlsListener};
 pub use error::BrokerError;
 pub use handle::{BrokerHandle, LocalLink, Message};
 pub use tls::TlsIdentity;

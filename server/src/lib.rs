@@ -78,6 +78,7 @@ impl Server {
             ws_addr: config.mqtt_ws_addr,
             anonymous_sandbox: config.mqtt_anonymous_sandbox,
             max_connections: config.mqtt_max_connections,
+            limits: config.mqtt_limits.clone(),
             ..BrokerConfig::default()
         };
         let broker = Broker::bind(

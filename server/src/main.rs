@@ -64,6 +64,11 @@ struct ServeArgs {
     /// process's open-files limit).
     #[arg(long, env = "FLEETMQ_MQTT_MAX_CONNECTIONS", default_value_t = 10_000)]
     mqtt_max_connections: usize,
+    // --- MQTT front-end limits against hostile clients (issue 9; docs/mqtt.md "Limits") ---
+    /// QoS 2 messages one MQTT client may leave awaiting PUBREL; one more closes it.
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_AWAITING_PUBREL", default_value_t = 1024)]
+    mqtt_max_awaiting_pubrel: usize,
+    // --- end of MQTT front-end limits ---
     /// Seconds a command may wait for the device's answer (offline time included).
     #[arg(long, env = "FLEETMQ_COMMAND_TIMEOUT", default_value_t = 300)]
     command_timeout: u64,
@@ -160,6 +165,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         mqtt_tls_files: args.mqtt_tls_cert.zip(args.mqtt_tls_key),
         mqtt_anonymous_sandbox: args.mqtt_anonymous_sandbox,
         mqtt_max_connections: args.mqtt_max_connections,
+        mqtt_limits: fleetmq_broker::Limits {
+            max_awaiting_pubrel: args.mqtt_max_awaiting_pubrel,
+        },
         admin_password: std::env::var("FLEETMQ_ADMIN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty()),

@@ -10,11 +10,13 @@
 //! - this module: [`serve`], a connection's life from CONNECT to the last will; [`Close`].
 //! - `framing`: the socket's MQTT v4 read and write buffers.
 //! - `handshake`: reading CONNECT, client id rules, authentication, return codes.
+//! - `inflight`: the client's QoS 1/2 packet ids in flight (resends are not new messages).
 //! - `peer`: device or routed client, and the subscription state kept for each.
 //! - `relay`: the session loop between socket, uplink, router and downlink.
 
 mod framing;
 mod handshake;
+mod inflight;
 mod peer;
 mod relay;
 

@@ -11,13 +11,14 @@ use std::time::Duration;
 use fleetmq_protocol::Principal;
 use rumqttd::Notification;
 use rumqttd::local::LinkRx;
-use rumqttd::protocol::{Packet, PingResp, Publish};
+use rumqttd::protocol::{Packet, PingResp, PubComp, PubCompReason, PubRec, PubRecReason, Publish};
 use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::framing::Wire;
+use super::inflight::{Arrival, ClientInflight};
 use super::peer::{DownlinkRx, Peer};
 use super::{Close, MAX_BATCH, Shared};
 use crate::BrokerError;
@@ -70,6 +71,8 @@ pub(super) struct Relay<'a> {
     /// The device message being delivered to the uplink. While it is, nothing more is read
     /// from the socket: packets stay in order and a slow uplink slows only this device.
     pub(super) held: Option<Held<'a>>,
+    /// The client's QoS 1/2 packet ids not yet finished with (resends are not new messages).
+    inflight: ClientInflight,
 }
 
 /// The next downlink message; never resolves without a queue. Cancel-safe.
@@ -102,6 +105,7 @@ impl<'a> Relay<'a> {
             peer,
             router: RouterLink { shared, tx },
             held: None,
+            inflight: ClientInflight::new(shared.config.limits.max_awaiting_pubrel),
         }
     }
 
@@ -189,7 +193,30 @@ impl<'a> Relay<'a> {
     async fn drain_socket(&mut self, wire: &mut Wire) -> Result<(), Close> {
         // Packets after a held device message wait in the read buffer, in order.
         while self.held.is_none() {
+            let publish_id = wire.publish_id();
             match wire.parse() {
+                Ok(Some(Packet::Publish(publish, _))) => {
+                    let (qos, pkid) = publish_id.unwrap_or_default();
+                    match self.inflight.arrive(qos, pkid) {
+                        Arrival::New => self.on_publish(publish).await?,
+                        Arrival::Resend => {
+                            debug!(pkid, qos, "resent PUBLISH still in flight, not taken again");
+                        }
+                        Arrival::ResendAnswerPubRec => {
+                            debug!(pkid, "resent QoS 2 PUBLISH before PUBREL, not taken again");
+                            let pubrec = PubRec {
+                                pkid,
+                                reason: PubRecReason::Success,
+                            };
+                            wire.queue(Packet::PubRec(pubrec, None));
+                        }
+                        Arrival::TooManyAwaitingRelease => {
+                            return Err(Close::Protocol(
+                                "too many QoS 2 messages awaiting PUBREL".into(),
+                            ));
+                        }
+                    }
+                }
                 Ok(Some(packet)) => self.handle_client(packet, wire).await?,
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(Close::Protocol(e.to_string())),
@@ -262,14 +289,27 @@ impl<'a> Relay<'a> {
 
     async fn handle_client(&mut self, packet: Packet, wire: &mut Wire) -> Result<(), Close> {
         match packet {
-            Packet::Publish(publish, _) => self.on_publish(publish).await,
             Packet::PingReq(_) => {
                 wire.queue(Packet::PingResp(PingResp));
                 Ok(())
             }
             Packet::Disconnect(..) => Err(Close::ClientDisconnect),
             // For devices too: the router runs the QoS 2 exchange of their uplink.
-            Packet::PubRel(ack, _) => self.router.send(Packet::PubRel(ack, None)).await,
+            Packet::PubRel(ack, _) if self.inflight.release(ack.pkid) => {
+                self.router.send(Packet::PubRel(ack, None)).await
+            }
+            Packet::PubRel(ack, _) => {
+                debug!(
+                    pkid = ack.pkid,
+                    "PUBREL for nothing awaiting release, answered here"
+                );
+                let pubcomp = PubComp {
+                    pkid: ack.pkid,
+                    reason: PubCompReason::Success,
+                };
+                wire.queue(Packet::PubComp(pubcomp, None));
+                Ok(())
+            }
             packet => match &mut self.peer {
                 Peer::Device { downlink, .. } => downlink.on_client(&self.principal, packet, wire),
                 Peer::Routed(routed) => {
@@ -332,8 +372,14 @@ impl<'a> Relay<'a> {
                 wire.queue(Packet::Publish(forward.publish, None));
             }
             Notification::DeviceAck(ack) => match Packet::from(ack) {
-                Packet::PubAck(ack, _) => wire.queue(Packet::PubAck(ack, None)),
-                Packet::PubRec(ack, _) => wire.queue(Packet::PubRec(ack, None)),
+                Packet::PubAck(ack, _) => {
+                    self.inflight.acknowledged(ack.pkid);
+                    wire.queue(Packet::PubAck(ack, None));
+                }
+                Packet::PubRec(ack, _) => {
+                    self.inflight.received(ack.pkid);
+                    wire.queue(Packet::PubRec(ack, None));
+                }
                 Packet::PubRel(ack, _) => wire.queue(Packet::PubRel(ack, None)),
                 Packet::PubComp(ack, _) => wire.queue(Packet::PubComp(ack, None)),
                 Packet::SubAck(ack, _) => match &mut self.peer {
