@@ -20,7 +20,9 @@ pub struct BrokerConfig {
     /// Admit clients that send no username as [`Principal::Anonymous`](fleetmq_protocol::Principal)
     /// (a sandbox outside `fleetmq/`). Off by default: such clients get CONNACK 0x05.
     pub anonymous_sandbox: bool,
-    /// Concurrent network connections; further clients get CONNACK 0x03 (server unavailable).
+    /// Authenticated sessions at once; a further client gets CONNACK 0x03 (server
+    /// unavailable) once authenticated. Sockets before their CONNACK count against
+    /// [`Limits::max_pending_connections`] instead.
     pub max_connections: usize,
     /// How long a new TCP connection may take to send CONNECT (and to be authenticated).
     pub connect_timeout: Duration,
@@ -57,6 +59,13 @@ impl Default for BrokerConfig {
 /// Documented with their flags in docs/mqtt.md ("Limits").
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Sockets that have not had their CONNECT answered yet (TLS/WebSocket handshake,
+    /// CONNECT, authentication), across all listeners. Apart from `max_connections`, which
+    /// counts sessions only. Sockets over it are closed at once.
+    pub max_pending_connections: usize,
+    /// Of those, from one source address: a single host flooding silent sockets fills only
+    /// its own share.
+    pub max_pending_per_address: usize,
     /// QoS 2 messages one client may have awaiting its PUBREL; one more closes the
     /// connection. Their packet ids are what keeps a resent QoS 2 PUBLISH from being taken
     /// twice.
@@ -66,6 +75,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            max_pending_connections: 1024,
+            max_pending_per_address: 64,
             max_awaiting_pubrel: 1024,
         }
     }

@@ -19,6 +19,8 @@
 //!
 //! # Layout
 //! - [`config`]: the settings, [`BrokerConfig`], [`Limits`] and [`RouterSizing`].
+//! - `admission`: the pre-CONNECT budget (in all and per source address).
+//! - `metrics`: counters of what was refused, and sampled log lines.
 //! - [`auth`]: the [`Authenticator`] boundary, [`Login`] and [`Refusal`].
 //! - [`error`]: the crate's error type, [`BrokerError`].
 //! - [`uplink`]: the [`Uplink`] sink for device messages and [`SessionEvent`]s.
@@ -33,6 +35,7 @@
 //!   connection), not through the router.
 //! - [`handle`]: [`BrokerHandle`], in-process publish and subscribe ([`LocalLink`]).
 
+mod admission;
 pub mod auth;
 pub mod config;
 mod connection;
@@ -40,6 +43,7 @@ mod downlink;
 pub mod error;
 pub mod handle;
 mod listener;
+mod metrics;
 mod router;
 mod session;
 pub mod tls;
@@ -90,6 +94,12 @@ impl Broker {
         config: BrokerConfig,
         auth: Arc<dyn Authenticator>,
     ) -> Result<Broker, BrokerError> {
+        if config.limits.max_pending_connections == 0 || config.limits.max_pending_per_address == 0
+        {
+            return Err(BrokerError::Config(
+                "the pre-CONNECT budget must admit at least one socket",
+            ));
+        }
         // Bind first: a busy port must not leave a router thread behind (it cannot be stopped).
         let (plain, local_addr) = listener::bind(config.mqtt_addr).await?;
         let mut listeners = vec![(plain, listener::Kind::Plain)];
@@ -128,6 +138,7 @@ impl Broker {
             sessions: session::Sessions::default(),
             publisher: Arc::new(Mutex::new(tx)),
             downlinks: downlink::Downlinks::default(),
+            metrics: metrics::Metrics::default(),
         });
         tracing::info!(addr = %local_addr, tls = ?tls_addr, websocket = ?ws_addr, "MQTT listeners bound");
         Ok(Broker {
@@ -187,9 +198,14 @@ impl Broker {
             uplink: self.uplink,
             config: self.config.clone(),
             shutdown: shutdown.clone(),
+            // One session limit and one pre-CONNECT budget across all listeners.
+            slots: Arc::new(Semaphore::new(self.config.max_connections)),
+            pending: Arc::new(admission::PendingBudget::new(
+                self.config.limits.max_pending_connections,
+                self.config.limits.max_pending_per_address,
+            )),
+            pending_log: metrics::Sampled::default(),
         });
-        // One connection limit across all listeners.
-        let slots = Arc::new(Semaphore::new(self.config.max_connections));
         let tasks = TaskTracker::new();
         let accept_loops: Vec<_> = self
             .listeners
@@ -199,7 +215,6 @@ impl Broker {
                     bound,
                     kind,
                     Arc::clone(&shared),
-                    Arc::clone(&slots),
                     tasks.clone(),
                 ))
             })

@@ -123,6 +123,7 @@ async fn more_qos2_messages_awaiting_pubrel_than_allowed_close_the_connection() 
     let broker = TestBroker::start(BrokerConfig {
         limits: Limits {
             max_awaiting_pubrel: 2,
+            ..Limits::default()
         },
         ..BrokerConfig::default()
     })
@@ -136,5 +137,40 @@ async fn more_qos2_messages_awaiting_pubrel_than_allowed_close_the_connection() 
     device.send(&burst).await;
     device.until_closed().await;
     assert_eq!(broker.uplink.payloads(), ["x", "x"]);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_connects_while_one_host_holds_many_silent_sockets() {
+    let broker = TestBroker::start(BrokerConfig {
+        max_connections: 4,
+        limits: Limits {
+            max_pending_connections: 16,
+            max_pending_per_address: 4,
+            ..Limits::default()
+        },
+        ..BrokerConfig::default()
+    })
+    .await;
+    // 127.0.0.2 is loopback too: another host as far as the broker can tell.
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        flood.push(broker.socket_from([127, 0, 0, 2]).await);
+    }
+    // The flooder keeps its share, the first 4 sockets (the accept queue is in order); the
+    // rest are closed without a byte.
+    for socket in &mut flood[4..] {
+        assert!(socket.until_closed().await.is_empty());
+    }
+    // Silent sockets hold no session slot: authenticated devices get in.
+    let _a = broker.device_a().await;
+    let mut b = broker.socket_from([127, 0, 0, 1]).await;
+    b.send(&connect(DEV_B1, Some((DEV_B1, "pw-b1")), 0)).await;
+    assert_eq!(b.packet().await, CONNACK_ACCEPTED);
+    for socket in &flood[..4] {
+        let mut byte = [0u8; 1];
+        let still_open = socket.stream.try_read(&mut byte);
+        assert!(matches!(still_open, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock));
+    }
     broker.stop().await;
 }

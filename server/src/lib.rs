@@ -281,6 +281,8 @@ impl Hooks for ServerHooks {
     }
 
     fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
-        self.bridge.metrics().snapshot()
+        let mut metrics = self.bridge.metrics().snapshot();
+        metrics.extend(self.broker.metrics());
+        metrics
     }
 }

@@ -60,11 +60,26 @@ struct ServeArgs {
     /// test suites and stock tools); off by default.
     #[arg(long, env = "FLEETMQ_MQTT_ANONYMOUS_SANDBOX")]
     mqtt_anonymous_sandbox: bool,
-    /// MQTT connections admitted at once (each takes a file descriptor: keep it under the
-    /// process's open-files limit).
+    /// Authenticated MQTT sessions at once (each takes a file descriptor: this plus
+    /// --mqtt-max-pending-connections must stay under the process's open-files limit).
     #[arg(long, env = "FLEETMQ_MQTT_MAX_CONNECTIONS", default_value_t = 10_000)]
     mqtt_max_connections: usize,
     // --- MQTT front-end limits against hostile clients (issue 9; docs/mqtt.md "Limits") ---
+    /// MQTT sockets whose CONNECT is not answered yet (handshake, CONNECT, login), apart
+    /// from --mqtt-max-connections; more are closed at once.
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_MAX_PENDING_CONNECTIONS",
+        default_value_t = 1024
+    )]
+    mqtt_max_pending_connections: usize,
+    /// Of those, from one source address.
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_MAX_PENDING_PER_ADDRESS",
+        default_value_t = 64
+    )]
+    mqtt_max_pending_per_address: usize,
     /// QoS 2 messages one MQTT client may leave awaiting PUBREL; one more closes it.
     #[arg(long, env = "FLEETMQ_MQTT_MAX_AWAITING_PUBREL", default_value_t = 1024)]
     mqtt_max_awaiting_pubrel: usize,
@@ -166,6 +181,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         mqtt_anonymous_sandbox: args.mqtt_anonymous_sandbox,
         mqtt_max_connections: args.mqtt_max_connections,
         mqtt_limits: fleetmq_broker::Limits {
+            max_pending_connections: args.mqtt_max_pending_connections,
+            max_pending_per_address: args.mqtt_max_pending_per_address,
             max_awaiting_pubrel: args.mqtt_max_awaiting_pubrel,
         },
         admin_password: std::env::var("FLEETMQ_ADMIN_PASSWORD")

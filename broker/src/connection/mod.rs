@@ -27,13 +27,16 @@ use std::time::Duration;
 
 use rumqttd::protocol::{ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Packet};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::BrokerConfig;
+use crate::admission::{PendingBudget, PendingPermit};
 use crate::auth::Authenticator;
 use crate::handle::Core;
+use crate::metrics::{Metrics, Sampled};
 use crate::router::build_link;
 use crate::session::router_client_id;
 use crate::uplink::{SessionEvent, Uplink};
@@ -41,8 +44,6 @@ use framing::Wire;
 use handshake::{ConnectFailure, authenticate, read_connect, return_code};
 use peer::Peer;
 use relay::Relay;
-
-pub(crate) use handshake::refuse_busy;
 
 /// Router notifications (or downlink messages) relayed per socket flush.
 const MAX_BATCH: usize = 256;
@@ -54,6 +55,12 @@ pub(crate) struct Shared {
     pub(crate) uplink: Arc<dyn Uplink>,
     pub(crate) config: BrokerConfig,
     pub(crate) shutdown: CancellationToken,
+    /// Authenticated sessions (`max_connections`).
+    pub(crate) slots: Arc<Semaphore>,
+    /// Sockets whose CONNECT is not answered yet.
+    pub(crate) pending: Arc<PendingBudget>,
+    /// Sampled log line for sockets closed over the pending budget.
+    pub(crate) pending_log: Sampled,
 }
 
 /// A byte stream MQTT runs on: TCP, TLS over TCP, or WebSocket.
@@ -113,8 +120,14 @@ impl Close {
     }
 }
 
-/// Serves one network connection until it closes.
-pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one network connection until it closes. `pending` (its pre-CONNECT slot) is held
+/// until the CONNECT is answered; an accepted session then holds a session slot instead.
+pub(crate) async fn serve(
+    stream: Stream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    pending: PendingPermit,
+) {
     let mut wire = Wire::new(stream, shared.config.max_packet_size);
     let first = tokio::select! {
         r = timeout(shared.config.connect_timeout, read_connect(&mut wire)) => r,
@@ -167,6 +180,16 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
             return;
         }
     }
+
+    // Only an authenticated client competes for a session slot.
+    let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() else {
+        Metrics::count(&shared.core.metrics.sessions_refused);
+        warn!(%peer, client_id, "connection limit reached");
+        wire.connack(ConnectReturnCode::ServiceUnavailable, false)
+            .await;
+        return;
+    };
+    drop(pending);
 
     let router_id = router_client_id(&principal, username.as_deref(), &client_id);
     let span = tracing::info_span!("mqtt", client_id, %peer);
@@ -271,6 +294,7 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
         }
         let _ = wire.stream.shutdown().await;
         drop(guard);
+        drop(slot);
     }
     .instrument(span)
     .await;
