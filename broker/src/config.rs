@@ -70,6 +70,17 @@ pub struct Limits {
     /// connection. Their packet ids are what keeps a resent QoS 2 PUBLISH from being taken
     /// twice.
     pub max_awaiting_pubrel: usize,
+    /// Failed logins one source address may make in a burst; then its CONNECTs are refused
+    /// (CONNACK 0x05, before authentication) until it earns more at
+    /// `login_failures_per_minute`.
+    pub login_failures_per_address: u32,
+    /// Failed logins an address earns back per minute.
+    pub login_failures_per_minute: u32,
+    /// Failed logins in a row for one identity (username; a device's id) before its logins
+    /// are refused for 1 s, doubling with each further failure up to `login_backoff_max`.
+    pub login_failures_per_identity: u32,
+    /// Longest lockout of an identity.
+    pub login_backoff_max: Duration,
 }
 
 impl Default for Limits {
@@ -78,6 +89,10 @@ impl Default for Limits {
             max_pending_connections: 1024,
             max_pending_per_address: 64,
             max_awaiting_pubrel: 1024,
+            login_failures_per_address: 20,
+            login_failures_per_minute: 30,
+            login_failures_per_identity: 5,
+            login_backoff_max: Duration::from_secs(60),
         }
     }
 }

@@ -21,6 +21,7 @@
 //! - [`config`]: the settings, [`BrokerConfig`], [`Limits`] and [`RouterSizing`].
 //! - `admission`: the pre-CONNECT budget (in all and per source address).
 //! - `metrics`: counters of what was refused, and sampled log lines.
+//! - `backoff`: failed-login backoff per source address and per identity.
 //! - [`auth`]: the [`Authenticator`] boundary, [`Login`] and [`Refusal`].
 //! - [`error`]: the crate's error type, [`BrokerError`].
 //! - [`uplink`]: the [`Uplink`] sink for device messages and [`SessionEvent`]s.
@@ -37,6 +38,7 @@
 
 mod admission;
 pub mod auth;
+mod backoff;
 pub mod config;
 mod connection;
 mod downlink;
@@ -94,8 +96,13 @@ impl Broker {
         config: BrokerConfig,
         auth: Arc<dyn Authenticator>,
     ) -> Result<Broker, BrokerError> {
-        if config.limits.max_pending_connections == 0 || config.limits.max_pending_per_address == 0
-        {
+        let limits = &config.limits;
+        if limits.login_failures_per_address == 0 || limits.login_failures_per_identity == 0 {
+            return Err(BrokerError::Config(
+                "the login backoff must allow at least one failed login",
+            ));
+        }
+        if limits.max_pending_connections == 0 || limits.max_pending_per_address == 0 {
             return Err(BrokerError::Config(
                 "the pre-CONNECT budget must admit at least one socket",
             ));
@@ -205,6 +212,14 @@ impl Broker {
                 self.config.limits.max_pending_per_address,
             )),
             pending_log: metrics::Sampled::default(),
+            backoff: backoff::LoginBackoff::new(backoff::Policy {
+                failures_per_address: self.config.limits.login_failures_per_address,
+                failures_per_minute: self.config.limits.login_failures_per_minute,
+                failures_per_identity: self.config.limits.login_failures_per_identity,
+                max_backoff: self.config.limits.login_backoff_max,
+            }),
+            refusal_log: metrics::Sampled::default(),
+            throttle_log: metrics::Sampled::default(),
         });
         let tasks = TaskTracker::new();
         let accept_loops: Vec<_> = self

@@ -15,6 +15,10 @@ pub(crate) struct Metrics {
     pub(crate) pending_refused: AtomicU64,
     /// Authenticated clients refused with 0x03 because `max_connections` sessions run.
     pub(crate) sessions_refused: AtomicU64,
+    /// Logins the authenticator refused (bad credentials, not authorized).
+    pub(crate) login_failures: AtomicU64,
+    /// Logins refused by the failed-login backoff, before authentication.
+    pub(crate) logins_throttled: AtomicU64,
 }
 
 impl Metrics {
@@ -35,6 +39,16 @@ impl Metrics {
                 "fleetmq_mqtt_sessions_refused_total",
                 "Authenticated MQTT clients refused with CONNACK 0x03: session limit reached.",
                 get(&self.sessions_refused),
+            ),
+            (
+                "fleetmq_mqtt_login_failures_total",
+                "MQTT logins refused by the authenticator (CONNACK 0x04 or 0x05).",
+                get(&self.login_failures),
+            ),
+            (
+                "fleetmq_mqtt_logins_throttled_total",
+                "MQTT logins refused by the failed-login backoff before authentication.",
+                get(&self.logins_throttled),
             ),
         ]
     }

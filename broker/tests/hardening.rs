@@ -7,6 +7,9 @@
 
 mod support;
 
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
 use fleetmq_broker::{BrokerConfig, Limits};
 use support::*;
 
@@ -172,5 +175,73 @@ async fn a_device_connects_while_one_host_holds_many_silent_sockets() {
         let still_open = socket.stream.try_read(&mut byte);
         assert!(matches!(still_open, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock));
     }
+    broker.stop().await;
+}
+
+const CONNACK_BAD_CREDENTIALS: [u8; 4] = [0x20, 0x02, 0x00, 0x04];
+const CONNACK_NOT_AUTHORIZED: [u8; 4] = [0x20, 0x02, 0x00, 0x05];
+
+/// One CONNECT from `source`; the CONNACK the broker answers.
+async fn login(broker: &TestBroker, source: [u8; 4], client: &str, key: (&str, &str)) -> Vec<u8> {
+    let mut raw = broker.socket_from(source).await;
+    raw.send(&connect(client, Some(key), 0)).await;
+    raw.packet().await
+}
+
+#[tokio::test]
+async fn an_address_flooding_wrong_keys_is_refused_before_authentication_and_others_connect() {
+    let broker = TestBroker::start(BrokerConfig {
+        limits: Limits {
+            login_failures_per_address: 5,
+            login_failures_per_minute: 1,
+            ..Limits::default()
+        },
+        ..BrokerConfig::default()
+    })
+    .await;
+    // A different username each time: the address, not the identity, runs out.
+    for i in 0..5 {
+        let user = format!("guess-{i}");
+        let answer = login(&broker, [127, 0, 0, 2], &user, (&user, "wrong")).await;
+        assert_eq!(answer, CONNACK_BAD_CREDENTIALS);
+    }
+    let evaluated = broker.auth.calls.load(Ordering::Relaxed);
+    for i in 5..50 {
+        let user = format!("guess-{i}");
+        let answer = login(&broker, [127, 0, 0, 2], &user, (&user, "wrong")).await;
+        assert_eq!(answer, CONNACK_NOT_AUTHORIZED);
+    }
+    // Refused fast: the authenticator never saw them. A valid device from that address is
+    // refused too; from another address it connects.
+    assert_eq!(broker.auth.calls.load(Ordering::Relaxed), evaluated);
+    let from_flooder = login(&broker, [127, 0, 0, 2], DEV_B1, (DEV_B1, "pw-b1")).await;
+    assert_eq!(from_flooder, CONNACK_NOT_AUTHORIZED);
+    let elsewhere = login(&broker, [127, 0, 0, 1], DEV_B1, (DEV_B1, "pw-b1")).await;
+    assert_eq!(elsewhere, CONNACK_ACCEPTED);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn an_identity_guessed_from_many_addresses_is_locked_after_failures_in_a_row() {
+    let broker = TestBroker::start(BrokerConfig {
+        limits: Limits {
+            login_failures_per_identity: 3,
+            login_backoff_max: Duration::from_secs(60),
+            ..Limits::default()
+        },
+        ..BrokerConfig::default()
+    })
+    .await;
+    for host in 2..5 {
+        let answer = login(&broker, [127, 0, 0, host], DEV_A1, (DEV_A1, "wrong")).await;
+        assert_eq!(answer, CONNACK_BAD_CREDENTIALS);
+    }
+    let evaluated = broker.auth.calls.load(Ordering::Relaxed);
+    let guess = login(&broker, [127, 0, 0, 5], DEV_A1, (DEV_A1, "wrong")).await;
+    assert_eq!(guess, CONNACK_NOT_AUTHORIZED);
+    assert_eq!(broker.auth.calls.load(Ordering::Relaxed), evaluated);
+    // Other identities are not affected.
+    let other = login(&broker, [127, 0, 0, 5], DEV_B1, (DEV_B1, "pw-b1")).await;
+    assert_eq!(other, CONNACK_ACCEPTED);
     broker.stop().await;
 }

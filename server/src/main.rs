@@ -83,6 +83,32 @@ struct ServeArgs {
     /// QoS 2 messages one MQTT client may leave awaiting PUBREL; one more closes it.
     #[arg(long, env = "FLEETMQ_MQTT_MAX_AWAITING_PUBREL", default_value_t = 1024)]
     mqtt_max_awaiting_pubrel: usize,
+    /// Failed MQTT logins one source address may make in a burst; then its CONNECTs get
+    /// CONNACK 0x05 without authentication until it earns more.
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_LOGIN_FAILURES_PER_ADDRESS",
+        default_value_t = 20
+    )]
+    mqtt_login_failures_per_address: u32,
+    /// Failed MQTT logins an address earns back per minute.
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_LOGIN_FAILURES_PER_MINUTE",
+        default_value_t = 30
+    )]
+    mqtt_login_failures_per_minute: u32,
+    /// Failed MQTT logins in a row for one username (a device's id) before it is locked for
+    /// 1 s, doubling with each further failure.
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_LOGIN_FAILURES_PER_IDENTITY",
+        default_value_t = 5
+    )]
+    mqtt_login_failures_per_identity: u32,
+    /// Longest lockout of one username, in seconds.
+    #[arg(long, env = "FLEETMQ_MQTT_LOGIN_BACKOFF_MAX", default_value_t = 60)]
+    mqtt_login_backoff_max: u64,
     // --- end of MQTT front-end limits ---
     /// Seconds a command may wait for the device's answer (offline time included).
     #[arg(long, env = "FLEETMQ_COMMAND_TIMEOUT", default_value_t = 300)]
@@ -184,6 +210,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_pending_connections: args.mqtt_max_pending_connections,
             max_pending_per_address: args.mqtt_max_pending_per_address,
             max_awaiting_pubrel: args.mqtt_max_awaiting_pubrel,
+            login_failures_per_address: args.mqtt_login_failures_per_address,
+            login_failures_per_minute: args.mqtt_login_failures_per_minute,
+            login_failures_per_identity: args.mqtt_login_failures_per_identity,
+            login_backoff_max: Duration::from_secs(args.mqtt_login_backoff_max),
         },
         admin_password: std::env::var("FLEETMQ_ADMIN_PASSWORD")
             .ok()

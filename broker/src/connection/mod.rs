@@ -32,14 +32,15 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::BrokerConfig;
 use crate::admission::{PendingBudget, PendingPermit};
 use crate::auth::Authenticator;
+use crate::backoff::LoginBackoff;
 use crate::handle::Core;
 use crate::metrics::{Metrics, Sampled};
 use crate::router::build_link;
 use crate::session::router_client_id;
 use crate::uplink::{SessionEvent, Uplink};
+use crate::{BrokerConfig, Refusal};
 use framing::Wire;
 use handshake::{ConnectFailure, authenticate, read_connect, return_code};
 use peer::Peer;
@@ -61,6 +62,12 @@ pub(crate) struct Shared {
     pub(crate) pending: Arc<PendingBudget>,
     /// Sampled log line for sockets closed over the pending budget.
     pub(crate) pending_log: Sampled,
+    /// Failed logins per source address and identity.
+    pub(crate) backoff: LoginBackoff,
+    /// Sampled log line for logins the authenticator refused.
+    pub(crate) refusal_log: Sampled,
+    /// Sampled log line for logins the backoff refused.
+    pub(crate) throttle_log: Sampled,
 }
 
 /// A byte stream MQTT runs on: TCP, TLS over TCP, or WebSocket.
@@ -162,12 +169,51 @@ pub(crate) async fn serve(
     };
     let (username, password) = handshake::credentials(login);
 
+    // The identity a password is guessed for (clients without a username never reach the
+    // authenticator).
+    let identity = username.clone();
+    if let Some(identity) = &identity {
+        let checked = shared
+            .backoff
+            .check(peer.ip(), identity, std::time::Instant::now());
+        if let Err(throttled) = checked {
+            Metrics::count(&shared.core.metrics.logins_throttled);
+            let reason = throttled.as_str();
+            match shared.throttle_log.hit() {
+                Some(refused) => {
+                    warn!(%peer, client_id, refused, reason, "MQTT logins refused before authentication (one line per 10 s)")
+                }
+                None => debug!(%peer, client_id, reason, "login refused before authentication"),
+            }
+            wire.connack(ConnectReturnCode::NotAuthorized, false).await;
+            return;
+        }
+    }
     let authenticated_at = std::time::Instant::now();
     let principal = match authenticate(&shared, &client_id, username.clone(), password, peer).await
     {
-        Ok(principal) => principal,
+        Ok(principal) => {
+            if let Some(identity) = &identity {
+                shared.backoff.succeeded(identity);
+            }
+            principal
+        }
         Err(code) => {
-            info!(%peer, client_id, code, "connection refused");
+            let bad_login = code == Refusal::BadCredentials.return_code()
+                || code == Refusal::NotAuthorized.return_code();
+            if let (Some(identity), true) = (&identity, bad_login) {
+                shared
+                    .backoff
+                    .failed(peer.ip(), identity, std::time::Instant::now());
+                Metrics::count(&shared.core.metrics.login_failures);
+            }
+            // One line per refusal was 19,014 lines in one flood: sampled.
+            match shared.refusal_log.hit() {
+                Some(refused) => {
+                    info!(%peer, client_id, code, refused, "MQTT connections refused (one line per 10 s)")
+                }
+                None => debug!(%peer, client_id, code, "connection refused"),
+            }
             wire.connack(return_code(code), false).await;
             return;
         }
