@@ -5,6 +5,7 @@ mod access;
 mod acknowledged;
 mod commands;
 mod ingest;
+mod resends;
 mod stock_tools;
 mod timeouts;
 
