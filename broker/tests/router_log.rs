@@ -43,7 +43,8 @@ async fn a_device_that_disconnects_after_a_burst_leaves_no_error_line() {
         // Many packets for the router, then DISCONNECT, all in one write.
         let mut device = broker.device_a().await;
         let mut burst = Vec::new();
-        for i in 0..1000 {
+        // Fewer than the 1,000 packets a link buffer takes without events of their own.
+        for i in 0..500 {
             burst.extend(publish(&topic, &format!("{round}-{i}"), 0, 0, false));
         }
         burst.extend([0xe0, 0x00]);
@@ -55,7 +56,7 @@ async fn a_device_that_disconnects_after_a_burst_leaves_no_error_line() {
     let mut device = broker.device_a().await;
     device.send(&publish(&topic, "barrier", 1, 1, false)).await;
     assert_eq!(device.packet().await, ack(0x40, 1));
-    assert_eq!(broker.uplink.payloads().len(), 3001);
+    assert_eq!(broker.uplink.payloads().len(), 1501);
     assert_eq!(ERRORS.load(Ordering::Relaxed), 0);
     broker.stop().await;
 }
