@@ -132,6 +132,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = BrokerConfig {
         mqtt_addr: "127.0.0.1:0".parse()?,
         max_connections: devices + 100,
+        // Every simulated device connects from 127.0.0.1 (up to 500 handshakes at once).
+        limits: fleetmq_broker::Limits {
+            max_pending_per_address: 1024,
+            ..fleetmq_broker::Limits::default()
+        },
         ..BrokerConfig::default()
     };
     println!("router sizing: {:?}", config.router);

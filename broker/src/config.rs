@@ -20,7 +20,9 @@ pub struct BrokerConfig {
     /// Admit clients that send no username as [`Principal::Anonymous`](fleetmq_protocol::Principal)
     /// (a sandbox outside `fleetmq/`). Off by default: such clients get CONNACK 0x05.
     pub anonymous_sandbox: bool,
-    /// Concurrent network connections; further clients get CONNACK 0x03 (server unavailable).
+    /// Authenticated sessions at once; a further client gets CONNACK 0x03 (server
+    /// unavailable) once authenticated. Sockets before their CONNACK count against
+    /// [`Limits::max_pending_connections`] instead.
     pub max_connections: usize,
     /// How long a new TCP connection may take to send CONNECT (and to be authenticated).
     pub connect_timeout: Duration,
@@ -30,6 +32,8 @@ pub struct BrokerConfig {
     /// How long an [`Uplink::deliver`](crate::Uplink::deliver) may take before it counts as
     /// failed (the connection is closed without acknowledgement; the device resends).
     pub uplink_timeout: Duration,
+    /// Bounds against hostile and careless clients (docs/mqtt.md, "Limits").
+    pub limits: Limits,
     /// In-memory log sizing of rumqttd's router.
     pub router: RouterSizing,
 }
@@ -45,7 +49,50 @@ impl Default for BrokerConfig {
             connect_timeout: Duration::from_secs(10),
             max_packet_size: 1024 * 1024,
             uplink_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
             router: RouterSizing::default(),
+        }
+    }
+}
+
+/// Bounds on what one client, or one source address, can make the broker hold or do.
+/// Documented with their flags in docs/mqtt.md ("Limits").
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Sockets that have not had their CONNECT answered yet (TLS/WebSocket handshake,
+    /// CONNECT, authentication), across all listeners. Apart from `max_connections`, which
+    /// counts sessions only. Sockets over it are closed at once.
+    pub max_pending_connections: usize,
+    /// Of those, from one source address: a single host flooding silent sockets fills only
+    /// its own share.
+    pub max_pending_per_address: usize,
+    /// QoS 2 messages one client may have awaiting its PUBREL; one more closes the
+    /// connection. Their packet ids are what keeps a resent QoS 2 PUBLISH from being taken
+    /// twice.
+    pub max_awaiting_pubrel: usize,
+    /// Failed logins one source address may make in a burst; then its CONNECTs are refused
+    /// (CONNACK 0x05, before authentication) until it earns more at
+    /// `login_failures_per_minute`.
+    pub login_failures_per_address: u32,
+    /// Failed logins an address earns back per minute.
+    pub login_failures_per_minute: u32,
+    /// Failed logins in a row for one identity (username; a device's id) before its logins
+    /// are refused for 1 s, doubling with each further failure up to `login_backoff_max`.
+    pub login_failures_per_identity: u32,
+    /// Longest lockout of an identity.
+    pub login_backoff_max: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_pending_connections: 1024,
+            max_pending_per_address: 64,
+            max_awaiting_pubrel: 1024,
+            login_failures_per_address: 20,
+            login_failures_per_minute: 30,
+            login_failures_per_identity: 5,
+            login_backoff_max: Duration::from_secs(60),
         }
     }
 }

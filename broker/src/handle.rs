@@ -33,6 +33,8 @@ pub(crate) struct Core {
     pub(crate) downlinks: Downlinks,
     /// Who may connect; asked again for live sessions when a login may have been revoked.
     pub(crate) auth: Arc<dyn Authenticator>,
+    /// What the front end refused, for `/metrics`.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl Core {
@@ -149,6 +151,12 @@ impl BrokerHandle {
             wake_pending: false,
             feeder: self.core.feeder.clone(),
         })
+    }
+
+    /// The front end's counters (sockets and logins refused) with their Prometheus names and
+    /// help texts, for the server's `/metrics`.
+    pub fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.core.metrics.snapshot()
     }
 
     /// Disconnects the device's live MQTT session, if any, publishing its last will (so its

@@ -18,7 +18,10 @@
 //! ```
 //!
 //! # Layout
-//! - [`config`]: the settings, [`BrokerConfig`] and [`RouterSizing`].
+//! - [`config`]: the settings, [`BrokerConfig`], [`Limits`] and [`RouterSizing`].
+//! - `admission`: the pre-CONNECT budget (in all and per source address).
+//! - `metrics`: counters of what was refused, and sampled log lines.
+//! - `backoff`: failed-login backoff per source address and per identity.
 //! - [`auth`]: the [`Authenticator`] boundary, [`Login`] and [`Refusal`].
 //! - [`error`]: the crate's error type, [`BrokerError`].
 //! - [`uplink`]: the [`Uplink`] sink for device messages and [`SessionEvent`]s.
@@ -33,13 +36,16 @@
 //!   connection), not through the router.
 //! - [`handle`]: [`BrokerHandle`], in-process publish and subscribe ([`LocalLink`]).
 
+mod admission;
 pub mod auth;
+mod backoff;
 pub mod config;
 mod connection;
 mod downlink;
 pub mod error;
 pub mod handle;
 mod listener;
+mod metrics;
 pub mod revocation;
 mod router;
 mod session;
@@ -57,7 +63,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use auth::{AuthFuture, Authenticator, Login, Refusal};
-pub use config::{BrokerConfig, RouterSizing, TlsListener};
+pub use config::{BrokerConfig, Limits, RouterSizing, TlsListener};
 pub use error::BrokerError;
 pub use handle::{BrokerHandle, LocalLink, Message};
 pub use revocation::Affected;
@@ -92,6 +98,17 @@ impl Broker {
         config: BrokerConfig,
         auth: Arc<dyn Authenticator>,
     ) -> Result<Broker, BrokerError> {
+        let limits = &config.limits;
+        if limits.login_failures_per_address == 0 || limits.login_failures_per_identity == 0 {
+            return Err(BrokerError::Config(
+                "the login backoff must allow at least one failed login",
+            ));
+        }
+        if limits.max_pending_connections == 0 || limits.max_pending_per_address == 0 {
+            return Err(BrokerError::Config(
+                "the pre-CONNECT budget must admit at least one socket",
+            ));
+        }
         // Bind first: a busy port must not leave a router thread behind (it cannot be stopped).
         let (plain, local_addr) = listener::bind(config.mqtt_addr).await?;
         let mut listeners = vec![(plain, listener::Kind::Plain)];
@@ -131,6 +148,7 @@ impl Broker {
             publisher: Arc::new(Mutex::new(tx)),
             downlinks: downlink::Downlinks::default(),
             auth: Arc::clone(&auth),
+            metrics: metrics::Metrics::default(),
         });
         tracing::info!(addr = %local_addr, tls = ?tls_addr, websocket = ?ws_addr, "MQTT listeners bound");
         Ok(Broker {
@@ -190,9 +208,22 @@ impl Broker {
             uplink: self.uplink,
             config: self.config.clone(),
             shutdown: shutdown.clone(),
+            // One session limit and one pre-CONNECT budget across all listeners.
+            slots: Arc::new(Semaphore::new(self.config.max_connections)),
+            pending: Arc::new(admission::PendingBudget::new(
+                self.config.limits.max_pending_connections,
+                self.config.limits.max_pending_per_address,
+            )),
+            pending_log: metrics::Sampled::default(),
+            backoff: backoff::LoginBackoff::new(backoff::Policy {
+                failures_per_address: self.config.limits.login_failures_per_address,
+                failures_per_minute: self.config.limits.login_failures_per_minute,
+                failures_per_identity: self.config.limits.login_failures_per_identity,
+                max_backoff: self.config.limits.login_backoff_max,
+            }),
+            refusal_log: metrics::Sampled::default(),
+            throttle_log: metrics::Sampled::default(),
         });
-        // One connection limit across all listeners.
-        let slots = Arc::new(Semaphore::new(self.config.max_connections));
         let tasks = TaskTracker::new();
         let accept_loops: Vec<_> = self
             .listeners
@@ -202,7 +233,6 @@ impl Broker {
                     bound,
                     kind,
                     Arc::clone(&shared),
-                    Arc::clone(&slots),
                     tasks.clone(),
                 ))
             })

@@ -3,13 +3,14 @@
 //! The accept loop only accepts: every handshake (TLS, WebSocket) runs in the new connection's own task
 //! under `connect_timeout`, so a peer that opens a socket and says nothing holds one task,
 //! never the loop (rumqttd's own listener awaits each handshake inline, without a timeout).
+//! Each accepted socket first takes a slot of the pre-CONNECT budget (`admission`); over
+//! budget it is closed at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
@@ -17,6 +18,7 @@ use tracing::debug;
 
 use crate::BrokerError;
 use crate::connection::{self, Shared, Stream};
+use crate::metrics::Metrics;
 use crate::websocket;
 
 /// What runs on top of an accepted TCP connection.
@@ -53,7 +55,6 @@ pub(crate) async fn accept_loop(
     listener: TcpListener,
     kind: Kind,
     shared: Arc<Shared>,
-    slots: Arc<Semaphore>,
     tasks: TaskTracker,
 ) {
     loop {
@@ -70,24 +71,25 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
+        let pending = match shared.pending.admit(peer.ip()) {
+            Ok(pending) => pending,
+            Err(full) => {
+                // Closed before anything is read; a flood is counted, and logged by sample.
+                Metrics::count(&shared.core.metrics.pending_refused);
+                if let Some(refused) = shared.pending_log.hit() {
+                    tracing::warn!(%peer, refused, reason = full.as_str(), "sockets closed before CONNECT (one line per 10 s)");
+                }
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
-        let permit = Arc::clone(&slots).try_acquire_owned().ok();
         let shared = Arc::clone(&shared);
         let kind = kind.clone();
         tasks.spawn(async move {
             let Some(stream) = open(&kind, tcp, peer, &shared).await else {
                 return;
             };
-            match permit {
-                Some(permit) => {
-                    connection::serve(stream, peer, shared).await;
-                    drop(permit);
-                }
-                None => {
-                    tracing::warn!(%peer, "connection limit reached");
-                    connection::refuse_busy(stream, shared.config.max_packet_size).await;
-                }
-            }
+            connection::serve(stream, peer, shared, pending).await;
         });
     }
 }

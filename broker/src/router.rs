@@ -34,6 +34,10 @@ pub(crate) type Link = (LinkTx, LinkRx, Notification);
 /// rumqttd's `LinkError` is ~800 bytes; the factory reports it as text.
 pub(crate) type LinkFactory = dyn Fn(&str, bool) -> Result<Link, String> + Send + Sync;
 
+/// Packets a link's buffer takes without a router event of their own (see `push`): the
+/// router channel's own capacity.
+const MAX_LINK_BUFFER: usize = 1000;
+
 /// Links the broker opens itself on top of `max_connections` (publisher, bridge, tests) plus
 /// room for sessions being taken over.
 const EXTRA_ROUTER_SLOTS: usize = 64;
@@ -124,7 +128,7 @@ impl Feeder {
             .name("fleetmq-router-feeder".into())
             .spawn(move || {
                 while let Some(job) = rx.blocking_recv() {
-                    let result = complete(lock(&job.link).send(job.packet));
+                    let result = push(&mut lock(&job.link), job.packet);
                     if let Err(e) = result {
                         tracing::warn!(error = %e, "router refused a packet");
                     }
@@ -180,6 +184,37 @@ impl Feeder {
             done: None,
         });
     }
+}
+
+/// Hands `packet` to the router through the link's buffer.
+///
+/// `LinkTx::send` queues one router event per packet, but the router takes the link's whole
+/// buffer on the first event. The others are stale, and once a DISCONNECT was in that buffer
+/// each of them names a link that is gone: rumqttd logs "no-connection id N is already gone"
+/// at ERROR for every one (thousands after an operator who acknowledged a stream
+/// disconnects; and the id may already belong to a new connection). So a packet joins a
+/// buffer that is not empty without an event of its own: the event queued when that buffer
+/// became non-empty has not been handled (handling it empties the buffer) and takes this
+/// packet too. The check and the push hold the buffer's lock, and only the feeder thread
+/// pushes once a link is in use, so at most one event per link is ever outstanding.
+///
+/// Back-pressure: the blocking send on the router channel (capacity 1,000) is what slows the
+/// feeder when the router falls behind. A buffer already holding [`MAX_LINK_BUFFER`] packets
+/// therefore gets a plain send again: the router channel's back-pressure applies once a
+/// link's buffer is that full (only when the router is far behind), at the price of a
+/// possibly stale event then.
+/// rumqttd's `LinkError` is ~800 bytes; it is reported as text.
+fn push(tx: &mut LinkTx, packet: Packet) -> Result<(), String> {
+    {
+        let mut buffer = tx.buffer();
+        if !buffer.is_empty() && buffer.len() < MAX_LINK_BUFFER {
+            buffer.push_back(packet);
+            return Ok(());
+        }
+    }
+    complete(tx.send(packet))
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// Drives a future that never really waits (rumqttd's `LinkTx::send` has no await point; it

@@ -31,6 +31,9 @@ pub struct Config {
     pub mqtt_anonymous_sandbox: bool,
     /// MQTT connections admitted at once; past it CONNACK 0x03 (server unavailable).
     pub mqtt_max_connections: usize,
+    /// Bounds against hostile MQTT clients (pre-CONNECT sockets, login failures, QoS 2
+    /// state); docs/mqtt.md, "Limits".
+    pub mqtt_limits: fleetmq_broker::Limits,
     /// Password for the `admin` superuser created on the first start (random when `None`).
     pub admin_password: Option<String>,
     /// Telemetry retention and command timeout.
@@ -52,6 +55,7 @@ impl Default for Config {
             mqtt_ws_addr: None,
             mqtt_anonymous_sandbox: false,
             mqtt_max_connections: fleetmq_broker::BrokerConfig::default().max_connections,
+            mqtt_limits: fleetmq_broker::Limits::default(),
             admin_password: None,
             bridge: BridgeConfig::default(),
             api: ApiConfig::default(),

@@ -80,6 +80,7 @@ impl Server {
             ws_addr: config.mqtt_ws_addr,
             anonymous_sandbox: config.mqtt_anonymous_sandbox,
             max_connections: config.mqtt_max_connections,
+            limits: config.mqtt_limits.clone(),
             ..BrokerConfig::default()
         };
         let broker = Broker::bind(
@@ -273,6 +274,8 @@ impl Hooks for ServerHooks {
     }
 
     fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
-        self.bridge.metrics().snapshot()
+        let mut metrics = self.bridge.metrics().snapshot();
+        metrics.extend(self.broker.metrics());
+        metrics
     }
 }

@@ -60,10 +60,56 @@ struct ServeArgs {
     /// test suites and stock tools); off by default.
     #[arg(long, env = "FLEETMQ_MQTT_ANONYMOUS_SANDBOX")]
     mqtt_anonymous_sandbox: bool,
-    /// MQTT connections admitted at once (each takes a file descriptor: keep it under the
-    /// process's open-files limit).
+    /// Authenticated MQTT sessions at once (each takes a file descriptor: this plus
+    /// --mqtt-max-pending-connections must stay under the process's open-files limit).
     #[arg(long, env = "FLEETMQ_MQTT_MAX_CONNECTIONS", default_value_t = 10_000)]
     mqtt_max_connections: usize,
+    // --- MQTT front-end limits against hostile clients (issue 9; docs/mqtt.md "Limits") ---
+    /// MQTT sockets whose CONNECT is not answered yet (handshake, CONNECT, login), apart
+    /// from --mqtt-max-connections; more are closed at once.
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_MAX_PENDING_CONNECTIONS",
+        default_value_t = 1024
+    )]
+    mqtt_max_pending_connections: usize,
+    /// Of those, from one source address.
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_MAX_PENDING_PER_ADDRESS",
+        default_value_t = 64
+    )]
+    mqtt_max_pending_per_address: usize,
+    /// QoS 2 messages one MQTT client may leave awaiting PUBREL; one more closes it.
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_AWAITING_PUBREL", default_value_t = 1024)]
+    mqtt_max_awaiting_pubrel: usize,
+    /// Failed MQTT logins one source address may make in a burst; then its CONNECTs get
+    /// CONNACK 0x05 without authentication until it earns more.
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_LOGIN_FAILURES_PER_ADDRESS",
+        default_value_t = 20
+    )]
+    mqtt_login_failures_per_address: u32,
+    /// Failed MQTT logins an address earns back per minute.
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_LOGIN_FAILURES_PER_MINUTE",
+        default_value_t = 30
+    )]
+    mqtt_login_failures_per_minute: u32,
+    /// Failed MQTT logins in a row for one username (a device's id) before it is locked for
+    /// 1 s, doubling with each further failure.
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_LOGIN_FAILURES_PER_IDENTITY",
+        default_value_t = 5
+    )]
+    mqtt_login_failures_per_identity: u32,
+    /// Longest lockout of one username, in seconds.
+    #[arg(long, env = "FLEETMQ_MQTT_LOGIN_BACKOFF_MAX", default_value_t = 60)]
+    mqtt_login_backoff_max: u64,
+    // --- end of MQTT front-end limits ---
     /// Seconds a command may wait for the device's answer (offline time included).
     #[arg(long, env = "FLEETMQ_COMMAND_TIMEOUT", default_value_t = 300)]
     command_timeout: u64,
@@ -229,6 +275,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         mqtt_tls_files: args.mqtt_tls_cert.zip(args.mqtt_tls_key),
         mqtt_anonymous_sandbox: args.mqtt_anonymous_sandbox,
         mqtt_max_connections: args.mqtt_max_connections,
+        mqtt_limits: fleetmq_broker::Limits {
+            max_pending_connections: args.mqtt_max_pending_connections,
+            max_pending_per_address: args.mqtt_max_pending_per_address,
+            max_awaiting_pubrel: args.mqtt_max_awaiting_pubrel,
+            login_failures_per_address: args.mqtt_login_failures_per_address,
+            login_failures_per_minute: args.mqtt_login_failures_per_minute,
+            login_failures_per_identity: args.mqtt_login_failures_per_identity,
+            login_backoff_max: Duration::from_secs(args.mqtt_login_backoff_max),
+        },
         admin_password: std::env::var("FLEETMQ_ADMIN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty()),

@@ -53,12 +53,16 @@ fn main() -> anyhow::Result<()> {
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let server = server_rt.block_on(Server::start(Config {
+    let mut config = Config {
         data_dir: dir.path().to_path_buf(),
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         ..Config::default()
-    }))?;
+    };
+    // Every device of the load connects from 127.0.0.1.
+    config.mqtt_limits.max_pending_connections = 4096;
+    config.mqtt_limits.max_pending_per_address = 4096;
+    let server = server_rt.block_on(Server::start(config))?;
     let mqtt = server.mqtt_addr();
     println!(
         "{devices} devices, QoS 1, up to {inflight} unacknowledged messages each, {seconds} s after 2 s warm-up"

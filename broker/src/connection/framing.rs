@@ -5,7 +5,7 @@ use std::io;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use rumqttd::protocol::v4::V4;
+use rumqttd::protocol::v4::{V4, check};
 use rumqttd::protocol::{ConnAck, ConnectReturnCode, Error as WireError, Packet, Protocol};
 use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
@@ -48,6 +48,29 @@ impl Wire {
             Err(WireError::InsufficientBytes(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// QoS (as its number) and packet id of the PUBLISH at the front of the read buffer, if
+    /// one is buffered whole: rumqttd's `Publish` keeps them private. Call before
+    /// [`parse`](Self::parse) consumes the frame.
+    pub(super) fn publish_id(&self) -> Option<(u8, u16)> {
+        let first = *self.read.first()?;
+        if first >> 4 != 3 {
+            return None;
+        }
+        let qos = (first >> 1) & 0b11;
+        if qos == 0 {
+            return Some((0, 0));
+        }
+        let header = check(self.read.iter(), self.max_packet_size).ok()?;
+        let start = header.fixed_header_len;
+        let topic_len = usize::from(u16::from_be_bytes([
+            *self.read.get(start)?,
+            *self.read.get(start + 1)?,
+        ]));
+        let at = start + 2 + topic_len;
+        let pkid = u16::from_be_bytes([*self.read.get(at)?, *self.read.get(at + 1)?]);
+        Some((qos, pkid))
     }
 
     /// Encodes `packet` for the next flush. Callers strip v5 properties first: rumqttd's v4

@@ -3,7 +3,6 @@
 //! always answers CONNACK success, so every refusal is decided here.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use fleetmq_protocol::Principal;
 use rumqttd::protocol::v4::check;
@@ -13,13 +12,10 @@ use rumqttd::protocol::{
 use tokio::io::AsyncReadExt;
 use tokio::time::timeout;
 
+use super::Shared;
 use super::framing::Wire;
-use super::{Shared, Stream};
 use crate::Refusal;
 use crate::auth::Login;
-
-/// How long a client refused for capacity may take to send its CONNECT.
-const BUSY_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why no CONNECT could be read.
 pub(super) enum ConnectFailure {
@@ -83,17 +79,6 @@ pub(super) fn return_code(code: u8) -> ConnectReturnCode {
         0x03 => ConnectReturnCode::ServiceUnavailable,
         0x04 => ConnectReturnCode::BadUserNamePassword,
         _ => ConnectReturnCode::NotAuthorized,
-    }
-}
-
-/// Answers a client that arrives while the broker is full with CONNACK 0x03. Reading its
-/// CONNECT first matters: closing a socket with unread data resets it, and the client
-/// would never see the return code.
-pub(crate) async fn refuse_busy(stream: Stream, max_packet_size: usize) {
-    let mut wire = Wire::new(stream, max_packet_size);
-    if let Ok(Ok(_)) = timeout(BUSY_CONNECT_TIMEOUT, read_connect(&mut wire)).await {
-        wire.connack(ConnectReturnCode::ServiceUnavailable, false)
-            .await;
     }
 }
 

@@ -10,11 +10,13 @@
 //! - this module: [`serve`], a connection's life from CONNECT to the last will; [`Close`].
 //! - `framing`: the socket's MQTT v4 read and write buffers.
 //! - `handshake`: reading CONNECT, client id rules, authentication, return codes.
+//! - `inflight`: the client's QoS 1/2 packet ids in flight (resends are not new messages).
 //! - `peer`: device or routed client, and the subscription state kept for each.
 //! - `relay`: the session loop between socket, uplink, router and downlink.
 
 mod framing;
 mod handshake;
+mod inflight;
 mod peer;
 mod relay;
 
@@ -25,23 +27,25 @@ use std::time::Duration;
 
 use rumqttd::protocol::{ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Packet};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::BrokerConfig;
+use crate::admission::{PendingBudget, PendingPermit};
 use crate::auth::Authenticator;
 use crate::auth::Login;
+use crate::backoff::LoginBackoff;
 use crate::handle::Core;
+use crate::metrics::{Metrics, Sampled};
 use crate::router::build_link;
 use crate::session::{Credentials, SessionGuard, router_client_id};
 use crate::uplink::{SessionEvent, Uplink};
+use crate::{BrokerConfig, Refusal};
 use framing::Wire;
 use handshake::{ConnectFailure, authenticate, read_connect, return_code};
 use peer::Peer;
 use relay::Relay;
-
-pub(crate) use handshake::refuse_busy;
 
 /// Router notifications (or downlink messages) relayed per socket flush.
 const MAX_BATCH: usize = 256;
@@ -53,6 +57,18 @@ pub(crate) struct Shared {
     pub(crate) uplink: Arc<dyn Uplink>,
     pub(crate) config: BrokerConfig,
     pub(crate) shutdown: CancellationToken,
+    /// Authenticated sessions (`max_connections`).
+    pub(crate) slots: Arc<Semaphore>,
+    /// Sockets whose CONNECT is not answered yet.
+    pub(crate) pending: Arc<PendingBudget>,
+    /// Sampled log line for sockets closed over the pending budget.
+    pub(crate) pending_log: Sampled,
+    /// Failed logins per source address and identity.
+    pub(crate) backoff: LoginBackoff,
+    /// Sampled log line for logins the authenticator refused.
+    pub(crate) refusal_log: Sampled,
+    /// Sampled log line for logins the backoff refused.
+    pub(crate) throttle_log: Sampled,
 }
 
 /// A byte stream MQTT runs on: TCP, TLS over TCP, or WebSocket.
@@ -112,8 +128,14 @@ impl Close {
     }
 }
 
-/// Serves one network connection until it closes.
-pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one network connection until it closes. `pending` (its pre-CONNECT slot) is held
+/// until the CONNECT is answered; an accepted session then holds a session slot instead.
+pub(crate) async fn serve(
+    stream: Stream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    pending: PendingPermit,
+) {
     let mut wire = Wire::new(stream, shared.config.max_packet_size);
     let first = tokio::select! {
         r = timeout(shared.config.connect_timeout, read_connect(&mut wire)) => r,
@@ -148,6 +170,26 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
     };
     let (username, password) = handshake::credentials(login);
 
+    // The identity a password is guessed for (clients without a username never reach the
+    // authenticator).
+    let identity = username.clone();
+    if let Some(identity) = &identity {
+        let checked = shared
+            .backoff
+            .check(peer.ip(), identity, std::time::Instant::now());
+        if let Err(throttled) = checked {
+            Metrics::count(&shared.core.metrics.logins_throttled);
+            let reason = throttled.as_str();
+            match shared.throttle_log.hit() {
+                Some(refused) => {
+                    warn!(%peer, client_id, refused, reason, "MQTT logins refused before authentication (one line per 10 s)")
+                }
+                None => debug!(%peer, client_id, reason, "login refused before authentication"),
+            }
+            wire.connack(ConnectReturnCode::NotAuthorized, false).await;
+            return;
+        }
+    }
     let authenticated_at = std::time::Instant::now();
     let login = Login {
         client_id: client_id.clone(),
@@ -157,9 +199,28 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
     };
     let principal = match authenticate(&shared, &client_id, username.clone(), password, peer).await
     {
-        Ok(principal) => principal,
+        Ok(principal) => {
+            if let Some(identity) = &identity {
+                shared.backoff.succeeded(identity);
+            }
+            principal
+        }
         Err(code) => {
-            info!(%peer, client_id, code, "connection refused");
+            let bad_login = code == Refusal::BadCredentials.return_code()
+                || code == Refusal::NotAuthorized.return_code();
+            if let (Some(identity), true) = (&identity, bad_login) {
+                shared
+                    .backoff
+                    .failed(peer.ip(), identity, std::time::Instant::now());
+                Metrics::count(&shared.core.metrics.login_failures);
+            }
+            // One line per refusal was 19,014 lines in one flood: sampled.
+            match shared.refusal_log.hit() {
+                Some(refused) => {
+                    info!(%peer, client_id, code, refused, "MQTT connections refused (one line per 10 s)")
+                }
+                None => debug!(%peer, client_id, code, "connection refused"),
+            }
             wire.connack(return_code(code), false).await;
             return;
         }
@@ -172,6 +233,16 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
             return;
         }
     }
+
+    // Only an authenticated client competes for a session slot.
+    let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() else {
+        Metrics::count(&shared.core.metrics.sessions_refused);
+        warn!(%peer, client_id, "connection limit reached");
+        wire.connack(ConnectReturnCode::ServiceUnavailable, false)
+            .await;
+        return;
+    };
+    drop(pending);
 
     let router_id = router_client_id(&principal, username.as_deref(), &client_id);
     let span = tracing::info_span!("mqtt", client_id, %peer);
@@ -277,16 +348,21 @@ pub(crate) async fn serve(stream: Stream, peer: SocketAddr, shared: Arc<Shared>)
         if let Err(e) = published {
             warn!(error = %e, "cannot publish last will");
         }
-        let disconnect = Disconnect {
-            reason_code: DisconnectReasonCode::NormalDisconnection,
-        };
-        let _ = shared
-            .core
-            .feeder
-            .send_and_wait(&relay.router.tx, Packet::Disconnect(disconnect, None))
-            .await;
+        // A link the router already dropped must not be named again (rumqttd logs an ERROR
+        // per packet for a gone link).
+        if !matches!(close, Close::RouterGone) {
+            let disconnect = Disconnect {
+                reason_code: DisconnectReasonCode::NormalDisconnection,
+            };
+            let _ = shared
+                .core
+                .feeder
+                .send_and_wait(&relay.router.tx, Packet::Disconnect(disconnect, None))
+                .await;
+        }
         let _ = wire.stream.shutdown().await;
         drop(guard);
+        drop(slot);
     }
     .instrument(span)
     .await;

@@ -11,13 +11,14 @@ use std::time::Duration;
 use fleetmq_protocol::Principal;
 use rumqttd::Notification;
 use rumqttd::local::LinkRx;
-use rumqttd::protocol::{Packet, PingResp, Publish};
+use rumqttd::protocol::{Packet, PingResp, PubComp, PubCompReason, PubRec, PubRecReason, Publish};
 use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::framing::Wire;
+use super::inflight::{Arrival, ClientInflight};
 use super::peer::{DownlinkRx, Peer};
 use super::{Close, MAX_BATCH, Shared};
 use crate::BrokerError;
@@ -70,6 +71,8 @@ pub(super) struct Relay<'a> {
     /// The device message being delivered to the uplink. While it is, nothing more is read
     /// from the socket: packets stay in order and a slow uplink slows only this device.
     pub(super) held: Option<Held<'a>>,
+    /// The client's QoS 1/2 packet ids not yet finished with (resends are not new messages).
+    inflight: ClientInflight,
 }
 
 /// The next downlink message; never resolves without a queue. Cancel-safe.
@@ -102,6 +105,7 @@ impl<'a> Relay<'a> {
             peer,
             router: RouterLink { shared, tx },
             held: None,
+            inflight: ClientInflight::new(shared.config.limits.max_awaiting_pubrel),
         }
     }
 
@@ -118,47 +122,54 @@ impl<'a> Relay<'a> {
         let mut expiry = pin!(sleep_until(
             Instant::now() + keep_alive.unwrap_or(far_future)
         ));
+        // Packets the client pipelined behind its CONNECT are already in the read buffer:
+        // handle them before waiting for more bytes (with keep-alive 0 none may ever come).
+        let mut pipelined = !wire.read.is_empty();
         loop {
-            let result = tokio::select! {
-                () = self.shared.shutdown.cancelled() => Err(Close::Shutdown),
-                () = kicked.cancelled() => Err(Close::Kicked),
-                // While a delivery is held the socket is not read, so silence is ours, not
-                // the client's: the keep-alive clock restarts when the delivery ends.
-                () = &mut expiry, if keep_alive.is_some() && self.held.is_none() => {
-                    Err(Close::KeepAliveExpired)
-                }
-                result = delivered(&mut self.held), if self.held.is_some() => {
-                    if let Some(keep_alive) = keep_alive {
-                        expiry.as_mut().reset(Instant::now() + keep_alive);
+            let result = if std::mem::take(&mut pipelined) {
+                self.drain_socket(wire).await
+            } else {
+                tokio::select! {
+                    () = self.shared.shutdown.cancelled() => Err(Close::Shutdown),
+                    () = kicked.cancelled() => Err(Close::Kicked),
+                    // While a delivery is held the socket is not read, so silence is ours, not
+                    // the client's: the keep-alive clock restarts when the delivery ends.
+                    () = &mut expiry, if keep_alive.is_some() && self.held.is_none() => {
+                        Err(Close::KeepAliveExpired)
                     }
-                    self.on_delivered(result, wire).await
-                }
-                read = wire.stream.read_buf(&mut wire.read), if self.held.is_none() => match read {
-                    Ok(0) => Err(Close::Eof),
-                    Ok(_) => {
+                    result = delivered(&mut self.held), if self.held.is_some() => {
                         if let Some(keep_alive) = keep_alive {
                             expiry.as_mut().reset(Instant::now() + keep_alive);
                         }
-                        self.drain_socket(wire).await
+                        self.on_delivered(result, wire).await
                     }
-                    Err(e) => Err(Close::Io(e)),
-                },
-                notification = rx.next() => match notification {
-                    Ok(first) => self.drain_router(wire, &mut rx, first).await,
-                    Err(_) => Err(Close::RouterGone),
-                },
-                message = next_downlink(&mut downlink_rx), if self.peer.can_take_downlink() => {
-                    match message {
-                        Some(message) => {
-                            if let Peer::Device { downlink, .. } = &mut self.peer {
-                                downlink.deliver(message, wire, &mut downlink_rx);
+                    read = wire.stream.read_buf(&mut wire.read), if self.held.is_none() => match read {
+                        Ok(0) => Err(Close::Eof),
+                        Ok(_) => {
+                            if let Some(keep_alive) = keep_alive {
+                                expiry.as_mut().reset(Instant::now() + keep_alive);
                             }
-                            Ok(())
+                            self.drain_socket(wire).await
                         }
-                        // Replaced in the registry (takeover): nothing more will come.
-                        None => {
-                            downlink_rx = None;
-                            Ok(())
+                        Err(e) => Err(Close::Io(e)),
+                    },
+                    notification = rx.next() => match notification {
+                        Ok(first) => self.drain_router(wire, &mut rx, first).await,
+                        Err(_) => Err(Close::RouterGone),
+                    },
+                    message = next_downlink(&mut downlink_rx), if self.peer.can_take_downlink() => {
+                        match message {
+                            Some(message) => {
+                                if let Peer::Device { downlink, .. } = &mut self.peer {
+                                    downlink.deliver(message, wire, &mut downlink_rx);
+                                }
+                                Ok(())
+                            }
+                            // Replaced in the registry (takeover): nothing more will come.
+                            None => {
+                                downlink_rx = None;
+                                Ok(())
+                            }
                         }
                     }
                 }
@@ -182,7 +193,30 @@ impl<'a> Relay<'a> {
     async fn drain_socket(&mut self, wire: &mut Wire) -> Result<(), Close> {
         // Packets after a held device message wait in the read buffer, in order.
         while self.held.is_none() {
+            let publish_id = wire.publish_id();
             match wire.parse() {
+                Ok(Some(Packet::Publish(publish, _))) => {
+                    let (qos, pkid) = publish_id.unwrap_or_default();
+                    match self.inflight.arrive(qos, pkid) {
+                        Arrival::New => self.on_publish(publish).await?,
+                        Arrival::Resend => {
+                            debug!(pkid, qos, "resent PUBLISH still in flight, not taken again");
+                        }
+                        Arrival::ResendAnswerPubRec => {
+                            debug!(pkid, "resent QoS 2 PUBLISH before PUBREL, not taken again");
+                            let pubrec = PubRec {
+                                pkid,
+                                reason: PubRecReason::Success,
+                            };
+                            wire.queue(Packet::PubRec(pubrec, None));
+                        }
+                        Arrival::TooManyAwaitingRelease => {
+                            return Err(Close::Protocol(
+                                "too many QoS 2 messages awaiting PUBREL".into(),
+                            ));
+                        }
+                    }
+                }
                 Ok(Some(packet)) => self.handle_client(packet, wire).await?,
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(Close::Protocol(e.to_string())),
@@ -255,14 +289,27 @@ impl<'a> Relay<'a> {
 
     async fn handle_client(&mut self, packet: Packet, wire: &mut Wire) -> Result<(), Close> {
         match packet {
-            Packet::Publish(publish, _) => self.on_publish(publish).await,
             Packet::PingReq(_) => {
                 wire.queue(Packet::PingResp(PingResp));
                 Ok(())
             }
             Packet::Disconnect(..) => Err(Close::ClientDisconnect),
             // For devices too: the router runs the QoS 2 exchange of their uplink.
-            Packet::PubRel(ack, _) => self.router.send(Packet::PubRel(ack, None)).await,
+            Packet::PubRel(ack, _) if self.inflight.release(ack.pkid) => {
+                self.router.send(Packet::PubRel(ack, None)).await
+            }
+            Packet::PubRel(ack, _) => {
+                debug!(
+                    pkid = ack.pkid,
+                    "PUBREL for nothing awaiting release, answered here"
+                );
+                let pubcomp = PubComp {
+                    pkid: ack.pkid,
+                    reason: PubCompReason::Success,
+                };
+                wire.queue(Packet::PubComp(pubcomp, None));
+                Ok(())
+            }
             packet => match &mut self.peer {
                 Peer::Device { downlink, .. } => downlink.on_client(&self.principal, packet, wire),
                 Peer::Routed(routed) => {
@@ -325,8 +372,14 @@ impl<'a> Relay<'a> {
                 wire.queue(Packet::Publish(forward.publish, None));
             }
             Notification::DeviceAck(ack) => match Packet::from(ack) {
-                Packet::PubAck(ack, _) => wire.queue(Packet::PubAck(ack, None)),
-                Packet::PubRec(ack, _) => wire.queue(Packet::PubRec(ack, None)),
+                Packet::PubAck(ack, _) => {
+                    self.inflight.acknowledged(ack.pkid);
+                    wire.queue(Packet::PubAck(ack, None));
+                }
+                Packet::PubRec(ack, _) => {
+                    self.inflight.received(ack.pkid);
+                    wire.queue(Packet::PubRec(ack, None));
+                }
                 Packet::PubRel(ack, _) => wire.queue(Packet::PubRel(ack, None)),
                 Packet::PubComp(ack, _) => wire.queue(Packet::PubComp(ack, None)),
                 Packet::SubAck(ack, _) => match &mut self.peer {

@@ -6,6 +6,7 @@ mod acknowledged;
 mod commands;
 mod ingest;
 mod limits;
+mod resends;
 mod revocation;
 mod stock_tools;
 mod timeouts;
