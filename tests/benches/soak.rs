@@ -30,6 +30,10 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken as Stop;
 
+/// How long an attacking socket waits before it opens again once the server closed it (10,000
+/// of them still try 10,000 times a second).
+const REOPEN_AFTER: Duration = Duration::from_secs(1);
+
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
     args.windows(2)
@@ -133,7 +137,9 @@ async fn soak(plan: SoakPlan) -> anyhow::Result<()> {
         .args(["--devices", &plan.devices.to_string()])
         .args(["--telemetry-interval", "10s", "--coordinates-interval", "0"])
         .args(["--duration", &format!("{}s", plan.seconds)])
-        .args(["--connect-rate", "1000"])
+        // A real fleet connects from many addresses; from one, its handshakes in flight stay
+        // within the per-address pre-CONNECT budget (64 by default).
+        .args(["--connect-rate", "1000", "--max-pending-connects", "48"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
@@ -268,13 +274,14 @@ async fn silent_socket(mqtt: SocketAddr, attack: Arc<Attack>, stop: Stop) {
                 tokio::select! {
                     _ = stream.read(&mut buf) => {
                         attack.silent_refused.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(REOPEN_AFTER).await;
                     }
                     () = stop.cancelled() => return,
                 }
             }
             Err(_) => {
                 attack.silent_refused.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(REOPEN_AFTER).await;
             }
         }
     }
@@ -294,13 +301,14 @@ async fn idle_http(http: SocketAddr, attack: Arc<Attack>, stop: Stop) {
                 tokio::select! {
                     _ = stream.read(&mut buf) => {
                         attack.http_refused.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(REOPEN_AFTER).await;
                     }
                     () = stop.cancelled() => return,
                 }
             }
             Err(_) => {
                 attack.http_refused.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(REOPEN_AFTER).await;
             }
         }
     }
