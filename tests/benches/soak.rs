@@ -146,7 +146,7 @@ async fn soak(plan: SoakPlan) -> anyhow::Result<()> {
     let report = sim.wait_with_output().await?;
     let report = String::from_utf8_lossy(&report.stdout);
     stop.cancel();
-    let (latency, rss) = probes.await?;
+    let windows = probes.await?;
     for task in tasks {
         let _ = task.await;
     }
@@ -173,20 +173,32 @@ async fn soak(plan: SoakPlan) -> anyhow::Result<()> {
         .collect();
     println!("wrong-password token requests: {}", answers.join(", "));
     println!("--- server ---");
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!("RSS before the fleet: {} MiB", rss_before / 1024);
+    println!("| from s | /healthz probes | failed | p50 ms | p99 ms | max ms | RSS MiB |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut all = histogram();
+    let mut failed = 0;
+    for (i, w) in windows.iter().enumerate() {
+        let _ = all.add(&w.histogram);
+        failed += w.failed;
+        println!(
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {} |",
+            i * 10,
+            w.histogram.len(),
+            w.failed,
+            ms(&w.histogram, 0.5),
+            ms(&w.histogram, 0.99),
+            w.histogram.max() as f64 / 1000.0,
+            w.rss_kib / 1024
+        );
+    }
     println!(
-        "/healthz: {} probes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} failed",
-        latency.histogram.len(),
-        latency.histogram.value_at_quantile(0.5) as f64 / 1000.0,
-        latency.histogram.value_at_quantile(0.99) as f64 / 1000.0,
-        latency.histogram.max() as f64 / 1000.0,
-        latency.failed
-    );
-    println!(
-        "RSS: {} MiB before the fleet, min {} MiB, max {} MiB, last {} MiB",
-        rss_before / 1024,
-        rss.iter().min().copied().unwrap_or_default() / 1024,
-        rss.iter().max().copied().unwrap_or_default() / 1024,
-        rss.last().copied().unwrap_or_default() / 1024
+        "/healthz over the whole run: {} probes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {failed} failed",
+        all.len(),
+        ms(&all, 0.5),
+        ms(&all, 0.99),
+        all.max() as f64 / 1000.0
     );
     Ok(())
 }
@@ -345,38 +357,47 @@ async fn hammer_tokens(http: SocketAddr, attack: Arc<Attack>, stop: Stop) {
     }
 }
 
-struct Latency {
+/// `/healthz` latency and the server's RSS over one 10-second window.
+struct Window {
     histogram: Histogram<u64>,
     failed: u64,
+    rss_kib: u64,
 }
 
-/// `/healthz` on a fresh connection every 100 ms, and the server's RSS every second.
-async fn probe(http: SocketAddr, pid: u32, stop: Stop) -> (Latency, Vec<u64>) {
-    let mut latency = Latency {
-        histogram: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| {
-            Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures is valid"))
-        }),
-        failed: 0,
-    };
-    let mut rss = Vec::new();
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| {
+        Histogram::new(3).unwrap_or_else(|_| unreachable!("3 figures is valid"))
+    })
+}
+
+/// `/healthz` on a fresh connection every 100 ms, and the server's RSS, in 10-second windows.
+async fn probe(http: SocketAddr, pid: u32, stop: Stop) -> Vec<Window> {
+    let mut windows = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut n = 0u64;
     while !stop.is_cancelled() {
-        tick.tick().await;
-        n += 1;
-        if n.is_multiple_of(10) {
-            rss.push(rss_kib(pid));
-        }
-        let started = Instant::now();
-        match tokio::time::timeout(Duration::from_secs(5), healthz(http)).await {
-            Ok(Ok(())) => {
-                let micros = started.elapsed().as_micros() as u64;
-                let _ = latency.histogram.record(micros.max(1));
+        let mut window = Window {
+            histogram: histogram(),
+            failed: 0,
+            rss_kib: 0,
+        };
+        for _ in 0..100 {
+            tick.tick().await;
+            let started = Instant::now();
+            match tokio::time::timeout(Duration::from_secs(5), healthz(http)).await {
+                Ok(Ok(())) => {
+                    let micros = started.elapsed().as_micros() as u64;
+                    let _ = window.histogram.record(micros.max(1));
+                }
+                _ => window.failed += 1,
             }
-            _ => latency.failed += 1,
+            if stop.is_cancelled() {
+                break;
+            }
         }
+        window.rss_kib = rss_kib(pid);
+        windows.push(window);
     }
-    (latency, rss)
+    windows
 }
 
 async fn healthz(http: SocketAddr) -> anyhow::Result<()> {
