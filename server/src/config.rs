@@ -13,6 +13,8 @@ use crate::http::HttpLimits;
 pub struct Config {
     /// Directory of the redb file (and, later, firmware images and TLS material).
     pub data_dir: PathBuf,
+    /// How the redb file is opened (its cache size).
+    pub store: fleetmq_store::StoreOptions,
     /// REST API address; port 0 picks a free one.
     pub http_addr: SocketAddr,
     /// MQTT address; port 0 picks a free one.
@@ -48,6 +50,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("data"),
+            store: fleetmq_store::StoreOptions::default(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
             mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
             mqtts_addr: None,

@@ -32,6 +32,47 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+/// The REST plane's own async runtime: its worker threads accept and serve HTTP only, so
+/// that ten thousand busy MQTT sessions on the main runtime cannot delay a `/healthz` probe
+/// or a token request, and a flood of HTTP connections cannot delay the devices. The kernel
+/// shares the cores between the two sets of threads.
+///
+/// Dropping it (anywhere, async contexts included) stops its threads without waiting; the
+/// server drops it only after every HTTP connection and every task its handlers spawned
+/// has ended.
+pub struct HttpRuntime {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl HttpRuntime {
+    /// Starts `workers` threads (at least one) named `fleetmq-http`.
+    pub fn start(workers: usize) -> io::Result<Self> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers.max(1))
+            .thread_name("fleetmq-http")
+            .enable_all()
+            .build()
+            .map(|runtime| Self {
+                handle: runtime.handle().clone(),
+                runtime: Some(runtime),
+            })
+    }
+
+    /// Where to spawn the REST plane's tasks.
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+}
+
+impl Drop for HttpRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// The HTTP listener's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
@@ -43,6 +84,8 @@ pub struct HttpLimits {
     pub max_connections: usize,
     /// Connections open at once from one address; more from it are refused at once.
     pub max_connections_per_addr: usize,
+    /// Worker threads of the REST plane's own runtime ([`HttpRuntime`]).
+    pub workers: usize,
 }
 
 impl Default for HttpLimits {
@@ -52,6 +95,7 @@ impl Default for HttpLimits {
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
             max_connections_per_addr: 128,
+            workers: 2,
         }
     }
 }
@@ -78,13 +122,24 @@ pub fn fit_connection_cap(
 }
 
 /// Serves `app` on `listener` until `shutdown`, then lets requests in flight finish and
-/// returns once every connection is closed.
+/// returns once every connection is closed. The listener is registered with the runtime
+/// this runs on (see [`HttpRuntime`]).
 pub async fn serve(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     app: Router,
     limits: HttpLimits,
     shutdown: CancellationToken,
 ) {
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(listener))
+    {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve HTTP");
+            return;
+        }
+    };
     let gate = ConnectionGate::new(limits.max_connections, limits.max_connections_per_addr);
     let connections = TaskTracker::new();
     let mut refused: u64 = 0;

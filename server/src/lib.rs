@@ -49,6 +49,8 @@ pub struct Server {
     /// The broker, the HTTP server and the bridge's own tasks: they run until the token is
     /// cancelled; awaited one by one so a panic among them is logged.
     services: Vec<JoinHandle<()>>,
+    /// The REST plane's threads; dropped last.
+    http_runtime: http::HttpRuntime,
     /// Everything the server spawns, including the short tasks the API's hooks start; closed
     /// and waited for on shutdown.
     tasks: TaskTracker,
@@ -58,8 +60,8 @@ impl Server {
     /// Opens the store, creates the first admin if the store is new, binds both listeners and
     /// starts serving. Returns once everything accepts connections.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
-        let data_dir = config.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+        let (data_dir, options) = (config.data_dir.clone(), config.store.clone());
+        let store = tokio::task::spawn_blocking(move || Store::open_with(&data_dir, &options))
             .await
             .context("opening the store")?
             .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
@@ -99,6 +101,10 @@ impl Server {
             .await
             .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
         let http_addr = listener.local_addr()?;
+        // Served on the REST plane's own threads (registered there by `http::serve`).
+        let listener = listener.into_std()?;
+        let http_runtime =
+            http::HttpRuntime::start(config.http.workers).context("starting the HTTP runtime")?;
 
         let mut bridge_config = config.bridge.clone();
         if bridge_config.rollout.public_url.is_empty() {
@@ -136,7 +142,8 @@ impl Server {
         }));
         let stop = shutdown.clone();
         let limits = config.http;
-        services.push(tasks.spawn(http::serve(listener, app, limits, stop)));
+        let serve = http::serve(listener, app, limits, stop);
+        services.push(tasks.spawn_on(serve, http_runtime.handle()));
         tracing::info!(%http_addr, %mqtt_addr, ?mqtts_addr, ?mqtt_ws_addr, "fleetmq is serving");
         Ok(Server {
             http_addr,
@@ -146,6 +153,7 @@ impl Server {
             first_start,
             shutdown,
             services,
+            http_runtime,
             tasks,
         })
     }
@@ -199,6 +207,7 @@ impl Server {
         // spawned before may still be running (a command being sent holds the store).
         self.tasks.close();
         self.tasks.wait().await;
+        drop(self.http_runtime);
     }
 }
 

@@ -179,6 +179,16 @@ struct ServeArgs {
     /// KiB of samples one page of GET …/telemetry/ holds at most (always at least one sample).
     #[arg(long, env = "FLEETMQ_TELEMETRY_PAGE_MAX_KIB", default_value_t = 1024)]
     telemetry_page_max_kib: u64,
+
+    /// MiB of the data file the store keeps in memory (read cache and write buffer); the
+    /// server's memory grows to about this much beside its connections, then stays.
+    #[arg(long, env = "FLEETMQ_STORE_CACHE_MIB", default_value_t = 256)]
+    store_cache_mib: usize,
+
+    /// Worker threads serving HTTP, apart from the MQTT plane's, so that neither plane's load
+    /// delays the other's answers.
+    #[arg(long, env = "FLEETMQ_HTTP_WORKERS", default_value_t = 2)]
+    http_workers: usize,
 }
 
 /// A listen address that can be turned off (`off`, `none` or empty).
@@ -268,6 +278,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let config = Config {
         data_dir: args.data_dir,
+        store: fleetmq_store::StoreOptions {
+            cache_bytes: args.store_cache_mib.max(1).saturating_mul(1024 * 1024),
+        },
         http_addr: args.http_addr,
         mqtt_addr: args.mqtt_addr,
         mqtts_addr: args.mqtts_addr.0,
@@ -292,6 +305,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             idle_timeout: Duration::from_secs(args.http_idle_timeout.max(1)),
             max_connections: http_max_connections.max(1),
             max_connections_per_addr: args.http_max_connections_per_addr.max(1),
+            workers: args.http_workers.max(1),
         },
         api: fleetmq_api::ApiConfig {
             firmware_upload_limit: args.firmware_upload_limit_mib.saturating_mul(1024 * 1024),

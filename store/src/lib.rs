@@ -134,6 +134,23 @@ fn sweep_firmware(backend: &dyn Backend, blobs: &BlobStore) -> Result<usize> {
     Ok(removed)
 }
 
+/// How the embedded store is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Bytes redb may keep of the data file in memory (read cache and write buffer). The
+    /// server's memory grows to about this much as the data is read and written, then stays.
+    pub cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    /// 256 MiB: the hot pages of tens of thousands of devices (redb's own default is 1 GiB).
+    fn default() -> Self {
+        Self {
+            cache_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
 /// The handle api/ and bridge/ hold: clone it freely.
 #[derive(Clone)]
 pub struct Store {
@@ -144,7 +161,12 @@ pub struct Store {
 impl Store {
     /// Opens the embedded redb store under `data_dir` (blocking; call before serving).
     pub fn open(data_dir: &Path) -> Result<Self> {
-        let backend = Arc::new(RedbBackend::open(data_dir)?);
+        Self::open_with(data_dir, &StoreOptions::default())
+    }
+
+    /// [`Store::open`] with explicit options.
+    pub fn open_with(data_dir: &Path, options: &StoreOptions) -> Result<Self> {
+        let backend = Arc::new(RedbBackend::open_with(data_dir, options)?);
         let blobs = BlobStore::open(&data_dir.join("firmware"))
             .map_err(|e| StoreError::Database(e.into()))?;
         let removed = sweep_firmware(backend.as_ref(), &blobs)?;

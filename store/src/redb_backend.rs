@@ -22,7 +22,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use crate::tables::*;
-use crate::{Backend, DeviceId, Result, StoreError, TokenCache};
+use crate::{Backend, DeviceId, Result, StoreError, StoreOptions, TokenCache};
 use paging::PageAnchors;
 
 mod accounts;
@@ -49,8 +49,15 @@ impl RedbBackend {
     /// Opens (creating when missing) the data file under `dir`, and refuses files written by a
     /// newer schema. Fails with [`StoreError::InUse`] when another process holds the file.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, &StoreOptions::default())
+    }
+
+    /// [`RedbBackend::open`] with explicit options.
+    pub fn open_with(dir: &Path, options: &StoreOptions) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(e.into()))?;
-        let db = Database::create(dir.join(DATA_FILE))?;
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(dir.join(DATA_FILE))?;
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;

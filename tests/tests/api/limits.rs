@@ -87,6 +87,7 @@ fn lowered_http(c: &mut fleetmq::Config, per_addr: usize) {
         idle_timeout: Duration::from_millis(600),
         max_connections: 200,
         max_connections_per_addr: per_addr,
+        ..HttpLimits::default()
     };
 }
 
