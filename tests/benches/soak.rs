@@ -128,7 +128,18 @@ async fn soak(plan: SoakPlan) -> anyhow::Result<()> {
         )));
     }
     let rss_before = rss_kib(pid);
-    let probes = tokio::spawn(probe(http, pid, stop.clone()));
+    // The probe stands for an outside monitor: on a thread and runtime of its own, so that the
+    // attack's tasks in this process cannot delay its timer or its socket and be counted as
+    // the server's latency.
+    let probe_stop = stop.clone();
+    let probes = std::thread::Builder::new()
+        .name("healthz-probe".into())
+        .spawn(move || -> anyhow::Result<Vec<Window>> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(runtime.block_on(probe(http, pid, probe_stop)))
+        })?;
 
     let sim = Command::new(&plan.sim_bin)
         .args(["--org", "soak", "--mqtt", &mqtt.to_string()])
@@ -146,7 +157,9 @@ async fn soak(plan: SoakPlan) -> anyhow::Result<()> {
     let report = sim.wait_with_output().await?;
     let report = String::from_utf8_lossy(&report.stdout);
     stop.cancel();
-    let windows = probes.await?;
+    let windows = tokio::task::spawn_blocking(move || probes.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the probe thread panicked"))??;
     for task in tasks {
         let _ = task.await;
     }
