@@ -14,6 +14,7 @@
 //! - [`telemetry`]: `up/telemetry` metrics with an RFC 3339 timestamp.
 //! - [`coordinates`]: `up/coordinates` GeoJSON point feature.
 //! - [`command`]: `down/command/request` and `up/command/result`.
+//! - [`config`]: `down/config/notice` and `up/config/status`, configuration pushed to a device.
 //! - [`system_update`]: npm.system_update 2.0 as `down/update/request`, `up/update/response`,
 //!   and the `up/update` and `up/images` state notifications.
 //! - [`error_notice`]: `down/error`, why the server refused a device payload.
@@ -22,6 +23,7 @@
 
 pub mod acl;
 pub mod command;
+pub mod config;
 pub mod coordinates;
 pub mod error;
 pub mod error_notice;
@@ -34,6 +36,7 @@ pub mod uplink;
 
 pub use acl::{OrgScope, Principal};
 pub use command::{CommandRequest, CommandResult, CommandStatus, CommandType};
+pub use config::{ConfigNotice, ConfigOutcome, ConfigReport};
 pub use coordinates::{Coordinates, OutOfRange};
 pub use error::ProtocolError;
 pub use error_notice::ErrorNotice;

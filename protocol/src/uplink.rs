@@ -6,7 +6,7 @@
 
 use crate::system_update::{ImagesResource, UpdateResource, UpdateResponse};
 use crate::topic::UpChannel;
-use crate::{CommandResult, Coordinates, Presence, ProtocolError, Telemetry};
+use crate::{CommandResult, ConfigReport, Coordinates, Presence, ProtocolError, Telemetry};
 
 /// A parsed device-to-server payload.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,9 +25,8 @@ pub enum Uplink {
     UpdateResponse(UpdateResponse),
     /// `up/images`.
     Images(ImagesResource),
-    /// `up/config/status`: the payload as sent, not interpreted until the configuration
-    /// contract is fixed (so nothing a device sends there is refused yet).
-    ConfigStatus(Vec<u8>),
+    /// `up/config/status`.
+    ConfigStatus(ConfigReport),
 }
 
 impl Uplink {
@@ -41,7 +40,7 @@ impl Uplink {
             UpChannel::Update => Uplink::Update(UpdateResource::parse(payload)?),
             UpChannel::UpdateResponse => Uplink::UpdateResponse(UpdateResponse::parse(payload)?),
             UpChannel::Images => Uplink::Images(ImagesResource::parse(payload)?),
-            UpChannel::ConfigStatus => Uplink::ConfigStatus(payload.to_vec()),
+            UpChannel::ConfigStatus => Uplink::ConfigStatus(ConfigReport::parse(payload)?),
         })
     }
 }
@@ -64,9 +63,19 @@ mod tests {
     }
 
     #[test]
-    fn config_status_is_taken_as_sent_until_its_contract_is_fixed() {
-        let parsed = Uplink::parse(UpChannel::ConfigStatus, b"applied, not json").unwrap();
-        assert_eq!(parsed, Uplink::ConfigStatus(b"applied, not json".to_vec()));
+    fn config_status_is_a_report_naming_its_checksum() {
+        let parsed = Uplink::parse(
+            UpChannel::ConfigStatus,
+            br#"{"status":"applied","checksum":"0123456789abcdef0123456789abcdef"}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(parsed, Uplink::ConfigStatus(r) if r.status == crate::ConfigOutcome::Applied)
+        );
+        let err = Uplink::parse(UpChannel::ConfigStatus, b"applied, not json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid config status payload"), "{err}");
     }
 
     #[test]
