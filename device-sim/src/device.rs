@@ -15,7 +15,8 @@ use fleetmq_protocol::system_update::{
 };
 use fleetmq_protocol::topic::{Channel, DownChannel, Topic, UpChannel, device_down_filter};
 use fleetmq_protocol::{
-    CommandRequest, CommandResult, ErrorNotice, Presence, PresenceStatus, Telemetry,
+    CommandRequest, CommandResult, ConfigNotice, ConfigReport, ErrorNotice, Presence,
+    PresenceStatus, Telemetry,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -28,6 +29,7 @@ use uuid::Uuid;
 
 use crate::SimError;
 use crate::behaviour::{AfterAnswer, Position, Vitals, answer};
+use crate::configuration::{self, ConfigAgent, NoticeAction};
 use crate::mqtt::{self, Connect, Incoming, QoS, Will};
 use crate::stats::{Stats, StatsSnapshot, UpgradeSnapshot};
 use crate::update::{self, DownloadNews, Effect, Fault, Finish, UpdateAgent};
@@ -165,6 +167,8 @@ pub enum SimEvent {
     UpdatePublished(UpdateResource),
     /// The images resource was published on `up/images` (on connect and on every change).
     ImagesPublished(ImagesResource),
+    /// The device answered a configuration notice on `up/config/status` (applied or not).
+    ConfigReported(ConfigReport),
     /// An update was installed: the device now runs `version` and reboots next.
     Installed {
         /// The new firmware version.
@@ -326,6 +330,7 @@ struct Topics {
     update: String,
     images: String,
     update_response: String,
+    config_status: String,
     down_filter: String,
 }
 
@@ -364,7 +369,16 @@ struct Device {
     news: Option<NewsChannel>,
     /// Where this device's upgrade stands, for [`UpgradeTimes`](crate::stats::UpgradeTimes).
     timing: UpgradeTiming,
+    /// The configuration it runs; survives reconnections and reboots.
+    configuration: ConfigAgent,
+    /// Configuration downloads report here; created with the first one.
+    config_news: Option<ConfigChannel>,
 }
+
+type ConfigChannel = (
+    mpsc::UnboundedSender<configuration::Fetched>,
+    mpsc::UnboundedReceiver<configuration::Fetched>,
+);
 
 /// A device's upgrade as timed by the fleet's [`UpgradeTimes`](crate::stats::UpgradeTimes):
 /// from the first `images/fetch` request to the connection on the new firmware. Only the
@@ -401,6 +415,7 @@ impl Device {
             update: Topic::up(org, id, UpChannel::Update).to_string(),
             images: Topic::up(org, id, UpChannel::Images).to_string(),
             update_response: Topic::up(org, id, UpChannel::UpdateResponse).to_string(),
+            config_status: Topic::up(org, id, UpChannel::ConfigStatus).to_string(),
             down_filter: device_down_filter(org, id),
         };
         let online = online_presence(&config);
@@ -425,6 +440,8 @@ impl Device {
             install_at: None,
             news: None,
             timing: UpgradeTiming::NotStarted,
+            configuration: ConfigAgent::default(),
+            config_news: None,
         }
     }
 
@@ -720,6 +737,10 @@ impl Device {
                     let effects = self.agent.on_download(news);
                     self.apply(effects, &mut wbuf);
                 }
+                Some(fetched) = next_fetched(&mut self.config_news) => {
+                    let report = self.configuration.on_fetched(fetched);
+                    self.report_config(report, &mut wbuf);
+                }
                 () = sleep_until_some(self.install_at), if subscribed => {
                     self.install_at = None;
                     if self.finish_update(&mut wbuf) {
@@ -790,6 +811,21 @@ impl Device {
                 }
                 None
             }
+            Channel::Down(DownChannel::ConfigNotice) => match ConfigNotice::parse(payload) {
+                Ok(notice) => {
+                    match self.configuration.on_notice(notice) {
+                        NoticeAction::Report(report) => self.report_config(report, wbuf),
+                        NoticeAction::Fetch(notice) => {
+                            let (done, _) =
+                                self.config_news.get_or_insert_with(mpsc::unbounded_channel);
+                            tokio::spawn(configuration::fetch(notice, done.clone()));
+                        }
+                        NoticeAction::Nothing => {}
+                    }
+                    None
+                }
+                Err(e) => self.ignore(topic, e.to_string()),
+            },
             Channel::Down(DownChannel::Error) => match ErrorNotice::parse(payload) {
                 Ok(notice) => {
                     tracing::warn!(device_id = %self.config.device_id, reason = %notice.reason, "server refused a payload");
@@ -798,10 +834,6 @@ impl Device {
                 }
                 Err(e) => self.ignore(topic, e.to_string()),
             },
-            Channel::Down(other) => self.ignore(
-                topic,
-                format!("the simulator does not handle {}", other.as_str()),
-            ),
             Channel::Up(_) => self.ignore(topic, "not a down topic".to_owned()),
         }
     }
@@ -918,6 +950,21 @@ impl Device {
         }
     }
 
+    fn report_config(&mut self, report: ConfigReport, wbuf: &mut BytesMut) {
+        let pkid = self.pkid();
+        mqtt::encode_publish(
+            &self.topics.config_status,
+            &report.to_bytes(),
+            QoS::AtLeastOnce,
+            false,
+            pkid,
+            wbuf,
+        );
+        self.stats.add(&self.stats.published);
+        tracing::debug!(device_id = %self.config.device_id, checksum = %report.checksum, status = ?report.status, "configuration reported");
+        self.emit(SimEvent::ConfigReported(report));
+    }
+
     fn ignore(&self, topic: &str, reason: String) -> Option<u16> {
         tracing::debug!(device_id = %self.config.device_id, topic, %reason, "ignored a down message");
         self.stats.bump(&self.stats.ignored);
@@ -1000,6 +1047,14 @@ fn online_presence(config: &DeviceConfig) -> Vec<u8> {
 /// Unix seconds now.
 fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// The next finished configuration download, or never when none ever started.
+async fn next_fetched(news: &mut Option<ConfigChannel>) -> Option<configuration::Fetched> {
+    match news {
+        Some((_, receiver)) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next news from a download task, or never when no download ever started.

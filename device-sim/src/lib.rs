@@ -56,6 +56,8 @@
 //! - [`stats`]: [`Stats`], the fleet-wide counters behind the progress bars and the summary.
 //! - [`update`]: the device side of npm.system_update 2.0 (images, update state machine,
 //!   downloads) and the [`Fault`]s a device can simulate.
+//! - [`configuration`]: the device's configuration agent (`down/config/notice` → download,
+//!   MD5 check → `up/config/status`).
 //! - [`firmware`]: the firmware-upgrader REST calls of the `upgrade-demo`.
 //! - [`registration`]: registering devices through the REST API, and the `id,key` CSV.
 //! - [`run`]: [`RunOptions`](run::RunOptions) and one run of the binary: where its devices
@@ -68,6 +70,7 @@
 //! - [`error`]: the one error type, [`SimError`].
 
 pub mod behaviour;
+pub mod configuration;
 pub mod demo;
 pub mod device;
 pub mod error;

@@ -15,8 +15,8 @@ use fleetmq_broker::{
 };
 use fleetmq_protocol::topic::{DownChannel, Topic, UpChannel};
 use fleetmq_protocol::{
-    CommandRequest, CommandResult, CommandStatus, CommandType, Coordinates, Presence,
-    PresenceStatus, Principal, Telemetry,
+    CommandRequest, CommandResult, CommandStatus, CommandType, ConfigNotice, ConfigOutcome,
+    ConfigReport, Coordinates, Presence, PresenceStatus, Principal, Telemetry,
 };
 use fleetmq_sim::{DeviceConfig, Fleet, FleetOptions, SimDevice, SimEvent, SimHandle};
 use serde_json::json;
@@ -564,4 +564,82 @@ async fn a_broker_sending_garbage_drops_the_connection_and_the_device_reconnects
     second.read_exact(&mut connect).await.unwrap();
     assert_eq!(connect[0], 0x10, "the device came back with a new CONNECT");
     assert_eq!(device.stats().connections_lost, 1);
+}
+
+/// Serves `archive` at `/config.tar.gz` on 127.0.0.1; answers the URL.
+async fn serve_archive(archive: Vec<u8>) -> String {
+    let app = axum::Router::new().route(
+        "/config.tar.gz",
+        axum::routing::get(move || {
+            let archive = archive.clone();
+            async move { archive }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/config.tar.gz")
+}
+
+fn md5_hex(bytes: &[u8]) -> String {
+    use md5::Digest;
+    md5::Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn notify_config(broker: &TestBroker, device: &SimHandle, checksum: &str, url: &str) {
+    let notice = ConfigNotice {
+        checksum: checksum.to_owned(),
+        url: url.to_owned(),
+    };
+    let topic = Topic::down(ORG, device.device_id(), DownChannel::ConfigNotice).to_string();
+    broker
+        .handle
+        .publish(&topic, notice.to_bytes(), false)
+        .await
+        .unwrap();
+}
+
+async fn next_config_report(link: &mut LocalLink, device: &SimHandle) -> ConfigReport {
+    let message = next_on(link, &up(device, UpChannel::ConfigStatus)).await;
+    ConfigReport::parse(&message.payload).unwrap()
+}
+
+#[tokio::test]
+async fn a_configuration_notice_is_downloaded_checked_and_reported_applied_or_error() {
+    let broker = TestBroker::start().await;
+    let device = broker.connected_device(broker.device()).await;
+    let mut link = broker.watch(&up(&device, UpChannel::ConfigStatus)).await;
+    // A gzip stream (magic, deflate, no flags) is all the device checks besides the MD5.
+    let archive = vec![
+        0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let checksum = md5_hex(&archive);
+    let url = serve_archive(archive).await;
+
+    notify_config(&broker, &device, &checksum, &url).await;
+    let report = next_config_report(&mut link, &device).await;
+    assert_eq!(report.status, ConfigOutcome::Applied);
+    assert_eq!(report.checksum, checksum);
+
+    // The server announces another configuration, but the archive it serves is not that one.
+    let announced = "0123456789abcdef0123456789abcdef";
+    notify_config(&broker, &device, announced, &url).await;
+    let report = next_config_report(&mut link, &device).await;
+    assert_eq!(report.status, ConfigOutcome::Error);
+    assert_eq!(report.checksum, announced);
+    assert!(
+        report.reason.starts_with("checksum mismatch"),
+        "{}",
+        report.reason
+    );
+
+    // The running configuration announced again (as after a reconnection) is still applied.
+    notify_config(&broker, &device, &checksum, &url).await;
+    let report = next_config_report(&mut link, &device).await;
+    assert_eq!(report.status, ConfigOutcome::Applied);
+    assert_eq!(report.checksum, checksum);
+    device.stop().await;
 }

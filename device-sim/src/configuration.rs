@@ -1,0 +1,215 @@
+//! The device's configuration agent: what an openwisp-config agent does, driven by MQTT.
+//!
+//! On a `down/config/notice` the device downloads the archive the notice names, checks that its
+//! MD5 is the announced checksum and that it is a gzip archive, keeps it as its running
+//! configuration and answers on `up/config/status`: `applied`, or `error` with the reason. A
+//! notice for the configuration already running (the server repeats the current notice after
+//! every reconnection) is answered `applied` again without a download; a notice for a
+//! checksum already being fetched is not fetched twice.
+
+use md5::{Digest, Md5};
+use tokio::sync::mpsc;
+
+use crate::update::http_client;
+use fleetmq_protocol::{ConfigNotice, ConfigOutcome, ConfigReport};
+
+/// The largest archive a simulated device accepts (real configurations are a few KiB).
+pub const MAX_ARCHIVE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The device's configuration state; survives reconnections and reboots.
+#[derive(Debug, Default)]
+pub(crate) struct ConfigAgent {
+    /// Checksum of the configuration the device runs.
+    running: Option<String>,
+    /// Checksum being downloaded.
+    fetching: Option<String>,
+}
+
+/// What the device task does about a notice.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NoticeAction {
+    /// Report this at once.
+    Report(ConfigReport),
+    /// Download the archive (spawn [`fetch`]).
+    Fetch(ConfigNotice),
+    /// Already downloading it.
+    Nothing,
+}
+
+/// A finished download: the checksum it was for and what came of it.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    checksum: String,
+    result: Result<(), String>,
+}
+
+impl ConfigAgent {
+    /// Decides what a notice asks of the device.
+    pub(crate) fn on_notice(&mut self, notice: ConfigNotice) -> NoticeAction {
+        if self.running.as_deref() == Some(notice.checksum.as_str()) {
+            return NoticeAction::Report(ConfigReport {
+                status: ConfigOutcome::Applied,
+                checksum: notice.checksum,
+                reason: String::new(),
+            });
+        }
+        if self.fetching.as_deref() == Some(notice.checksum.as_str()) {
+            return NoticeAction::Nothing;
+        }
+        self.fetching = Some(notice.checksum.clone());
+        NoticeAction::Fetch(notice)
+    }
+
+    /// Applies a finished download; returns the report to publish.
+    pub(crate) fn on_fetched(&mut self, fetched: Fetched) -> ConfigReport {
+        if self.fetching.as_deref() == Some(fetched.checksum.as_str()) {
+            self.fetching = None;
+        }
+        match fetched.result {
+            Ok(()) => {
+                self.running = Some(fetched.checksum.clone());
+                ConfigReport {
+                    status: ConfigOutcome::Applied,
+                    checksum: fetched.checksum,
+                    reason: String::new(),
+                }
+            }
+            Err(reason) => ConfigReport {
+                status: ConfigOutcome::Error,
+                checksum: fetched.checksum,
+                reason,
+            },
+        }
+    }
+
+    /// The checksum of the running configuration, if any was applied.
+    #[cfg(test)]
+    pub(crate) fn running(&self) -> Option<&str> {
+        self.running.as_deref()
+    }
+}
+
+/// Downloads the archive of `notice` and reports to `done`.
+pub(crate) async fn fetch(notice: ConfigNotice, done: mpsc::UnboundedSender<Fetched>) {
+    let result = download(&notice).await;
+    // The device may have stopped; nothing to do then.
+    let _ = done.send(Fetched {
+        checksum: notice.checksum,
+        result,
+    });
+}
+
+async fn download(notice: &ConfigNotice) -> Result<(), String> {
+    let failed = |e: &dyn std::fmt::Display| format!("configuration download failed: {e}");
+    let mut response = http_client()
+        .get(&notice.url)
+        .send()
+        .await
+        .map_err(|e| failed(&e))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("configuration download failed: HTTP {status}"));
+    }
+    let mut archive = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| failed(&e))? {
+        if archive.len() + chunk.len() > MAX_ARCHIVE_BYTES {
+            return Err(format!(
+                "configuration archive larger than {MAX_ARCHIVE_BYTES} bytes"
+            ));
+        }
+        archive.extend_from_slice(&chunk);
+    }
+    check(&archive, &notice.checksum)
+}
+
+/// Whether `archive` is the configuration announced with `checksum`.
+fn check(archive: &[u8], checksum: &str) -> Result<(), String> {
+    let actual = hex(&Md5::digest(archive));
+    if actual != checksum {
+        return Err(format!(
+            "checksum mismatch: the archive's MD5 is {actual}, the notice said {checksum}"
+        ));
+    }
+    if !archive.starts_with(&[0x1f, 0x8b]) {
+        return Err("the configuration is not a gzip archive".to_owned());
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(checksum: &str) -> ConfigNotice {
+        ConfigNotice {
+            checksum: checksum.to_owned(),
+            url: "http://127.0.0.1:9/config".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_notice_is_fetched_once_and_the_running_configuration_is_reported_without_a_download() {
+        let sum = "0123456789abcdef0123456789abcdef";
+        let mut agent = ConfigAgent::default();
+        assert_eq!(
+            agent.on_notice(notice(sum)),
+            NoticeAction::Fetch(notice(sum))
+        );
+        assert_eq!(agent.on_notice(notice(sum)), NoticeAction::Nothing);
+        let report = agent.on_fetched(Fetched {
+            checksum: sum.to_owned(),
+            result: Ok(()),
+        });
+        assert_eq!(report.status, ConfigOutcome::Applied);
+        assert_eq!(agent.running(), Some(sum));
+        assert!(matches!(
+            agent.on_notice(notice(sum)),
+            NoticeAction::Report(ConfigReport {
+                status: ConfigOutcome::Applied,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_failed_download_keeps_the_previous_configuration_and_may_be_retried() {
+        let (old, new) = (
+            "0123456789abcdef0123456789abcdef",
+            "fedcba9876543210fedcba9876543210",
+        );
+        let mut agent = ConfigAgent::default();
+        agent.on_notice(notice(old));
+        agent.on_fetched(Fetched {
+            checksum: old.to_owned(),
+            result: Ok(()),
+        });
+        agent.on_notice(notice(new));
+        let report = agent.on_fetched(Fetched {
+            checksum: new.to_owned(),
+            result: Err("checksum mismatch".to_owned()),
+        });
+        assert_eq!(report.status, ConfigOutcome::Error);
+        assert_eq!(report.reason, "checksum mismatch");
+        assert_eq!(agent.running(), Some(old));
+        assert_eq!(
+            agent.on_notice(notice(new)),
+            NoticeAction::Fetch(notice(new))
+        );
+    }
+
+    #[test]
+    fn an_archive_must_have_the_announced_md5_and_be_gzip() {
+        let archive = [0x1f, 0x8b, 8, 0];
+        let sum = hex(&Md5::digest(archive));
+        assert_eq!(check(&archive, &sum), Ok(()));
+        let err = check(&archive, "0123456789abcdef0123456789abcdef").unwrap_err();
+        assert!(err.starts_with("checksum mismatch"), "{err}");
+        let html = b"<html>";
+        let err = check(html, &hex(&Md5::digest(html))).unwrap_err();
+        assert_eq!(err, "the configuration is not a gzip archive");
+    }
+}
