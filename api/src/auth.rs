@@ -138,6 +138,10 @@ macro_rules! guarded {
 guarded! {
     /// Devices.
     Devices => Resource::Device;
+    /// Configuration templates.
+    Templates => Resource::Template;
+    /// Device groups.
+    DeviceGroups => Resource::DeviceGroup;
     /// Where devices are.
     DeviceLocations => Resource::DeviceLocation;
     /// Device connections.

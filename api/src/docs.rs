@@ -42,6 +42,8 @@ impl ToSchema for FieldErrors {}
     components(schemas(ErrorDetail, FieldErrors)),
     tags(
         (name = "devices", description = "OpenWISP controller: devices"),
+        (name = "templates", description = "OpenWISP controller: configuration templates"),
+        (name = "groups", description = "OpenWISP controller: device groups"),
         (name = "users", description = "Organizations, users and tokens"),
         (name = "connections", description = "Credentials and device connections"),
         (name = "commands", description = "Commands sent to devices over MQTT"),

@@ -182,6 +182,22 @@ impl From<StoreError> for ApiError {
                     Unique::ImageTypeName => {
                         ("name", "An image type with this name already exists.")
                     }
+                    Unique::TemplateName | Unique::GroupName => (
+                        "non_field_errors",
+                        "The fields organization, name must make a unique set.",
+                    ),
+                    Unique::SharedTemplateName => (
+                        "name",
+                        "There is already another shared template with this name. Shared \
+                         objects are visible to all organizations and must have unique names \
+                         to avoid confusion.",
+                    ),
+                    Unique::TemplateNameOfOrganization => (
+                        "name",
+                        "There is already a template of another organization with this name. \
+                         Shared objects are visible to all organizations and must have unique \
+                         names to avoid confusion.",
+                    ),
                     Unique::ConnectionCredentials => (
                         "non_field_errors",
                         "The fields device, credentials must make a unique set.",

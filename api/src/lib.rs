@@ -205,6 +205,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::users::router())
         .merge(routes::organizations::router())
         .merge(routes::devices::router())
+        .merge(routes::templates::router())
+        .merge(routes::groups::router())
         .merge(routes::coordinates::router())
         .merge(routes::telemetry::router())
         .merge(routes::connections::router())

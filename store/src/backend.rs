@@ -19,18 +19,33 @@ use crate::{
     OrgId, Organization, OrganizationFields, Page, PageRequest, Password, Point, Result, Scope,
     TelemetryRange, TelemetrySample, Timestamp, Token, User, UserFields, UserId,
 };
+use crate::{
+    ConfigChange, DeviceGroup, GroupFields, GroupFilter, GroupId, Template, TemplateFields,
+    TemplateFilter, TemplateId,
+};
 
 /// Persistence of fleetmq's domain. Every method is atomic: it happens whole or not at all.
 /// Its parts are one trait per concept ([`AccountStore`], [`DeviceStore`], [`DevicePlane`],
 /// [`FirmwareStore`], [`UpgradeStore`]), so an implementation keeps each in its own file; a
 /// `&dyn Backend` (or `impl Backend`) reaches all their methods.
 pub trait Backend:
-    AccountStore + DeviceStore + DevicePlane + FirmwareStore + UpgradeStore + Send + Sync + 'static
+    AccountStore
+    + DeviceStore
+    + ConfigStore
+    + DevicePlane
+    + FirmwareStore
+    + UpgradeStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Fails unless the backend can read and write right now (health checks).
     fn check(&self) -> Result<()>;
     /// Login-relevant changes committed from now on (see [`crate::revocation`]).
     fn login_changes(&self) -> tokio::sync::broadcast::Receiver<crate::LoginChange>;
+    /// Devices whose rendered configuration may have changed, announced after each commit
+    /// (see [`crate::configuration`]).
+    fn config_changes(&self) -> tokio::sync::broadcast::Receiver<crate::ConfigChange>;
 }
 
 /// Who may use fleetmq: organizations (tenants), users with their memberships, and API tokens.
@@ -121,6 +136,64 @@ pub trait DeviceStore: Send + Sync + 'static {
         filter: &DeviceFilter,
         page: PageRequest,
     ) -> Result<Page<Device>>;
+}
+
+/// Configuration templates and device groups. Same rules as [`Backend`]: every method is one
+/// transaction. Writes that change what devices render return the devices affected (also
+/// announced on [`Backend::config_changes`]).
+pub trait ConfigStore: Send + Sync + 'static {
+    /// Creates a template; a new default or required one joins the existing configurations of
+    /// its organization (every organization if shared) with its backend.
+    fn create_template(&self, fields: TemplateFields) -> Result<(Template, ConfigChange)>;
+    /// Looks a template up.
+    fn template(&self, id: TemplateId) -> Result<Option<Template>>;
+    /// The templates of `ids` that exist, in the order asked.
+    fn templates(&self, ids: &[uuid::Uuid]) -> Result<Vec<Template>>;
+    /// Replaces a template's fields; its devices are affected.
+    fn update_template(
+        &self,
+        id: TemplateId,
+        fields: TemplateFields,
+    ) -> Result<(Template, ConfigChange)>;
+    /// Deletes a template and takes it out of every configuration and group.
+    fn delete_template(&self, id: TemplateId) -> Result<ConfigChange>;
+    /// Templates of the scope's organizations plus shared ones passing the filter, newest
+    /// first; with `own`, only that organization's own templates.
+    fn list_templates(
+        &self,
+        scope: &Scope,
+        own: Option<OrgId>,
+        filter: &TemplateFilter,
+        page: PageRequest,
+    ) -> Result<Page<Template>>;
+
+    /// Creates a device group.
+    fn create_group(&self, fields: GroupFields) -> Result<DeviceGroup>;
+    /// Looks a group up.
+    fn group(&self, id: GroupId) -> Result<Option<DeviceGroup>>;
+    /// Replaces a group's fields; when its templates change, each of its devices (not
+    /// deactivated) swaps the old ones for the new.
+    fn update_group(&self, id: GroupId, fields: GroupFields)
+    -> Result<(DeviceGroup, ConfigChange)>;
+    /// Deletes a group; its devices are left without group (and keep their templates, as in
+    /// OpenWISP).
+    fn delete_group(&self, id: GroupId) -> Result<ConfigChange>;
+    /// Groups of the scope's organizations passing the filter, newest first; with `own`, only
+    /// that organization's.
+    fn list_groups(
+        &self,
+        scope: &Scope,
+        own: Option<OrgId>,
+        filter: &GroupFilter,
+        page: PageRequest,
+    ) -> Result<Page<DeviceGroup>>;
+    /// The group carrying a certificate common name; with `orgs`, only among those
+    /// organizations' groups.
+    fn group_by_common_name(
+        &self,
+        common_name: &str,
+        orgs: Option<Vec<OrgId>>,
+    ) -> Result<Option<DeviceGroup>>;
 }
 
 /// The device plane's persistence: where devices are, how they are reached, what they were

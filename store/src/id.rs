@@ -97,3 +97,11 @@ id_type!(
     /// Identifies a batch (mass) upgrade.
     BatchId
 );
+id_type!(
+    /// Identifies a configuration template.
+    TemplateId
+);
+id_type!(
+    /// Identifies a device group.
+    GroupId
+);

@@ -13,6 +13,9 @@
 //! - [`permission`] — OpenWISP's Operator and Administrator groups.
 //! - [`token`] — API tokens (only hashes are stored).
 //! - [`device`] — devices, their keys and configuration; list filters.
+//! - [`template`] — configuration templates and the rules deciding a device's templates;
+//!   [`group`] — device groups; [`configuration`] — the seam where a device's rendered
+//!   configuration may have changed.
 //! - [`download`] — signed, short-lived download links for devices.
 //! - [`location`] — locations and where devices are.
 //! - [`connection`] — credentials and device connections.
@@ -33,11 +36,13 @@ pub mod batch;
 pub mod blob;
 pub mod board;
 pub mod command;
+pub mod configuration;
 pub mod connection;
 pub mod device;
 pub mod download;
 pub mod error;
 pub mod firmware;
+pub mod group;
 pub mod id;
 pub mod location;
 pub mod memo;
@@ -49,6 +54,7 @@ pub mod revocation;
 pub mod rollout;
 pub mod tables;
 pub mod telemetry;
+pub mod template;
 pub mod timestamp;
 pub mod token;
 pub mod upgrade;
@@ -58,13 +64,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use backend::{
-    AccountStore, Backend, DeviceLogin, DevicePlane, DeviceStore, FirmwareStore, MqttSession,
-    NewCommand, UpgradeStore,
+    AccountStore, Backend, ConfigStore, DeviceLogin, DevicePlane, DeviceStore, FirmwareStore,
+    MqttSession, NewCommand, UpgradeStore,
 };
 pub use batch::{BatchError, DeviceTarget, FirmwareTarget, MassUpgrade, Narrowing, Targets};
 pub use blob::{BlobError, BlobStore, BlobWriter, StoredBlob};
 pub use board::{ImageType, default_image_types};
 pub use command::{Command, CommandStatus, CommandType};
+pub use configuration::{ConfigChange, ConfigChanges};
 pub use connection::{
     ConnectionFields, ConnectionHealth, Connector, Credentials, CredentialsFields, DeviceConnection,
 };
@@ -75,9 +82,10 @@ pub use device::{
 pub use download::{DOWNLOAD_SECRET, DownloadGrant};
 pub use error::{Result, StoreError};
 pub use firmware::{Build, BuildFields, BuildFilter, Category, CategoryFields, Image};
+pub use group::{DeviceGroup, GroupFields, GroupFilter};
 pub use id::{
-    BatchId, BuildId, CategoryId, CommandId, ConnectionId, CredentialsId, DeviceId, ImageId,
-    LocationId, OrgId, UpgradeId, UserId,
+    BatchId, BuildId, CategoryId, CommandId, ConnectionId, CredentialsId, DeviceId, GroupId,
+    ImageId, LocationId, OrgId, TemplateId, UpgradeId, UserId,
 };
 pub use location::{DeviceLocation, Location, LocationType, Point};
 pub use organization::{Organization, OrganizationFields, Slug};
@@ -87,6 +95,9 @@ pub use redb_backend::RedbBackend;
 pub use revocation::{LoginChange, LoginChanges};
 pub use rollout::{AbortThreshold, FailureRate, Limit, Rollout, RolloutError, Waves};
 pub use telemetry::{HistoryPage, HistoryPageRequest, TelemetryRange, TelemetrySample};
+pub use template::{
+    Template, TemplateFields, TemplateFilter, TemplateRules, TemplateType, settle_templates,
+};
 pub use timestamp::Timestamp;
 pub use token::{Token, TokenCache, token_hash};
 pub use upgrade::{

@@ -64,4 +64,13 @@ pub enum Unique {
     ImageType,
     /// Image type names are unique.
     ImageTypeName,
+    /// Template names are unique per organization.
+    TemplateName,
+    /// A shared template's name is taken by no other template (shared names are unique
+    /// everywhere, as every organization sees them).
+    SharedTemplateName,
+    /// A new shared template's name is taken by a template of some organization.
+    TemplateNameOfOrganization,
+    /// Device group names are unique per organization.
+    GroupName,
 }

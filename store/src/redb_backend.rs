@@ -14,6 +14,8 @@
 //! - `device_plane` — [`crate::DevicePlane`]: locations, credentials and connections,
 //!   commands, telemetry.
 //! - `firmware` — [`crate::FirmwareStore`]: categories, builds, images.
+//! - `configuration` — [`crate::ConfigStore`]: templates, device groups, the template rules
+//!   applied to devices, and `configuration_changed`, the seam for re-rendering.
 //! - `upgrade` — [`crate::UpgradeStore`]: device firmware, upgrade operations, batches,
 //!   reports, image types, secrets.
 
@@ -26,6 +28,7 @@ use crate::{Backend, DeviceId, Result, StoreError, StoreOptions, TokenCache};
 use paging::PageAnchors;
 
 mod accounts;
+mod configuration;
 mod device_plane;
 mod devices;
 mod firmware;
@@ -43,6 +46,7 @@ pub struct RedbBackend {
     anchors: PageAnchors,
     logins: crate::memo::Memo<DeviceId, crate::DeviceLogin>,
     changes: crate::LoginChanges,
+    config_changes: crate::ConfigChanges,
 }
 
 impl RedbBackend {
@@ -127,6 +131,16 @@ impl RedbBackend {
             txn.open_table(UPDATE_REPORTS)?;
             txn.open_table(IMAGE_TYPES)?;
             txn.open_table(SECRETS)?;
+            txn.open_table(TEMPLATES)?;
+            txn.open_table(TEMPLATES_BY_ORG)?;
+            txn.open_table(TEMPLATE_NAMES)?;
+            txn.open_table(TEMPLATE_DEVICES)?;
+            txn.open_table(TEMPLATE_GROUPS)?;
+            txn.open_table(GROUPS)?;
+            txn.open_table(GROUPS_BY_ORG)?;
+            txn.open_table(GROUP_NAMES)?;
+            txn.open_table(GROUP_DEVICES)?;
+            txn.open_table(GROUP_CERTS)?;
         }
         txn.commit()?;
         Ok(Self {
@@ -135,6 +149,7 @@ impl RedbBackend {
             anchors: PageAnchors::default(),
             logins: crate::memo::Memo::new(100_000),
             changes: crate::LoginChanges::default(),
+            config_changes: crate::ConfigChanges::default(),
         })
     }
 }
@@ -148,5 +163,9 @@ impl Backend for RedbBackend {
 
     fn login_changes(&self) -> tokio::sync::broadcast::Receiver<crate::LoginChange> {
         self.changes.subscribe()
+    }
+
+    fn config_changes(&self) -> tokio::sync::broadcast::Receiver<crate::ConfigChange> {
+        self.config_changes.subscribe()
     }
 }

@@ -4,8 +4,9 @@
 use redb::TableDefinition;
 
 /// Schema version of the data file this build writes. 2: `telemetry_bytes` keeps each
-/// device's history size (a build without it would let the sizes drift).
-pub const SCHEMA_VERSION: u64 = 2;
+/// device's history size (a build without it would let the sizes drift). 3: templates and
+/// device groups, with indexes a build without them would not keep.
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// `"schema_version"` → version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -133,3 +134,27 @@ pub const UPDATE_REPORTS: TableDefinition<u128, &[u8]> = TableDefinition::new("u
 pub const IMAGE_TYPES: TableDefinition<&str, &[u8]> = TableDefinition::new("image_types");
 /// name → secret bytes (e.g. the key signing device download links).
 pub const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+
+/// id → template.
+pub const TEMPLATES: TableDefinition<u128, &[u8]> = TableDefinition::new("templates");
+/// org (16 zero bytes for shared) ‖ created ‖ id → ().
+pub const TEMPLATES_BY_ORG: TableDefinition<&[u8], ()> = TableDefinition::new("templates_by_org");
+/// (name, org or 0 for shared) → id: names unique per organization, shared names everywhere.
+pub const TEMPLATE_NAMES: TableDefinition<(&str, u128), u128> =
+    TableDefinition::new("template_names");
+/// template ‖ device → (): the devices whose configuration uses a template (what a template
+/// change re-renders).
+pub const TEMPLATE_DEVICES: TableDefinition<&[u8], ()> = TableDefinition::new("template_devices");
+/// template ‖ group → (): the groups listing a template.
+pub const TEMPLATE_GROUPS: TableDefinition<&[u8], ()> = TableDefinition::new("template_groups");
+
+/// id → device group.
+pub const GROUPS: TableDefinition<u128, &[u8]> = TableDefinition::new("groups");
+/// org ‖ created ‖ id → ().
+pub const GROUPS_BY_ORG: TableDefinition<&[u8], ()> = TableDefinition::new("groups_by_org");
+/// org ‖ name → id.
+pub const GROUP_NAMES: TableDefinition<&[u8], u128> = TableDefinition::new("group_names");
+/// group ‖ device → (): a group's devices.
+pub const GROUP_DEVICES: TableDefinition<&[u8], ()> = TableDefinition::new("group_devices");
+/// (certificate common name, group) → (): fleetmq's stand-in for VPN-client certificates.
+pub const GROUP_CERTS: TableDefinition<(&str, u128), ()> = TableDefinition::new("group_certs");

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use fleetmq_protocol::DEVICE_TEXT_MAX_CHARS;
 use fleetmq_store::{
     ConfigBackend, ConfigFields, ConfigStatus, Device, DeviceFields, DeviceFilter, DeviceId,
-    DeviceKey, DeviceName, MacAddress, OrgId, Scope,
+    DeviceKey, DeviceName, GroupId, MacAddress, OrgId, Scope,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -361,16 +361,16 @@ async fn create_device(
     body: Body<DeviceWrite>,
 ) -> Result<(StatusCode, Json<DeviceView>), ApiError> {
     let body = body.read()?;
-    let organization = body.check_relations(&state, &auth.caller).await?;
+    let relations = body.check_relations(&state, &auth.caller, None).await?;
     let (Some(name), Some(organization), Some(mac_address)) =
-        (body.name, organization, body.mac_address)
+        (body.name, relations.organization, body.mac_address)
     else {
         return Err(ApiError::field("name", crate::body::REQUIRED));
     };
     let fields = DeviceFields {
         name: name.0,
         organization,
-        group: None,
+        group: relations.group.flatten(),
         mac_address: mac_address.0,
         key: body.key.map_or_else(DeviceKey::generate, |k| k.0),
         last_ip: body.last_ip.flatten().and_then(|ip| ip.0),
@@ -390,18 +390,21 @@ async fn create_device(
 }
 
 impl DeviceWrite {
-    /// Checks the relations the caller must be able to see, as field errors; returns the
-    /// organization when one was given.
+    /// Checks the relations the caller must be able to see, and OpenWISP's configuration
+    /// rules, as field errors: the group must be of the device's organization; the templates
+    /// visible to the caller, of the device's organization or shared, and of the
+    /// configuration's backend. Returns the organization and the group when given.
     async fn check_relations(
         &self,
         state: &AppState,
         caller: &Caller,
-    ) -> Result<Option<OrgId>, ApiError> {
+        current: Option<&Device>,
+    ) -> Result<Relations, ApiError> {
         let mut errors = Map::new();
-        let mut organization = None;
+        let mut relations = Relations::default();
         if let Some(Pk(id)) = self.organization {
             match caller.managed_org(state, id).await? {
-                Some(org) => organization = Some(org),
+                Some(org) => relations.organization = Some(org),
                 None => {
                     errors.insert(
                         "organization".into(),
@@ -410,39 +413,72 @@ impl DeviceWrite {
                 }
             }
         }
-        // Device groups and templates arrive with configuration management; until then none
-        // exists.
-        if let Some(Some(Pk(group))) = self.group {
-            errors.insert("group".into(), json!([does_not_exist(&group.to_string())]));
+        let organization = relations
+            .organization
+            .or_else(|| current.map(|d| d.fields.organization));
+        let group = match self.group {
+            Some(Some(Pk(id))) => Some(id),
+            Some(None) => None,
+            None => current.and_then(|d| d.fields.group),
+        };
+        if let Some(id) = group {
+            let found = state
+                .store()
+                .run(move |db| db.group(GroupId(id)))
+                .await?
+                .filter(|g| caller.manages(g.fields.organization));
+            match found {
+                None => {
+                    errors.insert("group".into(), json!([does_not_exist(&id.to_string())]));
+                }
+                Some(g) if organization.is_some_and(|org| org != g.fields.organization) => {
+                    errors.insert("group".into(), json!([GROUP_ORG_MISMATCH]));
+                }
+                Some(_) => {}
+            }
         }
-        if let Some(Some(Nested(config))) = &self.config {
-            let unknown: Vec<String> = config
-                .templates
-                .iter()
-                .flatten()
-                .map(|Pk(id)| does_not_exist(&id.to_string()))
-                .collect();
-            if !unknown.is_empty() {
-                errors.insert("config".into(), json!({ "templates": unknown }));
+        if let Some(Some(pk)) = self.group {
+            relations.group = Some(Some(pk.0));
+        } else if let Some(None) = self.group {
+            relations.group = Some(None);
+        }
+        if let Some(Some(Nested(config))) = &self.config
+            && let Some(given) = &config.templates
+        {
+            let backend = config
+                .backend
+                .as_ref()
+                .map(|b| b.0)
+                .or_else(|| {
+                    current
+                        .and_then(|d| d.config.as_ref())
+                        .map(|c| c.fields.backend)
+                })
+                .unwrap_or(ConfigBackend::OpenWrt);
+            let ids: Vec<Uuid> = given.iter().map(|Pk(id)| *id).collect();
+            if let Some(problem) =
+                check_config_templates(state, caller, organization, backend, ids).await?
+            {
+                errors.insert("config".into(), problem);
             }
         }
         if errors.is_empty() {
-            Ok(organization)
+            Ok(relations)
         } else {
             Err(ApiError::Validation(errors))
         }
     }
 
     /// Applies the body over a device's current fields.
-    fn apply(self, mut fields: DeviceFields, organization: Option<OrgId>) -> DeviceFields {
+    fn apply(self, mut fields: DeviceFields, relations: &Relations) -> DeviceFields {
         if let Some(v) = self.name {
             fields.name = v.0;
         }
-        if let Some(v) = organization {
+        if let Some(v) = relations.organization {
             fields.organization = v;
         }
-        if let Some(None) = self.group {
-            fields.group = None;
+        if let Some(group) = relations.group {
+            fields.group = group;
         }
         if let Some(v) = self.mac_address {
             fields.mac_address = v.0;
@@ -495,6 +531,70 @@ impl ConfigWrite {
     }
 }
 
+/// The related objects a device body named, once checked.
+#[derive(Debug, Default)]
+struct Relations {
+    /// The organization given.
+    organization: Option<OrgId>,
+    /// The group given (`Some(None)` clears it).
+    group: Option<Option<Uuid>>,
+}
+
+/// OpenWISP's message for a group of another organization than the device's.
+pub const GROUP_ORG_MISMATCH: &str = "Please ensure that the organization of this device and \
+     the organization of the related Device Group match.";
+
+/// The `config` error for templates a device's configuration may not use, if any: ids the
+/// caller cannot see (DRF's "does not exist", under `templates`), templates of another
+/// organization (OpenWISP's message naming them) or of another backend (fleetmq's rule:
+/// OpenWISP's forms only offer templates of the configuration's backend).
+async fn check_config_templates(
+    state: &AppState,
+    caller: &Caller,
+    organization: Option<OrgId>,
+    backend: ConfigBackend,
+    ids: Vec<Uuid>,
+) -> Result<Option<Value>, ApiError> {
+    let wanted = ids.clone();
+    let found = state.store().run(move |db| db.templates(&wanted)).await?;
+    let mut unknown = Vec::new();
+    let mut foreign = Vec::new();
+    let mut other_backend = Vec::new();
+    for id in &ids {
+        match found
+            .iter()
+            .find(|t| t.id.0 == *id)
+            .filter(|t| t.fields.organization.is_none_or(|o| caller.manages(o)))
+        {
+            None => unknown.push(does_not_exist(&id.to_string())),
+            Some(t) if organization.is_some_and(|org| !t.usable_by(org)) => {
+                foreign.push(t.fields.name.clone());
+            }
+            Some(t) if t.fields.backend != backend => other_backend.push(t.fields.name.clone()),
+            Some(_) => {}
+        }
+    }
+    if !unknown.is_empty() {
+        return Ok(Some(json!({ "templates": unknown })));
+    }
+    let mut messages = Vec::new();
+    if !foreign.is_empty() {
+        messages.push(format!(
+            "The following templates are owned by organizations which do not match the \
+             organization of this configuration: {}",
+            foreign.join(", ")
+        ));
+    }
+    if !other_backend.is_empty() {
+        messages.push(format!(
+            "The following templates use a backend which does not match the backend of this \
+             configuration: {}",
+            other_backend.join(", ")
+        ));
+    }
+    Ok((!messages.is_empty()).then(|| json!(messages)))
+}
+
 /// Loads a device the caller may see; any other device is simply not found.
 pub(crate) async fn visible_device(
     state: &AppState,
@@ -541,13 +641,15 @@ async fn change_device(
         return Err(ApiError::permission_denied());
     }
     let mut body = body.read()?;
-    let organization = body.check_relations(&state, &auth.caller).await?;
+    let relations = body
+        .check_relations(&state, &auth.caller, Some(&device))
+        .await?;
     let config = body
         .config
         .take()
         .flatten()
         .map(|Nested(c)| c.apply(device.config.map(|c| c.fields)));
-    let fields = body.apply(device.fields, organization);
+    let fields = body.apply(device.fields, &relations);
     let device = state
         .store()
         .run(move |db| db.update_device(DeviceId(id), fields, config))

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use redb::{ReadableDatabase, ReadableTable, Table, WriteTransaction};
 
+use super::configuration::{Known, configuration_changed, renders_differently, settle_device};
 use super::paging::{ANCHOR_STRIDE, MergeDesc, created_key, id_of, index_desc, successor};
 use super::record::{cat, encode, get_record, lookup_by};
 use super::{RedbBackend, device_plane, upgrade};
@@ -48,6 +49,22 @@ fn insert_device_indexes(txn: &WriteTransaction, device: &Device) -> Result<()> 
     if keys.get(device.fields.key.as_str())?.is_some() {
         return Err(StoreError::Unique(Unique::DeviceKey));
     }
+    if let Some(group) = device.fields.group {
+        let groups = txn.open_table(GROUPS)?;
+        let group: crate::DeviceGroup =
+            get_record(&groups, "groups", group.as_u128())?.ok_or(StoreError::NotFound)?;
+        if group.fields.organization != org {
+            return Err(StoreError::NotFound);
+        }
+        txn.open_table(GROUP_DEVICES)?
+            .insert(cat(&[&group.id.bytes(), &device.id.bytes()]).as_slice(), ())?;
+    }
+    if let Some(config) = &device.config {
+        let mut uses = txn.open_table(TEMPLATE_DEVICES)?;
+        for t in &config.fields.templates {
+            uses.insert(cat(&[t.as_bytes(), &device.id.bytes()]).as_slice(), ())?;
+        }
+    }
     let id = device.id.key();
     names.insert(name_key.as_slice(), id)?;
     macs.insert(mac_key.as_slice(), id)?;
@@ -73,6 +90,16 @@ fn remove_device_indexes(txn: &WriteTransaction, device: &Device) -> Result<()> 
     txn.open_table(DEVICE_MACS)?.remove(mac_key.as_slice())?;
     txn.open_table(DEVICE_KEYS)?
         .remove(device.fields.key.as_str())?;
+    if let Some(group) = device.fields.group {
+        txn.open_table(GROUP_DEVICES)?
+            .remove(cat(&[group.as_bytes(), &device.id.bytes()]).as_slice())?;
+    }
+    if let Some(config) = &device.config {
+        let mut uses = txn.open_table(TEMPLATE_DEVICES)?;
+        for t in &config.fields.templates {
+            uses.remove(cat(&[t.as_bytes(), &device.id.bytes()]).as_slice())?;
+        }
+    }
     let created = created_key(device.created, device.id.bytes());
     txn.open_table(DEVICES)?.remove(device.id.key())?;
     txn.open_table(DEVICES_BY_CREATED)?
@@ -83,6 +110,16 @@ fn remove_device_indexes(txn: &WriteTransaction, device: &Device) -> Result<()> 
     bump(&mut counters, &counter_key(None), -1)?;
     bump(&mut counters, &counter_key(Some(org)), -1)?;
     Ok(())
+}
+
+/// Replaces a stored device (`before`) by `after`, indexes included.
+pub(super) fn store_device_in(
+    txn: &WriteTransaction,
+    before: &Device,
+    after: &Device,
+) -> Result<()> {
+    remove_device_indexes(txn, before)?;
+    insert_device_indexes(txn, after)
 }
 
 pub(super) fn load_device(txn: &WriteTransaction, id: DeviceId) -> Result<Device> {
@@ -148,10 +185,12 @@ impl DeviceStore for RedbBackend {
     }
 
     fn create_device(&self, fields: DeviceFields, config: Option<ConfigFields>) -> Result<Device> {
-        let device = new_device(fields, config);
+        let mut device = new_device(fields, config);
         let txn = self.db.begin_write()?;
+        settle_device(&txn, None, &mut device, &mut Known::default())?;
         insert_device_indexes(&txn, &device)?;
-        txn.commit()?;
+        let change = configuration_changed(&txn, BTreeSet::from([device.id]))?;
+        self.commit_config(txn, change)?;
         self.anchors.invalidate();
         Ok(device)
     }
@@ -162,12 +201,15 @@ impl DeviceStore for RedbBackend {
     ) -> Result<Vec<Device>> {
         let txn = self.db.begin_write()?;
         let mut out = Vec::with_capacity(devices.len());
+        let mut known = Known::default();
         for (fields, config) in devices {
-            let device = new_device(fields, config);
+            let mut device = new_device(fields, config);
+            settle_device(&txn, None, &mut device, &mut known)?;
             insert_device_indexes(&txn, &device)?;
             out.push(device);
         }
-        txn.commit()?;
+        let change = configuration_changed(&txn, out.iter().map(|d| d.id).collect())?;
+        self.commit_config(txn, change)?;
         self.anchors.invalidate();
         Ok(out)
     }
@@ -188,23 +230,39 @@ impl DeviceStore for RedbBackend {
         config: Option<ConfigFields>,
     ) -> Result<Device> {
         let txn = self.db.begin_write()?;
-        let mut device = load_device(&txn, id)?;
-        remove_device_indexes(&txn, &device)?;
+        let before = load_device(&txn, id)?;
+        let mut device = before.clone();
         device.fields = fields;
         if let Some(fields) = config {
             device.config = match device.config.take() {
-                Some(current) if current.fields == fields => Some(current),
+                Some(current) => Some(DeviceConfig { fields, ..current }),
                 None if fields.is_default() => None,
-                _ => Some(DeviceConfig {
+                None => Some(DeviceConfig {
                     fields,
                     status: ConfigStatus::Modified,
                     error_reason: String::new(),
                 }),
             };
         }
+        settle_device(&txn, Some(&before), &mut device, &mut Known::default())?;
+        if let Some(after) = device.config.as_mut()
+            && before
+                .config
+                .as_ref()
+                .is_none_or(|old| old.fields != after.fields)
+        {
+            after.status = ConfigStatus::Modified;
+            after.error_reason.clear();
+        }
         device.modified = Timestamp::now();
-        insert_device_indexes(&txn, &device)?;
-        txn.commit()?;
+        store_device_in(&txn, &before, &device)?;
+        let affected = if renders_differently(&before, &device) {
+            BTreeSet::from([id])
+        } else {
+            BTreeSet::new()
+        };
+        let change = configuration_changed(&txn, affected)?;
+        self.commit_config(txn, change)?;
         self.logins.invalidate(&id);
         self.changes.announce(LoginChange::Device(id));
         self.anchors.invalidate();
