@@ -64,4 +64,6 @@ pub enum Unique {
     ImageType,
     /// Image type names are unique.
     ImageTypeName,
+    /// A location has one floor plan per floor.
+    FloorplanFloor,
 }

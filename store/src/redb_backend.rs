@@ -13,6 +13,7 @@
 //!   device logins.
 //! - `device_plane` — [`crate::DevicePlane`]: locations, credentials and connections,
 //!   commands, telemetry.
+//! - `locations` — [`crate::LocationStore`]: locations, floor plans, devices' placement.
 //! - `firmware` — [`crate::FirmwareStore`]: categories, builds, images.
 //! - `upgrade` — [`crate::UpgradeStore`]: device firmware, upgrade operations, batches,
 //!   reports, image types, secrets.
@@ -29,6 +30,7 @@ mod accounts;
 mod device_plane;
 mod devices;
 mod firmware;
+mod locations;
 mod paging;
 mod record;
 mod upgrade;
@@ -88,6 +90,8 @@ impl RedbBackend {
             txn.open_table(DEVICE_KEYS)?;
             txn.open_table(DEVICE_LOCATIONS)?;
             txn.open_table(LOCATIONS)?;
+            txn.open_table(FLOORPLANS)?;
+            txn.open_table(LOCATION_FLOORPLANS)?;
             txn.open_table(CREDENTIALS)?;
             txn.open_table(CREDENTIALS_BY_ORG)?;
             txn.open_table(MQTT_CREDENTIALS)?;

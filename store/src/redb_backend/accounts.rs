@@ -153,6 +153,7 @@ impl AccountStore for RedbBackend {
                 delete_device_in(&txn, &device)?;
             }
             device_plane::delete_org_credentials_in(&txn, id)?;
+            super::locations::delete_org_locations_in(&txn, id)?;
             // Memberships go too.
             let member_ids = ids_paired_with(&txn.open_table(ORGANIZATION_MEMBERS)?, &id.bytes())?;
             for user in member_ids {
