@@ -140,6 +140,10 @@ guarded! {
     Devices => Resource::Device;
     /// Where devices are.
     DeviceLocations => Resource::DeviceLocation;
+    /// Locations.
+    Locations => Resource::Location;
+    /// Floor plans of indoor locations.
+    FloorPlans => Resource::FloorPlan;
     /// Device connections.
     DeviceConnections => Resource::DeviceConnection;
     /// Commands sent to devices.

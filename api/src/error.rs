@@ -182,6 +182,10 @@ impl From<StoreError> for ApiError {
                     Unique::ImageTypeName => {
                         ("name", "An image type with this name already exists.")
                     }
+                    Unique::FloorplanFloor => (
+                        "non_field_errors",
+                        "The fields location, floor must make a unique set.",
+                    ),
                     Unique::ConnectionCredentials => (
                         "non_field_errors",
                         "The fields device, credentials must make a unique set.",
