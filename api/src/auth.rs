@@ -144,6 +144,10 @@ guarded! {
     DeviceGroups => Resource::DeviceGroup;
     /// Where devices are.
     DeviceLocations => Resource::DeviceLocation;
+    /// Locations.
+    Locations => Resource::Location;
+    /// Floor plans of indoor locations.
+    FloorPlans => Resource::FloorPlan;
     /// Device connections.
     DeviceConnections => Resource::DeviceConnection;
     /// Commands sent to devices.

@@ -53,6 +53,17 @@ pub struct Body<T> {
     marker: PhantomData<fn() -> T>,
 }
 
+impl<T> Body<T> {
+    /// A body already parsed to an object (a multipart form read into one).
+    pub(crate) fn from_map(map: Map<String, Value>, partial: bool) -> Self {
+        Body {
+            map,
+            partial,
+            marker: PhantomData,
+        }
+    }
+}
+
 impl<T: DeserializeOwned + ToSchema> Body<T> {
     /// Reads the body into `T`, or every field's problem as a 400.
     pub fn read(self) -> Result<T, ApiError> {

@@ -198,6 +198,10 @@ impl From<StoreError> for ApiError {
                          Shared objects are visible to all organizations and must have unique \
                          names to avoid confusion.",
                     ),
+                    Unique::FloorplanFloor => (
+                        "non_field_errors",
+                        "The fields location, floor must make a unique set.",
+                    ),
                     Unique::ConnectionCredentials => (
                         "non_field_errors",
                         "The fields device, credentials must make a unique set.",

@@ -50,6 +50,8 @@ pub struct ApiConfig {
     pub token_attempts_per_minute: u32,
     /// Largest firmware image accepted; larger uploads get 413.
     pub firmware_upload_limit: u64,
+    /// Largest floor plan image accepted; larger uploads get 413.
+    pub floorplan_upload_limit: u64,
     /// Password checks (argon2, about 19 MiB each) run at once; a token request beyond them
     /// gets 503 at once, so memory stays flat however many addresses ask.
     pub password_checks: usize,
@@ -64,6 +66,7 @@ impl Default for ApiConfig {
             json_body_limit: 1024 * 1024,
             token_attempts_per_minute: 30,
             firmware_upload_limit: 256 * 1024 * 1024,
+            floorplan_upload_limit: 20 * 1024 * 1024,
             password_checks: default_password_checks(),
             telemetry_page_max_bytes: 1024 * 1024,
         }
@@ -208,6 +211,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::templates::router())
         .merge(routes::groups::router())
         .merge(routes::coordinates::router())
+        .merge(routes::locations::router())
+        .merge(routes::floorplans::router())
+        .merge(routes::device_location::router())
         .merge(routes::telemetry::router())
         .merge(routes::connections::router())
         .merge(routes::commands::router())

@@ -116,6 +116,11 @@ struct ServeArgs {
     /// Largest firmware image accepted, in MiB.
     #[arg(long, env = "FLEETMQ_FIRMWARE_UPLOAD_LIMIT_MIB", default_value_t = 256)]
     firmware_upload_limit_mib: u64,
+    // --- locations and floor plans ---
+    /// Largest floor plan image accepted, in MiB; larger uploads get 413.
+    #[arg(long, env = "FLEETMQ_FLOORPLAN_UPLOAD_LIMIT_MIB", default_value_t = 20)]
+    floorplan_upload_limit_mib: u64,
+    // --- end of locations and floor plans ---
     /// Base URL devices download firmware from (default: http://<http-addr>). Set it when
     /// devices reach the API through another address (NAT, reverse proxy).
     #[arg(long, env = "FLEETMQ_PUBLIC_URL")]
@@ -309,6 +314,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         api: fleetmq_api::ApiConfig {
             firmware_upload_limit: args.firmware_upload_limit_mib.saturating_mul(1024 * 1024),
+            floorplan_upload_limit: args.floorplan_upload_limit_mib.saturating_mul(1024 * 1024),
             password_checks: args.password_checks.max(1),
             telemetry_page_max_bytes: args.telemetry_page_max_kib.saturating_mul(1024),
             ..fleetmq_api::ApiConfig::default()

@@ -15,9 +15,11 @@ use crate::{
     Build, BuildFields, BuildFilter, BuildId, Category, CategoryFields, CategoryId, Command,
     CommandId, CommandStatus, CommandType, ConfigFields, ConnectionFields, ConnectionId,
     Credentials, CredentialsFields, CredentialsId, Device, DeviceConnection, DeviceFields,
-    DeviceFilter, DeviceId, HistoryPage, HistoryPageRequest, Image, ImageId, Location, LocationId,
-    OrgId, Organization, OrganizationFields, Page, PageRequest, Password, Point, Result, Scope,
-    TelemetryRange, TelemetrySample, Timestamp, Token, User, UserFields, UserId,
+    DeviceFilter, DeviceId, DeviceLocation, FloorPlan, FloorPlanId, HistoryPage,
+    HistoryPageRequest, Image, ImageId, Location, LocationFields, LocationFilter, LocationId,
+    OrgId, Organization, OrganizationFields, Page, PageRequest, Password, Placed, Placement,
+    PlanImage, PlanImageId, Point, Result, Scope, TelemetryRange, TelemetrySample, Timestamp,
+    Token, User, UserFields, UserId,
 };
 use crate::{
     ConfigChange, DeviceGroup, GroupFields, GroupFilter, GroupId, Template, TemplateFields,
@@ -33,6 +35,8 @@ pub trait Backend:
     + DeviceStore
     + ConfigStore
     + DevicePlane
+    + DevicePlane
+    + LocationStore
     + FirmwareStore
     + UpgradeStore
     + Send
@@ -326,6 +330,72 @@ pub struct NewCommand {
     pub kind: CommandType,
     /// Parameters.
     pub input: serde_json::Value,
+}
+
+/// Locations, their floor plans (image files live in [`crate::Store::floorplan_files`]) and
+/// where devices are placed. Same rules as [`Backend`]: every method is one transaction.
+/// Methods that remove floor plans return the image files no record refers to any more, for
+/// the caller to delete after the commit.
+pub trait LocationStore: Send + Sync + 'static {
+    /// Creates a location.
+    fn create_location(&self, fields: LocationFields) -> Result<Location>;
+    /// Replaces a location's fields; its floor plans follow its organization, and go (with
+    /// the devices' references to them) when it becomes outdoor.
+    fn update_location(
+        &self,
+        id: LocationId,
+        fields: LocationFields,
+    ) -> Result<(Location, Vec<PlanImageId>)>;
+    /// Deletes a location with its floor plans and the devices' links to it.
+    fn delete_location(&self, id: LocationId) -> Result<Vec<PlanImageId>>;
+    /// Locations in scope passing the filter, newest first.
+    fn list_locations(
+        &self,
+        scope: &Scope,
+        filter: &LocationFilter,
+        page: PageRequest,
+    ) -> Result<Page<Location>>;
+    /// A location's floor plans, newest first.
+    fn location_floorplans(&self, id: LocationId) -> Result<Vec<FloorPlan>>;
+
+    /// Adds a floor plan to a location; (location, floor) must be unused.
+    fn create_floorplan(
+        &self,
+        location: LocationId,
+        floor: i32,
+        image: PlanImage,
+    ) -> Result<FloorPlan>;
+    /// Looks a floor plan up.
+    fn floorplan(&self, id: FloorPlanId) -> Result<Option<FloorPlan>>;
+    /// Moves a floor plan (location, floor) and replaces its image when one is given.
+    fn update_floorplan(
+        &self,
+        id: FloorPlanId,
+        location: LocationId,
+        floor: i32,
+        image: Option<PlanImage>,
+    ) -> Result<(FloorPlan, Vec<PlanImageId>)>;
+    /// Deletes a floor plan; devices on it stay at its location.
+    fn delete_floorplan(&self, id: FloorPlanId) -> Result<Vec<PlanImageId>>;
+    /// Floor plans of locations in scope, newest first.
+    fn list_floorplans(&self, scope: &Scope, page: PageRequest) -> Result<Page<FloorPlan>>;
+    /// Every image file a floor plan refers to (the start-up sweep).
+    fn floorplan_images(&self) -> Result<Vec<PlanImageId>>;
+
+    /// A device's link, location and floor plan.
+    fn device_placement(
+        &self,
+        device: DeviceId,
+    ) -> Result<Option<(DeviceLocation, Location, Option<FloorPlan>)>>;
+    /// Places a device, creating or changing its location and floor plan as asked, in one
+    /// transaction. References must exist (`NotFound`); the caller checks the rules.
+    fn place_device(&self, device: DeviceId, placement: Placement) -> Result<Placed>;
+    /// Removes a device's link to its location (the location stays).
+    fn remove_device_location(&self, device: DeviceId) -> Result<()>;
+    /// The devices at a location, newest first, and whether any is on a floor plan.
+    fn devices_at(&self, id: LocationId, page: PageRequest) -> Result<(Page<Device>, bool)>;
+    /// Locations in scope that devices are placed at, newest first, with their device count.
+    fn located(&self, scope: &Scope) -> Result<Vec<(Location, u64)>>;
 }
 
 /// Firmware objects' persistence (files themselves live in [`crate::BlobStore`]).

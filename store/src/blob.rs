@@ -1,7 +1,8 @@
-//! Firmware files on disk, next to the database: streamed in with their SHA-256 computed on
-//! the way, never held whole in memory.
+//! Uploaded files on disk, next to the database (firmware images, floor plan images): streamed
+//! in with their SHA-256 computed on the way, never held whole in memory.
 //!
-//! A file is written to `<dir>/<random>.part`, synced, then renamed to `<dir>/<image id>`, and
+//! Each kind of file has its own folder and its own id type ([`BlobKey`]). A file is written
+//! to `<dir>/<random>.part`, synced, then renamed to `<dir>/<id>`, and
 //! only then recorded in the database: a crash leaves at most a stray `.part` or an
 //! unreferenced file (both removed at the next start, see [`BlobStore::sweep`]), never a record
 //! without its file. Short of a crash, no file outlives a failed upload: a [`BlobWriter`] and a
@@ -13,7 +14,25 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::ImageId;
+use crate::{ImageId, PlanImageId};
+
+/// The id a file is named after: a firmware image's, a floor plan image's.
+pub trait BlobKey: Copy + std::fmt::Display {
+    /// The id a file name parses to.
+    fn from_uuid(id: uuid::Uuid) -> Self;
+}
+
+impl BlobKey for ImageId {
+    fn from_uuid(id: uuid::Uuid) -> Self {
+        ImageId(id)
+    }
+}
+
+impl BlobKey for PlanImageId {
+    fn from_uuid(id: uuid::Uuid) -> Self {
+        PlanImageId(id)
+    }
+}
 
 /// Why a write stopped.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +48,7 @@ pub enum BlobError {
     Io(#[from] std::io::Error),
 }
 
-/// The folder of firmware files.
+/// A folder of uploaded files.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     dir: PathBuf,
@@ -44,12 +63,12 @@ impl BlobStore {
         })
     }
 
-    /// Removes unfinished uploads and every image file `keep` says has no record (blocking;
+    /// Removes unfinished uploads and every file `keep` says has no record (blocking;
     /// at start-up, before any upload can be under way). Other files are left alone. Returns
     /// how many files were removed.
-    pub fn sweep(
+    pub fn sweep<K: BlobKey>(
         &self,
-        mut keep: impl FnMut(ImageId) -> crate::Result<bool>,
+        mut keep: impl FnMut(K) -> crate::Result<bool>,
     ) -> crate::Result<usize> {
         let io = |e: std::io::Error| crate::StoreError::Database(e.into());
         let mut removed = 0;
@@ -60,7 +79,7 @@ impl BlobStore {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .and_then(|n| uuid::Uuid::parse_str(n).ok())
-                .map(ImageId);
+                .map(K::from_uuid);
             let orphan = match image {
                 Some(id) => !keep(id)?,
                 None => false,
@@ -75,8 +94,8 @@ impl BlobStore {
         Ok(removed)
     }
 
-    /// Where an image's file lives.
-    pub fn path(&self, id: ImageId) -> PathBuf {
+    /// Where a file lives.
+    pub fn path(&self, id: impl BlobKey) -> PathBuf {
         self.dir.join(id.to_string())
     }
 
@@ -94,7 +113,7 @@ impl BlobStore {
     }
 
     /// Deletes an image's file from a blocking thread (missing files are fine).
-    pub fn remove_blocking(&self, id: ImageId) -> std::io::Result<()> {
+    pub fn remove_blocking(&self, id: impl BlobKey) -> std::io::Result<()> {
         match std::fs::remove_file(self.path(id)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -102,7 +121,7 @@ impl BlobStore {
     }
 
     /// Deletes an image's file (missing files are fine).
-    pub async fn remove(&self, id: ImageId) -> std::io::Result<()> {
+    pub async fn remove(&self, id: impl BlobKey) -> std::io::Result<()> {
         match tokio::fs::remove_file(self.path(id)).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -134,7 +153,11 @@ impl BlobWriter {
 
     /// Makes the file durable under the image's name. The answer removes it again when
     /// dropped, unless [`StoredBlob::keep`] says its record was committed.
-    pub async fn finish(mut self, store: &BlobStore, id: ImageId) -> std::io::Result<StoredBlob> {
+    pub async fn finish(
+        mut self,
+        store: &BlobStore,
+        id: impl BlobKey,
+    ) -> std::io::Result<StoredBlob> {
         self.file.flush().await?;
         self.file.sync_all().await?;
         let path = store.path(id);
@@ -254,7 +277,9 @@ mod tests {
         ] {
             std::fs::write(dir.path().join(name), b"bytes").expect("write");
         }
-        let removed = blobs.sweep(|id| Ok(id == recorded)).expect("sweep");
+        let removed = blobs
+            .sweep(|id: ImageId| Ok(id == recorded))
+            .expect("sweep");
         assert_eq!(removed, 2);
         let mut expected = vec![recorded.to_string(), "README".to_owned()];
         expected.sort();

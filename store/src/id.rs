@@ -66,6 +66,14 @@ id_type!(
     LocationId
 );
 id_type!(
+    /// Identifies a floor plan.
+    FloorPlanId
+);
+id_type!(
+    /// Identifies a floor plan's image file (a new one per upload).
+    PlanImageId
+);
+id_type!(
     /// Identifies a set of access credentials.
     CredentialsId
 );

@@ -21,7 +21,8 @@
 //! - [`connection`] — credentials and device connections.
 //! - [`command`] — commands sent to devices.
 //! - [`telemetry`] — what devices report.
-//! - [`firmware`] — firmware categories, builds and images; [`blob`] — their files;
+//! - [`firmware`] — firmware categories, builds and images; [`blob`] — their files (and floor
+//!   plans' images);
 //!   [`board`] — image types and the boards they fit.
 //! - [`upgrade`] — device firmware, upgrade operations and batches; [`rollout`] — how a batch
 //!   is rolled out (validated options); [`batch`] — which devices a mass upgrade targets.
@@ -65,10 +66,10 @@ use std::sync::Arc;
 
 pub use backend::{
     AccountStore, Backend, ConfigStore, DeviceLogin, DevicePlane, DeviceStore, FirmwareStore,
-    MqttSession, NewCommand, UpgradeStore,
+    LocationStore, MqttSession, NewCommand, UpgradeStore,
 };
 pub use batch::{BatchError, DeviceTarget, FirmwareTarget, MassUpgrade, Narrowing, Targets};
-pub use blob::{BlobError, BlobStore, BlobWriter, StoredBlob};
+pub use blob::{BlobError, BlobKey, BlobStore, BlobWriter, StoredBlob};
 pub use board::{ImageType, default_image_types};
 pub use command::{Command, CommandStatus, CommandType};
 pub use configuration::{ConfigChange, ConfigChanges};
@@ -84,10 +85,14 @@ pub use error::{Result, StoreError};
 pub use firmware::{Build, BuildFields, BuildFilter, Category, CategoryFields, Image};
 pub use group::{DeviceGroup, GroupFields, GroupFilter};
 pub use id::{
-    BatchId, BuildId, CategoryId, CommandId, ConnectionId, CredentialsId, DeviceId, GroupId,
-    ImageId, LocationId, OrgId, TemplateId, UpgradeId, UserId,
+    BatchId, BuildId, CategoryId, CommandId, ConnectionId, CredentialsId, DeviceId, FloorPlanId,
+    GroupId, ImageId, LocationId, OrgId, PlanImageId, TemplateId, UpgradeId, UserId,
 };
-pub use location::{DeviceLocation, Location, LocationType, Point};
+pub use location::{
+    DeviceLocation, FloorPlan, FloorplanChoice, Geometry, IMAGE_HEAD, ImageFormat, Location,
+    LocationChoice, LocationFields, LocationFilter, LocationType, Placed, Placement, PlanImage,
+    Point, sniff_image,
+};
 pub use organization::{Organization, OrganizationFields, Slug};
 pub use page::{Page, PageRequest, Scope, Unique};
 pub use permission::{Action, Group, Resource};
@@ -162,11 +167,20 @@ impl Default for StoreOptions {
     }
 }
 
+/// Removes the floor plan image files no floor plan refers to: unfinished uploads, files
+/// whose record was never committed, replaced or deleted images whose removal was cut short.
+fn sweep_floorplans(backend: &dyn Backend, files: &BlobStore) -> Result<usize> {
+    let kept: std::collections::HashSet<PlanImageId> =
+        backend.floorplan_images()?.into_iter().collect();
+    files.sweep(|id: PlanImageId| Ok(kept.contains(&id)))
+}
+
 /// The handle api/ and bridge/ hold: clone it freely.
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn Backend>,
     blobs: BlobStore,
+    floorplan_files: BlobStore,
 }
 
 impl Store {
@@ -184,17 +198,37 @@ impl Store {
         if removed > 0 {
             tracing::info!(removed, "removed firmware files without a record");
         }
-        Ok(Self::with_backend(backend, blobs))
+        let floorplan_files = BlobStore::open(&data_dir.join("floorplans"))
+            .map_err(|e| StoreError::Database(e.into()))?;
+        let removed = sweep_floorplans(backend.as_ref(), &floorplan_files)?;
+        if removed > 0 {
+            tracing::info!(removed, "removed floor plan images without a record");
+        }
+        Ok(Self::with_backend(backend, blobs, floorplan_files))
     }
 
-    /// Wraps any backend, with firmware files kept in `blobs`.
-    pub fn with_backend(backend: Arc<dyn Backend>, blobs: BlobStore) -> Self {
-        Self { backend, blobs }
+    /// Wraps any backend, with firmware files kept in `blobs` and floor plan images in
+    /// `floorplan_files`.
+    pub fn with_backend(
+        backend: Arc<dyn Backend>,
+        blobs: BlobStore,
+        floorplan_files: BlobStore,
+    ) -> Self {
+        Self {
+            backend,
+            blobs,
+            floorplan_files,
+        }
     }
 
     /// Firmware files.
     pub fn blobs(&self) -> &BlobStore {
         &self.blobs
+    }
+
+    /// Floor plan images.
+    pub fn floorplan_files(&self) -> &BlobStore {
+        &self.floorplan_files
     }
 
     /// Runs one backend call on the blocking pool, so async workers never wait on disk.

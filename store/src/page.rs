@@ -73,4 +73,6 @@ pub enum Unique {
     TemplateNameOfOrganization,
     /// Device group names are unique per organization.
     GroupName,
+    /// A location has one floor plan per floor.
+    FloorplanFloor,
 }

@@ -13,6 +13,7 @@
 //!   device logins.
 //! - `device_plane` — [`crate::DevicePlane`]: locations, credentials and connections,
 //!   commands, telemetry.
+//! - `locations` — [`crate::LocationStore`]: locations, floor plans, devices' placement.
 //! - `firmware` — [`crate::FirmwareStore`]: categories, builds, images.
 //! - `configuration` — [`crate::ConfigStore`]: templates, device groups, the template rules
 //!   applied to devices, and `configuration_changed`, the seam for re-rendering.
@@ -32,6 +33,7 @@ mod configuration;
 mod device_plane;
 mod devices;
 mod firmware;
+mod locations;
 mod paging;
 mod record;
 mod upgrade;
@@ -99,6 +101,8 @@ impl RedbBackend {
             txn.open_table(DEVICE_KEYS)?;
             txn.open_table(DEVICE_LOCATIONS)?;
             txn.open_table(LOCATIONS)?;
+            txn.open_table(FLOORPLANS)?;
+            txn.open_table(LOCATION_FLOORPLANS)?;
             txn.open_table(CREDENTIALS)?;
             txn.open_table(CREDENTIALS_BY_ORG)?;
             txn.open_table(MQTT_CREDENTIALS)?;

@@ -57,6 +57,11 @@ pub const DEVICE_LOCATIONS: TableDefinition<u128, &[u8]> = TableDefinition::new(
 
 /// id → location.
 pub const LOCATIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("locations");
+/// id → floor plan.
+pub const FLOORPLANS: TableDefinition<u128, &[u8]> = TableDefinition::new("floorplans");
+/// location ‖ floor plan id → () (a location's floors go with it; (location, floor) is unique).
+pub const LOCATION_FLOORPLANS: TableDefinition<&[u8], ()> =
+    TableDefinition::new("location_floorplans");
 
 /// id → credentials.
 pub const CREDENTIALS: TableDefinition<u128, &[u8]> = TableDefinition::new("credentials");

@@ -128,7 +128,7 @@ fn coordinates_create_one_mobile_location_and_then_move_it() {
     assert_eq!(
         db.device_location(d.id)
             .expect("read")
-            .and_then(|l| l.geometry),
+            .and_then(|l| l.geometry.and_then(|g| g.point())),
         Some(Point::new(13.0, 42.0).expect("point"))
     );
     let with_geo = DeviceFilter {

@@ -35,7 +35,7 @@ pub struct CoordinatesView {
     /// Always `Feature`.
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// `{"type": "Point", "coordinates": [lng, lat]}`.
+    /// `{"type": "Point", "coordinates": [lng, lat]}` (a Polygon for an area).
     #[schema(value_type = Object)]
     pub geometry: Value,
     /// `{"name": location name}`.
@@ -44,10 +44,10 @@ pub struct CoordinatesView {
 }
 
 fn view(location: &Location) -> Result<CoordinatesView, ApiError> {
-    let point = location.geometry.ok_or(ApiError::NotFound)?;
+    let geometry = location.geometry.as_ref().ok_or(ApiError::NotFound)?;
     Ok(CoordinatesView {
         kind: "Feature",
-        geometry: json!({"type": "Point", "coordinates": [point.lng, point.lat]}),
+        geometry: super::geometry::geojson(geometry),
         properties: json!({"name": location.name}),
     })
 }

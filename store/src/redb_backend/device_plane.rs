@@ -14,7 +14,7 @@ use crate::tables::*;
 use crate::{
     Command, CommandId, CommandStatus, ConnectionFields, ConnectionHealth, ConnectionId, Connector,
     Credentials, CredentialsFields, CredentialsId, Device, DeviceConnection, DeviceId,
-    DeviceLocation, DevicePlane, HistoryPage, HistoryPageRequest, Location, LocationId,
+    DeviceLocation, DevicePlane, Geometry, HistoryPage, HistoryPageRequest, Location, LocationId,
     LocationType, MqttSession, NewCommand, OrgId, Page, PageRequest, Point, Result, Scope,
     StoreError, TelemetryRange, TelemetrySample, Timestamp, Unique,
 };
@@ -160,12 +160,16 @@ pub(super) fn delete_device_plane_in(txn: &WriteTransaction, device: &Device) ->
         .map(|v| v.value().to_vec());
     if let Some(link) = link {
         let link: DeviceLocation = decode("device_locations", &link)?;
-        let mut locations = txn.open_table(LOCATIONS)?;
-        // A mobile location follows its device and goes with it.
-        if get_record::<Location>(&locations, "locations", link.location.key())?
-            .is_some_and(|l| l.is_mobile)
-        {
-            locations.remove(link.location.key())?;
+        // A mobile location follows its device and goes with it (its floor plans' files are
+        // left to the start-up sweep).
+        let mobile = get_record::<Location>(
+            &txn.open_table(LOCATIONS)?,
+            "locations",
+            link.location.key(),
+        )?
+        .is_some_and(|l| l.is_mobile);
+        if mobile {
+            super::locations::delete_location_in(txn, link.location)?;
         }
     }
     Ok(())
@@ -353,7 +357,7 @@ impl DevicePlane for RedbBackend {
             let now = Timestamp::now();
             let location = match existing {
                 Some(mut location) => {
-                    location.geometry = Some(point);
+                    location.geometry = Some(Geometry::Point(point));
                     location.modified = now;
                     location
                 }
@@ -365,13 +369,15 @@ impl DevicePlane for RedbBackend {
                         kind: LocationType::Outdoor,
                         is_mobile: true,
                         address: String::new(),
-                        geometry: Some(point),
+                        geometry: Some(Geometry::Point(point)),
                         created: now,
                         modified: now,
                     };
                     let link = DeviceLocation {
                         device: device.id,
                         location: location.id,
+                        floorplan: None,
+                        indoor: None,
                     };
                     links.insert(
                         device.id.key(),

@@ -174,3 +174,54 @@ async fn a_garbage_payload_is_answered_on_the_devices_error_channel() {
     );
     f.app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_mobile_devices_mqtt_coordinates_move_the_location_rest_and_geojson_show() {
+    let f = fleet().await;
+    let path = format!("/api/v1/controller/device/{}/location/", f.device_a.id);
+    let placed = f
+        .app
+        .call(
+            "PUT",
+            &path,
+            Some(&f.manager_a),
+            Some(
+                json!({"location": {"name": "Van 7", "type": "outdoor", "is_mobile": true,
+                                     "geometry": "POINT (12.5 41.9)"}}),
+            ),
+        )
+        .await;
+    assert_eq!(placed.status, 201, "{:?}", placed.body);
+    let location = placed.body["location"]["id"].clone();
+
+    let mut a = MqttClient::device(f.app.mqtt_addr, &f.device_a, ONLINE).await;
+    let feature = json!({"type": "Feature", "geometry": {"type": "Point", "coordinates": [13.25, 42.5]}, "properties": {}});
+    a.publish(
+        &f.device_a.up(UpChannel::Coordinates),
+        &feature.to_string(),
+        false,
+    )
+    .await;
+    let moved = f
+        .app
+        .eventually(&path, &f.manager_a, |r| {
+            r.body["location"]["geometry"]["coordinates"] == json!([13.25, 42.5])
+        })
+        .await;
+    assert_eq!(
+        moved.body["location"]["id"], location,
+        "the device's own location moved, no new one"
+    );
+    let geojson = f
+        .app
+        .get("/api/v1/controller/location/geojson/", &f.manager_a)
+        .await;
+    assert_eq!(geojson.body["count"], 1);
+    assert_eq!(geojson.body["features"][0]["id"], location);
+    assert_eq!(
+        geojson.body["features"][0]["geometry"]["coordinates"],
+        json!([13.25, 42.5])
+    );
+    assert_eq!(geojson.body["features"][0]["properties"]["device_count"], 1);
+    f.app.shutdown().await;
+}
