@@ -68,6 +68,34 @@ async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
             &["get", "put"][..],
         ),
         ("/api/v1/controller/device/{id}/telemetry/", &["get"][..]),
+        ("/api/v1/controller/template/", &["get", "post"][..]),
+        (
+            "/api/v1/controller/template/{id}/",
+            &["get", "put", "patch", "delete"][..],
+        ),
+        ("/api/v1/controller/group/", &["get", "post"][..]),
+        (
+            "/api/v1/controller/group/{id}/",
+            &["get", "put", "patch", "delete"][..],
+        ),
+        ("/api/v1/controller/cert/{common_name}/group/", &["get"][..]),
+        ("/api/v1/controller/location/", &["get", "post"][..]),
+        (
+            "/api/v1/controller/location/{id}/",
+            &["get", "put", "patch", "delete"][..],
+        ),
+        ("/api/v1/controller/location/{id}/device/", &["get"][..]),
+        ("/api/v1/controller/location/geojson/", &["get"][..]),
+        ("/api/v1/controller/floorplan/", &["get", "post"][..]),
+        (
+            "/api/v1/controller/floorplan/{id}/",
+            &["get", "put", "patch", "delete"][..],
+        ),
+        ("/api/v1/controller/floorplan/{id}/image/", &["get"][..]),
+        (
+            "/api/v1/controller/device/{id}/location/",
+            &["get", "put", "patch", "delete"][..],
+        ),
         (
             "/api/v1/controller/device/{id}/command/",
             &["get", "post"][..],
@@ -212,6 +240,7 @@ async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
                 .replace("{connection_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{device_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{name}", "some-type")
+                .replace("{common_name}", "some-common-name")
                 .replace("{item}", "3");
             let reply = app
                 .call(&method.to_uppercase(), &concrete, None, None)
