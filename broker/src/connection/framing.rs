@@ -20,6 +20,17 @@ const INITIAL_BUFFER: usize = 512;
 /// A write buffer grown past this by a large packet is given back after the flush.
 const KEEP_WRITE_BUFFER: usize = 16 * 1024;
 
+/// What identifies a PUBLISH of a client, read off its header.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct PublishId {
+    /// 0, 1 or 2.
+    pub(super) qos: u8,
+    /// 0 for QoS 0.
+    pub(super) pkid: u16,
+    /// The client says it sent this message before.
+    pub(super) dup: bool,
+}
+
 /// The socket with its MQTT v4 framing buffers.
 pub(super) struct Wire {
     pub(super) stream: Stream,
@@ -50,17 +61,22 @@ impl Wire {
         }
     }
 
-    /// QoS (as its number) and packet id of the PUBLISH at the front of the read buffer, if
-    /// one is buffered whole: rumqttd's `Publish` keeps them private. Call before
+    /// QoS (as its number), packet id and DUP flag of the PUBLISH at the front of the read
+    /// buffer, if one is buffered whole: rumqttd's `Publish` keeps them private. Call before
     /// [`parse`](Self::parse) consumes the frame.
-    pub(super) fn publish_id(&self) -> Option<(u8, u16)> {
+    pub(super) fn publish_id(&self) -> Option<PublishId> {
         let first = *self.read.first()?;
         if first >> 4 != 3 {
             return None;
         }
         let qos = (first >> 1) & 0b11;
+        let dup = first & 0b1000 != 0;
         if qos == 0 {
-            return Some((0, 0));
+            return Some(PublishId {
+                qos: 0,
+                pkid: 0,
+                dup,
+            });
         }
         let header = check(self.read.iter(), self.max_packet_size).ok()?;
         let start = header.fixed_header_len;
@@ -70,7 +86,7 @@ impl Wire {
         ]));
         let at = start + 2 + topic_len;
         let pkid = u16::from_be_bytes([*self.read.get(at)?, *self.read.get(at + 1)?]);
-        Some((qos, pkid))
+        Some(PublishId { qos, pkid, dup })
     }
 
     /// Encodes `packet` for the next flush. Callers strip v5 properties first: rumqttd's v4

@@ -6,9 +6,16 @@
 //! would store the sample twice) nor the router (whose QoS 2 state is a FIFO that pairs each
 //! PUBREL with the oldest recorded PUBLISH, whatever its packet id). A QoS 1 PUBLISH whose
 //! packet id is still unacknowledged is likewise a resend: the PUBACK already on its way
-//! answers both.
+//! answers both. So is a QoS 1 PUBLISH with DUP whose packet id was acknowledged lately and
+//! not used since: the client sent it before our PUBACK reached it (a client reuses an id only
+//! once it has the PUBACK, and a new message never carries DUP). The PUBACK already written
+//! answers it too; a second one could reach the client after it reused the id, and
+//! acknowledge that new message before it is stored.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+
+/// QoS 1 packet ids remembered after their PUBACK, for resends that crossed it.
+const RECENTLY_ACKNOWLEDGED: usize = 32;
 
 /// What to do with an incoming PUBLISH.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,6 +34,8 @@ pub(super) enum Arrival {
 pub(super) struct ClientInflight {
     /// QoS 1: routed, PUBACK not yet written.
     unacknowledged: HashSet<u16>,
+    /// QoS 1: PUBACK written lately, id not used again since; oldest first.
+    acknowledged: VecDeque<u16>,
     /// QoS 2: taken, PUBREL not yet received; `true` once the PUBREC was written.
     awaiting_release: HashMap<u16, bool>,
     max_awaiting_release: usize,
@@ -37,15 +46,28 @@ impl ClientInflight {
     pub(super) fn new(max_awaiting_release: usize) -> ClientInflight {
         ClientInflight {
             unacknowledged: HashSet::new(),
+            acknowledged: VecDeque::with_capacity(RECENTLY_ACKNOWLEDGED),
             awaiting_release: HashMap::new(),
             max_awaiting_release,
         }
     }
 
-    /// Classifies a PUBLISH (QoS as its number) and records a new QoS 1/2 one.
-    pub(super) fn arrive(&mut self, qos: u8, pkid: u16) -> Arrival {
+    /// Classifies a PUBLISH (QoS as its number, DUP flag) and records a new QoS 1/2 one.
+    pub(super) fn arrive(&mut self, qos: u8, pkid: u16, dup: bool) -> Arrival {
         match qos {
-            1 if !self.unacknowledged.insert(pkid) => Arrival::Resend,
+            1 if self.unacknowledged.contains(&pkid) => Arrival::Resend,
+            1 => {
+                let lately = self.acknowledged.iter().position(|id| *id == pkid);
+                if let Some(at) = lately {
+                    if dup {
+                        return Arrival::Resend;
+                    }
+                    // The client has our PUBACK and uses the id for a new message.
+                    self.acknowledged.remove(at);
+                }
+                self.unacknowledged.insert(pkid);
+                Arrival::New
+            }
             2 => match self.awaiting_release.get(&pkid) {
                 Some(true) => Arrival::ResendAnswerPubRec,
                 Some(false) => Arrival::Resend,
@@ -63,7 +85,12 @@ impl ClientInflight {
 
     /// The router's PUBACK for `pkid` is being written: the id is free again.
     pub(super) fn acknowledged(&mut self, pkid: u16) {
-        self.unacknowledged.remove(&pkid);
+        if self.unacknowledged.remove(&pkid) && !self.acknowledged.contains(&pkid) {
+            if self.acknowledged.len() == RECENTLY_ACKNOWLEDGED {
+                self.acknowledged.pop_front();
+            }
+            self.acknowledged.push_back(pkid);
+        }
     }
 
     /// The router's PUBREC for `pkid` is being written.
@@ -88,33 +115,56 @@ mod tests {
     #[test]
     fn a_qos2_resend_is_new_only_after_its_release() {
         let mut inflight = ClientInflight::new(8);
-        assert_eq!(inflight.arrive(2, 5), Arrival::New);
-        assert_eq!(inflight.arrive(2, 5), Arrival::Resend);
+        assert_eq!(inflight.arrive(2, 5, false), Arrival::New);
+        assert_eq!(inflight.arrive(2, 5, true), Arrival::Resend);
         inflight.received(5);
-        assert_eq!(inflight.arrive(2, 5), Arrival::ResendAnswerPubRec);
+        assert_eq!(inflight.arrive(2, 5, true), Arrival::ResendAnswerPubRec);
         assert!(inflight.release(5));
         assert!(!inflight.release(5));
-        assert_eq!(inflight.arrive(2, 5), Arrival::New);
+        assert_eq!(inflight.arrive(2, 5, false), Arrival::New);
     }
 
     #[test]
     fn a_qos1_resend_is_new_only_after_its_puback() {
         let mut inflight = ClientInflight::new(8);
-        assert_eq!(inflight.arrive(1, 9), Arrival::New);
-        assert_eq!(inflight.arrive(1, 9), Arrival::Resend);
+        assert_eq!(inflight.arrive(1, 9, false), Arrival::New);
+        assert_eq!(inflight.arrive(1, 9, true), Arrival::Resend);
         inflight.acknowledged(9);
-        assert_eq!(inflight.arrive(1, 9), Arrival::New);
-        assert_eq!(inflight.arrive(0, 0), Arrival::New);
-        assert_eq!(inflight.arrive(0, 0), Arrival::New);
+        assert_eq!(inflight.arrive(1, 9, false), Arrival::New);
+        assert_eq!(inflight.arrive(0, 0, false), Arrival::New);
+        assert_eq!(inflight.arrive(0, 0, false), Arrival::New);
+    }
+
+    #[test]
+    fn a_qos1_resend_that_crossed_its_puback_is_not_taken() {
+        let mut inflight = ClientInflight::new(8);
+        assert_eq!(inflight.arrive(1, 4, false), Arrival::New);
+        inflight.acknowledged(4);
+        // The client re-sent before our PUBACK reached it.
+        assert_eq!(inflight.arrive(1, 4, true), Arrival::Resend);
+        assert_eq!(inflight.arrive(1, 4, true), Arrival::Resend);
+        // Then it got the PUBACK and uses the id for a new message.
+        assert_eq!(inflight.arrive(1, 4, false), Arrival::New);
+        assert_eq!(inflight.arrive(1, 4, true), Arrival::Resend);
+        inflight.acknowledged(4);
+        // Only the latest ids are remembered.
+        for pkid in 100..100 + RECENTLY_ACKNOWLEDGED as u16 {
+            assert_eq!(inflight.arrive(1, pkid, false), Arrival::New);
+            inflight.acknowledged(pkid);
+        }
+        assert_eq!(inflight.arrive(1, 4, true), Arrival::New);
     }
 
     #[test]
     fn qos2_messages_awaiting_release_are_bounded() {
         let mut inflight = ClientInflight::new(2);
-        assert_eq!(inflight.arrive(2, 1), Arrival::New);
-        assert_eq!(inflight.arrive(2, 2), Arrival::New);
-        assert_eq!(inflight.arrive(2, 3), Arrival::TooManyAwaitingRelease);
+        assert_eq!(inflight.arrive(2, 1, false), Arrival::New);
+        assert_eq!(inflight.arrive(2, 2, false), Arrival::New);
+        assert_eq!(
+            inflight.arrive(2, 3, false),
+            Arrival::TooManyAwaitingRelease
+        );
         assert!(inflight.release(1));
-        assert_eq!(inflight.arrive(2, 3), Arrival::New);
+        assert_eq!(inflight.arrive(2, 3, false), Arrival::New);
     }
 }

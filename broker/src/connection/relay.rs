@@ -196,11 +196,12 @@ impl<'a> Relay<'a> {
             let publish_id = wire.publish_id();
             match wire.parse() {
                 Ok(Some(Packet::Publish(publish, _))) => {
-                    let (qos, pkid) = publish_id.unwrap_or_default();
-                    match self.inflight.arrive(qos, pkid) {
+                    let id = publish_id.unwrap_or_default();
+                    let (qos, pkid) = (id.qos, id.pkid);
+                    match self.inflight.arrive(qos, pkid, id.dup) {
                         Arrival::New => self.on_publish(publish).await?,
                         Arrival::Resend => {
-                            debug!(pkid, qos, "resent PUBLISH still in flight, not taken again");
+                            debug!(pkid, qos, "resent PUBLISH, not taken again");
                         }
                         Arrival::ResendAnswerPubRec => {
                             debug!(pkid, "resent QoS 2 PUBLISH before PUBREL, not taken again");
