@@ -10,7 +10,7 @@
 use md5::{Digest, Md5};
 use tokio::sync::mpsc;
 
-use crate::update::http_client;
+use crate::update::{HTTP_CHUNK_TIMEOUT, http_client};
 use fleetmq_protocol::{ConfigNotice, ConfigOutcome, ConfigReport};
 
 /// The largest archive a simulated device accepts (real configurations are a few KiB).
@@ -111,7 +111,12 @@ async fn download(notice: &ConfigNotice) -> Result<(), String> {
         return Err(format!("configuration download failed: HTTP {status}"));
     }
     let mut archive = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| failed(&e))? {
+    // A server that stops sending must not keep the checksum "being fetched" for ever.
+    while let Some(chunk) = tokio::time::timeout(HTTP_CHUNK_TIMEOUT, response.chunk())
+        .await
+        .map_err(|_| failed(&"the server stopped sending"))?
+        .map_err(|e| failed(&e))?
+    {
         if archive.len() + chunk.len() > MAX_ARCHIVE_BYTES {
             return Err(format!(
                 "configuration archive larger than {MAX_ARCHIVE_BYTES} bytes"

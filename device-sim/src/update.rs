@@ -33,7 +33,7 @@ pub const VERSION_HEADER: &str = "X-Firmware-Version";
 /// How long a download may wait for the server before it counts as failed.
 const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest silence between two chunks of a download.
-const HTTP_CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const HTTP_CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A misbehaviour a simulated device can be given ([`DeviceConfig::fault`]), to exercise
 /// the server's rollout logic.
