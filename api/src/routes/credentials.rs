@@ -68,7 +68,7 @@ pub struct CredentialsWrite {
     #[schema(required = true, nullable = false)]
     name: Option<NonBlank<64>>,
     /// Owning organization; `null` (superusers only) = shared by all organizations.
-    #[schema(required = true)]
+    #[schema(required = true, nullable = false)]
     organization: Option<NullablePk>,
     /// Add to every device of the organization.
     #[schema(nullable = false)]
