@@ -44,6 +44,12 @@ impl OnlineDevices {
         };
     }
 
+    /// Every connected device.
+    pub fn devices(&self) -> Vec<DeviceId> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.keys().copied().collect()
+    }
+
     /// The org slug of a connected device; `None` when it is offline.
     pub fn slug(&self, device: DeviceId) -> Option<String> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());

@@ -8,6 +8,7 @@
 //! broker ──Uplink::deliver (before the PUBACK)──▶ Bridge::uplink ──▶ store
 //! broker ──Uplink::session (connect/disconnect)──▶ MQTT connection record, command resend
 //! api ──(command stored)──▶ Bridge::command_created ──▶ broker (down/command/request)
+//! store ──(config checksum changed)──▶ configuration ──▶ broker (down/config/notice)
 //! store ──(login change committed)──▶ revocation ──▶ broker (reauthorize live sessions)
 //! ```
 //!
@@ -19,6 +20,8 @@
 //! - [`uplink`] — what each `up/` channel and each session event does to the store.
 //! - [`telemetry`] — the group-commit telemetry writer.
 //! - [`commands`] — sending, resending and timing out commands.
+//! - [`configuration`] — config notices when a device's rendered configuration changes, and
+//!   the devices' reports of applying it.
 //! - [`rollout`] — the rollout engine: upgrade operations over npm.system_update.
 //! - [`device_calls`] — REST clients' calls of a device's npm.system_update API; who is online.
 //! - [`metrics`] — counters for `/metrics`.
@@ -26,6 +29,7 @@
 
 pub mod auth;
 pub mod commands;
+pub mod configuration;
 pub mod device_calls;
 pub mod metrics;
 mod revocation;
@@ -44,6 +48,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use commands::CommandTracker;
+pub use configuration::{ConfigLinks, ConfigPush};
 pub use device_calls::{CallError, DeviceCalls, OnlineDevices};
 pub use metrics::Metrics;
 pub use rollout::{RolloutConfig, Rollouts, UpgradePolicy};
@@ -65,6 +70,9 @@ pub struct BridgeConfig {
     pub device_call_timeout: Duration,
     /// The rollout engine's tunables.
     pub rollout: RolloutConfig,
+    /// How long a config notice's download link lasts (its base URL is the rollout's
+    /// `public_url`).
+    pub config_link_lifetime: Duration,
 }
 
 impl Default for BridgeConfig {
@@ -76,6 +84,7 @@ impl Default for BridgeConfig {
             command_timeout: Duration::from_secs(300),
             device_call_timeout: Duration::from_secs(10),
             rollout: RolloutConfig::default(),
+            config_link_lifetime: ConfigLinks::default().lifetime,
         }
     }
 }
@@ -95,6 +104,7 @@ struct Inner {
     rollouts: Rollouts,
     calls: DeviceCalls,
     online: OnlineDevices,
+    configs: ConfigPush,
     metrics: Metrics,
     command_added: Notify,
     /// Session events from the broker, recorded in order by one task.
@@ -139,6 +149,20 @@ impl Bridge {
         )
         .await
         .map_err(std::io::Error::other)?;
+        // Subscribed before anything can change, so no announcement is missed.
+        let config_changes = store.blocking().config_changes();
+        let configs = ConfigPush::new(
+            store.clone(),
+            broker.clone(),
+            online.clone(),
+            ConfigLinks {
+                public_url: config.rollout.public_url.clone(),
+                lifetime: config.config_link_lifetime,
+            },
+            metrics.clone(),
+        )
+        .await
+        .map_err(std::io::Error::other)?;
         let bridge = Bridge {
             inner: Arc::new(Inner {
                 store,
@@ -149,6 +173,7 @@ impl Bridge {
                 rollouts,
                 calls,
                 online,
+                configs: configs.clone(),
                 metrics,
                 command_added: Notify::new(),
                 sessions,
@@ -170,6 +195,7 @@ impl Bridge {
                 bridge.inner.broker.clone(),
                 shutdown.clone(),
             )),
+            tokio::spawn(configs.follow(config_changes, shutdown.clone())),
             tokio::spawn(bridge.clone().time_out_commands(shutdown)),
         ];
         Ok((bridge, tasks))

@@ -14,6 +14,7 @@ struct Counters {
     telemetry_samples: AtomicU64,
     telemetry_batches: AtomicU64,
     commands_sent: AtomicU64,
+    config_notices: AtomicU64,
     commands_answered: AtomicU64,
     commands_timed_out: AtomicU64,
     upgrades_succeeded: AtomicU64,
@@ -39,6 +40,10 @@ impl Metrics {
 
     pub(crate) fn command_sent(&self) {
         self.0.commands_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn config_notice(&self) {
+        self.0.config_notices.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn command_answered(&self) {
@@ -79,6 +84,11 @@ impl Metrics {
                 "fleetmq_upgrades_aborted_total",
                 "Upgrade operations aborted by a batch's abort threshold.",
                 get(&c.upgrades_aborted),
+            ),
+            (
+                "fleetmq_config_notices_total",
+                "Config notices published to devices (down/config/notice).",
+                get(&c.config_notices),
             ),
             (
                 "fleetmq_uplink_messages_total",

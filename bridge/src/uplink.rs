@@ -8,14 +8,15 @@
 //! | `command/result` | ends the device's own in-progress command, once |
 //! | `update`, `images` | the device's npm.system_update resources: stored, and they drive its upgrade operation (see [`crate::rollout`]) |
 //! | `update/response` | the answer to a REST client's device call, or to the rollout engine's request |
-//! | `config/status` | accepted; stored by the configuration work |
+//! | `config/status` | the device's configuration becomes `applied` or `error` (with the reason), when the report names the current checksum (see [`crate::configuration`]) |
 //!
 //! A payload that does not parse is answered on the device's `down/error` with the reason and
 //! counted; nothing else happens (and the broker acknowledges it: sending it again would not
 //! help).
 //!
 //! Session events (from the broker, not from payloads): `Connected` records the MQTT
-//! connection as working with the device's address (`last_ip`) and resends pending commands;
+//! connection as working with the device's address (`last_ip`), resends pending commands and
+//! the config notice of a `modified` configuration;
 //! `Disconnected` records it as not working with the broker's reason (`clean`,
 //! `connection lost`, `keep-alive expired`, `kicked`, `taken over`, ...).
 
@@ -191,7 +192,11 @@ impl Bridge {
         if !came_online.is_empty() {
             // Off the recorder's path: it reads the store and publishes.
             let commands = self.inner.commands.clone();
-            followers.spawn(async move { commands.devices_online(came_online).await });
+            let configs = self.inner.configs.clone();
+            followers.spawn(async move {
+                configs.devices_online(came_online.clone()).await;
+                commands.devices_online(came_online).await;
+            });
         }
     }
 
@@ -335,7 +340,9 @@ impl Bridge {
                     self.report(device, Report::Response(response)).await?;
                 }
             }
-            DeviceMessage::ConfigStatus(_) => {}
+            DeviceMessage::ConfigStatus(report) => {
+                self.inner.configs.report(device, report).await?;
+            }
         }
         Ok(())
     }

@@ -121,10 +121,15 @@ struct ServeArgs {
     #[arg(long, env = "FLEETMQ_FLOORPLAN_UPLOAD_LIMIT_MIB", default_value_t = 20)]
     floorplan_upload_limit_mib: u64,
     // --- end of locations and floor plans ---
-    /// Base URL devices download firmware from (default: http://<http-addr>). Set it when
-    /// devices reach the API through another address (NAT, reverse proxy).
+    /// Base URL devices download firmware and configurations from (default:
+    /// http://<http-addr>). Set it when devices reach the API through another address (NAT,
+    /// reverse proxy).
     #[arg(long, env = "FLEETMQ_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Seconds a config notice's download link stays valid (a device that reconnects later
+    /// gets a fresh one).
+    #[arg(long, env = "FLEETMQ_CONFIG_LINK_LIFETIME", default_value_t = 86_400)]
+    config_link_lifetime: u64,
     /// Seconds a device may take to download and verify an image before a retry.
     #[arg(long, env = "FLEETMQ_UPGRADE_FETCH_TIMEOUT", default_value_t = 600)]
     upgrade_fetch_timeout: u64,
@@ -329,6 +334,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 max_sample_bytes: args.telemetry_sample_max_bytes,
             },
             telemetry_history_max_bytes: args.telemetry_history_max_kib.saturating_mul(1024),
+            config_link_lifetime: Duration::from_secs(args.config_link_lifetime.max(1)),
             rollout: fleetmq_bridge::RolloutConfig {
                 public_url: args.public_url.unwrap_or_default(),
                 policy: fleetmq_bridge::UpgradePolicy {

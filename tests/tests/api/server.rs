@@ -50,6 +50,10 @@ async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
         ),
         ("/api/v1/controller/device/{id}/activate/", &["post"][..]),
         ("/api/v1/controller/device/{id}/deactivate/", &["post"][..]),
+        (
+            "/api/v1/controller/device/{id}/configuration/",
+            &["get"][..],
+        ),
         ("/api/v1/users/token/", &["post"][..]),
         ("/api/v1/users/user/", &["get", "post"][..]),
         (
@@ -72,6 +76,10 @@ async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
         (
             "/api/v1/controller/template/{id}/",
             &["get", "put", "patch", "delete"][..],
+        ),
+        (
+            "/api/v1/controller/template/{id}/configuration/",
+            &["get"][..],
         ),
         ("/api/v1/controller/group/", &["get", "post"][..]),
         (

@@ -4,6 +4,7 @@
 mod access;
 mod acknowledged;
 mod commands;
+mod configuration;
 mod ingest;
 mod limits;
 mod resends;
