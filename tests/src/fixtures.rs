@@ -1,7 +1,9 @@
 //! Bulk fixtures for benchmarks: fleets written straight into a store (faster than the API by
 //! orders of magnitude), and the resident memory of a process.
 
-use fleetmq_store::{Backend, Device, DeviceFields, DeviceKey, DeviceName, MacAddress, OrgId};
+use fleetmq_store::{
+    Backend, ConfigFields, Device, DeviceFields, DeviceKey, DeviceName, MacAddress, OrgId,
+};
 
 /// Registers `count` devices named `{prefix}-{i}` in `organization`, 5,000 per transaction,
 /// with generated keys and MACs `02:{mac_byte}:…` (pick one `mac_byte` per fleet so fleets
@@ -12,6 +14,19 @@ pub fn register_devices(
     prefix: &str,
     mac_byte: u8,
     count: usize,
+) -> anyhow::Result<Vec<Device>> {
+    register_configured_devices(db, organization, prefix, mac_byte, count, None)
+}
+
+/// [`register_devices`], each device with the configuration `config` (rendered as it is
+/// stored, as a device created through the API would be).
+pub fn register_configured_devices(
+    db: &dyn Backend,
+    organization: OrgId,
+    prefix: &str,
+    mac_byte: u8,
+    count: usize,
+    config: Option<ConfigFields>,
 ) -> anyhow::Result<Vec<Device>> {
     let mut devices = Vec::with_capacity(count);
     for chunk in (0..count).collect::<Vec<_>>().chunks(5_000) {
@@ -38,7 +53,7 @@ pub fn register_devices(
                     notes: String::new(),
                     hardware_id: String::new(),
                 };
-                Ok((fields, None))
+                Ok((fields, config.clone()))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         devices.extend(db.create_devices(batch)?);
