@@ -535,6 +535,16 @@ pub trait ConfigSettingsStore: Send + Sync + 'static {
         &self,
         secret: &str,
     ) -> Result<Option<(Organization, crate::ConfigSettings)>>;
+    /// Registers a device for the openwisp-config agent, or with `existing` replaces that
+    /// device's fields. Unlike [`DeviceStore::create_device`] the device always ends up with
+    /// a configuration (`config` when it has none, default templates applied), as OpenWISP's
+    /// registration creates one.
+    fn register_device(
+        &self,
+        existing: Option<DeviceId>,
+        fields: DeviceFields,
+        config: ConfigFields,
+    ) -> Result<Device>;
 }
 
 /// What deciding a device's MQTT login takes.

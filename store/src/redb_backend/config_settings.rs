@@ -8,13 +8,15 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::RedbBackend;
-use super::configuration::configuration_changed;
+use super::configuration::{Known, configuration_changed, renders_differently, settle_device};
+use super::devices::{insert_device_indexes, load_device, store_device_in};
 use super::paging::ids_under;
 use super::record::{encode, get_record};
 use crate::tables::*;
 use crate::{
-    ConfigChange, ConfigSettings, ConfigSettingsStore, DeviceId, OrgId, Organization, Result,
-    StoreError, Unique,
+    ConfigChange, ConfigFields, ConfigSettings, ConfigSettingsStore, ConfigStatus, Device,
+    DeviceConfig, DeviceFields, DeviceId, OrgId, Organization, Result, StoreError, Timestamp,
+    Unique,
 };
 
 const TABLE: &str = "org_config_settings";
@@ -145,6 +147,59 @@ impl ConfigSettingsStore for RedbBackend {
         };
         let settings = get_record(&txn.open_table(ORG_CONFIG_SETTINGS)?, TABLE, org)?;
         Ok(settings.map(|s| (organization, s)))
+    }
+
+    fn register_device(
+        &self,
+        existing: Option<DeviceId>,
+        fields: DeviceFields,
+        config: ConfigFields,
+    ) -> Result<Device> {
+        let txn = self.db.begin_write()?;
+        let before = existing.map(|id| load_device(&txn, id)).transpose()?;
+        let now = Timestamp::now();
+        let mut device = match &before {
+            Some(before) => Device {
+                fields,
+                modified: now,
+                ..before.clone()
+            },
+            None => Device {
+                id: DeviceId::new(),
+                fields,
+                config: None,
+                is_deactivated: false,
+                created: now,
+                modified: now,
+            },
+        };
+        if device.config.is_none() {
+            device.config = Some(DeviceConfig {
+                fields: config,
+                status: ConfigStatus::Modified,
+                error_reason: String::new(),
+            });
+        }
+        settle_device(&txn, before.as_ref(), &mut device, &mut Known::default())?;
+        let affected = match &before {
+            Some(before) => {
+                store_device_in(&txn, before, &device)?;
+                renders_differently(before, &device)
+            }
+            None => {
+                insert_device_indexes(&txn, &device)?;
+                true
+            }
+        };
+        let affected = if affected {
+            BTreeSet::from([device.id])
+        } else {
+            BTreeSet::new()
+        };
+        let change = configuration_changed(&txn, affected)?;
+        self.commit_config(txn, change)?;
+        self.anchors.invalidate();
+        Ok(device)
     }
 }
 
