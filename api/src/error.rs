@@ -147,6 +147,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// How OpenWISP words a configuration its renderer refuses, with the JSON pointer of the bad
+/// value.
+pub fn invalid_netjson(e: &fleetmq_store::InvalidNetjson) -> String {
+    format!(
+        "Invalid configuration triggered by \"#{}\", validator says:\n\n{}",
+        e.pointer, e.message
+    )
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -214,6 +223,13 @@ impl From<StoreError> for ApiError {
                 ApiError::field(field, message)
             }
             StoreError::InUse => ApiError::Unavailable(e.to_string()),
+            StoreError::InvalidConfig { device, source } => ApiError::field(
+                "config",
+                format!(
+                    "{} (configuration of device {device})",
+                    invalid_netjson(&source)
+                ),
+            ),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -15,6 +15,7 @@
 //! - [`error`] — [`ApiError`] and its response bodies.
 //! - [`throttle`] — per-address throttling of password checks.
 
+pub mod archive;
 pub mod auth;
 pub mod body;
 pub mod docs;

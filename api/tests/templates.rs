@@ -520,7 +520,9 @@ async fn a_template_becoming_required_joins_existing_configurations() {
     let acme = api.org("acme").await;
     let admin = api.admin.clone();
     let plain = template(&api, &admin, Some(&acme), "plain", json!({})).await;
-    let later = template(&api, &admin, Some(&acme), "later", json!({})).await;
+    // Its own interface, so that joining a configuration changes what it renders to.
+    let eth1 = json!({"config": {"interfaces": [{"name": "eth1", "type": "ethernet"}]}});
+    let later = template(&api, &admin, Some(&acme), "later", eth1).await;
     let device = device_with(
         &api,
         &admin,

@@ -172,6 +172,15 @@ pub trait ConfigStore: Send + Sync + 'static {
         page: PageRequest,
     ) -> Result<Page<Template>>;
 
+    /// The archive a device's configuration renders to now, rendered from what is stored;
+    /// `None` when the device has no configuration.
+    fn device_configuration(&self, id: DeviceId) -> Result<Option<crate::RenderedConfig>>;
+    /// Records what a device reported about applying its configuration: `applied` (a
+    /// deactivating configuration becomes `deactivated`) or `error` with its reason. Returns
+    /// false, changing nothing, when the device has no configuration or the report names a
+    /// checksum that is no longer current.
+    fn record_config_outcome(&self, id: DeviceId, outcome: crate::ConfigOutcome) -> Result<bool>;
+
     /// Creates a device group.
     fn create_group(&self, fields: GroupFields) -> Result<DeviceGroup>;
     /// Looks a group up.

@@ -244,6 +244,10 @@ pub struct DeviceConfig {
     pub status: ConfigStatus,
     /// Why the device failed to apply it.
     pub error_reason: String,
+    /// Checksum of the archive it renders to, kept by the store: a write that leaves it
+    /// unchanged leaves the status alone. Empty until first rendered.
+    #[serde(default)]
+    pub checksum: String,
 }
 
 /// The writable part of a device.

@@ -93,6 +93,67 @@ impl DownloadGrant {
     }
 }
 
+/// The API path a device's configuration archive is downloaded from (with a token, or with a
+/// [`ConfigGrant`] in the query).
+pub fn config_path(device: DeviceId) -> String {
+    format!("/api/v1/controller/device/{device}/configuration/")
+}
+
+/// Permission for one device to download its own configuration archive until `expires`.
+/// Signed apart from image grants (`"config"` leads the signed bytes), so neither kind of link
+/// can be turned into the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigGrant {
+    /// The device allowed, whose configuration it is.
+    pub device: DeviceId,
+    /// Unix seconds after which the link is refused.
+    pub expires: i64,
+}
+
+impl ConfigGrant {
+    /// A grant for `device` until `lifetime` after `from` (whole seconds).
+    pub fn expiring(device: DeviceId, from: Timestamp, lifetime: Duration) -> Self {
+        let lifetime = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
+        Self {
+            device,
+            expires: (from.as_micros() / 1_000_000).saturating_add(lifetime),
+        }
+    }
+
+    fn mac(&self, secret: &[u8; 32]) -> Hmac<Sha256> {
+        let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
+            Ok(mac) => mac,
+            Err(_) => unreachable!("HMAC takes keys of any length"),
+        };
+        mac.update(b"config");
+        mac.update(&self.device.bytes());
+        mac.update(&self.expires.to_be_bytes());
+        mac
+    }
+
+    /// Whether `signature` signs this grant (constant time) and it has not expired.
+    pub fn verify(&self, secret: &[u8; 32], signature: &str, now: Timestamp) -> bool {
+        let Ok(signature) = hex::decode(signature) else {
+            return false;
+        };
+        self.expires >= now.as_micros() / 1_000_000
+            && self.mac(secret).verify_slice(&signature).is_ok()
+    }
+
+    /// The signed link: `base_url`, the device's configuration path, and
+    /// `device=..&expires=..&signature=..`.
+    pub fn link(&self, base_url: &str, secret: &[u8; 32]) -> String {
+        format!(
+            "{}{}?device={}&expires={}&signature={}",
+            base_url.trim_end_matches('/'),
+            config_path(self.device),
+            self.device,
+            self.expires,
+            hex::encode(self.mac(secret).finalize().into_bytes())
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +178,35 @@ mod tests {
         let later = Timestamp::from_micros(now.as_micros() + 61_000_000);
         assert!(!grant.verify(&secret, &signature, later));
         assert!(!grant.verify(&secret, "zz", now));
+    }
+
+    #[test]
+    fn a_config_link_verifies_only_for_its_device_and_time_and_is_no_image_grant() {
+        let secret = [7u8; 32];
+        let now = Timestamp::now();
+        let device = DeviceId::new();
+        let grant = ConfigGrant::expiring(device, now, Duration::from_secs(60));
+        let link = grant.link("http://192.0.2.10:8000", &secret);
+        let (path, query) = link.split_once('?').unwrap();
+        assert_eq!(
+            path,
+            format!("http://192.0.2.10:8000{}", config_path(device))
+        );
+        let signature = query.rsplit_once("signature=").unwrap().1;
+        assert!(grant.verify(&secret, signature, now));
+        let other = ConfigGrant {
+            device: DeviceId::new(),
+            ..grant
+        };
+        assert!(!other.verify(&secret, signature, now));
+        let later = Timestamp::from_micros(now.as_micros() + 61_000_000);
+        assert!(!grant.verify(&secret, signature, later));
+        let image = DownloadGrant {
+            image: ImageId(device.0),
+            device,
+            expires: grant.expires,
+        };
+        assert!(!image.verify(&secret, signature, now));
     }
 
     #[test]

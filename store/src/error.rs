@@ -1,6 +1,6 @@
 //! The store's one error type.
 
-use crate::Unique;
+use crate::{DeviceId, Unique};
 
 /// Everything that can go wrong in a store call.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,15 @@ pub enum StoreError {
         table: &'static str,
         /// Decoder error.
         source: serde_json::Error,
+    },
+    /// A device's configuration would not render (its templates and own config merged are not
+    /// valid NetJSON for its backend); nothing was written.
+    #[error("the configuration of device {device} does not render: {source}")]
+    InvalidConfig {
+        /// The device whose configuration fails.
+        device: DeviceId,
+        /// Where in the merged configuration, and why.
+        source: fleetmq_netjson::Invalid,
     },
     /// Hashing a password failed.
     #[error("password hashing failed: {0}")]

@@ -75,7 +75,10 @@ pub use blob::{BlobError, BlobKey, BlobStore, BlobWriter, StoredBlob};
 pub use board::{ImageType, default_image_types};
 pub use command::{Command, CommandStatus, CommandType};
 pub use config_settings::{ConfigSettings, SharedSecret};
-pub use configuration::{ConfigChange, ConfigChanges};
+pub use configuration::{
+    ConfigChange, ConfigChanges, ConfigOutcome, Invalid as InvalidNetjson, RenderSources,
+    RenderedConfig, check_template, device_variables, render_device, render_template,
+};
 pub use connection::{
     ConnectionFields, ConnectionHealth, Connector, Credentials, CredentialsFields, DeviceConnection,
 };
@@ -83,7 +86,7 @@ pub use device::{
     ConfigBackend, ConfigFields, ConfigStatus, Device, DeviceConfig, DeviceFields, DeviceFilter,
     DeviceKey, DeviceName, MacAddress,
 };
-pub use download::{DOWNLOAD_SECRET, DownloadGrant};
+pub use download::{ConfigGrant, DOWNLOAD_SECRET, DownloadGrant, config_path};
 pub use error::{Result, StoreError};
 pub use firmware::{Build, BuildFields, BuildFilter, Category, CategoryFields, Image};
 pub use group::{DeviceGroup, GroupFields, GroupFilter};

@@ -7,8 +7,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use fleetmq_protocol::DEVICE_TEXT_MAX_CHARS;
 use fleetmq_store::{
-    ConfigBackend, ConfigFields, ConfigStatus, Device, DeviceFields, DeviceFilter, DeviceId,
-    DeviceKey, DeviceName, GroupId, MacAddress, OrgId, Scope,
+    ConfigBackend, ConfigFields, ConfigGrant, ConfigStatus, Device, DeviceFields, DeviceFilter,
+    DeviceId, DeviceKey, DeviceName, GroupId, MacAddress, OrgId, Scope, StoreError, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::auth::{Activate, Add, Authorized, Caller, Change, Deactivate, Delete, Devices, View};
 use crate::body::{Body, Bounded, Nested, Pk, does_not_exist, text_field};
+use crate::error::invalid_netjson;
 use crate::extract::{PathId, QueryPairs};
 use crate::filters::{BoolFilter, Filters, TimeFilter, UuidFilter, choice_schema, invalid_choice};
 use crate::pagination::{PageQuery, Paginated, Paging};
@@ -32,6 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_device, change_device, delete_device))
         .routes(routes!(deactivate_device))
         .routes(routes!(activate_device))
+        .routes(routes!(download_device_configuration))
 }
 
 /// A device's configuration as the API shows it.
@@ -385,8 +387,24 @@ async fn create_device(
     let device = state
         .store()
         .run(move |db| db.create_device(fields, config))
-        .await?;
+        .await
+        .map_err(config_error)?;
     Ok((StatusCode::CREATED, Json(view(device, true))))
+}
+
+/// A device's own configuration that does not render is answered under `config.config`, where
+/// the client sent it (OpenWISP's nested serializer errors).
+fn config_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::InvalidConfig { source, .. } => {
+            let mut inner = serde_json::Map::new();
+            inner.insert("config".into(), json!([invalid_netjson(&source)]));
+            let mut outer = serde_json::Map::new();
+            outer.insert("config".into(), Value::Object(inner));
+            ApiError::Validation(outer)
+        }
+        other => other.into(),
+    }
 }
 
 impl DeviceWrite {
@@ -624,6 +642,111 @@ async fn get_device(
     )))
 }
 
+/// Downloads the configuration archive the device's configuration renders to now (tar.gz:
+/// `etc/config/<package>` files plus the configuration's `files`). A device presents the
+/// signed link of its config notice instead of a token.
+#[utoipa::path(get, path = "/api/v1/controller/device/{id}/configuration/", tag = "devices",
+    params(PathId, ConfigGrantQuery),
+    responses((status = 200, description = "The configuration archive (tar.gz)",
+        content_type = "application/octet-stream"),
+        (status = 403, description = "No permission, or an invalid or expired link", body = ErrorDetail)),
+    security(("bearer" = []), ()))]
+async fn download_device_configuration(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    query: QueryPairs,
+    auth: Result<Authorized<Devices, View>, ApiError>,
+    PathId(id): PathId,
+) -> Result<axum::response::Response, ApiError> {
+    let grant = ConfigGrantQuery::from_query(&query);
+    // A token, when given, decides; without one a device presents its grant.
+    let device = if headers.contains_key(axum::http::header::AUTHORIZATION) || !grant.is_given() {
+        visible_device(&state, &auth?.caller, id).await?
+    } else {
+        granted_device(&state, &grant, id).await?
+    };
+    let rendered = state
+        .store()
+        .run(move |db| db.device_configuration(DeviceId(id)))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(crate::archive::archive_response(
+        device.fields.name.as_str(),
+        rendered,
+    ))
+}
+
+/// The signed link a config notice carries: which device, until when, and the signature. A
+/// part that does not parse is refused like one that does not verify.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ConfigGrantQuery {
+    /// The device allowed (the one in the path).
+    #[param(value_type = Option<Uuid>)]
+    device: Option<String>,
+    /// Unix seconds after which the link is refused.
+    #[param(value_type = Option<i64>)]
+    expires: Option<String>,
+    /// Hex HMAC-SHA256 of the grant.
+    signature: Option<String>,
+}
+
+impl ConfigGrantQuery {
+    fn from_query(query: &QueryPairs) -> Self {
+        let given = |key| query.get(key).map(str::to_owned);
+        Self {
+            device: given("device"),
+            expires: given("expires"),
+            signature: given("signature"),
+        }
+    }
+
+    fn is_given(&self) -> bool {
+        self.device.is_some() || self.expires.is_some() || self.signature.is_some()
+    }
+}
+
+/// The device a valid config grant names, when it is the device of the path and active.
+async fn granted_device(
+    state: &AppState,
+    query: &ConfigGrantQuery,
+    id: Uuid,
+) -> Result<Device, ApiError> {
+    let refuse = || ApiError::Forbidden("Invalid or expired download link.".to_owned());
+    let device = query
+        .device
+        .as_deref()
+        .and_then(|d| Uuid::parse_str(d).ok())
+        .filter(|d| *d == id)
+        .ok_or_else(refuse)?;
+    let expires = query
+        .expires
+        .as_deref()
+        .and_then(|e| e.parse::<i64>().ok())
+        .ok_or_else(refuse)?;
+    let grant = ConfigGrant {
+        device: DeviceId(device),
+        expires,
+    };
+    let secret = crate::routes::firmware::images::download_secret(state).await?;
+    if !grant.verify(
+        &secret,
+        query.signature.as_deref().unwrap_or(""),
+        Timestamp::now(),
+    ) {
+        return Err(refuse());
+    }
+    let found = state
+        .store()
+        .run(move |db| db.device(DeviceId(device)))
+        .await?;
+    match found {
+        Some(device) if !device.is_deactivated => Ok(device),
+        Some(_) => Err(refuse()),
+        None => Err(ApiError::NotFound),
+    }
+}
+
 /// Replaces a device's fields, or with PATCH changes some of them.
 #[utoipa::path(method(put, patch), path = "/api/v1/controller/device/{id}/", tag = "devices",
     params(PathId), request_body = DeviceWrite,
@@ -653,7 +776,8 @@ async fn change_device(
     let device = state
         .store()
         .run(move |db| db.update_device(DeviceId(id), fields, config))
-        .await?;
+        .await
+        .map_err(config_error)?;
     Ok(Json(view(device, true)))
 }
 

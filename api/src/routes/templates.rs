@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::auth::{Add, Authorized, Caller, Change, Delete, Templates, View};
 use crate::body::{Body, Bounded, NOT_NULL, NonBlank, Pk, REQUIRED, does_not_exist, text_field};
+use crate::error::invalid_netjson;
 use crate::extract::PathId;
 use crate::filters::{BoolFilter, Filters, TimeFilter, UuidFilter, choice_schema, invalid_choice};
 use crate::pagination::{PageQuery, Paginated, Paging};
@@ -27,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_templates, create_template))
         .routes(routes!(get_template, change_template, delete_template))
+        .routes(routes!(download_template_configuration))
 }
 
 /// OpenWISP's message for a VPN on a generic template.
@@ -243,6 +245,11 @@ impl TemplateWrite {
         {
             errors.insert("config".into(), json!([EMPTY_CONFIG]));
         }
+        if !errors.contains_key("config")
+            && let Err(invalid) = fleetmq_store::check_template(&fields)
+        {
+            errors.insert("config".into(), json!([invalid_netjson(&invalid)]));
+        }
         if fields.required {
             fields.default = true;
         }
@@ -412,6 +419,27 @@ async fn get_template(
     Ok(Json(view(
         visible_template(&state, &auth.caller, id).await?,
     )))
+}
+
+/// Downloads the configuration archive the template renders to alone, its variables taken
+/// from its default_values.
+#[utoipa::path(get, path = "/api/v1/controller/template/{id}/configuration/",
+    tag = "templates", params(PathId),
+    responses((status = 200, description = "The configuration archive (tar.gz)",
+        content_type = "application/octet-stream")),
+    security(("bearer" = [])))]
+async fn download_template_configuration(
+    State(state): State<AppState>,
+    auth: Authorized<Templates, View>,
+    PathId(id): PathId,
+) -> Result<axum::response::Response, ApiError> {
+    let template = visible_template(&state, &auth.caller, id).await?;
+    let rendered = fleetmq_store::render_template(&template)
+        .map_err(|e| ApiError::field("config", invalid_netjson(&e)))?;
+    Ok(crate::archive::archive_response(
+        &template.fields.name,
+        rendered,
+    ))
 }
 
 /// Replaces a template, or with PATCH changes some of its fields; the devices using it are

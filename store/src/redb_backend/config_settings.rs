@@ -23,8 +23,6 @@ const TABLE: &str = "org_config_settings";
 
 /// The variables of `org`'s settings (empty when it has none stored): what the renderer
 /// substitutes above template defaults. Works on the table of a read or a write transaction.
-// Called by the renderer (merged separately); until then only the tests call it.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(super) fn org_context(
     table: &impl ReadableTable<u128, &'static [u8]>,
     org: OrgId,
@@ -178,6 +176,7 @@ impl ConfigSettingsStore for RedbBackend {
                 fields: config,
                 status: ConfigStatus::Modified,
                 error_reason: String::new(),
+                checksum: String::new(),
             });
         }
         settle_device(&txn, before.as_ref(), &mut device, &mut Known::default())?;

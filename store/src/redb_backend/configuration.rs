@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::RedbBackend;
@@ -15,23 +16,124 @@ use super::paging::{
 use super::record::{cat, encode, get_record};
 use crate::tables::*;
 use crate::{
-    ConfigBackend, ConfigChange, ConfigStatus, ConfigStore, Device, DeviceConfig, DeviceGroup,
-    DeviceId, GroupFields, GroupFilter, GroupId, OrgId, Page, PageRequest, Result, Scope,
-    StoreError, Template, TemplateFields, TemplateFilter, TemplateId, TemplateRules, Timestamp,
-    Unique, settle_templates,
+    ConfigBackend, ConfigChange, ConfigOutcome, ConfigStatus, ConfigStore, Device, DeviceConfig,
+    DeviceGroup, DeviceId, GroupFields, GroupFilter, GroupId, OrgId, Page, PageRequest,
+    RenderSources, RenderedConfig, Result, Scope, StoreError, Template, TemplateFields,
+    TemplateFilter, TemplateId, TemplateRules, Timestamp, Unique, render_device, settle_templates,
 };
 
 /// THE seam for re-rendering: called inside every write transaction that may change what the
-/// `devices` render to, just before the commit. Today nothing is rendered here: the devices
-/// are returned, and announced after the commit ([`crate::Backend::config_changes`]). Rendering
-/// the configuration, comparing checksums and setting the `modified` status belong here.
+/// `devices` render to, just before the commit. Each device (with a configuration, not
+/// deactivated) is rendered; one whose checksum changed gets the new checksum and the
+/// `modified` status in this transaction, and is returned to be announced after the commit.
+/// A configuration that no longer renders fails the whole write
+/// ([`StoreError::InvalidConfig`]), so nothing unrenderable is ever stored.
 pub(super) fn configuration_changed(
-    _txn: &WriteTransaction,
+    txn: &WriteTransaction,
     devices: BTreeSet<DeviceId>,
 ) -> Result<ConfigChange> {
-    Ok(ConfigChange {
-        devices: devices.into_iter().collect(),
-    })
+    if devices.is_empty() {
+        return Ok(ConfigChange::default());
+    }
+    let mut sources = Sources::new(
+        txn.open_table(TEMPLATES)?,
+        txn.open_table(GROUPS)?,
+        txn.open_table(ORG_CONFIG_SETTINGS)?,
+    );
+    let mut table = txn.open_table(DEVICES)?;
+    let mut changed = Vec::new();
+    for id in devices {
+        let Some(mut device) = get_record::<Device>(&table, "devices", id.key())? else {
+            continue;
+        };
+        if device.is_deactivated {
+            continue;
+        }
+        let Some(rendered) = sources.render(&device)? else {
+            continue;
+        };
+        let Some(config) = device.config.as_mut() else {
+            continue;
+        };
+        if rendered.checksum == config.checksum {
+            continue;
+        }
+        config.checksum = rendered.checksum;
+        config.status = ConfigStatus::Modified;
+        config.error_reason.clear();
+        table.insert(id.key(), encode("devices", &device)?.as_slice())?;
+        changed.push(id);
+    }
+    Ok(ConfigChange { devices: changed })
+}
+
+/// What devices render from, read through one transaction's tables (read or write) and kept
+/// for the next device: a template shared by 10,000 devices is decoded once.
+pub(super) struct Sources<T> {
+    templates: T,
+    groups: T,
+    settings: T,
+    template_cache: HashMap<Uuid, Option<Template>>,
+    group_cache: HashMap<Uuid, Option<Map<String, Value>>>,
+    org_cache: HashMap<OrgId, Map<String, Value>>,
+}
+
+impl<T: ReadableTable<u128, &'static [u8]>> Sources<T> {
+    pub(super) fn new(templates: T, groups: T, settings: T) -> Self {
+        Self {
+            templates,
+            groups,
+            settings,
+            template_cache: HashMap::new(),
+            group_cache: HashMap::new(),
+            org_cache: HashMap::new(),
+        }
+    }
+
+    /// Renders `device`'s configuration; `None` when it has none.
+    pub(super) fn render(&mut self, device: &Device) -> Result<Option<RenderedConfig>> {
+        let Some(config) = device.config.as_ref() else {
+            return Ok(None);
+        };
+        for id in &config.fields.templates {
+            if !self.template_cache.contains_key(id) {
+                let template = get_record::<Template>(&self.templates, "templates", id.as_u128())?;
+                self.template_cache.insert(*id, template);
+            }
+        }
+        if let Some(group) = device.fields.group
+            && !self.group_cache.contains_key(&group)
+        {
+            let found = get_record::<DeviceGroup>(&self.groups, "groups", group.as_u128())?;
+            self.group_cache
+                .insert(group, found.map(|g| g.fields.context));
+        }
+        let org = device.fields.organization;
+        if !self.org_cache.contains_key(&org) {
+            let context = super::config_settings::org_context(&self.settings, org)?;
+            self.org_cache.insert(org, context);
+        }
+        let templates: Vec<&Template> = config
+            .fields
+            .templates
+            .iter()
+            .filter_map(|id| self.template_cache.get(id).and_then(Option::as_ref))
+            .collect();
+        let sources = RenderSources {
+            templates: &templates,
+            organization_context: &self.org_cache[&org],
+            group_context: device
+                .fields
+                .group
+                .and_then(|g| self.group_cache.get(&g).and_then(Option::as_ref)),
+        };
+        render_device(device, config, sources)
+            .map(Some)
+            .map_err(|source| StoreError::InvalidConfig {
+                device: device.id,
+                source,
+            })
+    }
 }
 
 impl RedbBackend {
@@ -159,6 +261,7 @@ fn new_config(backend: ConfigBackend) -> DeviceConfig {
         },
         status: ConfigStatus::Modified,
         error_reason: String::new(),
+        checksum: String::new(),
     }
 }
 
@@ -186,12 +289,6 @@ fn rewrite_devices(
         let before = load_device(txn, id)?;
         let mut device = before.clone();
         change(&mut device)?;
-        if let (Some(after), old) = (device.config.as_mut(), before.config.as_ref())
-            && old.is_none_or(|o| o.fields != after.fields)
-        {
-            after.status = ConfigStatus::Modified;
-            after.error_reason.clear();
-        }
         if renders_differently(&before, &device) {
             device.modified = Timestamp::now();
             store_device_in(txn, &before, &device)?;
@@ -483,6 +580,54 @@ impl ConfigStore for RedbBackend {
             }
         }
         Ok(paged(items, page))
+    }
+
+    fn device_configuration(&self, id: DeviceId) -> Result<Option<RenderedConfig>> {
+        let txn = self.db.begin_read()?;
+        let Some(device) = get_record::<Device>(&txn.open_table(DEVICES)?, "devices", id.key())?
+        else {
+            return Err(StoreError::NotFound);
+        };
+        Sources::new(
+            txn.open_table(TEMPLATES)?,
+            txn.open_table(GROUPS)?,
+            txn.open_table(ORG_CONFIG_SETTINGS)?,
+        )
+        .render(&device)
+    }
+
+    fn record_config_outcome(&self, id: DeviceId, outcome: ConfigOutcome) -> Result<bool> {
+        let txn = self.db.begin_write()?;
+        let mut device = load_device(&txn, id)?;
+        let Some(config) = device.config.as_mut() else {
+            return Ok(false);
+        };
+        if outcome
+            .checksum
+            .as_ref()
+            .is_some_and(|c| *c != config.checksum)
+        {
+            return Ok(false);
+        }
+        match outcome.status {
+            ConfigStatus::Applied => {
+                config.status = if config.status == ConfigStatus::Deactivating {
+                    ConfigStatus::Deactivated
+                } else {
+                    ConfigStatus::Applied
+                };
+                config.error_reason.clear();
+            }
+            ConfigStatus::Error => {
+                config.status = ConfigStatus::Error;
+                config.error_reason = outcome.error_reason;
+            }
+            _ => return Ok(false),
+        }
+        txn.open_table(DEVICES)?
+            .insert(id.key(), encode("devices", &device)?.as_slice())?;
+        txn.commit()?;
+        Ok(true)
     }
 
     fn create_group(&self, fields: GroupFields) -> Result<DeviceGroup> {

@@ -144,6 +144,7 @@ fn new_device(fields: DeviceFields, config: Option<ConfigFields>) -> Device {
                 fields,
                 status: ConfigStatus::Modified,
                 error_reason: String::new(),
+                checksum: String::new(),
             }),
         is_deactivated: false,
         created: now,
@@ -190,6 +191,7 @@ impl DeviceStore for RedbBackend {
         settle_device(&txn, None, &mut device, &mut Known::default())?;
         insert_device_indexes(&txn, &device)?;
         let change = configuration_changed(&txn, BTreeSet::from([device.id]))?;
+        let device = load_device(&txn, device.id)?;
         self.commit_config(txn, change)?;
         self.anchors.invalidate();
         Ok(device)
@@ -209,6 +211,10 @@ impl DeviceStore for RedbBackend {
             out.push(device);
         }
         let change = configuration_changed(&txn, out.iter().map(|d| d.id).collect())?;
+        let out = out
+            .iter()
+            .map(|d| load_device(&txn, d.id))
+            .collect::<Result<Vec<_>>>()?;
         self.commit_config(txn, change)?;
         self.anchors.invalidate();
         Ok(out)
@@ -241,19 +247,11 @@ impl DeviceStore for RedbBackend {
                     fields,
                     status: ConfigStatus::Modified,
                     error_reason: String::new(),
+                    checksum: String::new(),
                 }),
             };
         }
         settle_device(&txn, Some(&before), &mut device, &mut Known::default())?;
-        if let Some(after) = device.config.as_mut()
-            && before
-                .config
-                .as_ref()
-                .is_none_or(|old| old.fields != after.fields)
-        {
-            after.status = ConfigStatus::Modified;
-            after.error_reason.clear();
-        }
         device.modified = Timestamp::now();
         store_device_in(&txn, &before, &device)?;
         let affected = if renders_differently(&before, &device) {
@@ -262,6 +260,7 @@ impl DeviceStore for RedbBackend {
             BTreeSet::new()
         };
         let change = configuration_changed(&txn, affected)?;
+        let device = load_device(&txn, id)?;
         self.commit_config(txn, change)?;
         self.logins.invalidate(&id);
         self.changes.announce(LoginChange::Device(id));
@@ -279,6 +278,8 @@ impl DeviceStore for RedbBackend {
             } else {
                 ConfigStatus::Modified
             };
+            // Forgotten, so that reactivating renders it afresh and the device is notified.
+            config.checksum.clear();
         }
         device.modified = Timestamp::now();
         txn.open_table(DEVICES)?
@@ -287,7 +288,14 @@ impl DeviceStore for RedbBackend {
             // Deactivated devices may not be upgraded (nor connect to finish an upgrade).
             upgrade::abort_device_upgrades_in(&txn, id, "Aborted: the device was deactivated")?;
         }
-        txn.commit()?;
+        let affected = if deactivated {
+            BTreeSet::new()
+        } else {
+            BTreeSet::from([id])
+        };
+        let change = configuration_changed(&txn, affected)?;
+        let device = load_device(&txn, id)?;
+        self.commit_config(txn, change)?;
         self.logins.invalidate(&id);
         self.changes.announce(LoginChange::Device(id));
         Ok(device)

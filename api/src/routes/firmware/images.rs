@@ -522,7 +522,7 @@ impl DownloadQuery {
 const BAD_GRANT: &str = "Invalid or expired download link.";
 
 /// The secret signing download links: read from the store once, then kept.
-async fn download_secret(state: &AppState) -> Result<[u8; 32], ApiError> {
+pub(crate) async fn download_secret(state: &AppState) -> Result<[u8; 32], ApiError> {
     let secret = state
         .downloads()
         .secret
