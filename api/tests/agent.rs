@@ -311,3 +311,151 @@ async fn config_settings_are_for_the_organizations_managers_and_secrets_are_uniq
     let reg = register(&api, "acme-secret", "router-1", &random_mac(), None).await;
     assert_eq!(reg.status, StatusCode::CREATED, "{}", text(&reg));
 }
+
+/// The files of a configuration archive: gunzip, then read the ustar entries.
+fn unpack(archive: &[u8]) -> std::collections::BTreeMap<String, String> {
+    use std::io::Read;
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(archive)
+        .read_to_end(&mut tar)
+        .expect("a gzip archive");
+    let mut files = std::collections::BTreeMap::new();
+    let mut at = 0;
+    while at + 512 <= tar.len() && tar[at] != 0 {
+        let header = &tar[at..at + 512];
+        let name = String::from_utf8_lossy(&header[..100])
+            .trim_end_matches('\0')
+            .to_owned();
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&header[124..136]).trim_matches(|c| c == '\0' || c == ' '),
+            8,
+        )
+        .expect("an octal size");
+        files.insert(
+            name,
+            String::from_utf8_lossy(&tar[at + 512..at + 512 + size]).into_owned(),
+        );
+        at += 512 + size.div_ceil(512) * 512;
+    }
+    files
+}
+
+async fn get_raw(api: &TestApi, path: &str) -> RawReply {
+    let request = Request::builder()
+        .method("GET")
+        .uri(path)
+        .body(Body::empty())
+        .expect("request");
+    api.send(request).await
+}
+
+#[tokio::test]
+async fn an_agent_polls_downloads_and_reports_its_configuration_with_its_organizations_variables() {
+    let api = TestApi::start().await;
+    let acme = api.org("acme").await;
+    let other = api.org("other").await;
+    for (org, site) in [(&acme, "acme-hq"), (&other, "other-secret-site")] {
+        let reply = api
+            .patch(
+                &settings_path(org),
+                &api.admin,
+                json!({"context": {"site": site}}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    }
+    let secret = secret_of(&api, &acme).await;
+    let reg = register(&api, &secret, "router-1", &random_mac(), None).await;
+    let (uuid, key) = (field(&reg, "uuid"), field(&reg, "key"));
+    let files = json!({"files": [{"path": "/etc/site", "mode": "0644",
+        "contents": "site={{ site }}"}]});
+    let patched = api
+        .patch(
+            &format!("/api/v1/controller/device/{uuid}/"),
+            &api.admin,
+            json!({"config": {"config": files}}),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{:?}", patched.body);
+
+    let missing = get_raw(&api, &format!("/controller/device/checksum/{uuid}/")).await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        text(&missing),
+        "error: missing required parameter \"key\"\n"
+    );
+    let wrong = get_raw(
+        &api,
+        &format!("/controller/device/checksum/{uuid}/?key=wrong"),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    assert_eq!(text(&wrong), "error: wrong key\n");
+    let unknown = get_raw(
+        &api,
+        &format!(
+            "/controller/device/checksum/{}/?key={key}",
+            uuid::Uuid::new_v4()
+        ),
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+    let checksum = get_raw(
+        &api,
+        &format!("/controller/device/checksum/{uuid}/?key={key}"),
+    )
+    .await;
+    assert_eq!(checksum.status, StatusCode::OK);
+    assert_eq!(checksum.header("x-openwisp-controller"), "true");
+    let checksum = text(&checksum);
+    assert_eq!(checksum.len(), 32, "{checksum}");
+
+    let download = get_raw(
+        &api,
+        &format!("/controller/device/download-config/{uuid}/?key={key}"),
+    )
+    .await;
+    assert_eq!(download.status, StatusCode::OK);
+    assert_eq!(download.header("content-type"), "application/octet-stream");
+    assert_eq!(
+        download.header("content-disposition"),
+        "attachment; filename=router-1.tar.gz"
+    );
+    let files = unpack(&download.body);
+    assert!(
+        files
+            .get("etc/config/system")
+            .is_some_and(|s| s.contains("router-1")),
+        "{files:?}"
+    );
+    assert_eq!(
+        files.get("etc/site").map(String::as_str),
+        Some("site=acme-hq")
+    );
+    assert!(!files.values().any(|f| f.contains("other-secret-site")));
+
+    let bad = post_form(
+        &api,
+        &format!("/controller/device/report-status/{uuid}/"),
+        &[("key", &key), ("status", "running")],
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::FORBIDDEN);
+    assert_eq!(text(&bad), "error: wrong status\n");
+    let report = post_form(
+        &api,
+        &format!("/controller/device/report-status/{uuid}/"),
+        &[("key", &key), ("status", "applied")],
+    )
+    .await;
+    assert_eq!(report.status, StatusCode::OK, "{}", text(&report));
+    assert_eq!(
+        text(&report),
+        "report-result: success\ncurrent-status: applied\n"
+    );
+    let detail = api
+        .get(&format!("/api/v1/controller/device/{uuid}/"), &api.admin)
+        .await;
+    assert_eq!(detail.body["config"]["status"], "applied");
+}

@@ -14,8 +14,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use fleetmq_protocol::DEVICE_TEXT_MAX_CHARS;
 use fleetmq_store::{
-    ConfigBackend, ConfigFields, ConfigStatus, Device, DeviceFields, DeviceId, DeviceKey,
-    DeviceName, MacAddress, OrgId, PageRequest, Scope, StoreError, TemplateFilter,
+    ConfigBackend, ConfigFields, ConfigOutcome, ConfigStatus, Device, DeviceFields, DeviceId,
+    DeviceKey, DeviceName, MacAddress, OrgId, PageRequest, Scope, StoreError, TemplateFilter,
 };
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -35,6 +35,9 @@ const TAGGED_TEMPLATES_MAX: u64 = 10_000;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(register))
+        .routes(routes!(checksum))
+        .routes(routes!(download_config))
+        .routes(routes!(report_status))
         .routes(routes!(update_info))
 }
 
@@ -492,4 +495,141 @@ async fn update_info(
             .await?;
     }
     Ok(text(StatusCode::OK, "update-info: success"))
+}
+
+/// The device's rendered configuration, or not found when it has none.
+async fn rendered(
+    state: &AppState,
+    device: &Device,
+) -> Result<fleetmq_store::RenderedConfig, AgentError> {
+    let id = device.id;
+    state
+        .store()
+        .run(move |db| db.device_configuration(id))
+        .await?
+        .ok_or(AgentError::NotFound)
+}
+
+/// The checksum of the device's configuration: the agent downloads it when it changed.
+#[utoipa::path(get, path = "/controller/device/checksum/{id}/", tag = "agent",
+    params(("id" = Uuid, Path, description = "Device id"),
+        ("key" = String, Query, description = "The device's key")),
+    responses(
+        (status = 200, description = "MD5 of the configuration archive, hex", body = String, content_type = "text/plain"),
+        (status = 400, description = "`error: missing required parameter \"key\"`", body = String, content_type = "text/plain"),
+        (status = 403, description = "`error: wrong key`", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such device for the protocol", body = String, content_type = "text/plain")))]
+#[tracing::instrument(skip_all, fields(device_id = %id.0))]
+async fn checksum(
+    State(state): State<AppState>,
+    id: AgentDeviceId,
+    query: QueryPairs,
+) -> Result<Response, AgentError> {
+    let device = agent_device(&state, id.0).await?;
+    check_key(&device, query.get("key"))?;
+    let config = rendered(&state, &device).await?;
+    Ok(text(StatusCode::OK, config.checksum))
+}
+
+/// The device's configuration archive (tar.gz), as an attachment named after the device.
+#[utoipa::path(get, path = "/controller/device/download-config/{id}/", tag = "agent",
+    params(("id" = Uuid, Path, description = "Device id"),
+        ("key" = String, Query, description = "The device's key")),
+    responses(
+        (status = 200, description = "The configuration archive", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 400, description = "`error: missing required parameter \"key\"`", body = String, content_type = "text/plain"),
+        (status = 403, description = "`error: wrong key`", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such device for the protocol", body = String, content_type = "text/plain")))]
+#[tracing::instrument(skip_all, fields(device_id = %id.0))]
+async fn download_config(
+    State(state): State<AppState>,
+    id: AgentDeviceId,
+    query: QueryPairs,
+) -> Result<Response, AgentError> {
+    let device = agent_device(&state, id.0).await?;
+    check_key(&device, query.get("key"))?;
+    let config = rendered(&state, &device).await?;
+    let mut response = (StatusCode::OK, config.archive).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(CONTROLLER_HEADER, HeaderValue::from_static("true"));
+    // Device names are hostnames or MACs: always a valid header value.
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "attachment; filename={}.tar.gz",
+        device.fields.name.as_str()
+    )) {
+        headers.insert(axum::http::header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+/// What the agent sends to report how applying its configuration went.
+#[derive(Debug, ToSchema)]
+pub struct ReportStatusForm {
+    /// The device's key.
+    #[schema(required = true, nullable = false)]
+    pub key: Option<String>,
+    /// `applied` or `error`.
+    #[schema(required = true, nullable = false)]
+    pub status: Option<String>,
+    /// Why applying failed (with `error`).
+    #[schema(nullable = false)]
+    pub error_reason: Option<String>,
+}
+
+/// OpenWISP's reason when the device gave none.
+const NO_REASON: &str = "Reason not reported by the device.";
+
+/// Records that the device applied its current configuration, or failed to.
+#[utoipa::path(post, path = "/controller/device/report-status/{id}/", tag = "agent",
+    params(("id" = Uuid, Path, description = "Device id")),
+    request_body(content = ReportStatusForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "`report-result: success`, `current-status: <status>` lines", body = String, content_type = "text/plain"),
+        (status = 400, description = "`error: missing required parameter \"x\"`", body = String, content_type = "text/plain"),
+        (status = 403, description = "`error: wrong key` or `error: wrong status`", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such device for the protocol", body = String, content_type = "text/plain"),
+        (status = 413, description = "Body too large", body = String, content_type = "text/plain")))]
+#[tracing::instrument(skip_all, fields(device_id = %id.0))]
+async fn report_status(
+    State(state): State<AppState>,
+    id: AgentDeviceId,
+    form: AgentForm,
+) -> Result<Response, AgentError> {
+    let device = agent_device(&state, id.0).await?;
+    check_key(&device, form.given("key"))?;
+    let status = match form.required("status")? {
+        "applied" => ConfigStatus::Applied,
+        "error" => ConfigStatus::Error,
+        _ => return Err(AgentError::Wrong("status")),
+    };
+    let error_reason = match status {
+        ConfigStatus::Error => form.given("error_reason").unwrap_or(NO_REASON).to_owned(),
+        _ => String::new(),
+    };
+    let outcome = ConfigOutcome {
+        status,
+        checksum: None,
+        error_reason,
+    };
+    let id = device.id;
+    let current = state
+        .store()
+        .run(move |db| {
+            db.record_config_outcome(id, outcome)?;
+            db.device(id)
+        })
+        .await?
+        .and_then(|d| d.config)
+        .ok_or(AgentError::NotFound)?;
+    Ok(text(
+        StatusCode::OK,
+        format!(
+            "report-result: success\ncurrent-status: {}\n",
+            current.status.name()
+        ),
+    ))
 }

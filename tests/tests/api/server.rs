@@ -74,6 +74,9 @@ async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
         ),
         ("/controller/device/register/", &["post"][..]),
         ("/controller/device/update-info/{id}/", &["post"][..]),
+        ("/controller/device/checksum/{id}/", &["get"][..]),
+        ("/controller/device/download-config/{id}/", &["get"][..]),
+        ("/controller/device/report-status/{id}/", &["post"][..]),
         ("/api/v1/controller/template/", &["get", "post"][..]),
         (
             "/api/v1/controller/template/{id}/",
