@@ -179,6 +179,18 @@ impl Guarded for Accounts {
     }
 }
 
+/// An organization's configuration settings: its managers (and superusers) see and change
+/// them; tenancy (the caller manages the organization) is the whole rule, as in OpenWISP's
+/// organization admin.
+#[derive(Debug)]
+pub struct OrgSettings;
+
+impl Guarded for OrgSettings {
+    fn permits(_user: &User, _action: Action) -> bool {
+        true
+    }
+}
+
 /// Image types: any user who may view firmware images lists them (they belong to no
 /// organization); only superusers add or remove them.
 #[derive(Debug)]

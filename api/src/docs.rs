@@ -50,6 +50,7 @@ impl ToSchema for FieldErrors {}
         (name = "firmware", description = "Firmware upgrader: categories, builds, images"),
         (name = "upgrades", description = "Firmware upgrader: image types, device firmware, upgrade operations, mass upgrades"),
         (name = "system_update", description = "A device's npm.system_update 2.0 API, proxied over MQTT"),
+        (name = "agent", description = "The openwisp-config agent's HTTP protocol (plain text, no token)"),
         (name = "health", description = "Liveness")
     )
 )]
@@ -134,6 +135,12 @@ fn add_to_operation(operation: &mut Operation) {
         .as_ref()
         .is_some_and(|requirements| !requirements.is_empty());
     let reads_body = operation.request_body.is_some();
+    // Form-encoded bodies (the agent protocol) are never refused for their media type.
+    let reads_form = operation.request_body.as_ref().is_some_and(|body| {
+        body.content
+            .keys()
+            .all(|kind| kind == "application/x-www-form-urlencoded")
+    });
 
     let mut add = |status: &str, description: &str, schema: &str| {
         let responses = &mut operation.responses.responses;
@@ -166,6 +173,8 @@ fn add_to_operation(operation: &mut Operation) {
     }
     if reads_body {
         add("413", "Body too large", "ErrorDetail");
+    }
+    if reads_body && !reads_form {
         add("415", "Body is not JSON", "ErrorDetail");
     }
 }

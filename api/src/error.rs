@@ -211,6 +211,10 @@ impl From<StoreError> for ApiError {
                         "non_field_errors",
                         "The fields location, floor must make a unique set.",
                     ),
+                    Unique::SharedSecret => (
+                        "shared_secret",
+                        "organization config settings with this shared secret already exists.",
+                    ),
                     Unique::ConnectionCredentials => (
                         "non_field_errors",
                         "The fields device, credentials must make a unique set.",

@@ -164,7 +164,8 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
     }
 }
 
-fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
+/// `a=b&c=d` pairs, percent-decoded (query strings and form bodies).
+pub(crate) fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|p| !p.is_empty())

@@ -208,6 +208,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::health::router())
         .merge(routes::users::router())
         .merge(routes::organizations::router())
+        .merge(routes::config_settings::router())
+        .merge(routes::agent::router())
         .merge(routes::devices::router())
         .merge(routes::templates::router())
         .merge(routes::groups::router())

@@ -34,6 +34,7 @@ pub trait Backend:
     AccountStore
     + DeviceStore
     + ConfigStore
+    + ConfigSettingsStore
     + DevicePlane
     + DevicePlane
     + LocationStore
@@ -522,6 +523,37 @@ pub trait UpgradeStore: Send + Sync + 'static {
     fn location(&self, id: LocationId) -> Result<Option<Location>>;
     /// The devices placed at a location, in one read (batch filters).
     fn location_devices(&self, id: LocationId) -> Result<Vec<DeviceId>>;
+}
+
+/// Organizations' configuration settings (see [`crate::config_settings`]). Same rules as
+/// [`Backend`]: every method is one transaction.
+pub trait ConfigSettingsStore: Send + Sync + 'static {
+    /// An organization's settings, created with defaults (and a random secret) when it has
+    /// none yet; `NotFound` when the organization does not exist.
+    fn config_settings(&self, org: OrgId) -> Result<crate::ConfigSettings>;
+    /// Replaces an organization's settings; the secret must be no other organization's
+    /// ([`crate::Unique::SharedSecret`]). When the variables change, every device of the
+    /// organization is affected.
+    fn replace_config_settings(
+        &self,
+        org: OrgId,
+        settings: crate::ConfigSettings,
+    ) -> Result<(crate::ConfigSettings, ConfigChange)>;
+    /// The organization whose secret `secret` is, with its settings (device registration).
+    fn organization_by_secret(
+        &self,
+        secret: &str,
+    ) -> Result<Option<(Organization, crate::ConfigSettings)>>;
+    /// Registers a device for the openwisp-config agent, or with `existing` replaces that
+    /// device's fields. Unlike [`DeviceStore::create_device`] the device always ends up with
+    /// a configuration (`config` when it has none, default templates applied), as OpenWISP's
+    /// registration creates one.
+    fn register_device(
+        &self,
+        existing: Option<DeviceId>,
+        fields: DeviceFields,
+        config: ConfigFields,
+    ) -> Result<Device>;
 }
 
 /// What deciding a device's MQTT login takes.

@@ -15,7 +15,8 @@
 //! - [`device`] — devices, their keys and configuration; list filters.
 //! - [`template`] — configuration templates and the rules deciding a device's templates;
 //!   [`group`] — device groups; [`configuration`] — the seam where a device's rendered
-//!   configuration may have changed.
+//!   configuration may have changed; [`config_settings`] — an organization's registration
+//!   secret and configuration variables.
 //! - [`download`] — signed, short-lived download links for devices.
 //! - [`location`] — locations and where devices are.
 //! - [`connection`] — credentials and device connections.
@@ -37,6 +38,7 @@ pub mod batch;
 pub mod blob;
 pub mod board;
 pub mod command;
+pub mod config_settings;
 pub mod configuration;
 pub mod connection;
 pub mod device;
@@ -65,13 +67,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use backend::{
-    AccountStore, Backend, ConfigStore, DeviceLogin, DevicePlane, DeviceStore, FirmwareStore,
-    LocationStore, MqttSession, NewCommand, UpgradeStore,
+    AccountStore, Backend, ConfigSettingsStore, ConfigStore, DeviceLogin, DevicePlane, DeviceStore,
+    FirmwareStore, LocationStore, MqttSession, NewCommand, UpgradeStore,
 };
 pub use batch::{BatchError, DeviceTarget, FirmwareTarget, MassUpgrade, Narrowing, Targets};
 pub use blob::{BlobError, BlobKey, BlobStore, BlobWriter, StoredBlob};
 pub use board::{ImageType, default_image_types};
 pub use command::{Command, CommandStatus, CommandType};
+pub use config_settings::{ConfigSettings, SharedSecret};
 pub use configuration::{
     ConfigChange, ConfigChanges, ConfigOutcome, Invalid as InvalidNetjson, RenderSources,
     RenderedConfig, check_template, device_variables, render_device, render_template,

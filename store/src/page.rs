@@ -75,4 +75,7 @@ pub enum Unique {
     GroupName,
     /// A location has one floor plan per floor.
     FloorplanFloor,
+    /// Registration secrets are unique across organizations (the secret names its
+    /// organization).
+    SharedSecret,
 }

@@ -17,6 +17,8 @@
 //! - `firmware` — [`crate::FirmwareStore`]: categories, builds, images.
 //! - `configuration` — [`crate::ConfigStore`]: templates, device groups, the template rules
 //!   applied to devices, and `configuration_changed`, the seam for re-rendering.
+//! - `config_settings` — organizations' configuration settings (registration secret,
+//!   variables) and `org_context`, what the renderer reads of them.
 //! - `upgrade` — [`crate::UpgradeStore`]: device firmware, upgrade operations, batches,
 //!   reports, image types, secrets.
 
@@ -29,6 +31,7 @@ use crate::{Backend, DeviceId, Result, StoreError, StoreOptions, TokenCache};
 use paging::PageAnchors;
 
 mod accounts;
+mod config_settings;
 mod configuration;
 mod device_plane;
 mod devices;
@@ -145,6 +148,8 @@ impl RedbBackend {
             txn.open_table(GROUP_NAMES)?;
             txn.open_table(GROUP_DEVICES)?;
             txn.open_table(GROUP_CERTS)?;
+            txn.open_table(ORG_CONFIG_SETTINGS)?;
+            txn.open_table(ORG_SHARED_SECRETS)?;
         }
         txn.commit()?;
         Ok(Self {

@@ -163,3 +163,10 @@ pub const GROUP_NAMES: TableDefinition<&[u8], u128> = TableDefinition::new("grou
 pub const GROUP_DEVICES: TableDefinition<&[u8], ()> = TableDefinition::new("group_devices");
 /// (certificate common name, group) → (): fleetmq's stand-in for VPN-client certificates.
 pub const GROUP_CERTS: TableDefinition<(&str, u128), ()> = TableDefinition::new("group_certs");
+
+/// organization → its configuration settings (registration, shared secret, variables).
+pub const ORG_CONFIG_SETTINGS: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("org_config_settings");
+/// shared secret → organization (registration finds the organization by its secret).
+pub const ORG_SHARED_SECRETS: TableDefinition<&str, u128> =
+    TableDefinition::new("org_shared_secrets");

@@ -1,6 +1,8 @@
 //! One router module per resource.
 
+pub mod agent;
 pub mod commands;
+pub mod config_settings;
 pub mod connections;
 pub mod coordinates;
 pub mod credentials;

@@ -154,6 +154,7 @@ impl AccountStore for RedbBackend {
             }
             device_plane::delete_org_credentials_in(&txn, id)?;
             super::configuration::delete_org_configuration_in(&txn, id)?;
+            super::config_settings::delete_org_settings_in(&txn, id)?;
             super::locations::delete_org_locations_in(&txn, id)?;
             // Memberships go too.
             let member_ids = ids_paired_with(&txn.open_table(ORGANIZATION_MEMBERS)?, &id.bytes())?;

@@ -35,7 +35,11 @@ pub(super) fn configuration_changed(
     if devices.is_empty() {
         return Ok(ConfigChange::default());
     }
-    let mut sources = Sources::new(txn.open_table(TEMPLATES)?, txn.open_table(GROUPS)?);
+    let mut sources = Sources::new(
+        txn.open_table(TEMPLATES)?,
+        txn.open_table(GROUPS)?,
+        txn.open_table(ORG_CONFIG_SETTINGS)?,
+    );
     let mut table = txn.open_table(DEVICES)?;
     let mut changed = Vec::new();
     for id in devices {
@@ -68,16 +72,18 @@ pub(super) fn configuration_changed(
 pub(super) struct Sources<T> {
     templates: T,
     groups: T,
+    settings: T,
     template_cache: HashMap<Uuid, Option<Template>>,
     group_cache: HashMap<Uuid, Option<Map<String, Value>>>,
     org_cache: HashMap<OrgId, Map<String, Value>>,
 }
 
 impl<T: ReadableTable<u128, &'static [u8]>> Sources<T> {
-    pub(super) fn new(templates: T, groups: T) -> Self {
+    pub(super) fn new(templates: T, groups: T, settings: T) -> Self {
         Self {
             templates,
             groups,
+            settings,
             template_cache: HashMap::new(),
             group_cache: HashMap::new(),
             org_cache: HashMap::new(),
@@ -103,7 +109,10 @@ impl<T: ReadableTable<u128, &'static [u8]>> Sources<T> {
                 .insert(group, found.map(|g| g.fields.context));
         }
         let org = device.fields.organization;
-        self.org_cache.entry(org).or_default();
+        if !self.org_cache.contains_key(&org) {
+            let context = super::config_settings::org_context(&self.settings, org)?;
+            self.org_cache.insert(org, context);
+        }
         let templates: Vec<&Template> = config
             .fields
             .templates
@@ -579,7 +588,12 @@ impl ConfigStore for RedbBackend {
         else {
             return Err(StoreError::NotFound);
         };
-        Sources::new(txn.open_table(TEMPLATES)?, txn.open_table(GROUPS)?).render(&device)
+        Sources::new(
+            txn.open_table(TEMPLATES)?,
+            txn.open_table(GROUPS)?,
+            txn.open_table(ORG_CONFIG_SETTINGS)?,
+        )
+        .render(&device)
     }
 
     fn record_config_outcome(&self, id: DeviceId, outcome: ConfigOutcome) -> Result<bool> {

@@ -30,7 +30,7 @@ pub(super) fn bump(counters: &mut Table<&[u8], u64>, key: &[u8], delta: i64) -> 
     Ok(())
 }
 
-fn insert_device_indexes(txn: &WriteTransaction, device: &Device) -> Result<()> {
+pub(super) fn insert_device_indexes(txn: &WriteTransaction, device: &Device) -> Result<()> {
     let org = device.fields.organization;
     if txn.open_table(ORGANIZATIONS)?.get(org.key())?.is_none() {
         return Err(StoreError::NotFound);

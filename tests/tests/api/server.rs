@@ -72,6 +72,15 @@ async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
             &["get", "put"][..],
         ),
         ("/api/v1/controller/device/{id}/telemetry/", &["get"][..]),
+        (
+            "/api/v1/controller/organization/{id}/config-settings/",
+            &["get", "put", "patch"][..],
+        ),
+        ("/controller/device/register/", &["post"][..]),
+        ("/controller/device/update-info/{id}/", &["post"][..]),
+        ("/controller/device/checksum/{id}/", &["get"][..]),
+        ("/controller/device/download-config/{id}/", &["get"][..]),
+        ("/controller/device/report-status/{id}/", &["post"][..]),
         ("/api/v1/controller/template/", &["get", "post"][..]),
         (
             "/api/v1/controller/template/{id}/",
