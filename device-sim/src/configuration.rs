@@ -7,6 +7,8 @@
 //! every reconnection) is answered `applied` again without a download; a notice for a
 //! checksum already being fetched is not fetched twice.
 
+use std::time::Duration;
+
 use md5::{Digest, Md5};
 use tokio::sync::mpsc;
 
@@ -99,17 +101,59 @@ pub(crate) async fn fetch(notice: ConfigNotice, done: mpsc::UnboundedSender<Fetc
     });
 }
 
+/// Download attempts before a configuration is reported as failed.
+pub const DOWNLOAD_ATTEMPTS: u32 = 8;
+/// First wait after a busy server or a refused connection; it doubles per attempt.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+/// Longest wait between attempts (also caps a server's Retry-After).
+const RETRY_MAX: Duration = Duration::from_secs(15);
+
+/// Whether a failed answer is worth another attempt: the server is busy or briefly down
+/// (a whole fleet notified at once meets the server's connection limits), not refusing.
+fn transient(status: reqwest::StatusCode) -> bool {
+    status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// The wait before attempt `attempt + 1`: the server's Retry-After when it gave one, else
+/// exponential backoff; jittered so a fleet told at once does not come back at once.
+fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let base = retry_after
+        .unwrap_or_else(|| RETRY_FIRST.saturating_mul(1 << attempt.min(8)))
+        .min(RETRY_MAX);
+    base.mul_f64(rand::random_range(0.5..1.5))
+}
+
+/// Fetches the archive, retrying what a busy server answers (connection refused or reset,
+/// 429, 5xx) up to [`DOWNLOAD_ATTEMPTS`] times, as a real agent retries on its next poll.
 async fn download(notice: &ConfigNotice) -> Result<(), String> {
     let failed = |e: &dyn std::fmt::Display| format!("configuration download failed: {e}");
-    let mut response = http_client()
-        .get(&notice.url)
-        .send()
-        .await
-        .map_err(|e| failed(&e))?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(format!("configuration download failed: HTTP {status}"));
-    }
+    let mut attempt = 0;
+    let mut response = loop {
+        attempt += 1;
+        let (error, retry_after) = match http_client().get(&notice.url).send().await {
+            Ok(response) if response.status().is_success() => break response,
+            Ok(response) if transient(response.status()) => {
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                (format!("HTTP {}", response.status()), retry_after)
+            }
+            Ok(response) => {
+                return Err(format!(
+                    "configuration download failed: HTTP {}",
+                    response.status()
+                ));
+            }
+            Err(e) => (e.to_string(), None),
+        };
+        if attempt >= DOWNLOAD_ATTEMPTS {
+            return Err(failed(&format!("{error} ({attempt} attempts)")));
+        }
+        tokio::time::sleep(backoff(attempt - 1, retry_after)).await;
+    };
     let mut archive = Vec::new();
     // A server that stops sending must not keep the checksum "being fetched" for ever.
     while let Some(chunk) = tokio::time::timeout(HTTP_CHUNK_TIMEOUT, response.chunk())

@@ -643,3 +643,70 @@ async fn a_configuration_notice_is_downloaded_checked_and_reported_applied_or_er
     assert_eq!(report.checksum, checksum);
     device.stop().await;
 }
+
+#[tokio::test]
+async fn a_busy_server_is_asked_again_and_a_refusal_is_reported_at_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let broker = TestBroker::start().await;
+    let device = broker.connected_device(broker.device()).await;
+    let mut link = broker.watch(&up(&device, UpChannel::ConfigStatus)).await;
+    let archive = vec![
+        0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let checksum = md5_hex(&archive);
+    // Two 503s (as when a whole fleet downloads at once), then the archive; `/gone` is a
+    // refusal no retry can fix.
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&asked);
+    let app = axum::Router::new()
+        .route(
+            "/config.tar.gz",
+            axum::routing::get(move || {
+                let archive = archive.clone();
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    use axum::response::IntoResponse;
+                    if n < 2 {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            [("retry-after", "0")],
+                        )
+                            .into_response()
+                    } else {
+                        archive.into_response()
+                    }
+                }
+            }),
+        )
+        .route(
+            "/gone",
+            axum::routing::get(|| async { axum::http::StatusCode::FORBIDDEN }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    notify_config(
+        &broker,
+        &device,
+        &checksum,
+        &format!("http://{addr}/config.tar.gz"),
+    )
+    .await;
+    let report = next_config_report(&mut link, &device).await;
+    assert_eq!(report.status, ConfigOutcome::Applied, "{}", report.reason);
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        3,
+        "two busy answers, then the archive"
+    );
+
+    let other = "0123456789abcdef0123456789abcdef";
+    notify_config(&broker, &device, other, &format!("http://{addr}/gone")).await;
+    let report = next_config_report(&mut link, &device).await;
+    assert_eq!(report.status, ConfigOutcome::Error);
+    assert!(report.reason.contains("403"), "{}", report.reason);
+    device.stop().await;
+}

@@ -5,8 +5,10 @@ use redb::TableDefinition;
 
 /// Schema version of the data file this build writes. 2: `telemetry_bytes` keeps each
 /// device's history size (a build without it would let the sizes drift). 3: templates and
-/// device groups, with indexes a build without them would not keep.
-pub const SCHEMA_VERSION: u64 = 3;
+/// device groups, with indexes a build without them would not keep. 4: configuration checksums
+/// and organizations' configuration settings (secret index); a configuration stored by an older
+/// build has no checksum until its next change renders it.
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// `"schema_version"` → version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
