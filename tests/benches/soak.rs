@@ -13,7 +13,8 @@
 //!
 //! Build both binaries first, then run:
 //! `cargo build --release -p fleetmq -p fleetmq-sim && cargo bench -p fleetmq-tests --bench soak
-//! -- [--devices 10000] [--silent 10000] [--idle-http 2000] [--hammer 64] [--seconds 120]`
+//! -- [--devices 10000] [--silent 10000] [--idle-http 2000] [--hammer 64] [--seconds 120]
+//! [--telemetry-ms 10000]` (a shorter telemetry interval reaches a per-message plateau sooner)
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -58,6 +59,7 @@ fn main() -> anyhow::Result<()> {
     let idle_http = arg("--idle-http", 2_000) as usize;
     let hammer = arg("--hammer", 64) as usize;
     let seconds = arg("--seconds", 120);
+    let telemetry_ms = arg("--telemetry-ms", 10_000);
     raise_open_files();
     let release = target_dir().join("release");
     let (server_bin, sim_bin) = (release.join("fleetmq"), release.join("fleetmq-sim"));
@@ -84,6 +86,7 @@ fn main() -> anyhow::Result<()> {
             idle_http,
             hammer,
             seconds,
+            telemetry_ms,
         }))
 }
 
@@ -97,6 +100,8 @@ struct SoakPlan {
     idle_http: usize,
     hammer: usize,
     seconds: u64,
+    /// Each device's telemetry interval.
+    telemetry_ms: u64,
 }
 
 async fn soak(plan: SoakPlan) -> anyhow::Result<()> {
@@ -146,7 +151,8 @@ async fn soak(plan: SoakPlan) -> anyhow::Result<()> {
         .arg("--csv")
         .arg(&plan.csv)
         .args(["--devices", &plan.devices.to_string()])
-        .args(["--telemetry-interval", "10s", "--coordinates-interval", "0"])
+        .args(["--telemetry-interval", &format!("{}ms", plan.telemetry_ms)])
+        .args(["--coordinates-interval", "0"])
         .args(["--duration", &format!("{}s", plan.seconds)])
         // A real fleet connects from many addresses; from one, its handshakes in flight stay
         // within the per-address pre-CONNECT budget (64 by default).

@@ -11,7 +11,9 @@ use std::time::Duration;
 use fleetmq_protocol::Principal;
 use rumqttd::Notification;
 use rumqttd::local::LinkRx;
-use rumqttd::protocol::{Packet, PingResp, PubComp, PubCompReason, PubRec, PubRecReason, Publish};
+use rumqttd::protocol::{
+    Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish,
+};
 use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +32,9 @@ use crate::uplink::{UplinkFuture, UplinkMessage};
 /// to the router (which then acknowledges it).
 pub(super) struct Held<'a> {
     publish: Publish,
+    /// The PUBLISH's QoS (0, 1 or 2) and packet id, read from its frame.
+    qos: u8,
+    pkid: u16,
     /// Resolves once the uplink took the message (or failed to).
     pub(super) delivery: UplinkFuture<'a>,
 }
@@ -199,7 +204,7 @@ impl<'a> Relay<'a> {
                     let id = publish_id.unwrap_or_default();
                     let (qos, pkid) = (id.qos, id.pkid);
                     match self.inflight.arrive(qos, pkid, id.dup) {
-                        Arrival::New => self.on_publish(publish).await?,
+                        Arrival::New => self.on_publish(publish, qos, pkid).await?,
                         Arrival::Resend => {
                             debug!(pkid, qos, "resent PUBLISH, not taken again");
                         }
@@ -226,9 +231,9 @@ impl<'a> Relay<'a> {
         Ok(())
     }
 
-    /// The uplink answered for the held message: route it (the router then sends the
-    /// PUBACK/PUBREC) and go on with what the client sent after it; or close without
-    /// acknowledgement.
+    /// The uplink answered for the held message: acknowledge and route it (at QoS 2 the
+    /// router sends the PUBREC) and go on with what the client sent after it; or close
+    /// without acknowledgement.
     async fn on_delivered(
         &mut self,
         result: Result<(), BrokerError>,
@@ -241,9 +246,32 @@ impl<'a> Relay<'a> {
             warn!(error = %e, "uplink did not take a device message, closing unacknowledged");
             return Err(Close::UplinkFailed(e.to_string()));
         }
-        self.router
-            .send(Packet::Publish(held.publish, None))
-            .await?;
+        if held.qos == 1 {
+            // Durable once the uplink took it: acknowledge here and give the router a QoS 0
+            // copy, so that the router has no PUBACK to send back. Each router notification
+            // takes the next slot of the link's pre-sized notification ring (rumqttd's
+            // `LinkRx` pops from the front and never rewinds), and every slot touched stays
+            // resident: about 250 bytes per message for 300 messages per connection, which
+            // is what made RSS grow with ingest. Subscribers get it at their own QoS either
+            // way (the router forwards with the subscription's QoS).
+            let copy = Publish::new(
+                held.publish.topic,
+                held.publish.payload,
+                held.publish.retain,
+            );
+            self.router.send(Packet::Publish(copy, None)).await?;
+            self.inflight.acknowledged(held.pkid);
+            let puback = PubAck {
+                pkid: held.pkid,
+                reason: PubAckReason::Success,
+            };
+            wire.queue(Packet::PubAck(puback, None));
+        } else {
+            // QoS 0 needs no answer; the router runs QoS 2's PUBREC/PUBREL/PUBCOMP exchange.
+            self.router
+                .send(Packet::Publish(held.publish, None))
+                .await?;
+        }
         self.drain_socket(wire).await
     }
 
@@ -322,7 +350,7 @@ impl<'a> Relay<'a> {
         }
     }
 
-    async fn on_publish(&mut self, publish: Publish) -> Result<(), Close> {
+    async fn on_publish(&mut self, publish: Publish, qos: u8, pkid: u16) -> Result<(), Close> {
         let Ok(topic) = std::str::from_utf8(&publish.topic) else {
             return Err(Close::Protocol("topic is not UTF-8".into()));
         };
@@ -350,6 +378,8 @@ impl<'a> Relay<'a> {
                 let limit = shared.config.uplink_timeout;
                 self.held = Some(Held {
                     publish,
+                    qos,
+                    pkid,
                     delivery: Box::pin(async move {
                         timeout(limit, delivery).await.unwrap_or_else(|_| {
                             Err(BrokerError::Uplink(format!("no answer within {limit:?}")))
