@@ -1,5 +1,6 @@
 //! The REST API end to end, over real sockets, against a whole server.
 
+mod agent;
 mod auth;
 mod connections;
 mod devices;
