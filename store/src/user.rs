@@ -1,7 +1,9 @@
 //! Users, their organization memberships and their passwords.
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use std::sync::Mutex;
+
+use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::{Action, Group, OrgId, Resource, StoreError, Timestamp, UserId};
@@ -76,14 +78,63 @@ pub struct PasswordHashString(String);
 impl PasswordHashString {
     /// Checks a candidate password in constant time.
     pub fn verify(&self, candidate: &str) -> bool {
-        PasswordHash::new(&self.0)
-            .map(|h| {
-                Argon2::default()
-                    .verify_password(candidate.as_bytes(), &h)
-                    .is_ok()
-            })
-            .unwrap_or(false)
+        let Ok(hash) = PasswordHash::new(&self.0) else {
+            return false;
+        };
+        verify_with_kept_memory(candidate.as_bytes(), &hash).unwrap_or(false)
     }
+}
+
+/// argon2 working memory kept between password checks, at most [`KEPT_MEMORY`] of them.
+///
+/// A check needs ~19 MiB (the default parameters). Allocated and freed per check, glibc raises
+/// its mmap threshold past that size after the first free and then serves the next ones from
+/// its heaps, where freed blocks are seldom returned: under a token flood the server's RSS grew
+/// by one or two such blocks a minute (each time the per-address throttle's window let the next
+/// attempts through). Kept blocks are reused instead; concurrent checks are bounded by the
+/// API's `--password-checks`, so so is this memory.
+static MEMORY: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+/// Working memories kept at most (checks beyond that many at once allocate their own).
+const KEPT_MEMORY: usize = 8;
+
+/// argon2's own `verify_password`, with working memory from [`MEMORY`].
+fn verify_with_kept_memory(
+    candidate: &[u8],
+    hash: &PasswordHash<'_>,
+) -> Result<bool, argon2::password_hash::Error> {
+    let algorithm = Algorithm::try_from(hash.algorithm)?;
+    let version = hash
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(|_| argon2::password_hash::Error::Version)?
+        .unwrap_or_default();
+    let params = Params::try_from(hash)?;
+    let expected = hash.hash.ok_or(argon2::password_hash::Error::Password)?;
+    let salt = hash.salt.ok_or(argon2::password_hash::Error::SaltInvalid(
+        argon2::password_hash::errors::InvalidValue::TooShort,
+    ))?;
+    let mut salt_bytes = [0u8; 64];
+    let salt = salt.decode_b64(&mut salt_bytes)?;
+    let blocks = params.block_count();
+    let argon = Argon2::new(algorithm, version, params);
+    let mut memory = MEMORY
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop()
+        .filter(|m| m.len() == blocks)
+        .unwrap_or_else(|| vec![Block::default(); blocks]);
+    let mut out = vec![0u8; expected.len()];
+    let hashed = argon.hash_password_into_with_memory(candidate, salt, &mut out, &mut memory);
+    {
+        let mut kept = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() < KEPT_MEMORY {
+            kept.push(memory);
+        }
+    }
+    hashed?;
+    // `Output`'s equality is constant time.
+    Ok(Output::new(&out)? == expected)
 }
 
 /// A user's place in an organization; `is_admin` makes the user a manager of it.
@@ -161,6 +212,24 @@ mod tests {
         let hash = hash.expect("hashing works");
         assert!(hash.verify("correct horse"));
         assert!(!hash.verify("wrong horse"));
+        // Again, with the working memory the first checks kept.
+        assert!(hash.verify("correct horse"));
+        assert!(!hash.verify("wrong horse"));
+    }
+
+    #[test]
+    fn hashes_of_other_parameters_and_variants_verify_too() {
+        // Stored by another tool (or an older fleetmq) with other costs: argon2i, 8 MiB, t=2.
+        let params = Params::new(8 * 1024, 2, 1, None).expect("params");
+        let salt = SaltString::encode_b64(b"sixteen byte salt").expect("salt");
+        let other = Argon2::new(Algorithm::Argon2i, Version::V0x13, params)
+            .hash_password(b"correct horse", &salt)
+            .expect("hash")
+            .to_string();
+        let hash = PasswordHashString(other);
+        assert!(hash.verify("correct horse"));
+        assert!(!hash.verify("correct horsE"));
+        assert!(!PasswordHashString("$argon2id$garbage".into()).verify("correct horse"));
     }
 
     #[test]
