@@ -7,7 +7,7 @@ mod common;
 use axum::body::Body;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{Request, StatusCode};
-use common::{RawReply, TestApi, random_mac};
+use common::{RawReply, TestApi, random_mac, unpack};
 use serde_json::json;
 
 const OPENWRT: &str = "netjsonconfig.OpenWrt";
@@ -310,34 +310,6 @@ async fn config_settings_are_for_the_organizations_managers_and_secrets_are_uniq
     // The new secret registers devices in acme.
     let reg = register(&api, "acme-secret", "router-1", &random_mac(), None).await;
     assert_eq!(reg.status, StatusCode::CREATED, "{}", text(&reg));
-}
-
-/// The files of a configuration archive: gunzip, then read the ustar entries.
-fn unpack(archive: &[u8]) -> std::collections::BTreeMap<String, String> {
-    use std::io::Read;
-    let mut tar = Vec::new();
-    flate2::read::GzDecoder::new(archive)
-        .read_to_end(&mut tar)
-        .expect("a gzip archive");
-    let mut files = std::collections::BTreeMap::new();
-    let mut at = 0;
-    while at + 512 <= tar.len() && tar[at] != 0 {
-        let header = &tar[at..at + 512];
-        let name = String::from_utf8_lossy(&header[..100])
-            .trim_end_matches('\0')
-            .to_owned();
-        let size = usize::from_str_radix(
-            String::from_utf8_lossy(&header[124..136]).trim_matches(|c| c == '\0' || c == ' '),
-            8,
-        )
-        .expect("an octal size");
-        files.insert(
-            name,
-            String::from_utf8_lossy(&tar[at + 512..at + 512 + size]).into_owned(),
-        );
-        at += 512 + size.div_ceil(512) * 512;
-    }
-    files
 }
 
 async fn get_raw(api: &TestApi, path: &str) -> RawReply {

@@ -4,13 +4,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::io::Read;
-
 use axum::body::Body;
 use axum::http::header::AUTHORIZATION;
 use axum::http::{Request, StatusCode};
-use common::{RawReply, TestApi, random_mac};
+use common::{RawReply, TestApi, random_mac, unpack};
 use fleetmq_store::{
     ConfigGrant, ConfigOutcome, ConfigStatus, DOWNLOAD_SECRET, DeviceId, Timestamp,
 };
@@ -28,31 +25,6 @@ fn site_file() -> Value {
         "mode": "0644",
         "contents": "site={{ site }} name={{ name }} id={{ id }} other={{ other }}"
     }]})
-}
-
-/// The files of a configuration archive: gunzip, then read the ustar entries.
-fn unpack(archive: &[u8]) -> BTreeMap<String, String> {
-    let mut tar = Vec::new();
-    flate2::read::GzDecoder::new(archive)
-        .read_to_end(&mut tar)
-        .expect("a gzip archive");
-    let mut files = BTreeMap::new();
-    let mut at = 0;
-    while at + 512 <= tar.len() && tar[at] != 0 {
-        let header = &tar[at..at + 512];
-        let name = String::from_utf8_lossy(&header[..100])
-            .trim_end_matches('\0')
-            .to_owned();
-        let size = usize::from_str_radix(
-            String::from_utf8_lossy(&header[124..136]).trim_matches(|c| c == '\0' || c == ' '),
-            8,
-        )
-        .expect("an octal size");
-        let body = &tar[at + 512..at + 512 + size];
-        files.insert(name, String::from_utf8_lossy(body).into_owned());
-        at += 512 + size.div_ceil(512) * 512;
-    }
-    files
 }
 
 async fn download(api: &TestApi, path: &str, token: Option<&str>) -> RawReply {

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use fleetmq_store::{ConfigBackend, ConfigFields, OrganizationFields, Slug, Store, TemplateFields};
 use fleetmq_tests::fixtures::register_configured_devices;
+use fleetmq_tests::release::{raise_open_files, release_binary, start_server};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const ADMIN_PASSWORD: &str = "bench-admin-password";
 
@@ -54,15 +54,7 @@ fn site(version: &str) -> Value {
 fn main() -> anyhow::Result<()> {
     let devices = arg("--devices", 10_000) as usize;
     raise_open_files();
-    let release = target_dir().join("release");
-    let (server_bin, sim_bin) = (release.join("fleetmq"), release.join("fleetmq-sim"));
-    for bin in [&server_bin, &sim_bin] {
-        anyhow::ensure!(
-            bin.exists(),
-            "{} is missing: cargo build --release -p fleetmq -p fleetmq-sim",
-            bin.display()
-        );
-    }
+    let (server_bin, sim_bin) = (release_binary("fleetmq")?, release_binary("fleetmq-sim")?);
     let dir = tempfile::tempdir()?;
     let csv = dir.path().join("devices.csv");
     let loaded = Instant::now();
@@ -135,7 +127,7 @@ async fn run(
     devices: usize,
     template: &str,
 ) -> anyhow::Result<()> {
-    let (mut server, http, mqtt) = start_server(&server_bin, data).await?;
+    let (mut server, http, mqtt) = start_server(&server_bin, data, ADMIN_PASSWORD).await?;
     let base = format!("http://{http}");
     let client = reqwest::Client::new();
     let token: Value = client
@@ -266,56 +258,5 @@ impl Api {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-    }
-}
-
-async fn start_server(
-    bin: &Path,
-    data: &Path,
-) -> anyhow::Result<(Child, std::net::SocketAddr, std::net::SocketAddr)> {
-    let mut server = Command::new(bin)
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
-        .args(["--mqtts-addr", "off", "--mqtt-ws-addr", "off"])
-        .env("FLEETMQ_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = server
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-    let mut lines = BufReader::new(stdout).lines();
-    while let Some(line) =
-        tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await??
-    {
-        // "REST API on http://A/ (docs: …), MQTT on B"
-        if let Some(rest) = line.strip_prefix("REST API on http://") {
-            let http = rest.split('/').next().unwrap_or_default().parse()?;
-            let mqtt = rest
-                .rsplit("MQTT on ")
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .parse()?;
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return Ok((server, http, mqtt));
-        }
-    }
-    anyhow::bail!("the server did not start")
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
-fn raise_open_files() {
-    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
-        let _ = rlimit::Resource::NOFILE.set(hard, hard);
     }
 }

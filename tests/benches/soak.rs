@@ -25,10 +25,11 @@ use std::time::{Duration, Instant};
 
 use fleetmq_store::{OrganizationFields, Slug, Store};
 use fleetmq_tests::fixtures::{register_devices, rss_kib};
+use fleetmq_tests::release::{raise_open_files, release_binary, start_server};
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio_util::sync::CancellationToken as Stop;
 
 /// How long an attacking socket waits before it opens again once the server closed it (10,000
@@ -61,15 +62,7 @@ fn main() -> anyhow::Result<()> {
     let seconds = arg("--seconds", 120);
     let telemetry_ms = arg("--telemetry-ms", 10_000);
     raise_open_files();
-    let release = target_dir().join("release");
-    let (server_bin, sim_bin) = (release.join("fleetmq"), release.join("fleetmq-sim"));
-    for bin in [&server_bin, &sim_bin] {
-        anyhow::ensure!(
-            bin.exists(),
-            "{} is missing: cargo build --release -p fleetmq -p fleetmq-sim",
-            bin.display()
-        );
-    }
+    let (server_bin, sim_bin) = (release_binary("fleetmq")?, release_binary("fleetmq-sim")?);
     let dir = tempfile::tempdir()?;
     let csv = dir.path().join("devices.csv");
     register(dir.path(), devices, &csv)?;
@@ -105,7 +98,8 @@ struct SoakPlan {
 }
 
 async fn soak(plan: SoakPlan) -> anyhow::Result<()> {
-    let (mut server, http, mqtt) = start_server(&plan.server_bin, &plan.data).await?;
+    let (mut server, http, mqtt) =
+        start_server(&plan.server_bin, &plan.data, "soak-admin-password").await?;
     let pid = server.id().unwrap_or_default();
     println!("server pid {pid}: REST on {http}, MQTT on {mqtt}");
     let stop = Stop::new();
@@ -244,46 +238,6 @@ fn register(data: &Path, devices: usize, csv: &Path) -> anyhow::Result<()> {
 }
 
 /// Starts the release server on free ports; returns it with its REST and MQTT addresses.
-async fn start_server(bin: &Path, data: &Path) -> anyhow::Result<(Child, SocketAddr, SocketAddr)> {
-    let mut server = Command::new(bin)
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
-        .args(["--mqtts-addr", "off", "--mqtt-ws-addr", "off"])
-        .env("FLEETMQ_ADMIN_PASSWORD", "soak-admin-password")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = server
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let Some(line) = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await??
-        else {
-            break;
-        };
-        // "REST API on http://A/ (docs: …), MQTT on B"
-        if let Some(rest) = line.strip_prefix("REST API on http://") {
-            let http = rest.split('/').next().unwrap_or_default().parse()?;
-            let mqtt = rest
-                .rsplit("MQTT on ")
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .parse()?;
-            // Keep draining stdout so the server never blocks on a full pipe.
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return Ok((server, http, mqtt));
-        }
-    }
-    anyhow::bail!("the server did not start")
-}
-
 fn from(last_octet: u8) -> anyhow::Result<TcpSocket> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(
@@ -428,16 +382,4 @@ async fn healthz(http: SocketAddr) -> anyhow::Result<()> {
     stream.read_to_end(&mut answer).await?;
     anyhow::ensure!(answer.starts_with(b"HTTP/1.1 200"), "healthz not OK");
     Ok(())
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
-fn raise_open_files() {
-    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
-        let _ = rlimit::Resource::NOFILE.set(hard, hard);
-    }
 }

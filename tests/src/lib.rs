@@ -5,9 +5,12 @@
 //! - [`TestApp`] — one running server and an HTTP client.
 //! - [`Reply`] — a status and a JSON body.
 //! - [`mqtt`] — a real MQTT client for devices and operators.
+//! - [`fixtures`] — fleets written straight into a store; a process's RSS.
+//! - [`release`] — the release binaries as separate processes, for benchmarks.
 
 pub mod fixtures;
 pub mod mqtt;
+pub mod release;
 
 use std::net::SocketAddr;
 

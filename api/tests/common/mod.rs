@@ -291,3 +291,32 @@ pub fn random_mac() -> String {
         b[0], b[1], b[2], b[3], b[4]
     )
 }
+
+/// The files of a configuration archive (path → contents): gunzip, then read the ustar
+/// entries.
+pub fn unpack(archive: &[u8]) -> std::collections::BTreeMap<String, String> {
+    use std::io::Read;
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(archive)
+        .read_to_end(&mut tar)
+        .expect("a gzip archive");
+    let mut files = std::collections::BTreeMap::new();
+    let mut at = 0;
+    while at + 512 <= tar.len() && tar[at] != 0 {
+        let header = &tar[at..at + 512];
+        let name = String::from_utf8_lossy(&header[..100])
+            .trim_end_matches('\0')
+            .to_owned();
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&header[124..136]).trim_matches(|c| c == '\0' || c == ' '),
+            8,
+        )
+        .expect("an octal size");
+        files.insert(
+            name,
+            String::from_utf8_lossy(&tar[at + 512..at + 512 + size]).into_owned(),
+        );
+        at += 512 + size.div_ceil(512) * 512;
+    }
+    files
+}

@@ -1,0 +1,79 @@
+//! The release binaries as separate processes, for benchmarks that measure the server on
+//! its own (its RSS, its CPU) while load generators run beside it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The release build of `name` (`fleetmq`, `fleetmq-sim`), or an error saying how to build it.
+pub fn release_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let bin = target_dir().join("release").join(name);
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing: cargo build --release -p fleetmq -p fleetmq-sim",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// Cargo's target directory (`CARGO_TARGET_DIR`, else the workspace's `target/`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// Raises this process's open-files limit to the hard limit (children inherit it).
+pub fn raise_open_files() {
+    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
+        let _ = rlimit::Resource::NOFILE.set(hard, hard);
+    }
+}
+
+/// Starts the release server `bin` on `data` with its default limits, on free loopback ports
+/// (TLS and WebSocket listeners off), the superuser's password `admin_password` and
+/// `RUST_LOG=warn`; returns it with its REST and MQTT addresses once it serves.
+pub async fn start_server(
+    bin: &Path,
+    data: &Path,
+    admin_password: &str,
+) -> anyhow::Result<(Child, SocketAddr, SocketAddr)> {
+    let mut server = Command::new(bin)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
+        .args(["--mqtts-addr", "off", "--mqtt-ws-addr", "off"])
+        .env("FLEETMQ_ADMIN_PASSWORD", admin_password)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = server
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(line) =
+        tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await??
+    {
+        // "REST API on http://A/ (docs: …), MQTT on B"
+        if let Some(rest) = line.strip_prefix("REST API on http://") {
+            let http = rest.split('/').next().unwrap_or_default().parse()?;
+            let mqtt = rest
+                .rsplit("MQTT on ")
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .parse()?;
+            // Keep draining stdout so the server never blocks on a full pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return Ok((server, http, mqtt));
+        }
+    }
+    anyhow::bail!("the server did not start")
+}
