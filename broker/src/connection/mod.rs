@@ -25,7 +25,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttd::protocol::{ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Packet};
+use rumqttd::protocol::{
+    ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Packet, Publish,
+};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
@@ -337,6 +339,24 @@ pub(crate) async fn serve(
         // Every end but a client DISCONNECT publishes the will (MQTT 3.1.1 §3.1.2.5).
         let will = will.filter(|_| !matches!(close, Close::ClientDisconnect));
         let published = match will {
+            // On the connection's own link while the router still has it: after everything
+            // the connection routed (a message whose PUBACK made the client drop the
+            // connection), in the link's order.
+            Some(LastWill {
+                topic,
+                message,
+                retain,
+                ..
+            }) if !matches!(close, Close::RouterGone) => {
+                shared
+                    .core
+                    .feeder
+                    .send_and_wait(
+                        &relay.router.tx,
+                        Packet::Publish(Publish::new(topic, message, retain), None),
+                    )
+                    .await
+            }
             Some(LastWill {
                 topic,
                 message,

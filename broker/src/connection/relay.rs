@@ -259,6 +259,8 @@ impl<'a> Relay<'a> {
                 held.publish.payload,
                 held.publish.retain,
             );
+            // The will of a device that drops the connection on this PUBACK (a reboot) is
+            // routed on this same link, so after the copy.
             self.router.send(Packet::Publish(copy, None)).await?;
             self.inflight.acknowledged(held.pkid);
             let puback = PubAck {
