@@ -2,11 +2,12 @@
 //!
 //! django-x509's `Ca.crl`: issuer = the CA subject, lastUpdate = now, nextUpdate = now + 1 day,
 //! one entry per revoked certificate of the CA that has not expired yet (its serial number,
-//! revocation date, reason `unspecified`), signed with the CA key and SHA-256. This crate
-//! takes the times and the CRL number from the caller (the number must increase with every
+//! revocation date, reason `unspecified`), signed with the CA key and SHA-256. Here the
+//! reason is left out instead, as RFC 5280 5.3.1 asks for `unspecified`. This crate takes the
+//! times and the CRL number from the caller (the number must increase with every
 //! CRL, RFC 5280 5.2.3) and adds authorityKeyIdentifier, so OpenSSL and others can pick the CA.
 
-use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams};
+use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams};
 use time::OffsetDateTime;
 
 use crate::issuance::{Authority, Signer};
@@ -48,7 +49,7 @@ pub fn crl(
             .map(|r| RevokedCertParams {
                 serial_number: r.serial.to_rcgen(),
                 revocation_time: r.revoked_at,
-                reason_code: Some(RevocationReason::Unspecified),
+                reason_code: None,
                 invalidity_date: None,
             })
             .collect(),

@@ -196,3 +196,38 @@ impl Extension {
         found
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openwisp_extension_json_reads_and_writes_back() {
+        let json = r#"[{"name": "nsCertType", "value": "client", "critical": false},
+                       {"name": "extendedKeyUsage", "value": "clientAuth"}]"#;
+        let extensions: Vec<Extension> = serde_json::from_str(json).unwrap();
+        assert!(!extensions[1].critical);
+        assert_eq!(
+            serde_json::to_value(&extensions[0]).unwrap(),
+            serde_json::json!({"name": "nsCertType", "critical": false, "value": "client"})
+        );
+    }
+
+    #[test]
+    fn unknown_extensions_and_values_are_refused_as_field_errors() {
+        for (name, value) in [
+            ("subjectAltName", "DNS:x"),
+            ("extendedKeyUsage", "ocspSigning"),
+            ("nsCertType", "nobody"),
+            ("nsComment", ""),
+        ] {
+            let ext = Extension {
+                name: name.into(),
+                critical: false,
+                value: value.into(),
+            };
+            let err = ext.to_custom().unwrap_err();
+            assert_eq!(err.field(), Some("extensions"), "{name}: {err}");
+        }
+    }
+}
