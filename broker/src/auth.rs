@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 
 use fleetmq_protocol::Principal;
+use tokio_rustls::rustls::pki_types::CertificateDer;
 
 /// What a client presented in CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +21,11 @@ pub struct Login {
     pub password: Option<Vec<u8>>,
     /// Remote address, for logging and rate limiting.
     pub peer: SocketAddr,
+    /// The certificate chain the client presented in the TLS handshake, leaf first; empty
+    /// without one (and always on plain TCP and WebSocket). The handshake only proved the
+    /// client holds the leaf's key: whether the chain is trusted, current and names this
+    /// device is the authenticator's to decide (the CAs live in the store).
+    pub client_certificates: Vec<CertificateDer<'static>>,
 }
 
 /// Why a login is refused; each maps to an MQTT 3.1.1 CONNACK return code.
@@ -50,8 +56,10 @@ impl Refusal {
 /// The future an [`Authenticator`] returns.
 pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Principal, Refusal>> + Send + 'a>>;
 
-/// Decides who a connecting client is. Called once per CONNECT that carries a username;
-/// clients without a username never reach it (they are anonymous or refused with 0x05).
+/// Decides who a connecting client is. Called once per CONNECT that carries a username or
+/// comes with a client certificate; other clients never reach it (they are anonymous or
+/// refused with 0x05). Called again with the same [`Login`] when a live session may have
+/// been revoked ([`BrokerHandle::reauthorize`](crate::BrokerHandle::reauthorize)).
 ///
 /// Implementations must not block the async runtime (redb lookups belong in
 /// `spawn_blocking`). The broker applies its connect timeout to the call and answers

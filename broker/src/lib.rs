@@ -26,6 +26,8 @@
 //! - [`error`]: the crate's error type, [`BrokerError`].
 //! - [`uplink`]: the [`Uplink`] sink for device messages and [`SessionEvent`]s.
 //! - [`tls`]: [`TlsIdentity`], the TLS listener's certificate (from files or generated).
+//! - `client_certificate`: the TLS listener asks clients for a certificate and checks they
+//!   hold its key; the [`Authenticator`] judges the chain.
 //! - `listener`: binding, accept loops, TLS and WebSocket handshakes (in the connection's
 //!   task).
 //! - `websocket`: MQTT over WebSocket (`/mqtt`, subprotocol `mqtt`) as a byte stream.
@@ -39,6 +41,7 @@
 mod admission;
 pub mod auth;
 mod backoff;
+mod client_certificate;
 pub mod config;
 mod connection;
 mod downlink;
@@ -68,6 +71,9 @@ pub use error::BrokerError;
 pub use handle::{BrokerHandle, LocalLink, Message};
 pub use revocation::Affected;
 pub use tls::TlsIdentity;
+/// The DER certificate type of [`Login::client_certificates`], so that authenticators need
+/// no TLS crate of their own to name it.
+pub use tokio_rustls::rustls::pki_types::CertificateDer;
 pub use uplink::{SessionEvent, Uplink, UplinkFuture, UplinkMessage};
 
 use connection::Shared;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
@@ -86,18 +87,24 @@ pub(crate) async fn accept_loop(
         let shared = Arc::clone(&shared);
         let kind = kind.clone();
         tasks.spawn(async move {
-            let Some(stream) = open(&kind, tcp, peer, &shared).await else {
+            let Some((stream, certificates)) = open(&kind, tcp, peer, &shared).await else {
                 return;
             };
-            connection::serve(stream, peer, shared, pending).await;
+            connection::serve(stream, certificates, peer, shared, pending).await;
         });
     }
 }
 
-/// Runs the transport's handshake, bounded by `connect_timeout` and shutdown.
-async fn open(kind: &Kind, tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<Stream> {
+/// Runs the transport's handshake, bounded by `connect_timeout` and shutdown. Returns the
+/// stream and the certificate chain the client presented (TLS only; empty without one).
+async fn open(
+    kind: &Kind,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Option<(Stream, Vec<CertificateDer<'static>>)> {
     match kind {
-        Kind::Plain => Some(Box::new(tcp)),
+        Kind::Plain => Some((Box::new(tcp), Vec::new())),
         Kind::Tls(acceptor) => {
             let handshake = timeout(shared.config.connect_timeout, acceptor.accept(tcp));
             let result = tokio::select! {
@@ -105,7 +112,15 @@ async fn open(kind: &Kind, tcp: TcpStream, peer: SocketAddr, shared: &Shared) ->
                 () = shared.shutdown.cancelled() => return None,
             };
             match result {
-                Ok(Ok(stream)) => Some(Box::new(stream)),
+                Ok(Ok(stream)) => {
+                    let certificates = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .map(<[_]>::to_vec)
+                        .unwrap_or_default();
+                    Some((Box::new(stream), certificates))
+                }
                 Ok(Err(e)) => {
                     debug!(%peer, error = %e, "TLS handshake failed");
                     None
@@ -124,7 +139,7 @@ async fn open(kind: &Kind, tcp: TcpStream, peer: SocketAddr, shared: &Shared) ->
                 () = shared.shutdown.cancelled() => return None,
             };
             match result {
-                Ok(stream) => Some(Box::new(stream)),
+                Ok(stream) => Some((Box::new(stream), Vec::new())),
                 Err(e) => {
                     debug!(%peer, error = %e, "WebSocket handshake failed");
                     None

@@ -279,6 +279,7 @@ mod tests {
                 username: None,
                 password: None,
                 peer: ([127, 0, 0, 1], 1).into(),
+                client_certificates: Vec::new(),
             },
             principal: Principal::Anonymous,
         }

@@ -1,5 +1,6 @@
 //! The MQTT-over-TLS listener's identity: a certificate chain and its private key, from PEM
-//! files or generated (self-signed, with rcgen) on first start and kept for the next.
+//! files or generated (self-signed, with rcgen) on first start and kept for the next. The
+//! listener asks clients for a certificate without requiring one (`client_certificate`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::BrokerError;
+use crate::client_certificate::CertificateRequest;
 
 /// File names of a generated identity inside its directory.
 const CERT_FILE: &str = "mqtt-cert.pem";
@@ -94,10 +96,12 @@ impl TlsIdentity {
     }
 
     pub(crate) fn acceptor(&self) -> Result<TlsAcceptor, BrokerError> {
-        let config = ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+        let provider = Arc::new(aws_lc_rs::default_provider());
+        let client_certificates = Arc::new(CertificateRequest::new(&provider));
+        let config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| BrokerError::Tls(e.to_string()))?
-            .with_no_client_auth()
+            .with_client_cert_verifier(client_certificates)
             .with_single_cert(self.certs.clone(), self.key.clone_key())
             .map_err(|e| BrokerError::Tls(e.to_string()))?;
         Ok(TlsAcceptor::from(Arc::new(config)))

@@ -2,8 +2,6 @@
 //! the client id rules, authentication, and the CONNACK return codes. rumqttd's router
 //! always answers CONNACK success, so every refusal is decided here.
 
-use std::net::SocketAddr;
-
 use fleetmq_protocol::Principal;
 use rumqttd::protocol::v4::check;
 use rumqttd::protocol::{
@@ -110,33 +108,21 @@ pub(super) fn credentials(login: Option<WireLogin>) -> (Option<String>, Option<V
     }
 }
 
-/// Decides the principal or the CONNACK return code.
-pub(super) async fn authenticate(
-    shared: &Shared,
-    client_id: &str,
-    username: Option<String>,
-    password: Option<Vec<u8>>,
-    peer: SocketAddr,
-) -> Result<Principal, u8> {
-    let principal = match username {
-        None => Principal::Anonymous,
-        Some(username) => {
-            let login = Login {
-                client_id: client_id.to_owned(),
-                username: Some(username),
-                password,
-                peer,
-            };
-            match timeout(
-                shared.config.connect_timeout,
-                shared.auth.authenticate(login),
-            )
-            .await
-            {
-                Ok(Ok(principal)) => principal,
-                Ok(Err(refusal)) => return Err(refusal.return_code()),
-                Err(_) => return Err(Refusal::ServerUnavailable.return_code()),
-            }
+/// Decides the principal or the CONNACK return code. A login with a username or a client
+/// certificate is the authenticator's to judge; one with neither is anonymous.
+pub(super) async fn authenticate(shared: &Shared, login: &Login) -> Result<Principal, u8> {
+    let principal = if login.username.is_none() && login.client_certificates.is_empty() {
+        Principal::Anonymous
+    } else {
+        match timeout(
+            shared.config.connect_timeout,
+            shared.auth.authenticate(login.clone()),
+        )
+        .await
+        {
+            Ok(Ok(principal)) => principal,
+            Ok(Err(refusal)) => return Err(refusal.return_code()),
+            Err(_) => return Err(Refusal::ServerUnavailable.return_code()),
         }
     };
     match &principal {
@@ -145,7 +131,7 @@ pub(super) async fn authenticate(
         }
         // A device's client id is its id, written as on the wire; anything else (not an id,
         // another device's id, another spelling) is refused with 0x02.
-        Principal::Device { device_id, .. } if !device_id.is(client_id) => {
+        Principal::Device { device_id, .. } if !device_id.is(&login.client_id) => {
             Err(Refusal::IdentifierRejected.return_code())
         }
         _ => Ok(principal),

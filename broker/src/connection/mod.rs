@@ -31,6 +31,7 @@ use rumqttd::protocol::{
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
+use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
@@ -130,10 +131,13 @@ impl Close {
     }
 }
 
-/// Serves one network connection until it closes. `pending` (its pre-CONNECT slot) is held
-/// until the CONNECT is answered; an accepted session then holds a session slot instead.
+/// Serves one network connection until it closes. `client_certificates` is the chain the
+/// client presented in the TLS handshake (empty without one). `pending` (its pre-CONNECT
+/// slot) is held until the CONNECT is answered; an accepted session then holds a session
+/// slot instead.
 pub(crate) async fn serve(
     stream: Stream,
+    client_certificates: Vec<CertificateDer<'static>>,
     peer: SocketAddr,
     shared: Arc<Shared>,
     pending: PendingPermit,
@@ -172,8 +176,9 @@ pub(crate) async fn serve(
     };
     let (username, password) = handshake::credentials(login);
 
-    // The identity a password is guessed for (clients without a username never reach the
-    // authenticator).
+    // The identity a password is guessed for. A certificate login without a username has
+    // none: the TLS handshake already proved the client holds the certificate's key, so
+    // there is nothing to guess.
     let identity = username.clone();
     if let Some(identity) = &identity {
         let checked = shared
@@ -193,14 +198,16 @@ pub(crate) async fn serve(
         }
     }
     let authenticated_at = std::time::Instant::now();
+    // The one login both judged now and kept with the session, so that a revocation judges
+    // the same chain again.
     let login = Login {
         client_id: client_id.clone(),
         username: username.clone(),
-        password: password.clone(),
+        password,
         peer,
+        client_certificates,
     };
-    let principal = match authenticate(&shared, &client_id, username.clone(), password, peer).await
-    {
+    let principal = match authenticate(&shared, &login).await {
         Ok(principal) => {
             if let Some(identity) = &identity {
                 shared.backoff.succeeded(identity);
