@@ -166,6 +166,10 @@ guarded! {
     UpgradeOperations => Resource::UpgradeOperation;
     /// Batch upgrade operations.
     BatchUpgrades => Resource::BatchUpgradeOperation;
+    /// Certificate authorities.
+    Cas => Resource::Ca;
+    /// Certificates.
+    Certs => Resource::Cert;
 }
 
 /// Organizations and users: managers see those of their organizations; only superusers

@@ -45,6 +45,7 @@ impl ToSchema for FieldErrors {}
         (name = "templates", description = "OpenWISP controller: configuration templates"),
         (name = "groups", description = "OpenWISP controller: device groups"),
         (name = "users", description = "Organizations, users and tokens"),
+        (name = "pki", description = "OpenWISP controller: certificate authorities and certificates"),
         (name = "connections", description = "Credentials and device connections"),
         (name = "commands", description = "Commands sent to devices over MQTT"),
         (name = "firmware", description = "Firmware upgrader: categories, builds, images"),

@@ -230,6 +230,8 @@ impl From<StoreError> for ApiError {
                     invalid_netjson(&source)
                 ),
             ),
+            StoreError::Pki { field, source } => ApiError::field(field, source.to_string()),
+            StoreError::Rule { field, message } => ApiError::field(field, message),
             other => ApiError::Internal(other.to_string()),
         }
     }

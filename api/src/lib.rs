@@ -221,6 +221,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::connections::router())
         .merge(routes::commands::router())
         .merge(routes::credentials::router())
+        .merge(routes::pki::router())
         .merge(routes::firmware::router())
         .merge(routes::system_update::router())
 }

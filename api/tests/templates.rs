@@ -608,7 +608,7 @@ async fn groups_bring_their_templates_and_swap_them_when_changed() {
             GROUPS,
             &operator,
             json!({"name": "g", "organization": acme, "templates": [t1],
-            "context": {"ssid": "x"}, "meta_data": {"k": 1}, "cert_common_names": ["cn-1"]}),
+            "context": {"ssid": "x"}, "meta_data": {"k": 1}}),
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
@@ -721,44 +721,4 @@ async fn groups_bring_their_templates_and_swap_them_when_changed() {
         api.delete(&path(GROUPS, &group), &operator).await.status,
         StatusCode::NO_CONTENT
     );
-}
-
-#[tokio::test]
-async fn the_group_of_a_certificate_is_found_by_common_name() {
-    let api = TestApi::start().await;
-    let acme = api.org("acme").await;
-    let beta = api.org("beta").await;
-    let operator = api.user("otto", &[Group::Operator], &[&acme]).await;
-    let created = api
-        .post(GROUPS, &api.admin, json!({"name": "g", "organization": acme, "templates": [], "cert_common_names": ["vpn-1"]}))
-        .await;
-    let hidden = api
-        .post(GROUPS, &api.admin, json!({"name": "h", "organization": beta, "templates": [], "cert_common_names": ["vpn-2"]}))
-        .await;
-    assert_eq!(hidden.status, StatusCode::CREATED);
-
-    let found = api
-        .get("/api/v1/controller/cert/vpn-1/group/", &operator)
-        .await;
-    assert_eq!(found.status, StatusCode::OK, "{:?}", found.body);
-    assert_eq!(found.body["id"], created.body["id"]);
-    let narrowed = api
-        .get(
-            "/api/v1/controller/cert/vpn-1/group/?org=acme,other",
-            &operator,
-        )
-        .await;
-    assert_eq!(narrowed.status, StatusCode::OK);
-    let elsewhere = api
-        .get("/api/v1/controller/cert/vpn-1/group/?org=beta", &operator)
-        .await;
-    assert_eq!(elsewhere.status, StatusCode::NOT_FOUND);
-    let unknown = api
-        .get("/api/v1/controller/cert/nope/group/", &operator)
-        .await;
-    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
-    let not_theirs = api
-        .get("/api/v1/controller/cert/vpn-2/group/", &operator)
-        .await;
-    assert_eq!(not_theirs.status, StatusCode::NOT_FOUND);
 }

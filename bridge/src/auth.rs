@@ -7,6 +7,12 @@
 //!   device is decided without a blocking hop and changes apply to the next connection.
 //! - Operators: username = API username, password = an API token of that user. They may watch
 //!   (read only) the organizations they manage; superusers watch everything.
+//! - Devices with a client certificate (MQTT over TLS): the certificate must chain to a CA of
+//!   an organization, be inside its validity, not be revoked, and name a device of that
+//!   organization as its common name (`PkiStore::certificate_login`); no key is needed. A
+//!   username, if sent, must be that device's id. Every refusal is CONNACK 0x05, logged with
+//!   its reason. The broker keeps the chain with the session, so a revocation judged later
+//!   ends a live session too.
 
 use fleetmq_broker::{AuthFuture, Authenticator, Login, Refusal};
 use fleetmq_protocol::{OrgScope, Principal};
@@ -29,7 +35,8 @@ impl Authenticator for StoreAuthenticator {
     fn authenticate(&self, login: Login) -> AuthFuture<'_> {
         Box::pin(async move {
             // A device seen before is decided from memory, without a blocking hop.
-            if let Some(username) = login.username.as_deref()
+            if login.client_certificates.is_empty()
+                && let Some(username) = login.username.as_deref()
                 && let Ok(id) = username.parse::<DeviceId>()
                 && let Some(device) = self.store.blocking().cached_device_login(id)
             {
@@ -64,7 +71,43 @@ fn device_decision(
     })
 }
 
+/// A login by client certificate (the first of the presented chain is the device's).
+fn certificate_decision(
+    db: &dyn Backend,
+    leaf: &[u8],
+    login: &Login,
+) -> Result<Result<Principal, Refusal>> {
+    let found = match db.certificate_login(leaf, time::OffsetDateTime::now_utc())? {
+        Ok(found) => found,
+        Err(reason) => {
+            tracing::info!(peer = %login.peer, client_id = %login.client_id, %reason,
+                "MQTT client certificate refused");
+            return Ok(Err(Refusal::NotAuthorized));
+        }
+    };
+    if login
+        .username
+        .as_deref()
+        .is_some_and(|u| u != found.device.to_string())
+    {
+        return Ok(Err(Refusal::NotAuthorized));
+    }
+    let Some(device) = db.device_login(found.device)? else {
+        return Ok(Err(Refusal::NotAuthorized));
+    };
+    if device.deactivated || !device.org_active {
+        return Ok(Err(Refusal::NotAuthorized));
+    }
+    Ok(Ok(Principal::Device {
+        org_slug: device.org_slug,
+        device_id: found.device,
+    }))
+}
+
 fn decide(db: &dyn Backend, login: &Login) -> Result<Result<Principal, Refusal>> {
+    if let Some(leaf) = login.client_certificates.first() {
+        return certificate_decision(db, leaf.as_ref(), login);
+    }
     let Some(username) = login.username.as_deref() else {
         return Ok(Err(Refusal::NotAuthorized));
     };

@@ -195,6 +195,13 @@ struct ServeArgs {
     #[arg(long, env = "FLEETMQ_STORE_CACHE_MIB", default_value_t = 256)]
     store_cache_mib: usize,
 
+    // --- PKI ---
+    /// The secret private keys of CAs and certificates are sealed with at rest (at least 32
+    /// characters). Default: the file `pki-secret` in the data directory, generated on first
+    /// start (mode 0600). Keep it apart from backups of the data file.
+    #[arg(long, env = "FLEETMQ_PKI_SECRET", hide_env_values = true, value_parser = pki_secret)]
+    pki_secret: Option<PkiSecret>,
+
     /// Worker threads serving HTTP, apart from the MQTT plane's, so that neither plane's load
     /// delays the other's answers.
     #[arg(long, env = "FLEETMQ_HTTP_WORKERS", default_value_t = 2)]
@@ -290,6 +297,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         store: fleetmq_store::StoreOptions {
             cache_bytes: args.store_cache_mib.max(1).saturating_mul(1024 * 1024),
+            pki_secret: args.pki_secret.map(|s| s.0.into_bytes()),
         },
         http_addr: args.http_addr,
         mqtt_addr: args.mqtt_addr,
@@ -432,4 +440,21 @@ fn create_token(username: &str, data_dir: &std::path::Path) -> anyhow::Result<()
     let token = db.create_token(user.id)?;
     println!("{}", token.as_str());
     Ok(())
+}
+
+/// A `--pki-secret` value: long enough to derive a key from.
+#[derive(Clone)]
+struct PkiSecret(String);
+
+impl std::fmt::Debug for PkiSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PkiSecret(..)")
+    }
+}
+
+fn pki_secret(s: &str) -> Result<PkiSecret, String> {
+    if s.chars().count() < 32 {
+        return Err("the PKI secret must be at least 32 characters long".into());
+    }
+    Ok(PkiSecret(s.to_owned()))
 }

@@ -7,6 +7,7 @@
 
 use crate::board::ImageType;
 use crate::id::{BatchId, UpgradeId};
+use crate::pki::{Ca, CaId, Cert, CertId, CertificateLogin, CertificateRefusal, Draft, Relabel};
 use crate::upgrade::{
     Batch, BatchFilter, CancelOutcome, DeviceFirmware, StartedUpgrades, UpdateReport,
     UpgradeFilter, UpgradeOperation, UpgradePlan,
@@ -38,6 +39,7 @@ pub trait Backend:
     + DevicePlane
     + DevicePlane
     + LocationStore
+    + PkiStore
     + FirmwareStore
     + UpgradeStore
     + Send
@@ -201,8 +203,52 @@ pub trait ConfigStore: Send + Sync + 'static {
         filter: &GroupFilter,
         page: PageRequest,
     ) -> Result<Page<DeviceGroup>>;
-    /// The group carrying a certificate common name; with `orgs`, only among those
-    /// organizations' groups.
+}
+
+/// Certificate authorities and certificates (see [`crate::pki`]). Same rules as [`Backend`]:
+/// every method is one transaction; private keys are sealed at rest.
+pub trait PkiStore: Send + Sync + 'static {
+    /// Creates a CA: generates its key and self-signed certificate, or imports them.
+    fn create_ca(&self, draft: Draft) -> Result<Ca>;
+    /// Looks a CA up.
+    fn ca(&self, id: CaId) -> Result<Option<Ca>>;
+    /// Changes a CA's name, organization and notes (all else is fixed after creation).
+    fn relabel_ca(&self, id: CaId, relabel: Relabel) -> Result<Ca>;
+    /// Deletes a CA with its certificates.
+    fn delete_ca(&self, id: CaId) -> Result<()>;
+    /// CAs in scope (its organizations' and shared ones), newest first.
+    fn list_cas(&self, scope: &Scope, page: PageRequest) -> Result<Page<Ca>>;
+    /// New key, serial and validity for a CA, and for every certificate it signed.
+    fn renew_ca(&self, id: CaId) -> Result<Ca>;
+    /// The CA's current certificate revocation list (PEM).
+    fn ca_crl(&self, id: CaId) -> Result<Option<String>>;
+
+    /// Creates a certificate signed by `ca` (or imports one `ca` signed).
+    fn create_cert(&self, ca: CaId, draft: Draft) -> Result<Cert>;
+    /// Looks a certificate up.
+    fn cert(&self, id: CertId) -> Result<Option<Cert>>;
+    /// Changes a certificate's name, organization and notes.
+    fn relabel_cert(&self, id: CertId, relabel: Relabel) -> Result<Cert>;
+    /// Deletes a certificate; its serial is revoked.
+    fn delete_cert(&self, id: CertId) -> Result<()>;
+    /// Certificates in scope, newest first.
+    fn list_certs(&self, scope: &Scope, page: PageRequest) -> Result<Page<Cert>>;
+    /// New key, serial and validity for a certificate; the old serial is revoked.
+    fn renew_cert(&self, id: CertId) -> Result<Cert>;
+    /// Revokes a certificate (and regenerates its CA's CRL).
+    fn revoke_cert(&self, id: CertId) -> Result<Cert>;
+    /// Issues a certificate whose common name is the device's id, signed by `ca` (one of the
+    /// device's organization) or the organization's default CA: its oldest, created when it
+    /// has none.
+    fn issue_device_certificate(&self, device: DeviceId, ca: Option<CaId>) -> Result<Cert>;
+    /// Which device a client certificate (DER) logs in at `now`, or why it does not.
+    fn certificate_login(
+        &self,
+        leaf: &[u8],
+        now: time::OffsetDateTime,
+    ) -> Result<std::result::Result<CertificateLogin, CertificateRefusal>>;
+    /// The group of the device using the certificate with this common name; with `orgs`,
+    /// only among those organizations' certificates.
     fn group_by_common_name(
         &self,
         common_name: &str,

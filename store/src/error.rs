@@ -48,6 +48,35 @@ pub enum StoreError {
         /// Where in the merged configuration, and why.
         source: fleetmq_netjson::Invalid,
     },
+    /// A certificate or key a client gave (or asked for) is not acceptable; reported under
+    /// `field` (`__all__` when it is not one field's fault). Nothing was written.
+    #[error("{field}: {source}")]
+    Pki {
+        /// The API field at fault.
+        field: &'static str,
+        /// What the PKI says.
+        source: fleetmq_pki::PkiError,
+    },
+    /// A rule between objects would be broken (OpenWISP's model validation); nothing was
+    /// written.
+    #[error("{field}: {message}")]
+    Rule {
+        /// The API field at fault.
+        field: &'static str,
+        /// The message, as OpenWISP words it.
+        message: &'static str,
+    },
+    /// A sealed private key could not be opened: the server secret is not the one it was
+    /// sealed with, or the record was tampered with.
+    #[error(
+        "a private key in table {table} cannot be opened: {reason} (is --pki-secret the one this data was written with?)"
+    )]
+    Sealed {
+        /// Table holding the record.
+        table: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// Hashing a password failed.
     #[error("password hashing failed: {0}")]
     Password(String),

@@ -23,10 +23,6 @@ pub struct GroupFields {
     pub context: Map<String, Value>,
     /// Anything integrations want to keep with the group; never rendered.
     pub meta_data: Map<String, Value>,
-    /// Common names of the VPN-client certificates of the group's devices. fleetmq's stand-in
-    /// until certificates are stored (PKI): `GET /cert/{common_name}/group/` answers from it.
-    #[serde(default)]
-    pub cert_common_names: Vec<String>,
 }
 
 /// A stored device group.

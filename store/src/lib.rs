@@ -52,6 +52,7 @@ pub mod memo;
 pub mod organization;
 pub mod page;
 pub mod permission;
+pub mod pki;
 pub mod redb_backend;
 pub mod revocation;
 pub mod rollout;
@@ -68,7 +69,7 @@ use std::sync::Arc;
 
 pub use backend::{
     AccountStore, Backend, ConfigSettingsStore, ConfigStore, DeviceLogin, DevicePlane, DeviceStore,
-    FirmwareStore, LocationStore, MqttSession, NewCommand, UpgradeStore,
+    FirmwareStore, LocationStore, MqttSession, NewCommand, PkiStore, UpgradeStore,
 };
 pub use batch::{BatchError, DeviceTarget, FirmwareTarget, MassUpgrade, Narrowing, Targets};
 pub use blob::{BlobError, BlobKey, BlobStore, BlobWriter, StoredBlob};
@@ -102,6 +103,10 @@ pub use location::{
 pub use organization::{Organization, OrganizationFields, Slug};
 pub use page::{Page, PageRequest, Scope, Unique};
 pub use permission::{Action, Group, Resource};
+pub use pki::{
+    Ca, CaId, Cert, CertId, CertificateLogin, CertificateRefusal, Draft, Material, Origin, Relabel,
+    X509Fields,
+};
 pub use redb_backend::RedbBackend;
 pub use revocation::{LoginChange, LoginChanges};
 pub use rollout::{AbortThreshold, FailureRate, Limit, Rollout, RolloutError, Waves};
@@ -162,13 +167,21 @@ pub struct StoreOptions {
     /// Bytes redb may keep of the data file in memory (read cache and write buffer). The
     /// server's memory grows to about this much as the data is read and written, then stays.
     pub cache_bytes: usize,
+    /// The secret private keys are sealed with at rest. `None`: the secret kept in
+    /// [`PKI_SECRET_FILE`] beside the data file, generated (mode 0600) on first start.
+    pub pki_secret: Option<Vec<u8>>,
 }
+
+/// Where the server secret that seals private keys is kept inside the data directory when no
+/// `--pki-secret` is given.
+pub const PKI_SECRET_FILE: &str = "pki-secret";
 
 impl Default for StoreOptions {
     /// 256 MiB: the hot pages of tens of thousands of devices (redb's own default is 1 GiB).
     fn default() -> Self {
         Self {
             cache_bytes: 256 * 1024 * 1024,
+            pki_secret: None,
         }
     }
 }

@@ -38,6 +38,7 @@ mod devices;
 mod firmware;
 mod locations;
 mod paging;
+mod pki;
 mod record;
 mod upgrade;
 
@@ -52,6 +53,8 @@ pub struct RedbBackend {
     logins: crate::memo::Memo<DeviceId, crate::DeviceLogin>,
     changes: crate::LoginChanges,
     config_changes: crate::ConfigChanges,
+    /// Seals private keys (see [`crate::pki`]).
+    vault: fleetmq_pki::KeyVault,
 }
 
 impl RedbBackend {
@@ -67,6 +70,15 @@ impl RedbBackend {
         let db = Database::builder()
             .set_cache_size(options.cache_bytes)
             .create(dir.join(DATA_FILE))?;
+        let secret = match &options.pki_secret {
+            Some(secret) => secret.clone(),
+            None => fleetmq_pki::load_or_create_secret(&dir.join(crate::PKI_SECRET_FILE)).map_err(
+                |e| StoreError::Sealed {
+                    table: crate::PKI_SECRET_FILE,
+                    reason: e.to_string(),
+                },
+            )?,
+        };
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
@@ -147,7 +159,16 @@ impl RedbBackend {
             txn.open_table(GROUPS_BY_ORG)?;
             txn.open_table(GROUP_NAMES)?;
             txn.open_table(GROUP_DEVICES)?;
-            txn.open_table(GROUP_CERTS)?;
+            txn.open_table(CAS)?;
+            txn.open_table(CAS_BY_ORG)?;
+            txn.open_table(CAS_BY_SUBJECT)?;
+            txn.open_table(CRLS)?;
+            txn.open_table(REVOKED_SERIALS)?;
+            txn.open_table(CERTS)?;
+            txn.open_table(CERTS_BY_ORG)?;
+            txn.open_table(CA_CERTS)?;
+            txn.open_table(CERTS_BY_COMMON_NAME)?;
+            txn.open_table(DEVICE_CERTS)?;
             txn.open_table(ORG_CONFIG_SETTINGS)?;
             txn.open_table(ORG_SHARED_SECRETS)?;
         }
@@ -159,6 +180,7 @@ impl RedbBackend {
             logins: crate::memo::Memo::new(100_000),
             changes: crate::LoginChanges::default(),
             config_changes: crate::ConfigChanges::default(),
+            vault: fleetmq_pki::KeyVault::new(&secret),
         })
     }
 }

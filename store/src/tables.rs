@@ -8,7 +8,9 @@ use redb::TableDefinition;
 /// device groups, with indexes a build without them would not keep. 4: configuration checksums
 /// and organizations' configuration settings (secret index); a configuration stored by an older
 /// build has no checksum until its next change renders it.
-pub const SCHEMA_VERSION: u64 = 4;
+/// 5: certificate authorities and certificates (private keys sealed with the server secret);
+/// device groups no longer keep certificates' common names themselves.
+pub const SCHEMA_VERSION: u64 = 5;
 
 /// `"schema_version"` → version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -163,8 +165,28 @@ pub const GROUPS_BY_ORG: TableDefinition<&[u8], ()> = TableDefinition::new("grou
 pub const GROUP_NAMES: TableDefinition<&[u8], u128> = TableDefinition::new("group_names");
 /// group ‖ device → (): a group's devices.
 pub const GROUP_DEVICES: TableDefinition<&[u8], ()> = TableDefinition::new("group_devices");
-/// (certificate common name, group) → (): fleetmq's stand-in for VPN-client certificates.
-pub const GROUP_CERTS: TableDefinition<(&str, u128), ()> = TableDefinition::new("group_certs");
+
+/// CA id → CA (private keys sealed, see [`crate::pki`]).
+pub const CAS: TableDefinition<u128, &[u8]> = TableDefinition::new("cas");
+/// org (16 zero bytes for shared) ‖ created ‖ id → ().
+pub const CAS_BY_ORG: TableDefinition<&[u8], ()> = TableDefinition::new("cas_by_org");
+/// DER subject name ‖ id → (): the CAs a presented certificate's issuer may be.
+pub const CAS_BY_SUBJECT: TableDefinition<&[u8], ()> = TableDefinition::new("cas_by_subject");
+/// CA id → its current CRL (PEM), regenerated on every revocation.
+pub const CRLS: TableDefinition<u128, &str> = TableDefinition::new("crls");
+/// CA ‖ decimal serial → revocation time (µs): revoked, renewed and deleted certificates.
+pub const REVOKED_SERIALS: TableDefinition<&[u8], i64> = TableDefinition::new("revoked_serials");
+/// cert id → certificate (private keys sealed).
+pub const CERTS: TableDefinition<u128, &[u8]> = TableDefinition::new("certs");
+/// org (16 zero bytes for shared) ‖ created ‖ id → ().
+pub const CERTS_BY_ORG: TableDefinition<&[u8], ()> = TableDefinition::new("certs_by_org");
+/// CA ‖ cert → () (a CA's certificates are renewed and deleted with it).
+pub const CA_CERTS: TableDefinition<&[u8], ()> = TableDefinition::new("ca_certs");
+/// (common name, cert id) → () (`/cert/{common_name}/group/`).
+pub const CERTS_BY_COMMON_NAME: TableDefinition<(&str, u128), ()> =
+    TableDefinition::new("certs_by_common_name");
+/// device ‖ cert → (): certificates issued to a device.
+pub const DEVICE_CERTS: TableDefinition<&[u8], ()> = TableDefinition::new("device_certs");
 
 /// organization → its configuration settings (registration, shared secret, variables).
 pub const ORG_CONFIG_SETTINGS: TableDefinition<u128, &[u8]> =

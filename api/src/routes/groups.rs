@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{Add, Authorized, Caller, Change, Delete, DeviceGroups, View};
-use crate::body::{Body, Bounded, NonBlank, Pk, REQUIRED, does_not_exist};
+use crate::body::{Body, NonBlank, Pk, REQUIRED, does_not_exist};
 use crate::extract::PathId;
 use crate::filters::{BoolFilter, Filters, UuidFilter};
 use crate::pagination::{PageQuery, Paginated, Paging};
@@ -47,9 +47,6 @@ pub struct DeviceGroupView {
     /// Data for integrations; never rendered.
     #[schema(value_type = Object)]
     pub meta_data: Map<String, Value>,
-    /// fleetmq's stand-in until certificates are stored: common names of the VPN-client
-    /// certificates of the group's devices (answers `/cert/{common_name}/group/`).
-    pub cert_common_names: Vec<String>,
     /// Creation time.
     pub created: String,
     /// Last change.
@@ -66,7 +63,6 @@ pub(crate) fn view(g: DeviceGroup) -> DeviceGroupView {
         templates: f.templates,
         context: f.context,
         meta_data: f.meta_data,
-        cert_common_names: f.cert_common_names,
         created: g.created.to_string(),
         modified: g.modified.to_string(),
     }
@@ -94,10 +90,6 @@ pub struct DeviceGroupWrite {
     /// Data for integrations; never rendered.
     #[schema(nullable = false)]
     meta_data: Option<Map<String, Value>>,
-    /// fleetmq's stand-in until certificates are stored: common names of the VPN-client
-    /// certificates of the group's devices.
-    #[schema(nullable = false)]
-    cert_common_names: Option<Vec<Bounded<64>>>,
 }
 
 impl DeviceGroupWrite {
@@ -144,7 +136,6 @@ impl DeviceGroupWrite {
             templates: Vec::new(),
             context: Map::new(),
             meta_data: Map::new(),
-            cert_common_names: Vec::new(),
         });
         fields.organization = organization;
         fields.templates = templates;
@@ -159,9 +150,6 @@ impl DeviceGroupWrite {
         }
         if let Some(v) = self.meta_data {
             fields.meta_data = v;
-        }
-        if let Some(v) = self.cert_common_names {
-            fields.cert_common_names = v.into_iter().map(|c| c.0).collect();
         }
         Ok(fields)
     }
@@ -342,9 +330,9 @@ pub struct CertGroupQuery {
     org: Option<String>,
 }
 
-/// The device group of the device using a VPN-client certificate, by the certificate's common
-/// name (layer 2 tunnels, captive portals). Until certificates are stored, a group lists its
-/// certificates' common names itself (`cert_common_names`).
+/// The device group of the device using a certificate, by the certificate's common name
+/// (layer 2 tunnels, captive portals): the first certificate with that name (in the given
+/// organizations) that was issued to a device, and that device's group.
 #[utoipa::path(get, path = "/api/v1/controller/cert/{common_name}/group/", tag = "groups",
     params(("common_name" = String, Path, description = "The certificate's common name"),
         CertGroupQuery),

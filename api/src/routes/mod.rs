@@ -15,6 +15,7 @@ pub mod groups;
 pub mod health;
 pub mod locations;
 pub mod organizations;
+pub mod pki;
 pub mod system_update;
 pub mod telemetry;
 pub mod templates;

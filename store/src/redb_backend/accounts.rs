@@ -156,6 +156,7 @@ impl AccountStore for RedbBackend {
             super::configuration::delete_org_configuration_in(&txn, id)?;
             super::config_settings::delete_org_settings_in(&txn, id)?;
             super::locations::delete_org_locations_in(&txn, id)?;
+            super::pki::delete_org_pki_in(self, &txn, id)?;
             // Memberships go too.
             let member_ids = ids_paired_with(&txn.open_table(ORGANIZATION_MEMBERS)?, &id.bytes())?;
             for user in member_ids {

@@ -409,10 +409,6 @@ fn insert_group_in(txn: &WriteTransaction, group: &DeviceGroup) -> Result<()> {
     for t in &f.templates {
         uses.insert(cat(&[t.as_bytes(), &group.id.bytes()]).as_slice(), ())?;
     }
-    let mut certs = txn.open_table(GROUP_CERTS)?;
-    for cn in &f.cert_common_names {
-        certs.insert((cn.as_str(), group.id.key()), ())?;
-    }
     Ok(())
 }
 
@@ -427,10 +423,6 @@ fn remove_group_in(txn: &WriteTransaction, group: &DeviceGroup) -> Result<()> {
     let mut uses = txn.open_table(TEMPLATE_GROUPS)?;
     for t in &f.templates {
         uses.remove(cat(&[t.as_bytes(), &group.id.bytes()]).as_slice())?;
-    }
-    let mut certs = txn.open_table(GROUP_CERTS)?;
-    for cn in &f.cert_common_names {
-        certs.remove((cn.as_str(), group.id.key()))?;
     }
     Ok(())
 }
@@ -749,29 +741,5 @@ impl ConfigStore for RedbBackend {
             items.push(g);
         }
         Ok(paged(items, page))
-    }
-
-    fn group_by_common_name(
-        &self,
-        common_name: &str,
-        orgs: Option<Vec<OrgId>>,
-    ) -> Result<Option<DeviceGroup>> {
-        let txn = self.db.begin_read()?;
-        let certs = txn.open_table(GROUP_CERTS)?;
-        let table = txn.open_table(GROUPS)?;
-        let mut found: Vec<DeviceGroup> = Vec::new();
-        for entry in certs.range((common_name, 0u128)..=(common_name, u128::MAX))? {
-            let (key, _) = entry?;
-            if let Some(g) = get_record::<DeviceGroup>(&table, "groups", key.value().1)?
-                && orgs
-                    .as_ref()
-                    .is_none_or(|orgs| orgs.contains(&g.fields.organization))
-            {
-                found.push(g);
-            }
-        }
-        // The oldest claim wins, so the answer does not depend on ids.
-        found.sort_by_key(|g| g.created);
-        Ok(found.into_iter().next())
     }
 }

@@ -1,0 +1,111 @@
+//! Private keys at rest: the data file alone reveals none, and another server secret cannot
+//! open them; revocations survive a restart.
+
+use fleetmq_store::pki::{default_ca_validity_end, default_validity_start};
+use fleetmq_store::{
+    AccountStore, Draft, OrganizationFields, Origin, PKI_SECRET_FILE, PkiStore, RedbBackend, Slug,
+    StoreError, StoreOptions, Timestamp, X509Fields,
+};
+
+fn ca_draft(org: Option<fleetmq_store::OrgId>) -> Draft {
+    let now = Timestamp::now();
+    Draft {
+        fields: X509Fields {
+            name: "root".into(),
+            organization: org,
+            notes: String::new(),
+            key_length: "256".into(),
+            digest: "sha256".into(),
+            validity_start: default_validity_start(now),
+            validity_end: default_ca_validity_end(now),
+            country_code: String::new(),
+            state: String::new(),
+            city: String::new(),
+            organization_name: String::new(),
+            organizational_unit_name: String::new(),
+            email: String::new(),
+            common_name: "Root".into(),
+            extensions: Vec::new(),
+        },
+        origin: Origin::Generate {
+            passphrase: String::new(),
+            serial: None,
+        },
+    }
+}
+
+/// The base64 body lines of a PEM block (what a leak would contain).
+fn pem_body(pem: &str) -> Vec<String> {
+    pem.lines()
+        .filter(|l| !l.starts_with("-----") && l.len() > 40)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_data_file_alone_reveals_no_private_key() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (key, id) = {
+        let db = RedbBackend::open(dir.path()).expect("store opens");
+        let org = db
+            .create_organization(OrganizationFields {
+                name: "Acme".into(),
+                slug: Slug::parse("acme").expect("slug"),
+                description: String::new(),
+                email: String::new(),
+                url: String::new(),
+                is_active: true,
+            })
+            .expect("organization");
+        let ca = db.create_ca(ca_draft(Some(org.id))).expect("CA created");
+        (ca.material.signing_key.clone(), ca.id)
+    };
+    let secret = dir.path().join(PKI_SECRET_FILE);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secret)
+            .expect("secret file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the secret file is private");
+    }
+    let file =
+        std::fs::read(dir.path().join(fleetmq_store::redb_backend::DATA_FILE)).expect("data file");
+    let text = String::from_utf8_lossy(&file);
+    for line in pem_body(&key) {
+        assert!(
+            !text.contains(&line),
+            "the data file holds the key in clear"
+        );
+    }
+
+    // Kept apart from its secret, the data file does not open the key.
+    std::fs::remove_file(&secret).expect("secret removed");
+    let other = StoreOptions {
+        pki_secret: Some(b"another secret of at least thirty-two bytes".to_vec()),
+        ..StoreOptions::default()
+    };
+    let db = RedbBackend::open_with(dir.path(), &other).expect("store opens");
+    assert!(matches!(db.ca(id), Err(StoreError::Sealed { .. })));
+}
+
+#[test]
+fn a_revocation_survives_a_restart_and_is_in_the_next_crl() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (ca, cert) = {
+        let db = RedbBackend::open(dir.path()).expect("store opens");
+        let ca = db.create_ca(ca_draft(None)).expect("CA created");
+        let mut draft = ca_draft(None);
+        draft.fields.name = "leaf".into();
+        draft.fields.common_name = "leaf".into();
+        let cert = db.create_cert(ca.id, draft).expect("certificate");
+        db.revoke_cert(cert.id).expect("revoked");
+        (ca.id, cert.id)
+    };
+    let db = RedbBackend::open(dir.path()).expect("store reopens");
+    let cert = db.cert(cert).expect("read").expect("kept");
+    assert!(cert.revoked);
+    let crl = db.ca_crl(ca).expect("read").expect("a CRL");
+    assert!(crl.starts_with("-----BEGIN X509 CRL-----"), "{crl}");
+}
