@@ -56,7 +56,7 @@ pub async fn upgrade_demo(
         .context("looking up the organization")?;
 
     let credentials = credentials(options, bars).await?;
-    let configs = device_configs(options, &credentials);
+    let configs = device_configs(options, &credentials)?;
     let devices = configs.len();
     let faults = options.faults;
     let offline = faults

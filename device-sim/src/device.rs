@@ -18,7 +18,7 @@ use fleetmq_protocol::{
     CommandRequest, CommandResult, ConfigNotice, ConfigReport, ErrorNotice, Presence,
     PresenceStatus, Telemetry,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -32,6 +32,7 @@ use crate::behaviour::{AfterAnswer, Position, Vitals, answer};
 use crate::configuration::{self, ConfigAgent, NoticeAction};
 use crate::mqtt::{self, Connect, Incoming, QoS, Will};
 use crate::stats::{Stats, StatsSnapshot, UpgradeSnapshot};
+use crate::tls::DeviceTls;
 use crate::update::{self, DownloadNews, Effect, Fault, Finish, UpdateAgent};
 
 /// Largest packet the device accepts from the broker; commands are small.
@@ -55,7 +56,8 @@ pub struct DeviceConfig {
     pub org_slug: String,
     /// Device id (UUID text): client id, user name and topic level 3.
     pub device_id: String,
-    /// Device key: the MQTT password.
+    /// Device key: the MQTT password (unused when [`tls`](Self::tls) logs in with a client
+    /// certificate).
     pub key: String,
     /// Announced in the online presence.
     pub model: String,
@@ -85,11 +87,15 @@ pub struct DeviceConfig {
     pub install_time: Duration,
     /// A misbehaviour to simulate; `None` is a well-behaved device.
     pub fault: Option<Fault>,
+    /// MQTT over TLS (to a TLS listener at `mqtt_addr`), with a client certificate or not;
+    /// `None` is plain TCP.
+    pub tls: Option<DeviceTls>,
 }
 
 impl DeviceConfig {
     /// A device with a plausible identity, telemetry every 10 s, coordinates every 60 s,
-    /// 60 s keep-alive, instant reboots and installations, no source address, no fault.
+    /// 60 s keep-alive, instant reboots and installations, no source address, no fault, plain
+    /// TCP.
     pub fn new(
         mqtt_addr: SocketAddr,
         org_slug: impl Into<String>,
@@ -114,6 +120,7 @@ impl DeviceConfig {
             source_ip: None,
             install_time: Duration::ZERO,
             fault: None,
+            tls: None,
         }
     }
 }
@@ -534,7 +541,7 @@ impl Device {
                 }
             }
         };
-        let (mut stream, mut rbuf) = {
+        let (mut link, mut rbuf) = {
             let connecting = timeout(self.config.connect_timeout, self.connect());
             tokio::pin!(connecting);
             loop {
@@ -553,16 +560,25 @@ impl Device {
             }
         };
         let mut announced = false;
-        let end = self
-            .serve(&mut stream, &mut rbuf, control, handshake, &mut announced)
-            .await;
+        let end = match &mut link {
+            Link::Plain(tcp) => {
+                let (rd, wr) = tcp.split();
+                self.serve(rd, wr, &mut rbuf, control, handshake, &mut announced)
+                    .await
+            }
+            Link::Tls(tls) => {
+                let (rd, wr) = tokio::io::split(tls.as_mut());
+                self.serve(rd, wr, &mut rbuf, control, handshake, &mut announced)
+                    .await
+            }
+        };
         if announced {
             self.stats.set_connected(false);
         }
         end
     }
 
-    async fn connect(&self) -> Result<(TcpStream, BytesMut), SimError> {
+    async fn connect(&self) -> Result<(Link, BytesMut), SimError> {
         let addr = self.config.mqtt_addr;
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
@@ -572,14 +588,39 @@ impl Device {
         if let Some(ip) = self.config.source_ip {
             socket.bind(SocketAddr::new(ip, 0))?;
         }
-        let mut stream = socket.connect(addr).await?;
-        stream.set_nodelay(true)?;
+        let tcp = socket.connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        match &self.config.tls {
+            None => {
+                let mut tcp = tcp;
+                let rbuf = self.mqtt_connect(&mut tcp).await?;
+                Ok((Link::Plain(tcp), rbuf))
+            }
+            Some(tls) => {
+                let mut stream = tls.connector().connect(tls.server_name(), tcp).await?;
+                let rbuf = self.mqtt_connect(&mut stream).await?;
+                Ok((Link::Tls(Box::new(stream)), rbuf))
+            }
+        }
+    }
+
+    /// CONNECT, then CONNACK: what is read past the CONNACK stays in the returned buffer.
+    async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+    ) -> Result<BytesMut, SimError> {
+        // A device with a client certificate is who its certificate says: no key is sent.
+        let certificate_login = self
+            .config
+            .tls
+            .as_ref()
+            .is_some_and(DeviceTls::with_certificate_login);
         let mut wbuf = BytesMut::with_capacity(256);
         mqtt::encode_connect(
             &Connect {
                 client_id: &self.config.device_id,
-                username: &self.config.device_id,
-                password: self.config.key.as_bytes(),
+                login: (!certificate_login)
+                    .then_some((self.config.device_id.as_str(), self.config.key.as_bytes())),
                 keep_alive: u16::try_from(self.config.keep_alive.as_secs()).unwrap_or(u16::MAX),
                 clean_session: true,
                 will: Some(Will {
@@ -592,10 +633,11 @@ impl Device {
             &mut wbuf,
         );
         stream.write_all(&wbuf).await?;
+        stream.flush().await?;
         let mut rbuf = BytesMut::with_capacity(512);
         loop {
             match mqtt::decode(&mut rbuf, MAX_PACKET)? {
-                Some(Incoming::ConnAck { code: 0, .. }) => return Ok((stream, rbuf)),
+                Some(Incoming::ConnAck { code: 0, .. }) => return Ok(rbuf),
                 Some(Incoming::ConnAck { code, .. }) => return Err(SimError::Refused { code }),
                 Some(_) => return Err(SimError::Protocol("expected CONNACK")),
                 None => {}
@@ -609,15 +651,19 @@ impl Device {
     }
 
     /// The connected loop: reads and answers, publishes on timers, obeys the handle.
-    async fn serve(
+    async fn serve<R, W>(
         &mut self,
-        stream: &mut TcpStream,
+        mut rd: R,
+        mut wr: W,
         rbuf: &mut BytesMut,
         control: &mut mpsc::Receiver<Control>,
         mut handshake: Option<OwnedSemaphorePermit>,
         announced: &mut bool,
-    ) -> End {
-        let (mut rd, mut wr) = stream.split();
+    ) -> End
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         let mut wbuf = BytesMut::with_capacity(512);
         let pkid = self.pkid();
         mqtt::encode_publish(
@@ -653,6 +699,9 @@ impl Device {
         let mut reboot_after: Option<u16> = None;
         let mut last_acked: Option<u16> = None;
         let mut subscribed = false;
+        // Bytes handed to the writer that a TLS writer may still hold (it passes on what the
+        // socket takes now and keeps the rest until the next write or a flush).
+        let mut unflushed = false;
 
         'serving: loop {
             // Every complete packet already buffered first: bytes that arrived together with
@@ -719,11 +768,16 @@ impl Device {
                         Err(e) => return End::Lost(e.to_string()),
                     }
                 }
-                written = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => match written {
-                    Ok(0) => return End::Lost("the broker closed the connection".to_owned()),
-                    Ok(_) => {}
-                    Err(e) => return End::Lost(e.to_string()),
-                },
+                written = write_or_flush(&mut wr, &mut wbuf), if !wbuf.is_empty() || unflushed => {
+                    match written {
+                        Ok(Written::Bytes(0)) => {
+                            return End::Lost("the broker closed the connection".to_owned());
+                        }
+                        Ok(Written::Bytes(_)) => unflushed = true,
+                        Ok(Written::Flushed) => unflushed = false,
+                        Err(e) => return End::Lost(e.to_string()),
+                    }
+                }
                 () = tick(&mut telemetry) => self.publish_telemetry(&mut wbuf),
                 () = tick(&mut coordinates) => self.publish_coordinates(&mut wbuf),
                 _ = ping.tick() => {
@@ -761,7 +815,7 @@ impl Device {
                 },
             }
         }
-        self.goodbye(stream, wbuf).await;
+        self.goodbye(&mut rd, &mut wr, wbuf).await;
         End::Stopped
     }
 
@@ -1008,7 +1062,11 @@ impl Device {
 
     /// A clean shutdown: retained offline presence, DISCONNECT (so the broker drops the
     /// will), then wait for the broker to close so nothing queued is lost to a reset.
-    async fn goodbye(&mut self, stream: &mut TcpStream, mut wbuf: BytesMut) {
+    async fn goodbye<R, W>(&mut self, rd: &mut R, wr: &mut W, mut wbuf: BytesMut)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         mqtt::encode_publish(
             &self.topics.presence,
             &self.offline,
@@ -1020,15 +1078,45 @@ impl Device {
         self.stats.add(&self.stats.published);
         mqtt::encode_disconnect(&mut wbuf);
         let closed = async {
-            stream.write_all(&wbuf).await?;
-            stream.shutdown().await?;
+            wr.write_all(&wbuf).await?;
+            wr.flush().await?;
+            wr.shutdown().await?;
             let mut sink = [0u8; 256];
-            while stream.read(&mut sink).await? > 0 {}
+            while rd.read(&mut sink).await? > 0 {}
             Ok::<_, std::io::Error>(())
         };
         if let Ok(Err(e)) = timeout(GOODBYE_WAIT, closed).await {
             tracing::debug!(device_id = %self.config.device_id, error = %e, "unclean goodbye");
         }
+    }
+}
+
+/// A device's connection to the broker once CONNACK accepted it.
+enum Link {
+    /// MQTT directly on TCP.
+    Plain(TcpStream),
+    /// MQTT over TLS (boxed: the TLS state is large next to a TCP stream).
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// What one turn of the writer did.
+enum Written {
+    /// Bytes taken from the write buffer.
+    Bytes(usize),
+    /// Everything taken earlier is on its way to the socket.
+    Flushed,
+}
+
+/// Writes what is buffered, or, once the buffer is empty, flushes what the writer may hold
+/// back. Either step is safe to cancel (the select loop drops it for any other event).
+async fn write_or_flush<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    wbuf: &mut BytesMut,
+) -> std::io::Result<Written> {
+    if wbuf.is_empty() {
+        wr.flush().await.map(|()| Written::Flushed)
+    } else {
+        wr.write_buf(wbuf).await.map(Written::Bytes)
     }
 }
 

@@ -20,6 +20,9 @@ pub enum SimError {
     /// The broker sent a valid packet at the wrong moment.
     #[error("protocol error: {0}")]
     Protocol(&'static str),
+    /// A TLS file (CA, client certificate, key) could not be read or used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The connection or the handshake took longer than the connect timeout.
     #[error("timed out connecting to the broker")]
     Timeout,

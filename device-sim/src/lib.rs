@@ -6,8 +6,10 @@
 //! `online` (retained), subscribes to its `down/#`, publishes telemetry and coordinates on
 //! timers, answers commands (`custom`, `reboot`, `change_password`) and npm.system_update
 //! requests (fetch an image over HTTP, init, start, install, reboot: see [`update`]), and
-//! reconnects with backoff when the broker drops it. Tests drive one device through a [`SimHandle`]; the
-//! `fleetmq-sim` binary drives thousands through a [`Fleet`].
+//! reconnects with backoff when the broker drops it. Over TLS (`--mqtt-ca`) a device may log
+//! in with a client certificate instead, sending no username or password (see [`tls`]).
+//! Tests drive one device through a [`SimHandle`]; the `fleetmq-sim` binary drives thousands
+//! through a [`Fleet`].
 //!
 //! # Why a hand-written MQTT client
 //! The load generator must hold ~19,000 connections in one process. rumqttc (already in the
@@ -53,6 +55,8 @@
 //! - [`behaviour`]: what a device answers to commands and what its telemetry and position
 //!   look like (pure, unit-tested).
 //! - [`mqtt`]: the MQTT 3.1.1 client codec.
+//! - [`tls`]: MQTT over TLS: the trusted server certificate, and client certificate login
+//!   ([`DeviceTls`]).
 //! - [`stats`]: [`Stats`], the fleet-wide counters behind the progress bars and the summary.
 //! - [`update`]: the device side of npm.system_update 2.0 (images, update state machine,
 //!   downloads) and the [`Fault`]s a device can simulate.
@@ -82,10 +86,12 @@ pub mod registration;
 pub mod report;
 pub mod run;
 pub mod stats;
+pub mod tls;
 pub mod update;
 
 pub use device::{DeviceConfig, SimDevice, SimEvent, SimHandle};
 pub use error::SimError;
 pub use fleet::{FaultMix, Fleet, FleetOptions};
 pub use stats::{Stats, StatsSnapshot};
+pub use tls::{ClientCertificate, DeviceTls, TrustedServer};
 pub use update::Fault;

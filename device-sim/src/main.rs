@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 use fleetmq_sim::FaultMix;
 use fleetmq_sim::demo::{self, DemoOptions};
 use fleetmq_sim::firmware::Rollout;
-use fleetmq_sim::run::{self, RunOptions};
+use fleetmq_sim::run::{self, RunOptions, TlsOptions};
 use indicatif::MultiProgress;
 
 /// Simulated fleetmq devices: a demo and a load generator.
@@ -41,6 +41,25 @@ struct Cli {
     /// Broker address.
     #[arg(long, env = "FLEETMQ_MQTT", default_value = "127.0.0.1:1883")]
     mqtt: SocketAddr,
+    /// MQTT over TLS: trust this PEM certificate (the server's, e.g.
+    /// `<data-dir>/tls/mqtt-cert.pem`, or its CA); `--mqtt` is then the TLS listener
+    /// (default port 8883).
+    #[arg(long, env = "FLEETMQ_MQTT_CA")]
+    mqtt_ca: Option<PathBuf>,
+    /// The name the server certificate must carry (default: the `--mqtt` IP address).
+    #[arg(long, requires = "mqtt_ca")]
+    mqtt_server_name: Option<String>,
+    /// Log in with this PEM client certificate instead of the device key (one device; with
+    /// --client-key and --mqtt-ca).
+    #[arg(long, requires_all = ["client_key", "mqtt_ca"], conflicts_with = "client_cert_dir")]
+    client_cert: Option<PathBuf>,
+    /// The private key (PEM) of --client-cert.
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// A fleet's client certificates: `<device_id>.pem` and `<device_id>.key` per device;
+    /// devices without them log in with their key (with --mqtt-ca).
+    #[arg(long, requires = "mqtt_ca")]
+    client_cert_dir: Option<PathBuf>,
     /// `id,key` CSV: devices are read from it; devices registered by this run are added to it.
     #[arg(long)]
     csv: Option<PathBuf>,
@@ -143,6 +162,12 @@ impl Cli {
             register_concurrency: self.register_concurrency,
             install_time: self.install_time,
             faults: self.faults(),
+            tls: self.mqtt_ca.clone().map(|ca| TlsOptions {
+                ca,
+                server_name: self.mqtt_server_name.clone(),
+                client_cert: self.client_cert.clone().zip(self.client_key.clone()),
+                client_cert_dir: self.client_cert_dir.clone(),
+            }),
         }
     }
 }
@@ -295,7 +320,7 @@ async fn main() -> anyhow::Result<()> {
         return demo::upgrade_demo(&options, &args.demo_options(), &bars).await;
     }
     let credentials = run::credentials(&options, &bars).await?;
-    let configs = run::device_configs(&options, &credentials);
+    let configs = run::device_configs(&options, &credentials)?;
     let summary = run::run_fleet(&options, configs, &bars).await;
     print!("{summary}");
     Ok(())

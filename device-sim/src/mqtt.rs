@@ -36,10 +36,9 @@ pub struct Will<'a> {
 pub struct Connect<'a> {
     /// Client identifier (the device id).
     pub client_id: &'a str,
-    /// User name (the device id).
-    pub username: &'a str,
-    /// Password (the device key).
-    pub password: &'a [u8],
+    /// User name and password (the device id and key); `None` for a device that logs in with
+    /// its TLS client certificate.
+    pub login: Option<(&'a str, &'a [u8])>,
     /// Keep-alive in seconds; the broker closes a connection silent for 1.5 times this.
     pub keep_alive: u16,
     /// Start from a fresh session (and discard it on disconnect).
@@ -143,7 +142,10 @@ fn put_str(out: &mut BytesMut, s: &[u8]) {
 
 /// Appends a CONNECT packet.
 pub fn encode_connect(c: &Connect<'_>, out: &mut BytesMut) {
-    let mut len = 10 + 2 + c.client_id.len() + 2 + c.username.len() + 2 + c.password.len();
+    let mut len = 10 + 2 + c.client_id.len();
+    if let Some((username, password)) = c.login {
+        len += 2 + username.len() + 2 + password.len();
+    }
     if let Some(w) = &c.will {
         len += 2 + w.topic.len() + 2 + w.payload.len();
     }
@@ -152,7 +154,7 @@ pub fn encode_connect(c: &Connect<'_>, out: &mut BytesMut) {
     put_remaining_length(out, len);
     put_str(out, b"MQTT");
     out.put_u8(4); // protocol level 3.1.1
-    let mut flags = 0x80 | 0x40; // username, password
+    let mut flags = if c.login.is_some() { 0x80 | 0x40 } else { 0 }; // username, password
     if c.clean_session {
         flags |= 0x02;
     }
@@ -169,8 +171,10 @@ pub fn encode_connect(c: &Connect<'_>, out: &mut BytesMut) {
         put_str(out, w.topic.as_bytes());
         put_str(out, w.payload);
     }
-    put_str(out, c.username.as_bytes());
-    put_str(out, c.password);
+    if let Some((username, password)) = c.login {
+        put_str(out, username.as_bytes());
+        put_str(out, password);
+    }
 }
 
 /// Appends a PUBLISH packet; `pkid` is used only for QoS 1.
@@ -335,8 +339,7 @@ mod tests {
             encode_connect(
                 &Connect {
                     client_id: "d",
-                    username: "u",
-                    password: b"pw",
+                    login: Some(("u", b"pw")),
                     keep_alive: 60,
                     clean_session: true,
                     will: Some(Will {
@@ -371,8 +374,7 @@ mod tests {
             encode_connect(
                 &Connect {
                     client_id: "d",
-                    username: "u",
-                    password: b"",
+                    login: Some(("u", b"")),
                     keep_alive: 0,
                     clean_session: false,
                     will: None,
@@ -381,6 +383,31 @@ mod tests {
             )
         });
         assert_eq!(packet[9], 0xC0);
+    }
+
+    #[test]
+    fn connect_for_a_certificate_login_carries_no_username_or_password() {
+        let packet = bytes(|out| {
+            encode_connect(
+                &Connect {
+                    client_id: "d",
+                    login: None,
+                    keep_alive: 60,
+                    clean_session: true,
+                    will: None,
+                },
+                out,
+            )
+        });
+        let expected: Vec<u8> = [
+            &[0x10, 13][..],
+            &[0, 4, b'M', b'Q', b'T', b'T', 4],
+            &[0x02],
+            &[0, 60],
+            &[0, 1, b'd'],
+        ]
+        .concat();
+        assert_eq!(packet, expected);
     }
 
     #[test]

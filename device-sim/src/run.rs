@@ -15,7 +15,8 @@ use crate::fleet::source_ip_for;
 use crate::progress::bar;
 use crate::registration::{self, ApiClient, Credentials};
 use crate::report::{RunSummary, memory_kib};
-use crate::{DeviceConfig, FaultMix, Fleet, FleetOptions};
+use crate::tls::{ClientCertificate, DeviceTls, TrustedServer};
+use crate::{DeviceConfig, FaultMix, Fleet, FleetOptions, SimError};
 
 /// Everything a run is told from the outside (the `fleetmq-sim` flags before any
 /// subcommand): where the API and the broker are, which devices, and the load's shape.
@@ -57,6 +58,62 @@ pub struct RunOptions {
     pub install_time: Duration,
     /// The share of devices given each fault.
     pub faults: FaultMix,
+    /// MQTT over TLS to the broker's TLS listener at `mqtt`; `None` is plain TCP.
+    pub tls: Option<TlsOptions>,
+}
+
+/// How a run's devices speak TLS (`--mqtt-ca` and the client certificate flags).
+#[derive(Debug, Clone)]
+pub struct TlsOptions {
+    /// PEM certificate(s) to trust: the server's (e.g. `<data-dir>/tls/mqtt-cert.pem`) or its CA.
+    pub ca: PathBuf,
+    /// The name the server certificate is checked against; default: the broker's IP address.
+    pub server_name: Option<String>,
+    /// One device's certificate and key (`--client-cert`, `--client-key`); runs one device.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// `<device_id>.pem` and `<device_id>.key` per device (`--client-cert-dir`); devices
+    /// without files there log in with their key.
+    pub client_cert_dir: Option<PathBuf>,
+}
+
+impl TlsOptions {
+    /// One [`DeviceTls`] per device id, in order: certificate login where the options give
+    /// the device a certificate, key login over TLS otherwise (one shared configuration).
+    pub fn for_devices(
+        &self,
+        mqtt: SocketAddr,
+        device_ids: &[String],
+    ) -> Result<Vec<DeviceTls>, SimError> {
+        let name = match &self.server_name {
+            Some(name) => TrustedServer::parse_name(name)?,
+            None => TrustedServer::name_of(mqtt.ip()),
+        };
+        let server = TrustedServer::from_file(&self.ca, name)?;
+        let with_key = DeviceTls::with_key(&server)?;
+        if let Some((cert, key)) = &self.client_cert {
+            if device_ids.len() != 1 {
+                return Err(SimError::Tls(format!(
+                    "--client-cert is one device's certificate, but {} devices run;                      use --client-cert-dir for a fleet",
+                    device_ids.len()
+                )));
+            }
+            let certificate = ClientCertificate::from_files(cert, key)?;
+            return Ok(vec![DeviceTls::with_certificate(&server, certificate)?]);
+        }
+        device_ids
+            .iter()
+            .map(|id| {
+                let certificate = match &self.client_cert_dir {
+                    Some(dir) => ClientCertificate::from_dir(dir, id)?,
+                    None => None,
+                };
+                match certificate {
+                    Some(certificate) => DeviceTls::with_certificate(&server, certificate),
+                    None => Ok(with_key.clone()),
+                }
+            })
+            .collect()
+    }
 }
 
 /// The devices to run: from the CSV, then reused `sim-…` devices, then newly registered
@@ -127,14 +184,39 @@ pub async fn credentials(
     Ok(devices)
 }
 
-/// One [`DeviceConfig`] per device, spread over source addresses and around Rome.
-pub fn device_configs(options: &RunOptions, credentials: &[Credentials]) -> Vec<DeviceConfig> {
+/// One [`DeviceConfig`] per device, spread over source addresses and around Rome, over TLS
+/// (with their client certificates) when the options say so.
+pub fn device_configs(
+    options: &RunOptions,
+    credentials: &[Credentials],
+) -> Result<Vec<DeviceConfig>, SimError> {
     let every = |d: Duration| (!d.is_zero()).then_some(d);
-    credentials
+    let ids: Vec<String> = credentials.iter().map(|c| c.id.to_string()).collect();
+    let mut tls = match &options.tls {
+        Some(tls) => tls
+            .for_devices(options.mqtt, &ids)?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => vec![None; ids.len()],
+    };
+    let with_certificate = tls
         .iter()
+        .flatten()
+        .filter(|t| t.with_certificate_login())
+        .count();
+    if options.tls.is_some() {
+        tracing::info!(
+            devices = ids.len(),
+            with_certificate,
+            "devices connect over TLS"
+        );
+    }
+    let configs = credentials
+        .iter()
+        .zip(ids)
         .enumerate()
-        .map(|(i, c)| {
-            let id = c.id.to_string();
+        .map(|(i, (c, id))| {
             let mut config = DeviceConfig::new(options.mqtt, &options.org, &id, &c.key);
             config.telemetry_interval = every(options.telemetry_interval);
             config.coordinates_interval = every(options.coordinates_interval);
@@ -142,6 +224,7 @@ pub fn device_configs(options: &RunOptions, credentials: &[Credentials]) -> Vec<
             config.connect_timeout = options.mqtt_connect_timeout;
             config.source_ip = source_ip_for(i, options.mqtt);
             config.install_time = options.install_time;
+            config.tls = tls.get_mut(i).and_then(Option::take);
             // Spread the fleet over ~50 km around Rome.
             config.home = (
                 12.4964 + rand::random_range(-0.25..0.25),
@@ -149,7 +232,8 @@ pub fn device_configs(options: &RunOptions, credentials: &[Credentials]) -> Vec<
             );
             config
         })
-        .collect()
+        .collect();
+    Ok(configs)
 }
 
 /// Starts the fleet, waits for it to connect, keeps it running for `--duration` (or until
