@@ -24,6 +24,8 @@
 //! - `render`: the whole config → files.
 //! - `archive`: files → tar.gz, and its checksum.
 //! - `timezones`: zone names → POSIX TZ strings.
+//! - `vpn`: VPN servers (OpenVPN, WireGuard, VXLAN over WireGuard): their archives, keys,
+//!   addresses, and the client configuration devices get.
 
 mod archive;
 mod backend;
@@ -36,6 +38,7 @@ mod system;
 mod timezones;
 mod uci;
 mod variables;
+pub mod vpn;
 mod wireless;
 
 pub use archive::{archive, checksum};

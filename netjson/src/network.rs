@@ -634,6 +634,38 @@ pub(crate) fn is_strict_network(text: &str) -> Option<IpAddr> {
     ok.then_some(ip)
 }
 
+/// `wireguard_peers` → `config wireguard_<interface> 'wgpeer_<interface>[_<n>]'` sections in the
+/// `network` package (netjsonconfig's OpenWrt `WireguardPeers` converter: OpenWrt's section type
+/// names the interface the peer belongs to).
+pub(crate) fn wireguard_peers(config: &Obj, packages: &mut Packages) {
+    let Some(Value::Array(list)) = config.get("wireguard_peers") else {
+        return;
+    };
+    let mut sections = Vec::new();
+    for (index, peer) in list.iter().enumerate() {
+        let Value::Object(peer) = peer else { continue };
+        let mut peer = peer.clone();
+        let interface = peer
+            .remove("interface")
+            .map(|i| crate::uci::python_str(&i))
+            .unwrap_or_default()
+            .replace('-', "_");
+        let mut name = format!("wgpeer_{interface}");
+        if index > 0 {
+            name = format!("{name}_{}", index + 1);
+        }
+        if !truthy(peer.get("endpoint_host")) {
+            peer.remove("endpoint_port");
+        }
+        sections.push(Section::sorted(
+            format!("wireguard_{interface}"),
+            name,
+            peer,
+        ));
+    }
+    packages.add("network", sections);
+}
+
 /// `routes` → `config route` / `config route6`.
 pub(crate) fn routes(config: &Obj, packages: &mut Packages) -> Result<(), Invalid> {
     let Some(Value::Array(list)) = config.get("routes") else {

@@ -37,6 +37,9 @@ pub fn render(config: &Value, backend: Backend) -> Result<Vec<File>, Invalid> {
     network::rules(config, &mut packages)?;
     wireless::radios(config, dsa, backend == Backend::OpenWisp, &mut packages);
     wireless::wifi_ifaces(config, dsa, &mut packages);
+    let (openvpn, openvpn_files) = crate::vpn::openvpn::uci_sections(config);
+    packages.add("openvpn", openvpn);
+    network::wireguard_peers(config, &mut packages);
     let extra_known: &[&str] = match backend {
         Backend::OpenWrt => &[],
         Backend::OpenWisp => &["tc_options"],
@@ -70,12 +73,13 @@ pub fn render(config: &Value, backend: Backend) -> Result<Vec<File>, Invalid> {
         };
         files.push(file);
     }
-    files.extend(extra_files(config.get("files")));
+    let all_files = crate::vpn::openvpn::with_files(config.get("files"), openvpn_files);
+    files.extend(extra_files(Some(&all_files)));
     Ok(files)
 }
 
 /// The config's `files`, deduplicated by path (the last entry wins, at the first one's place).
-fn extra_files(files: Option<&Value>) -> Vec<File> {
+pub(crate) fn extra_files(files: Option<&Value>) -> Vec<File> {
     let Some(Value::Array(list)) = files else {
         return Vec::new();
     };

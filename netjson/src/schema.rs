@@ -14,7 +14,7 @@ use crate::system::posix_timezone;
 use crate::{Backend, Invalid, pointer_join};
 
 type Obj = Map<String, Value>;
-type Check = Result<(), Invalid>;
+pub(crate) type Check = Result<(), Invalid>;
 
 const INTERFACE_TYPES: &[&str] = &[
     "ethernet",
@@ -35,7 +35,7 @@ const RADIO_PROTOCOLS: &[&str] = &[
     "802.11a", "802.11b", "802.11g", "802.11n", "802.11ac", "802.11ax", "802.11ad",
 ];
 /// Sections netjsonconfig renders and fleetmq does not (yet): refused rather than dropped.
-const UNSUPPORTED: &[&str] = &["switch", "wireguard_peers", "zerotier", "openvpn"];
+const UNSUPPORTED: &[&str] = &["switch", "zerotier"];
 
 /// Checks `config` the way netjsonconfig's `validate()` would for `backend`, reporting the first
 /// problem with the JSON pointer of the offending value, so the API can answer with the field.
@@ -99,6 +99,12 @@ pub fn validate(config: &Value, backend: Backend) -> Result<(), Invalid> {
             for field in ["name", "sysfs", "trigger"] {
                 required(led, field, &at, Kind::String)?;
             }
+        }
+    }
+    crate::vpn::openvpn::validate_list(config)?;
+    if let Some(peers) = config.get("wireguard_peers") {
+        for (i, peer) in array(peers, "/wireguard_peers")?.iter().enumerate() {
+            self::wireguard_peer(peer, &format!("/wireguard_peers/{i}"))?;
         }
     }
     if let Some(files) = config.get("files") {
@@ -424,7 +430,35 @@ fn rule(rule: &Value, at: &str) -> Check {
     Ok(())
 }
 
-fn file(file: &Value, at: &str) -> Check {
+/// A `wireguard_peers` entry: the interface it belongs to, the peer's key and allowed IPs.
+fn wireguard_peer(peer: &Value, at: &str) -> Check {
+    use crate::vpn::wireguard::{interface_name, key_text, port};
+    let peer = object(peer, at)?;
+    let interface = required(peer, "interface", at, Kind::String)?;
+    interface_name(interface, &pointer_join(at, "interface"))?;
+    let key = required(peer, "public_key", at, Kind::String)?;
+    key_text(key, &pointer_join(at, "public_key"), true)?;
+    let allowed = required(peer, "allowed_ips", at, Kind::Array)?;
+    let allowed_at = pointer_join(at, "allowed_ips");
+    for (i, ip) in allowed.as_array().into_iter().flatten().enumerate() {
+        let text = kind(ip, &pointer_join(&allowed_at, i), Kind::String)?;
+        if text.is_empty() {
+            return Err(Invalid::at(
+                pointer_join(&allowed_at, i),
+                "must not be empty",
+            ));
+        }
+    }
+    optional(peer, "endpoint_host", at, Kind::String)?;
+    port(peer, "endpoint_port", at)?;
+    if let Some(key) = peer.get("preshared_key") {
+        key_text(key, &pointer_join(at, "preshared_key"), false)?;
+    }
+    optional(peer, "persistent_keepalive", at, Kind::Integer)?;
+    optional(peer, "route_allowed_ips", at, Kind::Boolean)
+}
+
+pub(crate) fn file(file: &Value, at: &str) -> Check {
     let file = object(file, at)?;
     only(file, &["path", "mode", "contents"], at)?;
     let path = required(file, "path", at, Kind::String)?;
@@ -494,7 +528,7 @@ fn is_mac(text: &str) -> bool {
 }
 
 /// jsonschema's (3.2) hostname format, as netjsonconfig uses it.
-fn hostname(value: &Value, at: &str) -> Check {
+pub(crate) fn hostname(value: &Value, at: &str) -> Check {
     let text = kind(value, at, Kind::String)?;
     let ok = text.len() >= 2
         && text.len() <= 256
@@ -511,14 +545,14 @@ fn hostname(value: &Value, at: &str) -> Check {
 }
 
 #[derive(Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     String,
     Integer,
     Boolean,
     Array,
 }
 
-fn kind<'a>(value: &'a Value, at: &str, expected: Kind) -> Result<&'a str, Invalid> {
+pub(crate) fn kind<'a>(value: &'a Value, at: &str, expected: Kind) -> Result<&'a str, Invalid> {
     let (ok, name) = match expected {
         Kind::String => (value.is_string(), "string"),
         // JSON Schema draft 4: 1.0 is not an integer for Python's jsonschema either.
@@ -533,19 +567,24 @@ fn kind<'a>(value: &'a Value, at: &str, expected: Kind) -> Result<&'a str, Inval
     }
 }
 
-fn object<'a>(value: &'a Value, at: &str) -> Result<&'a Obj, Invalid> {
+pub(crate) fn object<'a>(value: &'a Value, at: &str) -> Result<&'a Obj, Invalid> {
     value
         .as_object()
         .ok_or_else(|| Invalid::at(at, format!("{value} is not of type 'object'")))
 }
 
-fn array<'a>(value: &'a Value, at: &str) -> Result<&'a Vec<Value>, Invalid> {
+pub(crate) fn array<'a>(value: &'a Value, at: &str) -> Result<&'a Vec<Value>, Invalid> {
     value
         .as_array()
         .ok_or_else(|| Invalid::at(at, format!("{value} is not of type 'array'")))
 }
 
-fn required<'a>(map: &'a Obj, field: &str, at: &str, expected: Kind) -> Result<&'a Value, Invalid> {
+pub(crate) fn required<'a>(
+    map: &'a Obj,
+    field: &str,
+    at: &str,
+    expected: Kind,
+) -> Result<&'a Value, Invalid> {
     let value = map.get(field).ok_or_else(|| {
         Invalid::at(
             pointer_join(at, field),
@@ -556,7 +595,7 @@ fn required<'a>(map: &'a Obj, field: &str, at: &str, expected: Kind) -> Result<&
     Ok(value)
 }
 
-fn optional(map: &Obj, field: &str, at: &str, expected: Kind) -> Check {
+pub(crate) fn optional(map: &Obj, field: &str, at: &str, expected: Kind) -> Check {
     match map.get(field) {
         Some(value) => kind(value, &pointer_join(at, field), expected).map(|_| ()),
         None => Ok(()),
@@ -698,8 +737,8 @@ mod tests {
 
     #[test]
     fn sections_fleetmq_cannot_render_are_refused_not_dropped() {
-        let err = invalid(json!({"openvpn": [{"name": "vpn"}]}));
-        assert_eq!(err.pointer, "/openvpn");
+        let err = invalid(json!({"zerotier": [{"name": "zt"}]}));
+        assert_eq!(err.pointer, "/zerotier");
     }
 
     #[test]
