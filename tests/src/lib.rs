@@ -40,6 +40,8 @@ pub struct TestApp {
     pub base: String,
     /// Where MQTT listens.
     pub mqtt_addr: SocketAddr,
+    /// Where MQTT over TLS listens, when the configuration turns it on.
+    pub mqtts_addr: Option<SocketAddr>,
     /// Token of the first-start `admin` superuser.
     pub admin_token: String,
     /// HTTP client.
@@ -70,6 +72,7 @@ impl TestApp {
         TestApp {
             base: format!("http://{}", server.http_addr()),
             mqtt_addr: server.mqtt_addr(),
+            mqtts_addr: server.mqtts_addr(),
             admin_token,
             http: reqwest::Client::new(),
             server: Some(server),
@@ -89,6 +92,7 @@ impl TestApp {
         );
         self.base = format!("http://{}", server.http_addr());
         self.mqtt_addr = server.mqtt_addr();
+        self.mqtts_addr = server.mqtts_addr();
         self.server = Some(server);
     }
 

@@ -96,6 +96,24 @@ async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
             &["get", "put", "patch", "delete"][..],
         ),
         ("/api/v1/controller/cert/{common_name}/group/", &["get"][..]),
+        ("/api/v1/controller/ca/", &["get", "post"][..]),
+        (
+            "/api/v1/controller/ca/{id}/",
+            &["get", "put", "patch", "delete"][..],
+        ),
+        ("/api/v1/controller/ca/{id}/renew/", &["post"][..]),
+        ("/api/v1/controller/ca/{id}/crl/", &["get"][..]),
+        ("/api/v1/controller/cert/", &["get", "post"][..]),
+        (
+            "/api/v1/controller/cert/{id}/",
+            &["get", "put", "patch", "delete"][..],
+        ),
+        ("/api/v1/controller/cert/{id}/renew/", &["post"][..]),
+        ("/api/v1/controller/cert/{id}/revoke/", &["post"][..]),
+        (
+            "/api/v1/controller/device/{id}/certificate/",
+            &["post"][..],
+        ),
         ("/api/v1/controller/location/", &["get", "post"][..]),
         (
             "/api/v1/controller/location/{id}/",

@@ -3,6 +3,7 @@
 
 mod access;
 mod acknowledged;
+mod certificates;
 mod commands;
 mod configuration;
 mod ingest;
