@@ -170,6 +170,8 @@ guarded! {
     Cas => Resource::Ca;
     /// Certificates.
     Certs => Resource::Cert;
+    /// VPN servers.
+    Vpns => Resource::Vpn;
 }
 
 /// Organizations and users: managers see those of their organizations; only superusers

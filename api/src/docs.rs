@@ -46,6 +46,7 @@ impl ToSchema for FieldErrors {}
         (name = "groups", description = "OpenWISP controller: device groups"),
         (name = "users", description = "Organizations, users and tokens"),
         (name = "pki", description = "OpenWISP controller: certificate authorities and certificates"),
+        (name = "vpn", description = "OpenWISP controller: VPN servers (OpenVPN, WireGuard, VXLAN over WireGuard)"),
         (name = "connections", description = "Credentials and device connections"),
         (name = "commands", description = "Commands sent to devices over MQTT"),
         (name = "firmware", description = "Firmware upgrader: categories, builds, images"),

@@ -215,6 +215,10 @@ impl From<StoreError> for ApiError {
                         "shared_secret",
                         "organization config settings with this shared secret already exists.",
                     ),
+                    Unique::VpnName => (
+                        "non_field_errors",
+                        "The fields organization, name must make a unique set.",
+                    ),
                     Unique::ConnectionCredentials => (
                         "non_field_errors",
                         "The fields device, credentials must make a unique set.",
@@ -232,6 +236,9 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::Pki { field, source } => ApiError::field(field, source.to_string()),
             StoreError::Rule { field, message } => ApiError::field(field, message),
+            StoreError::InvalidVpnConfig(source) => {
+                ApiError::field("config", invalid_netjson(&source))
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -222,6 +222,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::commands::router())
         .merge(routes::credentials::router())
         .merge(routes::pki::router())
+        .merge(routes::vpns::router())
         .merge(routes::firmware::router())
         .merge(routes::system_update::router())
 }

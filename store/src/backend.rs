@@ -40,6 +40,7 @@ pub trait Backend:
     + DevicePlane
     + LocationStore
     + PkiStore
+    + VpnStore
     + FirmwareStore
     + UpgradeStore
     + Send
@@ -203,6 +204,40 @@ pub trait ConfigStore: Send + Sync + 'static {
         filter: &GroupFilter,
         page: PageRequest,
     ) -> Result<Page<DeviceGroup>>;
+}
+
+/// VPN servers and the clients devices get from VPN-client templates (see [`crate::vpn`]).
+/// Same rules as [`Backend`].
+pub trait VpnStore: Send + Sync + 'static {
+    /// Creates a VPN server: an OpenVPN server gets a server certificate from its CA when none
+    /// is given; a WireGuard server a key pair and its address in the subnet.
+    fn create_vpn(&self, fields: crate::VpnFields) -> Result<crate::Vpn>;
+    /// Looks a VPN server up.
+    fn vpn(&self, id: crate::VpnId) -> Result<Option<crate::Vpn>>;
+    /// Replaces a VPN server's fields; its clients' devices render again.
+    fn update_vpn(
+        &self,
+        id: crate::VpnId,
+        fields: crate::VpnFields,
+    ) -> Result<(crate::Vpn, ConfigChange)>;
+    /// Deletes a VPN server with its VPN-client templates and clients.
+    fn delete_vpn(&self, id: crate::VpnId) -> Result<ConfigChange>;
+    /// VPN servers in scope passing the filter, newest first.
+    fn list_vpns(
+        &self,
+        scope: &Scope,
+        filter: &crate::VpnFilter,
+        page: PageRequest,
+    ) -> Result<Page<crate::Vpn>>;
+    /// The VPN server's configuration archive (with a peer per WireGuard client).
+    fn vpn_configuration(&self, id: crate::VpnId) -> Result<Option<crate::RenderedConfig>>;
+    /// The VPN server's clients.
+    fn vpn_clients(&self, id: crate::VpnId) -> Result<Vec<crate::VpnClient>>;
+    /// The configuration a VPN-client template of this server starts from.
+    fn vpn_client_template(
+        &self,
+        id: crate::VpnId,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>>;
 }
 
 /// Certificate authorities and certificates (see [`crate::pki`]). Same rules as [`Backend`]:

@@ -38,7 +38,7 @@ pub struct RenderedConfig {
 }
 
 impl RenderedConfig {
-    fn of(files: &[fleetmq_netjson::File]) -> Self {
+    pub(crate) fn of(files: &[fleetmq_netjson::File]) -> Self {
         let archive = fleetmq_netjson::archive(files);
         let checksum = fleetmq_netjson::checksum(&archive);
         Self { archive, checksum }
@@ -66,6 +66,8 @@ pub struct RenderSources<'a> {
     pub organization_context: &'a Map<String, Value>,
     /// The device group's context, when the device has a group.
     pub group_context: Option<&'a Map<String, Value>>,
+    /// The variables of the device's VPN clients (certificates, keys, addresses).
+    pub vpn_variables: &'a BTreeMap<String, String>,
 }
 
 fn renderer(backend: ConfigBackend) -> Renderer {
@@ -83,7 +85,8 @@ fn text(value: &Value) -> String {
 }
 
 /// The `{{ variables }}` a device's configuration is rendered with, lowest precedence first:
-/// template default_values (later templates win), organization variables, group context,
+/// template default_values (later templates win), organization variables, the device's VPN
+/// clients' variables (certificates, keys, addresses, as OpenWISP names them), group context,
 /// configuration context, then the device's `id`, `key`, `name` and `mac_address`.
 pub fn device_variables(
     device: &Device,
@@ -91,14 +94,25 @@ pub fn device_variables(
     sources: RenderSources<'_>,
 ) -> BTreeMap<String, String> {
     let mut vars = BTreeMap::new();
-    let layers = sources
+    let defaults = sources
         .templates
         .iter()
         .map(|t| &t.fields.default_values)
-        .chain([sources.organization_context])
-        .chain(sources.group_context)
-        .chain([&config.fields.context]);
-    for layer in layers {
+        .chain([sources.organization_context]);
+    for layer in defaults {
+        vars.extend(layer.iter().map(|(k, v)| (k.clone(), text(v))));
+    }
+    vars.extend(
+        sources
+            .vpn_variables
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    for layer in sources
+        .group_context
+        .into_iter()
+        .chain([&config.fields.context])
+    {
         vars.extend(layer.iter().map(|(k, v)| (k.clone(), text(v))));
     }
     vars.insert("id".into(), device.id.to_string());
@@ -154,11 +168,20 @@ pub fn render_device(
 /// hostname the OpenWisp backend requires comes from each device, so a template without one
 /// is checked and rendered with the placeholder netjsonconfig's OpenWrt backend uses.
 fn template_config(fields: &TemplateFields) -> Value {
-    let vars = fields
-        .default_values
-        .iter()
-        .map(|(k, v)| (k.clone(), text(v)))
-        .collect();
+    // A VPN-client template alone has no device: its per-device variables get sample values
+    // of the right shape (as OpenWISP validates it with placeholder context).
+    let mut vars: BTreeMap<String, String> = match fields.vpn {
+        Some(vpn) if fields.kind == crate::TemplateType::Vpn => {
+            crate::vpn::sample_client_variables(crate::VpnId(vpn))
+        }
+        _ => BTreeMap::new(),
+    };
+    vars.extend(
+        fields
+            .default_values
+            .iter()
+            .map(|(k, v)| (k.clone(), text(v))),
+    );
     let mut config = fleetmq_netjson::substitute(&Value::Object(fields.config.clone()), &vars);
     if fields.backend == ConfigBackend::OpenWisp
         && let Value::Object(root) = &mut config

@@ -77,6 +77,9 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A VPN server's configuration does not render for its backend; nothing was written.
+    #[error("the VPN server's configuration does not render: {0}")]
+    InvalidVpnConfig(fleetmq_netjson::Invalid),
     /// Hashing a password failed.
     #[error("password hashing failed: {0}")]
     Password(String),

@@ -113,3 +113,7 @@ id_type!(
     /// Identifies a device group.
     GroupId
 );
+id_type!(
+    /// Identifies a VPN server.
+    VpnId
+);

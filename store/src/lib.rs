@@ -63,13 +63,14 @@ pub mod timestamp;
 pub mod token;
 pub mod upgrade;
 pub mod user;
+pub mod vpn;
 
 use std::path::Path;
 use std::sync::Arc;
 
 pub use backend::{
     AccountStore, Backend, ConfigSettingsStore, ConfigStore, DeviceLogin, DevicePlane, DeviceStore,
-    FirmwareStore, LocationStore, MqttSession, NewCommand, PkiStore, UpgradeStore,
+    FirmwareStore, LocationStore, MqttSession, NewCommand, PkiStore, UpgradeStore, VpnStore,
 };
 pub use batch::{BatchError, DeviceTarget, FirmwareTarget, MassUpgrade, Narrowing, Targets};
 pub use blob::{BlobError, BlobKey, BlobStore, BlobWriter, StoredBlob};
@@ -93,7 +94,7 @@ pub use firmware::{Build, BuildFields, BuildFilter, Category, CategoryFields, Im
 pub use group::{DeviceGroup, GroupFields, GroupFilter};
 pub use id::{
     BatchId, BuildId, CategoryId, CommandId, ConnectionId, CredentialsId, DeviceId, FloorPlanId,
-    GroupId, ImageId, LocationId, OrgId, PlanImageId, TemplateId, UpgradeId, UserId,
+    GroupId, ImageId, LocationId, OrgId, PlanImageId, TemplateId, UpgradeId, UserId, VpnId,
 };
 pub use location::{
     DeviceLocation, FloorPlan, FloorplanChoice, Geometry, IMAGE_HEAD, ImageFormat, Location,
@@ -122,6 +123,7 @@ pub use upgrade::{
     UpgradeStatus, UpgradeStep,
 };
 pub use user::{Membership, Password, PasswordHashString, User, UserFields, Username};
+pub use vpn::{Vpn, VpnClient, VpnFields, VpnFilter};
 
 /// Removes the firmware files no image record owns: unfinished uploads, files whose record
 /// was never committed, and those of organizations deleted since (their categories, builds

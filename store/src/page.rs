@@ -56,6 +56,8 @@ pub enum Unique {
     DeviceKey,
     /// A device uses given credentials through one connection at most.
     ConnectionCredentials,
+    /// (organization, name) of a VPN server.
+    VpnName,
     /// Category names are unique per organization.
     CategoryName,
     /// Build versions are unique per category.

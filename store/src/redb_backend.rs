@@ -41,6 +41,7 @@ mod paging;
 mod pki;
 mod record;
 mod upgrade;
+mod vpn;
 
 /// The file name inside the data directory.
 pub const DATA_FILE: &str = "fleetmq.redb";
@@ -169,6 +170,12 @@ impl RedbBackend {
             txn.open_table(CA_CERTS)?;
             txn.open_table(CERTS_BY_COMMON_NAME)?;
             txn.open_table(DEVICE_CERTS)?;
+            txn.open_table(VPNS)?;
+            txn.open_table(VPNS_BY_ORG)?;
+            txn.open_table(VPN_NAMES)?;
+            txn.open_table(VPN_CLIENTS)?;
+            txn.open_table(VPN_PEERS)?;
+            txn.open_table(VPN_ADDRESSES)?;
             txn.open_table(ORG_CONFIG_SETTINGS)?;
             txn.open_table(ORG_SHARED_SECRETS)?;
         }

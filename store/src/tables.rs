@@ -8,8 +8,9 @@ use redb::TableDefinition;
 /// device groups, with indexes a build without them would not keep. 4: configuration checksums
 /// and organizations' configuration settings (secret index); a configuration stored by an older
 /// build has no checksum until its next change renders it.
-/// 5: certificate authorities and certificates (private keys sealed with the server secret);
-/// device groups no longer keep certificates' common names themselves.
+/// 5: certificate authorities and certificates (private keys sealed with the server secret),
+/// VPN servers and their clients; device groups no longer keep certificates' common names
+/// themselves.
 pub const SCHEMA_VERSION: u64 = 5;
 
 /// `"schema_version"` → version.
@@ -187,6 +188,19 @@ pub const CERTS_BY_COMMON_NAME: TableDefinition<(&str, u128), ()> =
     TableDefinition::new("certs_by_common_name");
 /// device ‖ cert → (): certificates issued to a device.
 pub const DEVICE_CERTS: TableDefinition<&[u8], ()> = TableDefinition::new("device_certs");
+
+/// VPN id → VPN server (WireGuard private key sealed).
+pub const VPNS: TableDefinition<u128, &[u8]> = TableDefinition::new("vpns");
+/// org (16 zero bytes for shared) ‖ created ‖ id → ().
+pub const VPNS_BY_ORG: TableDefinition<&[u8], ()> = TableDefinition::new("vpns_by_org");
+/// org (16 zero bytes for shared) ‖ lower-case name → id.
+pub const VPN_NAMES: TableDefinition<&[u8], u128> = TableDefinition::new("vpn_names");
+/// device ‖ vpn → the device's client of that VPN (private key sealed).
+pub const VPN_CLIENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("vpn_clients");
+/// vpn ‖ device → () (a server's peers).
+pub const VPN_PEERS: TableDefinition<&[u8], ()> = TableDefinition::new("vpn_peers");
+/// vpn ‖ address (text) → holder (device id, or 0 for the server): no address twice.
+pub const VPN_ADDRESSES: TableDefinition<&[u8], u128> = TableDefinition::new("vpn_addresses");
 
 /// organization → its configuration settings (registration, shared secret, variables).
 pub const ORG_CONFIG_SETTINGS: TableDefinition<u128, &[u8]> =

@@ -20,3 +20,4 @@ pub mod system_update;
 pub mod telemetry;
 pub mod templates;
 pub mod users;
+pub mod vpns;

@@ -35,6 +35,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub const VPN_ON_GENERIC: &str = "To select a VPN, set the template type to 'VPN-client'";
 /// OpenWISP's message for a VPN-client template without VPN.
 pub const VPN_MISSING: &str = "A VPN must be selected when template type is \"VPN\"";
+/// A VPN-client template of an organization's VPN must belong to that organization.
+pub const VPN_ORG_MISMATCH: &str = "Please ensure that the organization of this template and the organization of the related VPN match.";
 /// OpenWISP's message for a generic template without configuration.
 pub const EMPTY_CONFIG: &str = "The configuration field cannot be empty.";
 
@@ -231,9 +233,26 @@ impl TemplateWrite {
             // A generic template carries no VPN (OpenWISP clears it).
             (TemplateType::Generic, Some(_)) => fields.vpn = None,
             (TemplateType::Generic, None) => {}
-            // VPN servers arrive with PKI; until then none exists.
             (TemplateType::Vpn, Some(id)) => {
-                errors.insert("vpn".into(), json!([does_not_exist(&id.to_string())]));
+                match crate::routes::vpns::visible_vpn(state, caller, id).await {
+                    Ok(vpn) => {
+                        if vpn
+                            .fields
+                            .organization
+                            .is_some_and(|org| fields.organization != Some(org))
+                        {
+                            errors.insert("vpn".into(), json!([VPN_ORG_MISMATCH]));
+                        } else if fields.config.is_empty() {
+                            // OpenWISP fills a VPN-client template from the server
+                            // (netjsonconfig's auto_client, with per-device variables).
+                            fields.config = fleetmq_store::vpn::client_template_config(&vpn);
+                        }
+                    }
+                    Err(ApiError::NotFound) => {
+                        errors.insert("vpn".into(), json!([does_not_exist(&id.to_string())]));
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             (TemplateType::Vpn, None) => {
                 errors.insert("vpn".into(), json!([VPN_MISSING]));

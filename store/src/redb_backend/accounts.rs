@@ -150,12 +150,14 @@ impl AccountStore for RedbBackend {
             let device_ids = ids_under(&txn.open_table(DEVICES_BY_ORG)?, &id.bytes())?;
             for device in device_ids {
                 let device = load_device(&txn, DeviceId(uuid::Uuid::from_u128(device)))?;
+                self.delete_device_clients_in(&txn, device.id)?;
                 delete_device_in(&txn, &device)?;
             }
             device_plane::delete_org_credentials_in(&txn, id)?;
             super::configuration::delete_org_configuration_in(&txn, id)?;
             super::config_settings::delete_org_settings_in(&txn, id)?;
             super::locations::delete_org_locations_in(&txn, id)?;
+            super::vpn::delete_org_vpns_in(self, &txn, id)?;
             super::pki::delete_org_pki_in(self, &txn, id)?;
             // Memberships go too.
             let member_ids = ids_paired_with(&txn.open_table(ORGANIZATION_MEMBERS)?, &id.bytes())?;

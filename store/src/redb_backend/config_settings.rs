@@ -122,7 +122,7 @@ impl ConfigSettingsStore for RedbBackend {
             let devices = ids_under(&txn.open_table(DEVICES_BY_ORG)?, &org.bytes())?;
             affected.extend(devices.into_iter().map(|d| DeviceId(Uuid::from_u128(d))));
         }
-        let change = configuration_changed(&txn, affected)?;
+        let change = configuration_changed(self, &txn, affected)?;
         let change = self.commit_config(txn, change)?;
         Ok((settings, change))
     }
@@ -195,7 +195,7 @@ impl ConfigSettingsStore for RedbBackend {
         } else {
             BTreeSet::new()
         };
-        let change = configuration_changed(&txn, affected)?;
+        let change = configuration_changed(self, &txn, affected)?;
         self.commit_config(txn, change)?;
         self.anchors.invalidate();
         Ok(device)

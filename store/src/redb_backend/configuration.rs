@@ -2,7 +2,7 @@
 //! applied to devices inside the write transaction, and [`configuration_changed`], the one
 //! place every write names the devices whose rendered configuration may have changed.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use serde_json::{Map, Value};
@@ -29,6 +29,7 @@ use crate::{
 /// A configuration that no longer renders fails the whole write
 /// ([`StoreError::InvalidConfig`]), so nothing unrenderable is ever stored.
 pub(super) fn configuration_changed(
+    backend: &RedbBackend,
     txn: &WriteTransaction,
     devices: BTreeSet<DeviceId>,
 ) -> Result<ConfigChange> {
@@ -40,16 +41,30 @@ pub(super) fn configuration_changed(
         txn.open_table(GROUPS)?,
         txn.open_table(ORG_CONFIG_SETTINGS)?,
     );
-    let mut table = txn.open_table(DEVICES)?;
     let mut changed = Vec::new();
     for id in devices {
-        let Some(mut device) = get_record::<Device>(&table, "devices", id.key())? else {
+        let Some(mut device) =
+            get_record::<Device>(&txn.open_table(DEVICES)?, "devices", id.key())?
+        else {
             continue;
         };
+        // VPN clients follow the VPN-client templates (deactivated devices keep theirs).
+        if !device.is_deactivated {
+            let templates = sources.templates_of(&device)?;
+            let templates: Vec<&Template> = templates.iter().collect();
+            backend.sync_clients(txn, &device, &templates)?;
+        }
         if device.is_deactivated {
             continue;
         }
-        let Some(rendered) = sources.render(&device)? else {
+        let vpn = backend.vpn_variables(
+            &txn.open_table(VPNS)?,
+            &txn.open_table(VPN_CLIENTS)?,
+            &txn.open_table(CAS)?,
+            &txn.open_table(CERTS)?,
+            device.id,
+        )?;
+        let Some(rendered) = sources.render(&device, &vpn)? else {
             continue;
         };
         let Some(config) = device.config.as_mut() else {
@@ -61,7 +76,8 @@ pub(super) fn configuration_changed(
         config.checksum = rendered.checksum;
         config.status = ConfigStatus::Modified;
         config.error_reason.clear();
-        table.insert(id.key(), encode("devices", &device)?.as_slice())?;
+        txn.open_table(DEVICES)?
+            .insert(id.key(), encode("devices", &device)?.as_slice())?;
         changed.push(id);
     }
     Ok(ConfigChange { devices: changed })
@@ -90,8 +106,37 @@ impl<T: ReadableTable<u128, &'static [u8]>> Sources<T> {
         }
     }
 
-    /// Renders `device`'s configuration; `None` when it has none.
-    pub(super) fn render(&mut self, device: &Device) -> Result<Option<RenderedConfig>> {
+    /// The templates of `device`'s configuration that exist, in its order.
+    pub(super) fn templates_of(&mut self, device: &Device) -> Result<Vec<Template>> {
+        let Some(config) = device.config.as_ref() else {
+            return Ok(Vec::new());
+        };
+        self.load_templates(&config.fields.templates)?;
+        Ok(config
+            .fields
+            .templates
+            .iter()
+            .filter_map(|id| self.template_cache.get(id).and_then(Option::clone))
+            .collect())
+    }
+
+    fn load_templates(&mut self, ids: &[Uuid]) -> Result<()> {
+        for id in ids {
+            if !self.template_cache.contains_key(id) {
+                let template = get_record::<Template>(&self.templates, "templates", id.as_u128())?;
+                self.template_cache.insert(*id, template);
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders `device`'s configuration with its VPN clients' variables `vpn`; `None` when
+    /// it has none.
+    pub(super) fn render(
+        &mut self,
+        device: &Device,
+        vpn: &BTreeMap<String, String>,
+    ) -> Result<Option<RenderedConfig>> {
         let Some(config) = device.config.as_ref() else {
             return Ok(None);
         };
@@ -126,6 +171,7 @@ impl<T: ReadableTable<u128, &'static [u8]>> Sources<T> {
                 .fields
                 .group
                 .and_then(|g| self.group_cache.get(&g).and_then(Option::as_ref)),
+            vpn_variables: vpn,
         };
         render_device(device, config, sources)
             .map(Some)
@@ -454,6 +500,34 @@ fn group_device_count_nonzero(
         .is_some())
 }
 
+/// Deletes a template in `txn`: it leaves every configuration and group using it. Returns
+/// the devices whose configuration lost it (to render again).
+pub(super) fn delete_template_in(
+    txn: &WriteTransaction,
+    id: TemplateId,
+) -> Result<BTreeSet<DeviceId>> {
+    let template = load_template(txn, id)?;
+    let devices = ids_paired_with(&txn.open_table(TEMPLATE_DEVICES)?, &id.bytes())?;
+    let mut affected = BTreeSet::new();
+    rewrite_devices(txn, devices, &mut affected, |device| {
+        if let Some(config) = device.config.as_mut() {
+            config.fields.templates.retain(|t| *t != id.0);
+        }
+        Ok(())
+    })?;
+    let groups = ids_paired_with(&txn.open_table(TEMPLATE_GROUPS)?, &id.bytes())?;
+    for group in groups {
+        let before = load_group(txn, GroupId(Uuid::from_u128(group)))?;
+        remove_group_in(txn, &before)?;
+        let mut group = before;
+        group.fields.templates.retain(|t| *t != id.0);
+        group.modified = Timestamp::now();
+        insert_group_in(txn, &group)?;
+    }
+    remove_template_in(txn, &template)?;
+    Ok(affected)
+}
+
 impl ConfigStore for RedbBackend {
     fn create_template(&self, fields: TemplateFields) -> Result<(Template, ConfigChange)> {
         let now = Timestamp::now();
@@ -469,7 +543,7 @@ impl ConfigStore for RedbBackend {
         if template.fields.default || template.fields.required {
             add_to_existing_configs(&txn, &template, &mut affected)?;
         }
-        let change = configuration_changed(&txn, affected)?;
+        let change = configuration_changed(self, &txn, affected)?;
         let change = self.commit_config(txn, change)?;
         self.anchors.invalidate();
         Ok((template, change))
@@ -515,33 +589,15 @@ impl ConfigStore for RedbBackend {
         if (f.default && !b.default) || (f.required && !b.required) {
             add_to_existing_configs(&txn, &template, &mut affected)?;
         }
-        let change = configuration_changed(&txn, affected)?;
+        let change = configuration_changed(self, &txn, affected)?;
         let change = self.commit_config(txn, change)?;
         Ok((template, change))
     }
 
     fn delete_template(&self, id: TemplateId) -> Result<ConfigChange> {
         let txn = self.db.begin_write()?;
-        let template = load_template(&txn, id)?;
-        let devices = ids_paired_with(&txn.open_table(TEMPLATE_DEVICES)?, &id.bytes())?;
-        let mut affected = BTreeSet::new();
-        rewrite_devices(&txn, devices, &mut affected, |device| {
-            if let Some(config) = device.config.as_mut() {
-                config.fields.templates.retain(|t| *t != id.0);
-            }
-            Ok(())
-        })?;
-        let groups = ids_paired_with(&txn.open_table(TEMPLATE_GROUPS)?, &id.bytes())?;
-        for group in groups {
-            let before = load_group(&txn, GroupId(Uuid::from_u128(group)))?;
-            remove_group_in(&txn, &before)?;
-            let mut group = before;
-            group.fields.templates.retain(|t| *t != id.0);
-            group.modified = Timestamp::now();
-            insert_group_in(&txn, &group)?;
-        }
-        remove_template_in(&txn, &template)?;
-        let change = configuration_changed(&txn, affected)?;
+        let affected = delete_template_in(&txn, id)?;
+        let change = configuration_changed(self, &txn, affected)?;
         let change = self.commit_config(txn, change)?;
         self.anchors.invalidate();
         Ok(change)
@@ -580,12 +636,19 @@ impl ConfigStore for RedbBackend {
         else {
             return Err(StoreError::NotFound);
         };
+        let vpn = self.vpn_variables(
+            &txn.open_table(VPNS)?,
+            &txn.open_table(VPN_CLIENTS)?,
+            &txn.open_table(CAS)?,
+            &txn.open_table(CERTS)?,
+            device.id,
+        )?;
         Sources::new(
             txn.open_table(TEMPLATES)?,
             txn.open_table(GROUPS)?,
             txn.open_table(ORG_CONFIG_SETTINGS)?,
         )
-        .render(&device)
+        .render(&device, &vpn)
     }
 
     fn record_config_outcome(&self, id: DeviceId, outcome: ConfigOutcome) -> Result<bool> {
@@ -690,7 +753,7 @@ impl ConfigStore for RedbBackend {
         if group.fields.context != before.fields.context {
             affected.extend(devices.iter().map(|d| DeviceId(Uuid::from_u128(*d))));
         }
-        let change = configuration_changed(&txn, affected)?;
+        let change = configuration_changed(self, &txn, affected)?;
         let change = self.commit_config(txn, change)?;
         Ok((group, change))
     }
@@ -705,7 +768,7 @@ impl ConfigStore for RedbBackend {
             Ok(())
         })?;
         remove_group_in(&txn, &group)?;
-        let change = configuration_changed(&txn, affected)?;
+        let change = configuration_changed(self, &txn, affected)?;
         let change = self.commit_config(txn, change)?;
         self.anchors.invalidate();
         Ok(change)

@@ -190,7 +190,7 @@ impl DeviceStore for RedbBackend {
         let txn = self.db.begin_write()?;
         settle_device(&txn, None, &mut device, &mut Known::default())?;
         insert_device_indexes(&txn, &device)?;
-        let change = configuration_changed(&txn, BTreeSet::from([device.id]))?;
+        let change = configuration_changed(self, &txn, BTreeSet::from([device.id]))?;
         let device = load_device(&txn, device.id)?;
         self.commit_config(txn, change)?;
         self.anchors.invalidate();
@@ -210,7 +210,7 @@ impl DeviceStore for RedbBackend {
             insert_device_indexes(&txn, &device)?;
             out.push(device);
         }
-        let change = configuration_changed(&txn, out.iter().map(|d| d.id).collect())?;
+        let change = configuration_changed(self, &txn, out.iter().map(|d| d.id).collect())?;
         let out = out
             .iter()
             .map(|d| load_device(&txn, d.id))
@@ -259,7 +259,7 @@ impl DeviceStore for RedbBackend {
         } else {
             BTreeSet::new()
         };
-        let change = configuration_changed(&txn, affected)?;
+        let change = configuration_changed(self, &txn, affected)?;
         let device = load_device(&txn, id)?;
         self.commit_config(txn, change)?;
         self.logins.invalidate(&id);
@@ -293,7 +293,7 @@ impl DeviceStore for RedbBackend {
         } else {
             BTreeSet::from([id])
         };
-        let change = configuration_changed(&txn, affected)?;
+        let change = configuration_changed(self, &txn, affected)?;
         let device = load_device(&txn, id)?;
         self.commit_config(txn, change)?;
         self.logins.invalidate(&id);
@@ -304,6 +304,7 @@ impl DeviceStore for RedbBackend {
     fn delete_device(&self, id: DeviceId) -> Result<()> {
         let txn = self.db.begin_write()?;
         let device = load_device(&txn, id)?;
+        self.delete_device_clients_in(&txn, id)?;
         delete_device_in(&txn, &device)?;
         txn.commit()?;
         self.logins.invalidate(&id);

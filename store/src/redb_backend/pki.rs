@@ -210,7 +210,7 @@ impl RedbBackend {
         Ok(())
     }
 
-    fn read_ca(
+    pub(super) fn read_ca(
         &self,
         table: &impl ReadableTable<u128, &'static [u8]>,
         id: CaId,
@@ -233,7 +233,7 @@ impl RedbBackend {
         Ok(())
     }
 
-    fn read_cert(
+    pub(super) fn read_cert(
         &self,
         table: &impl ReadableTable<u128, &'static [u8]>,
         id: CertId,
@@ -246,12 +246,12 @@ impl RedbBackend {
         Ok(Some(Cert { material, ..cert }))
     }
 
-    fn load_ca(&self, txn: &WriteTransaction, id: CaId) -> Result<Ca> {
+    pub(super) fn load_ca(&self, txn: &WriteTransaction, id: CaId) -> Result<Ca> {
         self.read_ca(&txn.open_table(CAS)?, id)?
             .ok_or(StoreError::NotFound)
     }
 
-    fn load_cert(&self, txn: &WriteTransaction, id: CertId) -> Result<Cert> {
+    pub(super) fn load_cert(&self, txn: &WriteTransaction, id: CertId) -> Result<Cert> {
         self.read_cert(&txn.open_table(CERTS)?, id)?
             .ok_or(StoreError::NotFound)
     }
@@ -419,7 +419,12 @@ impl RedbBackend {
     }
 
     /// Deletes `cert` in `txn`; its serial is revoked unless it already was.
-    fn delete_cert_in(&self, txn: &WriteTransaction, cert: &Cert, ca: Option<&Ca>) -> Result<()> {
+    pub(super) fn delete_cert_in(
+        &self,
+        txn: &WriteTransaction,
+        cert: &Cert,
+        ca: Option<&Ca>,
+    ) -> Result<()> {
         self.remove_cert_indexes(txn, cert)?;
         txn.open_table(CERTS)?.remove(cert.id.key())?;
         if let Some(device) = cert.device {
@@ -460,7 +465,7 @@ impl RedbBackend {
     }
 
     /// Creates a certificate in `txn` from `draft`, signed by (or imported under) `ca_id`.
-    fn create_cert_in(
+    pub(super) fn create_cert_in(
         &self,
         txn: &WriteTransaction,
         ca_id: CaId,

@@ -110,10 +110,13 @@ async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
         ),
         ("/api/v1/controller/cert/{id}/renew/", &["post"][..]),
         ("/api/v1/controller/cert/{id}/revoke/", &["post"][..]),
+        ("/api/v1/controller/device/{id}/certificate/", &["post"][..]),
+        ("/api/v1/controller/vpn/", &["get", "post"][..]),
         (
-            "/api/v1/controller/device/{id}/certificate/",
-            &["post"][..],
+            "/api/v1/controller/vpn/{id}/",
+            &["get", "put", "patch", "delete"][..],
         ),
+        ("/api/v1/controller/vpn/{id}/configuration/", &["get"][..]),
         ("/api/v1/controller/location/", &["get", "post"][..]),
         (
             "/api/v1/controller/location/{id}/",
