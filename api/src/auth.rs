@@ -307,6 +307,30 @@ impl Caller {
         Ok((exists && self.manages(org)).then_some(org))
     }
 
+    /// Who owns an object after a write that may name its `organization` (`given`; absent
+    /// keeps `current`): an organization the caller manages, or — superusers only — none
+    /// (shared). Otherwise the field error DRF gives.
+    pub async fn owner(
+        &self,
+        state: &AppState,
+        given: Option<crate::body::NullablePk>,
+        current: Option<OrgId>,
+    ) -> Result<Option<OrgId>, ApiError> {
+        use crate::body::{NOT_NULL, NullablePk, does_not_exist};
+        match given {
+            None => Ok(current),
+            Some(NullablePk(None)) if self.is_superuser() => Ok(None),
+            Some(NullablePk(None)) => Err(ApiError::field("organization", NOT_NULL)),
+            Some(NullablePk(Some(id))) => match self.managed_org(state, id).await? {
+                Some(org) => Ok(Some(org)),
+                None => Err(ApiError::field(
+                    "organization",
+                    does_not_exist(&id.to_string()),
+                )),
+            },
+        }
+    }
+
     /// Shared objects (organization `None`) are writable by superusers only; `refusal` is the
     /// message non-superusers get.
     pub fn require_shared_write(&self, org: Option<OrgId>, refusal: &str) -> Result<(), ApiError> {

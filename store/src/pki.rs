@@ -38,49 +38,66 @@ pub fn default_cert_validity_end(now: Timestamp) -> Timestamp {
     Timestamp::from_micros(now.as_micros() + 365 * DAY_MICROS)
 }
 
+impl X509Fields {
+    /// The fields of a certificate fleetmq issues itself (RSA 2048, sha256, django-x509's
+    /// default validity from `now`, a CA's or a certificate's): only `name`, `organization`
+    /// and the common name are set, plus `extensions`.
+    pub fn issued(
+        name: String,
+        organization: Option<OrgId>,
+        common_name: String,
+        ca: bool,
+        extensions: Vec<Value>,
+    ) -> X509Fields {
+        let now = Timestamp::now();
+        X509Fields {
+            name,
+            organization,
+            notes: String::new(),
+            key_length: "2048".to_owned(),
+            digest: "sha256".to_owned(),
+            validity_start: default_validity_start(now),
+            validity_end: if ca {
+                default_ca_validity_end(now)
+            } else {
+                default_cert_validity_end(now)
+            },
+            country_code: String::new(),
+            state: String::new(),
+            city: String::new(),
+            organization_name: String::new(),
+            organizational_unit_name: String::new(),
+            email: String::new(),
+            common_name,
+            extensions,
+        }
+    }
+}
+
 /// The fields of the CA an organization gets when a device certificate is asked for and it
 /// has none.
 pub fn device_ca_fields(org: &Organization) -> X509Fields {
-    let now = Timestamp::now();
-    X509Fields {
-        name: format!("{} devices", org.fields.name),
-        organization: Some(org.id),
-        notes: "Created by fleetmq for device certificates.".to_owned(),
-        key_length: "2048".to_owned(),
-        digest: "sha256".to_owned(),
-        validity_start: default_validity_start(now),
-        validity_end: default_ca_validity_end(now),
-        country_code: String::new(),
-        state: String::new(),
-        city: String::new(),
-        organization_name: org.fields.name.clone(),
-        organizational_unit_name: String::new(),
-        email: String::new(),
-        common_name: format!("{} devices CA", org.fields.slug.as_str()),
-        extensions: Vec::new(),
-    }
+    let mut fields = X509Fields::issued(
+        format!("{} devices", org.fields.name),
+        Some(org.id),
+        format!("{} devices CA", org.fields.slug.as_str()),
+        true,
+        Vec::new(),
+    );
+    fields.notes = "Created by fleetmq for device certificates.".to_owned();
+    fields.organization_name = org.fields.name.clone();
+    fields
 }
 
 /// The fields of a device's certificate: its id as common name, its name as the record's.
 pub fn device_cert_fields(device: &Device) -> X509Fields {
-    let now = Timestamp::now();
-    X509Fields {
-        name: device.fields.name.as_str().to_owned(),
-        organization: Some(device.fields.organization),
-        notes: String::new(),
-        key_length: "2048".to_owned(),
-        digest: "sha256".to_owned(),
-        validity_start: default_validity_start(now),
-        validity_end: default_cert_validity_end(now),
-        country_code: String::new(),
-        state: String::new(),
-        city: String::new(),
-        organization_name: String::new(),
-        organizational_unit_name: String::new(),
-        email: String::new(),
-        common_name: device.id.to_string(),
-        extensions: Vec::new(),
-    }
+    X509Fields::issued(
+        device.fields.name.as_str().to_owned(),
+        Some(device.fields.organization),
+        device.id.to_string(),
+        false,
+        Vec::new(),
+    )
 }
 
 macro_rules! int_id {

@@ -1,32 +1,16 @@
 //! Private keys at rest: the data file alone reveals none, and another server secret cannot
 //! open them; revocations survive a restart.
 
-use fleetmq_store::pki::{default_ca_validity_end, default_validity_start};
 use fleetmq_store::{
     AccountStore, Draft, OrganizationFields, Origin, PKI_SECRET_FILE, PkiStore, RedbBackend, Slug,
-    StoreError, StoreOptions, Timestamp, X509Fields,
+    StoreError, StoreOptions, X509Fields,
 };
 
 fn ca_draft(org: Option<fleetmq_store::OrgId>) -> Draft {
-    let now = Timestamp::now();
+    let mut fields = X509Fields::issued("root".into(), org, "Root".into(), true, Vec::new());
+    fields.key_length = "256".into();
     Draft {
-        fields: X509Fields {
-            name: "root".into(),
-            organization: org,
-            notes: String::new(),
-            key_length: "256".into(),
-            digest: "sha256".into(),
-            validity_start: default_validity_start(now),
-            validity_end: default_ca_validity_end(now),
-            country_code: String::new(),
-            state: String::new(),
-            city: String::new(),
-            organization_name: String::new(),
-            organizational_unit_name: String::new(),
-            email: String::new(),
-            common_name: "Root".into(),
-            extensions: Vec::new(),
-        },
+        fields,
         origin: Origin::Generate {
             passphrase: String::new(),
             serial: None,

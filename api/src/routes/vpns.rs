@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{self, Add, Authorized, Caller, Change, Delete, View};
-use crate::body::{Body, Bounded, NOT_NULL, NonBlank, NullablePk, does_not_exist, text_field};
+use crate::body::{Body, Bounded, NonBlank, NullablePk, does_not_exist, text_field};
 use crate::error::PERMISSION_DENIED;
 use crate::extract::PathId;
 use crate::filters::{Filters, UuidFilter, choice_schema};
@@ -207,20 +207,9 @@ impl VpnWrite {
             config: Map::new(),
             notes: String::new(),
         });
-        match self.organization {
-            None => {}
-            Some(NullablePk(None)) if caller.is_superuser() => fields.organization = None,
-            Some(NullablePk(None)) => return Err(ApiError::field("organization", NOT_NULL)),
-            Some(NullablePk(Some(id))) => match caller.managed_org(state, id).await? {
-                Some(org) => fields.organization = Some(org),
-                None => {
-                    return Err(ApiError::field(
-                        "organization",
-                        does_not_exist(&id.to_string()),
-                    ));
-                }
-            },
-        }
+        fields.organization = caller
+            .owner(state, self.organization, fields.organization)
+            .await?;
         if let Some(v) = self.name {
             fields.name = v.0;
         }

@@ -219,31 +219,18 @@ impl RedbBackend {
         match vpn.fields.backend {
             VpnBackend::OpenVpn => {
                 let ca = vpn.fields.ca.ok_or_else(|| rule("vpn", CA_REQUIRED))?;
-                let now = Timestamp::now();
-                let fields = X509Fields {
-                    name: format!("{} ({})", device.fields.name.as_str(), vpn.fields.name),
-                    organization: Some(device.fields.organization),
-                    notes: String::new(),
-                    key_length: "2048".into(),
-                    digest: "sha256".into(),
-                    validity_start: crate::pki::default_validity_start(now),
-                    validity_end: crate::pki::default_cert_validity_end(now),
-                    country_code: String::new(),
-                    state: String::new(),
-                    city: String::new(),
-                    organization_name: String::new(),
-                    organizational_unit_name: String::new(),
-                    email: String::new(),
-                    // OpenWISP's default common name format for VPN clients.
-                    common_name: format!(
+                // OpenWISP's default common name format for VPN clients.
+                let fields = X509Fields::issued(
+                    format!("{} ({})", device.fields.name.as_str(), vpn.fields.name),
+                    Some(device.fields.organization),
+                    format!(
                         "{}-{}",
                         device.fields.mac_address.as_str(),
                         device.fields.name.as_str()
                     ),
-                    extensions: vec![
-                        json!({"name": "nsCertType", "critical": false, "value": "client"}),
-                    ],
-                };
+                    false,
+                    vec![json!({"name": "nsCertType", "critical": false, "value": "client"})],
+                );
                 let cert = self.create_cert_in(
                     txn,
                     ca,
@@ -570,6 +557,36 @@ impl RedbBackend {
         Ok(RenderedConfig::of(&files))
     }
 
+    /// Removes a VPN server in `txn` with the clients it still has, its address and indexes.
+    fn remove_vpn_in(&self, txn: &WriteTransaction, vpn: &Vpn) -> Result<()> {
+        for device in ids_paired_with(&txn.open_table(VPN_PEERS)?, &vpn.id.bytes())? {
+            let key = client_key(DeviceId(Uuid::from_u128(device)), vpn.id);
+            let bytes = txn
+                .open_table(VPN_CLIENTS)?
+                .get(key.as_slice())?
+                .map(|b| b.value().to_vec());
+            if let Some(bytes) = bytes {
+                let client = self.open_client(&bytes)?;
+                self.remove_client(txn, &client)?;
+            }
+        }
+        if let Some(ip) = vpn.fields.ip {
+            txn.open_table(VPN_ADDRESSES)?
+                .remove(address_key(vpn.id, ip).as_slice())?;
+        }
+        txn.open_table(VPN_NAMES)?
+            .remove(name_key(&vpn.fields).as_slice())?;
+        txn.open_table(VPNS)?.remove(vpn.id.key())?;
+        txn.open_table(VPNS_BY_ORG)?.remove(
+            cat(&[
+                &org_prefix(vpn.fields.organization),
+                &created_key(vpn.created, vpn.id.bytes()),
+            ])
+            .as_slice(),
+        )?;
+        Ok(())
+    }
+
     /// Devices whose configuration carries a VPN-client template of `vpn`.
     fn devices_of_vpn(&self, txn: &WriteTransaction, vpn: VpnId) -> Result<BTreeSet<DeviceId>> {
         Ok(ids_paired_with(&txn.open_table(VPN_PEERS)?, &vpn.bytes())?
@@ -602,25 +619,14 @@ fn check_org(field: &'static str, org: Option<OrgId>, ca: &Ca) -> Result<()> {
 
 /// The server certificate an OpenVPN server gets from its CA when none is given.
 fn server_cert(vpn: &Vpn, ca: &Ca) -> Draft {
-    let now = Timestamp::now();
     Draft {
-        fields: X509Fields {
-            name: vpn.fields.name.clone(),
-            organization: ca.fields.organization.or(vpn.fields.organization),
-            notes: String::new(),
-            key_length: "2048".into(),
-            digest: "sha256".into(),
-            validity_start: crate::pki::default_validity_start(now),
-            validity_end: crate::pki::default_cert_validity_end(now),
-            country_code: String::new(),
-            state: String::new(),
-            city: String::new(),
-            organization_name: String::new(),
-            organizational_unit_name: String::new(),
-            email: String::new(),
-            common_name: vpn.fields.host.clone(),
-            extensions: vec![json!({"name": "nsCertType", "critical": false, "value": "server"})],
-        },
+        fields: X509Fields::issued(
+            vpn.fields.name.clone(),
+            ca.fields.organization.or(vpn.fields.organization),
+            vpn.fields.host.clone(),
+            false,
+            vec![json!({"name": "nsCertType", "critical": false, "value": "server"})],
+        ),
         origin: Origin::Generate {
             passphrase: String::new(),
             serial: None,
@@ -737,31 +743,7 @@ impl VpnStore for RedbBackend {
         devices.extend(self.devices_of_vpn(&txn, id)?);
         let change = configuration_changed(self, &txn, devices)?;
         // Whatever client is left (its device deactivated) goes too.
-        for device in ids_paired_with(&txn.open_table(VPN_PEERS)?, &id.bytes())? {
-            let key = client_key(DeviceId(Uuid::from_u128(device)), id);
-            let bytes = txn
-                .open_table(VPN_CLIENTS)?
-                .get(key.as_slice())?
-                .map(|b| b.value().to_vec());
-            if let Some(bytes) = bytes {
-                let client = self.open_client(&bytes)?;
-                self.remove_client(&txn, &client)?;
-            }
-        }
-        if let Some(ip) = vpn.fields.ip {
-            txn.open_table(VPN_ADDRESSES)?
-                .remove(address_key(id, ip).as_slice())?;
-        }
-        txn.open_table(VPN_NAMES)?
-            .remove(name_key(&vpn.fields).as_slice())?;
-        txn.open_table(VPNS)?.remove(id.key())?;
-        txn.open_table(VPNS_BY_ORG)?.remove(
-            cat(&[
-                &org_prefix(vpn.fields.organization),
-                &created_key(vpn.created, vpn.id.bytes()),
-            ])
-            .as_slice(),
-        )?;
+        self.remove_vpn_in(&txn, &vpn)?;
         let change = self.commit_config(txn, change)?;
         self.anchors.invalidate();
         Ok(change)
@@ -855,26 +837,7 @@ pub(super) fn delete_org_vpns_in(
 ) -> Result<()> {
     for id in ids_under(&txn.open_table(VPNS_BY_ORG)?, &org.bytes())? {
         let vpn = backend.load_vpn(txn, VpnId(Uuid::from_u128(id)))?;
-        for device in ids_paired_with(&txn.open_table(VPN_PEERS)?, &vpn.id.bytes())? {
-            let key = client_key(DeviceId(Uuid::from_u128(device)), vpn.id);
-            let bytes = txn
-                .open_table(VPN_CLIENTS)?
-                .get(key.as_slice())?
-                .map(|b| b.value().to_vec());
-            if let Some(bytes) = bytes {
-                let client = backend.open_client(&bytes)?;
-                backend.remove_client(txn, &client)?;
-            }
-        }
-        if let Some(ip) = vpn.fields.ip {
-            txn.open_table(VPN_ADDRESSES)?
-                .remove(address_key(vpn.id, ip).as_slice())?;
-        }
-        txn.open_table(VPN_NAMES)?
-            .remove(name_key(&vpn.fields).as_slice())?;
-        txn.open_table(VPNS)?.remove(vpn.id.key())?;
-        txn.open_table(VPNS_BY_ORG)?
-            .remove(cat(&[&org.bytes(), &created_key(vpn.created, vpn.id.bytes())]).as_slice())?;
+        backend.remove_vpn_in(txn, &vpn)?;
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::body::{Bounded, Email, NOT_NULL, NonBlank, NullablePk, does_not_exist, text_field};
+use crate::body::{Bounded, Email, NonBlank, NullablePk, text_field};
 use crate::{ApiError, AppState};
 
 /// The routes of both resources.
@@ -165,27 +165,6 @@ pub struct X509Change {
     notes: Option<Bounded<10000>>,
 }
 
-/// Who owns it after a write: an organization the caller manages, or (superusers only) none.
-async fn owner(
-    state: &AppState,
-    caller: &Caller,
-    given: Option<NullablePk>,
-    current: Option<fleetmq_store::OrgId>,
-) -> Result<Option<fleetmq_store::OrgId>, ApiError> {
-    match given {
-        None => Ok(current),
-        Some(NullablePk(None)) if caller.is_superuser() => Ok(None),
-        Some(NullablePk(None)) => Err(ApiError::field("organization", NOT_NULL)),
-        Some(NullablePk(Some(id))) => match caller.managed_org(state, id).await? {
-            Some(org) => Ok(Some(org)),
-            None => Err(ApiError::field(
-                "organization",
-                does_not_exist(&id.to_string()),
-            )),
-        },
-    }
-}
-
 impl X509Change {
     /// The relabelling this change asks for, over the current values.
     async fn apply(
@@ -194,7 +173,9 @@ impl X509Change {
         caller: &Caller,
         current: &X509Fields,
     ) -> Result<fleetmq_store::Relabel, ApiError> {
-        let organization = owner(state, caller, self.organization, current.organization).await?;
+        let organization = caller
+            .owner(state, self.organization, current.organization)
+            .await?;
         Ok(fleetmq_store::Relabel {
             name: self.name.map_or_else(|| current.name.clone(), |n| n.0),
             organization,
@@ -212,7 +193,7 @@ impl X509Write {
         ca_validity: bool,
     ) -> Result<fleetmq_store::Draft, ApiError> {
         let now = Timestamp::now();
-        let organization = owner(state, caller, self.organization, None).await?;
+        let organization = caller.owner(state, self.organization, None).await?;
         let default_end = if ca_validity {
             fleetmq_store::pki::default_ca_validity_end(now)
         } else {
