@@ -4,15 +4,16 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use fleetmq_store::Timestamp;
+use fleetmq_store::{OrgId, Timestamp};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use uuid::Uuid;
 
-use crate::ApiError;
+use crate::auth::Caller;
 use crate::body::{UUID_OR_EMPTY, parse_uuid, read, text_field};
 use crate::extract::QueryPairs;
+use crate::{ApiError, AppState};
 
 /// A list's filters, read from the query into `T`.
 #[derive(Debug)]
@@ -81,3 +82,36 @@ text_field!(
             "Empty (no filter), RFC 3339, `YYYY-MM-DD HH:MM[:SS[.ffffff]]` (UTC) or `YYYY-MM-DD`"
         )),
 );
+
+/// The organization a list is narrowed to by `organization` (an id) and `organization_slug`:
+/// `Ok(None)` = no narrowing; `Ok(Some(None))` = nothing can match (unknown slug).
+pub(crate) async fn narrowed_org(
+    state: &AppState,
+    caller: &Caller,
+    organization: Option<Uuid>,
+    organization_slug: Option<String>,
+) -> Result<Option<Option<OrgId>>, ApiError> {
+    let mut own = None;
+    if let Some(id) = organization {
+        if !caller.manages(OrgId(id)) {
+            return Err(ApiError::field(
+                "organization",
+                "Select a valid choice. That choice is not one of the available choices.",
+            ));
+        }
+        own = Some(Some(OrgId(id)));
+    }
+    if let Some(slug) = organization_slug {
+        let org = state
+            .store()
+            .run(move |db| db.organization_by_slug(&slug))
+            .await?
+            .filter(|o| caller.manages(o.id))
+            .map(|o| o.id);
+        own = match (own, org) {
+            (Some(Some(a)), Some(b)) if a != b => Some(None),
+            (_, found) => Some(found),
+        };
+    }
+    Ok(own)
+}

@@ -15,9 +15,9 @@ use uuid::Uuid;
 use crate::auth::{Add, Authorized, Caller, Change, Delete, DeviceGroups, View};
 use crate::body::{Body, NonBlank, Pk, REQUIRED, does_not_exist};
 use crate::extract::PathId;
+use crate::filters::narrowed_org;
 use crate::filters::{BoolFilter, Filters, UuidFilter};
 use crate::pagination::{PageQuery, Paginated, Paging};
-use crate::routes::templates::narrowed_org;
 use crate::{ApiError, AppState};
 
 /// The device group routes.

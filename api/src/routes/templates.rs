@@ -18,7 +18,9 @@ use crate::auth::{Add, Authorized, Caller, Change, Delete, Templates, View};
 use crate::body::{Body, Bounded, NOT_NULL, NonBlank, Pk, REQUIRED, does_not_exist, text_field};
 use crate::error::invalid_netjson;
 use crate::extract::PathId;
-use crate::filters::{BoolFilter, Filters, TimeFilter, UuidFilter, choice_schema, invalid_choice};
+use crate::filters::{
+    BoolFilter, Filters, TimeFilter, UuidFilter, choice_schema, invalid_choice, narrowed_org,
+};
 use crate::pagination::{PageQuery, Paginated, Paging};
 use crate::routes::devices::{BackendField, BackendFilter};
 use crate::{ApiError, AppState};
@@ -300,39 +302,6 @@ pub(crate) async fn visible_template(
         .await?
         .filter(|t| t.fields.organization.is_none_or(|org| caller.manages(org)))
         .ok_or(ApiError::NotFound)
-}
-
-/// The organization a list is narrowed to by `organization` (an id) and `organization_slug`:
-/// `Ok(None)` = no narrowing; `Ok(Some(None))` = nothing can match (unknown slug).
-pub(crate) async fn narrowed_org(
-    state: &AppState,
-    caller: &Caller,
-    organization: Option<Uuid>,
-    organization_slug: Option<String>,
-) -> Result<Option<Option<OrgId>>, ApiError> {
-    let mut own = None;
-    if let Some(id) = organization {
-        if !caller.manages(OrgId(id)) {
-            return Err(ApiError::field(
-                "organization",
-                "Select a valid choice. That choice is not one of the available choices.",
-            ));
-        }
-        own = Some(Some(OrgId(id)));
-    }
-    if let Some(slug) = organization_slug {
-        let org = state
-            .store()
-            .run(move |db| db.organization_by_slug(&slug))
-            .await?
-            .filter(|o| caller.manages(o.id))
-            .map(|o| o.id);
-        own = match (own, org) {
-            (Some(Some(a)), Some(b)) if a != b => Some(None),
-            (_, found) => Some(found),
-        };
-    }
-    Ok(own)
 }
 
 /// Filters of the template list (django-filter's names).

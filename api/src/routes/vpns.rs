@@ -21,9 +21,9 @@ use crate::auth::{self, Add, Authorized, Caller, Change, Delete, View};
 use crate::body::{Body, Bounded, NonBlank, NullablePk, does_not_exist, text_field};
 use crate::error::PERMISSION_DENIED;
 use crate::extract::PathId;
+use crate::filters::narrowed_org;
 use crate::filters::{Filters, UuidFilter, choice_schema};
 use crate::pagination::{PageQuery, Paginated, Paging};
-use crate::routes::templates::narrowed_org;
 use crate::{ApiError, AppState, ErrorDetail};
 
 /// The VPN routes.
