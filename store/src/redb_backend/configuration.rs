@@ -42,28 +42,29 @@ pub(super) fn configuration_changed(
         txn.open_table(ORG_CONFIG_SETTINGS)?,
     );
     let mut changed = Vec::new();
+    let mut table = txn.open_table(DEVICES)?;
     for id in devices {
-        let Some(mut device) =
-            get_record::<Device>(&txn.open_table(DEVICES)?, "devices", id.key())?
-        else {
+        let Some(mut device) = get_record::<Device>(&table, "devices", id.key())? else {
             continue;
         };
-        // VPN clients follow the VPN-client templates (deactivated devices keep theirs).
-        if !device.is_deactivated {
-            let templates = sources.templates_of(&device)?;
-            let templates: Vec<&Template> = templates.iter().collect();
-            backend.sync_clients(txn, &device, &templates)?;
-        }
         if device.is_deactivated {
+            // Deactivated devices keep their VPN clients and are not rendered.
             continue;
         }
-        let vpn = backend.vpn_variables(
-            &txn.open_table(VPNS)?,
-            &txn.open_table(VPN_CLIENTS)?,
-            &txn.open_table(CAS)?,
-            &txn.open_table(CERTS)?,
-            device.id,
-        )?;
+        // VPN clients follow the VPN-client templates; only devices that have some render
+        // with their variables.
+        let vpns = sources.vpns_of(&device)?;
+        let vpn = if backend.sync_clients(txn, &device, &vpns)? {
+            backend.vpn_variables(
+                &txn.open_table(VPNS)?,
+                &txn.open_table(VPN_CLIENTS)?,
+                &txn.open_table(CAS)?,
+                &txn.open_table(CERTS)?,
+                device.id,
+            )?
+        } else {
+            BTreeMap::new()
+        };
         let Some(rendered) = sources.render(&device, &vpn)? else {
             continue;
         };
@@ -76,8 +77,7 @@ pub(super) fn configuration_changed(
         config.checksum = rendered.checksum;
         config.status = ConfigStatus::Modified;
         config.error_reason.clear();
-        txn.open_table(DEVICES)?
-            .insert(id.key(), encode("devices", &device)?.as_slice())?;
+        table.insert(id.key(), encode("devices", &device)?.as_slice())?;
         changed.push(id);
     }
     Ok(ConfigChange { devices: changed })
@@ -106,8 +106,9 @@ impl<T: ReadableTable<u128, &'static [u8]>> Sources<T> {
         }
     }
 
-    /// The templates of `device`'s configuration that exist, in its order.
-    pub(super) fn templates_of(&mut self, device: &Device) -> Result<Vec<Template>> {
+    /// The VPNs of the VPN-client templates in `device`'s configuration, in its order (a VPN
+    /// twice when two of its templates are there).
+    pub(super) fn vpns_of(&mut self, device: &Device) -> Result<Vec<crate::VpnId>> {
         let Some(config) = device.config.as_ref() else {
             return Ok(Vec::new());
         };
@@ -116,7 +117,9 @@ impl<T: ReadableTable<u128, &'static [u8]>> Sources<T> {
             .fields
             .templates
             .iter()
-            .filter_map(|id| self.template_cache.get(id).and_then(Option::clone))
+            .filter_map(|id| self.template_cache.get(id).and_then(Option::as_ref))
+            .filter(|t| t.fields.kind == crate::TemplateType::Vpn)
+            .filter_map(|t| t.fields.vpn.map(crate::VpnId))
             .collect())
     }
 

@@ -24,7 +24,7 @@ use crate::tables::*;
 use crate::vpn::{ClientMaterial, Vpn, VpnClient, VpnFields, VpnFilter};
 use crate::{
     ConfigChange, Device, DeviceId, OrgId, Page, PageRequest, RenderedConfig, Result, Scope,
-    StoreError, Template, TemplateId, TemplateType, Timestamp, Unique, VpnId, VpnStore,
+    StoreError, Template, TemplateId, Timestamp, Unique, VpnId, VpnStore,
 };
 
 const SERVER: u128 = 0;
@@ -321,41 +321,43 @@ impl RedbBackend {
         Ok(vars)
     }
 
-    /// Brings `device`'s VPN clients in line with the VPN-client templates of its
-    /// configuration (`templates`, as loaded): adds the missing, removes the stale.
+    /// Brings `device`'s VPN clients in line with the VPNs of the VPN-client templates of its
+    /// configuration (`vpns`): adds the missing, removes the stale. Returns whether the device
+    /// has any client now.
     pub(super) fn sync_clients(
         &self,
         txn: &WriteTransaction,
         device: &Device,
-        templates: &[&Template],
-    ) -> Result<()> {
+        vpns: &[VpnId],
+    ) -> Result<bool> {
         let mut wanted = BTreeSet::new();
-        if device.config.is_some() && !device.is_deactivated {
-            for t in templates {
-                if t.fields.kind == TemplateType::Vpn
-                    && let Some(vpn) = t.fields.vpn
-                    && !wanted.insert(VpnId(vpn))
-                {
-                    return Err(rule("config", TWO_CLIENTS));
-                }
+        for vpn in vpns {
+            if !wanted.insert(*vpn) {
+                return Err(rule("config", TWO_CLIENTS));
             }
         }
         let existing = self.device_clients(&txn.open_table(VPN_CLIENTS)?, device.id)?;
+        if wanted.is_empty() && existing.is_empty() {
+            return Ok(false);
+        }
         for (vpn, client) in &existing {
             if !wanted.contains(vpn) {
                 self.remove_client(txn, client)?;
             }
         }
+        let mut any = false;
         for vpn in wanted {
             if existing.contains_key(&vpn) {
+                any = true;
                 continue;
             }
             let Ok(vpn) = self.load_vpn(txn, vpn) else {
                 continue;
             };
             self.add_client(txn, device, &vpn)?;
+            any = true;
         }
-        Ok(())
+        Ok(any)
     }
 
     /// Removes every client of a device (deleted with it).
