@@ -86,7 +86,8 @@ async fn a_device_certificate_logs_in_until_it_is_revoked() {
     let mut sim = device_with_certificate(&app, &device, files.path());
     assert_eq!(next(&mut sim).await, SimEvent::Connected);
 
-    // Revoked: the live session ends within a second and the next attempt is refused.
+    // Revoked: the live session ends (pushed by the revocation, not found by a poll) and the
+    // next attempt is refused.
     let revoked = app
         .post(
             &format!("/api/v1/controller/cert/{}/revoke/", issued.body["id"]),
@@ -96,11 +97,11 @@ async fn a_device_certificate_logs_in_until_it_is_revoked() {
         .await;
     assert_eq!(revoked.status, 200, "{:?}", revoked.body);
     let ended = timeout(
-        Duration::from_secs(1),
+        WAIT,
         sim.wait_for(|e| matches!(e, SimEvent::Disconnected { .. })),
     )
     .await
-    .expect("disconnected within a second of the revocation");
+    .expect("disconnected after the revocation");
     assert!(ended.is_some());
     let reason = refused(&mut sim).await;
     assert!(reason.contains("0x05"), "{reason}");
