@@ -232,7 +232,10 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (routes, mut doc) = api_routes().split_for_parts();
     routes::credentials::document_alias(&mut doc);
     docs::finish(&mut doc);
-    (routes.merge(routes::credentials::alias_router()), doc)
+    let routes = routes
+        .merge(routes::credentials::alias_router())
+        .merge(routes::pki::cas::crl_alias_router());
+    (routes, doc)
 }
 
 /// The OpenAPI document of every route.

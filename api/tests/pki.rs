@@ -111,6 +111,18 @@ async fn a_generated_chain_and_its_crl_pass_openssl() {
         .await;
     assert_eq!(crl.status, StatusCode::OK);
     assert_eq!(crl.header("content-type"), "application/x-pem-file");
+    // Also where openwisp-controller really serves it: no trailing slash.
+    let bare = api
+        .send(
+            Request::builder()
+                .uri(format!("{CAS}{}/crl", ca["id"]))
+                .header(AUTHORIZATION, format!("Bearer {}", api.admin))
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(bare.status, StatusCode::OK);
+    assert_eq!(bare.body, crl.body);
     std::fs::write(dir.path().join("ca.crl"), &crl.body).expect("CRL written");
     let (ok, out) = openssl(
         dir.path(),

@@ -174,6 +174,12 @@ async fn renew_ca(
     Ok(Json(view(renewed)))
 }
 
+/// `/api/v1/controller/ca/{id}/crl` without the trailing slash, where openwisp-controller
+/// really serves the CRL (its docs show the slash): the same handler, not documented twice.
+pub fn crl_alias_router() -> axum::Router<AppState> {
+    axum::Router::new().route("/api/v1/controller/ca/{id}/crl", axum::routing::get(ca_crl))
+}
+
 /// The CA's certificate revocation list (PEM, `{id}.crl`), regenerated on every revocation.
 #[utoipa::path(get, path = "/api/v1/controller/ca/{id}/crl/", tag = "pki",
     params(("id" = u64, Path, description = "CA id")),
