@@ -4,9 +4,7 @@
 
 mod common;
 
-use axum::body::Body;
-use axum::http::header::AUTHORIZATION;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use common::{RawReply, TestApi, random_mac, unpack};
 use fleetmq_store::{
     ConfigGrant, ConfigOutcome, ConfigStatus, DOWNLOAD_SECRET, DeviceId, Timestamp,
@@ -28,12 +26,7 @@ fn site_file() -> Value {
 }
 
 async fn download(api: &TestApi, path: &str, token: Option<&str>) -> RawReply {
-    let mut request = Request::builder().method("GET").uri(path);
-    if let Some(token) = token {
-        request = request.header(AUTHORIZATION, format!("Bearer {token}"));
-    }
-    api.send(request.body(Body::empty()).expect("request"))
-        .await
+    api.get_raw(path, token).await
 }
 
 async fn create(api: &TestApi, base: &str, body: Value) -> Value {

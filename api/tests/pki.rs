@@ -7,10 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use axum::body::Body;
-use axum::http::Request;
 use axum::http::StatusCode;
-use axum::http::header::AUTHORIZATION;
 use common::TestApi;
 use fleetmq_store::Group;
 use serde_json::{Value, json};
@@ -101,25 +98,13 @@ async fn a_generated_chain_and_its_crl_pass_openssl() {
     assert_eq!(revoked.body["revoked"], true);
     assert!(revoked.body["revoked_at"].is_string());
     let crl = api
-        .send(
-            Request::builder()
-                .uri(format!("{CAS}{}/crl/", ca["id"]))
-                .header(AUTHORIZATION, format!("Bearer {}", api.admin))
-                .body(Body::empty())
-                .expect("request"),
-        )
+        .get_raw(&format!("{CAS}{}/crl/", ca["id"]), Some(&api.admin))
         .await;
     assert_eq!(crl.status, StatusCode::OK);
     assert_eq!(crl.header("content-type"), "application/x-pem-file");
     // Also where openwisp-controller really serves it: no trailing slash.
     let bare = api
-        .send(
-            Request::builder()
-                .uri(format!("{CAS}{}/crl", ca["id"]))
-                .header(AUTHORIZATION, format!("Bearer {}", api.admin))
-                .body(Body::empty())
-                .expect("request"),
-        )
+        .get_raw(&format!("{CAS}{}/crl", ca["id"]), Some(&api.admin))
         .await;
     assert_eq!(bare.status, StatusCode::OK);
     assert_eq!(bare.body, crl.body);

@@ -8,9 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use axum::body::Body;
-use axum::http::header::AUTHORIZATION;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use common::{TestApi, unpack};
 use fleetmq_store::Group;
 use serde_json::{Value, json};
@@ -19,15 +17,7 @@ const VPNS: &str = "/api/v1/controller/vpn/";
 const TEMPLATES: &str = "/api/v1/controller/template/";
 
 async fn download(api: &TestApi, path: &str) -> BTreeMap<String, String> {
-    let reply = api
-        .send(
-            Request::builder()
-                .uri(path)
-                .header(AUTHORIZATION, format!("Bearer {}", api.admin))
-                .body(Body::empty())
-                .expect("request"),
-        )
-        .await;
+    let reply = api.get_raw(path, Some(&api.admin)).await;
     assert_eq!(reply.status, StatusCode::OK, "{path}: {:?}", reply.body);
     unpack(&reply.body)
 }
@@ -264,12 +254,9 @@ async fn openvpn_clients_get_a_certificate_each_revoked_when_they_leave() {
         .await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     let crl = api
-        .send(
-            Request::builder()
-                .uri(format!("/api/v1/controller/ca/{}/crl/", ca.body["id"]))
-                .header(AUTHORIZATION, format!("Bearer {}", api.admin))
-                .body(Body::empty())
-                .expect("request"),
+        .get_raw(
+            &format!("/api/v1/controller/ca/{}/crl/", ca.body["id"]),
+            Some(&api.admin),
         )
         .await;
     let dir = tempfile::tempdir().expect("temporary directory");

@@ -152,6 +152,16 @@ impl TestApi {
         Reply { status, body }
     }
 
+    /// GETs `path` (with `token`, if any) and keeps the answer's bytes and headers: downloads.
+    pub async fn get_raw(&self, path: &str, token: Option<&str>) -> RawReply {
+        let mut request = Request::builder().method("GET").uri(path);
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        self.send(request.body(Body::empty()).expect("request"))
+            .await
+    }
+
     /// Sends a request as built (any headers, any body) and keeps the answer's bytes.
     pub async fn send(&self, request: Request<Body>) -> RawReply {
         let response = self
