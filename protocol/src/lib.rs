@@ -17,6 +17,8 @@
 //! - [`config`]: `down/config/notice` and `up/config/status`, configuration pushed to a device.
 //! - [`system_update`]: npm.system_update 2.0 as `down/update/request`, `up/update/response`,
 //!   and the `up/update` and `up/images` state notifications.
+//! - [`software`]: application software (OTAO): `up/software` inventories, `down/software/offer`
+//!   and `down/software/deliver`, answered on `up/software/status`.
 //! - [`error_notice`]: `down/error`, why the server refused a device payload.
 //! - [`uplink`]: [`Uplink::parse`], the payload type chosen by the up channel (for the bridge).
 //! - [`error`]: [`ProtocolError`], the one error type of this crate.
@@ -29,6 +31,7 @@ pub mod error;
 pub mod error_notice;
 pub mod id;
 pub mod presence;
+pub mod software;
 pub mod system_update;
 pub mod telemetry;
 pub mod topic;
@@ -42,6 +45,9 @@ pub use error::ProtocolError;
 pub use error_notice::ErrorNotice;
 pub use id::DeviceId;
 pub use presence::{DEVICE_TEXT_MAX_CHARS, FIRMWARE_VERSION_MAX_CHARS, Presence, PresenceStatus};
+pub use software::{
+    SoftwareDelivery, SoftwareInventory, SoftwareOffer, SoftwareOutcome, SoftwareStatus,
+};
 pub use system_update::{
     Call, HistoryEntry, ImageResource, ImageState, ImagesResource, UpdateRequest, UpdateResource,
     UpdateResponse, UpdateState,

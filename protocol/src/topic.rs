@@ -67,11 +67,15 @@ pub enum UpChannel {
     Images,
     /// Whether the device applied the configuration announced on `down/config/notice`.
     ConfigStatus,
+    /// The applications the device runs, with their versions.
+    Software,
+    /// The device's answer to a `down/software/offer` or `down/software/deliver`.
+    SoftwareStatus,
 }
 
 impl UpChannel {
     /// Every up channel, for exhaustive tests and documentation tables.
-    pub const ALL: [UpChannel; 8] = [
+    pub const ALL: [UpChannel; 10] = [
         UpChannel::Presence,
         UpChannel::Telemetry,
         UpChannel::Coordinates,
@@ -80,6 +84,8 @@ impl UpChannel {
         UpChannel::UpdateResponse,
         UpChannel::Images,
         UpChannel::ConfigStatus,
+        UpChannel::Software,
+        UpChannel::SoftwareStatus,
     ];
 
     /// The channel's topic suffix (may span two levels).
@@ -93,6 +99,8 @@ impl UpChannel {
             UpChannel::UpdateResponse => "update/response",
             UpChannel::Images => "images",
             UpChannel::ConfigStatus => "config/status",
+            UpChannel::Software => "software",
+            UpChannel::SoftwareStatus => "software/status",
         }
     }
 }
@@ -122,15 +130,21 @@ pub enum DownChannel {
     ConfigNotice,
     /// Why the server refused a payload the device sent.
     Error,
+    /// A software version offered for the device's consent.
+    SoftwareOffer,
+    /// A software version to install.
+    SoftwareDeliver,
 }
 
 impl DownChannel {
     /// Every down channel.
-    pub const ALL: [DownChannel; 4] = [
+    pub const ALL: [DownChannel; 6] = [
         DownChannel::CommandRequest,
         DownChannel::UpdateRequest,
         DownChannel::ConfigNotice,
         DownChannel::Error,
+        DownChannel::SoftwareOffer,
+        DownChannel::SoftwareDeliver,
     ];
 
     /// The channel's topic suffix (may span two levels).
@@ -140,6 +154,8 @@ impl DownChannel {
             DownChannel::UpdateRequest => "update/request",
             DownChannel::ConfigNotice => "config/notice",
             DownChannel::Error => "error",
+            DownChannel::SoftwareOffer => "software/offer",
+            DownChannel::SoftwareDeliver => "software/deliver",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! `down/error` with an [`ErrorNotice`](crate::ErrorNotice).
 
 use crate::system_update::{ImagesResource, UpdateResource, UpdateResponse};
+use crate::software::{SoftwareInventory, SoftwareStatus};
 use crate::topic::UpChannel;
 use crate::{CommandResult, ConfigReport, Coordinates, Presence, ProtocolError, Telemetry};
 
@@ -27,6 +28,10 @@ pub enum Uplink {
     Images(ImagesResource),
     /// `up/config/status`.
     ConfigStatus(ConfigReport),
+    /// `up/software`.
+    Software(SoftwareInventory),
+    /// `up/software/status`.
+    SoftwareStatus(SoftwareStatus),
 }
 
 impl Uplink {
@@ -41,6 +46,8 @@ impl Uplink {
             UpChannel::UpdateResponse => Uplink::UpdateResponse(UpdateResponse::parse(payload)?),
             UpChannel::Images => Uplink::Images(ImagesResource::parse(payload)?),
             UpChannel::ConfigStatus => Uplink::ConfigStatus(ConfigReport::parse(payload)?),
+            UpChannel::Software => Uplink::Software(SoftwareInventory::parse(payload)?),
+            UpChannel::SoftwareStatus => Uplink::SoftwareStatus(SoftwareStatus::parse(payload)?),
         })
     }
 }
