@@ -219,6 +219,9 @@ impl From<StoreError> for ApiError {
                         "non_field_errors",
                         "The fields organization, name must make a unique set.",
                     ),
+                    Unique::SoftwareVersion => {
+                        ("version", "This version of the application already exists.")
+                    }
                     Unique::ConnectionCredentials => (
                         "non_field_errors",
                         "The fields device, credentials must make a unique set.",

@@ -343,6 +343,9 @@ impl Bridge {
             DeviceMessage::ConfigStatus(report) => {
                 self.inner.configs.report(device, report).await?;
             }
+            DeviceMessage::Software(_) | DeviceMessage::SoftwareStatus(_) => {
+                // Application software arrives with the OTAO decision source.
+            }
         }
         Ok(())
     }

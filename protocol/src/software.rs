@@ -206,7 +206,10 @@ mod tests {
             SoftwareInventory::parse(br#"{"applications":{"smart-kettle":"1.0.2","ui":"2.0.0"}}"#)
                 .unwrap();
         assert_eq!(inventory.applications["smart-kettle"], "1.0.2");
-        assert_eq!(SoftwareInventory::parse(&inventory.to_bytes()).ok(), Some(inventory));
+        assert_eq!(
+            SoftwareInventory::parse(&inventory.to_bytes()).ok(),
+            Some(inventory)
+        );
 
         let too_many: BTreeMap<String, String> = (0..=APPLICATIONS_MAX)
             .map(|i| (format!("app-{i}"), "1.0.0".to_owned()))
@@ -222,8 +225,13 @@ mod tests {
             r#"{"applications":["app"]}"#,
             r#"{"apps":{}}"#,
         ] {
-            let err = SoftwareInventory::parse(bad.as_bytes()).unwrap_err().to_string();
-            assert!(err.starts_with("invalid software inventory payload"), "{bad}: {err}");
+            let err = SoftwareInventory::parse(bad.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("invalid software inventory payload"),
+                "{bad}: {err}"
+            );
         }
     }
 
@@ -240,7 +248,10 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&delivery.to_bytes()).unwrap();
         assert_eq!(json["appName"], "smart-kettle");
         assert_eq!(json["specification"]["link"], "ftp://software-repository");
-        assert_eq!(SoftwareDelivery::parse(&delivery.to_bytes()).ok(), Some(delivery));
+        assert_eq!(
+            SoftwareDelivery::parse(&delivery.to_bytes()).ok(),
+            Some(delivery)
+        );
 
         let offer = SoftwareOffer {
             id,
@@ -270,10 +281,8 @@ mod tests {
         assert!(err.contains("at most 1024"), "{err}");
         assert!(SoftwareStatus::parse(br#"{"id":"nope","status":"installed"}"#).is_err());
         assert!(
-            SoftwareStatus::parse(
-                format!(r#"{{"id":"{id}","status":"downloaded"}}"#).as_bytes()
-            )
-            .is_err()
+            SoftwareStatus::parse(format!(r#"{{"id":"{id}","status":"downloaded"}}"#).as_bytes())
+                .is_err()
         );
     }
 }

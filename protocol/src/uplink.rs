@@ -4,8 +4,8 @@
 //! prefix (its one dispatch of device messages) and, on error, answers the device on
 //! `down/error` with an [`ErrorNotice`](crate::ErrorNotice).
 
-use crate::system_update::{ImagesResource, UpdateResource, UpdateResponse};
 use crate::software::{SoftwareInventory, SoftwareStatus};
+use crate::system_update::{ImagesResource, UpdateResource, UpdateResponse};
 use crate::topic::UpChannel;
 use crate::{CommandResult, ConfigReport, Coordinates, Presence, ProtocolError, Telemetry};
 

@@ -43,6 +43,7 @@ pub trait Backend:
     + VpnStore
     + FirmwareStore
     + UpgradeStore
+    + SoftwareStore
     + Send
     + Sync
     + 'static
@@ -604,6 +605,107 @@ pub trait UpgradeStore: Send + Sync + 'static {
     fn location(&self, id: LocationId) -> Result<Option<Location>>;
     /// The devices placed at a location, in one read (batch filters).
     fn location_devices(&self, id: LocationId) -> Result<Vec<DeviceId>>;
+}
+
+/// Application software (OTAO, see [`crate::software`]): the catalogue, applications'
+/// settings, endpoint filters, what devices run and the installations moving them. Same rules
+/// as [`Backend`]: every method is one transaction. Tenancy: every software, application and
+/// filter belongs to one organization; callers pass the organization they resolved for the
+/// caller, and an object of another organization is `NotFound`.
+pub trait SoftwareStore: Send + Sync + 'static {
+    /// Publishes a version of application `app_name` of `org` (creating the application with
+    /// default settings on its first version). `Unique::SoftwareVersion` if the version
+    /// exists; `Rule { field: "filters", .. }` if a filter is not one of `org`'s.
+    fn create_software(
+        &self,
+        org: OrgId,
+        app_name: &str,
+        version: semver::Version,
+        fields: crate::SoftwareFields,
+    ) -> Result<crate::Software>;
+    /// One version of an application of `org`.
+    fn software(
+        &self,
+        org: OrgId,
+        app_name: &str,
+        version: &semver::Version,
+    ) -> Result<Option<crate::Software>>;
+    /// Every version of an application of `org`, lowest version first (empty: no such
+    /// application).
+    fn list_software(&self, org: OrgId, app_name: &str) -> Result<Vec<crate::Software>>;
+    /// Replaces what may change of a version (metadata, upgradable_from, strategy, filters,
+    /// rollout limits; the specification stays) and clears its engine note. Same checks as
+    /// [`SoftwareStore::create_software`].
+    fn update_software(
+        &self,
+        id: crate::SoftwareId,
+        fields: crate::SoftwareFields,
+    ) -> Result<crate::Software>;
+    /// Suspends a version's rollout, recording why (the engine's abort threshold tripped).
+    fn suspend_software(&self, id: crate::SoftwareId, note: String) -> Result<()>;
+    /// The organizations in `scope` that have an application named `app_name`.
+    fn application_organizations(&self, scope: &Scope, app_name: &str) -> Result<Vec<OrgId>>;
+    /// An application's settings.
+    fn application(&self, org: OrgId, app_name: &str) -> Result<Option<crate::Application>>;
+    /// Creates or replaces an application's settings.
+    fn put_application(&self, application: crate::Application) -> Result<crate::Application>;
+
+    /// Creates a filter.
+    fn create_filter(&self, fields: crate::FilterFields) -> Result<crate::EndpointFilter>;
+    /// Looks a filter up.
+    fn filter(&self, id: crate::FilterId) -> Result<Option<crate::EndpointFilter>>;
+    /// Filters of the scope's organizations, newest first.
+    fn list_filters(&self, scope: &Scope, page: PageRequest)
+    -> Result<Page<crate::EndpointFilter>>;
+    /// Replaces a filter's fields (its organization may not change: `Rule`).
+    fn update_filter(
+        &self,
+        id: crate::FilterId,
+        fields: crate::FilterFields,
+    ) -> Result<crate::EndpointFilter>;
+    /// Deletes a filter; `InUse` while a software version names it.
+    fn delete_filter(&self, id: crate::FilterId) -> Result<()>;
+    /// The devices a filter matches now, in the devices' list order (newest first), paged.
+    fn filter_endpoints(&self, id: crate::FilterId, page: PageRequest) -> Result<Page<Device>>;
+
+    /// The applications a device runs, by name.
+    fn device_software(&self, device: DeviceId) -> Result<Vec<crate::DeviceSoftware>>;
+    /// Records what a device runs: with `replace`, `applications` is the whole inventory
+    /// (the device's `up/software`); without, only those applications change (REST).
+    /// `NotFound` if the device is gone.
+    fn set_device_software(
+        &self,
+        device: DeviceId,
+        applications: std::collections::BTreeMap<String, String>,
+        replace: bool,
+    ) -> Result<Vec<crate::DeviceSoftware>>;
+
+    /// Everything deciding `org`'s installations takes, in one read: the catalogue, the
+    /// applications' settings, the filters, the active devices with what they run and where
+    /// they are, installations in progress, and the hops devices failed or declined.
+    fn software_view(&self, org: OrgId) -> Result<crate::SoftwareView>;
+    /// Organizations that have at least one software version.
+    fn software_organizations(&self) -> Result<Vec<OrgId>>;
+    /// Stores new installations (queued), skipping any whose device already has one in
+    /// progress for the same application or is gone or deactivated; returns those stored.
+    fn start_installations(
+        &self,
+        installations: Vec<crate::Installation>,
+    ) -> Result<Vec<crate::Installation>>;
+    /// Stores new versions of in-progress installations in one transaction, counting status
+    /// changes into their software. An installation no longer in progress (its device was
+    /// deleted or deactivated) is left alone; their ids are returned. `installed` (success)
+    /// sets the device's version of the application in the same transaction.
+    fn write_installations(
+        &self,
+        installations: Vec<crate::Installation>,
+    ) -> Result<Vec<crate::InstallationId>>;
+    /// Looks an installation up.
+    fn installation(&self, id: crate::InstallationId) -> Result<Option<crate::Installation>>;
+    /// Every installation in progress (the engine's work after a restart).
+    fn active_installations(&self) -> Result<Vec<crate::Installation>>;
+    /// A device's installations, newest first.
+    fn device_installations(&self, device: DeviceId) -> Result<Vec<crate::Installation>>;
 }
 
 /// Organizations' configuration settings (see [`crate::config_settings`]). Same rules as

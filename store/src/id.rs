@@ -114,6 +114,18 @@ id_type!(
     GroupId
 );
 id_type!(
+    /// Identifies one published version of an application's software (OTAO).
+    SoftwareId
+);
+id_type!(
+    /// Identifies an endpoint filter (OTAO): a named query over devices.
+    FilterId
+);
+id_type!(
+    /// Identifies one device's installation of one software version (one hop).
+    InstallationId
+);
+id_type!(
     /// Identifies a VPN server.
     VpnId
 );

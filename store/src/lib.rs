@@ -27,6 +27,9 @@
 //!   [`board`] — image types and the boards they fit.
 //! - [`upgrade`] — device firmware, upgrade operations and batches; [`rollout`] — how a batch
 //!   is rolled out (validated options); [`batch`] — which devices a mass upgrade targets.
+//! - [`software`] — application software (OTAO): versions, their compatibility graph and
+//!   rollout strategies, endpoint filters, what devices run, installations, and
+//!   [`software::next_hop`], the rule deciding what a device is offered.
 //! - [`page`] — paging, tenancy scope, uniqueness rules.
 //! - [`memo`] — read caches kept correct by invalidation after commits.
 //! - [`backend`] — the storage boundary trait.
@@ -56,6 +59,7 @@ pub mod pki;
 pub mod redb_backend;
 pub mod revocation;
 pub mod rollout;
+pub mod software;
 pub mod tables;
 pub mod telemetry;
 pub mod template;
@@ -70,7 +74,8 @@ use std::sync::Arc;
 
 pub use backend::{
     AccountStore, Backend, ConfigSettingsStore, ConfigStore, DeviceLogin, DevicePlane, DeviceStore,
-    FirmwareStore, LocationStore, MqttSession, NewCommand, PkiStore, UpgradeStore, VpnStore,
+    FirmwareStore, LocationStore, MqttSession, NewCommand, PkiStore, SoftwareStore, UpgradeStore,
+    VpnStore,
 };
 pub use batch::{BatchError, DeviceTarget, FirmwareTarget, MassUpgrade, Narrowing, Targets};
 pub use blob::{BlobError, BlobKey, BlobStore, BlobWriter, StoredBlob};
@@ -93,8 +98,9 @@ pub use error::{Result, StoreError};
 pub use firmware::{Build, BuildFields, BuildFilter, Category, CategoryFields, Image};
 pub use group::{DeviceGroup, GroupFields, GroupFilter};
 pub use id::{
-    BatchId, BuildId, CategoryId, CommandId, ConnectionId, CredentialsId, DeviceId, FloorPlanId,
-    GroupId, ImageId, LocationId, OrgId, PlanImageId, TemplateId, UpgradeId, UserId, VpnId,
+    BatchId, BuildId, CategoryId, CommandId, ConnectionId, CredentialsId, DeviceId, FilterId,
+    FloorPlanId, GroupId, ImageId, InstallationId, LocationId, OrgId, PlanImageId, SoftwareId,
+    TemplateId, UpgradeId, UserId, VpnId,
 };
 pub use location::{
     DeviceLocation, FloorPlan, FloorplanChoice, Geometry, IMAGE_HEAD, ImageFormat, Location,
@@ -111,6 +117,11 @@ pub use pki::{
 pub use redb_backend::RedbBackend;
 pub use revocation::{LoginChange, LoginChanges};
 pub use rollout::{AbortThreshold, FailureRate, Limit, Rollout, RolloutError, Waves};
+pub use software::{
+    Application, DeviceSoftware, Endpoint, EndpointFilter, FilterActivation, FilterFields,
+    FilterQuery, InstallStep, Installation, RefusedHop, RolloutStrategy, Software, SoftwareFields,
+    SoftwareView, next_hop, valid_app_name,
+};
 pub use telemetry::{HistoryPage, HistoryPageRequest, TelemetryRange, TelemetrySample};
 pub use template::{
     Template, TemplateFields, TemplateFilter, TemplateRules, TemplateType, settle_templates,

@@ -80,4 +80,6 @@ pub enum Unique {
     /// Registration secrets are unique across organizations (the secret names its
     /// organization).
     SharedSecret,
+    /// Software versions are unique per application.
+    SoftwareVersion,
 }

@@ -40,6 +40,7 @@ mod locations;
 mod paging;
 mod pki;
 mod record;
+mod software;
 mod upgrade;
 mod vpn;
 
