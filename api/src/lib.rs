@@ -34,7 +34,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use fleetmq_protocol::{Call, UpdateResponse};
-use fleetmq_store::{Command, DeviceId, StartedUpgrades, Store, UpgradeOperation};
+use fleetmq_store::{Command, DeviceId, OrgId, StartedUpgrades, Store, UpgradeOperation};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -92,6 +92,9 @@ pub trait Hooks: Send + Sync + 'static {
     fn upgrades_started(&self, _started: StartedUpgrades) {}
     /// Operations were cancelled in the store: stop driving them and tidy their devices.
     fn upgrades_cancelled(&self, _operations: Vec<UpgradeOperation>) {}
+    /// Application software (OTAO) of `org` changed — a version, a filter, an application's
+    /// settings, what a device runs, a device's attributes: decide its installations again.
+    fn software_changed(&self, _org: OrgId) {}
     /// Calls a device's npm.system_update 2.0 API over MQTT and returns its answer.
     fn device_call(&self, _device: DeviceId, _call: Call) -> DeviceCallFuture {
         Box::pin(async { Err(DeviceCallError::Unavailable) })
