@@ -888,9 +888,11 @@ impl Device {
                 }
                 Err(e) => self.ignore(topic, e.to_string()),
             },
-            Channel::Down(DownChannel::SoftwareOffer | DownChannel::SoftwareDeliver) => {
-                self.ignore(topic, "application software is not simulated yet".to_owned())
-            }
+            Channel::Down(DownChannel::SoftwareOffer | DownChannel::SoftwareDeliver) => self
+                .ignore(
+                    topic,
+                    "application software is not simulated yet".to_owned(),
+                ),
             Channel::Up(_) => self.ignore(topic, "not a down topic".to_owned()),
         }
     }

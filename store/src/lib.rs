@@ -117,6 +117,8 @@ pub use pki::{
 pub use redb_backend::RedbBackend;
 pub use revocation::{LoginChange, LoginChanges};
 pub use rollout::{AbortThreshold, FailureRate, Limit, Rollout, RolloutError, Waves};
+/// Software versions are semantic versions.
+pub use semver::Version as SemVer;
 pub use software::{
     Application, DeviceSoftware, Endpoint, EndpointFilter, FilterActivation, FilterFields,
     FilterQuery, InstallStep, Installation, RefusedHop, RolloutStrategy, Software, SoftwareFields,

@@ -49,7 +49,7 @@ impl Default for UpgradePolicy {
     }
 }
 
-fn after(now: Timestamp, wait: Duration) -> Timestamp {
+pub(crate) fn after(now: Timestamp, wait: Duration) -> Timestamp {
     let micros = i64::try_from(wait.as_micros()).unwrap_or(i64::MAX);
     Timestamp::from_micros(now.as_micros().saturating_add(micros))
 }

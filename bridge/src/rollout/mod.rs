@@ -13,6 +13,7 @@
 //! re-sending that step's request when the device reconnects (devices answer repeats
 //! idempotently).
 
+pub mod installation;
 pub mod machine;
 pub mod schedule;
 

@@ -12,13 +12,110 @@
 //!
 //! The engine keeps one [`Run`] per batch, counts status changes into it, hands [`admit`] the
 //! batch's operations and `now`, and applies the [`Decision`]: dispatch, or abort.
+//!
+//! A "batch" is whatever shares one [`Rollout`]: a firmware batch's upgrade operations, or the
+//! installations of one software version (OTAO). [`admit`] reads operations only through
+//! [`Scheduled`], so both kinds get the same limits by the same code.
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::Hash;
 
 use fleetmq_store::{
-    Batch, DeviceId, Rollout, StatusCounts, Timestamp, UpgradeId, UpgradeOperation, UpgradeStatus,
-    UpgradeStep,
+    Batch, DeviceId, InstallStep, Installation, InstallationId, Rollout, StatusCounts, Timestamp,
+    UpgradeId, UpgradeOperation, UpgradeStatus, UpgradeStep,
 };
+
+/// What the scheduler reads of an operation: a firmware upgrade operation or a software
+/// installation.
+pub trait Scheduled {
+    /// Its identity.
+    type Id: Copy + Eq + Ord + Hash + std::fmt::Debug;
+    /// Its identity.
+    fn id(&self) -> Self::Id;
+    /// The device it runs on.
+    fn device(&self) -> DeviceId;
+    /// Its status.
+    fn status(&self) -> UpgradeStatus;
+    /// Its wave (0 = first).
+    fn wave(&self) -> u32;
+    /// Waiting for its turn.
+    fn queued(&self) -> bool;
+    /// Between its start and its end: counts against `max_parallel`.
+    fn running(&self) -> bool;
+    /// Whether an abort may still stop it.
+    fn stoppable(&self) -> bool;
+    /// Not before this instant (retry backoff).
+    fn not_before(&self) -> Option<Timestamp>;
+    /// When it was created (the queue's order).
+    fn created(&self) -> Timestamp;
+}
+
+impl Scheduled for UpgradeOperation {
+    type Id = UpgradeId;
+    fn id(&self) -> UpgradeId {
+        self.id
+    }
+    fn device(&self) -> DeviceId {
+        self.device
+    }
+    fn status(&self) -> UpgradeStatus {
+        self.status
+    }
+    fn wave(&self) -> u32 {
+        self.wave
+    }
+    fn queued(&self) -> bool {
+        self.step == UpgradeStep::Queued
+    }
+    fn running(&self) -> bool {
+        matches!(
+            self.step,
+            UpgradeStep::Fetching | UpgradeStep::Initializing | UpgradeStep::Flashing
+        )
+    }
+    fn stoppable(&self) -> bool {
+        self.cancellable()
+    }
+    fn not_before(&self) -> Option<Timestamp> {
+        self.not_before
+    }
+    fn created(&self) -> Timestamp {
+        self.created
+    }
+}
+
+impl Scheduled for Installation {
+    type Id = InstallationId;
+    fn id(&self) -> InstallationId {
+        self.id
+    }
+    fn device(&self) -> DeviceId {
+        self.device
+    }
+    fn status(&self) -> UpgradeStatus {
+        self.status
+    }
+    /// A software rollout's waves are its filters' rollout dates: one wave here.
+    fn wave(&self) -> u32 {
+        0
+    }
+    fn queued(&self) -> bool {
+        self.step == InstallStep::Queued
+    }
+    /// An offer waiting for consent holds no slot: people may take days to answer.
+    fn running(&self) -> bool {
+        matches!(self.step, InstallStep::Delivering | InstallStep::Installing)
+    }
+    fn stoppable(&self) -> bool {
+        Installation::stoppable(self)
+    }
+    fn not_before(&self) -> Option<Timestamp> {
+        self.not_before
+    }
+    fn created(&self) -> Timestamp {
+        self.created
+    }
+}
 
 /// The rate limit's window, in microseconds.
 const MINUTE_MICROS: i64 = 60_000_000;
@@ -39,6 +136,20 @@ impl Run {
     /// A batch's run, from its stored rollout and counts.
     pub fn new(batch: &Batch) -> Self {
         Self::with(batch.rollout.clone(), batch.counts)
+    }
+
+    /// A software version's run (OTAO), from its rollout limits and counts.
+    pub fn of_software(software: &fleetmq_store::Software) -> Self {
+        Self::with(software.fields.rollout.clone(), software.counts)
+    }
+
+    /// The rollout limits changed (an operator edited the software): keep the counts and the
+    /// rate window, apply the new limits; a new threshold may un-abort it.
+    pub fn set_rollout(&mut self, rollout: Rollout) {
+        if rollout != self.rollout {
+            self.rollout = rollout;
+            self.aborted = false;
+        }
     }
 
     /// Operations outside any batch (a single device's upgrade): no limits.
@@ -66,12 +177,12 @@ impl Run {
 
 /// What to do with a batch now.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Decision {
+pub enum Decision<Id = UpgradeId> {
     /// Dispatch these queued operations now, in this order. `wake`: when an operation held
     /// back by a retry backoff or the rate limit may start (no event will say so).
     Admit {
         /// Operations to dispatch.
-        dispatch: Vec<UpgradeId>,
+        dispatch: Vec<Id>,
         /// When to look again, if only time will free an operation.
         wake: Option<Timestamp>,
     },
@@ -79,7 +190,7 @@ pub enum Decision {
     /// stopped) and record `note` on the batch.
     Abort {
         /// Operations to abort.
-        operations: Vec<UpgradeId>,
+        operations: Vec<Id>,
         /// Why, for the batch and each operation's log.
         note: String,
     },
@@ -88,12 +199,12 @@ pub enum Decision {
 /// Decides which of a batch's operations start now. `operations` are the batch's operations
 /// the engine drives; `online` holds (at least) the devices of those that may start; `now` is
 /// the only clock. Dispatched starts are recorded in `run` (rate limit), an abort too.
-pub fn admit(
+pub fn admit<Op: Scheduled>(
     run: &mut Run,
-    operations: &[&UpgradeOperation],
+    operations: &[&Op],
     online: &HashSet<DeviceId>,
     now: Timestamp,
-) -> Decision {
+) -> Decision<Op::Id> {
     let mut wake: Option<Timestamp> = None;
     let mut earliest = |at: Timestamp| {
         if wake.is_none_or(|w| at < w) {
@@ -103,7 +214,7 @@ pub fn admit(
     let in_progress = || {
         operations
             .iter()
-            .filter(|o| o.status == UpgradeStatus::InProgress)
+            .filter(|o| o.status() == UpgradeStatus::InProgress)
     };
     if run.aborted {
         return Decision::Admit {
@@ -113,9 +224,9 @@ pub fn admit(
     }
     if let Some(note) = threshold_tripped(run) {
         run.aborted = true;
-        let aborted: Vec<UpgradeId> = in_progress()
-            .filter(|o| o.cancellable())
-            .map(|o| o.id)
+        let aborted: Vec<Op::Id> = in_progress()
+            .filter(|o| o.stoppable())
+            .map(|o| o.id())
             .collect();
         for _ in &aborted {
             run.count(UpgradeStatus::InProgress, UpgradeStatus::Aborted);
@@ -127,29 +238,22 @@ pub fn admit(
     }
 
     // The wave in progress: the lowest wave with an operation left.
-    let wave = in_progress().map(|o| o.wave).min();
-    let running = in_progress()
-        .filter(|o| {
-            matches!(
-                o.step,
-                UpgradeStep::Fetching | UpgradeStep::Initializing | UpgradeStep::Flashing
-            )
-        })
-        .count() as u32;
-    let mut ready: Vec<&UpgradeOperation> = in_progress()
-        .filter(|o| o.step == UpgradeStep::Queued)
-        .filter(|o| match o.not_before {
+    let wave = in_progress().map(|o| o.wave()).min();
+    let running = in_progress().filter(|o| o.running()).count() as u32;
+    let mut ready: Vec<&Op> = in_progress()
+        .filter(|o| o.queued())
+        .filter(|o| match o.not_before() {
             Some(at) if at > now => {
                 earliest(at);
                 false
             }
             _ => true,
         })
-        .filter(|o| online.contains(&o.device))
-        .filter(|o| wave.is_none_or(|w| o.wave <= w))
+        .filter(|o| online.contains(&o.device()))
+        .filter(|o| wave.is_none_or(|w| o.wave() <= w))
         .copied()
         .collect();
-    ready.sort_by_key(|o| (o.created, o.id));
+    ready.sort_by_key(|o| (o.created(), o.id()));
 
     // Starts older than a minute no longer count; starts "after" now mean the wall clock
     // went back, and are dropped rather than holding the batch up until it catches up.
@@ -174,7 +278,7 @@ pub fn admit(
         if run.rollout.rate_per_minute().is_some() {
             run.starts.push_back(now);
         }
-        dispatch.push(op.id);
+        dispatch.push(op.id());
     }
     Decision::Admit { dispatch, wake }
 }
