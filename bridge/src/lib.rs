@@ -22,7 +22,10 @@
 //! - [`commands`] — sending, resending and timing out commands.
 //! - [`configuration`] — config notices when a device's rendered configuration changes, and
 //!   the devices' reports of applying it.
-//! - [`rollout`] — the rollout engine: upgrade operations over npm.system_update.
+//! - [`rollout`] — the rollout engine: upgrade operations over npm.system_update, and
+//!   software installations (OTAO).
+//! - [`software`] — the OTAO decision source: which installations devices should get, and
+//!   when to decide again.
 //! - [`device_calls`] — REST clients' calls of a device's npm.system_update API; who is online.
 //! - [`metrics`] — counters for `/metrics`.
 //! - `revocation` — login changes in the store end the live sessions they revoke.
@@ -34,6 +37,7 @@ pub mod device_calls;
 pub mod metrics;
 mod revocation;
 pub mod rollout;
+pub mod software;
 pub mod telemetry;
 pub mod uplink;
 
@@ -107,6 +111,8 @@ struct Inner {
     configs: ConfigPush,
     metrics: Metrics,
     command_added: Notify,
+    /// What the OTAO decision source must decide again.
+    triggers: software::Triggers,
     /// Session events from the broker, recorded in order by one task.
     sessions: mpsc::UnboundedSender<uplink::Recording>,
 }
@@ -139,12 +145,14 @@ impl Bridge {
         let (sessions, session_events) = mpsc::unbounded_channel();
         let online = OnlineDevices::default();
         let calls = DeviceCalls::new(broker.clone(), online.clone(), config.device_call_timeout);
+        let triggers = software::Triggers::default();
         let (rollouts, engine) = Rollouts::start(
             store.clone(),
             broker.clone(),
             online.clone(),
             config.rollout.clone(),
             metrics.clone(),
+            triggers.clone(),
             shutdown.clone(),
         )
         .await
@@ -176,6 +184,7 @@ impl Bridge {
                 configs: configs.clone(),
                 metrics,
                 command_added: Notify::new(),
+                triggers: triggers.clone(),
                 sessions,
             }),
         };
@@ -196,6 +205,12 @@ impl Bridge {
                 shutdown.clone(),
             )),
             tokio::spawn(configs.follow(config_changes, shutdown.clone())),
+            tokio::spawn(software::decide(
+                bridge.inner.store.clone(),
+                bridge.inner.rollouts.clone(),
+                triggers,
+                shutdown.clone(),
+            )),
             tokio::spawn(bridge.clone().time_out_commands(shutdown)),
         ];
         Ok((bridge, tasks))
@@ -215,6 +230,12 @@ impl Bridge {
     /// A device was deactivated: its upgrades were aborted in the store.
     pub fn device_deactivated(&self, device: DeviceId) {
         self.inner.rollouts.deactivated(device);
+    }
+
+    /// Application software of `org` changed (versions, filters, applications, devices'
+    /// attributes or inventories set over REST): decide its installations again.
+    pub fn software_changed(&self, org: fleetmq_store::OrgId) {
+        self.inner.triggers.organization(org);
     }
 
     /// Upgrade operations the API cancelled: stop driving them.

@@ -20,6 +20,10 @@ struct Counters {
     upgrades_succeeded: AtomicU64,
     upgrades_failed: AtomicU64,
     upgrades_aborted: AtomicU64,
+    installations_succeeded: AtomicU64,
+    installations_failed: AtomicU64,
+    installations_aborted: AtomicU64,
+    installations_declined: AtomicU64,
 }
 
 impl Metrics {
@@ -65,6 +69,18 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn installation_finished(&self, status: fleetmq_store::UpgradeStatus) {
+        use fleetmq_store::UpgradeStatus::*;
+        let counter = match status {
+            Success => &self.0.installations_succeeded,
+            Failed => &self.0.installations_failed,
+            Aborted => &self.0.installations_aborted,
+            Cancelled => &self.0.installations_declined,
+            InProgress => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Every counter with its Prometheus name and help text.
     pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
         let c = &self.0;
@@ -84,6 +100,26 @@ impl Metrics {
                 "fleetmq_upgrades_aborted_total",
                 "Upgrade operations aborted by a batch's abort threshold.",
                 get(&c.upgrades_aborted),
+            ),
+            (
+                "fleetmq_software_installations_succeeded_total",
+                "Software installations (OTAO hops) the devices reported installed.",
+                get(&c.installations_succeeded),
+            ),
+            (
+                "fleetmq_software_installations_failed_total",
+                "Software installations that failed.",
+                get(&c.installations_failed),
+            ),
+            (
+                "fleetmq_software_installations_aborted_total",
+                "Software installations aborted by an abort threshold or a deactivation.",
+                get(&c.installations_aborted),
+            ),
+            (
+                "fleetmq_software_offers_declined_total",
+                "Software offers devices declined.",
+                get(&c.installations_declined),
             ),
             (
                 "fleetmq_config_notices_total",

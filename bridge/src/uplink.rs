@@ -77,6 +77,10 @@ impl Uplink for Bridge {
         let online = slug.is_some();
         self.inner.online.set(device, slug);
         self.inner.rollouts.session(device, online);
+        if online {
+            // What changed while it was away may concern it.
+            self.inner.triggers.device(device);
+        }
         // Fails only once the recorder stopped (shutdown).
         let _ = self.inner.sessions.send(Recording::Session(event));
     }
@@ -279,6 +283,10 @@ impl Bridge {
                     .await
                     .map_err(|_| StoreError::Task("shutting down".into()))?
                     .map_err(StoreError::Task)?;
+                // Its model or OS may have changed: filters may match it now.
+                if online {
+                    self.inner.triggers.device(device);
+                }
             }
             DeviceMessage::Telemetry(telemetry) => {
                 self.inner
@@ -343,8 +351,23 @@ impl Bridge {
             DeviceMessage::ConfigStatus(report) => {
                 self.inner.configs.report(device, report).await?;
             }
-            DeviceMessage::Software(_) | DeviceMessage::SoftwareStatus(_) => {
-                // Application software arrives with the OTAO decision source.
+            DeviceMessage::Software(inventory) => {
+                let applications = inventory.applications;
+                match store
+                    .run(move |db| db.set_device_software(device, applications, true))
+                    .await
+                {
+                    Ok(_) => self.inner.triggers.device(device),
+                    Err(StoreError::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            DeviceMessage::SoftwareStatus(status) => {
+                self.inner
+                    .rollouts
+                    .software_status(device, status)
+                    .await
+                    .map_err(|e| UplinkError::Store(StoreError::Task(e)))?;
             }
         }
         Ok(())

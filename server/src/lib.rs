@@ -267,6 +267,10 @@ impl Hooks for ServerHooks {
         self.bridge.upgrades_cancelled(operations);
     }
 
+    fn software_changed(&self, org: fleetmq_store::OrgId) {
+        self.bridge.software_changed(org);
+    }
+
     fn device_call(&self, device: DeviceId, call: Call) -> DeviceCallFuture {
         let bridge = self.bridge.clone();
         Box::pin(async move {

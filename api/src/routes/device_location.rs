@@ -441,6 +441,8 @@ async fn put_device_location(
         })
         .await?;
     remove_files(&state, placed.released).await;
+    // Software filters by location may match it now.
+    state.hooks().software_changed(device.fields.organization);
     let status = if placed.created {
         StatusCode::CREATED
     } else {
@@ -466,5 +468,6 @@ async fn delete_device_location(
         .store()
         .run(move |db| db.remove_device_location(device.id))
         .await?;
+    state.hooks().software_changed(device.fields.organization);
     Ok(StatusCode::NO_CONTENT)
 }

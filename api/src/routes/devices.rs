@@ -778,6 +778,8 @@ async fn change_device(
         .run(move |db| db.update_device(DeviceId(id), fields, config))
         .await
         .map_err(config_error)?;
+    // Its group, model, OS, hardware id or variables may make software filters match it.
+    state.hooks().software_changed(device.fields.organization);
     Ok(Json(view(device, true)))
 }
 

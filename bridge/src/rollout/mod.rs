@@ -12,6 +12,11 @@
 //! and on restart the engine picks up every operation in progress from its persisted step,
 //! re-sending that step's request when the device reconnects (devices answer repeats
 //! idempotently).
+//!
+//! Software installations (OTAO) are the same work with a different decision source: the
+//! bridge's [`crate::software`] decides which installations exist, and this engine drives them
+//! ([`installation`]'s steps) within their software version's rollout limits, in the same
+//! passes and the same transactions as firmware operations.
 
 pub mod installation;
 pub mod machine;
@@ -21,12 +26,14 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use fleetmq_broker::BrokerHandle;
+use fleetmq_protocol::SoftwareStatus;
 use fleetmq_protocol::{
     Call, DownChannel, ImagesResource, Topic, UpdateRequest, UpdateResource, UpdateResponse,
 };
 use fleetmq_store::{
-    Batch, BatchId, DOWNLOAD_SECRET, DeviceId, DownloadGrant, StartedUpgrades, Store, StoreError,
-    Timestamp, UpdateReport, UpgradeId, UpgradeOperation, UpgradeStatus, UpgradeStep,
+    Batch, BatchId, DOWNLOAD_SECRET, DeviceId, DownloadGrant, Installation, InstallationId,
+    Software, SoftwareId, StartedUpgrades, Store, StoreError, Timestamp, UpdateReport, UpgradeId,
+    UpgradeOperation, UpgradeStatus, UpgradeStep,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +41,7 @@ use uuid::Uuid;
 
 use crate::device_calls::OnlineDevices;
 use crate::metrics::Metrics;
+use crate::software::Triggers;
 pub use machine::UpgradePolicy;
 use schedule::{Decision, Run};
 
@@ -86,6 +94,19 @@ enum Event {
         online: bool,
     },
     Deactivated(DeviceId),
+    /// Installations the decision source stored, with their software versions.
+    Installations {
+        software: Vec<Software>,
+        installations: Vec<Installation>,
+    },
+    /// A software version's rollout limits may have changed.
+    SoftwareChanged(Software),
+    /// A device's `up/software/status`.
+    SoftwareStatus {
+        device: DeviceId,
+        status: SoftwareStatus,
+        ack: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// The engine's inbox; cheap to clone.
@@ -102,10 +123,34 @@ impl Rollouts {
         online: OnlineDevices,
         config: RolloutConfig,
         metrics: Metrics,
+        triggers: Triggers,
         shutdown: CancellationToken,
     ) -> Result<(Rollouts, tokio::task::JoinHandle<()>), StoreError> {
-        let (secret, active) = store
-            .run(|db| Ok((db.secret(DOWNLOAD_SECRET)?, db.active_upgrades()?)))
+        let (secret, active, installing) = store
+            .run(|db| {
+                Ok((
+                    db.secret(DOWNLOAD_SECRET)?,
+                    db.active_upgrades()?,
+                    db.active_installations()?,
+                ))
+            })
+            .await?;
+        let wanted: HashSet<(fleetmq_store::OrgId, String, String)> = installing
+            .iter()
+            .map(|i| (i.organization, i.app_name.clone(), i.version.to_string()))
+            .collect();
+        let software = store
+            .run(move |db| {
+                let mut found = Vec::new();
+                for (org, app, version) in wanted {
+                    if let Ok(version) = fleetmq_store::SemVer::parse(&version)
+                        && let Some(software) = db.software(org, &app, &version)?
+                    {
+                        found.push(software);
+                    }
+                }
+                Ok(found)
+            })
             .await?;
         let batch_ids: HashSet<BatchId> = active.iter().filter_map(|o| o.batch).collect();
         let batches = store
@@ -131,9 +176,25 @@ impl Rollouts {
             by_device: HashMap::new(),
             runs: HashMap::new(),
             requests: HashMap::new(),
+            installs: HashMap::new(),
+            installs_by_device: HashMap::new(),
+            software_runs: HashMap::new(),
+            triggers,
         };
         for batch in batches {
             engine.add_run(&batch);
+        }
+        for software in &software {
+            engine.software_run(software);
+        }
+        if !installing.is_empty() {
+            tracing::info!(
+                installations = installing.len(),
+                "resuming software installations"
+            );
+        }
+        for inst in installing {
+            engine.add_install(inst);
         }
         if !active.is_empty() {
             tracing::info!(operations = active.len(), "resuming upgrade operations");
@@ -158,6 +219,37 @@ impl Rollouts {
     /// A device was deactivated (the store aborted its upgrades): forget them.
     pub fn deactivated(&self, device: DeviceId) {
         let _ = self.events.send(Event::Deactivated(device));
+    }
+
+    /// Installations the decision source stored: drive them.
+    pub fn installations(&self, software: Vec<Software>, installations: Vec<Installation>) {
+        let _ = self.events.send(Event::Installations {
+            software,
+            installations,
+        });
+    }
+
+    /// A software version changed (its rollout limits may have).
+    pub fn software_changed(&self, software: Software) {
+        let _ = self.events.send(Event::SoftwareChanged(software));
+    }
+
+    /// A device's `up/software/status`; resolves once its effect is stored.
+    pub async fn software_status(
+        &self,
+        device: DeviceId,
+        status: SoftwareStatus,
+    ) -> Result<(), String> {
+        let (ack, done) = oneshot::channel();
+        self.events
+            .send(Event::SoftwareStatus {
+                device,
+                status,
+                ack,
+            })
+            .map_err(|_| "the rollout engine stopped".to_owned())?;
+        done.await
+            .map_err(|_| "the rollout engine stopped".to_owned())?
     }
 
     /// A device's session opened or closed.
@@ -192,6 +284,13 @@ struct Engine {
     runs: HashMap<BatchId, Run>,
     /// Requests the engine sent, by correlation id.
     requests: HashMap<Uuid, (UpgradeId, Call)>,
+    /// Software installations in progress.
+    installs: HashMap<InstallationId, Installation>,
+    installs_by_device: HashMap<DeviceId, HashSet<InstallationId>>,
+    /// One run per software version with installations (its rollout limits).
+    software_runs: HashMap<SoftwareId, Run>,
+    /// Tells the decision source about finished hops (the next hop may follow).
+    triggers: Triggers,
 }
 
 /// What one pass changed and must do after its commit.
@@ -204,12 +303,21 @@ struct Pass {
     reports: HashMap<DeviceId, UpdateReport>,
     acks: Vec<oneshot::Sender<Result<(), String>>>,
     notes: Vec<(BatchId, String)>,
+    /// Installations changed in this pass, with their status before it.
+    installs_before: HashMap<InstallationId, UpgradeStatus>,
+    install_outbox: Vec<(InstallationId, DeviceId, installation::Message)>,
+    /// Software versions whose abort threshold tripped: suspend them with this note.
+    suspend: Vec<(SoftwareId, String)>,
 }
 
 impl Pass {
     fn touch(&mut self, op: &UpgradeOperation) {
         self.before.entry(op.id).or_insert(op.status);
         self.dirty.insert(op.id);
+    }
+
+    fn touch_install(&mut self, inst: &Installation) {
+        self.installs_before.entry(inst.id).or_insert(inst.status);
     }
 }
 
@@ -225,6 +333,35 @@ impl Engine {
             self.ops.remove(&previous);
         }
         self.ops.insert(op.id, op);
+    }
+
+    fn software_run(&mut self, software: &Software) {
+        match self.software_runs.get_mut(&software.id) {
+            Some(run) => run.set_rollout(software.fields.rollout.clone()),
+            None => {
+                self.software_runs
+                    .insert(software.id, Run::of_software(software));
+            }
+        }
+    }
+
+    fn add_install(&mut self, inst: Installation) {
+        self.installs_by_device
+            .entry(inst.device)
+            .or_default()
+            .insert(inst.id);
+        self.installs.insert(inst.id, inst);
+    }
+
+    fn remove_install(&mut self, id: InstallationId) -> Option<Installation> {
+        let inst = self.installs.remove(&id)?;
+        if let Some(ids) = self.installs_by_device.get_mut(&inst.device) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.installs_by_device.remove(&inst.device);
+            }
+        }
+        Some(inst)
     }
 
     fn remove(&mut self, id: UpgradeId) -> Option<UpgradeOperation> {
@@ -314,6 +451,19 @@ impl Engine {
                 }
             }
             Event::Deactivated(device) => {
+                // The store aborted the device's installations with its deactivation.
+                let ids: Vec<InstallationId> = self
+                    .installs_by_device
+                    .get(&device)
+                    .map(|ids| ids.iter().copied().collect())
+                    .unwrap_or_default();
+                for id in ids {
+                    if let Some(inst) = self.remove_install(id)
+                        && let Some(run) = self.software_runs.get_mut(&inst.software)
+                    {
+                        run.count(UpgradeStatus::InProgress, UpgradeStatus::Aborted);
+                    }
+                }
                 if let Some(id) = self.by_device.get(&device).copied()
                     && let Some(op) = self.remove(id)
                     && let Some(run) = op.batch.and_then(|b| self.runs.get_mut(&b))
@@ -321,7 +471,54 @@ impl Engine {
                     run.count(UpgradeStatus::InProgress, UpgradeStatus::Aborted);
                 }
             }
+            Event::Installations {
+                software,
+                installations,
+            } => {
+                for software in &software {
+                    self.software_run(software);
+                }
+                for inst in installations {
+                    self.add_install(inst);
+                }
+            }
+            Event::SoftwareChanged(software) => {
+                if let Some(run) = self.software_runs.get_mut(&software.id) {
+                    run.set_rollout(software.fields.rollout.clone());
+                }
+            }
+            Event::SoftwareStatus {
+                device,
+                status,
+                ack,
+            } => {
+                pass.acks.push(ack);
+                let id = InstallationId(status.id);
+                match self.installs.get_mut(&id) {
+                    // Only the installation's own device may answer it.
+                    Some(inst) if inst.device == device => {
+                        pass.touch_install(inst);
+                        let messages = installation::on_status(inst, &status, &policy, now);
+                        pass.install_outbox
+                            .extend(messages.into_iter().map(|m| (id, device, m)));
+                    }
+                    _ => {
+                        tracing::debug!(%device, installation = %id, "status about no installation in progress")
+                    }
+                }
+            }
             Event::Session { device, online } => {
+                if online {
+                    for id in self.installs_by_device.get(&device).into_iter().flatten() {
+                        if let Some(inst) = self.installs.get(id) {
+                            pass.install_outbox.extend(
+                                installation::resend(inst)
+                                    .into_iter()
+                                    .map(|m| (inst.id, device, m)),
+                            );
+                        }
+                    }
+                }
                 let Some(id) = self.by_device.get(&device).copied() else {
                     return;
                 };
@@ -405,7 +602,17 @@ impl Engine {
                     o.deadline.is_some_and(|d| d <= now)
                         || (o.step == UpgradeStep::Queued && o.not_before.is_none_or(|t| t <= now))
                 })
-                .map(|o| o.device),
+                .map(|o| o.device)
+                .chain(
+                    self.installs
+                        .values()
+                        .filter(|i| {
+                            i.deadline.is_some_and(|d| d <= now)
+                                || (i.step == fleetmq_store::InstallStep::Queued
+                                    && i.not_before.is_none_or(|t| t <= now))
+                        })
+                        .map(|i| i.device),
+                ),
         );
 
         // Deadlines first: they may put operations back in the queue.
@@ -478,6 +685,96 @@ impl Engine {
                 }
             }
         }
+        if let Some(at) = self.schedule_installs(pass, &online, now) {
+            earliest(at);
+        }
+        wake
+    }
+
+    /// [`Engine::schedule`] for software installations: deadlines, outcomes counted into
+    /// their software's run, then each software version's [`schedule::admit`] decision.
+    fn schedule_installs(
+        &mut self,
+        pass: &mut Pass,
+        online: &HashSet<DeviceId>,
+        now: Timestamp,
+    ) -> Option<Timestamp> {
+        let policy = self.config.policy.clone();
+        let mut wake: Option<Timestamp> = None;
+        let mut earliest = |at: Timestamp| {
+            if wake.is_none_or(|w| at < w) {
+                wake = Some(at);
+            }
+        };
+        for inst in self.installs.values_mut() {
+            if let Some(deadline) = inst.deadline {
+                if deadline <= now {
+                    pass.touch_install(inst);
+                    installation::on_deadline(inst, online.contains(&inst.device), &policy, now);
+                } else {
+                    earliest(deadline);
+                }
+            }
+        }
+        for (id, before) in &pass.installs_before {
+            if let Some(inst) = self.installs.get(id)
+                && let Some(run) = self.software_runs.get_mut(&inst.software)
+            {
+                run.count(*before, inst.status);
+            }
+        }
+        // Counted once: later changes in this pass count from here.
+        for (id, before) in pass.installs_before.iter_mut() {
+            if let Some(inst) = self.installs.get(id) {
+                *before = inst.status;
+            }
+        }
+        let mut by_software: HashMap<SoftwareId, Vec<&Installation>> = HashMap::new();
+        for inst in self.installs.values() {
+            by_software.entry(inst.software).or_default().push(inst);
+        }
+        let mut decisions = Vec::with_capacity(by_software.len());
+        for (software, installs) in by_software {
+            let mut unlimited = Run::unlimited();
+            let run = self
+                .software_runs
+                .get_mut(&software)
+                .unwrap_or(&mut unlimited);
+            decisions.push((software, schedule::admit(run, &installs, online, now)));
+        }
+        for (software, decision) in decisions {
+            match decision {
+                Decision::Admit {
+                    dispatch,
+                    wake: later,
+                } => {
+                    if let Some(at) = later {
+                        earliest(at);
+                    }
+                    for id in dispatch {
+                        if let Some(inst) = self.installs.get_mut(&id) {
+                            pass.touch_install(inst);
+                            let messages = installation::dispatch(inst, &policy, now);
+                            pass.install_outbox
+                                .extend(messages.into_iter().map(|m| (id, inst.device, m)));
+                            if let Some(deadline) = inst.deadline {
+                                earliest(deadline);
+                            }
+                        }
+                    }
+                }
+                Decision::Abort { operations, note } => {
+                    for id in operations {
+                        if let Some(inst) = self.installs.get_mut(&id) {
+                            pass.touch_install(inst);
+                            installation::abort(inst, &note, now);
+                        }
+                    }
+                    tracing::warn!(%software, %note, "software rollout aborted and suspended");
+                    pass.suspend.push((software, note));
+                }
+            }
+        }
         wake
     }
 
@@ -500,12 +797,25 @@ impl Engine {
             .iter()
             .filter_map(|id| self.ops.get(id).cloned())
             .collect();
+        let installs: Vec<Installation> = pass
+            .installs_before
+            .keys()
+            .filter_map(|id| self.installs.get(id).cloned())
+            .collect();
         let reports: Vec<(DeviceId, UpdateReport)> = pass.reports.into_iter().collect();
-        if ops.is_empty() && reports.is_empty() && pass.outbox.is_empty() && pass.acks.is_empty() {
+        if ops.is_empty()
+            && installs.is_empty()
+            && reports.is_empty()
+            && pass.outbox.is_empty()
+            && pass.install_outbox.is_empty()
+            && pass.acks.is_empty()
+        {
             return;
         }
         let ids: Vec<UpgradeId> = ops.iter().map(|o| o.id).collect();
+        let install_ids: Vec<InstallationId> = installs.iter().map(|i| i.id).collect();
         let notes = pass.notes;
+        let suspend = pass.suspend;
         let written = self
             .store
             .run(move |db| {
@@ -517,20 +827,30 @@ impl Engine {
                 for (batch, note) in notes {
                     db.note_batch(batch, note)?;
                 }
-                Ok(refused)
+                let refused_installs = if installs.is_empty() {
+                    Vec::new()
+                } else {
+                    db.write_installations(installs)?
+                };
+                for (software, note) in suspend {
+                    db.suspend_software(software, note)?;
+                }
+                Ok((refused, refused_installs))
             })
             .await;
-        let refused: HashSet<UpgradeId> = match written {
-            Ok(refused) => refused.into_iter().collect(),
-            Err(e) => {
-                tracing::error!(error = %e, "upgrade progress not stored; reloading");
-                for ack in pass.acks {
-                    let _ = ack.send(Err(e.to_string()));
+        let (refused, refused_installs): (HashSet<UpgradeId>, HashSet<InstallationId>) =
+            match written {
+                Ok((ops, installs)) => (ops.into_iter().collect(), installs.into_iter().collect()),
+                Err(e) => {
+                    tracing::error!(error = %e, "upgrade progress not stored; reloading");
+                    for ack in pass.acks {
+                        let _ = ack.send(Err(e.to_string()));
+                    }
+                    self.reload(ids).await;
+                    self.reload_installs(install_ids).await;
+                    return;
                 }
-                self.reload(ids).await;
-                return;
-            }
-        };
+            };
         for ack in pass.acks {
             let _ = ack.send(Ok(()));
         }
@@ -545,15 +865,76 @@ impl Engine {
                 self.remove(*id);
             }
         }
+        for id in &refused_installs {
+            self.remove_install(*id);
+        }
+        for id in &install_ids {
+            if let Some(inst) = self.installs.get(id)
+                && inst.status != UpgradeStatus::InProgress
+            {
+                self.metrics.installation_finished(inst.status);
+                // The device may have a next hop, or another path after a failure.
+                self.triggers.device(inst.device);
+                self.remove_install(*id);
+            }
+        }
         for (op, device, call) in pass.outbox {
             if refused.contains(&op) {
                 continue;
             }
             self.send(op, device, call).await;
         }
+        for (id, device, message) in pass.install_outbox {
+            if refused_installs.contains(&id) {
+                continue;
+            }
+            self.send_install(device, message).await;
+        }
         if self.requests.len() > 4 * self.ops.len() + 1024 {
             let ops = &self.ops;
             self.requests.retain(|_, (op, _)| ops.contains_key(op));
+        }
+    }
+
+    /// After a failed write, forgets the in-memory changes to installations: the store is the
+    /// truth.
+    async fn reload_installs(&mut self, ids: Vec<InstallationId>) {
+        if ids.is_empty() {
+            return;
+        }
+        let loaded = self
+            .store
+            .run(move |db| {
+                let mut found = Vec::new();
+                for id in ids {
+                    found.push((id, db.installation(id)?));
+                }
+                Ok(found)
+            })
+            .await;
+        match loaded {
+            Ok(found) => {
+                for (id, inst) in found {
+                    self.remove_install(id);
+                    if let Some(inst) = inst
+                        && inst.status == UpgradeStatus::InProgress
+                    {
+                        self.add_install(inst);
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot reload software installations"),
+        }
+    }
+
+    async fn send_install(&mut self, device: DeviceId, message: installation::Message) {
+        let Some(slug) = self.online.slug(device) else {
+            // Offline: the step's message is sent again when the device reconnects.
+            return;
+        };
+        let (topic, payload) = message.publication(&slug, &device.to_string());
+        if let Err(e) = self.broker.publish(&topic, payload, false).await {
+            tracing::warn!(error = %e, %device, "software message not published");
         }
     }
 

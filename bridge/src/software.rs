@@ -1,0 +1,284 @@
+//! The OTAO decision source: which software installation each device should have, decided
+//! again whenever something that matters changes, and handed to the rollout engine.
+//!
+//! What triggers a decision ([`Triggers`], coalescing, so a connect storm of 10,000 devices
+//! costs one read of each organization's catalogue per pass, not 10,000):
+//! - an organization's software, filters or applications changed, or a device's attributes
+//!   (the API tells the server, which calls [`Triggers::organization`]);
+//! - a device connected, reported its inventory, or finished a hop ([`Triggers::device`]);
+//! - a filter's rollout date passed: the task sleeps until the next date of any targeted
+//!   version (no polling) and then decides that organization again.
+//!
+//! A decision is [`fleetmq_store::next_hop`] per device and application, over the versions
+//! open to that device ([`Software::open_at`]) minus the hops it failed or declined since the
+//! version last changed. The installations are stored first ([`SoftwareStore::start_installations`],
+//! which skips devices that already have one in progress for the application) and only then
+//! handed to the engine, which owns everything after: limits, consent, delivery, retries.
+//!
+//! [`SoftwareStore::start_installations`]: fleetmq_store::SoftwareStore::start_installations
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fleetmq_store::{
+    DeviceId, Endpoint, Installation, OrgId, Software, SoftwareView, Store, StoreError, Timestamp,
+    next_hop,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::rollout::Rollouts;
+
+#[derive(Default)]
+struct Pending {
+    organizations: HashSet<OrgId>,
+    devices: HashSet<DeviceId>,
+}
+
+/// What must be decided again; cheap to clone. Pending work is a set, so it is bounded by the
+/// number of organizations and devices however often they change.
+#[derive(Clone, Default)]
+pub struct Triggers {
+    pending: Arc<Mutex<Pending>>,
+    wake: Arc<Notify>,
+}
+
+impl Triggers {
+    /// Decide every device of `org` again.
+    pub fn organization(&self, org: OrgId) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.organizations.insert(org);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Decide `device` again.
+    pub fn device(&self, device: DeviceId) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.devices.insert(device);
+        }
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Pending {
+        self.pending
+            .lock()
+            .map(|mut pending| std::mem::take(&mut *pending))
+            .unwrap_or_default()
+    }
+}
+
+/// Decides installations until shutdown. Starts by deciding every organization with software
+/// (work that was due while the server was down).
+pub async fn decide(
+    store: Store,
+    rollouts: Rollouts,
+    triggers: Triggers,
+    shutdown: CancellationToken,
+) {
+    match store.run(|db| db.software_organizations()).await {
+        Ok(orgs) => orgs.into_iter().for_each(|org| triggers.organization(org)),
+        Err(e) => tracing::error!(error = %e, "cannot list organizations with software"),
+    }
+    // The next rollout date per organization.
+    let mut dates: HashMap<OrgId, Timestamp> = HashMap::new();
+    loop {
+        let next = dates.values().min().copied();
+        let sleep = async {
+            match next {
+                Some(at) => {
+                    let wait = at.as_micros().saturating_sub(Timestamp::now().as_micros());
+                    tokio::time::sleep(Duration::from_micros(wait.max(0) as u64)).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = triggers.wake.notified() => {}
+            () = sleep => {}
+        }
+        let now = Timestamp::now();
+        // Organizations whose date came.
+        let due: Vec<OrgId> = dates
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(org, _)| *org)
+            .collect();
+        for org in due {
+            dates.remove(&org);
+            triggers.organization(org);
+        }
+        let Pending {
+            organizations,
+            devices,
+        } = triggers.take();
+        if organizations.is_empty() && devices.is_empty() {
+            continue;
+        }
+        match pass(&store, &rollouts, organizations, devices).await {
+            Ok(next_dates) => {
+                for (org, date) in next_dates {
+                    match date {
+                        Some(at) => dates.insert(org, at),
+                        None => dates.remove(&org),
+                    };
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "software decisions failed; retrying in 5 s");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// One pass: decides the organizations (every device) and the devices (of any organization),
+/// stores the installations and hands them to the engine. Returns each fully decided
+/// organization's next rollout date.
+async fn pass(
+    store: &Store,
+    rollouts: &Rollouts,
+    organizations: HashSet<OrgId>,
+    devices: HashSet<DeviceId>,
+) -> Result<Vec<(OrgId, Option<Timestamp>)>, StoreError> {
+    let (plans, dates, catalogue) = store
+        .run(move |db| {
+            // The devices' organizations, unless the whole organization is decided anyway.
+            let mut only: HashMap<OrgId, HashSet<DeviceId>> = HashMap::new();
+            for device in devices {
+                if let Some(found) = db.device(device)?
+                    && !organizations.contains(&found.fields.organization)
+                {
+                    only.entry(found.fields.organization)
+                        .or_default()
+                        .insert(device);
+                }
+            }
+            let now = Timestamp::now();
+            let mut plans = Vec::new();
+            let mut dates = Vec::new();
+            let mut catalogue = Vec::new();
+            for org in organizations {
+                let view = db.software_view(org)?;
+                dates.push((org, next_rollout_date(&view, now)));
+                plans.push(plan(&view, None, now));
+                catalogue.extend(view.catalogue);
+            }
+            for (org, devices) in only {
+                let view = db.software_view(org)?;
+                plans.push(plan(&view, Some(&devices), now));
+            }
+            Ok((plans, dates, catalogue))
+        })
+        .await?;
+    // Rollout limits the operator changed apply to installations already under way.
+    for software in catalogue {
+        rollouts.software_changed(software);
+    }
+    for (software, installations) in plans {
+        if installations.is_empty() {
+            continue;
+        }
+        let stored = store
+            .run(move |db| db.start_installations(installations))
+            .await?;
+        if !stored.is_empty() {
+            tracing::debug!(
+                installations = stored.len(),
+                "software installations planned"
+            );
+            let used: HashSet<_> = stored.iter().map(|i| i.software).collect();
+            let software = software
+                .into_iter()
+                .filter(|s| used.contains(&s.id))
+                .collect();
+            rollouts.installations(software, stored);
+        }
+    }
+    Ok(dates)
+}
+
+/// The earliest rollout date still to come among the organization's targeted versions.
+fn next_rollout_date(view: &SoftwareView, now: Timestamp) -> Option<Timestamp> {
+    view.catalogue
+        .iter()
+        .filter_map(|s| s.next_rollout_date(now))
+        .min()
+}
+
+/// The installations `view`'s endpoints (or only `devices` of them) should get now, with the
+/// software versions they install.
+pub fn plan(
+    view: &SoftwareView,
+    devices: Option<&HashSet<DeviceId>>,
+    now: Timestamp,
+) -> (Vec<Software>, Vec<Installation>) {
+    let mut by_app: BTreeMap<&str, Vec<Software>> = BTreeMap::new();
+    for software in &view.catalogue {
+        by_app
+            .entry(software.app_name.as_str())
+            .or_default()
+            .push(software.clone());
+    }
+    let busy: HashSet<(DeviceId, &str)> = view
+        .in_progress
+        .iter()
+        .map(|i| (i.device, i.app_name.as_str()))
+        .collect();
+    let refused: HashMap<(DeviceId, fleetmq_store::SoftwareId), Timestamp> = view
+        .refused
+        .iter()
+        .map(|r| ((r.device, r.software), r.at))
+        .collect();
+    let mut used: HashMap<fleetmq_store::SoftwareId, Software> = HashMap::new();
+    let mut installations = Vec::new();
+    for endpoint in &view.endpoints {
+        if devices.is_some_and(|only| !only.contains(&endpoint.device.id)) {
+            continue;
+        }
+        for (app, current) in &endpoint.software {
+            if busy.contains(&(endpoint.device.id, app.as_str())) {
+                continue;
+            }
+            let Some(catalogue) = by_app.get(app.as_str()) else {
+                continue;
+            };
+            let open = |s: &Software| open_to(s, endpoint, view, &refused, now);
+            if let Some((next, _target)) = next_hop(catalogue, current, open) {
+                let consent = view
+                    .applications
+                    .get(app)
+                    .is_some_and(|a| a.consent_required);
+                installations.push(Installation::new(
+                    &endpoint.device,
+                    next,
+                    current,
+                    consent,
+                    now,
+                ));
+                used.entry(next.id).or_insert_with(|| next.clone());
+            }
+        }
+    }
+    (used.into_values().collect(), installations)
+}
+
+/// Whether `software` is open to `endpoint` now: its strategy and filters allow it, and the
+/// endpoint did not fail or decline it since it last changed.
+fn open_to(
+    software: &Software,
+    endpoint: &Endpoint,
+    view: &SoftwareView,
+    refused: &HashMap<(DeviceId, fleetmq_store::SoftwareId), Timestamp>,
+    now: Timestamp,
+) -> bool {
+    software.open_at(endpoint, &view.filters, now)
+        && refused
+            .get(&(endpoint.device.id, software.id))
+            .is_none_or(|at| *at < software.modified)
+}
