@@ -282,3 +282,135 @@ fn open_to(
             .get(&(endpoint.device.id, software.id))
             .is_none_or(|at| *at < software.modified)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetmq_store::{
+        Application, Device, DeviceFields, DeviceKey, DeviceName, MacAddress, RefusedHop, Rollout,
+        RolloutStrategy, SemVer, SoftwareFields, SoftwareId, StatusCounts,
+    };
+
+    fn device(org: OrgId) -> Device {
+        Device {
+            id: DeviceId::new(),
+            fields: DeviceFields {
+                name: DeviceName::parse("d").unwrap(),
+                organization: org,
+                group: None,
+                mac_address: MacAddress::parse("00:11:22:33:44:55").unwrap(),
+                key: DeviceKey::generate(),
+                last_ip: None,
+                management_ip: None,
+                model: String::new(),
+                os: String::new(),
+                system: String::new(),
+                notes: String::new(),
+                hardware_id: String::new(),
+            },
+            config: None,
+            is_deactivated: false,
+            created: Timestamp::now(),
+            modified: Timestamp::now(),
+        }
+    }
+
+    fn software(org: OrgId, version: &str, from: &[&str]) -> Software {
+        Software {
+            id: SoftwareId::new(),
+            organization: org,
+            app_name: "kettle".into(),
+            version: SemVer::parse(version).unwrap(),
+            fields: SoftwareFields {
+                specification: serde_json::json!({ "v": version }),
+                metadata: serde_json::Value::Null,
+                upgradable_from: from.iter().map(|v| SemVer::parse(v).unwrap()).collect(),
+                rollout_strategy: RolloutStrategy::General,
+                filters: Vec::new(),
+                rollout: Rollout::default(),
+            },
+            counts: StatusCounts::default(),
+            note: String::new(),
+            created: Timestamp::now(),
+            modified: Timestamp::now(),
+        }
+    }
+
+    fn view(org: OrgId, devices: usize) -> SoftwareView {
+        SoftwareView {
+            catalogue: vec![
+                software(org, "1.1.0", &["1.0.0"]),
+                software(org, "1.2.0", &["1.1.0"]),
+                software(org, "1.5.0", &["1.0.0"]),
+            ],
+            endpoints: (0..devices)
+                .map(|_| Endpoint {
+                    device: device(org),
+                    location: None,
+                    software: BTreeMap::from([("kettle".to_owned(), "1.0.0".to_owned())]),
+                })
+                .collect(),
+            ..SoftwareView::default()
+        }
+    }
+
+    fn targets(installations: &[Installation]) -> Vec<String> {
+        installations
+            .iter()
+            .map(|i| i.version.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn each_device_gets_its_first_hop_towards_the_highest_version_once() {
+        let org = OrgId::new();
+        let mut view = view(org, 3);
+        let now = Timestamp::now();
+        let (used, planned) = plan(&view, None, now);
+        assert_eq!(targets(&planned), vec!["1.5.0"; 3]);
+        assert_eq!(used.len(), 1);
+        assert!(planned.iter().all(|i| !i.consent && i.from == "1.0.0"));
+        assert_eq!(planned[0].specification["v"], "1.5.0");
+
+        // A device with an installation in progress for the application gets nothing more.
+        let busy = planned[0].clone();
+        view.in_progress.push(busy);
+        let only: HashSet<DeviceId> = view.endpoints.iter().map(|e| e.device.id).collect();
+        assert_eq!(plan(&view, Some(&only), now).1.len(), 2);
+        let one = HashSet::from([view.endpoints[2].device.id]);
+        let (_, planned) = plan(&view, Some(&one), now);
+        assert_eq!(planned.len(), 1);
+        assert_eq!(planned[0].device, view.endpoints[2].device.id);
+    }
+
+    #[test]
+    fn a_failed_or_declined_hop_is_not_offered_again_until_the_software_changes() {
+        let org = OrgId::new();
+        let mut view = view(org, 1);
+        let now = Timestamp::now();
+        let device = view.endpoints[0].device.id;
+        let failed = view.catalogue[2].id;
+        view.refused.push(RefusedHop {
+            device,
+            software: failed,
+            at: now,
+        });
+        view.applications.insert(
+            "kettle".into(),
+            Application {
+                organization: org,
+                name: "kettle".into(),
+                consent_required: true,
+                created: now,
+                modified: now,
+            },
+        );
+        // 1.5.0 is closed to it: the other path, towards 1.2.0, opens.
+        let (_, planned) = plan(&view, None, now);
+        assert_eq!(targets(&planned), vec!["1.1.0"]);
+        assert!(planned[0].consent);
+        // The operator changed 1.5.0 after the failure: offered again.
+        view.catalogue[2].modified = Timestamp::from_micros(now.as_micros() + 1);
+        assert_eq!(targets(&plan(&view, None, now).1), vec!["1.5.0"]);
+    }
+}
