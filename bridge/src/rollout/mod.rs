@@ -484,7 +484,34 @@ impl Engine {
             }
             Event::SoftwareChanged(software) => {
                 if let Some(run) = self.software_runs.get_mut(&software.id) {
-                    run.set_rollout(software.fields.rollout.clone());
+                    let reopened = run.aborted_at().is_some_and(|at| {
+                        software.note.is_empty()
+                            && software.fields.rollout_strategy
+                                != fleetmq_store::RolloutStrategy::Suspended
+                            && software.modified > at
+                    });
+                    if reopened {
+                        tracing::info!(software = %software.id, "software rollout re-opened");
+                        run.reopen(software.fields.rollout.clone());
+                    } else {
+                        run.set_rollout(software.fields.rollout.clone());
+                    }
+                }
+                if software.fields.rollout_strategy == fleetmq_store::RolloutStrategy::Suspended {
+                    // Nobody new: what was never sent stops; hops under way finish.
+                    for inst in self.installs.values_mut().filter(|i| {
+                        i.software == software.id
+                            && i.step == fleetmq_store::InstallStep::Queued
+                            && i.attempt == 0
+                            && i.status == UpgradeStatus::InProgress
+                    }) {
+                        pass.touch_install(inst);
+                        inst.finish(
+                            UpgradeStatus::Cancelled,
+                            "The version was suspended before it was delivered",
+                            now,
+                        );
+                    }
                 }
             }
             Event::SoftwareStatus {

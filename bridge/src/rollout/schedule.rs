@@ -128,8 +128,8 @@ pub struct Run {
     counts: StatusCounts,
     /// When operations started within the last minute, oldest first (the rate limit's input).
     starts: VecDeque<Timestamp>,
-    /// Aborted: nothing more starts.
-    aborted: bool,
+    /// Aborted (when): nothing more starts.
+    aborted: Option<Timestamp>,
 }
 
 impl Run {
@@ -146,10 +146,23 @@ impl Run {
     /// The rollout limits changed (an operator edited the software): keep the counts and the
     /// rate window, apply the new limits; a new threshold may un-abort it.
     pub fn set_rollout(&mut self, rollout: Rollout) {
-        if rollout != self.rollout {
-            self.rollout = rollout;
-            self.aborted = false;
-        }
+        self.rollout = rollout;
+    }
+
+    /// When the abort threshold stopped it, if it did.
+    pub fn aborted_at(&self) -> Option<Timestamp> {
+        self.aborted
+    }
+
+    /// An operator re-opened a rollout the abort threshold stopped: its failures are counted
+    /// afresh (the old ones made it stop), with the limits it has now.
+    pub fn reopen(&mut self, rollout: Rollout) {
+        self.rollout = rollout;
+        self.aborted = None;
+        self.counts = StatusCounts {
+            in_progress: self.counts.in_progress,
+            ..StatusCounts::default()
+        };
     }
 
     /// Operations outside any batch (a single device's upgrade): no limits.
@@ -162,7 +175,7 @@ impl Run {
             rollout,
             counts,
             starts: VecDeque::new(),
-            aborted: false,
+            aborted: None,
         }
     }
 
@@ -216,14 +229,14 @@ pub fn admit<Op: Scheduled>(
             .iter()
             .filter(|o| o.status() == UpgradeStatus::InProgress)
     };
-    if run.aborted {
+    if run.aborted.is_some() {
         return Decision::Admit {
             dispatch: Vec::new(),
             wake: None,
         };
     }
     if let Some(note) = threshold_tripped(run) {
-        run.aborted = true;
+        run.aborted = Some(now);
         let aborted: Vec<Op::Id> = in_progress()
             .filter(|o| o.stoppable())
             .map(|o| o.id())
