@@ -5,11 +5,15 @@
 //! [`SimHandle`] talks to it through a small control channel and (for single devices) an
 //! event channel that tests await.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use fleetmq_protocol::software::{
+    SoftwareDelivery, SoftwareInventory, SoftwareOffer, SoftwareOutcome, SoftwareStatus,
+};
 use fleetmq_protocol::system_update::{
     Call, ImagesResource, UpdateRequest, UpdateResource, UpdateResponse,
 };
@@ -31,6 +35,7 @@ use crate::SimError;
 use crate::behaviour::{AfterAnswer, Position, Vitals, answer};
 use crate::configuration::{self, ConfigAgent, NoticeAction};
 use crate::mqtt::{self, Connect, Incoming, QoS, Will};
+use crate::software::{self, SoftwareAgent, SoftwareConfig};
 use crate::stats::{Stats, StatsSnapshot, UpgradeSnapshot};
 use crate::tls::DeviceTls;
 use crate::update::{self, DownloadNews, Effect, Fault, Finish, UpdateAgent};
@@ -90,12 +95,15 @@ pub struct DeviceConfig {
     /// MQTT over TLS (to a TLS listener at `mqtt_addr`), with a client certificate or not;
     /// `None` is plain TCP.
     pub tls: Option<DeviceTls>,
+    /// The applications the device runs at start and how it answers software offers and
+    /// deliveries (see [`software`]).
+    pub software: SoftwareConfig,
 }
 
 impl DeviceConfig {
     /// A device with a plausible identity, telemetry every 10 s, coordinates every 60 s,
-    /// 60 s keep-alive, instant reboots and installations, no source address, no fault, plain
-    /// TCP.
+    /// 60 s keep-alive, instant reboots and firmware installations, no source address, no
+    /// fault, plain TCP, no applications (offers accepted, 200 ms per software installation).
     pub fn new(
         mqtt_addr: SocketAddr,
         org_slug: impl Into<String>,
@@ -121,6 +129,7 @@ impl DeviceConfig {
             install_time: Duration::ZERO,
             fault: None,
             tls: None,
+            software: SoftwareConfig::default(),
         }
     }
 }
@@ -180,6 +189,34 @@ pub enum SimEvent {
     Installed {
         /// The new firmware version.
         version: String,
+    },
+    /// The application inventory was published on `up/software` (on connect when the device
+    /// runs any application, and after every installation).
+    SoftwareInventoryPublished(SoftwareInventory),
+    /// An answer was published on `up/software/status` (first answers and repeats alike).
+    SoftwareStatusPublished(SoftwareStatus),
+    /// A new offer was answered by the consent policy (repeats are not reported here).
+    SoftwareOfferAnswered {
+        /// The offer as received.
+        offer: SoftwareOffer,
+        /// `accepted` or `rejected`.
+        status: SoftwareOutcome,
+    },
+    /// A delivery was installed: the device now runs `version` of `app`.
+    SoftwareInstalled {
+        /// The application.
+        app: String,
+        /// Its new version.
+        version: String,
+    },
+    /// A delivery failed (unknown application, or picked by the failure fraction).
+    SoftwareFailed {
+        /// The application.
+        app: String,
+        /// The version that was not installed.
+        version: String,
+        /// The reason sent with `failed`.
+        reason: String,
     },
     /// The device task ended (after [`SimHandle::stop`]).
     Stopped,
@@ -338,6 +375,8 @@ struct Topics {
     images: String,
     update_response: String,
     config_status: String,
+    software: String,
+    software_status: String,
     down_filter: String,
 }
 
@@ -380,6 +419,10 @@ struct Device {
     configuration: ConfigAgent,
     /// Configuration downloads report here; created with the first one.
     config_news: Option<ConfigChannel>,
+    /// Applications and software operations; survive reconnections and reboots.
+    software: SoftwareAgent,
+    /// Installations to finish, earliest first (one install time for all, so in order).
+    software_due: VecDeque<(Instant, Uuid)>,
 }
 
 type ConfigChannel = (
@@ -423,12 +466,15 @@ impl Device {
             images: Topic::up(org, id, UpChannel::Images).to_string(),
             update_response: Topic::up(org, id, UpChannel::UpdateResponse).to_string(),
             config_status: Topic::up(org, id, UpChannel::ConfigStatus).to_string(),
+            software: Topic::up(org, id, UpChannel::Software).to_string(),
+            software_status: Topic::up(org, id, UpChannel::SoftwareStatus).to_string(),
             down_filter: device_down_filter(org, id),
         };
         let online = online_presence(&config);
         let agent = UpdateAgent::new(&config.firmware_version, config.fault, unix_now());
         let offline = Presence::status(PresenceStatus::Offline).to_bytes();
         let position = Position::new(config.home.0, config.home.1);
+        let software = SoftwareAgent::new(&config.device_id, &config.software);
         Device {
             config,
             topics,
@@ -449,6 +495,8 @@ impl Device {
             timing: UpgradeTiming::NotStarted,
             configuration: ConfigAgent::default(),
             config_news: None,
+            software,
+            software_due: VecDeque::new(),
         }
     }
 
@@ -749,6 +797,8 @@ impl Device {
                         self.on_connected();
                         let effects = self.agent.on_connect();
                         self.apply(effects, &mut wbuf);
+                        let effects = self.software.on_connect();
+                        self.apply_software(effects, &mut wbuf);
                     }
                     Incoming::PingResp => awaiting_pong = false,
                     Incoming::ConnAck { .. } => {
@@ -806,6 +856,12 @@ impl Device {
                             return End::Reboot;
                         }
                         reboot_after = Some(last);
+                    }
+                }
+                () = sleep_until_some(self.software_due.front().map(|(at, _)| *at)), if subscribed => {
+                    if let Some((_, id)) = self.software_due.pop_front() {
+                        let effects = self.software.finish(id);
+                        self.apply_software(effects, &mut wbuf);
                     }
                 }
                 order = control.recv() => match order {
@@ -888,11 +944,22 @@ impl Device {
                 }
                 Err(e) => self.ignore(topic, e.to_string()),
             },
-            Channel::Down(DownChannel::SoftwareOffer | DownChannel::SoftwareDeliver) => self
-                .ignore(
-                    topic,
-                    "application software is not simulated yet".to_owned(),
-                ),
+            Channel::Down(DownChannel::SoftwareOffer) => match SoftwareOffer::parse(payload) {
+                Ok(offer) => {
+                    let effects = self.software.on_offer(offer);
+                    self.apply_software(effects, wbuf);
+                    None
+                }
+                Err(e) => self.ignore(topic, e.to_string()),
+            },
+            Channel::Down(DownChannel::SoftwareDeliver) => match SoftwareDelivery::parse(payload) {
+                Ok(delivery) => {
+                    let effects = self.software.on_delivery(delivery);
+                    self.apply_software(effects, wbuf);
+                    None
+                }
+                Err(e) => self.ignore(topic, e.to_string()),
+            },
             Channel::Up(_) => self.ignore(topic, "not a down topic".to_owned()),
         }
     }
@@ -1005,6 +1072,66 @@ impl Device {
                 self.online = online_presence(&self.config);
                 self.emit(SimEvent::Installed { version });
                 true
+            }
+        }
+    }
+
+    /// Carries out what the software agent asks for, in order.
+    fn apply_software(&mut self, effects: Vec<software::Effect>, wbuf: &mut BytesMut) {
+        for effect in effects {
+            match effect {
+                software::Effect::Status(status) => {
+                    let pkid = self.pkid();
+                    mqtt::encode_publish(
+                        &self.topics.software_status,
+                        &status.to_bytes(),
+                        QoS::AtLeastOnce,
+                        false,
+                        pkid,
+                        wbuf,
+                    );
+                    self.stats.add(&self.stats.published);
+                    tracing::debug!(device_id = %self.config.device_id, id = %status.id, status = ?status.status, reason = %status.reason, "software status sent");
+                    self.emit(SimEvent::SoftwareStatusPublished(status));
+                }
+                software::Effect::Inventory(inventory) => {
+                    let pkid = self.pkid();
+                    mqtt::encode_publish(
+                        &self.topics.software,
+                        &inventory.to_bytes(),
+                        QoS::AtLeastOnce,
+                        false,
+                        pkid,
+                        wbuf,
+                    );
+                    self.stats.add(&self.stats.published);
+                    self.emit(SimEvent::SoftwareInventoryPublished(inventory));
+                }
+                software::Effect::Schedule(id) => {
+                    let at = Instant::now() + self.config.software.install_time;
+                    self.software_due.push_back((at, id));
+                }
+                software::Effect::OfferAnswered { offer, status } => {
+                    self.emit(SimEvent::SoftwareOfferAnswered { offer, status });
+                }
+                software::Effect::Installed { app, version } => {
+                    self.stats.bump(&self.stats.software_installs);
+                    tracing::debug!(device_id = %self.config.device_id, %app, %version, "software installed");
+                    self.emit(SimEvent::SoftwareInstalled { app, version });
+                }
+                software::Effect::Failed {
+                    app,
+                    version,
+                    reason,
+                } => {
+                    self.stats.bump(&self.stats.software_failures);
+                    tracing::debug!(device_id = %self.config.device_id, %app, %version, %reason, "software installation failed");
+                    self.emit(SimEvent::SoftwareFailed {
+                        app,
+                        version,
+                        reason,
+                    });
+                }
             }
         }
     }

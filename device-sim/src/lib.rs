@@ -5,7 +5,8 @@
 //! password, registers a retained `offline` presence as its last will, announces itself
 //! `online` (retained), subscribes to its `down/#`, publishes telemetry and coordinates on
 //! timers, answers commands (`custom`, `reboot`, `change_password`) and npm.system_update
-//! requests (fetch an image over HTTP, init, start, install, reboot: see [`update`]), and
+//! requests (fetch an image over HTTP, init, start, install, reboot: see [`update`]), runs
+//! application software that the server offers and delivers (see [`software`]), and
 //! reconnects with backoff when the broker drops it. Over TLS (`--mqtt-ca`) a device may log
 //! in with a client certificate instead, sending no username or password (see [`tls`]).
 //! Tests drive one device through a [`SimHandle`]; the `fleetmq-sim` binary drives thousands
@@ -48,6 +49,32 @@
 //! Faults are assigned by device index with a fixed shuffle ([`FaultMix::assign`]), so the
 //! same run command gives the same devices the same faults.
 //!
+//! # Application software (OTAO)
+//! Every device of a run gets the same applications and the same behaviour:
+//! ```text
+//! cargo run --release -p fleetmq-sim -- --token $TOKEN --org acme --devices 10000 \
+//!     --software smart-kettle=1.0.2 --software ui=2.0.0 \
+//!     --software-consent accept --software-fail-fraction 0.05 --software-install-ms 200
+//! ```
+//! - `--software APP=VERSION` (repeatable): an application the device runs at start. A
+//!   device with any application publishes its `up/software` inventory (QoS 1) after every
+//!   connection and after every installation.
+//! - `--software-consent accept|reject` (default `accept`): the answer to every
+//!   `down/software/offer` (`rejected` carries the reason "declined by the device's software
+//!   consent policy").
+//! - `--software-install-ms N` (default 200): a `down/software/deliver` is answered
+//!   `installing`, then `installed` N ms later (a timer: the device keeps serving meanwhile)
+//!   and the new inventory follows.
+//! - `--software-fail-fraction F` (0–1, default 0): the share of installations answered
+//!   `failed` ("simulated installation failure") instead, picked by a hash of the device id
+//!   and the operation id, so a rerun fails the same ones.
+//!
+//! A delivery for an application the device does not run is `failed` "application not
+//! installed"; one of the version it already runs is `installed` at once. The last 64
+//! operations are remembered by id: a repeated offer or delivery is answered with the
+//! operation's current status and never installs twice. The run's summary counts
+//! installations and failures.
+//!
 //! # Layout
 //! - [`device`]: [`SimDevice::spawn`], [`DeviceConfig`], [`SimHandle`], [`SimEvent`]: one
 //!   device's connection loop.
@@ -60,6 +87,8 @@
 //! - [`stats`]: [`Stats`], the fleet-wide counters behind the progress bars and the summary.
 //! - [`update`]: the device side of npm.system_update 2.0 (images, update state machine,
 //!   downloads) and the [`Fault`]s a device can simulate.
+//! - [`software`]: application software (OTAO): the device's applications, its answers to
+//!   `down/software/offer` and `down/software/deliver`, [`SoftwareConfig`].
 //! - [`configuration`]: the device's configuration agent (`down/config/notice` → download,
 //!   MD5 check → `up/config/status`).
 //! - [`firmware`]: the firmware-upgrader REST calls of the `upgrade-demo`.
@@ -85,6 +114,7 @@ pub mod progress;
 pub mod registration;
 pub mod report;
 pub mod run;
+pub mod software;
 pub mod stats;
 pub mod tls;
 pub mod update;
@@ -92,6 +122,7 @@ pub mod update;
 pub use device::{DeviceConfig, SimDevice, SimEvent, SimHandle};
 pub use error::SimError;
 pub use fleet::{FaultMix, Fleet, FleetOptions};
+pub use software::{Consent, SoftwareConfig};
 pub use stats::{Stats, StatsSnapshot};
 pub use tls::{ClientCertificate, DeviceTls, TrustedServer};
 pub use update::Fault;

@@ -10,16 +10,20 @@
 //! This file is only the command line: the flags, their parsers, and `main` handing them
 //! to the library as `fleetmq_sim::run::RunOptions` and `fleetmq_sim::demo::DemoOptions`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Parser, Subcommand};
-use fleetmq_sim::FaultMix;
+use fleetmq_protocol::software::{
+    APP_NAME_MAX_CHARS, APPLICATIONS_MAX, SOFTWARE_VERSION_MAX_CHARS,
+};
 use fleetmq_sim::demo::{self, DemoOptions};
 use fleetmq_sim::firmware::Rollout;
 use fleetmq_sim::run::{self, RunOptions, TlsOptions};
+use fleetmq_sim::{Consent, FaultMix, SoftwareConfig};
 use indicatif::MultiProgress;
 
 /// Simulated fleetmq devices: a demo and a load generator.
@@ -123,6 +127,20 @@ struct Cli {
     /// How long a `--fault-offline` device stays offline.
     #[arg(long, global = true, default_value = "60s", value_parser = parse_duration)]
     offline_for: Duration,
+    // Application software (OTAO): the same for every device of the run.
+    /// An application every device runs at start, `APP=VERSION` (repeat for more).
+    #[arg(long = "software", value_name = "APP=VERSION", value_parser = parse_application)]
+    software: Vec<(String, String)>,
+    /// The answer to every software offer: `accept` or `reject`.
+    #[arg(long, default_value = "accept", value_parser = parse_consent)]
+    software_consent: Consent,
+    /// Fraction (0–1) of software installations that fail, picked per device and operation
+    /// (reproducible).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    software_fail_fraction: f64,
+    /// How long a software installation takes, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    software_install_ms: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -141,9 +159,26 @@ impl Cli {
         }
     }
 
+    /// The application software flags.
+    fn software(&self) -> anyhow::Result<SoftwareConfig> {
+        let applications: BTreeMap<String, String> = self.software.iter().cloned().collect();
+        if applications.len() != self.software.len() {
+            bail!("--software names an application twice");
+        }
+        if applications.len() > APPLICATIONS_MAX {
+            bail!("--software: at most {APPLICATIONS_MAX} applications per device");
+        }
+        Ok(SoftwareConfig {
+            applications,
+            consent: self.software_consent,
+            fail_fraction: self.software_fail_fraction,
+            install_time: Duration::from_millis(self.software_install_ms),
+        })
+    }
+
     /// The fleet flags, for the library's run and demo.
-    fn run_options(&self) -> RunOptions {
-        RunOptions {
+    fn run_options(&self) -> anyhow::Result<RunOptions> {
+        Ok(RunOptions {
             api: self.api.clone(),
             token: self.token.clone(),
             org: self.org.clone(),
@@ -168,7 +203,8 @@ impl Cli {
                 client_cert: self.client_cert.clone().zip(self.client_key.clone()),
                 client_cert_dir: self.client_cert_dir.clone(),
             }),
-        }
+            software: self.software()?,
+        })
     }
 }
 
@@ -254,6 +290,34 @@ fn parse_fraction(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Parses `APP=VERSION` (an application's name and version, within the protocol's bounds).
+fn parse_application(text: &str) -> Result<(String, String), String> {
+    let Some((name, version)) = text.split_once('=') else {
+        return Err(format!("`{text}` is not APP=VERSION"));
+    };
+    let (name, version) = (name.trim(), version.trim());
+    if name.is_empty() || name.chars().count() > APP_NAME_MAX_CHARS {
+        return Err(format!(
+            "application names have 1 to {APP_NAME_MAX_CHARS} characters"
+        ));
+    }
+    if version.is_empty() || version.chars().count() > SOFTWARE_VERSION_MAX_CHARS {
+        return Err(format!(
+            "versions have 1 to {SOFTWARE_VERSION_MAX_CHARS} characters"
+        ));
+    }
+    Ok((name.to_owned(), version.to_owned()))
+}
+
+/// Parses `accept` or `reject`.
+fn parse_consent(text: &str) -> Result<Consent, String> {
+    match text.trim() {
+        "accept" => Ok(Consent::Accept),
+        "reject" => Ok(Consent::Reject),
+        _ => Err(format!("`{text}` is neither accept nor reject")),
+    }
+}
+
 /// Parses `65536`, `64k`, `64KiB`, `1m`, `1MiB`.
 fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
@@ -315,7 +379,7 @@ async fn main() -> anyhow::Result<()> {
     raise_open_files_limit(cli.devices);
 
     let bars = MultiProgress::new();
-    let options = cli.run_options();
+    let options = cli.run_options()?;
     if let Some(Command::UpgradeDemo(args)) = &cli.command {
         return demo::upgrade_demo(&options, &args.demo_options(), &bars).await;
     }
@@ -366,6 +430,60 @@ mod tests {
         assert_eq!(parse_fraction("0.25"), Ok(0.25));
         assert!(parse_fraction("1.5").is_err());
         assert!(parse_fraction("-0.1").is_err());
+    }
+
+    #[test]
+    fn the_software_flags_parse_into_one_setting_for_every_device() {
+        let cli = Cli::try_parse_from([
+            "fleetmq-sim",
+            "--org",
+            "acme",
+            "--software",
+            "smart-kettle=1.0.2",
+            "--software",
+            "ui=2.0.0",
+            "--software-consent",
+            "reject",
+            "--software-fail-fraction",
+            "0.25",
+            "--software-install-ms",
+            "50",
+        ])
+        .unwrap();
+        let software = cli.software().unwrap();
+        assert_eq!(software.applications.len(), 2);
+        assert_eq!(software.applications["smart-kettle"], "1.0.2");
+        assert_eq!(software.consent, Consent::Reject);
+        assert_eq!(software.fail_fraction, 0.25);
+        assert_eq!(software.install_time, Duration::from_millis(50));
+
+        let defaults = Cli::try_parse_from(["fleetmq-sim", "--org", "acme"])
+            .unwrap()
+            .software()
+            .unwrap();
+        assert_eq!(defaults, SoftwareConfig::default());
+
+        for bad in [
+            &["--software", "kettle"][..],
+            &["--software", "=1.0"],
+            &["--software", "kettle="],
+            &["--software-consent", "maybe"],
+            &["--software-fail-fraction", "2"],
+        ] {
+            let args = ["fleetmq-sim", "--org", "acme"].iter().chain(bad);
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
+        let twice = Cli::try_parse_from([
+            "fleetmq-sim",
+            "--org",
+            "acme",
+            "--software",
+            "a=1",
+            "--software",
+            "a=2",
+        ])
+        .unwrap();
+        assert!(twice.software().is_err());
     }
 
     #[test]

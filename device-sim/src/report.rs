@@ -58,6 +58,11 @@ impl std::fmt::Display for RunSummary {
         )?;
         row(f, "commands handled", s.commands.to_string())?;
         row(f, "reboots", s.reboots.to_string())?;
+        row(
+            f,
+            "software installs",
+            format!("{} (failed {})", s.software_installs, s.software_failures),
+        )?;
         row(f, "reconnects", s.reconnects.to_string())?;
         row(f, "connections lost", s.connections_lost.to_string())?;
         let mut errors = s.connect_errors.to_string();

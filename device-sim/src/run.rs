@@ -15,6 +15,7 @@ use crate::fleet::source_ip_for;
 use crate::progress::bar;
 use crate::registration::{self, ApiClient, Credentials};
 use crate::report::{RunSummary, memory_kib};
+use crate::software::SoftwareConfig;
 use crate::tls::{ClientCertificate, DeviceTls, TrustedServer};
 use crate::{DeviceConfig, FaultMix, Fleet, FleetOptions, SimError};
 
@@ -60,6 +61,8 @@ pub struct RunOptions {
     pub faults: FaultMix,
     /// MQTT over TLS to the broker's TLS listener at `mqtt`; `None` is plain TCP.
     pub tls: Option<TlsOptions>,
+    /// The applications every device runs and how they answer offers and deliveries.
+    pub software: SoftwareConfig,
 }
 
 /// How a run's devices speak TLS (`--mqtt-ca` and the client certificate flags).
@@ -224,6 +227,7 @@ pub fn device_configs(
             config.connect_timeout = options.mqtt_connect_timeout;
             config.source_ip = source_ip_for(i, options.mqtt);
             config.install_time = options.install_time;
+            config.software = options.software.clone();
             config.tls = tls.get_mut(i).and_then(Option::take);
             // Spread the fleet over ~50 km around Rome.
             config.home = (

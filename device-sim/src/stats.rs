@@ -26,6 +26,8 @@ pub struct Stats {
     pub(crate) commands: AtomicU64,
     pub(crate) reboots: AtomicU64,
     pub(crate) ignored: AtomicU64,
+    pub(crate) software_installs: AtomicU64,
+    pub(crate) software_failures: AtomicU64,
     pub(crate) changed: Notify,
     pub(crate) upgrades: UpgradeTimes,
 }
@@ -60,6 +62,11 @@ pub struct StatsSnapshot {
     pub reboots: u64,
     /// Messages on down topics the device could not use (garbage, unknown channel).
     pub ignored: u64,
+    /// Application software deliveries installed (repeats and deliveries of the version
+    /// already running not counted).
+    pub software_installs: u64,
+    /// Application software deliveries answered `failed`.
+    pub software_failures: u64,
 }
 
 impl Stats {
@@ -79,11 +86,14 @@ impl Stats {
             commands: get(&self.commands),
             reboots: get(&self.reboots),
             ignored: get(&self.ignored),
+            software_installs: get(&self.software_installs),
+            software_failures: get(&self.software_failures),
         }
     }
 
-    /// Waits until `done` holds for a snapshot. Checks after every connect/disconnect and
-    /// command, so it suits "all N connected" or "N commands handled".
+    /// Waits until `done` holds for a snapshot. Checks after every connect/disconnect,
+    /// command and software installation or failure, so it suits "all N connected" or
+    /// "N commands handled".
     pub async fn wait_until(&self, mut done: impl FnMut(&StatsSnapshot) -> bool) -> StatsSnapshot {
         loop {
             let changed = self.changed.notified();
