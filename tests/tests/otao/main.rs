@@ -2,6 +2,8 @@
 //! the server, delivered over MQTT to devices that answer like the protocol says (raw MQTT
 //! clients here, so every message is checked), and the simulator's fleet.
 
+mod fleet;
+
 use std::time::{Duration, SystemTime};
 
 use fleetmq_protocol::{DownChannel, SoftwareDelivery, SoftwareOffer, UpChannel};
