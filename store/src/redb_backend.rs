@@ -21,6 +21,7 @@
 //!   variables) and `org_context`, what the renderer reads of them.
 //! - `upgrade` — [`crate::UpgradeStore`]: device firmware, upgrade operations, batches,
 //!   reports, image types, secrets.
+//! - `oauth` — [`crate::OAuthStore`]: OAuth clients and their access tokens.
 
 use std::path::Path;
 
@@ -37,6 +38,7 @@ mod device_plane;
 mod devices;
 mod firmware;
 mod locations;
+mod oauth;
 mod paging;
 mod pki;
 mod record;
@@ -179,6 +181,10 @@ impl RedbBackend {
             txn.open_table(VPN_ADDRESSES)?;
             txn.open_table(ORG_CONFIG_SETTINGS)?;
             txn.open_table(ORG_SHARED_SECRETS)?;
+            txn.open_table(OAUTH_CLIENTS)?;
+            txn.open_table(OAUTH_CLIENTS_BY_ORG)?;
+            txn.open_table(OAUTH_TOKENS)?;
+            txn.open_table(OAUTH_CLIENT_TOKENS)?;
         }
         txn.commit()?;
         Ok(Self {

@@ -208,3 +208,15 @@ pub const ORG_CONFIG_SETTINGS: TableDefinition<u128, &[u8]> =
 /// shared secret → organization (registration finds the organization by its secret).
 pub const ORG_SHARED_SECRETS: TableDefinition<&str, u128> =
     TableDefinition::new("org_shared_secrets");
+
+// OAuth 2.0 clients (OTAO API, otao-api branch).
+/// client id → OAuth client (secret hashed).
+pub const OAUTH_CLIENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("oauth_clients");
+/// org ‖ created ‖ client id → () (an organization's clients, newest first).
+pub const OAUTH_CLIENTS_BY_ORG: TableDefinition<&[u8], ()> =
+    TableDefinition::new("oauth_clients_by_org");
+/// SHA-256 of an access token → its grant (client, organization, scopes, expiry).
+pub const OAUTH_TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("oauth_tokens");
+/// client ‖ token hash → () (a client's tokens go with it).
+pub const OAUTH_CLIENT_TOKENS: TableDefinition<&[u8], ()> =
+    TableDefinition::new("oauth_client_tokens");
