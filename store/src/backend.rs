@@ -69,7 +69,7 @@ pub trait AccountStore: Send + Sync + 'static {
     fn organization_by_slug(&self, slug: &str) -> Result<Option<Organization>>;
     /// Replaces an organization's fields.
     fn update_organization(&self, id: OrgId, fields: OrganizationFields) -> Result<Organization>;
-    /// Deletes an organization with its devices and memberships.
+    /// Deletes an organization with its devices, memberships and application software.
     fn delete_organization(&self, id: OrgId) -> Result<()>;
     /// Organizations in scope, newest first.
     fn list_organizations(&self, scope: &Scope, page: PageRequest) -> Result<Page<Organization>>;

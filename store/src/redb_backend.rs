@@ -21,6 +21,8 @@
 //!   variables) and `org_context`, what the renderer reads of them.
 //! - `upgrade` — [`crate::UpgradeStore`]: device firmware, upgrade operations, batches,
 //!   reports, image types, secrets.
+//! - `software` — [`crate::SoftwareStore`]: application software (OTAO): versions,
+//!   applications, endpoint filters, devices' software, installations.
 //! - `oauth` — [`crate::OAuthStore`]: OAuth clients and their access tokens.
 
 use std::path::Path;
@@ -181,6 +183,17 @@ impl RedbBackend {
             txn.open_table(VPN_ADDRESSES)?;
             txn.open_table(ORG_CONFIG_SETTINGS)?;
             txn.open_table(ORG_SHARED_SECRETS)?;
+            txn.open_table(SOFTWARE)?;
+            txn.open_table(SOFTWARE_VERSIONS)?;
+            txn.open_table(APPLICATIONS)?;
+            txn.open_table(APPLICATION_ORGS)?;
+            txn.open_table(FILTERS)?;
+            txn.open_table(FILTERS_BY_ORG)?;
+            txn.open_table(DEVICE_SOFTWARE)?;
+            txn.open_table(INSTALLATIONS)?;
+            txn.open_table(DEVICE_INSTALLATIONS)?;
+            txn.open_table(ACTIVE_INSTALLATIONS)?;
+            txn.open_table(REFUSED_HOPS)?;
             txn.open_table(OAUTH_CLIENTS)?;
             txn.open_table(OAUTH_CLIENTS_BY_ORG)?;
             txn.open_table(OAUTH_TOKENS)?;

@@ -519,7 +519,7 @@ mod tests {
         software(version, from, RolloutStrategy::General)
     }
 
-    fn hop<'a>(catalogue: &'a [Software], current: &str) -> Option<(String, String)> {
+    fn hop(catalogue: &[Software], current: &str) -> Option<(String, String)> {
         next_hop(catalogue, current, |s| {
             s.fields.rollout_strategy != RolloutStrategy::Suspended
         })

@@ -11,7 +11,10 @@ use redb::TableDefinition;
 /// 5: certificate authorities and certificates (private keys sealed with the server secret),
 /// VPN servers and their clients; device groups no longer keep certificates' common names
 /// themselves.
-pub const SCHEMA_VERSION: u64 = 5;
+/// 6: application software (OTAO): software versions, applications, endpoint filters, devices'
+/// software and installations, with indexes (versions, in-progress installations, refused hops)
+/// a build without them would not keep. Older files get the new tables, empty, at open.
+pub const SCHEMA_VERSION: u64 = 6;
 
 /// `"schema_version"` → version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -208,6 +211,37 @@ pub const ORG_CONFIG_SETTINGS: TableDefinition<u128, &[u8]> =
 /// shared secret → organization (registration finds the organization by its secret).
 pub const ORG_SHARED_SECRETS: TableDefinition<&str, u128> =
     TableDefinition::new("org_shared_secrets");
+
+/// software id → software version (OTAO).
+pub const SOFTWARE: TableDefinition<u128, &[u8]> = TableDefinition::new("software");
+/// org ‖ app name ‖ 0x00 ‖ version (text) → software id: versions are unique per application,
+/// and an organization's (or one application's) versions are one range. App names hold no
+/// control character, so the 0x00 ends the name.
+pub const SOFTWARE_VERSIONS: TableDefinition<&[u8], u128> =
+    TableDefinition::new("software_versions");
+/// org ‖ app name → application settings.
+pub const APPLICATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("applications");
+/// (app name, org) → (): the organizations having an application of that name.
+pub const APPLICATION_ORGS: TableDefinition<(&str, u128), ()> =
+    TableDefinition::new("application_orgs");
+/// filter id → endpoint filter.
+pub const FILTERS: TableDefinition<u128, &[u8]> = TableDefinition::new("filters");
+/// org ‖ created ‖ id → ().
+pub const FILTERS_BY_ORG: TableDefinition<&[u8], ()> = TableDefinition::new("filters_by_org");
+/// device ‖ app name → the version of that application the device runs.
+pub const DEVICE_SOFTWARE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("device_software");
+/// installation id → installation.
+pub const INSTALLATIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("installations");
+/// device ‖ created ‖ id → ().
+pub const DEVICE_INSTALLATIONS: TableDefinition<&[u8], ()> =
+    TableDefinition::new("device_installations");
+/// device ‖ app name → id of the device's installation of that application in progress (at
+/// most one).
+pub const ACTIVE_INSTALLATIONS: TableDefinition<&[u8], u128> =
+    TableDefinition::new("active_installations");
+/// device ‖ software → id of the device's latest failed or declined installation of that
+/// software; gone once a later one succeeds (what the decision must not offer again).
+pub const REFUSED_HOPS: TableDefinition<&[u8], u128> = TableDefinition::new("refused_hops");
 
 // OAuth 2.0 clients (OTAO API, otao-api branch).
 /// client id → OAuth client (secret hashed).

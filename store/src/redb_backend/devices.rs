@@ -8,7 +8,7 @@ use redb::{ReadableDatabase, ReadableTable, Table, WriteTransaction};
 use super::configuration::{Known, configuration_changed, renders_differently, settle_device};
 use super::paging::{ANCHOR_STRIDE, MergeDesc, created_key, id_of, index_desc, successor};
 use super::record::{cat, encode, get_record, lookup_by};
-use super::{RedbBackend, device_plane, upgrade};
+use super::{RedbBackend, device_plane, software, upgrade};
 use crate::tables::*;
 use crate::{
     ConfigFields, ConfigStatus, Device, DeviceConfig, DeviceFields, DeviceFilter, DeviceId,
@@ -130,6 +130,7 @@ pub(super) fn load_device(txn: &WriteTransaction, id: DeviceId) -> Result<Device
 pub(super) fn delete_device_in(txn: &WriteTransaction, device: &Device) -> Result<()> {
     remove_device_indexes(txn, device)?;
     upgrade::delete_device_upgrades_in(txn, device.id)?;
+    software::delete_device_software_in(txn, device.id)?;
     device_plane::delete_device_plane_in(txn, device)
 }
 
@@ -287,6 +288,8 @@ impl DeviceStore for RedbBackend {
         if deactivated {
             // Deactivated devices may not be upgraded (nor connect to finish an upgrade).
             upgrade::abort_device_upgrades_in(&txn, id, "Aborted: the device was deactivated")?;
+            // Nor may it install application software.
+            software::abort_device_installations_in(&txn, id, "The device was deactivated")?;
         }
         let affected = if deactivated {
             BTreeSet::new()
