@@ -739,6 +739,28 @@ async fn filters_are_managed_and_list_their_endpoints_in_pages() {
     let listed = w.api.get("/api/v1/filters", &token).await;
     assert_eq!(listed.body["count"], 1);
 
+    // A filter a version names cannot go.
+    let targeted = w
+        .api
+        .post(
+            "/api/v1/applications/lamp-app/software/1.0.0",
+            &token,
+            json!({"rolloutStrategy": "targeted", "filters": [{"filterId": id}]}),
+        )
+        .await;
+    assert_eq!(targeted.status, StatusCode::CREATED, "{:?}", targeted.body);
+    let in_use = w.api.delete(&format!("/api/v1/filters/{id}"), &token).await;
+    assert_message(&in_use, StatusCode::BAD_REQUEST);
+    let untargeted = w
+        .api
+        .put(
+            "/api/v1/applications/lamp-app/software/1.0.0",
+            &token,
+            json!({"rolloutStrategy": "general"}),
+        )
+        .await;
+    assert_eq!(untargeted.status, StatusCode::NO_CONTENT);
+
     w.hooks.take();
     let deleted = w.api.delete(&format!("/api/v1/filters/{id}"), &token).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);

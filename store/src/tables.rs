@@ -14,6 +14,7 @@ use redb::TableDefinition;
 /// 6: application software (OTAO): software versions, applications, endpoint filters, devices'
 /// software and installations, with indexes (versions, in-progress installations, refused hops)
 /// a build without them would not keep. Older files get the new tables, empty, at open.
+/// Also in 6: OAuth clients of the OTAO API and their access tokens (hashed).
 pub const SCHEMA_VERSION: u64 = 6;
 
 /// `"schema_version"` → version.
