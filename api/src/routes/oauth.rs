@@ -45,6 +45,8 @@ pub struct OAuthError {
     description: String,
     status: StatusCode,
     retry_after: Option<u64>,
+    /// What a 5xx hides from the client, for the logging middleware.
+    internal: Option<String>,
 }
 
 /// The body of a token endpoint error.
@@ -68,6 +70,7 @@ impl OAuthError {
             description: description.into(),
             status,
             retry_after: None,
+            internal: None,
         }
     }
 
@@ -86,6 +89,10 @@ impl OAuthError {
 impl From<ApiError> for OAuthError {
     fn from(e: ApiError) -> Self {
         let status = e.status();
+        let internal = match &e {
+            ApiError::Internal(reason) => Some(reason.clone()),
+            _ => None,
+        };
         let (description, retry_after) = match e {
             ApiError::Throttled(wait) => (
                 format!("Request was throttled. Expected available in {wait} seconds."),
@@ -103,6 +110,7 @@ impl From<ApiError> for OAuthError {
             description,
             status,
             retry_after,
+            internal,
         }
     }
 }
@@ -140,6 +148,11 @@ impl IntoResponse for OAuthError {
         }
         if let Some(wait) = self.retry_after {
             headers.insert(RETRY_AFTER, HeaderValue::from(wait));
+        }
+        if let Some(reason) = self.internal {
+            response
+                .extensions_mut()
+                .insert(crate::error::InternalError(reason));
         }
         response
     }

@@ -56,6 +56,8 @@ pub struct OtaoMessage {
 pub struct OtaoError {
     status: StatusCode,
     message: String,
+    /// What a 5xx hides from the client, for the logging middleware.
+    internal: Option<String>,
 }
 
 impl OtaoError {
@@ -64,6 +66,7 @@ impl OtaoError {
         Self {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
+            internal: None,
         }
     }
 
@@ -72,6 +75,7 @@ impl OtaoError {
         Self {
             status: StatusCode::NOT_FOUND,
             message: message.into(),
+            internal: None,
         }
     }
 
@@ -80,6 +84,7 @@ impl OtaoError {
         Self {
             status: StatusCode::FORBIDDEN,
             message: message.into(),
+            internal: None,
         }
     }
 
@@ -103,6 +108,11 @@ impl IntoResponse for OtaoError {
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer realm=\"api\""),
             );
+        }
+        if let Some(reason) = self.internal {
+            response
+                .extensions_mut()
+                .insert(crate::error::InternalError(reason));
         }
         response
     }
@@ -129,18 +139,19 @@ impl From<ApiError> for OtaoError {
                 .collect::<Vec<_>>()
                 .join("; "),
             ApiError::Internal(reason) => {
-                let mut response = OtaoError {
+                return OtaoError {
                     status,
                     message: "A server error occurred.".into(),
+                    internal: Some(reason.clone()),
                 };
-                // Logged once by the middleware, as ApiError's are.
-                tracing::debug!(reason = %reason, "otao internal error");
-                response.message = "A server error occurred.".into();
-                return response;
             }
             _ => "The request could not be served.".into(),
         };
-        OtaoError { status, message }
+        OtaoError {
+            status,
+            message,
+            internal: None,
+        }
     }
 }
 
@@ -157,6 +168,7 @@ impl From<StoreError> for OtaoError {
             StoreError::InUse => OtaoError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 message: e.to_string(),
+                internal: None,
             },
             other => ApiError::from(other).into(),
         }
