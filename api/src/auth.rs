@@ -172,6 +172,8 @@ guarded! {
     Certs => Resource::Cert;
     /// VPN servers.
     Vpns => Resource::Vpn;
+    /// OAuth 2.0 clients of the OTAO API (administrators only).
+    OAuthClients => Resource::OAuthClient;
 }
 
 /// Organizations and users: managers see those of their organizations; only superusers

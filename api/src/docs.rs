@@ -39,7 +39,7 @@ impl ToSchema for FieldErrors {}
 #[openapi(
     info(title = "fleetmq", description = "OpenWISP-compatible device management over MQTT."),
     modifiers(&BearerAuth),
-    components(schemas(ErrorDetail, FieldErrors)),
+    components(schemas(ErrorDetail, FieldErrors, crate::routes::otao::OtaoMessage)),
     tags(
         (name = "devices", description = "OpenWISP controller: devices"),
         (name = "templates", description = "OpenWISP controller: configuration templates"),
@@ -52,6 +52,8 @@ impl ToSchema for FieldErrors {}
         (name = "firmware", description = "Firmware upgrader: categories, builds, images"),
         (name = "upgrades", description = "Firmware upgrader: image types, device firmware, upgrade operations, mass upgrades"),
         (name = "system_update", description = "A device's npm.system_update 2.0 API, proxied over MQTT"),
+        (name = "otao", description = "Over-the-air orchestrator (seed otao-api-v1): application software, endpoints' software, filters; errors are {\"message\"}"),
+        (name = "oauth", description = "OAuth 2.0 client credentials for the OTAO API: the token endpoint and clients"),
         (name = "agent", description = "The openwisp-config agent's HTTP protocol (plain text, no token)"),
         (name = "health", description = "Liveness")
     )
@@ -144,7 +146,13 @@ fn add_to_operation(operation: &mut Operation) {
             .all(|kind| kind == "application/x-www-form-urlencoded")
     });
 
+    // The OTAO routes answer every error with `{"message"}`, as their seed specifies.
+    let otao = operation
+        .tags
+        .as_ref()
+        .is_some_and(|tags| tags.iter().any(|t| t == "otao"));
     let mut add = |status: &str, description: &str, schema: &str| {
+        let schema = if otao { "OtaoMessage" } else { schema };
         let responses = &mut operation.responses.responses;
         if !responses.contains_key(status) {
             let response = ResponseBuilder::new()

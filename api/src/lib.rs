@@ -5,7 +5,8 @@
 //! (`tower::ServiceExt::oneshot`) and the server binds it to a listener.
 //!
 //! # Layout
-//! - [`routes`] — one router module per resource (`devices`, `organizations`, `users`, `health`).
+//! - [`routes`] — one router module per resource (`devices`, `organizations`, `users`, `health`,
+//!   `oauth` and the OTAO API under `otao`).
 //! - [`auth`] — Bearer-token authentication, permissions, organization scope.
 //! - [`body`] — typed request bodies: the parser is the schema.
 //! - [`docs`] — the OpenAPI document and the error answers every route shares.
@@ -59,6 +60,8 @@ pub struct ApiConfig {
     /// Stored bytes of samples a telemetry history page holds at most (beyond its first
     /// sample), so a page stays small however large samples are.
     pub telemetry_page_max_bytes: u64,
+    /// Seconds an OAuth access token (OTAO API) stays valid.
+    pub oauth_token_lifetime: u64,
 }
 
 impl Default for ApiConfig {
@@ -70,6 +73,7 @@ impl Default for ApiConfig {
             floorplan_upload_limit: 20 * 1024 * 1024,
             password_checks: default_password_checks(),
             telemetry_page_max_bytes: 1024 * 1024,
+            oauth_token_lifetime: 3600,
         }
     }
 }
@@ -228,6 +232,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::vpns::router())
         .merge(routes::firmware::router())
         .merge(routes::system_update::router())
+        .merge(routes::oauth::router())
+        .merge(routes::otao::router())
 }
 
 /// Every route with its OpenAPI document.

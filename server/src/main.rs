@@ -206,6 +206,11 @@ struct ServeArgs {
     /// delays the other's answers.
     #[arg(long, env = "FLEETMQ_HTTP_WORKERS", default_value_t = 2)]
     http_workers: usize,
+
+    // --- OTAO API (OAuth 2.0) ---
+    /// Seconds an OAuth access token issued by POST /api/v1/oauth/token stays valid.
+    #[arg(long, env = "FLEETMQ_OAUTH_TOKEN_LIFETIME", default_value_t = 3600)]
+    oauth_token_lifetime: u64,
 }
 
 /// A listen address that can be turned off (`off`, `none` or empty).
@@ -330,6 +335,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             floorplan_upload_limit: args.floorplan_upload_limit_mib.saturating_mul(1024 * 1024),
             password_checks: args.password_checks.max(1),
             telemetry_page_max_bytes: args.telemetry_page_max_kib.saturating_mul(1024),
+            // OTAO API (otao-api branch).
+            oauth_token_lifetime: args.oauth_token_lifetime.max(1),
             ..fleetmq_api::ApiConfig::default()
         },
         bridge: fleetmq_bridge::BridgeConfig {

@@ -44,6 +44,7 @@ pub trait Backend:
     + FirmwareStore
     + UpgradeStore
     + SoftwareStore
+    + OAuthStore
     + Send
     + Sync
     + 'static
@@ -706,6 +707,41 @@ pub trait SoftwareStore: Send + Sync + 'static {
     fn active_installations(&self) -> Result<Vec<crate::Installation>>;
     /// A device's installations, newest first.
     fn device_installations(&self, device: DeviceId) -> Result<Vec<crate::Installation>>;
+}
+
+/// OAuth 2.0 clients and their access tokens (see [`crate::oauth`]). Same rules as
+/// [`Backend`]: every method is one transaction.
+pub trait OAuthStore: Send + Sync + 'static {
+    /// Registers a client of `organization` (which must exist) with a fresh secret; returns
+    /// it with the secret, which is shown once and kept only hashed.
+    fn create_oauth_client(
+        &self,
+        name: String,
+        organization: OrgId,
+        scopes: Vec<crate::OAuthScope>,
+    ) -> Result<(crate::OAuthClient, String)>;
+    /// Looks a client up.
+    fn oauth_client(&self, client_id: uuid::Uuid) -> Result<Option<crate::OAuthClient>>;
+    /// Clients of the scope's organizations, newest first.
+    fn list_oauth_clients(
+        &self,
+        scope: &Scope,
+        page: PageRequest,
+    ) -> Result<Page<crate::OAuthClient>>;
+    /// Deletes a client and every token issued to it.
+    fn delete_oauth_client(&self, client_id: uuid::Uuid) -> Result<()>;
+    /// Issues an access token to a client for `scopes`, valid `lifetime_secs`; returns the
+    /// token (kept only hashed) and what it grants. Also forgets the client's expired tokens.
+    /// `NotFound` if the client is gone.
+    fn issue_access_token(
+        &self,
+        client_id: uuid::Uuid,
+        scopes: Vec<crate::OAuthScope>,
+        lifetime_secs: u64,
+    ) -> Result<(String, crate::AccessGrant)>;
+    /// What an access token grants now: `None` when unknown, expired, or its client or the
+    /// client's organization is gone (so deleting either revokes its tokens at once).
+    fn access_grant(&self, token: &str) -> Result<Option<crate::AccessGrant>>;
 }
 
 /// Organizations' configuration settings (see [`crate::config_settings`]). Same rules as

@@ -11,7 +11,8 @@
 //! - [`organization`] — tenants.
 //! - [`user`] — users, memberships, passwords.
 //! - [`permission`] — OpenWISP's Operator and Administrator groups.
-//! - [`token`] — API tokens (only hashes are stored).
+//! - [`token`] — API tokens (only hashes are stored); [`oauth`] — OAuth 2.0 clients and
+//!   their access tokens (OTAO).
 //! - [`device`] — devices, their keys and configuration; list filters.
 //! - [`template`] — configuration templates and the rules deciding a device's templates;
 //!   [`group`] — device groups; [`configuration`] — the seam where a device's rendered
@@ -52,6 +53,7 @@ pub mod group;
 pub mod id;
 pub mod location;
 pub mod memo;
+pub mod oauth;
 pub mod organization;
 pub mod page;
 pub mod permission;
@@ -74,8 +76,8 @@ use std::sync::Arc;
 
 pub use backend::{
     AccountStore, Backend, ConfigSettingsStore, ConfigStore, DeviceLogin, DevicePlane, DeviceStore,
-    FirmwareStore, LocationStore, MqttSession, NewCommand, PkiStore, SoftwareStore, UpgradeStore,
-    VpnStore,
+    FirmwareStore, LocationStore, MqttSession, NewCommand, OAuthStore, PkiStore, SoftwareStore,
+    UpgradeStore, VpnStore,
 };
 pub use batch::{BatchError, DeviceTarget, FirmwareTarget, MassUpgrade, Narrowing, Targets};
 pub use blob::{BlobError, BlobKey, BlobStore, BlobWriter, StoredBlob};
@@ -107,6 +109,7 @@ pub use location::{
     LocationChoice, LocationFields, LocationFilter, LocationType, Placed, Placement, PlanImage,
     Point, sniff_image,
 };
+pub use oauth::{AccessGrant, OAuthClient, OAuthScope};
 pub use organization::{Organization, OrganizationFields, Slug};
 pub use page::{Page, PageRequest, Scope, Unique};
 pub use permission::{Action, Group, Resource};

@@ -46,6 +46,8 @@ impl Group {
                 | UpgradeOperation
                 | BatchUpgradeOperation => action == Action::View,
                 Credentials | Category => false,
+                Software => action == Action::View,
+                OAuthClient => false,
             },
         }
     }
@@ -92,6 +94,11 @@ pub enum Resource {
     UpgradeOperation,
     /// Batch upgrade operations.
     BatchUpgradeOperation,
+    /// Application software (OTAO): versions, applications' settings, endpoint filters and
+    /// what endpoints run. Operators read; administrators also write.
+    Software,
+    /// OAuth 2.0 clients of the OTAO API: administrators only.
+    OAuthClient,
 }
 
 /// What a request wants to do to an object: one of Django's model permissions, or a named
@@ -140,6 +147,15 @@ mod tests {
         assert!(!op.permits(Resource::Credentials, Action::View));
         assert!(!op.permits(Resource::Category, Action::View));
         assert!(Group::Administrator.permits(Resource::Category, Action::Add));
+    }
+
+    #[test]
+    fn operators_read_software_and_only_administrators_manage_oauth_clients() {
+        assert!(Group::Operator.permits(Resource::Software, Action::View));
+        assert!(!Group::Operator.permits(Resource::Software, Action::Change));
+        assert!(Group::Administrator.permits(Resource::Software, Action::Change));
+        assert!(!Group::Operator.permits(Resource::OAuthClient, Action::View));
+        assert!(Group::Administrator.permits(Resource::OAuthClient, Action::Add));
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //!   reports, image types, secrets.
 //! - `software` — [`crate::SoftwareStore`]: application software (OTAO): versions,
 //!   applications, endpoint filters, devices' software, installations.
+//! - `oauth` — [`crate::OAuthStore`]: OAuth clients and their access tokens.
 
 use std::path::Path;
 
@@ -39,6 +40,7 @@ mod device_plane;
 mod devices;
 mod firmware;
 mod locations;
+mod oauth;
 mod paging;
 mod pki;
 mod record;
@@ -192,6 +194,10 @@ impl RedbBackend {
             txn.open_table(DEVICE_INSTALLATIONS)?;
             txn.open_table(ACTIVE_INSTALLATIONS)?;
             txn.open_table(REFUSED_HOPS)?;
+            txn.open_table(OAUTH_CLIENTS)?;
+            txn.open_table(OAUTH_CLIENTS_BY_ORG)?;
+            txn.open_table(OAUTH_TOKENS)?;
+            txn.open_table(OAUTH_CLIENT_TOKENS)?;
         }
         txn.commit()?;
         Ok(Self {

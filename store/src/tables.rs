@@ -14,6 +14,7 @@ use redb::TableDefinition;
 /// 6: application software (OTAO): software versions, applications, endpoint filters, devices'
 /// software and installations, with indexes (versions, in-progress installations, refused hops)
 /// a build without them would not keep. Older files get the new tables, empty, at open.
+/// Also in 6: OAuth clients of the OTAO API and their access tokens (hashed).
 pub const SCHEMA_VERSION: u64 = 6;
 
 /// `"schema_version"` → version.
@@ -242,3 +243,15 @@ pub const ACTIVE_INSTALLATIONS: TableDefinition<&[u8], u128> =
 /// device ‖ software → id of the device's latest failed or declined installation of that
 /// software; gone once a later one succeeds (what the decision must not offer again).
 pub const REFUSED_HOPS: TableDefinition<&[u8], u128> = TableDefinition::new("refused_hops");
+
+// OAuth 2.0 clients (OTAO API, otao-api branch).
+/// client id → OAuth client (secret hashed).
+pub const OAUTH_CLIENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("oauth_clients");
+/// org ‖ created ‖ client id → () (an organization's clients, newest first).
+pub const OAUTH_CLIENTS_BY_ORG: TableDefinition<&[u8], ()> =
+    TableDefinition::new("oauth_clients_by_org");
+/// SHA-256 of an access token → its grant (client, organization, scopes, expiry).
+pub const OAUTH_TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("oauth_tokens");
+/// client ‖ token hash → () (a client's tokens go with it).
+pub const OAUTH_CLIENT_TOKENS: TableDefinition<&[u8], ()> =
+    TableDefinition::new("oauth_client_tokens");

@@ -93,13 +93,18 @@ impl TestApi {
 
     /// [`TestApi::start`] with the API tuned by `config` (small limits, say).
     pub async fn start_with(config: ApiConfig) -> Self {
+        Self::start_with_hooks(config, Arc::new(NoHooks)).await
+    }
+
+    /// [`TestApi::start_with`] with the server's `hooks` (a recording one, say).
+    pub async fn start_with_hooks(config: ApiConfig, hooks: Arc<dyn fleetmq_api::Hooks>) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().to_owned();
         let store = tokio::task::spawn_blocking(move || Store::open(&path))
             .await
             .expect("store task")
             .expect("store opens");
-        let state = AppState::new(store.clone(), config, Arc::new(NoHooks));
+        let state = AppState::new(store.clone(), config, hooks);
         let mut api = TestApi {
             router: fleetmq_api::router(state),
             store,

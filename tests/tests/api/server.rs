@@ -255,6 +255,32 @@ async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
             "/api/v1/devices/{device_id}/npm.system_update/2.0/update/start",
             &["post"][..],
         ),
+        // OAuth 2.0 and the OTAO API.
+        ("/api/v1/oauth/token", &["post"][..]),
+        ("/api/v1/oauth/clients/", &["get", "post"][..]),
+        ("/api/v1/oauth/clients/{id}/", &["get", "delete"][..]),
+        ("/api/v1/applications/{appName}", &["get", "put"][..]),
+        ("/api/v1/applications/{appName}/software", &["get"][..]),
+        (
+            "/api/v1/applications/{appName}/software/{version}",
+            &["get", "post", "put"][..],
+        ),
+        ("/api/v1/endpoints/{endpointId}/software", &["get"][..]),
+        (
+            "/api/v1/endpoints/{endpointId}/software/current",
+            &["get"][..],
+        ),
+        (
+            "/api/v1/endpoints/{endpointId}/software/installations",
+            &["get"][..],
+        ),
+        (
+            "/api/v1/endpoints/{endpointId}/software/{appName}",
+            &["put"][..],
+        ),
+        ("/api/v1/filters", &["get", "post"][..]),
+        ("/api/v1/filters/{filterId}", &["get", "put", "delete"][..]),
+        ("/api/v1/filters/{filterId}/endpoints", &["get"][..]),
     ];
     let paths = doc.body["paths"].as_object().expect("paths");
     assert_eq!(
@@ -279,7 +305,11 @@ async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
                 .replace("{device_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{name}", "some-type")
                 .replace("{common_name}", "some-common-name")
-                .replace("{item}", "3");
+                .replace("{item}", "3")
+                .replace("{appName}", "smart-kettle")
+                .replace("{version}", "1.0.2")
+                .replace("{endpointId}", &uuid::Uuid::new_v4().to_string())
+                .replace("{filterId}", &uuid::Uuid::new_v4().to_string());
             let reply = app
                 .call(&method.to_uppercase(), &concrete, None, None)
                 .await;
@@ -296,6 +326,8 @@ async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
             let expected = match path {
                 "/healthz" | "/metrics" => 200,
                 "/api/v1/users/token/" => 400,
+                // Not a form: invalid_request before any client authentication.
+                "/api/v1/oauth/token" => 400,
                 _ => 401,
             };
             assert_eq!(reply.status, expected, "{method} {path}");
