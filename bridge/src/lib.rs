@@ -113,6 +113,8 @@ struct Inner {
     command_added: Notify,
     /// What the OTAO decision source must decide again.
     triggers: software::Triggers,
+    /// Group commit of devices' software inventories.
+    inventories: software::Inventories,
     /// Session events from the broker, recorded in order by one task.
     sessions: mpsc::UnboundedSender<uplink::Recording>,
 }
@@ -157,6 +159,8 @@ impl Bridge {
         )
         .await
         .map_err(std::io::Error::other)?;
+        let (inventories, inventory_writer) =
+            software::Inventories::start(store.clone(), triggers.clone(), shutdown.clone());
         // Subscribed before anything can change, so no announcement is missed.
         let config_changes = store.blocking().config_changes();
         let configs = ConfigPush::new(
@@ -185,6 +189,7 @@ impl Bridge {
                 metrics,
                 command_added: Notify::new(),
                 triggers: triggers.clone(),
+                inventories,
                 sessions,
             }),
         };
@@ -194,6 +199,7 @@ impl Bridge {
         let tasks = vec![
             writer,
             engine,
+            inventory_writer,
             tokio::spawn(uplink::record_sessions(
                 bridge.clone(),
                 session_events,

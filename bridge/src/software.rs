@@ -25,7 +25,7 @@ use fleetmq_store::{
     DeviceId, Endpoint, Installation, OrgId, Software, SoftwareView, Store, StoreError, Timestamp,
     next_hop,
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::rollout::Rollouts;
@@ -66,6 +66,90 @@ impl Triggers {
             .lock()
             .map(|mut pending| std::mem::take(&mut *pending))
             .unwrap_or_default()
+    }
+}
+
+/// A device inventory waiting for its transaction, and who waits for it.
+type PendingInventory = (
+    DeviceId,
+    BTreeMap<String, String>,
+    oneshot::Sender<Result<(), String>>,
+);
+
+/// Group commit of devices' `up/software` inventories: whatever queued up while the previous
+/// transaction ran is written in the next one, so a fleet reconnecting costs a few commits,
+/// not one per device. Each device's message is acknowledged once its transaction committed.
+#[derive(Clone)]
+pub struct Inventories {
+    queue: mpsc::Sender<PendingInventory>,
+}
+
+impl Inventories {
+    /// Inventories written in one transaction at most.
+    const MAX_BATCH: usize = 4096;
+
+    /// Starts the writer; it triggers a decision for every device it stored.
+    pub fn start(
+        store: Store,
+        triggers: Triggers,
+        shutdown: CancellationToken,
+    ) -> (Inventories, tokio::task::JoinHandle<()>) {
+        // Bounded: a device waits for room (its PUBACK waits) rather than memory growing.
+        let (queue, mut inbox) = mpsc::channel::<PendingInventory>(Self::MAX_BATCH);
+        let task = tokio::spawn(async move {
+            loop {
+                let first = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    first = inbox.recv() => match first {
+                        Some(first) => first,
+                        None => return,
+                    },
+                };
+                let mut batch = vec![first];
+                while batch.len() < Self::MAX_BATCH {
+                    match inbox.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let (inventories, acks): (Vec<_>, Vec<_>) = batch
+                    .into_iter()
+                    .map(|(device, apps, ack)| ((device, apps), (device, ack)))
+                    .unzip();
+                match store.run(move |db| db.set_inventories(inventories)).await {
+                    Ok(missing) => {
+                        for (device, ack) in acks {
+                            if !missing.contains(&device) {
+                                triggers.device(device);
+                            }
+                            let _ = ack.send(Ok(()));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "software inventories not stored");
+                        for (_, ack) in acks {
+                            let _ = ack.send(Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+        });
+        (Inventories { queue }, task)
+    }
+
+    /// Stores a device's whole inventory; resolves once it is committed.
+    pub async fn write(
+        &self,
+        device: DeviceId,
+        applications: BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let (ack, done) = oneshot::channel();
+        self.queue
+            .send((device, applications, ack))
+            .await
+            .map_err(|_| "the inventory writer stopped".to_owned())?;
+        done.await
+            .map_err(|_| "the inventory writer stopped".to_owned())?
     }
 }
 
@@ -146,6 +230,8 @@ async fn pass(
     organizations: HashSet<OrgId>,
     devices: HashSet<DeviceId>,
 ) -> Result<Vec<(OrgId, Option<Timestamp>)>, StoreError> {
+    let started = std::time::Instant::now();
+    let (organizations_n, devices_n) = (organizations.len(), devices.len());
     let (plans, dates, catalogue) = store
         .run(move |db| {
             // The devices' organizations, unless the whole organization is decided anyway.
@@ -170,12 +256,19 @@ async fn pass(
                 catalogue.extend(view.catalogue);
             }
             for (org, devices) in only {
-                let view = db.software_view(org)?;
-                plans.push(plan(&view, Some(&devices), now));
+                let ids: Vec<DeviceId> = devices.iter().copied().collect();
+                let view = db.software_view_of(org, &ids)?;
+                plans.push(plan(&view, None, now));
             }
             Ok((plans, dates, catalogue))
         })
         .await?;
+    tracing::debug!(
+        organizations = organizations_n,
+        devices = devices_n,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "software decisions read and planned"
+    );
     // Rollout limits the operator changed apply to installations already under way.
     for software in catalogue {
         rollouts.software_changed(software);

@@ -352,15 +352,11 @@ impl Bridge {
                 self.inner.configs.report(device, report).await?;
             }
             DeviceMessage::Software(inventory) => {
-                let applications = inventory.applications;
-                match store
-                    .run(move |db| db.set_device_software(device, applications, true))
+                self.inner
+                    .inventories
+                    .write(device, inventory.applications)
                     .await
-                {
-                    Ok(_) => self.inner.triggers.device(device),
-                    Err(StoreError::NotFound) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                    .map_err(|e| UplinkError::Store(StoreError::Task(e)))?;
             }
             DeviceMessage::SoftwareStatus(status) => {
                 self.inner

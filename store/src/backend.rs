@@ -685,6 +685,15 @@ pub trait SoftwareStore: Send + Sync + 'static {
     /// applications' settings, the filters, the active devices with what they run and where
     /// they are, installations in progress, and the hops devices failed or declined.
     fn software_view(&self, org: OrgId) -> Result<crate::SoftwareView>;
+    /// [`SoftwareStore::software_view`] over only `devices` (those of `org`; others are left
+    /// out): deciding a few devices again costs a read of those devices, not of the fleet.
+    fn software_view_of(&self, org: OrgId, devices: &[DeviceId]) -> Result<crate::SoftwareView>;
+    /// Records many devices' whole inventories (their `up/software`) in one transaction;
+    /// returns the devices that do not exist (left out).
+    fn set_inventories(
+        &self,
+        inventories: Vec<(DeviceId, std::collections::BTreeMap<String, String>)>,
+    ) -> Result<Vec<DeviceId>>;
     /// Organizations that have at least one software version.
     fn software_organizations(&self) -> Result<Vec<OrgId>>;
     /// Stores new installations (queued), skipping any whose device already has one in

@@ -690,3 +690,60 @@ fn everything_survives_a_reopen() {
     );
     assert_eq!(db.device_software(device.id).expect("read").len(), 1);
 }
+
+#[test]
+fn inventories_of_many_devices_commit_together_and_a_partial_view_reads_only_its_devices() {
+    let w = world();
+    let (one, two, three) = (w.device(1), w.device(2), w.device(3));
+    let kettle = |version: &str| BTreeMap::from([("kettle".to_owned(), version.to_owned())]);
+    w.db.set_device_software(
+        one.id,
+        BTreeMap::from([("old".to_owned(), "0.1".to_owned())]),
+        true,
+    )
+    .expect("earlier inventory");
+    let ghost = fleetmq_store::DeviceId::new();
+    let missing =
+        w.db.set_inventories(vec![
+            (one.id, kettle("1.0.0")),
+            (ghost, kettle("1.0.0")),
+            (two.id, kettle("2.0.0")),
+        ])
+        .expect("inventories");
+    assert_eq!(missing, vec![ghost]);
+    // A whole inventory: the application it no longer lists is gone.
+    let listed: Vec<String> =
+        w.db.device_software(one.id)
+            .expect("read")
+            .into_iter()
+            .map(|s| format!("{} {}", s.app_name, s.version))
+            .collect();
+    assert_eq!(listed, vec!["kettle 1.0.0"]);
+
+    let other =
+        w.db.create_organization(org_fields("other"))
+            .expect("org")
+            .id;
+    let view =
+        w.db.software_view_of(w.org, &[two.id, ghost, three.id])
+            .expect("view");
+    let mut seen: Vec<_> = view.endpoints.iter().map(|e| e.device.id).collect();
+    seen.sort();
+    let mut wanted = vec![two.id, three.id];
+    wanted.sort();
+    assert_eq!(seen, wanted);
+    assert_eq!(
+        view.endpoints
+            .iter()
+            .find(|e| e.device.id == two.id)
+            .map(|e| e.software.clone()),
+        Some(kettle("2.0.0"))
+    );
+    // Another organization's view of these devices is empty.
+    assert!(
+        w.db.software_view_of(other, &[one.id, two.id])
+            .expect("view")
+            .endpoints
+            .is_empty()
+    );
+}

@@ -183,6 +183,11 @@ async fn run(
         connecting.elapsed().as_secs_f64()
     );
 
+    println!(
+        "before publishing: server RSS {} MiB, CPU so far {:.1} s",
+        rss_kib(pid) / 1024,
+        cpu_seconds(pid)
+    );
     let mut filters = Vec::new();
     for wave in ["a", "b"] {
         let created = api
@@ -232,6 +237,7 @@ async fn run(
             .unwrap_or_default()
     };
     let mut done_a = None;
+    let mut waited = false;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let installed = api
@@ -239,6 +245,18 @@ async fn run(
             .await?;
         if done_a.is_none() && installed >= half_a {
             done_a = Some(since(first));
+            println!(
+                "filter A done: server RSS {} MiB, CPU since publishing {:.1} s",
+                rss_kib(pid) / 1024,
+                cpu_seconds(pid) - cpu_before
+            );
+        }
+        if !waited && std::time::SystemTime::now() >= first {
+            waited = true;
+            println!(
+                "first rollout date: CPU while waiting for it {:.1} s",
+                cpu_seconds(pid) - cpu_before
+            );
         }
         if installed >= devices as u64 {
             break;

@@ -410,6 +410,75 @@ fn device_location(
     Ok(get_record::<DeviceLocation>(links, "device_locations", device.key())?.map(|l| l.location))
 }
 
+/// The view of `org` over `devices` (its catalogue, applications and filters whole).
+fn view_of(txn: &redb::ReadTransaction, org: OrgId, devices: Vec<Device>) -> Result<SoftwareView> {
+    let mut view = SoftwareView::default();
+
+    let versions = ids_with_prefix(&txn.open_table(SOFTWARE_VERSIONS)?, &org.bytes())?;
+    let software = txn.open_table(SOFTWARE)?;
+    for (_, id) in versions {
+        if let Some(s) = get_record::<Software>(&software, "software", id)? {
+            view.catalogue.push(s);
+        }
+    }
+    view.catalogue
+        .sort_by(|a, b| (&a.app_name, &a.version).cmp(&(&b.app_name, &b.version)));
+
+    for (_, bytes) in records_with_prefix(&txn.open_table(APPLICATIONS)?, &org.bytes())? {
+        let application: Application = decode("applications", &bytes)?;
+        view.applications
+            .insert(application.name.clone(), application);
+    }
+
+    {
+        let index = txn.open_table(FILTERS_BY_ORG)?;
+        let filters = txn.open_table(FILTERS)?;
+        for key in index_desc(&index, &org.bytes(), [0; 24], [0xff; 24])? {
+            if let Some(filter) = get_record::<EndpointFilter>(&filters, "filters", id_of(&key?))? {
+                view.filters.insert(filter.id, filter.fields.query);
+            }
+        }
+    }
+
+    let links = txn.open_table(DEVICE_LOCATIONS)?;
+    let device_software = txn.open_table(DEVICE_SOFTWARE)?;
+    let active = txn.open_table(ACTIVE_INSTALLATIONS)?;
+    let refused = txn.open_table(REFUSED_HOPS)?;
+    let installations = txn.open_table(INSTALLATIONS)?;
+    for device in devices {
+        for (_, id) in ids_with_prefix(&active, &device.id.bytes())? {
+            if let Some(installation) = get_record(&installations, "installations", id)? {
+                view.in_progress.push(installation);
+            }
+        }
+        for (key, id) in ids_with_prefix(&refused, &device.id.bytes())? {
+            if let Some(installation) =
+                get_record::<Installation>(&installations, "installations", id)?
+            {
+                view.refused.push(RefusedHop {
+                    device: device.id,
+                    software: SoftwareId(uuid_at(&key, 16)),
+                    at: installation.modified,
+                });
+            }
+        }
+        if device.is_deactivated {
+            continue;
+        }
+        let software = read_device_software(&device_software, device.id)?
+            .into_iter()
+            .map(|s| (s.app_name, s.version))
+            .collect();
+        view.endpoints.push(Endpoint {
+            location: device_location(&links, device.id)?,
+            device,
+            software,
+        });
+    }
+    view.in_progress.sort_by_key(|i| (i.created, i.id));
+    Ok(view)
+}
+
 impl SoftwareStore for RedbBackend {
     fn create_software(
         &self,
@@ -728,73 +797,52 @@ impl SoftwareStore for RedbBackend {
 
     fn software_view(&self, org: OrgId) -> Result<SoftwareView> {
         let txn = self.db.begin_read()?;
-        let mut view = SoftwareView::default();
+        let devices = org_devices(&txn, org)?;
+        view_of(&txn, org, devices)
+    }
 
-        let versions = ids_with_prefix(&txn.open_table(SOFTWARE_VERSIONS)?, &org.bytes())?;
-        let software = txn.open_table(SOFTWARE)?;
-        for (_, id) in versions {
-            if let Some(s) = get_record::<Software>(&software, "software", id)? {
-                view.catalogue.push(s);
+    fn software_view_of(&self, org: OrgId, devices: &[DeviceId]) -> Result<SoftwareView> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DEVICES)?;
+        let mut found = Vec::with_capacity(devices.len());
+        for id in devices {
+            if let Some(device) = get_record::<Device>(&table, "devices", id.key())?
+                && device.fields.organization == org
+            {
+                found.push(device);
             }
         }
-        view.catalogue
-            .sort_by(|a, b| (&a.app_name, &a.version).cmp(&(&b.app_name, &b.version)));
+        view_of(&txn, org, found)
+    }
 
-        for (_, bytes) in records_with_prefix(&txn.open_table(APPLICATIONS)?, &org.bytes())? {
-            let application: Application = decode("applications", &bytes)?;
-            view.applications
-                .insert(application.name.clone(), application);
-        }
-
-        {
-            let index = txn.open_table(FILTERS_BY_ORG)?;
-            let filters = txn.open_table(FILTERS)?;
-            for key in index_desc(&index, &org.bytes(), [0; 24], [0xff; 24])? {
-                if let Some(filter) =
-                    get_record::<EndpointFilter>(&filters, "filters", id_of(&key?))?
-                {
-                    view.filters.insert(filter.id, filter.fields.query);
-                }
-            }
-        }
-
-        let links = txn.open_table(DEVICE_LOCATIONS)?;
-        let device_software = txn.open_table(DEVICE_SOFTWARE)?;
-        let active = txn.open_table(ACTIVE_INSTALLATIONS)?;
-        let refused = txn.open_table(REFUSED_HOPS)?;
-        let installations = txn.open_table(INSTALLATIONS)?;
-        for device in org_devices(&txn, org)? {
-            for (_, id) in ids_with_prefix(&active, &device.id.bytes())? {
-                if let Some(installation) = get_record(&installations, "installations", id)? {
-                    view.in_progress.push(installation);
-                }
-            }
-            for (key, id) in ids_with_prefix(&refused, &device.id.bytes())? {
-                if let Some(installation) =
-                    get_record::<Installation>(&installations, "installations", id)?
-                {
-                    view.refused.push(RefusedHop {
-                        device: device.id,
-                        software: SoftwareId(uuid_at(&key, 16)),
-                        at: installation.modified,
-                    });
-                }
-            }
-            if device.is_deactivated {
+    fn set_inventories(
+        &self,
+        inventories: Vec<(DeviceId, BTreeMap<String, String>)>,
+    ) -> Result<Vec<DeviceId>> {
+        let txn = self.db.begin_write()?;
+        let mut missing = Vec::new();
+        let now = Timestamp::now();
+        for (device, applications) in inventories {
+            if txn.open_table(DEVICES)?.get(device.key())?.is_none() {
+                missing.push(device);
                 continue;
             }
-            let software = read_device_software(&device_software, device.id)?
-                .into_iter()
-                .map(|s| (s.app_name, s.version))
-                .collect();
-            view.endpoints.push(Endpoint {
-                location: device_location(&links, device.id)?,
-                device,
-                software,
-            });
+            let stored = records_with_prefix(&txn.open_table(DEVICE_SOFTWARE)?, &device.bytes())?;
+            {
+                let mut table = txn.open_table(DEVICE_SOFTWARE)?;
+                for (key, _) in stored {
+                    let app = String::from_utf8_lossy(&key[16..]);
+                    if !applications.contains_key(app.as_ref()) {
+                        table.remove(key.as_slice())?;
+                    }
+                }
+            }
+            for (app, version) in &applications {
+                put_device_software(&txn, device, app, version, now)?;
+            }
         }
-        view.in_progress.sort_by_key(|i| (i.created, i.id));
-        Ok(view)
+        txn.commit()?;
+        Ok(missing)
     }
 
     fn software_organizations(&self) -> Result<Vec<OrgId>> {
