@@ -159,8 +159,12 @@ impl Bridge {
         )
         .await
         .map_err(std::io::Error::other)?;
-        let (inventories, inventory_writer) =
-            software::Inventories::start(store.clone(), triggers.clone(), shutdown.clone());
+        let (inventories, inventory_writer) = software::Inventories::start(
+            store.clone(),
+            triggers.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
         // Subscribed before anything can change, so no announcement is missed.
         let config_changes = store.blocking().config_changes();
         let configs = ConfigPush::new(

@@ -24,6 +24,7 @@ struct Counters {
     installations_failed: AtomicU64,
     installations_aborted: AtomicU64,
     installations_declined: AtomicU64,
+    inventories: AtomicU64,
 }
 
 impl Metrics {
@@ -69,6 +70,10 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn inventories_stored(&self, n: u64) {
+        self.0.inventories.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn installation_finished(&self, status: fleetmq_store::UpgradeStatus) {
         use fleetmq_store::UpgradeStatus::*;
         let counter = match status {
@@ -100,6 +105,11 @@ impl Metrics {
                 "fleetmq_upgrades_aborted_total",
                 "Upgrade operations aborted by a batch's abort threshold.",
                 get(&c.upgrades_aborted),
+            ),
+            (
+                "fleetmq_software_inventories_total",
+                "Software inventories (up/software) devices reported and the store kept.",
+                get(&c.inventories),
             ),
             (
                 "fleetmq_software_installations_succeeded_total",

@@ -92,6 +92,7 @@ impl Inventories {
     pub fn start(
         store: Store,
         triggers: Triggers,
+        metrics: crate::Metrics,
         shutdown: CancellationToken,
     ) -> (Inventories, tokio::task::JoinHandle<()>) {
         // Bounded: a device waits for room (its PUBACK waits) rather than memory growing.
@@ -118,6 +119,7 @@ impl Inventories {
                     .unzip();
                 match store.run(move |db| db.set_inventories(inventories)).await {
                     Ok(missing) => {
+                        metrics.inventories_stored(acks.len().saturating_sub(missing.len()) as u64);
                         for (device, ack) in acks {
                             if !missing.contains(&device) {
                                 triggers.device(device);

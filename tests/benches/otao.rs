@@ -4,7 +4,7 @@
 //! endpoint of its filter reports the version installed, and what the server spent.
 //!
 //! The fleet is written straight into a fresh store (one organization, N devices whose
-//! configuration variable `wave` is `a` for one half and `b` for the other), then the release
+//! hardware id is `kettle-a` for one half and `kettle-b` for the other), then the release
 //! server and the release simulator (`fleetmq-sim --software kettle=1.0.0`, which reports its
 //! inventory on connect and installs what it is delivered) run as separate processes. Once
 //! every device has connected and reported its inventory, the bench creates the filters and
@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use fleetmq_store::{ConfigBackend, ConfigFields, OrganizationFields, Slug, Store};
-use fleetmq_tests::fixtures::{register_configured_devices, rss_kib};
+use fleetmq_store::{OrganizationFields, Slug, Store};
+use fleetmq_tests::fixtures::{register_fleet, rss_kib};
 use fleetmq_tests::release::{raise_open_files, release_binary, start_server};
 use serde_json::{Value, json};
 use tokio::process::Command;
@@ -56,17 +56,6 @@ fn main() -> anyhow::Result<()> {
         .block_on(run(server_bin, sim_bin, dir.path(), &csv, devices, &org))
 }
 
-fn half(wave: &str) -> ConfigFields {
-    let mut context = serde_json::Map::new();
-    context.insert("wave".into(), json!(wave));
-    ConfigFields {
-        backend: ConfigBackend::OpenWrt,
-        templates: Vec::new(),
-        context,
-        config: serde_json::Map::new(),
-    }
-}
-
 fn register(data: &Path, devices: usize, csv: &Path) -> anyhow::Result<String> {
     let store = Store::open(data)?;
     let db = store.blocking();
@@ -80,9 +69,9 @@ fn register(data: &Path, devices: usize, csv: &Path) -> anyhow::Result<String> {
     })?;
     let a = devices / 2;
     let mut lines = String::new();
-    for (prefix, mac, count, wave) in [("a", 5, a, "a"), ("b", 6, devices - a, "b")] {
-        for device in register_configured_devices(db, org.id, prefix, mac, count, Some(half(wave)))?
-        {
+    for (prefix, mac, count) in [("a", 5, a), ("b", 6, devices - a)] {
+        let hardware_id = format!("kettle-{prefix}");
+        for device in register_fleet(db, org.id, prefix, mac, count, None, &hardware_id)? {
             lines.push_str(&format!("{},{}\n", device.id, device.fields.key.as_str()));
         }
     }
@@ -171,10 +160,10 @@ async fn run(
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()?;
-    // Presence and inventory from every device.
+    // Every device's inventory stored.
     api.until_metric(
-        "fleetmq_uplink_messages_total",
-        2 * devices as u64,
+        "fleetmq_software_inventories_total",
+        devices as u64,
         Duration::from_secs(300),
     )
     .await?;
@@ -195,7 +184,7 @@ async fn run(
                 reqwest::Method::POST,
                 "/api/v1/filters",
                 json!({"name": format!("wave {wave}"), "organization": org,
-                       "metadata": {"wave": wave}}),
+                       "hardwareId": format!("kettle-{wave}")}),
             )
             .await?;
         filters.push(

@@ -28,6 +28,20 @@ pub fn register_configured_devices(
     count: usize,
     config: Option<ConfigFields>,
 ) -> anyhow::Result<Vec<Device>> {
+    register_fleet(db, organization, prefix, mac_byte, count, config, "")
+}
+
+/// [`register_configured_devices`], every device with hardware id `hardware_id` (a field
+/// devices do not overwrite when they connect, unlike the model they report).
+pub fn register_fleet(
+    db: &dyn Backend,
+    organization: OrgId,
+    prefix: &str,
+    mac_byte: u8,
+    count: usize,
+    config: Option<ConfigFields>,
+    hardware_id: &str,
+) -> anyhow::Result<Vec<Device>> {
     let mut devices = Vec::with_capacity(count);
     for chunk in (0..count).collect::<Vec<_>>().chunks(5_000) {
         let batch = chunk
@@ -51,7 +65,7 @@ pub fn register_configured_devices(
                     os: String::new(),
                     system: String::new(),
                     notes: String::new(),
-                    hardware_id: String::new(),
+                    hardware_id: hardware_id.to_owned(),
                 };
                 Ok((fields, config.clone()))
             })
