@@ -747,3 +747,30 @@ fn inventories_of_many_devices_commit_together_and_a_partial_view_reads_only_its
             .is_empty()
     );
 }
+
+#[test]
+fn deleting_an_organization_deletes_its_oauth_clients_and_their_tokens() {
+    use fleetmq_store::{OAuthScope, OAuthStore};
+    let w = world();
+    let other =
+        w.db.create_organization(org_fields("other"))
+            .expect("org")
+            .id;
+    let (gone, _) =
+        w.db.create_oauth_client("ci".into(), w.org, vec![OAuthScope::EndpointRead])
+            .expect("client");
+    let (kept, _) =
+        w.db.create_oauth_client("ops".into(), other, vec![OAuthScope::EndpointRead])
+            .expect("client");
+    let (token, _) =
+        w.db.issue_access_token(gone.client_id, vec![OAuthScope::EndpointRead], 60)
+            .expect("token");
+    let (kept_token, _) =
+        w.db.issue_access_token(kept.client_id, vec![OAuthScope::EndpointRead], 60)
+            .expect("token");
+    w.db.delete_organization(w.org).expect("delete");
+    assert_eq!(w.db.oauth_client(gone.client_id).expect("read"), None);
+    assert_eq!(w.db.access_grant(&token).expect("read"), None);
+    assert!(w.db.oauth_client(kept.client_id).expect("read").is_some());
+    assert!(w.db.access_grant(&kept_token).expect("read").is_some());
+}

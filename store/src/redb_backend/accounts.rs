@@ -160,6 +160,7 @@ impl AccountStore for RedbBackend {
             super::vpn::delete_org_vpns_in(self, &txn, id)?;
             super::pki::delete_org_pki_in(self, &txn, id)?;
             super::software::delete_org_software_in(&txn, id)?;
+            super::oauth::delete_org_clients_in(&txn, id)?;
             // Memberships go too.
             let member_ids = ids_paired_with(&txn.open_table(ORGANIZATION_MEMBERS)?, &id.bytes())?;
             for user in member_ids {

@@ -137,22 +137,7 @@ impl OAuthStore for RedbBackend {
 
     fn delete_oauth_client(&self, client_id: Uuid) -> Result<()> {
         let txn = self.db.begin_write()?;
-        {
-            let client: OAuthClient = get_record(
-                &txn.open_table(OAUTH_CLIENTS)?,
-                "oauth_clients",
-                client_id.as_u128(),
-            )?
-            .ok_or(StoreError::NotFound)?;
-            forget_tokens(&txn, client_id, None)?;
-            txn.open_table(OAUTH_CLIENTS)?.remove(client_id.as_u128())?;
-            let index = cat(&[
-                &client.organization.bytes(),
-                &created_key(client.created, *client_id.as_bytes()),
-            ]);
-            txn.open_table(OAUTH_CLIENTS_BY_ORG)?
-                .remove(index.as_slice())?;
-        }
+        delete_client_in(&txn, client_id)?;
         txn.commit()?;
         Ok(())
     }
@@ -212,4 +197,47 @@ impl OAuthStore for RedbBackend {
             .is_some();
         Ok((client_exists && org_exists).then_some(grant))
     }
+}
+
+/// Deletes a client with its tokens inside `txn`; `NotFound` if there is none.
+fn delete_client_in(txn: &WriteTransaction, client_id: Uuid) -> Result<()> {
+    let client: OAuthClient = get_record(
+        &txn.open_table(OAUTH_CLIENTS)?,
+        "oauth_clients",
+        client_id.as_u128(),
+    )?
+    .ok_or(StoreError::NotFound)?;
+    forget_tokens(txn, client_id, None)?;
+    txn.open_table(OAUTH_CLIENTS)?.remove(client_id.as_u128())?;
+    let index = cat(&[
+        &client.organization.bytes(),
+        &created_key(client.created, *client_id.as_bytes()),
+    ]);
+    txn.open_table(OAUTH_CLIENTS_BY_ORG)?
+        .remove(index.as_slice())?;
+    Ok(())
+}
+
+/// Deletes an organization's clients and their tokens inside `txn` (the organization is being
+/// deleted).
+pub(super) fn delete_org_clients_in(txn: &WriteTransaction, org: OrgId) -> Result<()> {
+    let keys: Vec<Vec<u8>> = {
+        let index = txn.open_table(OAUTH_CLIENTS_BY_ORG)?;
+        let mut end = org.bytes().to_vec();
+        end.extend([0xff; 24]);
+        let start = org.bytes().to_vec();
+        let mut keys = Vec::new();
+        for entry in index.range(start.as_slice()..=end.as_slice())? {
+            keys.push(entry?.0.value().to_vec());
+        }
+        keys
+    };
+    for key in keys {
+        if let Some(tail) = key.len().checked_sub(16).map(|at| &key[at..]) {
+            let mut id = [0u8; 16];
+            id.copy_from_slice(tail);
+            delete_client_in(txn, Uuid::from_bytes(id))?;
+        }
+    }
+    Ok(())
 }
