@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use fleetmq_store::{ConfigBackend, ConfigFields, OrganizationFields, Slug, Store, TemplateFields};
 use fleetmq_tests::fixtures::register_configured_devices;
-use fleetmq_tests::release::{raise_open_files, release_binary, start_server};
+use fleetmq_tests::release::{admin_token, metric, raise_open_files, release_binary, start_server};
 use serde_json::{Value, json};
 use tokio::process::Command;
 
@@ -130,17 +130,7 @@ async fn run(
     let (mut server, http, mqtt) = start_server(&server_bin, data, ADMIN_PASSWORD).await?;
     let base = format!("http://{http}");
     let client = reqwest::Client::new();
-    let token: Value = client
-        .post(format!("{base}/api/v1/users/token/"))
-        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = token["token"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("no token: {token}"))?
-        .to_owned();
+    let token = admin_token(&client, &base, ADMIN_PASSWORD).await?;
     let api = Api {
         client,
         base,
@@ -218,19 +208,13 @@ struct Api {
 impl Api {
     /// `fleetmq_config_notices_total` from `/metrics`.
     async fn notices(&self) -> anyhow::Result<u64> {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await?
-            .text()
-            .await?;
-        Ok(text
-            .lines()
-            .find_map(|l| l.strip_prefix("fleetmq_config_notices_total "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0))
+        metric(
+            &self.client,
+            &self.base,
+            &self.token,
+            "fleetmq_config_notices_total",
+        )
+        .await
     }
 
     /// Waits until `devices` configurations are `applied`.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use fleetmq_store::{OrganizationFields, Slug, Store};
 use fleetmq_tests::fixtures::{register_fleet, rss_kib};
-use fleetmq_tests::release::{raise_open_files, release_binary, start_server};
+use fleetmq_tests::release::{admin_token, metric, raise_open_files, release_binary, start_server};
 use serde_json::{Value, json};
 use tokio::process::Command;
 
@@ -129,17 +129,7 @@ async fn run(
     let pid = server.id().unwrap_or(0);
     let base = format!("http://{http}");
     let client = reqwest::Client::new();
-    let token: Value = client
-        .post(format!("{base}/api/v1/users/token/"))
-        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = token["token"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("no token: {token}"))?
-        .to_owned();
+    let token = admin_token(&client, &base, ADMIN_PASSWORD).await?;
     let api = Api {
         client,
         base,
@@ -305,20 +295,7 @@ impl Api {
     }
 
     async fn metric(&self, name: &str) -> anyhow::Result<u64> {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await?
-            .text()
-            .await?;
-        let prefix = format!("{name} ");
-        Ok(text
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0))
+        metric(&self.client, &self.base, &self.token, name).await
     }
 
     async fn until_metric(

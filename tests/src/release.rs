@@ -77,3 +77,44 @@ pub async fn start_server(
     }
     anyhow::bail!("the server did not start")
 }
+
+/// The token of the first-start `admin` user of a release server at `base`.
+pub async fn admin_token(
+    client: &reqwest::Client,
+    base: &str,
+    password: &str,
+) -> anyhow::Result<String> {
+    let token: serde_json::Value = client
+        .post(format!("{base}/api/v1/users/token/"))
+        .json(&serde_json::json!({"username": "admin", "password": password}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    token["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no token: {token}"))
+}
+
+/// A counter from the server's `/metrics` (0 when it is not there).
+pub async fn metric(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    name: &str,
+) -> anyhow::Result<u64> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .text()
+        .await?;
+    let prefix = format!("{name} ");
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0))
+}

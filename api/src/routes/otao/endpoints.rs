@@ -40,6 +40,19 @@ pub struct EndpointSoftwareView {
     pub version: String,
 }
 
+impl EndpointSoftwareView {
+    /// The views of a device's applications.
+    fn list(running: Vec<fleetmq_store::DeviceSoftware>) -> Vec<EndpointSoftwareView> {
+        running
+            .into_iter()
+            .map(|s| EndpointSoftwareView {
+                app_name: s.app_name,
+                version: s.version,
+            })
+            .collect()
+    }
+}
+
 /// What a client sends to set the version a device runs of an application.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -152,15 +165,7 @@ async fn list_endpoint_software(
         .store()
         .run(move |db| db.device_software(device.id))
         .await?;
-    Ok(Json(
-        running
-            .into_iter()
-            .map(|s| EndpointSoftwareView {
-                app_name: s.app_name,
-                version: s.version,
-            })
-            .collect(),
-    ))
+    Ok(Json(EndpointSoftwareView::list(running)))
 }
 
 /// Sets the version an endpoint runs of one application, over REST (fleetmq's extension);
@@ -197,15 +202,7 @@ async fn set_endpoint_software(
         .run(move |db| db.set_device_software(device_id, BTreeMap::from([(app, version)]), false))
         .await?;
     state.hooks().software_changed(device.fields.organization);
-    Ok(Json(
-        running
-            .into_iter()
-            .map(|s| EndpointSoftwareView {
-                app_name: s.app_name,
-                version: s.version,
-            })
-            .collect(),
-    ))
+    Ok(Json(EndpointSoftwareView::list(running)))
 }
 
 /// Lists an endpoint's installations, newest first (fleetmq's extension).
