@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 use crate::device_calls::OnlineDevices;
 use crate::metrics::Metrics;
-use crate::software::Triggers;
+use crate::software::triggers::Triggers;
 pub use machine::UpgradePolicy;
 use schedule::{Decision, Run};
 

@@ -18,56 +18,20 @@
 //! [`SoftwareStore::start_installations`]: fleetmq_store::SoftwareStore::start_installations
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fleetmq_store::{
     DeviceId, Endpoint, Installation, OrgId, Software, SoftwareView, Store, StoreError, Timestamp,
     next_hop,
 };
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::rollout::Rollouts;
+use triggers::Pending;
+pub use triggers::Triggers;
 
-#[derive(Default)]
-struct Pending {
-    organizations: HashSet<OrgId>,
-    devices: HashSet<DeviceId>,
-}
-
-/// What must be decided again; cheap to clone. Pending work is a set, so it is bounded by the
-/// number of organizations and devices however often they change.
-#[derive(Clone, Default)]
-pub struct Triggers {
-    pending: Arc<Mutex<Pending>>,
-    wake: Arc<Notify>,
-}
-
-impl Triggers {
-    /// Decide every device of `org` again.
-    pub fn organization(&self, org: OrgId) {
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.organizations.insert(org);
-        }
-        self.wake.notify_one();
-    }
-
-    /// Decide `device` again.
-    pub fn device(&self, device: DeviceId) {
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.devices.insert(device);
-        }
-        self.wake.notify_one();
-    }
-
-    fn take(&self) -> Pending {
-        self.pending
-            .lock()
-            .map(|mut pending| std::mem::take(&mut *pending))
-            .unwrap_or_default()
-    }
-}
+pub mod triggers;
 
 /// A device inventory waiting for its transaction, and who waits for it.
 type PendingInventory = (
