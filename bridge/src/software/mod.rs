@@ -167,6 +167,8 @@ pub async fn decide(
         if organizations.is_empty() && devices.is_empty() {
             continue;
         }
+        // Kept to decide again if the pass fails: a trigger is never lost to a store error.
+        let retry = (organizations.clone(), devices.clone());
         match pass(&store, &rollouts, organizations, devices).await {
             Ok(next_dates) => {
                 for (org, date) in next_dates {
@@ -178,6 +180,8 @@ pub async fn decide(
             }
             Err(e) => {
                 tracing::error!(error = %e, "software decisions failed; retrying in 5 s");
+                retry.0.into_iter().for_each(|org| triggers.organization(org));
+                retry.1.into_iter().for_each(|device| triggers.device(device));
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(Duration::from_secs(5)) => {}
