@@ -654,6 +654,27 @@ async fn filters_are_managed_and_list_their_endpoints_in_pages() {
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
     assert_eq!(w.hooks.take(), vec![w.org.clone()]);
     let id = created.str("filterId");
+
+    // An organization given but empty, or not one that exists, is a bad request (the
+    // superuser's scope holds every organization, not unknown ones).
+    let empty = w
+        .api
+        .get("/api/v1/filters?organization=", &w.api.admin)
+        .await;
+    assert_message(&empty, StatusCode::BAD_REQUEST);
+    let unknown = w
+        .api
+        .post(
+            &format!("/api/v1/filters?organization={}", uuid::Uuid::new_v4()),
+            &w.api.admin,
+            json!({"name": "nowhere"}),
+        )
+        .await;
+    let message = assert_message(&unknown, StatusCode::BAD_REQUEST);
+    assert!(
+        message.contains("not one of the caller's organizations"),
+        "{message}"
+    );
     assert_eq!(
         created.body,
         json!({

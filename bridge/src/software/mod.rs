@@ -180,8 +180,14 @@ pub async fn decide(
             }
             Err(e) => {
                 tracing::error!(error = %e, "software decisions failed; retrying in 5 s");
-                retry.0.into_iter().for_each(|org| triggers.organization(org));
-                retry.1.into_iter().for_each(|device| triggers.device(device));
+                retry
+                    .0
+                    .into_iter()
+                    .for_each(|org| triggers.organization(org));
+                retry
+                    .1
+                    .into_iter()
+                    .for_each(|device| triggers.device(device));
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(Duration::from_secs(5)) => {}

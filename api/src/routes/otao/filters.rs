@@ -17,8 +17,8 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{
-    OtaoBody, OtaoCaller, OtaoError, OtaoPaging, OtaoPath, OtaoQuery, organization_param,
-    writable_org,
+    OtaoBody, OtaoCaller, OtaoError, OtaoPaging, OtaoPath, OtaoQuery, organization_exists,
+    organization_param, writable_org,
 };
 use crate::AppState;
 use crate::pagination::{PageQuery, Paginated};
@@ -262,8 +262,13 @@ async fn create_filter(
 ) -> Result<(StatusCode, Json<FilterView>), OtaoError> {
     let scope = caller.allowed(OAuthScope::SoftwareUpdate, Action::Change)?;
     let write = body.parse::<FilterWrite>()?;
-    let org = match write.organization {
-        Some(id) if scope.contains(OrgId(id)) => OrgId(id),
+    // The body's organization, else the query's: either must be one of the caller's.
+    let wanted = match write.organization {
+        Some(id) => Some(OrgId(id)),
+        None => organization_param(&query)?,
+    };
+    let org = match wanted {
+        Some(id) if scope.contains(id) && organization_exists(&state, id).await? => id,
         Some(id) => {
             return Err(OtaoError::bad_request(format!(
                 "organization: \"{id}\" is not one of the caller's organizations."

@@ -275,7 +275,7 @@ impl OtaoCaller {
 
 /// The `?organization=` a user with several organizations names (a uuid, else 400).
 pub fn organization_param(query: &QueryPairs) -> Result<Option<OrgId>, OtaoError> {
-    match query.get("organization").filter(|s| !s.is_empty()) {
+    match query.get("organization") {
         None => Ok(None),
         Some(text) => uuid::Uuid::parse_str(text)
             .map(|id| Some(OrgId(id)))
@@ -344,7 +344,7 @@ pub async fn writable_org(
     })
 }
 
-async fn organization_exists(state: &AppState, org: OrgId) -> Result<bool, OtaoError> {
+pub async fn organization_exists(state: &AppState, org: OrgId) -> Result<bool, OtaoError> {
     Ok(state
         .store()
         .run(move |db| db.organization(org))
