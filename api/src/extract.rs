@@ -42,7 +42,11 @@ impl FromRequest<AppState> for JsonObject {
             }
             return Err(ApiError::UnsupportedMediaType(content_type));
         }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        // JSON's whitespace only (RFC 8259 §2): a form feed is not, so `\x0c` is malformed.
+        if bytes
+            .iter()
+            .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
             return Ok(JsonObject(Map::new()));
         }
         match serde_json::from_slice::<Value>(&bytes) {

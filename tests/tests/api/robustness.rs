@@ -38,6 +38,43 @@ async fn malformed_json_is_a_400_with_a_message() {
 }
 
 #[tokio::test]
+async fn a_body_of_non_json_whitespace_is_malformed_not_empty() {
+    let app = TestApp::spawn().await;
+    let org = app.create_org("ws").await;
+    let device = app.create_device(&app.admin_token, &org, "ws-1").await;
+    assert_eq!(device.status, 201, "{:?}", device.body);
+    let path = format!("/api/v1/controller/device/{}/", device.str("id"));
+    // A form feed is whitespace to Rust but not to JSON (RFC 8259): a PATCH of it is refused
+    // instead of being read as "no change".
+    let reply = app
+        .send_raw(
+            "PATCH",
+            &path,
+            &app.admin_token,
+            "application/json",
+            vec![0x0c],
+        )
+        .await;
+    assert_eq!(reply.status, 400, "{:?}", reply.body);
+    assert!(
+        reply.str("detail").starts_with("JSON parse error"),
+        "{:?}",
+        reply.body
+    );
+    // JSON's own whitespace is an empty body: no change.
+    let reply = app
+        .send_raw(
+            "PATCH",
+            &path,
+            &app.admin_token,
+            "application/json",
+            b" \r\n\t".to_vec(),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+}
+
+#[tokio::test]
 async fn wrong_types_are_field_errors() {
     let app = TestApp::spawn().await;
     let org = app.create_org("acme").await;
