@@ -143,7 +143,15 @@ impl World {
     }
 }
 
-/// The seed's first example, naming two filters of ours.
+/// A whole second `days` before now as the seed writes it (with milliseconds, as its example)
+/// and as the API answers it (without).
+fn days_ago(days: i64) -> (String, String) {
+    let now = fleetmq_store::Timestamp::now().as_micros() / 1_000_000;
+    let text = fleetmq_store::Timestamp::from_micros((now - days * 86_400) * 1_000_000).to_string();
+    (format!("{}.848Z", &text[..19]), format!("{}Z", &text[..19]))
+}
+
+/// The seed's first example, naming two filters of ours, with rollout dates in the past.
 fn seed_software(kettles: &str, lamps: &str) -> Value {
     json!({
         "specification": {"link": "ftp://software-repository"},
@@ -151,8 +159,8 @@ fn seed_software(kettles: &str, lamps: &str) -> Value {
         "upgradableFrom": ["1.0.0", "1.0.1"],
         "rolloutStrategy": "targeted",
         "filters": [
-            {"filterId": kettles, "rolloutDate": "2019-04-20T11:19:57.848Z"},
-            {"filterId": lamps, "rolloutDate": "2019-05-20T11:19:57.848Z"}
+            {"filterId": kettles, "rolloutDate": days_ago(60).0},
+            {"filterId": lamps, "rolloutDate": days_ago(30).0}
         ]
     })
 }
@@ -218,8 +226,8 @@ async fn software_is_published_read_and_updated_in_the_seeds_shapes() {
         "upgradableFrom": ["1.0.0", "1.0.1"],
         "rolloutStrategy": "targeted",
         "filters": [
-            {"filterId": kettles, "rolloutDate": "2019-04-20T11:19:57Z"},
-            {"filterId": lamps, "rolloutDate": "2019-05-20T11:19:57Z"}
+            {"filterId": kettles, "rolloutDate": days_ago(60).1},
+            {"filterId": lamps, "rolloutDate": days_ago(30).1}
         ]
     });
     let one = w
