@@ -22,21 +22,12 @@ impl FromRequest<AppState> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let content_type = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let limit = state.config().json_body_limit;
-        let bytes = read_capped(req.into_body(), limit).await?;
-        if essence != "application/json" && !essence.ends_with("+json") {
+        let CappedBody {
+            content_type,
+            essence,
+            bytes,
+        } = CappedBody::read(req, state).await?;
+        if !CappedBody::is_json(&essence) {
             if bytes.is_empty() && essence.is_empty() {
                 return Ok(JsonObject(Map::new()));
             }
@@ -60,6 +51,45 @@ impl FromRequest<AppState> for JsonObject {
             )),
             Err(e) => Err(ApiError::BadRequest(format!("JSON parse error - {e}"))),
         }
+    }
+}
+
+/// A request body read up to the JSON body limit, with its content type.
+pub(crate) struct CappedBody {
+    /// The `Content-Type` header as sent (for the 415 message).
+    pub content_type: String,
+    /// Its media type, lower-case, without parameters.
+    pub essence: String,
+    /// The body.
+    pub bytes: Vec<u8>,
+}
+
+impl CappedBody {
+    /// Reads the body (413 past `json_body_limit`).
+    pub(crate) async fn read(req: Request, state: &AppState) -> Result<CappedBody, ApiError> {
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let bytes = read_capped(req.into_body(), state.config().json_body_limit).await?;
+        Ok(CappedBody {
+            content_type,
+            essence,
+            bytes,
+        })
+    }
+
+    /// Whether a media type is JSON (`application/json` or `…+json`).
+    pub(crate) fn is_json(essence: &str) -> bool {
+        essence == "application/json" || essence.ends_with("+json")
     }
 }
 

@@ -18,7 +18,6 @@ pub mod filters;
 pub mod software;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -31,7 +30,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::{Caller, authenticate};
-use crate::extract::{QueryPairs, read_capped};
+use crate::extract::{CappedBody, QueryPairs};
 use crate::pagination::Paging;
 use crate::{ApiError, AppState};
 
@@ -377,23 +376,11 @@ impl FromRequest<AppState> for OtaoBody {
     type Rejection = OtaoError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let content_type = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let bytes = read_capped(req.into_body(), state.config().json_body_limit).await?;
-        if essence != "application/json" && !essence.ends_with("+json") {
-            return Err(ApiError::UnsupportedMediaType(content_type).into());
+        let body = CappedBody::read(req, state).await?;
+        if !CappedBody::is_json(&body.essence) {
+            return Err(ApiError::UnsupportedMediaType(body.content_type).into());
         }
-        Ok(OtaoBody(bytes))
+        Ok(OtaoBody(body.bytes))
     }
 }
 
