@@ -36,6 +36,9 @@ pub enum BrokerError {
     /// down). The device gets no acknowledgement and will send the message again.
     #[error("uplink failed: {0}")]
     Uplink(String),
+    /// The [`Persistence`](crate::Persistence) could not load or apply broker state.
+    #[error("broker persistence: {0}")]
+    Persistence(String),
     /// The TLS certificate or key cannot be read, parsed, generated or used.
     #[error("TLS: {0}")]
     Tls(String),

@@ -49,6 +49,7 @@ pub mod error;
 pub mod handle;
 mod listener;
 mod metrics;
+pub mod persistence;
 pub mod revocation;
 mod router;
 mod session;
@@ -69,6 +70,7 @@ pub use auth::{AuthFuture, Authenticator, Login, Refusal};
 pub use config::{BrokerConfig, Limits, RouterSizing, TlsListener};
 pub use error::BrokerError;
 pub use handle::{BrokerHandle, LocalLink, Message};
+pub use persistence::{Persistence, PersistenceFuture, StateChange, StoredState};
 pub use revocation::Affected;
 pub use tls::TlsIdentity;
 /// The DER certificate type of [`Login::client_certificates`], so that authenticators need
@@ -93,6 +95,7 @@ pub struct Broker {
     config: BrokerConfig,
     auth: Arc<dyn Authenticator>,
     uplink: Arc<dyn Uplink>,
+    persistence: Arc<dyn Persistence>,
     core: Arc<Core>,
 }
 
@@ -165,6 +168,7 @@ impl Broker {
             config,
             auth,
             uplink: Arc::new(uplink::NoUplink),
+            persistence: Arc::new(persistence::InMemory),
             core,
         })
     }
@@ -178,6 +182,14 @@ impl Broker {
     /// broker's [`handle`](Self::handle) to exist first.
     pub fn with_uplink(mut self, uplink: Arc<dyn Uplink>) -> Broker {
         self.uplink = uplink;
+        self
+    }
+
+    /// Keeps retained messages and persistent sessions in `persistence`, so that they
+    /// survive a restart; what it holds is loaded when [`run`](Self::run) starts. Without
+    /// one, they live in memory only.
+    pub fn with_persistence(mut self, persistence: Arc<dyn Persistence>) -> Broker {
+        self.persistence = persistence;
         self
     }
 
