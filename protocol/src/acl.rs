@@ -1,19 +1,25 @@
-//! Who may publish and subscribe where. Pure functions, so the broker, tests and docs agree.
+//! Who may publish, subscribe and read where. Pure functions, so the broker, tests and docs
+//! agree.
 //!
-//! The rule for subscriptions is *containment*: a filter is allowed only if **every** topic it
-//! could ever match is one the principal may read. Checking "does the filter match one allowed
-//! topic" would let `fleetmq/v1/+/+/down/#` through for a device.
+//! Reading is judged **per message**: a subscription only decides which messages are looked
+//! at, [`Principal::may_read`] decides, for each message, whether it is delivered. So a
+//! subscription is granted when the filter *could* match a topic the principal may read
+//! (`#` for a sandbox client, `fleetmq/v1/+/+/up/telemetry` for an operator), and refused only
+//! when it never could (a device outside its own `down/`, a sandbox client's `fleetmq/#`).
+//! A device keeps the stricter *containment* rule (every topic the filter could match must be
+//! its own): its subscriptions are served by the broker's front end, not per message.
 //!
-//! | principal | publish | subscribe |
-//! |-----------|---------|-----------|
-//! | `Device`  | strictly under its own `fleetmq/v1/{org}/{device}/up/` | filters contained in its own `.../down/#` |
-//! | `Operator` (`Managed`) | outside `fleetmq/` and not `$…` | filters contained in `fleetmq/v1/{org}/#` of a managed org |
-//! | `Operator` (`All`) | outside `fleetmq/` and not `$…` | any valid filter, including `#` and `$SYS/#` |
-//! | `Anonymous` | outside `fleetmq/` and not `$…` | filters that match nothing in `fleetmq/` and no `$…` topic |
+//! | principal | publish | read (per message) | subscribe |
+//! |-----------|---------|--------------------|-----------|
+//! | `Device`  | strictly under its own `fleetmq/v1/{org}/{device}/up/` | its own `.../down/…` | filters contained in its own `.../down/#` |
+//! | `Operator` (`Managed`) | outside `fleetmq/` and not `$…` | `fleetmq/v1/{org}/…` of a managed org | filters that could match such a topic |
+//! | `Operator` (`All`) | outside `fleetmq/` and not `$…` | everything, `$…` topics too | any valid filter |
+//! | `Anonymous` | outside `fleetmq/` and not `$…` | outside `fleetmq/` and not `$…` | filters that could match such a topic |
 //!
 //! Shared subscriptions `$share/{group}/{filter}` are judged by their inner filter. A filter
 //! in `fleetmq/v1/` whose device level is neither a wildcard nor a [`DeviceId`] is refused
-//! for everyone.
+//! for everyone. Filters starting with `+` or `#` never match `$…` topics
+//! ([`matches`](crate::topic::matches), MQTT 3.1.1 §4.7.2).
 
 use crate::DeviceId;
 use crate::topic::{ROOT, VERSION, is_valid_filter, is_valid_level, is_valid_topic_name};
@@ -67,8 +73,43 @@ impl Principal {
         }
     }
 
-    /// Whether this principal may SUBSCRIBE to `filter`, i.e. whether every topic the filter
-    /// can match is readable by it. Invalid filters are refused.
+    /// Whether a message on topic name `topic` may be delivered to this principal. Checked
+    /// for every message a subscription matches, and again when a queued message is sent.
+    pub fn may_read(&self, topic: &str) -> bool {
+        if !is_valid_topic_name(topic) {
+            return false;
+        }
+        match self {
+            Principal::Device {
+                org_slug,
+                device_id,
+            } => {
+                let levels: Vec<&str> = topic.split('/').collect();
+                is_own_prefix(&levels, org_slug, *device_id, "down") && levels.len() > PREFIX_LEVELS
+            }
+            Principal::Operator {
+                orgs: OrgScope::All,
+            } => true,
+            Principal::Operator {
+                orgs: OrgScope::Managed(orgs),
+            } => {
+                let mut levels = topic.split('/');
+                levels.next() == Some(ROOT)
+                    && levels.next() == Some(VERSION)
+                    && levels
+                        .next()
+                        .is_some_and(|org| orgs.iter().any(|o| o == org && is_valid_level(o)))
+            }
+            Principal::Anonymous => {
+                !topic.starts_with('$') && topic.split('/').next() != Some(ROOT)
+            }
+        }
+    }
+
+    /// Whether this principal may SUBSCRIBE to `filter`. Devices: every topic the filter can
+    /// match must be readable (containment). Everyone else: the filter must be able to match
+    /// at least one readable topic; what it delivers is then judged per message
+    /// ([`may_read`](Self::may_read)). Invalid filters are refused.
     pub fn may_subscribe(&self, filter: &str) -> bool {
         if !is_valid_filter(filter) {
             return false;
@@ -85,7 +126,6 @@ impl Principal {
         if names_invalid_device(&levels) {
             return false;
         }
-        let literal = |i: usize, expected: &str| levels.get(i).is_some_and(|l| *l == expected);
         match self {
             Principal::Device {
                 org_slug,
@@ -97,17 +137,28 @@ impl Principal {
             Principal::Operator {
                 orgs: OrgScope::Managed(orgs),
             } => {
-                literal(0, ROOT)
-                    && literal(1, VERSION)
-                    && orgs
-                        .iter()
-                        .any(|org| is_valid_level(org) && literal(2, org))
+                let managed = |level: &str| orgs.iter().any(|o| o == level && is_valid_level(o));
+                let expected: [&dyn Fn(&str) -> bool; 3] =
+                    [&|l| l == ROOT, &|l| l == VERSION, &managed];
+                if !orgs.iter().any(|o| is_valid_level(o)) {
+                    return false;
+                }
+                for (i, literal) in expected.iter().enumerate() {
+                    match levels.get(i).copied() {
+                        // The filter ends above the organization level: it matches no
+                        // organization's topic.
+                        None => return false,
+                        Some("#") => return true,
+                        Some("+") => {}
+                        Some(level) if literal(level) => {}
+                        Some(_) => return false,
+                    }
+                }
+                true
             }
-            Principal::Anonymous => {
-                // `+` and `#` at level 0 match every fleetmq topic; a literal `$…` level only
-                // matches broker topics, which are not part of the sandbox.
-                !matches!(levels[0], ROOT | "+" | "#") && !levels[0].starts_with('$')
-            }
+            // `+` and `#` at level 0 can match sandbox topics (never `$…` ones); a literal
+            // `fleetmq` or `$…` first level cannot.
+            Principal::Anonymous => levels[0] != ROOT && !levels[0].starts_with('$'),
         }
     }
 }
@@ -267,21 +318,35 @@ mod tests {
             "fleetmq/v1/acme/d1/up/telemetry",
             "fleetmq/v1/acme",
             "$share/ops/fleetmq/v1/acme/#",
+            // Wildcards that can match a managed org's topics: filtered per message.
+            "#",
+            "fleetmq/#",
+            "fleetmq/v1/#",
+            "fleetmq/v1/+/+/up/telemetry",
+            "fleetmq/+/acme/#",
+            "+/v1/acme/#",
         ] {
             assert!(op.may_subscribe(&ids(ok)), "{ok}");
         }
         for refused in [
-            "#",
-            "fleetmq/#",
-            "fleetmq/v1/#",
-            "fleetmq/v1/+/+/up/#",
-            "fleetmq/+/acme/#",
+            "fleetmq",
+            "fleetmq/v1",
+            "fleetmq/v2/#",
             "fleetmq/v1/other/#",
-            "+/v1/acme/#",
             "test/#",
             "$SYS/#",
         ] {
             assert!(!op.may_subscribe(&ids(refused)), "{refused}");
+        }
+        assert!(op.may_read(&ids("fleetmq/v1/acme/d1/up/telemetry")));
+        assert!(op.may_read(&ids("fleetmq/v1/beta/d2/down/command/request")));
+        for unreadable in [
+            "fleetmq/v1/other/d1/up/telemetry",
+            "fleetmq/v2/acme/d1/up/telemetry",
+            "test/x",
+            "$SYS/broker/uptime",
+        ] {
+            assert!(!op.may_read(&ids(unreadable)), "{unreadable}");
         }
         for channel in DownChannel::ALL {
             assert!(!op.may_publish(&ids(&Topic::down("acme", "d1", channel).to_string())));
@@ -320,23 +385,30 @@ mod tests {
             "/fleetmq/#",
             "fleetmqx/#",
             "$share/g/test/#",
+            // Wildcards are granted; what they deliver is filtered per message.
+            "#",
+            "+",
+            "+/+",
+            "+/v1/#",
+            "$share/g/#",
         ] {
             assert!(anon.may_subscribe(&ids(ok)), "{ok}");
         }
         for refused in [
-            "#",
-            "+",
-            "+/v1/#",
-            "+/#",
             "fleetmq",
             "fleetmq/#",
             "fleetmq/v1/acme/d1/down/#",
             "$SYS/#",
-            "$share/g/#",
+            "$SYS",
             "$share/g/fleetmq/#",
         ] {
             assert!(!anon.may_subscribe(&ids(refused)), "{refused}");
         }
+        assert!(anon.may_read("test/x"));
+        assert!(anon.may_read("/fleetmq/x"));
+        assert!(!anon.may_read(&ids("fleetmq/v1/acme/d1/up/telemetry")));
+        assert!(!anon.may_read("fleetmq"));
+        assert!(!anon.may_read("$SYS/broker/uptime"));
         assert!(anon.may_publish(&ids("test/x")));
         assert!(anon.may_publish(&ids("fleetmqx/y")));
         assert!(!anon.may_publish(&ids("fleetmq/v1/acme/d1/up/telemetry")));
@@ -365,14 +437,23 @@ mod tests {
         assert!(!d.may_publish(&upper));
     }
 
-    /// Brute-force cross-check of the containment rule: for every principal and filter from a
-    /// small universe, an allowed filter must not match any topic the principal may not read.
+    /// Brute-force cross-check over a small universe of topics and filters:
+    /// - `may_read` is exactly the readable set below;
+    /// - a device's allowed filter never matches a topic it may not read (containment);
+    /// - for everyone else, a refused filter matches no topic they may read (it was refused
+    ///   only because it could never deliver anything).
     #[test]
-    fn allowed_filters_never_match_a_forbidden_topic() {
+    fn reading_and_subscribing_agree_with_the_readable_set() {
         use crate::topic::matches;
         let orgs = ["acme", "beta"];
         let devices = [D1, D2];
-        let mut topics = vec!["test/x".to_string(), "fleetmq".into(), "$SYS/x".into()];
+        let mut topics = vec![
+            "test/x".to_string(),
+            "fleetmq".into(),
+            "$SYS/x".into(),
+            "x".into(),
+            "a/b".into(),
+        ];
         for o in orgs {
             for d in devices {
                 for c in UpChannel::ALL {
@@ -399,7 +480,7 @@ mod tests {
             Principal::Anonymous => !t.starts_with("fleetmq") && !t.starts_with('$'),
         };
         let levels = [
-            "fleetmq", "v1", "acme", D1, "down", "up", "+", "#", "test", "x",
+            "fleetmq", "v1", "acme", D1, "down", "up", "+", "#", "test", "x", "a", "b",
         ];
         let mut filters = vec![];
         for a in levels {
@@ -422,9 +503,19 @@ mod tests {
             Principal::Anonymous,
         ];
         for p in &principals {
-            for f in filters.iter().filter(|f| p.may_subscribe(&ids(f))) {
-                for t in topics.iter().filter(|t| matches(f, t)) {
-                    assert!(readable(p, t), "{p:?} may subscribe {f} which matches {t}");
+            for t in &topics {
+                assert_eq!(p.may_read(t), readable(p, t), "{p:?} reading {t}");
+            }
+            for f in filters.iter().filter(|f| is_valid_filter(f)) {
+                let f = ids(f);
+                let allowed = p.may_subscribe(&f);
+                for t in topics.iter().filter(|t| matches(&f, t)) {
+                    if matches!(p, Principal::Device { .. }) && allowed {
+                        assert!(readable(p, t), "{p:?} may subscribe {f} which matches {t}");
+                    }
+                    if !allowed && !matches!(p, Principal::Device { .. }) {
+                        assert!(!readable(p, t), "{p:?} refused {f} which matches {t}");
+                    }
                 }
             }
         }

@@ -17,17 +17,22 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics))
 }
 
-/// Counters in Prometheus' text format (no authentication, like `/healthz`).
+/// Counters in Prometheus' text format (no authentication, like `/healthz`). A name may carry
+/// labels (`name{reason="x"}`); the series of one name come together and share its HELP.
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 async fn metrics(
     State(state): State<AppState>,
 ) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     let mut out = String::new();
-    for (name, help, value) in state.hooks().metrics() {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-        ));
+    let mut described = "";
+    for (series, help, value) in state.hooks().metrics() {
+        let name = series.split_once('{').map_or(series, |(name, _)| name);
+        if name != described {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+            described = name;
+        }
+        out.push_str(&format!("{series} {value}\n"));
     }
     (
         [(
