@@ -139,7 +139,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         ..BrokerConfig::default()
     };
-    println!("router sizing: {:?}", config.router);
+    println!("session limits: {:?}", config.limits);
     let uplink = Arc::new(CountingUplink::default());
     let broker = Broker::bind(config, Arc::new(BenchAuth))
         .await?

@@ -34,8 +34,6 @@ pub struct BrokerConfig {
     pub uplink_timeout: Duration,
     /// Bounds against hostile and careless clients (docs/mqtt.md, "Limits").
     pub limits: Limits,
-    /// In-memory log sizing of rumqttd's router.
-    pub router: RouterSizing,
 }
 
 impl Default for BrokerConfig {
@@ -50,7 +48,6 @@ impl Default for BrokerConfig {
             max_packet_size: 1024 * 1024,
             uplink_timeout: Duration::from_secs(30),
             limits: Limits::default(),
-            router: RouterSizing::default(),
         }
     }
 }
@@ -81,6 +78,18 @@ pub struct Limits {
     pub login_failures_per_identity: u32,
     /// Longest lockout of an identity.
     pub login_backoff_max: Duration,
+    /// Messages one session (operator, sandbox client, in-process link) may have waiting to
+    /// be sent; past it (or past `max_queued_bytes`) the newest messages are dropped for that
+    /// session and counted. A persistent session's queue while it is offline counts too.
+    pub max_queued_messages: usize,
+    /// Topic and payload bytes one session may have waiting to be sent.
+    pub max_queued_bytes: usize,
+    /// QoS 1/2 messages sent to one session and not yet acknowledged; further messages wait
+    /// in its queue.
+    pub max_inflight_messages: usize,
+    /// Retained messages kept in all; past it a new retained topic is routed but not kept
+    /// (counted).
+    pub max_retained_messages: usize,
 }
 
 impl Default for Limits {
@@ -93,6 +102,10 @@ impl Default for Limits {
             login_failures_per_minute: 30,
             login_failures_per_identity: 5,
             login_backoff_max: Duration::from_secs(60),
+            max_queued_messages: 1000,
+            max_queued_bytes: 16 * 1024 * 1024,
+            max_inflight_messages: 100,
+            max_retained_messages: 1_000_000,
         }
     }
 }
@@ -105,50 +118,4 @@ pub struct TlsListener {
     pub addr: SocketAddr,
     /// Certificate chain and key presented to clients.
     pub identity: TlsIdentity,
-}
-
-/// Sizing of the router's commit logs.
-///
-/// rumqttd keeps every message in an in-memory log **per subscription filter** (and, because
-/// fleetmq enables dynamic filters so that a publish nobody listens to is not an error, per
-/// topic nobody subscribed to). A log holds at most `segment_count` full segments of
-/// `segment_size` bytes plus the active one; a subscriber that falls further behind silently
-/// skips the dropped segment. So the worst-case memory is roughly
-/// `(segment_count + 1) * segment_size` per distinct filter/topic, allocated only as traffic
-/// arrives.
-///
-/// Every device's uplink also lands in one log for
-/// [`ALL_UP_FILTER`](fleetmq_protocol::topic::ALL_UP_FILTER), created at start-up. Device
-/// messages reach the server through the [`Uplink`](crate::Uplink), not through this log; it
-/// exists so that each device topic does not get a dynamic log of its own (19,000 devices ×
-/// a few channels × `(segment_count + 1) * segment_size` would be gigabytes), and it serves
-/// in-process links ([`BrokerHandle::link`](crate::BrokerHandle::link)) on that filter.
-#[derive(Debug, Clone)]
-pub struct RouterSizing {
-    /// Bytes per segment for ordinary filters (rumqttd requires at least 1024).
-    pub segment_size: usize,
-    /// Segments kept per ordinary filter (at least 1).
-    pub segment_count: usize,
-    /// Bytes per segment of the all-devices uplink log.
-    pub uplink_segment_size: usize,
-    /// Segments kept in the all-devices uplink log (what an in-process link on
-    /// `ALL_UP_FILTER` can fall behind by).
-    pub uplink_segment_count: usize,
-    /// QoS 0 messages the router hands a connection per scheduling round.
-    pub max_outgoing_packet_count: u64,
-}
-
-impl Default for RouterSizing {
-    fn default() -> Self {
-        RouterSizing {
-            // 64 KiB x (4 + 1): ~320 KiB worst case per device-sized filter.
-            segment_size: 64 * 1024,
-            segment_count: 4,
-            // 1 MiB x (4 + 1): ~5 MiB for the whole fleet's uplink. Nothing depends on reading
-            // it (the bridge takes uplink through `Uplink`), so it stays small.
-            uplink_segment_size: 1024 * 1024,
-            uplink_segment_count: 4,
-            max_outgoing_packet_count: 200,
-        }
-    }
 }

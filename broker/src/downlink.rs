@@ -81,11 +81,13 @@ impl Downlinks {
     }
 
     /// The subscriptions a new connection starts with: those its persistent session kept,
-    /// or none (and forgotten) with a clean session.
-    pub(crate) fn restore(&self, device_id: DeviceId, clean_session: bool) -> Filters {
+    /// or none (and forgotten) with a clean session; and whether a kept session resumes.
+    pub(crate) fn restore(&self, device_id: DeviceId, clean_session: bool) -> (Filters, bool) {
         let mut persistent = self.persistent.lock().unwrap_or_else(|p| p.into_inner());
-        let kept = persistent.remove(&device_id).unwrap_or_default();
-        if clean_session { Filters::new() } else { kept }
+        match persistent.remove(&device_id) {
+            Some(kept) if !clean_session => (kept, true),
+            _ => (Filters::new(), false),
+        }
     }
 
     /// Keeps a closing persistent session's subscriptions for its next connection.

@@ -1,37 +1,39 @@
-//! fleetmq's embedded MQTT broker: our own network front end over rumqttd 0.20's router.
+//! fleetmq's embedded MQTT broker: our own network front end and router, with rumqttd 0.20's
+//! MQTT v4 codec on the wire.
 //!
-//! rumqttd's router does the hard part (retained messages, QoS 1/2 state, persistent
-//! sessions, fan-out). Its stock network layer can only say yes or no to a username, so we
-//! replace it: this crate accepts TCP connections, decodes MQTT 3.1.1 with rumqttd's v4 codec,
-//! authenticates through an [`Authenticator`] (the server plugs the store in), answers
-//! CONNACK with the right return code, checks every PUBLISH and SUBSCRIBE against
-//! [`fleetmq_protocol::acl`], hands every device `up/` message to an [`Uplink`] *before* it is
-//! routed and acknowledged, keeps last wills itself, and relays the rest to the router.
-//! docs/mqtt.md lists the rules and the rumqttd gaps worked around.
+//! This crate accepts TCP, TLS and WebSocket connections, decodes MQTT 3.1.1, authenticates
+//! through an [`Authenticator`] (the server plugs the store in), answers CONNACK with the
+//! right return code, checks every PUBLISH and SUBSCRIBE against [`fleetmq_protocol::acl`],
+//! hands every device `up/` message to an [`Uplink`] *before* it is routed and acknowledged,
+//! keeps last wills, and routes messages to subscribers through bounded per-session queues,
+//! checking each subscriber's read access per message. Retained messages and persistent
+//! sessions survive a restart through a [`Persistence`]. docs/mqtt.md lists the rules.
 //!
 //! ```text
-//!  devices ──TCP── accept loop ── connection task ──(feeder thread)──▶ rumqttd Router
-//!                                   │ ▲  auth, ACL, will       ◀── notifications ──┘
-//!                  Uplink::deliver ◀┘ └ PUBACK once delivered and routed
+//!  devices ──TCP── accept loop ── connection task ── Router::publish ──▶ mailboxes ──▶ subscribers' tasks
+//!                                   │  auth, ACL, will        │ retained, persistent sessions
+//!                  Uplink::deliver ◀┘  PUBACK once taken      └▶ journal ──▶ Persistence
 //!  bridge / API ── BrokerHandle ── publish / link / disconnect_device
 //!                       └─ down/ messages ──▶ the device's connection task (not the router)
 //! ```
 //!
 //! # Layout
-//! - [`config`]: the settings, [`BrokerConfig`], [`Limits`] and [`RouterSizing`].
+//! - [`config`]: the settings, [`BrokerConfig`] and [`Limits`].
 //! - `admission`: the pre-CONNECT budget (in all and per source address).
 //! - `metrics`: counters of what was refused, and sampled log lines.
 //! - `backoff`: failed-login backoff per source address and per identity.
 //! - [`auth`]: the [`Authenticator`] boundary, [`Login`] and [`Refusal`].
 //! - [`error`]: the crate's error type, [`BrokerError`].
 //! - [`uplink`]: the [`Uplink`] sink for device messages and [`SessionEvent`]s.
+//! - [`persistence`]: the [`Persistence`] boundary for retained messages and persistent
+//!   sessions.
 //! - [`tls`]: [`TlsIdentity`], the TLS listener's certificate (from files or generated).
 //! - `client_certificate`: the TLS listener asks clients for a certificate and checks they
 //!   hold its key; the [`Authenticator`] judges the chain.
 //! - `listener`: binding, accept loops, TLS and WebSocket handshakes (in the connection's
 //!   task).
 //! - `websocket`: MQTT over WebSocket (`/mqtt`, subprotocol `mqtt`) as a byte stream.
-//! - `router`: starting the router, building links, the feeder thread.
+//! - `router`: subscriptions, sessions' bounded queues, retained messages, the journal.
 //! - `session`: live sessions by client id (takeover ordering, kicking devices).
 //! - `connection`: the per-connection task.
 //! - `downlink`: server-to-device messages, delivered by the front end (device id → live
@@ -58,16 +60,15 @@ pub mod uplink;
 mod websocket;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use rumqttd::Notification;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use auth::{AuthFuture, Authenticator, Login, Refusal};
-pub use config::{BrokerConfig, Limits, RouterSizing, TlsListener};
+pub use config::{BrokerConfig, Limits, TlsListener};
 pub use error::BrokerError;
 pub use handle::{BrokerHandle, LocalLink, Message};
 pub use persistence::{Persistence, PersistenceFuture, StateChange, StoredState};
@@ -80,10 +81,6 @@ pub use uplink::{SessionEvent, Uplink, UplinkFuture, UplinkMessage};
 
 use connection::Shared;
 use handle::Core;
-use session::internal_client_id;
-
-/// Packets that may wait for the feeder thread before connection tasks feel back-pressure.
-const FEEDER_QUEUE: usize = 4096;
 
 /// A bound, not yet running broker. `bind` then `run`; take a [`BrokerHandle`] and plug in
 /// the [`Uplink`] in between.
@@ -95,14 +92,15 @@ pub struct Broker {
     config: BrokerConfig,
     auth: Arc<dyn Authenticator>,
     uplink: Arc<dyn Uplink>,
-    persistence: Arc<dyn Persistence>,
+    /// The journal writer, once a persistence is plugged in, and what stops it.
+    writer: Option<tokio::task::JoinHandle<()>>,
+    writer_stop: CancellationToken,
     core: Arc<Core>,
 }
 
 impl Broker {
-    /// Binds the MQTT listeners (plain TCP, and TLS and WebSocket if configured) and starts rumqttd's
-    /// router (a dedicated thread) with the configured log sizing. Must be called inside a
-    /// tokio runtime.
+    /// Binds the MQTT listeners (plain TCP, and TLS and WebSocket if configured). Must be
+    /// called inside a tokio runtime.
     pub async fn bind(
         config: BrokerConfig,
         auth: Arc<dyn Authenticator>,
@@ -113,12 +111,22 @@ impl Broker {
                 "the login backoff must allow at least one failed login",
             ));
         }
+        if limits.max_queued_messages == 0
+            || limits.max_queued_bytes == 0
+            || limits.max_inflight_messages == 0
+        {
+            return Err(BrokerError::Config(
+                "a session must be able to queue and send at least one message",
+            ));
+        }
+        if config.max_connections == 0 {
+            return Err(BrokerError::Config("max_connections must be at least 1"));
+        }
         if limits.max_pending_connections == 0 || limits.max_pending_per_address == 0 {
             return Err(BrokerError::Config(
                 "the pre-CONNECT budget must admit at least one socket",
             ));
         }
-        // Bind first: a busy port must not leave a router thread behind (it cannot be stopped).
         let (plain, local_addr) = listener::bind(config.mqtt_addr).await?;
         let mut listeners = vec![(plain, listener::Kind::Plain)];
         let mut tls_addr = None;
@@ -134,27 +142,17 @@ impl Broker {
             listeners.push((bound, listener::Kind::WebSocket));
             ws_addr = Some(addr);
         }
-        let links = router::spawn_router(config.max_connections, &config.router)?;
-        let (tx, mut rx, _) =
-            router::build_link(&links, internal_client_id("publisher"), true).await?;
-        // The publisher link never subscribes, but answer the router anyway so that it
-        // cannot stall on us.
-        tokio::spawn(async move {
-            while let Ok(notification) = rx.next().await {
-                let woken = match notification {
-                    Some(Notification::Unschedule) => rx.wake().await,
-                    _ => Ok(()),
-                };
-                if woken.is_err() {
-                    break;
-                }
-            }
+        let router = router::Router::new(router::RouterLimits {
+            queue: router::QueueLimits {
+                messages: limits.max_queued_messages,
+                bytes: limits.max_queued_bytes,
+                inflight: limits.max_inflight_messages,
+            },
+            retained: limits.max_retained_messages,
         });
         let core = Arc::new(Core {
-            links,
-            feeder: router::Feeder::spawn(FEEDER_QUEUE),
+            router,
             sessions: session::Sessions::default(),
-            publisher: Arc::new(Mutex::new(tx)),
             downlinks: downlink::Downlinks::default(),
             auth: Arc::clone(&auth),
             metrics: metrics::Metrics::default(),
@@ -168,7 +166,8 @@ impl Broker {
             config,
             auth,
             uplink: Arc::new(uplink::NoUplink),
-            persistence: Arc::new(persistence::InMemory),
+            writer: None,
+            writer_stop: CancellationToken::new(),
             core,
         })
     }
@@ -186,11 +185,28 @@ impl Broker {
     }
 
     /// Keeps retained messages and persistent sessions in `persistence`, so that they
-    /// survive a restart; what it holds is loaded when [`run`](Self::run) starts. Without
-    /// one, they live in memory only.
-    pub fn with_persistence(mut self, persistence: Arc<dyn Persistence>) -> Broker {
-        self.persistence = persistence;
-        self
+    /// survive a restart: loads what it holds now, and from now on writes every change to it
+    /// (group-committed; a QoS 1/2 message queued for a persistent session is acknowledged
+    /// once written). Without one, they live in memory only. Call before
+    /// [`run`](Self::run), which stops the writer once every connection is closed.
+    pub async fn with_persistence(
+        mut self,
+        persistence: Arc<dyn Persistence>,
+    ) -> Result<Broker, BrokerError> {
+        let state = persistence.load().await?;
+        tracing::info!(
+            retained = state.retained.len(),
+            sessions = state.sessions.len(),
+            queued = state.queued.len(),
+            "MQTT state restored"
+        );
+        self.core.router.restore(state);
+        let journal = Arc::clone(&self.core.router.journal);
+        journal.enable();
+        let writer =
+            tokio::spawn(journal.write(Arc::clone(&persistence), self.writer_stop.clone()));
+        self.writer = Some(writer);
+        Ok(self)
     }
 
     /// The address the plain MQTT listener is bound to (the real port when configured with
@@ -262,6 +278,13 @@ impl Broker {
         }
         tasks.close();
         tasks.wait().await;
+        // Every connection is closed and its will routed: write what is left.
+        self.writer_stop.cancel();
+        if let Some(writer) = self.writer
+            && let Err(e) = writer.await
+        {
+            tracing::error!(error = %e, "MQTT state writer failed");
+        }
         tracing::info!("MQTT listener stopped");
     }
 }

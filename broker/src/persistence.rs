@@ -70,16 +70,3 @@ pub trait Persistence: Send + Sync + 'static {
     /// Applies `changes`, in order, in one atomic, durable write.
     fn apply(&self, changes: Vec<StateChange>) -> PersistenceFuture<'_, ()>;
 }
-
-/// The persistence of a broker nobody plugged a store into: nothing survives a restart.
-pub(crate) struct InMemory;
-
-impl Persistence for InMemory {
-    fn load(&self) -> PersistenceFuture<'_, StoredState> {
-        Box::pin(std::future::ready(Ok(StoredState::default())))
-    }
-
-    fn apply(&self, _changes: Vec<StateChange>) -> PersistenceFuture<'_, ()> {
-        Box::pin(std::future::ready(Ok(())))
-    }
-}

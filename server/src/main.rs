@@ -109,6 +109,29 @@ struct ServeArgs {
     /// Longest lockout of one username, in seconds.
     #[arg(long, env = "FLEETMQ_MQTT_LOGIN_BACKOFF_MAX", default_value_t = 60)]
     mqtt_login_backoff_max: u64,
+    // --- MQTT sessions and routing (docs/mqtt.md, "Delivery") ---
+    /// Messages one MQTT session (operator, sandbox client) may have waiting to be sent;
+    /// past it the newest are dropped for that session and counted
+    /// (`fleetmq_mqtt_messages_dropped_total{reason="queue_full"}`).
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_QUEUED_MESSAGES", default_value_t = 1000)]
+    mqtt_max_queued_messages: usize,
+    /// Topic and payload bytes one MQTT session may have waiting to be sent (MiB).
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_QUEUED_MIB", default_value_t = 16)]
+    mqtt_max_queued_mib: usize,
+    /// QoS 1/2 messages sent to one MQTT session and not yet acknowledged.
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_MAX_INFLIGHT_MESSAGES",
+        default_value_t = 100
+    )]
+    mqtt_max_inflight_messages: usize,
+    /// Retained MQTT messages kept in all (a new retained topic past it is routed, not kept).
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_MAX_RETAINED_MESSAGES",
+        default_value_t = 1_000_000
+    )]
+    mqtt_max_retained_messages: usize,
     // --- end of MQTT front-end limits ---
     /// Seconds a command may wait for the device's answer (offline time included).
     #[arg(long, env = "FLEETMQ_COMMAND_TIMEOUT", default_value_t = 300)]
@@ -319,6 +342,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             login_failures_per_minute: args.mqtt_login_failures_per_minute,
             login_failures_per_identity: args.mqtt_login_failures_per_identity,
             login_backoff_max: Duration::from_secs(args.mqtt_login_backoff_max),
+            max_queued_messages: args.mqtt_max_queued_messages.max(1),
+            max_queued_bytes: args.mqtt_max_queued_mib.max(1).saturating_mul(1024 * 1024),
+            max_inflight_messages: args.mqtt_max_inflight_messages.max(1),
+            max_retained_messages: args.mqtt_max_retained_messages,
         },
         admin_password: std::env::var("FLEETMQ_ADMIN_PASSWORD")
             .ok()

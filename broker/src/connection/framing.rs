@@ -4,7 +4,7 @@
 use std::io;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use rumqttd::protocol::v4::{V4, check};
 use rumqttd::protocol::{ConnAck, ConnectReturnCode, Error as WireError, Packet, Protocol};
 use tokio::io::AsyncWriteExt;
@@ -12,6 +12,7 @@ use tokio::time::timeout;
 use tracing::warn;
 
 use super::{Close, Stream};
+use crate::router::Message;
 
 /// A socket stalled this long on a write (client not reading) is closed.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -95,6 +96,43 @@ impl Wire {
         if let Err(e) = V4.write(packet, &mut self.write) {
             warn!(error = %e, "cannot encode packet, dropped");
         }
+    }
+
+    /// Encodes a PUBLISH of `message` (at its QoS, with `pkid` when above 0) for the next
+    /// flush. Written here rather than through rumqttd's `Publish`, whose QoS, packet id and
+    /// DUP flag are private.
+    pub(super) fn queue_publish(&mut self, message: &Message, pkid: u16, dup: bool) {
+        let qos = message.qos.min(2);
+        let id_len = if qos > 0 { 2 } else { 0 };
+        let remaining = 2 + message.topic.len() + id_len + message.payload.len();
+        let Ok(topic_len) = u16::try_from(message.topic.len()) else {
+            warn!("topic too long to encode, message dropped");
+            return;
+        };
+        let mut header = 0b0011_0000 | (qos << 1) | u8::from(message.retain);
+        if dup && qos > 0 {
+            header |= 0b0000_1000;
+        }
+        self.write.reserve(5 + remaining);
+        self.write.put_u8(header);
+        let mut length = remaining;
+        loop {
+            let mut byte = (length % 128) as u8;
+            length /= 128;
+            if length > 0 {
+                byte |= 0x80;
+            }
+            self.write.put_u8(byte);
+            if length == 0 {
+                break;
+            }
+        }
+        self.write.put_u16(topic_len);
+        self.write.extend_from_slice(&message.topic);
+        if qos > 0 {
+            self.write.put_u16(pkid);
+        }
+        self.write.extend_from_slice(&message.payload);
     }
 
     /// Writes what is queued; a client that does not read for [`WRITE_TIMEOUT`] is dropped.

@@ -22,12 +22,11 @@ mod relay;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttd::protocol::{
-    ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Packet, Publish,
-};
+use fleetmq_protocol::Principal;
+use rumqttd::protocol::{ConnectReturnCode, LastWill, Packet};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
@@ -41,7 +40,7 @@ use crate::auth::Login;
 use crate::backoff::LoginBackoff;
 use crate::handle::Core;
 use crate::metrics::{Metrics, Sampled};
-use crate::router::build_link;
+use crate::router::Message;
 use crate::session::{Credentials, SessionGuard, router_client_id};
 use crate::uplink::{SessionEvent, Uplink};
 use crate::{BrokerConfig, Refusal};
@@ -93,7 +92,6 @@ enum Close {
     KeepAliveExpired,
     Kicked,
     Shutdown,
-    RouterGone,
     UplinkFailed(String),
 }
 
@@ -108,7 +106,6 @@ impl std::fmt::Display for Close {
             Close::KeepAliveExpired => f.write_str("keep-alive expired"),
             Close::Kicked => f.write_str("taken over or disconnected by the server"),
             Close::Shutdown => f.write_str("broker shutting down"),
-            Close::RouterGone => f.write_str("router dropped the session"),
             Close::UplinkFailed(reason) => write!(f, "uplink failed: {reason}"),
         }
     }
@@ -119,7 +116,7 @@ impl Close {
     fn session_reason(&self, taken_over: bool) -> &'static str {
         match self {
             Close::ClientDisconnect => "clean",
-            Close::Eof | Close::Io(_) | Close::RouterGone => "connection lost",
+            Close::Eof | Close::Io(_) => "connection lost",
             Close::Protocol(_) => "protocol violation",
             Close::NotAuthorized(_) => "publish not authorized",
             Close::KeepAliveExpired => "keep-alive expired",
@@ -281,26 +278,33 @@ pub(crate) async fn serve(
             wire.connack(ConnectReturnCode::NotAuthorized, false).await;
             return;
         }
-        let (tx, rx, connack) =
-            match build_link(&shared.core.links, router_id.clone(), connect.clean_session).await {
-                Ok(link) => link,
-                Err(e) => {
-                    warn!(error = %e, "router refused the session");
-                    wire.connack(ConnectReturnCode::ServiceUnavailable, false)
-                        .await;
-                    return;
-                }
-            };
-        let session_present = match Option::<Packet>::from(connack) {
-            Some(Packet::ConnAck(ack, _)) => ack.session_present,
-            _ => false,
+        // A device's subscriptions and downlink are served here, not by the router (see
+        // `downlink`); everyone else gets a session in the router.
+        let (peer_kind, downlink_rx, session_present, resend) = match &principal {
+            Principal::Device {
+                org_slug,
+                device_id,
+            } => {
+                let (peer, rx, present) = Peer::device(
+                    &shared.core.downlinks,
+                    org_slug,
+                    *device_id,
+                    connect.clean_session,
+                );
+                (peer, Some(rx), present, Vec::new())
+            }
+            Principal::Operator { .. } | Principal::Anonymous => {
+                let (mailbox, present, resend) =
+                    shared
+                        .core
+                        .router
+                        .open(&router_id, principal.clone(), connect.clean_session);
+                (Peer::routed(mailbox), None, present, resend)
+            }
         };
         wire.connack(ConnectReturnCode::Success, session_present)
             .await;
         debug!(?principal, session_present, "connected");
-        // A device's downlink is served here, not by the router (see `downlink`).
-        let (peer_kind, downlink_rx) =
-            Peer::open(&shared.core.downlinks, &principal, connect.clean_session);
         if let Peer::Device {
             org_slug,
             device_id,
@@ -314,20 +318,21 @@ pub(crate) async fn serve(
             });
         }
 
-        let mut relay = Relay::new(&shared, principal, peer_kind, Arc::new(Mutex::new(tx)));
+        let mut relay = Relay::new(&shared, principal, peer_kind);
         let keep_alive = (connect.keep_alive > 0)
             .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
         let close = relay
-            .run(&mut wire, rx, downlink_rx, keep_alive, guard.kicked())
+            .run(&mut wire, resend, downlink_rx, keep_alive, guard.kicked())
             .await;
         debug!(reason = %close, "disconnected");
-        relay
-            .peer
-            .close(&shared.core.downlinks, connect.clean_session);
+        match &mut relay.peer {
+            Peer::Routed(routed) => shared.core.router.close(&routed.mailbox),
+            device => device.close(&shared.core.downlinks, connect.clean_session),
+        }
         if let Some(held) = relay.held.take() {
             // Closed (kick, shutdown) while a delivery was in flight. Its effect may already
             // be under way; let it finish so that `Disconnected` is reported after it. It is
-            // not acknowledged: the device sends it again.
+            // not acknowledged: the client sends it again.
             let _ = held.delivery.await;
         }
         if let Peer::Device {
@@ -343,49 +348,30 @@ pub(crate) async fn serve(
             });
         }
 
-        // Every end but a client DISCONNECT publishes the will (MQTT 3.1.1 §3.1.2.5).
-        let will = will.filter(|_| !matches!(close, Close::ClientDisconnect));
-        let published = match will {
-            // On the connection's own link while the router still has it: after everything
-            // the connection routed (a message whose PUBACK made the client drop the
-            // connection), in the link's order.
-            Some(LastWill {
+        // Every end but a client DISCONNECT publishes the will (MQTT 3.1.1 §3.1.2.5), after
+        // everything the connection routed (a message whose PUBACK made the client drop the
+        // connection).
+        if let Some(will) = will.filter(|_| !matches!(close, Close::ClientDisconnect)) {
+            let LastWill {
                 topic,
                 message,
+                qos,
                 retain,
-                ..
-            }) if !matches!(close, Close::RouterGone) => {
-                shared
-                    .core
-                    .feeder
-                    .send_and_wait(
-                        &relay.router.tx,
-                        Packet::Publish(Publish::new(topic, message, retain), None),
-                    )
-                    .await
-            }
-            Some(LastWill {
+            } = will;
+            let will = Message {
                 topic,
-                message,
+                payload: message,
+                qos: qos as u8,
                 retain,
-                ..
-            }) => shared.core.publish(topic, message, retain).await,
-            None => Ok(()),
-        };
-        if let Err(e) = published {
-            warn!(error = %e, "cannot publish last will");
-        }
-        // A link the router already dropped must not be named again (rumqttd logs an ERROR
-        // per packet for a gone link).
-        if !matches!(close, Close::RouterGone) {
-            let disconnect = Disconnect {
-                reason_code: DisconnectReasonCode::NormalDisconnection,
             };
-            let _ = shared
-                .core
-                .feeder
-                .send_and_wait(&relay.router.tx, Packet::Disconnect(disconnect, None))
-                .await;
+            if let Some(ticket) = shared.core.router.publish(will) {
+                let durable = shared.core.router.journal.durable(ticket);
+                match timeout(shared.config.uplink_timeout, durable).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(error = %e, "last will not persisted"),
+                    Err(_) => warn!("last will not persisted in time"),
+                }
+            }
         }
         let _ = wire.stream.shutdown().await;
         drop(guard);

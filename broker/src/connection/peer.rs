@@ -2,24 +2,27 @@
 //!
 //! A device's subscriptions and its server-to-device QoS 1 state stay in the connection task
 //! ([`DeviceDownlink`]): the router never sees a device's SUBSCRIBE (see `crate::downlink`).
-//! Everyone else (operators, anonymous sandbox clients) subscribes through the router, and
-//! the task only merges the router's answers with its own refusals ([`RoutedSubscriptions`]).
+//! Everyone else (operators, anonymous sandbox clients) has a session in the router
+//! ([`RoutedSession`]): its subscriptions are in the router's tree and what they match waits
+//! in the session's mailbox.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use fleetmq_protocol::topic::matches;
 use fleetmq_protocol::{DeviceId, Principal};
 use rumqttd::protocol::{
-    Packet, PingReq, Publish, QoS, SubAck, Subscribe, SubscribeReasonCode, UnsubAck, Unsubscribe,
+    Packet, PubRel, PubRelReason, Publish, QoS, SubAck, Subscribe, SubscribeReasonCode, UnsubAck,
+    Unsubscribe,
 };
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::framing::{Wire, packet_name};
-use super::relay::RouterLink;
 use super::{Close, MAX_BATCH};
 use crate::downlink::{DOWNLINK_QUEUE, Downlink, Downlinks, Filters};
+use crate::router::{Mailbox, Router};
 
 /// Server-to-device QoS 1 messages a device may leave unacknowledged; further downlink
 /// waits in its queue (`DOWNLINK_QUEUE`, then dropped by `BrokerHandle::publish`).
@@ -42,43 +45,49 @@ pub(super) enum Peer {
         downlink: DeviceDownlink,
     },
     /// An operator or an anonymous sandbox client: the router serves its subscriptions.
-    Routed(RoutedSubscriptions),
+    Routed(RoutedSession),
 }
 
 /// A device's downlink queue, fed by `BrokerHandle::publish`.
 pub(super) type DownlinkRx = mpsc::Receiver<Box<Downlink>>;
 
 impl Peer {
-    /// The peer `principal` is. A device's downlink is registered here, before `Connected`
-    /// is reported, so that what the bridge resends on it finds this connection; it starts
-    /// with the subscriptions its persistent session kept.
-    pub(super) fn open(
+    /// A device's peer. Its downlink is registered here, before `Connected` is reported,
+    /// so that what the bridge resends on it finds this connection; it starts with the
+    /// subscriptions its persistent session kept. Also returns whether such a session was
+    /// present (CONNACK).
+    pub(super) fn device(
         downlinks: &Downlinks,
-        principal: &Principal,
+        org_slug: &str,
+        device_id: DeviceId,
         clean_session: bool,
-    ) -> (Peer, Option<DownlinkRx>) {
-        match principal {
-            Principal::Device {
-                org_slug,
-                device_id,
-            } => {
-                let (downlink_tx, downlink_rx) = mpsc::channel(DOWNLINK_QUEUE);
-                let generation = downlinks.register(*device_id, downlink_tx);
-                let downlink = DeviceDownlink {
-                    filters: downlinks.restore(*device_id, clean_session),
-                    ..DeviceDownlink::default()
-                };
-                let peer = Peer::Device {
-                    org_slug: org_slug.clone(),
-                    device_id: *device_id,
-                    generation,
-                    downlink,
-                };
-                (peer, Some(downlink_rx))
-            }
-            Principal::Operator { .. } | Principal::Anonymous => {
-                (Peer::Routed(RoutedSubscriptions::default()), None)
-            }
+    ) -> (Peer, DownlinkRx, bool) {
+        let (downlink_tx, downlink_rx) = mpsc::channel(DOWNLINK_QUEUE);
+        let generation = downlinks.register(device_id, downlink_tx);
+        let (filters, present) = downlinks.restore(device_id, clean_session);
+        let downlink = DeviceDownlink {
+            filters,
+            ..DeviceDownlink::default()
+        };
+        let peer = Peer::Device {
+            org_slug: org_slug.to_owned(),
+            device_id,
+            generation,
+            downlink,
+        };
+        (peer, downlink_rx, present)
+    }
+
+    /// The peer of a session the router serves.
+    pub(super) fn routed(mailbox: Arc<Mailbox>) -> Peer {
+        Peer::Routed(RoutedSession { mailbox })
+    }
+
+    /// The mailbox of a routed session.
+    pub(super) fn mailbox(&self) -> Option<&Mailbox> {
+        match self {
+            Peer::Routed(routed) => Some(&routed.mailbox),
+            Peer::Device { .. } => None,
         }
     }
 
@@ -288,123 +297,80 @@ fn inner_filter(filter: &str) -> &str {
         .map_or(filter, |(_, inner)| inner)
 }
 
-/// A SUBSCRIBE whose allowed filters went to the router; refused ones already have 0x80.
-struct PendingSubAck {
-    pkid: u16,
-    codes: Vec<Option<SubscribeReasonCode>>,
+/// A routed client's session: its mailbox in the router.
+pub(super) struct RoutedSession {
+    pub(super) mailbox: Arc<Mailbox>,
 }
 
-/// What a routed client's SUBSCRIBE and UNSUBSCRIBE are waiting for from the router.
-#[derive(Default)]
-pub(super) struct RoutedSubscriptions {
-    pending_subacks: VecDeque<PendingSubAck>,
-    /// UNSUBSCRIBEs awaiting our marker (see [`on_client`](Self::on_client)).
-    pending_unsubacks: VecDeque<u16>,
-}
-
-impl RoutedSubscriptions {
+impl RoutedSession {
     /// Handles what a routed client sends besides PUBLISH, PINGREQ, PUBREL and DISCONNECT.
-    pub(super) async fn on_client(
+    pub(super) fn on_client(
         &mut self,
         principal: &Principal,
         packet: Packet,
         wire: &mut Wire,
-        router: &RouterLink<'_>,
+        router: &Router,
     ) -> Result<(), Close> {
         match packet {
             Packet::Subscribe(subscribe, _) => {
-                let mut codes = Vec::with_capacity(subscribe.filters.len());
-                let mut allowed = Vec::with_capacity(subscribe.filters.len());
-                for filter in subscribe.filters {
-                    if principal.may_subscribe(&filter.path) && router_serves(&filter.path) {
-                        codes.push(None);
-                        allowed.push(filter);
-                    } else {
-                        info!(filter = filter.path, "subscription refused");
-                        codes.push(Some(SubscribeReasonCode::Failure));
-                    }
-                }
-                if allowed.is_empty() {
-                    let return_codes = codes.into_iter().flatten().collect();
-                    wire.queue(Packet::SubAck(
-                        SubAck {
-                            pkid: subscribe.pkid,
-                            return_codes,
-                        },
-                        None,
-                    ));
-                    return Ok(());
-                }
-                self.pending_subacks.push_back(PendingSubAck {
+                let mut granted = Vec::with_capacity(subscribe.filters.len());
+                let return_codes = subscribe
+                    .filters
+                    .into_iter()
+                    .map(|filter| {
+                        if !principal.may_subscribe(&filter.path) {
+                            info!(filter = filter.path, "subscription refused");
+                            return SubscribeReasonCode::Failure;
+                        }
+                        let qos = filter.qos;
+                        granted.push((filter.path, qos as u8));
+                        SubscribeReasonCode::Success(qos)
+                    })
+                    .collect();
+                // The SUBACK goes before the retained messages the subscription replays.
+                let suback = SubAck {
                     pkid: subscribe.pkid,
-                    codes,
-                });
-                let routed = Subscribe {
-                    pkid: subscribe.pkid,
-                    filters: allowed,
+                    return_codes,
                 };
-                router.send(Packet::Subscribe(routed, None)).await
+                wire.queue(Packet::SubAck(suback, None));
+                router.subscribe(&self.mailbox, &granted);
+                Ok(())
             }
             Packet::Unsubscribe(unsubscribe, _) => {
-                // The router only acknowledges filters that were subscribed, once per filter;
-                // MQTT wants exactly one UNSUBACK. We answer PINGREQ ourselves, so a PINGRESP
-                // from the router can only be the marker queued behind this UNSUBSCRIBE: when
-                // it arrives, the router has processed the unsubscription.
-                self.pending_unsubacks.push_back(unsubscribe.pkid);
-                router.send(Packet::Unsubscribe(unsubscribe, None)).await?;
-                router.send(Packet::PingReq(PingReq)).await
+                router.unsubscribe(&self.mailbox, &unsubscribe.filters);
+                let unsuback = UnsubAck {
+                    pkid: unsubscribe.pkid,
+                    reasons: Vec::new(),
+                };
+                wire.queue(Packet::UnsubAck(unsuback, None));
+                Ok(())
             }
-            Packet::PubAck(ack, _) => router.send(Packet::PubAck(ack, None)).await,
-            Packet::PubRec(ack, _) => router.send(Packet::PubRec(ack, None)).await,
-            Packet::PubComp(ack, _) => router.send(Packet::PubComp(ack, None)).await,
+            Packet::PubAck(ack, _) => {
+                if !self.mailbox.acknowledged(ack.pkid, &router.journal) {
+                    debug!(pkid = ack.pkid, "PUBACK for nothing in flight, ignored");
+                }
+                Ok(())
+            }
+            Packet::PubRec(ack, _) => {
+                if !self.mailbox.received(ack.pkid) {
+                    debug!(pkid = ack.pkid, "PUBREC for nothing in flight");
+                }
+                let pubrel = PubRel {
+                    pkid: ack.pkid,
+                    reason: PubRelReason::Success,
+                };
+                wire.queue(Packet::PubRel(pubrel, None));
+                Ok(())
+            }
+            Packet::PubComp(ack, _) => {
+                if !self.mailbox.completed(ack.pkid, &router.journal) {
+                    debug!(pkid = ack.pkid, "PUBCOMP for nothing in flight, ignored");
+                }
+                Ok(())
+            }
             other => Err(unexpected(&other)),
         }
     }
-
-    /// The router processed an UNSUBSCRIBE (its PINGRESP marker arrived): answer UNSUBACK.
-    pub(super) fn unsubscribed(&mut self, wire: &mut Wire) {
-        if let Some(pkid) = self.pending_unsubacks.pop_front() {
-            let unsuback = UnsubAck {
-                pkid,
-                reasons: Vec::new(),
-            };
-            wire.queue(Packet::UnsubAck(unsuback, None));
-        }
-    }
-
-    /// Puts the router's return codes for the allowed filters back between our refusals.
-    pub(super) fn merge_suback(&mut self, ack: SubAck, wire: &mut Wire) {
-        let Some(index) = self.pending_subacks.iter().position(|p| p.pkid == ack.pkid) else {
-            warn!(
-                pkid = ack.pkid,
-                "SUBACK from router without a pending SUBSCRIBE"
-            );
-            return;
-        };
-        let pending = self.pending_subacks.remove(index);
-        let mut routed = ack.return_codes.into_iter();
-        let return_codes = pending
-            .into_iter()
-            .flat_map(|p| p.codes)
-            .map(|code| {
-                code.or_else(|| routed.next())
-                    .unwrap_or(SubscribeReasonCode::Failure)
-            })
-            .collect();
-        wire.queue(Packet::SubAck(
-            SubAck {
-                pkid: ack.pkid,
-                return_codes,
-            },
-            None,
-        ));
-    }
-}
-
-/// rumqttd's router disconnects a client that subscribes to a `$…` filter other than
-/// `$share/…`; such filters are refused with 0x80 instead, whatever the ACL says.
-fn router_serves(filter: &str) -> bool {
-    !filter.starts_with('$') || filter.starts_with("$share/")
 }
 
 fn unexpected(packet: &Packet) -> Close {

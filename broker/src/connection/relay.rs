@@ -1,18 +1,16 @@
 //! The session loop of an accepted connection: packets from the client are authorized and
-//! handed to the uplink, the router or the peer's own subscription state; router
-//! notifications and device downlink are written back to the socket.
+//! handed to the uplink, the router or the peer's own subscription state; the session's
+//! mailbox and device downlink are written back to the socket.
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use fleetmq_protocol::Principal;
-use rumqttd::Notification;
-use rumqttd::local::LinkRx;
 use rumqttd::protocol::{
-    Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish,
+    Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel,
+    PubRelReason, Publish,
 };
 use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -25,44 +23,18 @@ use super::peer::{DownlinkRx, Peer};
 use super::{Close, MAX_BATCH, Shared};
 use crate::BrokerError;
 use crate::downlink::Downlink;
-use crate::router::{SharedTx, now_or_never};
+use crate::router::{Mailbox, Message, Outbound};
 use crate::uplink::{UplinkFuture, UplinkMessage};
 
-/// A device PUBLISH waiting for [`Uplink::deliver`](crate::Uplink::deliver) before it goes
-/// to the router (which then acknowledges it).
+/// A client PUBLISH that is acknowledged only once something resolves: a device message
+/// until the uplink has taken it (and it is routed), a message queued for a persistent
+/// session until the journal has it.
 pub(super) struct Held<'a> {
-    publish: Publish,
     /// The PUBLISH's QoS (0, 1 or 2) and packet id, read from its frame.
     qos: u8,
     pkid: u16,
-    /// Resolves once the uplink took the message (or failed to).
+    /// Resolves once the message may be acknowledged (or failed).
     pub(super) delivery: UplinkFuture<'a>,
-}
-
-/// The connection's link into rumqttd's router.
-pub(super) struct RouterLink<'a> {
-    shared: &'a Shared,
-    pub(super) tx: SharedTx,
-}
-
-impl<'a> RouterLink<'a> {
-    /// Queues `packet` for the router. Not an `async fn` on `&self`: the future must not
-    /// borrow the relay, whose held delivery is `Send` but not `Sync`.
-    pub(super) fn send(
-        &self,
-        packet: Packet,
-    ) -> impl Future<Output = Result<(), Close>> + Send + 'a {
-        let shared: &'a Shared = self.shared;
-        let tx = Arc::clone(&self.tx);
-        async move {
-            shared
-                .core
-                .feeder
-                .send(&tx, packet)
-                .await
-                .map_err(|_| Close::RouterGone)
-        }
-    }
 }
 
 /// One accepted session, from CONNACK until it closes.
@@ -72,12 +44,14 @@ pub(super) struct Relay<'a> {
     principal: Principal,
     /// Who is on the other end, and so how its traffic is served.
     pub(super) peer: Peer,
-    pub(super) router: RouterLink<'a>,
-    /// The device message being delivered to the uplink. While it is, nothing more is read
-    /// from the socket: packets stay in order and a slow uplink slows only this device.
+    /// The message being held. While it is, nothing more is read from the socket: packets
+    /// stay in order and a slow uplink slows only this client.
     pub(super) held: Option<Held<'a>>,
     /// The client's QoS 1/2 packet ids not yet finished with (resends are not new messages).
     inflight: ClientInflight,
+    /// QoS 2 packet ids whose PUBREC is queued but not yet flushed: a resend read before the
+    /// flush crossed it and is answered by it.
+    pubrec_unflushed: Vec<u16>,
 }
 
 /// The next downlink message; never resolves without a queue. Cancel-safe.
@@ -101,24 +75,33 @@ fn delivered<'s>(
     })
 }
 
+/// Resolves when the session's mailbox may have something to send; never for a device.
+async fn mailbox_ready(mailbox: Option<&Mailbox>) {
+    match mailbox {
+        Some(mailbox) => mailbox.ready().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl<'a> Relay<'a> {
-    /// A session on the router link `tx`.
-    pub(super) fn new(shared: &'a Shared, principal: Principal, peer: Peer, tx: SharedTx) -> Self {
+    /// A session of `principal` served as `peer`.
+    pub(super) fn new(shared: &'a Shared, principal: Principal, peer: Peer) -> Self {
         Relay {
             shared,
             principal,
             peer,
-            router: RouterLink { shared, tx },
             held: None,
             inflight: ClientInflight::new(shared.config.limits.max_awaiting_pubrel),
+            pubrec_unflushed: Vec::new(),
         }
     }
 
-    /// Relays until the session ends, and says why it did.
+    /// Relays until the session ends, and says why it did. `resend` is what a resumed
+    /// persistent session must send again first.
     pub(super) async fn run(
         &mut self,
         wire: &mut Wire,
-        mut rx: LinkRx,
+        resend: Vec<Outbound>,
         mut downlink_rx: Option<DownlinkRx>,
         keep_alive: Option<Duration>,
         kicked: &CancellationToken,
@@ -127,6 +110,9 @@ impl<'a> Relay<'a> {
         let mut expiry = pin!(sleep_until(
             Instant::now() + keep_alive.unwrap_or(far_future)
         ));
+        for packet in resend {
+            write_outbound(wire, packet);
+        }
         // Packets the client pipelined behind its CONNECT are already in the read buffer:
         // handle them before waiting for more bytes (with keep-alive 0 none may ever come).
         let mut pipelined = !wire.read.is_empty();
@@ -158,10 +144,10 @@ impl<'a> Relay<'a> {
                         }
                         Err(e) => Err(Close::Io(e)),
                     },
-                    notification = rx.next() => match notification {
-                        Ok(first) => self.drain_router(wire, &mut rx, first).await,
-                        Err(_) => Err(Close::RouterGone),
-                    },
+                    () = mailbox_ready(self.peer.mailbox()) => {
+                        self.drain_mailbox(wire);
+                        Ok(())
+                    }
                     message = next_downlink(&mut downlink_rx), if self.peer.can_take_downlink() => {
                         match message {
                             Some(message) => {
@@ -192,11 +178,31 @@ impl<'a> Relay<'a> {
             if let Err(close) = flushed {
                 return close;
             }
+            for pkid in self.pubrec_unflushed.drain(..) {
+                self.inflight.received(pkid);
+            }
+        }
+    }
+
+    /// Writes what the mailbox has to send (up to a batch; it wakes us again if more is
+    /// ready).
+    fn drain_mailbox(&mut self, wire: &mut Wire) {
+        let Some(mailbox) = self.peer.mailbox() else {
+            return;
+        };
+        let router = &self.shared.core.router;
+        for packet in mailbox.take(
+            MAX_BATCH,
+            &router.limits.queue,
+            &router.journal,
+            &router.metrics,
+        ) {
+            write_outbound(wire, packet);
         }
     }
 
     async fn drain_socket(&mut self, wire: &mut Wire) -> Result<(), Close> {
-        // Packets after a held device message wait in the read buffer, in order.
+        // Packets after a held message wait in the read buffer, in order.
         while self.held.is_none() {
             let publish_id = wire.publish_id();
             match wire.parse() {
@@ -204,7 +210,7 @@ impl<'a> Relay<'a> {
                     let id = publish_id.unwrap_or_default();
                     let (qos, pkid) = (id.qos, id.pkid);
                     match self.inflight.arrive(qos, pkid, id.dup) {
-                        Arrival::New => self.on_publish(publish, qos, pkid).await?,
+                        Arrival::New => self.on_publish(publish, qos, pkid, wire)?,
                         Arrival::Resend => {
                             debug!(pkid, qos, "resent PUBLISH, not taken again");
                         }
@@ -223,7 +229,7 @@ impl<'a> Relay<'a> {
                         }
                     }
                 }
-                Ok(Some(packet)) => self.handle_client(packet, wire).await?,
+                Ok(Some(packet)) => self.handle_client(packet, wire)?,
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(Close::Protocol(e.to_string())),
             }
@@ -231,9 +237,8 @@ impl<'a> Relay<'a> {
         Ok(())
     }
 
-    /// The uplink answered for the held message: acknowledge and route it (at QoS 2 the
-    /// router sends the PUBREC) and go on with what the client sent after it; or close
-    /// without acknowledgement.
+    /// The held message may be acknowledged: do so and go on with what the client sent
+    /// after it; or close without acknowledgement (the client sends it again).
     async fn on_delivered(
         &mut self,
         result: Result<(), BrokerError>,
@@ -243,97 +248,47 @@ impl<'a> Relay<'a> {
             return Ok(());
         };
         if let Err(e) = result {
-            warn!(error = %e, "uplink did not take a device message, closing unacknowledged");
+            warn!(error = %e, "message not taken, closing unacknowledged");
             return Err(Close::UplinkFailed(e.to_string()));
         }
-        if held.qos == 1 {
-            // Durable once the uplink took it: acknowledge here and give the router a QoS 0
-            // copy, so that the router has no PUBACK to send back. Each router notification
-            // takes the next slot of the link's pre-sized notification ring (rumqttd's
-            // `LinkRx` pops from the front and never rewinds), and every slot touched stays
-            // resident: about 250 bytes per message for 300 messages per connection, which
-            // is what made RSS grow with ingest. Subscribers get it at their own QoS either
-            // way (the router forwards with the subscription's QoS).
-            let copy = Publish::new(
-                held.publish.topic,
-                held.publish.payload,
-                held.publish.retain,
-            );
-            // The will of a device that drops the connection on this PUBACK (a reboot) is
-            // routed on this same link, so after the copy.
-            self.router.send(Packet::Publish(copy, None)).await?;
-            self.inflight.acknowledged(held.pkid);
-            let puback = PubAck {
-                pkid: held.pkid,
-                reason: PubAckReason::Success,
-            };
-            wire.queue(Packet::PubAck(puback, None));
-        } else {
-            // QoS 0 needs no answer; the router runs QoS 2's PUBREC/PUBREL/PUBCOMP exchange.
-            self.router
-                .send(Packet::Publish(held.publish, None))
-                .await?;
-        }
+        self.acknowledge(held.qos, held.pkid, wire);
         self.drain_socket(wire).await
     }
 
-    async fn drain_router(
-        &mut self,
-        wire: &mut Wire,
-        rx: &mut LinkRx,
-        first: Option<Notification>,
-    ) -> Result<(), Close> {
-        // Relay what is already buffered (up to a batch) before the caller flushes the socket.
-        // Every notification taken from `rx` must be handled: a dropped forward is a lost
-        // message, and at QoS 1 a never-acknowledged slot in the router's inflight window.
-        let mut next = first;
-        for _ in 0..MAX_BATCH {
-            if let Some(notification) = next.take() {
-                self.relay(notification, wire, rx).await?;
+    /// PUBACK (QoS 1) or PUBREC (QoS 2) for a message that is taken.
+    fn acknowledge(&mut self, qos: u8, pkid: u16, wire: &mut Wire) {
+        match qos {
+            1 => {
+                self.inflight.acknowledged(pkid);
+                let puback = PubAck {
+                    pkid,
+                    reason: PubAckReason::Success,
+                };
+                wire.queue(Packet::PubAck(puback, None));
             }
-            match now_or_never(rx.next()) {
-                Some(Ok(Some(notification))) => next = Some(notification),
-                Some(Ok(None)) => {}
-                Some(Err(_)) => return Err(Close::RouterGone),
-                None => break,
+            2 => {
+                self.pubrec_unflushed.push(pkid);
+                let pubrec = PubRec {
+                    pkid,
+                    reason: PubRecReason::Success,
+                };
+                wire.queue(Packet::PubRec(pubrec, None));
             }
+            _ => {}
         }
-        if let Some(notification) = next {
-            self.relay(notification, wire, rx).await?;
-        }
-        Ok(())
     }
 
-    async fn relay(
-        &mut self,
-        notification: Notification,
-        wire: &mut Wire,
-        rx: &mut LinkRx,
-    ) -> Result<(), Close> {
-        if self.handle_router(notification, wire)? {
-            // The router paused us because our buffer was full; tell it we drained it, or it
-            // never schedules this connection again.
-            rx.wake().await.map_err(|_| Close::RouterGone)?;
-        }
-        Ok(())
-    }
-
-    async fn handle_client(&mut self, packet: Packet, wire: &mut Wire) -> Result<(), Close> {
+    fn handle_client(&mut self, packet: Packet, wire: &mut Wire) -> Result<(), Close> {
         match packet {
             Packet::PingReq(_) => {
                 wire.queue(Packet::PingResp(PingResp));
                 Ok(())
             }
             Packet::Disconnect(..) => Err(Close::ClientDisconnect),
-            // For devices too: the router runs the QoS 2 exchange of their uplink.
-            Packet::PubRel(ack, _) if self.inflight.release(ack.pkid) => {
-                self.router.send(Packet::PubRel(ack, None)).await
-            }
             Packet::PubRel(ack, _) => {
-                debug!(
-                    pkid = ack.pkid,
-                    "PUBREL for nothing awaiting release, answered here"
-                );
+                if !self.inflight.release(ack.pkid) {
+                    debug!(pkid = ack.pkid, "PUBREL for nothing awaiting release");
+                }
                 let pubcomp = PubComp {
                     pkid: ack.pkid,
                     reason: PubCompReason::Success,
@@ -344,96 +299,93 @@ impl<'a> Relay<'a> {
             packet => match &mut self.peer {
                 Peer::Device { downlink, .. } => downlink.on_client(&self.principal, packet, wire),
                 Peer::Routed(routed) => {
-                    routed
-                        .on_client(&self.principal, packet, wire, &self.router)
-                        .await
+                    routed.on_client(&self.principal, packet, wire, &self.shared.core.router)
                 }
             },
         }
     }
 
-    async fn on_publish(&mut self, publish: Publish, qos: u8, pkid: u16) -> Result<(), Close> {
-        let Ok(topic) = std::str::from_utf8(&publish.topic) else {
+    fn on_publish(
+        &mut self,
+        publish: Publish,
+        qos: u8,
+        pkid: u16,
+        wire: &mut Wire,
+    ) -> Result<(), Close> {
+        let Ok(topic) = std::str::from_utf8(&publish.topic).map(str::to_owned) else {
             return Err(Close::Protocol("topic is not UTF-8".into()));
         };
+        let topic = topic.as_str();
         if !self.principal.may_publish(topic) {
             // MQTT 3.1.1 has no negative PUBACK; closing is the allowed response.
             warn!(topic, "publish not authorized, closing");
             return Err(Close::NotAuthorized(topic.to_owned()));
         }
-        match &self.peer {
+        let shared: &'a Shared = self.shared;
+        let limit = shared.config.uplink_timeout;
+        let message = Message {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos,
+            retain: publish.retain,
+        };
+        let delivery: UplinkFuture<'a> = match &self.peer {
             Peer::Device {
                 org_slug,
                 device_id,
                 ..
             } => {
-                // A device may only publish under its own up/ prefix: all of it is uplink.
-                let message = UplinkMessage {
+                // A device may only publish under its own up/ prefix: all of it is uplink,
+                // taken by the uplink before it is routed and acknowledged.
+                let uplink = UplinkMessage {
                     org_slug: org_slug.clone(),
                     device_id: *device_id,
                     topic: topic.to_owned(),
-                    payload: publish.payload.clone(),
-                    retain: publish.retain,
+                    payload: message.payload.clone(),
+                    retain: message.retain,
                 };
-                let shared: &'a Shared = self.shared;
-                let delivery = shared.uplink.deliver(message);
-                let limit = shared.config.uplink_timeout;
-                self.held = Some(Held {
-                    publish,
-                    qos,
-                    pkid,
-                    delivery: Box::pin(async move {
-                        timeout(limit, delivery).await.unwrap_or_else(|_| {
-                            Err(BrokerError::Uplink(format!("no answer within {limit:?}")))
-                        })
-                    }),
-                });
-                Ok(())
-            }
-            Peer::Routed(_) => self.router.send(Packet::Publish(publish, None)).await,
-        }
-    }
-
-    /// Relays one router notification; returns whether the router asked to be woken.
-    fn handle_router(
-        &mut self,
-        notification: Notification,
-        wire: &mut Wire,
-    ) -> Result<bool, Close> {
-        match notification {
-            Notification::Forward(forward) => {
-                wire.queue(Packet::Publish(forward.publish, None));
-            }
-            Notification::DeviceAck(ack) => match Packet::from(ack) {
-                Packet::PubAck(ack, _) => {
-                    self.inflight.acknowledged(ack.pkid);
-                    wire.queue(Packet::PubAck(ack, None));
-                }
-                Packet::PubRec(ack, _) => {
-                    self.inflight.received(ack.pkid);
-                    wire.queue(Packet::PubRec(ack, None));
-                }
-                Packet::PubRel(ack, _) => wire.queue(Packet::PubRel(ack, None)),
-                Packet::PubComp(ack, _) => wire.queue(Packet::PubComp(ack, None)),
-                Packet::SubAck(ack, _) => match &mut self.peer {
-                    Peer::Routed(routed) => routed.merge_suback(ack, wire),
-                    Peer::Device { .. } => warn!(
-                        pkid = ack.pkid,
-                        "SUBACK from router without a pending SUBSCRIBE"
-                    ),
-                },
-                Packet::PingResp(_) => {
-                    if let Peer::Routed(routed) = &mut self.peer {
-                        routed.unsubscribed(wire);
+                let delivery = shared.uplink.deliver(uplink);
+                Box::pin(async move {
+                    delivery.await?;
+                    match shared.core.router.publish(message) {
+                        Some(ticket) => shared.core.router.journal.durable(ticket).await,
+                        None => Ok(()),
                     }
+                })
+            }
+            Peer::Routed(_) => match shared.core.router.publish(message) {
+                Some(ticket) if qos > 0 => {
+                    Box::pin(async move { shared.core.router.journal.durable(ticket).await })
                 }
-                // ConnAck was consumed at link creation; UnsubAck is replaced by ours.
-                _ => {}
+                _ => {
+                    self.acknowledge(qos, pkid, wire);
+                    return Ok(());
+                }
             },
-            Notification::Unschedule => return Ok(true),
-            Notification::Disconnect(..) => return Err(Close::RouterGone),
-            _ => {}
+        };
+        self.held = Some(Held {
+            qos,
+            pkid,
+            delivery: Box::pin(async move {
+                timeout(limit, delivery).await.unwrap_or_else(|_| {
+                    Err(BrokerError::Uplink(format!("no answer within {limit:?}")))
+                })
+            }),
+        });
+        Ok(())
+    }
+}
+
+/// Writes one packet the mailbox produced.
+pub(super) fn write_outbound(wire: &mut Wire, packet: Outbound) {
+    match packet {
+        Outbound::Publish { message, pkid, dup } => wire.queue_publish(&message, pkid, dup),
+        Outbound::PubRel(pkid) => {
+            let pubrel = PubRel {
+                pkid,
+                reason: PubRelReason::Success,
+            };
+            wire.queue(Packet::PubRel(pubrel, None));
         }
-        Ok(false)
     }
 }

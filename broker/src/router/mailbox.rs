@@ -1,0 +1,616 @@
+//! A session's mailbox: its bounded queue of messages not yet sent, the QoS 1/2 messages sent
+//! and not yet acknowledged, and its subscriptions. It outlives the connection for a
+//! persistent session (clean session 0); the connection task takes from it and feeds back
+//! the client's acknowledgements.
+//!
+//! The queue is bounded in messages and bytes ([`QueueLimits`]). When it is full the **newest**
+//! message is dropped (what was queued first is delivered first, as Mosquitto does), counted
+//! per reason, and one log line is written per episode: when dropping starts, and when the
+//! queue has drained to half and it stops. A publisher never waits for a subscriber.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use fleetmq_protocol::Principal;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use super::journal::Journal;
+use super::records;
+use super::{Message, RouterMetrics};
+use crate::StateChange;
+
+/// How much one session may hold.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueLimits {
+    /// Messages waiting to be sent.
+    pub(crate) messages: usize,
+    /// Their payload and topic bytes.
+    pub(crate) bytes: usize,
+    /// QoS 1/2 messages sent and not yet acknowledged (MQTT 5's receive maximum).
+    pub(crate) inflight: usize,
+}
+
+/// What became of a message offered to a mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Offer {
+    /// Queued; `Some(ticket)` if it was written to the journal (persistent session, QoS > 0)
+    /// and so must be durable before the publisher is acknowledged.
+    Queued(Option<u64>),
+    /// The subscriber may not read the topic.
+    NotReadable,
+    /// A QoS 0 message for a session with no connection: not kept (MQTT 3.1.1 §3.1.2.4).
+    Offline,
+    /// The queue is full: dropped.
+    Full,
+    /// The session has ended.
+    Closed,
+}
+
+/// A packet the connection task writes for the mailbox.
+#[derive(Debug, Clone)]
+pub(crate) enum Outbound {
+    Publish {
+        message: Message,
+        pkid: u16,
+        dup: bool,
+    },
+    PubRel(u16),
+}
+
+struct Queued {
+    /// `qos` is already the delivered QoS: min(published, granted).
+    message: Message,
+    /// Journal sequence number of a persisted message.
+    seq: Option<u64>,
+}
+
+struct Outgoing {
+    pkid: u16,
+    message: Message,
+    seq: Option<u64>,
+    /// QoS 2: PUBREC received, PUBREL sent, PUBCOMP awaited.
+    released: bool,
+}
+
+struct State {
+    principal: Principal,
+    persistent: bool,
+    /// Filters as subscribed, with their granted QoS.
+    subscriptions: Vec<(String, u8)>,
+    queue: VecDeque<Queued>,
+    queued_bytes: usize,
+    inflight: VecDeque<Outgoing>,
+    last_pkid: u16,
+    next_seq: u64,
+    /// Messages dropped since the queue became full (an episode), `None` when not dropping.
+    dropping: Option<u64>,
+    closed: bool,
+}
+
+/// A session's mailbox. See the module documentation.
+pub(crate) struct Mailbox {
+    key: String,
+    state: Mutex<State>,
+    wake: Notify,
+    attached: AtomicBool,
+}
+
+fn size_of(message: &Message) -> usize {
+    message.topic.len() + message.payload.len()
+}
+
+impl Mailbox {
+    pub(crate) fn new(key: String, principal: Principal, persistent: bool) -> Mailbox {
+        Mailbox {
+            key,
+            state: Mutex::new(State {
+                principal,
+                persistent,
+                subscriptions: Vec::new(),
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                inflight: VecDeque::new(),
+                last_pkid: 0,
+                next_seq: 0,
+                dropping: None,
+                closed: false,
+            }),
+            wake: Notify::new(),
+            attached: AtomicBool::new(false),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Mailbox {
+        Mailbox::new("t".into(), Principal::Anonymous, false)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session's key (namespaced client id).
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Whether a connection (or an in-process link) is taking from this mailbox.
+    pub(crate) fn is_attached(&self) -> bool {
+        self.attached.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_persistent(&self) -> bool {
+        self.lock().persistent
+    }
+
+    /// Resolves when there may be something to take. Cancel-safe; a wake-up that came while
+    /// nobody waited is kept for the next wait.
+    pub(crate) async fn ready(&self) {
+        self.wake.notified().await;
+    }
+
+    /// A connection takes the mailbox as `principal`: what was sent and not acknowledged
+    /// before is sent again first (PUBLISH with DUP, or PUBREL), MQTT 3.1.1 §4.4.
+    pub(crate) fn attach(&self, principal: Principal, journal: &Journal) -> Vec<Outbound> {
+        let mut state = self.lock();
+        if state.principal != principal {
+            state.principal = principal;
+            if state.persistent {
+                journal.record(self.session_change(&state));
+            }
+        }
+        self.attached.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+        state
+            .inflight
+            .iter()
+            .map(|o| match o.released {
+                true => Outbound::PubRel(o.pkid),
+                false => Outbound::Publish {
+                    message: o.message.clone(),
+                    pkid: o.pkid,
+                    dup: true,
+                },
+            })
+            .collect()
+    }
+
+    /// The connection is gone; a persistent session keeps queueing QoS 1/2 messages.
+    pub(crate) fn detach(&self) {
+        self.attached.store(false, Ordering::Relaxed);
+    }
+
+    /// The session ended for good (clean session closed, replaced by a clean one).
+    pub(crate) fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        state.queue.clear();
+        state.queued_bytes = 0;
+        state.inflight.clear();
+        self.attached.store(false, Ordering::Relaxed);
+    }
+
+    /// The journal row of this session's record.
+    fn session_change(&self, state: &State) -> StateChange {
+        StateChange::Session {
+            key: self.key.clone(),
+            record: Some(records::encode_session(
+                &state.principal,
+                &state.subscriptions,
+            )),
+        }
+    }
+
+    /// The row that makes this session persistent (written when it is created).
+    pub(crate) fn record(&self) -> StateChange {
+        self.session_change(&self.lock())
+    }
+
+    /// Records the subscriptions granted (replacing the QoS of a filter subscribed again) and
+    /// journals them for a persistent session.
+    pub(crate) fn subscribed(&self, granted: &[(String, u8)], journal: &Journal) {
+        let mut state = self.lock();
+        for (filter, qos) in granted {
+            match state.subscriptions.iter_mut().find(|(f, _)| f == filter) {
+                Some(existing) => existing.1 = *qos,
+                None => state.subscriptions.push((filter.clone(), *qos)),
+            }
+        }
+        if state.persistent {
+            journal.record(self.session_change(&state));
+        }
+    }
+
+    /// Forgets `filters`; returns those that were subscribed.
+    pub(crate) fn unsubscribed(&self, filters: &[String], journal: &Journal) -> Vec<String> {
+        let mut state = self.lock();
+        let removed: Vec<String> = state
+            .subscriptions
+            .iter()
+            .filter(|(f, _)| filters.contains(f))
+            .map(|(f, _)| f.clone())
+            .collect();
+        state.subscriptions.retain(|(f, _)| !filters.contains(f));
+        if state.persistent && !removed.is_empty() {
+            journal.record(self.session_change(&state));
+        }
+        removed
+    }
+
+    /// Puts back the subscriptions of a session restored from the journal.
+    pub(crate) fn restore_subscriptions(&self, subscriptions: Vec<(String, u8)>) {
+        self.lock().subscriptions = subscriptions;
+    }
+
+    /// The subscriptions, as granted.
+    pub(crate) fn subscriptions(&self) -> Vec<(String, u8)> {
+        self.lock().subscriptions.clone()
+    }
+
+    /// Offers a message matched by a subscription granted at `granted`; it is delivered at
+    /// min(published QoS, granted QoS).
+    pub(crate) fn offer(
+        &self,
+        message: &Message,
+        granted: u8,
+        limits: &QueueLimits,
+        journal: &Journal,
+        metrics: &RouterMetrics,
+    ) -> Offer {
+        let mut state = self.lock();
+        if state.closed {
+            return Offer::Closed;
+        }
+        if !state.principal.may_read(message.topic_str()) {
+            return Offer::NotReadable;
+        }
+        let qos = message.qos.min(granted);
+        if qos == 0 && !self.is_attached() {
+            RouterMetrics::count(&metrics.offline_qos0);
+            return Offer::Offline;
+        }
+        let size = size_of(message);
+        if state.queue.len() >= limits.messages || state.queued_bytes + size > limits.bytes {
+            RouterMetrics::count(&metrics.queue_full);
+            match &mut state.dropping {
+                Some(dropped) => *dropped += 1,
+                None => {
+                    warn!(
+                        client = self.key,
+                        queued = state.queue.len(),
+                        bytes = state.queued_bytes,
+                        "session queue full: dropping new messages until it drains (counted in fleetmq_mqtt_messages_dropped_total)"
+                    );
+                    state.dropping = Some(1);
+                }
+            }
+            return Offer::Full;
+        }
+        let delivered = Message {
+            qos,
+            ..message.clone()
+        };
+        let mut ticket = None;
+        let mut seq = None;
+        if state.persistent && qos > 0 && journal.is_enabled() {
+            let next = state.next_seq;
+            state.next_seq += 1;
+            ticket = journal.record(StateChange::Queued {
+                key: self.key.clone(),
+                seq: next,
+                record: Some(records::encode_message(&delivered)),
+            });
+            seq = Some(next);
+        }
+        state.queued_bytes += size;
+        state.queue.push_back(Queued {
+            message: delivered,
+            seq,
+        });
+        drop(state);
+        if self.is_attached() {
+            self.wake.notify_one();
+        }
+        Offer::Queued(ticket)
+    }
+
+    /// Puts back a message restored from the journal (broker start).
+    pub(crate) fn restore(&self, seq: u64, message: Message) {
+        let mut state = self.lock();
+        state.next_seq = state.next_seq.max(seq + 1);
+        state.queued_bytes += size_of(&message);
+        state.queue.push_back(Queued {
+            message,
+            seq: Some(seq),
+        });
+    }
+
+    /// Takes up to `max` packets to write: queued messages in order while the in-flight
+    /// window has room (QoS 0 needs none). Messages the session may no longer read (its
+    /// rights changed while they waited) are dropped here.
+    pub(crate) fn take(
+        &self,
+        max: usize,
+        limits: &QueueLimits,
+        journal: &Journal,
+        metrics: &RouterMetrics,
+    ) -> Vec<Outbound> {
+        let mut state = self.lock();
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(front) = state.queue.front() else {
+                break;
+            };
+            if front.message.qos > 0 && state.inflight.len() >= limits.inflight {
+                break;
+            }
+            let Some(Queued { message, seq }) = state.queue.pop_front() else {
+                break;
+            };
+            state.queued_bytes -= size_of(&message);
+            if !state.principal.may_read(message.topic_str()) {
+                RouterMetrics::count(&metrics.not_readable);
+                if let Some(seq) = seq {
+                    journal.record(self.dequeued(seq));
+                }
+                continue;
+            }
+            if message.qos == 0 {
+                out.push(Outbound::Publish {
+                    message,
+                    pkid: 0,
+                    dup: false,
+                });
+                continue;
+            }
+            let pkid = next_pkid(&mut state);
+            state.inflight.push_back(Outgoing {
+                pkid,
+                message: message.clone(),
+                seq,
+                released: false,
+            });
+            out.push(Outbound::Publish {
+                message,
+                pkid,
+                dup: false,
+            });
+        }
+        if let Some(dropped) = state.dropping
+            && state.queue.len() <= limits.messages / 2
+            && state.queued_bytes <= limits.bytes / 2
+        {
+            info!(
+                client = self.key,
+                dropped, "session queue drained: no longer dropping"
+            );
+            state.dropping = None;
+        }
+        // A full batch may have left more that can go now: come back for it.
+        if out.len() == max
+            && state
+                .queue
+                .front()
+                .is_some_and(|next| next.message.qos == 0 || state.inflight.len() < limits.inflight)
+        {
+            self.wake.notify_one();
+        }
+        out
+    }
+
+    /// Takes the next queued message for an in-process link (no acknowledgements).
+    pub(crate) fn pop(&self, journal: &Journal, metrics: &RouterMetrics) -> Option<Message> {
+        let mut state = self.lock();
+        loop {
+            let Queued { message, seq } = state.queue.pop_front()?;
+            state.queued_bytes -= size_of(&message);
+            if let Some(seq) = seq {
+                journal.record(self.dequeued(seq));
+            }
+            if state.dropping.is_some() && state.queue.is_empty() {
+                info!(client = self.key, "in-process link caught up");
+                state.dropping = None;
+            }
+            if state.principal.may_read(message.topic_str()) {
+                return Some(message);
+            }
+            RouterMetrics::count(&metrics.not_readable);
+        }
+    }
+
+    fn dequeued(&self, seq: u64) -> StateChange {
+        StateChange::Queued {
+            key: self.key.clone(),
+            seq,
+            record: None,
+        }
+    }
+
+    /// PUBACK: the QoS 1 message `pkid` is delivered. Returns whether it was in flight.
+    pub(crate) fn acknowledged(&self, pkid: u16, journal: &Journal) -> bool {
+        self.finish(pkid, 1, journal)
+    }
+
+    /// PUBREC: the QoS 2 message `pkid` was received; a PUBREL is due.
+    pub(crate) fn received(&self, pkid: u16) -> bool {
+        let mut state = self.lock();
+        match state
+            .inflight
+            .iter_mut()
+            .find(|o| o.pkid == pkid && o.message.qos == 2)
+        {
+            Some(outgoing) => {
+                outgoing.released = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// PUBCOMP: the QoS 2 exchange of `pkid` is complete.
+    pub(crate) fn completed(&self, pkid: u16, journal: &Journal) -> bool {
+        self.finish(pkid, 2, journal)
+    }
+
+    fn finish(&self, pkid: u16, qos: u8, journal: &Journal) -> bool {
+        let mut state = self.lock();
+        let Some(index) = state
+            .inflight
+            .iter()
+            .position(|o| o.pkid == pkid && o.message.qos == qos && (qos == 1 || o.released))
+        else {
+            return false;
+        };
+        let finished = state.inflight.remove(index);
+        if let Some(seq) = finished.and_then(|f| f.seq) {
+            journal.record(self.dequeued(seq));
+        }
+        drop(state);
+        // Room in the window: there may be more to send.
+        self.wake.notify_one();
+        true
+    }
+
+    /// Messages waiting and in flight, for tests and metrics.
+    #[cfg(test)]
+    pub(crate) fn depth(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.queue.len(), state.inflight.len())
+    }
+}
+
+fn next_pkid(state: &mut State) -> u16 {
+    loop {
+        state.last_pkid = state.last_pkid.checked_add(1).unwrap_or(1);
+        let pkid = state.last_pkid;
+        if !state.inflight.iter().any(|o| o.pkid == pkid) {
+            return pkid;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    const LIMITS: QueueLimits = QueueLimits {
+        messages: 3,
+        bytes: 1024,
+        inflight: 2,
+    };
+
+    fn message(topic: &'static str, qos: u8) -> Message {
+        Message {
+            topic: Bytes::from_static(topic.as_bytes()),
+            payload: Bytes::from_static(b"p"),
+            qos,
+            retain: false,
+        }
+    }
+
+    fn attached(principal: Principal) -> (Mailbox, Journal, RouterMetrics) {
+        let mailbox = Mailbox::new("k".into(), principal, false);
+        let journal = Journal::default();
+        mailbox.attach(Principal::Anonymous, &journal);
+        (mailbox, journal, RouterMetrics::default())
+    }
+
+    fn pkids(out: &[Outbound]) -> Vec<u16> {
+        out.iter()
+            .map(|o| match o {
+                Outbound::Publish { pkid, .. } | Outbound::PubRel(pkid) => *pkid,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_newest_and_counts_it() {
+        let (mailbox, journal, metrics) = attached(Principal::Anonymous);
+        for _ in 0..3 {
+            let offer = mailbox.offer(&message("a", 1), 1, &LIMITS, &journal, &metrics);
+            assert_eq!(offer, Offer::Queued(None));
+        }
+        let offer = mailbox.offer(&message("b", 1), 1, &LIMITS, &journal, &metrics);
+        assert_eq!(offer, Offer::Full);
+        assert_eq!(metrics.queue_full.load(Ordering::Relaxed), 1);
+        // The window sends two; the third waits for an acknowledgement.
+        let out = mailbox.take(10, &LIMITS, &journal, &metrics);
+        assert_eq!(pkids(&out), [1, 2]);
+        assert_eq!(mailbox.depth(), (1, 2));
+        assert!(mailbox.acknowledged(1, &journal));
+        assert!(!mailbox.acknowledged(1, &journal), "acknowledged once");
+        let out = mailbox.take(10, &LIMITS, &journal, &metrics);
+        assert_eq!(pkids(&out), [3]);
+        match &out[0] {
+            Outbound::Publish { message, .. } => assert_eq!(message.topic, "a"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn delivery_is_at_the_lower_of_published_and_granted_qos() {
+        let (mailbox, journal, metrics) = attached(Principal::Anonymous);
+        mailbox.offer(&message("a", 2), 1, &LIMITS, &journal, &metrics);
+        mailbox.offer(&message("a", 0), 2, &LIMITS, &journal, &metrics);
+        let qos: Vec<u8> = mailbox
+            .take(10, &LIMITS, &journal, &metrics)
+            .into_iter()
+            .map(|o| match o {
+                Outbound::Publish { message, .. } => message.qos,
+                Outbound::PubRel(_) => 9,
+            })
+            .collect();
+        assert_eq!(qos, [1, 0]);
+    }
+
+    #[test]
+    fn unreadable_topics_are_not_queued() {
+        let (mailbox, journal, metrics) = attached(Principal::Anonymous);
+        let offer = mailbox.offer(
+            &message("fleetmq/v1/acme/x/up/t", 1),
+            1,
+            &LIMITS,
+            &journal,
+            &metrics,
+        );
+        assert_eq!(offer, Offer::NotReadable);
+        let offer = mailbox.offer(&message("$SYS/x", 1), 1, &LIMITS, &journal, &metrics);
+        assert_eq!(offer, Offer::NotReadable);
+        assert_eq!(mailbox.depth(), (0, 0));
+    }
+
+    #[test]
+    fn a_resumed_session_resends_what_was_not_acknowledged_first() {
+        let journal = Journal::default();
+        let metrics = RouterMetrics::default();
+        let mailbox = Mailbox::new("k".into(), Principal::Anonymous, true);
+        mailbox.attach(Principal::Anonymous, &journal);
+        mailbox.offer(&message("a", 1), 1, &LIMITS, &journal, &metrics);
+        mailbox.offer(&message("b", 2), 2, &LIMITS, &journal, &metrics);
+        mailbox.take(10, &LIMITS, &journal, &metrics);
+        assert!(mailbox.received(2));
+        mailbox.detach();
+        // Offline: QoS 0 is not kept, QoS 1 is.
+        assert_eq!(
+            mailbox.offer(&message("c", 0), 1, &LIMITS, &journal, &metrics),
+            Offer::Offline
+        );
+        mailbox.offer(&message("d", 1), 1, &LIMITS, &journal, &metrics);
+        let resend = mailbox.attach(Principal::Anonymous, &journal);
+        assert!(matches!(
+            resend[0],
+            Outbound::Publish {
+                pkid: 1,
+                dup: true,
+                ..
+            }
+        ));
+        assert!(matches!(resend[1], Outbound::PubRel(2)));
+        assert!(mailbox.completed(2, &journal));
+        let out = mailbox.take(10, &LIMITS, &journal, &metrics);
+        assert_eq!(out.len(), 1);
+    }
+}
