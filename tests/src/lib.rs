@@ -82,10 +82,18 @@ impl TestApp {
 
     /// Stops the server and starts a new one on the same data directory (new ports).
     pub async fn restart(&mut self) {
+        self.restart_with(|_| {}).await;
+    }
+
+    /// [`restart`](Self::restart) with a configuration `tweak` adjusts (the tweak given to
+    /// [`spawn_with`](Self::spawn_with) is not kept).
+    pub async fn restart_with(&mut self, tweak: impl Fn(&mut Config)) {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
-        let server = start(&self.data_dir).await;
+        let mut config = config(&self.data_dir);
+        tweak(&mut config);
+        let server = Server::start(config).await.expect("server starts");
         assert!(
             server.first_start().is_none(),
             "a restart must not recreate the admin"
@@ -284,10 +292,6 @@ pub fn mac_for(name: &str) -> String {
         "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
         b[0], b[1], b[2], b[3], b[4]
     )
-}
-
-async fn start(dir: &TempDir) -> Server {
-    Server::start(config(dir)).await.expect("server starts")
 }
 
 fn config(dir: &TempDir) -> Config {

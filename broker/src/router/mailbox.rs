@@ -21,6 +21,9 @@ use super::records;
 use super::{Message, RouterMetrics};
 use crate::StateChange;
 
+/// Bytes of messages taken for one write to the socket (at least one message is taken).
+const BATCH_BYTES: usize = 64 * 1024;
+
 /// How much one session may hold.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct QueueLimits {
@@ -327,9 +330,11 @@ impl Mailbox {
         });
     }
 
-    /// Takes up to `max` packets to write: queued messages in order while the in-flight
-    /// window has room (QoS 0 needs none). Messages the session may no longer read (its
-    /// rights changed while they waited) are dropped here.
+    /// Takes up to `max` packets, and not much more than [`BATCH_BYTES`], to write: queued
+    /// messages in order while the in-flight window has room (QoS 0 needs none). What is
+    /// taken leaves the bounded queue for the socket's write buffer, so the batch is bounded
+    /// in bytes too. Messages the session may no longer read (its rights changed while they
+    /// waited) are dropped here.
     pub(crate) fn take(
         &self,
         max: usize,
@@ -339,7 +344,8 @@ impl Mailbox {
     ) -> Vec<Outbound> {
         let mut state = self.lock();
         let mut out = Vec::new();
-        while out.len() < max {
+        let mut bytes = 0;
+        while out.len() < max && bytes < BATCH_BYTES {
             let Some(front) = state.queue.front() else {
                 break;
             };
@@ -350,6 +356,7 @@ impl Mailbox {
                 break;
             };
             state.queued_bytes -= size_of(&message);
+            bytes += size_of(&message);
             if !state.principal.may_read(message.topic_str()) {
                 RouterMetrics::count(&metrics.not_readable);
                 if let Some(seq) = seq {
@@ -389,7 +396,7 @@ impl Mailbox {
             state.dropping = None;
         }
         // A full batch may have left more that can go now: come back for it.
-        if out.len() == max
+        if (out.len() == max || bytes >= BATCH_BYTES)
             && state
                 .queue
                 .front()
