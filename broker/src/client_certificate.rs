@@ -1,5 +1,5 @@
-//! Client certificates on the MQTT-over-TLS listener: asked for at the handshake, judged at
-//! CONNECT.
+//! Client certificates on the MQTT-over-TLS listener (and the secure WebSocket listener,
+//! which runs the same TLS handshake): asked for at the handshake, judged at CONNECT.
 //!
 //! The listener asks every client for a certificate but does not require one, so key and
 //! password logins over TLS keep working. A client that presents one must prove it holds the

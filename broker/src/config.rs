@@ -17,6 +17,12 @@ pub struct BrokerConfig {
     /// MQTT over WebSocket (path `/mqtt`, subprotocol `mqtt`), off when `None`. Port 0 picks
     /// a free one ([`Broker::ws_addr`](crate::Broker::ws_addr)).
     pub ws_addr: Option<SocketAddr>,
+    /// MQTT over secure WebSocket (`wss://`, path `/mqtt`, subprotocol `mqtt`), off when
+    /// `None`: browsers on HTTPS pages may not open plain `ws://`. It presents the TLS
+    /// listener's certificate and asks for client certificates as that listener does, so it
+    /// needs [`tls`](Self::tls); without it [`Broker::bind`](crate::Broker::bind) fails. Port
+    /// 0 picks a free one ([`Broker::wss_addr`](crate::Broker::wss_addr)).
+    pub wss_addr: Option<SocketAddr>,
     /// Admit clients that send no username as [`Principal::Anonymous`](fleetmq_protocol::Principal)
     /// (a sandbox outside `fleetmq/`). Off by default: such clients get CONNACK 0x05.
     pub anonymous_sandbox: bool,
@@ -42,6 +48,7 @@ impl Default for BrokerConfig {
             mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
             tls: None,
             ws_addr: None,
+            wss_addr: None,
             anonymous_sandbox: false,
             max_connections: 10_000,
             connect_timeout: Duration::from_secs(10),

@@ -89,6 +89,7 @@ pub struct Broker {
     local_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
     ws_addr: Option<SocketAddr>,
+    wss_addr: Option<SocketAddr>,
     config: BrokerConfig,
     auth: Arc<dyn Authenticator>,
     uplink: Arc<dyn Uplink>,
@@ -142,6 +143,18 @@ impl Broker {
             listeners.push((bound, listener::Kind::WebSocket));
             ws_addr = Some(addr);
         }
+        let mut wss_addr = None;
+        if let Some(addr) = config.wss_addr {
+            let Some(tls) = &config.tls else {
+                return Err(BrokerError::Config(
+                    "MQTT over secure WebSocket uses the TLS listener's certificate: configure `tls` too",
+                ));
+            };
+            let acceptor = tls.identity.acceptor()?;
+            let (bound, addr) = listener::bind(addr).await?;
+            listeners.push((bound, listener::Kind::SecureWebSocket(acceptor)));
+            wss_addr = Some(addr);
+        }
         let router = router::Router::new(router::RouterLimits {
             queue: router::QueueLimits {
                 messages: limits.max_queued_messages,
@@ -157,12 +170,13 @@ impl Broker {
             auth: Arc::clone(&auth),
             metrics: metrics::Metrics::default(),
         });
-        tracing::info!(addr = %local_addr, tls = ?tls_addr, websocket = ?ws_addr, "MQTT listeners bound");
+        tracing::info!(addr = %local_addr, tls = ?tls_addr, websocket = ?ws_addr, secure_websocket = ?wss_addr, "MQTT listeners bound");
         Ok(Broker {
             listeners,
             local_addr,
             tls_addr,
             ws_addr,
+            wss_addr,
             config,
             auth,
             uplink: Arc::new(uplink::NoUplink),
@@ -223,6 +237,12 @@ impl Broker {
     /// The address of the MQTT-over-WebSocket listener (path `/mqtt`), if configured.
     pub fn ws_addr(&self) -> Option<SocketAddr> {
         self.ws_addr
+    }
+
+    /// The address of the MQTT-over-secure-WebSocket listener (`wss://`, path `/mqtt`), if
+    /// configured.
+    pub fn wss_addr(&self) -> Option<SocketAddr> {
+        self.wss_addr
     }
 
     /// A handle for in-process publishing, subscribing and kicking devices. Stays usable

@@ -1,10 +1,10 @@
 //! Listeners and their accept loops.
 //!
-//! The accept loop only accepts: every handshake (TLS, WebSocket) runs in the new connection's own task
-//! under `connect_timeout`, so a peer that opens a socket and says nothing holds one task,
-//! never the loop (rumqttd's own listener awaits each handshake inline, without a timeout).
-//! Each accepted socket first takes a slot of the pre-CONNECT budget (`admission`); over
-//! budget it is closed at once.
+//! The accept loop only accepts: every handshake (TLS, WebSocket, or both for `wss://`) runs in
+//! the new connection's own task under one `connect_timeout`, so a peer that opens a socket
+//! and says nothing holds one task, never the loop (rumqttd's own listener awaits each
+//! handshake inline, without a timeout). Each accepted socket first takes a slot of the
+//! pre-CONNECT budget (`admission`); over budget it is closed at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::server::TlsStream;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
@@ -31,6 +32,9 @@ pub(crate) enum Kind {
     Tls(TlsAcceptor),
     /// A WebSocket on `/mqtt`, MQTT in its binary messages.
     WebSocket,
+    /// TLS (the TLS listener's certificate, asking for client certificates alike), then a
+    /// WebSocket on `/mqtt`: `wss://` for browsers on HTTPS pages.
+    SecureWebSocket(TlsAcceptor),
 }
 
 impl Kind {
@@ -39,6 +43,7 @@ impl Kind {
             Kind::Plain => "mqtt",
             Kind::Tls(_) => "mqtts",
             Kind::WebSocket => "mqtt-ws",
+            Kind::SecureWebSocket(_) => "mqtt-wss",
         }
     }
 }
@@ -95,56 +100,80 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// Runs the transport's handshake, bounded by `connect_timeout` and shutdown. Returns the
-/// stream and the certificate chain the client presented (TLS only; empty without one).
+/// Why a transport handshake failed (logged at debug level; the socket is closed).
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    /// The TLS handshake failed (not TLS, an untrusted or bad client certificate signature,
+    /// the peer went away).
+    #[error("TLS handshake: {0}")]
+    Tls(#[source] std::io::Error),
+    /// The WebSocket upgrade failed or was refused (wrong path, no `mqtt` subprotocol).
+    #[error("WebSocket handshake: {0}")]
+    WebSocket(#[source] tokio_tungstenite::tungstenite::Error),
+}
+
+/// Runs the transport's handshake (for `wss://` TLS and then the WebSocket upgrade), the
+/// whole of it bounded by one `connect_timeout` and by shutdown. Returns the stream and the
+/// certificate chain the client presented in the TLS handshake (empty without one).
 async fn open(
     kind: &Kind,
     tcp: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
 ) -> Option<(Stream, Vec<CertificateDer<'static>>)> {
-    match kind {
-        Kind::Plain => Some((Box::new(tcp), Vec::new())),
-        Kind::Tls(acceptor) => {
-            let handshake = timeout(shared.config.connect_timeout, acceptor.accept(tcp));
-            let result = tokio::select! {
-                result = handshake => result,
-                () = shared.shutdown.cancelled() => return None,
-            };
-            match result {
-                Ok(Ok(stream)) => {
-                    let certificates = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .map(<[_]>::to_vec)
-                        .unwrap_or_default();
-                    Some((Box::new(stream), certificates))
-                }
-                Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "TLS handshake failed");
-                    None
-                }
-                Err(_) => {
-                    debug!(%peer, "TLS handshake timed out");
-                    None
-                }
+    let max_packet_size = shared.config.max_packet_size;
+    let handshake = async {
+        let opened: (Stream, Vec<CertificateDer<'static>>) = match kind {
+            Kind::Plain => (Box::new(tcp), Vec::new()),
+            Kind::Tls(acceptor) => {
+                let (tls, certificates) = tls_handshake(acceptor, tcp).await?;
+                (Box::new(tls), certificates)
             }
+            Kind::WebSocket => {
+                let ws = websocket::accept(tcp, max_packet_size)
+                    .await
+                    .map_err(HandshakeError::WebSocket)?;
+                (Box::new(ws), Vec::new())
+            }
+            Kind::SecureWebSocket(acceptor) => {
+                let (tls, certificates) = tls_handshake(acceptor, tcp).await?;
+                let ws = websocket::accept(tls, max_packet_size)
+                    .await
+                    .map_err(HandshakeError::WebSocket)?;
+                (Box::new(ws), certificates)
+            }
+        };
+        Ok::<_, HandshakeError>(opened)
+    };
+    let result = tokio::select! {
+        result = timeout(shared.config.connect_timeout, handshake) => result,
+        () = shared.shutdown.cancelled() => return None,
+    };
+    match result {
+        Ok(Ok(opened)) => Some(opened),
+        Ok(Err(e)) => {
+            debug!(%peer, listener = kind.name(), error = %e, "handshake failed");
+            None
         }
-        Kind::WebSocket => {
-            let config = &shared.config;
-            let handshake = websocket::accept(tcp, config.connect_timeout, config.max_packet_size);
-            let result = tokio::select! {
-                result = handshake => result,
-                () = shared.shutdown.cancelled() => return None,
-            };
-            match result {
-                Ok(stream) => Some((Box::new(stream), Vec::new())),
-                Err(e) => {
-                    debug!(%peer, error = %e, "WebSocket handshake failed");
-                    None
-                }
-            }
+        Err(_) => {
+            debug!(%peer, listener = kind.name(), "handshake timed out");
+            None
         }
     }
+}
+
+/// The TLS server handshake, and the certificate chain the client presented (see
+/// `client_certificate`; empty without one).
+async fn tls_handshake(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+) -> Result<(TlsStream<TcpStream>, Vec<CertificateDer<'static>>), HandshakeError> {
+    let stream = acceptor.accept(tcp).await.map_err(HandshakeError::Tls)?;
+    let certificates = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(<[_]>::to_vec)
+        .unwrap_or_default();
+    Ok((stream, certificates))
 }

@@ -1,6 +1,7 @@
 //! MQTT over WebSocket (for browser clients): the handshake on `/mqtt` with the `mqtt`
 //! subprotocol, and an adapter that turns binary WebSocket messages into the byte stream the
-//! MQTT codec reads.
+//! MQTT codec reads. The same code serves `ws://` (on TCP) and `wss://` (on the TLS stream
+//! the listener's handshake produced).
 //!
 //! MQTT 3.1.1 §6: MQTT packets travel in binary frames; a frame may hold part of a packet or
 //! several; the client offers the `mqtt` subprotocol and the server selects it.
@@ -8,13 +9,10 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -26,28 +24,27 @@ pub(crate) const PATH: &str = "/mqtt";
 /// The subprotocol clients must offer.
 const SUBPROTOCOL: &str = "mqtt";
 
-/// Runs the WebSocket handshake on `tcp` within `limit`. Requests for another path get 404,
-/// requests without the `mqtt` subprotocol 400.
-pub(crate) async fn accept(
-    tcp: TcpStream,
-    limit: Duration,
+/// Runs the WebSocket handshake on `stream` (TCP, or TLS for `wss://`). Requests for another
+/// path get 404, requests without the `mqtt` subprotocol 400. Unbounded in time: the
+/// listener bounds the whole transport handshake by the connect timeout.
+pub(crate) async fn accept<S>(
+    stream: S,
     max_packet_size: usize,
-) -> Result<WsTransport, String> {
+) -> Result<WsTransport<S>, tokio_tungstenite::tungstenite::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     // A WebSocket message never needs to be larger than one MQTT packet and its header.
     let max = max_packet_size.saturating_add(8);
     let config = WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    let handshake =
-        tokio_tungstenite::accept_hdr_async_with_config(tcp, check_request, Some(config));
-    match timeout(limit, handshake).await {
-        Ok(Ok(ws)) => Ok(WsTransport {
-            ws,
-            pending: Bytes::new(),
-        }),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("WebSocket handshake timed out".into()),
-    }
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, check_request, Some(config))
+        .await?;
+    Ok(WsTransport {
+        ws,
+        pending: Bytes::new(),
+    })
 }
 
 // The signature is tungstenite's handshake `Callback`.
@@ -84,13 +81,13 @@ fn refusal(status: StatusCode, reason: &str) -> ErrorResponse {
 
 /// A WebSocket connection as a byte stream: reads concatenate binary messages, each flush
 /// of the connection's write buffer becomes one binary message.
-pub(crate) struct WsTransport {
-    ws: WebSocketStream<TcpStream>,
+pub(crate) struct WsTransport<S> {
+    ws: WebSocketStream<S>,
     /// What is left of the last binary message received.
     pending: Bytes,
 }
 
-impl AsyncRead for WsTransport {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsTransport<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -121,7 +118,7 @@ impl AsyncRead for WsTransport {
     }
 }
 
-impl AsyncWrite for WsTransport {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsTransport<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -1,5 +1,6 @@
-//! Device login with a client certificate on the TLS listener: real rumqttc clients over TLS
-//! to a broker on 127.0.0.1:0, certificates issued in the test by a test CA (rcgen).
+//! Device login with a client certificate on the TLS listener (and on the secure WebSocket
+//! listener, which shares its certificate request): real rumqttc clients over TLS to a broker
+//! on 127.0.0.1:0, certificates issued in the test by a test CA (rcgen).
 //!
 //! The test authenticator stands in for the store: it accepts a certificate it issued to a
 //! device (common name = the device id) while that certificate is in its table, and refuses
@@ -135,6 +136,7 @@ impl TestCa {
 struct CertBroker {
     plain: SocketAddr,
     tls: SocketAddr,
+    wss: SocketAddr,
     server_certificate: CertificateDer<'static>,
     auth: Arc<CertificateAuth>,
     handle: BrokerHandle,
@@ -156,6 +158,7 @@ impl CertBroker {
                 addr: "127.0.0.1:0".parse().unwrap(),
                 identity,
             }),
+            wss_addr: Some("127.0.0.1:0".parse().unwrap()),
             ..BrokerConfig::default()
         };
         let auth = Arc::new(CertificateAuth::default());
@@ -164,12 +167,14 @@ impl CertBroker {
             .unwrap();
         let plain = broker.local_addr();
         let tls = broker.tls_addr().expect("TLS listener bound");
+        let wss = broker.wss_addr().expect("secure WebSocket listener bound");
         let handle = broker.handle();
         let shutdown = CancellationToken::new();
         tokio::spawn(broker.run(shutdown.clone()));
         CertBroker {
             plain,
             tls,
+            wss,
             server_certificate: server.cert.der().clone(),
             auth,
             handle,
@@ -215,6 +220,17 @@ impl CertBroker {
         let mut options = MqttOptions::new(client_id, "127.0.0.1", self.tls.port());
         options.set_keep_alive(Duration::from_secs(30));
         options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(config),
+        )));
+        options
+    }
+
+    /// MQTT over secure WebSocket (`wss://127.0.0.1:PORT/mqtt`) with the TLS `config`.
+    fn wss_options(&self, client_id: &str, config: ClientConfig) -> MqttOptions {
+        let url = format!("wss://127.0.0.1:{}/mqtt", self.wss.port());
+        let mut options = MqttOptions::new(client_id, url, self.wss.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_transport(Transport::wss_with_config(TlsConfiguration::Rustls(
             Arc::new(config),
         )));
         options
@@ -328,6 +344,48 @@ async fn a_certificate_the_authenticator_refuses_gets_connack_not_authorized() {
         ),
         "{refused:?}"
     );
+    broker.stop();
+}
+
+#[tokio::test]
+async fn a_device_certificate_logs_the_device_in_over_secure_websocket_as_over_tls() {
+    let broker = CertBroker::start().await;
+    let ca = TestCa::new("acme devices");
+    let (_operator, mut watching) = broker.operator().await;
+    let (certificate, key) = ca.issue(DEV_A1);
+    broker.auth.admit(&certificate, DEV_A1);
+
+    let config = broker
+        .trusting_server(&version::TLS13)
+        .with_client_auth_cert(vec![certificate.clone()], key)
+        .expect("certificate and key match");
+    let (device, mut device_loop) = connect(broker.wss_options(DEV_A1, config))
+        .await
+        .expect("certificate login over wss");
+    device
+        .publish(
+            telemetry(DEV_A1),
+            QoS::AtLeastOnce,
+            false,
+            "{\"over\":\"wss\"}",
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_incoming(&mut device_loop).await,
+        Packet::PubAck(_)
+    ));
+    let Packet::Publish(seen) = next_incoming(&mut watching).await else {
+        panic!("the operator sees the device's telemetry");
+    };
+    assert_eq!(seen.topic, telemetry(DEV_A1));
+    assert_eq!(seen.payload, b"{\"over\":\"wss\"}".as_slice());
+
+    // The authenticator saw the chain, and no username or password.
+    let login = broker.auth.logins().pop().expect("a login");
+    assert_eq!(login.username, None);
+    assert_eq!(login.password, None);
+    assert_eq!(login.client_certificates, vec![certificate]);
     broker.stop();
 }
 

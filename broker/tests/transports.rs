@@ -1,5 +1,5 @@
-//! MQTT over TLS and over WebSocket: the same authentication and ACL as plain TCP, and
-//! handshakes that never hold up the accept loop. Real rumqttc clients against a broker on
+//! MQTT over TLS, over WebSocket and over secure WebSocket: the same authentication and ACL
+//! as plain TCP, and handshakes that never hold up the accept loop. Real rumqttc clients against a broker on
 //! 127.0.0.1:0.
 
 use std::net::SocketAddr;
@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetmq_broker::{
-    AuthFuture, Authenticator, Broker, BrokerConfig, Login, Refusal, TlsIdentity, TlsListener,
+    AuthFuture, Authenticator, Broker, BrokerConfig, BrokerError, Login, Refusal, TlsIdentity,
+    TlsListener,
 };
 use fleetmq_protocol::topic::{Topic, UpChannel};
 use fleetmq_protocol::{OrgScope, Principal};
@@ -19,6 +20,11 @@ use rumqttc::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::crypto::aws_lc_rs;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_util::sync::CancellationToken;
 
 /// Failure guard for anything awaited; never a sleep.
@@ -51,6 +57,7 @@ struct TlsBroker {
     plain: SocketAddr,
     tls: SocketAddr,
     ws: SocketAddr,
+    wss: SocketAddr,
     ca: Vec<u8>,
     shutdown: CancellationToken,
     dir: PathBuf,
@@ -69,6 +76,7 @@ impl TlsBroker {
                 identity,
             }),
             ws_addr: Some("127.0.0.1:0".parse().unwrap()),
+            wss_addr: Some("127.0.0.1:0".parse().unwrap()),
             connect_timeout,
             ..BrokerConfig::default()
         };
@@ -76,12 +84,14 @@ impl TlsBroker {
         let plain = broker.local_addr();
         let tls = broker.tls_addr().expect("TLS listener bound");
         let ws = broker.ws_addr().expect("WebSocket listener bound");
+        let wss = broker.wss_addr().expect("secure WebSocket listener bound");
         let shutdown = CancellationToken::new();
         tokio::spawn(broker.run(shutdown.clone()));
         TlsBroker {
             plain,
             tls,
             ws,
+            wss,
             ca,
             shutdown,
             dir,
@@ -106,6 +116,20 @@ impl TlsBroker {
         options.set_credentials(user, password);
         options.set_keep_alive(Duration::from_secs(30));
         options.set_transport(Transport::Ws);
+        options
+    }
+
+    /// `wss://127.0.0.1:PORT/mqtt`, trusting `ca` (PEM) as the browser trusts its roots.
+    fn wss_options(&self, client_id: &str, user: &str, password: &str, ca: &[u8]) -> MqttOptions {
+        let url = format!("wss://127.0.0.1:{}/mqtt", self.wss.port());
+        let mut options = MqttOptions::new(client_id, url, self.wss.port());
+        options.set_credentials(user, password);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_transport(Transport::wss_with_config(TlsConfiguration::Simple {
+            ca: ca.to_vec(),
+            alpn: None,
+            client_auth: None,
+        }));
         options
     }
 
@@ -374,4 +398,152 @@ async fn websocket_requests_for_another_path_or_without_the_mqtt_subprotocol_are
         "{response}"
     );
     broker.stop();
+}
+
+#[tokio::test]
+async fn a_client_over_secure_websocket_trusting_the_listener_certificate_gets_routed_messages() {
+    let broker = TlsBroker::start(Duration::from_secs(10)).await;
+    let (operator, mut operator_loop) =
+        connect(broker.wss_options("wss-console", "op-acme", "pw-op", &broker.ca))
+            .await
+            .expect("an operator connects over wss");
+    operator
+        .subscribe("fleetmq/v1/acme/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_incoming(&mut operator_loop).await,
+        Packet::SubAck(_)
+    ));
+
+    let (device, mut device_loop) = connect(broker.wss_options(
+        "00000000-0000-4000-8000-0000000000a1",
+        "00000000-0000-4000-8000-0000000000a1",
+        "pw-a1",
+        &broker.ca,
+    ))
+    .await
+    .expect("a device connects over wss");
+    let telemetry = Topic::up(
+        "acme",
+        "00000000-0000-4000-8000-0000000000a1",
+        UpChannel::Telemetry,
+    )
+    .to_string();
+    // Larger than the broker's 4 KiB read buffer: one packet over several TLS records.
+    let payload = vec![b's'; 9_000];
+    device
+        .publish(&telemetry, QoS::AtLeastOnce, false, payload.clone())
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_incoming(&mut device_loop).await,
+        Packet::PubAck(_)
+    ));
+    let Packet::Publish(received) = next_incoming(&mut operator_loop).await else {
+        panic!("expected the device's message");
+    };
+    assert_eq!(received.topic, telemetry);
+    assert_eq!(&received.payload[..], &payload[..]);
+    broker.stop();
+}
+
+#[tokio::test]
+async fn a_secure_websocket_client_that_does_not_trust_the_certificate_or_has_a_wrong_password_is_refused()
+ {
+    let broker = TlsBroker::start(Duration::from_secs(10)).await;
+    // A certificate the broker does not present: the client cannot verify the broker's.
+    let stranger = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+        .expect("another certificate");
+    let untrusting = connect(broker.wss_options(
+        "wss-console",
+        "op-acme",
+        "pw-op",
+        stranger.cert.pem().as_bytes(),
+    ))
+    .await
+    .map(|_| "connected");
+    let Err(error) = untrusting else {
+        panic!("a client that does not trust the certificate connected");
+    };
+    assert!(
+        !matches!(error, ConnectionError::ConnectionRefused(_)),
+        "the TLS handshake fails before any CONNACK: {error:?}"
+    );
+    // Both self-signed certificates carry rcgen's default issuer name, so the client finds a
+    // "matching" root and then a bad signature.
+    assert!(
+        format!("{error:?}").contains("InvalidCertificate"),
+        "the client refuses the certificate: {error:?}"
+    );
+
+    let wrong = connect(broker.wss_options(
+        "00000000-0000-4000-8000-0000000000a1",
+        "00000000-0000-4000-8000-0000000000a1",
+        "wrong",
+        &broker.ca,
+    ))
+    .await;
+    assert!(matches!(
+        wrong,
+        Err(ConnectionError::ConnectionRefused(
+            ConnectReturnCode::BadUserNamePassword
+        ))
+    ));
+    broker.stop();
+}
+
+#[tokio::test]
+async fn silent_peers_on_the_secure_websocket_port_block_nobody_and_are_dropped_in_time() {
+    let broker = TlsBroker::start(Duration::from_secs(1)).await;
+    // One never starts TLS; the other completes TLS and never sends the WebSocket upgrade.
+    let mut silent_tcp = TcpStream::connect(broker.wss).await.unwrap();
+    let mut roots = RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(&broker.ca) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let client = ClientConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = TlsConnector::from(Arc::new(client));
+    let mut silent_tls = timeout(
+        WAIT,
+        connector.connect(
+            "127.0.0.1".try_into().unwrap(),
+            TcpStream::connect(broker.wss).await.unwrap(),
+        ),
+    )
+    .await
+    .expect("TLS handshake in time")
+    .expect("the listener's TLS handshake succeeds");
+
+    let (_operator, _events) =
+        connect(broker.wss_options("wss-console", "op-acme", "pw-op", &broker.ca))
+            .await
+            .expect("a wss client connects while peers are silent");
+
+    let mut received = Vec::new();
+    let read = timeout(WAIT, silent_tcp.read_to_end(&mut received))
+        .await
+        .expect("the silent TCP peer is closed after the connect timeout");
+    assert!(read.is_err() || received.is_empty());
+    let mut received = Vec::new();
+    let read = timeout(WAIT, silent_tls.read_to_end(&mut received))
+        .await
+        .expect("the peer that never upgrades is closed after the connect timeout");
+    assert!(read.is_err() || received.is_empty());
+    broker.stop();
+}
+
+#[tokio::test]
+async fn a_secure_websocket_listener_without_the_tls_listener_is_a_configuration_error() {
+    let config = BrokerConfig {
+        mqtt_addr: "127.0.0.1:0".parse().unwrap(),
+        wss_addr: Some("127.0.0.1:0".parse().unwrap()),
+        ..BrokerConfig::default()
+    };
+    let bound = Broker::bind(config, Arc::new(TestAuth)).await;
+    assert!(matches!(bound, Err(BrokerError::Config(_))));
 }

@@ -29,6 +29,9 @@ pub struct Config {
     /// MQTT-over-WebSocket address (path `/mqtt`), off when `None`. The binary defaults to
     /// `127.0.0.1:8083`; `Config::default()` leaves it off.
     pub mqtt_ws_addr: Option<SocketAddr>,
+    /// MQTT-over-secure-WebSocket address (`wss://`, path `/mqtt`), off when `None` (also in
+    /// the binary). It presents the TLS listener's certificate, so it needs `mqtts_addr`.
+    pub mqtt_wss_addr: Option<SocketAddr>,
     /// Let clients without a username use topics outside the fleetmq tree.
     pub mqtt_anonymous_sandbox: bool,
     /// MQTT connections admitted at once; past it CONNACK 0x03 (server unavailable).
@@ -56,6 +59,7 @@ impl Default for Config {
             mqtts_addr: None,
             mqtt_tls_files: None,
             mqtt_ws_addr: None,
+            mqtt_wss_addr: None,
             mqtt_anonymous_sandbox: false,
             mqtt_max_connections: fleetmq_broker::BrokerConfig::default().max_connections,
             mqtt_limits: fleetmq_broker::Limits::default(),

@@ -44,6 +44,7 @@ pub struct Server {
     mqtt_addr: SocketAddr,
     mqtts_addr: Option<SocketAddr>,
     mqtt_ws_addr: Option<SocketAddr>,
+    mqtt_wss_addr: Option<SocketAddr>,
     first_start: Option<FirstStart>,
     shutdown: CancellationToken,
     /// The broker, the HTTP server and the bridge's own tasks: they run until the token is
@@ -80,6 +81,7 @@ impl Server {
             mqtt_addr: config.mqtt_addr,
             tls,
             ws_addr: config.mqtt_ws_addr,
+            wss_addr: config.mqtt_wss_addr,
             anonymous_sandbox: config.mqtt_anonymous_sandbox,
             max_connections: config.mqtt_max_connections,
             limits: config.mqtt_limits.clone(),
@@ -94,6 +96,7 @@ impl Server {
         let mqtt_addr = broker.local_addr();
         let mqtts_addr = broker.tls_addr();
         let mqtt_ws_addr = broker.ws_addr();
+        let mqtt_wss_addr = broker.wss_addr();
         let handle = broker.handle();
         let broker_up = Arc::new(AtomicBool::new(true));
 
@@ -144,12 +147,13 @@ impl Server {
         let limits = config.http;
         let serve = http::serve(listener, app, limits, stop);
         services.push(tasks.spawn_on(serve, http_runtime.handle()));
-        tracing::info!(%http_addr, %mqtt_addr, ?mqtts_addr, ?mqtt_ws_addr, "fleetmq is serving");
+        tracing::info!(%http_addr, %mqtt_addr, ?mqtts_addr, ?mqtt_ws_addr, ?mqtt_wss_addr, "fleetmq is serving");
         Ok(Server {
             http_addr,
             mqtt_addr,
             mqtts_addr,
             mqtt_ws_addr,
+            mqtt_wss_addr,
             first_start,
             shutdown,
             services,
@@ -176,6 +180,11 @@ impl Server {
     /// Where MQTT over WebSocket listens (path `/mqtt`), if enabled.
     pub fn mqtt_ws_addr(&self) -> Option<SocketAddr> {
         self.mqtt_ws_addr
+    }
+
+    /// Where MQTT over secure WebSocket listens (`wss://`, path `/mqtt`), if enabled.
+    pub fn mqtt_wss_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_wss_addr
     }
 
     /// The admin credentials created on this start, if the store was new.
@@ -212,10 +221,12 @@ impl Server {
 }
 
 /// The TLS listener's certificate: the configured files, or the one generated on the first
-/// start (kept in `<data_dir>/tls/`, valid for localhost and the listen address).
+/// start (kept in `<data_dir>/tls/`, valid for localhost and the TLS and secure WebSocket
+/// listen addresses).
 async fn tls_identity(config: &Config, addr: SocketAddr) -> anyhow::Result<TlsIdentity> {
     let files = config.mqtt_tls_files.clone();
     let dir = config.data_dir.join("tls");
+    let wss_ip = config.mqtt_wss_addr.map(|wss| wss.ip());
     tokio::task::spawn_blocking(move || match files {
         Some((cert, key)) => TlsIdentity::from_files(&cert, &key),
         None => {
@@ -224,8 +235,11 @@ async fn tls_identity(config: &Config, addr: SocketAddr) -> anyhow::Result<TlsId
                 "127.0.0.1".to_owned(),
                 "::1".to_owned(),
             ];
-            if !addr.ip().is_unspecified() && !addr.ip().is_loopback() {
-                names.push(addr.ip().to_string());
+            // The secure WebSocket listener presents the same certificate.
+            for ip in std::iter::once(addr.ip()).chain(wss_ip) {
+                if !ip.is_unspecified() && !ip.is_loopback() && !names.contains(&ip.to_string()) {
+                    names.push(ip.to_string());
+                }
             }
             TlsIdentity::load_or_generate(&dir, &names)
         }

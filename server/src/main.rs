@@ -56,6 +56,13 @@ struct ServeArgs {
     /// Address of MQTT over WebSocket (ws://ADDR/mqtt, subprotocol `mqtt`), or `off`.
     #[arg(long, env = "FLEETMQ_MQTT_WS_ADDR", default_value = "127.0.0.1:8083", value_parser = optional_addr)]
     mqtt_ws_addr: OptionalAddr,
+    // --- MQTT over secure WebSocket (issue 13; docs/mqtt.md "Listeners") ---
+    /// Address of MQTT over secure WebSocket (wss://ADDR/mqtt, subprotocol `mqtt`, for
+    /// browsers on HTTPS pages), or `off`. Presents the TLS listener's certificate, so it
+    /// needs --mqtts-addr.
+    #[arg(long, env = "FLEETMQ_MQTT_WSS_ADDR", default_value = "off", value_parser = optional_addr)]
+    mqtt_wss_addr: OptionalAddr,
+    // --- end of MQTT over secure WebSocket ---
     /// Let clients without credentials use MQTT topics outside the fleetmq tree (for protocol
     /// test suites and stock tools); off by default.
     #[arg(long, env = "FLEETMQ_MQTT_ANONYMOUS_SANDBOX")]
@@ -331,6 +338,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         mqtt_addr: args.mqtt_addr,
         mqtts_addr: args.mqtts_addr.0,
         mqtt_ws_addr: args.mqtt_ws_addr.0,
+        mqtt_wss_addr: args.mqtt_wss_addr.0,
         mqtt_tls_files: args.mqtt_tls_cert.zip(args.mqtt_tls_key),
         mqtt_anonymous_sandbox: args.mqtt_anonymous_sandbox,
         mqtt_max_connections: args.mqtt_max_connections,
@@ -409,6 +417,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         if let Some(addr) = server.mqtt_ws_addr() {
             println!("MQTT over WebSocket on ws://{addr}/mqtt");
+        }
+        if let Some(addr) = server.mqtt_wss_addr() {
+            println!("MQTT over secure WebSocket on wss://{addr}/mqtt");
         }
         // No detached signal task: the first signal stops the server here, and if anything
         // else cancels its token, the server is simply waited for.
