@@ -32,7 +32,8 @@
 //!   hold its key; the [`Authenticator`] judges the chain.
 //! - `listener`: binding, accept loops, TLS and WebSocket handshakes (in the connection's
 //!   task).
-//! - `websocket`: MQTT over WebSocket (`/mqtt`, subprotocol `mqtt`) as a byte stream.
+//! - `websocket`: MQTT over WebSocket, `ws://` and `wss://` (`/mqtt`, subprotocol `mqtt`), as a
+//!   byte stream.
 //! - `router`: subscriptions, sessions' bounded queues, retained messages, the journal.
 //! - `session`: live sessions by client id (takeover ordering, kicking devices).
 //! - `connection`: the per-connection task.
