@@ -17,6 +17,8 @@
 //!
 //! # Layout
 //! - [`auth`] — [`auth::StoreAuthenticator`]: device keys and operator tokens.
+//! - [`broker_state`] — [`BrokerState`], the broker's persistence (retained messages,
+//!   persistent sessions) over the store.
 //! - [`uplink`] — what each `up/` channel and each session event does to the store.
 //! - [`telemetry`] — the group-commit telemetry writer.
 //! - [`commands`] — sending, resending and timing out commands.
@@ -31,6 +33,7 @@
 //! - `revocation` — login changes in the store end the live sessions they revoke.
 
 pub mod auth;
+pub mod broker_state;
 pub mod commands;
 pub mod configuration;
 pub mod device_calls;
@@ -51,6 +54,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use broker_state::BrokerState;
 pub use commands::CommandTracker;
 pub use configuration::{ConfigLinks, ConfigPush};
 pub use device_calls::{CallError, DeviceCalls, OnlineDevices};

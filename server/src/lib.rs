@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use fleetmq_api::{AppState, DeviceCallError, DeviceCallFuture, Hooks};
 use fleetmq_bridge::auth::StoreAuthenticator;
-use fleetmq_bridge::{Bridge, CallError};
+use fleetmq_bridge::{Bridge, BrokerState, CallError};
 use fleetmq_broker::{Broker, BrokerConfig, BrokerHandle, TlsIdentity, TlsListener};
 use fleetmq_protocol::Call;
 use fleetmq_store::Store;
@@ -126,8 +126,11 @@ impl Server {
         )
         .await
         .context("starting the bridge")?;
-        // Device messages are acknowledged only once the bridge has stored them.
-        let broker = broker.with_uplink(Arc::new(bridge.clone()));
+        // Device messages are acknowledged only once the bridge has stored them; retained
+        // messages and persistent sessions are kept in the store across restarts.
+        let broker = broker
+            .with_uplink(Arc::new(bridge.clone()))
+            .with_persistence(Arc::new(BrokerState::new(store.clone())));
         let hooks = ServerHooks {
             broker: handle,
             bridge,

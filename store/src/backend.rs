@@ -29,7 +29,7 @@ use crate::{
 
 /// Persistence of fleetmq's domain. Every method is atomic: it happens whole or not at all.
 /// Its parts are one trait per concept ([`AccountStore`], [`DeviceStore`], [`DevicePlane`],
-/// [`FirmwareStore`], [`UpgradeStore`]), so an implementation keeps each in its own file; a
+/// [`FirmwareStore`], [`UpgradeStore`], [`BrokerStateStore`], ...), so an implementation keeps each in its own file; a
 /// `&dyn Backend` (or `impl Backend`) reaches all their methods.
 pub trait Backend:
     AccountStore
@@ -45,6 +45,7 @@ pub trait Backend:
     + UpgradeStore
     + SoftwareStore
     + OAuthStore
+    + BrokerStateStore
     + Send
     + Sync
     + 'static
@@ -751,6 +752,16 @@ pub trait OAuthStore: Send + Sync + 'static {
     /// What an access token grants now: `None` when unknown, expired, or its client or the
     /// client's organization is gone (so deleting either revokes its tokens at once).
     fn access_grant(&self, token: &str) -> Result<Option<crate::AccessGrant>>;
+}
+
+/// The MQTT broker's retained messages and persistent sessions, as opaque rows (see
+/// [`crate::broker_state`]). Same rules as [`Backend`]: every method is one transaction.
+pub trait BrokerStateStore: Send + Sync + 'static {
+    /// Every broker row; read once, when the broker starts.
+    fn load_broker_state(&self) -> Result<crate::BrokerRows>;
+    /// Applies `changes` in order, in one durable write transaction: all of them or none.
+    /// Deleting a session deletes its queued rows too, by a range over its key alone.
+    fn apply_broker_state(&self, changes: Vec<crate::BrokerRowChange>) -> Result<()>;
 }
 
 /// Organizations' configuration settings (see [`crate::config_settings`]). Same rules as

@@ -31,6 +31,8 @@
 //! - [`software`] — application software (OTAO): versions, their compatibility graph and
 //!   rollout strategies, endpoint filters, what devices run, installations, and
 //!   [`software::next_hop`], the rule deciding what a device is offered.
+//! - [`broker_state`] — what the MQTT broker keeps across a restart (retained messages,
+//!   persistent sessions and their queued messages), as opaque rows by key.
 //! - [`page`] — paging, tenancy scope, uniqueness rules.
 //! - [`memo`] — read caches kept correct by invalidation after commits.
 //! - [`backend`] — the storage boundary trait.
@@ -41,6 +43,7 @@ pub mod backend;
 pub mod batch;
 pub mod blob;
 pub mod board;
+pub mod broker_state;
 pub mod command;
 pub mod config_settings;
 pub mod configuration;
@@ -75,13 +78,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use backend::{
-    AccountStore, Backend, ConfigSettingsStore, ConfigStore, DeviceLogin, DevicePlane, DeviceStore,
-    FirmwareStore, LocationStore, MqttSession, NewCommand, OAuthStore, PkiStore, SoftwareStore,
-    UpgradeStore, VpnStore,
+    AccountStore, Backend, BrokerStateStore, ConfigSettingsStore, ConfigStore, DeviceLogin,
+    DevicePlane, DeviceStore, FirmwareStore, LocationStore, MqttSession, NewCommand, OAuthStore,
+    PkiStore, SoftwareStore, UpgradeStore, VpnStore,
 };
 pub use batch::{BatchError, DeviceTarget, FirmwareTarget, MassUpgrade, Narrowing, Targets};
 pub use blob::{BlobError, BlobKey, BlobStore, BlobWriter, StoredBlob};
 pub use board::{ImageType, default_image_types};
+pub use broker_state::{BrokerRowChange, BrokerRows};
 pub use command::{Command, CommandStatus, CommandType};
 pub use config_settings::{ConfigSettings, SharedSecret};
 pub use configuration::{

@@ -24,6 +24,8 @@
 //! - `software` — [`crate::SoftwareStore`]: application software (OTAO): versions,
 //!   applications, endpoint filters, devices' software, installations.
 //! - `oauth` — [`crate::OAuthStore`]: OAuth clients and their access tokens.
+//! - `broker_state` — [`crate::BrokerStateStore`]: the MQTT broker's retained messages,
+//!   persistent sessions and their queued messages.
 
 use std::path::Path;
 
@@ -34,6 +36,7 @@ use crate::{Backend, DeviceId, Result, StoreError, StoreOptions, TokenCache};
 use paging::PageAnchors;
 
 mod accounts;
+mod broker_state;
 mod config_settings;
 mod configuration;
 mod device_plane;
@@ -98,7 +101,8 @@ impl RedbBackend {
                 }
                 Some(found) if found == SCHEMA_VERSION => {}
                 // Older files need nothing rewritten: missing telemetry sizes are counted on
-                // the device's next write. The new version keeps older builds away.
+                // the device's next write, and tables new since (below) start empty. The new
+                // version keeps older builds away.
                 Some(_) | None => {
                     meta.insert("schema_version", SCHEMA_VERSION)?;
                 }
@@ -198,6 +202,9 @@ impl RedbBackend {
             txn.open_table(OAUTH_CLIENTS_BY_ORG)?;
             txn.open_table(OAUTH_TOKENS)?;
             txn.open_table(OAUTH_CLIENT_TOKENS)?;
+            txn.open_table(BROKER_RETAINED)?;
+            txn.open_table(BROKER_SESSIONS)?;
+            txn.open_table(BROKER_QUEUED)?;
         }
         txn.commit()?;
         Ok(Self {

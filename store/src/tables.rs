@@ -15,7 +15,10 @@ use redb::TableDefinition;
 /// software and installations, with indexes (versions, in-progress installations, refused hops)
 /// a build without them would not keep. Older files get the new tables, empty, at open.
 /// Also in 6: OAuth clients of the OTAO API and their access tokens (hashed).
-pub const SCHEMA_VERSION: u64 = 6;
+/// 7: the MQTT broker's retained messages, persistent sessions and their queued messages
+/// (`broker_*`); a build without them would lose them. Older files get the new tables, empty,
+/// at open.
+pub const SCHEMA_VERSION: u64 = 7;
 
 /// `"schema_version"` → version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -255,3 +258,14 @@ pub const OAUTH_TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("oa
 /// client ‖ token hash → () (a client's tokens go with it).
 pub const OAUTH_CLIENT_TOKENS: TableDefinition<&[u8], ()> =
     TableDefinition::new("oauth_client_tokens");
+
+// The MQTT broker's state (broker persistence). Records are the broker's own opaque bytes.
+/// topic → retained-message record.
+pub const BROKER_RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("broker_retained");
+/// persistent session key → session record.
+pub const BROKER_SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("broker_sessions");
+/// (session key, sequence number) → queued-message record. Tuple keys compare the whole key
+/// first, so one session's rows are one range (`(key, 0)..=(key, u64::MAX)`) that no other
+/// session's rows fall into, whatever their keys share as a prefix.
+pub const BROKER_QUEUED: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("broker_queued");
