@@ -130,7 +130,9 @@ impl Server {
         // messages and persistent sessions are kept in the store across restarts.
         let broker = broker
             .with_uplink(Arc::new(bridge.clone()))
-            .with_persistence(Arc::new(BrokerState::new(store.clone())));
+            .with_persistence(Arc::new(BrokerState::new(store.clone())))
+            .await
+            .context("restoring retained messages and persistent MQTT sessions")?;
         let hooks = ServerHooks {
             broker: handle,
             bridge,
