@@ -1,0 +1,186 @@
+"""Checks fleetmq's embedded broker with a stock client, Eclipse paho-mqtt (MQTT 3.1.1).
+
+Run by tests/tests/broker/paho.rs, one scenario per invocation; exits 0 when every check
+holds, and prints what failed otherwise. Every wait is bounded.
+
+    python3 broker_check.py SCENARIO --port PORT [--device ID KEY TOPIC]... [--user NAME PASS]
+"""
+
+import argparse
+import queue
+import sys
+import time
+
+import paho.mqtt.client as mqtt
+
+WAIT = 10.0
+
+
+class Client:
+    """A connected paho client whose callbacks feed queues, so that tests await events."""
+
+    def __init__(self, port, client_id, clean=True, username=None, password=None):
+        self.messages = queue.Queue()
+        self.acks = queue.Queue()
+        self.connack = queue.Queue()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=clean,
+            protocol=mqtt.MQTTv311,
+        )
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.client.on_connect = lambda c, u, flags, rc, p: self.connack.put((flags, rc))
+        self.client.on_message = lambda c, u, m: self.messages.put(m)
+        self.client.on_subscribe = lambda c, u, mid, codes, p: self.acks.put(
+            ("suback", mid, [int(code.value) for code in codes])
+        )
+        self.client.on_publish = lambda c, u, mid, rc, p: self.acks.put(("published", mid, None))
+        self.client.connect("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+        flags, rc = self.connack.get(timeout=WAIT)
+        check(rc == 0, f"{client_id}: CONNACK {rc}")
+        self.session_present = flags.session_present
+
+    def subscribe(self, filters):
+        result, mid = self.client.subscribe(filters)
+        check(result == mqtt.MQTT_ERR_SUCCESS, f"SUBSCRIBE {filters} not sent")
+        return self.wait_ack("suback", mid)
+
+    def publish(self, topic, payload, qos=1, retain=False):
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(timeout=WAIT)
+        check(info.is_published(), f"{topic}: not acknowledged in time")
+
+    def wait_ack(self, kind, mid):
+        deadline = time.monotonic() + WAIT
+        while True:
+            got = self.acks.get(timeout=max(0.01, deadline - time.monotonic()))
+            if got[0] == kind and got[1] == mid:
+                return got[2]
+
+    def next_message(self):
+        try:
+            return self.messages.get(timeout=WAIT)
+        except queue.Empty:
+            fail("no message in time")
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def check(condition, what):
+    if not condition:
+        fail(what)
+
+
+def fail(what):
+    print(f"FAILED: {what}", file=sys.stderr)
+    sys.exit(1)
+
+
+def until(client, topic):
+    """Messages received up to and including the first on `topic`."""
+    received = []
+    while True:
+        message = client.next_message()
+        received.append(message)
+        if message.topic == topic:
+            return received
+
+
+def sandbox(args):
+    """A wildcard sandbox subscriber gets sandbox topics once and nothing of the fleet."""
+    watcher = Client(args.port, "paho-watcher")
+    codes = watcher.subscribe([("#", 1), ("+/+", 1), ("$SYS/#", 1)])
+    check(codes == [1, 1, 128], f"SUBACK codes {codes}, expected [1, 1, 128]")
+    for index, (device_id, key, topic) in enumerate(args.device):
+        device = Client(args.port, device_id, username=device_id, password=key)
+        device.publish(topic, "{}")
+        device.close()
+    talker = Client(args.port, "paho-talker")
+    for topic in ["a/b", "x", "done"]:
+        talker.publish(topic, topic)
+    topics = [m.topic for m in until(watcher, "done")]
+    check(topics == ["a/b", "x", "done"], f"sandbox received {topics}")
+
+
+def operator(args):
+    """An operator's wildcard delivers its own organizations' devices only."""
+    name, password = args.user
+    watcher = Client(args.port, "paho-operator", username=name, password=password)
+    codes = watcher.subscribe([("fleetmq/v1/+/+/up/telemetry", 1)])
+    check(codes == [1], f"SUBACK codes {codes}")
+    devices = [Client(args.port, d, username=d, password=k) for d, k, _ in args.device]
+    own_topic = args.device[0][2]
+    for _ in range(2):
+        # The other organization's device first, then the operator's own.
+        for client, (_, _, topic) in reversed(list(zip(devices, args.device))):
+            client.publish(topic, "{}")
+        message = watcher.next_message()
+        check(message.topic == own_topic, f"operator received {message.topic}")
+
+
+def qos(args):
+    """A message is forwarded at min(publish QoS, granted QoS)."""
+    subscribers = {granted: Client(args.port, f"paho-at{granted}") for granted in (0, 1, 2)}
+    for granted, client in subscribers.items():
+        check(client.subscribe([("q/#", granted)]) == [granted], "granted as asked")
+    publisher = Client(args.port, "paho-qos-publisher")
+    for published in (0, 1, 2):
+        publisher.publish(f"q/{published}", "x", qos=published)
+    for granted, client in subscribers.items():
+        for published in (0, 1, 2):
+            message = client.next_message()
+            check(message.topic == f"q/{published}", f"order: {message.topic}")
+            check(
+                message.qos == min(published, granted),
+                f"published {published}, granted {granted}: delivered at {message.qos}",
+            )
+
+
+def persist_before(args):
+    """Phase 1: a persistent session subscribes and leaves; QoS 1 and 2 are published."""
+    keeper = Client(args.port, "paho-keeper", clean=False)
+    check(keeper.subscribe([("keep/#", 2)]) == [2], "keep/# granted at QoS 2")
+    keeper.close()
+    publisher = Client(args.port, "paho-publisher")
+    publisher.publish("keep/1", "one", qos=1)
+    publisher.publish("keep/2", "two", qos=2)
+    publisher.close()
+
+
+def persist_after(args):
+    """Phase 2 (after a restart): the session is present and gets both messages."""
+    keeper = Client(args.port, "paho-keeper", clean=False)
+    check(keeper.session_present, "session present after the restart")
+    got = [(m.topic, m.qos, m.payload) for m in (keeper.next_message(), keeper.next_message())]
+    expected = [("keep/1", 1, b"one"), ("keep/2", 2, b"two")]
+    check(got == expected, f"received {got}")
+    keeper.close()
+
+
+SCENARIOS = {
+    "sandbox": sandbox,
+    "operator": operator,
+    "qos": qos,
+    "persist-before": persist_before,
+    "persist-after": persist_after,
+}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("scenario", choices=SCENARIOS)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--device", nargs=3, action="append", default=[])
+    parser.add_argument("--user", nargs=2)
+    args = parser.parse_args()
+    SCENARIOS[args.scenario](args)
+    print(f"{args.scenario}: ok")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+//! The embedded broker's promises, end to end over real sockets with stock clients (rumqttc
+//! here, paho-mqtt from PyPI in `paho`): wildcard subscriptions filtered per message, QoS
+//! downgrade, bounded queues whose overflow is counted, persistent sessions that survive a
+//! restart.
+
+mod delivery;
+mod paho;
+mod sandbox;
+mod sessions;
+
+use std::time::Duration;
+
+use fleetmq_tests::TestApp;
+use fleetmq_tests::mqtt::{DeviceIdentity, MqttClient};
+use rumqttc::MqttOptions;
+
+/// Retained presence payload of a device that is online.
+pub const ONLINE: &str = r#"{"status":"online"}"#;
+
+/// A server with the anonymous sandbox on, two organizations with a device each, and an
+/// operator who manages the first.
+pub struct Fleet {
+    pub app: TestApp,
+    pub operator_token: String,
+    pub device_a: DeviceIdentity,
+    pub device_b: DeviceIdentity,
+}
+
+pub fn sandbox_on(config: &mut fleetmq::Config) {
+    config.mqtt_anonymous_sandbox = true;
+}
+
+pub async fn fleet() -> Fleet {
+    fleet_with(|_| {}).await
+}
+
+pub async fn fleet_with(tweak: impl Fn(&mut fleetmq::Config)) -> Fleet {
+    let app = TestApp::spawn_with(|config| {
+        sandbox_on(config);
+        tweak(config);
+    })
+    .await;
+    let org_a = app.create_org("org-a").await;
+    let org_b = app.create_org("org-b").await;
+    let operator_token = app.create_user("alice", &["Operator"], &[&org_a]).await;
+    let device_a = app
+        .register_device(&operator_token, &org_a, "org-a", "dev-a")
+        .await;
+    let device_b = app
+        .register_device(&app.admin_token, &org_b, "org-b", "dev-b")
+        .await;
+    Fleet {
+        app,
+        operator_token,
+        device_a,
+        device_b,
+    }
+}
+
+/// Options of an anonymous sandbox client.
+pub fn anonymous(app: &TestApp, client_id: &str) -> MqttOptions {
+    let mut options = MqttOptions::new(
+        client_id,
+        app.mqtt_addr.ip().to_string(),
+        app.mqtt_addr.port(),
+    );
+    options.set_keep_alive(Duration::from_secs(30));
+    options
+}
+
+impl Fleet {
+    /// Options of the operator `alice` (manages org-a only).
+    pub fn operator(&self, client_id: &str) -> MqttOptions {
+        let mut options = anonymous(&self.app, client_id);
+        options.set_credentials("alice", &self.operator_token);
+        options
+    }
+
+    pub async fn device(&self, device: &DeviceIdentity) -> MqttClient {
+        MqttClient::device(self.app.mqtt_addr, device, ONLINE).await
+    }
+}
