@@ -6,7 +6,7 @@
 //! cargo build --release -p fleetmq -p fleetmq-sim && \
 //!   cargo bench -p fleetmq-tests --bench broker -- [--runs 3] [--messages 20000] [--window 10] \
 //!     [--publishers 50] [--idle 2000,5000] [--devices 19000] [--only one-to-one,fan-in,idle,devices] \
-//!     [--out PATH]
+//!     [--in-flight 200] [--out PATH]
 //! ```
 //!
 //! Scenarios (each run starts a fresh broker process; runs alternate Mosquitto, fleetmq,
@@ -24,14 +24,15 @@
 //!   start). A PUBACK says the broker took a message, not that the subscriber has it, so the
 //!   broker's queue towards a slow subscriber is bounded by `--publishers × --messages`, not by
 //!   the window; `--e2e-window K` additionally holds each publisher to K messages published
-//!   and not yet delivered, which keeps the load below any queue bound ≥ publishers × K.
+//!   and not yet delivered, which keeps the load below any queue bound ≥ publishers × K (a
+//!   publisher that sees nothing delivered for 2 s stops holding back: the rest is lost).
 //! - `idle`: N raw TCP clients (N from `--idle`) each send a minimal MQTT 3.1.1 CONNECT
-//!   (keep-alive 600 s, no credentials) and read the CONNACK, 200 in flight at once;
+//!   (keep-alive 600 s, no credentials) and read the CONNACK, `--in-flight` (200) at once;
 //!   connects/s = N ÷ time until the last CONNACK; RSS per connection = (broker RSS after −
 //!   before) ÷ N, both read from `/proc/<pid>/status` once RSS stopped moving (at most 5 s).
 //! - `devices` (fleetmq only): `--devices` devices written straight into a fresh store, then
 //!   connected as devices do (CONNECT with id and key and a retained offline will, retained
-//!   online presence at QoS 1, SUBSCRIBE to their `down/#`), 200 in flight; RSS per connected
+//!   online presence at QoS 1, SUBSCRIBE to their `down/#`), `--in-flight` at once; RSS per connected
 //!   device and connects/s until the last device's PUBACK and SUBACK.
 //!
 //! Mosquitto runs as `mosquitto -c <generated conf>` (listener on a free loopback port,
@@ -63,8 +64,6 @@ use tokio::task::JoinSet;
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 const PAYLOAD: usize = 100;
-/// Handshakes in flight at once (idle connections and devices).
-const IN_FLIGHT: usize = 200;
 /// Nothing delivered for this long once the publishers are done: the rest is lost.
 const QUIET: Duration = Duration::from_secs(2);
 /// Longest a throughput run may publish, and the longest a connect phase may take.
@@ -82,6 +81,8 @@ struct Options {
     publishers: usize,
     idle: Vec<usize>,
     devices: usize,
+    /// Handshakes in flight at once (idle connections and devices).
+    in_flight: usize,
     only: Option<Vec<String>>,
     out: Option<PathBuf>,
 }
@@ -130,6 +131,7 @@ impl Options {
             publishers: number("--publishers", 50)?.max(1) as usize,
             idle,
             devices: number("--devices", 19_000)? as usize,
+            in_flight: number("--in-flight", 200)?.clamp(1, 512) as usize,
             only,
             out: value("--out").map(PathBuf::from),
         };
@@ -310,7 +312,7 @@ async fn run(options: &Options, fleetmq: &Path) -> anyhow::Result<String> {
             for run in 0..options.runs {
                 for kind in brokers {
                     let broker = Broker::start(kind, fleetmq, n, None).await?;
-                    let idle = connect_idle(&broker, n).await;
+                    let idle = connect_idle(&broker, n, options.in_flight).await;
                     broker.stop().await;
                     let idle = idle?;
                     println!(
@@ -356,7 +358,7 @@ async fn run(options: &Options, fleetmq: &Path) -> anyhow::Result<String> {
                 run + 1,
                 written.elapsed().as_secs_f64()
             );
-            let devices = connect_devices(&broker, &fleet).await;
+            let devices = connect_devices(&broker, &fleet, options.in_flight).await;
             broker.stop().await;
             let devices = devices?;
             println!("[run {}] {n} idle devices, fleetmq: {devices}", run + 1);
@@ -408,7 +410,7 @@ impl Broker {
                     "--mqtt-anonymous-sandbox".to_owned(),
                     "--mqtt-max-connections".to_owned(),
                     (connections + 100).to_string(),
-                    // Every client of the load comes from 127.0.0.1, IN_FLIGHT at a time.
+                    // Every client of the load comes from 127.0.0.1, --in-flight at a time.
                     "--mqtt-max-pending-connections".to_owned(),
                     "512".to_owned(),
                     "--mqtt-max-pending-per-address".to_owned(),
@@ -778,6 +780,7 @@ async fn publish(
     let sender = {
         let client = client.clone();
         tokio::spawn(async move {
+            let mut e2e_window = e2e_window;
             for seq in 0..messages {
                 while e2e_window > 0
                     && seq.saturating_sub(delivered_by[i].load(Ordering::Relaxed)) >= e2e_window
@@ -786,8 +789,10 @@ async fn publish(
                     if seq.saturating_sub(delivered_by[i].load(Ordering::Relaxed)) < e2e_window {
                         break;
                     }
-                    // Bounded: a lost message would otherwise stall this publisher for ever.
+                    // Nothing delivered for QUIET: what is missing is lost, and would stall
+                    // this publisher for ever; it stops holding back.
                     if tokio::time::timeout(QUIET, notified).await.is_err() {
+                        e2e_window = 0;
                         break;
                     }
                 }
@@ -908,12 +913,13 @@ enum Step {
     Refused(String),
 }
 
-/// Opens `n` raw MQTT connections, [`IN_FLIGHT`] handshakes at a time; each writes what
+/// Opens `n` raw MQTT connections, `in_flight` handshakes at a time; each writes what
 /// `hello(i)` builds (a CONNECT and whatever follows it) and reads until `until` says the
 /// connection is set up. Keeps the sockets open until the broker's RSS is read.
 async fn connect_many<F, G>(
     broker: &Broker,
     n: usize,
+    in_flight: usize,
     hello: F,
     until: G,
 ) -> anyhow::Result<Connections>
@@ -936,7 +942,7 @@ where
             "{} of {n} connected after {SCENARIO_LIMIT:?}",
             open.len()
         );
-        if next < n && tasks.len() < IN_FLIGHT {
+        if next < n && tasks.len() < in_flight {
             let (addr, hello) = (broker.addr, hello.clone());
             let i = next;
             tasks.spawn(async move {
@@ -1007,12 +1013,13 @@ async fn handshake(
 }
 
 /// `n` idle anonymous connections: CONNECT (keep-alive 600 s) and CONNACK.
-async fn connect_idle(broker: &Broker, n: usize) -> anyhow::Result<Connections> {
+async fn connect_idle(broker: &Broker, n: usize, in_flight: usize) -> anyhow::Result<Connections> {
     let kind = broker.kind.name();
     let run = std::process::id();
     connect_many(
         broker,
         n,
+        in_flight,
         move |i| {
             let mut buf = BytesMut::with_capacity(64);
             let id = format!("idle-{run}-{i}");
@@ -1061,12 +1068,14 @@ fn register(data: &Path, n: usize) -> anyhow::Result<Vec<(String, String)>> {
 async fn connect_devices(
     broker: &Broker,
     fleet: &[(String, String)],
+    in_flight: usize,
 ) -> anyhow::Result<Connections> {
     let fleet: Arc<Vec<(String, String)>> = Arc::new(fleet.to_vec());
     let n = fleet.len();
     let result = connect_many(
         broker,
         n,
+        in_flight,
         move |i| {
             let (id, key) = &fleet[i];
             let presence = format!("fleetmq/v1/bench/{id}/up/presence");
@@ -1153,7 +1162,7 @@ fn median(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
-    Some(if sorted.len() % 2 == 0 {
+    Some(if sorted.len().is_multiple_of(2) {
         (sorted[mid - 1] + sorted[mid]) / 2.0
     } else {
         sorted[mid]
