@@ -6,7 +6,7 @@
 //! cargo build --release -p fleetmq -p fleetmq-sim && \
 //!   cargo bench -p fleetmq-tests --bench broker -- [--runs 3] [--messages 20000] [--window 10] \
 //!     [--publishers 50] [--idle 2000,5000] [--devices 19000] [--only one-to-one,fan-in,idle,devices] \
-//!     [--in-flight 200] [--out PATH]
+//!     [--in-flight 64] [--out PATH]
 //! ```
 //!
 //! Scenarios (each run starts a fresh broker process; runs alternate Mosquitto, fleetmq,
@@ -27,7 +27,7 @@
 //!   and not yet delivered, which keeps the load below any queue bound ≥ publishers × K (a
 //!   publisher that sees nothing delivered for 2 s stops holding back: the rest is lost).
 //! - `idle`: N raw TCP clients (N from `--idle`) each send a minimal MQTT 3.1.1 CONNECT
-//!   (keep-alive 600 s, no credentials) and read the CONNACK, `--in-flight` (200) at once;
+//!   (keep-alive 600 s, no credentials) and read the CONNACK, `--in-flight` (64) at once;
 //!   connects/s = N ÷ time until the last CONNACK; RSS per connection = (broker RSS after −
 //!   before) ÷ N, both read from `/proc/<pid>/status` once RSS stopped moving (at most 5 s).
 //! - `devices` (fleetmq only): `--devices` devices written straight into a fresh store, then
@@ -131,7 +131,7 @@ impl Options {
             publishers: number("--publishers", 50)?.max(1) as usize,
             idle,
             devices: number("--devices", 19_000)? as usize,
-            in_flight: number("--in-flight", 200)?.clamp(1, 512) as usize,
+            in_flight: number("--in-flight", 64)?.clamp(1, 512) as usize,
             only,
             out: value("--out").map(PathBuf::from),
         };
