@@ -42,11 +42,23 @@ pub async fn start_server(
     data: &Path,
     admin_password: &str,
 ) -> anyhow::Result<(Child, SocketAddr, SocketAddr)> {
+    start_server_with(bin, data, admin_password, &[]).await
+}
+
+/// [`start_server`] with `extra` command-line flags (limits raised for a load test, the
+/// anonymous sandbox), given after the ones it sets itself.
+pub async fn start_server_with(
+    bin: &Path,
+    data: &Path,
+    admin_password: &str,
+    extra: &[String],
+) -> anyhow::Result<(Child, SocketAddr, SocketAddr)> {
     let mut server = Command::new(bin)
         .arg("--data-dir")
         .arg(data)
         .args(["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
         .args(["--mqtts-addr", "off", "--mqtt-ws-addr", "off"])
+        .args(extra)
         .env("FLEETMQ_ADMIN_PASSWORD", admin_password)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
