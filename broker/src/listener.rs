@@ -91,12 +91,16 @@ pub(crate) async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let shared = Arc::clone(&shared);
         let kind = kind.clone();
-        tasks.spawn(async move {
-            let Some((stream, certificates)) = open(&kind, tcp, peer, &shared).await else {
+        let fut = async move {
+            // Boxed: the handshake's state is large and only needed until it is done; a
+            // connection task's size is what every idle connection costs.
+            let Some((stream, certificates)) = Box::pin(open(&kind, tcp, peer, &shared)).await
+            else {
                 return;
             };
             connection::serve(stream, certificates, peer, shared, pending).await;
-        });
+        };
+        tasks.spawn(fut);
     }
 }
 

@@ -18,8 +18,6 @@ use crate::router::Message;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Initial capacity of a connection's read and write buffers.
 const INITIAL_BUFFER: usize = 512;
-/// A write buffer grown past this by a large packet is given back after the flush.
-const KEEP_WRITE_BUFFER: usize = 16 * 1024;
 
 /// What identifies a PUBLISH of a client, read off its header.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,7 +46,7 @@ impl Wire {
             // Small to start: most devices send and receive small packets, and per-connection
             // memory counts at 19,000 devices. Both grow on demand for larger packets.
             read: BytesMut::with_capacity(INITIAL_BUFFER),
-            write: BytesMut::with_capacity(INITIAL_BUFFER),
+            write: BytesMut::new(),
             max_packet_size,
         }
     }
@@ -147,10 +145,9 @@ impl Wire {
         };
         match timeout(WRITE_TIMEOUT, write).await {
             Ok(Ok(())) => {
-                self.write.clear();
-                if self.write.capacity() > KEEP_WRITE_BUFFER {
-                    self.write = BytesMut::with_capacity(INITIAL_BUFFER);
-                }
+                // Given back: an idle connection then holds no write buffer at all, and a busy
+                // one allocates one per flush (of up to a batch of messages).
+                self.write = BytesMut::new();
                 Ok(())
             }
             Ok(Err(e)) => Err(Close::Io(e)),

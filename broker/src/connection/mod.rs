@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetmq_protocol::Principal;
-use rumqttd::protocol::{ConnectReturnCode, LastWill, Packet};
+use rumqttd::protocol::{Connect, ConnectReturnCode, LastWill, Packet};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
@@ -140,8 +140,10 @@ pub(crate) async fn serve(
     pending: PendingPermit,
 ) {
     let mut wire = Wire::new(stream, shared.config.max_packet_size);
+    // The phases before the session are boxed: their futures are only needed until they
+    // are done, and a connection task's size is what every idle connection costs.
     let first = tokio::select! {
-        r = timeout(shared.config.connect_timeout, read_connect(&mut wire)) => r,
+        r = Box::pin(timeout(shared.config.connect_timeout, read_connect(&mut wire))) => r,
         () = shared.shutdown.cancelled() => return,
     };
     let packet = match first {
@@ -162,7 +164,9 @@ pub(crate) async fn serve(
             return;
         }
     };
-    let Packet::Connect(connect, _, will, _, login) = packet else {
+    // Only these parts are kept: the rest of the packet (v5 property slots) would otherwise
+    // stay in the connection task's state for the connection's life.
+    let Some((connect, will, login)) = connect_parts(packet) else {
         return;
     };
 
@@ -204,7 +208,7 @@ pub(crate) async fn serve(
         peer,
         client_certificates,
     };
-    let principal = match authenticate(&shared, &login).await {
+    let principal = match Box::pin(authenticate(&shared, &login)).await {
         Ok(principal) => {
             if let Some(identity) = &identity {
                 shared.backoff.succeeded(identity);
@@ -252,16 +256,17 @@ pub(crate) async fn serve(
 
     let router_id = router_client_id(&principal, username.as_deref(), &client_id);
     let span = tracing::info_span!("mqtt", client_id, %peer);
-    async move {
+    let session = async move {
         let credentials = Credentials {
             login,
             principal: principal.clone(),
         };
-        let Ok(guard) = shared
-            .core
-            .sessions
-            .register(&router_id, authenticated_at, credentials)
-            .await
+        let Ok(guard) = Box::pin(shared.core.sessions.register(
+            &router_id,
+            authenticated_at,
+            credentials,
+        ))
+        .await
         else {
             info!("kicked while logging in");
             wire.connack(ConnectReturnCode::NotAuthorized, false).await;
@@ -272,7 +277,7 @@ pub(crate) async fn serve(
             .core
             .sessions
             .revoked_since(authenticated_at, &principal)
-            && !still_allowed(&shared, &guard).await
+            && !Box::pin(still_allowed(&shared, &guard)).await
         {
             info!("revoked while logging in");
             wire.connack(ConnectReturnCode::NotAuthorized, false).await;
@@ -366,7 +371,7 @@ pub(crate) async fn serve(
             };
             if let Some(ticket) = shared.core.router.publish(will) {
                 let durable = shared.core.router.journal.durable(ticket);
-                match timeout(shared.config.uplink_timeout, durable).await {
+                match Box::pin(timeout(shared.config.uplink_timeout, durable)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => warn!(error = %e, "last will not persisted"),
                     Err(_) => warn!("last will not persisted in time"),
@@ -376,9 +381,20 @@ pub(crate) async fn serve(
         let _ = wire.stream.shutdown().await;
         drop(guard);
         drop(slot);
+    };
+    // Boxed: the task's own state is then the largest pre-session phase only, not that plus
+    // the session (async state machines do not overlap them).
+    Box::pin(session.instrument(span)).await;
+}
+
+/// The parts of a CONNECT the session needs; the packet itself is dropped here.
+fn connect_parts(
+    packet: Packet,
+) -> Option<(Connect, Option<LastWill>, Option<rumqttd::protocol::Login>)> {
+    match packet {
+        Packet::Connect(connect, _, will, _, login) => Some((connect, will, login)),
+        _ => None,
     }
-    .instrument(span)
-    .await;
 }
 
 /// Whether the authenticator still accepts a registered session as it was accepted.
