@@ -1,10 +1,10 @@
 //! Server-to-device messages served by the front end, not by the router.
 //!
 //! A device may only subscribe inside its own `down/` tree, and only the server publishes
-//! there. Routing those subscriptions through rumqttd 0.20 costs a filter log per device and
-//! a linear match of every new filter against every topic ever seen (and of every new topic
-//! against every filter): quadratic in the fleet size, the connect rate fell to ~50/s at
-//! 19,000 devices. So a device's subscriptions stay in its connection task, and
+//! there. Routing those subscriptions would put a filter per device in the router's tree and a
+//! mailbox per device in the router for messages only the server sends (rumqttd 0.20's router,
+//! before ours, matched them linearly: the connect rate fell to ~50/s at 19,000 devices). So
+//! a device's subscriptions stay in its connection task, and
 //! [`BrokerHandle::publish`](crate::BrokerHandle::publish) hands `down/` messages straight to
 //! the device's live connection through [`Downlinks`]. See docs/mqtt.md.
 

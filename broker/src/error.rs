@@ -15,21 +15,17 @@ pub enum BrokerError {
         #[source]
         source: io::Error,
     },
-    /// A configuration value rumqttd would reject (it panics on them, so we check first).
+    /// A configuration value the broker cannot run with (a zero bound, wss without TLS).
     #[error("invalid broker configuration: {0}")]
     Config(&'static str),
     /// A topic given to [`BrokerHandle::publish`](crate::BrokerHandle::publish) is not a valid
     /// topic name (empty, wildcards, `$` prefix).
     #[error("invalid topic name `{0}`")]
     InvalidTopic(String),
-    /// A filter given to [`BrokerHandle::link`](crate::BrokerHandle::link) is invalid or one the
-    /// router cannot serve (`$…` other than `$share/…`).
+    /// A filter given to [`BrokerHandle::link`](crate::BrokerHandle::link) is invalid.
     #[error("invalid topic filter `{0}`")]
     InvalidFilter(String),
-    /// The router thread is gone or refused a link; the broker cannot route messages any more.
-    #[error("router unavailable: {0}")]
-    RouterUnavailable(String),
-    /// An in-process link was disconnected by the router.
+    /// An in-process link was replaced by another of the same name.
     #[error("in-process link closed")]
     LinkClosed,
     /// An [`Uplink`](crate::Uplink) could not take a device's message (e.g. the store is

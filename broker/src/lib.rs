@@ -189,8 +189,7 @@ impl Broker {
 
     /// Sends every device `up/` message and session event to `uplink`, which must take each
     /// message before the device's PUBACK/PUBREC (see [`Uplink`]). Without one, device
-    /// messages are only routed (acknowledged once in the router's memory) and session events
-    /// are dropped.
+    /// messages are only routed and session events are dropped.
     ///
     /// Set after [`bind`](Self::bind) because the sink (the bridge) usually needs the
     /// broker's [`handle`](Self::handle) to exist first.

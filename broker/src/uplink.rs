@@ -1,12 +1,10 @@
 //! The uplink boundary: where a device's `up/` messages and its session changes go before
 //! anything acknowledges them.
 //!
-//! rumqttd's router acknowledges a QoS 1 PUBLISH as soon as the message is in its in-memory
-//! log, and an in-process subscriber that falls behind that log silently skips messages. So the
-//! front end does not rely on the router for device uplink: every PUBLISH a device makes under
-//! its own `up/` prefix is handed to the [`Uplink`] first, and only once
-//! [`Uplink::deliver`] has resolved `Ok` does the message go to the router, which then answers
-//! the device's PUBACK (QoS 1) or PUBREC (QoS 2). A failed delivery closes the connection
+//! A device's message is acknowledged only once the server has stored it: every PUBLISH a
+//! device makes under its own `up/` prefix is handed to the [`Uplink`] first, and only once
+//! [`Uplink::deliver`] has resolved `Ok` is the message routed (to operators) and the
+//! device's PUBACK (QoS 1) or PUBREC (QoS 2) written. A failed delivery closes the connection
 //! without acknowledgement, so the device sends the message again: at least once.
 
 use std::future::Future;

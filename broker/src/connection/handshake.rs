@@ -1,6 +1,5 @@
 //! The CONNECT handshake: reading the first packet, what rumqttd's decoder lets through,
-//! the client id rules, authentication, and the CONNACK return codes. rumqttd's router
-//! always answers CONNACK success, so every refusal is decided here.
+//! the client id rules, authentication, and the CONNACK return codes.
 
 use fleetmq_protocol::Principal;
 use rumqttd::protocol::v4::check;

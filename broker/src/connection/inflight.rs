@@ -3,8 +3,7 @@
 //!
 //! A QoS 2 PUBLISH is exactly once from its first arrival until the client's PUBREL (MQTT
 //! 3.1.1 §4.3.3): a copy re-sent with DUP in between must not reach the uplink (the bridge
-//! would store the sample twice) nor the router (whose QoS 2 state is a FIFO that pairs each
-//! PUBREL with the oldest recorded PUBLISH, whatever its packet id). A QoS 1 PUBLISH whose
+//! would store the sample twice) nor subscribers (they would get it twice). A QoS 1 PUBLISH whose
 //! packet id is still unacknowledged is likewise a resend: the PUBACK already on its way
 //! answers both. So is a QoS 1 PUBLISH with DUP whose packet id was acknowledged lately and
 //! not used since: the client sent it before our PUBACK reached it (a client reuses an id only
@@ -22,7 +21,7 @@ const RECENTLY_ACKNOWLEDGED: usize = 32;
 pub(super) enum Arrival {
     /// A new message: deliver and route it.
     New,
-    /// A resend whose acknowledgement is still to come from the router: drop it.
+    /// A resend whose acknowledgement is still to come: drop it.
     Resend,
     /// A QoS 2 resend whose PUBREC was already written: drop it and write PUBREC again.
     ResendAnswerPubRec,
@@ -100,9 +99,8 @@ impl ClientInflight {
         }
     }
 
-    /// The client released `pkid` (PUBREL); returns whether the router holds that message.
-    /// A PUBREL for anything else is answered with PUBCOMP by the front end: rumqttd's router
-    /// would pair it with an unrelated message, or drop the link without a word.
+    /// The client released `pkid` (PUBREL); returns whether it was awaiting release. A PUBREL
+    /// for anything else is answered with PUBCOMP all the same.
     pub(super) fn release(&mut self, pkid: u16) -> bool {
         self.awaiting_release.remove(&pkid).is_some()
     }
