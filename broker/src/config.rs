@@ -97,6 +97,9 @@ pub struct Limits {
     /// Retained messages kept in all; past it a new retained topic is routed but not kept
     /// (counted).
     pub max_retained_messages: usize,
+    /// Persistent sessions (clean session 0) kept in all, connected or not; a client asking
+    /// for a new one past it gets CONNACK 0x03 (counted). Resuming a kept one always works.
+    pub max_persistent_sessions: usize,
 }
 
 impl Default for Limits {
@@ -113,6 +116,7 @@ impl Default for Limits {
             max_queued_bytes: 16 * 1024 * 1024,
             max_inflight_messages: 100,
             max_retained_messages: 1_000_000,
+            max_persistent_sessions: 100_000,
         }
     }
 }

@@ -108,7 +108,8 @@ impl BrokerHandle {
         let (mailbox, _, _) = self
             .core
             .router
-            .open(&internal_client_id(name), everything, true);
+            .open(&internal_client_id(name), everything, true)
+            .map_err(|_| BrokerError::Config("a clean session is never refused"))?;
         let granted: Vec<(String, u8)> = filters.iter().map(|f| ((*f).to_owned(), 0)).collect();
         self.core.router.subscribe(&mailbox, &granted);
         Ok(LocalLink {

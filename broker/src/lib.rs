@@ -163,6 +163,7 @@ impl Broker {
                 inflight: limits.max_inflight_messages,
             },
             retained: limits.max_retained_messages,
+            persistent_sessions: limits.max_persistent_sessions,
         });
         let core = Arc::new(Core {
             router,

@@ -1888,3 +1888,36 @@ async fn a_command_sent_between_connack_and_subscribe_is_delivered_once_the_devi
     assert_eq!(&received.payload[..], b"early");
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn persistent_sessions_past_the_limit_are_refused_and_counted_but_resuming_one_works() {
+    let mut config = BrokerConfig {
+        anonymous_sandbox: true,
+        ..BrokerConfig::default()
+    };
+    config.limits.max_persistent_sessions = 1;
+    let broker = TestBroker::start_with(config).await;
+    let persistent = |id: &str| {
+        let mut options = broker.options(id, None);
+        options.set_clean_session(false);
+        options
+    };
+    let kept = broker.connect(persistent("kept")).await.unwrap();
+    kept.disconnect_cleanly().await;
+    assert!(refused(ConnectReturnCode::ServiceUnavailable)(
+        broker.connect(persistent("one-too-many")).await
+    ));
+    let refusals = broker
+        .handle
+        .metrics()
+        .into_iter()
+        .find(|(name, _, _)| *name == "fleetmq_mqtt_persistent_sessions_refused_total")
+        .map(|(_, _, value)| value);
+    assert_eq!(refusals, Some(1));
+    // A clean session is not limited, and the kept session can always come back.
+    let clean = broker.connect(broker.options("clean", None)).await.unwrap();
+    clean.disconnect_cleanly().await;
+    let resumed = broker.connect(persistent("kept")).await.unwrap();
+    resumed.disconnect_cleanly().await;
+    broker.stop().await;
+}

@@ -139,6 +139,14 @@ struct ServeArgs {
         default_value_t = 1_000_000
     )]
     mqtt_max_retained_messages: usize,
+    /// Persistent MQTT sessions (clean session 0) kept in all; a new one past it gets
+    /// CONNACK 0x03.
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_MAX_PERSISTENT_SESSIONS",
+        default_value_t = 100_000
+    )]
+    mqtt_max_persistent_sessions: usize,
     // --- end of MQTT front-end limits ---
     /// Seconds a command may wait for the device's answer (offline time included).
     #[arg(long, env = "FLEETMQ_COMMAND_TIMEOUT", default_value_t = 300)]
@@ -354,6 +362,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_queued_bytes: args.mqtt_max_queued_mib.max(1).saturating_mul(1024 * 1024),
             max_inflight_messages: args.mqtt_max_inflight_messages.max(1),
             max_retained_messages: args.mqtt_max_retained_messages,
+            max_persistent_sessions: args.mqtt_max_persistent_sessions,
         },
         admin_password: std::env::var("FLEETMQ_ADMIN_PASSWORD")
             .ok()

@@ -299,11 +299,17 @@ pub(crate) async fn serve(
                 (peer, Some(rx), present, Vec::new())
             }
             Principal::Operator { .. } | Principal::Anonymous => {
-                let (mailbox, present, resend) =
+                let opened =
                     shared
                         .core
                         .router
                         .open(&router_id, principal.clone(), connect.clean_session);
+                let Ok((mailbox, present, resend)) = opened else {
+                    warn!("persistent session limit reached");
+                    wire.connack(ConnectReturnCode::ServiceUnavailable, false)
+                        .await;
+                    return;
+                };
                 (Peer::routed(mailbox), None, present, resend)
             }
         };

@@ -65,6 +65,7 @@ pub(crate) struct RouterMetrics {
     pub(crate) offline_qos0: AtomicU64,
     pub(crate) not_readable: AtomicU64,
     pub(crate) retained_over_limit: AtomicU64,
+    pub(crate) persistent_refused: AtomicU64,
 }
 
 impl RouterMetrics {
@@ -78,7 +79,12 @@ impl RouterMetrics {
 pub(crate) struct RouterLimits {
     pub(crate) queue: QueueLimits,
     pub(crate) retained: usize,
+    pub(crate) persistent_sessions: usize,
 }
+
+/// A new persistent session was refused: `max_persistent_sessions` are kept.
+#[derive(Debug)]
+pub(crate) struct TooManySessions;
 
 /// See the module documentation.
 pub(crate) struct Router {
@@ -86,6 +92,8 @@ pub(crate) struct Router {
     retained: Mutex<Retained>,
     /// Live and persistent sessions by key.
     sessions: Mutex<HashMap<String, Arc<Mailbox>>>,
+    /// How many of them are persistent.
+    persistent: AtomicU64,
     pub(crate) journal: Arc<Journal>,
     pub(crate) limits: RouterLimits,
     pub(crate) metrics: RouterMetrics,
@@ -97,6 +105,7 @@ impl Router {
             filters: RwLock::default(),
             retained: Mutex::default(),
             sessions: Mutex::default(),
+            persistent: AtomicU64::new(0),
             journal: Arc::default(),
             limits,
             metrics: RouterMetrics::default(),
@@ -157,14 +166,26 @@ impl Router {
     /// Opens the session `key` for a connection of `principal` and attaches it. A clean
     /// session replaces whatever was kept under the key; a persistent one resumes it.
     /// Returns the mailbox, whether a session was present (CONNACK), and what must be sent
-    /// again first.
+    /// again first; or a refusal when a new persistent session would be one too many.
     pub(crate) fn open(
         &self,
         key: &str,
         principal: Principal,
         clean_session: bool,
-    ) -> (Arc<Mailbox>, bool, Vec<Outbound>) {
-        let previous = self.sessions().remove(key);
+    ) -> Result<(Arc<Mailbox>, bool, Vec<Outbound>), TooManySessions> {
+        let mut sessions = self.sessions();
+        let resumable = sessions
+            .get(key)
+            .is_some_and(|previous| previous.is_persistent());
+        if !clean_session
+            && !resumable
+            && self.persistent.load(Ordering::Relaxed) >= self.limits.persistent_sessions as u64
+        {
+            RouterMetrics::count(&self.metrics.persistent_refused);
+            return Err(TooManySessions);
+        }
+        let previous = sessions.remove(key);
+        drop(sessions);
         let resumed = match previous {
             Some(previous) if !clean_session && previous.is_persistent() => Some(previous),
             Some(previous) => {
@@ -183,6 +204,7 @@ impl Router {
                     !clean_session,
                 ));
                 if !clean_session {
+                    self.persistent.fetch_add(1, Ordering::Relaxed);
                     self.journal.record(mailbox.record());
                 }
                 mailbox
@@ -190,7 +212,7 @@ impl Router {
         };
         self.sessions().insert(key.to_owned(), Arc::clone(&mailbox));
         let resend = mailbox.attach(principal, &self.journal);
-        (mailbox, present, resend)
+        Ok((mailbox, present, resend))
     }
 
     /// The connection of `mailbox` ended: a persistent session stays (queueing), a clean one
@@ -220,6 +242,7 @@ impl Router {
             }
         }
         if mailbox.is_persistent() {
+            self.persistent.fetch_sub(1, Ordering::Relaxed);
             self.journal.record(StateChange::Session {
                 key: mailbox.key().to_owned(),
                 record: None,
@@ -312,6 +335,8 @@ impl Router {
                 Err(e) => warn!(key, seq, error = %e, "skipping a stored queued message"),
             }
         }
+        self.persistent
+            .fetch_add(restored.len() as u64, Ordering::Relaxed);
         self.sessions().extend(restored);
     }
 
@@ -339,6 +364,11 @@ impl Router {
                 "fleetmq_mqtt_messages_dropped_total{reason=\"not_readable\"}",
                 DROPPED,
                 get(&self.metrics.not_readable),
+            ),
+            (
+                "fleetmq_mqtt_persistent_sessions_refused_total",
+                "MQTT clients refused with CONNACK 0x03 because the persistent-session limit was reached.",
+                get(&self.metrics.persistent_refused),
             ),
             (
                 "fleetmq_mqtt_retained_over_limit_total",
