@@ -1921,3 +1921,19 @@ async fn persistent_sessions_past_the_limit_are_refused_and_counted_but_resuming
     resumed.disconnect_cleanly().await;
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn an_in_process_link_replaced_by_one_of_the_same_name_is_told_it_is_closed() {
+    let broker = TestBroker::start().await;
+    let mut first = broker.handle.link("tool", &["a/#"]).await.unwrap();
+    let waiting = tokio::spawn(async move { first.recv().await });
+    // Let the first link wait before it is replaced.
+    tokio::task::yield_now().await;
+    let _second = broker.handle.link("tool", &["a/#"]).await.unwrap();
+    let result = timeout(WAIT, waiting).await.unwrap().unwrap();
+    assert!(matches!(
+        result,
+        Err(fleetmq_broker::BrokerError::LinkClosed)
+    ));
+    broker.stop().await;
+}

@@ -193,6 +193,9 @@ impl Mailbox {
         state.queued_bytes = 0;
         state.inflight.clear();
         self.attached.store(false, Ordering::Relaxed);
+        drop(state);
+        // Whoever waits on it (an in-process link replaced by another) learns it is over.
+        self.wake.notify_one();
     }
 
     /// The journal row of this session's record.
