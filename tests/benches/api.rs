@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fleetmq::{Config, Server};
-use fleetmq_store::{
-    DeviceId, Membership, OrganizationFields, Password, Slug, Store, UserFields, Username,
-};
-use fleetmq_tests::fixtures::register_devices;
+use fleetmq_store::{DeviceId, Membership, Password, Store, UserFields, Username};
+use fleetmq_tests::fixtures::{bench_organization, register_devices};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
@@ -141,14 +139,7 @@ fn load_fleet(dir: &std::path::Path, n: usize) -> anyhow::Result<(Vec<DeviceId>,
     let started = Instant::now();
     let store = Store::open(dir)?;
     let db = store.blocking();
-    let org = db.create_organization(OrganizationFields {
-        name: "Bench".into(),
-        slug: Slug::parse("bench").map_err(anyhow::Error::msg)?,
-        description: String::new(),
-        email: String::new(),
-        url: String::new(),
-        is_active: true,
-    })?;
+    let org = bench_organization(db)?;
     let user = db.create_user(
         UserFields {
             username: Username::parse("bench-manager").map_err(anyhow::Error::msg)?,

@@ -53,8 +53,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use fleetmq_sim::mqtt::{self as wire, Connect, Incoming, Will};
-use fleetmq_store::{OrganizationFields, Slug, Store};
-use fleetmq_tests::fixtures::{register_devices, rss_kib};
+use fleetmq_store::Store;
+use fleetmq_tests::fixtures::{bench_organization, register_devices, rss_kib};
 use fleetmq_tests::release::{raise_open_files, release_binary, start_server_with};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1048,14 +1048,7 @@ async fn connect_idle(broker: &Broker, n: usize, in_flight: usize) -> anyhow::Re
 fn register(data: &Path, n: usize) -> anyhow::Result<Vec<(String, String)>> {
     let store = Store::open(data)?;
     let db = store.blocking();
-    let org = db.create_organization(OrganizationFields {
-        name: "Bench".into(),
-        slug: Slug::parse("bench").map_err(anyhow::Error::msg)?,
-        description: String::new(),
-        email: String::new(),
-        url: String::new(),
-        is_active: true,
-    })?;
+    let org = bench_organization(db)?;
     Ok(register_devices(db, org.id, "dev", 7, n)?
         .into_iter()
         .map(|d| (d.id.to_string(), d.fields.key.as_str().to_owned()))

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use fleetmq_store::{ConfigBackend, ConfigFields, OrganizationFields, Slug, Store, TemplateFields};
-use fleetmq_tests::fixtures::register_configured_devices;
+use fleetmq_store::{ConfigBackend, ConfigFields, Store, TemplateFields};
+use fleetmq_tests::fixtures::{bench_organization, register_configured_devices};
 use fleetmq_tests::release::{admin_token, metric, raise_open_files, release_binary, start_server};
 use serde_json::{Value, json};
 use tokio::process::Command;
@@ -79,14 +79,7 @@ fn main() -> anyhow::Result<()> {
 fn register(data: &Path, devices: usize, csv: &Path) -> anyhow::Result<String> {
     let store = Store::open(data)?;
     let db = store.blocking();
-    let org = db.create_organization(OrganizationFields {
-        name: "Bench".into(),
-        slug: Slug::parse("bench").map_err(anyhow::Error::msg)?,
-        description: String::new(),
-        email: String::new(),
-        url: String::new(),
-        is_active: true,
-    })?;
+    let org = bench_organization(db)?;
     let Value::Object(config) = site("1") else {
         anyhow::bail!("the template is an object");
     };

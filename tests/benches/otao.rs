@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use fleetmq_store::{OrganizationFields, Slug, Store};
-use fleetmq_tests::fixtures::{register_fleet, rss_kib};
+use fleetmq_store::Store;
+use fleetmq_tests::fixtures::{bench_organization, register_fleet, rss_kib};
 use fleetmq_tests::release::{admin_token, metric, raise_open_files, release_binary, start_server};
 use serde_json::{Value, json};
 use tokio::process::Command;
@@ -59,14 +59,7 @@ fn main() -> anyhow::Result<()> {
 fn register(data: &Path, devices: usize, csv: &Path) -> anyhow::Result<String> {
     let store = Store::open(data)?;
     let db = store.blocking();
-    let org = db.create_organization(OrganizationFields {
-        name: "Bench".into(),
-        slug: Slug::parse("bench").map_err(anyhow::Error::msg)?,
-        description: String::new(),
-        email: String::new(),
-        url: String::new(),
-        is_active: true,
-    })?;
+    let org = bench_organization(db)?;
     let a = devices / 2;
     let mut lines = String::new();
     for (prefix, mac, count) in [("a", 5, a), ("b", 6, devices - a)] {

@@ -3,7 +3,20 @@
 
 use fleetmq_store::{
     Backend, ConfigFields, Device, DeviceFields, DeviceKey, DeviceName, MacAddress, OrgId,
+    Organization, OrganizationFields, Slug,
 };
+
+/// The active organization `Bench` (slug `bench`) the benchmarks' fleets belong to.
+pub fn bench_organization(db: &dyn Backend) -> anyhow::Result<Organization> {
+    Ok(db.create_organization(OrganizationFields {
+        name: "Bench".into(),
+        slug: Slug::parse("bench").map_err(anyhow::Error::msg)?,
+        description: String::new(),
+        email: String::new(),
+        url: String::new(),
+        is_active: true,
+    })?)
+}
 
 /// Registers `count` devices named `{prefix}-{i}` in `organization`, 5,000 per transaction,
 /// with generated keys and MACs `02:{mac_byte}:…` (pick one `mac_byte` per fleet so fleets

@@ -281,6 +281,43 @@ impl TestApp {
     }
 }
 
+/// Two organizations (`org-a`, `org-b`), a device in each (`dev-a`, `dev-b`) and `alice`, an
+/// Operator who manages org-a only: the usual tenancy setting of the end-to-end tests.
+pub struct TwoOrganizations {
+    /// Id of org-a.
+    pub org_a: String,
+    /// Id of org-b.
+    pub org_b: String,
+    /// `alice`'s token (also her MQTT password).
+    pub manager_a: String,
+    /// org-a's device.
+    pub device_a: mqtt::DeviceIdentity,
+    /// org-b's device.
+    pub device_b: mqtt::DeviceIdentity,
+}
+
+impl TestApp {
+    /// Creates [`TwoOrganizations`] through the API.
+    pub async fn two_organizations(&self) -> TwoOrganizations {
+        let org_a = self.create_org("org-a").await;
+        let org_b = self.create_org("org-b").await;
+        let manager_a = self.create_user("alice", &["Operator"], &[&org_a]).await;
+        let device_a = self
+            .register_device(&manager_a, &org_a, "org-a", "dev-a")
+            .await;
+        let device_b = self
+            .register_device(&self.admin_token, &org_b, "org-b", "dev-b")
+            .await;
+        TwoOrganizations {
+            org_a,
+            org_b,
+            manager_a,
+            device_a,
+            device_b,
+        }
+    }
+}
+
 /// A stable, valid MAC address derived from a name.
 pub fn mac_for(name: &str) -> String {
     let mut h: u64 = 0xcbf29ce484222325;

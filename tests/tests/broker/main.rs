@@ -40,20 +40,12 @@ pub async fn fleet_with(tweak: impl Fn(&mut fleetmq::Config)) -> Fleet {
         tweak(config);
     })
     .await;
-    let org_a = app.create_org("org-a").await;
-    let org_b = app.create_org("org-b").await;
-    let operator_token = app.create_user("alice", &["Operator"], &[&org_a]).await;
-    let device_a = app
-        .register_device(&operator_token, &org_a, "org-a", "dev-a")
-        .await;
-    let device_b = app
-        .register_device(&app.admin_token, &org_b, "org-b", "dev-b")
-        .await;
+    let orgs = app.two_organizations().await;
     Fleet {
         app,
-        operator_token,
-        device_a,
-        device_b,
+        operator_token: orgs.manager_a,
+        device_a: orgs.device_a,
+        device_b: orgs.device_b,
     }
 }
 

@@ -27,21 +27,13 @@ pub struct Fleet {
 
 pub async fn fleet() -> Fleet {
     let app = TestApp::spawn().await;
-    let org_a = app.create_org("org-a").await;
-    let org_b = app.create_org("org-b").await;
-    let manager_a = app.create_user("alice", &["Operator"], &[&org_a]).await;
-    let device_a = app
-        .register_device(&manager_a, &org_a, "org-a", "dev-a")
-        .await;
-    let device_b = app
-        .register_device(&app.admin_token, &org_b, "org-b", "dev-b")
-        .await;
+    let orgs = app.two_organizations().await;
     Fleet {
         app,
-        org_a,
-        manager_a,
-        device_a,
-        device_b,
+        org_a: orgs.org_a,
+        manager_a: orgs.manager_a,
+        device_a: orgs.device_a,
+        device_b: orgs.device_b,
     }
 }
 
