@@ -8,15 +8,15 @@
 //! [`BrokerHandle::publish`](crate::BrokerHandle::publish) hands `down/` messages straight to
 //! the device's live connection through [`Downlinks`]. See docs/mqtt.md.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use fleetmq_protocol::DeviceId;
 use fleetmq_protocol::topic::is_valid_level;
 use rumqttd::protocol::QoS;
-use tokio::sync::mpsc;
 
 use crate::BrokerError;
 
@@ -32,7 +32,97 @@ pub(crate) struct Downlink {
 
 struct Entry {
     generation: u64,
-    tx: mpsc::Sender<Box<Downlink>>,
+    queue: Arc<DownlinkQueue>,
+}
+
+/// One device connection's downlink queue: filled by [`Downlinks::send`], emptied by the
+/// connection task, bounded by [`DOWNLINK_QUEUE`]. Every connected device has one and most
+/// stay empty, so it is a mutex around a deque (about 100 bytes, nothing allocated while
+/// empty) rather than a tokio channel (800 bytes: cache-padded halves and a first block of
+/// 32 slots, allocated up front).
+pub(crate) struct DownlinkQueue {
+    state: Mutex<QueueState>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    messages: VecDeque<Box<Downlink>>,
+    /// The connection task waiting for a message.
+    waker: Option<Waker>,
+    /// Replaced by a newer connection or removed: nothing more will come.
+    closed: bool,
+}
+
+impl DownlinkQueue {
+    fn new() -> Arc<DownlinkQueue> {
+        Arc::new(DownlinkQueue {
+            state: Mutex::new(QueueState::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, message: Downlink) -> Sent {
+        let mut state = self.lock();
+        if state.closed {
+            return Sent::Offline;
+        }
+        if state.messages.len() >= DOWNLINK_QUEUE {
+            return Sent::Full;
+        }
+        // Boxed: the deque's slots are pointers, not whole messages.
+        state.messages.push_back(Box::new(message));
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Sent::Queued
+    }
+
+    fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// The next message; `None` once the queue is closed and empty.
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Box<Downlink>>> {
+        let mut state = self.lock();
+        if let Some(message) = state.take() {
+            return Poll::Ready(Some(message));
+        }
+        if state.closed {
+            return Poll::Ready(None);
+        }
+        match &mut state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            waker => *waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// The next message if one is queued.
+    pub(crate) fn try_recv(&self) -> Option<Box<Downlink>> {
+        self.lock().take()
+    }
+}
+
+impl QueueState {
+    fn take(&mut self) -> Option<Box<Downlink>> {
+        let message = self.messages.pop_front()?;
+        if self.messages.is_empty() && self.messages.capacity() > 8 {
+            // A burst's slots go with it.
+            self.messages = VecDeque::new();
+        }
+        Some(message)
+    }
 }
 
 /// A device's subscriptions: filter as subscribed, granted QoS (at most 1).
@@ -61,12 +151,21 @@ impl Downlinks {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes this connection the device's downlink target (replacing a previous one: the new
-    /// connection of a takeover). Returns the generation to pass to [`remove`](Self::remove).
-    pub(crate) fn register(&self, device_id: DeviceId, tx: mpsc::Sender<Box<Downlink>>) -> u64 {
+    /// Makes a new connection the device's downlink target (replacing a previous one: the
+    /// new connection of a takeover, whose old queue is closed). Returns the connection's
+    /// queue and the generation to pass to [`remove`](Self::remove).
+    pub(crate) fn register(&self, device_id: DeviceId) -> (Arc<DownlinkQueue>, u64) {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(device_id, Entry { generation, tx });
-        generation
+        let queue = DownlinkQueue::new();
+        let entry = Entry {
+            generation,
+            queue: Arc::clone(&queue),
+        };
+        let replaced = self.lock().insert(device_id, entry);
+        if let Some(replaced) = replaced {
+            replaced.queue.close();
+        }
+        (queue, generation)
     }
 
     /// Forgets the device's connection, unless a newer one has already replaced it.
@@ -76,7 +175,9 @@ impl Downlinks {
             .get(&device_id)
             .is_some_and(|e| e.generation == generation)
         {
-            live.remove(&device_id);
+            if let Some(removed) = live.remove(&device_id) {
+                removed.queue.close();
+            }
         }
     }
 
@@ -100,15 +201,10 @@ impl Downlinks {
 
     /// Hands `message` to the device's live connection without waiting.
     pub(crate) fn send(&self, device_id: DeviceId, message: Downlink) -> Sent {
-        let Some(tx) = self.lock().get(&device_id).map(|e| e.tx.clone()) else {
+        let Some(queue) = self.lock().get(&device_id).map(|e| Arc::clone(&e.queue)) else {
             return Sent::Offline;
         };
-        // Boxed: an idle device's queue then pre-allocates pointers, not whole messages.
-        match tx.try_send(Box::new(message)) {
-            Ok(()) => Sent::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => Sent::Full,
-            Err(mpsc::error::TrySendError::Closed(_)) => Sent::Offline,
-        }
+        queue.push(message)
     }
 }
 
@@ -171,32 +267,56 @@ mod tests {
         assert_eq!(device_of("test/v1/acme/d1/down/x"), None);
     }
 
+    fn message() -> Downlink {
+        Downlink {
+            topic: Bytes::from_static(b"t"),
+            payload: Bytes::new(),
+        }
+    }
+
+    async fn recv(queue: &DownlinkQueue) -> Option<Box<Downlink>> {
+        std::future::poll_fn(|cx| queue.poll_recv(cx)).await
+    }
+
     #[tokio::test]
     async fn only_the_registering_connection_removes_its_entry() {
         let downlinks = Downlinks::default();
-        let (old_tx, _old_rx) = mpsc::channel(1);
-        let (new_tx, mut new_rx) = mpsc::channel(1);
-        let old = downlinks.register(d1(), old_tx);
-        let _new = downlinks.register(d1(), new_tx);
+        let (old_queue, old) = downlinks.register(d1());
+        let (new_queue, _new) = downlinks.register(d1());
         downlinks.remove(d1(), old);
-        let message = Downlink {
-            topic: Bytes::from_static(b"t"),
-            payload: Bytes::new(),
-        };
-        assert_eq!(downlinks.send(d1(), message), Sent::Queued);
-        assert!(new_rx.recv().await.is_some());
-        let full = || Downlink {
-            topic: Bytes::from_static(b"t"),
-            payload: Bytes::new(),
-        };
-        assert_eq!(downlinks.send(d1(), full()), Sent::Queued);
-        assert_eq!(downlinks.send(d1(), full()), Sent::Full);
+        // Taken over: the old connection hears that nothing more will come.
+        assert!(recv(&old_queue).await.is_none());
+        assert_eq!(downlinks.send(d1(), message()), Sent::Queued);
+        assert!(recv(&new_queue).await.is_some());
+        for _ in 0..DOWNLINK_QUEUE {
+            assert_eq!(downlinks.send(d1(), message()), Sent::Queued);
+        }
+        assert_eq!(downlinks.send(d1(), message()), Sent::Full);
+        assert!(new_queue.try_recv().is_some());
+        assert_eq!(downlinks.send(d1(), message()), Sent::Queued);
         assert_eq!(
             downlinks.send(
                 "00000000-0000-4000-8000-0000000000d2".parse().unwrap(),
-                full()
+                message()
             ),
             Sent::Offline
         );
+    }
+
+    #[tokio::test]
+    async fn a_waiting_connection_is_woken_by_a_message_and_by_its_removal() {
+        let downlinks = std::sync::Arc::new(Downlinks::default());
+        let (queue, generation) = downlinks.register(d1());
+        let waiting = tokio::spawn(async move {
+            let first = recv(&queue).await.is_some();
+            let then = recv(&queue).await.is_some();
+            (first, then)
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(downlinks.send(d1(), message()), Sent::Queued);
+        tokio::task::yield_now().await;
+        downlinks.remove(d1(), generation);
+        assert_eq!(downlinks.send(d1(), message()), Sent::Offline);
+        assert_eq!(waiting.await.unwrap(), (true, false));
     }
 }

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use crate::BrokerError;
+use crate::admission::PendingPermit;
 use crate::connection::{self, Shared, Stream};
 use crate::metrics::Metrics;
 use crate::websocket;
@@ -90,18 +91,42 @@ pub(crate) async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let shared = Arc::clone(&shared);
-        let kind = kind.clone();
+        // One box for what the handshakes consume: an async block keeps what it captures
+        // for its whole life, and a connection task's size is what every idle connection
+        // costs.
+        let incoming = Box::new(Incoming {
+            kind: kind.clone(),
+            tcp,
+            peer,
+            pending,
+        });
         let fut = async move {
-            // Boxed: the handshake's state is large and only needed until it is done; a
-            // connection task's size is what every idle connection costs.
-            let Some((stream, certificates)) = Box::pin(open(&kind, tcp, peer, &shared)).await
-            else {
-                return;
-            };
-            connection::serve(stream, certificates, peer, shared, pending).await;
+            // Boxed: the handshakes' state is large and only needed until they are done.
+            let accepted = Box::pin(async {
+                let Incoming {
+                    kind,
+                    tcp,
+                    peer,
+                    pending,
+                } = *incoming;
+                let (stream, certificates) = open(&kind, tcp, peer, &shared).await?;
+                connection::accept(stream, certificates, peer, &shared, pending).await
+            })
+            .await;
+            if let Some(accepted) = accepted {
+                connection::serve(&shared, accepted).await;
+            }
         };
         tasks.spawn(fut);
     }
+}
+
+/// An accepted TCP connection before its handshakes.
+struct Incoming {
+    kind: Kind,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    pending: PendingPermit,
 }
 
 /// Why a transport handshake failed (logged at debug level; the socket is closed).

@@ -67,7 +67,7 @@ pub(crate) struct SessionGuard<'a> {
 }
 
 impl SessionGuard<'_> {
-    /// Cancelled when the session must end (takeover, admin kick).
+    /// Cancelled when the session must end (takeover, admin kick, shutdown).
     pub(crate) fn kicked(&self) -> &CancellationToken {
         &self.entry.kick
     }
@@ -104,11 +104,14 @@ impl Sessions {
 
     /// Registers a session under `key`, stopping (and waiting for) any session it replaces.
     /// `authenticated_at` is when authentication started; a kick after it refuses the session.
+    /// The session's kick is a child of `shutdown`: cancelling that kicks it too (one token
+    /// for a connection to wait on, not two).
     pub(crate) async fn register(
         &self,
         key: &str,
         authenticated_at: Instant,
         credentials: Credentials,
+        shutdown: &CancellationToken,
     ) -> Result<SessionGuard<'_>, KickedDuringLogin> {
         let kicked_at = self
             .kicked_at
@@ -122,7 +125,7 @@ impl Sessions {
         let entry = Entry {
             generation: self.generations.fetch_add(1, Ordering::Relaxed),
             credentials: Arc::new(credentials),
-            kick: CancellationToken::new(),
+            kick: shutdown.child_token(),
             taken_over: Arc::new(AtomicBool::new(false)),
             finished: CancellationToken::new(),
         };
@@ -289,7 +292,7 @@ mod tests {
     async fn registering_the_same_key_kicks_and_waits_for_the_previous_session() {
         let sessions = Sessions::default();
         let first = sessions
-            .register("k", Instant::now(), anonymous())
+            .register("k", Instant::now(), anonymous(), &CancellationToken::new())
             .await
             .unwrap();
         let kicked = first.kicked().clone();
@@ -299,7 +302,9 @@ mod tests {
             kicked.cancelled().await;
             drop(first);
         };
-        let (second, ()) = tokio::join!(sessions.register("k", Instant::now(), anonymous()), ender);
+        let shutdown = CancellationToken::new();
+        let second = sessions.register("k", Instant::now(), anonymous(), &shutdown);
+        let (second, ()) = tokio::join!(second, ender);
         let second = second.unwrap();
         assert!(finished.is_cancelled());
         assert!(taken_over.load(Ordering::Relaxed));
@@ -318,19 +323,24 @@ mod tests {
         assert!(!sessions.kick("d~dev").await);
         assert!(
             sessions
-                .register("d~dev", before, anonymous())
+                .register("d~dev", before, anonymous(), &CancellationToken::new())
                 .await
                 .is_err()
         );
         assert!(
             sessions
-                .register("d~dev", Instant::now(), anonymous())
+                .register(
+                    "d~dev",
+                    Instant::now(),
+                    anonymous(),
+                    &CancellationToken::new()
+                )
                 .await
                 .is_ok()
         );
         assert!(
             sessions
-                .register("d~other", before, anonymous())
+                .register("d~other", before, anonymous(), &CancellationToken::new())
                 .await
                 .is_ok()
         );

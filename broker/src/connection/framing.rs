@@ -1,13 +1,16 @@
 //! MQTT v4 framing on a connection's byte stream: read buffer, packet parsing, the write
 //! buffer and its flush. No session logic: what a packet means is decided in `relay`.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use rumqttd::protocol::v4::{V4, check};
 use rumqttd::protocol::{ConnAck, ConnectReturnCode, Error as WireError, Packet, Protocol};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::time::timeout;
 use tracing::warn;
 
@@ -16,8 +19,10 @@ use crate::router::Message;
 
 /// A socket stalled this long on a write (client not reading) is closed.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Initial capacity of a connection's read and write buffers.
+/// Capacity a connection's read buffer gets when bytes arrive; it grows for larger packets.
 const INITIAL_BUFFER: usize = 512;
+/// Bytes read onto the stack while the read buffer has no allocation.
+const STACK_READ: usize = 2048;
 
 /// What identifies a PUBLISH of a client, read off its header.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,11 +48,42 @@ impl Wire {
     pub(super) fn new(stream: Stream, max_packet_size: usize) -> Wire {
         Wire {
             stream,
-            // Small to start: most devices send and receive small packets, and per-connection
-            // memory counts at 19,000 devices. Both grow on demand for larger packets.
-            read: BytesMut::with_capacity(INITIAL_BUFFER),
+            // No allocation until bytes arrive (see `read_some`) or packets are queued (see
+            // `flush`): per-connection memory counts at 19,000 idle devices.
+            read: BytesMut::new(),
             write: BytesMut::new(),
             max_packet_size,
+        }
+    }
+
+    /// Reads what the socket has (at least one byte; `Ok(0)` at end of stream) into the
+    /// read buffer. Cancel-safe. A read buffer that was [released](Self::release_read)
+    /// gets an allocation only once bytes have arrived: they are read onto the stack first,
+    /// so a connection waiting for its next packet holds no buffer.
+    pub(super) fn read_some(&mut self) -> impl Future<Output = io::Result<usize>> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.read.capacity() > self.read.len() {
+                return tokio_util::io::poll_read_buf(
+                    Pin::new(&mut self.stream),
+                    cx,
+                    &mut self.read,
+                );
+            }
+            let mut stack = [0u8; STACK_READ];
+            let mut buf = ReadBuf::new(&mut stack);
+            ready!(Pin::new(&mut self.stream).poll_read(cx, &mut buf))?;
+            let filled = buf.filled();
+            self.read.reserve(INITIAL_BUFFER.max(filled.len()));
+            self.read.extend_from_slice(filled);
+            Poll::Ready(Ok(filled.len()))
+        })
+    }
+
+    /// Gives the read buffer's allocation back if every byte in it was parsed: packets
+    /// still referring to it keep it alive, the connection no longer does.
+    pub(super) fn release_read(&mut self) {
+        if self.read.is_empty() {
+            self.read = BytesMut::new();
         }
     }
 

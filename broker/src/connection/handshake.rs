@@ -6,7 +6,6 @@ use rumqttd::protocol::v4::check;
 use rumqttd::protocol::{
     Connect, ConnectReturnCode, Error as WireError, Login as WireLogin, Packet,
 };
-use tokio::io::AsyncReadExt;
 use tokio::time::timeout;
 
 use super::Shared;
@@ -44,7 +43,7 @@ pub(super) async fn read_connect(wire: &mut Wire) -> Result<Packet, ConnectFailu
             }
             Err(e) => return Err(ConnectFailure::Malformed(e.to_string())),
         }
-        match wire.stream.read_buf(&mut wire.read).await {
+        match wire.read_some().await {
             Ok(0) | Err(_) => return Err(ConnectFailure::Closed),
             Ok(_) => {}
         }

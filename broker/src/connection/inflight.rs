@@ -45,7 +45,7 @@ impl ClientInflight {
     pub(super) fn new(max_awaiting_release: usize) -> ClientInflight {
         ClientInflight {
             unacknowledged: HashSet::new(),
-            acknowledged: VecDeque::with_capacity(RECENTLY_ACKNOWLEDGED),
+            acknowledged: VecDeque::new(),
             awaiting_release: HashMap::new(),
             max_awaiting_release,
         }

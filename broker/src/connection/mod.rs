@@ -23,12 +23,12 @@ mod relay;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fleetmq_protocol::Principal;
 use rumqttd::protocol::{Connect, ConnectReturnCode, LastWill, Packet};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
@@ -40,13 +40,13 @@ use crate::auth::Login;
 use crate::backoff::LoginBackoff;
 use crate::handle::Core;
 use crate::metrics::{Metrics, Sampled};
-use crate::router::Message;
+use crate::router::{Message, Outbound};
 use crate::session::{Credentials, SessionGuard, router_client_id};
 use crate::uplink::{SessionEvent, Uplink};
 use crate::{BrokerConfig, Refusal};
 use framing::Wire;
 use handshake::{ConnectFailure, authenticate, read_connect, return_code};
-use peer::Peer;
+use peer::{DownlinkRx, Peer};
 use relay::Relay;
 
 /// Router notifications (or downlink messages) relayed per socket flush.
@@ -128,23 +128,72 @@ impl Close {
     }
 }
 
-/// Serves one network connection until it closes. `client_certificates` is the chain the
-/// client presented in the TLS handshake (empty without one). `pending` (its pre-CONNECT
-/// slot) is held until the CONNECT is answered; an accepted session then holds a session
-/// slot instead.
-pub(crate) async fn serve(
+/// Serves an accepted connection's session until it closes.
+///
+/// A connection's task lives as long as the connection, so its size is what every idle
+/// connection costs. Only the relay loop (and what it runs on, [`Live`]) is held for that
+/// long: the phases before and after it ([`accept`], [`start`], [`finish`]) run in boxes
+/// that are freed when they are done, and arguments are boxed. Async state machines do not
+/// overlap the state of phases well and keep their arguments for their whole life: inline,
+/// these phases made an idle connection's task 3.4 KB.
+pub(crate) async fn serve(shared: &Shared, accepted: Box<Accepted>) {
+    let span = tracing::info_span!(
+        "mqtt",
+        client_id = accepted.login.client_id,
+        peer = %accepted.login.peer
+    );
+    session(shared, accepted).instrument(span).await;
+}
+
+/// A connection whose CONNECT was accepted: what its session starts from.
+pub(crate) struct Accepted {
+    wire: Wire,
+    /// The one login both judged at CONNECT and kept with the session, so that a
+    /// revocation judges the same chain again.
+    login: Login,
+    principal: Principal,
+    will: Option<Box<LastWill>>,
+    /// Seconds, as the client asked (0: none).
+    keep_alive: u16,
+    clean_session: bool,
+    /// When authentication started: a kick or revocation after it concerns this login.
+    authenticated_at: Instant,
+    router_id: String,
+    slot: OwnedSemaphorePermit,
+}
+
+/// A session from CONNACK until it closes: what its relay loop runs on.
+struct Live<'s> {
+    wire: Wire,
+    relay: Relay<'s>,
+    guard: SessionGuard<'s>,
+    /// Boxed: most connections have none, and every byte here is kept per connection.
+    will: Option<Box<LastWill>>,
+    clean_session: bool,
+    keep_alive: Option<Duration>,
+    /// What a resumed persistent session sends again first.
+    resend: Vec<Outbound>,
+    downlink_rx: Option<DownlinkRx>,
+    slot: OwnedSemaphorePermit,
+}
+
+/// CONNECT, authentication and the session slot on a stream whose transport handshake is
+/// done. `client_certificates` is the chain the client presented in the TLS handshake
+/// (empty without one). `pending` (its pre-CONNECT slot) is held until the CONNECT is
+/// answered; an accepted session then holds a session slot instead. Returns the accepted
+/// connection, or `None` once it was refused (CONNACK with the reason, where MQTT has one)
+/// or closed.
+pub(crate) async fn accept(
     stream: Stream,
     client_certificates: Vec<CertificateDer<'static>>,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    shared: &Shared,
     pending: PendingPermit,
-) {
+) -> Option<Box<Accepted>> {
     let mut wire = Wire::new(stream, shared.config.max_packet_size);
-    // The phases before the session are boxed: their futures are only needed until they
-    // are done, and a connection task's size is what every idle connection costs.
     let first = tokio::select! {
-        r = Box::pin(timeout(shared.config.connect_timeout, read_connect(&mut wire))) => r,
-        () = shared.shutdown.cancelled() => return,
+        r = timeout(shared.config.connect_timeout, read_connect(&mut wire)) => r,
+        () = shared.shutdown.cancelled() => return None,
     };
     let packet = match first {
         Ok(Ok(packet)) => packet,
@@ -152,28 +201,24 @@ pub(crate) async fn serve(
             debug!(%peer, "unsupported protocol version");
             wire.connack(ConnectReturnCode::RefusedProtocolVersion, false)
                 .await;
-            return;
+            return None;
         }
         Ok(Err(ConnectFailure::Malformed(reason))) => {
             debug!(%peer, reason, "malformed CONNECT");
-            return;
+            return None;
         }
-        Ok(Err(ConnectFailure::Closed)) => return,
+        Ok(Err(ConnectFailure::Closed)) => return None,
         Err(_) => {
             debug!(%peer, "no CONNECT in time");
-            return;
+            return None;
         }
     };
-    // Only these parts are kept: the rest of the packet (v5 property slots) would otherwise
-    // stay in the connection task's state for the connection's life.
-    let Some((connect, will, login)) = connect_parts(packet) else {
-        return;
-    };
+    let (connect, will, login) = connect_parts(packet)?;
 
     let Some(client_id) = handshake::client_id(&connect) else {
         wire.connack(ConnectReturnCode::ClientIdentifierNotValid, false)
             .await;
-        return;
+        return None;
     };
     let (username, password) = handshake::credentials(login);
 
@@ -195,12 +240,10 @@ pub(crate) async fn serve(
                 None => debug!(%peer, client_id, reason, "login refused before authentication"),
             }
             wire.connack(ConnectReturnCode::NotAuthorized, false).await;
-            return;
+            return None;
         }
     }
-    let authenticated_at = std::time::Instant::now();
-    // The one login both judged now and kept with the session, so that a revocation judges
-    // the same chain again.
+    let authenticated_at = Instant::now();
     let login = Login {
         client_id: client_id.clone(),
         username: username.clone(),
@@ -208,7 +251,7 @@ pub(crate) async fn serve(
         peer,
         client_certificates,
     };
-    let principal = match Box::pin(authenticate(&shared, &login)).await {
+    let principal = match authenticate(shared, &login).await {
         Ok(principal) => {
             if let Some(identity) = &identity {
                 shared.backoff.succeeded(identity);
@@ -232,7 +275,7 @@ pub(crate) async fn serve(
                 None => debug!(%peer, client_id, code, "connection refused"),
             }
             wire.connack(return_code(code), false).await;
-            return;
+            return None;
         }
     };
     if let Some(will) = &will {
@@ -240,7 +283,7 @@ pub(crate) async fn serve(
         if !allowed {
             info!(%peer, client_id, "last will topic not authorized");
             wire.connack(ConnectReturnCode::NotAuthorized, false).await;
-            return;
+            return None;
         }
     }
 
@@ -250,147 +293,211 @@ pub(crate) async fn serve(
         warn!(%peer, client_id, "connection limit reached");
         wire.connack(ConnectReturnCode::ServiceUnavailable, false)
             .await;
-        return;
+        return None;
     };
     drop(pending);
 
     let router_id = router_client_id(&principal, username.as_deref(), &client_id);
-    let span = tracing::info_span!("mqtt", client_id, %peer);
-    let session = async move {
-        let credentials = Credentials {
-            login,
-            principal: principal.clone(),
-        };
-        let Ok(guard) = Box::pin(shared.core.sessions.register(
-            &router_id,
-            authenticated_at,
-            credentials,
-        ))
-        .await
-        else {
-            info!("kicked while logging in");
-            wire.connack(ConnectReturnCode::NotAuthorized, false).await;
-            return;
-        };
-        // A revocation while this login was being judged: judge it again.
-        if shared
-            .core
-            .sessions
-            .revoked_since(authenticated_at, &principal)
-            && !Box::pin(still_allowed(&shared, &guard)).await
-        {
-            info!("revoked while logging in");
-            wire.connack(ConnectReturnCode::NotAuthorized, false).await;
-            return;
-        }
-        // A device's subscriptions and downlink are served here, not by the router (see
-        // `downlink`); everyone else gets a session in the router.
-        let (peer_kind, downlink_rx, session_present, resend) = match &principal {
-            Principal::Device {
-                org_slug,
-                device_id,
-            } => {
-                let (peer, rx, present) = Peer::device(
-                    &shared.core.downlinks,
-                    org_slug,
-                    *device_id,
-                    connect.clean_session,
-                );
-                (peer, Some(rx), present, Vec::new())
-            }
-            Principal::Operator { .. } | Principal::Anonymous => {
-                let opened =
-                    shared
-                        .core
-                        .router
-                        .open(&router_id, principal.clone(), connect.clean_session);
-                let Ok((mailbox, present, resend)) = opened else {
-                    warn!("persistent session limit reached");
-                    wire.connack(ConnectReturnCode::ServiceUnavailable, false)
-                        .await;
-                    return;
-                };
-                (Peer::routed(mailbox), None, present, resend)
-            }
-        };
-        wire.connack(ConnectReturnCode::Success, session_present)
-            .await;
-        debug!(?principal, session_present, "connected");
-        if let Peer::Device {
-            org_slug,
-            device_id,
-            ..
-        } = &peer_kind
-        {
-            shared.uplink.session(SessionEvent::Connected {
-                org_slug: org_slug.clone(),
-                device_id: *device_id,
-                peer,
-            });
-        }
+    Some(Box::new(Accepted {
+        wire,
+        login,
+        principal,
+        keep_alive: connect.keep_alive,
+        clean_session: connect.clean_session,
+        authenticated_at,
+        router_id,
+        slot,
+        will: will.map(Box::new),
+    }))
+}
 
-        let mut relay = Relay::new(&shared, principal, peer_kind);
-        let keep_alive = (connect.keep_alive > 0)
-            .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-        let close = relay
-            .run(&mut wire, resend, downlink_rx, keep_alive, guard.kicked())
-            .await;
-        debug!(reason = %close, "disconnected");
-        match &mut relay.peer {
-            Peer::Routed(routed) => shared.core.router.close(&routed.mailbox),
-            device => device.close(&shared.core.downlinks, connect.clean_session),
-        }
-        if let Some(held) = relay.held.take() {
-            // Closed (kick, shutdown) while a delivery was in flight. Its effect may already
-            // be under way; let it finish so that `Disconnected` is reported after it. It is
-            // not acknowledged: the client sends it again.
-            let _ = held.delivery.await;
-        }
-        if let Peer::Device {
-            org_slug,
-            device_id,
-            ..
-        } = &relay.peer
-        {
-            shared.uplink.session(SessionEvent::Disconnected {
-                org_slug: org_slug.clone(),
-                device_id: *device_id,
-                reason: close.session_reason(guard.taken_over()).to_owned(),
-            });
-        }
-
-        // Every end but a client DISCONNECT publishes the will (MQTT 3.1.1 §3.1.2.5), after
-        // everything the connection routed (a message whose PUBACK made the client drop the
-        // connection).
-        if let Some(will) = will.filter(|_| !matches!(close, Close::ClientDisconnect)) {
-            let LastWill {
-                topic,
-                message,
-                qos,
-                retain,
-            } = will;
-            let will = Message {
-                topic,
-                payload: message,
-                qos: qos as u8,
-                retain,
-            };
-            if let Some(ticket) = shared.core.router.publish(will) {
-                let durable = shared.core.router.journal.durable(ticket);
-                match Box::pin(timeout(shared.config.uplink_timeout, durable)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => warn!(error = %e, "last will not persisted"),
-                    Err(_) => warn!("last will not persisted in time"),
-                }
-            }
-        }
-        let _ = wire.stream.shutdown().await;
-        drop(guard);
-        drop(slot);
+/// An accepted connection's session: started, relayed until it closes, finished.
+async fn session(shared: &Shared, accepted: Box<Accepted>) {
+    let Some(mut live) = Box::pin(start(shared, accepted)).await else {
+        return;
     };
-    // Boxed: the task's own state is then the largest pre-session phase only, not that plus
-    // the session (async state machines do not overlap them).
-    Box::pin(session.instrument(span)).await;
+    let Live {
+        wire,
+        relay,
+        guard,
+        keep_alive,
+        resend,
+        downlink_rx,
+        ..
+    } = &mut live;
+    let resend = std::mem::take(resend);
+    let close = relay
+        .run(
+            wire,
+            resend,
+            downlink_rx.take(),
+            *keep_alive,
+            guard.kicked(),
+        )
+        .await;
+    debug!(reason = %close, "disconnected");
+    Box::pin(finish(shared, live, close)).await;
+}
+
+/// Registers the session (taking over one of the same key), opens its peer and answers
+/// CONNACK; `None` if it was refused meanwhile (kicked or revoked while logging in, or
+/// over the persistent session limit).
+async fn start(shared: &Shared, accepted: Box<Accepted>) -> Option<Live<'_>> {
+    let Accepted {
+        mut wire,
+        login,
+        principal,
+        will,
+        keep_alive,
+        clean_session,
+        authenticated_at,
+        router_id,
+        slot,
+    } = *accepted;
+    let peer = login.peer;
+    let credentials = Credentials {
+        login,
+        principal: principal.clone(),
+    };
+    let registered = shared
+        .core
+        .sessions
+        .register(&router_id, authenticated_at, credentials, &shared.shutdown)
+        .await;
+    let Ok(guard) = registered else {
+        info!("kicked while logging in");
+        wire.connack(ConnectReturnCode::NotAuthorized, false).await;
+        return None;
+    };
+    // A revocation while this login was being judged: judge it again.
+    if shared
+        .core
+        .sessions
+        .revoked_since(authenticated_at, &principal)
+        && !still_allowed(shared, &guard).await
+    {
+        info!("revoked while logging in");
+        wire.connack(ConnectReturnCode::NotAuthorized, false).await;
+        return None;
+    }
+    // A device's subscriptions and downlink are served here, not by the router (see
+    // `downlink`); everyone else gets a session in the router.
+    let (peer_kind, downlink_rx, session_present, resend) = match &principal {
+        Principal::Device {
+            org_slug,
+            device_id,
+        } => {
+            let (peer, rx, present) =
+                Peer::device(&shared.core.downlinks, org_slug, *device_id, clean_session);
+            (peer, Some(rx), present, Vec::new())
+        }
+        Principal::Operator { .. } | Principal::Anonymous => {
+            let opened = shared
+                .core
+                .router
+                .open(&router_id, principal.clone(), clean_session);
+            let Ok((mailbox, present, resend)) = opened else {
+                warn!("persistent session limit reached");
+                wire.connack(ConnectReturnCode::ServiceUnavailable, false)
+                    .await;
+                return None;
+            };
+            (Peer::routed(mailbox), None, present, resend)
+        }
+    };
+    wire.connack(ConnectReturnCode::Success, session_present)
+        .await;
+    debug!(?principal, session_present, "connected");
+    if let Peer::Device {
+        org_slug,
+        device_id,
+        ..
+    } = &peer_kind
+    {
+        shared.uplink.session(SessionEvent::Connected {
+            org_slug: org_slug.clone(),
+            device_id: *device_id,
+            peer,
+        });
+    }
+    let keep_alive = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+    Some(Live {
+        wire,
+        relay: Relay::new(shared, principal, peer_kind),
+        guard,
+        will,
+        clean_session,
+        keep_alive,
+        resend,
+        downlink_rx,
+        slot,
+    })
+}
+
+/// After the relay loop: the peer closes, a held delivery finishes, `Disconnected` is
+/// reported, the last will is published (every end but a client DISCONNECT), the socket is
+/// shut down, and the session's registration and slot are given back.
+async fn finish(shared: &Shared, live: Live<'_>, close: Close) {
+    let Live {
+        mut wire,
+        mut relay,
+        guard,
+        will,
+        clean_session,
+        slot,
+        ..
+    } = live;
+    match &mut relay.peer {
+        Peer::Routed(routed) => shared.core.router.close(&routed.mailbox),
+        device => device.close(&shared.core.downlinks, clean_session),
+    }
+    if let Some(held) = relay.held.take() {
+        // Closed (kick, shutdown) while a delivery was in flight. Its effect may already
+        // be under way; let it finish so that `Disconnected` is reported after it. It is
+        // not acknowledged: the client sends it again.
+        let _ = held.delivery.await;
+    }
+    if let Peer::Device {
+        org_slug,
+        device_id,
+        ..
+    } = &relay.peer
+    {
+        shared.uplink.session(SessionEvent::Disconnected {
+            org_slug: org_slug.clone(),
+            device_id: *device_id,
+            reason: close.session_reason(guard.taken_over()).to_owned(),
+        });
+    }
+
+    // Every end but a client DISCONNECT publishes the will (MQTT 3.1.1 §3.1.2.5), after
+    // everything the connection routed (a message whose PUBACK made the client drop the
+    // connection).
+    if let Some(will) = will.filter(|_| !matches!(close, Close::ClientDisconnect)) {
+        let LastWill {
+            topic,
+            message,
+            qos,
+            retain,
+        } = *will;
+        let will = Message {
+            topic,
+            payload: message,
+            qos: qos as u8,
+            retain,
+        };
+        if let Some(ticket) = shared.core.router.publish(will) {
+            let durable = shared.core.router.journal.durable(ticket);
+            match timeout(shared.config.uplink_timeout, durable).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "last will not persisted"),
+                Err(_) => warn!("last will not persisted in time"),
+            }
+        }
+    }
+    let _ = wire.stream.shutdown().await;
+    drop(guard);
+    drop(slot);
 }
 
 /// The parts of a CONNECT the session needs; the packet itself is dropped here.

@@ -16,12 +16,11 @@ use rumqttd::protocol::{
     Packet, PubRel, PubRelReason, Publish, QoS, SubAck, Subscribe, SubscribeReasonCode, UnsubAck,
     Unsubscribe,
 };
-use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use super::framing::{Wire, packet_name};
 use super::{Close, MAX_BATCH};
-use crate::downlink::{DOWNLINK_QUEUE, Downlink, Downlinks, Filters};
+use crate::downlink::{Downlink, DownlinkQueue, Downlinks, Filters};
 use crate::router::{Mailbox, Router};
 
 /// Server-to-device QoS 1 messages a device may leave unacknowledged; further downlink
@@ -49,7 +48,7 @@ pub(super) enum Peer {
 }
 
 /// A device's downlink queue, fed by `BrokerHandle::publish`.
-pub(super) type DownlinkRx = mpsc::Receiver<Box<Downlink>>;
+pub(super) type DownlinkRx = Arc<DownlinkQueue>;
 
 impl Peer {
     /// A device's peer. Its downlink is registered here, before `Connected` is reported,
@@ -62,8 +61,7 @@ impl Peer {
         device_id: DeviceId,
         clean_session: bool,
     ) -> (Peer, DownlinkRx, bool) {
-        let (downlink_tx, downlink_rx) = mpsc::channel(DOWNLINK_QUEUE);
-        let generation = downlinks.register(device_id, downlink_tx);
+        let (downlink_rx, generation) = downlinks.register(device_id);
         let (filters, present) = downlinks.restore(device_id, clean_session);
         let downlink = DeviceDownlink {
             filters,
@@ -164,7 +162,7 @@ impl DeviceDownlink {
             if !self.can_take() {
                 break;
             }
-            next = downlink_rx.as_mut().and_then(|rx| rx.try_recv().ok());
+            next = downlink_rx.as_ref().and_then(|rx| rx.try_recv());
         }
     }
 
@@ -273,6 +271,8 @@ impl DeviceDownlink {
                 SubscribeReasonCode::Success(granted)
             })
             .collect();
+        // Kept for the connection's life: no spare slots (a device subscribes once or twice).
+        self.filters.shrink_to_fit();
         SubAck {
             pkid: subscribe.pkid,
             return_codes,

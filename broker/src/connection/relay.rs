@@ -12,7 +12,6 @@ use rumqttd::protocol::{
     Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel,
     PubRelReason, Publish,
 };
-use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -121,8 +120,7 @@ impl<'a> Relay<'a> {
                 self.drain_socket(wire).await
             } else {
                 tokio::select! {
-                    () = self.shared.shutdown.cancelled() => Err(Close::Shutdown),
-                    () = kicked.cancelled() => Err(Close::Kicked),
+                    () = kicked.cancelled() => Err(self.stopped()),
                     // While a delivery is held the socket is not read, so silence is ours, not
                     // the client's: the keep-alive clock restarts when the delivery ends.
                     () = &mut expiry, if keep_alive.is_some() && self.held.is_none() => {
@@ -134,7 +132,7 @@ impl<'a> Relay<'a> {
                         }
                         self.on_delivered(result, wire).await
                     }
-                    read = wire.stream.read_buf(&mut wire.read), if self.held.is_none() => match read {
+                    read = wire.read_some(), if self.held.is_none() => match read {
                         Ok(0) => Err(Close::Eof),
                         Ok(_) => {
                             if let Some(keep_alive) = keep_alive {
@@ -172,8 +170,7 @@ impl<'a> Relay<'a> {
             // timeout.
             let flushed = tokio::select! {
                 flushed = wire.flush() => flushed,
-                () = self.shared.shutdown.cancelled() => Err(Close::Shutdown),
-                () = kicked.cancelled() => Err(Close::Kicked),
+                () = kicked.cancelled() => Err(self.stopped()),
             };
             if let Err(close) = flushed {
                 return close;
@@ -181,6 +178,17 @@ impl<'a> Relay<'a> {
             for pkid in self.pubrec_unflushed.drain(..) {
                 self.inflight.received(pkid);
             }
+            // Every byte parsed: the buffer's allocation goes until bytes arrive again.
+            wire.release_read();
+        }
+    }
+
+    /// Why the session's kick token was cancelled: it is a child of the broker's shutdown.
+    fn stopped(&self) -> Close {
+        if self.shared.shutdown.is_cancelled() {
+            Close::Shutdown
+        } else {
+            Close::Kicked
         }
     }
 

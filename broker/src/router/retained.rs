@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use bytes::Bytes;
 use fleetmq_protocol::topic::matches;
 
 use super::Message;
@@ -37,9 +38,13 @@ impl Retained {
         if self.by_topic.len() >= limit && !self.by_topic.contains_key(topic) {
             return Kept::OverLimit;
         }
+        // Copied: the message's bytes are views of the publisher's read buffer, which a
+        // retained message (kept for as long as the topic has one) would otherwise pin.
         let kept = Message {
+            topic: Bytes::copy_from_slice(&message.topic),
+            payload: Bytes::copy_from_slice(&message.payload),
+            qos: message.qos,
             retain: true,
-            ..message.clone()
         };
         self.by_topic.insert(topic.to_owned(), kept);
         Kept::Stored
