@@ -174,10 +174,9 @@ impl Downlinks {
         if live
             .get(&device_id)
             .is_some_and(|e| e.generation == generation)
+            && let Some(removed) = live.remove(&device_id)
         {
-            if let Some(removed) = live.remove(&device_id) {
-                removed.queue.close();
-            }
+            removed.queue.close();
         }
     }
 
