@@ -6,7 +6,7 @@
 //! cargo build --release -p fleetmq -p fleetmq-sim && \
 //!   cargo bench -p fleetmq-tests --bench broker -- [--runs 3] [--messages 20000] [--window 10] \
 //!     [--publishers 50] [--idle 2000,5000] [--devices 19000] [--only one-to-one,fan-in,idle,devices] \
-//!     [--in-flight 64] [--out PATH]
+//!     [--in-flight 64] [--fleetmq-args "--store-cache-mib 16"] [--out PATH]
 //! ```
 //!
 //! Scenarios (each run starts a fresh broker process; runs alternate Mosquitto, fleetmq,
@@ -85,6 +85,8 @@ struct Options {
     in_flight: usize,
     only: Option<Vec<String>>,
     out: Option<PathBuf>,
+    /// More flags for every fleetmq server the bench starts (e.g. `--store-cache-mib 16`).
+    fleetmq_args: Vec<String>,
 }
 
 impl Options {
@@ -134,6 +136,9 @@ impl Options {
             in_flight: number("--in-flight", 64)?.clamp(1, 512) as usize,
             only,
             out: value("--out").map(PathBuf::from),
+            fleetmq_args: value("--fleetmq-args")
+                .map(|v| v.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
         };
         Ok(options)
     }
@@ -267,7 +272,7 @@ async fn run(options: &Options, fleetmq: &Path) -> anyhow::Result<String> {
         };
         for run in 0..options.runs {
             for kind in brokers {
-                let broker = Broker::start(kind, fleetmq, 1, None).await?;
+                let broker = Broker::start(kind, fleetmq, 1, None, &options.fleetmq_args).await?;
                 let d = throughput(broker.addr, &load).await;
                 broker.stop().await;
                 let d = d?;
@@ -292,7 +297,9 @@ async fn run(options: &Options, fleetmq: &Path) -> anyhow::Result<String> {
         };
         for run in 0..options.runs {
             for kind in brokers {
-                let broker = Broker::start(kind, fleetmq, publishers + 1, None).await?;
+                let broker =
+                    Broker::start(kind, fleetmq, publishers + 1, None, &options.fleetmq_args)
+                        .await?;
                 let d = throughput(broker.addr, &load).await;
                 broker.stop().await;
                 let d = d?;
@@ -311,7 +318,8 @@ async fn run(options: &Options, fleetmq: &Path) -> anyhow::Result<String> {
         for &n in &options.idle {
             for run in 0..options.runs {
                 for kind in brokers {
-                    let broker = Broker::start(kind, fleetmq, n, None).await?;
+                    let broker =
+                        Broker::start(kind, fleetmq, n, None, &options.fleetmq_args).await?;
                     let idle = connect_idle(&broker, n, options.in_flight).await;
                     broker.stop().await;
                     let idle = idle?;
@@ -352,7 +360,14 @@ async fn run(options: &Options, fleetmq: &Path) -> anyhow::Result<String> {
             let data = tempfile::tempdir()?;
             let written = Instant::now();
             let fleet = register(data.path(), n)?;
-            let broker = Broker::start(Kind::Fleetmq, fleetmq, n, Some(data.path())).await?;
+            let broker = Broker::start(
+                Kind::Fleetmq,
+                fleetmq,
+                n,
+                Some(data.path()),
+                &options.fleetmq_args,
+            )
+            .await?;
             println!(
                 "[run {}] {n} devices written into the store in {:.1} s",
                 run + 1,
@@ -395,12 +410,14 @@ struct Broker {
 
 impl Broker {
     /// Starts `kind` fresh, with room for `connections` clients; fleetmq on `data` if given
-    /// (a store with devices in it), otherwise on a fresh temporary directory.
+    /// (a store with devices in it), otherwise on a fresh temporary directory, with
+    /// `fleetmq_args` after the bench's own flags.
     async fn start(
         kind: Kind,
         fleetmq: &Path,
         connections: usize,
         data: Option<&Path>,
+        fleetmq_args: &[String],
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let (child, addr) = match kind {
@@ -416,7 +433,9 @@ impl Broker {
                     "--mqtt-max-pending-per-address".to_owned(),
                     "512".to_owned(),
                 ]
-                .into();
+                .into_iter()
+                .chain(fleetmq_args.iter().cloned())
+                .collect();
                 let data = data.unwrap_or(dir.path());
                 let (child, _http, mqtt) =
                     start_server_with(fleetmq, data, ADMIN_PASSWORD, &extra).await?;
@@ -1242,6 +1261,12 @@ async fn render(options: &Options, report: &Report, took: Duration) -> String {
     let mut out = String::new();
     out.push_str(&machine().await);
     out.push('\n');
+    if !options.fleetmq_args.is_empty() {
+        out.push_str(&format!(
+            "\nfleetmq ran with `{}` beside the bench's own flags.\n",
+            options.fleetmq_args.join(" ")
+        ));
+    }
     out.push_str(&format!(
         "\nRuns: {} per cell, alternating Mosquitto and fleetmq; cells show the median (every run in brackets). \
          Throughput: QoS 1, {PAYLOAD}-byte payloads, {} messages per publisher, window {} unacknowledged per publisher{}. \
