@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use fleetmq_protocol::Principal;
 use rumqttd::protocol::{Connect, ConnectReturnCode, LastWill, Packet};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -307,7 +308,7 @@ pub(crate) async fn accept(
         authenticated_at,
         router_id,
         slot,
-        will: will.map(Box::new),
+        will: will.map(own_will),
     }))
 }
 
@@ -498,6 +499,17 @@ async fn finish(shared: &Shared, live: Live<'_>, close: Close) {
     let _ = wire.stream.shutdown().await;
     drop(guard);
     drop(slot);
+}
+
+/// The will, kept for the connection's life, in bytes of its own: its topic and message are
+/// views of the read buffer the CONNECT arrived in, which they would otherwise keep.
+fn own_will(will: LastWill) -> Box<LastWill> {
+    Box::new(LastWill {
+        topic: Bytes::copy_from_slice(&will.topic),
+        message: Bytes::copy_from_slice(&will.message),
+        qos: will.qos,
+        retain: will.retain,
+    })
 }
 
 /// The parts of a CONNECT the session needs; the packet itself is dropped here.
