@@ -169,6 +169,11 @@ impl Wire {
         self.write.extend_from_slice(&message.payload);
     }
 
+    /// Whether packets are queued for the next flush.
+    pub(super) fn has_queued(&self) -> bool {
+        !self.write.is_empty()
+    }
+
     /// Writes what is queued; a client that does not read for [`WRITE_TIMEOUT`] is dropped.
     pub(super) async fn flush(&mut self) -> Result<(), Close> {
         if self.write.is_empty() {

@@ -41,7 +41,7 @@ use crate::auth::Login;
 use crate::backoff::LoginBackoff;
 use crate::handle::Core;
 use crate::metrics::{Metrics, Sampled};
-use crate::router::{Message, Outbound};
+use crate::router::Message;
 use crate::session::{Credentials, SessionGuard, router_client_id};
 use crate::uplink::{SessionEvent, Uplink};
 use crate::{BrokerConfig, Refusal};
@@ -172,8 +172,6 @@ struct Live<'s> {
     will: Option<Box<LastWill>>,
     clean_session: bool,
     keep_alive: Option<Duration>,
-    /// What a resumed persistent session sends again first.
-    resend: Vec<Outbound>,
     downlink_rx: Option<DownlinkRx>,
     slot: OwnedSemaphorePermit,
 }
@@ -322,19 +320,11 @@ async fn session(shared: &Shared, accepted: Box<Accepted>) {
         relay,
         guard,
         keep_alive,
-        resend,
         downlink_rx,
         ..
     } = &mut live;
-    let resend = std::mem::take(resend);
     let close = relay
-        .run(
-            wire,
-            resend,
-            downlink_rx.take(),
-            *keep_alive,
-            guard.kicked(),
-        )
+        .run(wire, downlink_rx.take(), *keep_alive, guard.kicked())
         .await;
     debug!(reason = %close, "disconnected");
     Box::pin(finish(shared, live, close)).await;
@@ -408,6 +398,11 @@ async fn start(shared: &Shared, accepted: Box<Accepted>) -> Option<Live<'_>> {
     };
     wire.connack(ConnectReturnCode::Success, session_present)
         .await;
+    // What a resumed persistent session must send again goes first, with the relay loop's
+    // first flush.
+    for packet in resend {
+        relay::write_outbound(&mut wire, packet);
+    }
     debug!(?principal, session_present, "connected");
     if let Peer::Device {
         org_slug,
@@ -429,7 +424,6 @@ async fn start(shared: &Shared, accepted: Box<Accepted>) -> Option<Live<'_>> {
         will,
         clean_session,
         keep_alive,
-        resend,
         downlink_rx,
         slot,
     })

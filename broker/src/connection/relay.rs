@@ -75,11 +75,12 @@ fn delivered<'s>(
 }
 
 /// Resolves when the session's mailbox may have something to send; never for a device.
-async fn mailbox_ready(mailbox: Option<&Mailbox>) {
-    match mailbox {
-        Some(mailbox) => mailbox.ready().await,
-        None => std::future::pending().await,
-    }
+/// Cancel-safe.
+fn mailbox_ready<'m>(mailbox: Option<&'m Mailbox>) -> impl Future<Output = ()> + 'm {
+    std::future::poll_fn(move |cx| match mailbox {
+        Some(mailbox) => mailbox.poll_ready(cx),
+        None => Poll::Pending,
+    })
 }
 
 impl<'a> Relay<'a> {
@@ -95,91 +96,96 @@ impl<'a> Relay<'a> {
         }
     }
 
-    /// Relays until the session ends, and says why it did. `resend` is what a resumed
-    /// persistent session must send again first.
-    pub(super) async fn run(
-        &mut self,
-        wire: &mut Wire,
-        resend: Vec<Outbound>,
+    /// Relays until the session ends, and says why it did.
+    ///
+    /// A future built from an `async move` block rather than an `async fn`: an `async fn`
+    /// keeps a second copy of its arguments in its state, and this state is held by every
+    /// idle connection.
+    #[allow(clippy::manual_async_fn)]
+    pub(super) fn run<'r>(
+        &'r mut self,
+        wire: &'r mut Wire,
         mut downlink_rx: Option<DownlinkRx>,
         keep_alive: Option<Duration>,
-        kicked: &CancellationToken,
-    ) -> Close {
-        let far_future = Duration::from_secs(86_400 * 365);
-        let mut expiry = pin!(sleep_until(
-            Instant::now() + keep_alive.unwrap_or(far_future)
-        ));
-        for packet in resend {
-            write_outbound(wire, packet);
-        }
-        // Packets the client pipelined behind its CONNECT are already in the read buffer:
-        // handle them before waiting for more bytes (with keep-alive 0 none may ever come).
-        let mut pipelined = !wire.read.is_empty();
-        loop {
-            let result = if std::mem::take(&mut pipelined) {
-                self.drain_socket(wire).await
-            } else {
-                tokio::select! {
-                    () = kicked.cancelled() => Err(self.stopped()),
-                    // While a delivery is held the socket is not read, so silence is ours, not
-                    // the client's: the keep-alive clock restarts when the delivery ends.
-                    () = &mut expiry, if keep_alive.is_some() && self.held.is_none() => {
-                        Err(Close::KeepAliveExpired)
-                    }
-                    result = delivered(&mut self.held), if self.held.is_some() => {
-                        if let Some(keep_alive) = keep_alive {
-                            expiry.as_mut().reset(Instant::now() + keep_alive);
+        kicked: &'r CancellationToken,
+    ) -> impl Future<Output = Close> + 'r {
+        async move {
+            let far_future = Duration::from_secs(86_400 * 365);
+            let mut expiry = pin!(sleep_until(
+                Instant::now() + keep_alive.unwrap_or(far_future)
+            ));
+            // Packets the client pipelined behind its CONNECT are already in the read buffer:
+            // handle them before waiting for more bytes (with keep-alive 0 none may ever come).
+            let mut pipelined = !wire.read.is_empty();
+            loop {
+                let result = if std::mem::take(&mut pipelined) {
+                    self.drain_socket(wire)
+                } else {
+                    tokio::select! {
+                        () = kicked.cancelled() => Err(self.stopped()),
+                        // While a delivery is held the socket is not read, so silence is ours, not
+                        // the client's: the keep-alive clock restarts when the delivery ends.
+                        () = &mut expiry, if keep_alive.is_some() && self.held.is_none() => {
+                            Err(Close::KeepAliveExpired)
                         }
-                        self.on_delivered(result, wire).await
-                    }
-                    read = wire.read_some(), if self.held.is_none() => match read {
-                        Ok(0) => Err(Close::Eof),
-                        Ok(_) => {
+                        result = delivered(&mut self.held), if self.held.is_some() => {
                             if let Some(keep_alive) = keep_alive {
                                 expiry.as_mut().reset(Instant::now() + keep_alive);
                             }
-                            self.drain_socket(wire).await
+                            self.on_delivered(result, wire)
                         }
-                        Err(e) => Err(Close::Io(e)),
-                    },
-                    () = mailbox_ready(self.peer.mailbox()) => {
-                        self.drain_mailbox(wire);
-                        Ok(())
-                    }
-                    message = next_downlink(&mut downlink_rx), if self.peer.can_take_downlink() => {
-                        match message {
-                            Some(message) => {
-                                if let Peer::Device { downlink, .. } = &mut self.peer {
-                                    downlink.deliver(message, wire, &mut downlink_rx);
+                        read = wire.read_some(), if self.held.is_none() => match read {
+                            Ok(0) => Err(Close::Eof),
+                            Ok(_) => {
+                                if let Some(keep_alive) = keep_alive {
+                                    expiry.as_mut().reset(Instant::now() + keep_alive);
                                 }
-                                Ok(())
+                                self.drain_socket(wire)
                             }
-                            // Replaced in the registry (takeover): nothing more will come.
-                            None => {
-                                downlink_rx = None;
-                                Ok(())
+                            Err(e) => Err(Close::Io(e)),
+                        },
+                        () = mailbox_ready(self.peer.mailbox()) => {
+                            self.drain_mailbox(wire);
+                            Ok(())
+                        }
+                        message = next_downlink(&mut downlink_rx), if self.peer.can_take_downlink() => {
+                            match message {
+                                Some(message) => {
+                                    if let Peer::Device { downlink, .. } = &mut self.peer {
+                                        downlink.deliver(message, wire, &mut downlink_rx);
+                                    }
+                                    Ok(())
+                                }
+                                // Replaced in the registry (takeover): nothing more will come.
+                                None => {
+                                    downlink_rx = None;
+                                    Ok(())
+                                }
                             }
                         }
+                    }
+                };
+                if let Err(close) = result {
+                    return close;
+                }
+                // A client that stops reading must not delay a kick or a shutdown by the write
+                // timeout. The flush is boxed: its state (a write and its timer) is needed only
+                // while it runs, and inline it would be in every idle connection's state.
+                if wire.has_queued() {
+                    let flushed = tokio::select! {
+                        flushed = Box::pin(wire.flush()) => flushed,
+                        () = kicked.cancelled() => Err(self.stopped()),
+                    };
+                    if let Err(close) = flushed {
+                        return close;
                     }
                 }
-            };
-            if let Err(close) = result {
-                return close;
+                for pkid in self.pubrec_unflushed.drain(..) {
+                    self.inflight.received(pkid);
+                }
+                // Every byte parsed: the buffer's allocation goes until bytes arrive again.
+                wire.release_read();
             }
-            // A client that stops reading must not delay a kick or a shutdown by the write
-            // timeout.
-            let flushed = tokio::select! {
-                flushed = wire.flush() => flushed,
-                () = kicked.cancelled() => Err(self.stopped()),
-            };
-            if let Err(close) = flushed {
-                return close;
-            }
-            for pkid in self.pubrec_unflushed.drain(..) {
-                self.inflight.received(pkid);
-            }
-            // Every byte parsed: the buffer's allocation goes until bytes arrive again.
-            wire.release_read();
         }
     }
 
@@ -209,7 +215,7 @@ impl<'a> Relay<'a> {
         }
     }
 
-    async fn drain_socket(&mut self, wire: &mut Wire) -> Result<(), Close> {
+    fn drain_socket(&mut self, wire: &mut Wire) -> Result<(), Close> {
         // Packets after a held message wait in the read buffer, in order.
         while self.held.is_none() {
             let publish_id = wire.publish_id();
@@ -247,7 +253,7 @@ impl<'a> Relay<'a> {
 
     /// The held message may be acknowledged: do so and go on with what the client sent
     /// after it; or close without acknowledgement (the client sends it again).
-    async fn on_delivered(
+    fn on_delivered(
         &mut self,
         result: Result<(), BrokerError>,
         wire: &mut Wire,
@@ -260,7 +266,7 @@ impl<'a> Relay<'a> {
             return Err(Close::UplinkFailed(e.to_string()));
         }
         self.acknowledge(held.qos, held.pkid, wire);
-        self.drain_socket(wire).await
+        self.drain_socket(wire)
     }
 
     /// PUBACK (QoS 1) or PUBREC (QoS 2) for a message that is taken.

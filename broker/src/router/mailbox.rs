@@ -11,9 +11,10 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use fleetmq_protocol::Principal;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use tracing::{info, warn};
 
 use super::journal::Journal;
@@ -96,8 +97,38 @@ struct State {
 pub(crate) struct Mailbox {
     key: String,
     state: Mutex<State>,
-    wake: Notify,
+    wake: Wake,
     attached: AtomicBool,
+}
+
+/// Wakes the one task that takes from a mailbox (its connection or in-process link) when
+/// there may be something to take. A flag and a waker slot rather than a `Notify`: the wait
+/// is polled in place, without a 96-byte `Notified` future in every connection's state.
+#[derive(Default)]
+struct Wake {
+    /// Set by a wake-up nobody has seen yet (kept for the next wait, like `Notify`'s permit).
+    pending: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Wake {
+    fn notify_one(&self) {
+        self.pending.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.pending.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A wake-up between the check and the registration found no waker: look again.
+        if self.pending.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
 }
 
 fn size_of(message: &Message) -> usize {
@@ -120,7 +151,7 @@ impl Mailbox {
                 dropping: None,
                 closed: false,
             }),
-            wake: Notify::new(),
+            wake: Wake::default(),
             attached: AtomicBool::new(false),
         }
     }
@@ -148,10 +179,15 @@ impl Mailbox {
         self.lock().persistent
     }
 
-    /// Resolves when there may be something to take. Cancel-safe; a wake-up that came while
-    /// nobody waited is kept for the next wait.
+    /// Ready when there may be something to take. A wake-up that came while nobody waited
+    /// is kept for the next poll. One task takes from a mailbox: only its waker is kept.
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.wake.poll(cx)
+    }
+
+    /// [`poll_ready`](Self::poll_ready) as a future. Cancel-safe.
     pub(crate) async fn ready(&self) {
-        self.wake.notified().await;
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await;
     }
 
     /// A connection takes the mailbox as `principal`: what was sent and not acknowledged
