@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleetmq_protocol::{DeviceId, Principal};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Login;
@@ -36,15 +37,45 @@ pub(crate) struct Entry {
     pub(crate) generation: u64,
     pub(crate) credentials: Arc<Credentials>,
     kick: CancellationToken,
-    /// Set before `kick` when the kick is a takeover by a new connection.
-    taken_over: Arc<AtomicBool>,
-    finished: CancellationToken,
+    /// How the session ends, shared with its guard.
+    end: Arc<End>,
+}
+
+/// How a session ends: one small allocation per live session (a cancellation token for
+/// "finished" and a shared flag for "taken over" were 144 bytes).
+#[derive(Default)]
+struct End {
+    /// Set before the kick when the kick is a takeover by a new connection.
+    taken_over: AtomicBool,
+    /// Set once the session is gone from the registry (its guard dropped).
+    finished: AtomicBool,
+    notify: Notify,
+}
+
+impl End {
+    fn finish(&self) {
+        self.finished.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once [`finish`](Self::finish) was called, before or after this call.
+    async fn finished(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read: a `finish` in between wakes this wait.
+        notified.as_mut().enable();
+        if self.finished.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
 }
 
 /// Registry of live sessions.
 #[derive(Default)]
 pub(crate) struct Sessions {
-    live: Mutex<HashMap<String, Entry>>,
+    /// Keyed by the router client id, shared with the session's guard.
+    live: Mutex<HashMap<Arc<str>, Entry>>,
     generations: AtomicU64,
     /// When each key was last kicked, so that a login authenticated *before* the kick (e.g.
     /// before the device was deactivated) but registered after it is refused.
@@ -62,7 +93,7 @@ pub(crate) struct KickedDuringLogin;
 /// session and wakes whoever waits for it to finish.
 pub(crate) struct SessionGuard<'a> {
     sessions: &'a Sessions,
-    key: String,
+    key: Arc<str>,
     entry: Entry,
 }
 
@@ -79,7 +110,7 @@ impl SessionGuard<'_> {
 
     /// Whether the kick (if any) was a new connection taking the session over.
     pub(crate) fn taken_over(&self) -> bool {
-        self.entry.taken_over.load(Ordering::Relaxed)
+        self.entry.end.taken_over.load(Ordering::Relaxed)
     }
 }
 
@@ -87,18 +118,18 @@ impl Drop for SessionGuard<'_> {
     fn drop(&mut self) {
         let mut live = self.sessions.lock();
         if live
-            .get(&self.key)
+            .get(&*self.key)
             .is_some_and(|e| e.generation == self.entry.generation)
         {
-            live.remove(&self.key);
+            live.remove(&*self.key);
         }
         drop(live);
-        self.entry.finished.cancel();
+        self.entry.end.finish();
     }
 }
 
 impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Entry>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -126,24 +157,24 @@ impl Sessions {
             generation: self.generations.fetch_add(1, Ordering::Relaxed),
             credentials: Arc::new(credentials),
             kick: shutdown.child_token(),
-            taken_over: Arc::new(AtomicBool::new(false)),
-            finished: CancellationToken::new(),
+            end: Arc::default(),
         };
-        let previous = self.lock().insert(key.to_owned(), entry.clone());
+        let key: Arc<str> = Arc::from(key);
+        let previous = self.lock().insert(Arc::clone(&key), entry.clone());
         if let Some(previous) = previous {
-            tracing::debug!(client = key, "session taken over");
-            previous.taken_over.store(true, Ordering::Relaxed);
+            tracing::debug!(client = &*key, "session taken over");
+            previous.end.taken_over.store(true, Ordering::Relaxed);
             previous.kick.cancel();
-            if tokio::time::timeout(TAKEOVER_WAIT, previous.finished.cancelled())
+            if tokio::time::timeout(TAKEOVER_WAIT, previous.end.finished())
                 .await
                 .is_err()
             {
-                tracing::warn!(client = key, "previous session did not finish in time");
+                tracing::warn!(client = &*key, "previous session did not finish in time");
             }
         }
         Ok(SessionGuard {
             sessions: self,
-            key: key.to_owned(),
+            key,
             entry,
         })
     }
@@ -161,7 +192,7 @@ impl Sessions {
             return false;
         };
         entry.kick.cancel();
-        let _ = tokio::time::timeout(TAKEOVER_WAIT, entry.finished.cancelled()).await;
+        let _ = tokio::time::timeout(TAKEOVER_WAIT, entry.end.finished()).await;
         true
     }
 
@@ -176,7 +207,7 @@ impl Sessions {
         self.lock()
             .iter()
             .filter(|(_, entry)| affected.covers(&entry.credentials.principal))
-            .map(|(key, entry)| (key.clone(), entry.clone()))
+            .map(|(key, entry)| (key.to_string(), entry.clone()))
             .collect()
     }
 
@@ -201,7 +232,7 @@ impl Sessions {
             return;
         };
         entry.kick.cancel();
-        let _ = tokio::time::timeout(TAKEOVER_WAIT, entry.finished.cancelled()).await;
+        let _ = tokio::time::timeout(TAKEOVER_WAIT, entry.end.finished()).await;
     }
 }
 
@@ -296,8 +327,7 @@ mod tests {
             .await
             .unwrap();
         let kicked = first.kicked().clone();
-        let finished = first.entry.finished.clone();
-        let taken_over = Arc::clone(&first.entry.taken_over);
+        let end = Arc::clone(&first.entry.end);
         let ender = async move {
             kicked.cancelled().await;
             drop(first);
@@ -306,14 +336,25 @@ mod tests {
         let second = sessions.register("k", Instant::now(), anonymous(), &shutdown);
         let (second, ()) = tokio::join!(second, ender);
         let second = second.unwrap();
-        assert!(finished.is_cancelled());
-        assert!(taken_over.load(Ordering::Relaxed));
+        assert!(end.finished.load(Ordering::Relaxed));
+        assert!(end.taken_over.load(Ordering::Relaxed));
         assert!(!second.taken_over());
         assert!(!second.kicked().is_cancelled());
         assert!(sessions.lock().contains_key("k"));
         drop(second);
         assert!(!sessions.lock().contains_key("k"));
         assert!(!sessions.kick("k").await);
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_a_session_to_end_sees_an_end_before_or_after_it() {
+        let before = End::default();
+        before.finish();
+        before.finished().await;
+        let after = Arc::new(End::default());
+        let ender = Arc::clone(&after);
+        let (_, ()) = tokio::join!(after.finished(), async move { ender.finish() });
+        assert!(after.finished.load(Ordering::Relaxed));
     }
 
     #[tokio::test]

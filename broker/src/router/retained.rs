@@ -10,10 +10,38 @@ use fleetmq_protocol::topic::matches;
 
 use super::Message;
 
-/// Topic → its retained message.
+/// Topic → its retained message. The topic is kept once, as the key: a message is built
+/// again when it is replayed (rarely, and it is copied then anyway).
 #[derive(Default)]
 pub(crate) struct Retained {
-    by_topic: BTreeMap<String, Message>,
+    by_topic: BTreeMap<String, Payload>,
+}
+
+/// What is kept of a retained message besides its topic.
+struct Payload {
+    payload: Bytes,
+    qos: u8,
+}
+
+impl Payload {
+    /// Copied: the message's bytes are views of the publisher's read buffer (or of a loaded
+    /// record), which a retained message, kept for as long as its topic has one, would
+    /// otherwise pin.
+    fn of(message: &Message) -> Payload {
+        Payload {
+            payload: Bytes::copy_from_slice(&message.payload),
+            qos: message.qos,
+        }
+    }
+
+    fn message(&self, topic: &str) -> Message {
+        Message {
+            topic: Bytes::copy_from_slice(topic.as_bytes()),
+            payload: self.payload.clone(),
+            qos: self.qos,
+            retain: true,
+        }
+    }
 }
 
 /// What [`Retained::set`] did.
@@ -38,27 +66,14 @@ impl Retained {
         if self.by_topic.len() >= limit && !self.by_topic.contains_key(topic) {
             return Kept::OverLimit;
         }
-        // Copied: the message's bytes are views of the publisher's read buffer, which a
-        // retained message (kept for as long as the topic has one) would otherwise pin.
-        let kept = Message {
-            topic: Bytes::copy_from_slice(&message.topic),
-            payload: Bytes::copy_from_slice(&message.payload),
-            qos: message.qos,
-            retain: true,
-        };
-        self.by_topic.insert(topic.to_owned(), kept);
+        self.by_topic.insert(topic.to_owned(), Payload::of(message));
         Kept::Stored
     }
 
     /// Restores a message loaded from persistence.
     pub(crate) fn restore(&mut self, message: Message) {
-        self.by_topic.insert(
-            message.topic_str().to_owned(),
-            Message {
-                retain: true,
-                ..message
-            },
-        );
+        self.by_topic
+            .insert(message.topic_str().to_owned(), Payload::of(&message));
     }
 
     /// The retained messages `filter` matches (a `$share/…` filter gets none, MQTT 5
@@ -77,7 +92,7 @@ impl Retained {
             .range::<String, _>(range)
             .take_while(|(topic, _)| topic.starts_with(&prefix))
             .filter(|(topic, _)| matches(filter, topic))
-            .map(|(_, message)| message.clone())
+            .map(|(topic, kept)| kept.message(topic))
             .collect()
     }
 }
