@@ -141,7 +141,7 @@ impl Bridge {
                 max_bytes: config.telemetry_history_max_bytes,
             },
             metrics.clone(),
-        );
+        )?;
         let commands = CommandTracker::new(
             store.clone(),
             broker.clone(),

@@ -36,12 +36,26 @@ pub struct TelemetryWriter {
 }
 
 impl TelemetryWriter {
-    /// Starts the writer on a blocking thread; it ends (and the returned task with it) when
+    /// Starts the writer on a thread of its own (not one of the runtime's few blocking
+    /// threads, which it would hold for good); it ends (and the returned task with it) when
     /// every `TelemetryWriter` clone is dropped, after committing what was queued.
-    pub fn start(store: Store, bounds: HistoryBounds, metrics: Metrics) -> (Self, JoinHandle<()>) {
+    pub fn start(
+        store: Store,
+        bounds: HistoryBounds,
+        metrics: Metrics,
+    ) -> std::io::Result<(Self, JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::task::spawn_blocking(move || write_loop(store, bounds, rx, metrics));
-        (Self { tx }, task)
+        let (ended, end) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("fleetmq-telemetry".to_owned())
+            .spawn(move || {
+                write_loop(store, bounds, rx, metrics);
+                let _ = ended.send(());
+            })?;
+        let task = tokio::spawn(async move {
+            let _ = end.await;
+        });
+        Ok((Self { tx }, task))
     }
 
     /// Queues a sample and resolves once it is committed.

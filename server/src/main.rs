@@ -245,6 +245,14 @@ struct ServeArgs {
     #[arg(long, env = "FLEETMQ_HTTP_WORKERS", default_value_t = 2)]
     http_workers: usize,
 
+    /// Threads the MQTT plane (broker and bridge) may start for store calls and other
+    /// blocking work; more calls wait their turn. The store commits one writer at a time, so
+    /// more threads buy nothing but memory: each keeps an allocator arena of its own, about
+    /// 1 KiB per connected device at 64 threads (docs/mqtt.md). Default: one per CPU, at
+    /// least 2.
+    #[arg(long, env = "FLEETMQ_BLOCKING_THREADS")]
+    blocking_threads: Option<usize>,
+
     // --- OTAO API (OAuth 2.0) ---
     /// Seconds an OAuth access token issued by POST /api/v1/oauth/token stays valid.
     #[arg(long, env = "FLEETMQ_OAUTH_TOKEN_LIFETIME", default_value_t = 3600)]
@@ -408,7 +416,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..fleetmq_bridge::BridgeConfig::default()
         },
     };
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let blocking_threads = args
+        .blocking_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().max(2)));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(blocking_threads.max(1))
+        .build()
+        .context("starting the async runtime")?;
     runtime.block_on(async {
         // Listen for the stop signals before the banner can tell anyone the server is up.
         let signals = StopSignals::install()?;
