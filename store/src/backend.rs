@@ -57,6 +57,17 @@ pub trait Backend:
     /// Devices whose rendered configuration may have changed, announced after each commit
     /// (see [`crate::configuration`]).
     fn config_changes(&self) -> tokio::sync::broadcast::Receiver<crate::ConfigChange>;
+    /// How much of the data the backend keeps in memory (for `/metrics`).
+    fn cache_use(&self) -> CacheUse;
+}
+
+/// The backend's in-memory cache of its data, bounded by `--store-cache-mib`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheUse {
+    /// Bytes held now.
+    pub bytes: u64,
+    /// Pages dropped to stay within the bound, since the store was opened.
+    pub evictions: u64,
 }
 
 /// Who may use fleetmq: organizations (tenants), users with their memberships, and API tokens.

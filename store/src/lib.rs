@@ -78,7 +78,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use backend::{
-    AccountStore, Backend, BrokerStateStore, ConfigSettingsStore, ConfigStore, DeviceLogin,
+    AccountStore, Backend, BrokerStateStore, CacheUse, ConfigSettingsStore, ConfigStore, DeviceLogin,
     DevicePlane, DeviceStore, FirmwareStore, LocationStore, MqttSession, NewCommand, OAuthStore,
     PkiStore, SoftwareStore, UpgradeStore, VpnStore,
 };

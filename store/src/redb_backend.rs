@@ -233,4 +233,12 @@ impl Backend for RedbBackend {
     fn config_changes(&self) -> tokio::sync::broadcast::Receiver<crate::ConfigChange> {
         self.config_changes.subscribe()
     }
+
+    fn cache_use(&self) -> crate::CacheUse {
+        let stats = self.db.cache_stats();
+        crate::CacheUse {
+            bytes: u64::try_from(stats.used_bytes()).unwrap_or(u64::MAX),
+            evictions: stats.evictions(),
+        }
+    }
 }

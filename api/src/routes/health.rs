@@ -17,19 +17,39 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics))
 }
 
-/// Counters in Prometheus' text format (no authentication, like `/healthz`). A name may carry
-/// labels (`name{reason="x"}`); the series of one name come together and share its HELP.
+/// Counters and gauges in Prometheus' text format (no authentication, like `/healthz`). A
+/// name may carry labels (`name{reason="x"}`); the series of one name come together and share
+/// its HELP. Counters' names end in `_total` (Prometheus' convention); the others are gauges.
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 async fn metrics(
     State(state): State<AppState>,
 ) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    // Two atomic reads: no need to leave the async worker.
+    let cache = state.store().blocking().cache_use();
+    let store = [
+        (
+            "fleetmq_store_cache_bytes",
+            "Bytes of the data file the store keeps in memory (at most --store-cache-mib).",
+            cache.bytes,
+        ),
+        (
+            "fleetmq_store_cache_evictions_total",
+            "Pages the store dropped from memory to stay within --store-cache-mib.",
+            cache.evictions,
+        ),
+    ];
     let mut out = String::new();
     let mut described = "";
-    for (series, help, value) in state.hooks().metrics() {
+    for (series, help, value) in state.hooks().metrics().into_iter().chain(store) {
         let name = series.split_once('{').map_or(series, |(name, _)| name);
         if name != described {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
             described = name;
         }
         out.push_str(&format!("{series} {value}\n"));

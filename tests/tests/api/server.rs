@@ -37,6 +37,54 @@ async fn health_reports_store_and_broker_without_authentication() {
     app.shutdown().await;
 }
 
+/// The value of the series `name` in a Prometheus text exposition.
+fn series(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+#[tokio::test]
+async fn metrics_show_the_store_cache_growing_with_the_data_as_a_gauge() {
+    let app = TestApp::spawn().await;
+    let metrics = || async {
+        app.http
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("text")
+    };
+    let before = metrics().await;
+    assert!(
+        before.contains("# TYPE fleetmq_store_cache_bytes gauge\n"),
+        "{before}"
+    );
+    assert!(
+        before.contains("# TYPE fleetmq_store_cache_evictions_total counter\n")
+            && before.contains("# TYPE fleetmq_uplink_messages_total counter\n"),
+        "{before}"
+    );
+    let org = app.create_org("acme").await;
+    for i in 0..40 {
+        let device = app
+            .create_device(&app.admin_token, &org, &format!("cached-{i}"))
+            .await;
+        assert_eq!(device.status, 201, "{}", device.body);
+    }
+    let after = metrics().await;
+    assert!(
+        series(&after, "fleetmq_store_cache_bytes")
+            > series(&before, "fleetmq_store_cache_bytes"),
+        "40 devices later the store keeps more in memory:\n{before}\n{after}"
+    );
+    assert_eq!(series(&after, "fleetmq_store_cache_evictions_total"), 0);
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
     let app = TestApp::spawn().await;
