@@ -78,9 +78,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use backend::{
-    AccountStore, Backend, BrokerStateStore, CacheUse, ConfigSettingsStore, ConfigStore, DeviceLogin,
-    DevicePlane, DeviceStore, FirmwareStore, LocationStore, MqttSession, NewCommand, OAuthStore,
-    PkiStore, SoftwareStore, UpgradeStore, VpnStore,
+    AccountStore, Backend, BrokerStateStore, CacheUse, ConfigSettingsStore, ConfigStore,
+    DeviceLogin, DevicePlane, DeviceStore, FirmwareStore, LocationStore, MqttSession, NewCommand,
+    OAuthStore, PkiStore, SoftwareStore, UpgradeStore, VpnStore,
 };
 pub use batch::{BatchError, DeviceTarget, FirmwareTarget, MassUpgrade, Narrowing, Targets};
 pub use blob::{BlobError, BlobKey, BlobStore, BlobWriter, StoredBlob};

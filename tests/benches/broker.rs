@@ -391,6 +391,20 @@ async fn run(options: &Options, fleetmq: &Path) -> anyhow::Result<String> {
                     1,
                 )
                 .push(Kind::Fleetmq, devices.kib_each());
+            if let Some(cache) = devices.store_cache_kib_each() {
+                report
+                    .row(
+                        "fleetmq: of which the store's page cache of the devices' rows (KiB per device)",
+                        1,
+                    )
+                    .push(Kind::Fleetmq, cache);
+                report
+                    .row(
+                        "fleetmq: RSS per idle connected device without the store's page cache (KiB)",
+                        1,
+                    )
+                    .push(Kind::Fleetmq, devices.kib_each() - cache);
+            }
             report
                 .row(&format!("fleetmq: {n} devices: connects/s"), 0)
                 .push(Kind::Fleetmq, devices.rate());
@@ -404,6 +418,8 @@ struct Broker {
     kind: Kind,
     child: Child,
     addr: SocketAddr,
+    /// fleetmq's HTTP listener (for `/metrics`).
+    http: Option<SocketAddr>,
     pid: u32,
     _dir: Option<tempfile::TempDir>,
 }
@@ -420,8 +436,11 @@ impl Broker {
         fleetmq_args: &[String],
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let (child, addr) = match kind {
-            Kind::Mosquitto => start_mosquitto(dir.path()).await?,
+        let (child, addr, http) = match kind {
+            Kind::Mosquitto => {
+                let (child, addr) = start_mosquitto(dir.path()).await?;
+                (child, addr, None)
+            }
             Kind::Fleetmq => {
                 let extra: Vec<String> = [
                     "--mqtt-anonymous-sandbox".to_owned(),
@@ -437,9 +456,9 @@ impl Broker {
                 .chain(fleetmq_args.iter().cloned())
                 .collect();
                 let data = data.unwrap_or(dir.path());
-                let (child, _http, mqtt) =
+                let (child, http, mqtt) =
                     start_server_with(fleetmq, data, ADMIN_PASSWORD, &extra).await?;
-                (child, mqtt)
+                (child, mqtt, Some(http))
             }
         };
         let pid = child
@@ -449,9 +468,29 @@ impl Broker {
             kind,
             child,
             addr,
+            http,
             pid,
             _dir: Some(dir),
         })
+    }
+
+    /// Bytes fleetmq's store keeps in memory (`fleetmq_store_cache_bytes`); `None` for
+    /// Mosquitto.
+    async fn store_cache_bytes(&self) -> anyhow::Result<Option<u64>> {
+        let Some(http) = self.http else {
+            return Ok(None);
+        };
+        let metrics = reqwest::get(format!("http://{http}/metrics"))
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("fleetmq_store_cache_bytes "))
+            .map(|v| v.trim().parse().map(Some))
+            .ok_or_else(|| anyhow::anyhow!("no fleetmq_store_cache_bytes in /metrics"))?
+            .map_err(Into::into)
     }
 
     async fn stop(mut self) {
@@ -875,6 +914,9 @@ struct Connections {
     seconds: f64,
     rss_before: u64,
     rss_after: u64,
+    /// KiB fleetmq's store kept in memory before and after (its page cache, bounded by
+    /// `--store-cache-mib`): part of the RSS, reported apart.
+    store_cache: Option<(u64, u64)>,
     first_error: Option<String>,
 }
 
@@ -885,6 +927,12 @@ impl Connections {
 
     fn kib_each(&self) -> f64 {
         self.rss_after.saturating_sub(self.rss_before) as f64 / self.count.max(1) as f64
+    }
+
+    /// Of [`kib_each`](Self::kib_each), what the store's page cache grew by per connection.
+    fn store_cache_kib_each(&self) -> Option<f64> {
+        self.store_cache
+            .map(|(before, after)| after.saturating_sub(before) as f64 / self.count.max(1) as f64)
     }
 }
 
@@ -901,6 +949,9 @@ impl std::fmt::Display for Connections {
             self.rss_after,
             self.kib_each()
         )?;
+        if let Some(cache) = self.store_cache_kib_each() {
+            write!(f, ", of which the store's page cache {cache:.1} KiB each")?;
+        }
         if let Some(e) = &self.first_error {
             write!(f, "; first error: {e}")?;
         }
@@ -947,6 +998,7 @@ where
     G: FnMut(&Incoming) -> Step + Send + Sync + Copy + 'static,
 {
     let rss_before = settled_rss(broker.pid).await;
+    let cache_before = broker.store_cache_bytes().await?;
     let hello = Arc::new(hello);
     let start = Instant::now();
     let deadline = start + SCENARIO_LIMIT;
@@ -984,12 +1036,16 @@ where
     }
     let seconds = start.elapsed().as_secs_f64();
     let rss_after = settled_rss(broker.pid).await;
+    let cache_after = broker.store_cache_bytes().await?;
     let result = Connections {
         count: open.len(),
         failed,
         seconds,
         rss_before,
         rss_after,
+        store_cache: cache_before
+            .zip(cache_after)
+            .map(|(b, a)| (b / 1024, a / 1024)),
         first_error,
     };
     drop(open);

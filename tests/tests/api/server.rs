@@ -77,8 +77,7 @@ async fn metrics_show_the_store_cache_growing_with_the_data_as_a_gauge() {
     }
     let after = metrics().await;
     assert!(
-        series(&after, "fleetmq_store_cache_bytes")
-            > series(&before, "fleetmq_store_cache_bytes"),
+        series(&after, "fleetmq_store_cache_bytes") > series(&before, "fleetmq_store_cache_bytes"),
         "40 devices later the store keeps more in memory:\n{before}\n{after}"
     );
     assert_eq!(series(&after, "fleetmq_store_cache_evictions_total"), 0);
