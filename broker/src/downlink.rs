@@ -131,6 +131,7 @@ pub(crate) type Filters = Vec<(String, QoS)>;
 /// Device id → the live connection's downlink queue.
 #[derive(Default)]
 pub(crate) struct Downlinks {
+    /// Sized for the connection limit up front (see [`Downlinks::with_capacity`]).
     live: Mutex<HashMap<DeviceId, Entry>>,
     generations: AtomicU64,
     /// Subscriptions of persistent (clean session = 0) device sessions between connections.
@@ -147,6 +148,15 @@ pub(crate) enum Sent {
 }
 
 impl Downlinks {
+    /// Room for `devices` connected devices before the registry's map grows (a growing map
+    /// rehashes every key under its lock, stalling every connect meanwhile).
+    pub(crate) fn with_capacity(devices: usize) -> Self {
+        Self {
+            live: Mutex::new(HashMap::with_capacity(devices)),
+            ..Self::default()
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, Entry>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -83,6 +83,9 @@ pub use uplink::{SessionEvent, Uplink, UplinkFuture, UplinkMessage};
 use connection::Shared;
 use handle::Core;
 
+/// The most sessions the broker's maps have room for from the start (beyond it they grow).
+const PRESIZED_SESSIONS: usize = 1 << 16;
+
 /// A bound, not yet running broker. `bind` then `run`; take a [`BrokerHandle`] and plug in
 /// the [`Uplink`] in between.
 pub struct Broker {
@@ -156,19 +159,25 @@ impl Broker {
             listeners.push((bound, listener::Kind::SecureWebSocket(acceptor)));
             wss_addr = Some(addr);
         }
-        let router = router::Router::new(router::RouterLimits {
-            queue: router::QueueLimits {
-                messages: limits.max_queued_messages,
-                bytes: limits.max_queued_bytes,
-                inflight: limits.max_inflight_messages,
+        // The session maps are sized for the connection limit (at most PRESIZED_SESSIONS):
+        // growing one rehashes every client id under its lock while connects wait.
+        let presized = config.max_connections.min(PRESIZED_SESSIONS);
+        let router = router::Router::new(
+            router::RouterLimits {
+                queue: router::QueueLimits {
+                    messages: limits.max_queued_messages,
+                    bytes: limits.max_queued_bytes,
+                    inflight: limits.max_inflight_messages,
+                },
+                retained: limits.max_retained_messages,
+                persistent_sessions: limits.max_persistent_sessions,
             },
-            retained: limits.max_retained_messages,
-            persistent_sessions: limits.max_persistent_sessions,
-        });
+            presized,
+        );
         let core = Arc::new(Core {
             router,
-            sessions: session::Sessions::default(),
-            downlinks: downlink::Downlinks::default(),
+            sessions: session::Sessions::with_capacity(presized),
+            downlinks: downlink::Downlinks::with_capacity(presized),
             auth: Arc::clone(&auth),
             metrics: metrics::Metrics::default(),
         });
@@ -297,6 +306,8 @@ impl Broker {
                 tracing::error!(error = %e, "MQTT accept loop failed");
             }
         }
+        // Sessions wait on their own kick only (not on the shutdown token): tell them.
+        self.core.sessions.stop_all();
         tasks.close();
         tasks.wait().await;
         // Every connection is closed and its will routed: write what is left.

@@ -8,11 +8,15 @@
 //! router, and only then register the new one.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use fleetmq_protocol::{DeviceId, Principal};
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -36,23 +40,71 @@ pub(crate) struct Credentials {
 pub(crate) struct Entry {
     pub(crate) generation: u64,
     pub(crate) credentials: Arc<Credentials>,
-    kick: CancellationToken,
-    /// How the session ends, shared with its guard.
+    /// How the session is told to end and how it ends, shared with its guard.
     end: Arc<End>,
 }
 
-/// How a session ends: one small allocation per live session (a cancellation token for
-/// "finished" and a shared flag for "taken over" were 144 bytes).
+/// How a session is told to end and how it ends: one small allocation per live session (a
+/// cancellation token for "finished" and a shared flag for "taken over" were 144 bytes, and a
+/// child token of shutdown for the kick 107 more, taken under the shutdown token's lock at
+/// every connect).
 #[derive(Default)]
 struct End {
     /// Set before the kick when the kick is a takeover by a new connection.
     taken_over: AtomicBool,
+    /// Set when the session must end: takeover, an admin kick, a revocation, shutdown.
+    kicked: AtomicBool,
+    /// The session's task, waiting for a kick among other things.
+    kick_waker: AtomicWaker,
     /// Set once the session is gone from the registry (its guard dropped).
     finished: AtomicBool,
     notify: Notify,
 }
 
+/// Tells one session to end (see [`SessionGuard::kicked`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Kick<'a>(&'a End);
+
+impl<'a> Kick<'a> {
+    /// Resolves once the session was told to end. One task waits on a session's kick (its
+    /// own connection task): a second waiter would take the first's place.
+    pub(crate) fn cancelled(self) -> Kicked<'a> {
+        Kicked(self.0)
+    }
+
+    /// Whether the session was told to end.
+    #[cfg(test)]
+    pub(crate) fn is_cancelled(self) -> bool {
+        self.0.kicked.load(Ordering::Acquire)
+    }
+}
+
+/// The future of [`Kick::cancelled`].
+pub(crate) struct Kicked<'a>(&'a End);
+
+impl Future for Kicked<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.kicked.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.0.kick_waker.register(cx.waker());
+        // A kick between the load and the registration woke nobody: look again.
+        if self.0.kicked.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
 impl End {
+    fn kick(&self) {
+        self.kicked.store(true, Ordering::Release);
+        self.kick_waker.wake();
+    }
+
     fn finish(&self) {
         self.finished.store(true, Ordering::Release);
         self.notify.notify_waiters();
@@ -98,9 +150,9 @@ pub(crate) struct SessionGuard<'a> {
 }
 
 impl SessionGuard<'_> {
-    /// Cancelled when the session must end (takeover, admin kick, shutdown).
-    pub(crate) fn kicked(&self) -> &CancellationToken {
-        &self.entry.kick
+    /// Cancelled when the session must end (takeover, admin kick, revocation, shutdown).
+    pub(crate) fn kicked(&self) -> Kick<'_> {
+        Kick(&self.entry.end)
     }
 
     /// What the session was accepted with.
@@ -129,14 +181,24 @@ impl Drop for SessionGuard<'_> {
 }
 
 impl Sessions {
+    /// A registry with room for `sessions` live sessions before its map grows (a growing
+    /// map rehashes every key under its lock, stalling every connect meanwhile).
+    pub(crate) fn with_capacity(sessions: usize) -> Self {
+        Self {
+            live: Mutex::new(HashMap::with_capacity(sessions)),
+            ..Self::default()
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Entry>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Registers a session under `key`, stopping (and waiting for) any session it replaces.
     /// `authenticated_at` is when authentication started; a kick after it refuses the session.
-    /// The session's kick is a child of `shutdown`: cancelling that kicks it too (one token
-    /// for a connection to wait on, not two).
+    /// A session registered once `shutdown` is cancelled is kicked at once (those registered
+    /// before are kicked by [`stop_all`](Self::stop_all)), so a connection waits on its kick
+    /// alone.
     pub(crate) async fn register(
         &self,
         key: &str,
@@ -156,15 +218,19 @@ impl Sessions {
         let entry = Entry {
             generation: self.generations.fetch_add(1, Ordering::Relaxed),
             credentials: Arc::new(credentials),
-            kick: shutdown.child_token(),
             end: Arc::default(),
         };
         let key: Arc<str> = Arc::from(key);
         let previous = self.lock().insert(Arc::clone(&key), entry.clone());
+        // Shutdown is cancelled before `stop_all` takes the lock: an insert after that lock
+        // sees the cancellation here.
+        if shutdown.is_cancelled() {
+            entry.end.kick();
+        }
         if let Some(previous) = previous {
             tracing::debug!(client = &*key, "session taken over");
             previous.end.taken_over.store(true, Ordering::Relaxed);
-            previous.kick.cancel();
+            previous.end.kick();
             if tokio::time::timeout(TAKEOVER_WAIT, previous.end.finished())
                 .await
                 .is_err()
@@ -191,9 +257,16 @@ impl Sessions {
         let Some(entry) = self.lock().get(key).cloned() else {
             return false;
         };
-        entry.kick.cancel();
+        entry.end.kick();
         let _ = tokio::time::timeout(TAKEOVER_WAIT, entry.end.finished()).await;
         true
+    }
+
+    /// Tells every live session to end (shutdown; see [`register`](Self::register)).
+    pub(crate) fn stop_all(&self) {
+        for entry in self.lock().values() {
+            entry.end.kick();
+        }
     }
 
     /// Records a revocation and returns the live sessions it may concern.
@@ -231,7 +304,7 @@ impl Sessions {
         else {
             return;
         };
-        entry.kick.cancel();
+        entry.end.kick();
         let _ = tokio::time::timeout(TAKEOVER_WAIT, entry.end.finished()).await;
     }
 }
@@ -326,10 +399,9 @@ mod tests {
             .register("k", Instant::now(), anonymous(), &CancellationToken::new())
             .await
             .unwrap();
-        let kicked = first.kicked().clone();
         let end = Arc::clone(&first.entry.end);
         let ender = async move {
-            kicked.cancelled().await;
+            first.kicked().cancelled().await;
             drop(first);
         };
         let shutdown = CancellationToken::new();
@@ -344,6 +416,27 @@ mod tests {
         drop(second);
         assert!(!sessions.lock().contains_key("k"));
         assert!(!sessions.kick("k").await);
+    }
+
+    #[tokio::test]
+    async fn shutdown_kicks_live_sessions_and_any_registered_after_it() {
+        let sessions = Sessions::default();
+        let shutdown = CancellationToken::new();
+        let live = sessions
+            .register("a~live", Instant::now(), anonymous(), &shutdown)
+            .await
+            .unwrap();
+        assert!(!live.kicked().is_cancelled());
+        let waiting = live.kicked().cancelled();
+        shutdown.cancel();
+        sessions.stop_all();
+        waiting.await;
+        let late = sessions
+            .register("a~late", Instant::now(), anonymous(), &shutdown)
+            .await
+            .unwrap();
+        assert!(late.kicked().is_cancelled());
+        late.kicked().cancelled().await;
     }
 
     #[tokio::test]

@@ -13,7 +13,6 @@ use rumqttd::protocol::{
     PubRelReason, Publish,
 };
 use tokio::time::{Instant, sleep_until, timeout};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::framing::Wire;
@@ -23,6 +22,7 @@ use super::{Close, MAX_BATCH, Shared};
 use crate::BrokerError;
 use crate::downlink::Downlink;
 use crate::router::{Mailbox, Message, Outbound};
+use crate::session::Kick;
 use crate::uplink::{UplinkFuture, UplinkMessage};
 
 /// A client PUBLISH that is acknowledged only once something resolves: a device message
@@ -107,7 +107,7 @@ impl<'a> Relay<'a> {
         wire: &'r mut Wire,
         mut downlink_rx: Option<DownlinkRx>,
         keep_alive: Option<Duration>,
-        kicked: &'r CancellationToken,
+        kicked: Kick<'r>,
     ) -> impl Future<Output = Close> + 'r {
         async move {
             let far_future = Duration::from_secs(86_400 * 365);

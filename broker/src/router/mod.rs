@@ -100,11 +100,13 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub(crate) fn new(limits: RouterLimits) -> Router {
+    /// A router with room for `sessions` sessions before its session map grows (a growing
+    /// map rehashes every key under its lock, stalling every connect meanwhile).
+    pub(crate) fn new(limits: RouterLimits, sessions: usize) -> Router {
         Router {
             filters: RwLock::default(),
             retained: Mutex::default(),
-            sessions: Mutex::default(),
+            sessions: Mutex::new(HashMap::with_capacity(sessions)),
             persistent: AtomicU64::new(0),
             journal: Arc::default(),
             limits,
