@@ -28,8 +28,11 @@
 //!   publisher that sees nothing delivered for 2 s stops holding back: the rest is lost).
 //! - `idle`: N raw TCP clients (N from `--idle`) each send a minimal MQTT 3.1.1 CONNECT
 //!   (keep-alive 600 s, no credentials) and read the CONNACK, `--in-flight` (64) at once;
-//!   connects/s = N ÷ time until the last CONNACK; RSS per connection = (broker RSS after −
-//!   before) ÷ N, both read from `/proc/<pid>/status` once RSS stopped moving (at most 5 s).
+//!   connects/s = N ÷ time until the last CONNACK, after a warm-up of 200 connections
+//!   opened and closed the same way (a fresh process's first connects pay once for touching
+//!   their code); RSS per connection = (broker RSS after − before the warm-up) ÷ N, both read
+//!   from `/proc/<pid>/status` once RSS stopped moving (at most 5 s); broker CPU per
+//!   connection from `/proc/<pid>/stat` over the timed phase (10 ms ticks).
 //! - `devices` (fleetmq only): `--devices` devices written straight into a fresh store, then
 //!   connected as devices do (CONNECT with id and key and a retained offline will, retained
 //!   online presence at QoS 1, SUBSCRIBE to their `down/#`), `--in-flight` at once; RSS per connected
@@ -54,7 +57,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use fleetmq_sim::mqtt::{self as wire, Connect, Incoming, Will};
 use fleetmq_store::Store;
-use fleetmq_tests::fixtures::{bench_organization, register_devices, rss_kib};
+use fleetmq_tests::fixtures::{bench_organization, cpu_ticks, register_devices, rss_kib};
 use fleetmq_tests::release::{raise_open_files, release_binary, start_server_with};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -445,7 +448,8 @@ impl Broker {
                 let extra: Vec<String> = [
                     "--mqtt-anonymous-sandbox".to_owned(),
                     "--mqtt-max-connections".to_owned(),
-                    (connections + 100).to_string(),
+                    // The warm-up's connections may not all be closed yet.
+                    (connections + WARM_UP + 100).to_string(),
                     // Every client of the load comes from 127.0.0.1, --in-flight at a time.
                     "--mqtt-max-pending-connections".to_owned(),
                     "512".to_owned(),
@@ -917,6 +921,9 @@ struct Connections {
     /// KiB fleetmq's store kept in memory before and after (its page cache, bounded by
     /// `--store-cache-mib`): part of the RSS, reported apart.
     store_cache: Option<(u64, u64)>,
+    /// CPU time the broker process used from the first connect to the last answer, in
+    /// clock ticks (1/100 s).
+    cpu_ticks: u64,
     first_error: Option<String>,
 }
 
@@ -927,6 +934,11 @@ impl Connections {
 
     fn kib_each(&self) -> f64 {
         self.rss_after.saturating_sub(self.rss_before) as f64 / self.count.max(1) as f64
+    }
+
+    /// Broker CPU time per connection, in microseconds (user and system; ±10 ms in all).
+    fn cpu_us_each(&self) -> f64 {
+        self.cpu_ticks as f64 * 10_000.0 / self.count.max(1) as f64
     }
 
     /// Of [`kib_each`](Self::kib_each), what the store's page cache grew by per connection.
@@ -940,10 +952,11 @@ impl std::fmt::Display for Connections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} connected in {:.2} s ({} /s), {} failed; RSS {} → {} KiB ({:.1} KiB each)",
+            "{} connected in {:.2} s ({} /s, broker CPU {:.0} µs each), {} failed; RSS {} → {} KiB ({:.1} KiB each)",
             self.count,
             self.seconds,
             thousands(self.rate(), 0),
+            self.cpu_us_each(),
             self.failed,
             self.rss_before,
             self.rss_after,
@@ -986,9 +999,15 @@ enum Step {
 /// Opens `n` raw MQTT connections, `in_flight` handshakes at a time; each writes what
 /// `hello(i)` builds (a CONNECT and whatever follows it) and reads until `until` says the
 /// connection is set up. Keeps the sockets open until the broker's RSS is read.
+///
+/// First, `warm_up` connections (`hello(n)`, `hello(n + 1)`, …) are opened the same way and
+/// closed, uncounted and untimed: a fresh process's first connects pay for touching their
+/// code and growing their allocator once (fleetmq's first connect took ~10 ms more than
+/// Mosquitto's). RSS "before" is read ahead of them, so what they leave behind is counted.
 async fn connect_many<F, G>(
     broker: &Broker,
     n: usize,
+    warm_up: usize,
     in_flight: usize,
     hello: F,
     until: G,
@@ -1000,28 +1019,82 @@ where
     let rss_before = settled_rss(broker.pid).await;
     let cache_before = broker.store_cache_bytes().await?;
     let hello = Arc::new(hello);
+    let warm = handshakes(broker, n..n + warm_up, in_flight, &hello, until).await?;
+    anyhow::ensure!(
+        warm.failed == 0,
+        "warm-up: {} of {warm_up} refused: {:?}",
+        warm.failed,
+        warm.first_error
+    );
+    drop(warm);
+    let cpu_before = cpu_ticks(broker.pid);
     let start = Instant::now();
-    let deadline = start + SCENARIO_LIMIT;
+    let Opened {
+        open,
+        failed,
+        first_error,
+    } = handshakes(broker, 0..n, in_flight, &hello, until).await?;
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu = cpu_ticks(broker.pid).saturating_sub(cpu_before);
+    let rss_after = settled_rss(broker.pid).await;
+    let cache_after = broker.store_cache_bytes().await?;
+    let result = Connections {
+        count: open.len(),
+        failed,
+        seconds,
+        rss_before,
+        rss_after,
+        store_cache: cache_before
+            .zip(cache_after)
+            .map(|(b, a)| (b / 1024, a / 1024)),
+        cpu_ticks: cpu,
+        first_error,
+    };
+    drop(open);
+    Ok(result)
+}
+
+/// What [`handshakes`] opened.
+struct Opened {
+    open: Vec<TcpStream>,
+    failed: usize,
+    first_error: Option<String>,
+}
+
+/// One handshake per index in `range`, `in_flight` at a time, within [`SCENARIO_LIMIT`].
+async fn handshakes<F, G>(
+    broker: &Broker,
+    range: std::ops::Range<usize>,
+    in_flight: usize,
+    hello: &Arc<F>,
+    until: G,
+) -> anyhow::Result<Opened>
+where
+    F: Fn(usize) -> BytesMut + Send + Sync + 'static,
+    G: FnMut(&Incoming) -> Step + Send + Sync + Copy + 'static,
+{
+    let n = range.len();
+    let deadline = Instant::now() + SCENARIO_LIMIT;
     let mut open = Vec::with_capacity(n);
     let mut failed = 0;
     let mut first_error = None;
     let mut tasks = JoinSet::new();
-    let mut next = 0;
-    while next < n || !tasks.is_empty() {
+    let mut indices = range;
+    let mut next = indices.next();
+    while next.is_some() || !tasks.is_empty() {
         anyhow::ensure!(
             Instant::now() < deadline,
             "{} of {n} connected after {SCENARIO_LIMIT:?}",
             open.len()
         );
-        if next < n && tasks.len() < in_flight {
-            let (addr, hello) = (broker.addr, hello.clone());
-            let i = next;
+        if let Some(i) = next.filter(|_| tasks.len() < in_flight) {
+            let (addr, hello) = (broker.addr, Arc::clone(hello));
             tasks.spawn(async move {
                 tokio::time::timeout(HANDSHAKE_LIMIT, handshake(addr, hello(i), until))
                     .await
                     .map_err(|_| anyhow::anyhow!("no answer within {HANDSHAKE_LIMIT:?}"))?
             });
-            next += 1;
+            next = indices.next();
             continue;
         }
         match tasks.join_next().await {
@@ -1034,22 +1107,11 @@ where
             None => {}
         }
     }
-    let seconds = start.elapsed().as_secs_f64();
-    let rss_after = settled_rss(broker.pid).await;
-    let cache_after = broker.store_cache_bytes().await?;
-    let result = Connections {
-        count: open.len(),
+    Ok(Opened {
+        open,
         failed,
-        seconds,
-        rss_before,
-        rss_after,
-        store_cache: cache_before
-            .zip(cache_after)
-            .map(|(b, a)| (b / 1024, a / 1024)),
         first_error,
-    };
-    drop(open);
-    Ok(result)
+    })
 }
 
 /// Sends `hello` (a CONNECT and whatever follows it) and reads until CONNACK 0 and then
@@ -1087,6 +1149,9 @@ async fn handshake(
     }
 }
 
+/// Connections each broker accepts and closes before an idle-connections phase is timed.
+const WARM_UP: usize = 200;
+
 /// `n` idle anonymous connections: CONNECT (keep-alive 600 s) and CONNACK.
 async fn connect_idle(broker: &Broker, n: usize, in_flight: usize) -> anyhow::Result<Connections> {
     let kind = broker.kind.name();
@@ -1094,6 +1159,7 @@ async fn connect_idle(broker: &Broker, n: usize, in_flight: usize) -> anyhow::Re
     connect_many(
         broker,
         n,
+        WARM_UP,
         in_flight,
         move |i| {
             let mut buf = BytesMut::with_capacity(64);
@@ -1140,9 +1206,11 @@ async fn connect_devices(
 ) -> anyhow::Result<Connections> {
     let fleet: Arc<Vec<(String, String)>> = Arc::new(fleet.to_vec());
     let n = fleet.len();
+    // No warm-up: only the fleet's own devices may log in (fleetmq alone runs this scenario).
     let result = connect_many(
         broker,
         n,
+        0,
         in_flight,
         move |i| {
             let (id, key) = &fleet[i];

@@ -88,6 +88,22 @@ pub fn register_fleet(
     Ok(devices)
 }
 
+/// CPU time (user and system) process `pid` has used so far, in clock ticks
+/// (`getconf CLK_TCK`, 100 on Linux); 0 if unreadable.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The command name (field 2) may hold spaces: count fields after its `)`.
+            let (_, rest) = stat.rsplit_once(')')?;
+            let mut fields = rest.split_whitespace().skip(11);
+            let user: u64 = fields.next()?.parse().ok()?;
+            let system: u64 = fields.next()?.parse().ok()?;
+            Some(user + system)
+        })
+        .unwrap_or(0)
+}
+
 /// Resident memory of process `pid` in KiB (0 if unknown).
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
