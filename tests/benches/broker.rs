@@ -30,9 +30,10 @@
 //!   (keep-alive 600 s, no credentials) and read the CONNACK, `--in-flight` (64) at once;
 //!   connects/s = N ÷ time until the last CONNACK, after a warm-up of 200 connections
 //!   opened and closed the same way (a fresh process's first connects pay once for touching
-//!   their code); RSS per connection = (broker RSS after − before the warm-up) ÷ N, both read
-//!   from `/proc/<pid>/status` once RSS stopped moving (at most 5 s); broker CPU per
-//!   connection from `/proc/<pid>/stat` over the timed phase (10 ms ticks).
+//!   their code, and the broker's CPU is let settle after them); handshake time from
+//!   `connect()` to CONNACK (p50, p99); RSS per connection = (broker RSS after − before the
+//!   warm-up) ÷ N, both read from `/proc/<pid>/status` once RSS stopped moving (at most 5 s);
+//!   broker CPU per connection from `/proc/<pid>/stat` over the timed phase (10 ms ticks).
 //! - `devices` (fleetmq only): `--devices` devices written straight into a fresh store, then
 //!   connected as devices do (CONNECT with id and key and a retained offline will, retained
 //!   online presence at QoS 1, SUBSCRIBE to their `down/#`), `--in-flight` at once; RSS per connected
@@ -344,6 +345,16 @@ async fn run(options: &Options, fleetmq: &Path) -> anyhow::Result<String> {
                             0,
                         )
                         .push(kind, idle.rate());
+                    let at = thousands(n as f64, 0);
+                    report
+                        .row(&format!("handshake p50 (ms), at {at}"), 2)
+                        .push(kind, idle.latency_ms(0.5));
+                    report
+                        .row(&format!("handshake p99 (ms), at {at}"), 1)
+                        .push(kind, idle.latency_ms(0.99));
+                    report
+                        .row(&format!("broker CPU per connect (µs), at {at}"), 0)
+                        .push(kind, idle.cpu_us_each());
                     report
                         .row(
                             &format!(
@@ -924,6 +935,8 @@ struct Connections {
     /// CPU time the broker process used from the first connect to the last answer, in
     /// clock ticks (1/100 s).
     cpu_ticks: u64,
+    /// Each handshake's time, sorted.
+    latencies: Vec<Duration>,
     first_error: Option<String>,
 }
 
@@ -934,6 +947,15 @@ impl Connections {
 
     fn kib_each(&self) -> f64 {
         self.rss_after.saturating_sub(self.rss_before) as f64 / self.count.max(1) as f64
+    }
+
+    /// The `q` quantile of the handshakes' times, in milliseconds.
+    fn latency_ms(&self, q: f64) -> f64 {
+        let Some(last) = self.latencies.len().checked_sub(1) else {
+            return 0.0;
+        };
+        let at = ((self.latencies.len() as f64 * q) as usize).min(last);
+        self.latencies[at].as_secs_f64() * 1000.0
     }
 
     /// Broker CPU time per connection, in microseconds (user and system; ±10 ms in all).
@@ -952,11 +974,14 @@ impl std::fmt::Display for Connections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} connected in {:.2} s ({} /s, broker CPU {:.0} µs each), {} failed; RSS {} → {} KiB ({:.1} KiB each)",
+            "{} connected in {:.2} s ({} /s, broker CPU {:.0} µs each; handshake p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms), {} failed; RSS {} → {} KiB ({:.1} KiB each)",
             self.count,
             self.seconds,
             thousands(self.rate(), 0),
             self.cpu_us_each(),
+            self.latency_ms(0.5),
+            self.latency_ms(0.99),
+            self.latency_ms(1.0),
             self.failed,
             self.rss_before,
             self.rss_after,
@@ -980,6 +1005,20 @@ async fn settled_rss(pid: u32) -> u64 {
         let now = rss_kib(pid);
         if now.abs_diff(last) <= 64 {
             return now;
+        }
+        last = now;
+    }
+    last
+}
+
+/// The CPU ticks of `pid` once two readings 50 ms apart are equal (at most 2 s).
+async fn quiet_cpu(pid: u32) -> u64 {
+    let mut last = cpu_ticks(pid);
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = cpu_ticks(pid);
+        if now == last {
+            break;
         }
         last = now;
     }
@@ -1027,10 +1066,12 @@ where
         warm.first_error
     );
     drop(warm);
-    let cpu_before = cpu_ticks(broker.pid);
+    // Let the broker finish closing them before the clock starts.
+    let cpu_before = quiet_cpu(broker.pid).await;
     let start = Instant::now();
     let Opened {
         open,
+        latencies,
         failed,
         first_error,
     } = handshakes(broker, 0..n, in_flight, &hello, until).await?;
@@ -1048,6 +1089,7 @@ where
             .zip(cache_after)
             .map(|(b, a)| (b / 1024, a / 1024)),
         cpu_ticks: cpu,
+        latencies,
         first_error,
     };
     drop(open);
@@ -1057,6 +1099,8 @@ where
 /// What [`handshakes`] opened.
 struct Opened {
     open: Vec<TcpStream>,
+    /// From `connect()` to the broker's last answer, each handshake that succeeded, sorted.
+    latencies: Vec<Duration>,
     failed: usize,
     first_error: Option<String>,
 }
@@ -1076,6 +1120,7 @@ where
     let n = range.len();
     let deadline = Instant::now() + SCENARIO_LIMIT;
     let mut open = Vec::with_capacity(n);
+    let mut latencies = Vec::with_capacity(n);
     let mut failed = 0;
     let mut first_error = None;
     let mut tasks = JoinSet::new();
@@ -1090,15 +1135,21 @@ where
         if let Some(i) = next.filter(|_| tasks.len() < in_flight) {
             let (addr, hello) = (broker.addr, Arc::clone(hello));
             tasks.spawn(async move {
-                tokio::time::timeout(HANDSHAKE_LIMIT, handshake(addr, hello(i), until))
-                    .await
-                    .map_err(|_| anyhow::anyhow!("no answer within {HANDSHAKE_LIMIT:?}"))?
+                let began = Instant::now();
+                let stream =
+                    tokio::time::timeout(HANDSHAKE_LIMIT, handshake(addr, hello(i), until))
+                        .await
+                        .map_err(|_| anyhow::anyhow!("no answer within {HANDSHAKE_LIMIT:?}"))??;
+                Ok::<_, anyhow::Error>((stream, began.elapsed()))
             });
             next = indices.next();
             continue;
         }
         match tasks.join_next().await {
-            Some(Ok(Ok(stream))) => open.push(stream),
+            Some(Ok(Ok((stream, took)))) => {
+                open.push(stream);
+                latencies.push(took);
+            }
             Some(Ok(Err(e))) => {
                 failed += 1;
                 first_error.get_or_insert_with(|| e.to_string());
@@ -1107,8 +1158,10 @@ where
             None => {}
         }
     }
+    latencies.sort();
     Ok(Opened {
         open,
+        latencies,
         failed,
         first_error,
     })
