@@ -124,6 +124,18 @@ impl TestApp {
         }
     }
 
+    /// The text of `GET /metrics` (Prometheus exposition; no authentication).
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("/metrics answers")
+            .text()
+            .await
+            .expect("/metrics is text")
+    }
+
     /// Sends a request with an optional bearer token and JSON body.
     pub async fn call(
         &self,

@@ -48,17 +48,7 @@ fn series(metrics: &str, name: &str) -> u64 {
 #[tokio::test]
 async fn metrics_show_the_store_cache_growing_with_the_data_as_a_gauge() {
     let app = TestApp::spawn().await;
-    let metrics = || async {
-        app.http
-            .get(format!("{}/metrics", app.base))
-            .send()
-            .await
-            .expect("sent")
-            .text()
-            .await
-            .expect("text")
-    };
-    let before = metrics().await;
+    let before = app.metrics().await;
     assert!(
         before.contains("# TYPE fleetmq_store_cache_bytes gauge\n"),
         "{before}"
@@ -75,7 +65,7 @@ async fn metrics_show_the_store_cache_growing_with_the_data_as_a_gauge() {
             .await;
         assert_eq!(device.status, 201, "{}", device.body);
     }
-    let after = metrics().await;
+    let after = app.metrics().await;
     assert!(
         series(&after, "fleetmq_store_cache_bytes") > series(&before, "fleetmq_store_cache_bytes"),
         "40 devices later the store keeps more in memory:\n{before}\n{after}"

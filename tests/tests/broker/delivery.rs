@@ -99,15 +99,7 @@ async fn messages_are_forwarded_at_the_lower_of_published_and_granted_qos() {
 
 /// `fleetmq_mqtt_messages_dropped_total{reason="queue_full"}` from /metrics.
 async fn dropped_queue_full(app: &fleetmq_tests::TestApp) -> u64 {
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("/metrics answers")
-        .text()
-        .await
-        .expect("text");
+    let text = app.metrics().await;
     text.lines()
         .find_map(|line| {
             line.strip_prefix(r#"fleetmq_mqtt_messages_dropped_total{reason="queue_full"} "#)

@@ -158,16 +158,7 @@ async fn a_garbage_payload_is_answered_on_the_devices_error_channel() {
     f.app
         .eventually(&path, &f.manager_a, |r| r.body["count"] == 1)
         .await;
-    let metrics = f
-        .app
-        .http
-        .get(format!("{}/metrics", f.app.base))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("text");
+    let metrics = f.app.metrics().await;
     assert!(
         metrics.contains("fleetmq_uplink_refused_total 1"),
         "{metrics}"
