@@ -999,26 +999,23 @@ impl std::fmt::Display for Connections {
 
 /// RSS of `pid` once two readings 200 ms apart differ by at most 64 KiB (at most 5 s).
 async fn settled_rss(pid: u32) -> u64 {
-    let mut last = rss_kib(pid);
-    for _ in 0..25 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = rss_kib(pid);
-        if now.abs_diff(last) <= 64 {
-            return now;
-        }
-        last = now;
-    }
-    last
+    settled(|| rss_kib(pid), Duration::from_millis(200), 64, 25).await
 }
 
 /// The CPU ticks of `pid` once two readings 50 ms apart are equal (at most 2 s).
 async fn quiet_cpu(pid: u32) -> u64 {
-    let mut last = cpu_ticks(pid);
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = cpu_ticks(pid);
-        if now == last {
-            break;
+    settled(|| cpu_ticks(pid), Duration::from_millis(50), 0, 40).await
+}
+
+/// `read()` once two readings `every` apart differ by at most `within`, or the last of
+/// `tries` readings.
+async fn settled(read: impl Fn() -> u64, every: Duration, within: u64, tries: usize) -> u64 {
+    let mut last = read();
+    for _ in 0..tries {
+        tokio::time::sleep(every).await;
+        let now = read();
+        if now.abs_diff(last) <= within {
+            return now;
         }
         last = now;
     }
