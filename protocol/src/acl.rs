@@ -114,13 +114,8 @@ impl Principal {
         if !is_valid_filter(filter) {
             return false;
         }
-        if let Some(rest) = filter.strip_prefix("$share/") {
-            return match rest.split_once('/') {
-                Some((group, inner)) if !group.is_empty() && !group.contains(['+', '#']) => {
-                    !inner.starts_with("$share/") && self.may_subscribe(inner)
-                }
-                _ => false,
-            };
+        if let Some(shared) = shared_inner(filter) {
+            return shared.is_some_and(|inner| self.may_subscribe(inner));
         }
         let levels: Vec<&str> = filter.split('/').collect();
         if names_invalid_device(&levels) {
@@ -161,6 +156,61 @@ impl Principal {
             Principal::Anonymous => levels[0] != ROOT && !levels[0].starts_with('$'),
         }
     }
+
+    /// Whether this principal may SUBSCRIBE to `filter` on a broker that checks filters but
+    /// not the messages they deliver (an external broker asking fleetmq's auth service):
+    /// every topic the filter can match must be readable, for everyone, as for devices here.
+    /// So an operator's filter names one of their organizations literally
+    /// (`fleetmq/v1/acme/#`, not `fleetmq/v1/+/…`), and a sandbox filter's first level is a
+    /// literal outside `fleetmq` and `$…`. A superuser may subscribe to anything.
+    pub fn may_subscribe_contained(&self, filter: &str) -> bool {
+        if !is_valid_filter(filter) {
+            return false;
+        }
+        if let Some(shared) = shared_inner(filter) {
+            return shared.is_some_and(|inner| self.may_subscribe_contained(inner));
+        }
+        let levels: Vec<&str> = filter.split('/').collect();
+        if names_invalid_device(&levels) {
+            return false;
+        }
+        match self {
+            Principal::Device {
+                org_slug,
+                device_id,
+            } => is_own_prefix(&levels, org_slug, *device_id, "down"),
+            Principal::Operator {
+                orgs: OrgScope::All,
+            } => true,
+            Principal::Operator {
+                orgs: OrgScope::Managed(orgs),
+            } => {
+                levels.len() >= 3
+                    && levels[0] == ROOT
+                    && levels[1] == VERSION
+                    && orgs.iter().any(|o| o == levels[2] && is_valid_level(o))
+            }
+            Principal::Anonymous => {
+                !matches!(levels[0], "+" | "#") && levels[0] != ROOT && !levels[0].starts_with('$')
+            }
+        }
+    }
+}
+
+/// For a shared subscription `$share/{group}/{filter}`: `Some(Some(filter))`, or `Some(None)`
+/// when it is malformed (empty or wildcard group, nested share). `None` for other filters.
+fn shared_inner(filter: &str) -> Option<Option<&str>> {
+    let rest = filter.strip_prefix("$share/")?;
+    Some(match rest.split_once('/') {
+        Some((group, inner))
+            if !group.is_empty()
+                && !group.contains(['+', '#'])
+                && !inner.starts_with("$share/") =>
+        {
+            Some(inner)
+        }
+        _ => None,
+    })
 }
 
 /// Levels of a device's own prefix, `fleetmq/v1/{org}/{device}/{up|down}`.
@@ -296,6 +346,72 @@ mod tests {
             "",
         ] {
             assert!(!d.may_subscribe(&ids(refused)), "{refused}");
+        }
+    }
+
+    #[test]
+    fn on_brokers_that_check_filters_only_a_filter_must_stay_inside_what_its_subscriber_may_read() {
+        let cases: [(Principal, &[&str], &[&str]); 4] = [
+            (
+                operator(&["acme"]),
+                &[
+                    "fleetmq/v1/acme/#",
+                    "fleetmq/v1/acme",
+                    "fleetmq/v1/acme/+/up/telemetry",
+                    "fleetmq/v1/acme/d1/up/#",
+                    "$share/g/fleetmq/v1/acme/#",
+                ],
+                // Granted here (checked per message), but could deliver other tenants'
+                // messages on a broker that does not ask per message.
+                &[
+                    "fleetmq/v1/+/+/up/telemetry",
+                    "fleetmq/v1/#",
+                    "fleetmq/#",
+                    "#",
+                    "+/v1/acme/#",
+                    "fleetmq/+/acme/#",
+                    "fleetmq/v1/other/#",
+                    "fleetmq/v1/acme/nodevice/up/#",
+                    "$share/g/fleetmq/v1/+/#",
+                    "$SYS/#",
+                ],
+            ),
+            (
+                device("acme", "d1"),
+                &[
+                    "fleetmq/v1/acme/d1/down/#",
+                    "fleetmq/v1/acme/d1/down/+/request",
+                ],
+                &["fleetmq/v1/acme/+/down/#", "fleetmq/v1/acme/d1/up/#", "#"],
+            ),
+            (
+                Principal::Anonymous,
+                &["test/#", "test/+/x", "a"],
+                &["#", "+/x", "fleetmq/#", "$SYS/#", "+"],
+            ),
+            (
+                superuser(),
+                &["#", "fleetmq/v1/+/+/up/#", "$SYS/#"],
+                &["a/#/b", ""],
+            ),
+        ];
+        for (principal, granted, refused) in cases {
+            for filter in granted {
+                let filter = ids(filter);
+                assert!(
+                    principal.may_subscribe_contained(&filter),
+                    "{principal:?} {filter}"
+                );
+                // Never wider than the embedded broker's own rule.
+                assert!(principal.may_subscribe(&filter), "{principal:?} {filter}");
+            }
+            for filter in refused {
+                let filter = ids(filter);
+                assert!(
+                    !principal.may_subscribe_contained(&filter),
+                    "{principal:?} {filter}"
+                );
+            }
         }
     }
 

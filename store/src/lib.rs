@@ -56,6 +56,7 @@ pub mod group;
 pub mod id;
 pub mod location;
 pub mod memo;
+pub mod mqtt_login;
 pub mod oauth;
 pub mod organization;
 pub mod page;
@@ -113,6 +114,7 @@ pub use location::{
     LocationChoice, LocationFields, LocationFilter, LocationType, Placed, Placement, PlanImage,
     Point, sniff_image,
 };
+pub use mqtt_login::{LoginRefused, MqttLogin};
 pub use oauth::{AccessGrant, OAuthClient, OAuthScope};
 pub use organization::{Organization, OrganizationFields, Slug};
 pub use page::{Page, PageRequest, Scope, Unique};
