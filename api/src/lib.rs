@@ -15,6 +15,9 @@
 //! - [`pagination`] — page-number pagination and the list envelope.
 //! - [`error`] — [`ApiError`] and its response bodies.
 //! - [`throttle`] — per-address throttling of password checks.
+//!
+//! `routes::broker_auth` is not part of the OpenAPI document: it answers external MQTT
+//! brokers (RabbitMQ, EMQX) in their formats, see docs/mqtt.md.
 
 pub mod archive;
 pub mod auth;
@@ -62,6 +65,8 @@ pub struct ApiConfig {
     pub telemetry_page_max_bytes: u64,
     /// Seconds an OAuth access token (OTAO API) stays valid.
     pub oauth_token_lifetime: u64,
+    /// The auth service for external MQTT brokers; off (no routes) without it.
+    pub broker_auth: Option<routes::broker_auth::BrokerAuthConfig>,
 }
 
 impl Default for ApiConfig {
@@ -74,6 +79,7 @@ impl Default for ApiConfig {
             password_checks: default_password_checks(),
             telemetry_page_max_bytes: 1024 * 1024,
             oauth_token_lifetime: 3600,
+            broker_auth: None,
         }
     }
 }
@@ -148,6 +154,7 @@ struct Inner {
     token_throttle: throttle::Throttle,
     password_checks: Arc<tokio::sync::Semaphore>,
     downloads: routes::firmware::images::DownloadCache,
+    broker_auth: routes::broker_auth::BrokerAuthState,
 }
 
 impl AppState {
@@ -165,6 +172,7 @@ impl AppState {
             token_throttle,
             password_checks,
             downloads: Default::default(),
+            broker_auth: Default::default(),
         }))
     }
 
@@ -176,6 +184,11 @@ impl AppState {
     /// What firmware downloads keep between requests.
     pub(crate) fn downloads(&self) -> &routes::firmware::images::DownloadCache {
         &self.0.downloads
+    }
+
+    /// The broker auth service's rate bucket and counters.
+    pub(crate) fn broker_auth(&self) -> &routes::broker_auth::BrokerAuthState {
+        &self.0.broker_auth
     }
 
     /// The tunables.
@@ -256,6 +269,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (routes, doc) = api();
     routes
+        .merge(routes::broker_auth::router(
+            state.config().broker_auth.as_ref(),
+        ))
         .merge(SwaggerUi::new("/api/v1/docs").url("/api/v1/openapi.json", doc))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|request: Request| async move {

@@ -248,7 +248,7 @@ struct ServeArgs {
     /// Threads the MQTT plane (broker and bridge) may start for store calls and other
     /// blocking work; more calls wait their turn. The store commits one writer at a time, so
     /// more threads buy nothing but memory: each keeps an allocator arena of its own, about
-    /// 1 KiB per connected device at 64 threads (docs/mqtt.md). Default: one per CPU, at
+    /// 1.4 KiB per connected device at 64 threads (docs/mqtt.md). Default: one per CPU, at
     /// least 2.
     #[arg(long, env = "FLEETMQ_BLOCKING_THREADS")]
     blocking_threads: Option<usize>,
@@ -257,6 +257,27 @@ struct ServeArgs {
     /// Seconds an OAuth access token issued by POST /api/v1/oauth/token stays valid.
     #[arg(long, env = "FLEETMQ_OAUTH_TOKEN_LIFETIME", default_value_t = 3600)]
     oauth_token_lifetime: u64,
+
+    // --- Auth service for external MQTT brokers (RabbitMQ, EMQX; docs/mqtt.md) ---
+    /// Shared secret external brokers present to /broker-auth/… (HTTP Basic password or
+    /// Bearer). Without it those routes do not exist. Prefer the environment variable: flags
+    /// show in the process list.
+    #[arg(long, env = "FLEETMQ_BROKER_AUTH_SECRET", hide_env_values = true)]
+    broker_auth_secret: Option<String>,
+    /// Questions the broker auth service answers per second, all brokers together; more get
+    /// 429 (the broker then refuses the client's action).
+    #[arg(long, env = "FLEETMQ_BROKER_AUTH_RATE", default_value_t = 5_000)]
+    broker_auth_rate: u32,
+    /// The RabbitMQ virtual host MQTT clients use (RabbitMQ's `mqtt.vhost`).
+    #[arg(long, env = "FLEETMQ_BROKER_AUTH_RABBITMQ_VHOST", default_value = "/")]
+    broker_auth_rabbitmq_vhost: String,
+    /// The exchange RabbitMQ's MQTT plugin publishes to (`mqtt.exchange`).
+    #[arg(
+        long,
+        env = "FLEETMQ_BROKER_AUTH_RABBITMQ_EXCHANGE",
+        default_value = "amq.topic"
+    )]
+    broker_auth_rabbitmq_exchange: String,
 }
 
 /// A listen address that can be turned off (`off`, `none` or empty).
@@ -389,6 +410,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             telemetry_page_max_bytes: args.telemetry_page_max_kib.saturating_mul(1024),
             // OTAO API (otao-api branch).
             oauth_token_lifetime: args.oauth_token_lifetime.max(1),
+            broker_auth: args
+                .broker_auth_secret
+                .clone()
+                .filter(|s| !s.is_empty())
+                .map(
+                    |secret| fleetmq_api::routes::broker_auth::BrokerAuthConfig {
+                        requests_per_second: args.broker_auth_rate.max(1),
+                        rabbitmq_vhost: args.broker_auth_rabbitmq_vhost.clone(),
+                        rabbitmq_exchange: args.broker_auth_rabbitmq_exchange.clone(),
+                        ..fleetmq_api::routes::broker_auth::BrokerAuthConfig::new(secret)
+                    },
+                ),
             ..fleetmq_api::ApiConfig::default()
         },
         bridge: fleetmq_bridge::BridgeConfig {

@@ -41,7 +41,20 @@ async fn metrics(
     ];
     let mut out = String::new();
     let mut described = "";
-    for (series, help, value) in state.hooks().metrics().into_iter().chain(store) {
+    let broker_auth = state
+        .config()
+        .broker_auth
+        .is_some()
+        .then(|| state.broker_auth().metrics())
+        .into_iter()
+        .flatten();
+    for (series, help, value) in state
+        .hooks()
+        .metrics()
+        .into_iter()
+        .chain(store)
+        .chain(broker_auth)
+    {
         let name = series.split_once('{').map_or(series, |(name, _)| name);
         if name != described {
             let kind = if name.ends_with("_total") {

@@ -1,6 +1,7 @@
 //! One router module per resource.
 
 pub mod agent;
+pub mod broker_auth;
 pub mod commands;
 pub mod config_settings;
 pub mod connections;

@@ -2,6 +2,7 @@
 
 mod agent;
 mod auth;
+mod broker_auth;
 mod connections;
 mod devices;
 mod filters;
