@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fleetmq_broker::BrokerHandle;
+use crate::mqtt::Mqtt;
 use fleetmq_protocol::{CommandRequest, DownChannel, Topic};
 use fleetmq_store::{Command, CommandId, CommandStatus, DeviceId, Store, Timestamp};
 
@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct CommandTracker {
     store: Store,
-    broker: BrokerHandle,
+    broker: Mqtt,
     timeout: Duration,
     metrics: Metrics,
     deadlines: Arc<Mutex<BTreeSet<(Timestamp, CommandId)>>>,
@@ -27,7 +27,7 @@ pub struct CommandTracker {
 
 impl CommandTracker {
     /// A tracker; call [`CommandTracker::resume`] once at start.
-    pub fn new(store: Store, broker: BrokerHandle, timeout: Duration, metrics: Metrics) -> Self {
+    pub fn new(store: Store, broker: Mqtt, timeout: Duration, metrics: Metrics) -> Self {
         Self {
             store,
             broker,

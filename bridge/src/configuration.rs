@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use fleetmq_broker::BrokerHandle;
+use crate::mqtt::Mqtt;
 use fleetmq_protocol::{ConfigNotice, ConfigReport, DownChannel, Topic};
 use fleetmq_store::{
     ConfigChange, ConfigGrant, ConfigOutcome, ConfigStatus, DOWNLOAD_SECRET, DeviceId, OrgId,
@@ -49,7 +49,7 @@ impl Default for ConfigLinks {
 #[derive(Clone)]
 pub struct ConfigPush {
     store: Store,
-    broker: BrokerHandle,
+    broker: Mqtt,
     online: OnlineDevices,
     links: ConfigLinks,
     secret: [u8; 32],
@@ -67,7 +67,7 @@ impl ConfigPush {
     /// Reads the link-signing secret from the store.
     pub(crate) async fn new(
         store: Store,
-        broker: BrokerHandle,
+        broker: Mqtt,
         online: OnlineDevices,
         links: ConfigLinks,
         metrics: Metrics,

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fleetmq_broker::BrokerHandle;
+use crate::mqtt::Mqtt;
 use fleetmq_protocol::{Call, DownChannel, Topic, UpdateRequest, UpdateResponse};
 use fleetmq_store::DeviceId;
 use tokio::sync::oneshot;
@@ -69,7 +69,7 @@ impl OnlineDevices {
 /// Outstanding REST-initiated calls.
 #[derive(Clone)]
 pub struct DeviceCalls {
-    broker: BrokerHandle,
+    broker: Mqtt,
     online: OnlineDevices,
     timeout: Duration,
     waiting: Arc<Mutex<HashMap<Uuid, oneshot::Sender<UpdateResponse>>>>,
@@ -77,7 +77,7 @@ pub struct DeviceCalls {
 
 impl DeviceCalls {
     /// Calls answered within `timeout`.
-    pub fn new(broker: BrokerHandle, online: OnlineDevices, timeout: Duration) -> DeviceCalls {
+    pub fn new(broker: Mqtt, online: OnlineDevices, timeout: Duration) -> DeviceCalls {
         DeviceCalls {
             broker,
             online,

@@ -29,7 +29,10 @@
 //! - [`software`] — the OTAO decision source: which installations devices should get, and
 //!   when to decide again.
 //! - [`device_calls`] — REST clients' calls of a device's npm.system_update API; who is online.
+//! - [`external`] — the bridge on an external MQTT broker (rumqttc), instead of the
+//!   embedded one.
 //! - [`metrics`] — counters for `/metrics`.
+//! - [`mqtt`] — [`mqtt::Mqtt`], the broker the bridge publishes to (embedded or external).
 //! - `revocation` — login changes in the store end the live sessions they revoke.
 
 pub mod auth;
@@ -37,7 +40,9 @@ pub mod broker_state;
 pub mod commands;
 pub mod configuration;
 pub mod device_calls;
+pub mod external;
 pub mod metrics;
+pub mod mqtt;
 mod revocation;
 pub mod rollout;
 pub mod software;
@@ -47,7 +52,6 @@ pub mod uplink;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetmq_broker::BrokerHandle;
 use fleetmq_protocol::TelemetryLimits;
 use fleetmq_store::{Command, DeviceId, StartedUpgrades, Store, Timestamp, UpgradeOperation};
 use tokio::sync::{Notify, mpsc};
@@ -59,6 +63,7 @@ pub use commands::CommandTracker;
 pub use configuration::{ConfigLinks, ConfigPush};
 pub use device_calls::{CallError, DeviceCalls, OnlineDevices};
 pub use metrics::Metrics;
+pub use mqtt::{Mqtt, MqttError, MqttPlane};
 pub use rollout::{RolloutConfig, Rollouts, UpgradePolicy};
 pub use telemetry::{HistoryBounds, TelemetryWriter};
 
@@ -81,6 +86,9 @@ pub struct BridgeConfig {
     /// How long a config notice's download link lasts (its base URL is the rollout's
     /// `public_url`).
     pub config_link_lifetime: Duration,
+    /// Who is online comes from devices' `up/presence` messages (an external broker, see
+    /// [`external`]) instead of the embedded broker's session events.
+    pub presence_from_messages: bool,
 }
 
 impl Default for BridgeConfig {
@@ -93,6 +101,7 @@ impl Default for BridgeConfig {
             device_call_timeout: Duration::from_secs(10),
             rollout: RolloutConfig::default(),
             config_link_lifetime: ConfigLinks::default().lifetime,
+            presence_from_messages: false,
         }
     }
 }
@@ -105,7 +114,7 @@ pub struct Bridge {
 
 struct Inner {
     store: Store,
-    broker: BrokerHandle,
+    broker: Mqtt,
     telemetry: TelemetryWriter,
     telemetry_limits: TelemetryLimits,
     commands: CommandTracker,
@@ -121,6 +130,8 @@ struct Inner {
     inventories: software::Inventories,
     /// Session events from the broker, recorded in order by one task.
     sessions: mpsc::UnboundedSender<uplink::Recording>,
+    /// See [`BridgeConfig::presence_from_messages`].
+    presence_from_messages: bool,
 }
 
 impl Bridge {
@@ -129,7 +140,7 @@ impl Bridge {
     /// [`fleetmq_broker::Broker::with_uplink`] before the broker runs.
     pub async fn start(
         store: Store,
-        broker: BrokerHandle,
+        broker: Mqtt,
         config: BridgeConfig,
         shutdown: CancellationToken,
     ) -> std::io::Result<(Bridge, Vec<JoinHandle<()>>)> {
@@ -199,6 +210,7 @@ impl Bridge {
                 triggers: triggers.clone(),
                 inventories,
                 sessions,
+                presence_from_messages: config.presence_from_messages,
             }),
         };
         if let Err(e) = bridge.inner.commands.resume().await {
@@ -264,6 +276,16 @@ impl Bridge {
         call: fleetmq_protocol::Call,
     ) -> Result<fleetmq_protocol::UpdateResponse, CallError> {
         self.inner.calls.call(device, call).await
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The broker the bridge publishes to.
+    pub fn mqtt(&self) -> &Mqtt {
+        &self.inner.broker
     }
 
     /// The bridge's counters.

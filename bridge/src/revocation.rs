@@ -1,10 +1,12 @@
 //! Revocation reaching live sessions: every login-relevant change the store commits (see
-//! `fleetmq_store::revocation`) becomes a [`BrokerHandle::reauthorize`] of the sessions it may
+//! `fleetmq_store::revocation`) becomes a [`Mqtt::reauthorize`] of the sessions it may
 //! concern, so a deactivated user, a removed membership, a deactivated organization or a
 //! changed device key stops working on connections that are already open, not only on the
 //! next login.
 
-use fleetmq_broker::{Affected, BrokerHandle};
+use fleetmq_broker::Affected;
+
+use crate::mqtt::Mqtt;
 use fleetmq_store::{LoginChange, Store};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 /// change committed after this call is missed.
 pub(crate) fn follow(
     store: &Store,
-    broker: BrokerHandle,
+    broker: Mqtt,
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
     let mut changes = store.blocking().login_changes();

@@ -74,6 +74,16 @@ impl Uplink for Bridge {
             } => (*device_id, Some(org_slug.clone())),
             SessionEvent::Disconnected { device_id, .. } => (*device_id, None),
         };
+        self.track_session(device, slug);
+        // Fails only once the recorder stopped (shutdown).
+        let _ = self.inner.sessions.send(Recording::Session(event));
+    }
+}
+
+impl Bridge {
+    /// A device came online (with its org slug) or went offline: who is online, the rollout
+    /// engine, and what may concern it now.
+    fn track_session(&self, device: DeviceId, slug: Option<String>) {
         let online = slug.is_some();
         self.inner.online.set(device, slug);
         self.inner.rollouts.session(device, online);
@@ -81,8 +91,6 @@ impl Uplink for Bridge {
             // What changed while it was away may concern it.
             self.inner.triggers.device(device);
         }
-        // Fails only once the recorder stopped (shutdown).
-        let _ = self.inner.sessions.send(Recording::Session(event));
     }
 }
 
@@ -225,7 +233,7 @@ impl Bridge {
             _ => Ok(()),
         };
         let result = match size.and_then(|()| DeviceMessage::parse(channel, &message.payload)) {
-            Ok(parsed) => self.apply(message.device_id, parsed).await,
+            Ok(parsed) => self.apply(message, parsed).await,
             Err(error) => Err(UplinkError::Refused(error)),
         };
         match &result {
@@ -251,7 +259,12 @@ impl Bridge {
         result
     }
 
-    async fn apply(&self, device: DeviceId, message: DeviceMessage) -> Result<(), UplinkError> {
+    async fn apply(
+        &self,
+        uplink: &UplinkMessage,
+        message: DeviceMessage,
+    ) -> Result<(), UplinkError> {
+        let device = uplink.device_id;
         let store = &self.inner.store;
         match message {
             DeviceMessage::Presence(presence) => {
@@ -269,6 +282,11 @@ impl Bridge {
                     system: presence.system,
                     at: Timestamp::now(),
                 };
+                if self.inner.presence_from_messages {
+                    // No session events on an external broker: presence is who is online,
+                    // known before the recorder resends what is pending.
+                    self.track_session(device, online.then(|| uplink.org_slug.clone()));
+                }
                 // Batched with session events; pending commands are resent by the recorder.
                 let (done, written) = oneshot::channel();
                 self.inner
@@ -283,8 +301,8 @@ impl Bridge {
                     .await
                     .map_err(|_| StoreError::Task("shutting down".into()))?
                     .map_err(StoreError::Task)?;
-                // Its model or OS may have changed: filters may match it now.
-                if online {
+                if !self.inner.presence_from_messages && online {
+                    // Its model or OS may have changed: filters may match it now.
                     self.inner.triggers.device(device);
                 }
             }

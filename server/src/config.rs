@@ -47,6 +47,9 @@ pub struct Config {
     pub api: ApiConfig,
     /// Connection caps and timeouts of the HTTP listener.
     pub http: HttpLimits,
+    /// Run the bridge on this external MQTT broker instead of the embedded one (the MQTT
+    /// listen addresses and limits above are then unused; docs/mqtt.md).
+    pub external_broker: Option<fleetmq_bridge::external::ExternalBroker>,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             bridge: BridgeConfig::default(),
             api: ApiConfig::default(),
             http: HttpLimits::default(),
+            external_broker: None,
         }
     }
 }

@@ -26,8 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use fleetmq_api::{AppState, DeviceCallError, DeviceCallFuture, Hooks};
 use fleetmq_bridge::auth::StoreAuthenticator;
-use fleetmq_bridge::{Bridge, BrokerState, CallError};
-use fleetmq_broker::{Broker, BrokerConfig, BrokerHandle, TlsIdentity, TlsListener};
+use fleetmq_bridge::external::{self, ExternalBroker, ExternalPlane};
+use fleetmq_bridge::{Bridge, BrokerState, CallError, Mqtt, MqttPlane};
+use fleetmq_broker::{Broker, BrokerConfig, TlsIdentity, TlsListener};
 use fleetmq_protocol::Call;
 use fleetmq_store::Store;
 use fleetmq_store::{Command, DeviceId, StartedUpgrades, UpgradeOperation};
@@ -70,35 +71,12 @@ impl Server {
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let tls = match config.mqtts_addr {
-            Some(addr) => Some(TlsListener {
-                addr,
-                identity: tls_identity(&config, addr).await?,
-            }),
-            None => None,
+        // The MQTT plane: the embedded broker, or the bridge's client of an external one.
+        let plane = match &config.external_broker {
+            Some(external) => Plane::external(external).await?,
+            None => Plane::embedded(&config, &store).await?,
         };
-        let broker_config = BrokerConfig {
-            mqtt_addr: config.mqtt_addr,
-            tls,
-            ws_addr: config.mqtt_ws_addr,
-            wss_addr: config.mqtt_wss_addr,
-            anonymous_sandbox: config.mqtt_anonymous_sandbox,
-            max_connections: config.mqtt_max_connections,
-            limits: config.mqtt_limits.clone(),
-            ..BrokerConfig::default()
-        };
-        let broker = Broker::bind(
-            broker_config,
-            Arc::new(StoreAuthenticator::new(store.clone())),
-        )
-        .await
-        .context("binding the MQTT listeners")?;
-        let mqtt_addr = broker.local_addr();
-        let mqtts_addr = broker.tls_addr();
-        let mqtt_ws_addr = broker.ws_addr();
-        let mqtt_wss_addr = broker.wss_addr();
-        let handle = broker.handle();
-        let broker_up = Arc::new(AtomicBool::new(true));
+        let addrs = plane.addrs();
 
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
@@ -118,36 +96,54 @@ impl Server {
             }
             bridge_config.rollout.public_url = format!("http://{addr}");
         }
-        let (bridge, bridge_tasks) = Bridge::start(
-            store.clone(),
-            handle.clone(),
-            bridge_config,
-            shutdown.clone(),
-        )
-        .await
-        .context("starting the bridge")?;
-        // Device messages are acknowledged only once the bridge has stored them; retained
-        // messages and persistent sessions are kept in the store across restarts.
-        let broker = broker
-            .with_uplink(Arc::new(bridge.clone()))
-            .with_persistence(Arc::new(BrokerState::new(store.clone())))
-            .await
-            .context("restoring retained messages and persistent MQTT sessions")?;
+        bridge_config.presence_from_messages = matches!(plane, Plane::External { .. });
+        let mqtt = plane.mqtt();
+        let (bridge, bridge_tasks) =
+            Bridge::start(store.clone(), mqtt.clone(), bridge_config, shutdown.clone())
+                .await
+                .context("starting the bridge")?;
+        let mut services = bridge_tasks;
+        let broker_up: Arc<dyn Fn() -> bool + Send + Sync> = match plane {
+            Plane::Embedded(broker) => {
+                // Device messages are acknowledged only once the bridge has stored them;
+                // retained messages and persistent sessions are kept in the store across
+                // restarts.
+                let broker = (*broker)
+                    .with_uplink(Arc::new(bridge.clone()))
+                    .with_persistence(Arc::new(BrokerState::new(store.clone())))
+                    .await
+                    .context("restoring retained messages and persistent MQTT sessions")?;
+                let up = Arc::new(AtomicBool::new(true));
+                let running = Arc::clone(&up);
+                let stop = shutdown.clone();
+                services.push(tasks.spawn(async move {
+                    broker.run(stop).await;
+                    running.store(false, Ordering::Relaxed);
+                }));
+                Arc::new(move || up.load(Ordering::Relaxed))
+            }
+            Plane::External {
+                plane, connection, ..
+            } => {
+                services.push(external::run(*connection, bridge.clone(), shutdown.clone()));
+                Arc::new(move || plane.is_connected())
+            }
+        };
         let hooks = ServerHooks {
-            broker: handle,
+            broker: mqtt,
             bridge,
-            broker_up: Arc::clone(&broker_up),
+            broker_up,
             tasks: tasks.clone(),
         };
         let state = AppState::new(store, config.api.clone(), Arc::new(hooks));
         let app = fleetmq_api::router(state);
+        let Addrs {
+            mqtt_addr,
+            mqtts_addr,
+            mqtt_ws_addr,
+            mqtt_wss_addr,
+        } = addrs;
 
-        let mut services = bridge_tasks;
-        let stop = shutdown.clone();
-        services.push(tasks.spawn(async move {
-            broker.run(stop).await;
-            broker_up.store(false, Ordering::Relaxed);
-        }));
         let stop = shutdown.clone();
         let limits = config.http;
         let serve = http::serve(listener, app, limits, stop);
@@ -254,11 +250,103 @@ async fn tls_identity(config: &Config, addr: SocketAddr) -> anyhow::Result<TlsId
     .context("loading the TLS certificate")
 }
 
+/// Where MQTT clients connect.
+struct Addrs {
+    mqtt_addr: SocketAddr,
+    mqtts_addr: Option<SocketAddr>,
+    mqtt_ws_addr: Option<SocketAddr>,
+    mqtt_wss_addr: Option<SocketAddr>,
+}
+
+/// The MQTT plane before the bridge is plugged in.
+enum Plane {
+    /// The embedded broker, bound, not yet running.
+    Embedded(Box<Broker>),
+    /// An external broker: the bridge's client of it, not yet connected.
+    External {
+        plane: Arc<ExternalPlane>,
+        connection: Box<external::Connection>,
+        addr: SocketAddr,
+    },
+}
+
+impl Plane {
+    /// Binds the embedded broker's listeners (with the store's authenticator).
+    async fn embedded(config: &Config, store: &Store) -> anyhow::Result<Plane> {
+        let tls = match config.mqtts_addr {
+            Some(addr) => Some(TlsListener {
+                addr,
+                identity: tls_identity(config, addr).await?,
+            }),
+            None => None,
+        };
+        let broker_config = BrokerConfig {
+            mqtt_addr: config.mqtt_addr,
+            tls,
+            ws_addr: config.mqtt_ws_addr,
+            wss_addr: config.mqtt_wss_addr,
+            anonymous_sandbox: config.mqtt_anonymous_sandbox,
+            max_connections: config.mqtt_max_connections,
+            limits: config.mqtt_limits.clone(),
+            ..BrokerConfig::default()
+        };
+        let broker = Broker::bind(
+            broker_config,
+            Arc::new(StoreAuthenticator::new(store.clone())),
+        )
+        .await
+        .context("binding the MQTT listeners")?;
+        Ok(Plane::Embedded(Box::new(broker)))
+    }
+
+    /// The client of the external broker (it connects once the bridge runs).
+    async fn external(external: &ExternalBroker) -> anyhow::Result<Plane> {
+        let (plane, connection) =
+            external::connect(external).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (_, host, port) = external::parse_url(&external.url)
+            .with_context(|| format!("--mqtt-broker {}", external.url))?;
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .with_context(|| format!("--mqtt-broker {}: cannot resolve {host}", external.url))?;
+        Ok(Plane::External {
+            plane: Arc::new(plane),
+            connection: Box::new(connection),
+            addr,
+        })
+    }
+
+    fn addrs(&self) -> Addrs {
+        match self {
+            Plane::Embedded(broker) => Addrs {
+                mqtt_addr: broker.local_addr(),
+                mqtts_addr: broker.tls_addr(),
+                mqtt_ws_addr: broker.ws_addr(),
+                mqtt_wss_addr: broker.wss_addr(),
+            },
+            Plane::External { addr, .. } => Addrs {
+                mqtt_addr: *addr,
+                mqtts_addr: None,
+                mqtt_ws_addr: None,
+                mqtt_wss_addr: None,
+            },
+        }
+    }
+
+    fn mqtt(&self) -> Mqtt {
+        match self {
+            Plane::Embedded(broker) => broker.handle().into(),
+            Plane::External { plane, .. } => Mqtt::new(Arc::clone(plane) as Arc<dyn MqttPlane>),
+        }
+    }
+}
+
 /// The API's view of the broker and the bridge.
 struct ServerHooks {
-    broker: BrokerHandle,
+    broker: Mqtt,
     bridge: Bridge,
-    broker_up: Arc<AtomicBool>,
+    broker_up: Arc<dyn Fn() -> bool + Send + Sync>,
     /// The server's tracker: a hook's work outlives the request, not the server.
     tasks: TaskTracker,
 }
@@ -302,7 +390,7 @@ impl Hooks for ServerHooks {
     }
 
     fn broker_up(&self) -> bool {
-        self.broker_up.load(Ordering::Relaxed)
+        (self.broker_up)()
     }
 
     fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {

@@ -258,6 +258,34 @@ struct ServeArgs {
     #[arg(long, env = "FLEETMQ_OAUTH_TOKEN_LIFETIME", default_value_t = 3600)]
     oauth_token_lifetime: u64,
 
+    // --- External MQTT broker (docs/mqtt.md, "External brokers") ---
+    /// Run the bridge on this external MQTT broker (`mqtt://host:port`, `mqtts://host:port`)
+    /// instead of the embedded one, whose listeners are then not opened.
+    #[arg(long, env = "FLEETMQ_MQTT_BROKER")]
+    mqtt_broker: Option<String>,
+    /// The bridge's client id on the external broker (its persistent session).
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_BROKER_CLIENT_ID",
+        default_value = "fleetmq-bridge"
+    )]
+    mqtt_broker_client_id: String,
+    /// The bridge's username on the external broker.
+    #[arg(long, env = "FLEETMQ_MQTT_BROKER_USERNAME")]
+    mqtt_broker_username: Option<String>,
+    /// The bridge's password on the external broker (prefer the environment variable).
+    #[arg(long, env = "FLEETMQ_MQTT_BROKER_PASSWORD", hide_env_values = true)]
+    mqtt_broker_password: Option<String>,
+    /// PEM CA certificate(s) the external broker's certificate chains to (`mqtts://`).
+    #[arg(long, env = "FLEETMQ_MQTT_BROKER_CA")]
+    mqtt_broker_ca: Option<PathBuf>,
+    /// PEM certificate chain the bridge presents to the external broker.
+    #[arg(long, env = "FLEETMQ_MQTT_BROKER_CERT", requires = "mqtt_broker_key")]
+    mqtt_broker_cert: Option<PathBuf>,
+    /// PEM private key of `--mqtt-broker-cert`.
+    #[arg(long, env = "FLEETMQ_MQTT_BROKER_KEY", requires = "mqtt_broker_cert")]
+    mqtt_broker_key: Option<PathBuf>,
+
     // --- Auth service for external MQTT brokers (RabbitMQ, EMQX; docs/mqtt.md) ---
     /// Shared secret external brokers present to /broker-auth/… (HTTP Basic password or
     /// Bearer). Without it those routes do not exist. Prefer the environment variable: flags
@@ -278,6 +306,39 @@ struct ServeArgs {
         default_value = "amq.topic"
     )]
     broker_auth_rabbitmq_exchange: String,
+}
+
+/// The external broker the flags name, with its TLS files read.
+fn external_broker(
+    args: &ServeArgs,
+) -> anyhow::Result<Option<fleetmq_bridge::external::ExternalBroker>> {
+    let Some(url) = args.mqtt_broker.clone().filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    let read =
+        |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let tls = match &args.mqtt_broker_ca {
+        Some(ca) => Some(fleetmq_bridge::external::ExternalTls {
+            ca: read(ca)?,
+            client_auth: match (&args.mqtt_broker_cert, &args.mqtt_broker_key) {
+                (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+                _ => None,
+            },
+        }),
+        None => None,
+    };
+    let credentials = args.mqtt_broker_username.clone().map(|username| {
+        (
+            username,
+            args.mqtt_broker_password.clone().unwrap_or_default(),
+        )
+    });
+    Ok(Some(fleetmq_bridge::external::ExternalBroker {
+        client_id: args.mqtt_broker_client_id.clone(),
+        credentials,
+        tls,
+        ..fleetmq_bridge::external::ExternalBroker::new(url)
+    }))
 }
 
 /// A listen address that can be turned off (`off`, `none` or empty).
@@ -365,7 +426,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let external_broker = external_broker(&args)?;
     let config = Config {
+        external_broker,
         data_dir: args.data_dir,
         store: fleetmq_store::StoreOptions {
             cache_bytes: args.store_cache_mib.max(1).saturating_mul(1024 * 1024),

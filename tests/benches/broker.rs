@@ -50,7 +50,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -59,6 +58,7 @@ use bytes::BytesMut;
 use fleetmq_sim::mqtt::{self as wire, Connect, Incoming, Will};
 use fleetmq_store::Store;
 use fleetmq_tests::fixtures::{bench_organization, cpu_ticks, register_devices, rss_kib};
+use fleetmq_tests::mosquitto::{MOSQUITTO, Mosquitto};
 use fleetmq_tests::release::{raise_open_files, release_binary, start_server_with};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,7 +66,6 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 const PAYLOAD: usize = 100;
 /// Nothing delivered for this long once the publishers are done: the rest is lost.
 const QUIET: Duration = Duration::from_secs(2);
@@ -452,7 +451,12 @@ impl Broker {
         let dir = tempfile::tempdir()?;
         let (child, addr, http) = match kind {
             Kind::Mosquitto => {
-                let (child, addr) = start_mosquitto(dir.path()).await?;
+                let (child, addr) = Mosquitto::start(
+                    dir.path(),
+                    "allow_anonymous true\nmax_queued_messages 1000\n",
+                )
+                .await?
+                .into_parts();
                 (child, addr, None)
             }
             Kind::Fleetmq => {
@@ -510,61 +514,6 @@ impl Broker {
 
     async fn stop(mut self) {
         let _ = self.child.kill().await;
-    }
-}
-
-/// `mosquitto -c <conf>` on a free loopback port, once it accepts connections.
-async fn start_mosquitto(dir: &Path) -> anyhow::Result<(Child, SocketAddr)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let log = dir.join("mosquitto.log");
-    let conf = dir.join("mosquitto.conf");
-    // As root, Mosquitto would switch to the `mosquitto` user, who cannot write our log.
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\n\
-             persistence false\nlog_dest file {}\nlog_type error\nlog_type warning\n\
-             connection_messages false\n{}",
-            log.display(),
-            if root { "user root\n" } else { "" }
-        ),
-    )?;
-    let mut child = Command::new(MOSQUITTO)
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("{MOSQUITTO}: {e} (apt-get install mosquitto)"))?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            anyhow::bail!(
-                "mosquitto exited ({status}): {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        if TcpStream::connect(addr).await.is_ok() {
-            return Ok((child, addr));
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "mosquitto did not listen on {addr} within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

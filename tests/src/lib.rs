@@ -9,6 +9,7 @@
 //! - [`release`] — the release binaries as separate processes, for benchmarks.
 
 pub mod fixtures;
+pub mod mosquitto;
 pub mod mqtt;
 pub mod release;
 

@@ -25,7 +25,7 @@ pub mod schedule;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use fleetmq_broker::BrokerHandle;
+use crate::mqtt::Mqtt;
 use fleetmq_protocol::SoftwareStatus;
 use fleetmq_protocol::{
     Call, DownChannel, ImagesResource, Topic, UpdateRequest, UpdateResource, UpdateResponse,
@@ -119,7 +119,7 @@ impl Rollouts {
     /// Starts the engine over the operations in progress in the store.
     pub async fn start(
         store: Store,
-        broker: BrokerHandle,
+        broker: Mqtt,
         online: OnlineDevices,
         config: RolloutConfig,
         metrics: Metrics,
@@ -274,7 +274,7 @@ impl Rollouts {
 
 struct Engine {
     store: Store,
-    broker: BrokerHandle,
+    broker: Mqtt,
     online: OnlineDevices,
     config: RolloutConfig,
     metrics: Metrics,
