@@ -32,6 +32,7 @@
 //! - [`external`] — the bridge on an external MQTT broker (rumqttc), instead of the
 //!   embedded one.
 //! - [`metrics`] — counters for `/metrics`.
+//! - [`mosquitto_files`] — Mosquitto's password and ACL files kept from the store.
 //! - [`mqtt`] — [`mqtt::Mqtt`], the broker the bridge publishes to (embedded or external).
 //! - `revocation` — login changes in the store end the live sessions they revoke.
 
@@ -42,6 +43,7 @@ pub mod configuration;
 pub mod device_calls;
 pub mod external;
 pub mod metrics;
+pub mod mosquitto_files;
 pub mod mqtt;
 mod revocation;
 pub mod rollout;

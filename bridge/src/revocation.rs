@@ -26,7 +26,10 @@ pub(crate) fn follow(
                 change = changes.recv() => change,
             };
             let affected = match change {
-                Ok(change) => affected(change),
+                Ok(change) => match affected(change) {
+                    Some(affected) => affected,
+                    None => continue,
+                },
                 // Changes were missed: judge everyone.
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "login changes missed; judging every session");
@@ -42,10 +45,12 @@ pub(crate) fn follow(
     }
 }
 
-fn affected(change: LoginChange) -> Affected {
-    match change {
+/// The live sessions a change may concern; `None` when it concerns none.
+fn affected(change: LoginChange) -> Option<Affected> {
+    Some(match change {
         LoginChange::Device(device) => Affected::Device(device),
         LoginChange::Organization { slug } => Affected::Organization(slug),
         LoginChange::Users => Affected::Operators,
-    }
+        LoginChange::DevicesAdded => return None,
+    })
 }

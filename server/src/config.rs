@@ -50,6 +50,8 @@ pub struct Config {
     /// Run the bridge on this external MQTT broker instead of the embedded one (the MQTT
     /// listen addresses and limits above are then unused; docs/mqtt.md).
     pub external_broker: Option<fleetmq_bridge::external::ExternalBroker>,
+    /// Keep Mosquitto's password and ACL files from the store (an external Mosquitto).
+    pub mosquitto_files: Option<fleetmq_bridge::mosquitto_files::MosquittoFiles>,
 }
 
 impl Default for Config {
@@ -71,6 +73,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             http: HttpLimits::default(),
             external_broker: None,
+            mosquitto_files: None,
         }
     }
 }

@@ -103,6 +103,13 @@ impl Server {
                 .await
                 .context("starting the bridge")?;
         let mut services = bridge_tasks;
+        if let Some(files) = config.mosquitto_files.clone() {
+            services.push(tasks.spawn(fleetmq_bridge::mosquitto_files::follow(
+                &store,
+                files,
+                shutdown.clone(),
+            )));
+        }
         let broker_up: Arc<dyn Fn() -> bool + Send + Sync> = match plane {
             Plane::Embedded(broker) => {
                 // Device messages are acknowledged only once the bridge has stored them;

@@ -286,6 +286,14 @@ struct ServeArgs {
     #[arg(long, env = "FLEETMQ_MQTT_BROKER_KEY", requires = "mqtt_broker_cert")]
     mqtt_broker_key: Option<PathBuf>,
 
+    /// Keep Mosquitto's password and ACL files (`passwd`, `acl`) in this directory from the
+    /// store: devices and the bridge's user (docs/mqtt.md, "Mosquitto").
+    #[arg(long, env = "FLEETMQ_MOSQUITTO_FILES")]
+    mosquitto_files: Option<PathBuf>,
+    /// Mosquitto's `pid_file`: fleetmq sends that process SIGHUP after rewriting the files.
+    #[arg(long, env = "FLEETMQ_MOSQUITTO_PID_FILE", requires = "mosquitto_files")]
+    mosquitto_pid_file: Option<PathBuf>,
+
     // --- Auth service for external MQTT brokers (RabbitMQ, EMQX; docs/mqtt.md) ---
     /// Shared secret external brokers present to /broker-auth/… (HTTP Basic password or
     /// Bearer). Without it those routes do not exist. Prefer the environment variable: flags
@@ -427,8 +435,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let external_broker = external_broker(&args)?;
+    let mosquitto_files =
+        args.mosquitto_files
+            .clone()
+            .map(|dir| fleetmq_bridge::mosquitto_files::MosquittoFiles {
+                dir,
+                pid_file: args.mosquitto_pid_file.clone(),
+                bridge: args
+                    .mqtt_broker_username
+                    .clone()
+                    .map(|user| (user, args.mqtt_broker_password.clone().unwrap_or_default())),
+            });
     let config = Config {
         external_broker,
+        mosquitto_files,
         data_dir: args.data_dir,
         store: fleetmq_store::StoreOptions {
             cache_bytes: args.store_cache_mib.max(1).saturating_mul(1024 * 1024),

@@ -123,6 +123,9 @@ pub trait DeviceStore: Send + Sync + 'static {
     /// What the broker needs to let a device in: its key, whether it is deactivated, its
     /// organization's slug and whether that organization is active.
     fn device_login(&self, id: DeviceId) -> Result<Option<DeviceLogin>>;
+    /// The logins of every device that may connect now (not deactivated, organization
+    /// active), read in one transaction: what an external broker's credential files hold.
+    fn active_device_logins(&self) -> Result<Vec<(DeviceId, DeviceLogin)>>;
     /// [`DeviceStore::device_login`] if it is known without I/O (a memory cache kept correct by
     /// invalidation on every change of those fields); never blocks.
     fn cached_device_login(&self, _id: DeviceId) -> Option<DeviceLogin> {

@@ -26,6 +26,9 @@ pub enum LoginChange {
     },
     /// A user, their memberships, roles or tokens: operators' logins.
     Users,
+    /// Devices were registered: no live session is concerned, but an external broker's
+    /// credential files must list them.
+    DevicesAdded,
 }
 
 /// The sending side, kept by a backend.

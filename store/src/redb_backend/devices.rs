@@ -182,6 +182,39 @@ impl DeviceStore for RedbBackend {
         Ok(Some(login))
     }
 
+    fn active_device_logins(&self) -> Result<Vec<(DeviceId, crate::DeviceLogin)>> {
+        let txn = self.db.begin_read()?;
+        let mut orgs = std::collections::HashMap::new();
+        for entry in txn.open_table(ORGANIZATIONS)?.iter()? {
+            let (_, bytes) = entry?;
+            let org: Organization = super::record::decode("organizations", bytes.value())?;
+            if org.fields.is_active {
+                orgs.insert(org.id, org.fields.slug.as_str().to_owned());
+            }
+        }
+        let mut logins = Vec::new();
+        for entry in txn.open_table(DEVICES)?.iter()? {
+            let (_, bytes) = entry?;
+            let device: Device = super::record::decode("devices", bytes.value())?;
+            let Some(slug) = orgs.get(&device.fields.organization) else {
+                continue;
+            };
+            if device.is_deactivated {
+                continue;
+            }
+            logins.push((
+                device.id,
+                crate::DeviceLogin {
+                    key: device.fields.key,
+                    deactivated: false,
+                    org_slug: slug.clone(),
+                    org_active: true,
+                },
+            ));
+        }
+        Ok(logins)
+    }
+
     fn cached_device_login(&self, id: DeviceId) -> Option<crate::DeviceLogin> {
         self.logins.get(&id)
     }
@@ -195,6 +228,7 @@ impl DeviceStore for RedbBackend {
         let device = load_device(&txn, device.id)?;
         self.commit_config(txn, change)?;
         self.anchors.invalidate();
+        self.changes.announce(LoginChange::DevicesAdded);
         Ok(device)
     }
 
@@ -218,6 +252,7 @@ impl DeviceStore for RedbBackend {
             .collect::<Result<Vec<_>>>()?;
         self.commit_config(txn, change)?;
         self.anchors.invalidate();
+        self.changes.announce(LoginChange::DevicesAdded);
         Ok(out)
     }
 

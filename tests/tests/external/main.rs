@@ -2,11 +2,12 @@
 //! port enforces the devices' rights, fleetmq (`--mqtt-broker`) subscribes to their uplink
 //! and publishes their commands through it, and the REST API shows what they did.
 //!
-//! Mosquitto's password and ACL files are written here with the rules fleetmq's ACL has
-//! (docs/mqtt.md, "External brokers"): each device may publish under its own `up/` and read
-//! its own `down/`, the bridge everything under `fleetmq/`.
+//! fleetmq keeps Mosquitto's password and ACL files from the store (`--mosquitto-files`) and
+//! signals it to reread them, so Mosquitto enforces fleetmq's rules: each device may publish
+//! under its own `up/` and read its own `down/`, the bridge everything under `fleetmq/`.
 
 use fleetmq_bridge::external::ExternalBroker;
+use fleetmq_bridge::mosquitto_files::MosquittoFiles;
 use fleetmq_protocol::{CommandRequest, CommandResult, CommandStatus, DownChannel, UpChannel};
 use fleetmq_tests::mosquitto::{Mosquitto, write_password_file};
 use fleetmq_tests::mqtt::{DeviceIdentity, MqttClient, WAIT};
@@ -19,38 +20,52 @@ const BRIDGE_USER: &str = "fleetmq-bridge";
 const BRIDGE_PASSWORD: &str = "bridge-password-for-tests";
 const ONLINE: &str = r#"{"status":"online","model":"TL-WR841N","os":"OpenWrt 23.05"}"#;
 
-/// Mosquitto with the bridge's user, fleetmq on it, two organizations with a device each,
-/// and the devices' entries in Mosquitto's files.
+/// Mosquitto with the bridge's user, fleetmq on it keeping Mosquitto's password and ACL
+/// files from the store, two organizations with a device each.
 struct Setup {
     app: TestApp,
     mosquitto: Mosquitto,
     orgs: TwoOrganizations,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("temporary directory");
     let passwd = dir.path().join("passwd");
     let acl = dir.path().join("acl");
+    let pid_file = dir.path().join("mosquitto.pid");
+    // Mosquitto needs its files to start; fleetmq rewrites them once it runs.
     write_password_file(&passwd, &[(BRIDGE_USER, BRIDGE_PASSWORD)])
         .await
         .expect("password file");
-    std::fs::write(&acl, acl_file(&[])).expect("acl file");
+    std::fs::write(
+        &acl,
+        format!("user {BRIDGE_USER}\ntopic readwrite fleetmq/#\n"),
+    )
+    .expect("acl file");
     let mosquitto = Mosquitto::start(
         dir.path(),
         &format!(
-            "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+            "allow_anonymous false\npassword_file {}\nacl_file {}\npid_file {}\n",
             passwd.display(),
-            acl.display()
+            acl.display(),
+            pid_file.display()
         ),
     )
     .await
     .expect("mosquitto starts");
     let url = format!("mqtt://{}", mosquitto.addr);
+    let bridge = (BRIDGE_USER.to_owned(), BRIDGE_PASSWORD.to_owned());
+    let files_dir = dir.path().to_owned();
     let app = TestApp::spawn_with(|config| {
         config.external_broker = Some(ExternalBroker {
-            credentials: Some((BRIDGE_USER.to_owned(), BRIDGE_PASSWORD.to_owned())),
+            credentials: Some(bridge.clone()),
             ..ExternalBroker::new(url.clone())
+        });
+        config.mosquitto_files = Some(MosquittoFiles {
+            dir: files_dir.clone(),
+            pid_file: Some(pid_file.clone()),
+            bridge: Some(bridge.clone()),
         });
     })
     .await;
@@ -59,14 +74,6 @@ async fn setup() -> Setup {
         "devices connect to the external broker"
     );
     let orgs = app.two_organizations().await;
-    let devices = [&orgs.device_a, &orgs.device_b];
-    let mut users = vec![(BRIDGE_USER, BRIDGE_PASSWORD)];
-    users.extend(devices.iter().map(|d| (d.id.as_str(), d.key.as_str())));
-    write_password_file(&passwd, &users)
-        .await
-        .expect("password file");
-    std::fs::write(&acl, acl_file(&devices)).expect("acl file");
-    mosquitto.reload().await.expect("mosquitto reloads");
     // Up once the bridge is connected and subscribed to the uplink.
     app.eventually("/healthz", "", |r| r.body["broker"] == "ok")
         .await;
@@ -74,24 +81,12 @@ async fn setup() -> Setup {
         app,
         mosquitto,
         orgs,
-        _dir: dir,
+        dir,
     }
 }
 
-fn acl_file(devices: &[&DeviceIdentity]) -> String {
-    let mut acl = format!("user {BRIDGE_USER}\ntopic readwrite fleetmq/#\n");
-    for d in devices {
-        acl.push_str(&format!(
-            "user {id}\ntopic write fleetmq/v1/{org}/{id}/up/#\ntopic read fleetmq/v1/{org}/{id}/down/#\n",
-            id = d.id,
-            org = d.org
-        ));
-    }
-    acl
-}
-
-/// Connects a device once Mosquitto has reread its files (a reload sends no event: retry
-/// for a while on "not authorized").
+/// Connects a device once fleetmq has written it into Mosquitto's files and Mosquitto has
+/// reread them (neither sends an event: retry for a while on "not authorized").
 async fn device(setup: &Setup, identity: &DeviceIdentity) -> MqttClient {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -104,8 +99,9 @@ async fn device(setup: &Setup, identity: &DeviceIdentity) -> MqttClient {
             }
             Err(e) => assert!(
                 tokio::time::Instant::now() < deadline,
-                "device never admitted: {e}; mosquitto log: {}",
-                setup.mosquitto.log()
+                "device never admitted: {e}; mosquitto log: {}; password file: {}",
+                setup.mosquitto.log(),
+                std::fs::read_to_string(setup.dir.path().join("passwd")).unwrap_or_default()
             ),
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -259,6 +255,33 @@ async fn the_external_broker_refuses_a_wrong_key_and_another_devices_topics() {
             .ok(),
         Some(for_a)
     );
+    s.app.shutdown().await;
+    s.mosquitto.stop().await;
+}
+
+#[tokio::test]
+async fn a_deactivated_device_is_cut_off_by_the_external_broker_at_once() {
+    let s = setup().await;
+    let a = &s.orgs.device_a;
+    let mut client = device(&s, a).await;
+    let deactivate = s
+        .app
+        .call(
+            "POST",
+            &format!("/api/v1/controller/device/{}/deactivate/", a.id),
+            Some(&s.app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(deactivate.status, 200, "{:?}", deactivate.body);
+    // fleetmq rewrites the files without it and signals Mosquitto, which checks connected
+    // clients again.
+    client.closed_by_broker().await;
+    match MqttClient::connect(a.options(s.mosquitto.addr)).await {
+        Err(ConnectionError::ConnectionRefused(_)) => {}
+        Err(e) => panic!("refused differently: {e}"),
+        Ok(_) => panic!("a deactivated device was admitted"),
+    }
     s.app.shutdown().await;
     s.mosquitto.stop().await;
 }
