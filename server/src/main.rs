@@ -502,6 +502,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                         requests_per_second: args.broker_auth_rate.max(1),
                         rabbitmq_vhost: args.broker_auth_rabbitmq_vhost.clone(),
                         rabbitmq_exchange: args.broker_auth_rabbitmq_exchange.clone(),
+                        // The bridge's own login on the broker that asks.
+                        bridge: args.mqtt_broker_username.clone().map(|user| {
+                            (user, args.mqtt_broker_password.clone().unwrap_or_default())
+                        }),
                         ..fleetmq_api::routes::broker_auth::BrokerAuthConfig::new(secret)
                     },
                 ),

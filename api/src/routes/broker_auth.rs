@@ -57,6 +57,9 @@ pub struct BrokerAuthConfig {
     pub rabbitmq_vhost: String,
     /// The exchange RabbitMQ's MQTT plugin publishes to (`mqtt.exchange`).
     pub rabbitmq_exchange: String,
+    /// fleetmq's own bridge on the broker (`--mqtt-broker-username`, `-password`): it may
+    /// read and publish everything under `fleetmq/`. Nobody else may log in under its name.
+    pub bridge: Option<(String, String)>,
 }
 
 impl BrokerAuthConfig {
@@ -67,6 +70,7 @@ impl BrokerAuthConfig {
             requests_per_second: 5_000,
             rabbitmq_vhost: "/".to_owned(),
             rabbitmq_exchange: "amq.topic".to_owned(),
+            bridge: None,
         }
     }
 }
@@ -254,31 +258,87 @@ where
     }
 }
 
-/// Whether a login is allowed: the store's decision, and a device's client id (when the
-/// broker tells it) must be the device's id, as on the embedded broker.
+/// Who asks through the broker: fleetmq's own bridge, or a client the store knows.
+enum Client {
+    Bridge,
+    Known(Principal),
+}
+
+impl Client {
+    /// Who `username` is now, without a password (questions after the login).
+    fn current(
+        db: &dyn fleetmq_store::Backend,
+        config: &BrokerAuthConfig,
+        username: &str,
+    ) -> fleetmq_store::Result<Option<Client>> {
+        if is_bridge(config, username) {
+            return Ok(Some(Client::Bridge));
+        }
+        Ok(current_principal(db, username)?.map(Client::Known))
+    }
+
+    fn may_publish(&self, topic: &str) -> bool {
+        match self {
+            Client::Bridge => in_fleet_tree(topic) && !topic.contains(['+', '#']),
+            Client::Known(principal) => principal.may_publish(topic),
+        }
+    }
+
+    /// A filter on a broker that checks filters, not messages.
+    fn may_subscribe(&self, filter: &str) -> bool {
+        match self {
+            Client::Bridge => in_fleet_tree(filter),
+            Client::Known(principal) => principal.may_subscribe_contained(filter),
+        }
+    }
+
+    /// A device's client id is its id, as on the embedded broker.
+    fn client_id_fits(&self, client_id: Option<&str>) -> bool {
+        match (self, client_id) {
+            (Client::Known(Principal::Device { device_id, .. }), Some(client_id)) => {
+                device_id.is(client_id)
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Whether `topic` (or filter) lies under `fleetmq/`, without wildcards above it.
+fn in_fleet_tree(topic: &str) -> bool {
+    topic.split('/').next() == Some(fleetmq_protocol::topic::ROOT) && topic.contains('/')
+}
+
+fn is_bridge(config: &BrokerAuthConfig, username: &str) -> bool {
+    config
+        .bridge
+        .as_ref()
+        .is_some_and(|(bridge, _)| !bridge.is_empty() && bridge == username)
+}
+
+/// Whether a login is allowed: the bridge's own password, or the store's decision.
 fn login_allowed(
     db: &dyn fleetmq_store::Backend,
+    config: &BrokerAuthConfig,
     username: Option<&str>,
     password: &str,
     client_id: Option<&str>,
 ) -> fleetmq_store::Result<bool> {
+    let username = username.filter(|u| !u.is_empty());
+    if let (Some(username), Some((_, secret))) = (username, config.bridge.as_ref())
+        && is_bridge(config, username)
+    {
+        return Ok(!secret.is_empty() && same_secret(password.as_bytes(), secret.as_bytes()));
+    }
     let login = MqttLogin {
-        username: username.filter(|u| !u.is_empty()),
+        username,
         password: password.as_bytes(),
         client_certificate: None,
     };
     Ok(match decide_login(db, &login)? {
-        Ok(principal) => client_id_fits(&principal, client_id),
+        Ok(principal) => Client::Known(principal).client_id_fits(client_id),
         Err(LoginRefused::Certificate(_) | LoginRefused::BadCredentials) => false,
         Err(LoginRefused::NotAuthorized) => false,
     })
-}
-
-fn client_id_fits(principal: &Principal, client_id: Option<&str>) -> bool {
-    match (principal, client_id) {
-        (Principal::Device { device_id, .. }, Some(client_id)) => device_id.is(client_id),
-        _ => true,
-    }
 }
 
 async fn rabbitmq_user(
@@ -289,11 +349,20 @@ async fn rabbitmq_user(
     body: Bytes,
 ) -> &'static str {
     let fields = rabbitmq_fields(&method, uri.query(), &body);
+    let Some(config) = state.config().broker_auth.clone() else {
+        return "deny";
+    };
     let username = fields.get("username").cloned();
     let password = fields.get("password").cloned().unwrap_or_default();
     let client_id = fields.get("client_id").cloned();
     let allow = decide(&state, "rabbitmq user", move |db| {
-        login_allowed(db, username.as_deref(), &password, client_id.as_deref())
+        login_allowed(
+            db,
+            &config,
+            username.as_deref(),
+            &password,
+            client_id.as_deref(),
+        )
     })
     .await;
     rabbitmq_answer(&state, allow)
@@ -307,7 +376,7 @@ async fn rabbitmq_vhost(
     body: Bytes,
 ) -> &'static str {
     let fields = rabbitmq_fields(&method, uri.query(), &body);
-    let Some(config) = state.config().broker_auth.as_ref() else {
+    let Some(config) = state.config().broker_auth.clone() else {
         return "deny";
     };
     if fields.get("vhost") != Some(&config.rabbitmq_vhost) {
@@ -315,7 +384,7 @@ async fn rabbitmq_vhost(
     }
     let username = fields.get("username").cloned().unwrap_or_default();
     let allow = decide(&state, "rabbitmq vhost", move |db| {
-        Ok(current_principal(db, &username)?.is_some())
+        Ok(Client::current(db, &config, &username)?.is_some())
     })
     .await;
     rabbitmq_answer(&state, allow)
@@ -333,7 +402,7 @@ fn subscription_queue_client(name: &str) -> Option<&str> {
 /// publish), and its own subscription queues. A device's are named by its id; another
 /// client's queue may not be named by a device id (it could read that device's commands).
 fn resource_allowed(
-    principal: &Principal,
+    client: &Client,
     config: &BrokerAuthConfig,
     resource: &str,
     name: &str,
@@ -342,9 +411,9 @@ fn resource_allowed(
     match (resource, permission) {
         ("exchange", "read" | "write") => name == config.rabbitmq_exchange,
         ("queue", "configure" | "read" | "write") => match subscription_queue_client(name) {
-            Some(client) => match principal {
-                Principal::Device { device_id, .. } => device_id.is(client),
-                _ => client.parse::<DeviceId>().is_err(),
+            Some(queue_client) => match client {
+                Client::Known(Principal::Device { device_id, .. }) => device_id.is(queue_client),
+                _ => queue_client.parse::<DeviceId>().is_err(),
             },
             None => false,
         },
@@ -369,9 +438,9 @@ async fn rabbitmq_resource(
     let allow = decide(&state, "rabbitmq resource", move |db| {
         let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
         Ok(
-            current_principal(db, field("username"))?.is_some_and(|principal| {
+            Client::current(db, &config, field("username"))?.is_some_and(|client| {
                 resource_allowed(
-                    &principal,
+                    &client,
                     &config,
                     field("resource"),
                     field("name"),
@@ -417,9 +486,9 @@ async fn rabbitmq_topic(
     let topic = mqtt_topic(&field("routing_key"));
     let allow = decide(&state, "rabbitmq topic", move |db| {
         Ok(
-            current_principal(db, &username)?.is_some_and(|p| match permission.as_str() {
-                "write" => p.may_publish(&topic),
-                "read" => p.may_subscribe_contained(&topic),
+            Client::current(db, &config, &username)?.is_some_and(|c| match permission.as_str() {
+                "write" => c.may_publish(&topic),
+                "read" => c.may_subscribe(&topic),
                 _ => false,
             }),
         )
@@ -454,8 +523,17 @@ async fn emqx_authn(
     let username = text(&body, "username");
     let password = text(&body, "password").unwrap_or_default();
     let client_id = text(&body, "clientid");
+    let Some(config) = state.config().broker_auth.clone() else {
+        return emqx_answer(&state, false);
+    };
     let allow = decide(&state, "emqx authn", move |db| {
-        login_allowed(db, username.as_deref(), &password, client_id.as_deref())
+        login_allowed(
+            db,
+            &config,
+            username.as_deref(),
+            &password,
+            client_id.as_deref(),
+        )
     })
     .await;
     emqx_answer(&state, allow)
@@ -474,16 +552,19 @@ async fn emqx_authz(
         return emqx_answer(&state, false);
     };
     let client_id = text(&body, "clientid");
+    let Some(config) = state.config().broker_auth.clone() else {
+        return emqx_answer(&state, false);
+    };
     let allow = decide(&state, "emqx authz", move |db| {
-        let Some(principal) = current_principal(db, &username)? else {
+        let Some(client) = Client::current(db, &config, &username)? else {
             return Ok(false);
         };
-        if !client_id_fits(&principal, client_id.as_deref()) {
+        if !client.client_id_fits(client_id.as_deref()) {
             return Ok(false);
         }
         Ok(match action.as_str() {
-            "publish" => principal.may_publish(&topic),
-            "subscribe" => principal.may_subscribe_contained(&topic),
+            "publish" => client.may_publish(&topic),
+            "subscribe" => client.may_subscribe(&topic),
             _ => false,
         })
     })

@@ -7,10 +7,13 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "broker-auth-secret-for-tests";
 
+const BRIDGE: (&str, &str) = ("fleetmq-bridge", "bridge-password-for-tests");
+
 async fn app_with_broker_auth(rate: u32) -> TestApp {
     TestApp::spawn_with(|config| {
         config.api.broker_auth = Some(BrokerAuthConfig {
             requests_per_second: rate,
+            bridge: Some((BRIDGE.0.to_owned(), BRIDGE.1.to_owned())),
             ..BrokerAuthConfig::new(SECRET.to_owned())
         });
     })
@@ -441,4 +444,43 @@ async fn the_service_needs_its_secret_and_answers_within_its_rate() {
         .await;
     assert_eq!(reply.status, 404);
     plain.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_bridge_reads_and_publishes_the_fleet_tree_and_nobody_takes_its_name() {
+    let app = app_with_broker_auth(5_000).await;
+    let t = app.two_organizations().await;
+    let (user, password) = BRIDGE;
+    let login = |password: &str| json!({"username": user, "password": password, "clientid": "fleetmq-bridge"});
+    assert_eq!(
+        emqx(&app, "authn", login(password)).await["result"],
+        "allow"
+    );
+    assert_eq!(emqx(&app, "authn", login("wrong")).await["result"], "deny");
+
+    // An API user who happens to have the bridge's name cannot log in as it with a token.
+    let token = app.create_user(user, &["Operator"], &[&t.org_a]).await;
+    assert_eq!(emqx(&app, "authn", login(&token)).await["result"], "deny");
+
+    let down = format!("fleetmq/v1/org-b/{}/down/command/request", t.device_b.id);
+    for (topic, action, expected) in [
+        ("fleetmq/v1/+/+/up/#", "subscribe", "allow"),
+        (down.as_str(), "publish", "allow"),
+        ("#", "subscribe", "deny"),
+        ("sandbox/x", "publish", "deny"),
+        ("$SYS/#", "subscribe", "deny"),
+    ] {
+        let body = json!({"username": user, "clientid": "fleetmq-bridge", "topic": topic,
+                          "action": action});
+        assert_eq!(
+            emqx(&app, "authz", body).await["result"],
+            expected,
+            "{action} {topic}"
+        );
+    }
+    assert_eq!(
+        rabbitmq_topic(&app, user, "read", "fleetmq/v1/+/+/up/#").await,
+        "allow"
+    );
+    app.shutdown().await;
 }
