@@ -277,7 +277,7 @@ pub struct Connection {
 }
 
 /// Serves the uplink until `shutdown`: reads the broker, feeds the lanes, reconnects after
-/// errors (backing off up to 10 s). Returns the tasks to wait for.
+/// errors (backing off up to 5 s). Returns the tasks to wait for.
 pub fn run(connection: Connection, bridge: Bridge, shutdown: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let Connection {
@@ -348,7 +348,7 @@ pub fn run(connection: Connection, bridge: Bridge, shutdown: CancellationToken) 
                         () = shutdown.cancelled() => break,
                         () = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

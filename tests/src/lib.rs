@@ -11,6 +11,7 @@
 pub mod fixtures;
 pub mod mosquitto;
 pub mod mqtt;
+pub mod rabbitmq;
 pub mod release;
 
 use std::net::SocketAddr;

@@ -120,6 +120,15 @@ impl MqttClient {
 
     /// Subscribes at QoS 1 and returns the SUBACK codes.
     pub async fn subscribe(&mut self, filters: &[&str]) -> Vec<SubscribeReasonCode> {
+        self.try_subscribe(filters).await.expect("SUBACK")
+    }
+
+    /// [`subscribe`](Self::subscribe), or the error that ended the connection instead of a
+    /// SUBACK (some brokers close it on a refused subscription).
+    pub async fn try_subscribe(
+        &mut self,
+        filters: &[&str],
+    ) -> Result<Vec<SubscribeReasonCode>, ConnectionError> {
         let filters: Vec<_> = filters
             .iter()
             .map(|f| SubscribeFilter::new((*f).to_owned(), QoS::AtLeastOnce))
@@ -129,8 +138,8 @@ impl MqttClient {
             .await
             .expect("SUBSCRIBE queued");
         loop {
-            if let Event::Incoming(Packet::SubAck(ack)) = self.next_event().await.expect("SUBACK") {
-                return ack.return_codes;
+            if let Event::Incoming(Packet::SubAck(ack)) = self.next_event().await? {
+                return Ok(ack.return_codes);
             }
         }
     }

@@ -6,6 +6,8 @@
 //! signals it to reread them, so Mosquitto enforces fleetmq's rules: each device may publish
 //! under its own `up/` and read its own `down/`, the bridge everything under `fleetmq/`.
 
+mod rabbitmq;
+
 use fleetmq_bridge::external::ExternalBroker;
 use fleetmq_bridge::mosquitto_files::MosquittoFiles;
 use fleetmq_protocol::{CommandRequest, CommandResult, CommandStatus, DownChannel, UpChannel};
@@ -16,9 +18,9 @@ use rumqttc::{ConnectReturnCode, ConnectionError};
 use serde_json::json;
 use tempfile::TempDir;
 
-const BRIDGE_USER: &str = "fleetmq-bridge";
-const BRIDGE_PASSWORD: &str = "bridge-password-for-tests";
-const ONLINE: &str = r#"{"status":"online","model":"TL-WR841N","os":"OpenWrt 23.05"}"#;
+pub(crate) const BRIDGE_USER: &str = "fleetmq-bridge";
+pub(crate) const BRIDGE_PASSWORD: &str = "bridge-password-for-tests";
+pub(crate) const ONLINE: &str = r#"{"status":"online","model":"TL-WR841N","os":"OpenWrt 23.05"}"#;
 
 /// Mosquitto with the bridge's user, fleetmq on it keeping Mosquitto's password and ACL
 /// files from the store, two organizations with a device each.
