@@ -8,6 +8,7 @@
 //! - [`fixtures`] — fleets written straight into a store; a process's RSS.
 //! - [`release`] — the release binaries as separate processes, for benchmarks.
 
+pub mod firmware;
 pub mod fixtures;
 pub mod mosquitto;
 pub mod mqtt;

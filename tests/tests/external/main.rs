@@ -11,6 +11,10 @@ mod rabbitmq;
 use fleetmq_bridge::external::ExternalBroker;
 use fleetmq_bridge::mosquitto_files::MosquittoFiles;
 use fleetmq_protocol::{CommandRequest, CommandResult, CommandStatus, DownChannel, UpChannel};
+use std::time::Duration;
+
+use fleetmq_sim::{DeviceConfig as SimConfig, SimDevice};
+use fleetmq_tests::firmware::sim_firmware;
 use fleetmq_tests::mosquitto::{Mosquitto, write_password_file};
 use fleetmq_tests::mqtt::{DeviceIdentity, MqttClient, WAIT};
 use fleetmq_tests::{TestApp, TwoOrganizations, seconds_ago};
@@ -286,4 +290,65 @@ async fn a_deactivated_device_is_cut_off_by_the_external_broker_at_once() {
     }
     s.app.shutdown().await;
     s.mosquitto.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_upgrade_of_100_simulated_devices_succeeds_through_the_external_broker() {
+    let s = setup().await;
+    batch_of_100_upgrades(&s.app, s.mosquitto.addr).await;
+    s.app.shutdown().await;
+    s.mosquitto.stop().await;
+}
+
+/// Registers 100 simulated devices in a new organization `fleet`, connects them to the
+/// broker at `broker` (each retries until the broker admits it), upgrades them all in one
+/// batch and checks that every one succeeded.
+pub(crate) async fn batch_of_100_upgrades(app: &TestApp, broker: std::net::SocketAddr) {
+    let admin = app.admin_token.clone();
+    let org = app.create_org("fleet").await;
+    let (build, _image, _) = sim_firmware(app, &admin, &org, "2.0.0").await;
+    let mut sims = Vec::new();
+    for i in 0..100 {
+        let name = format!("sim-{i}");
+        let reply = app
+            .post(
+                "/api/v1/controller/device/",
+                &admin,
+                json!({"name": name, "organization": org,
+                       "mac_address": fleetmq_tests::mac_for(&name), "model": "sim-board"}),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{:?}", reply.body);
+        let mut config = SimConfig::new(
+            broker,
+            "fleet".to_owned(),
+            reply.str("id"),
+            reply.str("key"),
+        );
+        config.telemetry_interval = None;
+        config.coordinates_interval = None;
+        sims.push(SimDevice::spawn(config));
+    }
+    for sim in &mut sims {
+        sim.connected().await.expect("simulated device connects");
+    }
+    let started = app
+        .post(
+            &format!("/api/v1/firmware-upgrader/build/{build}/upgrade/"),
+            &admin,
+            json!({"upgrade_all": true}),
+        )
+        .await;
+    assert_eq!(started.status, 201, "{:#}", started.body);
+    let batch = format!(
+        "/api/v1/firmware-upgrader/batch-upgrade-operation/{}/",
+        started.str("batch")
+    );
+    let done = app
+        .eventually_within(Duration::from_secs(120), &batch, &admin, |r| {
+            r.status == 200 && !["in-progress", "idle"].contains(&r.str("status").as_str())
+        })
+        .await;
+    assert_eq!(done.body["status"], "success", "{:#}", done.body);
+    assert_eq!(done.body["progress_report"], "100 out of 100");
 }

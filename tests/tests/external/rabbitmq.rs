@@ -15,7 +15,7 @@ use crate::{BRIDGE_PASSWORD, BRIDGE_USER, ONLINE};
 
 const SECRET: &str = "broker-auth-secret-for-rabbitmq";
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_on_rabbitmq_is_admitted_and_confined_by_fleetmqs_answers() {
     let mqtt_port = free_port().expect("a free port");
     let bridge = (BRIDGE_USER.to_owned(), BRIDGE_PASSWORD.to_owned());
@@ -122,6 +122,8 @@ async fn a_fleet_on_rabbitmq_is_admitted_and_confined_by_fleetmqs_answers() {
         Err(_) => true,
     };
     assert!(refused, "b may not read a's commands");
+
+    crate::batch_of_100_upgrades(&app, rabbit.mqtt_addr).await;
     drop(rabbit);
     app.shutdown().await;
 }
