@@ -15,8 +15,11 @@
 //!   without persistence) is lost, which the embedded broker never does (docs/mqtt.md).
 //! - **Order per device.** Messages go to one of `lanes` tasks by device, each applying its
 //!   messages one after the other, so a device's presence and reports keep their order;
-//!   devices in different lanes proceed in parallel. Each lane's queue is bounded; when it is
-//!   full the client stops reading from the broker until it drains.
+//!   devices in different lanes proceed in parallel. What waits in the lanes is bounded by
+//!   the broker's in-flight window for the bridge's session: it sends no more until the
+//!   bridge acknowledges (Mosquitto's `max_inflight_messages`, RabbitMQ's `mqtt.prefetch`,
+//!   EMQX's `max_inflight`). The event loop never waits on a lane: a lane waiting to send
+//!   its acknowledgement through the event loop could otherwise stall both.
 //! - **Presence** comes from the devices' own retained `up/presence` messages (`online` when
 //!   they connect, `offline` as their last will), not from the broker's connection events:
 //!   an ungraceful disconnect is known once the broker fires the will (keep-alive × 1.5).
@@ -62,8 +65,6 @@ pub struct ExternalBroker {
     pub tls: Option<ExternalTls>,
     /// Tasks applying device messages in parallel (one device always in the same one).
     pub lanes: usize,
-    /// Messages waiting per lane; a full lane pauses reading from the broker.
-    pub lane_queue: usize,
     /// Unacknowledged messages the broker may send the bridge at once.
     pub inflight: u16,
     /// Largest packet accepted or sent.
@@ -80,8 +81,8 @@ pub struct ExternalTls {
 }
 
 impl ExternalBroker {
-    /// `url` with the defaults: client id `fleetmq-bridge`, 32 lanes of 256 messages, 256 in
-    /// flight, 1 MiB packets.
+    /// `url` with the defaults: client id `fleetmq-bridge`, 32 lanes, 256 in flight, 1 MiB
+    /// packets.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -89,7 +90,6 @@ impl ExternalBroker {
             credentials: None,
             tls: None,
             lanes: 32,
-            lane_queue: 256,
             inflight: 256,
             max_packet_size: 1024 * 1024,
         }
@@ -250,7 +250,9 @@ impl MqttPlane for ExternalPlane {
 /// start the bridge with; [`run`] then serves the uplink.
 pub fn connect(config: &ExternalBroker) -> Result<(ExternalPlane, Connection), MqttError> {
     let options = config.options()?;
-    let (client, events) = AsyncClient::new(options, config.lanes.max(1) * 4);
+    // Room for an acknowledgement of everything the broker may have in flight, plus the
+    // bridge's own publishes; a full channel only makes a publisher or a lane wait.
+    let (client, events) = AsyncClient::new(options, usize::from(config.inflight.max(1)) + 256);
     let counters = Arc::new(Counters::default());
     Ok((
         ExternalPlane {
@@ -262,7 +264,6 @@ pub fn connect(config: &ExternalBroker) -> Result<(ExternalPlane, Connection), M
             events,
             counters,
             lanes: config.lanes.max(1),
-            lane_queue: config.lane_queue.max(1),
         },
     ))
 }
@@ -273,7 +274,6 @@ pub struct Connection {
     events: EventLoop,
     counters: Arc<Counters>,
     lanes: usize,
-    lane_queue: usize,
 }
 
 /// Serves the uplink until `shutdown`: reads the broker, feeds the lanes, reconnects after
@@ -285,12 +285,12 @@ pub fn run(connection: Connection, bridge: Bridge, shutdown: CancellationToken) 
             mut events,
             counters,
             lanes,
-            lane_queue,
         } = connection;
         let mut senders = Vec::with_capacity(lanes);
         let mut workers = Vec::with_capacity(lanes);
         for _ in 0..lanes {
-            let (tx, rx) = mpsc::channel(lane_queue);
+            // Unbounded here, bounded by the broker's in-flight window (see above).
+            let (tx, rx) = mpsc::unbounded_channel();
             senders.push(tx);
             workers.push(tokio::spawn(lane(
                 rx,
@@ -312,10 +312,14 @@ pub fn run(connection: Connection, bridge: Bridge, shutdown: CancellationToken) 
                         session_present = ack.session_present,
                         "connected to the external MQTT broker"
                     );
-                    // Queued in the client; sent by this loop's next polls.
-                    if let Err(e) = client.subscribe(UPLINK_FILTER, QoS::AtLeastOnce).await {
-                        tracing::error!(error = %e, "cannot subscribe to the device uplink");
-                    }
+                    // Sent by this loop's next polls; queued from another task, so this loop
+                    // never waits on its own request channel.
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = client.subscribe(UPLINK_FILTER, QoS::AtLeastOnce).await {
+                            tracing::error!(error = %e, "cannot subscribe to the device uplink");
+                        }
+                    });
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
                     // Up once the uplink is subscribed: nothing devices send is missed.
@@ -334,8 +338,7 @@ pub fn run(connection: Connection, bridge: Bridge, shutdown: CancellationToken) 
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     counters.received.fetch_add(1, Ordering::Relaxed);
                     let lane = lane_of(&publish.topic, lanes);
-                    // Waits while the lane is full: the broker holds the rest.
-                    if senders[lane].send(publish).await.is_err() {
+                    if senders[lane].send(publish).is_err() {
                         break;
                     }
                 }
@@ -372,7 +375,7 @@ fn lane_of(topic: &str, lanes: usize) -> usize {
 
 /// Applies one lane's messages in order, acknowledging each once stored.
 async fn lane(
-    mut messages: mpsc::Receiver<Publish>,
+    mut messages: mpsc::UnboundedReceiver<Publish>,
     bridge: Bridge,
     client: AsyncClient,
     counters: Arc<Counters>,
