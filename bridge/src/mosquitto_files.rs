@@ -1,7 +1,7 @@
 //! Mosquitto's plugin-free auth, kept from the store: fleetmq writes a password file and an
 //! ACL file (`--mosquitto-files DIR`: `DIR/passwd`, `DIR/acl`) and asks Mosquitto to reread
-//! them (SIGHUP to the process in `--mosquitto-pid-file`) at start and after every login
-//! change the store commits. Mosquitto 2 then checks passwords and ACLs of connected clients
+//! them (SIGHUP to the process in `--mosquitto-pid-file`) at start and after login changes
+//! the store commits, at most once per [`RELOAD_SPACING`]. Mosquitto 2 then checks passwords and ACLs of connected clients
 //! again and disconnects those that no longer pass, so a deactivated device, a changed key or
 //! an organization turned inactive stops working at once.
 //!
@@ -149,8 +149,11 @@ async fn refresh(store: &Store, config: &MosquittoFiles, hashes: &mut Hashes) {
     // Hashing and writing are blocking work.
     let done = tokio::task::spawn_blocking(move || {
         let (passwd, acl) = render(&devices, config_copy.bridge.as_ref(), &mut taken);
-        let written = write_atomically(&config_copy.dir.join("passwd"), &passwd)
-            .and_then(|()| write_atomically(&config_copy.dir.join("acl"), &acl));
+        // The ACL first: a reload that reads one new file and one old one then admits a
+        // device only once its rules are in place, and a removed device loses its rules
+        // before its password.
+        let written = write_atomically(&config_copy.dir.join("acl"), &acl)
+            .and_then(|()| write_atomically(&config_copy.dir.join("passwd"), &passwd));
         (written, taken)
     })
     .await;
@@ -174,9 +177,14 @@ async fn refresh(store: &Store, config: &MosquittoFiles, hashes: &mut Hashes) {
     tracing::debug!(devices = count, "mosquitto files written");
 }
 
-/// Keeps the files current until `shutdown`: once at start, then after login changes (a
-/// burst of changes is one rewrite). Subscribes before returning, so no change committed
-/// after this call is missed.
+/// The least time between two reloads asked of Mosquitto. Mosquitto clears its reload flag
+/// when a reload ends, so a SIGHUP that arrives during a reload is lost: spaced, the last
+/// change is always reloaded.
+pub const RELOAD_SPACING: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps the files current until `shutdown`: once at start, then after login changes (the
+/// changes of one [`RELOAD_SPACING`] are one rewrite and one reload). Subscribes before
+/// returning, so no change committed after this call is missed.
 pub fn follow(
     store: &Store,
     config: MosquittoFiles,
@@ -186,8 +194,14 @@ pub fn follow(
     let store = store.clone();
     async move {
         let mut hashes = Hashes::default();
-        refresh(&store, &config, &mut hashes).await;
         loop {
+            refresh(&store, &config, &mut hashes).await;
+            // Changes meanwhile wait in the channel for the next rewrite; the first one too,
+            // so that no reload is asked while Mosquitto may still be in the last one.
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(RELOAD_SPACING) => {}
+            }
             let change = tokio::select! {
                 () = shutdown.cancelled() => return,
                 change = changes.recv() => change,
@@ -196,9 +210,8 @@ pub fn follow(
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return,
             }
-            // Everything already announced is covered by this one rewrite.
+            // Everything already announced is covered by the next rewrite.
             while changes.try_recv().is_ok() {}
-            refresh(&store, &config, &mut hashes).await;
         }
     }
 }

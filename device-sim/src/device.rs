@@ -713,6 +713,16 @@ impl Device {
         W: AsyncWrite + Unpin,
     {
         let mut wbuf = BytesMut::with_capacity(512);
+        // Subscribed before announcing itself online: whatever the presence makes the server
+        // send (a resent command, the next upgrade step) finds the subscription in place, on
+        // any broker (an external one drops a message for a client not yet subscribed).
+        let sub_pkid = self.pkid();
+        mqtt::encode_subscribe(
+            sub_pkid,
+            &self.topics.down_filter,
+            QoS::AtLeastOnce,
+            &mut wbuf,
+        );
         let pkid = self.pkid();
         mqtt::encode_publish(
             &self.topics.presence,
@@ -723,13 +733,6 @@ impl Device {
             &mut wbuf,
         );
         self.stats.add(&self.stats.published);
-        let sub_pkid = self.pkid();
-        mqtt::encode_subscribe(
-            sub_pkid,
-            &self.topics.down_filter,
-            QoS::AtLeastOnce,
-            &mut wbuf,
-        );
 
         let now = Instant::now();
         let mut telemetry = self

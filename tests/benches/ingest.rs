@@ -283,7 +283,7 @@ impl External {
                 let mosquitto = Mosquitto::start(
                     &dir,
                     &format!(
-                        "allow_anonymous false\npassword_file {}\nacl_file {}\npid_file {}\nmax_queued_messages 100000\n",
+                        "allow_anonymous false\npassword_file {}\nacl_file {}\npid_file {}\nmax_queued_messages 100000\nmax_inflight_messages 256\n",
                         passwd.display(),
                         acl.display(),
                         pid.display()

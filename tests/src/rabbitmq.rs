@@ -43,6 +43,7 @@ impl RabbitMq {
                 "listeners.tcp.default = {amqp}\n\
                  mqtt.listeners.tcp.default = 127.0.0.1:{mqtt_port}\n\
                  mqtt.allow_anonymous = false\n\
+                 mqtt.prefetch = 256\n\
                  loopback_users = none\n\
                  auth_backends.1 = http\n\
                  auth_http.http_method = post\n\

@@ -123,10 +123,11 @@ async fn get_telemetry(
     let (latest, page) = state
         .store()
         .run(move |db| {
-            Ok((
-                db.latest_telemetry(device.id)?,
-                db.telemetry_page(device.id, range, request)?,
-            ))
+            // Two reads: the page first, so the latest sample is never older than the
+            // page's newest (the latest is only ever replaced by a newer one; a sample
+            // stored between the reads shows as latest, not as a page without a latest).
+            let page = db.telemetry_page(device.id, range, request)?;
+            Ok((db.latest_telemetry(device.id)?, page))
         })
         .await?;
     let results = page.items.into_iter().map(view).collect();

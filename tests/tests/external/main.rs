@@ -329,8 +329,11 @@ pub(crate) async fn batch_of_100_upgrades(app: &TestApp, broker: std::net::Socke
         config.coordinates_interval = None;
         sims.push(SimDevice::spawn(config));
     }
-    for sim in &mut sims {
-        sim.connected().await.expect("simulated device connects");
+    for (i, sim) in sims.iter_mut().enumerate() {
+        tokio::time::timeout(Duration::from_secs(30), sim.connected())
+            .await
+            .unwrap_or_else(|_| panic!("simulated device {i} not admitted within 30 s"))
+            .expect("simulated device connects");
     }
     let started = app
         .post(
@@ -344,11 +347,36 @@ pub(crate) async fn batch_of_100_upgrades(app: &TestApp, broker: std::net::Socke
         "/api/v1/firmware-upgrader/batch-upgrade-operation/{}/",
         started.str("batch")
     );
-    let done = app
-        .eventually_within(Duration::from_secs(120), &batch, &admin, |r| {
-            r.status == 200 && !["in-progress", "idle"].contains(&r.str("status").as_str())
-        })
-        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let reply = app.get(&batch, &admin).await;
+        if reply.status == 200 && !["in-progress", "idle"].contains(&reply.str("status").as_str()) {
+            break reply;
+        }
+        if tokio::time::Instant::now() > deadline {
+            // Which operations are stuck, and where.
+            let ops = app
+                .get(
+                    "/api/v1/firmware-upgrader/upgrade-operation/?page_size=200",
+                    &admin,
+                )
+                .await;
+            let stuck: Vec<String> = ops.body["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|op| op["status"] == "in-progress")
+                .map(|op| format!("{}: {}", op["device"], op["log"]))
+                .collect();
+            panic!(
+                "batch not done in 60 s: {:#}\nstuck:\n{}",
+                reply.body,
+                stuck.join("\n")
+            );
+        }
+        // The batch's end sends no event the test can await.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(done.body["status"], "success", "{:#}", done.body);
     assert_eq!(done.body["progress_report"], "100 out of 100");
 }
