@@ -33,7 +33,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 use axum::routing::{any, post};
@@ -221,14 +221,26 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// RabbitMQ's form fields: the query of a GET, the URL-encoded body of a POST.
-fn rabbitmq_fields(method: &Method, query: Option<&str>, body: &[u8]) -> HashMap<String, String> {
-    let source = if method == Method::GET {
-        query.unwrap_or_default().to_owned()
-    } else {
-        String::from_utf8_lossy(body).into_owned()
-    };
-    form_urlencoded_pairs(&source).into_iter().collect()
+/// RabbitMQ's form fields: the query of a GET, the URL-encoded body of a POST (an
+/// extractor; the body is at most [`BODY_LIMIT`]).
+struct RabbitmqFields(HashMap<String, String>);
+
+impl FromRequest<AppState> for RabbitmqFields {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let source = if request.method() == Method::GET {
+            request.uri().query().unwrap_or_default().to_owned()
+        } else {
+            let body = Bytes::from_request(request, state)
+                .await
+                .map_err(|_| ApiError::PayloadTooLarge(BODY_LIMIT))?;
+            String::from_utf8_lossy(&body).into_owned()
+        };
+        Ok(RabbitmqFields(
+            form_urlencoded_pairs(&source).into_iter().collect(),
+        ))
+    }
 }
 
 /// RabbitMQ's answer.
@@ -315,6 +327,29 @@ fn is_bridge(config: &BrokerAuthConfig, username: &str) -> bool {
         .is_some_and(|(bridge, _)| !bridge.is_empty() && bridge == username)
 }
 
+/// A login question, decided on a blocking thread (denied without a configured service).
+async fn login(
+    state: &AppState,
+    what: &'static str,
+    username: Option<String>,
+    password: String,
+    client_id: Option<String>,
+) -> bool {
+    let Some(config) = state.config().broker_auth.clone() else {
+        return false;
+    };
+    decide(state, what, move |db| {
+        login_allowed(
+            db,
+            &config,
+            username.as_deref(),
+            &password,
+            client_id.as_deref(),
+        )
+    })
+    .await
+}
+
 /// Whether a login is allowed: the bridge's own password, or the store's decision.
 fn login_allowed(
     db: &dyn fleetmq_store::Backend,
@@ -344,26 +379,16 @@ fn login_allowed(
 async fn rabbitmq_user(
     State(state): State<AppState>,
     _: Caller,
-    method: Method,
-    uri: axum::http::Uri,
-    body: Bytes,
+    RabbitmqFields(fields): RabbitmqFields,
 ) -> &'static str {
-    let fields = rabbitmq_fields(&method, uri.query(), &body);
-    let Some(config) = state.config().broker_auth.clone() else {
-        return "deny";
-    };
-    let username = fields.get("username").cloned();
-    let password = fields.get("password").cloned().unwrap_or_default();
-    let client_id = fields.get("client_id").cloned();
-    let allow = decide(&state, "rabbitmq user", move |db| {
-        login_allowed(
-            db,
-            &config,
-            username.as_deref(),
-            &password,
-            client_id.as_deref(),
-        )
-    })
+    let field = |k: &str| fields.get(k).cloned();
+    let allow = login(
+        &state,
+        "rabbitmq user",
+        field("username"),
+        field("password").unwrap_or_default(),
+        field("client_id"),
+    )
     .await;
     rabbitmq_answer(&state, allow)
 }
@@ -371,11 +396,8 @@ async fn rabbitmq_user(
 async fn rabbitmq_vhost(
     State(state): State<AppState>,
     _: Caller,
-    method: Method,
-    uri: axum::http::Uri,
-    body: Bytes,
+    RabbitmqFields(fields): RabbitmqFields,
 ) -> &'static str {
-    let fields = rabbitmq_fields(&method, uri.query(), &body);
     let Some(config) = state.config().broker_auth.clone() else {
         return "deny";
     };
@@ -424,11 +446,8 @@ fn resource_allowed(
 async fn rabbitmq_resource(
     State(state): State<AppState>,
     _: Caller,
-    method: Method,
-    uri: axum::http::Uri,
-    body: Bytes,
+    RabbitmqFields(fields): RabbitmqFields,
 ) -> &'static str {
-    let fields = rabbitmq_fields(&method, uri.query(), &body);
     let Some(config) = state.config().broker_auth.clone() else {
         return "deny";
     };
@@ -470,11 +489,8 @@ pub fn mqtt_topic(routing_key: &str) -> String {
 async fn rabbitmq_topic(
     State(state): State<AppState>,
     _: Caller,
-    method: Method,
-    uri: axum::http::Uri,
-    body: Bytes,
+    RabbitmqFields(fields): RabbitmqFields,
 ) -> &'static str {
-    let fields = rabbitmq_fields(&method, uri.query(), &body);
     let Some(config) = state.config().broker_auth.clone() else {
         return "deny";
     };
@@ -523,19 +539,7 @@ async fn emqx_authn(
     let username = text(&body, "username");
     let password = text(&body, "password").unwrap_or_default();
     let client_id = text(&body, "clientid");
-    let Some(config) = state.config().broker_auth.clone() else {
-        return emqx_answer(&state, false);
-    };
-    let allow = decide(&state, "emqx authn", move |db| {
-        login_allowed(
-            db,
-            &config,
-            username.as_deref(),
-            &password,
-            client_id.as_deref(),
-        )
-    })
-    .await;
+    let allow = login(&state, "emqx authn", username, password, client_id).await;
     emqx_answer(&state, allow)
 }
 
