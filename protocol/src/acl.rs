@@ -111,21 +111,16 @@ impl Principal {
     /// at least one readable topic; what it delivers is then judged per message
     /// ([`may_read`](Self::may_read)). Invalid filters are refused.
     pub fn may_subscribe(&self, filter: &str) -> bool {
-        if !is_valid_filter(filter) {
-            return false;
-        }
-        if let Some(shared) = shared_inner(filter) {
-            return shared.is_some_and(|inner| self.may_subscribe(inner));
-        }
-        let levels: Vec<&str> = filter.split('/').collect();
-        if names_invalid_device(&levels) {
-            return false;
-        }
+        self.judge_filter(filter, Self::could_read_some)
+    }
+
+    /// [`may_subscribe`](Self::may_subscribe)'s rule on a valid, unshared filter's levels.
+    fn could_read_some(&self, levels: &[&str]) -> bool {
         match self {
             Principal::Device {
                 org_slug,
                 device_id,
-            } => is_own_prefix(&levels, org_slug, *device_id, "down"),
+            } => is_own_prefix(levels, org_slug, *device_id, "down"),
             Principal::Operator {
                 orgs: OrgScope::All,
             } => true,
@@ -164,21 +159,17 @@ impl Principal {
     /// (`fleetmq/v1/acme/#`, not `fleetmq/v1/+/…`), and a sandbox filter's first level is a
     /// literal outside `fleetmq` and `$…`. A superuser may subscribe to anything.
     pub fn may_subscribe_contained(&self, filter: &str) -> bool {
-        if !is_valid_filter(filter) {
-            return false;
-        }
-        if let Some(shared) = shared_inner(filter) {
-            return shared.is_some_and(|inner| self.may_subscribe_contained(inner));
-        }
-        let levels: Vec<&str> = filter.split('/').collect();
-        if names_invalid_device(&levels) {
-            return false;
-        }
+        self.judge_filter(filter, Self::reads_all)
+    }
+
+    /// [`may_subscribe_contained`](Self::may_subscribe_contained)'s rule on a valid, unshared
+    /// filter's levels.
+    fn reads_all(&self, levels: &[&str]) -> bool {
         match self {
             Principal::Device {
                 org_slug,
                 device_id,
-            } => is_own_prefix(&levels, org_slug, *device_id, "down"),
+            } => is_own_prefix(levels, org_slug, *device_id, "down"),
             Principal::Operator {
                 orgs: OrgScope::All,
             } => true,
@@ -194,6 +185,20 @@ impl Principal {
                 !matches!(levels[0], "+" | "#") && levels[0] != ROOT && !levels[0].starts_with('$')
             }
         }
+    }
+
+    /// What both subscription rules share: invalid filters and filters naming something that
+    /// is not a device are refused, a shared subscription is judged by its inner filter,
+    /// anything else by `rule` on its levels.
+    fn judge_filter(&self, filter: &str, rule: fn(&Self, &[&str]) -> bool) -> bool {
+        if !is_valid_filter(filter) {
+            return false;
+        }
+        if let Some(shared) = shared_inner(filter) {
+            return shared.is_some_and(|inner| self.judge_filter(inner, rule));
+        }
+        let levels: Vec<&str> = filter.split('/').collect();
+        !names_invalid_device(&levels) && rule(self, &levels)
     }
 }
 
