@@ -8,13 +8,19 @@
 #
 #   bench/upgrade.sh                      # 10,000 devices, 64 KiB image
 #   DEVICES=1000 bench/upgrade.sh
+#   BROKER=rabbitmq bench/upgrade.sh      # the devices on a RabbitMQ node, fleetmq external
 #
-# Environment: DEVICES (10000), IMAGE_SIZE (64KiB), HTTP_PORT (18080), MQTT_PORT (11883),
+# With BROKER=rabbitmq (needs rabbitmq-server), a RabbitMQ node started as the external-broker
+# tests start it (`rabbitmq-node`) listens for MQTT on MQTT_PORT and asks fleetmq's auth service
+# about every login and topic; fleetmq runs with `--mqtt-broker` and its embedded broker off.
+#
+# Environment: BROKER (embedded), DEVICES (10000), IMAGE_SIZE (64KiB), HTTP_PORT (18080), MQTT_PORT (11883),
 # CONNECT_RATE (2000), POLL (250ms), OUT (bench/out/upgrade-<devices>-<time>: report.json,
 # server.log, top.log, sim.log), KEEP=1 keeps the temporary data directory, SKIP_BUILD=1.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+BROKER=${BROKER:-embedded}
 DEVICES=${DEVICES:-10000}
 IMAGE_SIZE=${IMAGE_SIZE:-64KiB}
 HTTP_PORT=${HTTP_PORT:-18080}
@@ -34,16 +40,22 @@ fi
 
 if [ -z "${SKIP_BUILD:-}" ]; then
     cargo build --release -p fleetmq -p fleetmq-sim
+    cargo build --release -p fleetmq-tests --bin rabbitmq-node
 fi
 SERVER=target/release/fleetmq
 SIM=target/release/fleetmq-sim
 
 DATA=$(mktemp -d /tmp/fleetmq-upgrade-bench.XXXXXX)
 SERVER_PID=
+BROKER_PID=
 TOP_PID=
 THREADS_PID=
 cleanup() {
     [ -n "$TOP_PID" ] && kill "$TOP_PID" "$THREADS_PID" 2>/dev/null || true
+    if [ -n "$BROKER_PID" ]; then
+        kill -TERM "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
+    fi
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill -TERM "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
@@ -52,13 +64,37 @@ cleanup() {
 }
 trap cleanup EXIT
 
+case $BROKER in
+    embedded)
+        PLANE_ARGS=(--mqtt-addr "127.0.0.1:$MQTT_PORT" --mqtt-max-connections $((DEVICES + 2000)))
+        ;;
+    rabbitmq)
+        # The bridge's login at the broker, and the secret the broker's auth requests carry.
+        # The auth service's rate bound is raised: every device's login and subscription
+        # asks it several questions, at the simulator's connect rate.
+        BRIDGE_PASSWORD="bridge-$RANDOM-$RANDOM"
+        AUTH_SECRET="auth-$RANDOM-$RANDOM"
+        PLANE_ARGS=(--mqtt-addr "127.0.0.1:0" --mqtt-broker "mqtt://127.0.0.1:$MQTT_PORT"
+            --mqtt-broker-username fleetmq-bridge --mqtt-broker-password "$BRIDGE_PASSWORD"
+            --broker-auth-secret "$AUTH_SECRET" --broker-auth-rate 1000000)
+        ;;
+    *) echo "BROKER=$BROKER: embedded or rabbitmq" >&2; exit 2 ;;
+esac
+
 echo "starting the server (data in $DATA, log in $OUT/server.log)"
 FLEETMQ_ADMIN_PASSWORD="bench-$RANDOM-$RANDOM-password" RUST_LOG=${RUST_LOG:-info} \
-    "$SERVER" --data-dir "$DATA/data" \
-    --http-addr "127.0.0.1:$HTTP_PORT" --mqtt-addr "127.0.0.1:$MQTT_PORT" \
-    --mqtts-addr off --mqtt-ws-addr off --mqtt-max-connections 12000 ${SERVER_ARGS:-} \
+    "$SERVER" --data-dir "$DATA/data" --http-addr "127.0.0.1:$HTTP_PORT" \
+    --mqtts-addr off --mqtt-ws-addr off "${PLANE_ARGS[@]}" ${SERVER_ARGS:-} \
     >"$OUT/server.out" 2>"$OUT/server.log" &
 SERVER_PID=$!
+
+if [ "$BROKER" = rabbitmq ]; then
+    echo "starting a RabbitMQ node (MQTT on 127.0.0.1:$MQTT_PORT)"
+    target/release/rabbitmq-node "$MQTT_PORT" \
+        "http://rabbitmq:$AUTH_SECRET@127.0.0.1:$HTTP_PORT/broker-auth/rabbitmq" \
+        >"$OUT/broker.out" 2>"$OUT/broker.log" &
+    BROKER_PID=$!
+fi
 
 TOKEN=
 for _ in $(seq 1 300); do
@@ -73,6 +109,20 @@ API="http://127.0.0.1:$HTTP_PORT"
 curl -fsS -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
     -d '{"name": "Upgrade bench", "slug": "bench"}' "$API/api/v1/users/organization/" >/dev/null
 
+BEAM_PID=
+if [ "$BROKER" = rabbitmq ]; then
+    # Ready when the node listens and fleetmq's bridge is subscribed to it.
+    for _ in $(seq 1 900); do
+        grep -q '^mqtt ' "$OUT/broker.out" && curl -sS "$API/healthz" 2>/dev/null | jq -e '.broker == "ok"' >/dev/null && break
+        kill -0 "$BROKER_PID" 2>/dev/null || { echo "rabbitmq-node exited:" >&2; tail -n 20 "$OUT/broker.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    curl -sS "$API/healthz" 2>/dev/null | jq -e '.broker == "ok"' >/dev/null || { echo "the bridge never subscribed to RabbitMQ" >&2; exit 1; }
+    # The node's Erlang VM: in the process group of the start script rabbitmq-node runs.
+    BEAM_PID=$(pgrep -g "$(pgrep -P "$BROKER_PID" | head -n1)" -x beam.smp | head -n1 || true)
+    [ -n "$BEAM_PID" ] || echo "warning: RabbitMQ's beam.smp not found; its memory is not reported" >&2
+fi
+
 echo "running fleetmq-sim upgrade-demo with $DEVICES devices, a $IMAGE_SIZE image (log in $OUT/sim.log)"
 "$SIM" --api "$API" --token "$TOKEN" --org bench --devices "$DEVICES" \
     --mqtt "127.0.0.1:$MQTT_PORT" --csv "$DATA/devices.csv" --register-concurrency 32 \
@@ -83,7 +133,7 @@ echo "running fleetmq-sim upgrade-demo with $DEVICES devices, a $IMAGE_SIZE imag
     > >(tee "$OUT/sim.out") 2>"$OUT/sim.log" &
 SIM_PID=$!
 # CPU and memory of both processes, every second.
-top -b -d 1 -p "$SERVER_PID" -p "$SIM_PID" >"$OUT/top.log" 2>/dev/null &
+top -b -d 1 -p "$SERVER_PID" -p "$SIM_PID" ${BEAM_PID:+-p "$BEAM_PID"} >"$OUT/top.log" 2>/dev/null &
 TOP_PID=$!
 # The server's busiest threads, every second (which part of it is busy).
 top -H -b -d 1 -p "$SERVER_PID" 2>/dev/null | awk '/^top -/ {print; n = 0; next} /^ *[0-9]/ && n++ < 12' >"$OUT/top-threads.log" &
@@ -100,6 +150,12 @@ wait "$SIM_PID" || SIM_STATUS=$?
 SERVER_HWM=$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")
 SERVER_RSS=$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status")
 SERVER_CPU=$(awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$SERVER_PID/stat")
+BROKER_HWM=null
+BROKER_CPU=null
+if [ -n "$BEAM_PID" ]; then
+    BROKER_HWM=$(awk '/^VmHWM:/ {print $2}' "/proc/$BEAM_PID/status")
+    BROKER_CPU=$(awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$BEAM_PID/stat")
+fi
 kill "$TOP_PID" "$THREADS_PID" 2>/dev/null || true
 if [ -n "$PERF_PID" ]; then
     kill -INT "$PERF_PID" 2>/dev/null || true
@@ -119,20 +175,24 @@ if [ "$SIM_STATUS" -ne 0 ] || [ ! -f "$OUT/report.json" ]; then
 fi
 
 jq --argjson hwm "$SERVER_HWM" --argjson rss "$SERVER_RSS" --argjson cpu "$SERVER_CPU" \
-    --arg cores "$(nproc)" \
-    '. + {server_peak_rss_kib: $hwm, server_rss_kib_at_end: $rss, server_cpu_seconds: $cpu, cores: ($cores | tonumber)}' \
+    --argjson broker_hwm "$BROKER_HWM" --argjson broker_cpu "$BROKER_CPU" \
+    --arg broker "$BROKER" --arg cores "$(nproc)" \
+    '. + {broker: $broker, server_peak_rss_kib: $hwm, server_rss_kib_at_end: $rss, server_cpu_seconds: $cpu,
+          broker_peak_rss_kib: $broker_hwm, broker_cpu_seconds: $broker_cpu, cores: ($cores | tonumber)}' \
     "$OUT/report.json" >"$OUT/report.json.tmp" && mv "$OUT/report.json.tmp" "$OUT/report.json"
 
 jq -r '
   def s: if . == null then "—" else (. / 1000 | tostring | .[0:6]) + " s" end;
   "",
-  "batch upgrade of \(.devices) devices, \(.image_size) byte image, \(.cores) cores",
+  "batch upgrade of \(.devices) devices, \(.image_size) byte image, \(.cores) cores, MQTT broker: \(if .broker == "rabbitmq" then "RabbitMQ (fleetmq external)" else "fleetmq'"'"'s own" end)",
+  "  connect               \(.connected_before_batch) devices connected in \(.connect_phase_ms | s) (simulator paced at '"$CONNECT_RATE"'/s)",
   "  batch status          \(.batch_status) (\(.progress_report)); success \(.status_counts.success), failed \(.status_counts.failed)",
   "  dispatch              \(.dispatch_ms | s)  (batch POST answered → last device got its first images/fetch; \(.devices_fetched) devices)",
   "  completion (batch)    \(.completion_batch_ms | s)  (→ batch detail not in-progress, polled every \(.poll_interval_ms) ms)",
   "  completion (devices)  \(.completion_devices_ms | s)  (→ last device online on the new firmware; \(.devices_on_new_firmware) devices)",
   "  per device            p50 \(.per_device_ms.p50 | s)  p90 \(.per_device_ms.p90 | s)  p99 \(.per_device_ms.p99 | s)  max \(.per_device_ms.max | s)",
   "  server                peak RSS \(.server_peak_rss_kib / 1024 | floor) MiB, \(.server_cpu_seconds) s CPU in all",
+  (if .broker_peak_rss_kib then "  RabbitMQ              peak RSS \(.broker_peak_rss_kib / 1024 | floor) MiB, \(.broker_cpu_seconds) s CPU in all" else empty end),
   "  simulator             peak RSS \((.sim_peak_rss_kib // 0) / 1024 | floor) MiB",
   "report: '"$OUT"'/report.json"
 ' "$OUT/report.json"

@@ -69,6 +69,12 @@ impl RabbitMq {
             .env("RABBITMQ_CONFIG_FILE", &conf)
             .env("RABBITMQ_ENABLED_PLUGINS_FILE", &plugins)
             .env("RABBITMQ_PID_FILE", path("pid"))
+            // Idle schedulers sleep instead of spinning: the node shares two cores with
+            // fleetmq and the devices.
+            .env(
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+                "+sbwt none +sbwtdcpu none +sbwtdio none",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
