@@ -13,6 +13,8 @@
 # With BROKER=rabbitmq (needs rabbitmq-server), a RabbitMQ node started as the external-broker
 # tests start it (`rabbitmq-node`) listens for MQTT on MQTT_PORT and asks fleetmq's auth service
 # about every login and topic; fleetmq runs with `--mqtt-broker` and its embedded broker off.
+# RABBITMQ_NODES=2 starts two nodes joined in one cluster (MQTT on MQTT_PORT and MQTT_PORT+1):
+# fleetmq's bridge on the first, the devices on the second, so every message crosses nodes.
 #
 # Environment: BROKER (embedded), DEVICES (10000), IMAGE_SIZE (64KiB), HTTP_PORT (18080), MQTT_PORT (11883),
 # CONNECT_RATE (2000), POLL (250ms), OUT (bench/out/upgrade-<devices>-<time>: report.json,
@@ -88,9 +90,16 @@ FLEETMQ_ADMIN_PASSWORD="bench-$RANDOM-$RANDOM-password" RUST_LOG=${RUST_LOG:-inf
     >"$OUT/server.out" 2>"$OUT/server.log" &
 SERVER_PID=$!
 
+RABBITMQ_NODES=${RABBITMQ_NODES:-1}
+DEVICE_MQTT=127.0.0.1:$MQTT_PORT
 if [ "$BROKER" = rabbitmq ]; then
-    echo "starting a RabbitMQ node (MQTT on 127.0.0.1:$MQTT_PORT)"
-    target/release/rabbitmq-node "$MQTT_PORT" \
+    case $RABBITMQ_NODES in
+        1) PORTS=$MQTT_PORT ;;
+        2) PORTS=$MQTT_PORT,$((MQTT_PORT + 1)); DEVICE_MQTT=127.0.0.1:$((MQTT_PORT + 1)) ;;
+        *) echo "RABBITMQ_NODES=$RABBITMQ_NODES: 1 or 2" >&2; exit 2 ;;
+    esac
+    echo "starting $RABBITMQ_NODES RabbitMQ node(s) (MQTT on $PORTS; devices on $DEVICE_MQTT)"
+    target/release/rabbitmq-node "$PORTS" \
         "http://rabbitmq:$AUTH_SECRET@127.0.0.1:$HTTP_PORT/broker-auth/rabbitmq" \
         >"$OUT/broker.out" 2>"$OUT/broker.log" &
     BROKER_PID=$!
@@ -109,23 +118,27 @@ API="http://127.0.0.1:$HTTP_PORT"
 curl -fsS -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
     -d '{"name": "Upgrade bench", "slug": "bench"}' "$API/api/v1/users/organization/" >/dev/null
 
-BEAM_PID=
+BEAM_PIDS=
 if [ "$BROKER" = rabbitmq ]; then
     # Ready when the node listens and fleetmq's bridge is subscribed to it.
     for _ in $(seq 1 900); do
-        grep -q '^mqtt ' "$OUT/broker.out" && curl -sS "$API/healthz" 2>/dev/null | jq -e '.broker == "ok"' >/dev/null && break
+        [ "$(grep -c '^mqtt ' "$OUT/broker.out")" = "$RABBITMQ_NODES" ] && curl -sS "$API/healthz" 2>/dev/null | jq -e '.broker == "ok"' >/dev/null && break
         kill -0 "$BROKER_PID" 2>/dev/null || { echo "rabbitmq-node exited:" >&2; tail -n 20 "$OUT/broker.log" >&2; exit 1; }
         sleep 0.1
     done
     curl -sS "$API/healthz" 2>/dev/null | jq -e '.broker == "ok"' >/dev/null || { echo "the bridge never subscribed to RabbitMQ" >&2; exit 1; }
-    # The node's Erlang VM: in the process group of the start script rabbitmq-node runs.
-    BEAM_PID=$(pgrep -g "$(pgrep -P "$BROKER_PID" | head -n1)" -x beam.smp | head -n1 || true)
-    [ -n "$BEAM_PID" ] || echo "warning: RabbitMQ's beam.smp not found; its memory is not reported" >&2
+    # Each node's Erlang VM: in the process group of a start script rabbitmq-node runs.
+    BEAM_PIDS=
+    for script in $(pgrep -P "$BROKER_PID"); do
+        BEAM_PIDS="$BEAM_PIDS $(pgrep -g "$script" -x beam.smp || true)"
+    done
+    BEAM_PIDS=$(echo $BEAM_PIDS)
+    [ -n "$BEAM_PIDS" ] || echo "warning: RabbitMQ's beam.smp not found; its memory is not reported" >&2
 fi
 
 echo "running fleetmq-sim upgrade-demo with $DEVICES devices, a $IMAGE_SIZE image (log in $OUT/sim.log)"
 "$SIM" --api "$API" --token "$TOKEN" --org bench --devices "$DEVICES" \
-    --mqtt "127.0.0.1:$MQTT_PORT" --csv "$DATA/devices.csv" --register-concurrency 32 \
+    --mqtt "$DEVICE_MQTT" --csv "$DATA/devices.csv" --register-concurrency 32 \
     --telemetry-interval 0 --coordinates-interval 0 --connect-rate "$CONNECT_RATE" \
     --connect-timeout 300s \
     upgrade-demo --image-size "$IMAGE_SIZE" --poll-interval "$POLL" --watch-timeout 15m \
@@ -133,7 +146,7 @@ echo "running fleetmq-sim upgrade-demo with $DEVICES devices, a $IMAGE_SIZE imag
     > >(tee "$OUT/sim.out") 2>"$OUT/sim.log" &
 SIM_PID=$!
 # CPU and memory of both processes, every second.
-top -b -d 1 -p "$SERVER_PID" -p "$SIM_PID" ${BEAM_PID:+-p "$BEAM_PID"} >"$OUT/top.log" 2>/dev/null &
+top -b -d 1 -p "$SERVER_PID" -p "$SIM_PID" $(for p in $BEAM_PIDS; do echo "-p $p"; done) >"$OUT/top.log" 2>/dev/null &
 TOP_PID=$!
 # The server's busiest threads, every second (which part of it is busy).
 top -H -b -d 1 -p "$SERVER_PID" 2>/dev/null | awk '/^top -/ {print; n = 0; next} /^ *[0-9]/ && n++ < 12' >"$OUT/top-threads.log" &
@@ -152,9 +165,10 @@ SERVER_RSS=$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status")
 SERVER_CPU=$(awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$SERVER_PID/stat")
 BROKER_HWM=null
 BROKER_CPU=null
-if [ -n "$BEAM_PID" ]; then
-    BROKER_HWM=$(awk '/^VmHWM:/ {print $2}' "/proc/$BEAM_PID/status")
-    BROKER_CPU=$(awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$BEAM_PID/stat")
+if [ -n "$BEAM_PIDS" ]; then
+    # Summed over the nodes.
+    BROKER_HWM=$(for p in $BEAM_PIDS; do awk '/^VmHWM:/ {print $2}' "/proc/$p/status"; done | awk '{n += $1} END {print n}')
+    BROKER_CPU=$(for p in $BEAM_PIDS; do cat "/proc/$p/stat"; done | awk '{n += $14 + $15} END {printf "%.1f", n / 100}')
 fi
 kill "$TOP_PID" "$THREADS_PID" 2>/dev/null || true
 if [ -n "$PERF_PID" ]; then
@@ -192,7 +206,7 @@ jq -r '
   "  completion (devices)  \(.completion_devices_ms | s)  (→ last device online on the new firmware; \(.devices_on_new_firmware) devices)",
   "  per device            p50 \(.per_device_ms.p50 | s)  p90 \(.per_device_ms.p90 | s)  p99 \(.per_device_ms.p99 | s)  max \(.per_device_ms.max | s)",
   "  server                peak RSS \(.server_peak_rss_kib / 1024 | floor) MiB, \(.server_cpu_seconds) s CPU in all",
-  (if .broker_peak_rss_kib then "  RabbitMQ              peak RSS \(.broker_peak_rss_kib / 1024 | floor) MiB, \(.broker_cpu_seconds) s CPU in all" else empty end),
+  (if .broker_peak_rss_kib then "  RabbitMQ ('"$RABBITMQ_NODES"' node(s)) peak RSS \(.broker_peak_rss_kib / 1024 | floor) MiB, \(.broker_cpu_seconds) s CPU in all" else empty end),
   "  simulator             peak RSS \((.sim_peak_rss_kib // 0) / 1024 | floor) MiB",
   "report: '"$OUT"'/report.json"
 ' "$OUT/report.json"

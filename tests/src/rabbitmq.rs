@@ -2,6 +2,7 @@
 //! auth backend pointed at fleetmq, on free loopback ports, in a temporary directory.
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -13,11 +14,17 @@ use tokio::process::{Child, Command};
 /// user; this one runs as whoever starts it).
 pub const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 
+/// The node's command-line tool (runs as whoever calls it, with the node's `HOME` for its
+/// Erlang cookie).
+pub const RABBITMQCTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
+
 /// A running node; its whole process group is killed when dropped.
 pub struct RabbitMq {
     child: Child,
     /// Where its MQTT plugin listens.
     pub mqtt_addr: SocketAddr,
+    /// Its Erlang node name (`name@localhost`).
+    pub node: String,
     dir: TempDir,
 }
 
@@ -34,7 +41,37 @@ impl RabbitMq {
     /// asks `auth_base` (`http://user:secret@host:port/broker-auth/rabbitmq`, the secret
     /// travelling as HTTP Basic). Returns once MQTT accepts connections (at most 60 s).
     pub async fn start(mqtt_port: u16, auth_base: &str) -> anyhow::Result<RabbitMq> {
+        Self::start_node(mqtt_port, auth_base, &new_cookie()).await
+    }
+
+    /// Starts two nodes as [`RabbitMq::start`] does, one MQTT listener each, and joins the
+    /// second to the first: one cluster, whose exchanges and bindings both nodes share, so a
+    /// message published on one reaches a subscriber on the other. Returns once the second
+    /// node serves MQTT again after joining.
+    pub async fn start_cluster(
+        mqtt_ports: [u16; 2],
+        auth_base: &str,
+    ) -> anyhow::Result<[RabbitMq; 2]> {
+        // Nodes of one cluster share their Erlang cookie.
+        let cookie = new_cookie();
+        let (first, second) = tokio::try_join!(
+            Self::start_node(mqtt_ports[0], auth_base, &cookie),
+            Self::start_node(mqtt_ports[1], auth_base, &cookie),
+        )?;
+        second.ctl(&["stop_app"]).await?;
+        second.ctl(&["join_cluster", &first.node]).await?;
+        second.ctl(&["start_app"]).await?;
+        let mut second = second;
+        second.wait_for_mqtt().await?;
+        Ok([first, second])
+    }
+
+    async fn start_node(mqtt_port: u16, auth_base: &str, cookie: &str) -> anyhow::Result<RabbitMq> {
         let dir = tempfile::tempdir()?;
+        let cookie_file = dir.path().join(".erlang.cookie");
+        std::fs::write(&cookie_file, cookie)?;
+        // Erlang refuses a cookie file others may read.
+        std::fs::set_permissions(&cookie_file, std::fs::Permissions::from_mode(0o400))?;
         let (amqp, dist) = (free_port()?, free_port()?);
         let conf = dir.path().join("rabbitmq.conf");
         std::fs::write(
@@ -59,7 +96,7 @@ impl RabbitMq {
         std::fs::write(&plugins, "[rabbitmq_mqtt,rabbitmq_auth_backend_http].\n")?;
         let node = format!("fleetmq-test-{}-{mqtt_port}@localhost", std::process::id());
         let path = |p: &str| dir.path().join(p);
-        let mut child = Command::new(RABBITMQ_SERVER)
+        let child = Command::new(RABBITMQ_SERVER)
             .env("HOME", dir.path())
             .env("RABBITMQ_NODENAME", &node)
             .env("RABBITMQ_NODE_PORT", amqp.to_string())
@@ -71,10 +108,13 @@ impl RabbitMq {
             .env("RABBITMQ_PID_FILE", path("pid"))
             // Idle schedulers sleep instead of spinning: the node shares two cores with
             // fleetmq and the devices.
+            // Erlang distribution (how clustered nodes and rabbitmqctl talk) on loopback
+            // only.
             .env(
                 "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
-                "+sbwt none +sbwtdcpu none +sbwtdio none",
+                "+sbwt none +sbwtdcpu none +sbwtdio none -kernel inet_dist_use_interface {127,0,0,1}",
             )
+            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -84,29 +124,59 @@ impl RabbitMq {
             .map_err(|e| {
                 anyhow::anyhow!("{RABBITMQ_SERVER}: {e} (apt-get install rabbitmq-server)")
             })?;
-        let mqtt_addr = SocketAddr::from(([127, 0, 0, 1], mqtt_port));
+        let mut rabbit = RabbitMq {
+            child,
+            mqtt_addr: SocketAddr::from(([127, 0, 0, 1], mqtt_port)),
+            node,
+            dir,
+        };
+        rabbit.wait_for_mqtt().await?;
+        Ok(rabbit)
+    }
+
+    /// Returns once the node's MQTT listener accepts connections (at most 60 s).
+    async fn wait_for_mqtt(&mut self) -> anyhow::Result<()> {
         // A node starting to listen sends no event: poll, with a deadline.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = child.try_wait()? {
+            if let Some(status) = self.child.try_wait()? {
                 anyhow::bail!(
                     "rabbitmq-server exited ({status}); logs in {}",
-                    path("log").display()
+                    self.dir.path().join("log").display()
                 );
             }
-            if TcpStream::connect(mqtt_addr).await.is_ok() {
-                return Ok(RabbitMq {
-                    child,
-                    mqtt_addr,
-                    dir,
-                });
+            if TcpStream::connect(self.mqtt_addr).await.is_ok() {
+                return Ok(());
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "rabbitmq did not listen on {mqtt_addr} within 60 s"
+                "rabbitmq did not listen on {} within 60 s",
+                self.mqtt_addr
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Runs `rabbitmqctl -n <node> <args>` and fails with its output unless it succeeds.
+    async fn ctl(&self, args: &[&str]) -> anyhow::Result<()> {
+        let out = Command::new(RABBITMQCTL)
+            .env("HOME", self.dir.path())
+            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+            .args(["-n", &self.node])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| anyhow::anyhow!("{RABBITMQCTL}: {e}"))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "rabbitmqctl {} on {}: {}{}",
+            args.join(" "),
+            self.node,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
     }
 
     /// What the node logged (its log directory's files).
@@ -119,6 +189,11 @@ impl RabbitMq {
         }
         out
     }
+}
+
+/// A fresh Erlang cookie: what lets a process join a node's cluster or drive it.
+fn new_cookie() -> String {
+    uuid::Uuid::new_v4().simple().to_string().to_uppercase()
 }
 
 impl Drop for RabbitMq {

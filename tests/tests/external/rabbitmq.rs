@@ -1,6 +1,8 @@
 //! fleetmq's bridge on RabbitMQ (Debian's `rabbitmq-server`, its MQTT plugin), which asks
 //! fleetmq's auth service (`rabbitmq_auth_backend_http`) who each client is and what it may
-//! do. One node for the whole scenario: a node takes ~15 s to start.
+//! do. Two nodes clustered on this machine, fleetmq's bridge on the first and the devices on
+//! the second, so every message crosses nodes; one cluster for the whole scenario (its nodes
+//! take ~15 s to start).
 
 use fleetmq_api::routes::broker_auth::BrokerAuthConfig;
 use fleetmq_bridge::external::ExternalBroker;
@@ -17,7 +19,11 @@ const SECRET: &str = "broker-auth-secret-for-rabbitmq";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_on_rabbitmq_is_admitted_and_confined_by_fleetmqs_answers() {
-    let mqtt_port = free_port().expect("a free port");
+    let mqtt_ports = [
+        free_port().expect("a free port"),
+        free_port().expect("a free port"),
+    ];
+    let mqtt_port = mqtt_ports[0];
     let bridge = (BRIDGE_USER.to_owned(), BRIDGE_PASSWORD.to_owned());
     let app = TestApp::spawn_with(|config| {
         config.external_broker = Some(ExternalBroker {
@@ -34,9 +40,9 @@ async fn a_fleet_on_rabbitmq_is_admitted_and_confined_by_fleetmqs_answers() {
         "http://rabbitmq:{SECRET}@{}/broker-auth/rabbitmq",
         app.http_addr()
     );
-    let rabbit = RabbitMq::start(mqtt_port, &auth_base)
+    let [bridge_node, rabbit] = RabbitMq::start_cluster(mqtt_ports, &auth_base)
         .await
-        .expect("rabbitmq starts");
+        .expect("a two-node rabbitmq cluster starts");
     // The bridge logged in through the auth service and subscribed to every device's uplink.
     app.eventually_within(std::time::Duration::from_secs(30), "/healthz", "", |r| {
         r.body["broker"] == "ok"
@@ -126,5 +132,6 @@ async fn a_fleet_on_rabbitmq_is_admitted_and_confined_by_fleetmqs_answers() {
 
     crate::batch_of_100_upgrades(&app, rabbit.mqtt_addr).await;
     drop(rabbit);
+    drop(bridge_node);
     app.shutdown().await;
 }
