@@ -40,9 +40,9 @@ use bytes::Bytes;
 use fleetmq_broker::{Affected, Uplink, UplinkMessage};
 use fleetmq_protocol::{DeviceId, Topic};
 use fleetmq_store::Store;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::Bridge;
@@ -81,15 +81,15 @@ pub struct ExternalTls {
 }
 
 impl ExternalBroker {
-    /// `url` with the defaults: client id `fleetmq-bridge`, 32 lanes, 256 in flight, 1 MiB
-    /// packets.
+    /// `url` with the defaults: client id `fleetmq-bridge`, 256 lanes (as many as a
+    /// 256-message in-flight window holds), 256 in flight, 1 MiB packets.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             client_id: "fleetmq-bridge".to_owned(),
             credentials: None,
             tls: None,
-            lanes: 32,
+            lanes: 256,
             inflight: 256,
             max_packet_size: 1024 * 1024,
         }
@@ -287,17 +287,17 @@ pub fn run(connection: Connection, bridge: Bridge, shutdown: CancellationToken) 
             lanes,
         } = connection;
         let mut senders = Vec::with_capacity(lanes);
-        let mut workers = Vec::with_capacity(lanes);
+        let mut workers = JoinSet::new();
         for _ in 0..lanes {
             // Unbounded here, bounded by the broker's in-flight window (see above).
             let (tx, rx) = mpsc::unbounded_channel();
             senders.push(tx);
-            workers.push(tokio::spawn(lane(
+            workers.spawn(lane(
                 rx,
                 bridge.clone(),
                 client.clone(),
                 Arc::clone(&counters),
-            )));
+            ));
         }
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -357,11 +357,50 @@ pub fn run(connection: Connection, bridge: Bridge, shutdown: CancellationToken) 
         }
         counters.connected.store(false, Ordering::Relaxed);
         drop(senders);
-        for worker in workers {
-            let _ = worker.await;
-        }
-        let _ = client.try_disconnect();
+        drain(events, workers, &client).await;
     })
+}
+
+/// How long a stopping bridge lets its lanes finish what they hold.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Lets the lanes store and acknowledge what they hold, then disconnects, within [`DRAIN`].
+/// The event loop keeps running meanwhile: a lane's acknowledgement waits in the client's
+/// request channel, which only the event loop empties, so without it a stopping bridge with
+/// a backlog would wait for ever. Messages arriving now are not taken (no lane is left); they
+/// stay unacknowledged and the broker redelivers them to the next session, as it does
+/// whatever the lanes have not finished when the time is up (those lanes are aborted).
+async fn drain(mut events: EventLoop, mut workers: JoinSet<()>, client: &AsyncClient) {
+    let deadline = tokio::time::sleep(DRAIN);
+    tokio::pin!(deadline);
+    let mut polling = true;
+    while !workers.is_empty() {
+        tokio::select! {
+            () = &mut deadline => {
+                tracing::warn!(
+                    lanes = workers.len(),
+                    "lanes still busy at shutdown; the broker redelivers what they held"
+                );
+                // Dropping the set aborts them.
+                return;
+            }
+            _ = workers.join_next() => {}
+            event = events.poll(), if polling => polling = event.is_ok(),
+        }
+    }
+    if !polling || client.try_disconnect().is_err() {
+        return;
+    }
+    // Until the DISCONNECT is written (or the connection fails), within what is left.
+    loop {
+        tokio::select! {
+            () = &mut deadline => return,
+            event = events.poll() => match event {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
+                Ok(_) => {}
+            },
+        }
+    }
 }
 
 /// The lane of a topic's device level (any stable spread; a device always gets the same).
