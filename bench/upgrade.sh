@@ -84,6 +84,10 @@ case $BROKER in
 esac
 
 echo "starting the server (data in $DATA, log in $OUT/server.log)"
+# Every simulated device downloads from 127.0.0.1: the per-address HTTP connection bound
+# (128, against one client opening many) is raised to the whole server's (1,024), which
+# stays as it is.
+FLEETMQ_HTTP_MAX_CONNECTIONS_PER_ADDR=${FLEETMQ_HTTP_MAX_CONNECTIONS_PER_ADDR:-1024} \
 FLEETMQ_ADMIN_PASSWORD="bench-$RANDOM-$RANDOM-password" RUST_LOG=${RUST_LOG:-info} \
     "$SERVER" --data-dir "$DATA/data" --http-addr "127.0.0.1:$HTTP_PORT" \
     --mqtts-addr off --mqtt-ws-addr off "${PLANE_ARGS[@]}" ${SERVER_ARGS:-} \

@@ -13,6 +13,7 @@ use fleetmq_bridge::mosquitto_files::MosquittoFiles;
 use fleetmq_protocol::{CommandRequest, CommandResult, CommandStatus, DownChannel, UpChannel};
 use std::time::Duration;
 
+use fleetmq::Config;
 use fleetmq_sim::{DeviceConfig as SimConfig, SimDevice};
 use fleetmq_tests::firmware::sim_firmware;
 use fleetmq_tests::mosquitto::{Mosquitto, write_password_file};
@@ -36,6 +37,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with("").await
+}
+
+/// The external broker's configuration: Mosquitto's own lines plus `extra`.
+async fn setup_with(extra: &str) -> Setup {
     let dir = tempfile::tempdir().expect("temporary directory");
     let passwd = dir.path().join("passwd");
     let acl = dir.path().join("acl");
@@ -52,7 +58,7 @@ async fn setup() -> Setup {
     let mosquitto = Mosquitto::start(
         dir.path(),
         &format!(
-            "allow_anonymous false\npassword_file {}\nacl_file {}\npid_file {}\n",
+            "allow_anonymous false\npassword_file {}\nacl_file {}\npid_file {}\n{extra}",
             passwd.display(),
             acl.display(),
             pid_file.display()
@@ -60,21 +66,7 @@ async fn setup() -> Setup {
     )
     .await
     .expect("mosquitto starts");
-    let url = format!("mqtt://{}", mosquitto.addr);
-    let bridge = (BRIDGE_USER.to_owned(), BRIDGE_PASSWORD.to_owned());
-    let files_dir = dir.path().to_owned();
-    let app = TestApp::spawn_with(|config| {
-        config.external_broker = Some(ExternalBroker {
-            credentials: Some(bridge.clone()),
-            ..ExternalBroker::new(url.clone())
-        });
-        config.mosquitto_files = Some(MosquittoFiles {
-            dir: files_dir.clone(),
-            pid_file: Some(pid_file.clone()),
-            bridge: Some(bridge.clone()),
-        });
-    })
-    .await;
+    let app = TestApp::spawn_with(external_config(&mosquitto, dir.path())).await;
     assert_eq!(
         app.mqtt_addr, mosquitto.addr,
         "devices connect to the external broker"
@@ -88,6 +80,24 @@ async fn setup() -> Setup {
         mosquitto,
         orgs,
         dir,
+    }
+}
+
+/// fleetmq on `mosquitto`, keeping its files in `dir`.
+fn external_config(mosquitto: &Mosquitto, dir: &std::path::Path) -> impl Fn(&mut Config) {
+    let url = format!("mqtt://{}", mosquitto.addr);
+    let bridge = (BRIDGE_USER.to_owned(), BRIDGE_PASSWORD.to_owned());
+    let dir = dir.to_owned();
+    move |config| {
+        config.external_broker = Some(ExternalBroker {
+            credentials: Some(bridge.clone()),
+            ..ExternalBroker::new(url.clone())
+        });
+        config.mosquitto_files = Some(MosquittoFiles {
+            dir: dir.clone(),
+            pid_file: Some(dir.join("mosquitto.pid")),
+            bridge: Some(bridge.clone()),
+        });
     }
 }
 
@@ -289,6 +299,51 @@ async fn a_deactivated_device_is_cut_off_by_the_external_broker_at_once() {
         Ok(_) => panic!("a deactivated device was admitted"),
     }
     s.app.shutdown().await;
+    s.mosquitto.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_stopping_with_a_backlog_stops_and_its_next_session_gets_every_message() {
+    // A window larger than the bridge's request channel: the lanes hold more messages than
+    // the channel holds acknowledgements.
+    let s = setup_with("max_inflight_messages 1000\nmax_queued_messages 100000\n").await;
+    let a = &s.orgs.device_a;
+    let mut client = device(&s, a).await;
+    const SAMPLES: i64 = 3000;
+    let topic = a.up(UpChannel::Telemetry);
+    let now = fleetmq_store::Timestamp::now().as_micros();
+    for n in 0..SAMPLES {
+        // Distinct timestamps, oldest first, all in the recent past.
+        let at = fleetmq_store::Timestamp::from_micros(now - (SAMPLES - n) * 1000);
+        let payload = json!({"timestamp": at.to_string(), "metrics": {"n": n}});
+        client.publish_nowait(&topic, &payload.to_string()).await;
+    }
+    // Its PUBACK comes after Mosquitto has every earlier message of the connection.
+    let last = json!({"timestamp": fleetmq_store::Timestamp::now().to_string(), "metrics": {"n": SAMPLES}});
+    client.publish(&topic, &last.to_string(), false).await;
+
+    // Mosquitto holds a backlog for the bridge's session; the server stops anyway, and a
+    // new one on the same data directory and broker resumes that session.
+    let mut app = s.app;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        app.restart_with(external_config(&s.mosquitto, s.dir.path())),
+    )
+    .await
+    .expect("the server stops (and starts again) with a backlog on the broker");
+    let telemetry = format!("/api/v1/controller/device/{}/telemetry/", a.id);
+    // At least once: each message stored, some perhaps twice (stored, not yet acknowledged
+    // when the first server stopped).
+    let stored = app
+        .eventually_within(
+            Duration::from_secs(60),
+            &telemetry,
+            &s.orgs.manager_a,
+            |r| r.body["count"].as_i64().unwrap_or(0) > SAMPLES,
+        )
+        .await;
+    assert_eq!(stored.body["latest"]["metrics"]["n"], SAMPLES);
+    app.shutdown().await;
     s.mosquitto.stop().await;
 }
 
