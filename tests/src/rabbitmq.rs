@@ -54,14 +54,13 @@ impl RabbitMq {
     ) -> anyhow::Result<[RabbitMq; 2]> {
         // Nodes of one cluster share their Erlang cookie.
         let cookie = new_cookie();
-        let (first, second) = tokio::try_join!(
+        let (first, mut second) = tokio::try_join!(
             Self::start_node(mqtt_ports[0], auth_base, &cookie),
             Self::start_node(mqtt_ports[1], auth_base, &cookie),
         )?;
         second.ctl(&["stop_app"]).await?;
         second.ctl(&["join_cluster", &first.node]).await?;
         second.ctl(&["start_app"]).await?;
-        let mut second = second;
         second.wait_for_mqtt().await?;
         Ok([first, second])
     }
@@ -106,10 +105,9 @@ impl RabbitMq {
             .env("RABBITMQ_CONFIG_FILE", &conf)
             .env("RABBITMQ_ENABLED_PLUGINS_FILE", &plugins)
             .env("RABBITMQ_PID_FILE", path("pid"))
-            // Idle schedulers sleep instead of spinning: the node shares two cores with
-            // fleetmq and the devices.
-            // Erlang distribution (how clustered nodes and rabbitmqctl talk) on loopback
-            // only.
+            // Idle schedulers sleep instead of spinning (the node shares two cores with
+            // fleetmq and the devices); Erlang distribution (how clustered nodes and
+            // rabbitmqctl talk) listens on loopback only.
             .env(
                 "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
                 "+sbwt none +sbwtdcpu none +sbwtdio none -kernel inet_dist_use_interface {127,0,0,1}",
