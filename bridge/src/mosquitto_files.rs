@@ -1,9 +1,10 @@
 //! Mosquitto's plugin-free auth, kept from the store: fleetmq writes a password file and an
 //! ACL file (`--mosquitto-files DIR`: `DIR/passwd`, `DIR/acl`) and asks Mosquitto to reread
 //! them (SIGHUP to the process in `--mosquitto-pid-file`) at start and after login changes
-//! the store commits, at most once per [`RELOAD_SPACING`]. Mosquitto 2 then checks passwords and ACLs of connected clients
-//! again and disconnects those that no longer pass, so a deactivated device, a changed key or
-//! an organization turned inactive stops working at once.
+//! the store commits, at most once per [`RELOAD_SPACING`]. Mosquitto 2 then checks passwords
+//! and ACLs of connected clients again and disconnects those that no longer pass, so a
+//! deactivated device, a changed key or an organization turned inactive stops working at
+//! once.
 //!
 //! What the files hold, the rules of fleetmq's ACL as Mosquitto can say them:
 //!

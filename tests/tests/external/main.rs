@@ -25,6 +25,8 @@ use tempfile::TempDir;
 
 pub(crate) const BRIDGE_USER: &str = "fleetmq-bridge";
 pub(crate) const BRIDGE_PASSWORD: &str = "bridge-password-for-tests";
+/// Mosquitto's pid file in the setup's directory (fleetmq signals that process).
+const PID_FILE: &str = "mosquitto.pid";
 pub(crate) const ONLINE: &str = r#"{"status":"online","model":"TL-WR841N","os":"OpenWrt 23.05"}"#;
 
 /// Mosquitto with the bridge's user, fleetmq on it keeping Mosquitto's password and ACL
@@ -45,7 +47,7 @@ async fn setup_with(extra: &str) -> Setup {
     let dir = tempfile::tempdir().expect("temporary directory");
     let passwd = dir.path().join("passwd");
     let acl = dir.path().join("acl");
-    let pid_file = dir.path().join("mosquitto.pid");
+    let pid_file = dir.path().join(PID_FILE);
     // Mosquitto needs its files to start; fleetmq rewrites them once it runs.
     write_password_file(&passwd, &[(BRIDGE_USER, BRIDGE_PASSWORD)])
         .await
@@ -95,7 +97,7 @@ fn external_config(mosquitto: &Mosquitto, dir: &std::path::Path) -> impl Fn(&mut
         });
         config.mosquitto_files = Some(MosquittoFiles {
             dir: dir.clone(),
-            pid_file: Some(dir.join("mosquitto.pid")),
+            pid_file: Some(dir.join(PID_FILE)),
             bridge: Some(bridge.clone()),
         });
     }
@@ -319,7 +321,10 @@ async fn a_bridge_stopping_with_a_backlog_stops_and_its_next_session_gets_every_
         client.publish_nowait(&topic, &payload.to_string()).await;
     }
     // Its PUBACK comes after Mosquitto has every earlier message of the connection.
-    let last = json!({"timestamp": fleetmq_store::Timestamp::now().to_string(), "metrics": {"n": SAMPLES}});
+    let last = json!({
+        "timestamp": fleetmq_store::Timestamp::now().to_string(),
+        "metrics": {"n": SAMPLES},
+    });
     client.publish(&topic, &last.to_string(), false).await;
 
     // Mosquitto holds a backlog for the bridge's session; the server stops anyway, and a
