@@ -58,6 +58,13 @@ pub enum Fault {
     /// The device never answers an update request and never publishes `up/update` or
     /// `up/images` (it still connects, answers commands and publishes telemetry).
     Hang,
+    /// The first `times` `update/init` calls that initialize the update answer 204 but lose
+    /// their INITIALIZING/INITIALIZED notices, as a broker whose backlog outlasts the server's
+    /// init timeout does; later calls behave.
+    LostInitNotices {
+        /// How many initializations go unreported.
+        times: u32,
+    },
     /// The device stays offline for this long after it starts (its first connection waits),
     /// then behaves normally.
     Offline {
@@ -149,6 +156,8 @@ pub(crate) struct UpdateAgent {
     update: UpdateResource,
     fault: Option<Fault>,
     fetches: u32,
+    /// Initializations so far (for [`Fault::LostInitNotices`]).
+    inits: u32,
     /// The image `update/init` chose.
     chosen: Option<u64>,
     firmware_version: String,
@@ -172,6 +181,7 @@ impl UpdateAgent {
             },
             fault,
             fetches: 0,
+            inits: 0,
             chosen: None,
             firmware_version: firmware_version.to_owned(),
         }
@@ -361,10 +371,15 @@ impl UpdateAgent {
                                 format!("ready to install {target}"),
                                 now,
                             );
-                            (
-                                UpdateResponse::ok(id, serde_json::Value::Null),
-                                vec![initializing, self.publish_update()],
-                            )
+                            let initialized = self.publish_update();
+                            self.inits += 1;
+                            let notices = match self.fault {
+                                Some(Fault::LostInitNotices { times }) if self.inits <= times => {
+                                    vec![]
+                                }
+                                _ => vec![initializing, initialized],
+                            };
+                            (UpdateResponse::ok(id, serde_json::Value::Null), notices)
                         }
                     }
                 }

@@ -87,19 +87,21 @@ pub fn resend(op: &UpgradeOperation, url: impl FnOnce() -> String) -> Vec<Call> 
 }
 
 /// A recoverable failure: back to the queue with exponential backoff, or failed once the
-/// retries are spent. Returns clean-up calls.
+/// retries are spent. Returns clean-up calls: the fetched image deleted and, from
+/// `Initializing`, the update reset first.
+///
+/// The reset matters when the device did initialize but its INITIALIZED notice came late or
+/// not at all (a broker with a backlog longer than the init timeout): a device already
+/// initialized answers another `update/init` with a plain 204 and no notice, so without the
+/// reset every retry would wait for a notice that never comes.
 pub fn retry(
     op: &mut UpgradeOperation,
     reason: &str,
     policy: &UpgradePolicy,
     now: Timestamp,
 ) -> Vec<Call> {
-    let cleanup: Vec<Call> = op
-        .device_image
-        .take()
-        .map(Call::DeleteImage)
-        .into_iter()
-        .collect();
+    let cleanup = cleanup(op);
+    op.device_image = None;
     if op.attempt >= policy.max_retries {
         op.finish(
             UpgradeStatus::Failed,
@@ -570,6 +572,31 @@ mod tests {
         dispatch(&mut op, "u".into(), &p, now);
         on_images(&mut op, &images(ImageState::UploadError, ""), &p, now);
         assert_eq!(op.status, UpgradeStatus::Failed);
+    }
+
+    #[test]
+    fn an_init_without_an_initialized_notice_resets_the_device_before_it_retries() {
+        let p = UpgradePolicy::default();
+        let now = Timestamp::now();
+        let mut op = op();
+        dispatch(&mut op, "u".into(), &p, now);
+        assert_eq!(
+            on_images(&mut op, &images(ImageState::Valid, "abc"), &p, now),
+            vec![Call::Init]
+        );
+        // The device initialized, but its notice never arrived before the deadline.
+        assert_eq!(
+            on_deadline(&mut op, true, &p, now),
+            vec![Call::Reset, Call::DeleteImage(7)]
+        );
+        assert_eq!((op.step, op.attempt), (UpgradeStep::Queued, 1));
+        assert!(op.log.contains("No answer from the device to update/init"));
+        // A late INITIALIZED notice of the first attempt changes nothing while queued.
+        assert!(on_update(&mut op, &update(UpdateState::Initialized, "1.0"), &p, now).is_empty());
+        assert_eq!(op.step, UpgradeStep::Queued);
+        // A retry from the download phase has nothing to reset.
+        dispatch(&mut op, "u".into(), &p, now);
+        assert_eq!(on_deadline(&mut op, true, &p, now), Vec::<Call>::new());
     }
 
     #[test]

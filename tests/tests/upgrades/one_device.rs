@@ -103,6 +103,28 @@ async fn a_checksum_mismatch_fails_the_upgrade_and_the_image_is_deleted_on_the_d
 }
 
 #[tokio::test]
+async fn a_device_whose_initialized_notice_was_lost_is_reset_and_upgraded_on_the_retry() {
+    let s = setup("2.0.2").await;
+    let device = &s.devices("ap", 1).await[0];
+    // The device initializes on the first update/init, but nobody hears about it.
+    let mut sim = s.start(device, Some(Fault::LostInitNotices { times: 1 }));
+    sim.connected().await.expect("device connects");
+    let put = s.upgrade(&device.id).await;
+    assert_eq!(put.status, 201, "{:#}", put.body);
+    let done = s.finished(&put.operation()).await;
+    // Another update/init alone would be a no-op on an initialized device, unheard again.
+    assert_eq!(done.str("status"), "success", "{:#}", done.body);
+    assert!(
+        done.str("log")
+            .contains("No answer from the device to update/init; retry 1 of 2"),
+        "{:#}",
+        done.body
+    );
+    let firmware = s.app.get(&firmware_path(&device.id), &s.admin).await;
+    assert_eq!(firmware.body["installed"], true, "{:#}", firmware.body);
+}
+
+#[tokio::test]
 async fn cancel_works_before_flashing_and_is_refused_once_flashing_began() {
     let s = setup("2.0.2").await;
     let devices = s.devices("ap", 2).await;
