@@ -171,6 +171,10 @@ struct ServeArgs {
     /// Seconds a device may take to download and verify an image before a retry.
     #[arg(long, env = "FLEETMQ_UPGRADE_FETCH_TIMEOUT", default_value_t = 600)]
     upgrade_fetch_timeout: u64,
+    /// Seconds from `update/init` until the device must report INITIALIZED before a retry
+    /// (raise it on an external broker whose backlog can delay device notices longer).
+    #[arg(long, env = "FLEETMQ_UPGRADE_INIT_TIMEOUT", default_value_t = 120)]
+    upgrade_init_timeout: u64,
     /// Seconds from the start of flashing until the device must be back on the new version.
     #[arg(long, env = "FLEETMQ_UPGRADE_FLASH_TIMEOUT", default_value_t = 900)]
     upgrade_flash_timeout: u64,
@@ -526,6 +530,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 public_url: args.public_url.unwrap_or_default(),
                 policy: fleetmq_bridge::UpgradePolicy {
                     fetch_timeout: Duration::from_secs(args.upgrade_fetch_timeout),
+                    init_timeout: Duration::from_secs(args.upgrade_init_timeout),
                     flash_timeout: Duration::from_secs(args.upgrade_flash_timeout),
                     max_retries: args.upgrade_retries,
                     backoff: Duration::from_secs(args.upgrade_backoff),
