@@ -576,6 +576,7 @@ impl Engine {
                     .and_then(|id| self.ops.get_mut(id));
                 let calls = match report {
                     Report::Update(update) => {
+                        tracing::debug!(%device, state = ?update.state, step = ?op.as_ref().map(|o| o.step), "update report");
                         stored.update = serde_json::to_value(&update).ok();
                         match op {
                             Some(op) => {
