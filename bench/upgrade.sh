@@ -15,6 +15,8 @@
 # about every login and topic; fleetmq runs with `--mqtt-broker` and its embedded broker off.
 # RABBITMQ_NODES=2 starts two nodes joined in one cluster (MQTT on MQTT_PORT and MQTT_PORT+1):
 # fleetmq's bridge on the first, the devices on the second, so every message crosses nodes.
+# RABBITMQ_AUTH_CACHE_MS=N has the nodes cache fleetmq's auth answers for N ms
+# (rabbitmq_auth_backend_cache); without it they ask fleetmq about every action.
 #
 # Environment: BROKER (embedded), DEVICES (10000), IMAGE_SIZE (64KiB), HTTP_PORT (18080), MQTT_PORT (11883),
 # CONNECT_RATE (2000), POLL (250ms), OUT (bench/out/upgrade-<devices>-<time>: report.json,
@@ -104,7 +106,7 @@ if [ "$BROKER" = rabbitmq ]; then
     esac
     echo "starting $RABBITMQ_NODES RabbitMQ node(s) (MQTT on $PORTS; devices on $DEVICE_MQTT)"
     target/release/rabbitmq-node "$PORTS" \
-        "http://rabbitmq:$AUTH_SECRET@127.0.0.1:$HTTP_PORT/broker-auth/rabbitmq" \
+        "http://rabbitmq:$AUTH_SECRET@127.0.0.1:$HTTP_PORT/broker-auth/rabbitmq" ${RABBITMQ_AUTH_CACHE_MS:-} \
         >"$OUT/broker.out" 2>"$OUT/broker.log" &
     BROKER_PID=$!
 fi
@@ -164,6 +166,8 @@ fi
 SIM_STATUS=0
 wait "$SIM_PID" || SIM_STATUS=$?
 
+# Questions the broker asked fleetmq's auth service (0 on the embedded broker).
+AUTH_ANSWERS=$(curl -sS "$API/metrics" 2>/dev/null | awk '/^fleetmq_broker_auth_answers_total/ {n += $2} END {print n + 0}')
 SERVER_HWM=$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")
 SERVER_RSS=$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status")
 SERVER_CPU=$(awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$SERVER_PID/stat")
@@ -194,9 +198,11 @@ fi
 
 jq --argjson hwm "$SERVER_HWM" --argjson rss "$SERVER_RSS" --argjson cpu "$SERVER_CPU" \
     --argjson broker_hwm "$BROKER_HWM" --argjson broker_cpu "$BROKER_CPU" \
+    --argjson auth_answers "$AUTH_ANSWERS" --argjson auth_cache_ms "${RABBITMQ_AUTH_CACHE_MS:-null}" \
     --arg broker "$BROKER" --arg cores "$(nproc)" \
     '. + {broker: $broker, server_peak_rss_kib: $hwm, server_rss_kib_at_end: $rss, server_cpu_seconds: $cpu,
-          broker_peak_rss_kib: $broker_hwm, broker_cpu_seconds: $broker_cpu, cores: ($cores | tonumber)}' \
+          broker_peak_rss_kib: $broker_hwm, broker_cpu_seconds: $broker_cpu,
+          broker_auth_answers: $auth_answers, broker_auth_cache_ms: $auth_cache_ms, cores: ($cores | tonumber)}' \
     "$OUT/report.json" >"$OUT/report.json.tmp" && mv "$OUT/report.json.tmp" "$OUT/report.json"
 
 jq -r '
@@ -211,6 +217,7 @@ jq -r '
   "  per device            p50 \(.per_device_ms.p50 | s)  p90 \(.per_device_ms.p90 | s)  p99 \(.per_device_ms.p99 | s)  max \(.per_device_ms.max | s)",
   "  server                peak RSS \(.server_peak_rss_kib / 1024 | floor) MiB, \(.server_cpu_seconds) s CPU in all",
   (if .broker_peak_rss_kib then "  RabbitMQ ('"$RABBITMQ_NODES"' node(s)) peak RSS \(.broker_peak_rss_kib / 1024 | floor) MiB, \(.broker_cpu_seconds) s CPU in all" else empty end),
+  (if .broker == "rabbitmq" then "  auth questions        \(.broker_auth_answers) answered by fleetmq (\(.broker_auth_answers / .devices | floor) per device; RabbitMQ cache: \(if .broker_auth_cache_ms then "\(.broker_auth_cache_ms) ms" else "off" end))" else empty end),
   "  simulator             peak RSS \((.sim_peak_rss_kib // 0) / 1024 | floor) MiB",
   "report: '"$OUT"'/report.json"
 ' "$OUT/report.json"

@@ -328,7 +328,7 @@ impl External {
         let started = match self {
             External::Pending { port, .. } => {
                 let auth = format!("http://rabbitmq:{SECRET}@{http}/broker-auth/rabbitmq");
-                External::RabbitMq(Box::new(RabbitMq::start(port, &auth).await?))
+                External::RabbitMq(Box::new(RabbitMq::start(port, &auth, None).await?))
             }
             other => other,
         };

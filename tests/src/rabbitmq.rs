@@ -39,9 +39,15 @@ pub fn free_port() -> std::io::Result<u16> {
 impl RabbitMq {
     /// Starts a node whose MQTT listener is `mqtt_port` and whose `rabbitmq_auth_backend_http`
     /// asks `auth_base` (`http://user:secret@host:port/broker-auth/rabbitmq`, the secret
-    /// travelling as HTTP Basic). Returns once MQTT accepts connections (at most 60 s).
-    pub async fn start(mqtt_port: u16, auth_base: &str) -> anyhow::Result<RabbitMq> {
-        Self::start_node(mqtt_port, auth_base, &new_cookie()).await
+    /// travelling as HTTP Basic). With `auth_cache`, `rabbitmq_auth_backend_cache` keeps each
+    /// answer that long (RabbitMQ's remedy for a chatty HTTP backend; a revocation then
+    /// takes up to that long). Returns once MQTT accepts connections (at most 60 s).
+    pub async fn start(
+        mqtt_port: u16,
+        auth_base: &str,
+        auth_cache: Option<Duration>,
+    ) -> anyhow::Result<RabbitMq> {
+        Self::start_node(mqtt_port, auth_base, auth_cache, &new_cookie()).await
     }
 
     /// Starts two nodes as [`RabbitMq::start`] does, one MQTT listener each, and joins the
@@ -51,12 +57,13 @@ impl RabbitMq {
     pub async fn start_cluster(
         mqtt_ports: [u16; 2],
         auth_base: &str,
+        auth_cache: Option<Duration>,
     ) -> anyhow::Result<[RabbitMq; 2]> {
         // Nodes of one cluster share their Erlang cookie.
         let cookie = new_cookie();
         let (first, mut second) = tokio::try_join!(
-            Self::start_node(mqtt_ports[0], auth_base, &cookie),
-            Self::start_node(mqtt_ports[1], auth_base, &cookie),
+            Self::start_node(mqtt_ports[0], auth_base, auth_cache, &cookie),
+            Self::start_node(mqtt_ports[1], auth_base, auth_cache, &cookie),
         )?;
         second.ctl(&["stop_app"]).await?;
         second.ctl(&["join_cluster", &first.node]).await?;
@@ -65,13 +72,33 @@ impl RabbitMq {
         Ok([first, second])
     }
 
-    async fn start_node(mqtt_port: u16, auth_base: &str, cookie: &str) -> anyhow::Result<RabbitMq> {
+    async fn start_node(
+        mqtt_port: u16,
+        auth_base: &str,
+        auth_cache: Option<Duration>,
+        cookie: &str,
+    ) -> anyhow::Result<RabbitMq> {
         let dir = tempfile::tempdir()?;
         let cookie_file = dir.path().join(".erlang.cookie");
         std::fs::write(&cookie_file, cookie)?;
         // Erlang refuses a cookie file others may read.
         std::fs::set_permissions(&cookie_file, std::fs::Permissions::from_mode(0o400))?;
         let (amqp, dist) = (free_port()?, free_port()?);
+        let (backend, plugins) = match auth_cache {
+            None => (
+                "auth_backends.1 = http\n".to_owned(),
+                "rabbitmq_mqtt,rabbitmq_auth_backend_http",
+            ),
+            Some(ttl) => (
+                format!(
+                    "auth_backends.1 = cache\n\
+                     auth_cache.cached_backend = http\n\
+                     auth_cache.cache_ttl = {}\n",
+                    ttl.as_millis().max(1)
+                ),
+                "rabbitmq_mqtt,rabbitmq_auth_backend_http,rabbitmq_auth_backend_cache",
+            ),
+        };
         let conf = dir.path().join("rabbitmq.conf");
         std::fs::write(
             &conf,
@@ -81,7 +108,7 @@ impl RabbitMq {
                  mqtt.allow_anonymous = false\n\
                  mqtt.prefetch = 256\n\
                  loopback_users = none\n\
-                 auth_backends.1 = http\n\
+                 {backend}\
                  auth_http.http_method = post\n\
                  auth_http.user_path = {auth_base}/user\n\
                  auth_http.vhost_path = {auth_base}/vhost\n\
@@ -91,8 +118,8 @@ impl RabbitMq {
                  log.file.level = warning\n"
             ),
         )?;
-        let plugins = dir.path().join("enabled_plugins");
-        std::fs::write(&plugins, "[rabbitmq_mqtt,rabbitmq_auth_backend_http].\n")?;
+        let enabled = dir.path().join("enabled_plugins");
+        std::fs::write(&enabled, format!("[{plugins}].\n"))?;
         let node = format!("fleetmq-test-{}-{mqtt_port}@localhost", std::process::id());
         let path = |p: &str| dir.path().join(p);
         let child = Command::new(RABBITMQ_SERVER)
@@ -103,7 +130,7 @@ impl RabbitMq {
             .env("RABBITMQ_MNESIA_BASE", path("mnesia"))
             .env("RABBITMQ_LOG_BASE", path("log"))
             .env("RABBITMQ_CONFIG_FILE", &conf)
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", &plugins)
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", &enabled)
             .env("RABBITMQ_PID_FILE", path("pid"))
             // Idle schedulers sleep instead of spinning (the node shares two cores with
             // fleetmq and the devices); Erlang distribution (how clustered nodes and

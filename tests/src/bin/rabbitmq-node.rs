@@ -5,8 +5,11 @@
 //! they all accept MQTT connections, then runs until SIGTERM or SIGINT, and takes the nodes
 //! down with it.
 //!
-//! `rabbitmq-node <mqtt-port>[,<mqtt-port>] <auth-base>`, the auth base being
-//! `http://user:secret@host:port/broker-auth/rabbitmq`.
+//! `rabbitmq-node <mqtt-port>[,<mqtt-port>] <auth-base> [<auth-cache-ms>]`, the auth base being
+//! `http://user:secret@host:port/broker-auth/rabbitmq`; with `<auth-cache-ms>`, the nodes
+//! cache fleetmq's answers that long (`rabbitmq_auth_backend_cache`).
+
+use std::time::Duration;
 
 use fleetmq_tests::rabbitmq::RabbitMq;
 use tokio::signal::unix::{SignalKind, signal};
@@ -14,9 +17,19 @@ use tokio::signal::unix::{SignalKind, signal};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let (Some(ports), Some(auth_base), None) = (args.next(), args.next(), args.next()) else {
-        anyhow::bail!("usage: rabbitmq-node <mqtt-port>[,<mqtt-port>] <auth-base>");
+    let usage = "usage: rabbitmq-node <mqtt-port>[,<mqtt-port>] <auth-base> [<auth-cache-ms>]";
+    let (Some(ports), Some(auth_base), cache, None) =
+        (args.next(), args.next(), args.next(), args.next())
+    else {
+        anyhow::bail!(usage);
     };
+    let auth_cache = cache
+        .map(|ms| {
+            ms.parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|e| anyhow::anyhow!("auth cache {ms:?} ms: {e}; {usage}"))
+        })
+        .transpose()?;
     let ports = ports
         .split(',')
         .map(|p| {
@@ -27,8 +40,8 @@ async fn main() -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let nodes = match ports[..] {
-        [port] => vec![RabbitMq::start(port, &auth_base).await?],
-        [first, second] => RabbitMq::start_cluster([first, second], &auth_base)
+        [port] => vec![RabbitMq::start(port, &auth_base, auth_cache).await?],
+        [first, second] => RabbitMq::start_cluster([first, second], &auth_base, auth_cache)
             .await?
             .into(),
         _ => anyhow::bail!("one or two MQTT ports, not {}", ports.len()),

@@ -40,7 +40,7 @@ async fn a_fleet_on_rabbitmq_is_admitted_and_confined_by_fleetmqs_answers() {
         "http://rabbitmq:{SECRET}@{}/broker-auth/rabbitmq",
         app.http_addr()
     );
-    let [bridge_node, rabbit] = RabbitMq::start_cluster(mqtt_ports, &auth_base)
+    let [bridge_node, rabbit] = RabbitMq::start_cluster(mqtt_ports, &auth_base, None)
         .await
         .expect("a two-node rabbitmq cluster starts");
     // The bridge logged in through the auth service and subscribed to every device's uplink.
