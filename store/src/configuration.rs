@@ -3,7 +3,7 @@
 //! Every write that can change what a device's configuration renders to (its templates, its
 //! own config or context, its group or organization, a template it uses, its group's
 //! templates or context, its organization's variables) names the affected devices to one
-//! function inside its transaction, `redb_backend::configuration_changed`. That function
+//! function inside its transaction, `kv_backend::configuration_changed`. That function
 //! renders each of them ([`render_device`]) and compares the archive's checksum with the stored
 //! one: only a device whose checksum changed gets the new checksum and the `modified` status,
 //! in the same transaction, and only those devices are announced after the commit as one

@@ -31,6 +31,18 @@ pub enum StoreError {
     /// redb failed (I/O, corruption, ...).
     #[error("database error: {0}")]
     Database(#[from] redb::Error),
+    /// PostgreSQL failed or could not be reached.
+    #[error("PostgreSQL error: {0}")]
+    Postgres(#[from] postgres::Error),
+    /// No PostgreSQL connection became free (or could be made) in time.
+    #[error("no PostgreSQL connection: {0}")]
+    PostgresPool(#[from] r2d2::Error),
+    /// A stored key could not be decoded: a bug or a damaged database.
+    #[error("corrupt key in table {table}")]
+    CorruptKey {
+        /// Table holding the key.
+        table: String,
+    },
     /// A stored record could not be decoded: a bug or a damaged file.
     #[error("corrupt record in table {table}: {source}")]
     Corrupt {

@@ -36,7 +36,7 @@
 //! - [`page`] — paging, tenancy scope, uniqueness rules.
 //! - [`memo`] — read caches kept correct by invalidation after commits.
 //! - [`backend`] — the storage boundary trait.
-//! - [`redb_backend`] — the embedded implementation; [`tables`] — its tables.
+//! - [`kv_backend`] — the embedded implementation; [`tables`] — its tables.
 //! - [`error`] — [`StoreError`].
 
 pub mod backend;
@@ -54,6 +54,8 @@ pub mod error;
 pub mod firmware;
 pub mod group;
 pub mod id;
+pub mod kv;
+pub mod kv_backend;
 pub mod location;
 pub mod memo;
 pub mod mqtt_login;
@@ -62,7 +64,6 @@ pub mod organization;
 pub mod page;
 pub mod permission;
 pub mod pki;
-pub mod redb_backend;
 pub mod revocation;
 pub mod rollout;
 pub mod software;
@@ -109,6 +110,8 @@ pub use id::{
     FloorPlanId, GroupId, ImageId, InstallationId, LocationId, OrgId, PlanImageId, SoftwareId,
     TemplateId, UpgradeId, UserId, VpnId,
 };
+pub use kv::PostgresOptions;
+pub use kv_backend::KvBackend;
 pub use location::{
     DeviceLocation, FloorPlan, FloorplanChoice, Geometry, IMAGE_HEAD, ImageFormat, Location,
     LocationChoice, LocationFields, LocationFilter, LocationType, Placed, Placement, PlanImage,
@@ -123,7 +126,6 @@ pub use pki::{
     Ca, CaId, Cert, CertId, CertificateLogin, CertificateRefusal, Draft, Material, Origin, Relabel,
     X509Fields,
 };
-pub use redb_backend::RedbBackend;
 pub use revocation::{LoginChange, LoginChanges};
 pub use rollout::{AbortThreshold, FailureRate, Limit, Rollout, RolloutError, Waves};
 /// Software versions are semantic versions.
@@ -234,7 +236,7 @@ impl Store {
 
     /// [`Store::open`] with explicit options.
     pub fn open_with(data_dir: &Path, options: &StoreOptions) -> Result<Self> {
-        let backend = Arc::new(RedbBackend::open_with(data_dir, options)?);
+        let backend = Arc::new(KvBackend::open_with(data_dir, options)?);
         let blobs = BlobStore::open(&data_dir.join("firmware"))
             .map_err(|e| StoreError::Database(e.into()))?;
         let removed = sweep_firmware(backend.as_ref(), &blobs)?;

@@ -2,19 +2,23 @@
 //! sibling build is upgraded to the image of the same type, firmware-less devices only with
 //! `upgrade_all`, deactivated devices never; waves are assigned in plan order.
 
+#[macro_use]
+mod support;
+use support::{Engine, Fixture};
+
 use fleetmq_store::batch::{start_batch, targets};
 use fleetmq_store::{
     AccountStore, BatchError, Build, BuildFields, CategoryFields, Device, DeviceFields, DeviceKey,
-    DeviceName, DeviceStore, FirmwareStore, Image, ImageId, Limit, MacAddress, MassUpgrade,
-    Narrowing, OrgId, OrganizationFields, RedbBackend, Rollout, Scope, Slug, Timestamp,
+    DeviceName, DeviceStore, FirmwareStore, Image, ImageId, KvBackend, Limit, MacAddress,
+    MassUpgrade, Narrowing, OrgId, OrganizationFields, Rollout, Scope, Slug, Timestamp,
     UpgradeOperation, UpgradePlan, UpgradeStore, Waves,
 };
 
 const SIM_TYPE: &str = "fleetmq-sim-squashfs-sysupgrade.bin";
 
 struct World {
-    _dir: tempfile::TempDir,
-    db: RedbBackend,
+    _store: Fixture,
+    db: KvBackend,
     org: OrgId,
     old: (Build, Image),
     new: (Build, Image),
@@ -22,9 +26,9 @@ struct World {
     created: std::cell::Cell<u8>,
 }
 
-fn world() -> World {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = RedbBackend::open(dir.path()).expect("open");
+fn world(engine: Engine) -> World {
+    let store = Fixture::new(engine);
+    let db = store.open();
     let org = db
         .create_organization(OrganizationFields {
             name: "Acme".into(),
@@ -67,7 +71,7 @@ fn world() -> World {
     let old = build("1.0");
     let new = build("2.0");
     World {
-        _dir: dir,
+        _store: store,
         db,
         org,
         old,
@@ -126,9 +130,8 @@ fn names(devices: impl IntoIterator<Item = Device>) -> Vec<String> {
     names
 }
 
-#[test]
-fn a_mass_upgrade_reaches_sibling_firmware_and_bare_devices_only_with_upgrade_all() {
-    let w = world();
+fn a_mass_upgrade_reaches_sibling_firmware_and_bare_devices_only_with_upgrade_all(engine: Engine) {
+    let w = world(engine);
     let on_old = w.device("on-old", "sim-board");
     let on_new = w.device("on-new", "sim-board");
     let off = w.device("off", "sim-board");
@@ -190,9 +193,8 @@ fn a_mass_upgrade_reaches_sibling_firmware_and_bare_devices_only_with_upgrade_al
     assert!(matches!(unknown, Err(BatchError::UnknownGroup(g)) if g == group));
 }
 
-#[test]
-fn a_started_batch_keeps_its_rollout_and_spreads_operations_over_its_waves() {
-    let w = world();
+fn a_started_batch_keeps_its_rollout_and_spreads_operations_over_its_waves(engine: Engine) {
+    let w = world(engine);
     for name in ["ap-a", "ap-b", "ap-c", "ap-d"] {
         w.device(name, "sim-board");
     }
@@ -217,3 +219,8 @@ fn a_started_batch_keeps_its_rollout_and_spreads_operations_over_its_waves() {
     assert_eq!(stored.rollout, rollout);
     assert_eq!(stored.counts.in_progress, 4);
 }
+
+on_both_engines!(
+    a_mass_upgrade_reaches_sibling_firmware_and_bare_devices_only_with_upgrade_all,
+    a_started_batch_keeps_its_rollout_and_spreads_operations_over_its_waves,
+);

@@ -2,7 +2,11 @@
 //! exactly its queue with it, a batch applies in order, and everything survives a restart
 //! (including of a data file written before the broker's tables existed).
 
-use fleetmq_store::{BrokerRowChange, BrokerRows, BrokerStateStore, RedbBackend, Store};
+#[macro_use]
+mod support;
+use support::{Engine, Fixture};
+
+use fleetmq_store::{BrokerRowChange, BrokerRows, BrokerStateStore, Store};
 
 fn retained(topic: &str, record: Option<&[u8]>) -> BrokerRowChange {
     BrokerRowChange::Retained {
@@ -37,10 +41,9 @@ fn queued_keys(rows: &BrokerRows) -> Vec<(String, u64)> {
     keys
 }
 
-#[test]
-fn applied_rows_load_back_as_last_written() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = RedbBackend::open(dir.path()).expect("open");
+fn applied_rows_load_back_as_last_written(engine: Engine) {
+    let store = Fixture::new(engine);
+    let db = store.open();
     assert_eq!(
         db.load_broker_state().expect("load"),
         BrokerRows::default(),
@@ -79,10 +82,9 @@ fn applied_rows_load_back_as_last_written() {
     );
 }
 
-#[test]
-fn deleting_a_session_deletes_exactly_its_queued_rows() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = RedbBackend::open(dir.path()).expect("open");
+fn deleting_a_session_deletes_exactly_its_queued_rows(engine: Engine) {
+    let store = Fixture::new(engine);
+    let db = store.open();
     let mut batch = Vec::new();
     // "a" is a prefix of "ab"; "" is a prefix of everything; "a\0" sorts right after "a".
     for key in ["", "a", "a\0", "ab", "b"] {
@@ -108,10 +110,9 @@ fn deleting_a_session_deletes_exactly_its_queued_rows() {
     assert_eq!(queued_keys(&rows), expected);
 }
 
-#[test]
-fn a_batch_applies_its_changes_in_order() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = RedbBackend::open(dir.path()).expect("open");
+fn a_batch_applies_its_changes_in_order(engine: Engine) {
+    let store = Fixture::new(engine);
+    let db = store.open();
     db.apply_broker_state(vec![
         session("client-1", Some(b"old")),
         queued("client-1", 1, Some(b"stale")),
@@ -132,11 +133,10 @@ fn a_batch_applies_its_changes_in_order() {
     assert_eq!(rows.retained, [("t".to_owned(), b"last".to_vec())]);
 }
 
-#[test]
-fn broker_state_survives_reopening_the_store() {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn broker_state_survives_reopening_the_store(engine: Engine) {
+    let store = Fixture::new(engine);
     {
-        let store = Store::open(dir.path()).expect("open");
+        let store = Store::open(store.dir.path()).expect("open");
         store
             .blocking()
             .apply_broker_state(vec![
@@ -147,7 +147,7 @@ fn broker_state_survives_reopening_the_store() {
             .expect("apply");
     }
 
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = Store::open(store.dir.path()).expect("reopen");
     assert_eq!(
         store.blocking().load_broker_state().expect("load"),
         BrokerRows {
@@ -160,8 +160,8 @@ fn broker_state_survives_reopening_the_store() {
 
 #[test]
 fn a_schema_6_data_file_opens_as_schema_7_and_keeps_broker_state() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join(fleetmq_store::redb_backend::DATA_FILE);
+    let store = Fixture::new(Engine::Redb);
+    let file = store.dir.path().join(fleetmq_store::kv_backend::DATA_FILE);
     {
         // A data file as a build before the broker's tables wrote it.
         let db = redb::Database::create(&file).expect("raw create");
@@ -174,7 +174,7 @@ fn a_schema_6_data_file_opens_as_schema_7_and_keeps_broker_state() {
     }
 
     {
-        let db = RedbBackend::open(dir.path()).expect("a schema 6 file opens");
+        let db = store.open();
         assert_eq!(db.load_broker_state().expect("load"), BrokerRows::default());
         db.apply_broker_state(vec![session("client-1", Some(b"subs"))])
             .expect("apply");
@@ -190,9 +190,16 @@ fn a_schema_6_data_file_opens_as_schema_7_and_keeps_broker_state() {
             .map(|v| v.value())
     };
     assert_eq!(version, Some(fleetmq_store::tables::SCHEMA_VERSION));
-    let db = RedbBackend::open(dir.path()).expect("reopen");
+    let db = store.open();
     assert_eq!(
         db.load_broker_state().expect("load").sessions,
         [("client-1".to_owned(), b"subs".to_vec())]
     );
 }
+
+on_both_engines!(
+    applied_rows_load_back_as_last_written,
+    deleting_a_session_deletes_exactly_its_queued_rows,
+    a_batch_applies_its_changes_in_order,
+    broker_state_survives_reopening_the_store,
+);

@@ -1,9 +1,13 @@
 //! The device plane's persistence: sessions, coordinates, commands and telemetry.
 
+#[macro_use]
+mod support;
+use support::{Engine, Fixture};
+
 use fleetmq_store::{
     AccountStore, CommandStatus, CommandType, DeviceFields, DeviceFilter, DeviceKey, DeviceName,
-    DevicePlane, DeviceStore, HistoryPage, HistoryPageRequest, MacAddress, MqttSession, NewCommand,
-    OrgId, OrganizationFields, PageRequest, Point, RedbBackend, Scope, Slug, TelemetryRange,
+    DevicePlane, DeviceStore, HistoryPage, HistoryPageRequest, KvBackend, MacAddress, MqttSession,
+    NewCommand, OrgId, OrganizationFields, PageRequest, Point, Scope, Slug, TelemetryRange,
     TelemetrySample, Timestamp,
 };
 
@@ -12,9 +16,9 @@ const ALL: PageRequest = PageRequest {
     limit: 1000,
 };
 
-fn setup() -> (tempfile::TempDir, RedbBackend, OrgId) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = RedbBackend::open(dir.path()).expect("open");
+fn setup(engine: Engine) -> (Fixture, KvBackend, OrgId) {
+    let store = Fixture::new(engine);
+    let db = store.open();
     let org = db
         .create_organization(OrganizationFields {
             name: "A".into(),
@@ -26,10 +30,10 @@ fn setup() -> (tempfile::TempDir, RedbBackend, OrgId) {
         })
         .expect("org")
         .id;
-    (dir, db, org)
+    (store, db, org)
 }
 
-fn device(db: &RedbBackend, org: OrgId, name: &str, mac: &str) -> fleetmq_store::Device {
+fn device(db: &KvBackend, org: OrgId, name: &str, mac: &str) -> fleetmq_store::Device {
     db.create_device(
         DeviceFields {
             name: DeviceName::parse(name).expect("name"),
@@ -66,9 +70,8 @@ fn session(online: bool) -> MqttSession {
     }
 }
 
-#[test]
-fn a_first_mqtt_session_gives_the_device_its_mqtt_connection() {
-    let (_dir, db, org) = setup();
+fn a_first_mqtt_session_gives_the_device_its_mqtt_connection(engine: Engine) {
+    let (_store, db, org) = setup(engine);
     let d = device(&db, org, "r1", "00:00:00:00:00:01");
     db.record_mqtt_session(d.id, session(true)).expect("online");
 
@@ -112,9 +115,8 @@ fn a_first_mqtt_session_gives_the_device_its_mqtt_connection() {
     );
 }
 
-#[test]
-fn coordinates_create_one_mobile_location_and_then_move_it() {
-    let (_dir, db, org) = setup();
+fn coordinates_create_one_mobile_location_and_then_move_it(engine: Engine) {
+    let (_store, db, org) = setup(engine);
     let d = device(&db, org, "r1", "00:00:00:00:00:01");
     assert!(db.device_location(d.id).expect("read").is_none());
     let first = db
@@ -143,9 +145,8 @@ fn coordinates_create_one_mobile_location_and_then_move_it() {
     );
 }
 
-#[test]
-fn a_command_ends_once_and_leaves_the_pending_list() {
-    let (_dir, db, org) = setup();
+fn a_command_ends_once_and_leaves_the_pending_list(engine: Engine) {
+    let (_store, db, org) = setup(engine);
     let d = device(&db, org, "r1", "00:00:00:00:00:01");
     let command = db
         .create_command(NewCommand {
@@ -171,9 +172,8 @@ fn a_command_ends_once_and_leaves_the_pending_list() {
     assert!(db.pending_commands(None).expect("pending").is_empty());
 }
 
-#[test]
-fn telemetry_keeps_the_latest_and_a_bounded_history() {
-    let (_dir, db, org) = setup();
+fn telemetry_keeps_the_latest_and_a_bounded_history(engine: Engine) {
+    let (_store, db, org) = setup(engine);
     let d = device(&db, org, "r1", "00:00:00:00:00:01");
     let sample = |micros: i64, cpu: i64| TelemetrySample {
         device: d.id,
@@ -239,9 +239,8 @@ fn telemetry_keeps_the_latest_and_a_bounded_history() {
     );
 }
 
-#[test]
-fn a_batch_of_sessions_applies_in_order_and_skips_deleted_devices() {
-    let (_dir, db, org) = setup();
+fn a_batch_of_sessions_applies_in_order_and_skips_deleted_devices(engine: Engine) {
+    let (_store, db, org) = setup(engine);
     let d = device(&db, org, "r1", "00:00:00:00:00:01");
     let gone = device(&db, org, "r2", "00:00:00:00:00:02");
     db.set_device_deactivated(gone.id, true)
@@ -285,9 +284,8 @@ fn stored_size(sample: &TelemetrySample) -> u64 {
     serde_json::to_vec(sample).map_or(0, |v| v.len() as u64)
 }
 
-#[test]
-fn a_devices_history_keeps_its_newest_samples_within_its_byte_bound() {
-    let (_dir, db, org) = setup();
+fn a_devices_history_keeps_its_newest_samples_within_its_byte_bound(engine: Engine) {
+    let (_store, db, org) = setup(engine);
     let d = device(&db, org, "r1", "00:00:00:00:00:01");
     let other = device(&db, org, "r2", "00:00:00:00:00:02");
     let one = stored_size(&padded(d.id, 1_000_000, 1000));
@@ -345,9 +343,8 @@ fn a_devices_history_keeps_its_newest_samples_within_its_byte_bound() {
     );
 }
 
-#[test]
-fn history_pages_end_at_their_byte_budget_and_continue_on_the_next() {
-    let (_dir, db, org) = setup();
+fn history_pages_end_at_their_byte_budget_and_continue_on_the_next(engine: Engine) {
+    let (_store, db, org) = setup(engine);
     let d = device(&db, org, "r1", "00:00:00:00:00:01");
     let one = stored_size(&padded(d.id, 1_000_000, 1000));
     db.append_telemetry(
@@ -393,3 +390,13 @@ fn history_pages_end_at_their_byte_budget_and_continue_on_the_next() {
     assert_eq!(seconds(&page(2, 4, u64::MAX)), [6, 5, 4, 3]);
     assert_eq!(seconds(&page(2, 100, 1)), [9]);
 }
+
+on_both_engines!(
+    a_first_mqtt_session_gives_the_device_its_mqtt_connection,
+    coordinates_create_one_mobile_location_and_then_move_it,
+    a_command_ends_once_and_leaves_the_pending_list,
+    telemetry_keeps_the_latest_and_a_bounded_history,
+    a_batch_of_sessions_applies_in_order_and_skips_deleted_devices,
+    a_devices_history_keeps_its_newest_samples_within_its_byte_bound,
+    history_pages_end_at_their_byte_budget_and_continue_on_the_next,
+);

@@ -1,9 +1,13 @@
 //! Private keys at rest: the data file alone reveals none, and another server secret cannot
 //! open them; revocations survive a restart.
 
+#[macro_use]
+mod support;
+use support::{Engine, Fixture};
+
 use fleetmq_store::{
-    AccountStore, Draft, OrganizationFields, Origin, PKI_SECRET_FILE, PkiStore, RedbBackend, Slug,
-    StoreError, StoreOptions, X509Fields,
+    AccountStore, Draft, OrganizationFields, Origin, PKI_SECRET_FILE, PkiStore, Slug, StoreError,
+    StoreOptions, X509Fields,
 };
 
 fn ca_draft(org: Option<fleetmq_store::OrgId>) -> Draft {
@@ -26,11 +30,10 @@ fn pem_body(pem: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn the_data_file_alone_reveals_no_private_key() {
-    let dir = tempfile::tempdir().expect("temporary directory");
+fn the_stored_data_alone_reveals_no_private_key(engine: Engine) {
+    let store = Fixture::new(engine);
     let (key, id) = {
-        let db = RedbBackend::open(dir.path()).expect("store opens");
+        let db = store.open();
         let org = db
             .create_organization(OrganizationFields {
                 name: "Acme".into(),
@@ -44,7 +47,7 @@ fn the_data_file_alone_reveals_no_private_key() {
         let ca = db.create_ca(ca_draft(Some(org.id))).expect("CA created");
         (ca.material.signing_key.clone(), ca.id)
     };
-    let secret = dir.path().join(PKI_SECRET_FILE);
+    let secret = store.dir.path().join(PKI_SECRET_FILE);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -54,31 +57,28 @@ fn the_data_file_alone_reveals_no_private_key() {
             .mode();
         assert_eq!(mode & 0o777, 0o600, "the secret file is private");
     }
-    let file =
-        std::fs::read(dir.path().join(fleetmq_store::redb_backend::DATA_FILE)).expect("data file");
-    let text = String::from_utf8_lossy(&file);
+    let text = String::from_utf8_lossy(&store.raw_data()).into_owned();
     for line in pem_body(&key) {
         assert!(
             !text.contains(&line),
-            "the data file holds the key in clear"
+            "the stored data holds the key in clear"
         );
     }
 
-    // Kept apart from its secret, the data file does not open the key.
+    // Kept apart from its secret, the stored data does not open the key.
     std::fs::remove_file(&secret).expect("secret removed");
     let other = StoreOptions {
         pki_secret: Some(b"another secret of at least thirty-two bytes".to_vec()),
         ..StoreOptions::default()
     };
-    let db = RedbBackend::open_with(dir.path(), &other).expect("store opens");
+    let db = store.try_open(&other).expect("store opens");
     assert!(matches!(db.ca(id), Err(StoreError::Sealed { .. })));
 }
 
-#[test]
-fn a_revocation_survives_a_restart_and_is_in_the_next_crl() {
-    let dir = tempfile::tempdir().expect("temporary directory");
+fn a_revocation_survives_a_restart_and_is_in_the_next_crl(engine: Engine) {
+    let store = Fixture::new(engine);
     let (ca, cert) = {
-        let db = RedbBackend::open(dir.path()).expect("store opens");
+        let db = store.open();
         let ca = db.create_ca(ca_draft(None)).expect("CA created");
         let mut draft = ca_draft(None);
         draft.fields.name = "leaf".into();
@@ -87,9 +87,14 @@ fn a_revocation_survives_a_restart_and_is_in_the_next_crl() {
         db.revoke_cert(cert.id).expect("revoked");
         (ca.id, cert.id)
     };
-    let db = RedbBackend::open(dir.path()).expect("store reopens");
+    let db = store.open();
     let cert = db.cert(cert).expect("read").expect("kept");
     assert!(cert.revoked);
     let crl = db.ca_crl(ca).expect("read").expect("a CRL");
     assert!(crl.starts_with("-----BEGIN X509 CRL-----"), "{crl}");
 }
+
+on_both_engines!(
+    the_stored_data_alone_reveals_no_private_key,
+    a_revocation_survives_a_restart_and_is_in_the_next_crl,
+);

@@ -4,12 +4,16 @@
 //! application and move counts and device versions, refused hops come and go, deletions leave
 //! nothing behind, and everything survives a reopen.
 
+#[macro_use]
+mod support;
+use support::{Engine, Fixture};
+
 use std::collections::BTreeMap;
 
 use fleetmq_store::{
     AccountStore, ConfigBackend, ConfigFields, ConfigStore, Device, DeviceFields, DeviceKey,
     DeviceName, DeviceStore, FilterActivation, FilterFields, FilterId, FilterQuery, GroupFields,
-    InstallStep, Installation, MacAddress, OrgId, OrganizationFields, PageRequest, RedbBackend,
+    InstallStep, Installation, KvBackend, MacAddress, OrgId, OrganizationFields, PageRequest,
     Rollout, RolloutStrategy, Scope, Slug, Software, SoftwareFields, SoftwareStore, StoreError,
     Timestamp, Unique, UpgradeStatus,
 };
@@ -22,8 +26,8 @@ const ALL: PageRequest = PageRequest {
 };
 
 struct World {
-    dir: tempfile::TempDir,
-    db: RedbBackend,
+    store: Fixture,
+    db: KvBackend,
     org: OrgId,
 }
 
@@ -38,11 +42,11 @@ fn org_fields(slug: &str) -> OrganizationFields {
     }
 }
 
-fn world() -> World {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = RedbBackend::open(dir.path()).expect("open");
+fn world(engine: Engine) -> World {
+    let store = Fixture::new(engine);
+    let db = store.open();
     let org = db.create_organization(org_fields("acme")).expect("org").id;
-    World { dir, db, org }
+    World { store, db, org }
 }
 
 fn device_fields(org: OrgId, n: u32, model: &str) -> DeviceFields {
@@ -118,9 +122,8 @@ impl World {
     }
 }
 
-#[test]
-fn versions_are_unique_per_application_and_listed_lowest_first() {
-    let w = world();
+fn versions_are_unique_per_application_and_listed_lowest_first(engine: Engine) {
+    let w = world(engine);
     w.publish("1.10.0", &["1.2.0"]);
     w.publish("1.2.0", &[]);
     let again = w.db.create_software(w.org, "brew", v("1.2.0"), fields(&[]));
@@ -154,9 +157,8 @@ fn versions_are_unique_per_application_and_listed_lowest_first() {
     assert_eq!(w.db.software_organizations().expect("orgs"), vec![w.org]);
 }
 
-#[test]
-fn a_version_may_only_name_filters_of_its_organization() {
-    let w = world();
+fn a_version_may_only_name_filters_of_its_organization(engine: Engine) {
+    let w = world(engine);
     let other =
         w.db.create_organization(org_fields("other"))
             .expect("org")
@@ -186,9 +188,8 @@ fn a_version_may_only_name_filters_of_its_organization() {
     assert!(w.db.list_software(w.org, "brew").expect("list").is_empty());
 }
 
-#[test]
-fn an_update_keeps_the_specification_and_clears_the_engine_note() {
-    let w = world();
+fn an_update_keeps_the_specification_and_clears_the_engine_note(engine: Engine) {
+    let w = world(engine);
     let published = w.publish("1.0.0", &[]);
     w.db.suspend_software(published.id, "too many failures".into())
         .expect("suspend");
@@ -219,9 +220,8 @@ fn an_update_keeps_the_specification_and_clears_the_engine_note() {
     );
 }
 
-#[test]
-fn a_filter_in_use_cannot_be_deleted_nor_moved_to_another_organization() {
-    let w = world();
+fn a_filter_in_use_cannot_be_deleted_nor_moved_to_another_organization(engine: Engine) {
+    let w = world(engine);
     let other =
         w.db.create_organization(org_fields("other"))
             .expect("org")
@@ -254,9 +254,10 @@ fn a_filter_in_use_cannot_be_deleted_nor_moved_to_another_organization() {
     assert_eq!(w.db.list_filters(&Scope::All, ALL).expect("list").count, 0);
 }
 
-#[test]
-fn filter_endpoints_match_the_query_among_the_organizations_active_devices_newest_first() {
-    let w = world();
+fn filter_endpoints_match_the_query_among_the_organizations_active_devices_newest_first(
+    engine: Engine,
+) {
+    let w = world(engine);
     let other =
         w.db.create_organization(org_fields("other"))
             .expect("org")
@@ -367,9 +368,8 @@ fn filter_endpoints_match_the_query_among_the_organizations_active_devices_newes
     ));
 }
 
-#[test]
-fn an_inventory_replaces_the_whole_list_and_a_rest_write_only_its_applications() {
-    let w = world();
+fn an_inventory_replaces_the_whole_list_and_a_rest_write_only_its_applications(engine: Engine) {
+    let w = world(engine);
     let device = w.device(1);
     let apps = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
         pairs
@@ -411,9 +411,10 @@ fn an_inventory_replaces_the_whole_list_and_a_rest_write_only_its_applications()
     ));
 }
 
-#[test]
-fn installations_start_one_at_a_time_per_application_and_never_on_deactivated_devices() {
-    let w = world();
+fn installations_start_one_at_a_time_per_application_and_never_on_deactivated_devices(
+    engine: Engine,
+) {
+    let w = world(engine);
     let first = w.publish("1.1.0", &["1.0.0"]);
     let (busy, off, gone) = (w.device(1), w.device(2), w.device(3));
     w.db.set_device_deactivated(off.id, true)
@@ -463,9 +464,8 @@ fn installations_start_one_at_a_time_per_application_and_never_on_deactivated_de
     );
 }
 
-#[test]
-fn a_success_sets_the_device_version_and_moves_the_counts() {
-    let w = world();
+fn a_success_sets_the_device_version_and_moves_the_counts(engine: Engine) {
+    let w = world(engine);
     let next = w.publish("1.1.0", &["1.0.0"]);
     let device = w.device(1);
     w.inventory(&device, "1.0.0");
@@ -512,9 +512,8 @@ fn a_success_sets_the_device_version_and_moves_the_counts() {
     );
 }
 
-#[test]
-fn a_refused_hop_shows_in_the_view_until_a_later_installation_succeeds() {
-    let w = world();
+fn a_refused_hop_shows_in_the_view_until_a_later_installation_succeeds(engine: Engine) {
+    let w = world(engine);
     let next = w.publish("1.1.0", &["1.0.0"]);
     let device = w.device(1);
     w.inventory(&device, "1.0.0");
@@ -550,9 +549,10 @@ fn a_refused_hop_shows_in_the_view_until_a_later_installation_succeeds() {
     assert_eq!((counts.cancelled, counts.success), (1, 1));
 }
 
-#[test]
-fn the_view_holds_the_organizations_catalogue_settings_filters_and_active_endpoints() {
-    let w = world();
+fn the_view_holds_the_organizations_catalogue_settings_filters_and_active_endpoints(
+    engine: Engine,
+) {
+    let w = world(engine);
     let other =
         w.db.create_organization(org_fields("other"))
             .expect("org")
@@ -601,9 +601,8 @@ fn the_view_holds_the_organizations_catalogue_settings_filters_and_active_endpoi
     assert_eq!(orgs, expected);
 }
 
-#[test]
-fn deleting_a_device_or_an_organization_leaves_nothing_behind() {
-    let w = world();
+fn deleting_a_device_or_an_organization_leaves_nothing_behind(engine: Engine) {
+    let w = world(engine);
     let next = w.publish("1.1.0", &["1.0.0"]);
     let filter =
         w.db.create_filter(filter_fields(w.org, FilterQuery::default()))
@@ -656,9 +655,8 @@ fn deleting_a_device_or_an_organization_leaves_nothing_behind() {
     assert!(w.db.installation(started[0].id).expect("read").is_none());
 }
 
-#[test]
-fn everything_survives_a_reopen() {
-    let w = world();
+fn everything_survives_a_reopen(engine: Engine) {
+    let w = world(engine);
     let next = w.publish("1.1.0", &["1.0.0"]);
     let filter =
         w.db.create_filter(filter_fields(w.org, FilterQuery::default()))
@@ -675,10 +673,10 @@ fn everything_survives_a_reopen() {
         )])
         .expect("start");
     let before = w.db.software_view(w.org).expect("view");
-    let World { dir, db, org } = w;
+    let World { store, db, org } = w;
     drop(db);
 
-    let db = RedbBackend::open(dir.path()).expect("reopen");
+    let db = store.open();
     assert_eq!(db.software_view(org).expect("view"), before);
     assert_eq!(db.active_installations().expect("active"), started);
     assert_eq!(db.filter(filter.id).expect("read"), Some(filter));
@@ -691,9 +689,10 @@ fn everything_survives_a_reopen() {
     assert_eq!(db.device_software(device.id).expect("read").len(), 1);
 }
 
-#[test]
-fn inventories_of_many_devices_commit_together_and_a_partial_view_reads_only_its_devices() {
-    let w = world();
+fn inventories_of_many_devices_commit_together_and_a_partial_view_reads_only_its_devices(
+    engine: Engine,
+) {
+    let w = world(engine);
     let (one, two, three) = (w.device(1), w.device(2), w.device(3));
     let kettle = |version: &str| BTreeMap::from([("kettle".to_owned(), version.to_owned())]);
     w.db.set_device_software(
@@ -748,10 +747,9 @@ fn inventories_of_many_devices_commit_together_and_a_partial_view_reads_only_its
     );
 }
 
-#[test]
-fn deleting_an_organization_deletes_its_oauth_clients_and_their_tokens() {
+fn deleting_an_organization_deletes_its_oauth_clients_and_their_tokens(engine: Engine) {
     use fleetmq_store::{OAuthScope, OAuthStore};
-    let w = world();
+    let w = world(engine);
     let other =
         w.db.create_organization(org_fields("other"))
             .expect("org")
@@ -774,3 +772,20 @@ fn deleting_an_organization_deletes_its_oauth_clients_and_their_tokens() {
     assert!(w.db.oauth_client(kept.client_id).expect("read").is_some());
     assert!(w.db.access_grant(&kept_token).expect("read").is_some());
 }
+
+on_both_engines!(
+    versions_are_unique_per_application_and_listed_lowest_first,
+    a_version_may_only_name_filters_of_its_organization,
+    an_update_keeps_the_specification_and_clears_the_engine_note,
+    a_filter_in_use_cannot_be_deleted_nor_moved_to_another_organization,
+    filter_endpoints_match_the_query_among_the_organizations_active_devices_newest_first,
+    an_inventory_replaces_the_whole_list_and_a_rest_write_only_its_applications,
+    installations_start_one_at_a_time_per_application_and_never_on_deactivated_devices,
+    a_success_sets_the_device_version_and_moves_the_counts,
+    a_refused_hop_shows_in_the_view_until_a_later_installation_succeeds,
+    the_view_holds_the_organizations_catalogue_settings_filters_and_active_endpoints,
+    deleting_a_device_or_an_organization_leaves_nothing_behind,
+    everything_survives_a_reopen,
+    inventories_of_many_devices_commit_together_and_a_partial_view_reads_only_its_devices,
+    deleting_an_organization_deletes_its_oauth_clients_and_their_tokens,
+);

@@ -2,10 +2,14 @@
 //! counts follow their operations, newer upgrades supersede older ones, success installs the
 //! device's firmware, reports merge, and everything survives a reopen.
 
+#[macro_use]
+mod support;
+use support::{Engine, Fixture};
+
 use fleetmq_store::{
     AccountStore, Batch, BatchId, BatchStatus, Build, BuildFields, CancelOutcome, CategoryFields,
     Device, DeviceFields, DeviceKey, DeviceName, DeviceStore, FirmwareStore, Image, ImageId,
-    MacAddress, OrgId, OrganizationFields, PageRequest, RedbBackend, Rollout, Scope, Slug,
+    KvBackend, MacAddress, OrgId, OrganizationFields, PageRequest, Rollout, Scope, Slug,
     StoreError, Timestamp, UpdateReport, UpgradeFilter, UpgradeOperation, UpgradePlan,
     UpgradeStatus, UpgradeStep, UpgradeStore,
 };
@@ -17,17 +21,17 @@ const ALL: PageRequest = PageRequest {
 };
 
 struct World {
-    _dir: tempfile::TempDir,
-    db: RedbBackend,
+    _store: Fixture,
+    db: KvBackend,
     org: OrgId,
     devices: Vec<Device>,
     build: Build,
     image: Image,
 }
 
-fn world(devices: u32) -> World {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = RedbBackend::open(dir.path()).expect("open");
+fn world(engine: Engine, devices: u32) -> World {
+    let store = Fixture::new(engine);
+    let db = store.open();
     let org = db
         .create_organization(OrganizationFields {
             name: "Acme".into(),
@@ -88,7 +92,7 @@ fn world(devices: u32) -> World {
         })
         .expect("image");
     World {
-        _dir: dir,
+        _store: store,
         db,
         org,
         devices,
@@ -122,9 +126,8 @@ impl World {
     }
 }
 
-#[test]
-fn a_cancel_and_an_engine_step_never_both_win() {
-    let w = world(2);
+fn a_cancel_and_an_engine_step_never_both_win(engine: Engine) {
+    let w = world(engine, 2);
     let batch = w.batch();
     let plan = UpgradePlan {
         batch: Some(batch.clone()),
@@ -167,9 +170,8 @@ fn a_cancel_and_an_engine_step_never_both_win() {
     assert_eq!(batch.status(), BatchStatus::InProgress);
 }
 
-#[test]
-fn success_installs_the_firmware_and_the_batch_status_follows_openwisp() {
-    let w = world(2);
+fn success_installs_the_firmware_and_the_batch_status_follows_openwisp(engine: Engine) {
+    let w = world(engine, 2);
     let batch = w.batch();
     let started =
         w.db.start_upgrades(UpgradePlan {
@@ -208,9 +210,8 @@ fn success_installs_the_firmware_and_the_batch_status_follows_openwisp() {
     assert!(w.db.active_upgrades().expect("active").is_empty());
 }
 
-#[test]
-fn a_newer_upgrade_supersedes_the_one_in_progress() {
-    let w = world(1);
+fn a_newer_upgrade_supersedes_the_one_in_progress(engine: Engine) {
+    let w = world(engine, 1);
     let first =
         w.db.start_upgrades(UpgradePlan {
             batch: None,
@@ -256,10 +257,9 @@ fn a_newer_upgrade_supersedes_the_one_in_progress() {
     assert_eq!(other.count, 0);
 }
 
-#[test]
-fn reports_merge_and_upgrades_survive_a_reopen() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let w = world(1);
+fn reports_merge_and_upgrades_survive_a_reopen(engine: Engine) {
+    let store = Fixture::new(engine);
+    let w = world(engine, 1);
     let device = w.devices[0].id;
     w.db.write_upgrades(
         Vec::new(),
@@ -310,9 +310,16 @@ fn reports_merge_and_upgrades_survive_a_reopen() {
     ));
 
     // Durable across a reopen.
-    let db = RedbBackend::open(dir.path()).expect("open");
+    let db = store.open();
     let secret = db.secret("download-links").expect("secret");
     drop(db);
-    let db = RedbBackend::open(dir.path()).expect("reopen");
+    let db = store.open();
     assert_eq!(db.secret("download-links").expect("secret"), secret);
 }
+
+on_both_engines!(
+    a_cancel_and_an_engine_step_never_both_win,
+    success_installs_the_firmware_and_the_batch_status_follows_openwisp,
+    a_newer_upgrade_supersedes_the_one_in_progress,
+    reports_merge_and_upgrades_survive_a_reopen,
+);

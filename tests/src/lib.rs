@@ -12,6 +12,7 @@ pub mod firmware;
 pub mod fixtures;
 pub mod mosquitto;
 pub mod mqtt;
+pub mod postgres;
 pub mod rabbitmq;
 pub mod release;
 

@@ -1,7 +1,7 @@
 //! Records: domain values JSON-encoded under their id, read back by id or through a unique
 //! index, and the byte keys indexes are built from.
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use crate::kv::{Database, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -32,7 +32,7 @@ pub(super) fn cat(parts: &[&[u8]]) -> Vec<u8> {
 
 /// The record `key` names through a unique index (slug, username, token hash, device key), read
 /// in one transaction.
-pub(super) fn lookup_by<K: redb::Key + 'static, T: DeserializeOwned>(
+pub(super) fn lookup_by<K: crate::kv::Key, T: DeserializeOwned>(
     db: &Database,
     index: TableDefinition<K, u128>,
     primary: TableDefinition<u128, &'static [u8]>,

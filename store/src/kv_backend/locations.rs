@@ -1,4 +1,4 @@
-//! [`LocationStore`] on redb: locations, floor plans and devices' placement.
+//! [`LocationStore`] on the kv tables: locations, floor plans and devices' placement.
 //!
 //! Locations and floor plans are few next to devices, so lists read their whole table and
 //! sort; a device's link lives under the device (`device_locations`), so a location's devices
@@ -6,9 +6,9 @@
 
 use std::collections::HashMap;
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use crate::kv::{ReadableTable, WriteTransaction};
 
-use super::RedbBackend;
+use super::KvBackend;
 use super::devices::load_device;
 use super::record::{cat, decode, encode, get_record};
 use crate::tables::*;
@@ -271,7 +271,7 @@ fn scoped(scope: &Scope, org: OrgId) -> bool {
     scope.contains(org)
 }
 
-impl LocationStore for RedbBackend {
+impl LocationStore for KvBackend {
     fn create_location(&self, fields: LocationFields) -> Result<Location> {
         let txn = self.db.begin_write()?;
         let location = new_location(fields);

@@ -1,4 +1,4 @@
-//! [`VpnStore`] on redb: VPN servers, and the clients devices get from VPN-client templates.
+//! [`VpnStore`] on the kv tables: VPN servers, and the clients devices get from VPN-client templates.
 //!
 //! Clients are kept in step with configurations by [`sync_clients`], which
 //! `configuration_changed` calls for every device it renders, in the same write transaction:
@@ -10,12 +10,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use crate::kv::{ReadableTable, WriteTransaction};
 use fleetmq_netjson::vpn::{self as render, VpnBackend};
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::RedbBackend;
+use super::KvBackend;
 use super::configuration::configuration_changed;
 use super::paging::{created_key, ids_paired_with, ids_under, org_prefix, visible_keys};
 use super::record::{cat, decode, encode};
@@ -100,7 +100,7 @@ fn taken(txn: &WriteTransaction, vpn: VpnId) -> Result<BTreeSet<IpAddr>> {
     Ok(out)
 }
 
-impl RedbBackend {
+impl KvBackend {
     fn put_vpn(&self, txn: &WriteTransaction, vpn: &Vpn) -> Result<()> {
         let stored = Vpn {
             private_key: self.vault.seal(&vpn.private_key, &vpn_aad(vpn.id)),
@@ -649,7 +649,7 @@ const IP_TAKEN: &str = "The address is already used in this VPN.";
 const TWO_CLIENTS: &str =
     "You cannot select multiple VPN client templates related to the same VPN server.";
 
-impl VpnStore for RedbBackend {
+impl VpnStore for KvBackend {
     fn create_vpn(&self, fields: VpnFields) -> Result<Vpn> {
         let now = Timestamp::now();
         let mut vpn = Vpn {
@@ -833,7 +833,7 @@ impl VpnStore for RedbBackend {
 
 /// Deletes an organization's VPN servers (its devices and templates are already gone).
 pub(super) fn delete_org_vpns_in(
-    backend: &RedbBackend,
+    backend: &KvBackend,
     txn: &WriteTransaction,
     org: OrgId,
 ) -> Result<()> {

@@ -1,14 +1,14 @@
-//! [`ConfigStore`] on redb: templates and device groups with their indexes, the template rules
+//! [`ConfigStore`] on the kv tables: templates and device groups with their indexes, the template rules
 //! applied to devices inside the write transaction, and [`configuration_changed`], the one
 //! place every write names the devices whose rendered configuration may have changed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use crate::kv::{ReadableTable, WriteTransaction};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::RedbBackend;
+use super::KvBackend;
 use super::devices::{load_device, store_device_in};
 use super::paging::{
     created_key, id_of, ids_paired_with, ids_under, org_prefix, paged, visible_keys,
@@ -29,7 +29,7 @@ use crate::{
 /// A configuration that no longer renders fails the whole write
 /// ([`StoreError::InvalidConfig`]), so nothing unrenderable is ever stored.
 pub(super) fn configuration_changed(
-    backend: &RedbBackend,
+    backend: &KvBackend,
     txn: &WriteTransaction,
     devices: BTreeSet<DeviceId>,
 ) -> Result<ConfigChange> {
@@ -185,7 +185,7 @@ impl<T: ReadableTable<u128, &'static [u8]>> Sources<T> {
     }
 }
 
-impl RedbBackend {
+impl KvBackend {
     /// Commits `txn`, then announces `change`.
     pub(super) fn commit_config(
         &self,
@@ -531,7 +531,7 @@ pub(super) fn delete_template_in(
     Ok(affected)
 }
 
-impl ConfigStore for RedbBackend {
+impl ConfigStore for KvBackend {
     fn create_template(&self, fields: TemplateFields) -> Result<(Template, ConfigChange)> {
         let now = Timestamp::now();
         let template = Template {

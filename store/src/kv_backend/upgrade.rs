@@ -1,10 +1,10 @@
-//! [`UpgradeStore`] on redb: device firmware, upgrade operations, batches, reports, image types.
+//! [`UpgradeStore`] on the kv tables: device firmware, upgrade operations, batches, reports, image types.
 
 use std::collections::HashMap;
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use crate::kv::{ReadableTable, WriteTransaction};
 
-use super::RedbBackend;
+use super::KvBackend;
 use super::paging::{created_key, id_of, index_desc, paged};
 use super::record::{cat, decode, encode, get_record};
 use crate::tables::*;
@@ -187,7 +187,7 @@ pub(super) fn delete_device_upgrades_in(txn: &WriteTransaction, device: DeviceId
     Ok(())
 }
 
-impl UpgradeStore for RedbBackend {
+impl UpgradeStore for KvBackend {
     fn start_upgrades(&self, plan: UpgradePlan) -> Result<StartedUpgrades> {
         let txn = self.db.begin_write()?;
         let mut counts = CountChanges::default();

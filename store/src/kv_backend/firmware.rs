@@ -1,10 +1,10 @@
-//! [`FirmwareStore`] on redb: categories, builds, images.
+//! [`FirmwareStore`] on the kv tables: categories, builds, images.
 
 use std::collections::BTreeSet;
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use crate::kv::{ReadableTable, WriteTransaction};
 
-use super::RedbBackend;
+use super::KvBackend;
 use super::paging::{
     created_key, id_of, ids_under, index_desc, org_prefix, page_of, paged, visible_keys,
 };
@@ -117,7 +117,7 @@ fn builds_of(txn: &WriteTransaction, category: CategoryId) -> Result<Vec<u128>> 
     ids_under(&txn.open_table(BUILDS_BY_CATEGORY)?, &category.bytes())
 }
 
-impl FirmwareStore for RedbBackend {
+impl FirmwareStore for KvBackend {
     fn create_category(&self, fields: CategoryFields) -> Result<Category> {
         let now = Timestamp::now();
         let category = Category {

@@ -1,13 +1,13 @@
-//! [`BrokerStateStore`] on redb: the broker's rows in three tables (`broker_retained`,
+//! [`BrokerStateStore`] on the kv tables: the broker's rows in three tables (`broker_retained`,
 //! `broker_sessions`, `broker_queued`), a batch of changes in one write transaction.
 
-use redb::{ReadableDatabase, ReadableTable};
+use crate::kv::ReadableTable;
 
-use super::RedbBackend;
+use super::KvBackend;
 use crate::tables::*;
 use crate::{BrokerRowChange, BrokerRows, BrokerStateStore, Result};
 
-impl BrokerStateStore for RedbBackend {
+impl BrokerStateStore for KvBackend {
     fn load_broker_state(&self) -> Result<BrokerRows> {
         let txn = self.db.begin_read()?;
         let mut rows = BrokerRows::default();

@@ -1,4 +1,4 @@
-//! [`SoftwareStore`] on redb: application software (OTAO) — software versions, applications'
+//! [`SoftwareStore`] on the kv tables: application software (OTAO) — software versions, applications'
 //! settings, endpoint filters, what devices run, and the installations moving them.
 //!
 //! Indexes keep every read the decision takes a range: an organization's versions
@@ -10,10 +10,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use crate::kv::{ReadableTable, WriteTransaction};
 use semver::Version;
 
-use super::RedbBackend;
+use super::KvBackend;
 use super::paging::{created_key, id_of, index_desc, page_of, visible_keys};
 use super::record::{cat, decode, encode, get_record};
 use crate::tables::*;
@@ -391,7 +391,7 @@ fn require_org(txn: &WriteTransaction, org: OrgId) -> Result<()> {
 }
 
 /// The organization's devices (deactivated too), newest first.
-fn org_devices(txn: &redb::ReadTransaction, org: OrgId) -> Result<Vec<Device>> {
+fn org_devices(txn: &crate::kv::ReadTransaction, org: OrgId) -> Result<Vec<Device>> {
     let index = txn.open_table(DEVICES_BY_ORG)?;
     let devices = txn.open_table(DEVICES)?;
     let mut out = Vec::new();
@@ -411,7 +411,11 @@ fn device_location(
 }
 
 /// The view of `org` over `devices` (its catalogue, applications and filters whole).
-fn view_of(txn: &redb::ReadTransaction, org: OrgId, devices: Vec<Device>) -> Result<SoftwareView> {
+fn view_of(
+    txn: &crate::kv::ReadTransaction,
+    org: OrgId,
+    devices: Vec<Device>,
+) -> Result<SoftwareView> {
     let mut view = SoftwareView::default();
 
     let versions = ids_with_prefix(&txn.open_table(SOFTWARE_VERSIONS)?, &org.bytes())?;
@@ -479,7 +483,7 @@ fn view_of(txn: &redb::ReadTransaction, org: OrgId, devices: Vec<Device>) -> Res
     Ok(view)
 }
 
-impl SoftwareStore for RedbBackend {
+impl SoftwareStore for KvBackend {
     fn create_software(
         &self,
         org: OrgId,

@@ -1,15 +1,15 @@
-//! [`PkiStore`] on redb: certificate authorities, certificates, revoked serials and CRLs.
+//! [`PkiStore`] on the kv tables: certificate authorities, certificates, revoked serials and CRLs.
 //!
 //! Keys are generated before the write transaction when nothing stored is needed for it (a new
-//! CA), so slow RSA generation does not hold redb's single writer; signing with a CA's key
+//! CA), so slow RSA generation does not hold the single writer; signing with a CA's key
 //! happens inside the transaction that reads the CA, so a certificate is never signed by a key
 //! that was renewed meanwhile. Private keys are sealed with the backend's
 //! [`fleetmq_pki::KeyVault`] before they are encoded.
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use crate::kv::{ReadableTable, WriteTransaction};
 use time::OffsetDateTime;
 
-use super::RedbBackend;
+use super::KvBackend;
 use super::devices::bump;
 use super::paging::{created_key, id_of, ids_paired_with, ids_under, org_prefix, visible_keys};
 use super::record::{cat, decode, encode, get_record};
@@ -199,7 +199,7 @@ fn unseal(vault: &KeyVault, table: &'static str, aad: &[u8], m: Material) -> Res
     })
 }
 
-impl RedbBackend {
+impl KvBackend {
     fn put_ca(&self, txn: &WriteTransaction, ca: &Ca) -> Result<()> {
         let stored = Ca {
             material: seal(&self.vault, &ca_aad(ca.id), &ca.material),
@@ -528,7 +528,7 @@ fn check_cert_org(fields: &X509Fields, ca: &Ca) -> Result<()> {
     }
 }
 
-impl PkiStore for RedbBackend {
+impl PkiStore for KvBackend {
     fn create_ca(&self, draft: Draft) -> Result<Ca> {
         let mut fields = draft.fields;
         // Generated before the transaction: RSA keys take a while and need nothing stored.
@@ -916,7 +916,7 @@ impl PkiStore for RedbBackend {
 /// Deletes an organization's CAs (with their certificates) and its certificates under shared
 /// CAs, in the transaction deleting the organization.
 pub(super) fn delete_org_pki_in(
-    backend: &RedbBackend,
+    backend: &KvBackend,
     txn: &WriteTransaction,
     org: OrgId,
 ) -> Result<()> {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use redb::ReadableTable;
+use crate::kv::ReadableTable;
 use serde::de::DeserializeOwned;
 
 use crate::{OrgId, Page, PageRequest, Result, Scope, Timestamp};

@@ -1,9 +1,13 @@
 //! The redb backend keeps its promises: uniqueness, tenancy scope, newest-first paging, filters,
 //! durability across reopen, and refusal of newer schemas.
 
+#[macro_use]
+mod support;
+use support::{Engine, Fixture};
+
 use fleetmq_store::{
     AccountStore, ConfigBackend, ConfigFields, DeviceFields, DeviceFilter, DeviceKey, DeviceName,
-    DeviceStore, MacAddress, OrgId, OrganizationFields, PageRequest, RedbBackend, Scope, Slug,
+    DeviceStore, KvBackend, MacAddress, OrgId, OrganizationFields, PageRequest, Scope, Slug,
     StoreError, Unique,
 };
 
@@ -41,10 +45,9 @@ const ALL: PageRequest = PageRequest {
     limit: 1000,
 };
 
-#[test]
-fn device_names_are_unique_per_organization_ignoring_case() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = RedbBackend::open(dir.path()).expect("open");
+fn device_names_are_unique_per_organization_ignoring_case(engine: Engine) {
+    let store = Fixture::new(engine);
+    let db = store.open();
     let a = db.create_organization(org_fields("a")).expect("org a").id;
     let b = db.create_organization(org_fields("b")).expect("org b").id;
     db.create_device(device_fields(a, 1), None).expect("first");
@@ -66,10 +69,9 @@ fn device_names_are_unique_per_organization_ignoring_case() {
     assert!(matches!(err, StoreError::Unique(Unique::DeviceMac)));
 }
 
-#[test]
-fn lists_are_newest_first_and_scoped_to_organizations() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = RedbBackend::open(dir.path()).expect("open");
+fn lists_are_newest_first_and_scoped_to_organizations(engine: Engine) {
+    let store = Fixture::new(engine);
+    let db = store.open();
     let a = db.create_organization(org_fields("a")).expect("org a").id;
     let b = db.create_organization(org_fields("b")).expect("org b").id;
     let mut created = Vec::new();
@@ -115,10 +117,9 @@ fn lists_are_newest_first_and_scoped_to_organizations() {
     assert!(only_a.items.iter().all(|d| d.fields.organization == a));
 }
 
-#[test]
-fn filters_count_only_matching_devices() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = RedbBackend::open(dir.path()).expect("open");
+fn filters_count_only_matching_devices(engine: Engine) {
+    let store = Fixture::new(engine);
+    let db = store.open();
     let a = db.create_organization(org_fields("a")).expect("org").id;
     let wisp = ConfigFields {
         backend: ConfigBackend::OpenWisp,
@@ -152,11 +153,10 @@ fn filters_count_only_matching_devices() {
     );
 }
 
-#[test]
-fn data_survives_reopening_and_deleting_an_org_removes_its_devices() {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn data_survives_reopening_and_deleting_an_org_removes_its_devices(engine: Engine) {
+    let store = Fixture::new(engine);
     let (org, device) = {
-        let db = RedbBackend::open(dir.path()).expect("open");
+        let db = store.open();
         let org = db.create_organization(org_fields("a")).expect("org").id;
         (
             org,
@@ -164,7 +164,7 @@ fn data_survives_reopening_and_deleting_an_org_removes_its_devices() {
                 .expect("device"),
         )
     };
-    let db = RedbBackend::open(dir.path()).expect("reopen");
+    let db = store.open();
     assert_eq!(db.device(device.id).expect("read"), Some(device.clone()));
     assert_eq!(
         db.device_by_key(device.fields.key.as_str())
@@ -184,18 +184,18 @@ fn data_survives_reopening_and_deleting_an_org_removes_its_devices() {
 
 #[test]
 fn a_second_process_cannot_open_a_held_data_file() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let _held = RedbBackend::open(dir.path()).expect("open");
-    let second = RedbBackend::open(dir.path());
+    let store = Fixture::new(Engine::Redb);
+    let _held = store.open();
+    let second = KvBackend::open(store.dir.path());
     assert!(matches!(second, Err(StoreError::InUse)));
 }
 
 #[test]
 fn a_newer_schema_is_refused_with_a_clear_message() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    drop(RedbBackend::open(dir.path()).expect("open"));
+    let store = Fixture::new(Engine::Redb);
+    drop(store.open());
     {
-        let db = redb::Database::create(dir.path().join("fleetmq.redb")).expect("raw open");
+        let db = redb::Database::create(store.dir.path().join("fleetmq.redb")).expect("raw open");
         let txn = db.begin_write().expect("txn");
         txn.open_table(fleetmq_store::tables::META)
             .expect("meta")
@@ -203,15 +203,14 @@ fn a_newer_schema_is_refused_with_a_clear_message() {
             .expect("write");
         txn.commit().expect("commit");
     }
-    let err = RedbBackend::open(dir.path()).err().expect("refused");
+    let err = KvBackend::open(store.dir.path()).err().expect("refused");
     assert!(err.to_string().contains("schema version 99"), "{err}");
 }
 
-#[test]
-fn a_user_change_is_seen_through_the_token_cache_at_once() {
+fn a_user_change_is_seen_through_the_token_cache_at_once(engine: Engine) {
     use fleetmq_store::{Password, UserFields, Username};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = RedbBackend::open(dir.path()).expect("open");
+    let store = Fixture::new(engine);
+    let db = store.open();
     let fields = UserFields {
         username: Username::parse("olga").expect("valid"),
         email: String::new(),
@@ -262,10 +261,9 @@ fn a_user_change_is_seen_through_the_token_cache_at_once() {
     );
 }
 
-#[test]
-fn deep_pages_match_a_full_walk_before_and_after_writes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = RedbBackend::open(dir.path()).expect("open");
+fn deep_pages_match_a_full_walk_before_and_after_writes(engine: Engine) {
+    let store = Fixture::new(engine);
+    let db = store.open();
     let a = db.create_organization(org_fields("a")).expect("org").id;
     let b = db.create_organization(org_fields("b")).expect("org").id;
     let batch: Vec<_> = (0..1234u32)
@@ -328,3 +326,12 @@ fn deep_pages_match_a_full_walk_before_and_after_writes() {
     db.delete_device(newest.id).expect("delete");
     check(&Scope::Orgs(vec![a]));
 }
+
+on_both_engines!(
+    device_names_are_unique_per_organization_ignoring_case,
+    lists_are_newest_first_and_scoped_to_organizations,
+    filters_count_only_matching_devices,
+    data_survives_reopening_and_deleting_an_org_removes_its_devices,
+    a_user_change_is_seen_through_the_token_cache_at_once,
+    deep_pages_match_a_full_walk_before_and_after_writes,
+);

@@ -1,10 +1,10 @@
-//! [`AccountStore`] on redb: organizations, users with their memberships, API tokens.
+//! [`AccountStore`] on the kv tables: organizations, users with their memberships, API tokens.
 
 use std::collections::BTreeSet;
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use crate::kv::{ReadableTable, WriteTransaction};
 
-use super::RedbBackend;
+use super::KvBackend;
 use super::device_plane;
 use super::devices::{counter_key, delete_device_in, load_device};
 use super::paging::{created_key, ids_paired_with, ids_under, page_index, paged};
@@ -72,7 +72,7 @@ fn load_user(txn: &WriteTransaction, id: UserId) -> Result<User> {
     get_record(&table, "users", id.key())?.ok_or(StoreError::NotFound)
 }
 
-impl AccountStore for RedbBackend {
+impl AccountStore for KvBackend {
     fn create_organization(&self, fields: OrganizationFields) -> Result<Organization> {
         let now = Timestamp::now();
         let org = Organization {

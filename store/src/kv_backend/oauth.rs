@@ -1,9 +1,9 @@
-//! [`OAuthStore`] on redb: OAuth clients and their access tokens, both kept only hashed.
+//! [`OAuthStore`] on the kv tables: OAuth clients and their access tokens, both kept only hashed.
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use crate::kv::{ReadableTable, WriteTransaction};
 use uuid::Uuid;
 
-use super::RedbBackend;
+use super::KvBackend;
 use super::paging::{created_key, ids_under, paged};
 use super::record::{cat, decode, encode, get_record};
 use crate::oauth::{generate_secret, secret_hash};
@@ -52,7 +52,7 @@ fn forget_tokens(
     Ok(())
 }
 
-impl OAuthStore for RedbBackend {
+impl OAuthStore for KvBackend {
     fn create_oauth_client(
         &self,
         name: String,

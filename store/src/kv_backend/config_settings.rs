@@ -1,13 +1,13 @@
-//! [`ConfigSettingsStore`] on redb: each organization's settings under its id, a unique index
+//! [`ConfigSettingsStore`] on the kv tables: each organization's settings under its id, a unique index
 //! from shared secret to organization, and [`org_context`], what rendering reads of them.
 
 use std::collections::BTreeSet;
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use crate::kv::{ReadableTable, WriteTransaction};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::RedbBackend;
+use super::KvBackend;
 use super::configuration::{Known, configuration_changed, renders_differently, settle_device};
 use super::devices::{insert_device_indexes, load_device, store_device_in};
 use super::paging::ids_under;
@@ -75,7 +75,7 @@ fn org_exists(txn: &WriteTransaction, org: OrgId) -> Result<bool> {
     Ok(txn.open_table(ORGANIZATIONS)?.get(org.key())?.is_some())
 }
 
-impl ConfigSettingsStore for RedbBackend {
+impl ConfigSettingsStore for KvBackend {
     fn config_settings(&self, org: OrgId) -> Result<ConfigSettings> {
         {
             let txn = self.db.begin_read()?;
@@ -204,12 +204,11 @@ impl ConfigSettingsStore for RedbBackend {
 
 #[cfg(test)]
 mod tests {
-    use redb::ReadableDatabase;
 
     use super::*;
     use crate::{AccountStore, OrganizationFields, Slug};
 
-    fn org(db: &RedbBackend, slug: &str) -> OrgId {
+    fn org(db: &KvBackend, slug: &str) -> OrgId {
         let fields = OrganizationFields {
             name: slug.to_owned(),
             slug: Slug::parse(slug).expect("slug"),
@@ -224,7 +223,7 @@ mod tests {
     #[test]
     fn settings_are_created_on_first_read_and_found_by_secret_until_the_org_goes() {
         let dir = tempfile::tempdir().expect("dir");
-        let db = RedbBackend::open(dir.path()).expect("open");
+        let db = KvBackend::open(dir.path()).expect("open");
         let acme = org(&db, "acme");
         let first = db.config_settings(acme).expect("settings");
         assert_eq!(db.config_settings(acme).expect("settings"), first);
@@ -237,13 +236,14 @@ mod tests {
         let mut changed = first.clone();
         changed.context.insert("ssid".into(), "acme-wifi".into());
         db.replace_config_settings(acme, changed).expect("replace");
-        let txn = db.db.begin_read().expect("read");
-        let table = txn.open_table(ORG_CONFIG_SETTINGS).expect("table");
-        assert_eq!(
-            org_context(&table, acme).expect("context").get("ssid"),
-            Some(&Value::from("acme-wifi"))
-        );
-        drop((table, txn));
+        {
+            let txn = db.db.begin_read().expect("read");
+            let table = txn.open_table(ORG_CONFIG_SETTINGS).expect("table");
+            assert_eq!(
+                org_context(&table, acme).expect("context").get("ssid"),
+                Some(&Value::from("acme-wifi"))
+            );
+        }
 
         let other = org(&db, "other");
         let mut clash = db.config_settings(other).expect("settings");

@@ -1,10 +1,10 @@
-//! [`DevicePlane`] on redb: locations, credentials and connections, commands, telemetry.
+//! [`DevicePlane`] on the kv tables: locations, credentials and connections, commands, telemetry.
 
 use std::collections::HashMap;
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use crate::kv::{ReadableTable, WriteTransaction};
 
-use super::RedbBackend;
+use super::KvBackend;
 use super::devices::load_device;
 use super::paging::{
     created_key, id_of, ids_paired_with, ids_under, org_prefix, page_of, visible_keys,
@@ -203,7 +203,7 @@ fn size_of(len: usize) -> i64 {
 
 /// The keys and value sizes of a range, from its start while `take(size)` says so.
 fn keys_and_sizes(
-    range: redb::Range<'_, &'static [u8], &'static [u8]>,
+    range: crate::kv::Range<'_, &'static [u8], &'static [u8]>,
     mut take: impl FnMut(usize) -> bool,
 ) -> Result<Vec<(Vec<u8>, usize)>> {
     let mut out = Vec::new();
@@ -220,7 +220,7 @@ fn keys_and_sizes(
 
 /// The bytes of a device's whole history, counted (for a history older than its counter).
 fn history_bytes(
-    history: &redb::Table<'_, &'static [u8], &'static [u8]>,
+    history: &crate::kv::Table<'_, &'static [u8], &'static [u8]>,
     device: DeviceId,
 ) -> Result<i64> {
     let lo = cat(&[&device.bytes(), &[0u8; 16]]);
@@ -323,7 +323,7 @@ fn record_session_in(txn: &WriteTransaction, device: DeviceId, session: MqttSess
     Ok(())
 }
 
-impl DevicePlane for RedbBackend {
+impl DevicePlane for KvBackend {
     fn device_location(&self, device: DeviceId) -> Result<Option<Location>> {
         let txn = self.db.begin_read()?;
         let Some(link) = txn

@@ -1,14 +1,14 @@
-//! [`DeviceStore`] on redb: devices with their configuration, per-scope device counts, and the
+//! [`DeviceStore`] on the kv tables: devices with their configuration, per-scope device counts, and the
 //! logins the broker checks.
 
 use std::collections::BTreeSet;
 
-use redb::{ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use crate::kv::{ReadableTable, Table, WriteTransaction};
 
 use super::configuration::{Known, configuration_changed, renders_differently, settle_device};
 use super::paging::{ANCHOR_STRIDE, MergeDesc, created_key, id_of, index_desc, successor};
 use super::record::{cat, encode, get_record, lookup_by};
-use super::{RedbBackend, device_plane, software, upgrade};
+use super::{KvBackend, device_plane, software, upgrade};
 use crate::tables::*;
 use crate::{
     ConfigFields, ConfigStatus, Device, DeviceConfig, DeviceFields, DeviceFilter, DeviceId,
@@ -23,7 +23,11 @@ pub(super) fn counter_key(org: Option<OrgId>) -> Vec<u8> {
     }
 }
 
-pub(super) fn bump(counters: &mut Table<&[u8], u64>, key: &[u8], delta: i64) -> Result<()> {
+pub(super) fn bump(
+    counters: &mut Table<'_, &'static [u8], u64>,
+    key: &[u8],
+    delta: i64,
+) -> Result<()> {
     let current = counters.get(key)?.map(|v| v.value()).unwrap_or(0);
     let next = current.saturating_add_signed(delta);
     counters.insert(key, next)?;
@@ -153,7 +157,7 @@ fn new_device(fields: DeviceFields, config: Option<ConfigFields>) -> Device {
     }
 }
 
-impl DeviceStore for RedbBackend {
+impl DeviceStore for KvBackend {
     fn device_login(&self, id: DeviceId) -> Result<Option<crate::DeviceLogin>> {
         if let Some(login) = self.logins.get(&id) {
             return Ok(Some(login));

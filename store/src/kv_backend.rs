@@ -1,5 +1,6 @@
-//! [`Backend`] on an embedded redb file: one file under the data directory, one transaction per
-//! call, durable when the call returns.
+//! [`Backend`] on [`crate::kv`] tables: an embedded redb file under the data directory, or a
+//! PostgreSQL database several nodes share. One transaction per call, durable when the call
+//! returns; the same code on both engines.
 //!
 //! This file holds the handle, opening (creating every table, refusing newer schemas) and the
 //! health check; each part of [`Backend`] is implemented in its own module. Every table is
@@ -29,7 +30,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use crate::kv::{Database, PostgresOptions, ReadableTable};
 
 use crate::tables::*;
 use crate::{Backend, DeviceId, Result, StoreError, StoreOptions, TokenCache};
@@ -54,8 +55,8 @@ mod vpn;
 /// The file name inside the data directory.
 pub const DATA_FILE: &str = "fleetmq.redb";
 
-/// fleetmq's domain on redb.
-pub struct RedbBackend {
+/// fleetmq's domain on kv tables.
+pub struct KvBackend {
     db: Database,
     tokens: TokenCache,
     anchors: PageAnchors,
@@ -66,19 +67,31 @@ pub struct RedbBackend {
     vault: fleetmq_pki::KeyVault,
 }
 
-impl RedbBackend {
+impl KvBackend {
     /// Opens (creating when missing) the data file under `dir`, and refuses files written by a
     /// newer schema. Fails with [`StoreError::InUse`] when another process holds the file.
     pub fn open(dir: &Path) -> Result<Self> {
         Self::open_with(dir, &StoreOptions::default())
     }
 
-    /// [`RedbBackend::open`] with explicit options.
+    /// [`KvBackend::open`] with explicit options.
     pub fn open_with(dir: &Path, options: &StoreOptions) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(e.into()))?;
-        let db = Database::builder()
+        let db = redb::Database::builder()
             .set_cache_size(options.cache_bytes)
             .create(dir.join(DATA_FILE))?;
+        Self::init(Database::redb(db), dir, options)
+    }
+
+    /// Connects to the PostgreSQL database `postgres` names, creating the tables it lacks, and
+    /// refuses a database written by a newer schema. The sealing secret is
+    /// `options.pki_secret`, else the file in `dir` (every node must use the same one).
+    pub fn connect(postgres: &PostgresOptions, dir: &Path, options: &StoreOptions) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(e.into()))?;
+        Self::init(Database::postgres(postgres)?, dir, options)
+    }
+
+    fn init(db: Database, dir: &Path, options: &StoreOptions) -> Result<Self> {
         let secret = match &options.pki_secret {
             Some(secret) => secret.clone(),
             None => fleetmq_pki::load_or_create_secret(&dir.join(crate::PKI_SECRET_FILE)).map_err(
@@ -219,7 +232,7 @@ impl RedbBackend {
     }
 }
 
-impl Backend for RedbBackend {
+impl Backend for KvBackend {
     fn check(&self) -> Result<()> {
         let txn = self.db.begin_read()?;
         txn.open_table(META)?.get("schema_version")?;
@@ -235,10 +248,6 @@ impl Backend for RedbBackend {
     }
 
     fn cache_use(&self) -> crate::CacheUse {
-        let stats = self.db.cache_stats();
-        crate::CacheUse {
-            bytes: u64::try_from(stats.used_bytes()).unwrap_or(u64::MAX),
-            evictions: stats.evictions(),
-        }
+        self.db.cache_use()
     }
 }
