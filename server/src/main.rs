@@ -236,6 +236,14 @@ struct ServeArgs {
     /// server's memory grows to about this much beside its connections, then stays.
     #[arg(long, env = "FLEETMQ_STORE_CACHE_MIB", default_value_t = 256)]
     store_cache_mib: usize,
+    /// Keep the tables in PostgreSQL instead of the data directory's redb file:
+    /// `postgres://user:password@host:port/database`. Several nodes may share one database
+    /// (docs/scaling.md). Firmware files stay in the data directory.
+    #[arg(long, env = "FLEETMQ_STORE", hide_env_values = true, value_parser = postgres_url)]
+    store: Option<String>,
+    /// PostgreSQL connections this node keeps at most (with --store).
+    #[arg(long, env = "FLEETMQ_STORE_CONNECTIONS", default_value_t = 16)]
+    store_connections: u32,
 
     // --- PKI ---
     /// The secret private keys of CAs and certificates are sealed with at rest (at least 32
@@ -457,6 +465,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store: fleetmq_store::StoreOptions {
             cache_bytes: args.store_cache_mib.max(1).saturating_mul(1024 * 1024),
             pki_secret: args.pki_secret.map(|s| s.0.into_bytes()),
+            postgres: args.store.map(|url| fleetmq_store::PostgresOptions {
+                max_connections: args.store_connections.max(1),
+                ..fleetmq_store::PostgresOptions::new(url)
+            }),
         },
         http_addr: args.http_addr,
         mqtt_addr: args.mqtt_addr,
@@ -621,6 +633,15 @@ impl StopSignals {
                 std::future::pending::<()>().await;
             }
         }
+    }
+}
+
+/// `--store`: a PostgreSQL URL (the redb file needs no flag).
+fn postgres_url(value: &str) -> Result<String, String> {
+    if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+        Ok(value.to_owned())
+    } else {
+        Err("expected postgres://user:password@host:port/database".to_owned())
     }
 }
 

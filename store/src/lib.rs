@@ -196,6 +196,10 @@ pub struct StoreOptions {
     /// The secret private keys are sealed with at rest. `None`: the secret kept in
     /// [`PKI_SECRET_FILE`] beside the data file, generated (mode 0600) on first start.
     pub pki_secret: Option<Vec<u8>>,
+    /// Keep the tables in this PostgreSQL database instead of the redb file (several nodes
+    /// may share it). Firmware files, floor plan images and, without `pki_secret`, the
+    /// sealing secret stay in the data directory.
+    pub postgres: Option<PostgresOptions>,
 }
 
 /// Where the server secret that seals private keys is kept inside the data directory when no
@@ -208,6 +212,7 @@ impl Default for StoreOptions {
         Self {
             cache_bytes: 256 * 1024 * 1024,
             pki_secret: None,
+            postgres: None,
         }
     }
 }
@@ -229,14 +234,18 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the embedded redb store under `data_dir` (blocking; call before serving).
+    /// Opens the embedded redb store under `data_dir` (blocking; call before serving); with
+    /// [`StoreOptions::postgres`], the tables are in that database instead.
     pub fn open(data_dir: &Path) -> Result<Self> {
         Self::open_with(data_dir, &StoreOptions::default())
     }
 
     /// [`Store::open`] with explicit options.
     pub fn open_with(data_dir: &Path, options: &StoreOptions) -> Result<Self> {
-        let backend = Arc::new(KvBackend::open_with(data_dir, options)?);
+        let backend = Arc::new(match &options.postgres {
+            None => KvBackend::open_with(data_dir, options)?,
+            Some(postgres) => KvBackend::connect(postgres, data_dir, options)?,
+        });
         let blobs = BlobStore::open(&data_dir.join("firmware"))
             .map_err(|e| StoreError::Database(e.into()))?;
         let removed = sweep_firmware(backend.as_ref(), &blobs)?;

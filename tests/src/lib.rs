@@ -52,6 +52,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     server: Option<Server>,
     data_dir: TempDir,
+    /// The PostgreSQL database of its tables, when the suite runs on PostgreSQL.
+    postgres: Option<String>,
 }
 
 /// The password `admin` gets in tests.
@@ -66,7 +68,8 @@ impl TestApp {
     /// Starts a server whose configuration `tweak` adjusts (timeouts, retention, ...).
     pub async fn spawn_with(tweak: impl Fn(&mut Config)) -> TestApp {
         let data_dir = tempfile::tempdir().expect("temporary data directory");
-        let mut config = config(&data_dir);
+        let postgres = store_engine();
+        let mut config = config(&data_dir, postgres.as_deref());
         tweak(&mut config);
         let server = Server::start(config).await.expect("server starts");
         let admin_token = server
@@ -81,6 +84,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             server: Some(server),
             data_dir,
+            postgres,
         }
     }
 
@@ -95,7 +99,7 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
-        let mut config = config(&self.data_dir);
+        let mut config = config(&self.data_dir, self.postgres.as_deref());
         tweak(&mut config);
         let server = Server::start(config).await.expect("server starts");
         assert!(
@@ -111,6 +115,11 @@ impl TestApp {
     /// The server's data directory (firmware files live in `firmware/` under it).
     pub fn data_dir(&self) -> &std::path::Path {
         self.data_dir.path()
+    }
+
+    /// Whether its tables are in PostgreSQL (the suite runs with `FLEETMQ_TEST_STORE=postgres`).
+    pub fn on_postgres(&self) -> bool {
+        self.postgres.is_some()
     }
 
     /// Where the REST API listens.
@@ -347,13 +356,35 @@ pub fn mac_for(name: &str) -> String {
     )
 }
 
-fn config(dir: &TempDir) -> Config {
-    Config {
+fn config(dir: &TempDir, postgres: Option<&str>) -> Config {
+    let mut config = Config {
         data_dir: dir.path().to_path_buf(),
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         admin_password: Some(ADMIN_PASSWORD.to_owned()),
         ..Config::default()
+    };
+    config.store.postgres = postgres.map(fleetmq_store::PostgresOptions::new);
+    config
+}
+
+/// The environment variable that runs the suite on PostgreSQL: `FLEETMQ_TEST_STORE=postgres`
+/// (unset or `redb`: the embedded file).
+pub const STORE_ENGINE_VAR: &str = "FLEETMQ_TEST_STORE";
+
+/// A fresh PostgreSQL database for a new app when the suite runs on PostgreSQL (one
+/// throwaway server per test binary), else `None`.
+pub fn store_engine() -> Option<String> {
+    match std::env::var(STORE_ENGINE_VAR).as_deref() {
+        Ok("postgres") => {
+            static SERVER: std::sync::OnceLock<postgres::TempPostgres> = std::sync::OnceLock::new();
+            let server = SERVER.get_or_init(|| {
+                postgres::TempPostgres::start(postgres::Durability::Off).expect("PostgreSQL starts")
+            });
+            Some(server.database().expect("a fresh database"))
+        }
+        Ok("redb") | Err(_) => None,
+        Ok(other) => panic!("{STORE_ENGINE_VAR}={other}: expected postgres or redb"),
     }
 }
 

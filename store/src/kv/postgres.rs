@@ -27,7 +27,7 @@ const FIRST_CHUNK: i64 = 128;
 const MAX_CHUNK: i64 = 4096;
 
 /// Where the database is and how many connections a node may hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct PostgresOptions {
     /// `postgres://user:password@host:port/database` (or libpq's `key=value` form).
     pub url: String,
@@ -48,10 +48,33 @@ impl PostgresOptions {
     }
 }
 
+impl std::fmt::Debug for PostgresOptions {
+    /// Without the URL, which may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("url", &"…")
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
 /// Connections to one database, and the tables known to exist in it.
 pub(super) struct Pool {
-    connections: r2d2::Pool<Manager>,
+    /// `None` only while dropping.
+    connections: Option<r2d2::Pool<Manager>>,
     tables: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Drop for Pool {
+    /// Closing a connection blocks on the client's own runtime, which panics on a thread that
+    /// drives async tasks, and the last handle to a store may well be dropped on one: the
+    /// connections are closed on a thread of their own.
+    fn drop(&mut self) {
+        if let Some(connections) = self.connections.take() {
+            std::thread::spawn(move || drop(connections));
+        }
+    }
 }
 
 pub(super) enum Mode {
@@ -68,13 +91,16 @@ impl Pool {
             .connection_timeout(options.connect_timeout)
             .build(Manager { config })?;
         Ok(Self {
-            connections,
+            connections: Some(connections),
             tables: Arc::default(),
         })
     }
 
     pub(super) fn begin(&self, mode: Mode) -> Result<Txn> {
-        let mut conn = self.connections.get()?;
+        let Some(connections) = &self.connections else {
+            return Err(StoreError::Task("the store is closing".to_owned()));
+        };
+        let mut conn = connections.get()?;
         let begin = match mode {
             Mode::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY".to_owned(),
             Mode::Write => format!("BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})"),

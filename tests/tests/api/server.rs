@@ -66,6 +66,11 @@ async fn metrics_show_the_store_cache_growing_with_the_data_as_a_gauge() {
         assert_eq!(device.status, 201, "{}", device.body);
     }
     let after = app.metrics().await;
+    if app.on_postgres() {
+        // PostgreSQL caches in its own server: the gauge stays 0.
+        assert_eq!(series(&after, "fleetmq_store_cache_bytes"), 0);
+        return app.shutdown().await;
+    }
     assert!(
         series(&after, "fleetmq_store_cache_bytes") > series(&before, "fleetmq_store_cache_bytes"),
         "40 devices later the store keeps more in memory:\n{before}\n{after}"
