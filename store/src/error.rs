@@ -37,6 +37,18 @@ pub enum StoreError {
     /// No PostgreSQL connection became free (or could be made) in time.
     #[error("no PostgreSQL connection: {0}")]
     PostgresPool(#[from] r2d2::Error),
+    /// A store migration's target already holds data; nothing was copied.
+    #[error("the target store is not empty (table {table} holds data); migrate into an empty one")]
+    TargetNotEmpty {
+        /// The first table found holding data.
+        table: String,
+    },
+    /// A store migration's copy does not match its source (entry count or checksum).
+    #[error("the copy of table {table} differs from its source")]
+    CopyDiffers {
+        /// The first table that differs.
+        table: String,
+    },
     /// A stored key could not be decoded: a bug or a damaged database.
     #[error("corrupt key in table {table}")]
     CorruptKey {

@@ -120,105 +120,8 @@ impl KvBackend {
                     meta.insert("schema_version", SCHEMA_VERSION)?;
                 }
             }
-            txn.open_table(COUNTERS)?;
-            txn.open_table(ORGANIZATIONS)?;
-            txn.open_table(ORGANIZATION_SLUGS)?;
-            txn.open_table(ORGANIZATIONS_BY_CREATED)?;
-            txn.open_table(USERS)?;
-            txn.open_table(USERNAMES)?;
-            txn.open_table(USER_EMAILS)?;
-            txn.open_table(USERS_BY_CREATED)?;
-            txn.open_table(ORGANIZATION_MEMBERS)?;
-            txn.open_table(TOKENS)?;
-            txn.open_table(USER_TOKENS)?;
-            txn.open_table(DEVICES)?;
-            txn.open_table(DEVICES_BY_CREATED)?;
-            txn.open_table(DEVICES_BY_ORG)?;
-            txn.open_table(DEVICE_NAMES)?;
-            txn.open_table(DEVICE_MACS)?;
-            txn.open_table(DEVICE_KEYS)?;
-            txn.open_table(DEVICE_LOCATIONS)?;
-            txn.open_table(LOCATIONS)?;
-            txn.open_table(FLOORPLANS)?;
-            txn.open_table(LOCATION_FLOORPLANS)?;
-            txn.open_table(CREDENTIALS)?;
-            txn.open_table(CREDENTIALS_BY_ORG)?;
-            txn.open_table(MQTT_CREDENTIALS)?;
-            txn.open_table(CONNECTIONS)?;
-            txn.open_table(DEVICE_CONNECTIONS)?;
-            txn.open_table(CONNECTION_PAIRS)?;
-            txn.open_table(CREDENTIALS_CONNECTIONS)?;
-            txn.open_table(COMMANDS)?;
-            txn.open_table(DEVICE_COMMANDS)?;
-            txn.open_table(PENDING_COMMANDS)?;
-            txn.open_table(TELEMETRY_LATEST)?;
-            txn.open_table(TELEMETRY)?;
-            txn.open_table(TELEMETRY_BYTES)?;
-            txn.open_table(CATEGORIES)?;
-            txn.open_table(CATEGORIES_BY_ORG)?;
-            txn.open_table(CATEGORY_NAMES)?;
-            txn.open_table(BUILDS)?;
-            txn.open_table(BUILDS_BY_CATEGORY)?;
-            txn.open_table(BUILD_VERSIONS)?;
-            txn.open_table(IMAGES)?;
-            txn.open_table(IMAGES_BY_BUILD)?;
-            txn.open_table(UPGRADES)?;
-            txn.open_table(UPGRADES_BY_CREATED)?;
-            txn.open_table(DEVICE_UPGRADES)?;
-            txn.open_table(BATCH_UPGRADES)?;
-            txn.open_table(ACTIVE_UPGRADES)?;
-            txn.open_table(BATCHES)?;
-            txn.open_table(BATCHES_BY_CREATED)?;
-            txn.open_table(DEVICE_FIRMWARE)?;
-            txn.open_table(UPDATE_REPORTS)?;
-            txn.open_table(IMAGE_TYPES)?;
-            txn.open_table(SECRETS)?;
-            txn.open_table(TEMPLATES)?;
-            txn.open_table(TEMPLATES_BY_ORG)?;
-            txn.open_table(TEMPLATE_NAMES)?;
-            txn.open_table(TEMPLATE_DEVICES)?;
-            txn.open_table(TEMPLATE_GROUPS)?;
-            txn.open_table(GROUPS)?;
-            txn.open_table(GROUPS_BY_ORG)?;
-            txn.open_table(GROUP_NAMES)?;
-            txn.open_table(GROUP_DEVICES)?;
-            txn.open_table(CAS)?;
-            txn.open_table(CAS_BY_ORG)?;
-            txn.open_table(CAS_BY_SUBJECT)?;
-            txn.open_table(CRLS)?;
-            txn.open_table(REVOKED_SERIALS)?;
-            txn.open_table(CERTS)?;
-            txn.open_table(CERTS_BY_ORG)?;
-            txn.open_table(CA_CERTS)?;
-            txn.open_table(CERTS_BY_COMMON_NAME)?;
-            txn.open_table(DEVICE_CERTS)?;
-            txn.open_table(VPNS)?;
-            txn.open_table(VPNS_BY_ORG)?;
-            txn.open_table(VPN_NAMES)?;
-            txn.open_table(VPN_CLIENTS)?;
-            txn.open_table(VPN_PEERS)?;
-            txn.open_table(VPN_ADDRESSES)?;
-            txn.open_table(ORG_CONFIG_SETTINGS)?;
-            txn.open_table(ORG_SHARED_SECRETS)?;
-            txn.open_table(SOFTWARE)?;
-            txn.open_table(SOFTWARE_VERSIONS)?;
-            txn.open_table(APPLICATIONS)?;
-            txn.open_table(APPLICATION_ORGS)?;
-            txn.open_table(FILTERS)?;
-            txn.open_table(FILTERS_BY_ORG)?;
-            txn.open_table(DEVICE_SOFTWARE)?;
-            txn.open_table(INSTALLATIONS)?;
-            txn.open_table(DEVICE_INSTALLATIONS)?;
-            txn.open_table(ACTIVE_INSTALLATIONS)?;
-            txn.open_table(REFUSED_HOPS)?;
-            txn.open_table(OAUTH_CLIENTS)?;
-            txn.open_table(OAUTH_CLIENTS_BY_ORG)?;
-            txn.open_table(OAUTH_TOKENS)?;
-            txn.open_table(OAUTH_CLIENT_TOKENS)?;
-            txn.open_table(BROKER_RETAINED)?;
-            txn.open_table(BROKER_SESSIONS)?;
-            txn.open_table(BROKER_QUEUED)?;
         }
+        every_table(&mut Create(&txn))?;
         txn.commit()?;
         Ok(Self {
             db,
@@ -229,6 +132,19 @@ impl KvBackend {
             config_changes: crate::ConfigChanges::default(),
             vault: fleetmq_pki::KeyVault::new(&secret),
         })
+    }
+}
+
+/// Creates every table that does not exist yet (a new store, or one from an older schema).
+struct Create<'t>(&'t crate::kv::WriteTransaction);
+
+impl EveryTable for Create<'_> {
+    fn table<K: crate::kv::Key, V: crate::kv::Value + 'static>(
+        &mut self,
+        definition: crate::kv::TableDefinition<K, V>,
+    ) -> Result<()> {
+        self.0.open_table(definition)?;
+        Ok(())
     }
 }
 

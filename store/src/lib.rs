@@ -58,6 +58,7 @@ pub mod kv;
 pub mod kv_backend;
 pub mod location;
 pub mod memo;
+pub mod migrate;
 pub mod mqtt_login;
 pub mod oauth;
 pub mod organization;

@@ -1,7 +1,8 @@
 //! Every redb table, in one place. Values are JSON-encoded domain records; index tables map
 //! byte keys built from ids and timestamps so ranges come out in the order lists need.
 
-use redb::TableDefinition;
+use crate::Result;
+use crate::kv::{Key, TableDefinition, Value};
 
 /// Schema version of the data file this build writes. 2: `telemetry_bytes` keeps each
 /// device's history size (a build without it would let the sizes drift). 3: templates and
@@ -269,3 +270,117 @@ pub const BROKER_SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("
 /// session's rows fall into, whatever their keys share as a prefix.
 pub const BROKER_QUEUED: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("broker_queued");
+
+/// Something done to every table in turn: creating them at open, copying a store, comparing
+/// two copies.
+pub trait EveryTable {
+    /// Called once per table, in the order of [`every_table`].
+    fn table<K: Key, V: Value + 'static>(
+        &mut self,
+        definition: TableDefinition<K, V>,
+    ) -> Result<()>;
+}
+
+/// Calls `visit` with every table fleetmq keeps ([`META`] first). A new table goes here too.
+pub fn every_table(visit: &mut impl EveryTable) -> Result<()> {
+    visit.table(META)?;
+    visit.table(COUNTERS)?;
+    visit.table(ORGANIZATIONS)?;
+    visit.table(ORGANIZATION_SLUGS)?;
+    visit.table(ORGANIZATIONS_BY_CREATED)?;
+    visit.table(USERS)?;
+    visit.table(USERNAMES)?;
+    visit.table(USER_EMAILS)?;
+    visit.table(USERS_BY_CREATED)?;
+    visit.table(ORGANIZATION_MEMBERS)?;
+    visit.table(TOKENS)?;
+    visit.table(USER_TOKENS)?;
+    visit.table(DEVICES)?;
+    visit.table(DEVICES_BY_CREATED)?;
+    visit.table(DEVICES_BY_ORG)?;
+    visit.table(DEVICE_NAMES)?;
+    visit.table(DEVICE_MACS)?;
+    visit.table(DEVICE_KEYS)?;
+    visit.table(DEVICE_LOCATIONS)?;
+    visit.table(LOCATIONS)?;
+    visit.table(FLOORPLANS)?;
+    visit.table(LOCATION_FLOORPLANS)?;
+    visit.table(CREDENTIALS)?;
+    visit.table(CREDENTIALS_BY_ORG)?;
+    visit.table(MQTT_CREDENTIALS)?;
+    visit.table(CONNECTIONS)?;
+    visit.table(DEVICE_CONNECTIONS)?;
+    visit.table(CONNECTION_PAIRS)?;
+    visit.table(CREDENTIALS_CONNECTIONS)?;
+    visit.table(COMMANDS)?;
+    visit.table(DEVICE_COMMANDS)?;
+    visit.table(PENDING_COMMANDS)?;
+    visit.table(TELEMETRY_LATEST)?;
+    visit.table(TELEMETRY)?;
+    visit.table(TELEMETRY_BYTES)?;
+    visit.table(CATEGORIES)?;
+    visit.table(CATEGORIES_BY_ORG)?;
+    visit.table(CATEGORY_NAMES)?;
+    visit.table(BUILDS)?;
+    visit.table(BUILDS_BY_CATEGORY)?;
+    visit.table(BUILD_VERSIONS)?;
+    visit.table(IMAGES)?;
+    visit.table(IMAGES_BY_BUILD)?;
+    visit.table(UPGRADES)?;
+    visit.table(UPGRADES_BY_CREATED)?;
+    visit.table(DEVICE_UPGRADES)?;
+    visit.table(BATCH_UPGRADES)?;
+    visit.table(ACTIVE_UPGRADES)?;
+    visit.table(BATCHES)?;
+    visit.table(BATCHES_BY_CREATED)?;
+    visit.table(DEVICE_FIRMWARE)?;
+    visit.table(UPDATE_REPORTS)?;
+    visit.table(IMAGE_TYPES)?;
+    visit.table(SECRETS)?;
+    visit.table(TEMPLATES)?;
+    visit.table(TEMPLATES_BY_ORG)?;
+    visit.table(TEMPLATE_NAMES)?;
+    visit.table(TEMPLATE_DEVICES)?;
+    visit.table(TEMPLATE_GROUPS)?;
+    visit.table(GROUPS)?;
+    visit.table(GROUPS_BY_ORG)?;
+    visit.table(GROUP_NAMES)?;
+    visit.table(GROUP_DEVICES)?;
+    visit.table(CAS)?;
+    visit.table(CAS_BY_ORG)?;
+    visit.table(CAS_BY_SUBJECT)?;
+    visit.table(CRLS)?;
+    visit.table(REVOKED_SERIALS)?;
+    visit.table(CERTS)?;
+    visit.table(CERTS_BY_ORG)?;
+    visit.table(CA_CERTS)?;
+    visit.table(CERTS_BY_COMMON_NAME)?;
+    visit.table(DEVICE_CERTS)?;
+    visit.table(VPNS)?;
+    visit.table(VPNS_BY_ORG)?;
+    visit.table(VPN_NAMES)?;
+    visit.table(VPN_CLIENTS)?;
+    visit.table(VPN_PEERS)?;
+    visit.table(VPN_ADDRESSES)?;
+    visit.table(ORG_CONFIG_SETTINGS)?;
+    visit.table(ORG_SHARED_SECRETS)?;
+    visit.table(SOFTWARE)?;
+    visit.table(SOFTWARE_VERSIONS)?;
+    visit.table(APPLICATIONS)?;
+    visit.table(APPLICATION_ORGS)?;
+    visit.table(FILTERS)?;
+    visit.table(FILTERS_BY_ORG)?;
+    visit.table(DEVICE_SOFTWARE)?;
+    visit.table(INSTALLATIONS)?;
+    visit.table(DEVICE_INSTALLATIONS)?;
+    visit.table(ACTIVE_INSTALLATIONS)?;
+    visit.table(REFUSED_HOPS)?;
+    visit.table(OAUTH_CLIENTS)?;
+    visit.table(OAUTH_CLIENTS_BY_ORG)?;
+    visit.table(OAUTH_TOKENS)?;
+    visit.table(OAUTH_CLIENT_TOKENS)?;
+    visit.table(BROKER_RETAINED)?;
+    visit.table(BROKER_SESSIONS)?;
+    visit.table(BROKER_QUEUED)?;
+    Ok(())
+}

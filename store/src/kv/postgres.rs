@@ -88,6 +88,9 @@ impl Pool {
         let connections = r2d2::Pool::builder()
             .max_size(options.max_connections.max(1))
             .min_idle(Some(1))
+            // A broken connection fails its call (and is then dropped); checking each
+            // one out with a query first would cost every transaction a round trip.
+            .test_on_check_out(false)
             .connection_timeout(options.connect_timeout)
             .build(Manager { config })?;
         Ok(Self {

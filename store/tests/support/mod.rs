@@ -72,6 +72,14 @@ impl Fixture {
         data
     }
 
+    /// Where its tables are, for `fleetmq_store::migrate`.
+    pub fn location(&self) -> fleetmq_store::migrate::Location {
+        match &self.postgres {
+            None => fleetmq_store::migrate::Location::Redb(self.dir.path().to_path_buf()),
+            Some(url) => fleetmq_store::migrate::Location::Postgres(PostgresOptions::new(url)),
+        }
+    }
+
     pub fn try_open(&self, options: &StoreOptions) -> Result<KvBackend> {
         match &self.postgres {
             None => KvBackend::open_with(self.dir.path(), options),

@@ -1,0 +1,167 @@
+//! `fleetmq store migrate`: a store copied to the other engine holds the same data, reads the
+//! same through the backend, and an occupied target is refused untouched.
+
+#[macro_use]
+mod support;
+use support::{Engine, Fixture};
+
+use fleetmq_store::migrate::migrate;
+use fleetmq_store::{
+    AccountStore, DeviceFields, DeviceFilter, DeviceKey, DeviceName, DevicePlane, DeviceStore,
+    MacAddress, OrganizationFields, PageRequest, Password, Scope, Slug, StoreError, TelemetryRange,
+    TelemetrySample, Timestamp, UserFields, Username,
+};
+
+const ALL: PageRequest = PageRequest {
+    offset: 0,
+    limit: 1000,
+};
+
+/// Organizations, devices, telemetry, a user and a token in a new store of `engine`.
+fn populated(engine: Engine) -> (Fixture, String) {
+    let store = Fixture::new(engine);
+    let db = store.open();
+    for slug in ["north", "south"] {
+        let org = db
+            .create_organization(OrganizationFields {
+                name: slug.to_uppercase(),
+                slug: Slug::parse(slug).expect("slug"),
+                description: String::new(),
+                email: String::new(),
+                url: String::new(),
+                is_active: true,
+            })
+            .expect("org")
+            .id;
+        for n in 0..30u32 {
+            let device = db
+                .create_device(
+                    DeviceFields {
+                        name: DeviceName::parse(&format!("{slug}-{n}")).expect("name"),
+                        organization: org,
+                        group: None,
+                        mac_address: MacAddress::parse(&format!("00:11:22:33:44:{n:02x}"))
+                            .expect("mac"),
+                        key: DeviceKey::generate(),
+                        last_ip: None,
+                        management_ip: None,
+                        model: "ap".into(),
+                        os: String::new(),
+                        system: String::new(),
+                        notes: String::new(),
+                        hardware_id: String::new(),
+                    },
+                    None,
+                )
+                .expect("device");
+            let samples = (1..=3)
+                .map(|i| TelemetrySample {
+                    device: device.id,
+                    timestamp: Timestamp::from_micros(Timestamp::now().as_micros() - i * 1_000_000),
+                    received: Timestamp::now(),
+                    metrics: serde_json::json!({"cpu": i})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                })
+                .collect();
+            db.append_telemetry(samples, Timestamp::from_micros(0), u64::MAX)
+                .expect("telemetry");
+        }
+    }
+    let user = db
+        .create_user(
+            UserFields {
+                username: Username::parse("olga").expect("username"),
+                email: "olga@example.com".into(),
+                first_name: String::new(),
+                last_name: String::new(),
+                is_superuser: true,
+                is_active: true,
+                groups: vec![],
+                memberships: vec![],
+            },
+            Password::parse("long-password").expect("password"),
+        )
+        .expect("user");
+    let token = db.create_token(user.id).expect("token");
+    (store, token.as_str().to_owned())
+}
+
+fn other(engine: Engine) -> Engine {
+    match engine {
+        Engine::Redb => Engine::Postgres,
+        Engine::Postgres => Engine::Redb,
+    }
+}
+
+fn a_store_copied_to_the_other_engine_reads_the_same(engine: Engine) {
+    let (source, token) = populated(engine);
+    let target = Fixture::new(other(engine));
+    let tables = migrate(&source.location(), &target.location()).expect("migrated");
+    let devices = tables
+        .iter()
+        .find(|t| t.name == "devices")
+        .expect("the devices table");
+    assert_eq!(devices.entries, 60);
+    assert!(
+        tables
+            .iter()
+            .any(|t| t.name == "telemetry" && t.entries == 180)
+    );
+
+    let (before, after) = (source.open(), target.open());
+    let list = |db: &fleetmq_store::KvBackend| {
+        db.list_devices(&Scope::All, &DeviceFilter::default(), ALL)
+            .expect("list")
+    };
+    let (listed, copied) = (list(&before), list(&after));
+    assert_eq!(copied.count, 60);
+    assert_eq!(copied.items, listed.items, "same devices, same order");
+    let device = copied.items[7].id;
+    assert_eq!(
+        after
+            .telemetry_history(device, TelemetryRange::default(), ALL)
+            .expect("history"),
+        before
+            .telemetry_history(device, TelemetryRange::default(), ALL)
+            .expect("history")
+    );
+    let user = after
+        .user_for_token(&token)
+        .expect("read")
+        .expect("the token still logs the user in");
+    assert_eq!(user.fields.username.as_str(), "olga");
+    // The copy is a working store: it takes writes and keeps its rules.
+    let duplicate = after.create_device(copied.items[0].fields.clone(), None);
+    assert!(
+        matches!(duplicate, Err(StoreError::Unique(_))),
+        "{duplicate:?}"
+    );
+}
+
+fn a_target_holding_data_is_refused_and_left_as_it_was(engine: Engine) {
+    let (source, _) = populated(engine);
+    let (target, token) = populated(other(engine));
+    let before = target
+        .open()
+        .list_devices(&Scope::All, &DeviceFilter::default(), ALL)
+        .expect("list");
+    let refused = migrate(&source.location(), &target.location());
+    assert!(
+        matches!(refused, Err(StoreError::TargetNotEmpty { .. })),
+        "{refused:?}"
+    );
+    let db = target.open();
+    assert_eq!(
+        db.list_devices(&Scope::All, &DeviceFilter::default(), ALL)
+            .expect("list"),
+        before
+    );
+    assert!(db.user_for_token(&token).expect("read").is_some());
+}
+
+on_both_engines!(
+    a_store_copied_to_the_other_engine_reads_the_same,
+    a_target_holding_data_is_refused_and_left_as_it_was,
+);
