@@ -33,7 +33,7 @@ pub enum StoreError {
     Database(#[from] redb::Error),
     /// PostgreSQL failed or could not be reached.
     #[error("PostgreSQL error: {0}")]
-    Postgres(#[from] postgres::Error),
+    Postgres(#[from] tokio_postgres::Error),
     /// No PostgreSQL connection became free (or could be made) in time.
     #[error("no PostgreSQL connection: {0}")]
     PostgresPool(#[from] r2d2::Error),

@@ -66,12 +66,14 @@ impl TempPostgres {
             "$BIN/pg_ctl" -D "$DIR/data" -m immediate stop >/dev/null 2>&1 || true
             rm -rf "$DIR"
         "#;
+        // More server settings for a run, e.g. statement logging while looking into a test.
+        let extra = std::env::var("FLEETMQ_TEST_POSTGRES_OPTIONS").unwrap_or_default();
         let mut child = command
             .args(["-c", script])
             .env("BIN", &bin)
             .env("DIR", &dir)
             .env("PORT", port.to_string())
-            .env("OPTIONS", fsync)
+            .env("OPTIONS", format!("{fsync} {extra}"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -239,6 +239,8 @@ impl<K: Key, V: Value + 'static> DoubleEndedIterator for Range<'_, K, V> {
 pub trait ReadableTable<K: Key, V: Value + 'static> {
     /// The value under `key`.
     fn get<'a>(&self, key: impl Borrow<K::SelfType<'a>>) -> Result<Option<AccessGuard<'_, V>>>;
+    /// The values under `keys`, in their order; one round trip on PostgreSQL.
+    fn get_many<'a>(&self, keys: &[K::SelfType<'a>]) -> Result<Vec<Option<AccessGuard<'_, V>>>>;
     /// Entries whose keys fall in `range`, in key order.
     fn range<'a, KR>(&self, range: impl RangeBounds<KR> + 'a) -> Result<Range<'_, K, V>>
     where
@@ -284,6 +286,28 @@ macro_rules! readable {
                     ),
                     Engined::Postgres(t) => {
                         Ok(t.get(&K::ordered(key.borrow()))?.map(AccessGuard::owned))
+                    }
+                }
+            }
+
+            fn get_many<'a>(
+                &self,
+                keys: &[K::SelfType<'a>],
+            ) -> Result<Vec<Option<AccessGuard<'_, V>>>> {
+                match &self.0 {
+                    Engined::Redb(t) => keys
+                        .iter()
+                        .map(|key| {
+                            Ok(redb::ReadableTable::get(t, key)?
+                                .map(|g| AccessGuard(Guarded::Redb(g))))
+                        })
+                        .collect(),
+                    Engined::Postgres(t) => {
+                        let ordered: Vec<Vec<u8>> = keys.iter().map(|k| K::ordered(k)).collect();
+                        Ok(t.get_many(&ordered)?
+                            .into_iter()
+                            .map(|v| v.map(AccessGuard::owned))
+                            .collect())
                     }
                 }
             }
@@ -335,32 +359,51 @@ readable!(Table);
 readable!(ReadOnlyTable);
 
 impl<K: Key, V: Value + 'static> Table<'_, K, V> {
-    /// Stores `value` under `key`; returns the value it replaced.
+    /// Stores `value` under `key`, replacing what was there. (redb's also returns the value
+    /// replaced; this one does not, so a PostgreSQL transaction can send its writes together.)
     pub fn insert<'k, 'v>(
         &mut self,
         key: impl Borrow<K::SelfType<'k>>,
         value: impl Borrow<V::SelfType<'v>>,
-    ) -> Result<Option<AccessGuard<'_, V>>> {
+    ) -> Result<()> {
         match &mut self.0 {
-            Engined::Redb(t) => Ok(t.insert(key, value)?.map(|g| AccessGuard(Guarded::Redb(g)))),
-            Engined::Postgres(t) => Ok(t
-                .insert(
-                    &K::ordered(key.borrow()),
-                    V::as_bytes(value.borrow()).as_ref(),
-                )?
-                .map(AccessGuard::owned)),
+            Engined::Redb(t) => {
+                t.insert(key, value)?;
+                Ok(())
+            }
+            Engined::Postgres(t) => t.insert(
+                &K::ordered(key.borrow()),
+                V::as_bytes(value.borrow()).as_ref(),
+            ),
         }
     }
 
-    /// Removes the entry under `key`; returns its value.
-    pub fn remove<'a>(
+    /// Removes the entry under `key`, if there is one. (redb's also returns the value
+    /// removed; this one does not, for the reason [`Table::insert`] gives.)
+    pub fn remove<'a>(&mut self, key: impl Borrow<K::SelfType<'a>>) -> Result<()> {
+        match &mut self.0 {
+            Engined::Redb(t) => {
+                t.remove(key)?;
+                Ok(())
+            }
+            Engined::Postgres(t) => t.remove(&K::ordered(key.borrow())),
+        }
+    }
+
+    /// Removes the entry under `key` and returns its value, if there was one.
+    pub fn take<'a>(
         &mut self,
         key: impl Borrow<K::SelfType<'a>>,
     ) -> Result<Option<AccessGuard<'_, V>>> {
         match &mut self.0 {
             Engined::Redb(t) => Ok(t.remove(key)?.map(|g| AccessGuard(Guarded::Redb(g)))),
             Engined::Postgres(t) => {
-                Ok(t.remove(&K::ordered(key.borrow()))?.map(AccessGuard::owned))
+                let key = K::ordered(key.borrow());
+                let value = t.get(&key)?;
+                if value.is_some() {
+                    t.remove(&key)?;
+                }
+                Ok(value.map(AccessGuard::owned))
             }
         }
     }

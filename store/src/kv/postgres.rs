@@ -7,14 +7,16 @@
 //! READ ONLY, one snapshot. Range scans fetch in growing chunks from either end, so walking a
 //! few entries of a large table reads a few rows.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use ::postgres::types::ToSql;
-use ::postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
 use crate::{Result, StoreError};
 
@@ -59,20 +61,46 @@ impl std::fmt::Debug for PostgresOptions {
     }
 }
 
-/// Connections to one database, and the tables known to exist in it.
+/// Runs `future` to completion on this thread, parking it while the future waits. The
+/// futures waited on here only exchange messages with connection tasks on the pool's own
+/// runtime, so this works on any thread, an async worker's included (where it blocks, as a
+/// redb call does), and never needs (or enters) the caller's runtime.
+fn wait<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+/// Connections to one database, the runtime their I/O runs on, and the tables known to
+/// exist in it.
 pub(super) struct Pool {
+    connections: r2d2::Pool<Manager>,
+    /// This node's writers queue here, before taking a connection: one at a time asks for
+    /// the database-wide writer lock, and the other connections stay free for readers.
+    writer: Arc<WriterSlot>,
     /// `None` only while dropping.
-    connections: Option<r2d2::Pool<Manager>>,
+    runtime: Option<tokio::runtime::Runtime>,
     tables: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Drop for Pool {
-    /// Closing a connection blocks on the client's own runtime, which panics on a thread that
-    /// drives async tasks, and the last handle to a store may well be dropped on one: the
-    /// connections are closed on a thread of their own.
+    /// Without waiting for the connections' tasks: the last handle to a store may be
+    /// dropped on an async worker, where a runtime must not block.
     fn drop(&mut self) {
-        if let Some(connections) = self.connections.take() {
-            std::thread::spawn(move || drop(connections));
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }
@@ -85,6 +113,17 @@ pub(super) enum Mode {
 impl Pool {
     pub(super) fn connect(options: &PostgresOptions) -> Result<Self> {
         let config: Config = options.url.parse().map_err(StoreError::Postgres)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("fleetmq-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Task(format!("the PostgreSQL runtime: {e}")))?;
+        let manager = Manager {
+            config,
+            runtime: runtime.handle().clone(),
+            timeout: options.connect_timeout,
+        };
         let connections = r2d2::Pool::builder()
             .max_size(options.max_connections.max(1))
             .min_idle(Some(1))
@@ -92,61 +131,112 @@ impl Pool {
             // one out with a query first would cost every transaction a round trip.
             .test_on_check_out(false)
             .connection_timeout(options.connect_timeout)
-            .build(Manager { config })?;
+            .build(manager)?;
         Ok(Self {
-            connections: Some(connections),
+            connections,
+            writer: Arc::default(),
+            runtime: Some(runtime),
             tables: Arc::default(),
         })
     }
 
+    /// A transaction; its BEGIN goes out with its first statement.
     pub(super) fn begin(&self, mode: Mode) -> Result<Txn> {
-        let Some(connections) = &self.connections else {
-            return Err(StoreError::Task("the store is closing".to_owned()));
+        let writing = match mode {
+            Mode::Read => None,
+            Mode::Write => Some(WriterSlot::take(&self.writer)),
         };
-        let mut conn = connections.get()?;
+        let conn = self.connections.get()?;
         let begin = match mode {
             Mode::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY".to_owned(),
             Mode::Write => format!("BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})"),
         };
-        if let Err(e) = conn.client.batch_execute(&begin) {
-            conn.broken = true;
-            return Err(e.into());
-        }
         Ok(Txn {
             conn: RefCell::new(conn),
-            open: Cell::new(true),
+            state: RefCell::new(State::NotBegun(begin)),
+            pending: RefCell::default(),
+            _writing: writing,
             tables: Arc::clone(&self.tables),
             created: RefCell::default(),
         })
     }
 }
 
-struct Manager {
-    config: Config,
+/// Whether one of this node's write transactions is running.
+#[derive(Default)]
+struct WriterSlot {
+    busy: Mutex<bool>,
+    freed: std::sync::Condvar,
 }
 
-/// A connection with the statements prepared on it.
+/// Held by the running write transaction; frees the slot when dropped.
+struct Writing(Arc<WriterSlot>);
+
+impl WriterSlot {
+    fn take(slot: &Arc<WriterSlot>) -> Writing {
+        let mut busy = slot.busy.lock().unwrap_or_else(|e| e.into_inner());
+        while *busy {
+            busy = slot.freed.wait(busy).unwrap_or_else(|e| e.into_inner());
+        }
+        *busy = true;
+        Writing(Arc::clone(slot))
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.0.freed.notify_one();
+    }
+}
+
+struct Manager {
+    config: Config,
+    runtime: tokio::runtime::Handle,
+    timeout: Duration,
+}
+
+/// A connection with the statements prepared on it, and the runtime its I/O runs on.
 pub(super) struct Conn {
-    client: Client,
+    client: Arc<Client>,
     statements: HashMap<String, Statement>,
-    /// A transaction could not be ended: never hand the connection out again.
+    runtime: tokio::runtime::Handle,
+    /// A statement failed on a closed connection: never hand it out again.
     broken: bool,
 }
 
 impl r2d2::ManageConnection for Manager {
     type Connection = Conn;
-    type Error = ::postgres::Error;
+    type Error = std::io::Error;
 
-    fn connect(&self) -> Result<Conn, ::postgres::Error> {
+    fn connect(&self) -> std::io::Result<Conn> {
+        let config = self.config.clone();
+        let timeout = self.timeout;
+        let connecting = self.runtime.spawn(async move {
+            let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting"))?
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %e, "PostgreSQL connection closed");
+                }
+            });
+            Ok::<_, std::io::Error>(client)
+        });
+        let client = wait(connecting).map_err(std::io::Error::other)??;
         Ok(Conn {
-            client: self.config.connect(NoTls)?,
+            client: Arc::new(client),
             statements: HashMap::new(),
+            runtime: self.runtime.clone(),
             broken: false,
         })
     }
 
-    fn is_valid(&self, conn: &mut Conn) -> Result<(), ::postgres::Error> {
-        conn.client.simple_query("").map(|_| ())
+    fn is_valid(&self, conn: &mut Conn) -> std::io::Result<()> {
+        wait(conn.client.simple_query(""))
+            .map(|_| ())
+            .map_err(std::io::Error::other)
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
@@ -155,23 +245,91 @@ impl r2d2::ManageConnection for Manager {
 }
 
 impl Conn {
-    fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<::postgres::Row>> {
-        let statement = match self.statements.get(sql) {
-            Some(statement) => statement.clone(),
-            None => {
-                let statement = self.client.prepare(sql)?;
-                self.statements.insert(sql.to_owned(), statement.clone());
-                statement
-            }
-        };
-        Ok(self.client.query(&statement, params)?)
+    fn statement(&mut self, sql: &str) -> Result<Statement> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = wait(self.client.prepare(sql))?;
+        self.statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+
+    /// Marks the connection broken when an error closed it.
+    fn checked<T>(&mut self, result: Result<T, tokio_postgres::Error>) -> Result<T> {
+        if result.is_err() && self.client.is_closed() {
+            self.broken = true;
+        }
+        Ok(result?)
     }
 }
 
+enum State {
+    /// Nothing sent yet; this BEGIN goes out with the first statement.
+    NotBegun(String),
+    /// BEGIN sent: ending needs COMMIT or ROLLBACK.
+    Open,
+    /// Committed.
+    Done,
+}
+
+/// Rows a table's buffered writes reach before they are sent without waiting for a read or
+/// the commit (bounds a transaction's memory, e.g. a store migration's).
+const FLUSH_AT: usize = 4096;
+
+/// Which buffered writes must reach the server before a statement.
+#[derive(Clone, Copy)]
+enum Flush<'a> {
+    /// None (the statement does not touch a table with writes).
+    Nothing,
+    /// This table's (the statement reads or deletes in it).
+    Table(&'a str),
+    /// Every table's (commit).
+    All,
+}
+
+/// One table's buffered writes: key → value to store (`None`: to delete).
+type Writes = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// A statement sent ahead of another in the same round trip.
+enum Ahead {
+    /// BEGIN (simple protocol).
+    Begin(String),
+    /// One table's buffered writes: keys and values as two arrays, one upsert.
+    Upsert(Statement, Vec<Vec<u8>>, Vec<Vec<u8>>),
+    /// One table's buffered deletes: the keys as one array.
+    Delete(Statement, Vec<Vec<u8>>),
+}
+
+async fn send_ahead(client: &Client, ahead: &[Ahead]) -> Result<(), tokio_postgres::Error> {
+    // join_all polls in order, so the statements queue on the connection in order.
+    let results = futures_util::future::join_all(ahead.iter().map(|a| async move {
+        match a {
+            Ahead::Begin(begin) => client.batch_execute(begin).await,
+            Ahead::Upsert(statement, keys, values) => {
+                client.execute(statement, &[keys, values]).await.map(drop)
+            }
+            Ahead::Delete(statement, keys) => client.execute(statement, &[keys]).await.map(drop),
+        }
+    }))
+    .await;
+    results.into_iter().collect()
+}
+
 /// One transaction on one pooled connection; rolled back when dropped uncommitted.
+///
+/// Writes and deletes are buffered per table (the last one per key) and reach the server in one upsert per
+/// table, in the same round trip as the next statement that reads or deletes in that table,
+/// or as the COMMIT. So a transaction costs about one round trip per read, and a write-only
+/// one a single round trip, with the semantics unchanged: every read sees the transaction's
+/// own writes.
 pub(super) struct Txn {
     conn: RefCell<r2d2::PooledConnection<Manager>>,
-    open: Cell<bool>,
+    state: RefCell<State>,
+    /// Table (SQL name) → key → value to store (`None`: to delete), not yet sent.
+    pending: RefCell<HashMap<String, Writes>>,
+    /// A write transaction's place as this node's writer (dropped after the connection
+    /// went back: fields drop in order).
+    _writing: Option<Writing>,
     tables: Arc<Mutex<HashSet<String>>>,
     /// Tables this transaction created, known to exist once it commits.
     created: RefCell<Vec<String>>,
@@ -196,7 +354,7 @@ impl Txn {
             .unwrap_or_else(|e| e.into_inner())
             .contains(&table.sql);
         if !known {
-            self.conn.borrow_mut().client.batch_execute(&format!(
+            self.execute(&format!(
                 "CREATE TABLE IF NOT EXISTS {} (k bytea PRIMARY KEY, v bytea NOT NULL)",
                 table.sql
             ))?;
@@ -205,13 +363,121 @@ impl Txn {
         Ok(table)
     }
 
-    pub(super) fn commit(self) -> Result<()> {
-        self.open.set(false);
-        let result = self.conn.borrow_mut().client.batch_execute("COMMIT");
-        if let Err(e) = result {
-            self.conn.borrow_mut().broken = true;
-            return Err(e.into());
+    /// What must go ahead of the next statement: the BEGIN if still to go, then the buffered
+    /// writes `flush` names. From now on the transaction is open.
+    fn ahead(&self, flush: Flush<'_>) -> Result<Vec<Ahead>> {
+        let mut ahead = Vec::new();
+        if let State::NotBegun(begin) =
+            std::mem::replace(&mut *self.state.borrow_mut(), State::Open)
+        {
+            ahead.push(Ahead::Begin(begin));
         }
+        let writes: Vec<(String, Writes)> = {
+            let mut pending = self.pending.borrow_mut();
+            match flush {
+                Flush::Nothing => Vec::new(),
+                Flush::Table(table) => pending.remove_entry(table).into_iter().collect(),
+                Flush::All => pending.drain().collect(),
+            }
+        };
+        let mut conn = self.conn.borrow_mut();
+        for (table, rows) in writes {
+            let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+            for (key, value) in rows {
+                match value {
+                    Some(value) => {
+                        keys.push(key);
+                        values.push(value);
+                    }
+                    None => gone.push(key),
+                }
+            }
+            if !gone.is_empty() {
+                let statement =
+                    conn.statement(&format!("DELETE FROM {table} WHERE k = ANY($1)"))?;
+                ahead.push(Ahead::Delete(statement, gone));
+            }
+            if !keys.is_empty() {
+                let statement = conn.statement(&format!(
+                    "INSERT INTO {table} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+                ))?;
+                ahead.push(Ahead::Upsert(statement, keys, values));
+            }
+        }
+        Ok(ahead)
+    }
+
+    /// Buffers a write (`None`: a delete); a table whose buffer is full is sent at once.
+    fn buffer(&self, table: &str, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        let full = {
+            let mut pending = self.pending.borrow_mut();
+            let rows = pending.entry(table.to_owned()).or_default();
+            rows.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+            rows.len() >= FLUSH_AT
+        };
+        if full {
+            let ahead = self.ahead(Flush::Table(table))?;
+            let mut conn = self.conn.borrow_mut();
+            let client = Arc::clone(&conn.client);
+            let result = wait(send_ahead(&client, &ahead));
+            conn.checked(result)?;
+        }
+        Ok(())
+    }
+
+    /// Runs statements without rows (DDL) after what must go ahead.
+    fn execute(&self, sql: &str) -> Result<()> {
+        let ahead = self.ahead(Flush::Nothing)?;
+        let mut conn = self.conn.borrow_mut();
+        let client = Arc::clone(&conn.client);
+        let result = wait(async {
+            let (ahead, done) =
+                futures_util::join!(send_ahead(&client, &ahead), client.batch_execute(sql));
+            ahead.and(done)
+        });
+        conn.checked(result)
+    }
+
+    /// One statement's rows, in one round trip with what must go ahead of it.
+    fn query(
+        &self,
+        flush: Flush<'_>,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        let ahead = self.ahead(flush)?;
+        let mut conn = self.conn.borrow_mut();
+        let statement = conn.statement(sql)?;
+        let client = Arc::clone(&conn.client);
+        let result = wait(async {
+            let (ahead, rows) = futures_util::join!(
+                send_ahead(&client, &ahead),
+                client.query(&statement, params)
+            );
+            ahead.and(rows)
+        });
+        conn.checked(result)
+    }
+
+    /// Sends the buffered writes and COMMIT together, and waits for the commit.
+    pub(super) fn commit(self) -> Result<()> {
+        let nothing_sent = matches!(*self.state.borrow(), State::NotBegun(_));
+        let nothing_buffered = self.pending.borrow().values().all(|rows| rows.is_empty());
+        if !(nothing_sent && nothing_buffered) {
+            let ahead = self.ahead(Flush::All)?;
+            let mut conn = self.conn.borrow_mut();
+            let client = Arc::clone(&conn.client);
+            let result = wait(async {
+                let (ahead, done) = futures_util::join!(
+                    send_ahead(&client, &ahead),
+                    client.batch_execute("COMMIT")
+                );
+                ahead.and(done)
+            });
+            conn.checked(result)?;
+        }
+        *self.state.borrow_mut() = State::Done;
         let created = std::mem::take(&mut *self.created.borrow_mut());
         self.tables
             .lock()
@@ -219,19 +485,30 @@ impl Txn {
             .extend(created);
         Ok(())
     }
-
-    fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<::postgres::Row>> {
-        self.conn.borrow_mut().query(sql, params)
-    }
 }
 
 impl Drop for Txn {
+    /// Rolls back without waiting for the answer: the ROLLBACK is queued on the connection
+    /// before it goes back to the pool, so whoever takes the connection next is behind it.
     fn drop(&mut self) {
-        if self.open.get() {
-            let conn = self.conn.get_mut();
-            if conn.client.batch_execute("ROLLBACK").is_err() {
-                conn.broken = true;
+        if !matches!(*self.state.get_mut(), State::Open) {
+            return;
+        }
+        let conn = self.conn.get_mut();
+        let client = Arc::clone(&conn.client);
+        let mut rollback = Box::pin(async move {
+            if let Err(e) = client.batch_execute("ROLLBACK").await {
+                tracing::debug!(error = %e, "PostgreSQL rollback failed");
             }
+        });
+        // The first poll queues the message (and usually no more: the answer is pending).
+        let waker = Waker::noop();
+        if rollback
+            .as_mut()
+            .poll(&mut Context::from_waker(waker))
+            .is_pending()
+        {
+            conn.runtime.spawn(rollback);
         }
     }
 }
@@ -241,7 +518,7 @@ fn sql_name(name: &str) -> String {
     format!("kv_{name}")
 }
 
-fn bytes(row: &::postgres::Row, column: usize) -> Result<Vec<u8>> {
+fn bytes(row: &Row, column: usize) -> Result<Vec<u8>> {
     Ok(row.try_get::<_, Vec<u8>>(column)?)
 }
 
@@ -261,42 +538,45 @@ impl<'t> TableRef<'t> {
 
     pub(super) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let sql = format!("SELECT v FROM {} WHERE k = $1", self.sql);
-        let rows = self.txn.query(&sql, &[&key])?;
+        let rows = self.txn.query(Flush::Table(&self.sql), &sql, &[&key])?;
         rows.first().map(|row| bytes(row, 0)).transpose()
     }
 
-    /// Stores `value` under `key` and returns the value it replaced, in one statement.
-    pub(super) fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>> {
-        let sql = format!(
-            "WITH old AS (SELECT v FROM {t} WHERE k = $1), \
-             put AS (INSERT INTO {t} (k, v) VALUES ($1, $2) \
-                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v) \
-             SELECT v FROM old",
-            t = self.sql
-        );
-        let rows = self.txn.query(&sql, &[&key, &value])?;
-        rows.first().map(|row| bytes(row, 0)).transpose()
+    /// The values under `keys`, in their order, in one statement.
+    pub(super) fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!("SELECT k, v FROM {} WHERE k = ANY($1)", self.sql);
+        let wanted = keys.to_vec();
+        let rows = self.txn.query(Flush::Table(&self.sql), &sql, &[&wanted])?;
+        let mut found = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            found.insert(bytes(row, 0)?, bytes(row, 1)?);
+        }
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
     }
 
-    pub(super) fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let sql = format!("DELETE FROM {} WHERE k = $1 RETURNING v", self.sql);
-        let rows = self.txn.query(&sql, &[&key])?;
-        rows.first().map(|row| bytes(row, 0)).transpose()
+    /// Stores `value` under `key` (buffered until the table is next read or the commit).
+    pub(super) fn insert(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.txn.buffer(&self.sql, key, Some(value))
+    }
+
+    /// Deletes the entry under `key` (buffered like [`TableRef::insert`]).
+    pub(super) fn remove(&self, key: &[u8]) -> Result<()> {
+        self.txn.buffer(&self.sql, key, None)
     }
 
     pub(super) fn remove_all(&self, keys: &[Vec<u8>]) -> Result<()> {
-        if keys.is_empty() {
-            return Ok(());
+        for key in keys {
+            self.remove(key)?;
         }
-        let sql = format!("DELETE FROM {} WHERE k = ANY($1)", self.sql);
-        let keys = keys.to_vec();
-        self.txn.query(&sql, &[&keys])?;
         Ok(())
     }
 
     pub(super) fn len(&self) -> Result<u64> {
         let sql = format!("SELECT count(*) FROM {}", self.sql);
-        let rows = self.txn.query(&sql, &[])?;
+        let rows = self.txn.query(Flush::Table(&self.sql), &sql, &[])?;
         let count: i64 = match rows.first() {
             Some(row) => row.try_get(0)?,
             None => 0,
@@ -388,7 +668,7 @@ impl Scan<'_> {
             if descending { " DESC" } else { "" },
             params.len()
         );
-        let rows = self.txn.query(&sql, &params)?;
+        let rows = self.txn.query(Flush::Table(&self.sql), &sql, &params)?;
         end.exhausted = (rows.len() as i64) < limit;
         end.chunk = (limit * 2).min(MAX_CHUNK);
         for row in &rows {

@@ -60,7 +60,7 @@ fn put_settings_in(
 /// being deleted).
 pub(super) fn delete_org_settings_in(txn: &WriteTransaction, org: OrgId) -> Result<()> {
     let mut table = txn.open_table(ORG_CONFIG_SETTINGS)?;
-    let settings: Option<ConfigSettings> = match table.remove(org.key())? {
+    let settings: Option<ConfigSettings> = match table.take(org.key())? {
         Some(bytes) => Some(super::record::decode(TABLE, bytes.value())?),
         None => None,
     };

@@ -7,7 +7,7 @@ use crate::kv::{ReadableTable, Table, WriteTransaction};
 
 use super::configuration::{Known, configuration_changed, renders_differently, settle_device};
 use super::paging::{ANCHOR_STRIDE, MergeDesc, created_key, id_of, index_desc, successor};
-use super::record::{cat, encode, get_record, lookup_by};
+use super::record::{cat, encode, get_record, get_records, lookup_by};
 use super::{KvBackend, device_plane, software, upgrade};
 use crate::tables::*;
 use crate::{
@@ -446,12 +446,13 @@ impl DeviceStore for KvBackend {
                     skip = rest;
                 }
             }
-            let mut items = Vec::new();
-            for key in keys.by_ref().skip(skip as usize).take(page.limit as usize) {
-                if let Some(device) = get_record(&devices, "devices", id_of(&key?))? {
-                    items.push(device);
-                }
-            }
+            let ids = keys
+                .by_ref()
+                .skip(skip as usize)
+                .take(page.limit as usize)
+                .map(|key| key.map(|k| id_of(&k)))
+                .collect::<Result<Vec<_>>>()?;
+            let items = get_records(&devices, "devices", &ids)?;
             return Ok(Page { count, items });
         }
 

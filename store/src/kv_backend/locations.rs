@@ -516,7 +516,7 @@ impl LocationStore for KvBackend {
         let txn = self.db.begin_write()?;
         let removed = txn
             .open_table(DEVICE_LOCATIONS)?
-            .remove(device.key())?
+            .take(device.key())?
             .is_some();
         if !removed {
             return Err(StoreError::NotFound);

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use crate::{OrgId, Page, PageRequest, Result, Scope, Timestamp};
 
-use super::record::{cat, get_record};
+use super::record::{cat, get_records};
 
 /// `created ‖ id`: 8 bytes of sort key then 16 of id, so byte order is age order.
 pub(super) type IndexKey = [u8; 24];
@@ -155,12 +155,7 @@ pub(super) fn page_of<T: DeserializeOwned>(
     page: PageRequest,
 ) -> Result<Page<T>> {
     let count = ids.len() as u64;
-    let mut items = Vec::new();
-    for id in slice(ids, page) {
-        if let Some(record) = get_record(table, name, id)? {
-            items.push(record);
-        }
-    }
+    let items = get_records(table, name, &slice(ids, page))?;
     Ok(Page { count, items })
 }
 
@@ -173,15 +168,12 @@ pub(super) fn page_index<T: DeserializeOwned>(
     page: PageRequest,
 ) -> Result<Page<T>> {
     let count = index.len()?;
-    let mut items = Vec::new();
-    for key in index_desc(index, &[], [0; 24], [0xff; 24])?
+    let ids = index_desc(index, &[], [0; 24], [0xff; 24])?
         .skip(page.offset as usize)
         .take(page.limit as usize)
-    {
-        if let Some(record) = get_record(table, name, id_of(&key?))? {
-            items.push(record);
-        }
-    }
+        .map(|key| key.map(|k| id_of(&k)))
+        .collect::<Result<Vec<_>>>()?;
+    let items = get_records(table, name, &ids)?;
     Ok(Page { count, items })
 }
 

@@ -26,6 +26,20 @@ pub(super) fn get_record<T: DeserializeOwned>(
     }
 }
 
+/// The records under `keys` that exist, in the keys' order, read together (one round trip
+/// on PostgreSQL instead of one per record).
+pub(super) fn get_records<T: DeserializeOwned>(
+    table: &impl ReadableTable<u128, &'static [u8]>,
+    name: &'static str,
+    keys: &[u128],
+) -> Result<Vec<T>> {
+    let mut records = Vec::with_capacity(keys.len());
+    for bytes in table.get_many(keys)?.into_iter().flatten() {
+        records.push(decode(name, bytes.value())?);
+    }
+    Ok(records)
+}
+
 pub(super) fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }

@@ -6,7 +6,7 @@ use crate::kv::{ReadableTable, WriteTransaction};
 
 use super::KvBackend;
 use super::paging::{created_key, id_of, index_desc, paged};
-use super::record::{cat, decode, encode, get_record};
+use super::record::{cat, decode, encode, get_record, get_records};
 use crate::tables::*;
 use crate::{
     Batch, BatchFilter, BatchId, CancelOutcome, DeviceFirmware, DeviceId, DeviceLocation,
@@ -234,14 +234,24 @@ impl UpgradeStore for KvBackend {
         let txn = self.db.begin_write()?;
         let mut refused = Vec::new();
         let mut counts = CountChanges::default();
+        // Every operation's stored status, read together, then kept current as the pass
+        // writes (an operation may come twice).
+        let mut statuses: HashMap<UpgradeId, UpgradeStatus> = {
+            let ids: Vec<u128> = operations.iter().map(|op| op.id.key()).collect();
+            get_records::<UpgradeOperation>(&txn.open_table(UPGRADES)?, "upgrades", &ids)?
+                .into_iter()
+                .map(|op| (op.id, op.status))
+                .collect()
+        };
         for op in operations {
-            match load_upgrade(&txn, op.id)? {
-                Some(stored) if stored.status == UpgradeStatus::InProgress => {
-                    counts.record(op.batch, Some(stored.status), Some(op.status));
+            match statuses.get(&op.id) {
+                Some(&stored) if stored == UpgradeStatus::InProgress => {
+                    counts.record(op.batch, Some(stored), Some(op.status));
                     if op.status == UpgradeStatus::Success {
                         set_firmware(&txn, &op, true)?;
                     }
                     save_upgrade(&txn, &op)?;
+                    statuses.insert(op.id, op.status);
                 }
                 _ => refused.push(op.id),
             }
@@ -250,13 +260,25 @@ impl UpgradeStore for KvBackend {
         {
             let devices = txn.open_table(DEVICES)?;
             let mut table = txn.open_table(UPDATE_REPORTS)?;
-            for (device, report) in reports {
-                if devices.get(device.key())?.is_none() {
+            // Which devices exist and their stored reports, read together.
+            let keys: Vec<u128> = reports.iter().map(|(device, _)| device.key()).collect();
+            let exists: Vec<bool> = devices
+                .get_many(&keys)?
+                .iter()
+                .map(Option::is_some)
+                .collect();
+            let mut stored_reports: HashMap<u128, UpdateReport> = HashMap::new();
+            for (key, bytes) in keys.iter().zip(table.get_many(&keys)?) {
+                if let Some(bytes) = bytes {
+                    stored_reports.insert(*key, decode("update_reports", bytes.value())?);
+                }
+            }
+            for ((device, report), exists) in reports.into_iter().zip(exists) {
+                if !exists {
                     continue;
                 }
                 // A report carries one resource or both; the other keeps its stored value.
-                let stored: Option<UpdateReport> =
-                    get_record(&table, "update_reports", device.key())?;
+                let stored = stored_reports.remove(&device.key());
                 let merged = match stored {
                     Some(stored) => UpdateReport {
                         update: report.update.or(stored.update),
@@ -266,6 +288,7 @@ impl UpgradeStore for KvBackend {
                     None => report,
                 };
                 table.insert(device.key(), encode("update_reports", &merged)?.as_slice())?;
+                stored_reports.insert(device.key(), merged);
             }
         }
         txn.commit()?;
@@ -348,11 +371,9 @@ impl UpgradeStore for KvBackend {
             let index = txn.open_table(UPGRADES_BY_CREATED)?;
             index_desc(&index, &[], [0; 24], [0xff; 24])?.collect::<Result<_>>()?
         };
+        let ids: Vec<u128> = keys.iter().map(id_of).collect();
         let mut matching = Vec::new();
-        for key in keys {
-            let Some(op) = get_record::<UpgradeOperation>(&table, "upgrades", id_of(&key))? else {
-                continue;
-            };
+        for op in get_records::<UpgradeOperation>(&table, "upgrades", &ids)? {
             if scope.contains(op.organization)
                 && filter.organization.is_none_or(|o| o == op.organization)
                 && filter.device.is_none_or(|d| d == op.device)
@@ -369,13 +390,12 @@ impl UpgradeStore for KvBackend {
     fn active_upgrades(&self) -> Result<Vec<UpgradeOperation>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(UPGRADES)?;
-        let mut ops = Vec::new();
-        for entry in txn.open_table(ACTIVE_UPGRADES)?.iter()? {
-            let (id, _) = entry?;
-            if let Some(op) = get_record::<UpgradeOperation>(&table, "upgrades", id.value())? {
-                ops.push(op);
-            }
-        }
+        let ids = txn
+            .open_table(ACTIVE_UPGRADES)?
+            .iter()?
+            .map(|entry| entry.map(|(id, _)| id.value()))
+            .collect::<Result<Vec<u128>>>()?;
+        let mut ops = get_records::<UpgradeOperation>(&table, "upgrades", &ids)?;
         ops.sort_by_key(|o| (o.created, o.id));
         Ok(ops)
     }
@@ -427,7 +447,7 @@ impl UpgradeStore for KvBackend {
         let txn = self.db.begin_write()?;
         if txn
             .open_table(DEVICE_FIRMWARE)?
-            .remove(device.key())?
+            .take(device.key())?
             .is_none()
         {
             return Err(StoreError::NotFound);
@@ -481,8 +501,12 @@ impl UpgradeStore for KvBackend {
 
     fn delete_image_type(&self, name: &str) -> Result<()> {
         let txn = self.db.begin_write()?;
-        if txn.open_table(IMAGE_TYPES)?.remove(name)?.is_none() {
-            return Err(StoreError::NotFound);
+        {
+            let mut types = txn.open_table(IMAGE_TYPES)?;
+            if types.get(name)?.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            types.remove(name)?;
         }
         txn.commit()?;
         Ok(())
