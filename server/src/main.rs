@@ -30,6 +30,38 @@ enum Command {
         #[command(subcommand)]
         task: AdminTask,
     },
+    /// Tasks on a store as a whole (its server stopped).
+    Store {
+        #[command(subcommand)]
+        task: StoreTask,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreTask {
+    /// Copy a whole store into an empty one on another engine, e.g. from the redb file to
+    /// PostgreSQL, and verify every table's entry count and SHA-256. Stop the servers of both
+    /// first. Firmware files and floor plan images stay in the data directory.
+    Migrate {
+        /// `redb:DIR` (the data directory holding fleetmq.redb) or `postgres://…`.
+        #[arg(long, value_parser = store_location)]
+        from: StoreLocation,
+        /// `redb:DIR` or `postgres://…`; must hold no data yet.
+        #[arg(long, value_parser = store_location)]
+        to: StoreLocation,
+    },
+}
+
+/// A parsed `--from`/`--to` (clap needs a `Clone + Send + Sync` value).
+#[derive(Clone)]
+struct StoreLocation(fleetmq_store::migrate::Location);
+
+fn store_location(value: &str) -> Result<StoreLocation, String> {
+    fleetmq_store::migrate::Location::parse(value)
+        .map(StoreLocation)
+        .ok_or_else(|| {
+            "expected redb:DIR or postgres://user:password@host:port/database".to_owned()
+        })
 }
 
 #[derive(Args, Clone)]
@@ -405,6 +437,9 @@ fn main() -> ExitCode {
         Some(Command::Admin {
             task: AdminTask::CreateToken { username, data_dir },
         }) => create_token(&username, &data_dir),
+        Some(Command::Store {
+            task: StoreTask::Migrate { from, to },
+        }) => migrate(&from.0, &to.0),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -634,6 +669,27 @@ impl StopSignals {
             }
         }
     }
+}
+
+fn migrate(
+    from: &fleetmq_store::migrate::Location,
+    to: &fleetmq_store::migrate::Location,
+) -> anyhow::Result<()> {
+    let tables = fleetmq_store::migrate::migrate(from, to).context("migrating the store")?;
+    let entries: u64 = tables.iter().map(|t| t.entries).sum();
+    for table in tables.iter().filter(|t| t.entries > 0) {
+        println!(
+            "{:<28} {:>10} entries  sha256 {}",
+            table.name,
+            table.entries,
+            table.sha256_hex()
+        );
+    }
+    println!(
+        "copied {entries} entries in {} tables; every table's count and SHA-256 match its source",
+        tables.len()
+    );
+    Ok(())
 }
 
 /// `--store`: a PostgreSQL URL (the redb file needs no flag).

@@ -70,6 +70,13 @@ pub struct TableCopy {
     pub sha256: [u8; 32],
 }
 
+impl TableCopy {
+    /// The checksum in hex.
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+}
+
 /// Copies every table of `from` into `to`, which must hold no data yet, and verifies the
 /// copy. Neither store may be in use by a server meanwhile (a redb file refuses a second
 /// process; a PostgreSQL database does not, so stop its nodes first).
