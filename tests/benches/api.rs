@@ -23,6 +23,8 @@ struct Options {
     connections: usize,
     /// Run only scenarios whose name contains this text.
     only: Option<String>,
+    /// `redb` or `postgres`.
+    store: String,
 }
 
 fn options() -> Options {
@@ -31,6 +33,7 @@ fn options() -> Options {
         seconds: 10,
         connections: 32,
         only: None,
+        store: "redb".to_owned(),
     };
     let args: Vec<String> = std::env::args().collect();
     for pair in args.windows(2) {
@@ -40,6 +43,7 @@ fn options() -> Options {
             ("--seconds", Some(v)) => o.seconds = v as u64,
             ("--connections", Some(v)) => o.connections = v,
             ("--only", _) => o.only = Some(pair[1].clone()),
+            ("--store", _) => o.store = pair[1].clone(),
             _ => {}
         }
     }
@@ -49,7 +53,8 @@ fn options() -> Options {
 fn main() -> anyhow::Result<()> {
     let o = options();
     let dir = tempfile::tempdir()?;
-    let (ids, token) = load_fleet(dir.path(), o.devices)?;
+    let store = fleetmq_tests::BenchStore::start(&o.store)?;
+    let (ids, token) = load_fleet(dir.path(), &store.options, o.devices)?;
     let ids = Arc::new(ids);
 
     let server_rt = tokio::runtime::Builder::new_multi_thread()
@@ -59,12 +64,13 @@ fn main() -> anyhow::Result<()> {
         data_dir: dir.path().to_path_buf(),
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        store: store.options.clone(),
         ..Config::default()
     }))?;
     let addr = server.http_addr();
     println!(
-        "fleet: {} devices; load: {} connections for {} s per scenario, generator on its own thread",
-        o.devices, o.connections, o.seconds
+        "fleet: {} devices; load: {} connections for {} s per scenario, generator on its own thread; store: {}",
+        o.devices, o.connections, o.seconds, store.label
     );
     println!(
         "{:<34} {:>10} {:>9} {:>9} {:>9} {:>7}",
@@ -135,9 +141,13 @@ fn main() -> anyhow::Result<()> {
 
 /// Writes an organization, its manager and `n` devices straight into the store (one
 /// transaction per 5,000 devices); returns the device ids and the manager's token.
-fn load_fleet(dir: &std::path::Path, n: usize) -> anyhow::Result<(Vec<DeviceId>, String)> {
+fn load_fleet(
+    dir: &std::path::Path,
+    options: &fleetmq_store::StoreOptions,
+    n: usize,
+) -> anyhow::Result<(Vec<DeviceId>, String)> {
     let started = Instant::now();
-    let store = Store::open(dir)?;
+    let store = Store::open_with(dir, options)?;
     let db = store.blocking();
     let org = bench_organization(db)?;
     let user = db.create_user(

@@ -47,10 +47,11 @@ fn main() -> anyhow::Result<()> {
     let seconds = arg("--seconds", 10);
     let inflight = arg("--inflight", 50) as u16;
     let dir = tempfile::tempdir()?;
+    let store = fleetmq_tests::BenchStore::start(&text_arg("--store", "redb"))?;
 
     // Register the fleet straight into the store.
     let fleet: Vec<(String, String)> = {
-        let store = Store::open(dir.path())?;
+        let store = Store::open_with(dir.path(), &store.options)?;
         let db = store.blocking();
         let org = db.create_organization(OrganizationFields {
             name: "Ingest".into(),
@@ -73,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         data_dir: dir.path().to_path_buf(),
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        store: store.options.clone(),
         ..Config::default()
     };
     // Every device of the load connects from 127.0.0.1.
@@ -85,8 +87,9 @@ fn main() -> anyhow::Result<()> {
     let external = server_rt.block_on(external.start(http))?;
     let mqtt = external.mqtt_addr().unwrap_or(server.mqtt_addr());
     println!(
-        "{devices} devices, QoS 1, up to {inflight} unacknowledged messages each, {seconds} s after 2 s warm-up; broker: {}",
-        external.describe()
+        "{devices} devices, QoS 1, up to {inflight} unacknowledged messages each, {seconds} s after 2 s warm-up; broker: {}; store: {}",
+        external.describe(),
+        store.label
     );
     let stored_at = move || stored(http);
     let connecting = Instant::now();

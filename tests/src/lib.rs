@@ -368,6 +368,43 @@ fn config(dir: &TempDir, postgres: Option<&str>) -> Config {
     config
 }
 
+/// The store a benchmark's server runs on, chosen with `--store redb` (the default) or
+/// `--store postgres` (a throwaway PostgreSQL server with its default durability: every commit
+/// flushed, as redb's is).
+pub struct BenchStore {
+    /// What to open the store with (the server's `Config::store`).
+    pub options: fleetmq_store::StoreOptions,
+    /// How the figures name it.
+    pub label: &'static str,
+    _server: Option<postgres::TempPostgres>,
+}
+
+impl BenchStore {
+    /// The store `kind` names (`redb` or `postgres`).
+    pub fn start(kind: &str) -> anyhow::Result<BenchStore> {
+        match kind {
+            "redb" => Ok(BenchStore {
+                options: fleetmq_store::StoreOptions::default(),
+                label: "redb (embedded file)",
+                _server: None,
+            }),
+            "postgres" => {
+                let server = postgres::TempPostgres::start(postgres::Durability::Full)?;
+                let options = fleetmq_store::StoreOptions {
+                    postgres: Some(fleetmq_store::PostgresOptions::new(server.database()?)),
+                    ..fleetmq_store::StoreOptions::default()
+                };
+                Ok(BenchStore {
+                    options,
+                    label: "PostgreSQL (same machine, loopback, fsync on)",
+                    _server: Some(server),
+                })
+            }
+            other => anyhow::bail!("--store {other}: expected redb or postgres"),
+        }
+    }
+}
+
 /// The environment variable that runs the suite on PostgreSQL: `FLEETMQ_TEST_STORE=postgres`
 /// (unset or `redb`: the embedded file).
 pub const STORE_ENGINE_VAR: &str = "FLEETMQ_TEST_STORE";
