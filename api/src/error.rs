@@ -230,6 +230,11 @@ impl From<StoreError> for ApiError {
                 ApiError::field(field, message)
             }
             StoreError::InUse => ApiError::Unavailable(e.to_string()),
+            // PostgreSQL unreachable or its connections all busy past the wait: try again.
+            StoreError::Postgres(_) | StoreError::PostgresPool(_) => {
+                tracing::warn!(error = %e, "store unavailable");
+                ApiError::Unavailable("the store's database is unavailable".to_owned())
+            }
             StoreError::InvalidConfig { device, source } => ApiError::field(
                 "config",
                 format!(
