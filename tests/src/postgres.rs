@@ -20,6 +20,8 @@ pub struct TempPostgres {
     child: Child,
     stdin: Option<ChildStdin>,
     bin: PathBuf,
+    /// The server's command-line options (to start it again after [`TempPostgres::stop`]).
+    options: String,
     /// The loopback port it listens on.
     pub port: u16,
     dir: PathBuf,
@@ -60,7 +62,7 @@ impl TempPostgres {
         let script = r#"
             set -e
             "$BIN/initdb" -D "$DIR/data" -U fleetmq --auth=trust -E UTF8 --no-sync >"$DIR/initdb.log" 2>&1
-            "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 60 -o "-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c max_connections=300 $OPTIONS" start >/dev/null
+            "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 60 -o "$OPTIONS" start >/dev/null
             echo ready
             read _ || true
             "$BIN/pg_ctl" -D "$DIR/data" -m immediate stop >/dev/null 2>&1 || true
@@ -68,12 +70,16 @@ impl TempPostgres {
         "#;
         // More server settings for a run, e.g. statement logging while looking into a test.
         let extra = std::env::var("FLEETMQ_TEST_POSTGRES_OPTIONS").unwrap_or_default();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 {fsync} {extra}",
+            dir.display()
+        );
         let mut child = command
             .args(["-c", script])
             .env("BIN", &bin)
             .env("DIR", &dir)
             .env("PORT", port.to_string())
-            .env("OPTIONS", format!("{fsync} {extra}"))
+            .env("OPTIONS", &options)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -97,6 +103,7 @@ impl TempPostgres {
             child,
             stdin,
             bin,
+            options,
             port,
             dir,
         })
@@ -133,6 +140,40 @@ impl TempPostgres {
     /// The URL of database `name` on this server.
     pub fn url(&self, name: &str) -> String {
         format!("postgres://fleetmq@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Stops the server (fast shutdown: sessions are cut), keeping its data: an outage.
+    pub fn stop(&self) -> std::io::Result<()> {
+        self.pg_ctl(&["-m", "fast", "stop"])
+    }
+
+    /// Starts the server again after [`TempPostgres::stop`], same port, same data.
+    pub fn start_again(&self) -> std::io::Result<()> {
+        let log = self.dir.join("server.log").display().to_string();
+        self.pg_ctl(&["-l", &log, "-w", "-t", "60", "-o", &self.options, "start"])
+    }
+
+    /// `pg_ctl -D <data> <args>`, as the server's user.
+    fn pg_ctl(&self, args: &[&str]) -> std::io::Result<()> {
+        let mut command = Command::new(self.bin.join("pg_ctl"));
+        if is_root() {
+            let (uid, gid) = postgres_user()?;
+            std::os::unix::process::CommandExt::uid(&mut command, uid);
+            std::os::unix::process::CommandExt::gid(&mut command, gid);
+        }
+        let out = command
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            return Err(std::io::Error::other(format!(
+                "pg_ctl {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(())
     }
 
     /// The server's log so far.

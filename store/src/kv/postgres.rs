@@ -127,9 +127,8 @@ impl Pool {
         let connections = r2d2::Pool::builder()
             .max_size(options.max_connections.max(1))
             .min_idle(Some(1))
-            // A broken connection fails its call (and is then dropped); checking each
-            // one out with a query first would cost every transaction a round trip.
-            .test_on_check_out(false)
+            // Checked out only if still open (no round trip: see `is_valid`).
+            .test_on_check_out(true)
             .connection_timeout(options.connect_timeout)
             .build(manager)?;
         Ok(Self {
@@ -233,10 +232,17 @@ impl r2d2::ManageConnection for Manager {
         })
     }
 
+    /// Whether the connection is still open, without a round trip: a connection the server
+    /// closed (a restart, an outage) is not handed out again.
     fn is_valid(&self, conn: &mut Conn) -> std::io::Result<()> {
-        wait(conn.client.simple_query(""))
-            .map(|_| ())
-            .map_err(std::io::Error::other)
+        if conn.client.is_closed() {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "closed by the server",
+            ))
+        } else {
+            Ok(())
+        }
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
