@@ -3,24 +3,12 @@
 
 #[macro_use]
 mod support;
-use support::{Engine, Fixture};
+use support::{Engine, Fixture, org_fields};
 
 use fleetmq_store::{
     AccountStore, ConfigBackend, ConfigFields, DeviceFields, DeviceFilter, DeviceKey, DeviceName,
-    DeviceStore, KvBackend, MacAddress, OrgId, OrganizationFields, PageRequest, Scope, Slug,
-    StoreError, Unique,
+    DeviceStore, KvBackend, MacAddress, OrgId, PageRequest, Scope, StoreError, Unique,
 };
-
-fn org_fields(slug: &str) -> OrganizationFields {
-    OrganizationFields {
-        name: slug.to_uppercase(),
-        slug: Slug::parse(slug).expect("valid slug"),
-        description: String::new(),
-        email: String::new(),
-        url: String::new(),
-        is_active: true,
-    }
-}
 
 fn device_fields(org: OrgId, n: u32) -> DeviceFields {
     DeviceFields {

@@ -3,13 +3,13 @@
 
 #[macro_use]
 mod support;
-use support::{Engine, Fixture};
+use support::{Engine, Fixture, org_fields};
 
 use fleetmq_store::migrate::migrate;
 use fleetmq_store::{
     AccountStore, DeviceFields, DeviceFilter, DeviceKey, DeviceName, DevicePlane, DeviceStore,
-    MacAddress, OrganizationFields, PageRequest, Password, Scope, Slug, StoreError, TelemetryRange,
-    TelemetrySample, Timestamp, UserFields, Username,
+    MacAddress, PageRequest, Password, Scope, StoreError, TelemetryRange, TelemetrySample,
+    Timestamp, UserFields, Username,
 };
 
 const ALL: PageRequest = PageRequest {
@@ -22,17 +22,7 @@ fn populated(engine: Engine) -> (Fixture, String) {
     let store = Fixture::new(engine);
     let db = store.open();
     for slug in ["north", "south"] {
-        let org = db
-            .create_organization(OrganizationFields {
-                name: slug.to_uppercase(),
-                slug: Slug::parse(slug).expect("slug"),
-                description: String::new(),
-                email: String::new(),
-                url: String::new(),
-                is_active: true,
-            })
-            .expect("org")
-            .id;
+        let org = db.create_organization(org_fields(slug)).expect("org").id;
         for n in 0..30u32 {
             let device = db
                 .create_device(

@@ -2,26 +2,13 @@
 //! hang), nothing half-written shows, and the same backend works again once the database is
 //! back, without a restart.
 
-#[allow(dead_code)]
-#[path = "../../tests/src/postgres.rs"]
-mod postgres;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use fleetmq_store::{
-    AccountStore, KvBackend, OrganizationFields, PostgresOptions, Slug, StoreError, StoreOptions,
-};
-
-fn org(slug: &str) -> OrganizationFields {
-    OrganizationFields {
-        name: slug.to_uppercase(),
-        slug: Slug::parse(slug).expect("slug"),
-        description: String::new(),
-        email: String::new(),
-        url: String::new(),
-        is_active: true,
-    }
-}
+use fleetmq_store::{AccountStore, KvBackend, PostgresOptions, StoreError, StoreOptions};
+use support::org_fields as org;
+use support::postgres;
 
 #[test]
 fn calls_fail_during_an_outage_and_work_again_after_it() {

@@ -42,33 +42,30 @@ impl Key for &'static str {
     }
 }
 
-impl Key for (&'static str, u128) {
-    fn ordered((text, n): &(&str, u128)) -> Vec<u8> {
-        let mut out = escaped(text);
-        out.extend_from_slice(&n.to_be_bytes());
-        out
-    }
+/// `(text, number)` keys: the escaped text, then the number big-endian.
+macro_rules! text_then_number {
+    ($number:ty) => {
+        impl Key for (&'static str, $number) {
+            fn ordered((text, n): &(&str, $number)) -> Vec<u8> {
+                let mut out = escaped(text);
+                out.extend_from_slice(&n.to_be_bytes());
+                out
+            }
 
-    fn from_ordered(ordered: &[u8]) -> Option<Vec<u8>> {
-        let (text, rest) = unescaped(ordered)?;
-        let n = u128::from_be_bytes(rest.try_into().ok()?);
-        Some(<(&str, u128) as redb::Value>::as_bytes(&(text.as_str(), n)))
-    }
+            fn from_ordered(ordered: &[u8]) -> Option<Vec<u8>> {
+                let (text, rest) = unescaped(ordered)?;
+                let n = <$number>::from_be_bytes(rest.try_into().ok()?);
+                Some(<(&str, $number) as redb::Value>::as_bytes(&(
+                    text.as_str(),
+                    n,
+                )))
+            }
+        }
+    };
 }
 
-impl Key for (&'static str, u64) {
-    fn ordered((text, n): &(&str, u64)) -> Vec<u8> {
-        let mut out = escaped(text);
-        out.extend_from_slice(&n.to_be_bytes());
-        out
-    }
-
-    fn from_ordered(ordered: &[u8]) -> Option<Vec<u8>> {
-        let (text, rest) = unescaped(ordered)?;
-        let n = u64::from_be_bytes(rest.try_into().ok()?);
-        Some(<(&str, u64) as redb::Value>::as_bytes(&(text.as_str(), n)))
-    }
-}
+text_then_number!(u128);
+text_then_number!(u64);
 
 /// A string that is not the last part of a key: each 0 byte written `00 ff`, then `00 01`, so
 /// a string sorts before every longer string it starts (and the part after it never decides

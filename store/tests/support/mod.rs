@@ -6,11 +6,23 @@
 
 #[allow(dead_code)]
 #[path = "../../../tests/src/postgres.rs"]
-mod postgres;
+pub mod postgres;
 
 use std::sync::OnceLock;
 
-use fleetmq_store::{KvBackend, PostgresOptions, Result, StoreOptions};
+use fleetmq_store::{KvBackend, OrganizationFields, PostgresOptions, Result, Slug, StoreOptions};
+
+/// An active organization named after its slug.
+pub fn org_fields(slug: &str) -> OrganizationFields {
+    OrganizationFields {
+        name: slug.to_uppercase(),
+        slug: Slug::parse(slug).expect("valid slug"),
+        description: String::new(),
+        email: String::new(),
+        url: String::new(),
+        is_active: true,
+    }
+}
 
 /// Where a backend keeps its tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +108,7 @@ fn server() -> &'static postgres::TempPostgres {
 }
 
 /// `on_both_engines!(a, b)`: tests `on_redb::a`, `on_postgres::a`, … calling `a(Engine::…)`.
+#[allow(unused_macros)]
 macro_rules! on_both_engines {
     ($($test:ident),* $(,)?) => {
         mod on_redb {
