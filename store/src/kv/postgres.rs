@@ -4,8 +4,10 @@
 //! Transactions keep redb's rules across every node sharing the database: a write transaction
 //! takes a transaction-scoped advisory lock first, so writers run one at a time (reading at
 //! READ COMMITTED then sees every earlier commit); a read transaction is REPEATABLE READ and
-//! READ ONLY, one snapshot. Range scans fetch in growing chunks from either end, so walking a
-//! few entries of a large table reads a few rows.
+//! READ ONLY, one snapshot. Round trips are what costs (~90 µs on loopback, against
+//! microseconds for redb's reads), so [`Txn`] sends BEGIN with its first statement and its
+//! writes together; range scans fetch in growing chunks from either end, so walking a few
+//! entries of a large table reads a few rows.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
