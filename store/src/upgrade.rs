@@ -115,6 +115,10 @@ pub struct UpgradeOperation {
     pub attempt: u32,
     /// The device-local id of the fetched image, once the device answered the fetch.
     pub device_image: Option<u64>,
+    /// Images of earlier attempts that the engine asked the device to delete (the newest few):
+    /// a late notice still listing one of them must not be taken for this attempt's image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub discarded_images: Vec<u64>,
     /// Do not send anything before this instant (retry backoff).
     pub not_before: Option<Timestamp>,
     /// The current phase fails (or is retried) if not over by then.
@@ -159,6 +163,7 @@ impl UpgradeOperation {
             step: UpgradeStep::Queued,
             attempt: 0,
             device_image: None,
+            discarded_images: Vec::new(),
             not_before: None,
             deadline: None,
             wave,

@@ -101,7 +101,11 @@ pub fn retry(
     now: Timestamp,
 ) -> Vec<Call> {
     let cleanup = cleanup(op);
-    op.device_image = None;
+    if let Some(image) = op.device_image.take() {
+        op.discarded_images.push(image);
+        let excess = op.discarded_images.len().saturating_sub(DISCARDED_KEPT);
+        op.discarded_images.drain(..excess);
+    }
     if op.attempt >= policy.max_retries {
         op.finish(
             UpgradeStatus::Failed,
@@ -128,19 +132,32 @@ pub fn retry(
     cleanup
 }
 
+/// How many images of earlier attempts an operation remembers as deleted (more than its
+/// retries ever discard).
+const DISCARDED_KEPT: usize = 8;
+
 fn image_of<'a>(op: &UpgradeOperation, images: &'a ImagesResource) -> Option<&'a ImageResource> {
     match op.device_image {
         Some(id) => images.item(id),
         // The fetch answer was lost (device offline meanwhile): the one image of this
-        // version, or the only image.
-        None => images
-            .items
-            .iter()
-            .find(|i| i.version.as_deref() == Some(op.target_version.as_str()))
-            .or(match images.items.as_slice() {
-                [only] => Some(only),
-                _ => None,
-            }),
+        // version, or the only image; never one an earlier attempt deleted (a notice sent
+        // before the deletion can arrive after the retry's fetch).
+        None => {
+            let current: Vec<&ImageResource> = images
+                .items
+                .iter()
+                .filter(|i| i.id.is_none_or(|id| !op.discarded_images.contains(&id)))
+                .collect();
+            let of_version = current
+                .iter()
+                .find(|i| i.version.as_deref() == Some(op.target_version.as_str()));
+            of_version
+                .or(match current.as_slice() {
+                    [only] => Some(only),
+                    _ => None,
+                })
+                .copied()
+        }
     }
 }
 
@@ -446,6 +463,7 @@ mod tests {
             step: UpgradeStep::Queued,
             attempt: 0,
             device_image: None,
+            discarded_images: Vec::new(),
             not_before: None,
             deadline: None,
             wave: 0,
@@ -515,6 +533,32 @@ mod tests {
     }
 
     #[test]
+    fn a_late_notice_of_an_image_deleted_by_a_retry_is_not_taken_for_the_new_download() {
+        let p = UpgradePolicy::default();
+        let now = Timestamp::now();
+        let mut op = op();
+        dispatch(&mut op, "u".into(), &p, now);
+        let downloading = images(ImageState::Uploading, "");
+        assert!(on_images(&mut op, &downloading, &p, now).is_empty());
+        assert_eq!(op.device_image, Some(7));
+        // The download outlasted the fetch deadline: image 7 is deleted, the fetch retried.
+        assert_eq!(
+            on_deadline(&mut op, true, &p, now),
+            vec![Call::DeleteImage(7)]
+        );
+        dispatch(&mut op, "u".into(), &p, now);
+        // The device's notice that image 7 finished, sent before it deleted 7, arrives now.
+        let stale = images(ImageState::Valid, "abc");
+        assert!(on_images(&mut op, &stale, &p, now).is_empty());
+        assert_eq!((op.step, op.device_image), (UpgradeStep::Fetching, None));
+        // The retry's own image (8) is followed.
+        let mut fresh = images(ImageState::Valid, "abc");
+        fresh.items[0].id = Some(8);
+        assert_eq!(on_images(&mut op, &fresh, &p, now), vec![Call::Init]);
+        assert_eq!(op.device_image, Some(8));
+    }
+
+    #[test]
     fn a_start_lost_in_a_crash_is_sent_again_and_a_refused_start_asks_the_device() {
         let p = UpgradePolicy::default();
         let now = Timestamp::now();
@@ -562,15 +606,21 @@ mod tests {
         let now = Timestamp::now();
         let mut op = op();
         let mut waits = Vec::new();
-        for _ in 0..2 {
+        // The device numbers each download anew.
+        let failed = |id| {
+            let mut images = images(ImageState::UploadError, "");
+            images.items[0].id = Some(id);
+            images
+        };
+        for id in 0..2 {
             dispatch(&mut op, "u".into(), &p, now);
-            on_images(&mut op, &images(ImageState::UploadError, ""), &p, now);
+            on_images(&mut op, &failed(id), &p, now);
             assert_eq!(op.step, UpgradeStep::Queued);
             waits.push(op.not_before.unwrap().as_micros() - now.as_micros());
         }
         assert!(waits[1] >= 2 * waits[0], "{waits:?}");
         dispatch(&mut op, "u".into(), &p, now);
-        on_images(&mut op, &images(ImageState::UploadError, ""), &p, now);
+        on_images(&mut op, &failed(2), &p, now);
         assert_eq!(op.status, UpgradeStatus::Failed);
     }
 

@@ -282,8 +282,8 @@ struct Engine {
     ops: HashMap<UpgradeId, UpgradeOperation>,
     by_device: HashMap<DeviceId, UpgradeId>,
     runs: HashMap<BatchId, Run>,
-    /// Requests the engine sent, by correlation id.
-    requests: HashMap<Uuid, (UpgradeId, Call)>,
+    /// Requests the engine sent, by correlation id: the operation and its attempt then.
+    requests: HashMap<Uuid, SentCall>,
     /// Software installations in progress.
     installs: HashMap<InstallationId, Installation>,
     installs_by_device: HashMap<DeviceId, HashSet<InstallationId>>,
@@ -596,10 +596,14 @@ impl Engine {
                             None => Vec::new(),
                         }
                     }
+                    // An answer to an earlier attempt's request (it came after the deadline that
+                    // retried it) says nothing about the current attempt.
                     Report::Response(response) => match (self.requests.remove(&response.id), op) {
-                        (Some((id, call)), Some(op)) if op.id == id => {
+                        (Some(sent), Some(op))
+                            if op.id == sent.op && op.attempt == sent.attempt =>
+                        {
                             pass.touch(op);
-                            machine::on_response(op, &call, &response, &policy, now)
+                            machine::on_response(op, &sent.call, &response, &policy, now)
                         }
                         _ => Vec::new(),
                     },
@@ -920,7 +924,7 @@ impl Engine {
         }
         if self.requests.len() > 4 * self.ops.len() + 1024 {
             let ops = &self.ops;
-            self.requests.retain(|_, (op, _)| ops.contains_key(op));
+            self.requests.retain(|_, sent| ops.contains_key(&sent.op));
         }
     }
 
@@ -999,7 +1003,9 @@ impl Engine {
             return;
         };
         let request = UpdateRequest::new(call.clone());
-        self.requests.insert(request.id, (op, call));
+        let attempt = self.ops.get(&op).map_or(0, |o| o.attempt);
+        self.requests
+            .insert(request.id, SentCall { op, attempt, call });
         let topic = Topic::down(&slug, &device.to_string(), DownChannel::UpdateRequest);
         if let Err(e) = self
             .broker
@@ -1009,4 +1015,11 @@ impl Engine {
             tracing::warn!(error = %e, %device, "update request not published");
         }
     }
+}
+
+/// A request the engine sent to a device, remembered until its answer.
+struct SentCall {
+    op: UpgradeId,
+    attempt: u32,
+    call: Call,
 }

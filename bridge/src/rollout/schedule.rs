@@ -347,6 +347,7 @@ mod tests {
                 step: UpgradeStep::Queued,
                 attempt: 0,
                 device_image: None,
+                discarded_images: Vec::new(),
                 not_before: None,
                 deadline: None,
                 wave: rollout.wave_of(i, n),

@@ -17,11 +17,12 @@ pub use fleetmq_tests::firmware::sim_firmware as firmware;
 /// Longest a whole upgrade scenario may take before a test gives up.
 pub const SCENARIO: Duration = Duration::from_secs(60);
 
-/// Short phases so that hung devices fail within seconds.
+/// Short phases so that hung devices fail within seconds (with room for a loaded CI machine,
+/// where a notice can take more than two seconds).
 pub fn fast_policy(config: &mut Config) {
     config.bridge.rollout.policy = UpgradePolicy {
-        fetch_timeout: Duration::from_secs(2),
-        init_timeout: Duration::from_secs(2),
+        fetch_timeout: Duration::from_secs(3),
+        init_timeout: Duration::from_secs(3),
         flash_timeout: Duration::from_secs(10),
         max_retries: 2,
         backoff: Duration::from_millis(50),
