@@ -52,6 +52,9 @@ pub struct Config {
     pub external_broker: Option<fleetmq_bridge::external::ExternalBroker>,
     /// Keep Mosquitto's password and ACL files from the store (an external Mosquitto).
     pub mosquitto_files: Option<fleetmq_bridge::mosquitto_files::MosquittoFiles>,
+    /// How long the device-plane lease lasts unless renewed (several nodes on PostgreSQL):
+    /// a dead node's device plane resumes elsewhere within about this long.
+    pub lease_lifetime: std::time::Duration,
 }
 
 impl Default for Config {
@@ -74,6 +77,7 @@ impl Default for Config {
             http: HttpLimits::default(),
             external_broker: None,
             mosquitto_files: None,
+            lease_lifetime: std::time::Duration::from_secs(10),
         }
     }
 }

@@ -18,10 +18,11 @@
 pub mod bootstrap;
 pub mod config;
 pub mod http;
+pub mod leadership;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use fleetmq_api::{AppState, DeviceCallError, DeviceCallFuture, Hooks};
@@ -38,6 +39,7 @@ use tokio_util::task::TaskTracker;
 
 pub use bootstrap::FirstStart;
 pub use config::Config;
+use leadership::{Held, Leadership};
 
 /// A running server.
 pub struct Server {
@@ -56,6 +58,8 @@ pub struct Server {
     /// Everything the server spawns, including the short tasks the API's hooks start; closed
     /// and waited for on shutdown.
     tasks: TaskTracker,
+    /// Why the server stopped on its own (it lost the device-plane lease), if it did.
+    stopped_because: Arc<OnceLock<String>>,
 }
 
 impl Server {
@@ -71,12 +75,6 @@ impl Server {
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        // The MQTT plane: the embedded broker, or the bridge's client of an external one.
-        let plane = match &config.external_broker {
-            Some(external) => Plane::external(external).await?,
-            None => Plane::embedded(&config, &store).await?,
-        };
-        let addrs = plane.addrs();
 
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
@@ -96,50 +94,101 @@ impl Server {
             }
             bridge_config.rollout.public_url = format!("http://{addr}");
         }
-        bridge_config.presence_from_messages = matches!(plane, Plane::External { .. });
-        let mqtt = plane.mqtt();
-        let (bridge, bridge_tasks) =
-            Bridge::start(store.clone(), mqtt.clone(), bridge_config, shutdown.clone())
-                .await
-                .context("starting the bridge")?;
-        let mut services = bridge_tasks;
-        if let Some(files) = config.mosquitto_files.clone() {
-            services.push(tasks.spawn(fleetmq_bridge::mosquitto_files::follow(
-                &store,
-                files,
-                shutdown.clone(),
-            )));
-        }
-        let broker_up: Arc<dyn Fn() -> bool + Send + Sync> = match plane {
-            Plane::Embedded(broker) => {
-                // Device messages are acknowledged only once the bridge has stored them;
-                // retained messages and persistent sessions are kept in the store across
-                // restarts.
-                let broker = (*broker)
-                    .with_uplink(Arc::new(bridge.clone()))
-                    .with_persistence(Arc::new(BrokerState::new(store.clone())))
-                    .await
-                    .context("restoring retained messages and persistent MQTT sessions")?;
-                let up = Arc::new(AtomicBool::new(true));
-                let running = Arc::clone(&up);
-                let stop = shutdown.clone();
+        bridge_config.presence_from_messages = config.external_broker.is_some();
+
+        // On PostgreSQL several nodes may share the store: the device plane runs on the one
+        // holding its lease (`leadership`).
+        let leadership = config.store.postgres.is_some().then(|| {
+            Leadership::new(
+                store.clone(),
+                config.lease_lifetime,
+                Some(bridge_config.rollout.public_url.clone()),
+            )
+        });
+        let running: Arc<OnceLock<DevicePlane>> = Arc::new(OnceLock::new());
+        let stopped_because: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
+        let mut services = Vec::new();
+        let starter = PlaneStarter {
+            store: store.clone(),
+            bridge_config,
+            mosquitto_files: config.mosquitto_files.clone(),
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
+        };
+        let addrs = match (&leadership, &config.external_broker) {
+            // Hot standby: the REST API serves at once; the device plane starts once this node
+            // holds the lease.
+            (Some(leadership), Some(external)) => {
+                let plane = Plane::external(external).await?;
+                let addrs = plane.addrs();
+                let (leadership, running, stopped_because) = (
+                    leadership.clone(),
+                    Arc::clone(&running),
+                    Arc::clone(&stopped_because),
+                );
                 services.push(tasks.spawn(async move {
-                    broker.run(stop).await;
-                    running.store(false, Ordering::Relaxed);
+                    let shutdown = starter.shutdown.clone();
+                    let Some(lease) = leadership.acquire(&shutdown).await else {
+                        return;
+                    };
+                    let (device_plane, plane_services) = match starter.start(plane).await {
+                        Ok(started) => started,
+                        Err(e) => {
+                            let _ = stopped_because.set(format!("{e:#}"));
+                            tracing::error!(error = %format!("{e:#}"), "cannot start the device plane");
+                            shutdown.cancel();
+                            return;
+                        }
+                    };
+                    let _ = running.set(device_plane);
+                    // Only the API's hooks keep the bridge: its tasks end once they drop it,
+                    // and this task waits for them.
+                    drop(running);
+                    hold(&leadership, lease, &shutdown, &stopped_because).await;
+                    for task in plane_services {
+                        if let Err(e) = task.await {
+                            tracing::error!(error = %e, "device-plane task failed");
+                        }
+                    }
                 }));
-                Arc::new(move || up.load(Ordering::Relaxed))
+                addrs
             }
-            Plane::External {
-                plane, connection, ..
-            } => {
-                services.push(external::run(*connection, bridge.clone(), shutdown.clone()));
-                Arc::new(move || plane.is_connected())
+            // The embedded broker's clients connect to this node's own port: it waits for
+            // the lease before it binds anything (a cold standby).
+            (Some(leadership), None) => {
+                let Some(lease) = leadership.acquire(&shutdown).await else {
+                    anyhow::bail!("stopped while waiting for the device-plane lease");
+                };
+                let plane = Plane::embedded(&config, &store).await?;
+                let addrs = plane.addrs();
+                let (device_plane, plane_services) = starter.start(plane).await?;
+                let _ = running.set(device_plane);
+                services.extend(plane_services);
+                let (leadership, stop, stopped_because) = (
+                    leadership.clone(),
+                    shutdown.clone(),
+                    Arc::clone(&stopped_because),
+                );
+                services.push(tasks.spawn(async move {
+                    hold(&leadership, lease, &stop, &stopped_because).await;
+                }));
+                addrs
+            }
+            (None, external) => {
+                let plane = match external {
+                    Some(external) => Plane::external(external).await?,
+                    None => Plane::embedded(&config, &store).await?,
+                };
+                let addrs = plane.addrs();
+                let (device_plane, plane_services) = starter.start(plane).await?;
+                let _ = running.set(device_plane);
+                services.extend(plane_services);
+                addrs
             }
         };
         let hooks = ServerHooks {
-            broker: mqtt,
-            bridge,
-            broker_up,
+            running,
+            leadership,
             tasks: tasks.clone(),
         };
         let state = AppState::new(store, config.api.clone(), Arc::new(hooks));
@@ -167,6 +216,7 @@ impl Server {
             services,
             http_runtime,
             tasks,
+            stopped_because,
         })
     }
 
@@ -198,6 +248,13 @@ impl Server {
     /// The admin credentials created on this start, if the store was new.
     pub fn first_start(&self) -> Option<&FirstStart> {
         self.first_start.as_ref()
+    }
+
+    /// Why the server stopped by itself rather than being asked to (it could not keep the
+    /// device-plane lease, or could not start the device plane once it had it).
+    /// Readable after [`Server::wait`] too.
+    pub fn failure(&self) -> Failure {
+        Failure(Arc::clone(&self.stopped_because))
     }
 
     /// A token that stops the server when cancelled.
@@ -349,44 +406,161 @@ impl Plane {
     }
 }
 
-/// The API's view of the broker and the bridge.
-struct ServerHooks {
+/// Why a server stopped by itself, if it did ([`Server::failure`]).
+#[derive(Clone)]
+pub struct Failure(Arc<OnceLock<String>>);
+
+impl Failure {
+    /// The reason, once the server stopped by itself.
+    pub fn reason(&self) -> Option<String> {
+        self.0.get().cloned()
+    }
+}
+
+/// What the device plane needs to start, on whichever node and whenever it starts.
+struct PlaneStarter {
+    store: Store,
+    bridge_config: fleetmq_bridge::BridgeConfig,
+    mosquitto_files: Option<fleetmq_bridge::mosquitto_files::MosquittoFiles>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// The running device plane, as the API's hooks see it.
+struct DevicePlane {
     broker: Mqtt,
     bridge: Bridge,
     broker_up: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl PlaneStarter {
+    /// Starts the bridge on `plane` and runs the plane; returns its tasks.
+    async fn start(self, plane: Plane) -> anyhow::Result<(DevicePlane, Vec<JoinHandle<()>>)> {
+        let PlaneStarter {
+            store,
+            bridge_config,
+            mosquitto_files,
+            shutdown,
+            tasks,
+        } = self;
+        let mqtt = plane.mqtt();
+        let (bridge, bridge_tasks) =
+            Bridge::start(store.clone(), mqtt.clone(), bridge_config, shutdown.clone())
+                .await
+                .context("starting the bridge")?;
+        let mut services = bridge_tasks;
+        if let Some(files) = mosquitto_files {
+            services.push(tasks.spawn(fleetmq_bridge::mosquitto_files::follow(
+                &store,
+                files,
+                shutdown.clone(),
+            )));
+        }
+        let broker_up: Arc<dyn Fn() -> bool + Send + Sync> = match plane {
+            Plane::Embedded(broker) => {
+                // Device messages are acknowledged only once the bridge has stored them;
+                // retained messages and persistent sessions are kept in the store across
+                // restarts.
+                let broker = (*broker)
+                    .with_uplink(Arc::new(bridge.clone()))
+                    .with_persistence(Arc::new(BrokerState::new(store.clone())))
+                    .await
+                    .context("restoring retained messages and persistent MQTT sessions")?;
+                let up = Arc::new(AtomicBool::new(true));
+                let running = Arc::clone(&up);
+                let stop = shutdown.clone();
+                services.push(tasks.spawn(async move {
+                    broker.run(stop).await;
+                    running.store(false, Ordering::Relaxed);
+                }));
+                Arc::new(move || up.load(Ordering::Relaxed))
+            }
+            Plane::External {
+                plane, connection, ..
+            } => {
+                services.push(external::run(*connection, bridge.clone(), shutdown.clone()));
+                Arc::new(move || plane.is_connected())
+            }
+        };
+        Ok((
+            DevicePlane {
+                broker: mqtt,
+                bridge,
+                broker_up,
+            },
+            services,
+        ))
+    }
+}
+
+/// Keeps the device-plane lease until shutdown; stops the server if it is lost.
+async fn hold(
+    leadership: &Leadership,
+    lease: fleetmq_store::Lease,
+    shutdown: &CancellationToken,
+    stopped_because: &OnceLock<String>,
+) {
+    if let Held::Lost(why) = leadership.hold(lease, shutdown).await {
+        tracing::error!(reason = %why, "lost the device-plane lease: stopping this node");
+        let _ = stopped_because.set(format!("lost the device-plane lease: {why}"));
+        shutdown.cancel();
+    }
+}
+
+/// The API's view of the broker and the bridge: the device plane once it runs on this node.
+/// On a standby node (another holds the device-plane lease) a change the API stored reaches
+/// the device plane through the store.
+struct ServerHooks {
+    running: Arc<OnceLock<DevicePlane>>,
+    leadership: Option<Leadership>,
     /// The server's tracker: a hook's work outlives the request, not the server.
     tasks: TaskTracker,
 }
 
 impl Hooks for ServerHooks {
     fn device_deactivated(&self, device: DeviceId) {
-        self.bridge.device_deactivated(device);
-        let broker = self.broker.clone();
+        let Some(plane) = self.running.get() else {
+            return;
+        };
+        plane.bridge.device_deactivated(device);
+        let broker = plane.broker.clone();
         self.tasks.spawn(async move {
             broker.disconnect_device(device).await;
         });
     }
 
     fn command_created(&self, command: Command) {
-        let bridge = self.bridge.clone();
+        let Some(plane) = self.running.get() else {
+            return;
+        };
+        let bridge = plane.bridge.clone();
         self.tasks
             .spawn(async move { bridge.command_created(command).await });
     }
 
     fn upgrades_started(&self, started: StartedUpgrades) {
-        self.bridge.upgrades_started(started);
+        if let Some(plane) = self.running.get() {
+            plane.bridge.upgrades_started(started);
+        }
     }
 
     fn upgrades_cancelled(&self, operations: Vec<UpgradeOperation>) {
-        self.bridge.upgrades_cancelled(operations);
+        if let Some(plane) = self.running.get() {
+            plane.bridge.upgrades_cancelled(operations);
+        }
     }
 
     fn software_changed(&self, org: fleetmq_store::OrgId) {
-        self.bridge.software_changed(org);
+        if let Some(plane) = self.running.get() {
+            plane.bridge.software_changed(org);
+        }
     }
 
     fn device_call(&self, device: DeviceId, call: Call) -> DeviceCallFuture {
-        let bridge = self.bridge.clone();
+        let Some(plane) = self.running.get() else {
+            return Box::pin(async { Err(DeviceCallError::Unavailable) });
+        };
+        let bridge = plane.bridge.clone();
         Box::pin(async move {
             bridge.device_call(device, call).await.map_err(|e| match e {
                 CallError::Offline => DeviceCallError::Offline,
@@ -397,12 +571,28 @@ impl Hooks for ServerHooks {
     }
 
     fn broker_up(&self) -> bool {
-        (self.broker_up)()
+        match (self.running.get(), &self.leadership) {
+            (Some(plane), _) => (plane.broker_up)(),
+            // A standby is healthy while some node runs the device plane.
+            (None, Some(leadership)) => leadership.someone_holds(),
+            (None, None) => false,
+        }
     }
 
     fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
-        let mut metrics = self.bridge.metrics().snapshot();
-        metrics.extend(self.broker.metrics());
+        let mut metrics = match self.running.get() {
+            Some(plane) => {
+                let mut metrics = plane.bridge.metrics().snapshot();
+                metrics.extend(plane.broker.metrics());
+                metrics
+            }
+            None => Vec::new(),
+        };
+        metrics.push((
+            "fleetmq_device_plane_running",
+            "1 while this node runs the device plane (it holds the device-plane lease, or the store is not shared).",
+            u64::from(self.running.get().is_some()),
+        ));
         metrics
     }
 }

@@ -276,6 +276,10 @@ struct ServeArgs {
     /// PostgreSQL connections this node keeps at most (with --store).
     #[arg(long, env = "FLEETMQ_STORE_CONNECTIONS", default_value_t = 16)]
     store_connections: u32,
+    /// Seconds the device-plane lease lasts unless renewed (with --store): one node runs the
+    /// device plane, and when it dies another takes over within about this long.
+    #[arg(long, env = "FLEETMQ_LEASE_LIFETIME", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    lease_lifetime: u64,
 
     // --- PKI ---
     /// The secret private keys of CAs and certificates are sealed with at rest (at least 32
@@ -496,6 +500,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config {
         external_broker,
         mosquitto_files,
+        lease_lifetime: Duration::from_secs(args.lease_lifetime),
         data_dir: args.data_dir,
         store: fleetmq_store::StoreOptions {
             cache_bytes: args.store_cache_mib.max(1).saturating_mul(1024 * 1024),
@@ -620,6 +625,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // No detached signal task: the first signal stops the server here, and if anything
         // else cancels its token, the server is simply waited for.
         let stopped = server.shutdown_token();
+        let failure = server.failure();
         tokio::select! {
             () = signals.recv() => {
                 tracing::info!("shutting down");
@@ -627,7 +633,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
             () = stopped.cancelled() => server.wait().await,
         }
-        anyhow::Ok(())
+        match failure.reason() {
+            Some(reason) => Err(anyhow::anyhow!(reason)),
+            None => anyhow::Ok(()),
+        }
     })
 }
 

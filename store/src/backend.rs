@@ -46,6 +46,7 @@ pub trait Backend:
     + SoftwareStore
     + OAuthStore
     + BrokerStateStore
+    + crate::LeaseStore
     + Send
     + Sync
     + 'static

@@ -43,6 +43,7 @@ mod configuration;
 mod device_plane;
 mod devices;
 mod firmware;
+mod lease;
 mod locations;
 mod oauth;
 mod paging;

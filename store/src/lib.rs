@@ -56,6 +56,7 @@ pub mod group;
 pub mod id;
 pub mod kv;
 pub mod kv_backend;
+pub mod lease;
 pub mod location;
 pub mod memo;
 pub mod migrate;
@@ -113,6 +114,7 @@ pub use id::{
 };
 pub use kv::PostgresOptions;
 pub use kv_backend::KvBackend;
+pub use lease::{Lease, LeaseClaim, LeaseStore};
 pub use location::{
     DeviceLocation, FloorPlan, FloorplanChoice, Geometry, IMAGE_HEAD, ImageFormat, Location,
     LocationChoice, LocationFields, LocationFilter, LocationType, Placed, Placement, PlanImage,

@@ -19,7 +19,9 @@ use crate::kv::{Key, TableDefinition, Value};
 /// 7: the MQTT broker's retained messages, persistent sessions and their queued messages
 /// (`broker_*`); a build without them would lose them. Older files get the new tables, empty,
 /// at open.
-pub const SCHEMA_VERSION: u64 = 7;
+/// 8: leases (`leases`), which several nodes on one PostgreSQL database take in turn; a build
+/// without them would not honour them.
+pub const SCHEMA_VERSION: u64 = 8;
 
 /// `"schema_version"` → version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -271,6 +273,9 @@ pub const BROKER_SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub const BROKER_QUEUED: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("broker_queued");
 
+/// lease name → lease record (see [`crate::lease`]).
+pub const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
+
 /// Something done to every table in turn: creating them at open, copying a store, comparing
 /// two copies.
 pub trait EveryTable {
@@ -382,5 +387,6 @@ pub fn every_table(visit: &mut impl EveryTable) -> Result<()> {
     visit.table(BROKER_RETAINED)?;
     visit.table(BROKER_SESSIONS)?;
     visit.table(BROKER_QUEUED)?;
+    visit.table(LEASES)?;
     Ok(())
 }

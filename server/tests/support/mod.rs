@@ -88,7 +88,10 @@ pub fn start_with(data_dir: &std::path::Path, http: u16, mqtt: u16, extra: &[&st
         ])
         .args(extra)
         .env("FLEETMQ_ADMIN_PASSWORD", "binary-test-password")
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("FLEETMQ_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
         .stdout(Stdio::piped())
         .spawn()
         .expect("fleetmq starts");
@@ -104,7 +107,15 @@ pub fn start_with(data_dir: &std::path::Path, http: u16, mqtt: u16, extra: &[&st
             break;
         }
     }
-    std::thread::spawn(move || lines.for_each(drop));
+    // FLEETMQ_TEST_ECHO=1 shows what the server prints (its log) on the test's output.
+    let echo = std::env::var_os("FLEETMQ_TEST_ECHO").is_some();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if echo {
+                eprintln!("[fleetmq :{http}] {line}");
+            }
+        }
+    });
     Running {
         child,
         token,
