@@ -58,6 +58,9 @@ pub trait Backend:
     /// Devices whose rendered configuration may have changed, announced after each commit
     /// (see [`crate::configuration`]).
     fn config_changes(&self) -> tokio::sync::broadcast::Receiver<crate::ConfigChange>;
+    /// Tables other nodes sharing the database changed, heard after each of their commits
+    /// (see [`crate::remote`]); never anything on a backend no other node shares.
+    fn remote_changes(&self) -> tokio::sync::broadcast::Receiver<crate::RemoteChange>;
     /// How much of the data the backend keeps in memory (for `/metrics`).
     fn cache_use(&self) -> CacheUse;
 }

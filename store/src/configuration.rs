@@ -14,6 +14,13 @@
 //! Delivery is a bounded broadcast: a subscriber that falls behind is told it lagged and must
 //! assume that every configuration changed. The stored `modified` status is the durable record
 //! a notice is still owed, so nothing depends on the broadcast being heard.
+//!
+//! Nodes sharing a PostgreSQL database announce each other's changes too: the write hands
+//! its change to its transaction, and every other node announces it once the commit's notice
+//! arrives. A node whose notice listener lost its connection cannot know which changes it
+//! missed, and there is no "every configuration" change to announce: devices connected to it
+//! then get their owed notices when they next connect (the `modified` status says so), not at
+//! once.
 
 use std::collections::BTreeMap;
 
@@ -214,7 +221,7 @@ pub fn render_template(template: &Template) -> Result<RenderedConfig, Invalid> {
 const BACKLOG: usize = 1024;
 
 /// Devices whose rendered configuration may have changed in one committed write.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConfigChange {
     /// The devices, each once, in id order.
     pub devices: Vec<DeviceId>,

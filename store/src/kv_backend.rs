@@ -27,8 +27,11 @@
 //! - `oauth` — [`crate::OAuthStore`]: OAuth clients and their access tokens.
 //! - `broker_state` — [`crate::BrokerStateStore`]: the MQTT broker's retained messages,
 //!   persistent sessions and their queued messages.
+//! - `cluster` — other nodes' commits (on a shared PostgreSQL database): the caches they
+//!   empty and the changes they announce here.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::kv::{Database, PostgresOptions, ReadableTable};
 
@@ -38,6 +41,7 @@ use paging::PageAnchors;
 
 mod accounts;
 mod broker_state;
+mod cluster;
 mod config_settings;
 mod configuration;
 mod device_plane;
@@ -57,13 +61,18 @@ mod vpn;
 pub const DATA_FILE: &str = "fleetmq.redb";
 
 /// fleetmq's domain on kv tables.
+///
+/// The caches are shared with the thread that empties them when another node's commit
+/// concerns them (see `cluster`).
 pub struct KvBackend {
     db: Database,
-    tokens: TokenCache,
-    anchors: PageAnchors,
-    logins: crate::memo::Memo<DeviceId, crate::DeviceLogin>,
+    tokens: Arc<TokenCache>,
+    anchors: Arc<PageAnchors>,
+    logins: Arc<crate::memo::Memo<DeviceId, crate::DeviceLogin>>,
     changes: crate::LoginChanges,
     config_changes: crate::ConfigChanges,
+    /// Other nodes' commits, by table, for the rest of this node.
+    remote: crate::RemoteChanges,
     /// Seals private keys (see [`crate::pki`]).
     vault: fleetmq_pki::KeyVault,
 }
@@ -124,15 +133,36 @@ impl KvBackend {
         }
         every_table(&mut Create(&txn))?;
         txn.commit()?;
-        Ok(Self {
+        let backend = Self {
             db,
-            tokens: TokenCache::default(),
-            anchors: PageAnchors::default(),
-            logins: crate::memo::Memo::new(100_000),
+            tokens: Arc::default(),
+            anchors: Arc::default(),
+            logins: Arc::new(crate::memo::Memo::new(100_000)),
             changes: crate::LoginChanges::default(),
             config_changes: crate::ConfigChanges::default(),
+            remote: crate::RemoteChanges::default(),
             vault: fleetmq_pki::KeyVault::new(&secret),
-        })
+        };
+        if let Some(commits) = backend.db.remote_commits() {
+            cluster::Follower {
+                db: backend.db.downgrade(),
+                tokens: Arc::clone(&backend.tokens),
+                anchors: Arc::clone(&backend.anchors),
+                logins: Arc::clone(&backend.logins),
+                changes: backend.changes.clone(),
+                config_changes: backend.config_changes.clone(),
+                remote: backend.remote.clone(),
+            }
+            .spawn(commits)?;
+        }
+        Ok(backend)
+    }
+
+    /// This node's id in the notices its commits send to the other nodes sharing its
+    /// PostgreSQL database; its listener connection is `fleetmq-listener-<id>` in
+    /// `pg_stat_activity`. `None` on redb.
+    pub fn node(&self) -> Option<&str> {
+        self.db.node()
     }
 }
 
@@ -162,6 +192,10 @@ impl Backend for KvBackend {
 
     fn config_changes(&self) -> tokio::sync::broadcast::Receiver<crate::ConfigChange> {
         self.config_changes.subscribe()
+    }
+
+    fn remote_changes(&self) -> tokio::sync::broadcast::Receiver<crate::RemoteChange> {
+        self.remote.subscribe()
     }
 
     fn cache_use(&self) -> crate::CacheUse {

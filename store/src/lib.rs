@@ -35,6 +35,7 @@
 //!   persistent sessions and their queued messages), as opaque rows by key.
 //! - [`page`] — paging, tenancy scope, uniqueness rules.
 //! - [`memo`] — read caches kept correct by invalidation after commits.
+//! - [`remote`] — what other nodes sharing a PostgreSQL database commit.
 //! - [`backend`] — the storage boundary trait.
 //! - [`kv_backend`] — the embedded implementation; [`tables`] — its tables.
 //! - [`error`] — [`StoreError`].
@@ -66,6 +67,7 @@ pub mod organization;
 pub mod page;
 pub mod permission;
 pub mod pki;
+pub mod remote;
 pub mod revocation;
 pub mod rollout;
 pub mod software;
@@ -129,6 +131,7 @@ pub use pki::{
     Ca, CaId, Cert, CertId, CertificateLogin, CertificateRefusal, Draft, Material, Origin, Relabel,
     X509Fields,
 };
+pub use remote::{RemoteChange, RemoteChanges};
 pub use revocation::{LoginChange, LoginChanges};
 pub use rollout::{AbortThreshold, FailureRate, Limit, Rollout, RolloutError, Waves};
 /// Software versions are semantic versions.

@@ -5,6 +5,10 @@
 //!
 //! Delivery is a bounded broadcast: a subscriber that falls behind is told it lagged and must
 //! assume that anything changed.
+//!
+//! Nodes sharing a PostgreSQL database hear each other's changes: each write hands its
+//! change to its transaction too, and every other node announces it once the commit's notice
+//! arrives (see `kv_backend::cluster`).
 
 use tokio::sync::broadcast;
 
@@ -14,7 +18,7 @@ use crate::DeviceId;
 const BACKLOG: usize = 1024;
 
 /// What changed, as far as logins are concerned.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LoginChange {
     /// A device's key, deactivation, organization or existence.
     Device(DeviceId),

@@ -12,23 +12,40 @@
 //! # Layout
 //! - `keys` — [`Key`]: each key type's byte-ordered encoding (PostgreSQL compares bytes).
 //! - `postgres` — the PostgreSQL engine: connection pool, transactions, range scans.
+//! - `notices` — what a PostgreSQL commit tells the other nodes sharing the database, and
+//!   the listener that hears theirs ([`RemoteCommit`]).
 
 use std::borrow::Borrow;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Weak};
 
 pub use keys::Key;
+pub use notices::RemoteCommit;
 pub use postgres::PostgresOptions;
 pub use redb::{TableDefinition, Value};
 
 use crate::{Result, StoreError};
 
 mod keys;
+mod notices;
 mod postgres;
 
 /// A store's tables: a redb file or a PostgreSQL database.
 pub struct Database {
-    engine: Engine,
+    engine: Arc<Engine>,
+}
+
+/// A handle on a [`Database`] that does not keep it open: for a task that must end when the
+/// database's owner drops it, and reads only now and then.
+#[derive(Clone)]
+pub struct WeakDatabase(Weak<Engine>);
+
+impl WeakDatabase {
+    /// The database, unless it was dropped.
+    pub fn upgrade(&self) -> Option<Database> {
+        self.0.upgrade().map(|engine| Database { engine })
+    }
 }
 
 enum Engine {
@@ -40,20 +57,47 @@ impl Database {
     /// Tables in an open redb file.
     pub fn redb(db: redb::Database) -> Self {
         Self {
-            engine: Engine::Redb(db),
+            engine: Arc::new(Engine::Redb(db)),
         }
     }
 
-    /// Tables in the PostgreSQL database `options` names; connects once to check it answers.
+    /// Tables in the PostgreSQL database `options` names; connects once to check it answers,
+    /// and starts listening for the other nodes' commits (see [`Database::remote_commits`]).
     pub fn postgres(options: &PostgresOptions) -> Result<Self> {
         Ok(Self {
-            engine: Engine::Postgres(postgres::Pool::connect(options)?),
+            engine: Arc::new(Engine::Postgres(postgres::Pool::connect(options)?)),
         })
+    }
+
+    /// A handle that does not keep the database open.
+    pub fn downgrade(&self) -> WeakDatabase {
+        WeakDatabase(Arc::downgrade(&self.engine))
+    }
+
+    /// What other nodes sharing the database commit from now on, for whoever keeps state
+    /// derived from the tables (caches, broadcasts of changes) and so must hear of theirs as
+    /// of its own. A bounded broadcast: a subscriber that falls behind is told it lagged and
+    /// must assume anything changed. `None` on redb: a redb file has one process, this one.
+    pub fn remote_commits(&self) -> Option<tokio::sync::broadcast::Receiver<RemoteCommit>> {
+        match &*self.engine {
+            Engine::Redb(_) => None,
+            Engine::Postgres(pool) => Some(pool.remote_commits()),
+        }
+    }
+
+    /// This node's id in the notices its commits send (random, chosen when the database was
+    /// opened); its listener connection is named `fleetmq-listener-<id>` in
+    /// `pg_stat_activity`. `None` on redb.
+    pub fn node(&self) -> Option<&str> {
+        match &*self.engine {
+            Engine::Redb(_) => None,
+            Engine::Postgres(pool) => Some(pool.node()),
+        }
     }
 
     /// A snapshot to read from; later commits do not show in it.
     pub fn begin_read(&self) -> Result<ReadTransaction> {
-        Ok(ReadTransaction(match &self.engine {
+        Ok(ReadTransaction(match &*self.engine {
             Engine::Redb(db) => Read::Redb(redb::ReadableDatabase::begin_read(db)?),
             Engine::Postgres(pool) => Read::Postgres(Box::new(pool.begin(postgres::Mode::Read)?)),
         }))
@@ -61,7 +105,7 @@ impl Database {
 
     /// The write transaction: waits until no other writer (of any node) holds one.
     pub fn begin_write(&self) -> Result<WriteTransaction> {
-        Ok(WriteTransaction(match &self.engine {
+        Ok(WriteTransaction(match &*self.engine {
             Engine::Redb(db) => Write::Redb(Box::new(db.begin_write()?)),
             Engine::Postgres(pool) => Write::Postgres(Box::new(pool.begin(postgres::Mode::Write)?)),
         }))
@@ -70,7 +114,7 @@ impl Database {
     /// How much of the data the engine keeps in memory: redb's page cache; PostgreSQL's lives
     /// in its own server.
     pub fn cache_use(&self) -> crate::CacheUse {
-        match &self.engine {
+        match &*self.engine {
             Engine::Redb(db) => {
                 let stats = redb::ReadableDatabase::cache_stats(db);
                 crate::CacheUse {
@@ -128,7 +172,20 @@ impl WriteTransaction {
         }))
     }
 
+    /// Queues an announcement, opaque here, to reach the other nodes sharing the database
+    /// with this transaction's commit ([`RemoteCommit::Commit`]), so that what they hear is
+    /// exactly what was committed: nothing if it rolls back. Nothing is sent on redb, which
+    /// has no other nodes.
+    pub fn announce(&self, announcement: String) {
+        match &self.0 {
+            Write::Redb(_) => {}
+            Write::Postgres(txn) => txn.announce(announcement),
+        }
+    }
+
     /// Makes the changes durable and visible; dropping the transaction instead undoes them.
+    /// On PostgreSQL the other nodes are told which tables it changed, with its
+    /// announcements, atomically with the commit.
     pub fn commit(self) -> Result<()> {
         match self.0 {
             Write::Redb(txn) => txn.commit()?,

@@ -8,11 +8,16 @@
 //! microseconds for redb's reads), so [`Txn`] sends BEGIN with its first statement and its
 //! writes together; range scans fetch in growing chunks from either end, so walking a few
 //! entries of a large table reads a few rows.
+//!
+//! A write transaction that changed something also notifies the other nodes with its COMMIT
+//! (see [`super::notices`]), and each pool keeps one more connection, outside the pool, that
+//! listens for theirs.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
@@ -20,6 +25,7 @@ use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
+use super::notices::{self, RemoteCommit};
 use crate::{Result, StoreError};
 
 /// The advisory lock every write transaction holds ("fleetmq" in ASCII).
@@ -95,11 +101,23 @@ pub(super) struct Pool {
     /// `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
     tables: Arc<Mutex<HashSet<String>>>,
+    /// What this node's write transactions sign their notices with.
+    notifier: Arc<Notifier>,
+    /// Other nodes' commits, as the listener hears them.
+    commits: tokio::sync::broadcast::Sender<RemoteCommit>,
+}
+
+/// This node's id in notices, and the number of its next notifying commit (so the parts of
+/// one commit's notice are told from another's).
+pub(super) struct Notifier {
+    node: String,
+    next: AtomicU64,
 }
 
 impl Drop for Pool {
-    /// Without waiting for the connections' tasks: the last handle to a store may be
-    /// dropped on an async worker, where a runtime must not block.
+    /// Without waiting for the connections' tasks (the listener's too, which stops with
+    /// them): the last handle to a store may be dropped on an async worker, where a runtime
+    /// must not block.
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
@@ -122,7 +140,7 @@ impl Pool {
             .build()
             .map_err(|e| StoreError::Task(format!("the PostgreSQL runtime: {e}")))?;
         let manager = Manager {
-            config,
+            config: config.clone(),
             runtime: runtime.handle().clone(),
             timeout: options.connect_timeout,
         };
@@ -133,19 +151,58 @@ impl Pool {
             .test_on_check_out(true)
             .connection_timeout(options.connect_timeout)
             .build(manager)?;
+        let node = notices::node_id();
+        let commits = tokio::sync::broadcast::channel(notices::BACKLOG).0;
+        let (listening, listened) = tokio::sync::oneshot::channel();
+        runtime.spawn(
+            notices::Listener {
+                config,
+                connect_timeout: options.connect_timeout,
+                node: node.clone(),
+                commits: commits.clone(),
+                listening: Some(listening),
+            }
+            .run(),
+        );
+        // The first LISTEN in place before the store is used, so that no commit of another
+        // node made after opening goes unheard. If it takes too long, the listener goes on
+        // trying and says "anything changed" once it listens.
+        let timeout = options.connect_timeout;
+        let first = runtime.spawn(async move { tokio::time::timeout(timeout, listened).await });
+        if !matches!(wait(first), Ok(Ok(Ok(())))) {
+            tracing::warn!("not yet listening for other nodes' commits; going on without");
+        }
         Ok(Self {
             connections,
             writer: Arc::default(),
             runtime: Some(runtime),
             tables: Arc::default(),
+            notifier: Arc::new(Notifier {
+                node,
+                next: AtomicU64::new(0),
+            }),
+            commits,
         })
+    }
+
+    /// This node's id in the notices it sends.
+    pub(super) fn node(&self) -> &str {
+        &self.notifier.node
+    }
+
+    /// Other nodes' commits heard from now on.
+    pub(super) fn remote_commits(&self) -> tokio::sync::broadcast::Receiver<RemoteCommit> {
+        self.commits.subscribe()
     }
 
     /// A transaction; its BEGIN goes out with its first statement.
     pub(super) fn begin(&self, mode: Mode) -> Result<Txn> {
-        let writing = match mode {
-            Mode::Read => None,
-            Mode::Write => Some(WriterSlot::take(&self.writer)),
+        let (writing, notifier) = match mode {
+            Mode::Read => (None, None),
+            Mode::Write => (
+                Some(WriterSlot::take(&self.writer)),
+                Some(Arc::clone(&self.notifier)),
+            ),
         };
         let conn = self.connections.get()?;
         let begin = match mode {
@@ -159,6 +216,9 @@ impl Pool {
             _writing: writing,
             tables: Arc::clone(&self.tables),
             created: RefCell::default(),
+            notifier,
+            changed: RefCell::default(),
+            announcements: RefCell::default(),
         })
     }
 }
@@ -306,6 +366,8 @@ enum Ahead {
     Upsert(Statement, Vec<Vec<u8>>, Vec<Vec<u8>>),
     /// One table's buffered deletes: the keys as one array.
     Delete(Statement, Vec<Vec<u8>>),
+    /// The commit's notice to the other nodes: its payloads as one array.
+    Notify(Statement, Vec<String>),
 }
 
 async fn send_ahead(client: &Client, ahead: &[Ahead]) -> Result<(), tokio_postgres::Error> {
@@ -317,6 +379,9 @@ async fn send_ahead(client: &Client, ahead: &[Ahead]) -> Result<(), tokio_postgr
                 client.execute(statement, &[keys, values]).await.map(drop)
             }
             Ahead::Delete(statement, keys) => client.execute(statement, &[keys]).await.map(drop),
+            Ahead::Notify(statement, payloads) => {
+                client.execute(statement, &[payloads]).await.map(drop)
+            }
         }
     }))
     .await;
@@ -341,6 +406,12 @@ pub(super) struct Txn {
     tables: Arc<Mutex<HashSet<String>>>,
     /// Tables this transaction created, known to exist once it commits.
     created: RefCell<Vec<String>>,
+    /// A write transaction's signature on its notice; `None` for a reader.
+    notifier: Option<Arc<Notifier>>,
+    /// Tables (redb's names) with an entry written or removed: what the notice names.
+    changed: RefCell<std::collections::BTreeSet<String>>,
+    /// What the notice carries besides (see [`Txn::announce`]).
+    announcements: RefCell<Vec<String>>,
 }
 
 impl Txn {
@@ -468,13 +539,46 @@ impl Txn {
         conn.checked(result)
     }
 
-    /// Sends the buffered writes and COMMIT together, and waits for the commit.
+    /// Queues `announcement` to go to the other nodes with the commit (and nowhere if the
+    /// transaction is rolled back).
+    pub(super) fn announce(&self, announcement: String) {
+        self.announcements.borrow_mut().push(announcement);
+    }
+
+    /// The notify payloads of the commit: none when it changed nothing and announces nothing.
+    fn notice(&self) -> Option<Vec<String>> {
+        let notifier = self.notifier.as_ref()?;
+        let tables: Vec<String> = std::mem::take(&mut *self.changed.borrow_mut())
+            .into_iter()
+            .collect();
+        let announcements = std::mem::take(&mut *self.announcements.borrow_mut());
+        if tables.is_empty() && announcements.is_empty() {
+            return None;
+        }
+        let commit = notifier.next.fetch_add(1, Ordering::Relaxed);
+        Some(notices::payloads(
+            &notifier.node,
+            commit,
+            tables,
+            announcements,
+        ))
+    }
+
+    /// Sends the buffered writes, the notice to the other nodes and COMMIT together, and
+    /// waits for the commit.
     pub(super) fn commit(self) -> Result<()> {
         let nothing_sent = matches!(*self.state.borrow(), State::NotBegun(_));
         let nothing_buffered = self.pending.borrow().values().all(|rows| rows.is_empty());
-        if !(nothing_sent && nothing_buffered) {
-            let ahead = self.ahead(Flush::All)?;
+        let notice = self.notice();
+        if !(nothing_sent && nothing_buffered && notice.is_none()) {
+            let mut ahead = self.ahead(Flush::All)?;
             let mut conn = self.conn.borrow_mut();
+            if let Some(payloads) = notice {
+                ahead.push(Ahead::Notify(
+                    conn.statement(notices::NOTIFY_SQL)?,
+                    payloads,
+                ));
+            }
             let client = Arc::clone(&conn.client);
             let result = wait(async {
                 let (ahead, done) = futures_util::join!(
@@ -567,12 +671,22 @@ impl<'t> TableRef<'t> {
 
     /// Stores `value` under `key` (buffered until the table is next read or the commit).
     pub(super) fn insert(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.changed();
         self.txn.buffer(&self.sql, key, Some(value))
     }
 
     /// Deletes the entry under `key` (buffered like [`TableRef::insert`]).
     pub(super) fn remove(&self, key: &[u8]) -> Result<()> {
+        self.changed();
         self.txn.buffer(&self.sql, key, None)
+    }
+
+    /// Names the table in the commit's notice.
+    fn changed(&self) {
+        let mut changed = self.txn.changed.borrow_mut();
+        if !changed.contains(&self.name) {
+            changed.insert(self.name.clone());
+        }
     }
 
     pub(super) fn remove_all(&self, keys: &[Vec<u8>]) -> Result<()> {

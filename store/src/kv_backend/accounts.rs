@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use crate::kv::{ReadableTable, WriteTransaction};
 
 use super::KvBackend;
+use super::cluster::carry_login;
 use super::device_plane;
 use super::devices::{counter_key, delete_device_in, load_device};
 use super::paging::{created_key, ids_paired_with, ids_under, page_index, paged};
@@ -131,12 +132,14 @@ impl AccountStore for KvBackend {
             orgs.insert(id.key(), encode("organizations", &org)?.as_slice())?;
             (org, before.slug)
         };
-        txn.commit()?;
         let (org, slug) = org;
-        self.logins.clear();
-        self.changes.announce(LoginChange::Organization {
+        let change = LoginChange::Organization {
             slug: slug.as_str().to_owned(),
-        });
+        };
+        carry_login(&txn, &change);
+        txn.commit()?;
+        self.logins.clear();
+        self.changes.announce(change);
         Ok(org)
     }
 
@@ -178,13 +181,15 @@ impl AccountStore for KvBackend {
                 .remove(counter_key(Some(id)).as_slice())?;
             org.fields.slug
         };
+        let change = LoginChange::Organization {
+            slug: slug.as_str().to_owned(),
+        };
+        carry_login(&txn, &change);
         txn.commit()?;
         self.logins.clear();
         self.anchors.invalidate();
         self.tokens.clear();
-        self.changes.announce(LoginChange::Organization {
-            slug: slug.as_str().to_owned(),
-        });
+        self.changes.announce(change);
         Ok(())
     }
 
@@ -253,6 +258,7 @@ impl AccountStore for KvBackend {
             user.password = hash;
         }
         insert_user_indexes(&txn, &user)?;
+        carry_login(&txn, &LoginChange::Users);
         txn.commit()?;
         self.tokens.clear();
         self.changes.announce(LoginChange::Users);
@@ -280,6 +286,7 @@ impl AccountStore for KvBackend {
                 user_tokens.remove(key.as_slice())?;
             }
         }
+        carry_login(&txn, &LoginChange::Users);
         txn.commit()?;
         self.tokens.clear();
         self.changes.announce(LoginChange::Users);

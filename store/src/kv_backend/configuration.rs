@@ -186,12 +186,13 @@ impl<T: ReadableTable<u128, &'static [u8]>> Sources<T> {
 }
 
 impl KvBackend {
-    /// Commits `txn`, then announces `change`.
+    /// Commits `txn` carrying `change` to the other nodes, then announces it here.
     pub(super) fn commit_config(
         &self,
         txn: WriteTransaction,
         change: ConfigChange,
     ) -> Result<ConfigChange> {
+        super::cluster::carry_config(&txn, &change);
         txn.commit()?;
         self.config_changes.announce(&change);
         Ok(change)

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use crate::kv::{ReadableTable, Table, WriteTransaction};
 
+use super::cluster::carry_login;
 use super::configuration::{Known, configuration_changed, renders_differently, settle_device};
 use super::paging::{ANCHOR_STRIDE, MergeDesc, created_key, id_of, index_desc, successor};
 use super::record::{cat, encode, get_record, get_records, lookup_by};
@@ -230,6 +231,7 @@ impl DeviceStore for KvBackend {
         insert_device_indexes(&txn, &device)?;
         let change = configuration_changed(self, &txn, BTreeSet::from([device.id]))?;
         let device = load_device(&txn, device.id)?;
+        carry_login(&txn, &LoginChange::DevicesAdded);
         self.commit_config(txn, change)?;
         self.anchors.invalidate();
         self.changes.announce(LoginChange::DevicesAdded);
@@ -254,6 +256,7 @@ impl DeviceStore for KvBackend {
             .iter()
             .map(|d| load_device(&txn, d.id))
             .collect::<Result<Vec<_>>>()?;
+        carry_login(&txn, &LoginChange::DevicesAdded);
         self.commit_config(txn, change)?;
         self.anchors.invalidate();
         self.changes.announce(LoginChange::DevicesAdded);
@@ -301,6 +304,7 @@ impl DeviceStore for KvBackend {
         };
         let change = configuration_changed(self, &txn, affected)?;
         let device = load_device(&txn, id)?;
+        carry_login(&txn, &LoginChange::Device(id));
         self.commit_config(txn, change)?;
         self.logins.invalidate(&id);
         self.changes.announce(LoginChange::Device(id));
@@ -337,6 +341,7 @@ impl DeviceStore for KvBackend {
         };
         let change = configuration_changed(self, &txn, affected)?;
         let device = load_device(&txn, id)?;
+        carry_login(&txn, &LoginChange::Device(id));
         self.commit_config(txn, change)?;
         self.logins.invalidate(&id);
         self.changes.announce(LoginChange::Device(id));
@@ -348,6 +353,7 @@ impl DeviceStore for KvBackend {
         let device = load_device(&txn, id)?;
         self.delete_device_clients_in(&txn, id)?;
         delete_device_in(&txn, &device)?;
+        carry_login(&txn, &LoginChange::Device(id));
         txn.commit()?;
         self.logins.invalidate(&id);
         self.changes.announce(LoginChange::Device(id));

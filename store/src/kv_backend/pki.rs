@@ -395,17 +395,33 @@ impl KvBackend {
         Ok(())
     }
 
-    fn announce_cert(&self, cert: &Cert) {
-        if let Ok(device) = cert.fields.common_name.parse::<DeviceId>() {
-            self.changes.announce(LoginChange::Device(device));
-        }
+    /// The login change of a certificate's change: its device's, when it is one's.
+    fn cert_change(cert: &Cert) -> Option<LoginChange> {
+        cert.fields
+            .common_name
+            .parse::<DeviceId>()
+            .ok()
+            .map(LoginChange::Device)
     }
 
-    fn announce_org(&self, txn_org: Option<Organization>) {
-        if let Some(org) = txn_org {
-            self.changes.announce(LoginChange::Organization {
-                slug: org.fields.slug.as_str().to_owned(),
-            });
+    /// The login change of a CA's change: its organization's, when it has one.
+    fn org_change(org: Option<Organization>) -> Option<LoginChange> {
+        org.map(|org| LoginChange::Organization {
+            slug: org.fields.slug.as_str().to_owned(),
+        })
+    }
+
+    /// Commits `txn` carrying `change` to the other nodes; the caller announces it here.
+    fn commit_carrying(txn: WriteTransaction, change: Option<&LoginChange>) -> Result<()> {
+        if let Some(change) = change {
+            super::cluster::carry_login(&txn, change);
+        }
+        txn.commit()
+    }
+
+    fn announce(&self, change: Option<LoginChange>) {
+        if let Some(change) = change {
+            self.changes.announce(change);
         }
     }
 
@@ -593,11 +609,14 @@ impl PkiStore for KvBackend {
         ca.modified = Timestamp::now();
         self.put_ca(&txn, &ca)?;
         self.insert_ca_indexes(&txn, &ca)?;
-        txn.commit()?;
+        let change = if moved {
+            Self::org_change(before)
+        } else {
+            None
+        };
+        Self::commit_carrying(txn, change.as_ref())?;
         self.anchors.invalidate();
-        if moved {
-            self.announce_org(before);
-        }
+        self.announce(change);
         Ok(ca)
     }
 
@@ -606,9 +625,10 @@ impl PkiStore for KvBackend {
         let ca = self.load_ca(&txn, id)?;
         let org = self.org_of(&txn, ca.fields.organization)?;
         self.delete_ca_in(&txn, &ca)?;
-        txn.commit()?;
+        let change = Self::org_change(org);
+        Self::commit_carrying(txn, change.as_ref())?;
         self.anchors.invalidate();
-        self.announce_org(org);
+        self.announce(change);
         Ok(())
     }
 
@@ -652,8 +672,9 @@ impl PkiStore for KvBackend {
             self.renew_cert_in(&txn, &mut cert, &ca, now)?;
         }
         self.write_crl(&txn, &ca)?;
-        txn.commit()?;
-        self.announce_org(org);
+        let change = Self::org_change(org);
+        Self::commit_carrying(txn, change.as_ref())?;
+        self.announce(change);
         Ok(ca)
     }
 
@@ -700,9 +721,10 @@ impl PkiStore for KvBackend {
         let cert = self.load_cert(&txn, id)?;
         let ca = self.load_ca(&txn, cert.ca)?;
         self.delete_cert_in(&txn, &cert, Some(&ca))?;
-        txn.commit()?;
+        let change = Self::cert_change(&cert);
+        Self::commit_carrying(txn, change.as_ref())?;
         self.anchors.invalidate();
-        self.announce_cert(&cert);
+        self.announce(change);
         Ok(())
     }
 
@@ -729,8 +751,9 @@ impl PkiStore for KvBackend {
         let mut cert = self.load_cert(&txn, id)?;
         let ca = self.load_ca(&txn, cert.ca)?;
         self.renew_cert_in(&txn, &mut cert, &ca, Timestamp::now())?;
-        txn.commit()?;
-        self.announce_cert(&cert);
+        let change = Self::cert_change(&cert);
+        Self::commit_carrying(txn, change.as_ref())?;
+        self.announce(change);
         Ok(cert)
     }
 
@@ -746,8 +769,9 @@ impl PkiStore for KvBackend {
             self.put_cert(&txn, &cert)?;
             self.revoke_serial(&txn, &ca, &cert.material.serial_number, now)?;
         }
-        txn.commit()?;
-        self.announce_cert(&cert);
+        let change = Self::cert_change(&cert);
+        Self::commit_carrying(txn, change.as_ref())?;
+        self.announce(change);
         Ok(cert)
     }
 
