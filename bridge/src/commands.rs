@@ -42,9 +42,10 @@ impl CommandTracker {
         Timestamp::from_micros(command.created.as_micros().saturating_add(timeout))
     }
 
-    fn track(&self, command: &Command) {
+    /// Whether the command was new to the tracker.
+    fn track(&self, command: &Command) -> bool {
         let mut deadlines = self.deadlines.lock().unwrap_or_else(|e| e.into_inner());
-        deadlines.insert((self.deadline_of(command), command.id));
+        deadlines.insert((self.deadline_of(command), command.id))
     }
 
     /// Picks up every command still in progress after a restart and sends them again.
@@ -53,6 +54,18 @@ impl CommandTracker {
         for command in pending {
             self.track(&command);
             self.send(&command).await;
+        }
+        Ok(())
+    }
+
+    /// Another node's API stored commands: send those this node does not track yet (the
+    /// others are on their way already).
+    pub async fn pick_up(&self) -> Result<(), fleetmq_store::StoreError> {
+        let pending = self.store.run(|db| db.pending_commands(None)).await?;
+        for command in pending {
+            if self.track(&command) {
+                self.send(&command).await;
+            }
         }
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! api ──(command stored)──▶ Bridge::command_created ──▶ broker (down/command/request)
 //! store ──(config checksum changed)──▶ configuration ──▶ broker (down/config/notice)
 //! store ──(login change committed)──▶ revocation ──▶ broker (reauthorize live sessions)
+//! store ──(another node committed)──▶ other_nodes ──▶ rollout engine, commands, software
 //! ```
 //!
 //! The bridge is the broker's [`fleetmq_broker::Uplink`]: the broker acknowledges a device's
@@ -35,6 +36,7 @@
 //! - [`mosquitto_files`] — Mosquitto's password and ACL files kept from the store.
 //! - [`mqtt`] — [`mqtt::Mqtt`], the broker the bridge publishes to (embedded or external).
 //! - `revocation` — login changes in the store end the live sessions they revoke.
+//! - `other_nodes` — upgrades, commands and software other nodes sharing the store wrote.
 
 pub mod auth;
 pub mod broker_state;
@@ -45,6 +47,7 @@ pub mod external;
 pub mod metrics;
 pub mod mosquitto_files;
 pub mod mqtt;
+mod other_nodes;
 mod revocation;
 pub mod rollout;
 pub mod software;
@@ -184,6 +187,7 @@ impl Bridge {
         );
         // Subscribed before anything can change, so no announcement is missed.
         let config_changes = store.blocking().config_changes();
+        let remote_changes = store.blocking().remote_changes();
         let configs = ConfigPush::new(
             store.clone(),
             broker.clone(),
@@ -237,6 +241,11 @@ impl Bridge {
                 bridge.inner.store.clone(),
                 bridge.inner.rollouts.clone(),
                 triggers,
+                shutdown.clone(),
+            )),
+            tokio::spawn(other_nodes::follow(
+                bridge.clone(),
+                remote_changes,
                 shutdown.clone(),
             )),
             tokio::spawn(bridge.clone().time_out_commands(shutdown)),

@@ -14,15 +14,19 @@
 //! - [`config`] — [`Config`]: where to listen and keep data.
 //! - [`bootstrap`] — the first start: the `admin` superuser and its token.
 //! - [`http`] — the HTTP listener: connection caps and timeouts.
+//! - [`leadership`] — which node runs the device plane when several share a PostgreSQL store.
+//! - [`forwarding`] — device calls a standby node forwards to the device-plane node.
 
 pub mod bootstrap;
 pub mod config;
+pub mod forwarding;
 pub mod http;
 pub mod leadership;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context;
 use fleetmq_api::{AppState, DeviceCallError, DeviceCallFuture, Hooks};
@@ -186,13 +190,27 @@ impl Server {
                 addrs
             }
         };
+        // A standby forwards device calls to the device-plane node, which takes them here.
+        let forwarded = leadership.is_some().then(|| {
+            forwarding::router(
+                Arc::clone(&running),
+                store.clone(),
+                usize::try_from(config.api.firmware_upload_limit.saturating_mul(2))
+                    .unwrap_or(usize::MAX),
+            )
+        });
         let hooks = ServerHooks {
             running,
             leadership,
+            store: store.clone(),
+            call_wait: config.bridge.device_call_timeout + Duration::from_secs(5),
             tasks: tasks.clone(),
         };
         let state = AppState::new(store, config.api.clone(), Arc::new(hooks));
-        let app = fleetmq_api::router(state);
+        let mut app = fleetmq_api::router(state);
+        if let Some(forwarded) = forwarded {
+            app = app.merge(forwarded);
+        }
         let Addrs {
             mqtt_addr,
             mqtts_addr,
@@ -513,6 +531,9 @@ async fn hold(
 struct ServerHooks {
     running: Arc<OnceLock<DevicePlane>>,
     leadership: Option<Leadership>,
+    store: Store,
+    /// How long a forwarded device call may take in all.
+    call_wait: Duration,
     /// The server's tracker: a hook's work outlives the request, not the server.
     tasks: TaskTracker,
 }
@@ -558,7 +579,11 @@ impl Hooks for ServerHooks {
 
     fn device_call(&self, device: DeviceId, call: Call) -> DeviceCallFuture {
         let Some(plane) = self.running.get() else {
-            return Box::pin(async { Err(DeviceCallError::Unavailable) });
+            if self.leadership.is_none() {
+                return Box::pin(async { Err(DeviceCallError::Unavailable) });
+            }
+            let (store, wait) = (self.store.clone(), self.call_wait);
+            return Box::pin(async move { forwarding::forward(&store, device, call, wait).await });
         };
         let bridge = plane.bridge.clone();
         Box::pin(async move {

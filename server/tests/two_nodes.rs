@@ -123,6 +123,23 @@ fn node(data: &Path, store: &str, broker: std::net::SocketAddr, files: &Path) ->
     )
 }
 
+/// The id of device `two-0` (read through `node`).
+async fn watchers_first_device(api: &Api, node: &Running, org: &Value) -> String {
+    let found = api
+        .get(
+            node,
+            &format!(
+                "/api/v1/controller/device/?organization={}&name=two-0",
+                org["id"].as_str().expect("org id")
+            ),
+        )
+        .await;
+    found["results"][0]["id"]
+        .as_str()
+        .expect("device two-0")
+        .to_owned()
+}
+
 /// `fleetmq_device_plane_running` on a node's /metrics.
 async fn runs_device_plane(api: &Api, node: &Running) -> bool {
     let Ok(reply) = api
@@ -278,6 +295,79 @@ async fn a_batch_started_on_node_a_finishes_on_node_b_after_a_is_killed() {
             }
             (id, installed, sim)
         }));
+    }
+
+    // Through the standby: a device call is forwarded to A, which runs the device plane …
+    let first = watchers_first_device(&api, &b, &org).await;
+    let images = api
+        .get(
+            &b,
+            &format!("/api/v1/devices/{first}/npm.system_update/2.0/images"),
+        )
+        .await;
+    assert!(images["items"].is_array(), "{images:#}");
+    // … a command stored on B is picked up and sent by A …
+    let command = api
+        .post(
+            &b,
+            &format!("/api/v1/controller/device/{first}/command/"),
+            json!({"type": "custom", "input": {"command": "uptime"}}),
+        )
+        .await;
+    let command = format!(
+        "/api/v1/controller/device/{first}/command/{}/",
+        command["id"].as_str().expect("command id")
+    );
+    let answered = api
+        .until(&a, &command, |c| c["status"] != "in-progress")
+        .await;
+    assert_eq!(answered["status"], "success", "{answered:#}");
+    // … and a user deactivated on B is refused on A at once, though A knew their token.
+    let ops = api
+        .post(
+            &a,
+            "/api/v1/users/user/",
+            json!({"username": "ops", "password": "ops-password-1234", "is_superuser": true}),
+        )
+        .await;
+    let ops_token = api
+        .http
+        .post(format!("{}/api/v1/users/token/", a.http))
+        .json(&json!({"username": "ops", "password": "ops-password-1234"}))
+        .send()
+        .await
+        .expect("token request")
+        .json::<Value>()
+        .await
+        .expect("token");
+    let ops_token = ops_token["token"].as_str().expect("a token").to_owned();
+    let as_ops = |node: &Running| {
+        api.http
+            .get(format!(
+                "{}/api/v1/controller/device/?page_size=1",
+                node.http
+            ))
+            .bearer_auth(&ops_token)
+            .send()
+    };
+    assert_eq!(as_ops(&a).await.expect("sent").status(), 200);
+    api.send(
+        reqwest::Method::PATCH,
+        &format!(
+            "{}/api/v1/users/user/{}/",
+            b.http,
+            ops["id"].as_str().expect("id")
+        ),
+        Some(json!({"is_active": false})),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while as_ops(&a).await.expect("sent").status() != 401 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A still accepts a token whose user B deactivated"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     let batch = api

@@ -101,6 +101,12 @@ enum Event {
     },
     /// A software version's rollout limits may have changed.
     SoftwareChanged(Software),
+    /// The operations in progress and their batches as stored, after another node sharing
+    /// the store wrote upgrades (started or cancelled some over its REST API).
+    Resync {
+        active: Vec<UpgradeOperation>,
+        batches: Vec<Batch>,
+    },
     /// A device's `up/software/status`.
     SoftwareStatus {
         device: DeviceId,
@@ -166,6 +172,7 @@ impl Rollouts {
             .await?;
         let (events, inbox) = mpsc::unbounded_channel();
         let mut engine = Engine {
+            events: events.downgrade(),
             store,
             broker,
             online,
@@ -214,6 +221,26 @@ impl Rollouts {
     /// Operations the API cancelled in the store: stop driving them, tidy their devices.
     pub fn cancelled(&self, operations: Vec<UpgradeOperation>) {
         let _ = self.events.send(Event::Cancelled(operations));
+    }
+
+    /// Another node wrote upgrade operations: drive the ones in progress this engine does not
+    /// know, and stop driving the ones that ended there (cancelled, aborted).
+    pub async fn resync(&self, store: &Store) -> Result<(), StoreError> {
+        let (active, batches) = store
+            .run(|db| {
+                let active = db.active_upgrades()?;
+                let ids: HashSet<BatchId> = active.iter().filter_map(|o| o.batch).collect();
+                let mut batches = Vec::new();
+                for id in ids {
+                    if let Some(batch) = db.batch(id)? {
+                        batches.push(batch);
+                    }
+                }
+                Ok((active, batches))
+            })
+            .await?;
+        let _ = self.events.send(Event::Resync { active, batches });
+        Ok(())
     }
 
     /// A device was deactivated (the store aborted its upgrades): forget them.
@@ -291,6 +318,9 @@ struct Engine {
     software_runs: HashMap<SoftwareId, Run>,
     /// Tells the decision source about finished hops (the next hop may follow).
     triggers: Triggers,
+    /// The engine's own inbox, for work that finishes after a store read (weak: the engine
+    /// stops when every handle is gone).
+    events: mpsc::WeakUnboundedSender<Event>,
 }
 
 /// What one pass changed and must do after its commit.
@@ -435,13 +465,40 @@ impl Engine {
                     self.add(op);
                 }
             }
+            Event::Resync { active, batches } => {
+                for batch in &batches {
+                    if !self.runs.contains_key(&batch.id) {
+                        self.add_run(batch);
+                    }
+                }
+                let current: HashSet<UpgradeId> = active.iter().map(|o| o.id).collect();
+                for op in active {
+                    if !self.ops.contains_key(&op.id) {
+                        self.add(op);
+                    }
+                }
+                let vanished: Vec<UpgradeId> = self
+                    .ops
+                    .keys()
+                    .filter(|id| !current.contains(id))
+                    .copied()
+                    .collect();
+                if !vanished.is_empty() {
+                    self.ended_elsewhere(vanished);
+                }
+            }
             Event::Cancelled(ops) => {
                 for cancelled in ops {
                     let Some(op) = self.remove(cancelled.id) else {
                         continue;
                     };
+                    // Cancelled over the API, or (ended on another node) as stored.
+                    let status = match cancelled.status {
+                        UpgradeStatus::InProgress => UpgradeStatus::Cancelled,
+                        ended => ended,
+                    };
                     if let Some(run) = op.batch.and_then(|b| self.runs.get_mut(&b)) {
-                        run.count(UpgradeStatus::InProgress, UpgradeStatus::Cancelled);
+                        run.count(UpgradeStatus::InProgress, status);
                     }
                     pass.outbox.extend(
                         machine::cleanup(&op)
@@ -968,6 +1025,37 @@ impl Engine {
         if let Err(e) = self.broker.publish(&topic, payload, false).await {
             tracing::warn!(error = %e, %device, "software message not published");
         }
+    }
+
+    /// Operations this engine drives that were not in progress in the store when it was
+    /// read: those that ended there (another node cancelled them, say) are handled like a
+    /// cancellation here, once read; those started since the read are left alone.
+    fn ended_elsewhere(&self, ids: Vec<UpgradeId>) {
+        let (store, events) = (self.store.clone(), self.events.clone());
+        tokio::spawn(async move {
+            let ended = store
+                .run(move |db| {
+                    let mut ended = Vec::new();
+                    for id in ids {
+                        if let Some(op) = db.upgrade(id)?
+                            && op.status != UpgradeStatus::InProgress
+                        {
+                            ended.push(op);
+                        }
+                    }
+                    Ok(ended)
+                })
+                .await;
+            match ended {
+                Ok(ended) if !ended.is_empty() => {
+                    if let Some(events) = events.upgrade() {
+                        let _ = events.send(Event::Cancelled(ended));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read operations that ended elsewhere"),
+            }
+        });
     }
 
     /// After a failed write, forgets the in-memory changes: the store is the truth.
