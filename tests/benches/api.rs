@@ -2,7 +2,8 @@
 //! drives GET detail and GET list from a load generator on its own thread, printing req/s and
 //! latency percentiles. Not a test: numbers go to docs/benchmarks.md.
 //!
-//! `cargo bench -p fleetmq-tests --bench api -- [--devices N] [--seconds S] [--connections C]`
+//! `cargo bench -p fleetmq-tests --bench api -- [--devices N] [--seconds S] [--connections C]
+//! [--store redb|postgres] [--nodes N]`
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +26,9 @@ struct Options {
     only: Option<String>,
     /// `redb` or `postgres`.
     store: String,
+    /// Nodes serving the REST API (more than 1 on PostgreSQL only); connections are spread
+    /// over them.
+    nodes: usize,
 }
 
 fn options() -> Options {
@@ -34,6 +38,7 @@ fn options() -> Options {
         connections: 32,
         only: None,
         store: "redb".to_owned(),
+        nodes: 1,
     };
     let args: Vec<String> = std::env::args().collect();
     for pair in args.windows(2) {
@@ -44,6 +49,7 @@ fn options() -> Options {
             ("--connections", Some(v)) => o.connections = v,
             ("--only", _) => o.only = Some(pair[1].clone()),
             ("--store", _) => o.store = pair[1].clone(),
+            ("--nodes", Some(v)) => o.nodes = v.max(1),
             _ => {}
         }
     }
@@ -67,10 +73,18 @@ fn main() -> anyhow::Result<()> {
         store: store.options.clone(),
         ..Config::default()
     }))?;
-    let addr = server.http_addr();
+    let standbys =
+        server_rt.block_on(store.standbys(o.nodes - 1, dir.path(), server.mqtt_addr()))?;
+    let addrs: Vec<SocketAddr> = std::iter::once(server.http_addr())
+        .chain(standbys.iter().map(Server::http_addr))
+        .collect();
     println!(
-        "fleet: {} devices; load: {} connections for {} s per scenario, generator on its own thread; store: {}",
-        o.devices, o.connections, o.seconds, store.label
+        "fleet: {} devices; load: {} connections for {} s per scenario over {} node(s), generator on its own thread; store: {}",
+        o.devices,
+        o.connections,
+        o.seconds,
+        addrs.len(),
+        store.label
     );
     println!(
         "{:<34} {:>10} {:>9} {:>9} {:>9} {:>7}",
@@ -119,7 +133,7 @@ fn main() -> anyhow::Result<()> {
             continue;
         }
         let result = drive(
-            addr,
+            addrs.clone(),
             &token,
             o.connections,
             Duration::from_secs(o.seconds),
@@ -134,6 +148,9 @@ fn main() -> anyhow::Result<()> {
             result.hist.max() as f64 / 1000.0,
             result.errors
         );
+    }
+    for standby in standbys {
+        server_rt.block_on(standby.shutdown());
     }
     server_rt.block_on(server.shutdown());
     Ok(())
@@ -187,10 +204,10 @@ struct Outcome {
 
 type PathFn = Box<dyn Fn(&mut rand::rngs::StdRng) -> String + Send + Sync>;
 
-/// Runs `connections` keep-alive HTTP/1.1 connections on a single-threaded runtime in its own
-/// OS thread for `duration` (after one warm-up second).
+/// Runs `connections` keep-alive HTTP/1.1 connections (spread over `addrs` in turn) on a
+/// single-threaded runtime in its own OS thread for `duration` (after one warm-up second).
 fn drive(
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
     token: &str,
     connections: usize,
     duration: Duration,
@@ -206,7 +223,8 @@ fn drive(
             let warmup = Instant::now() + Duration::from_secs(1);
             let deadline = warmup + duration;
             let mut tasks = Vec::new();
-            for _ in 0..connections {
+            for connection in 0..connections {
+                let addr = addrs[connection % addrs.len()];
                 let token = token.clone();
                 let path = Arc::clone(&path);
                 tasks.push(tokio::spawn(async move {

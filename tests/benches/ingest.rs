@@ -86,8 +86,11 @@ fn main() -> anyhow::Result<()> {
     let http = server.http_addr();
     let external = server_rt.block_on(external.start(http))?;
     let mqtt = external.mqtt_addr().unwrap_or(server.mqtt_addr());
+    // `--nodes N`: N − 1 standby nodes on the same PostgreSQL store follow every commit.
+    let nodes = arg("--nodes", 1).max(1) as usize;
+    let standbys = server_rt.block_on(store.standbys(nodes - 1, dir.path(), mqtt))?;
     println!(
-        "{devices} devices, QoS 1, up to {inflight} unacknowledged messages each, {seconds} s after 2 s warm-up; broker: {}; store: {}",
+        "{devices} devices, QoS 1, up to {inflight} unacknowledged messages each, {seconds} s after 2 s warm-up; broker: {}; store: {}; nodes: {nodes}",
         external.describe(),
         store.label
     );
@@ -225,6 +228,9 @@ fn main() -> anyhow::Result<()> {
             "acknowledged (= committed) {acked} messages in {seconds} s: {:.0} msg/s; publish→durable {latency}",
             acked as f64 / seconds as f64
         ),
+    }
+    for standby in standbys {
+        server_rt.block_on(standby.shutdown());
     }
     server_rt.block_on(server.shutdown());
     drop(external);

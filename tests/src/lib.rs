@@ -405,6 +405,40 @@ impl BenchStore {
     }
 }
 
+impl BenchStore {
+    /// `count` more nodes on this (PostgreSQL) store beside one already running the device
+    /// plane: standbys that serve the REST API and follow its commits. Their device plane
+    /// would start on `broker` (the first node's MQTT address) if they took the lease over,
+    /// which a benchmark's run never lets happen.
+    pub async fn standbys(
+        &self,
+        count: usize,
+        data_dir: &std::path::Path,
+        broker: SocketAddr,
+    ) -> anyhow::Result<Vec<Server>> {
+        anyhow::ensure!(
+            count == 0 || self.options.postgres.is_some(),
+            "--nodes above 1 needs --store postgres"
+        );
+        let mut nodes = Vec::new();
+        for _ in 0..count {
+            nodes.push(
+                Server::start(Config {
+                    data_dir: data_dir.to_path_buf(),
+                    http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    store: self.options.clone(),
+                    external_broker: Some(fleetmq_bridge::external::ExternalBroker::new(format!(
+                        "mqtt://{broker}"
+                    ))),
+                    ..Config::default()
+                })
+                .await?,
+            );
+        }
+        Ok(nodes)
+    }
+}
+
 /// The environment variable that runs the suite on PostgreSQL: `FLEETMQ_TEST_STORE=postgres`
 /// (unset or `redb`: the embedded file).
 pub const STORE_ENGINE_VAR: &str = "FLEETMQ_TEST_STORE";
