@@ -132,7 +132,15 @@ pub(super) enum Mode {
 
 impl Pool {
     pub(super) fn connect(options: &PostgresOptions) -> Result<Self> {
-        let config: Config = options.url.parse().map_err(StoreError::Postgres)?;
+        let mut config: Config = options.url.parse().map_err(StoreError::Postgres)?;
+        // The server's notices ("relation … already exists, skipping" for every table at each
+        // start) are not news; its warnings and errors are.
+        let quiet = "-c client_min_messages=warning";
+        let server_options = match config.get_options() {
+            Some(given) => format!("{given} {quiet}"),
+            None => quiet.to_owned(),
+        };
+        config.options(&server_options);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("fleetmq-postgres")
