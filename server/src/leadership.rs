@@ -38,8 +38,9 @@ pub struct Leadership {
 /// Why [`Leadership::hold`] returned.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Held {
-    /// The server is shutting down; the lease was given up.
-    Released,
+    /// The server is shutting down: give the lease up with [`Leadership::release`] once the
+    /// device plane has stopped.
+    ShuttingDown,
     /// The lease could not be renewed in time: stop acting on devices now.
     Lost(String),
 }
@@ -101,7 +102,7 @@ impl Leadership {
         }
     }
 
-    /// Renews the lease every sixth of its lifetime until `shutdown` (then gives it up) or
+    /// Renews the lease every sixth of its lifetime until `shutdown` or
     /// until it cannot be renewed within half its lifetime of the last renewal (two more
     /// tries in between, so one slow write does not stop the node).
     pub async fn hold(&self, lease: Lease, shutdown: &CancellationToken) -> Held {
@@ -113,17 +114,7 @@ impl Leadership {
         loop {
             let give_up_at = renewed + lifetime / 2;
             tokio::select! {
-                () = shutdown.cancelled() => {
-                    let (store, name, holder) = (
-                        self.store.clone(),
-                        self.claim.name.clone(),
-                        self.claim.holder.clone(),
-                    );
-                    if let Err(e) = store.run(move |db| db.release_lease(&name, &holder)).await {
-                        tracing::warn!(error = %e, "cannot give up the device-plane lease");
-                    }
-                    return Held::Released;
-                }
+                () = shutdown.cancelled() => return Held::ShuttingDown,
                 () = tokio::time::sleep_until(next.min(give_up_at)) => {}
             }
             let started = Instant::now();
@@ -148,6 +139,19 @@ impl Leadership {
                 }
                 Err(_) => return Held::Lost("the renewal did not finish in time".to_owned()),
             }
+        }
+    }
+
+    /// Gives the lease up at once (a clean shutdown, once the device plane has stopped), so a
+    /// standby need not wait for it to expire.
+    pub async fn release(&self) {
+        let (name, holder) = (self.claim.name.clone(), self.claim.holder.clone());
+        if let Err(e) = self
+            .store
+            .run(move |db| db.release_lease(&name, &holder))
+            .await
+        {
+            tracing::warn!(error = %e, "cannot give up the device-plane lease");
         }
     }
 

@@ -148,12 +148,8 @@ impl Server {
                     // Only the API's hooks keep the bridge: its tasks end once they drop it,
                     // and this task waits for them.
                     drop(running);
-                    hold(&leadership, lease, &shutdown, &stopped_because).await;
-                    for task in plane_services {
-                        if let Err(e) = task.await {
-                            tracing::error!(error = %e, "device-plane task failed");
-                        }
-                    }
+                    run_device_plane(&leadership, lease, plane_services, &shutdown, &stopped_because)
+                        .await;
                 }));
                 addrs
             }
@@ -167,14 +163,14 @@ impl Server {
                 let addrs = plane.addrs();
                 let (device_plane, plane_services) = starter.start(plane).await?;
                 let _ = running.set(device_plane);
-                services.extend(plane_services);
                 let (leadership, stop, stopped_because) = (
                     leadership.clone(),
                     shutdown.clone(),
                     Arc::clone(&stopped_because),
                 );
                 services.push(tasks.spawn(async move {
-                    hold(&leadership, lease, &stop, &stopped_because).await;
+                    run_device_plane(&leadership, lease, plane_services, &stop, &stopped_because)
+                        .await;
                 }));
                 addrs
             }
@@ -511,17 +507,29 @@ impl PlaneStarter {
     }
 }
 
-/// Keeps the device-plane lease until shutdown; stops the server if it is lost.
-async fn hold(
+/// Keeps the device-plane lease while the device plane runs: stops the server if the lease
+/// is lost; on shutdown, gives the lease up only once every device-plane task has ended, so
+/// the next holder never overlaps with this one.
+async fn run_device_plane(
     leadership: &Leadership,
     lease: fleetmq_store::Lease,
+    plane_services: Vec<JoinHandle<()>>,
     shutdown: &CancellationToken,
     stopped_because: &OnceLock<String>,
 ) {
-    if let Held::Lost(why) = leadership.hold(lease, shutdown).await {
+    let held = leadership.hold(lease, shutdown).await;
+    if let Held::Lost(why) = &held {
         tracing::error!(reason = %why, "lost the device-plane lease: stopping this node");
         let _ = stopped_because.set(format!("lost the device-plane lease: {why}"));
         shutdown.cancel();
+    }
+    for task in plane_services {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "device-plane task failed");
+        }
+    }
+    if held == Held::ShuttingDown {
+        leadership.release().await;
     }
 }
 
