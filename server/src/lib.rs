@@ -154,7 +154,8 @@ impl Server {
                 addrs
             }
             // The embedded broker's clients connect to this node's own port: it waits for
-            // the lease before it binds anything (a cold standby).
+            // the lease before it binds MQTT or serves HTTP (a cold standby; its HTTP port is
+            // bound, and connections wait there).
             (Some(leadership), None) => {
                 let Some(lease) = leadership.acquire(&shutdown).await else {
                     anyhow::bail!("stopped while waiting for the device-plane lease");
