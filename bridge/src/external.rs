@@ -31,6 +31,18 @@
 //! - **Revocation** is the broker's to enforce on live connections: it asks the auth service
 //!   before each action. [`MqttPlane::reauthorize`] and
 //!   [`MqttPlane::disconnect_device`] have nothing to end here.
+//! - **Several nodes share the telemetry** with `--mqtt-shared-uplink`
+//!   ([`ExternalBroker::shared_uplink`], for brokers with shared subscriptions: Mosquitto,
+//!   EMQX, HiveMQ; not RabbitMQ). Every node, standby or not, has a second client
+//!   ([`connect_shared`]) in the share group [`SHARE_GROUP`] on `up/telemetry`, and the broker
+//!   hands each sample to one of them, which stores it ([`crate::TelemetryIngest`]). The
+//!   device-plane node's client takes the other channels alone: presence, reports and answers
+//!   drive its engine and must keep their order per device. Telemetry can go to any node in
+//!   any order: a sample carries the time it was measured. The shared clients use clean
+//!   sessions: a broker keeps queueing for a persistent member that is gone (Mosquitto and
+//!   EMQX do), so a node that died for good would take its share with it. What a node had
+//!   received but not stored when it died (at most its in-flight window) is lost; the broker
+//!   does not hand it to another member (eclipse-mosquitto/mosquitto#2662).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,18 +50,51 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fleetmq_broker::{Affected, Uplink, UplinkMessage};
-use fleetmq_protocol::{DeviceId, Topic};
+use fleetmq_protocol::{DeviceId, Topic, UpChannel};
 use fleetmq_store::Store;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter,
+};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::Bridge;
 use crate::mqtt::{MqttError, MqttPlane, PlaneFuture};
 
 /// Every device's uplink.
 pub const UPLINK_FILTER: &str = "fleetmq/v1/+/+/up/#";
+
+/// The share group of the nodes' telemetry clients (`$share/fleetmq/…`).
+pub const SHARE_GROUP: &str = "fleetmq";
+
+/// The channels the nodes share (see the module's documentation).
+const SHARED_CHANNELS: [UpChannel; 1] = [UpChannel::Telemetry];
+
+/// What the device-plane node's client subscribes to: the whole uplink, or with a shared
+/// uplink every channel but the shared ones.
+fn exclusive_filters(shared_uplink: bool) -> Vec<String> {
+    if !shared_uplink {
+        return vec![UPLINK_FILTER.to_owned()];
+    }
+    UpChannel::ALL
+        .into_iter()
+        .filter(|channel| !SHARED_CHANNELS.contains(channel))
+        .map(|channel| format!("fleetmq/v1/+/+/up/{}", channel.as_str()))
+        .collect()
+}
+
+/// What every node's telemetry client subscribes to.
+fn shared_filters() -> Vec<String> {
+    SHARED_CHANNELS
+        .iter()
+        .map(|channel| {
+            format!(
+                "$share/{SHARE_GROUP}/fleetmq/v1/+/+/up/{}",
+                channel.as_str()
+            )
+        })
+        .collect()
+}
 
 /// How the bridge reaches the external broker.
 #[derive(Debug, Clone)]
@@ -69,6 +114,9 @@ pub struct ExternalBroker {
     pub inflight: u16,
     /// Largest packet accepted or sent.
     pub max_packet_size: usize,
+    /// Nodes share the devices' telemetry through a shared subscription (see the module's
+    /// documentation); the broker must support `$share/`.
+    pub shared_uplink: bool,
 }
 
 /// TLS material for `mqtts://`.
@@ -92,10 +140,11 @@ impl ExternalBroker {
             lanes: 256,
             inflight: 256,
             max_packet_size: 1024 * 1024,
+            shared_uplink: false,
         }
     }
 
-    fn options(&self) -> Result<MqttOptions, MqttError> {
+    fn options(&self, role: Role) -> Result<MqttOptions, MqttError> {
         let (tls, host, port) = parse_url(&self.url).ok_or_else(|| {
             MqttError(format!(
                 "--mqtt-broker {}: expected mqtt://host:port or mqtts://host:port",
@@ -108,9 +157,18 @@ impl ExternalBroker {
                 self.url
             )));
         }
-        let mut options = MqttOptions::new(self.client_id.clone(), host, port);
+        // The device-plane client's session outlives its connections (and node); a shared
+        // member's is its own and ends with it (see the module's documentation).
+        let (client_id, persistent) = match role {
+            Role::DevicePlane => (self.client_id.clone(), true),
+            Role::Shared => {
+                let node = uuid::Uuid::new_v4().simple().to_string();
+                (format!("{}-{}", self.client_id, &node[..8]), false)
+            }
+        };
+        let mut options = MqttOptions::new(client_id, host, port);
         options
-            .set_clean_session(false)
+            .set_clean_session(!persistent)
             .set_manual_acks(true)
             .set_keep_alive(Duration::from_secs(30))
             .set_inflight(self.inflight.max(1))
@@ -159,10 +217,20 @@ pub fn parse_url(url: &str) -> Option<(bool, String, u16)> {
     (!host.is_empty()).then(|| (tls, host.to_owned(), port))
 }
 
+/// Which of a node's clients of the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The device-plane node's: the uplink (or its unshared channels) and every publish.
+    DevicePlane,
+    /// A member of the share group: this node's share of the telemetry.
+    Shared,
+}
+
 /// The plane over the external broker; what [`crate::Mqtt`] wraps in external mode.
 pub struct ExternalPlane {
     client: AsyncClient,
     counters: Arc<Counters>,
+    role: Role,
 }
 
 #[derive(Default)]
@@ -211,80 +279,149 @@ impl MqttPlane for ExternalPlane {
     fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
         let c = &self.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        vec![
-            (
-                "fleetmq_external_broker_connected",
-                "1 while the bridge is connected to the external MQTT broker and subscribed to the device uplink.",
-                u64::from(c.connected.load(Ordering::Relaxed)),
-            ),
-            (
-                "fleetmq_external_uplink_received_total",
-                "Device messages the external broker delivered to the bridge.",
-                load(&c.received),
-            ),
-            (
-                "fleetmq_external_uplink_stored_total",
-                "Device messages applied (or answered on down/error) and acknowledged to the broker.",
-                load(&c.stored),
-            ),
-            (
-                "fleetmq_external_uplink_dropped_total",
-                "Device messages dropped: topic of no active device of that organization.",
-                load(&c.dropped),
-            ),
-            (
-                "fleetmq_external_connection_errors_total",
-                "Connection errors with the external broker (each followed by a reconnect).",
-                load(&c.connection_errors),
-            ),
-            (
-                "fleetmq_external_published_total",
-                "Messages the bridge handed the external broker.",
-                load(&c.published),
-            ),
-        ]
+        let values = [
+            u64::from(c.connected.load(Ordering::Relaxed)),
+            load(&c.received),
+            load(&c.stored),
+            load(&c.dropped),
+            load(&c.connection_errors),
+            load(&c.published),
+        ];
+        let names = match self.role {
+            Role::DevicePlane => &DEVICE_PLANE_METRICS,
+            Role::Shared => &SHARED_METRICS,
+        };
+        names
+            .iter()
+            .zip(values)
+            .map(|(&(name, help), value)| (name, help, value))
+            .collect()
     }
 }
 
-/// Connects the client (lazily: rumqttc connects on its first poll) and returns the plane to
-/// start the bridge with; [`run`] then serves the uplink.
+/// The device-plane client's counters, in [`ExternalPlane::metrics`]' order.
+const DEVICE_PLANE_METRICS: [(&str, &str); 6] = [
+    (
+        "fleetmq_external_broker_connected",
+        "1 while the bridge is connected to the external MQTT broker and subscribed to the device uplink.",
+    ),
+    (
+        "fleetmq_external_uplink_received_total",
+        "Device messages the external broker delivered to the bridge.",
+    ),
+    (
+        "fleetmq_external_uplink_stored_total",
+        "Device messages applied (or answered on down/error) and acknowledged to the broker.",
+    ),
+    (
+        "fleetmq_external_uplink_dropped_total",
+        "Device messages dropped: topic of no active device of that organization.",
+    ),
+    (
+        "fleetmq_external_connection_errors_total",
+        "Connection errors with the external broker (each followed by a reconnect).",
+    ),
+    (
+        "fleetmq_external_published_total",
+        "Messages the bridge handed the external broker.",
+    ),
+];
+
+/// The shared telemetry client's counters (`--mqtt-shared-uplink`), in the same order.
+const SHARED_METRICS: [(&str, &str); 6] = [
+    (
+        "fleetmq_shared_uplink_connected",
+        "1 while this node's telemetry client is connected to the external broker and in the share group.",
+    ),
+    (
+        "fleetmq_shared_uplink_received_total",
+        "Telemetry samples the broker handed this node through the shared subscription.",
+    ),
+    (
+        "fleetmq_shared_uplink_stored_total",
+        "Shared telemetry samples stored (or answered on down/error) and acknowledged to the broker.",
+    ),
+    (
+        "fleetmq_shared_uplink_dropped_total",
+        "Shared telemetry samples dropped: topic of no active device of that organization.",
+    ),
+    (
+        "fleetmq_shared_uplink_connection_errors_total",
+        "Connection errors of this node's telemetry client (each followed by a reconnect).",
+    ),
+    (
+        "fleetmq_shared_uplink_published_total",
+        "Messages this node's telemetry client published (answers on down/error).",
+    ),
+];
+
+/// Connects the device-plane client (lazily: rumqttc connects on its first poll) and returns
+/// the plane to start the bridge with; [`run`] then serves the uplink.
 pub fn connect(config: &ExternalBroker) -> Result<(ExternalPlane, Connection), MqttError> {
-    let options = config.options()?;
+    connect_as(config, Role::DevicePlane)
+}
+
+/// Connects this node's member of the telemetry share group (`--mqtt-shared-uplink`); [`run`]
+/// serves it with a [`crate::TelemetryIngest`] on the returned plane.
+pub fn connect_shared(config: &ExternalBroker) -> Result<(ExternalPlane, Connection), MqttError> {
+    connect_as(config, Role::Shared)
+}
+
+fn connect_as(
+    config: &ExternalBroker,
+    role: Role,
+) -> Result<(ExternalPlane, Connection), MqttError> {
+    let options = config.options(role)?;
     // Room for an acknowledgement of everything the broker may have in flight, plus the
     // bridge's own publishes; a full channel only makes a publisher or a lane wait.
     let (client, events) = AsyncClient::new(options, usize::from(config.inflight.max(1)) + 256);
     let counters = Arc::new(Counters::default());
+    let filters = match role {
+        Role::DevicePlane => exclusive_filters(config.shared_uplink),
+        Role::Shared => shared_filters(),
+    };
     Ok((
         ExternalPlane {
             client: client.clone(),
             counters: Arc::clone(&counters),
+            role,
         },
         Connection {
             client,
             events,
             counters,
             lanes: config.lanes.max(1),
+            filters,
         },
     ))
 }
 
-/// The client's event loop, not yet running.
+/// A client's event loop, not yet running.
 pub struct Connection {
     client: AsyncClient,
     events: EventLoop,
     counters: Arc<Counters>,
     lanes: usize,
+    /// What it subscribes to at each connect.
+    filters: Vec<String>,
 }
 
-/// Serves the uplink until `shutdown`: reads the broker, feeds the lanes, reconnects after
-/// errors (backing off up to 5 s). Returns the tasks to wait for.
-pub fn run(connection: Connection, bridge: Bridge, shutdown: CancellationToken) -> JoinHandle<()> {
+/// Serves a client's uplink until `shutdown`: reads the broker, feeds the lanes, which hand
+/// each message of an active device of `store` to `uplink` (the bridge, or a node's
+/// telemetry ingest); reconnects after errors (backing off up to 5 s).
+pub fn run(
+    connection: Connection,
+    uplink: Arc<dyn Uplink>,
+    store: Store,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let Connection {
             client,
             mut events,
             counters,
             lanes,
+            filters,
         } = connection;
         let mut senders = Vec::with_capacity(lanes);
         let mut workers = JoinSet::new();
@@ -294,7 +431,8 @@ pub fn run(connection: Connection, bridge: Bridge, shutdown: CancellationToken) 
             senders.push(tx);
             workers.spawn(lane(
                 rx,
-                bridge.clone(),
+                Arc::clone(&uplink),
+                store.clone(),
                 client.clone(),
                 Arc::clone(&counters),
             ));
@@ -314,9 +452,12 @@ pub fn run(connection: Connection, bridge: Bridge, shutdown: CancellationToken) 
                     );
                     // Sent by this loop's next polls; queued from another task, so this loop
                     // never waits on its own request channel.
-                    let client = client.clone();
+                    let (client, filters) = (client.clone(), filters.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = client.subscribe(UPLINK_FILTER, QoS::AtLeastOnce).await {
+                        let filters = filters
+                            .into_iter()
+                            .map(|filter| SubscribeFilter::new(filter, QoS::AtLeastOnce));
+                        if let Err(e) = client.subscribe_many(filters).await {
                             tracing::error!(error = %e, "cannot subscribe to the device uplink");
                         }
                     });
@@ -330,7 +471,7 @@ pub fn run(connection: Connection, bridge: Bridge, shutdown: CancellationToken) 
                     counters.connected.store(!refused, Ordering::Relaxed);
                     if refused {
                         tracing::error!(
-                            filter = UPLINK_FILTER,
+                            ?filters,
                             "the external broker refused the bridge's subscription: check its ACL for the bridge's user"
                         );
                     }
@@ -415,17 +556,18 @@ fn lane_of(topic: &str, lanes: usize) -> usize {
 /// Applies one lane's messages in order, acknowledging each once stored.
 async fn lane(
     mut messages: mpsc::UnboundedReceiver<Publish>,
-    bridge: Bridge,
+    uplink: Arc<dyn Uplink>,
+    store: Store,
     client: AsyncClient,
     counters: Arc<Counters>,
 ) {
     while let Some(publish) = messages.recv().await {
-        match uplink_message(&bridge, &publish).await {
+        match uplink_message(&store, &publish).await {
             Some(message) => {
                 let mut wait = Duration::from_millis(50);
                 // Not stored: not acknowledged. Retry while the store recovers; the broker
                 // keeps the message for the bridge's session meanwhile.
-                while let Err(e) = bridge.deliver(message.clone()).await {
+                while let Err(e) = uplink.deliver(message.clone()).await {
                     tracing::error!(error = %e, topic = %message.topic, "device message not stored; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
@@ -444,12 +586,11 @@ async fn lane(
 
 /// The message as the embedded broker would hand it over, or `None` when its topic names no
 /// active device of that organization.
-async fn uplink_message(bridge: &Bridge, publish: &Publish) -> Option<UplinkMessage> {
+async fn uplink_message(store: &Store, publish: &Publish) -> Option<UplinkMessage> {
     let topic = publish.topic.clone();
     let parsed = Topic::parse(&topic).ok()?;
     let device: DeviceId = parsed.device_id().parse().ok()?;
     let org_slug = parsed.org_slug().to_owned();
-    let store: &Store = bridge.store();
     let login = match store.blocking().cached_device_login(device) {
         Some(login) => Some(login),
         None => store
@@ -492,6 +633,43 @@ mod tests {
     }
 
     #[test]
+    fn with_a_shared_uplink_each_channel_has_exactly_one_consumer() {
+        assert_eq!(exclusive_filters(false), vec![UPLINK_FILTER.to_owned()]);
+        let exclusive = exclusive_filters(true);
+        let shared = shared_filters();
+        assert_eq!(
+            shared,
+            vec!["$share/fleetmq/fleetmq/v1/+/+/up/telemetry".to_owned()]
+        );
+        for channel in UpChannel::ALL {
+            let topic = format!("fleetmq/v1/acme/d1/up/{}", channel.as_str());
+            let matching = |filters: &[String]| {
+                filters
+                    .iter()
+                    .filter(|f| {
+                        let f = f.strip_prefix("$share/fleetmq/").unwrap_or(f);
+                        rumqttc::matches(&topic, f)
+                    })
+                    .count()
+            };
+            let (exclusively, sharedly) = (matching(&exclusive), matching(&shared));
+            assert_eq!(exclusively + sharedly, 1, "{topic}");
+            assert_eq!(sharedly == 1, channel == UpChannel::Telemetry, "{topic}");
+        }
+        // Each node's member is its own clean session; the device-plane client's persists.
+        let config = ExternalBroker::new("mqtt://127.0.0.1:1883");
+        let a = config.options(Role::Shared).expect("valid");
+        let b = config.options(Role::Shared).expect("valid");
+        assert!(a.clean_session() && b.clean_session());
+        assert_ne!(a.client_id(), b.client_id());
+        assert!(a.client_id().starts_with("fleetmq-bridge-"));
+        assert!(
+            a.client_id().len() <= 23,
+            "fits MQTT 3.1.1's guaranteed length"
+        );
+    }
+
+    #[test]
     fn broker_urls_name_transport_host_and_port() {
         let parse = |u: &str| parse_url(u);
         assert_eq!(
@@ -517,12 +695,14 @@ mod tests {
             assert_eq!(parse(bad), None, "{bad}");
         }
         let options = ExternalBroker::new("mqtt://127.0.0.1:1883")
-            .options()
+            .options(Role::DevicePlane)
             .expect("valid");
         assert_eq!(options.client_id(), "fleetmq-bridge");
         assert!(!options.clean_session());
         assert!(
-            ExternalBroker::new("mqtts://x").options().is_err(),
+            ExternalBroker::new("mqtts://x")
+                .options(Role::DevicePlane)
+                .is_err(),
             "mqtts needs a CA"
         );
     }

@@ -21,7 +21,7 @@
 //! - [`broker_state`] — [`BrokerState`], the broker's persistence (retained messages,
 //!   persistent sessions) over the store.
 //! - [`uplink`] — what each `up/` channel and each session event does to the store.
-//! - [`telemetry`] — the group-commit telemetry writer.
+//! - [`telemetry`] — devices' telemetry: checked, then stored by the group-commit writer.
 //! - [`commands`] — sending, resending and timing out commands.
 //! - [`configuration`] — config notices when a device's rendered configuration changes, and
 //!   the devices' reports of applying it.
@@ -70,7 +70,7 @@ pub use device_calls::{CallError, DeviceCalls, OnlineDevices};
 pub use metrics::Metrics;
 pub use mqtt::{Mqtt, MqttError, MqttPlane};
 pub use rollout::{RolloutConfig, Rollouts, UpgradePolicy};
-pub use telemetry::{HistoryBounds, TelemetryWriter};
+pub use telemetry::{HistoryBounds, TelemetryIngest, TelemetryWriter};
 
 /// Tunables of the bridge.
 #[derive(Debug, Clone)]
@@ -94,6 +94,16 @@ pub struct BridgeConfig {
     /// Who is online comes from devices' `up/presence` messages (an external broker, see
     /// [`external`]) instead of the embedded broker's session events.
     pub presence_from_messages: bool,
+}
+
+impl BridgeConfig {
+    /// How much telemetry history each device keeps.
+    pub fn history_bounds(&self) -> HistoryBounds {
+        HistoryBounds {
+            retention: self.telemetry_retention,
+            max_bytes: self.telemetry_history_max_bytes,
+        }
+    }
 }
 
 impl Default for BridgeConfig {
@@ -120,8 +130,7 @@ pub struct Bridge {
 struct Inner {
     store: Store,
     broker: Mqtt,
-    telemetry: TelemetryWriter,
-    telemetry_limits: TelemetryLimits,
+    telemetry: TelemetryIngest,
     commands: CommandTracker,
     rollouts: Rollouts,
     calls: DeviceCalls,
@@ -140,24 +149,33 @@ struct Inner {
 }
 
 impl Bridge {
-    /// Starts the bridge: the telemetry writer, pending commands from before a restart, the
-    /// command timer, and the recorder of session events. Plug it into the broker with
-    /// [`fleetmq_broker::Broker::with_uplink`] before the broker runs.
+    /// Starts the bridge: the telemetry writer (unless `telemetry` is an ingest already
+    /// running, whose counters the bridge then adds to), pending commands from before a
+    /// restart, the command timer, and the recorder of session events. Plug it into the
+    /// broker with [`fleetmq_broker::Broker::with_uplink`] before the broker runs.
     pub async fn start(
         store: Store,
         broker: Mqtt,
         config: BridgeConfig,
+        telemetry: Option<TelemetryIngest>,
         shutdown: CancellationToken,
     ) -> std::io::Result<(Bridge, Vec<JoinHandle<()>>)> {
-        let metrics = Metrics::default();
-        let (telemetry, writer) = TelemetryWriter::start(
-            store.clone(),
-            HistoryBounds {
-                retention: config.telemetry_retention,
-                max_bytes: config.telemetry_history_max_bytes,
-            },
-            metrics.clone(),
-        )?;
+        let mut tasks = Vec::new();
+        let telemetry = match telemetry {
+            Some(ingest) => ingest,
+            None => {
+                let (ingest, writer) = TelemetryIngest::start(
+                    store.clone(),
+                    broker.clone(),
+                    config.history_bounds(),
+                    config.telemetry_limits,
+                    Metrics::default(),
+                )?;
+                tasks.push(writer);
+                ingest
+            }
+        };
+        let metrics = telemetry.metrics().clone();
         let commands = CommandTracker::new(
             store.clone(),
             broker.clone(),
@@ -205,7 +223,6 @@ impl Bridge {
                 store,
                 broker,
                 telemetry,
-                telemetry_limits: config.telemetry_limits,
                 commands,
                 rollouts,
                 calls,
@@ -222,8 +239,7 @@ impl Bridge {
         if let Err(e) = bridge.inner.commands.resume().await {
             tracing::error!(error = %e, "cannot resume pending commands");
         }
-        let tasks = vec![
-            writer,
+        tasks.extend([
             engine,
             inventory_writer,
             tokio::spawn(uplink::record_sessions(
@@ -249,7 +265,7 @@ impl Bridge {
                 shutdown.clone(),
             )),
             tokio::spawn(bridge.clone().time_out_commands(shutdown)),
-        ];
+        ]);
         Ok((bridge, tasks))
     }
 

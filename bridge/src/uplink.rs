@@ -20,20 +20,24 @@
 //! `Disconnected` records it as not working with the broker's reason (`clean`,
 //! `connection lost`, `keep-alive expired`, `kicked`, `taken over`, ...).
 
+use std::future::Future;
+
 use fleetmq_broker::{BrokerError, SessionEvent, Uplink, UplinkFuture, UplinkMessage};
 use fleetmq_protocol::topic::Channel;
 use fleetmq_protocol::{
-    DownChannel, ErrorNotice, PresenceStatus, ProtocolError, Topic, UpChannel,
+    DownChannel, ErrorNotice, PresenceStatus, ProtocolError, TelemetryLimits, Topic, UpChannel,
     Uplink as DeviceMessage,
 };
 use fleetmq_store::{
-    CommandId, CommandStatus, DeviceId, MqttSession, Point, StoreError, TelemetrySample, Timestamp,
+    CommandId, CommandStatus, DeviceId, MqttSession, Point, StoreError, Timestamp,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::Bridge;
+use crate::metrics::Metrics;
+use crate::mqtt::Mqtt;
 use crate::rollout::Report;
 
 /// Why a device message was not applied.
@@ -51,16 +55,19 @@ impl From<StoreError> for UplinkError {
     }
 }
 
+/// What an uplink's outcome tells the broker: a refused payload was answered on `down/error`
+/// and a resend would be refused too, so only a store failure is "not taken".
+pub(crate) fn broker_result(result: Result<(), UplinkError>) -> Result<(), BrokerError> {
+    match result {
+        Ok(()) | Err(UplinkError::Refused(_)) => Ok(()),
+        Err(UplinkError::Store(e)) => Err(BrokerError::Uplink(e.to_string())),
+    }
+}
+
 /// The broker hands the bridge every device `up/` message before acknowledging it.
 impl Uplink for Bridge {
     fn deliver(&self, message: UplinkMessage) -> UplinkFuture<'_> {
-        Box::pin(async move {
-            match self.uplink(&message).await {
-                // A refused payload was answered on down/error; a resend would be refused too.
-                Ok(()) | Err(UplinkError::Refused(_)) => Ok(()),
-                Err(UplinkError::Store(e)) => Err(BrokerError::Uplink(e.to_string())),
-            }
-        })
+        Box::pin(async move { broker_result(self.uplink(&message).await) })
     }
 
     fn session(&self, event: SessionEvent) {
@@ -215,48 +222,15 @@ impl Bridge {
     /// Applies one message a device published under its own `up/` prefix. Resolves once its
     /// effect is durable.
     pub async fn uplink(&self, message: &UplinkMessage) -> Result<(), UplinkError> {
-        self.inner.metrics.uplink();
-        let topic = message.topic.as_str();
-        let channel = match Topic::parse(topic).map(|parsed| parsed.channel()) {
-            Ok(Channel::Up(channel)) => channel,
-            Ok(Channel::Down(_)) => return Ok(()),
-            Err(error) => {
-                // The broker only lets devices publish under their own up/ prefix, so this is
-                // a channel this build does not know; there is no device to tell.
-                self.inner.metrics.refused();
-                return Err(UplinkError::Refused(error));
-            }
-        };
-        // The wire contract's one dispatch: the channel chooses the payload type.
-        let size = match channel {
-            UpChannel::Telemetry => self.inner.telemetry_limits.check_size(&message.payload),
-            _ => Ok(()),
-        };
-        let result = match size.and_then(|()| DeviceMessage::parse(channel, &message.payload)) {
-            Ok(parsed) => self.apply(message, parsed).await,
-            Err(error) => Err(UplinkError::Refused(error)),
-        };
-        match &result {
-            Err(UplinkError::Refused(error)) => {
-                self.inner.metrics.refused();
-                tracing::info!(%topic, %error, "device payload refused");
-                let notice = ErrorNotice::new(topic, error);
-                let down = Topic::down(&message.org_slug, message.device_id, DownChannel::Error);
-                if let Err(e) = self
-                    .inner
-                    .broker
-                    .publish(&down.to_string(), notice.to_bytes(), false)
-                    .await
-                {
-                    tracing::warn!(error = %e, "cannot tell the device why its payload was refused");
-                }
-            }
-            Err(UplinkError::Store(e)) => {
-                tracing::error!(error = %e, %topic, "device message not stored")
-            }
-            Ok(()) => {}
-        }
-        result
+        let inner = &self.inner;
+        parse_and_apply(
+            message,
+            inner.telemetry.limits(),
+            &inner.metrics,
+            &inner.broker,
+            |parsed| self.apply(message, parsed),
+        )
+        .await
     }
 
     async fn apply(
@@ -307,24 +281,7 @@ impl Bridge {
                 }
             }
             DeviceMessage::Telemetry(telemetry) => {
-                self.inner
-                    .telemetry_limits
-                    .check_timestamp(&telemetry.timestamp, time::OffsetDateTime::now_utc())
-                    .map_err(UplinkError::Refused)?;
-                let measured = telemetry.timestamp.to_datetime();
-                let sample = TelemetrySample {
-                    device,
-                    timestamp: Timestamp::from_micros(
-                        (measured.unix_timestamp_nanos() / 1_000) as i64,
-                    ),
-                    received: Timestamp::now(),
-                    metrics: telemetry.metrics,
-                };
-                self.inner
-                    .telemetry
-                    .write(sample)
-                    .await
-                    .map_err(|e| UplinkError::Store(StoreError::Task(e)))?;
+                self.inner.telemetry.sample(device, telemetry).await?;
             }
             DeviceMessage::Coordinates(coordinates) => {
                 let point = Point::from(coordinates);
@@ -386,4 +343,60 @@ impl Bridge {
         }
         Ok(())
     }
+}
+
+/// Parses a device message by its topic's channel (a telemetry sample's size checked first)
+/// and applies it with `apply`. A payload that does not parse, or that `apply` refuses, is
+/// answered on the device's `down/error` with the reason and counted.
+pub(crate) async fn parse_and_apply<F, Fut>(
+    message: &UplinkMessage,
+    limits: &TelemetryLimits,
+    metrics: &Metrics,
+    broker: &Mqtt,
+    apply: F,
+) -> Result<(), UplinkError>
+where
+    F: FnOnce(DeviceMessage) -> Fut,
+    Fut: Future<Output = Result<(), UplinkError>>,
+{
+    metrics.uplink();
+    let topic = message.topic.as_str();
+    let channel = match Topic::parse(topic).map(|parsed| parsed.channel()) {
+        Ok(Channel::Up(channel)) => channel,
+        Ok(Channel::Down(_)) => return Ok(()),
+        Err(error) => {
+            // The broker only lets devices publish under their own up/ prefix, so this is
+            // a channel this build does not know; there is no device to tell.
+            metrics.refused();
+            return Err(UplinkError::Refused(error));
+        }
+    };
+    // The wire contract's one dispatch: the channel chooses the payload type.
+    let size = match channel {
+        UpChannel::Telemetry => limits.check_size(&message.payload),
+        _ => Ok(()),
+    };
+    let result = match size.and_then(|()| DeviceMessage::parse(channel, &message.payload)) {
+        Ok(parsed) => apply(parsed).await,
+        Err(error) => Err(UplinkError::Refused(error)),
+    };
+    match &result {
+        Err(UplinkError::Refused(error)) => {
+            metrics.refused();
+            tracing::info!(%topic, %error, "device payload refused");
+            let notice = ErrorNotice::new(topic, error);
+            let down = Topic::down(&message.org_slug, message.device_id, DownChannel::Error);
+            if let Err(e) = broker
+                .publish(&down.to_string(), notice.to_bytes(), false)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot tell the device why its payload was refused");
+            }
+        }
+        Err(UplinkError::Store(e)) => {
+            tracing::error!(error = %e, %topic, "device message not stored")
+        }
+        Ok(()) => {}
+    }
+    result
 }

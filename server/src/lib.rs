@@ -32,7 +32,9 @@ use anyhow::Context;
 use fleetmq_api::{AppState, DeviceCallError, DeviceCallFuture, Hooks};
 use fleetmq_bridge::auth::StoreAuthenticator;
 use fleetmq_bridge::external::{self, ExternalBroker, ExternalPlane};
-use fleetmq_bridge::{Bridge, BrokerState, CallError, Mqtt, MqttPlane};
+use fleetmq_bridge::{
+    Bridge, BridgeConfig, BrokerState, CallError, Metrics, Mqtt, MqttPlane, TelemetryIngest,
+};
 use fleetmq_broker::{Broker, BrokerConfig, TlsIdentity, TlsListener};
 use fleetmq_protocol::Call;
 use fleetmq_store::Store;
@@ -112,8 +114,19 @@ impl Server {
         let running: Arc<OnceLock<DevicePlane>> = Arc::new(OnceLock::new());
         let stopped_because: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
         let mut services = Vec::new();
+        // This node's share of the telemetry, standby or not.
+        let shared_uplink = match &config.external_broker {
+            Some(external) if external.shared_uplink => {
+                let (shared, tasks) =
+                    SharedUplink::start(external, &store, &bridge_config, &shutdown)?;
+                services.extend(tasks);
+                Some(shared)
+            }
+            _ => None,
+        };
         let starter = PlaneStarter {
             store: store.clone(),
+            telemetry: shared_uplink.as_ref().map(|shared| shared.ingest.clone()),
             bridge_config,
             mosquitto_files: config.mosquitto_files.clone(),
             shutdown: shutdown.clone(),
@@ -198,6 +211,7 @@ impl Server {
         });
         let hooks = ServerHooks {
             running,
+            shared_uplink,
             leadership,
             store: store.clone(),
             call_wait: config.bridge.device_call_timeout + Duration::from_secs(5),
@@ -337,6 +351,42 @@ struct Addrs {
     mqtt_wss_addr: Option<SocketAddr>,
 }
 
+/// This node's member of the telemetry share group (`--mqtt-shared-uplink`): its client of
+/// the external broker and the ingest storing what the broker hands it.
+struct SharedUplink {
+    plane: Arc<ExternalPlane>,
+    ingest: TelemetryIngest,
+}
+
+impl SharedUplink {
+    /// Connects and serves the member until `shutdown`; returns it with its tasks.
+    fn start(
+        external: &ExternalBroker,
+        store: &Store,
+        bridge: &BridgeConfig,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<(SharedUplink, Vec<JoinHandle<()>>)> {
+        let (plane, connection) =
+            external::connect_shared(external).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let plane = Arc::new(plane);
+        let (ingest, writer) = TelemetryIngest::start(
+            store.clone(),
+            Mqtt::new(Arc::clone(&plane) as Arc<dyn MqttPlane>),
+            bridge.history_bounds(),
+            bridge.telemetry_limits,
+            Metrics::default(),
+        )
+        .context("starting the telemetry writer")?;
+        let served = external::run(
+            connection,
+            Arc::new(ingest.clone()),
+            store.clone(),
+            shutdown.clone(),
+        );
+        Ok((SharedUplink { plane, ingest }, vec![served, writer]))
+    }
+}
+
 /// The MQTT plane before the bridge is plugged in.
 enum Plane {
     /// The embedded broker, bound, not yet running.
@@ -435,6 +485,8 @@ impl Failure {
 /// What the device plane needs to start, on whichever node and whenever it starts.
 struct PlaneStarter {
     store: Store,
+    /// This node's shared telemetry ingest, which the bridge takes over, if nodes share it.
+    telemetry: Option<TelemetryIngest>,
     bridge_config: fleetmq_bridge::BridgeConfig,
     mosquitto_files: Option<fleetmq_bridge::mosquitto_files::MosquittoFiles>,
     shutdown: CancellationToken,
@@ -453,16 +505,22 @@ impl PlaneStarter {
     async fn start(self, plane: Plane) -> anyhow::Result<(DevicePlane, Vec<JoinHandle<()>>)> {
         let PlaneStarter {
             store,
+            telemetry,
             bridge_config,
             mosquitto_files,
             shutdown,
             tasks,
         } = self;
         let mqtt = plane.mqtt();
-        let (bridge, bridge_tasks) =
-            Bridge::start(store.clone(), mqtt.clone(), bridge_config, shutdown.clone())
-                .await
-                .context("starting the bridge")?;
+        let (bridge, bridge_tasks) = Bridge::start(
+            store.clone(),
+            mqtt.clone(),
+            bridge_config,
+            telemetry,
+            shutdown.clone(),
+        )
+        .await
+        .context("starting the bridge")?;
         let mut services = bridge_tasks;
         if let Some(files) = mosquitto_files {
             services.push(tasks.spawn(fleetmq_bridge::mosquitto_files::follow(
@@ -493,7 +551,12 @@ impl PlaneStarter {
             Plane::External {
                 plane, connection, ..
             } => {
-                services.push(external::run(*connection, bridge.clone(), shutdown.clone()));
+                services.push(external::run(
+                    *connection,
+                    Arc::new(bridge.clone()),
+                    store.clone(),
+                    shutdown.clone(),
+                ));
                 Arc::new(move || plane.is_connected())
             }
         };
@@ -539,6 +602,8 @@ async fn run_device_plane(
 /// the device plane through the store.
 struct ServerHooks {
     running: Arc<OnceLock<DevicePlane>>,
+    /// This node's share of the telemetry, if nodes share it.
+    shared_uplink: Option<SharedUplink>,
     leadership: Option<Leadership>,
     store: Store,
     /// How long a forwarded device call may take in all.
@@ -620,8 +685,15 @@ impl Hooks for ServerHooks {
                 metrics.extend(plane.broker.metrics());
                 metrics
             }
-            None => Vec::new(),
+            // The ingest's counters are the bridge's once the bridge runs.
+            None => match &self.shared_uplink {
+                Some(shared) => shared.ingest.metrics().snapshot(),
+                None => Vec::new(),
+            },
         };
+        if let Some(shared) = &self.shared_uplink {
+            metrics.extend(shared.plane.metrics());
+        }
         metrics.push((
             "fleetmq_device_plane_running",
             "1 while this node runs the device plane (it holds the device-plane lease, or the store is not shared).",

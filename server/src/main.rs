@@ -333,6 +333,16 @@ struct ServeArgs {
     /// PEM private key of `--mqtt-broker-cert`.
     #[arg(long, env = "FLEETMQ_MQTT_BROKER_KEY", requires = "mqtt_broker_cert")]
     mqtt_broker_key: Option<PathBuf>,
+    /// Nodes share the devices' telemetry through a shared subscription
+    /// (`$share/fleetmq/…`): each node stores the samples the broker hands it. For brokers
+    /// with shared subscriptions (Mosquitto, EMQX, HiveMQ; not RabbitMQ). docs/scaling.md.
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_SHARED_UPLINK",
+        requires = "mqtt_broker",
+        default_value_t = false
+    )]
+    mqtt_shared_uplink: bool,
 
     /// Keep Mosquitto's password and ACL files (`passwd`, `acl`) in this directory from the
     /// store: devices and the bridge's user (docs/mqtt.md, "Mosquitto").
@@ -393,6 +403,7 @@ fn external_broker(
         client_id: args.mqtt_broker_client_id.clone(),
         credentials,
         tls,
+        shared_uplink: args.mqtt_shared_uplink,
         ..fleetmq_bridge::external::ExternalBroker::new(url)
     }))
 }

@@ -2,7 +2,7 @@
 //! runs the device plane, node B serves the REST API as a standby. A batch upgrade of 200
 //! simulated devices started on A finishes after A is killed (kill -9) mid-batch: B takes the
 //! device-plane lease and resumes it, every device upgraded exactly once. Each node sees the
-//! other's writes at once.
+//! other's writes at once, and the nodes share the devices' telemetry (`--mqtt-shared-uplink`).
 
 mod support;
 
@@ -113,6 +113,7 @@ fn node(data: &Path, store: &str, broker: std::net::SocketAddr, files: &Path) ->
             BRIDGE_USER,
             "--mqtt-broker-password",
             BRIDGE_PASSWORD,
+            "--mqtt-shared-uplink",
             "--mosquitto-files",
             &files_dir,
             "--mosquitto-pid-file",
@@ -140,20 +141,25 @@ async fn watchers_first_device(api: &Api, node: &Running, org: &Value) -> String
         .to_owned()
 }
 
-/// `fleetmq_device_plane_running` on a node's /metrics.
-async fn runs_device_plane(api: &Api, node: &Running) -> bool {
-    let Ok(reply) = api
+/// A counter on a node's /metrics (`None` while the node does not answer).
+async fn metric(api: &Api, node: &Running, name: &str) -> Option<u64> {
+    let reply = api
         .http
         .get(format!("{}/metrics", node.http))
         .bearer_auth(&api.token)
         .send()
         .await
-    else {
-        return false;
-    };
-    let text = reply.text().await.unwrap_or_default();
-    text.lines()
-        .any(|l| l.trim() == "fleetmq_device_plane_running 1")
+        .ok()?;
+    let text = reply.text().await.ok()?;
+    text.lines().find_map(|line| {
+        let (key, value) = line.trim().split_once(' ')?;
+        (key == name).then(|| value.parse().ok())?
+    })
+}
+
+/// `fleetmq_device_plane_running` on a node's /metrics.
+async fn runs_device_plane(api: &Api, node: &Running) -> bool {
+    metric(api, node, "fleetmq_device_plane_running").await == Some(1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,14 +283,54 @@ async fn a_batch_started_on_node_a_finishes_on_node_b_after_a_is_killed() {
         config.install_time = Duration::from_millis(300);
         installs.push((id, SimDevice::spawn(config)));
     }
-    let mut watchers = Vec::new();
-    for (id, mut sim) in installs {
+    for (id, sim) in &mut installs {
         // Admitted once A has written the device into Mosquitto's files and Mosquitto reread
         // them.
         tokio::time::timeout(Duration::from_secs(60), sim.connected())
             .await
             .unwrap_or_else(|_| panic!("device {id} not admitted within 60 s"))
             .expect("device connects");
+    }
+
+    // Each device sends a sample; the broker hands each to one node, and both store some.
+    for (_, sim) in &installs {
+        sim.publish_telemetry_now().await.expect("telemetry sent");
+    }
+    let stored = "fleetmq_shared_uplink_stored_total";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (on_a, on_b) = loop {
+        let (on_a, on_b) = (
+            metric(&api, &a, stored).await.unwrap_or(0),
+            metric(&api, &b, stored).await.unwrap_or(0),
+        );
+        if on_a + on_b >= DEVICES as u64 {
+            break (on_a, on_b);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{on_a} + {on_b} of {DEVICES} samples stored after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(on_a + on_b, DEVICES as u64, "each sample stored once");
+    assert!(
+        on_a > 0 && on_b > 0,
+        "both nodes store telemetry: {on_a} and {on_b}"
+    );
+    for (id, _) in installs.iter().step_by(40) {
+        for node in [&a, &b] {
+            let telemetry = api
+                .get(node, &format!("/api/v1/controller/device/{id}/telemetry/"))
+                .await;
+            assert!(
+                telemetry["latest"].is_object(),
+                "device {id}: {telemetry:#}"
+            );
+        }
+    }
+
+    let mut watchers = Vec::new();
+    for (id, mut sim) in installs {
         watchers.push(tokio::spawn(async move {
             let mut installed = Vec::new();
             while let Some(event) = sim.next_event().await {
