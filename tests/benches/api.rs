@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fleetmq::{Config, Server};
+use fleetmq_bridge::external::ExternalBroker;
 use fleetmq_store::{DeviceId, Membership, Password, Store, UserFields, Username};
 use fleetmq_tests::fixtures::{bench_organization, register_devices};
 use hdrhistogram::Histogram;
@@ -73,8 +74,8 @@ fn main() -> anyhow::Result<()> {
         store: store.options.clone(),
         ..Config::default()
     }))?;
-    let standbys =
-        server_rt.block_on(store.standbys(o.nodes - 1, dir.path(), server.mqtt_addr()))?;
+    let broker = ExternalBroker::new(format!("mqtt://{}", server.mqtt_addr()));
+    let standbys = server_rt.block_on(store.standbys(o.nodes - 1, dir.path(), broker))?;
     let addrs: Vec<SocketAddr> = std::iter::once(server.http_addr())
         .chain(standbys.iter().map(Server::http_addr))
         .collect();

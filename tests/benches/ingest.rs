@@ -14,8 +14,12 @@
 //! runtime in their own OS thread — both share the machine's two cores, as a co-located load
 //! generator would.
 //!
+//! `--store postgres --nodes N` adds N − 1 standby nodes on the same database;
+//! `--shared-uplink` (with `--broker mosquitto`) has every node store its share of the
+//! telemetry through a shared subscription.
+//!
 //! `cargo bench -p fleetmq-tests --bench ingest -- [--devices N] [--seconds S] [--inflight K]
-//! [--broker embedded|mosquitto|rabbitmq]`
+//! [--broker embedded|mosquitto|rabbitmq] [--store redb|postgres] [--nodes N] [--shared-uplink]`
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -81,20 +85,39 @@ fn main() -> anyhow::Result<()> {
     config.mqtt_limits.max_pending_connections = 4096;
     config.mqtt_limits.max_pending_per_address = 4096;
     let broker = text_arg("--broker", "embedded");
+    let shared_uplink = std::env::args().any(|a| a == "--shared-uplink");
     let external = server_rt.block_on(External::prepare(&broker, &mut config, dir.path()))?;
+    if let Some(external) = &mut config.external_broker {
+        external.shared_uplink = shared_uplink;
+    }
+    anyhow::ensure!(
+        !shared_uplink || broker == "mosquitto",
+        "--shared-uplink needs --broker mosquitto"
+    );
+    let template = config.external_broker.clone();
     let server = server_rt.block_on(Server::start(config))?;
     let http = server.http_addr();
     let external = server_rt.block_on(external.start(http))?;
     let mqtt = external.mqtt_addr().unwrap_or(server.mqtt_addr());
-    // `--nodes N`: N − 1 standby nodes on the same PostgreSQL store follow every commit.
+    // `--nodes N`: N − 1 standby nodes on the same PostgreSQL store follow every commit (and
+    // with `--shared-uplink` store their share of the telemetry).
     let nodes = arg("--nodes", 1).max(1) as usize;
-    let standbys = server_rt.block_on(store.standbys(nodes - 1, dir.path(), mqtt))?;
+    let template = template.unwrap_or_else(|| ExternalBroker::new(format!("mqtt://{mqtt}")));
+    let standbys = server_rt.block_on(store.standbys(nodes - 1, dir.path(), template))?;
     println!(
-        "{devices} devices, QoS 1, up to {inflight} unacknowledged messages each, {seconds} s after 2 s warm-up; broker: {}; store: {}; nodes: {nodes}",
+        "{devices} devices, QoS 1, up to {inflight} unacknowledged messages each, {seconds} s after 2 s warm-up; broker: {}{}; store: {}; nodes: {nodes}",
         external.describe(),
+        if shared_uplink {
+            ", telemetry shared between the nodes"
+        } else {
+            ""
+        },
         store.label
     );
-    let stored_at = move || stored(http);
+    let nodes_http: Vec<SocketAddr> = std::iter::once(http)
+        .chain(standbys.iter().map(Server::http_addr))
+        .collect();
+    let stored_at = move || stored(nodes_http.clone());
     let connecting = Instant::now();
     let (connected_tx, connected_rx) = std::sync::mpsc::channel::<()>();
     let load = std::thread::spawn(move || -> anyhow::Result<(u64, Histogram<u64>)> {
@@ -245,16 +268,26 @@ fn text_arg(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
-/// `fleetmq_external_uplink_stored_total` from `/metrics`; `None` on the embedded broker.
-async fn stored(http: SocketAddr) -> anyhow::Result<Option<u64>> {
-    let metrics = reqwest::get(format!("http://{http}/metrics"))
-        .await?
-        .text()
-        .await?;
-    Ok(metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("fleetmq_external_uplink_stored_total "))
-        .and_then(|v| v.trim().parse().ok()))
+/// Device messages fleetmq stored through an external broker, over every node's `/metrics`
+/// (`fleetmq_external_uplink_stored_total` and `fleetmq_shared_uplink_stored_total`);
+/// `None` on the embedded broker.
+async fn stored(nodes: Vec<SocketAddr>) -> anyhow::Result<Option<u64>> {
+    let mut total = None;
+    for http in nodes {
+        let metrics = reqwest::get(format!("http://{http}/metrics"))
+            .await?
+            .text()
+            .await?;
+        for line in metrics.lines() {
+            let value = line
+                .strip_prefix("fleetmq_external_uplink_stored_total ")
+                .or_else(|| line.strip_prefix("fleetmq_shared_uplink_stored_total "));
+            if let Some(value) = value.and_then(|v| v.trim().parse::<u64>().ok()) {
+                total = Some(total.unwrap_or(0) + value);
+            }
+        }
+    }
+    Ok(total)
 }
 
 const BRIDGE: (&str, &str) = ("fleetmq-bridge", "bench-bridge-password");

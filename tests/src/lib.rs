@@ -407,14 +407,15 @@ impl BenchStore {
 
 impl BenchStore {
     /// `count` more nodes on this (PostgreSQL) store beside one already running the device
-    /// plane: standbys that serve the REST API and follow its commits. Their device plane
-    /// would start on `broker` (the first node's MQTT address) if they took the lease over,
-    /// which a benchmark's run never lets happen.
+    /// plane: standbys that serve the REST API and follow its commits, and with
+    /// [`ExternalBroker::shared_uplink`](fleetmq_bridge::external::ExternalBroker::shared_uplink)
+    /// store their share of the telemetry. Their device plane would start on `broker` (the
+    /// first node's) if they took the lease over, which a benchmark's run never lets happen.
     pub async fn standbys(
         &self,
         count: usize,
         data_dir: &std::path::Path,
-        broker: SocketAddr,
+        broker: fleetmq_bridge::external::ExternalBroker,
     ) -> anyhow::Result<Vec<Server>> {
         anyhow::ensure!(
             count == 0 || self.options.postgres.is_some(),
@@ -427,9 +428,7 @@ impl BenchStore {
                     data_dir: data_dir.to_path_buf(),
                     http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
                     store: self.options.clone(),
-                    external_broker: Some(fleetmq_bridge::external::ExternalBroker::new(format!(
-                        "mqtt://{broker}"
-                    ))),
+                    external_broker: Some(broker.clone()),
                     ..Config::default()
                 })
                 .await?,
