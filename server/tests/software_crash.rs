@@ -8,76 +8,30 @@ use std::time::Duration;
 
 use fleetmq_sim::{DeviceConfig, SimDevice, SimEvent, SoftwareConfig};
 use serde_json::{Value, json};
-use support::{free_port, start_with, terminate};
+use support::{Api, free_port, start_with, terminate};
 
 const DEVICES: usize = 40;
 
-struct Api {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request sent");
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{path}: {status} {body:#}");
-        body
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        self.send(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    /// A counter from `/metrics` (0 while the server is down).
-    async fn metric(&self, name: &str) -> u64 {
-        let Ok(reply) = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-        else {
-            return 0;
-        };
-        let text = reply.text().await.unwrap_or_default();
-        let prefix = format!("{name} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// A device's installations (empty while the server is down).
-    async fn installations(&self, device: &str) -> Vec<Value> {
-        let Ok(reply) = self
-            .http
-            .get(format!(
-                "{}/api/v1/endpoints/{device}/software/installations",
-                self.base
-            ))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-        else {
-            return Vec::new();
-        };
-        reply
-            .json::<Value>()
-            .await
-            .ok()
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
-    }
+/// A device's installations (empty while the server is down).
+async fn installations(api: &Api, device: &str) -> Vec<Value> {
+    let Ok(reply) = api
+        .http
+        .get(format!(
+            "{}/api/v1/endpoints/{device}/software/installations",
+            api.base
+        ))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    reply
+        .json::<Value>()
+        .await
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,11 +41,7 @@ async fn a_software_rollout_interrupted_by_kill_9_finishes_after_restart_with_ev
     let (http_port, mqtt_port) = (free_port(), free_port());
     let args = ["--upgrade-backoff", "1"];
     let mut running = start_with(dir.path(), http_port, mqtt_port, &args);
-    let api = Api {
-        base: running.http.clone(),
-        token: running.token.clone(),
-        http: reqwest::Client::new(),
-    };
+    let api = Api::of(&running);
     let org = api
         .post(
             "/api/v1/users/organization/",
@@ -153,6 +103,7 @@ async fn a_software_rollout_interrupted_by_kill_9_finishes_after_restart_with_ev
     while api
         .metric("fleetmq_software_installations_succeeded_total")
         .await
+        .unwrap_or(0)
         < 10
     {
         assert!(tokio::time::Instant::now() < deadline, "no progress");
@@ -176,7 +127,7 @@ async fn a_software_rollout_interrupted_by_kill_9_finishes_after_restart_with_ev
     for (id, mut sim) in watched {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let installations = loop {
-            let all = api.installations(&id).await;
+            let all = installations(&api, &id).await;
             if !all.is_empty() && all.iter().all(|i| i["status"] != "in-progress") {
                 break all;
             }

@@ -8,73 +8,42 @@ use std::time::Duration;
 
 use fleetmq_sim::{DeviceConfig, SimDevice, SimEvent};
 use serde_json::{Value, json};
-use support::{free_port, start_with, terminate};
+use support::{Api, free_port, start_with, terminate};
 
 const DEVICES: usize = 60;
 const VERSION: &str = "9.9.9";
 
-struct Api {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
+/// Polls the batch until `done` holds (the server may be down meanwhile: retried).
+async fn batch_until(api: &Api, batch: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let reply = api
             .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request sent");
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{path}: {status} {body:#}");
-        body
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        self.send(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.send(reqwest::Method::GET, path, None).await
-    }
-
-    /// Polls the batch until `done` holds (the server may be down meanwhile: retried).
-    async fn batch_until(&self, batch: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        loop {
-            let reply = self
-                .http
-                .get(format!(
-                    "{}/api/v1/firmware-upgrader/batch-upgrade-operation/{batch}/",
-                    self.base
-                ))
-                .bearer_auth(&self.token)
-                .send()
-                .await;
-            if let Ok(reply) = reply
-                && let Ok(body) = reply.json::<Value>().await
-            {
-                if done(&body) {
-                    return body;
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    let stuck = self
-                        .get("/api/v1/firmware-upgrader/upgrade-operation/?status=in-progress")
-                        .await;
-                    panic!("batch never got there: {body:#}\nin progress: {stuck:#}");
-                }
+            .get(format!(
+                "{}/api/v1/firmware-upgrader/batch-upgrade-operation/{batch}/",
+                api.base
+            ))
+            .bearer_auth(&api.token)
+            .send()
+            .await;
+        if let Ok(reply) = reply
+            && let Ok(body) = reply.json::<Value>().await
+        {
+            if done(&body) {
+                return body;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline + Duration::from_secs(10),
-                "the server does not answer"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            if tokio::time::Instant::now() >= deadline {
+                let stuck = api
+                    .get("/api/v1/firmware-upgrader/upgrade-operation/?status=in-progress")
+                    .await;
+                panic!("batch never got there: {body:#}\nin progress: {stuck:#}");
+            }
         }
+        assert!(
+            tokio::time::Instant::now() < deadline + Duration::from_secs(10),
+            "the server does not answer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -84,11 +53,7 @@ async fn a_batch_interrupted_by_kill_9_finishes_after_restart_with_every_device_
     let (http_port, mqtt_port) = (free_port(), free_port());
     let args = ["--upgrade-backoff", "1"];
     let mut running = start_with(dir.path(), http_port, mqtt_port, &args);
-    let api = Api {
-        base: running.http.clone(),
-        token: running.token.clone(),
-        http: reqwest::Client::new(),
-    };
+    let api = Api::of(&running);
 
     let org = api
         .post(
@@ -96,37 +61,7 @@ async fn a_batch_interrupted_by_kill_9_finishes_after_restart_with_every_device_
             json!({"name": "k9", "slug": "k9"}),
         )
         .await;
-    let category = api
-        .post(
-            "/api/v1/firmware-upgrader/category/",
-            json!({"name": "sim", "organization": org["id"]}),
-        )
-        .await;
-    let build = api
-        .post(
-            "/api/v1/firmware-upgrader/build/",
-            json!({"category": category["id"], "version": VERSION, "os": "OpenWrt"}),
-        )
-        .await;
-    let build = build["id"].as_str().expect("build id").to_owned();
-    let form = reqwest::multipart::Form::new()
-        .text("type", "fleetmq-sim-squashfs-sysupgrade.bin")
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(vec![7u8; 64 * 1024]).file_name("fw.bin"),
-        );
-    let upload = api
-        .http
-        .post(format!(
-            "{}/api/v1/firmware-upgrader/build/{build}/image/",
-            api.base
-        ))
-        .bearer_auth(&api.token)
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload sent");
-    assert_eq!(upload.status().as_u16(), 201);
+    let build = api.firmware_build(&org, VERSION).await;
 
     // Devices that take a moment to flash, so the crash lands mid-batch.
     let mqtt_addr = format!("127.0.0.1:{mqtt_port}").parse().expect("address");
@@ -174,13 +109,12 @@ async fn a_batch_interrupted_by_kill_9_finishes_after_restart_with_every_device_
         )
         .await;
     let batch = batch["batch"].as_str().expect("batch id").to_owned();
-    let mid = api
-        .batch_until(&batch, |b| {
-            b["status_counts"]["success"]
-                .as_u64()
-                .is_some_and(|n| n >= 15)
-        })
-        .await;
+    let mid = batch_until(&api, &batch, |b| {
+        b["status_counts"]["success"]
+            .as_u64()
+            .is_some_and(|n| n >= 15)
+    })
+    .await;
     assert_eq!(mid["status"], "in-progress", "{mid:#}");
 
     // kill -9: no shutdown, no flush; then the same ports and data directory.
@@ -188,11 +122,10 @@ async fn a_batch_interrupted_by_kill_9_finishes_after_restart_with_every_device_
     running.child.wait().expect("reaped");
     let running = start_with(dir.path(), http_port, mqtt_port, &args);
 
-    let done = api
-        .batch_until(&batch, |b| {
-            b["status"] != "in-progress" && b["status"] != "idle" && b["status"].is_string()
-        })
-        .await;
+    let done = batch_until(&api, &batch, |b| {
+        b["status"] != "in-progress" && b["status"] != "idle" && b["status"].is_string()
+    })
+    .await;
     assert_eq!(done["status"], "success", "{done:#}");
     assert_eq!(
         done["progress_report"],

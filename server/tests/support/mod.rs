@@ -129,3 +129,112 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// A REST client of one running node, as the first admin.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    /// The first admin's client of `running` (which printed the admin's token).
+    pub fn of(running: &Running) -> Api {
+        Api {
+            base: running.http.clone(),
+            token: running.token.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The same admin's client of another node.
+    pub fn on(&self, running: &Running) -> Api {
+        Api {
+            base: running.http.clone(),
+            ..self.clone()
+        }
+    }
+
+    /// Sends a request and asserts it succeeds; its JSON body.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        assert!(status.is_success(), "{path}: {status} {body:#}");
+        body
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// A value on `/metrics`; `None` while the node does not answer or has no such line.
+    pub async fn metric(&self, name: &str) -> Option<u64> {
+        let reply = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .ok()?;
+        let text = reply.text().await.ok()?;
+        text.lines().find_map(|line| {
+            let (key, value) = line.trim().split_once(' ')?;
+            (key == name).then(|| value.parse().ok())?
+        })
+    }
+
+    /// A firmware category and a build of `version` for the simulator's board in `org`, with
+    /// a 64 KiB image; the build's id.
+    pub async fn firmware_build(&self, org: &serde_json::Value, version: &str) -> String {
+        let category = self
+            .post(
+                "/api/v1/firmware-upgrader/category/",
+                serde_json::json!({"name": "sim", "organization": org["id"]}),
+            )
+            .await;
+        let build = self
+            .post(
+                "/api/v1/firmware-upgrader/build/",
+                serde_json::json!({"category": category["id"], "version": version, "os": "OpenWrt"}),
+            )
+            .await;
+        let build = build["id"].as_str().expect("build id").to_owned();
+        let form = reqwest::multipart::Form::new()
+            .text("type", "fleetmq-sim-squashfs-sysupgrade.bin")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(vec![7u8; 64 * 1024]).file_name("fw.bin"),
+            );
+        let upload = self
+            .http
+            .post(format!(
+                "{}/api/v1/firmware-upgrader/build/{build}/image/",
+                self.base
+            ))
+            .bearer_auth(&self.token)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload sent");
+        assert_eq!(upload.status().as_u16(), 201, "image uploaded");
+        build
+    }
+}
