@@ -10,7 +10,9 @@ mod rabbitmq;
 
 use fleetmq_bridge::external::ExternalBroker;
 use fleetmq_bridge::mosquitto_files::MosquittoFiles;
-use fleetmq_protocol::{CommandRequest, CommandResult, CommandStatus, DownChannel, UpChannel};
+use fleetmq_protocol::{
+    CommandRequest, CommandResult, CommandStatus, DownChannel, ErrorNotice, UpChannel,
+};
 use std::time::Duration;
 
 use fleetmq::Config;
@@ -44,6 +46,11 @@ async fn setup() -> Setup {
 
 /// The external broker's configuration: Mosquitto's own lines plus `extra`.
 async fn setup_with(extra: &str) -> Setup {
+    setup_sharing(extra, false).await
+}
+
+/// [`setup_with`], with fleetmq's telemetry on a shared subscription if `shared_uplink`.
+async fn setup_sharing(extra: &str, shared_uplink: bool) -> Setup {
     let dir = tempfile::tempdir().expect("temporary directory");
     let passwd = dir.path().join("passwd");
     let acl = dir.path().join("acl");
@@ -68,7 +75,14 @@ async fn setup_with(extra: &str) -> Setup {
     )
     .await
     .expect("mosquitto starts");
-    let app = TestApp::spawn_with(external_config(&mosquitto, dir.path())).await;
+    let configure = external_config(&mosquitto, dir.path());
+    let app = TestApp::spawn_with(move |config: &mut Config| {
+        configure(config);
+        if let Some(external) = &mut config.external_broker {
+            external.shared_uplink = shared_uplink;
+        }
+    })
+    .await;
     assert_eq!(
         app.mqtt_addr, mosquitto.addr,
         "devices connect to the external broker"
@@ -199,6 +213,66 @@ async fn telemetry_and_a_command_go_through_the_external_broker() {
             r.body["results"][0]["is_working"] == false
         })
         .await;
+    s.app.shutdown().await;
+    s.mosquitto.stop().await;
+}
+
+/// A value of `/metrics` (0 when absent).
+async fn metric(app: &TestApp, name: &str) -> u64 {
+    let prefix = format!("{name} ");
+    app.metrics()
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn with_a_shared_uplink_telemetry_goes_through_the_share_group_and_the_rest_does_not() {
+    let s = setup_sharing("", true).await;
+    let a = &s.orgs.device_a;
+    let token = &s.orgs.manager_a;
+    let mut client = device(&s, a).await;
+    client.subscribe(&[&a.down(DownChannel::Error)]).await;
+    // Presence still reaches the device-plane client: the connection appears online.
+    let connections = format!("/api/v1/controller/device/{}/connection/", a.id);
+    s.app
+        .eventually(&connections, token, |r| {
+            r.body["results"][0]["is_working"] == true
+        })
+        .await;
+
+    // A malformed sample is answered by this node's member of the share group …
+    client
+        .publish(&a.up(UpChannel::Telemetry), "this is not json", false)
+        .await;
+    let notice = client.next_publish().await;
+    assert_eq!(notice.topic, a.down(DownChannel::Error));
+    let notice = ErrorNotice::parse(&notice.payload).expect("an error notice");
+    assert_eq!(notice.topic, a.up(UpChannel::Telemetry));
+    // … and a good one stored by it.
+    let payload = json!({"timestamp": seconds_ago(1).to_string(), "metrics": {"cpu": 7}});
+    client
+        .publish(&a.up(UpChannel::Telemetry), &payload.to_string(), false)
+        .await;
+    let telemetry = format!("/api/v1/controller/device/{}/telemetry/", a.id);
+    let stored = s
+        .app
+        .eventually(&telemetry, token, |r| r.body["count"] == 1)
+        .await;
+    assert_eq!(stored.body["latest"]["metrics"]["cpu"], 7);
+    assert_eq!(
+        metric(&s.app, "fleetmq_shared_uplink_received_total").await,
+        2,
+        "both samples came through the shared subscription"
+    );
+    assert_eq!(metric(&s.app, "fleetmq_shared_uplink_connected").await, 1);
+    // The device-plane client took the presence only: no sample came to it as well.
+    assert_eq!(
+        metric(&s.app, "fleetmq_external_uplink_received_total").await,
+        1
+    );
     s.app.shutdown().await;
     s.mosquitto.stop().await;
 }
