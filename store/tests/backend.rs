@@ -6,26 +6,12 @@ mod support;
 use support::{Engine, Fixture, org_fields};
 
 use fleetmq_store::{
-    AccountStore, ConfigBackend, ConfigFields, DeviceFields, DeviceFilter, DeviceKey, DeviceName,
-    DeviceStore, KvBackend, MacAddress, OrgId, PageRequest, Scope, StoreError, Unique,
+    AccountStore, ConfigBackend, ConfigFields, DeviceFields, DeviceFilter, DeviceName, DeviceStore,
+    KvBackend, OrgId, PageRequest, Scope, StoreError, Unique,
 };
 
 fn device_fields(org: OrgId, n: u32) -> DeviceFields {
-    DeviceFields {
-        name: DeviceName::parse(&format!("dev-{n}")).expect("valid name"),
-        organization: org,
-        group: None,
-        mac_address: MacAddress::parse(&format!("00:11:22:33:{:02x}:{:02x}", n / 256, n % 256))
-            .expect("valid mac"),
-        key: DeviceKey::generate(),
-        last_ip: None,
-        management_ip: None,
-        model: String::new(),
-        os: String::new(),
-        system: String::new(),
-        notes: String::new(),
-        hardware_id: String::new(),
-    }
+    support::device_fields(org, &format!("dev-{n}"), n, "")
 }
 
 const ALL: PageRequest = PageRequest {

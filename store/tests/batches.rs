@@ -8,10 +8,10 @@ use support::{Engine, Fixture};
 
 use fleetmq_store::batch::{start_batch, targets};
 use fleetmq_store::{
-    AccountStore, BatchError, Build, BuildFields, CategoryFields, Device, DeviceFields, DeviceKey,
-    DeviceName, DeviceStore, FirmwareStore, Image, ImageId, KvBackend, Limit, MacAddress,
-    MassUpgrade, Narrowing, OrgId, OrganizationFields, Rollout, Scope, Slug, Timestamp,
-    UpgradeOperation, UpgradePlan, UpgradeStore, Waves,
+    AccountStore, BatchError, Build, BuildFields, CategoryFields, Device, DeviceStore,
+    FirmwareStore, Image, ImageId, KvBackend, Limit, MassUpgrade, Narrowing, OrgId,
+    OrganizationFields, Rollout, Scope, Slug, Timestamp, UpgradeOperation, UpgradePlan,
+    UpgradeStore, Waves,
 };
 
 const SIM_TYPE: &str = "fleetmq-sim-squashfs-sysupgrade.bin";
@@ -86,21 +86,7 @@ impl World {
         self.created.set(n + 1);
         self.db
             .create_device(
-                DeviceFields {
-                    name: DeviceName::parse(name).expect("name"),
-                    organization: self.org,
-                    group: None,
-                    mac_address: MacAddress::parse(&format!("02:00:00:00:00:{n:02x}"))
-                        .expect("mac"),
-                    key: DeviceKey::generate(),
-                    last_ip: None,
-                    management_ip: None,
-                    model: model.into(),
-                    os: String::new(),
-                    system: String::new(),
-                    notes: String::new(),
-                    hardware_id: String::new(),
-                },
+                support::device_fields(self.org, name, u32::from(n), model),
                 None,
             )
             .expect("device")

@@ -15,9 +15,8 @@ use fleetmq_store::blob::BlobStore;
 use fleetmq_store::kv::{Database, ReadableTable, RemoteCommit, TableDefinition};
 use fleetmq_store::migrate::Location;
 use fleetmq_store::{
-    ConfigBackend, ConfigChange, ConfigFields, DeviceFields, DeviceKey, DeviceName, LoginChange,
-    MacAddress, OrgId, Password, PostgresOptions, RemoteChange, Store, Token, User, UserFields,
-    Username,
+    ConfigBackend, ConfigChange, ConfigFields, DeviceFields, LoginChange, OrgId, Password,
+    PostgresOptions, RemoteChange, Store, Token, User, UserFields, Username,
 };
 use support::{Engine, Fixture, org_fields as org};
 use tokio::sync::broadcast::{self, error::TryRecvError};
@@ -137,21 +136,7 @@ fn user_with_token(node: &Node, name: &str) -> (User, Token) {
 
 /// A device with a configuration of its own, so that creating it renders it.
 fn device(org: OrgId, n: u32) -> (DeviceFields, Option<ConfigFields>) {
-    let fields = DeviceFields {
-        name: DeviceName::parse(&format!("dev-{n}")).expect("valid name"),
-        organization: org,
-        group: None,
-        mac_address: MacAddress::parse(&format!("00:11:22:33:{:02x}:{:02x}", n / 256, n % 256))
-            .expect("valid mac"),
-        key: DeviceKey::generate(),
-        last_ip: None,
-        management_ip: None,
-        model: String::new(),
-        os: String::new(),
-        system: String::new(),
-        notes: String::new(),
-        hardware_id: String::new(),
-    };
+    let fields = support::device_fields(org, &format!("dev-{n}"), n, "");
     let mut context = serde_json::Map::new();
     context.insert("site".into(), serde_json::Value::String(format!("s{n}")));
     let config = ConfigFields {

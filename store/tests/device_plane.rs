@@ -5,10 +5,10 @@ mod support;
 use support::{Engine, Fixture};
 
 use fleetmq_store::{
-    AccountStore, CommandStatus, CommandType, DeviceFields, DeviceFilter, DeviceKey, DeviceName,
-    DevicePlane, DeviceStore, HistoryPage, HistoryPageRequest, KvBackend, MacAddress, MqttSession,
-    NewCommand, OrgId, OrganizationFields, PageRequest, Point, Scope, Slug, TelemetryRange,
-    TelemetrySample, Timestamp,
+    AccountStore, CommandStatus, CommandType, DeviceFields, DeviceFilter, DevicePlane, DeviceStore,
+    HistoryPage, HistoryPageRequest, KvBackend, MacAddress, MqttSession, NewCommand, OrgId,
+    OrganizationFields, PageRequest, Point, Scope, Slug, TelemetryRange, TelemetrySample,
+    Timestamp,
 };
 
 const ALL: PageRequest = PageRequest {
@@ -36,18 +36,8 @@ fn setup(engine: Engine) -> (Fixture, KvBackend, OrgId) {
 fn device(db: &KvBackend, org: OrgId, name: &str, mac: &str) -> fleetmq_store::Device {
     db.create_device(
         DeviceFields {
-            name: DeviceName::parse(name).expect("name"),
-            organization: org,
-            group: None,
             mac_address: MacAddress::parse(mac).expect("mac"),
-            key: DeviceKey::generate(),
-            last_ip: None,
-            management_ip: None,
-            model: String::new(),
-            os: String::new(),
-            system: String::new(),
-            notes: String::new(),
-            hardware_id: String::new(),
+            ..support::device_fields(org, name, 0, "")
         },
         None,
     )

@@ -7,9 +7,8 @@ use support::{Engine, Fixture, org_fields};
 
 use fleetmq_store::migrate::migrate;
 use fleetmq_store::{
-    AccountStore, DeviceFields, DeviceFilter, DeviceKey, DeviceName, DevicePlane, DeviceStore,
-    MacAddress, PageRequest, Password, Scope, StoreError, TelemetryRange, TelemetrySample,
-    Timestamp, UserFields, Username,
+    AccountStore, DeviceFilter, DevicePlane, DeviceStore, PageRequest, Password, Scope, StoreError,
+    TelemetryRange, TelemetrySample, Timestamp, UserFields, Username,
 };
 
 const ALL: PageRequest = PageRequest {
@@ -26,21 +25,7 @@ fn populated(engine: Engine) -> (Fixture, String) {
         for n in 0..30u32 {
             let device = db
                 .create_device(
-                    DeviceFields {
-                        name: DeviceName::parse(&format!("{slug}-{n}")).expect("name"),
-                        organization: org,
-                        group: None,
-                        mac_address: MacAddress::parse(&format!("00:11:22:33:44:{n:02x}"))
-                            .expect("mac"),
-                        key: DeviceKey::generate(),
-                        last_ip: None,
-                        management_ip: None,
-                        model: "ap".into(),
-                        os: String::new(),
-                        system: String::new(),
-                        notes: String::new(),
-                        hardware_id: String::new(),
-                    },
+                    support::device_fields(org, &format!("{slug}-{n}"), n, "ap"),
                     None,
                 )
                 .expect("device");

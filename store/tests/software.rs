@@ -11,11 +11,10 @@ use support::{Engine, Fixture};
 use std::collections::BTreeMap;
 
 use fleetmq_store::{
-    AccountStore, ConfigBackend, ConfigFields, ConfigStore, Device, DeviceFields, DeviceKey,
-    DeviceName, DeviceStore, FilterActivation, FilterFields, FilterId, FilterQuery, GroupFields,
-    InstallStep, Installation, KvBackend, MacAddress, OrgId, OrganizationFields, PageRequest,
-    Rollout, RolloutStrategy, Scope, Slug, Software, SoftwareFields, SoftwareStore, StoreError,
-    Timestamp, Unique, UpgradeStatus,
+    AccountStore, ConfigBackend, ConfigFields, ConfigStore, Device, DeviceFields, DeviceStore,
+    FilterActivation, FilterFields, FilterId, FilterQuery, GroupFields, InstallStep, Installation,
+    KvBackend, OrgId, OrganizationFields, PageRequest, Rollout, RolloutStrategy, Scope, Slug,
+    Software, SoftwareFields, SoftwareStore, StoreError, Timestamp, Unique, UpgradeStatus,
 };
 use semver::Version;
 use serde_json::json;
@@ -50,21 +49,7 @@ fn world(engine: Engine) -> World {
 }
 
 fn device_fields(org: OrgId, n: u32, model: &str) -> DeviceFields {
-    DeviceFields {
-        name: DeviceName::parse(&format!("kettle-{n}")).expect("name"),
-        organization: org,
-        group: None,
-        mac_address: MacAddress::parse(&format!("02:00:00:00:{:02x}:{:02x}", n / 256, n % 256))
-            .expect("mac"),
-        key: DeviceKey::generate(),
-        last_ip: None,
-        management_ip: None,
-        model: model.into(),
-        os: String::new(),
-        system: String::new(),
-        notes: String::new(),
-        hardware_id: String::new(),
-    }
+    support::device_fields(org, &format!("kettle-{n}"), n, model)
 }
 
 fn v(text: &str) -> Version {

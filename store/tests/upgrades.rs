@@ -8,10 +8,9 @@ use support::{Engine, Fixture};
 
 use fleetmq_store::{
     AccountStore, Batch, BatchId, BatchStatus, Build, BuildFields, CancelOutcome, CategoryFields,
-    Device, DeviceFields, DeviceKey, DeviceName, DeviceStore, FirmwareStore, Image, ImageId,
-    KvBackend, MacAddress, OrgId, OrganizationFields, PageRequest, Rollout, Scope, Slug,
-    StoreError, Timestamp, UpdateReport, UpgradeFilter, UpgradeOperation, UpgradePlan,
-    UpgradeStatus, UpgradeStep, UpgradeStore,
+    Device, DeviceStore, FirmwareStore, Image, ImageId, KvBackend, OrgId, OrganizationFields,
+    PageRequest, Rollout, Scope, Slug, StoreError, Timestamp, UpdateReport, UpgradeFilter,
+    UpgradeOperation, UpgradePlan, UpgradeStatus, UpgradeStep, UpgradeStore,
 };
 use serde_json::json;
 
@@ -46,21 +45,7 @@ fn world(engine: Engine, devices: u32) -> World {
     let devices = (0..devices)
         .map(|n| {
             db.create_device(
-                DeviceFields {
-                    name: DeviceName::parse(&format!("ap-{n}")).expect("name"),
-                    organization: org,
-                    group: None,
-                    mac_address: MacAddress::parse(&format!("02:00:00:00:00:{n:02x}"))
-                        .expect("mac"),
-                    key: DeviceKey::generate(),
-                    last_ip: None,
-                    management_ip: None,
-                    model: "sim-board".into(),
-                    os: String::new(),
-                    system: String::new(),
-                    notes: String::new(),
-                    hardware_id: String::new(),
-                },
+                support::device_fields(org, &format!("ap-{n}"), n, "sim-board"),
                 None,
             )
             .expect("device")

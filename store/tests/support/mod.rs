@@ -10,7 +10,10 @@ pub mod postgres;
 
 use std::sync::OnceLock;
 
-use fleetmq_store::{KvBackend, OrganizationFields, PostgresOptions, Result, Slug, StoreOptions};
+use fleetmq_store::{
+    DeviceFields, DeviceKey, DeviceName, KvBackend, MacAddress, OrgId, OrganizationFields,
+    PostgresOptions, Result, Slug, StoreOptions,
+};
 
 /// An active organization named after its slug.
 pub fn org_fields(slug: &str) -> OrganizationFields {
@@ -21,6 +24,26 @@ pub fn org_fields(slug: &str) -> OrganizationFields {
         email: String::new(),
         url: String::new(),
         is_active: true,
+    }
+}
+
+/// A device of `org` named `name` with `model`, a fresh key and a MAC address made from `n`
+/// (`02:00:00:00:hh:ll`, distinct for each `n` below 65,536).
+pub fn device_fields(org: OrgId, name: &str, n: u32, model: &str) -> DeviceFields {
+    DeviceFields {
+        name: DeviceName::parse(name).expect("valid name"),
+        organization: org,
+        group: None,
+        mac_address: MacAddress::parse(&format!("02:00:00:00:{:02x}:{:02x}", n / 256, n % 256))
+            .expect("valid mac"),
+        key: DeviceKey::generate(),
+        last_ip: None,
+        management_ip: None,
+        model: model.to_owned(),
+        os: String::new(),
+        system: String::new(),
+        notes: String::new(),
+        hardware_id: String::new(),
     }
 }
 
