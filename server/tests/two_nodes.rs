@@ -29,38 +29,6 @@ const BRIDGE_PASSWORD: &str = "bridge-password-for-two-nodes";
 /// Seconds the device-plane lease lasts: B takes over within about this long.
 const LEASE: &str = "3";
 
-/// Polls `path` until `done` holds (a batch's end sends no event to await).
-async fn until(api: &Api, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let reply = api
-            .http
-            .get(format!("{}{path}", api.base))
-            .bearer_auth(&api.token)
-            .send()
-            .await;
-        if let Ok(reply) = reply
-            && let Ok(body) = reply.json::<Value>().await
-        {
-            if done(&body) {
-                return body;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let stuck = api
-                    .get("/api/v1/firmware-upgrader/upgrade-operation/?status=in-progress")
-                    .await;
-                panic!("{path} never got there: {body:#}\nin progress: {stuck:#}");
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} does not answer {path}",
-            api.base
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A node on `store` and the Mosquitto at `broker`, keeping Mosquitto's files in `files`.
 fn node(data: &Path, store: &str, broker: std::net::SocketAddr, files: &Path) -> Running {
     let broker_url = format!("mqtt://{broker}");
@@ -147,7 +115,7 @@ async fn a_batch_started_on_node_a_finishes_on_node_b_after_a_is_killed() {
     let on_a = Api::of(&a);
     assert!(!on_a.token.is_empty(), "node A created the first admin");
     // A runs the device plane before B starts, so B is the standby.
-    until(&on_a, "/healthz", |h| h["broker"] == "ok").await;
+    on_a.until("/healthz", |h| h["broker"] == "ok").await;
     assert!(runs_device_plane(&on_a).await);
     let b = node(data.path(), &store, broker.addr, files.path());
     let on_b = on_a.on(&b);
@@ -157,7 +125,7 @@ async fn a_batch_started_on_node_a_finishes_on_node_b_after_a_is_killed() {
     );
     assert!(!runs_device_plane(&on_b).await, "B is a standby");
     // A standby answers REST calls and is healthy while another node runs the device plane.
-    until(&on_b, "/healthz", |h| h["status"] == "ok").await;
+    on_b.until("/healthz", |h| h["status"] == "ok").await;
 
     let org = on_a
         .post(
@@ -277,7 +245,7 @@ async fn a_batch_started_on_node_a_finishes_on_node_b_after_a_is_killed() {
         "/api/v1/controller/device/{first}/command/{}/",
         command["id"].as_str().expect("command id")
     );
-    let answered = until(&on_a, &command, |c| c["status"] != "in-progress").await;
+    let answered = on_a.until(&command, |c| c["status"] != "in-progress").await;
     assert_eq!(answered["status"], "success", "{answered:#}");
     // … and a user deactivated on B is refused on A at once, though A knew their token.
     let ops = on_a
@@ -333,21 +301,23 @@ async fn a_batch_started_on_node_a_finishes_on_node_b_after_a_is_killed() {
         batch["batch"].as_str().expect("batch id")
     );
     // B sees the batch A is running.
-    let mid = until(&on_b, &batch, |b| {
-        b["status_counts"]["success"]
-            .as_u64()
-            .is_some_and(|n| n >= 40)
-    })
-    .await;
+    let mid = on_b
+        .until(&batch, |b| {
+            b["status_counts"]["success"]
+                .as_u64()
+                .is_some_and(|n| n >= 40)
+        })
+        .await;
     assert_eq!(mid["status"], "in-progress", "{mid:#}");
 
     // kill -9: A renews nothing more; once its lease expires B takes the device plane over.
     a.child.kill().expect("SIGKILL");
     a.child.wait().expect("reaped");
-    let done = until(&on_b, &batch, |b| {
-        b["status"].is_string() && b["status"] != "in-progress" && b["status"] != "idle"
-    })
-    .await;
+    let done = on_b
+        .until(&batch, |b| {
+            b["status"].is_string() && b["status"] != "in-progress" && b["status"] != "idle"
+        })
+        .await;
     assert_eq!(done["status"], "success", "{done:#}");
     assert_eq!(
         done["progress_report"],

@@ -7,45 +7,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use fleetmq_sim::{DeviceConfig, SimDevice, SimEvent};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::{Api, free_port, start_with, terminate};
 
 const DEVICES: usize = 60;
 const VERSION: &str = "9.9.9";
-
-/// Polls the batch until `done` holds (the server may be down meanwhile: retried).
-async fn batch_until(api: &Api, batch: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let reply = api
-            .http
-            .get(format!(
-                "{}/api/v1/firmware-upgrader/batch-upgrade-operation/{batch}/",
-                api.base
-            ))
-            .bearer_auth(&api.token)
-            .send()
-            .await;
-        if let Ok(reply) = reply
-            && let Ok(body) = reply.json::<Value>().await
-        {
-            if done(&body) {
-                return body;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let stuck = api
-                    .get("/api/v1/firmware-upgrader/upgrade-operation/?status=in-progress")
-                    .await;
-                panic!("batch never got there: {body:#}\nin progress: {stuck:#}");
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline + Duration::from_secs(10),
-            "the server does not answer"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_interrupted_by_kill_9_finishes_after_restart_with_every_device_upgraded_once() {
@@ -108,13 +74,17 @@ async fn a_batch_interrupted_by_kill_9_finishes_after_restart_with_every_device_
             json!({"upgrade_all": true, "max_parallel": 10}),
         )
         .await;
-    let batch = batch["batch"].as_str().expect("batch id").to_owned();
-    let mid = batch_until(&api, &batch, |b| {
-        b["status_counts"]["success"]
-            .as_u64()
-            .is_some_and(|n| n >= 15)
-    })
-    .await;
+    let batch = format!(
+        "/api/v1/firmware-upgrader/batch-upgrade-operation/{}/",
+        batch["batch"].as_str().expect("batch id")
+    );
+    let mid = api
+        .until(&batch, |b| {
+            b["status_counts"]["success"]
+                .as_u64()
+                .is_some_and(|n| n >= 15)
+        })
+        .await;
     assert_eq!(mid["status"], "in-progress", "{mid:#}");
 
     // kill -9: no shutdown, no flush; then the same ports and data directory.
@@ -122,10 +92,11 @@ async fn a_batch_interrupted_by_kill_9_finishes_after_restart_with_every_device_
     running.child.wait().expect("reaped");
     let running = start_with(dir.path(), http_port, mqtt_port, &args);
 
-    let done = batch_until(&api, &batch, |b| {
-        b["status"] != "in-progress" && b["status"] != "idle" && b["status"].is_string()
-    })
-    .await;
+    let done = api
+        .until(&batch, |b| {
+            b["status"] != "in-progress" && b["status"] != "idle" && b["status"].is_string()
+        })
+        .await;
     assert_eq!(done["status"], "success", "{done:#}");
     assert_eq!(
         done["progress_report"],

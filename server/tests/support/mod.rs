@@ -185,6 +185,43 @@ impl Api {
         self.send(reqwest::Method::GET, path, None).await
     }
 
+    /// Polls `path` until `done` holds, for up to two minutes (a batch's end sends no event
+    /// to await); retried while the node does not answer (it may be restarting).
+    pub async fn until(
+        &self,
+        path: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let reply = self
+                .http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .send()
+                .await;
+            if let Ok(reply) = reply
+                && let Ok(body) = reply.json::<serde_json::Value>().await
+            {
+                if done(&body) {
+                    return body;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    let stuck = self
+                        .get("/api/v1/firmware-upgrader/upgrade-operation/?status=in-progress")
+                        .await;
+                    panic!("{path} never got there: {body:#}\nin progress: {stuck:#}");
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} does not answer {path}",
+                self.base
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// A value on `/metrics`; `None` while the node does not answer or has no such line.
     pub async fn metric(&self, name: &str) -> Option<u64> {
         let reply = self

@@ -163,16 +163,7 @@ async fn telemetry_and_a_command_go_through_the_external_broker() {
         .await;
     assert_eq!(detail.body["model"], "TL-WR841N");
 
-    let payload = json!({"timestamp": seconds_ago(1).to_string(), "metrics": {"cpu": 42}});
-    client
-        .publish(&a.up(UpChannel::Telemetry), &payload.to_string(), false)
-        .await;
-    let telemetry = format!("/api/v1/controller/device/{}/telemetry/", a.id);
-    let stored = s
-        .app
-        .eventually(&telemetry, token, |r| r.body["count"] == 1)
-        .await;
-    assert_eq!(stored.body["latest"]["metrics"]["cpu"], 42);
+    sample_is_stored(&s, &mut client, a, token, 42).await;
 
     let commands = format!("/api/v1/controller/device/{}/command/", a.id);
     let created = s
@@ -217,6 +208,30 @@ async fn telemetry_and_a_command_go_through_the_external_broker() {
     s.mosquitto.stop().await;
 }
 
+/// The device's first sample, `{"cpu": cpu}`, reaches the REST API.
+async fn sample_is_stored(
+    s: &Setup,
+    client: &mut MqttClient,
+    device: &DeviceIdentity,
+    token: &str,
+    cpu: u64,
+) {
+    let payload = json!({"timestamp": seconds_ago(1).to_string(), "metrics": {"cpu": cpu}});
+    client
+        .publish(
+            &device.up(UpChannel::Telemetry),
+            &payload.to_string(),
+            false,
+        )
+        .await;
+    let telemetry = format!("/api/v1/controller/device/{}/telemetry/", device.id);
+    let stored = s
+        .app
+        .eventually(&telemetry, token, |r| r.body["count"] == 1)
+        .await;
+    assert_eq!(stored.body["latest"]["metrics"]["cpu"], cpu);
+}
+
 /// A value of `/metrics` (0 when absent).
 async fn metric(app: &TestApp, name: &str) -> u64 {
     let prefix = format!("{name} ");
@@ -252,16 +267,7 @@ async fn with_a_shared_uplink_telemetry_goes_through_the_share_group_and_the_res
     let notice = ErrorNotice::parse(&notice.payload).expect("an error notice");
     assert_eq!(notice.topic, a.up(UpChannel::Telemetry));
     // … and a good one stored by it.
-    let payload = json!({"timestamp": seconds_ago(1).to_string(), "metrics": {"cpu": 7}});
-    client
-        .publish(&a.up(UpChannel::Telemetry), &payload.to_string(), false)
-        .await;
-    let telemetry = format!("/api/v1/controller/device/{}/telemetry/", a.id);
-    let stored = s
-        .app
-        .eventually(&telemetry, token, |r| r.body["count"] == 1)
-        .await;
-    assert_eq!(stored.body["latest"]["metrics"]["cpu"], 7);
+    sample_is_stored(&s, &mut client, a, token, 7).await;
     assert_eq!(
         metric(&s.app, "fleetmq_shared_uplink_received_total").await,
         2,
