@@ -14,13 +14,12 @@ mod postgres;
 #[path = "../../tests/src/mosquitto.rs"]
 mod mosquitto;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use fleetmq_sim::{DeviceConfig, SimDevice, SimEvent};
+use fleetmq_sim::{DeviceConfig, SimDevice};
 use serde_json::{Value, json};
-use support::{Api, Running, free_port, start_with, terminate};
+use support::{Api, Running, free_port, installed_once, start_with, terminate, watch_install};
 
 const DEVICES: usize = 200;
 const VERSION: &str = "4.2.0";
@@ -212,19 +211,10 @@ async fn a_batch_started_on_node_a_finishes_on_node_b_after_a_is_killed() {
         }
     }
 
-    let mut watchers = Vec::new();
-    for (id, mut sim) in installs {
-        watchers.push(tokio::spawn(async move {
-            let mut installed = Vec::new();
-            while let Some(event) = sim.next_event().await {
-                if let SimEvent::Installed { version } = event {
-                    installed.push(version);
-                    break;
-                }
-            }
-            (id, installed, sim)
-        }));
-    }
+    let watchers: Vec<_> = installs
+        .into_iter()
+        .map(|(id, sim)| watch_install(id, sim))
+        .collect();
 
     // Through the standby: a device call is forwarded to A, which runs the device plane …
     let first = watchers_first_device(&on_b, &org).await;
@@ -290,16 +280,7 @@ async fn a_batch_started_on_node_a_finishes_on_node_b_after_a_is_killed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let batch = on_a
-        .post(
-            &format!("/api/v1/firmware-upgrader/build/{build}/upgrade/"),
-            json!({"upgrade_all": true, "max_parallel": 20}),
-        )
-        .await;
-    let batch = format!(
-        "/api/v1/firmware-upgrader/batch-upgrade-operation/{}/",
-        batch["batch"].as_str().expect("batch id")
-    );
+    let batch = on_a.upgrade_all(&build, 20).await;
     // B sees the batch A is running.
     let mid = on_b
         .until(&batch, |b| {
@@ -313,38 +294,14 @@ async fn a_batch_started_on_node_a_finishes_on_node_b_after_a_is_killed() {
     // kill -9: A renews nothing more; once its lease expires B takes the device plane over.
     a.child.kill().expect("SIGKILL");
     a.child.wait().expect("reaped");
-    let done = on_b
-        .until(&batch, |b| {
-            b["status"].is_string() && b["status"] != "in-progress" && b["status"] != "idle"
-        })
-        .await;
-    assert_eq!(done["status"], "success", "{done:#}");
-    assert_eq!(
-        done["progress_report"],
-        format!("{DEVICES} out of {DEVICES}")
-    );
+    on_b.batch_succeeds(&batch, DEVICES).await;
     assert!(
         runs_device_plane(&on_b).await,
         "B runs the device plane now"
     );
 
     // Every device installed the build, none twice, and no operation was lost or doubled.
-    let mut counts = HashMap::new();
-    for watcher in watchers {
-        let (id, installed, mut sim) = watcher.await.expect("install watcher");
-        assert_eq!(installed, vec![VERSION.to_owned()], "device {id}");
-        while let Ok(Some(event)) =
-            tokio::time::timeout(Duration::from_millis(1), sim.next_event()).await
-        {
-            assert!(
-                !matches!(event, SimEvent::Installed { .. }),
-                "device {id} installed twice"
-            );
-        }
-        *counts.entry(id).or_insert(0) += 1;
-        sim.stop().await;
-    }
-    assert_eq!(counts.len(), DEVICES);
+    installed_once(watchers, VERSION, DEVICES).await;
     let operations = on_b
         .get("/api/v1/firmware-upgrader/upgrade-operation/?page_size=1")
         .await;

@@ -3,12 +3,11 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use fleetmq_sim::{DeviceConfig, SimDevice, SimEvent};
+use fleetmq_sim::{DeviceConfig, SimDevice};
 use serde_json::json;
-use support::{Api, free_port, start_with, terminate};
+use support::{Api, free_port, installed_once, start_with, terminate, watch_install};
 
 const DEVICES: usize = 60;
 const VERSION: &str = "9.9.9";
@@ -53,31 +52,10 @@ async fn a_batch_interrupted_by_kill_9_finishes_after_restart_with_every_device_
         config.install_time = Duration::from_millis(300);
         let mut sim = SimDevice::spawn(config);
         sim.connected().await.expect("device connects");
-        installs.push(tokio::spawn(async move {
-            let mut installed = Vec::new();
-            while let Some(event) = sim.next_event().await {
-                if let SimEvent::Installed { version } = event {
-                    installed.push(version);
-                    if installed.len() == 1 {
-                        // Report the first install; keep counting in the background.
-                        break;
-                    }
-                }
-            }
-            (id, installed, sim)
-        }));
+        installs.push(watch_install(id, sim));
     }
 
-    let batch = api
-        .post(
-            &format!("/api/v1/firmware-upgrader/build/{build}/upgrade/"),
-            json!({"upgrade_all": true, "max_parallel": 10}),
-        )
-        .await;
-    let batch = format!(
-        "/api/v1/firmware-upgrader/batch-upgrade-operation/{}/",
-        batch["batch"].as_str().expect("batch id")
-    );
+    let batch = api.upgrade_all(&build, 10).await;
     let mid = api
         .until(&batch, |b| {
             b["status_counts"]["success"]
@@ -92,35 +70,9 @@ async fn a_batch_interrupted_by_kill_9_finishes_after_restart_with_every_device_
     running.child.wait().expect("reaped");
     let running = start_with(dir.path(), http_port, mqtt_port, &args);
 
-    let done = api
-        .until(&batch, |b| {
-            b["status"] != "in-progress" && b["status"] != "idle" && b["status"].is_string()
-        })
-        .await;
-    assert_eq!(done["status"], "success", "{done:#}");
-    assert_eq!(
-        done["progress_report"],
-        format!("{DEVICES} out of {DEVICES}")
-    );
-
+    api.batch_succeeds(&batch, DEVICES).await;
     // Every device installed the build; none twice.
-    let mut counts = HashMap::new();
-    for handle in installs {
-        let (id, installed, mut sim) = handle.await.expect("install watcher");
-        assert_eq!(installed, vec![VERSION.to_owned()], "device {id}");
-        // No second install follows (the batch is over, nothing else may arrive).
-        while let Ok(Some(event)) =
-            tokio::time::timeout(Duration::from_millis(1), sim.next_event()).await
-        {
-            assert!(
-                !matches!(event, SimEvent::Installed { .. }),
-                "device {id} installed twice"
-            );
-        }
-        *counts.entry(id).or_insert(0) += 1;
-        sim.stop().await;
-    }
-    assert_eq!(counts.len(), DEVICES);
+    installed_once(installs, VERSION, DEVICES).await;
     let operations = api
         .get("/api/v1/firmware-upgrader/upgrade-operation/?page_size=100")
         .await;

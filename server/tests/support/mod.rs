@@ -222,6 +222,36 @@ impl Api {
         }
     }
 
+    /// Starts a batch upgrade of every device of the build's category to `build`, at most
+    /// `max_parallel` at once; the batch's path.
+    pub async fn upgrade_all(&self, build: &str, max_parallel: u32) -> String {
+        let batch = self
+            .post(
+                &format!("/api/v1/firmware-upgrader/build/{build}/upgrade/"),
+                serde_json::json!({"upgrade_all": true, "max_parallel": max_parallel}),
+            )
+            .await;
+        format!(
+            "/api/v1/firmware-upgrader/batch-upgrade-operation/{}/",
+            batch["batch"].as_str().expect("batch id")
+        )
+    }
+
+    /// Waits for the batch at `batch` (a path) to end, and asserts it upgraded all of its
+    /// `devices`.
+    pub async fn batch_succeeds(&self, batch: &str, devices: usize) {
+        let done = self
+            .until(batch, |b| {
+                b["status"].is_string() && b["status"] != "in-progress" && b["status"] != "idle"
+            })
+            .await;
+        assert_eq!(done["status"], "success", "{done:#}");
+        assert_eq!(
+            done["progress_report"],
+            format!("{devices} out of {devices}")
+        );
+    }
+
     /// A value on `/metrics`; `None` while the node does not answer or has no such line.
     pub async fn metric(&self, name: &str) -> Option<u64> {
         let reply = self
@@ -274,4 +304,43 @@ impl Api {
         assert_eq!(upload.status().as_u16(), 201, "image uploaded");
         build
     }
+}
+
+/// What [`watch_install`] reports: the device's id, what it installed, and the device.
+pub type Installs = tokio::task::JoinHandle<(String, Vec<String>, fleetmq_sim::SimHandle)>;
+
+/// Watches a simulated device until it installs a firmware.
+pub fn watch_install(id: String, mut sim: fleetmq_sim::SimHandle) -> Installs {
+    tokio::spawn(async move {
+        let mut installed = Vec::new();
+        while let Some(event) = sim.next_event().await {
+            if let fleetmq_sim::SimEvent::Installed { version } = event {
+                installed.push(version);
+                break;
+            }
+        }
+        (id, installed, sim)
+    })
+}
+
+/// Every one of `devices` watched devices installed `version`, and none a second time
+/// after it; stops them.
+pub async fn installed_once(watchers: Vec<Installs>, version: &str, devices: usize) {
+    let mut seen = std::collections::HashSet::new();
+    for watcher in watchers {
+        let (id, installed, mut sim) = watcher.await.expect("install watcher");
+        assert_eq!(installed, vec![version.to_owned()], "device {id}");
+        // No second install follows (the batch is over, nothing else may arrive).
+        while let Ok(Some(event)) =
+            tokio::time::timeout(std::time::Duration::from_millis(1), sim.next_event()).await
+        {
+            assert!(
+                !matches!(event, fleetmq_sim::SimEvent::Installed { .. }),
+                "device {id} installed twice"
+            );
+        }
+        seen.insert(id);
+        sim.stop().await;
+    }
+    assert_eq!(seen.len(), devices);
 }
