@@ -70,7 +70,7 @@ pub use device_calls::{CallError, DeviceCalls, OnlineDevices};
 pub use metrics::Metrics;
 pub use mqtt::{Mqtt, MqttError, MqttPlane};
 pub use rollout::{RolloutConfig, Rollouts, UpgradePolicy};
-pub use telemetry::{HistoryBounds, TelemetryIngest, TelemetryWriter};
+pub use telemetry::{HistoryBounds, TelemetryIngest};
 
 /// Tunables of the bridge.
 #[derive(Debug, Clone)]
