@@ -47,6 +47,7 @@ mod backoff;
 mod client_certificate;
 pub mod config;
 mod connection;
+mod descriptors;
 mod downlink;
 pub mod error;
 pub mod handle;
@@ -162,6 +163,8 @@ impl Broker {
         // The session maps are sized for the connection limit (at most PRESIZED_SESSIONS):
         // growing one rehashes every client id under its lock while connects wait.
         let presized = config.max_connections.min(PRESIZED_SESSIONS);
+        // And the descriptor table for the connection limit: growing it stalls accepts.
+        descriptors::reserve(&listeners[0].0, config.max_connections);
         let router = router::Router::new(
             router::RouterLimits {
                 queue: router::QueueLimits {
