@@ -37,6 +37,7 @@
 //! - [`mqtt`] — [`mqtt::Mqtt`], the broker the bridge publishes to (embedded or external).
 //! - `revocation` — login changes in the store end the live sessions they revoke.
 //! - `other_nodes` — upgrades, commands and software other nodes sharing the store wrote.
+//! - `sessions` — the session recorder's queue: one merged entry per device, written in batches.
 
 pub mod auth;
 pub mod broker_state;
@@ -50,6 +51,7 @@ pub mod mqtt;
 mod other_nodes;
 mod revocation;
 pub mod rollout;
+mod sessions;
 pub mod software;
 pub mod telemetry;
 pub mod uplink;
@@ -59,7 +61,7 @@ use std::time::Duration;
 
 use fleetmq_protocol::TelemetryLimits;
 use fleetmq_store::{Command, DeviceId, StartedUpgrades, Store, Timestamp, UpgradeOperation};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -143,7 +145,7 @@ struct Inner {
     /// Group commit of devices' software inventories.
     inventories: software::Inventories,
     /// Session events from the broker, recorded in order by one task.
-    sessions: mpsc::UnboundedSender<uplink::Recording>,
+    sessions: Arc<sessions::SessionQueue>,
     /// See [`BridgeConfig::presence_from_messages`].
     presence_from_messages: bool,
 }
@@ -182,7 +184,7 @@ impl Bridge {
             config.command_timeout,
             metrics.clone(),
         );
-        let (sessions, session_events) = mpsc::unbounded_channel();
+        let sessions = Arc::new(sessions::SessionQueue::default());
         let online = OnlineDevices::default();
         let calls = DeviceCalls::new(broker.clone(), online.clone(), config.device_call_timeout);
         let triggers = software::Triggers::default();
@@ -232,7 +234,7 @@ impl Bridge {
                 command_added: Notify::new(),
                 triggers: triggers.clone(),
                 inventories,
-                sessions,
+                sessions: Arc::clone(&sessions),
                 presence_from_messages: config.presence_from_messages,
             }),
         };
@@ -244,7 +246,7 @@ impl Bridge {
             inventory_writer,
             tokio::spawn(uplink::record_sessions(
                 bridge.clone(),
-                session_events,
+                sessions,
                 shutdown.clone(),
             )),
             tokio::spawn(revocation::follow(

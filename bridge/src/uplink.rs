@@ -31,7 +31,9 @@ use fleetmq_protocol::{
 use fleetmq_store::{
     CommandId, CommandStatus, DeviceId, MqttSession, Point, StoreError, Timestamp,
 };
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -39,6 +41,7 @@ use crate::Bridge;
 use crate::metrics::Metrics;
 use crate::mqtt::Mqtt;
 use crate::rollout::Report;
+use crate::sessions::{Pending, SessionQueue};
 
 /// Why a device message was not applied.
 #[derive(Debug)]
@@ -82,8 +85,27 @@ impl Uplink for Bridge {
             SessionEvent::Disconnected { device_id, .. } => (*device_id, None),
         };
         self.track_session(device, slug);
-        // Fails only once the recorder stopped (shutdown).
-        let _ = self.inner.sessions.send(Recording::Session(event));
+        let session = match event {
+            SessionEvent::Connected { peer, .. } => MqttSession {
+                online: true,
+                failure_reason: String::new(),
+                peer_ip: Some(peer.ip()),
+                model: None,
+                os: None,
+                system: None,
+                at: Timestamp::now(),
+            },
+            SessionEvent::Disconnected { reason, .. } => MqttSession {
+                online: false,
+                failure_reason: reason,
+                peer_ip: None,
+                model: None,
+                os: None,
+                system: None,
+                at: Timestamp::now(),
+            },
+        };
+        self.inner.sessions.push(device, session, None);
     }
 }
 
@@ -101,26 +123,13 @@ impl Bridge {
     }
 }
 
-/// What the session recorder writes: the broker's session events, and devices' presence
-/// messages (which wait for the write before they are acknowledged).
-pub(crate) enum Recording {
-    /// A session opened or closed.
-    Session(SessionEvent),
-    /// A device's `up/presence` message.
-    Presence {
-        device: DeviceId,
-        session: MqttSession,
-        done: oneshot::Sender<Result<(), String>>,
-    },
-}
-
-/// Records session events and presence in the broker's order (so a takeover's `Disconnected`
-/// never lands after the new session's `Connected`), until shutdown. Everything queued is
-/// written in one transaction, so a connect storm (or a fleet rebooting after an upgrade)
-/// costs one commit per batch, not one per device.
+/// Records session events and presence, one merged entry per device (see
+/// [`crate::sessions`]), until shutdown. Up to `MAX_BATCH` devices are written in one
+/// transaction, so a connect storm (or a fleet rebooting after an upgrade) costs one commit
+/// per batch, not one per device.
 pub(crate) async fn record_sessions(
     bridge: Bridge,
-    mut events: mpsc::UnboundedReceiver<Recording>,
+    queue: Arc<SessionQueue>,
     shutdown: CancellationToken,
 ) {
     /// Session changes written in one transaction at most.
@@ -128,20 +137,14 @@ pub(crate) async fn record_sessions(
     // Work started off the recorder's path; this task ends only after it has.
     let followers = TaskTracker::new();
     loop {
-        let first = tokio::select! {
+        let batch = tokio::select! {
             () = shutdown.cancelled() => break,
-            event = events.recv() => event,
+            batch = queue.next_batch(MAX_BATCH) => batch,
         };
-        let Some(first) = first else { break };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match events.try_recv() {
-                Ok(event) => batch.push(event),
-                Err(_) => break,
-            }
-        }
+        let Some(batch) = batch else { break };
         bridge.record_session_batch(batch, &followers).await;
     }
+    queue.close();
     followers.close();
     followers.wait().await;
 }
@@ -155,47 +158,19 @@ impl Bridge {
             .map_err(|e| UplinkError::Store(StoreError::Task(e)))
     }
 
-    #[tracing::instrument(skip_all, fields(events = events.len()))]
-    async fn record_session_batch(&self, events: Vec<Recording>, followers: &TaskTracker) {
-        let at = Timestamp::now();
-        let mut sessions = Vec::with_capacity(events.len());
+    #[tracing::instrument(skip_all, fields(devices = batch.len()))]
+    async fn record_session_batch(&self, batch: Vec<(DeviceId, Pending)>, followers: &TaskTracker) {
+        let mut sessions = Vec::with_capacity(batch.len());
         let mut acks = Vec::new();
-        for event in events {
-            let (device, online, failure_reason, peer_ip) = match event {
-                Recording::Session(SessionEvent::Connected {
-                    device_id, peer, ..
-                }) => (device_id, true, String::new(), Some(peer.ip())),
-                Recording::Session(SessionEvent::Disconnected {
-                    device_id, reason, ..
-                }) => (device_id, false, reason, None),
-                Recording::Presence {
-                    device,
-                    session,
-                    done,
-                } => {
-                    sessions.push((device, session));
-                    acks.push(done);
-                    continue;
-                }
-            };
-            let session = MqttSession {
-                online,
-                failure_reason,
-                peer_ip,
-                model: None,
-                os: None,
-                system: None,
-                at,
-            };
-            sessions.push((device, session));
+        // Each device once, in its latest state: those online are owed what waited for them.
+        let mut came_online = Vec::new();
+        for (device, pending) in batch {
+            if pending.session.online {
+                came_online.push(device);
+            }
+            sessions.push((device, pending.session));
+            acks.extend(pending.waiting);
         }
-        let mut came_online: Vec<DeviceId> = sessions
-            .iter()
-            .filter(|(_, s)| s.online)
-            .map(|(d, _)| *d)
-            .collect();
-        came_online.sort();
-        came_online.dedup();
         let written = self
             .inner
             .store
@@ -261,16 +236,9 @@ impl Bridge {
                     // known before the recorder resends what is pending.
                     self.track_session(device, online.then(|| uplink.org_slug.clone()));
                 }
-                // Batched with session events; pending commands are resent by the recorder.
+                // Merged with session events; pending commands are resent by the recorder.
                 let (done, written) = oneshot::channel();
-                self.inner
-                    .sessions
-                    .send(Recording::Presence {
-                        device,
-                        session,
-                        done,
-                    })
-                    .map_err(|_| UplinkError::Store(StoreError::Task("shutting down".into())))?;
+                self.inner.sessions.push(device, session, Some(done));
                 written
                     .await
                     .map_err(|_| StoreError::Task("shutting down".into()))?
