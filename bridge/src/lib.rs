@@ -144,7 +144,7 @@ struct Inner {
     triggers: software::Triggers,
     /// Group commit of devices' software inventories.
     inventories: software::Inventories,
-    /// Session events from the broker, recorded in order by one task.
+    /// Session events and presence, merged per device, recorded by one task.
     sessions: Arc<sessions::SessionQueue>,
     /// See [`BridgeConfig::presence_from_messages`].
     presence_from_messages: bool,

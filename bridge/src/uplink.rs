@@ -21,6 +21,7 @@
 //! `connection lost`, `keep-alive expired`, `kicked`, `taken over`, ...).
 
 use std::future::Future;
+use std::sync::Arc;
 
 use fleetmq_broker::{BrokerError, SessionEvent, Uplink, UplinkFuture, UplinkMessage};
 use fleetmq_protocol::topic::Channel;
@@ -31,8 +32,6 @@ use fleetmq_protocol::{
 use fleetmq_store::{
     CommandId, CommandStatus, DeviceId, MqttSession, Point, StoreError, Timestamp,
 };
-use std::sync::Arc;
-
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -85,25 +84,18 @@ impl Uplink for Bridge {
             SessionEvent::Disconnected { device_id, .. } => (*device_id, None),
         };
         self.track_session(device, slug);
-        let session = match event {
-            SessionEvent::Connected { peer, .. } => MqttSession {
-                online: true,
-                failure_reason: String::new(),
-                peer_ip: Some(peer.ip()),
-                model: None,
-                os: None,
-                system: None,
-                at: Timestamp::now(),
-            },
-            SessionEvent::Disconnected { reason, .. } => MqttSession {
-                online: false,
-                failure_reason: reason,
-                peer_ip: None,
-                model: None,
-                os: None,
-                system: None,
-                at: Timestamp::now(),
-            },
+        let (online, failure_reason, peer_ip) = match event {
+            SessionEvent::Connected { peer, .. } => (true, String::new(), Some(peer.ip())),
+            SessionEvent::Disconnected { reason, .. } => (false, reason, None),
+        };
+        let session = MqttSession {
+            online,
+            failure_reason,
+            peer_ip,
+            model: None,
+            os: None,
+            system: None,
+            at: Timestamp::now(),
         };
         self.inner.sessions.push(device, session, None);
     }
