@@ -78,7 +78,10 @@ async fn operators_manage_connections_and_members_without_a_group_may_not() {
     }
 
     let listed = api.get(&path, &operator).await;
-    assert_eq!(listed.body["count"], 1);
+    assert_eq!(
+        listed.body["count"], 2,
+        "the one created and the device key's own, added with the device"
+    );
     let deleted = api.delete(&detail, &operator).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     assert_eq!(

@@ -179,6 +179,19 @@ async fn a_command_on_a_deactivated_device_is_forbidden_but_its_commands_are_lis
 #[tokio::test]
 async fn a_command_body_is_checked_field_by_field() {
     let f = Fleet::start().await;
+    // The MQTT connection the device got when it was created, disabled: nothing to send on.
+    let own = f.get(&f.device_path("connection/"), &f.admin).await;
+    assert_eq!(own.body["count"], 1, "{:?}", own.body);
+    let own = own.body["results"][0]["id"].as_str().expect("its id");
+    let disabled = f
+        .call(
+            "PATCH",
+            &f.device_path(&format!("connection/{own}/")),
+            Some(&f.admin),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert!(disabled.status.is_success(), "{:?}", disabled.body);
     let commands = f.device_path("command/");
     let no_connection = f.post(&commands, &f.admin, json!({"type": "reboot"})).await;
     assert_eq!(no_connection.status, StatusCode::BAD_REQUEST);

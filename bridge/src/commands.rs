@@ -94,12 +94,10 @@ impl CommandTracker {
         let slug = self
             .store
             .run(move |db| {
-                let Some(device) = db.device(device)? else {
+                let Some(device) = db.device_brief(device)? else {
                     return Ok(None);
                 };
-                Ok(db
-                    .organization(device.fields.organization)?
-                    .map(|o| o.fields.slug))
+                Ok(db.organization(device.organization)?.map(|o| o.fields.slug))
             })
             .await;
         let slug = match slug {

@@ -125,19 +125,13 @@ impl ConfigPush {
                 let mut slugs: HashMap<OrgId, Option<String>> = HashMap::new();
                 let mut owed = Vec::new();
                 for id in devices {
-                    let Some(device) = db.device(id)? else {
+                    let Some(device) = db.device_brief(id)? else {
                         continue;
                     };
-                    let Some(config) = device.config else {
+                    let Some(checksum) = device.config_owed else {
                         continue;
                     };
-                    if device.is_deactivated
-                        || config.status != ConfigStatus::Modified
-                        || config.checksum.is_empty()
-                    {
-                        continue;
-                    }
-                    let org = device.fields.organization;
+                    let org = device.organization;
                     let slug = match slugs.get(&org) {
                         Some(slug) => slug.clone(),
                         None => {
@@ -152,7 +146,7 @@ impl ConfigPush {
                         owed.push(Owed {
                             device: id,
                             org_slug,
-                            checksum: config.checksum,
+                            checksum,
                         });
                     }
                 }

@@ -59,7 +59,7 @@ async fn the_data_directory_opens_again_as_soon_as_shutdown_returns() {
     sim.connected().await.expect("device connects");
     api.until(
         &format!("/api/v1/controller/device/{id}/connection/"),
-        |r| r["count"] == 1,
+        |r| r["results"][0]["is_working"] == true,
     )
     .await;
 

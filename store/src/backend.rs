@@ -145,6 +145,9 @@ pub trait DeviceStore: Send + Sync + 'static {
     ) -> Result<Vec<Device>>;
     /// Looks a device up by id.
     fn device(&self, id: DeviceId) -> Result<Option<Device>>;
+    /// What connecting and notifying a device needs (organization, key, deactivated, last
+    /// address, owed configuration), read from a small row instead of the whole record.
+    fn device_brief(&self, id: DeviceId) -> Result<Option<crate::DeviceBrief>>;
     /// Looks a device up by its key.
     fn device_by_key(&self, key: &str) -> Result<Option<Device>>;
     /// Replaces a device's fields; `config: None` keeps the current configuration.

@@ -296,6 +296,51 @@ pub struct Device {
     pub modified: Timestamp,
 }
 
+/// What connecting and notifying a device needs to know about it, kept beside the full
+/// record (small rows: a fleet reconnecting reads and writes these, not every device's
+/// record) and written with it. The address a device last connected from lives here alone
+/// between writes of the record (a reconnect changes only this).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceBrief {
+    /// Owning tenant.
+    #[serde(rename = "o")]
+    pub organization: OrgId,
+    /// Its key (MQTT password).
+    #[serde(rename = "k")]
+    pub key: DeviceKey,
+    /// Deactivated devices may not connect.
+    #[serde(rename = "d", default, skip_serializing_if = "std::ops::Not::not")]
+    pub deactivated: bool,
+    /// Last address the device connected from.
+    #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
+    pub last_ip: Option<IpAddr>,
+    /// Checksum of a configuration the device is owed: rendered, `modified`, device active.
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    pub config_owed: Option<String>,
+}
+
+impl DeviceBrief {
+    /// The brief of `device` as it is now.
+    pub fn of(device: &Device) -> Self {
+        let config_owed = device
+            .config
+            .as_ref()
+            .filter(|c| {
+                !device.is_deactivated
+                    && c.status == ConfigStatus::Modified
+                    && !c.checksum.is_empty()
+            })
+            .map(|c| c.checksum.clone());
+        Self {
+            organization: device.fields.organization,
+            key: device.fields.key.clone(),
+            deactivated: device.is_deactivated,
+            last_ip: device.fields.last_ip,
+            config_owed,
+        }
+    }
+}
+
 /// Which devices a list should return (all conditions must hold).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeviceFilter {

@@ -112,7 +112,7 @@ impl KvBackend {
             )?,
         };
         let txn = db.begin_write()?;
-        {
+        let found = {
             let mut meta = txn.open_table(META)?;
             let found = meta.get("schema_version")?.map(|v| v.value());
             match found {
@@ -123,15 +123,20 @@ impl KvBackend {
                     });
                 }
                 Some(found) if found == SCHEMA_VERSION => {}
-                // Older files need nothing rewritten: missing telemetry sizes are counted on
-                // the device's next write, and tables new since (below) start empty. The new
-                // version keeps older builds away.
+                // Older files need little rewritten: missing telemetry sizes are counted on
+                // the device's next write, tables new since (below) start empty, and devices'
+                // briefs (9) are written from the devices. The new version keeps older builds
+                // away.
                 Some(_) | None => {
                     meta.insert("schema_version", SCHEMA_VERSION)?;
                 }
             }
-        }
+            found
+        };
         every_table(&mut Create(&txn))?;
+        if found.is_some_and(|found| found < 9) {
+            devices::fill_briefs(&txn)?;
+        }
         txn.commit()?;
         let backend = Self {
             db,

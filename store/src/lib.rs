@@ -102,8 +102,8 @@ pub use connection::{
     ConnectionFields, ConnectionHealth, Connector, Credentials, CredentialsFields, DeviceConnection,
 };
 pub use device::{
-    ConfigBackend, ConfigFields, ConfigStatus, Device, DeviceConfig, DeviceFields, DeviceFilter,
-    DeviceKey, DeviceName, MacAddress,
+    ConfigBackend, ConfigFields, ConfigStatus, Device, DeviceBrief, DeviceConfig, DeviceFields,
+    DeviceFilter, DeviceKey, DeviceName, MacAddress,
 };
 pub use download::{ConfigGrant, DOWNLOAD_SECRET, DownloadGrant, config_path};
 pub use error::{Result, StoreError};

@@ -21,7 +21,12 @@ use crate::kv::{Key, TableDefinition, Value};
 /// at open.
 /// 8: leases (`leases`), which several nodes on one PostgreSQL database take in turn; a build
 /// without them would not honour them.
-pub const SCHEMA_VERSION: u64 = 8;
+/// 9: devices' briefs (`device_briefs`: organization, key, deactivated, last address, owed
+/// configuration), which connects read instead of the device records; the last address is
+/// kept there alone between writes of the record. Filled from the devices at open. Also in 9:
+/// connections' health as sessions leave it (`connection_health`); devices get their MQTT
+/// connection when they are created (older devices at their next connect).
+pub const SCHEMA_VERSION: u64 = 9;
 
 /// `"schema_version"` → version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -56,6 +61,8 @@ pub const USER_TOKENS: TableDefinition<&[u8], ()> = TableDefinition::new("user_t
 
 /// id → device.
 pub const DEVICES: TableDefinition<u128, &[u8]> = TableDefinition::new("devices");
+/// id → device brief (`DeviceBrief`), written with the device; its `last_ip` is the device's.
+pub const DEVICE_BRIEFS: TableDefinition<u128, &[u8]> = TableDefinition::new("device_briefs");
 /// created ‖ id → ().
 pub const DEVICES_BY_CREATED: TableDefinition<&[u8], ()> =
     TableDefinition::new("devices_by_created");
@@ -88,6 +95,10 @@ pub const MQTT_CREDENTIALS: TableDefinition<u128, u128> = TableDefinition::new("
 
 /// id → device connection.
 pub const CONNECTIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("connections");
+/// connection id → its health as an MQTT session last left it (`ConnectionHealth`), newer
+/// than the record's own; a device's connect writes this small row, not its connection.
+pub const CONNECTION_HEALTH: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("connection_health");
 /// device ‖ created ‖ id → ().
 pub const DEVICE_CONNECTIONS: TableDefinition<&[u8], ()> =
     TableDefinition::new("device_connections");
@@ -301,6 +312,7 @@ pub fn every_table(visit: &mut impl EveryTable) -> Result<()> {
     visit.table(TOKENS)?;
     visit.table(USER_TOKENS)?;
     visit.table(DEVICES)?;
+    visit.table(DEVICE_BRIEFS)?;
     visit.table(DEVICES_BY_CREATED)?;
     visit.table(DEVICES_BY_ORG)?;
     visit.table(DEVICE_NAMES)?;
@@ -314,6 +326,7 @@ pub fn every_table(visit: &mut impl EveryTable) -> Result<()> {
     visit.table(CREDENTIALS_BY_ORG)?;
     visit.table(MQTT_CREDENTIALS)?;
     visit.table(CONNECTIONS)?;
+    visit.table(CONNECTION_HEALTH)?;
     visit.table(DEVICE_CONNECTIONS)?;
     visit.table(CONNECTION_PAIRS)?;
     visit.table(CREDENTIALS_CONNECTIONS)?;

@@ -181,6 +181,45 @@ fn a_newer_schema_is_refused_with_a_clear_message() {
     assert!(err.to_string().contains("schema version 99"), "{err}");
 }
 
+#[test]
+fn a_schema_8_data_file_gets_devices_briefs_and_its_devices_still_log_in() {
+    let store = Fixture::new(Engine::Redb);
+    let (id, key) = {
+        let db = store.open();
+        let org = db.create_organization(org_fields("acme")).expect("org");
+        let mut fields = device_fields(org.id, 1);
+        fields.last_ip = Some("192.0.2.7".parse().expect("ip"));
+        let device = db.create_device(fields, None).expect("device");
+        (device.id, device.fields.key)
+    };
+    {
+        // As a build before briefs left it: the devices' records, no briefs.
+        let db = redb::Database::create(store.dir.path().join("fleetmq.redb")).expect("raw open");
+        let txn = db.begin_write().expect("txn");
+        txn.delete_table(fleetmq_store::tables::DEVICE_BRIEFS)
+            .expect("drop briefs");
+        txn.open_table(fleetmq_store::tables::META)
+            .expect("meta")
+            .insert("schema_version", 8)
+            .expect("write");
+        txn.commit().expect("commit");
+    }
+    let db = store.open();
+    let login = db.device_login(id).expect("read").expect("known device");
+    assert!(login.key.matches(key.as_str().as_bytes()));
+    assert!(!login.deactivated);
+    assert_eq!(login.org_slug, "acme");
+    let device = db.device(id).expect("read").expect("exists");
+    assert_eq!(
+        device.fields.last_ip,
+        Some("192.0.2.7".parse().expect("ip"))
+    );
+    assert_eq!(
+        db.device_brief(id).expect("read").expect("filled").last_ip,
+        device.fields.last_ip
+    );
+}
+
 fn a_user_change_is_seen_through_the_token_cache_at_once(engine: Engine) {
     use fleetmq_store::{Password, UserFields, Username};
     let store = Fixture::new(engine);

@@ -5,9 +5,9 @@ mod support;
 use support::{Engine, Fixture};
 
 use fleetmq_store::{
-    AccountStore, CommandStatus, CommandType, DeviceFields, DeviceFilter, DevicePlane, DeviceStore,
-    HistoryPage, HistoryPageRequest, KvBackend, MacAddress, MqttSession, NewCommand, OrgId,
-    OrganizationFields, PageRequest, Point, Scope, Slug, TelemetryRange, TelemetrySample,
+    AccountStore, CommandStatus, CommandType, Connector, DeviceFields, DeviceFilter, DevicePlane,
+    DeviceStore, HistoryPage, HistoryPageRequest, KvBackend, MacAddress, MqttSession, NewCommand,
+    OrgId, OrganizationFields, PageRequest, Point, Scope, Slug, TelemetryRange, TelemetrySample,
     Timestamp,
 };
 
@@ -60,20 +60,27 @@ fn session(online: bool) -> MqttSession {
     }
 }
 
-fn a_first_mqtt_session_gives_the_device_its_mqtt_connection(engine: Engine) {
+fn a_device_gets_its_mqtt_connection_when_created_and_sessions_keep_its_health(engine: Engine) {
     let (_store, db, org) = setup(engine);
     let d = device(&db, org, "r1", "00:00:00:00:00:01");
-    db.record_mqtt_session(d.id, session(true)).expect("online");
-
     let connections = db.list_connections(d.id, ALL).expect("list");
-    assert_eq!(connections.count, 1);
-    let connection = &connections.items[0];
-    assert_eq!(connection.health.is_working, Some(true));
+    assert_eq!(connections.count, 1, "the device key's connection");
+    let created = connections.items[0].clone();
+    assert_eq!(created.health.is_working, None, "not tried yet");
     let credentials = db
-        .credentials(connection.fields.credentials)
+        .credentials(created.fields.credentials)
         .expect("read")
         .expect("exists");
     assert_eq!(credentials.fields.organization, Some(org));
+    assert_eq!(credentials.fields.connector, Connector::Mqtt);
+
+    let online = session(true);
+    db.record_mqtt_session(d.id, online.clone())
+        .expect("online");
+    let connection = db.connection(created.id).expect("read").expect("exists");
+    assert_eq!(connection.health.is_working, Some(true));
+    assert_eq!(connection.health.last_attempt, Some(online.at));
+    assert_eq!(connection.modified, online.at, "modified by the session");
 
     let updated = db.device(d.id).expect("read").expect("exists");
     assert_eq!(
@@ -82,20 +89,45 @@ fn a_first_mqtt_session_gives_the_device_its_mqtt_connection(engine: Engine) {
     );
     assert_eq!(updated.fields.model, "TL-WR841N");
     assert_eq!(updated.fields.system, "MT7628");
+    let listed = db
+        .list_devices(&Scope::Orgs(vec![org]), &DeviceFilter::default(), ALL)
+        .expect("list");
+    assert_eq!(listed.items[0].fields.last_ip, updated.fields.last_ip);
 
     db.record_mqtt_session(d.id, session(false))
         .expect("offline");
     let connections = db.list_connections(d.id, ALL).expect("list");
     assert_eq!(connections.count, 1, "the same connection is reused");
+    assert_eq!(connections.items[0].id, created.id);
     assert_eq!(connections.items[0].health.is_working, Some(false));
     assert_eq!(
         connections.items[0].health.failure_reason,
         "connection lost"
     );
 
-    let second = device(&db, org, "r2", "00:00:00:00:00:02");
-    db.record_mqtt_session(second.id, session(true))
-        .expect("online");
+    // An update through the API keeps the health the sessions left.
+    let mut fields = connections.items[0].fields.clone();
+    fields.enabled = false;
+    let disabled = db.update_connection(created.id, fields).expect("update");
+    assert_eq!(disabled.health.is_working, Some(false));
+    assert!(
+        !db.connection(created.id)
+            .expect("read")
+            .expect("exists")
+            .fields
+            .enabled
+    );
+
+    // Deleted, it comes back at the device's next connect, without the old health.
+    db.delete_connection(created.id).expect("delete");
+    assert_eq!(db.list_connections(d.id, ALL).expect("list").count, 0);
+    db.record_mqtt_session(d.id, session(true)).expect("online");
+    let again = db.list_connections(d.id, ALL).expect("list");
+    assert_eq!(again.count, 1);
+    assert_ne!(again.items[0].id, created.id);
+    assert_eq!(again.items[0].health.is_working, Some(true));
+
+    let _second = device(&db, org, "r2", "00:00:00:00:00:02");
     let shared = db
         .list_credentials(&Scope::Orgs(vec![org]), ALL)
         .expect("list");
@@ -382,7 +414,7 @@ fn history_pages_end_at_their_byte_budget_and_continue_on_the_next(engine: Engin
 }
 
 on_both_engines!(
-    a_first_mqtt_session_gives_the_device_its_mqtt_connection,
+    a_device_gets_its_mqtt_connection_when_created_and_sessions_keep_its_health,
     coordinates_create_one_mobile_location_and_then_move_it,
     a_command_ends_once_and_leaves_the_pending_list,
     telemetry_keeps_the_latest_and_a_bounded_history,

@@ -213,12 +213,10 @@ async fn pass(
             // The devices' organizations, unless the whole organization is decided anyway.
             let mut only: HashMap<OrgId, HashSet<DeviceId>> = HashMap::new();
             for device in devices {
-                if let Some(found) = db.device(device)?
-                    && !organizations.contains(&found.fields.organization)
+                if let Some(found) = db.device_brief(device)?
+                    && !organizations.contains(&found.organization)
                 {
-                    only.entry(found.fields.organization)
-                        .or_default()
-                        .insert(device);
+                    only.entry(found.organization).or_default().insert(device);
                 }
             }
             let now = Timestamp::now();

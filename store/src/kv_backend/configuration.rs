@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::KvBackend;
-use super::devices::{load_device, store_device_in};
+use super::devices::{load_device, read_device, store_device_in, write_device};
 use super::paging::{
     created_key, id_of, ids_paired_with, ids_under, org_prefix, paged, visible_keys,
 };
@@ -42,9 +42,13 @@ pub(super) fn configuration_changed(
         txn.open_table(ORG_CONFIG_SETTINGS)?,
     );
     let mut changed = Vec::new();
-    let mut table = txn.open_table(DEVICES)?;
     for id in devices {
-        let Some(mut device) = get_record::<Device>(&table, "devices", id.key())? else {
+        let Some(mut device) = read_device(
+            &txn.open_table(DEVICES)?,
+            &txn.open_table(DEVICE_BRIEFS)?,
+            id,
+        )?
+        else {
             continue;
         };
         if device.is_deactivated {
@@ -77,7 +81,7 @@ pub(super) fn configuration_changed(
         config.checksum = rendered.checksum;
         config.status = ConfigStatus::Modified;
         config.error_reason.clear();
-        table.insert(id.key(), encode("devices", &device)?.as_slice())?;
+        write_device(txn, &device)?;
         changed.push(id);
     }
     Ok(ConfigChange { devices: changed })
@@ -683,8 +687,7 @@ impl ConfigStore for KvBackend {
             }
             _ => return Ok(false),
         }
-        txn.open_table(DEVICES)?
-            .insert(id.key(), encode("devices", &device)?.as_slice())?;
+        write_device(&txn, &device)?;
         txn.commit()?;
         Ok(true)
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use crate::kv::{ReadableTable, WriteTransaction};
 
 use super::KvBackend;
-use super::devices::load_device;
+use super::devices::{load_device, read_brief, write_device};
 use super::paging::{
     created_key, id_of, ids_paired_with, ids_under, org_prefix, page_of, visible_keys,
 };
@@ -18,12 +18,6 @@ use crate::{
     LocationType, MqttSession, NewCommand, OrgId, Page, PageRequest, Point, Result, Scope,
     StoreError, TelemetryRange, TelemetrySample, Timestamp, Unique,
 };
-
-fn put_device(txn: &WriteTransaction, device: &Device) -> Result<()> {
-    txn.open_table(DEVICES)?
-        .insert(device.id.key(), encode("devices", device)?.as_slice())?;
-    Ok(())
-}
 
 fn insert_credentials(txn: &WriteTransaction, credentials: &Credentials) -> Result<()> {
     txn.open_table(CREDENTIALS)?.insert(
@@ -41,6 +35,8 @@ fn insert_credentials(txn: &WriteTransaction, credentials: &Credentials) -> Resu
 fn remove_connection_in(txn: &WriteTransaction, connection: &DeviceConnection) -> Result<()> {
     let created = created_key(connection.created, connection.id.bytes());
     txn.open_table(CONNECTIONS)?.remove(connection.id.key())?;
+    txn.open_table(CONNECTION_HEALTH)?
+        .remove(connection.id.key())?;
     txn.open_table(DEVICE_CONNECTIONS)?
         .remove(cat(&[&connection.device.bytes(), &created]).as_slice())?;
     txn.open_table(CONNECTION_PAIRS)?.remove(
@@ -89,7 +85,106 @@ fn insert_connection_in(txn: &WriteTransaction, connection: &DeviceConnection) -
 }
 
 fn load_connection(txn: &WriteTransaction, id: u128) -> Result<DeviceConnection> {
-    get_record(&txn.open_table(CONNECTIONS)?, "connections", id)?.ok_or(StoreError::NotFound)
+    let connection = get_record(&txn.open_table(CONNECTIONS)?, "connections", id)?
+        .ok_or(StoreError::NotFound)?;
+    with_health(&txn.open_table(CONNECTION_HEALTH)?, connection)
+}
+
+/// `connection` with the health its last MQTT session left (kept apart: see
+/// [`CONNECTION_HEALTH`]); it was modified then.
+fn with_health(
+    health: &impl ReadableTable<u128, &'static [u8]>,
+    mut connection: DeviceConnection,
+) -> Result<DeviceConnection> {
+    if let Some(latest) = get_record::<HealthRow>(health, "connection_health", connection.id.key())?
+    {
+        let latest = ConnectionHealth::from(latest);
+        if let Some(at) = latest.last_attempt {
+            connection.modified = connection.modified.max(at);
+        }
+        connection.health = latest;
+    }
+    Ok(connection)
+}
+
+/// A connection's health as [`CONNECTION_HEALTH`] keeps it: short names, empty parts left
+/// out (one row per device, written at each connect and disconnect).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct HealthRow {
+    #[serde(rename = "w", default, skip_serializing_if = "Option::is_none")]
+    is_working: Option<bool>,
+    #[serde(rename = "r", default, skip_serializing_if = "String::is_empty")]
+    failure_reason: String,
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    last_attempt: Option<Timestamp>,
+}
+
+impl From<HealthRow> for ConnectionHealth {
+    fn from(row: HealthRow) -> Self {
+        Self {
+            is_working: row.is_working,
+            failure_reason: row.failure_reason,
+            last_attempt: row.last_attempt,
+        }
+    }
+}
+
+/// The id of `device`'s connection through its organization's MQTT credentials (the device
+/// key), creating both where missing: with each new device, and at the connect of a device
+/// whose connection was deleted since.
+pub(super) fn mqtt_connection_in(
+    txn: &WriteTransaction,
+    device: DeviceId,
+    org: OrgId,
+    at: Timestamp,
+) -> Result<ConnectionId> {
+    let credentials = {
+        let mut mqtt = txn.open_table(MQTT_CREDENTIALS)?;
+        let known = mqtt.get(org.key())?.map(|v| v.value());
+        match known {
+            Some(id) => CredentialsId(uuid::Uuid::from_u128(id)),
+            None => {
+                let credentials = Credentials {
+                    id: CredentialsId::new(),
+                    fields: CredentialsFields {
+                        organization: Some(org),
+                        name: "MQTT (device key)".to_owned(),
+                        connector: Connector::Mqtt,
+                        auto_add: true,
+                        params: Default::default(),
+                    },
+                    created: at,
+                    modified: at,
+                };
+                mqtt.insert(org.key(), credentials.id.key())?;
+                drop(mqtt);
+                insert_credentials(txn, &credentials)?;
+                credentials.id
+            }
+        }
+    };
+    let pair = cat(&[&device.bytes(), &credentials.bytes()]);
+    let existing = txn
+        .open_table(CONNECTION_PAIRS)?
+        .get(pair.as_slice())?
+        .map(|v| v.value());
+    if let Some(id) = existing {
+        return Ok(ConnectionId(uuid::Uuid::from_u128(id)));
+    }
+    let connection = DeviceConnection {
+        id: ConnectionId::new(),
+        device,
+        fields: ConnectionFields {
+            credentials,
+            update_strategy: Connector::Mqtt.default_update_strategy().to_owned(),
+            enabled: true,
+        },
+        health: ConnectionHealth::default(),
+        created: at,
+        modified: at,
+    };
+    insert_connection_in(txn, &connection)?;
+    Ok(connection.id)
 }
 
 /// Removes credentials with every connection that uses them.
@@ -234,59 +329,11 @@ fn history_bytes(
 
 /// Records one session change inside a write transaction (see `record_mqtt_session`).
 fn record_session_in(txn: &WriteTransaction, device: DeviceId, session: MqttSession) -> Result<()> {
-    let mut record = load_device(txn, device)?;
-    let org = record.fields.organization;
-    let credentials = {
-        let mut mqtt = txn.open_table(MQTT_CREDENTIALS)?;
-        let known = mqtt.get(org.key())?.map(|v| v.value());
-        match known {
-            Some(id) => CredentialsId(uuid::Uuid::from_u128(id)),
-            None => {
-                let now = session.at;
-                let credentials = Credentials {
-                    id: CredentialsId::new(),
-                    fields: CredentialsFields {
-                        organization: Some(org),
-                        name: "MQTT (device key)".to_owned(),
-                        connector: Connector::Mqtt,
-                        auto_add: true,
-                        params: Default::default(),
-                    },
-                    created: now,
-                    modified: now,
-                };
-                mqtt.insert(org.key(), credentials.id.key())?;
-                drop(mqtt);
-                insert_credentials(txn, &credentials)?;
-                credentials.id
-            }
-        }
-    };
-    let pair = cat(&[&device.bytes(), &credentials.bytes()]);
-    let existing = txn
-        .open_table(CONNECTION_PAIRS)?
-        .get(pair.as_slice())?
-        .map(|v| v.value());
-    let mut connection = match existing {
-        Some(id) => load_connection(txn, id)?,
-        None => {
-            let connection = DeviceConnection {
-                id: ConnectionId::new(),
-                device,
-                fields: ConnectionFields {
-                    credentials,
-                    update_strategy: Connector::Mqtt.default_update_strategy().to_owned(),
-                    enabled: true,
-                },
-                health: ConnectionHealth::default(),
-                created: session.at,
-                modified: session.at,
-            };
-            insert_connection_in(txn, &connection)?;
-            connection
-        }
-    };
-    connection.health = ConnectionHealth {
+    let mut briefs = txn.open_table(DEVICE_BRIEFS)?;
+    let mut brief = read_brief(&briefs, device)?.ok_or(StoreError::NotFound)?;
+    let org = brief.organization;
+    let connection = mqtt_connection_in(txn, device, org, session.at)?;
+    let health = HealthRow {
         is_working: Some(session.online),
         failure_reason: if session.online {
             String::new()
@@ -295,30 +342,39 @@ fn record_session_in(txn: &WriteTransaction, device: DeviceId, session: MqttSess
         },
         last_attempt: Some(session.at),
     };
-    connection.modified = session.at;
-    txn.open_table(CONNECTIONS)?.insert(
-        connection.id.key(),
-        encode("connections", &connection)?.as_slice(),
+    txn.open_table(CONNECTION_HEALTH)?.insert(
+        connection.key(),
+        encode("connection_health", &health)?.as_slice(),
     )?;
 
-    let before = record.clone();
+    // A reconnect from a new address writes the small brief only; what the device reports
+    // about itself (rarely new) rewrites its record.
     if session.online
         && let Some(ip) = session.peer_ip
+        && brief.last_ip != Some(ip)
     {
-        record.fields.last_ip = Some(ip);
+        brief.last_ip = Some(ip);
+        briefs.insert(device.key(), encode("device_briefs", &brief)?.as_slice())?;
     }
-    for (slot, value) in [
-        (&mut record.fields.model, session.model),
-        (&mut record.fields.os, session.os),
-        (&mut record.fields.system, session.system),
-    ] {
-        if let Some(value) = value.filter(|v| !v.is_empty()) {
-            *slot = value;
+    drop(briefs);
+    let reported = [session.model, session.os, session.system];
+    if reported.iter().flatten().any(|v| !v.is_empty()) {
+        let mut record = load_device(txn, device)?;
+        let before = record.clone();
+        let [model, os, system] = reported;
+        for (slot, value) in [
+            (&mut record.fields.model, model),
+            (&mut record.fields.os, os),
+            (&mut record.fields.system, system),
+        ] {
+            if let Some(value) = value.filter(|v| !v.is_empty()) {
+                *slot = value;
+            }
         }
-    }
-    if record != before {
-        record.modified = session.at;
-        put_device(txn, &record)?;
+        if record != before {
+            record.modified = session.at;
+            write_device(txn, &record)?;
+        }
     }
     Ok(())
 }
@@ -479,7 +535,11 @@ impl DevicePlane for KvBackend {
 
     fn connection(&self, id: ConnectionId) -> Result<Option<DeviceConnection>> {
         let txn = self.db.begin_read()?;
-        get_record(&txn.open_table(CONNECTIONS)?, "connections", id.key())
+        let Some(connection) = get_record(&txn.open_table(CONNECTIONS)?, "connections", id.key())?
+        else {
+            return Ok(None);
+        };
+        with_health(&txn.open_table(CONNECTION_HEALTH)?, connection).map(Some)
     }
 
     fn update_connection(
@@ -512,7 +572,15 @@ impl DevicePlane for KvBackend {
     ) -> Result<Page<DeviceConnection>> {
         let txn = self.db.begin_read()?;
         let ids = ids_under(&txn.open_table(DEVICE_CONNECTIONS)?, &device.bytes())?;
-        page_of(&txn.open_table(CONNECTIONS)?, "connections", ids, page)
+        let mut listed: Page<DeviceConnection> =
+            page_of(&txn.open_table(CONNECTIONS)?, "connections", ids, page)?;
+        let health = txn.open_table(CONNECTION_HEALTH)?;
+        listed.items = listed
+            .items
+            .into_iter()
+            .map(|c| with_health(&health, c))
+            .collect::<Result<_>>()?;
+        Ok(listed)
     }
 
     fn record_mqtt_session(&self, device: DeviceId, session: MqttSession) -> Result<()> {

@@ -8,13 +8,13 @@ use crate::kv::{ReadableTable, Table, WriteTransaction};
 use super::cluster::carry_login;
 use super::configuration::{Known, configuration_changed, renders_differently, settle_device};
 use super::paging::{ANCHOR_STRIDE, MergeDesc, created_key, id_of, index_desc, successor};
-use super::record::{cat, encode, get_record, get_records, lookup_by};
+use super::record::{cat, decode, encode, get_record, get_records};
 use super::{KvBackend, device_plane, software, upgrade};
 use crate::tables::*;
 use crate::{
-    ConfigFields, ConfigStatus, Device, DeviceConfig, DeviceFields, DeviceFilter, DeviceId,
-    DeviceStore, LoginChange, OrgId, Organization, Page, PageRequest, Result, Scope, StoreError,
-    Timestamp, Unique,
+    ConfigFields, ConfigStatus, Device, DeviceBrief, DeviceConfig, DeviceFields, DeviceFilter,
+    DeviceId, DeviceStore, LoginChange, OrgId, Organization, Page, PageRequest, Result, Scope,
+    StoreError, Timestamp, Unique,
 };
 
 pub(super) fn counter_key(org: Option<OrgId>) -> Vec<u8> {
@@ -75,8 +75,7 @@ pub(super) fn insert_device_indexes(txn: &WriteTransaction, device: &Device) -> 
     macs.insert(mac_key.as_slice(), id)?;
     keys.insert(device.fields.key.as_str(), id)?;
     let created = created_key(device.created, device.id.bytes());
-    txn.open_table(DEVICES)?
-        .insert(id, encode("devices", device)?.as_slice())?;
+    write_device(txn, device)?;
     txn.open_table(DEVICES_BY_CREATED)?
         .insert(created.as_slice(), ())?;
     txn.open_table(DEVICES_BY_ORG)?
@@ -107,6 +106,7 @@ fn remove_device_indexes(txn: &WriteTransaction, device: &Device) -> Result<()> 
     }
     let created = created_key(device.created, device.id.bytes());
     txn.open_table(DEVICES)?.remove(device.id.key())?;
+    txn.open_table(DEVICE_BRIEFS)?.remove(device.id.key())?;
     txn.open_table(DEVICES_BY_CREATED)?
         .remove(created.as_slice())?;
     txn.open_table(DEVICES_BY_ORG)?
@@ -128,8 +128,81 @@ pub(super) fn store_device_in(
 }
 
 pub(super) fn load_device(txn: &WriteTransaction, id: DeviceId) -> Result<Device> {
-    let table = txn.open_table(DEVICES)?;
-    get_record(&table, "devices", id.key())?.ok_or(StoreError::NotFound)
+    read_device(
+        &txn.open_table(DEVICES)?,
+        &txn.open_table(DEVICE_BRIEFS)?,
+        id,
+    )?
+    .ok_or(StoreError::NotFound)
+}
+
+/// Writes a device's record and its brief; the brief's last address is the record's. Every
+/// write of a device goes through here, after a read through [`read_device`].
+pub(super) fn write_device(txn: &WriteTransaction, device: &Device) -> Result<()> {
+    let id = device.id.key();
+    txn.open_table(DEVICES)?
+        .insert(id, encode("devices", device)?.as_slice())?;
+    txn.open_table(DEVICE_BRIEFS)?.insert(
+        id,
+        encode("device_briefs", &DeviceBrief::of(device))?.as_slice(),
+    )?;
+    Ok(())
+}
+
+/// A device's brief.
+pub(super) fn read_brief(
+    briefs: &impl ReadableTable<u128, &'static [u8]>,
+    id: DeviceId,
+) -> Result<Option<DeviceBrief>> {
+    get_record(briefs, "device_briefs", id.key())
+}
+
+/// A device as it is: its record with the last address from its brief (a connect updates
+/// only the brief).
+pub(super) fn read_device(
+    devices: &impl ReadableTable<u128, &'static [u8]>,
+    briefs: &impl ReadableTable<u128, &'static [u8]>,
+    id: DeviceId,
+) -> Result<Option<Device>> {
+    let Some(mut device) = get_record::<Device>(devices, "devices", id.key())? else {
+        return Ok(None);
+    };
+    if let Some(brief) = read_brief(briefs, id)? {
+        device.fields.last_ip = brief.last_ip;
+    }
+    Ok(Some(device))
+}
+
+/// [`read_device`] for many ids, in their order (two round trips on PostgreSQL).
+fn read_devices(
+    devices: &impl ReadableTable<u128, &'static [u8]>,
+    briefs: &impl ReadableTable<u128, &'static [u8]>,
+    ids: &[u128],
+) -> Result<Vec<Device>> {
+    let mut items: Vec<Device> = get_records(devices, "devices", ids)?;
+    let found: Vec<u128> = items.iter().map(|d| d.id.key()).collect();
+    for (device, brief) in items.iter_mut().zip(briefs.get_many(&found)?) {
+        if let Some(brief) = brief {
+            let brief: DeviceBrief = decode("device_briefs", brief.value())?;
+            device.fields.last_ip = brief.last_ip;
+        }
+    }
+    Ok(items)
+}
+
+/// Writes the brief of every device (a store from before briefs, schema < 9).
+pub(super) fn fill_briefs(txn: &WriteTransaction) -> Result<()> {
+    let devices = txn.open_table(DEVICES)?;
+    let mut briefs = txn.open_table(DEVICE_BRIEFS)?;
+    for entry in devices.iter()? {
+        let (id, bytes) = entry?;
+        let device: Device = decode("devices", bytes.value())?;
+        briefs.insert(
+            id.value(),
+            encode("device_briefs", &DeviceBrief::of(&device))?.as_slice(),
+        )?;
+    }
+    Ok(())
 }
 
 pub(super) fn delete_device_in(txn: &WriteTransaction, device: &Device) -> Result<()> {
@@ -137,6 +210,10 @@ pub(super) fn delete_device_in(txn: &WriteTransaction, device: &Device) -> Resul
     upgrade::delete_device_upgrades_in(txn, device.id)?;
     software::delete_device_software_in(txn, device.id)?;
     device_plane::delete_device_plane_in(txn, device)
+}
+
+fn device_id(key: u128) -> DeviceId {
+    DeviceId(uuid::Uuid::from_u128(key))
 }
 
 fn new_device(fields: DeviceFields, config: Option<ConfigFields>) -> Device {
@@ -165,18 +242,17 @@ impl DeviceStore for KvBackend {
         }
         let epoch = self.logins.epoch();
         let txn = self.db.begin_read()?;
-        let Some(device) = get_record::<Device>(&txn.open_table(DEVICES)?, "devices", id.key())?
-        else {
+        let Some(device) = read_brief(&txn.open_table(DEVICE_BRIEFS)?, id)? else {
             return Ok(None);
         };
         let org: Option<Organization> = get_record(
             &txn.open_table(ORGANIZATIONS)?,
             "organizations",
-            device.fields.organization.key(),
+            device.organization.key(),
         )?;
         let login = crate::DeviceLogin {
-            key: device.fields.key,
-            deactivated: device.is_deactivated,
+            key: device.key,
+            deactivated: device.deactivated,
             org_slug: org
                 .as_ref()
                 .map(|o| o.fields.slug.as_str().to_owned())
@@ -198,19 +274,19 @@ impl DeviceStore for KvBackend {
             }
         }
         let mut logins = Vec::new();
-        for entry in txn.open_table(DEVICES)?.iter()? {
-            let (_, bytes) = entry?;
-            let device: Device = super::record::decode("devices", bytes.value())?;
-            let Some(slug) = orgs.get(&device.fields.organization) else {
+        for entry in txn.open_table(DEVICE_BRIEFS)?.iter()? {
+            let (id, bytes) = entry?;
+            let device: DeviceBrief = decode("device_briefs", bytes.value())?;
+            let Some(slug) = orgs.get(&device.organization) else {
                 continue;
             };
-            if device.is_deactivated {
+            if device.deactivated {
                 continue;
             }
             logins.push((
-                device.id,
+                device_id(id.value()),
                 crate::DeviceLogin {
-                    key: device.fields.key,
+                    key: device.key,
                     deactivated: false,
                     org_slug: slug.clone(),
                     org_active: true,
@@ -229,6 +305,12 @@ impl DeviceStore for KvBackend {
         let txn = self.db.begin_write()?;
         settle_device(&txn, None, &mut device, &mut Known::default())?;
         insert_device_indexes(&txn, &device)?;
+        device_plane::mqtt_connection_in(
+            &txn,
+            device.id,
+            device.fields.organization,
+            device.created,
+        )?;
         let change = configuration_changed(self, &txn, BTreeSet::from([device.id]))?;
         let device = load_device(&txn, device.id)?;
         carry_login(&txn, &LoginChange::DevicesAdded);
@@ -249,6 +331,12 @@ impl DeviceStore for KvBackend {
             let mut device = new_device(fields, config);
             settle_device(&txn, None, &mut device, &mut known)?;
             insert_device_indexes(&txn, &device)?;
+            device_plane::mqtt_connection_in(
+                &txn,
+                device.id,
+                device.fields.organization,
+                device.created,
+            )?;
             out.push(device);
         }
         let change = configuration_changed(self, &txn, out.iter().map(|d| d.id).collect())?;
@@ -265,11 +353,28 @@ impl DeviceStore for KvBackend {
 
     fn device(&self, id: DeviceId) -> Result<Option<Device>> {
         let txn = self.db.begin_read()?;
-        get_record(&txn.open_table(DEVICES)?, "devices", id.key())
+        read_device(
+            &txn.open_table(DEVICES)?,
+            &txn.open_table(DEVICE_BRIEFS)?,
+            id,
+        )
+    }
+
+    fn device_brief(&self, id: DeviceId) -> Result<Option<DeviceBrief>> {
+        let txn = self.db.begin_read()?;
+        read_brief(&txn.open_table(DEVICE_BRIEFS)?, id)
     }
 
     fn device_by_key(&self, key: &str) -> Result<Option<Device>> {
-        lookup_by(&self.db, DEVICE_KEYS, DEVICES, "devices", key)
+        let txn = self.db.begin_read()?;
+        let Some(id) = txn.open_table(DEVICE_KEYS)?.get(key)?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        read_device(
+            &txn.open_table(DEVICES)?,
+            &txn.open_table(DEVICE_BRIEFS)?,
+            device_id(id),
+        )
     }
 
     fn update_device(
@@ -326,8 +431,7 @@ impl DeviceStore for KvBackend {
             config.checksum.clear();
         }
         device.modified = Timestamp::now();
-        txn.open_table(DEVICES)?
-            .insert(id.key(), encode("devices", &device)?.as_slice())?;
+        write_device(&txn, &device)?;
         if deactivated {
             // Deactivated devices may not be upgraded (nor connect to finish an upgrade).
             upgrade::abort_device_upgrades_in(&txn, id, "Aborted: the device was deactivated")?;
@@ -370,6 +474,7 @@ impl DeviceStore for KvBackend {
         let generation = self.anchors.generation();
         let txn = self.db.begin_read()?;
         let devices = txn.open_table(DEVICES)?;
+        let briefs = txn.open_table(DEVICE_BRIEFS)?;
         let locations = txn.open_table(DEVICE_LOCATIONS)?;
         let by_created = txn.open_table(DEVICES_BY_CREATED)?;
         let by_org = txn.open_table(DEVICES_BY_ORG)?;
@@ -458,7 +563,7 @@ impl DeviceStore for KvBackend {
                 .take(page.limit as usize)
                 .map(|key| key.map(|k| id_of(&k)))
                 .collect::<Result<Vec<_>>>()?;
-            let items = get_records(&devices, "devices", &ids)?;
+            let items = read_devices(&devices, &briefs, &ids)?;
             return Ok(Page { count, items });
         }
 
@@ -468,13 +573,13 @@ impl DeviceStore for KvBackend {
             let id = id_of(&key?);
             let wanted = count >= page.offset && (items.len() as u64) < page.limit;
             if !filter.needs_records() {
-                if wanted && let Some(device) = get_record(&devices, "devices", id)? {
+                if wanted && let Some(device) = read_device(&devices, &briefs, device_id(id))? {
                     items.push(device);
                 }
                 count += 1;
                 continue;
             }
-            let Some(device) = get_record::<Device>(&devices, "devices", id)? else {
+            let Some(device) = read_device(&devices, &briefs, device_id(id))? else {
                 continue;
             };
             let has_location = filter.with_geo.is_some() && locations.get(id)?.is_some();

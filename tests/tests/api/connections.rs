@@ -149,6 +149,29 @@ async fn device_connections_use_credentials_of_the_devices_organization() {
         .await
         .str("id");
     let path = format!("/api/v1/controller/device/{plain}/connection/");
+    let own_mqtt = app.get(&path, &app.admin_token).await;
+    assert_eq!(
+        own_mqtt.body["count"], 1,
+        "the device came with its MQTT connection: {:?}",
+        own_mqtt.body
+    );
+    assert_eq!(
+        own_mqtt.body["results"][0]["update_strategy"],
+        "fleetmq.connection.update_strategies.mqtt"
+    );
+    let own_mqtt = format!(
+        "{path}{}/",
+        own_mqtt.body["results"][0]["id"].as_str().expect("its id")
+    );
+    let off = app
+        .call(
+            "PATCH",
+            &own_mqtt,
+            Some(&app.admin_token),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(off.body["enabled"], false, "{:?}", off.body);
 
     let wrong_org = app
         .post(&path, &app.admin_token, json!({"credentials": foreign}))
@@ -196,7 +219,7 @@ async fn device_connections_use_credentials_of_the_devices_organization() {
     assert_eq!(
         refused.body,
         json!({"device": ["Device has no credentials assigned."]}),
-        "a disabled connection does not count"
+        "disabled connections do not count"
     );
 
     assert_eq!(

@@ -202,7 +202,9 @@ async fn operators_watch_only_their_organizations_and_never_publish_to_devices()
     // The next request the device gets is the one sent through the REST API.
     let connections = format!("/api/v1/controller/device/{}/connection/", f.device_a.id);
     f.app
-        .eventually(&connections, &f.manager_a, |r| r.body["count"] == 1)
+        .eventually(&connections, &f.manager_a, |r| {
+            r.body["results"][0]["is_working"] == true
+        })
         .await;
     let command = f
         .app

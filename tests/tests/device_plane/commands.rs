@@ -37,26 +37,26 @@ async fn answer(
 async fn a_command_round_trips_through_the_device() {
     let f = fleet().await;
     let commands = format!("/api/v1/controller/device/{}/command/", f.device_a.id);
-    let refused = f
-        .app
-        .post(
-            &commands,
-            &f.manager_a,
-            json!({"type": "custom", "input": {"command": "uptime"}}),
-        )
-        .await;
-    assert_eq!(refused.status, 400, "never connected: no connection yet");
+    let connections = format!("/api/v1/controller/device/{}/connection/", f.device_a.id);
+    let never = f.app.get(&connections, &f.manager_a).await;
     assert_eq!(
-        refused.body,
-        json!({"device": ["Device has no credentials assigned."]})
+        never.body["count"], 1,
+        "its MQTT connection came with the device: {:?}",
+        never.body
+    );
+    assert_eq!(
+        never.body["results"][0]["is_working"],
+        serde_json::Value::Null,
+        "never connected: not tried yet"
     );
 
     let mut a = MqttClient::device(f.app.mqtt_addr, &f.device_a, ONLINE).await;
     a.subscribe(&[&f.device_a.down(DownChannel::CommandRequest)])
         .await;
-    let connections = format!("/api/v1/controller/device/{}/connection/", f.device_a.id);
     f.app
-        .eventually(&connections, &f.manager_a, |r| r.body["count"] == 1)
+        .eventually(&connections, &f.manager_a, |r| {
+            r.body["results"][0]["is_working"] == true
+        })
         .await;
 
     let created = f
@@ -98,7 +98,9 @@ async fn a_device_cannot_answer_another_devices_command() {
     let mut b = MqttClient::device(f.app.mqtt_addr, &f.device_b, ONLINE).await;
     let connections = format!("/api/v1/controller/device/{}/connection/", f.device_a.id);
     f.app
-        .eventually(&connections, &f.manager_a, |r| r.body["count"] == 1)
+        .eventually(&connections, &f.manager_a, |r| {
+            r.body["results"][0]["is_working"] == true
+        })
         .await;
     let commands = format!("/api/v1/controller/device/{}/command/", f.device_a.id);
     let created = f
@@ -139,7 +141,9 @@ async fn an_offline_device_gets_its_command_when_it_reconnects() {
     let a = MqttClient::device(f.app.mqtt_addr, &f.device_a, ONLINE).await;
     let connections = format!("/api/v1/controller/device/{}/connection/", f.device_a.id);
     f.app
-        .eventually(&connections, &f.manager_a, |r| r.body["count"] == 1)
+        .eventually(&connections, &f.manager_a, |r| {
+            r.body["results"][0]["is_working"] == true
+        })
         .await;
     a.disconnect().await;
 

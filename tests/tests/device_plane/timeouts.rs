@@ -18,8 +18,10 @@ async fn a_command_nobody_answers_fails_as_timed_out() {
     mqtt.subscribe(&[&device.down(DownChannel::CommandRequest)])
         .await;
     let connections = format!("/api/v1/controller/device/{}/connection/", device.id);
-    app.eventually(&connections, &app.admin_token, |r| r.body["count"] == 1)
-        .await;
+    app.eventually(&connections, &app.admin_token, |r| {
+        r.body["results"][0]["is_working"] == true
+    })
+    .await;
 
     let commands = format!("/api/v1/controller/device/{}/command/", device.id);
     let created = app
