@@ -210,11 +210,22 @@ async fn pass(
     let (organizations_n, devices_n) = (organizations.len(), devices.len());
     let (plans, dates, catalogue) = store
         .run(move |db| {
-            // The devices' organizations, unless the whole organization is decided anyway.
+            // The devices' organizations, unless the whole organization is decided anyway, or
+            // it has no software (nothing to plan: a reconnecting fleet's devices are then not
+            // read, not even their briefs).
             let mut only: HashMap<OrgId, HashSet<DeviceId>> = HashMap::new();
+            let with_software: HashSet<OrgId> = if devices.is_empty() {
+                HashSet::new()
+            } else {
+                db.software_organizations()?.into_iter().collect()
+            };
             for device in devices {
+                if with_software.is_empty() {
+                    break;
+                }
                 if let Some(found) = db.device_brief(device)?
                     && !organizations.contains(&found.organization)
+                    && with_software.contains(&found.organization)
                 {
                     only.entry(found.organization).or_default().insert(device);
                 }

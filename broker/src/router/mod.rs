@@ -150,7 +150,7 @@ impl Router {
     fn retain(&self, message: &Message) -> Option<u64> {
         let mut retained = self.retained.lock().unwrap_or_else(|p| p.into_inner());
         let record = match retained.set(message, self.limits.retained) {
-            Kept::Stored => Some(records::encode_message(message)),
+            Kept::Stored => Some(records::encode_retained(message)),
             Kept::Cleared => None,
             Kept::Unchanged => return None,
             Kept::OverLimit => {
@@ -297,7 +297,7 @@ impl Router {
     pub(crate) fn restore(&self, state: StoredState) {
         let mut retained = self.retained.lock().unwrap_or_else(|p| p.into_inner());
         for (topic, record) in state.retained {
-            match records::decode_message(&record) {
+            match records::decode_retained(&topic, &record) {
                 Ok(message) => retained.restore(message),
                 Err(e) => warn!(topic, error = %e, "skipping a stored retained message"),
             }

@@ -2,7 +2,9 @@
 //! (retained, or queued for a persistent session) and a session (who it belongs to and its
 //! subscriptions). A leading format byte lets a later version read older rows.
 //!
-//! Message: `1, qos, retain, topic length (u16 BE), topic, payload`.
+//! Message: `1, qos, retain, topic length (u16 BE), topic, payload`. A retained message is
+//! stored under its topic, so its row leaves the topic out: `2, qos, payload` (format 1 rows
+//! written before are still read).
 //! Session: `1, principal, subscription count (u16 BE), then per subscription: filter length
 //! (u16 BE), filter, qos`; principal: `0` anonymous, `1` operator of every organization,
 //! `2` operator of `count (u16 BE)` organizations each as `length (u16 BE), slug`, `3` device
@@ -75,6 +77,38 @@ pub(crate) fn decode_message(record: &[u8]) -> Result<Message, BadRecord> {
         payload: Bytes::copy_from_slice(buf),
         qos,
         retain,
+    })
+}
+
+/// Format of a retained message's row: its topic is the row's key.
+const RETAINED_FORMAT: u8 = 2;
+
+/// A retained message's row, without its topic (the key it is stored under).
+pub(crate) fn encode_retained(message: &Message) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + message.payload.len());
+    out.put_u8(RETAINED_FORMAT);
+    out.put_u8(message.qos);
+    out.extend_from_slice(&message.payload);
+    out
+}
+
+/// The retained message stored under `topic` with `record` (either format).
+pub(crate) fn decode_retained(topic: &str, record: &[u8]) -> Result<Message, BadRecord> {
+    let mut buf = record;
+    match buf.first() {
+        Some(&FORMAT) => return decode_message(record),
+        Some(&RETAINED_FORMAT) => buf.advance(1),
+        _ => return Err(BadRecord("unknown retained format")),
+    }
+    let qos = get_u8(&mut buf)?;
+    if qos > 2 {
+        return Err(BadRecord("QoS above 2"));
+    }
+    Ok(Message {
+        topic: Bytes::copy_from_slice(topic.as_bytes()),
+        payload: Bytes::copy_from_slice(buf),
+        qos,
+        retain: true,
     })
 }
 
@@ -172,6 +206,18 @@ mod tests {
             retain: true,
         };
         assert_eq!(decode_message(&encode_message(&message)).unwrap(), message);
+        let retained = encode_retained(&message);
+        assert_eq!(
+            retained.len(),
+            2 + message.payload.len(),
+            "no topic in the row"
+        );
+        assert_eq!(decode_retained("a/b", &retained).unwrap(), message);
+        assert_eq!(
+            decode_retained("a/b", &encode_message(&message)).unwrap(),
+            message,
+            "rows written before keep being read"
+        );
         let principals = [
             Principal::Anonymous,
             Principal::Operator {
@@ -203,6 +249,9 @@ mod tests {
         ] {
             assert!(decode_message(garbage).is_err());
             assert!(decode_session(garbage).is_err());
+        }
+        for garbage in [&b""[..], b"\x02", b"\x02\x03", b"\x01\x07", b"\x09\x01"] {
+            assert!(decode_retained("t", garbage).is_err());
         }
     }
 }
