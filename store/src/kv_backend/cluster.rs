@@ -97,6 +97,8 @@ impl Follower {
             &ORGANIZATION_MEMBERS,
             &ORGANIZATIONS,
         ]);
+        // Logins are read from devices' briefs, which change with the devices' records except
+        // for the last address (a session's write, which no login depends on).
         let login_tables = names(&[&DEVICES, &ORGANIZATIONS]);
         let anchor_tables = names(&[&DEVICES_BY_CREATED, &DEVICES_BY_ORG]);
         loop {

@@ -807,11 +807,6 @@ impl SoftwareStore for KvBackend {
 
     fn software_view_of(&self, org: OrgId, devices: &[DeviceId]) -> Result<SoftwareView> {
         let txn = self.db.begin_read()?;
-        // Without software versions nothing is planned for any device: their records are not
-        // read (each device of a reconnecting fleet would be).
-        if ids_with_prefix(&txn.open_table(SOFTWARE_VERSIONS)?, &org.bytes())?.is_empty() {
-            return view_of(&txn, org, Vec::new());
-        }
         let table = txn.open_table(DEVICES)?;
         let mut found = Vec::with_capacity(devices.len());
         for id in devices {
