@@ -212,6 +212,15 @@ pub(super) fn delete_device_in(txn: &WriteTransaction, device: &Device) -> Resul
     device_plane::delete_device_plane_in(txn, device)
 }
 
+/// Stores a new device with its indexes and its MQTT connection (the device key's, as
+/// OpenWISP adds `auto_add` credentials to new devices).
+fn add_device(txn: &WriteTransaction, device: &mut Device, known: &mut Known) -> Result<()> {
+    settle_device(txn, None, device, known)?;
+    insert_device_indexes(txn, device)?;
+    device_plane::mqtt_connection_in(txn, device.id, device.fields.organization, device.created)?;
+    Ok(())
+}
+
 fn device_id(key: u128) -> DeviceId {
     DeviceId(uuid::Uuid::from_u128(key))
 }
@@ -303,14 +312,7 @@ impl DeviceStore for KvBackend {
     fn create_device(&self, fields: DeviceFields, config: Option<ConfigFields>) -> Result<Device> {
         let mut device = new_device(fields, config);
         let txn = self.db.begin_write()?;
-        settle_device(&txn, None, &mut device, &mut Known::default())?;
-        insert_device_indexes(&txn, &device)?;
-        device_plane::mqtt_connection_in(
-            &txn,
-            device.id,
-            device.fields.organization,
-            device.created,
-        )?;
+        add_device(&txn, &mut device, &mut Known::default())?;
         let change = configuration_changed(self, &txn, BTreeSet::from([device.id]))?;
         let device = load_device(&txn, device.id)?;
         carry_login(&txn, &LoginChange::DevicesAdded);
@@ -329,14 +331,7 @@ impl DeviceStore for KvBackend {
         let mut known = Known::default();
         for (fields, config) in devices {
             let mut device = new_device(fields, config);
-            settle_device(&txn, None, &mut device, &mut known)?;
-            insert_device_indexes(&txn, &device)?;
-            device_plane::mqtt_connection_in(
-                &txn,
-                device.id,
-                device.fields.organization,
-                device.created,
-            )?;
+            add_device(&txn, &mut device, &mut known)?;
             out.push(device);
         }
         let change = configuration_changed(self, &txn, out.iter().map(|d| d.id).collect())?;
