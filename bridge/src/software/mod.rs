@@ -210,24 +210,20 @@ async fn pass(
     let (organizations_n, devices_n) = (organizations.len(), devices.len());
     let (plans, dates, catalogue) = store
         .run(move |db| {
-            // The devices' organizations, unless the whole organization is decided anyway, or
-            // it has no software (nothing to plan: a reconnecting fleet's devices are then not
-            // read, not even their briefs).
+            // The devices' organizations, unless the whole organization is decided anyway or
+            // has no software (nothing to plan). Only briefs are read: a reconnecting fleet
+            // costs no device record here.
             let mut only: HashMap<OrgId, HashSet<DeviceId>> = HashMap::new();
-            let with_software: HashSet<OrgId> = if devices.is_empty() {
-                HashSet::new()
-            } else {
-                db.software_organizations()?.into_iter().collect()
-            };
-            for device in devices {
-                if with_software.is_empty() {
-                    break;
-                }
-                if let Some(found) = db.device_brief(device)?
-                    && !organizations.contains(&found.organization)
-                    && with_software.contains(&found.organization)
-                {
-                    only.entry(found.organization).or_default().insert(device);
+            if !devices.is_empty() {
+                let with_software: HashSet<OrgId> =
+                    db.software_organizations()?.into_iter().collect();
+                for device in devices {
+                    if let Some(found) = db.device_brief(device)?
+                        && with_software.contains(&found.organization)
+                        && !organizations.contains(&found.organization)
+                    {
+                        only.entry(found.organization).or_default().insert(device);
+                    }
                 }
             }
             let now = Timestamp::now();
