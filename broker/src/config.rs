@@ -100,6 +100,13 @@ pub struct Limits {
     /// Persistent sessions (clean session 0) kept in all, connected or not; a client asking
     /// for a new one past it gets CONNACK 0x03 (counted). Resuming a kept one always works.
     pub max_persistent_sessions: usize,
+    /// Topic aliases an MQTT 5 client may set on one connection (announced in CONNACK; an
+    /// alias above it closes the connection with DISCONNECT 0x94). Each holds a topic.
+    pub max_topic_aliases: u16,
+    /// Longest keep-alive an MQTT 5 client gets: one asking for more, or for none (0), is
+    /// given this one in CONNACK (server keep alive), so that a dead connection is noticed.
+    /// MQTT 3.1.1 has no way to say so: its clients keep theirs.
+    pub max_keep_alive: u16,
 }
 
 impl Default for Limits {
@@ -117,6 +124,8 @@ impl Default for Limits {
             max_inflight_messages: 100,
             max_retained_messages: 1_000_000,
             max_persistent_sessions: 100_000,
+            max_topic_aliases: 10,
+            max_keep_alive: 3600,
         }
     }
 }

@@ -1,16 +1,19 @@
 //! In-process access to the broker: server-to-device publishes, in-process subscribers (the
 //! bridge), and kicking devices.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use fleetmq_protocol::topic::{is_valid_filter, is_valid_topic_name};
 use fleetmq_protocol::{DeviceId, OrgScope, Principal};
+use tokio_util::sync::CancellationToken;
 
 use crate::BrokerError;
 use crate::auth::Authenticator;
 use crate::downlink::{Downlink, Downlinks, Sent, down_topic_device};
-use crate::router::{Mailbox, Message as Routed, Router};
+use crate::router::{Expiry, Mailbox, Message as Routed, Router, Subscription};
 use crate::session::{Sessions, device_client_id, internal_client_id};
 
 /// State shared by the accept loop, every connection task and every handle.
@@ -24,6 +27,9 @@ pub(crate) struct Core {
     pub(crate) auth: Arc<dyn Authenticator>,
     /// What the front end refused, for `/metrics`.
     pub(crate) metrics: crate::metrics::Metrics,
+    /// MQTT 5 wills waiting for their delay, by session key: a new connection of the session
+    /// cancels its will.
+    pub(crate) delayed_wills: Mutex<HashMap<String, CancellationToken>>,
 }
 
 impl Core {
@@ -41,11 +47,67 @@ impl Core {
             payload,
             qos: 1,
             retain,
+            properties: None,
         };
-        match self.router.publish(message) {
+        match self.router.publish(message, None) {
             Some(ticket) => self.router.journal.durable(ticket).await,
             None => Ok(()),
         }
+    }
+}
+
+impl Core {
+    fn delayed_wills(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        self.delayed_wills.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes a will once `after` (its MQTT 5 will delay) has passed, unless the session
+    /// `key` connects again first ([`cancel_will`](Self::cancel_will)).
+    pub(crate) fn publish_will_later(self: &Arc<Self>, key: String, will: Routed, after: Duration) {
+        let token = CancellationToken::new();
+        if let Some(previous) = self.delayed_wills().insert(key.clone(), token.clone()) {
+            previous.cancel();
+        }
+        let core = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = token.cancelled() => {}
+                () = tokio::time::sleep(after) => {
+                    let mut wills = core.delayed_wills();
+                    // Not cancelled: the entry is still this one (a newer one cancels it).
+                    if token.is_cancelled() {
+                        return;
+                    }
+                    wills.remove(&key);
+                    drop(wills);
+                    core.router.publish(will, None);
+                }
+            }
+        });
+    }
+
+    /// The session `key` connected again: a will its previous connection left waiting is
+    /// not published.
+    pub(crate) fn cancel_will(&self, key: &str) {
+        if let Some(token) = self.delayed_wills().remove(key) {
+            token.cancel();
+        }
+    }
+
+    /// Ends `mailbox`'s session once `after` has passed (its MQTT 5 session expiry
+    /// interval), unless a connection took it again meanwhile (`attachments` is its count
+    /// now).
+    pub(crate) fn expire_later(
+        self: &Arc<Self>,
+        mailbox: Arc<Mailbox>,
+        after: Duration,
+        attachments: u64,
+    ) {
+        let core = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            core.router.expire(&mailbox, attachments);
+        });
     }
 }
 
@@ -108,9 +170,16 @@ impl BrokerHandle {
         let (mailbox, _, _) = self
             .core
             .router
-            .open(&internal_client_id(name), everything, true)
+            .open(
+                &internal_client_id(name),
+                everything,
+                true,
+                Expiry::WithConnection,
+                usize::MAX,
+            )
             .map_err(|_| BrokerError::Config("a clean session is never refused"))?;
-        let granted: Vec<(String, u8)> = filters.iter().map(|f| ((*f).to_owned(), 0)).collect();
+        let granted: Vec<Subscription> =
+            filters.iter().map(|f| Subscription::plain(f, 0)).collect();
         self.core.router.subscribe(&mailbox, &granted);
         Ok(LocalLink {
             core: Arc::clone(&self.core),

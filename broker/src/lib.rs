@@ -183,6 +183,7 @@ impl Broker {
             downlinks: downlink::Downlinks::with_capacity(presized),
             auth: Arc::clone(&auth),
             metrics: metrics::Metrics::default(),
+            delayed_wills: Default::default(),
         });
         tracing::info!(addr = %local_addr, tls = ?tls_addr, websocket = ?ws_addr, secure_websocket = ?wss_addr, "MQTT listeners bound");
         Ok(Broker {
@@ -228,6 +229,9 @@ impl Broker {
             "MQTT state restored"
         );
         self.core.router.restore(state);
+        for (mailbox, after, attachments) in self.core.router.detached_expiring() {
+            self.core.expire_later(mailbox, after, attachments);
+        }
         let journal = Arc::clone(&self.core.router.journal);
         journal.enable();
         let writer =

@@ -161,6 +161,11 @@ impl SessionGuard<'_> {
     }
 
     /// Whether the kick (if any) was a new connection taking the session over.
+    /// The session's key (namespaced client id).
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
     pub(crate) fn taken_over(&self) -> bool {
         self.entry.end.taken_over.load(Ordering::Relaxed)
     }

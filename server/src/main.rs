@@ -179,6 +179,13 @@ struct ServeArgs {
         default_value_t = 100_000
     )]
     mqtt_max_persistent_sessions: usize,
+    /// Topic aliases an MQTT 5 client may set on one connection (announced in CONNACK).
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_TOPIC_ALIASES", default_value_t = 10)]
+    mqtt_max_topic_aliases: u16,
+    /// Longest keep-alive, in seconds, an MQTT 5 client gets: one asking for more or for
+    /// none is told this one in CONNACK (server keep alive).
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_KEEP_ALIVE", default_value_t = 3600)]
+    mqtt_max_keep_alive: u16,
     // --- end of MQTT front-end limits ---
     /// Seconds a command may wait for the device's answer (offline time included).
     #[arg(long, env = "FLEETMQ_COMMAND_TIMEOUT", default_value_t = 300)]
@@ -542,6 +549,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_inflight_messages: args.mqtt_max_inflight_messages.max(1),
             max_retained_messages: args.mqtt_max_retained_messages,
             max_persistent_sessions: args.mqtt_max_persistent_sessions,
+            max_topic_aliases: args.mqtt_max_topic_aliases,
+            max_keep_alive: args.mqtt_max_keep_alive.max(1),
         },
         admin_password: std::env::var("FLEETMQ_ADMIN_PASSWORD")
             .ok()

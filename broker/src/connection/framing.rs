@@ -1,5 +1,10 @@
-//! MQTT v4 framing on a connection's byte stream: read buffer, packet parsing, the write
-//! buffer and its flush. No session logic: what a packet means is decided in `relay`.
+//! MQTT framing on a connection's byte stream: read buffer, packet parsing (MQTT 3.1.1 or
+//! 5, as the CONNECT said), the packets the broker writes, the write buffer and its flush.
+//! No session logic: what a packet means is decided in `relay`.
+//!
+//! Every packet the broker writes is encoded here or in `mqtt5`, not by rumqttd: its
+//! `Publish` keeps QoS, packet id and DUP private, its v4 encoder panics on v5 properties
+//! and its v5 encoders on some reason codes (docs/mqtt.md).
 
 use std::future::Future;
 use std::io;
@@ -9,13 +14,15 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use rumqttd::protocol::v4::{V4, check};
-use rumqttd::protocol::{ConnAck, ConnectReturnCode, Error as WireError, Packet, Protocol};
+use rumqttd::protocol::v5::V5;
+use rumqttd::protocol::{Error as WireError, Packet, Protocol};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::time::timeout;
 use tracing::warn;
 
+use super::mqtt5::{self, Announced, Negotiated, PublishExtras, reason};
 use super::{Close, Stream};
-use crate::router::Message;
+use crate::router::{Message, now_ms};
 
 /// A socket stalled this long on a write (client not reading) is closed.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,12 +42,20 @@ pub(super) struct PublishId {
     pub(super) dup: bool,
 }
 
-/// The socket with its MQTT v4 framing buffers.
+/// First bytes of the packets the broker writes.
+pub(super) const PUBACK: u8 = 0x40;
+pub(super) const PUBREC: u8 = 0x50;
+pub(super) const PUBREL: u8 = 0x62;
+pub(super) const PUBCOMP: u8 = 0x70;
+
+/// The socket with its framing buffers.
 pub(super) struct Wire {
     pub(super) stream: Stream,
     pub(super) read: BytesMut,
     write: BytesMut,
     pub(super) max_packet_size: usize,
+    /// What an MQTT 5 client and the broker agreed on; `None` for MQTT 3.1.1.
+    pub(super) v5: Option<Box<Negotiated>>,
 }
 
 impl Wire {
@@ -53,7 +68,13 @@ impl Wire {
             read: BytesMut::new(),
             write: BytesMut::new(),
             max_packet_size,
+            v5: None,
         }
+    }
+
+    /// Whether the client speaks MQTT 5.
+    pub(super) fn is_v5(&self) -> bool {
+        self.v5.is_some()
     }
 
     /// Reads what the socket has (at least one byte; `Ok(0)` at end of stream) into the
@@ -87,9 +108,18 @@ impl Wire {
         }
     }
 
-    /// The next complete packet already buffered, if any.
+    /// The next complete packet already buffered, if any, in the client's protocol version.
     pub(super) fn parse(&mut self) -> Result<Option<Packet>, WireError> {
-        match V4.read_mut(&mut self.read, self.max_packet_size) {
+        let parsed = if self.is_v5() {
+            // Packets only a server sends: rumqttd's v5 decoder panics on some of them.
+            if let Some(kind @ (2 | 9 | 11 | 13)) = self.read.first().map(|b| b >> 4) {
+                return Err(WireError::InvalidPacketType(kind));
+            }
+            V5.read_mut(&mut self.read, self.max_packet_size)
+        } else {
+            V4.read_mut(&mut self.read, self.max_packet_size)
+        };
+        match parsed {
             Ok(packet) => Ok(Some(packet)),
             Err(WireError::InsufficientBytes(_)) => Ok(None),
             Err(e) => Err(e),
@@ -124,49 +154,120 @@ impl Wire {
         Some(PublishId { qos, pkid, dup })
     }
 
-    /// Encodes `packet` for the next flush. Callers strip v5 properties first: rumqttd's v4
-    /// encoder panics on them.
-    pub(super) fn queue(&mut self, packet: Packet) {
-        if let Err(e) = V4.write(packet, &mut self.write) {
-            warn!(error = %e, "cannot encode packet, dropped");
+    /// PUBACK, PUBREC, PUBREL or PUBCOMP (`first` byte) for `pkid`. The reason code goes to
+    /// an MQTT 5 client only (with `reason` as reason string if it wants problem
+    /// information); MQTT 3.1.1 has none.
+    pub(super) fn queue_ack(&mut self, first: u8, pkid: u16, code: u8, reason: Option<&str>) {
+        match &self.v5 {
+            Some(v5) => {
+                let reason = reason.filter(|_| v5.problem_information);
+                mqtt5::ack(&mut self.write, first, pkid, code, reason);
+            }
+            None => mqtt5::ack(&mut self.write, first, pkid, reason::SUCCESS, None),
         }
     }
 
-    /// Encodes a PUBLISH of `message` (at its QoS, with `pkid` when above 0) for the next
-    /// flush. Written here rather than through rumqttd's `Publish`, whose QoS, packet id and
-    /// DUP flag are private.
-    pub(super) fn queue_publish(&mut self, message: &Message, pkid: u16, dup: bool) {
+    /// SUBACK with one code per filter: the granted QoS, or an MQTT 5 failure reason code
+    /// (an MQTT 3.1.1 client gets `0x80` for any of them).
+    pub(super) fn queue_suback(&mut self, pkid: u16, codes: &[u8]) {
+        if self.is_v5() {
+            mqtt5::suback(&mut self.write, 0x90, pkid, codes);
+            return;
+        }
+        let codes: Vec<u8> = codes
+            .iter()
+            .map(|c| if *c > 2 { 0x80 } else { *c })
+            .collect();
+        self.write.reserve(4 + codes.len());
+        self.write.put_u8(0x90);
+        put_remaining(&mut self.write, 2 + codes.len());
+        self.write.put_u16(pkid);
+        self.write.extend_from_slice(&codes);
+    }
+
+    /// UNSUBACK; an MQTT 5 client gets, per filter, whether it was subscribed.
+    pub(super) fn queue_unsuback(&mut self, pkid: u16, subscribed: &[bool]) {
+        if self.is_v5() {
+            let codes: Vec<u8> = subscribed
+                .iter()
+                .map(|s| match s {
+                    true => reason::SUCCESS,
+                    false => reason::NO_SUBSCRIPTION_EXISTED,
+                })
+                .collect();
+            mqtt5::suback(&mut self.write, 0xB0, pkid, &codes);
+        } else {
+            self.write.extend_from_slice(&[0xB0, 0x02]);
+            self.write.put_u16(pkid);
+        }
+    }
+
+    pub(super) fn queue_pingresp(&mut self) {
+        self.write.extend_from_slice(&[0xD0, 0x00]);
+    }
+
+    /// DISCONNECT with a reason code, for an MQTT 5 client (MQTT 3.1.1 has no server
+    /// DISCONNECT: its connection is just closed).
+    pub(super) fn queue_disconnect(&mut self, code: u8, reason: &str) {
+        if let Some(v5) = &self.v5 {
+            let reason = Some(reason).filter(|_| v5.problem_information);
+            mqtt5::disconnect(&mut self.write, code, reason);
+        }
+    }
+
+    /// Encodes a PUBLISH of `message` (at its QoS, with `pkid` when above 0, matched by the
+    /// subscriptions `ids`) for the next flush. Returns `false`, writing nothing, when it is
+    /// larger than an MQTT 5 client accepts (its maximum packet size).
+    pub(super) fn queue_publish(
+        &mut self,
+        message: &Message,
+        pkid: u16,
+        dup: bool,
+        ids: Option<&[u32]>,
+    ) -> bool {
         let qos = message.qos.min(2);
-        let id_len = if qos > 0 { 2 } else { 0 };
+        let mut first = 0b0011_0000 | (qos << 1) | u8::from(message.retain);
+        if dup && qos > 0 {
+            first |= 0b0000_1000;
+        }
+        let pkid = (qos > 0).then_some(pkid);
+        if let Some(v5) = &mut self.v5 {
+            let properties = message.properties.as_deref();
+            let expiry = properties.and_then(|p| {
+                // Expired since it was taken: sent with the least time left.
+                mqtt5::remaining_expiry(p, now_ms()).unwrap_or(Some(1))
+            });
+            let extras = PublishExtras {
+                subscription_ids: ids.unwrap_or_default(),
+                expiry,
+            };
+            return mqtt5::publish(
+                &mut self.write,
+                v5,
+                first,
+                &message.topic,
+                pkid,
+                &message.payload,
+                properties,
+                &extras,
+            );
+        }
+        let id_len = if pkid.is_some() { 2 } else { 0 };
         let remaining = 2 + message.topic.len() + id_len + message.payload.len();
         let Ok(topic_len) = u16::try_from(message.topic.len()) else {
             warn!("topic too long to encode, message dropped");
-            return;
+            return true;
         };
-        let mut header = 0b0011_0000 | (qos << 1) | u8::from(message.retain);
-        if dup && qos > 0 {
-            header |= 0b0000_1000;
-        }
         self.write.reserve(5 + remaining);
-        self.write.put_u8(header);
-        let mut length = remaining;
-        loop {
-            let mut byte = (length % 128) as u8;
-            length /= 128;
-            if length > 0 {
-                byte |= 0x80;
-            }
-            self.write.put_u8(byte);
-            if length == 0 {
-                break;
-            }
-        }
+        self.write.put_u8(first);
+        put_remaining(&mut self.write, remaining);
         self.write.put_u16(topic_len);
         self.write.extend_from_slice(&message.topic);
-        if qos > 0 {
+        if let Some(pkid) = pkid {
             self.write.put_u16(pkid);
         }
         self.write.extend_from_slice(&message.payload);
+        true
     }
 
     /// Whether packets are queued for the next flush.
@@ -199,14 +300,42 @@ impl Wire {
         }
     }
 
-    /// Answers CONNECT. A write error is not reported here: the next read or flush sees it.
-    pub(super) async fn connack(&mut self, code: ConnectReturnCode, session_present: bool) {
-        let connack = ConnAck {
-            session_present,
-            code,
-        };
-        self.queue(Packet::ConnAck(connack, None));
+    /// Answers CONNECT with an MQTT 5 reason code (an MQTT 3.1.1 client gets the matching
+    /// return code) and, for an accepted MQTT 5 client, the broker's limits. A write error is
+    /// not reported here: the next read or flush sees it.
+    pub(super) async fn connack(
+        &mut self,
+        code: u8,
+        session_present: bool,
+        announced: Option<&Announced>,
+    ) {
+        if self.is_v5() {
+            mqtt5::connack(&mut self.write, code, session_present, announced);
+        } else {
+            let code = mqtt5::return_code(code);
+            self.write.extend_from_slice(&[
+                0x20,
+                0x02,
+                u8::from(session_present && code == 0),
+                code,
+            ]);
+        }
         let _ = self.flush().await;
+    }
+}
+
+/// A remaining length (variable byte integer).
+fn put_remaining(out: &mut BytesMut, mut length: usize) {
+    loop {
+        let mut byte = (length % 128) as u8;
+        length /= 128;
+        if length > 0 {
+            byte |= 0x80;
+        }
+        out.put_u8(byte);
+        if length == 0 {
+            break;
+        }
     }
 }
 

@@ -1,15 +1,14 @@
-//! The CONNECT handshake: reading the first packet, what rumqttd's decoder lets through,
-//! the client id rules, authentication, and the CONNACK return codes.
+//! The CONNECT handshake: reading the first packet (MQTT 3.1.1 or 5, by its protocol
+//! level), what rumqttd's decoder lets through, the client id rules and authentication.
 
 use fleetmq_protocol::Principal;
 use rumqttd::protocol::v4::check;
-use rumqttd::protocol::{
-    Connect, ConnectReturnCode, Error as WireError, Login as WireLogin, Packet,
-};
+use rumqttd::protocol::{Connect, Error as WireError, Login as WireLogin, Packet};
 use tokio::time::timeout;
 
 use super::Shared;
 use super::framing::Wire;
+use super::mqtt5::Negotiated;
 use crate::Refusal;
 use crate::auth::Login;
 
@@ -17,13 +16,17 @@ use crate::auth::Login;
 pub(super) enum ConnectFailure {
     /// EOF or I/O error before a full CONNECT.
     Closed,
-    /// Not MQTT 3.1.1 (e.g. 3.1 `MQIsdp` or 5): answer CONNACK 0x01.
+    /// Neither MQTT 3.1.1 nor 5 (e.g. 3.1 `MQIsdp`): answer CONNACK 0x01.
     UnsupportedProtocol,
     /// Anything else that is not a well-formed CONNECT.
     Malformed(String),
 }
 
-/// Reads the first packet, which must be a well-formed MQTT 3.1.1 CONNECT.
+/// MQTT 5's protocol level.
+const LEVEL_5: u8 = 5;
+
+/// Reads the first packet, which must be a well-formed MQTT 3.1.1 or MQTT 5 CONNECT; for
+/// MQTT 5 the wire parses MQTT 5 from then on.
 pub(super) async fn read_connect(wire: &mut Wire) -> Result<Packet, ConnectFailure> {
     loop {
         // The first packet must be CONNECT (MQTT 3.1.1 §3.1).
@@ -32,7 +35,12 @@ pub(super) async fn read_connect(wire: &mut Wire) -> Result<Packet, ConnectFailu
                 "first packet is not CONNECT".into(),
             ));
         }
-        if let Some(reason) = connect_flags_violation(&wire.read, wire.max_packet_size) {
+        if !wire.is_v5() && protocol_level(&wire.read, wire.max_packet_size) == Some(LEVEL_5) {
+            wire.v5 = Some(Box::new(Negotiated::new(None, 0)));
+        }
+        if let Some(reason) =
+            connect_flags_violation(&wire.read, wire.max_packet_size, wire.is_v5())
+        {
             return Err(ConnectFailure::Malformed(reason.into()));
         }
         match wire.parse() {
@@ -50,47 +58,50 @@ pub(super) async fn read_connect(wire: &mut Wire) -> Result<Packet, ConnectFailu
     }
 }
 
-/// What rumqttd's CONNECT decoder lets through: the reserved flag (MQTT-3.1.2-3) and a
-/// password without a username (MQTT-3.1.2-22) are protocol violations; the connection is
-/// closed without CONNACK. `None` until the buffer holds the whole frame.
-fn connect_flags_violation(buffer: &[u8], max_packet_size: usize) -> Option<&'static str> {
+/// The protocol level byte of the CONNECT buffered whole, if it is.
+fn protocol_level(buffer: &[u8], max_packet_size: usize) -> Option<u8> {
+    let header = check(buffer.iter(), max_packet_size).ok()?;
+    let start = header.fixed_header_len;
+    let name_len = u16::from_be_bytes([*buffer.get(start)?, *buffer.get(start + 1)?]) as usize;
+    buffer.get(start + 2 + name_len).copied()
+}
+
+/// What rumqttd's CONNECT decoder lets through: the reserved flag (MQTT-3.1.2-3) and, in
+/// MQTT 3.1.1, a password without a username (MQTT-3.1.2-22; MQTT 5 allows it) are protocol
+/// violations; the connection is closed without CONNACK. `None` until the buffer holds the
+/// whole frame.
+fn connect_flags_violation(
+    buffer: &[u8],
+    max_packet_size: usize,
+    v5: bool,
+) -> Option<&'static str> {
     let header = check(buffer.iter(), max_packet_size).ok()?;
     let start = header.fixed_header_len;
     let name_len = u16::from_be_bytes([*buffer.get(start)?, *buffer.get(start + 1)?]) as usize;
     let flags = *buffer.get(start + 2 + name_len + 1)?;
     if flags & 0x01 != 0 {
         Some("reserved CONNECT flag is set")
-    } else if flags & 0x80 == 0 && flags & 0x40 != 0 {
+    } else if !v5 && flags & 0x80 == 0 && flags & 0x40 != 0 {
         Some("password flag without username flag")
     } else {
         None
     }
 }
 
-/// The CONNACK return code for an MQTT 3.1.1 code number (from [`Refusal::return_code`]).
-pub(super) fn return_code(code: u8) -> ConnectReturnCode {
-    match code {
-        0x01 => ConnectReturnCode::RefusedProtocolVersion,
-        0x02 => ConnectReturnCode::ClientIdentifierNotValid,
-        0x03 => ConnectReturnCode::ServiceUnavailable,
-        0x04 => ConnectReturnCode::BadUserNamePassword,
-        _ => ConnectReturnCode::NotAuthorized,
-    }
-}
-
-/// The client id the session runs under, or `None` when CONNACK 0x02 must refuse it: the
-/// router silently drops ids containing `+ $ # /`, and an empty id is only allowed with a
-/// clean session (MQTT 3.1.1 §3.1.3.1), which then gets a generated one.
-pub(super) fn client_id(connect: &Connect) -> Option<String> {
-    if (connect.client_id.is_empty() && !connect.clean_session)
+/// The client id the session runs under and whether the broker assigned it, or `None` when
+/// CONNACK must refuse it (0x02; MQTT 5 0x85): the router silently drops ids containing
+/// `+ $ # /`, and an empty id is only allowed with a clean session in MQTT 3.1.1 (§3.1.3.1);
+/// an empty id gets a generated one (MQTT 5 tells the client which).
+pub(super) fn client_id(connect: &Connect, v5: bool) -> Option<(String, bool)> {
+    if (connect.client_id.is_empty() && !connect.clean_session && !v5)
         || connect.client_id.contains(['+', '$', '#', '/', '\0'])
     {
         return None;
     }
     Some(if connect.client_id.is_empty() {
-        format!("auto-{}", uuid::Uuid::new_v4().simple())
+        (format!("auto-{}", uuid::Uuid::new_v4().simple()), true)
     } else {
-        connect.client_id.clone()
+        (connect.client_id.clone(), false)
     })
 }
 

@@ -8,15 +8,17 @@
 //!
 //! # Layout
 //! - this module: [`serve`], a connection's life from CONNECT to the last will; [`Close`].
-//! - `framing`: the socket's MQTT v4 read and write buffers.
-//! - `handshake`: reading CONNECT, client id rules, authentication, return codes.
+//! - `framing`: the socket's read and write buffers, parsing and the packets written.
+//! - `handshake`: reading CONNECT, client id rules, authentication.
 //! - `inflight`: the client's QoS 1/2 packet ids in flight (resends are not new messages).
+//! - `mqtt5`: what MQTT 5 adds: negotiated limits, topic aliases, properties, reason codes.
 //! - `peer`: device or routed client, and the subscription state kept for each.
 //! - `relay`: the session loop between socket, uplink, router and downlink.
 
 mod framing;
 mod handshake;
 mod inflight;
+mod mqtt5;
 mod peer;
 mod relay;
 
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fleetmq_protocol::Principal;
-use rumqttd::protocol::{Connect, ConnectReturnCode, LastWill, Packet};
+use rumqttd::protocol::{Connect, ConnectProperties, LastWill, LastWillProperties, Packet};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
@@ -41,12 +43,13 @@ use crate::auth::Login;
 use crate::backoff::LoginBackoff;
 use crate::handle::Core;
 use crate::metrics::{Metrics, Sampled};
-use crate::router::Message;
+use crate::router::{Expiry, Message};
 use crate::session::{Credentials, SessionGuard, router_client_id};
 use crate::uplink::{SessionEvent, Uplink};
 use crate::{BrokerConfig, Refusal};
 use framing::Wire;
-use handshake::{ConnectFailure, authenticate, read_connect, return_code};
+use handshake::{ConnectFailure, authenticate, read_connect};
+use mqtt5::{Announced, Negotiated, reason};
 use peer::{DownlinkRx, Peer};
 use relay::Relay;
 
@@ -86,9 +89,13 @@ pub(crate) type Stream = Box<dyn Transport>;
 #[derive(Debug)]
 enum Close {
     ClientDisconnect,
+    /// MQTT 5 DISCONNECT 0x04: the client wants its will published.
+    ClientDisconnectWithWill,
     Eof,
     Io(io::Error),
     Protocol(String),
+    /// An MQTT 5 client broke a rule that has its own reason code (DISCONNECT's).
+    Violation(u8, String),
     NotAuthorized(String),
     KeepAliveExpired,
     Kicked,
@@ -100,9 +107,14 @@ impl std::fmt::Display for Close {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Close::ClientDisconnect => f.write_str("client sent DISCONNECT"),
+            Close::ClientDisconnectWithWill => {
+                f.write_str("client sent DISCONNECT asking for its will")
+            }
             Close::Eof => f.write_str("client closed the socket"),
             Close::Io(e) => write!(f, "socket error: {e}"),
-            Close::Protocol(reason) => write!(f, "protocol violation: {reason}"),
+            Close::Protocol(reason) | Close::Violation(_, reason) => {
+                write!(f, "protocol violation: {reason}")
+            }
             Close::NotAuthorized(topic) => write!(f, "publish to `{topic}` not authorized"),
             Close::KeepAliveExpired => f.write_str("keep-alive expired"),
             Close::Kicked => f.write_str("taken over or disconnected by the server"),
@@ -116,9 +128,9 @@ impl Close {
     /// The reason reported in [`SessionEvent::Disconnected`].
     fn session_reason(&self, taken_over: bool) -> &'static str {
         match self {
-            Close::ClientDisconnect => "clean",
+            Close::ClientDisconnect | Close::ClientDisconnectWithWill => "clean",
             Close::Eof | Close::Io(_) => "connection lost",
-            Close::Protocol(_) => "protocol violation",
+            Close::Protocol(_) | Close::Violation(..) => "protocol violation",
             Close::NotAuthorized(_) => "publish not authorized",
             Close::KeepAliveExpired => "keep-alive expired",
             Close::Kicked if taken_over => "taken over",
@@ -127,6 +139,33 @@ impl Close {
             Close::UplinkFailed(_) => "uplink failed",
         }
     }
+
+    /// The reason code of the DISCONNECT an MQTT 5 client is sent, if it is sent one.
+    fn disconnect_reason(&self, taken_over: bool) -> Option<u8> {
+        Some(match self {
+            Close::ClientDisconnect | Close::ClientDisconnectWithWill => return None,
+            Close::Eof | Close::Io(_) => return None,
+            Close::Protocol(_) => reason::PROTOCOL_ERROR,
+            Close::Violation(code, _) => *code,
+            Close::NotAuthorized(_) => reason::NOT_AUTHORIZED,
+            Close::KeepAliveExpired => reason::KEEP_ALIVE_TIMEOUT,
+            Close::Kicked if taken_over => reason::SESSION_TAKEN_OVER,
+            // A right was revoked, or an operator disconnected the client.
+            Close::Kicked => reason::ADMINISTRATIVE_ACTION,
+            Close::Shutdown => reason::SERVER_SHUTTING_DOWN,
+            Close::UplinkFailed(_) => reason::SERVER_BUSY,
+        })
+    }
+}
+
+/// How long a DISCONNECT to a closing MQTT 5 client may take to write.
+const DISCONNECT_WRITE: Duration = Duration::from_secs(1);
+
+/// A client's last will, kept for the connection's life.
+struct Will {
+    message: Message,
+    /// MQTT 5 will delay interval, seconds.
+    delay: u32,
 }
 
 /// Serves an accepted connection's session until it closes.
@@ -153,10 +192,17 @@ pub(crate) struct Accepted {
     /// revocation judges the same chain again.
     login: Login,
     principal: Principal,
-    will: Option<Box<LastWill>>,
-    /// Seconds, as the client asked (0: none).
+    will: Option<Box<Will>>,
+    /// Seconds, as the client asked or (MQTT 5) as the broker told it (0: none).
     keep_alive: u16,
-    clean_session: bool,
+    /// Clean session (MQTT 3.1.1) or clean start (MQTT 5): a kept session is not resumed.
+    clean_start: bool,
+    /// How long the session outlives the connection.
+    expiry: Expiry,
+    /// What CONNACK tells an MQTT 5 client the broker chose for it: a client identifier
+    /// (it sent none) and a keep-alive.
+    assigned_client_id: Option<String>,
+    server_keep_alive: Option<u16>,
     /// When authentication started: a kick or revocation after it concerns this login.
     authenticated_at: Instant,
     router_id: String,
@@ -169,8 +215,7 @@ struct Live<'s> {
     relay: Relay<'s>,
     guard: SessionGuard<'s>,
     /// Boxed: most connections have none, and every byte here is kept per connection.
-    will: Option<Box<LastWill>>,
-    clean_session: bool,
+    will: Option<Box<Will>>,
     keep_alive: Option<Duration>,
     downlink_rx: Option<DownlinkRx>,
     slot: OwnedSemaphorePermit,
@@ -198,7 +243,7 @@ pub(crate) async fn accept(
         Ok(Ok(packet)) => packet,
         Ok(Err(ConnectFailure::UnsupportedProtocol)) => {
             debug!(%peer, "unsupported protocol version");
-            wire.connack(ConnectReturnCode::RefusedProtocolVersion, false)
+            wire.connack(reason::UNSUPPORTED_PROTOCOL_VERSION, false, None)
                 .await;
             return None;
         }
@@ -212,10 +257,26 @@ pub(crate) async fn accept(
             return None;
         }
     };
-    let (connect, will, login) = connect_parts(packet)?;
+    let (connect, properties, will, will_properties, login) = connect_parts(packet)?;
+    if wire.is_v5() {
+        let aliases = shared.config.limits.max_topic_aliases;
+        wire.v5 = Some(Box::new(Negotiated::new(properties.as_ref(), aliases)));
+    }
+    // MQTT 3.1.1: clean session 1 ends with the connection, 0 is kept until replaced.
+    // MQTT 5: clean start and the session expiry interval say each.
+    let expiry = match (&properties, wire.is_v5()) {
+        (_, false) if connect.clean_session => Expiry::WithConnection,
+        (_, false) => Expiry::Never,
+        (properties, true) => Expiry::from_interval(
+            properties
+                .as_ref()
+                .and_then(|p| p.session_expiry_interval)
+                .unwrap_or(0),
+        ),
+    };
 
-    let Some(client_id) = handshake::client_id(&connect) else {
-        wire.connack(ConnectReturnCode::ClientIdentifierNotValid, false)
+    let Some((client_id, assigned)) = handshake::client_id(&connect, wire.is_v5()) else {
+        wire.connack(reason::CLIENT_IDENTIFIER_NOT_VALID, false, None)
             .await;
         return None;
     };
@@ -238,7 +299,7 @@ pub(crate) async fn accept(
                 }
                 None => debug!(%peer, client_id, reason, "login refused before authentication"),
             }
-            wire.connack(ConnectReturnCode::NotAuthorized, false).await;
+            wire.connack(reason::NOT_AUTHORIZED, false, None).await;
             return None;
         }
     }
@@ -273,7 +334,8 @@ pub(crate) async fn accept(
                 }
                 None => debug!(%peer, client_id, code, "connection refused"),
             }
-            wire.connack(return_code(code), false).await;
+            wire.connack(mqtt5::reason_for_return_code(code), false, None)
+                .await;
             return None;
         }
     };
@@ -281,7 +343,7 @@ pub(crate) async fn accept(
         let allowed = std::str::from_utf8(&will.topic).is_ok_and(|t| principal.may_publish(t));
         if !allowed {
             info!(%peer, client_id, "last will topic not authorized");
-            wire.connack(ConnectReturnCode::NotAuthorized, false).await;
+            wire.connack(reason::NOT_AUTHORIZED, false, None).await;
             return None;
         }
     }
@@ -290,23 +352,31 @@ pub(crate) async fn accept(
     let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() else {
         Metrics::count(&shared.core.metrics.sessions_refused);
         warn!(%peer, client_id, "connection limit reached");
-        wire.connack(ConnectReturnCode::ServiceUnavailable, false)
-            .await;
+        wire.connack(reason::QUOTA_EXCEEDED, false, None).await;
         return None;
     };
     drop(pending);
 
+    // An MQTT 5 client asking for no keep-alive, or a longer one than the bound, is told
+    // the bound.
+    let max_keep_alive = shared.config.limits.max_keep_alive;
+    let server_keep_alive = (wire.is_v5()
+        && (connect.keep_alive == 0 || connect.keep_alive > max_keep_alive))
+        .then_some(max_keep_alive);
     let router_id = router_client_id(&principal, username.as_deref(), &client_id);
     Some(Box::new(Accepted {
         wire,
         login,
         principal,
-        keep_alive: connect.keep_alive,
-        clean_session: connect.clean_session,
+        keep_alive: server_keep_alive.unwrap_or(connect.keep_alive),
+        clean_start: connect.clean_session,
+        expiry,
+        assigned_client_id: assigned.then_some(client_id),
+        server_keep_alive,
         authenticated_at,
         router_id,
         slot,
-        will: will.map(own_will),
+        will: will.map(|will| own_will(will, will_properties.as_ref())),
     }))
 }
 
@@ -340,7 +410,10 @@ async fn start(shared: &Shared, accepted: Box<Accepted>) -> Option<Live<'_>> {
         principal,
         will,
         keep_alive,
-        clean_session,
+        clean_start,
+        expiry,
+        assigned_client_id,
+        server_keep_alive,
         authenticated_at,
         router_id,
         slot,
@@ -357,7 +430,7 @@ async fn start(shared: &Shared, accepted: Box<Accepted>) -> Option<Live<'_>> {
         .await;
     let Ok(guard) = registered else {
         info!("kicked while logging in");
-        wire.connack(ConnectReturnCode::NotAuthorized, false).await;
+        wire.connack(reason::NOT_AUTHORIZED, false, None).await;
         return None;
     };
     // A revocation while this login was being judged: judge it again.
@@ -368,9 +441,16 @@ async fn start(shared: &Shared, accepted: Box<Accepted>) -> Option<Live<'_>> {
         && !still_allowed(shared, &guard).await
     {
         info!("revoked while logging in");
-        wire.connack(ConnectReturnCode::NotAuthorized, false).await;
+        wire.connack(reason::NOT_AUTHORIZED, false, None).await;
         return None;
     }
+    // A will delayed by an earlier connection of this session is not published now (MQTT 5
+    // §3.1.3.2.2).
+    shared.core.cancel_will(&router_id);
+    let receive_maximum = wire
+        .v5
+        .as_ref()
+        .map_or(usize::MAX, |v5| usize::from(v5.client_receive_maximum));
     // A device's subscriptions and downlink are served here, not by the router (see
     // `downlink`); everyone else gets a session in the router.
     let (peer_kind, downlink_rx, session_present, resend) = match &principal {
@@ -378,37 +458,58 @@ async fn start(shared: &Shared, accepted: Box<Accepted>) -> Option<Live<'_>> {
             org_slug,
             device_id,
         } => {
-            let (peer, rx, present) =
-                Peer::device(&shared.core.downlinks, org_slug, *device_id, clean_session);
+            let (peer, rx, present) = Peer::device(
+                &shared.core.downlinks,
+                org_slug,
+                *device_id,
+                clean_start,
+                receive_maximum,
+            );
             (peer, Some(rx), present, Vec::new())
         }
         Principal::Operator { .. } | Principal::Anonymous => {
-            let opened = shared
-                .core
-                .router
-                .open(&router_id, principal.clone(), clean_session);
+            let opened = shared.core.router.open(
+                &router_id,
+                principal.clone(),
+                clean_start,
+                expiry,
+                receive_maximum,
+            );
             let Ok((mailbox, present, resend)) = opened else {
                 warn!("persistent session limit reached");
-                wire.connack(ConnectReturnCode::ServiceUnavailable, false)
-                    .await;
+                wire.connack(reason::QUOTA_EXCEEDED, false, None).await;
                 return None;
             };
             (Peer::routed(mailbox), None, present, resend)
         }
     };
-    wire.connack(ConnectReturnCode::Success, session_present)
+    let announced = wire.v5.as_ref().map(|v5| Announced {
+        // The broker keeps what the client asked for.
+        session_expiry: None,
+        receive_maximum: u16::try_from(shared.config.limits.max_awaiting_pubrel)
+            .unwrap_or(u16::MAX)
+            .max(1),
+        maximum_packet_size: u32::try_from(mqtt5::total_len(shared.config.max_packet_size))
+            .unwrap_or(u32::MAX),
+        topic_alias_maximum: v5.topic_alias_maximum,
+        assigned_client_identifier: assigned_client_id,
+        server_keep_alive,
+        reason_string: None,
+    });
+    wire.connack(reason::SUCCESS, session_present, announced.as_ref())
         .await;
+    let relay = Relay::new(shared, principal.clone(), peer_kind, expiry);
     // What a resumed persistent session must send again goes first, with the relay loop's
     // first flush.
     for packet in resend {
-        relay::write_outbound(&mut wire, packet);
+        relay.write_outbound(&mut wire, packet);
     }
     debug!(?principal, session_present, "connected");
     if let Peer::Device {
         org_slug,
         device_id,
         ..
-    } = &peer_kind
+    } = &relay.peer
     {
         shared.uplink.session(SessionEvent::Connected {
             org_slug: org_slug.clone(),
@@ -419,10 +520,9 @@ async fn start(shared: &Shared, accepted: Box<Accepted>) -> Option<Live<'_>> {
     let keep_alive = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
     Some(Live {
         wire,
-        relay: Relay::new(shared, principal, peer_kind),
+        relay,
         guard,
         will,
-        clean_session,
         keep_alive,
         downlink_rx,
         slot,
@@ -430,21 +530,33 @@ async fn start(shared: &Shared, accepted: Box<Accepted>) -> Option<Live<'_>> {
 }
 
 /// After the relay loop: the peer closes, a held delivery finishes, `Disconnected` is
-/// reported, the last will is published (every end but a client DISCONNECT), the socket is
-/// shut down, and the session's registration and slot are given back.
+/// reported, an MQTT 5 client is told why (DISCONNECT with a reason code), the last will is
+/// published (every end but a client DISCONNECT; MQTT 5 may delay it), the socket is shut
+/// down, and the session's registration and slot are given back.
 async fn finish(shared: &Shared, live: Live<'_>, close: Close) {
     let Live {
         mut wire,
         mut relay,
         guard,
         will,
-        clean_session,
         slot,
         ..
     } = live;
+    let expiry = relay.expiry;
     match &mut relay.peer {
-        Peer::Routed(routed) => shared.core.router.close(&routed.mailbox),
-        device => device.close(&shared.core.downlinks, clean_session),
+        Peer::Routed(routed) => {
+            let router = &shared.core.router;
+            match expiry {
+                Expiry::WithConnection => routed.mailbox.end_with_connection(),
+                expiry => routed.mailbox.set_expiry(expiry, &router.journal),
+            }
+            if let Some((after, attachments)) = router.close(&routed.mailbox) {
+                shared
+                    .core
+                    .expire_later(Arc::clone(&routed.mailbox), after, attachments);
+            }
+        }
+        device => device.close(&shared.core.downlinks, expiry.is_persistent()),
     }
     if let Some(held) = relay.held.take() {
         // Closed (kick, shutdown) while a delivery was in flight. Its effect may already
@@ -464,24 +576,32 @@ async fn finish(shared: &Shared, live: Live<'_>, close: Close) {
             reason: close.session_reason(guard.taken_over()).to_owned(),
         });
     }
+    if let Some(code) = close
+        .disconnect_reason(guard.taken_over())
+        .filter(|_| wire.is_v5())
+    {
+        wire.queue_disconnect(code, &close.to_string());
+        let _ = timeout(DISCONNECT_WRITE, wire.flush()).await;
+    }
 
     // Every end but a client DISCONNECT publishes the will (MQTT 3.1.1 §3.1.2.5), after
     // everything the connection routed (a message whose PUBACK made the client drop the
-    // connection).
+    // connection). An MQTT 5 will delay holds it back until the delay or the session ends,
+    // whichever is first, unless the session is connected again meanwhile.
     if let Some(will) = will.filter(|_| !matches!(close, Close::ClientDisconnect)) {
-        let LastWill {
-            topic,
-            message,
-            qos,
-            retain,
-        } = *will;
-        let will = Message {
-            topic,
-            payload: message,
-            qos: qos as u8,
-            retain,
+        let delay = match expiry {
+            Expiry::WithConnection => 0,
+            Expiry::After(seconds) => will.delay.min(seconds),
+            Expiry::Never => will.delay,
         };
-        if let Some(ticket) = shared.core.router.publish(will) {
+        if delay > 0 {
+            let key = guard.key().to_owned();
+            shared.core.publish_will_later(
+                key,
+                will.message,
+                Duration::from_secs(u64::from(delay)),
+            );
+        } else if let Some(ticket) = shared.core.router.publish(will.message, None) {
             let durable = shared.core.router.journal.durable(ticket);
             match timeout(shared.config.uplink_timeout, durable).await {
                 Ok(Ok(())) => {}
@@ -497,21 +617,43 @@ async fn finish(shared: &Shared, live: Live<'_>, close: Close) {
 
 /// The will, kept for the connection's life, in bytes of its own: its topic and message are
 /// views of the read buffer the CONNECT arrived in, which they would otherwise keep.
-fn own_will(will: LastWill) -> Box<LastWill> {
-    Box::new(LastWill {
-        topic: Bytes::copy_from_slice(&will.topic),
-        message: Bytes::copy_from_slice(&will.message),
-        qos: will.qos,
-        retain: will.retain,
+fn own_will(will: LastWill, properties: Option<&LastWillProperties>) -> Box<Will> {
+    let carried = properties.map(|p| rumqttd::protocol::PublishProperties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        topic_alias: None,
+        response_topic: p.response_topic.clone(),
+        correlation_data: p.correlation_data.clone(),
+        user_properties: p.user_properties.clone(),
+        subscription_identifiers: Vec::new(),
+        content_type: p.content_type.clone(),
+    });
+    Box::new(Will {
+        message: Message {
+            topic: Bytes::copy_from_slice(&will.topic),
+            payload: Bytes::copy_from_slice(&will.message),
+            qos: will.qos as u8,
+            retain: will.retain,
+            properties: mqtt5::message_properties(carried.as_ref()),
+        },
+        delay: properties.and_then(|p| p.delay_interval).unwrap_or(0),
     })
 }
 
 /// The parts of a CONNECT the session needs; the packet itself is dropped here.
-fn connect_parts(
-    packet: Packet,
-) -> Option<(Connect, Option<LastWill>, Option<rumqttd::protocol::Login>)> {
+type ConnectParts = (
+    Connect,
+    Option<ConnectProperties>,
+    Option<LastWill>,
+    Option<LastWillProperties>,
+    Option<rumqttd::protocol::Login>,
+);
+
+fn connect_parts(packet: Packet) -> Option<ConnectParts> {
     match packet {
-        Packet::Connect(connect, _, will, _, login) => Some((connect, will, login)),
+        Packet::Connect(connect, properties, will, will_properties, login) => {
+            Some((connect, properties, will, will_properties, login))
+        }
         _ => None,
     }
 }

@@ -8,19 +8,18 @@
 
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
-use fleetmq_protocol::topic::matches;
+use fleetmq_protocol::topic::{is_valid_filter, matches};
 use fleetmq_protocol::{DeviceId, Principal};
 use rumqttd::protocol::{
-    Packet, PubRel, PubRelReason, Publish, QoS, SubAck, Subscribe, SubscribeReasonCode, UnsubAck,
-    Unsubscribe,
+    Packet, PubRecReason, QoS, RetainForwardRule, Subscribe, SubscribeProperties,
 };
 use tracing::{debug, info};
 
-use super::framing::{Wire, packet_name};
+use super::framing::{PUBREL, Wire, packet_name};
+use super::mqtt5::{MAX_VARIABLE_INT, reason};
 use super::{Close, MAX_BATCH};
 use crate::downlink::{Downlink, DownlinkQueue, Downlinks, Filters};
-use crate::router::{Mailbox, Router};
+use crate::router::{Mailbox, Message, Options, Router, Subscription};
 
 /// Server-to-device QoS 1 messages a device may leave unacknowledged; further downlink
 /// waits in its queue (`DOWNLINK_QUEUE`, then dropped by `BrokerHandle::publish`).
@@ -52,18 +51,21 @@ pub(super) type DownlinkRx = Arc<DownlinkQueue>;
 impl Peer {
     /// A device's peer. Its downlink is registered here, before `Connected` is reported,
     /// so that what the bridge resends on it finds this connection; it starts with the
-    /// subscriptions its persistent session kept. Also returns whether such a session was
-    /// present (CONNACK).
+    /// subscriptions its persistent session kept (unless `clean_start`). Also returns
+    /// whether such a session was present (CONNACK). `receive_maximum` is how many QoS 1
+    /// messages the device accepts unacknowledged (MQTT 5).
     pub(super) fn device(
         downlinks: &Downlinks,
         org_slug: &str,
         device_id: DeviceId,
-        clean_session: bool,
+        clean_start: bool,
+        receive_maximum: usize,
     ) -> (Peer, DownlinkRx, bool) {
         let (downlink_rx, generation) = downlinks.register(device_id);
-        let (filters, present) = downlinks.restore(device_id, clean_session);
+        let (filters, present) = downlinks.restore(device_id, clean_start);
         let downlink = DeviceDownlink {
             filters,
+            window: MAX_DOWNLINK_INFLIGHT.min(receive_maximum.max(1)),
             ..DeviceDownlink::default()
         };
         let peer = Peer::Device {
@@ -91,7 +93,7 @@ impl Peer {
     /// The connection ended: a device's downlink registration goes (unacknowledged downlink
     /// is dropped with the connection, clean-session semantics) and a persistent session's
     /// subscriptions are kept for its next connection.
-    pub(super) fn close(&mut self, downlinks: &Downlinks, clean_session: bool) {
+    pub(super) fn close(&mut self, downlinks: &Downlinks, persistent: bool) {
         if let Peer::Device {
             device_id,
             generation,
@@ -100,7 +102,7 @@ impl Peer {
         } = self
         {
             downlinks.remove(*device_id, *generation);
-            if !clean_session {
+            if persistent {
                 downlinks.keep(*device_id, std::mem::take(&mut downlink.filters));
             }
         }
@@ -122,9 +124,11 @@ impl Peer {
 pub(super) struct DeviceDownlink {
     /// Filter (as subscribed) and granted QoS (at most 1).
     filters: Filters,
-    /// Packet ids sent at QoS 1 and not yet acknowledged: at most
-    /// [`MAX_DOWNLINK_INFLIGHT`], so a list (a set is 24 more bytes in every device's state).
+    /// Packet ids sent at QoS 1 and not yet acknowledged: at most `window`, so a list (a
+    /// set is 24 more bytes in every device's state).
     inflight: Vec<u16>,
+    /// [`MAX_DOWNLINK_INFLIGHT`], or fewer if an MQTT 5 device's receive maximum says so.
+    window: usize,
     last_pkid: u16,
     /// Whether the device has sent a SUBSCRIBE on this connection.
     subscribed: bool,
@@ -136,7 +140,7 @@ pub(super) struct DeviceDownlink {
 
 impl DeviceDownlink {
     fn can_take(&self) -> bool {
-        self.inflight.len() < MAX_DOWNLINK_INFLIGHT
+        self.inflight.len() < self.window
     }
 
     /// Writes `first` and what else is queued (up to a batch, within the in-flight cap).
@@ -152,12 +156,12 @@ impl DeviceDownlink {
                 break;
             };
             let kept = (!self.subscribed).then(|| message.clone());
-            match (self.publish(message), kept) {
-                (Some(publish), _) => wire.queue(Packet::Publish(publish, None)),
-                (None, Some(kept)) if self.early.len() < MAX_EARLY_DOWNLINK => {
+            match (self.publish(message, wire), kept) {
+                (true, _) => {}
+                (false, Some(kept)) if self.early.len() < MAX_EARLY_DOWNLINK => {
                     self.early.push(kept);
                 }
-                (None, _) => debug!("downlink message matches no subscription, dropped"),
+                (false, _) => debug!("downlink message matches no subscription, dropped"),
             }
             if !self.can_take() {
                 break;
@@ -177,22 +181,28 @@ impl DeviceDownlink {
     ) -> Result<(), Close> {
         match packet {
             Packet::Subscribe(subscribe, _) => {
-                let suback = self.subscribe(principal, subscribe);
-                wire.queue(Packet::SubAck(suback, None));
+                let codes = self.subscribe(principal, &subscribe);
+                wire.queue_suback(subscribe.pkid, &codes);
                 if !self.subscribed {
                     self.subscribed = true;
                     // What came before the first subscription gets its chance now.
                     for message in std::mem::take(&mut self.early) {
-                        match self.publish(message) {
-                            Some(publish) => wire.queue(Packet::Publish(publish, None)),
-                            None => debug!("early downlink matches no subscription, dropped"),
+                        if !self.publish(message, wire) {
+                            debug!("early downlink matches no subscription, dropped");
                         }
                     }
                 }
                 Ok(())
             }
             Packet::Unsubscribe(unsubscribe, _) => {
-                wire.queue(Packet::UnsubAck(self.unsubscribe(unsubscribe), None));
+                let subscribed: Vec<bool> = unsubscribe
+                    .filters
+                    .iter()
+                    .map(|f| self.filters.iter().any(|(kept, _)| kept == f))
+                    .collect();
+                self.filters
+                    .retain(|(f, _)| !unsubscribe.filters.contains(f));
+                wire.queue_unsuback(unsubscribe.pkid, &subscribed);
                 Ok(())
             }
             Packet::PubAck(ack, _) => {
@@ -230,37 +240,49 @@ impl DeviceDownlink {
         }
     }
 
-    /// Encodes a downlink message as a PUBLISH (QoS 1 ones are kept in flight); `None` if
-    /// no subscription matches.
-    fn publish(&mut self, message: Downlink) -> Option<Publish> {
-        let topic = std::str::from_utf8(&message.topic).ok()?;
-        let qos = self.qos_for(topic)?;
+    /// Writes a downlink message as a PUBLISH (QoS 1 ones are kept in flight); `false` if
+    /// no subscription matches. One larger than an MQTT 5 device accepts is dropped.
+    fn publish(&mut self, message: Downlink, wire: &mut Wire) -> bool {
+        let Some(qos) = std::str::from_utf8(&message.topic)
+            .ok()
+            .and_then(|topic| self.qos_for(topic))
+        else {
+            return false;
+        };
         let pkid = match qos {
             QoS::AtMostOnce => 0,
-            _ => {
-                let pkid = self.next_pkid();
-                self.inflight.push(pkid);
-                pkid
-            }
+            _ => self.next_pkid(),
         };
-        // rumqttd keeps `Publish.qos`/`pkid` private; its own serialization sets them.
-        let mut raw = BytesMut::with_capacity(5 + message.topic.len() + message.payload.len());
-        raw.put_u8(0b0011_0000 | ((qos as u8) << 1));
-        raw.put_u16(pkid);
-        raw.put_u16(u16::try_from(message.topic.len()).ok()?);
-        raw.extend_from_slice(&message.topic);
-        raw.extend_from_slice(&message.payload);
-        Some(Publish::deserialize(raw.freeze()))
+        let message = Message {
+            topic: message.topic,
+            payload: message.payload,
+            qos: qos as u8,
+            retain: false,
+            properties: None,
+        };
+        if !wire.queue_publish(&message, pkid, false, None) {
+            debug!(
+                topic = message.topic_str(),
+                "downlink larger than the device's maximum packet size, dropped"
+            );
+            return true;
+        }
+        if pkid != 0 {
+            self.inflight.push(pkid);
+        }
+        true
     }
 
-    fn subscribe(&mut self, principal: &Principal, subscribe: Subscribe) -> SubAck {
-        let return_codes = subscribe
+    /// SUBACK codes for a device's SUBSCRIBE: at most QoS 1 is granted; a filter its ACL
+    /// refuses gets a failure.
+    fn subscribe(&mut self, principal: &Principal, subscribe: &Subscribe) -> Vec<u8> {
+        let codes = subscribe
             .filters
-            .into_iter()
+            .iter()
             .map(|filter| {
                 if !principal.may_subscribe(&filter.path) {
                     info!(filter = filter.path, "subscription refused");
-                    return SubscribeReasonCode::Failure;
+                    return refusal(&filter.path);
                 }
                 let granted = match filter.qos {
                     QoS::AtMostOnce => QoS::AtMostOnce,
@@ -269,26 +291,24 @@ impl DeviceDownlink {
                 // A subscription to an existing filter replaces it (MQTT 3.1.1 §3.8.4).
                 match self.filters.iter_mut().find(|(f, _)| *f == filter.path) {
                     Some(existing) => existing.1 = granted,
-                    None => self.filters.push((filter.path, granted)),
+                    None => self.filters.push((filter.path.clone(), granted)),
                 }
-                SubscribeReasonCode::Success(granted)
+                granted as u8
             })
             .collect();
         // Kept for the connection's life: no spare slots (a device subscribes once or twice).
         self.filters.shrink_to_fit();
-        SubAck {
-            pkid: subscribe.pkid,
-            return_codes,
-        }
+        codes
     }
+}
 
-    fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> UnsubAck {
-        self.filters
-            .retain(|(f, _)| !unsubscribe.filters.contains(f));
-        UnsubAck {
-            pkid: unsubscribe.pkid,
-            reasons: Vec::new(),
-        }
+/// The SUBACK failure code for a filter that was refused: MQTT 5 tells a filter that is not
+/// valid (0x8F) from one not authorized (0x87); MQTT 3.1.1 clients get 0x80 for both.
+fn refusal(filter: &str) -> u8 {
+    if is_valid_filter(filter) {
+        reason::NOT_AUTHORIZED
+    } else {
+        reason::TOPIC_FILTER_INVALID
     }
 }
 
@@ -315,37 +335,16 @@ impl RoutedSession {
         router: &Router,
     ) -> Result<(), Close> {
         match packet {
-            Packet::Subscribe(subscribe, _) => {
-                let mut granted = Vec::with_capacity(subscribe.filters.len());
-                let return_codes = subscribe
-                    .filters
-                    .into_iter()
-                    .map(|filter| {
-                        if !principal.may_subscribe(&filter.path) {
-                            info!(filter = filter.path, "subscription refused");
-                            return SubscribeReasonCode::Failure;
-                        }
-                        let qos = filter.qos;
-                        granted.push((filter.path, qos as u8));
-                        SubscribeReasonCode::Success(qos)
-                    })
-                    .collect();
+            Packet::Subscribe(subscribe, properties) => {
+                let (codes, granted) = routed_subscription(principal, &subscribe, properties)?;
                 // The SUBACK goes before the retained messages the subscription replays.
-                let suback = SubAck {
-                    pkid: subscribe.pkid,
-                    return_codes,
-                };
-                wire.queue(Packet::SubAck(suback, None));
+                wire.queue_suback(subscribe.pkid, &codes);
                 router.subscribe(&self.mailbox, &granted);
                 Ok(())
             }
             Packet::Unsubscribe(unsubscribe, _) => {
-                router.unsubscribe(&self.mailbox, &unsubscribe.filters);
-                let unsuback = UnsubAck {
-                    pkid: unsubscribe.pkid,
-                    reasons: Vec::new(),
-                };
-                wire.queue(Packet::UnsubAck(unsuback, None));
+                let subscribed = router.unsubscribe(&self.mailbox, &unsubscribe.filters);
+                wire.queue_unsuback(unsubscribe.pkid, &subscribed);
                 Ok(())
             }
             Packet::PubAck(ack, _) => {
@@ -355,14 +354,23 @@ impl RoutedSession {
                 Ok(())
             }
             Packet::PubRec(ack, _) => {
-                if !self.mailbox.received(ack.pkid) {
-                    debug!(pkid = ack.pkid, "PUBREC for nothing in flight");
+                let accepted = matches!(
+                    ack.reason,
+                    PubRecReason::Success | PubRecReason::NoMatchingSubscribers
+                );
+                if !accepted {
+                    // An MQTT 5 client refused the message: the exchange ends, no PUBREL.
+                    debug!(pkid = ack.pkid, reason = ?ack.reason, "PUBREC with a failure");
+                    self.mailbox.refused(ack.pkid, &router.journal);
+                    return Ok(());
                 }
-                let pubrel = PubRel {
-                    pkid: ack.pkid,
-                    reason: PubRelReason::Success,
+                let code = if self.mailbox.received(ack.pkid) {
+                    reason::SUCCESS
+                } else {
+                    debug!(pkid = ack.pkid, "PUBREC for nothing in flight");
+                    reason::PACKET_IDENTIFIER_NOT_FOUND
                 };
-                wire.queue(Packet::PubRel(pubrel, None));
+                wire.queue_ack(PUBREL, ack.pkid, code, None);
                 Ok(())
             }
             Packet::PubComp(ack, _) => {
@@ -374,6 +382,52 @@ impl RoutedSession {
             other => Err(unexpected(&other)),
         }
     }
+}
+
+/// SUBACK codes and the subscriptions granted for a routed client's SUBSCRIBE, with its
+/// MQTT 5 options and subscription identifier; `Err` for what MQTT 5 calls a protocol error.
+fn routed_subscription(
+    principal: &Principal,
+    subscribe: &Subscribe,
+    properties: Option<SubscribeProperties>,
+) -> Result<(Vec<u8>, Vec<Subscription>), Close> {
+    let id = match properties.and_then(|p| p.id) {
+        None => 0,
+        Some(id @ 1..) if id <= MAX_VARIABLE_INT as usize => id as u32,
+        Some(id) => {
+            return Err(Close::Protocol(format!("subscription identifier {id}")));
+        }
+    };
+    let mut granted = Vec::with_capacity(subscribe.filters.len());
+    let mut codes = Vec::with_capacity(subscribe.filters.len());
+    for filter in &subscribe.filters {
+        // MQTT-3.8.3-4: no local on a shared subscription is a protocol error.
+        if filter.nolocal && filter.path.starts_with("$share/") {
+            return Err(Close::Protocol("no local on a shared subscription".into()));
+        }
+        if !principal.may_subscribe(&filter.path) {
+            info!(filter = filter.path, "subscription refused");
+            codes.push(refusal(&filter.path));
+            continue;
+        }
+        let qos = filter.qos as u8;
+        granted.push(Subscription {
+            filter: filter.path.clone(),
+            qos,
+            options: Options {
+                no_local: filter.nolocal,
+                retain_as_published: filter.preserve_retain,
+                retain_handling: match filter.retain_forward_rule {
+                    RetainForwardRule::OnEverySubscribe => 0,
+                    RetainForwardRule::OnNewSubscribe => 1,
+                    RetainForwardRule::Never => 2,
+                },
+                id,
+            },
+        });
+        codes.push(qos);
+    }
+    Ok((codes, granted))
 }
 
 fn unexpected(packet: &Packet) -> Close {

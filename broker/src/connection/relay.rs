@@ -9,19 +9,19 @@ use std::time::Duration;
 
 use fleetmq_protocol::Principal;
 use rumqttd::protocol::{
-    Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel,
-    PubRelReason, Publish,
+    DisconnectReasonCode, Error as WireError, Packet, Publish, PublishProperties,
 };
 use tokio::time::{Instant, sleep_until, timeout};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use super::framing::Wire;
+use super::framing::{PUBACK, PUBCOMP, PUBREC, PUBREL, Wire};
 use super::inflight::{Arrival, ClientInflight};
+use super::mqtt5::{self, reason};
 use super::peer::{DownlinkRx, Peer};
 use super::{Close, MAX_BATCH, Shared};
 use crate::BrokerError;
 use crate::downlink::Downlink;
-use crate::router::{Mailbox, Message, Outbound};
+use crate::router::{Expiry, Mailbox, Message, Outbound, RouterMetrics};
 use crate::session::Kick;
 use crate::uplink::{UplinkFuture, UplinkMessage};
 
@@ -51,6 +51,9 @@ pub(super) struct Relay<'a> {
     /// QoS 2 packet ids whose PUBREC is queued but not yet flushed: a resend read before the
     /// flush crossed it and is answered by it.
     pubrec_unflushed: Vec<u16>,
+    /// How long the session outlives the connection: as the CONNECT said, or as an MQTT 5
+    /// client's DISCONNECT changed it.
+    pub(super) expiry: Expiry,
 }
 
 /// The next downlink message; never resolves without a queue. Cancel-safe.
@@ -84,8 +87,13 @@ fn mailbox_ready<'m>(mailbox: Option<&'m Mailbox>) -> impl Future<Output = ()> +
 }
 
 impl<'a> Relay<'a> {
-    /// A session of `principal` served as `peer`.
-    pub(super) fn new(shared: &'a Shared, principal: Principal, peer: Peer) -> Self {
+    /// A session of `principal` served as `peer`, outliving the connection as `expiry` says.
+    pub(super) fn new(
+        shared: &'a Shared,
+        principal: Principal,
+        peer: Peer,
+        expiry: Expiry,
+    ) -> Self {
         Relay {
             shared,
             principal,
@@ -93,6 +101,7 @@ impl<'a> Relay<'a> {
             held: None,
             inflight: ClientInflight::new(shared.config.limits.max_awaiting_pubrel),
             pubrec_unflushed: Vec::new(),
+            expiry,
         }
     }
 
@@ -211,7 +220,39 @@ impl<'a> Relay<'a> {
             &router.journal,
             &router.metrics,
         ) {
-            write_outbound(wire, packet);
+            self.write_outbound(wire, packet);
+        }
+    }
+
+    /// Writes one packet the mailbox produced. A message larger than an MQTT 5 client
+    /// accepts is not sent: it is dropped (counted) and its exchange finished, as MQTT 5
+    /// §3.1.2.25 says.
+    pub(super) fn write_outbound(&self, wire: &mut Wire, packet: Outbound) {
+        match packet {
+            Outbound::Publish {
+                message,
+                pkid,
+                dup,
+                ids,
+            } => {
+                if wire.queue_publish(&message, pkid, dup, ids.as_deref()) {
+                    return;
+                }
+                let router = &self.shared.core.router;
+                RouterMetrics::count(&router.metrics.too_large);
+                debug!(
+                    topic = message.topic_str(),
+                    "message larger than the client's maximum packet size, dropped"
+                );
+                if let Some(mailbox) = self.peer.mailbox() {
+                    match message.qos {
+                        1 => mailbox.acknowledged(pkid, &router.journal),
+                        2 => mailbox.refused(pkid, &router.journal),
+                        _ => true,
+                    };
+                }
+            }
+            Outbound::PubRel(pkid) => wire.queue_ack(PUBREL, pkid, reason::SUCCESS, None),
         }
     }
 
@@ -220,24 +261,22 @@ impl<'a> Relay<'a> {
         while self.held.is_none() {
             let publish_id = wire.publish_id();
             match wire.parse() {
-                Ok(Some(Packet::Publish(publish, _))) => {
+                Ok(Some(Packet::Publish(publish, properties))) => {
                     let id = publish_id.unwrap_or_default();
                     let (qos, pkid) = (id.qos, id.pkid);
                     match self.inflight.arrive(qos, pkid, id.dup) {
-                        Arrival::New => self.on_publish(publish, qos, pkid, wire)?,
+                        Arrival::New => self.on_publish(publish, properties, qos, pkid, wire)?,
                         Arrival::Resend => {
                             debug!(pkid, qos, "resent PUBLISH, not taken again");
                         }
                         Arrival::ResendAnswerPubRec => {
                             debug!(pkid, "resent QoS 2 PUBLISH before PUBREL, not taken again");
-                            let pubrec = PubRec {
-                                pkid,
-                                reason: PubRecReason::Success,
-                            };
-                            wire.queue(Packet::PubRec(pubrec, None));
+                            wire.queue_ack(PUBREC, pkid, reason::SUCCESS, None);
                         }
                         Arrival::TooManyAwaitingRelease => {
-                            return Err(Close::Protocol(
+                            // The receive maximum announced to an MQTT 5 client.
+                            return Err(Close::Violation(
+                                reason::RECEIVE_MAXIMUM_EXCEEDED,
                                 "too many QoS 2 messages awaiting PUBREL".into(),
                             ));
                         }
@@ -245,7 +284,13 @@ impl<'a> Relay<'a> {
                 }
                 Ok(Some(packet)) => self.handle_client(packet, wire)?,
                 Ok(None) => return Ok(()),
-                Err(e) => return Err(Close::Protocol(e.to_string())),
+                Err(WireError::PayloadSizeLimitExceeded(size)) => {
+                    return Err(Close::Violation(
+                        reason::PACKET_TOO_LARGE,
+                        format!("packet of {size} bytes exceeds the maximum packet size"),
+                    ));
+                }
+                Err(e) => return Err(Close::Violation(reason::MALFORMED_PACKET, e.to_string())),
             }
         }
         Ok(())
@@ -274,19 +319,28 @@ impl<'a> Relay<'a> {
         match qos {
             1 => {
                 self.inflight.acknowledged(pkid);
-                let puback = PubAck {
-                    pkid,
-                    reason: PubAckReason::Success,
-                };
-                wire.queue(Packet::PubAck(puback, None));
+                wire.queue_ack(PUBACK, pkid, reason::SUCCESS, None);
             }
             2 => {
                 self.pubrec_unflushed.push(pkid);
-                let pubrec = PubRec {
-                    pkid,
-                    reason: PubRecReason::Success,
-                };
-                wire.queue(Packet::PubRec(pubrec, None));
+                wire.queue_ack(PUBREC, pkid, reason::SUCCESS, None);
+            }
+            _ => {}
+        }
+    }
+
+    /// An MQTT 5 client's PUBLISH is refused with a reason code in its PUBACK or PUBREC
+    /// (a QoS 0 one is dropped): the message is not taken, the connection goes on.
+    fn refuse(&mut self, qos: u8, pkid: u16, code: u8, why: &str, wire: &mut Wire) {
+        match qos {
+            1 => {
+                self.inflight.acknowledged(pkid);
+                wire.queue_ack(PUBACK, pkid, code, Some(why));
+            }
+            2 => {
+                // A PUBREC with a failure ends the exchange: no PUBREL follows.
+                self.inflight.release(pkid);
+                wire.queue_ack(PUBREC, pkid, code, Some(why));
             }
             _ => {}
         }
@@ -295,19 +349,35 @@ impl<'a> Relay<'a> {
     fn handle_client(&mut self, packet: Packet, wire: &mut Wire) -> Result<(), Close> {
         match packet {
             Packet::PingReq(_) => {
-                wire.queue(Packet::PingResp(PingResp));
+                wire.queue_pingresp();
                 Ok(())
             }
-            Packet::Disconnect(..) => Err(Close::ClientDisconnect),
-            Packet::PubRel(ack, _) => {
-                if !self.inflight.release(ack.pkid) {
-                    debug!(pkid = ack.pkid, "PUBREL for nothing awaiting release");
+            Packet::Disconnect(disconnect, properties) => {
+                if let Some(interval) = properties.and_then(|p| p.session_expiry_interval) {
+                    // MQTT-3.14.2-2: a session that was to end with the connection cannot
+                    // be made to outlive it at DISCONNECT.
+                    if self.expiry == Expiry::WithConnection && interval != 0 {
+                        return Err(Close::Protocol(
+                            "session expiry set at DISCONNECT after 0 at CONNECT".into(),
+                        ));
+                    }
+                    self.expiry = Expiry::from_interval(interval);
                 }
-                let pubcomp = PubComp {
-                    pkid: ack.pkid,
-                    reason: PubCompReason::Success,
+                match disconnect.reason_code {
+                    DisconnectReasonCode::DisconnectWithWillMessage => {
+                        Err(Close::ClientDisconnectWithWill)
+                    }
+                    _ => Err(Close::ClientDisconnect),
+                }
+            }
+            Packet::PubRel(ack, _) => {
+                let code = if self.inflight.release(ack.pkid) {
+                    reason::SUCCESS
+                } else {
+                    debug!(pkid = ack.pkid, "PUBREL for nothing awaiting release");
+                    reason::PACKET_IDENTIFIER_NOT_FOUND
                 };
-                wire.queue(Packet::PubComp(pubcomp, None));
+                wire.queue_ack(PUBCOMP, ack.pkid, code, None);
                 Ok(())
             }
             packet => match &mut self.peer {
@@ -322,26 +392,53 @@ impl<'a> Relay<'a> {
     fn on_publish(
         &mut self,
         publish: Publish,
+        properties: Option<PublishProperties>,
         qos: u8,
         pkid: u16,
         wire: &mut Wire,
     ) -> Result<(), Close> {
-        let Ok(topic) = std::str::from_utf8(&publish.topic).map(str::to_owned) else {
-            return Err(Close::Protocol("topic is not UTF-8".into()));
+        let topic_bytes = match &mut wire.v5 {
+            Some(v5) => {
+                let alias = properties.as_ref().and_then(|p| p.topic_alias);
+                v5.inbound_topic(publish.topic, alias)
+                    .map_err(|code| Close::Violation(code, "topic alias not valid".into()))?
+            }
+            None => publish.topic,
+        };
+        let Ok(topic) = std::str::from_utf8(&topic_bytes).map(str::to_owned) else {
+            return Err(Close::Violation(
+                reason::TOPIC_NAME_INVALID,
+                "topic is not UTF-8".into(),
+            ));
         };
         let topic = topic.as_str();
         if !self.principal.may_publish(topic) {
+            if wire.is_v5() {
+                info!(topic, "publish not authorized, refused");
+                self.refuse(qos, pkid, reason::NOT_AUTHORIZED, "not authorized", wire);
+                return Ok(());
+            }
             // MQTT 3.1.1 has no negative PUBACK; closing is the allowed response.
             warn!(topic, "publish not authorized, closing");
             return Err(Close::NotAuthorized(topic.to_owned()));
         }
+        let utf8_announced = properties
+            .as_ref()
+            .is_some_and(|p| p.payload_format_indicator == Some(1));
+        if utf8_announced && std::str::from_utf8(&publish.payload).is_err() {
+            debug!(topic, "payload said UTF-8 and is not, refused");
+            let why = "payload is not UTF-8 as its format indicator says";
+            self.refuse(qos, pkid, reason::PAYLOAD_FORMAT_INVALID, why, wire);
+            return Ok(());
+        }
         let shared: &'a Shared = self.shared;
         let limit = shared.config.uplink_timeout;
         let message = Message {
-            topic: publish.topic,
+            topic: topic_bytes,
             payload: publish.payload,
             qos,
             retain: publish.retain,
+            properties: mqtt5::message_properties(properties.as_ref()),
         };
         let delivery: UplinkFuture<'a> = match &self.peer {
             Peer::Device {
@@ -361,21 +458,23 @@ impl<'a> Relay<'a> {
                 let delivery = shared.uplink.deliver(uplink);
                 Box::pin(async move {
                     delivery.await?;
-                    match shared.core.router.publish(message) {
+                    match shared.core.router.publish(message, None) {
                         Some(ticket) => shared.core.router.journal.durable(ticket).await,
                         None => Ok(()),
                     }
                 })
             }
-            Peer::Routed(_) => match shared.core.router.publish(message) {
-                Some(ticket) if qos > 0 => {
-                    Box::pin(async move { shared.core.router.journal.durable(ticket).await })
+            Peer::Routed(routed) => {
+                match shared.core.router.publish(message, Some(&routed.mailbox)) {
+                    Some(ticket) if qos > 0 => {
+                        Box::pin(async move { shared.core.router.journal.durable(ticket).await })
+                    }
+                    _ => {
+                        self.acknowledge(qos, pkid, wire);
+                        return Ok(());
+                    }
                 }
-                _ => {
-                    self.acknowledge(qos, pkid, wire);
-                    return Ok(());
-                }
-            },
+            }
         };
         self.held = Some(Held {
             qos,
@@ -387,19 +486,5 @@ impl<'a> Relay<'a> {
             }),
         });
         Ok(())
-    }
-}
-
-/// Writes one packet the mailbox produced.
-pub(super) fn write_outbound(wire: &mut Wire, packet: Outbound) {
-    match packet {
-        Outbound::Publish { message, pkid, dup } => wire.queue_publish(&message, pkid, dup),
-        Outbound::PubRel(pkid) => {
-            let pubrel = PubRel {
-                pkid,
-                reason: PubRelReason::Success,
-            };
-            wire.queue(Packet::PubRel(pubrel, None));
-        }
     }
 }

@@ -12,11 +12,58 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::mailbox::Mailbox;
 
-/// One subscription: whose, at which granted QoS.
+/// One subscription: whose, at which granted QoS, with which MQTT 5 options.
 #[derive(Clone)]
 pub(crate) struct Subscriber {
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) qos: u8,
+    pub(crate) options: Options,
+}
+
+/// A subscription's MQTT 5 options (MQTT 5 §3.8.3.1); MQTT 3.1.1 subscriptions have the
+/// defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Options {
+    /// No local: the session is not sent what it published itself.
+    pub(crate) no_local: bool,
+    /// Retain as published: live messages keep their retain flag.
+    pub(crate) retain_as_published: bool,
+    /// Retain handling: 0 sends the retained messages at subscribe, 1 only if the
+    /// subscription is new, 2 never.
+    pub(crate) retain_handling: u8,
+    /// Subscription identifier, sent with each message it matches (0: none).
+    pub(crate) id: u32,
+}
+
+/// A subscription as a session holds it: filter as subscribed, granted QoS, options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Subscription {
+    pub(crate) filter: String,
+    pub(crate) qos: u8,
+    pub(crate) options: Options,
+}
+
+impl Subscription {
+    /// A subscription with the MQTT 3.1.1 defaults.
+    pub(crate) fn plain(filter: &str, qos: u8) -> Subscription {
+        Subscription {
+            filter: filter.to_owned(),
+            qos,
+            options: Options::default(),
+        }
+    }
+}
+
+/// Where a routed message goes: one per session, whatever the number of its subscriptions
+/// that match.
+pub(crate) struct Matched {
+    pub(crate) mailbox: Arc<Mailbox>,
+    /// The highest QoS granted among them.
+    pub(crate) qos: u8,
+    /// Whether one of them keeps the retain flag.
+    pub(crate) retain_as_published: bool,
+    /// Their subscription identifiers.
+    pub(crate) ids: Option<Box<[u32]>>,
 }
 
 /// The members of one shared subscription group at one filter.
@@ -48,7 +95,10 @@ impl Slot {
             .find(|s| Arc::ptr_eq(&s.mailbox, &subscriber.mailbox))
         {
             // A subscription to an existing filter replaces it (MQTT 3.1.1 §3.8.4).
-            Some(existing) => existing.qos = subscriber.qos,
+            Some(existing) => {
+                existing.qos = subscriber.qos;
+                existing.options = subscriber.options;
+            }
             None => members.push(subscriber),
         }
     }
@@ -154,23 +204,65 @@ impl FilterTree {
         remove_at(&mut self.root, &levels, group, mailbox)
     }
 
-    /// The subscriptions matching topic name `topic`, at most one per mailbox (the highest
-    /// granted QoS among its matching filters) and one member per shared group.
-    pub(crate) fn matching(&self, topic: &str) -> Vec<Subscriber> {
+    /// Where a message on topic name `topic` goes: one entry per session (the highest
+    /// granted QoS among its matching filters, their identifiers) and one member per shared
+    /// group. `origin` is the publishing session: its own no-local subscriptions are left
+    /// out.
+    pub(crate) fn matching(&self, topic: &str, origin: Option<&Mailbox>) -> Vec<Matched> {
         let levels: Vec<&str> = topic.split('/').collect();
-        let mut out = Vec::new();
-        collect(&self.root, &levels, 0, topic.starts_with('$'), &mut out);
-        if out.len() > 1 {
-            // Overlapping subscriptions of one session: one copy, at the highest QoS.
-            out.sort_by(|a, b| {
-                (Arc::as_ptr(&a.mailbox) as usize)
-                    .cmp(&(Arc::as_ptr(&b.mailbox) as usize))
-                    .then(b.qos.cmp(&a.qos))
-            });
-            out.dedup_by(|later, kept| Arc::ptr_eq(&later.mailbox, &kept.mailbox));
+        let mut found = Vec::new();
+        collect(&self.root, &levels, 0, topic.starts_with('$'), &mut found);
+        if let Some(origin) = origin {
+            found
+                .retain(|s| !(s.options.no_local && std::ptr::eq(Arc::as_ptr(&s.mailbox), origin)));
+        }
+        // Overlapping subscriptions of one session: one copy, at the highest QoS.
+        found.sort_by(|a, b| {
+            (Arc::as_ptr(&a.mailbox) as usize)
+                .cmp(&(Arc::as_ptr(&b.mailbox) as usize))
+                .then(b.qos.cmp(&a.qos))
+        });
+        let mut out: Vec<Matched> = Vec::with_capacity(found.len());
+        let mut ids: Vec<u32> = Vec::new();
+        for s in found {
+            match out.last_mut() {
+                Some(last) if Arc::ptr_eq(&last.mailbox, &s.mailbox) => {
+                    last.retain_as_published |= s.options.retain_as_published;
+                    if s.options.id != 0 {
+                        ids.push(s.options.id);
+                    }
+                }
+                _ => {
+                    if let Some(last) = out.last_mut() {
+                        last.ids = take_ids(&mut ids);
+                    }
+                    if s.options.id != 0 {
+                        ids.push(s.options.id);
+                    }
+                    out.push(Matched {
+                        mailbox: s.mailbox,
+                        qos: s.qos,
+                        retain_as_published: s.options.retain_as_published,
+                        ids: None,
+                    });
+                }
+            }
+        }
+        if let Some(last) = out.last_mut() {
+            last.ids = take_ids(&mut ids);
         }
         out
     }
+}
+
+/// The identifiers gathered for one session, sorted and once each.
+fn take_ids(ids: &mut Vec<u32>) -> Option<Box<[u32]>> {
+    if ids.is_empty() {
+        return None;
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Some(std::mem::take(ids).into_boxed_slice())
 }
 
 fn remove_at(
@@ -239,6 +331,7 @@ mod tests {
         Subscriber {
             mailbox: Arc::new(Mailbox::for_tests()),
             qos,
+            options: Options::default(),
         }
     }
 
@@ -258,7 +351,7 @@ mod tests {
             tree.insert(filter, s.clone());
         }
         for topic in topics {
-            let got = tree.matching(topic);
+            let got = tree.matching(topic, None);
             for (filter, s) in &subs {
                 let found = got.iter().any(|g| Arc::ptr_eq(&g.mailbox, &s.mailbox));
                 assert_eq!(found, matches(filter, topic), "{filter} vs {topic}");
@@ -292,7 +385,7 @@ mod tests {
                 ..s.clone()
             },
         );
-        let got = tree.matching("a/b");
+        let got = tree.matching("a/b", None);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].qos, 2);
         // Subscribing again to the same filter replaces its QoS.
@@ -303,7 +396,36 @@ mod tests {
                 ..s.clone()
             },
         );
-        assert_eq!(tree.matching("a/b")[0].qos, 1);
+        assert_eq!(tree.matching("a/b", None)[0].qos, 1);
+    }
+
+    #[test]
+    fn no_local_and_identifiers_are_applied_per_session() {
+        let mut tree = FilterTree::default();
+        let s = subscriber(1);
+        let with = |id, no_local| Subscriber {
+            options: Options {
+                id,
+                no_local,
+                ..Options::default()
+            },
+            ..s.clone()
+        };
+        tree.insert("a/#", with(7, false));
+        tree.insert("a/+", with(3, true));
+        tree.insert("a/b", with(0, false));
+        let got = tree.matching("a/b", None);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].ids.as_deref(), Some(&[3, 7][..]));
+        // Its own message: the no-local subscription does not count.
+        let own = tree.matching("a/b", Some(&s.mailbox));
+        assert_eq!(own[0].ids.as_deref(), Some(&[7][..]));
+        tree.insert("a/#", with(0, true));
+        tree.insert("a/b", with(0, true));
+        assert!(
+            tree.matching("a/b", Some(&s.mailbox)).is_empty(),
+            "every matching subscription is no-local"
+        );
     }
 
     #[test]
@@ -314,7 +436,7 @@ mod tests {
         tree.insert("$share/g/t/+", b.clone());
         let firsts: Vec<bool> = (0..4)
             .map(|_| {
-                let got = tree.matching("t/x");
+                let got = tree.matching("t/x", None);
                 assert_eq!(got.len(), 1);
                 Arc::ptr_eq(&got[0].mailbox, &a.mailbox)
             })
@@ -322,6 +444,9 @@ mod tests {
         assert_eq!(firsts.iter().filter(|x| **x).count(), 2);
         assert!(tree.remove("$share/g/t/+", &a.mailbox));
         assert!(!tree.remove("$share/g/t/+", &a.mailbox));
-        assert!(Arc::ptr_eq(&tree.matching("t/y")[0].mailbox, &b.mailbox));
+        assert!(Arc::ptr_eq(
+            &tree.matching("t/y", None)[0].mailbox,
+            &b.mailbox
+        ));
     }
 }

@@ -17,9 +17,10 @@ use fleetmq_protocol::Principal;
 use futures_util::task::AtomicWaker;
 use tracing::{info, warn};
 
+use super::filters::Subscription;
 use super::journal::Journal;
 use super::records;
-use super::{Message, RouterMetrics};
+use super::{Message, RouterMetrics, now_ms};
 use crate::StateChange;
 
 /// Bytes of messages taken for one write to the socket (at least one message is taken).
@@ -44,6 +45,8 @@ pub(crate) enum Offer {
     Queued(Option<u64>),
     /// The subscriber may not read the topic.
     NotReadable,
+    /// Its message expiry interval has passed (MQTT 5).
+    Expired,
     /// A QoS 0 message for a session with no connection: not kept (MQTT 3.1.1 §3.1.2.4).
     Offline,
     /// The queue is full: dropped.
@@ -59,6 +62,8 @@ pub(crate) enum Outbound {
         message: Message,
         pkid: u16,
         dup: bool,
+        /// Identifiers of the subscriptions it matched (MQTT 5).
+        ids: Option<Box<[u32]>>,
     },
     PubRel(u16),
 }
@@ -68,21 +73,66 @@ struct Queued {
     message: Message,
     /// Journal sequence number of a persisted message.
     seq: Option<u64>,
+    ids: Option<Box<[u32]>>,
 }
 
 struct Outgoing {
     pkid: u16,
     message: Message,
     seq: Option<u64>,
+    ids: Option<Box<[u32]>>,
     /// QoS 2: PUBREC received, PUBREL sent, PUBCOMP awaited.
     released: bool,
+}
+
+/// How long a session outlives its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    /// It ends with its connection (clean session 1; MQTT 5 session expiry 0).
+    WithConnection,
+    /// This many seconds after its connection ends (MQTT 5 session expiry interval).
+    After(u32),
+    /// Until a clean session replaces it (clean session 0; MQTT 5 interval 0xFFFFFFFF).
+    Never,
+}
+
+impl Expiry {
+    /// From an MQTT 5 session expiry interval.
+    pub(crate) fn from_interval(seconds: u32) -> Expiry {
+        match seconds {
+            0 => Expiry::WithConnection,
+            u32::MAX => Expiry::Never,
+            s => Expiry::After(s),
+        }
+    }
+
+    /// As an MQTT 5 session expiry interval.
+    pub(crate) fn interval(self) -> u32 {
+        match self {
+            Expiry::WithConnection => 0,
+            Expiry::After(s) => s,
+            Expiry::Never => u32::MAX,
+        }
+    }
+
+    pub(crate) fn is_persistent(self) -> bool {
+        self != Expiry::WithConnection
+    }
 }
 
 struct State {
     principal: Principal,
     persistent: bool,
-    /// Filters as subscribed, with their granted QoS.
-    subscriptions: Vec<(String, u8)>,
+    /// How long it outlives its connection (persistent ones only).
+    expiry: Expiry,
+    /// Counts attachments, so that an expiry timer set at one detach is void after the
+    /// session was attached again.
+    attachments: u64,
+    /// QoS 1/2 messages the connected client accepts unacknowledged (its receive maximum),
+    /// within the broker's own bound.
+    receive_maximum: usize,
+    /// Filters as subscribed, with their granted QoS and options.
+    subscriptions: Vec<Subscription>,
     queue: VecDeque<Queued>,
     queued_bytes: usize,
     inflight: VecDeque<Outgoing>,
@@ -136,12 +186,15 @@ fn size_of(message: &Message) -> usize {
 }
 
 impl Mailbox {
-    pub(crate) fn new(key: String, principal: Principal, persistent: bool) -> Mailbox {
+    pub(crate) fn new(key: String, principal: Principal, expiry: Expiry) -> Mailbox {
         Mailbox {
             key,
             state: Mutex::new(State {
                 principal,
-                persistent,
+                persistent: expiry.is_persistent(),
+                expiry,
+                attachments: 0,
+                receive_maximum: usize::MAX,
                 subscriptions: Vec::new(),
                 queue: VecDeque::new(),
                 queued_bytes: 0,
@@ -158,7 +211,7 @@ impl Mailbox {
 
     #[cfg(test)]
     pub(crate) fn for_tests() -> Mailbox {
-        Mailbox::new("t".into(), Principal::Anonymous, false)
+        Mailbox::new("t".into(), Principal::Anonymous, Expiry::WithConnection)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -179,6 +232,32 @@ impl Mailbox {
         self.lock().persistent
     }
 
+    /// How long the session outlives its connection.
+    pub(crate) fn expiry(&self) -> Expiry {
+        self.lock().expiry
+    }
+
+    /// Sets how long a persistent session outlives its connection (MQTT 5 lets a client
+    /// change it at CONNECT and at DISCONNECT); journaled.
+    pub(crate) fn set_expiry(&self, expiry: Expiry, journal: &Journal) {
+        let mut state = self.lock();
+        if state.persistent && state.expiry != expiry && expiry.is_persistent() {
+            state.expiry = expiry;
+            journal.record(self.session_change(&state));
+        }
+    }
+
+    /// A resumed session is to end with the connection that resumed it (MQTT 5 session
+    /// expiry 0 without clean start); its rows go when it ends.
+    pub(crate) fn end_with_connection(&self) {
+        self.lock().expiry = Expiry::WithConnection;
+    }
+
+    /// How many times a connection took this mailbox; see [`Expiry::After`].
+    pub(crate) fn attachments(&self) -> u64 {
+        self.lock().attachments
+    }
+
     /// Ready when there may be something to take. A wake-up that came while nobody waited
     /// is kept for the next poll. One task takes from a mailbox: only its waker is kept.
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
@@ -190,10 +269,18 @@ impl Mailbox {
         std::future::poll_fn(|cx| self.poll_ready(cx)).await;
     }
 
-    /// A connection takes the mailbox as `principal`: what was sent and not acknowledged
-    /// before is sent again first (PUBLISH with DUP, or PUBREL), MQTT 3.1.1 §4.4.
-    pub(crate) fn attach(&self, principal: Principal, journal: &Journal) -> Vec<Outbound> {
+    /// A connection takes the mailbox as `principal`, accepting `receive_maximum` QoS 1/2
+    /// messages unacknowledged: what was sent and not acknowledged before is sent again
+    /// first (PUBLISH with DUP, or PUBREL), MQTT 3.1.1 §4.4.
+    pub(crate) fn attach(
+        &self,
+        principal: Principal,
+        receive_maximum: usize,
+        journal: &Journal,
+    ) -> Vec<Outbound> {
         let mut state = self.lock();
+        state.attachments += 1;
+        state.receive_maximum = receive_maximum.max(1);
         if state.principal != principal {
             state.principal = principal;
             if state.persistent {
@@ -211,6 +298,7 @@ impl Mailbox {
                     message: o.message.clone(),
                     pkid: o.pkid,
                     dup: true,
+                    ids: o.ids.clone(),
                 },
             })
             .collect()
@@ -240,6 +328,7 @@ impl Mailbox {
             key: self.key.clone(),
             record: Some(records::encode_session(
                 &state.principal,
+                state.expiry,
                 &state.subscriptions,
             )),
         }
@@ -250,19 +339,32 @@ impl Mailbox {
         self.session_change(&self.lock())
     }
 
-    /// Records the subscriptions granted (replacing the QoS of a filter subscribed again) and
-    /// journals them for a persistent session.
-    pub(crate) fn subscribed(&self, granted: &[(String, u8)], journal: &Journal) {
+    /// Records the subscriptions granted (replacing the QoS and options of a filter
+    /// subscribed again) and journals them for a persistent session. Returns, for each,
+    /// whether it is new (retain handling 1).
+    pub(crate) fn subscribed(&self, granted: &[Subscription], journal: &Journal) -> Vec<bool> {
         let mut state = self.lock();
-        for (filter, qos) in granted {
-            match state.subscriptions.iter_mut().find(|(f, _)| f == filter) {
-                Some(existing) => existing.1 = *qos,
-                None => state.subscriptions.push((filter.clone(), *qos)),
+        let mut new = Vec::with_capacity(granted.len());
+        for subscription in granted {
+            match state
+                .subscriptions
+                .iter_mut()
+                .find(|s| s.filter == subscription.filter)
+            {
+                Some(existing) => {
+                    *existing = subscription.clone();
+                    new.push(false);
+                }
+                None => {
+                    state.subscriptions.push(subscription.clone());
+                    new.push(true);
+                }
             }
         }
         if state.persistent {
             journal.record(self.session_change(&state));
         }
+        new
     }
 
     /// Forgets `filters`; returns those that were subscribed.
@@ -271,10 +373,10 @@ impl Mailbox {
         let removed: Vec<String> = state
             .subscriptions
             .iter()
-            .filter(|(f, _)| filters.contains(f))
-            .map(|(f, _)| f.clone())
+            .filter(|s| filters.contains(&s.filter))
+            .map(|s| s.filter.clone())
             .collect();
-        state.subscriptions.retain(|(f, _)| !filters.contains(f));
+        state.subscriptions.retain(|s| !filters.contains(&s.filter));
         if state.persistent && !removed.is_empty() {
             journal.record(self.session_change(&state));
         }
@@ -282,21 +384,22 @@ impl Mailbox {
     }
 
     /// Puts back the subscriptions of a session restored from the journal.
-    pub(crate) fn restore_subscriptions(&self, subscriptions: Vec<(String, u8)>) {
+    pub(crate) fn restore_subscriptions(&self, subscriptions: Vec<Subscription>) {
         self.lock().subscriptions = subscriptions;
     }
 
     /// The subscriptions, as granted.
-    pub(crate) fn subscriptions(&self) -> Vec<(String, u8)> {
+    pub(crate) fn subscriptions(&self) -> Vec<Subscription> {
         self.lock().subscriptions.clone()
     }
 
-    /// Offers a message matched by a subscription granted at `granted`; it is delivered at
-    /// min(published QoS, granted QoS).
+    /// Offers a message matched by a subscription granted at `granted` (with subscription
+    /// identifiers `ids`); it is delivered at min(published QoS, granted QoS).
     pub(crate) fn offer(
         &self,
         message: &Message,
         granted: u8,
+        ids: Option<Box<[u32]>>,
         limits: &QueueLimits,
         journal: &Journal,
         metrics: &RouterMetrics,
@@ -307,6 +410,10 @@ impl Mailbox {
         }
         if !state.principal.may_read(message.topic_str()) {
             return Offer::NotReadable;
+        }
+        if message.expired(now_ms()) {
+            RouterMetrics::count(&metrics.expired);
+            return Offer::Expired;
         }
         let qos = message.qos.min(granted);
         if qos == 0 && !self.is_attached() {
@@ -342,7 +449,7 @@ impl Mailbox {
             ticket = journal.record(StateChange::Queued {
                 key: self.key.clone(),
                 seq: next,
-                record: Some(records::encode_message(&delivered)),
+                record: Some(records::encode_message(&delivered, ids.as_deref())),
             });
             seq = Some(next);
         }
@@ -350,6 +457,7 @@ impl Mailbox {
         state.queue.push_back(Queued {
             message: delivered,
             seq,
+            ids,
         });
         drop(state);
         if self.is_attached() {
@@ -359,13 +467,14 @@ impl Mailbox {
     }
 
     /// Puts back a message restored from the journal (broker start).
-    pub(crate) fn restore(&self, seq: u64, message: Message) {
+    pub(crate) fn restore(&self, seq: u64, message: Message, ids: Option<Box<[u32]>>) {
         let mut state = self.lock();
         state.next_seq = state.next_seq.max(seq + 1);
         state.queued_bytes += size_of(&message);
         state.queue.push_back(Queued {
             message,
             seq: Some(seq),
+            ids,
         });
     }
 
@@ -382,22 +491,31 @@ impl Mailbox {
         metrics: &RouterMetrics,
     ) -> Vec<Outbound> {
         let mut state = self.lock();
+        let window = limits.inflight.min(state.receive_maximum);
+        let now = now_ms();
         let mut out = Vec::new();
         let mut bytes = 0;
         while out.len() < max && bytes < BATCH_BYTES {
             let Some(front) = state.queue.front() else {
                 break;
             };
-            if front.message.qos > 0 && state.inflight.len() >= limits.inflight {
+            if front.message.qos > 0 && state.inflight.len() >= window {
                 break;
             }
-            let Some(Queued { message, seq }) = state.queue.pop_front() else {
+            let Some(Queued { message, seq, ids }) = state.queue.pop_front() else {
                 break;
             };
             state.queued_bytes -= size_of(&message);
             bytes += size_of(&message);
-            if !state.principal.may_read(message.topic_str()) {
-                RouterMetrics::count(&metrics.not_readable);
+            let dropped = if !state.principal.may_read(message.topic_str()) {
+                Some(&metrics.not_readable)
+            } else if message.expired(now) {
+                Some(&metrics.expired)
+            } else {
+                None
+            };
+            if let Some(counter) = dropped {
+                RouterMetrics::count(counter);
                 if let Some(seq) = seq {
                     journal.record(self.dequeued(seq));
                 }
@@ -408,6 +526,7 @@ impl Mailbox {
                     message,
                     pkid: 0,
                     dup: false,
+                    ids,
                 });
                 continue;
             }
@@ -416,12 +535,14 @@ impl Mailbox {
                 pkid,
                 message: message.clone(),
                 seq,
+                ids: ids.clone(),
                 released: false,
             });
             out.push(Outbound::Publish {
                 message,
                 pkid,
                 dup: false,
+                ids,
             });
         }
         if let Some(dropped) = state.dropping
@@ -439,7 +560,7 @@ impl Mailbox {
             && state
                 .queue
                 .front()
-                .is_some_and(|next| next.message.qos == 0 || state.inflight.len() < limits.inflight)
+                .is_some_and(|next| next.message.qos == 0 || state.inflight.len() < window)
         {
             self.wake.notify_one();
         }
@@ -450,7 +571,7 @@ impl Mailbox {
     pub(crate) fn pop(&self, journal: &Journal, metrics: &RouterMetrics) -> Option<Message> {
         let mut state = self.lock();
         loop {
-            let Queued { message, seq } = state.queue.pop_front()?;
+            let Queued { message, seq, .. } = state.queue.pop_front()?;
             state.queued_bytes -= size_of(&message);
             if let Some(seq) = seq {
                 journal.record(self.dequeued(seq));
@@ -459,10 +580,13 @@ impl Mailbox {
                 info!(client = self.key, "in-process link caught up");
                 state.dropping = None;
             }
-            if state.principal.may_read(message.topic_str()) {
+            if !state.principal.may_read(message.topic_str()) {
+                RouterMetrics::count(&metrics.not_readable);
+            } else if message.expired(now_ms()) {
+                RouterMetrics::count(&metrics.expired);
+            } else {
                 return Some(message);
             }
-            RouterMetrics::count(&metrics.not_readable);
         }
     }
 
@@ -498,6 +622,25 @@ impl Mailbox {
     /// PUBCOMP: the QoS 2 exchange of `pkid` is complete.
     pub(crate) fn completed(&self, pkid: u16, journal: &Journal) -> bool {
         self.finish(pkid, 2, journal)
+    }
+
+    /// The QoS 2 message `pkid` is not delivered and will not be (an MQTT 5 client's PUBREC
+    /// with a failure reason, or too large to send it): its exchange ends.
+    pub(crate) fn refused(&self, pkid: u16, journal: &Journal) -> bool {
+        let mut state = self.lock();
+        let Some(index) = state
+            .inflight
+            .iter()
+            .position(|o| o.pkid == pkid && o.message.qos == 2 && !o.released)
+        else {
+            return false;
+        };
+        if let Some(seq) = state.inflight.remove(index).and_then(|f| f.seq) {
+            journal.record(self.dequeued(seq));
+        }
+        drop(state);
+        self.wake.notify_one();
+        true
     }
 
     fn finish(&self, pkid: u16, qos: u8, journal: &Journal) -> bool {
@@ -554,13 +697,14 @@ mod tests {
             payload: Bytes::from_static(b"p"),
             qos,
             retain: false,
+            properties: None,
         }
     }
 
     fn attached(principal: Principal) -> (Mailbox, Journal, RouterMetrics) {
-        let mailbox = Mailbox::new("k".into(), principal, false);
+        let mailbox = Mailbox::new("k".into(), principal, Expiry::WithConnection);
         let journal = Journal::default();
-        mailbox.attach(Principal::Anonymous, &journal);
+        mailbox.attach(Principal::Anonymous, usize::MAX, &journal);
         (mailbox, journal, RouterMetrics::default())
     }
 
@@ -576,10 +720,10 @@ mod tests {
     fn a_full_queue_drops_the_newest_and_counts_it() {
         let (mailbox, journal, metrics) = attached(Principal::Anonymous);
         for _ in 0..3 {
-            let offer = mailbox.offer(&message("a", 1), 1, &LIMITS, &journal, &metrics);
+            let offer = mailbox.offer(&message("a", 1), 1, None, &LIMITS, &journal, &metrics);
             assert_eq!(offer, Offer::Queued(None));
         }
-        let offer = mailbox.offer(&message("b", 1), 1, &LIMITS, &journal, &metrics);
+        let offer = mailbox.offer(&message("b", 1), 1, None, &LIMITS, &journal, &metrics);
         assert_eq!(offer, Offer::Full);
         assert_eq!(metrics.queue_full.load(Ordering::Relaxed), 1);
         // The window sends two; the third waits for an acknowledgement.
@@ -599,8 +743,8 @@ mod tests {
     #[test]
     fn delivery_is_at_the_lower_of_published_and_granted_qos() {
         let (mailbox, journal, metrics) = attached(Principal::Anonymous);
-        mailbox.offer(&message("a", 2), 1, &LIMITS, &journal, &metrics);
-        mailbox.offer(&message("a", 0), 2, &LIMITS, &journal, &metrics);
+        mailbox.offer(&message("a", 2), 1, None, &LIMITS, &journal, &metrics);
+        mailbox.offer(&message("a", 0), 2, None, &LIMITS, &journal, &metrics);
         let qos: Vec<u8> = mailbox
             .take(10, &LIMITS, &journal, &metrics)
             .into_iter()
@@ -613,17 +757,58 @@ mod tests {
     }
 
     #[test]
+    fn the_window_is_the_lower_of_the_bound_and_the_clients_receive_maximum() {
+        let journal = Journal::default();
+        let metrics = RouterMetrics::default();
+        let mailbox = Mailbox::new("k".into(), Principal::Anonymous, Expiry::WithConnection);
+        mailbox.attach(Principal::Anonymous, 1, &journal);
+        mailbox.offer(&message("a", 1), 1, None, &LIMITS, &journal, &metrics);
+        mailbox.offer(&message("b", 1), 1, None, &LIMITS, &journal, &metrics);
+        assert_eq!(pkids(&mailbox.take(10, &LIMITS, &journal, &metrics)), [1]);
+        assert!(mailbox.take(10, &LIMITS, &journal, &metrics).is_empty());
+        assert!(mailbox.acknowledged(1, &journal));
+        assert_eq!(pkids(&mailbox.take(10, &LIMITS, &journal, &metrics)), [2]);
+    }
+
+    #[test]
+    fn an_expired_message_is_dropped_and_counted() {
+        let (mailbox, journal, metrics) = attached(Principal::Anonymous);
+        let expiring = |at| Message {
+            properties: Some(std::sync::Arc::new(super::super::MessageProperties {
+                expires_at: Some(at),
+                ..Default::default()
+            })),
+            ..message("a", 1)
+        };
+        let offer = mailbox.offer(&expiring(1), 1, None, &LIMITS, &journal, &metrics);
+        assert_eq!(offer, Offer::Expired, "expired before it was queued");
+        let soon = now_ms() + 50;
+        let offer = mailbox.offer(&expiring(soon), 1, None, &LIMITS, &journal, &metrics);
+        assert_eq!(offer, Offer::Queued(None));
+        let later = now_ms() + 60_000;
+        mailbox.offer(&expiring(later), 1, None, &LIMITS, &journal, &metrics);
+        // The first one expires while it waits in the queue.
+        while now_ms() <= soon {
+            std::thread::yield_now();
+        }
+        let out = mailbox.take(10, &LIMITS, &journal, &metrics);
+        assert_eq!(out.len(), 1);
+        assert_eq!(metrics.expired.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
     fn unreadable_topics_are_not_queued() {
         let (mailbox, journal, metrics) = attached(Principal::Anonymous);
         let offer = mailbox.offer(
             &message("fleetmq/v1/acme/x/up/t", 1),
             1,
+            None,
             &LIMITS,
             &journal,
             &metrics,
         );
         assert_eq!(offer, Offer::NotReadable);
-        let offer = mailbox.offer(&message("$SYS/x", 1), 1, &LIMITS, &journal, &metrics);
+        let offer = mailbox.offer(&message("$SYS/x", 1), 1, None, &LIMITS, &journal, &metrics);
         assert_eq!(offer, Offer::NotReadable);
         assert_eq!(mailbox.depth(), (0, 0));
     }
@@ -632,20 +817,20 @@ mod tests {
     fn a_resumed_session_resends_what_was_not_acknowledged_first() {
         let journal = Journal::default();
         let metrics = RouterMetrics::default();
-        let mailbox = Mailbox::new("k".into(), Principal::Anonymous, true);
-        mailbox.attach(Principal::Anonymous, &journal);
-        mailbox.offer(&message("a", 1), 1, &LIMITS, &journal, &metrics);
-        mailbox.offer(&message("b", 2), 2, &LIMITS, &journal, &metrics);
+        let mailbox = Mailbox::new("k".into(), Principal::Anonymous, Expiry::Never);
+        mailbox.attach(Principal::Anonymous, usize::MAX, &journal);
+        mailbox.offer(&message("a", 1), 1, None, &LIMITS, &journal, &metrics);
+        mailbox.offer(&message("b", 2), 2, None, &LIMITS, &journal, &metrics);
         mailbox.take(10, &LIMITS, &journal, &metrics);
         assert!(mailbox.received(2));
         mailbox.detach();
         // Offline: QoS 0 is not kept, QoS 1 is.
         assert_eq!(
-            mailbox.offer(&message("c", 0), 1, &LIMITS, &journal, &metrics),
+            mailbox.offer(&message("c", 0), 1, None, &LIMITS, &journal, &metrics),
             Offer::Offline
         );
-        mailbox.offer(&message("d", 1), 1, &LIMITS, &journal, &metrics);
-        let resend = mailbox.attach(Principal::Anonymous, &journal);
+        mailbox.offer(&message("d", 1), 1, None, &LIMITS, &journal, &metrics);
+        let resend = mailbox.attach(Principal::Anonymous, usize::MAX, &journal);
         assert!(matches!(
             resend[0],
             Outbound::Publish {

@@ -28,15 +28,17 @@ mod retained;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use fleetmq_protocol::Principal;
 use tracing::warn;
 
 use crate::{StateChange, StoredState};
-use filters::{FilterTree, Subscriber};
+use filters::{FilterTree, Matched, Subscriber};
+pub(crate) use filters::{Options, Subscription};
 pub(crate) use journal::Journal;
-pub(crate) use mailbox::{Mailbox, Offer, Outbound, QueueLimits};
+pub(crate) use mailbox::{Expiry, Mailbox, Offer, Outbound, QueueLimits};
 use retained::{Kept, Retained};
 
 /// A message being routed.
@@ -48,6 +50,25 @@ pub(crate) struct Message {
     /// As published; in a mailbox, as it will be delivered.
     pub(crate) qos: u8,
     pub(crate) retain: bool,
+    /// What an MQTT 5 publisher attached to it, carried to subscribers; most messages have
+    /// none.
+    pub(crate) properties: Option<Arc<MessageProperties>>,
+}
+
+/// The properties of an MQTT 5 PUBLISH that travel with its message to every subscriber
+/// (MQTT 5 §3.3.2.3). MQTT 3.1.1 subscribers get the message without them; an expired
+/// message is not delivered at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct MessageProperties {
+    /// Payload format indicator 1: the payload is UTF-8.
+    pub(crate) payload_utf8: bool,
+    /// When the message expires (message expiry interval), milliseconds since the Unix
+    /// epoch: it survives a restart.
+    pub(crate) expires_at: Option<u64>,
+    pub(crate) content_type: Option<String>,
+    pub(crate) response_topic: Option<String>,
+    pub(crate) correlation_data: Option<Bytes>,
+    pub(crate) user_properties: Vec<(String, String)>,
 }
 
 impl Message {
@@ -55,6 +76,22 @@ impl Message {
     pub(crate) fn topic_str(&self) -> &str {
         std::str::from_utf8(&self.topic).unwrap_or_default()
     }
+
+    /// Whether its message expiry interval has passed at `now_ms`.
+    pub(crate) fn expired(&self, now_ms: u64) -> bool {
+        self.properties
+            .as_ref()
+            .and_then(|p| p.expires_at)
+            .is_some_and(|at| at <= now_ms)
+    }
+}
+
+/// Milliseconds since the Unix epoch, now: message expiry is kept in wall-clock time so that
+/// it survives a restart.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What the router counted, for `/metrics`.
@@ -64,6 +101,9 @@ pub(crate) struct RouterMetrics {
     pub(crate) queue_full: AtomicU64,
     pub(crate) offline_qos0: AtomicU64,
     pub(crate) not_readable: AtomicU64,
+    pub(crate) expired: AtomicU64,
+    pub(crate) sessions_expired: AtomicU64,
+    pub(crate) too_large: AtomicU64,
     pub(crate) retained_over_limit: AtomicU64,
     pub(crate) persistent_refused: AtomicU64,
 }
@@ -119,27 +159,48 @@ impl Router {
     }
 
     /// Routes `message` (its topic a valid topic name) to every session whose subscription
-    /// matches and who may read it, and keeps it if it is retained. Returns the journal
-    /// ticket to wait for before acknowledging the publisher, if any of it was persisted.
-    pub(crate) fn publish(&self, message: Message) -> Option<u64> {
+    /// matches and who may read it, and keeps it if it is retained. `origin` is the
+    /// publishing session, if a routed client published it (no-local subscriptions). Returns
+    /// the journal ticket to wait for before acknowledging the publisher, if any of it was
+    /// persisted.
+    pub(crate) fn publish(&self, message: Message, origin: Option<&Mailbox>) -> Option<u64> {
         RouterMetrics::count(&self.metrics.routed);
         let mut ticket = None;
         if message.retain {
             ticket = self.retain(&message);
         }
+        let retained = message.retain;
+        // Live messages reach existing subscribers without the retain flag (§3.3.1.3),
+        // unless they subscribed with retain as published (MQTT 5).
         let live = Message {
-            // Live messages reach existing subscribers without the retain flag (§3.3.1.3).
             retain: false,
             ..message
+        };
+        let kept = Message {
+            retain: retained,
+            ..live.clone()
         };
         let matching = self
             .filters
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .matching(live.topic_str());
-        for Subscriber { mailbox, qos } in matching {
-            let offered =
-                mailbox.offer(&live, qos, &self.limits.queue, &self.journal, &self.metrics);
+            .matching(live.topic_str(), origin);
+        for Matched {
+            mailbox,
+            qos,
+            retain_as_published,
+            ids,
+        } in matching
+        {
+            let message = if retain_as_published { &kept } else { &live };
+            let offered = mailbox.offer(
+                message,
+                qos,
+                ids,
+                &self.limits.queue,
+                &self.journal,
+                &self.metrics,
+            );
             if let Offer::Queued(Some(t)) = offered {
                 ticket = Some(t);
             }
@@ -166,20 +227,26 @@ impl Router {
     }
 
     /// Opens the session `key` for a connection of `principal` and attaches it. A clean
-    /// session replaces whatever was kept under the key; a persistent one resumes it.
-    /// Returns the mailbox, whether a session was present (CONNACK), and what must be sent
-    /// again first; or a refusal when a new persistent session would be one too many.
+    /// start replaces whatever was kept under the key; otherwise a kept session is resumed.
+    /// `expiry` is how long the session outlives the connection (it becomes the session's
+    /// from now on); `receive_maximum` how many QoS 1/2 messages the client accepts
+    /// unacknowledged. Returns the mailbox, whether a session was present (CONNACK), and
+    /// what must be sent again first; or a refusal when a new persistent session would be one
+    /// too many.
     pub(crate) fn open(
         &self,
         key: &str,
         principal: Principal,
-        clean_session: bool,
+        clean_start: bool,
+        expiry: Expiry,
+        receive_maximum: usize,
     ) -> Result<(Arc<Mailbox>, bool, Vec<Outbound>), TooManySessions> {
         let mut sessions = self.sessions();
-        let resumable = sessions
-            .get(key)
-            .is_some_and(|previous| previous.is_persistent());
-        if !clean_session
+        let resumable = !clean_start
+            && sessions
+                .get(key)
+                .is_some_and(|previous| previous.is_persistent());
+        if expiry.is_persistent()
             && !resumable
             && self.persistent.load(Ordering::Relaxed) >= self.limits.persistent_sessions as u64
         {
@@ -189,7 +256,7 @@ impl Router {
         let previous = sessions.remove(key);
         drop(sessions);
         let resumed = match previous {
-            Some(previous) if !clean_session && previous.is_persistent() => Some(previous),
+            Some(previous) if resumable => Some(previous),
             Some(previous) => {
                 self.discard(&previous);
                 None
@@ -198,14 +265,19 @@ impl Router {
         };
         let present = resumed.is_some();
         let mailbox = match resumed {
-            Some(mailbox) => mailbox,
+            // A resumed session that is to end with this connection stops being persistent
+            // when it closes (see `close`); until then it keeps its rows.
+            Some(mailbox) => {
+                if expiry.is_persistent() {
+                    mailbox.set_expiry(expiry, &self.journal);
+                } else {
+                    mailbox.end_with_connection();
+                }
+                mailbox
+            }
             None => {
-                let mailbox = Arc::new(Mailbox::new(
-                    key.to_owned(),
-                    principal.clone(),
-                    !clean_session,
-                ));
-                if !clean_session {
+                let mailbox = Arc::new(Mailbox::new(key.to_owned(), principal.clone(), expiry));
+                if expiry.is_persistent() {
                     self.persistent.fetch_add(1, Ordering::Relaxed);
                     self.journal.record(mailbox.record());
                 }
@@ -213,17 +285,32 @@ impl Router {
             }
         };
         self.sessions().insert(key.to_owned(), Arc::clone(&mailbox));
-        let resend = mailbox.attach(principal, &self.journal);
+        let resend = mailbox.attach(principal, receive_maximum, &self.journal);
         Ok((mailbox, present, resend))
     }
 
     /// The connection of `mailbox` ended: a persistent session stays (queueing), a clean one
-    /// goes with its subscriptions.
-    pub(crate) fn close(&self, mailbox: &Arc<Mailbox>) {
+    /// goes with its subscriptions. Returns the session's expiry interval and attachment
+    /// count when it is to end after some time: the caller sets a timer for
+    /// [`expire`](Self::expire).
+    pub(crate) fn close(&self, mailbox: &Arc<Mailbox>) -> Option<(Duration, u64)> {
         mailbox.detach();
-        if mailbox.is_persistent() {
-            return;
+        match mailbox.expiry() {
+            Expiry::Never => return None,
+            Expiry::After(seconds) if mailbox.is_persistent() => {
+                return Some((
+                    Duration::from_secs(u64::from(seconds)),
+                    mailbox.attachments(),
+                ));
+            }
+            _ => {}
         }
+        self.end(mailbox);
+        None
+    }
+
+    /// Ends `mailbox`'s session if it is still the one under its key.
+    fn end(&self, mailbox: &Arc<Mailbox>) {
         let mut sessions = self.sessions();
         if sessions
             .get(mailbox.key())
@@ -235,12 +322,45 @@ impl Router {
         self.discard(mailbox);
     }
 
+    /// A session's expiry interval has passed since its connection closed: it ends unless a
+    /// connection took it again meanwhile (`attachments` is the count at the close).
+    pub(crate) fn expire(&self, mailbox: &Arc<Mailbox>, attachments: u64) {
+        if mailbox.is_attached() || mailbox.attachments() != attachments {
+            return;
+        }
+        let current = self
+            .sessions()
+            .get(mailbox.key())
+            .is_some_and(|current| Arc::ptr_eq(current, mailbox));
+        if current {
+            RouterMetrics::count(&self.metrics.sessions_expired);
+            self.end(mailbox);
+        }
+    }
+
+    /// Persistent sessions that end some time after their connection and have none: restored
+    /// ones at start. Their expiry counts from now (when their connection closed is not kept).
+    pub(crate) fn detached_expiring(&self) -> Vec<(Arc<Mailbox>, Duration, u64)> {
+        self.sessions()
+            .values()
+            .filter(|m| !m.is_attached())
+            .filter_map(|m| match m.expiry() {
+                Expiry::After(seconds) => Some((
+                    Arc::clone(m),
+                    Duration::from_secs(u64::from(seconds)),
+                    m.attachments(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Ends a session for good: its subscriptions leave the tree and its rows the store.
     fn discard(&self, mailbox: &Arc<Mailbox>) {
         {
             let mut filters = self.filters.write().unwrap_or_else(|p| p.into_inner());
-            for (filter, _) in mailbox.subscriptions() {
-                filters.remove(&filter, mailbox);
+            for subscription in mailbox.subscriptions() {
+                filters.remove(&subscription.filter, mailbox);
             }
         }
         if mailbox.is_persistent() {
@@ -253,28 +373,43 @@ impl Router {
         mailbox.close();
     }
 
-    /// Adds `granted` subscriptions (filters the ACL allowed, with their granted QoS) and
-    /// queues the retained messages they match, after them in the mailbox.
-    pub(crate) fn subscribe(&self, mailbox: &Arc<Mailbox>, granted: &[(String, u8)]) {
+    /// Adds `granted` subscriptions (filters the ACL allowed, with their granted QoS and
+    /// options) and queues the retained messages they match, after them in the mailbox, as
+    /// their retain handling says. Shared subscriptions get no retained messages (MQTT 5
+    /// §4.8.2).
+    pub(crate) fn subscribe(&self, mailbox: &Arc<Mailbox>, granted: &[Subscription]) {
         {
             let mut filters = self.filters.write().unwrap_or_else(|p| p.into_inner());
-            for (filter, qos) in granted {
+            for subscription in granted {
                 filters.insert(
-                    filter,
+                    &subscription.filter,
                     Subscriber {
                         mailbox: Arc::clone(mailbox),
-                        qos: *qos,
+                        qos: subscription.qos,
+                        options: subscription.options,
                     },
                 );
             }
         }
-        mailbox.subscribed(granted, &self.journal);
+        let new = mailbox.subscribed(granted, &self.journal);
         let retained = self.retained.lock().unwrap_or_else(|p| p.into_inner());
-        for (filter, qos) in granted {
-            for message in retained.matching(filter) {
+        let now = now_ms();
+        for (subscription, new) in granted.iter().zip(new) {
+            let replay = match subscription.options.retain_handling {
+                0 => true,
+                1 => new,
+                _ => false,
+            };
+            if !replay || filters::split_shared(&subscription.filter).0.is_some() {
+                continue;
+            }
+            let ids: Option<Box<[u32]>> =
+                (subscription.options.id != 0).then(|| Box::from([subscription.options.id]));
+            for message in retained.matching(&subscription.filter, now) {
                 mailbox.offer(
                     &message,
-                    *qos,
+                    subscription.qos,
+                    ids.clone(),
                     &self.limits.queue,
                     &self.journal,
                     &self.metrics,
@@ -283,13 +418,14 @@ impl Router {
         }
     }
 
-    /// Removes subscriptions (unknown filters are ignored).
-    pub(crate) fn unsubscribe(&self, mailbox: &Arc<Mailbox>, filters: &[String]) {
+    /// Removes subscriptions; returns, for each filter, whether it was subscribed.
+    pub(crate) fn unsubscribe(&self, mailbox: &Arc<Mailbox>, filters: &[String]) -> Vec<bool> {
         let removed = mailbox.unsubscribed(filters, &self.journal);
         let mut tree = self.filters.write().unwrap_or_else(|p| p.into_inner());
-        for filter in removed {
-            tree.remove(&filter, mailbox);
+        for filter in &removed {
+            tree.remove(filter, mailbox);
         }
+        filters.iter().map(|f| removed.contains(f)).collect()
     }
 
     /// Puts back what was persisted (broker start, before any connection). Unreadable rows
@@ -306,16 +442,17 @@ impl Router {
         let mut restored = HashMap::new();
         for (key, record) in state.sessions {
             match records::decode_session(&record) {
-                Ok((principal, subscriptions)) => {
-                    let mailbox = Arc::new(Mailbox::new(key.clone(), principal, true));
+                Ok((principal, expiry, subscriptions)) => {
+                    let mailbox = Arc::new(Mailbox::new(key.clone(), principal, expiry));
                     {
                         let mut filters = self.filters.write().unwrap_or_else(|p| p.into_inner());
-                        for (filter, qos) in &subscriptions {
+                        for s in &subscriptions {
                             filters.insert(
-                                filter,
+                                &s.filter,
                                 Subscriber {
                                     mailbox: Arc::clone(&mailbox),
-                                    qos: *qos,
+                                    qos: s.qos,
+                                    options: s.options,
                                 },
                             );
                         }
@@ -333,7 +470,7 @@ impl Router {
                 continue;
             };
             match records::decode_message(&record) {
-                Ok(message) => mailbox.restore(seq, message),
+                Ok((message, ids)) => mailbox.restore(seq, message, ids),
                 Err(e) => warn!(key, seq, error = %e, "skipping a stored queued message"),
             }
         }
@@ -345,7 +482,7 @@ impl Router {
     /// Counters for `/metrics`: (series, help, value).
     pub(crate) fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        const DROPPED: &str = "MQTT messages not delivered to a subscribing session, by reason: queue_full (the session's bounded queue was full; the newest message is dropped), offline_qos0 (QoS 0 for a persistent session with no connection), not_readable (a queued message the session may no longer read: its rights changed while it waited).";
+        const DROPPED: &str = "MQTT messages not delivered to a subscribing session, by reason: queue_full (the session's bounded queue was full; the newest message is dropped), offline_qos0 (QoS 0 for a persistent session with no connection), not_readable (a queued message the session may no longer read: its rights changed while it waited), expired (its MQTT 5 message expiry interval passed before it was sent), too_large (larger than the MQTT 5 client's maximum packet size).";
         vec![
             (
                 "fleetmq_mqtt_messages_routed_total",
@@ -366,6 +503,21 @@ impl Router {
                 "fleetmq_mqtt_messages_dropped_total{reason=\"not_readable\"}",
                 DROPPED,
                 get(&self.metrics.not_readable),
+            ),
+            (
+                "fleetmq_mqtt_messages_dropped_total{reason=\"expired\"}",
+                DROPPED,
+                get(&self.metrics.expired),
+            ),
+            (
+                "fleetmq_mqtt_messages_dropped_total{reason=\"too_large\"}",
+                DROPPED,
+                get(&self.metrics.too_large),
+            ),
+            (
+                "fleetmq_mqtt_sessions_expired_total",
+                "MQTT 5 sessions ended because their session expiry interval passed with no connection.",
+                get(&self.metrics.sessions_expired),
             ),
             (
                 "fleetmq_mqtt_persistent_sessions_refused_total",

@@ -5,10 +5,12 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use fleetmq_protocol::topic::matches;
 
-use super::Message;
+use super::{Message, MessageProperties};
 
 /// Topic → its retained message. The topic is kept once, as the key: a message is built
 /// again when it is replayed (rarely, and it is copied then anyway).
@@ -21,6 +23,8 @@ pub(crate) struct Retained {
 struct Payload {
     payload: Bytes,
     qos: u8,
+    /// An MQTT 5 publisher's properties, kept with it (MQTT 5 §3.3.2.3).
+    properties: Option<Arc<MessageProperties>>,
 }
 
 impl Payload {
@@ -31,6 +35,7 @@ impl Payload {
         Payload {
             payload: Bytes::copy_from_slice(&message.payload),
             qos: message.qos,
+            properties: message.properties.clone(),
         }
     }
 
@@ -40,7 +45,16 @@ impl Payload {
             payload: self.payload.clone(),
             qos: self.qos,
             retain: true,
+            properties: self.properties.clone(),
         }
+    }
+
+    /// Whether its message expiry interval has passed.
+    fn expired(&self, now_ms: u64) -> bool {
+        self.properties
+            .as_ref()
+            .and_then(|p| p.expires_at)
+            .is_some_and(|at| at <= now_ms)
     }
 }
 
@@ -77,8 +91,10 @@ impl Retained {
     }
 
     /// The retained messages `filter` matches (a `$share/…` filter gets none, MQTT 5
-    /// §4.8.2). Only the topics under the filter's literal prefix are looked at.
-    pub(crate) fn matching(&self, filter: &str) -> Vec<Message> {
+    /// §4.8.2), except those whose message expiry interval has passed (MQTT 5
+    /// §3.3.2.3.3; they are forgotten when the topic is next set). Only the topics under
+    /// the filter's literal prefix are looked at.
+    pub(crate) fn matching(&self, filter: &str, now_ms: u64) -> Vec<Message> {
         if filter.starts_with("$share/") {
             return Vec::new();
         }
@@ -91,7 +107,7 @@ impl Retained {
         self.by_topic
             .range::<String, _>(range)
             .take_while(|(topic, _)| topic.starts_with(&prefix))
-            .filter(|(topic, _)| matches(filter, topic))
+            .filter(|(topic, kept)| matches(filter, topic) && !kept.expired(now_ms))
             .map(|(topic, kept)| kept.message(topic))
             .collect()
     }
@@ -108,6 +124,7 @@ mod tests {
             payload: Bytes::from_static(payload.as_bytes()),
             qos: 1,
             retain: true,
+            properties: None,
         }
     }
 
@@ -120,7 +137,7 @@ mod tests {
         assert_eq!(retained.set(&message("a/b", "4"), 2), Kept::Stored);
         let topics = |retained: &Retained, filter| -> Vec<String> {
             retained
-                .matching(filter)
+                .matching(filter, 0)
                 .iter()
                 .map(|m| m.topic_str().to_owned())
                 .collect()
@@ -129,10 +146,25 @@ mod tests {
         assert_eq!(topics(&retained, "#"), ["a/b", "a/c"]);
         assert_eq!(topics(&retained, "a/b"), ["a/b"]);
         assert!(topics(&retained, "$share/g/a/+").is_empty());
-        assert_eq!(retained.matching("a/b")[0].payload, "4");
+        assert_eq!(retained.matching("a/b", 0)[0].payload, "4");
         assert_eq!(retained.set(&message("a/b", ""), 2), Kept::Cleared);
         assert_eq!(retained.set(&message("a/b", ""), 2), Kept::Unchanged);
         assert_eq!(topics(&retained, "#"), ["a/c"]);
+    }
+
+    #[test]
+    fn an_expired_retained_message_is_not_replayed() {
+        let mut retained = Retained::default();
+        let expiring = Message {
+            properties: Some(std::sync::Arc::new(MessageProperties {
+                expires_at: Some(1_000),
+                ..MessageProperties::default()
+            })),
+            ..message("a", "1")
+        };
+        retained.set(&expiring, 10);
+        assert_eq!(retained.matching("a", 999).len(), 1);
+        assert!(retained.matching("a", 1_000).is_empty());
     }
 
     #[test]
@@ -140,7 +172,7 @@ mod tests {
         let mut retained = Retained::default();
         retained.set(&message("$SYS/x", "1"), 10);
         retained.set(&message("x", "2"), 10);
-        assert_eq!(retained.matching("#").len(), 1);
-        assert_eq!(retained.matching("$SYS/#").len(), 1);
+        assert_eq!(retained.matching("#", 0).len(), 1);
+        assert_eq!(retained.matching("$SYS/#", 0).len(), 1);
     }
 }
