@@ -68,11 +68,16 @@ impl Core {
         if let Some(previous) = self.delayed_wills().insert(key.clone(), token.clone()) {
             previous.cancel();
         }
-        let core = Arc::clone(self);
+        // Weak: a broker that stops (and its store, which the authenticator holds) is not
+        // kept alive by a will waiting for its delay.
+        let core = Arc::downgrade(self);
         tokio::spawn(async move {
             tokio::select! {
                 () = token.cancelled() => {}
                 () = tokio::time::sleep(after) => {
+                    let Some(core) = core.upgrade() else {
+                        return;
+                    };
                     let mut wills = core.delayed_wills();
                     // Not cancelled: the entry is still this one (a newer one cancels it).
                     if token.is_cancelled() {
@@ -103,10 +108,14 @@ impl Core {
         after: Duration,
         attachments: u64,
     ) {
-        let core = Arc::clone(self);
+        // Weak, like a delayed will's: the timer does not keep a stopped broker alive.
+        let core = Arc::downgrade(self);
+        let mailbox = Arc::downgrade(&mailbox);
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            core.router.expire(&mailbox, attachments);
+            if let (Some(core), Some(mailbox)) = (core.upgrade(), mailbox.upgrade()) {
+                core.router.expire(&mailbox, attachments);
+            }
         });
     }
 }

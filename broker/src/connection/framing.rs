@@ -16,7 +16,7 @@ use bytes::{BufMut, BytesMut};
 use rumqttd::protocol::v4::{V4, check};
 use rumqttd::protocol::v5::V5;
 use rumqttd::protocol::{Error as WireError, Packet, Protocol};
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::time::timeout;
 use tracing::warn;
 
@@ -298,6 +298,16 @@ impl Wire {
                 "write timed out",
             ))),
         }
+    }
+
+    /// Ends the broker's side of the stream and reads (and drops) what the client sends
+    /// until it closes its side. Bounded by the caller's timeout.
+    pub(super) async fn drain_until_closed(&mut self) {
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        let mut discard = [0u8; 4096];
+        while let Ok(1..) = self.stream.read(&mut discard).await {}
     }
 
     /// Answers CONNECT with an MQTT 5 reason code (an MQTT 3.1.1 client gets the matching

@@ -158,7 +158,8 @@ impl Close {
     }
 }
 
-/// How long a DISCONNECT to a closing MQTT 5 client may take to write.
+/// How long a DISCONNECT to a closing MQTT 5 client may take to write and the client to
+/// close.
 const DISCONNECT_WRITE: Duration = Duration::from_secs(1);
 
 /// A client's last will, kept for the connection's life.
@@ -581,7 +582,15 @@ async fn finish(shared: &Shared, live: Live<'_>, close: Close) {
         .filter(|_| wire.is_v5())
     {
         wire.queue_disconnect(code, &close.to_string());
-        let _ = timeout(DISCONNECT_WRITE, wire.flush()).await;
+        // Written, then what the client still sends is read and dropped until it closes:
+        // closing with unread bytes (the rest of a packet too large) resets the connection,
+        // and the client would lose the DISCONNECT.
+        let _ = timeout(DISCONNECT_WRITE, async {
+            if wire.flush().await.is_ok() {
+                wire.drain_until_closed().await;
+            }
+        })
+        .await;
     }
 
     // Every end but a client DISCONNECT publishes the will (MQTT 3.1.1 §3.1.2.5), after

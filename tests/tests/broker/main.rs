@@ -1,9 +1,10 @@
 //! The embedded broker's promises, end to end over real sockets with stock clients (rumqttc
 //! here, paho-mqtt from PyPI in `paho`): wildcard subscriptions filtered per message, QoS
 //! downgrade, bounded queues whose overflow is counted, persistent sessions that survive a
-//! restart.
+//! restart; MQTT 5 and its mix with MQTT 3.1.1 in `mqtt5`.
 
 mod delivery;
+mod mqtt5;
 mod paho;
 mod sandbox;
 mod sessions;

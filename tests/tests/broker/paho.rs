@@ -18,7 +18,18 @@ async fn scenario(
     devices: &[&DeviceIdentity],
     user: Option<(&str, &str)>,
 ) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("paho/broker_check.py");
+    run_script("broker_check.py", app, name, devices, user).await;
+}
+
+/// Runs scenario `name` of the paho script `script` (in `tests/paho/`) against `app`.
+pub async fn run_script(
+    script: &str,
+    app: &TestApp,
+    name: &str,
+    devices: &[&DeviceIdentity],
+    user: Option<(&str, &str)>,
+) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("paho").join(script);
     let mut command = Command::new("python3");
     command
         .arg(&script)
