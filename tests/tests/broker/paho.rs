@@ -29,7 +29,9 @@ pub async fn run_script(
     devices: &[&DeviceIdentity],
     user: Option<(&str, &str)>,
 ) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("paho").join(script);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("paho")
+        .join(script);
     let mut command = Command::new("python3");
     command
         .arg(&script)

@@ -8,6 +8,7 @@ mod commands;
 mod configuration;
 mod ingest;
 mod limits;
+mod mqtt5;
 mod resends;
 mod revocation;
 mod stock_tools;
@@ -26,7 +27,11 @@ pub struct Fleet {
 }
 
 pub async fn fleet() -> Fleet {
-    let app = TestApp::spawn().await;
+    fleet_with(|_| {}).await
+}
+
+pub async fn fleet_with(tweak: impl Fn(&mut fleetmq::Config)) -> Fleet {
+    let app = TestApp::spawn_with(tweak).await;
     let orgs = app.two_organizations().await;
     Fleet {
         app,
