@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::mqtt::Mqtt;
-use fleetmq_protocol::{CommandRequest, DownChannel, Topic};
+use fleetmq_protocol::{CommandRequest, DownChannel, Topic, UpChannel};
 use fleetmq_store::{Command, CommandId, CommandStatus, DeviceId, Store, Timestamp};
 
 use crate::metrics::Metrics;
@@ -114,9 +114,16 @@ impl CommandTracker {
             input: command.input.clone(),
         };
         let topic = Topic::down(slug.as_str(), device, DownChannel::CommandRequest);
+        // An MQTT 5 device is told where to answer, with the command id to answer with.
+        let reply_to = Topic::up(slug.as_str(), device, UpChannel::CommandResult);
         match self
             .broker
-            .publish(&topic.to_string(), request.to_bytes(), false)
+            .publish_request(
+                &topic.to_string(),
+                request.to_bytes(),
+                &reply_to.to_string(),
+                command.id.0.to_string(),
+            )
             .await
         {
             Ok(()) => self.metrics.command_sent(),

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::mqtt::Mqtt;
-use fleetmq_protocol::{Call, DownChannel, Topic, UpdateRequest, UpdateResponse};
+use fleetmq_protocol::{Call, DownChannel, Topic, UpChannel, UpdateRequest, UpdateResponse};
 use fleetmq_store::DeviceId;
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -99,8 +99,14 @@ impl DeviceCalls {
             id: request.id,
         };
         let topic = Topic::down(&slug, device, DownChannel::UpdateRequest);
+        let reply_to = Topic::up(&slug, device, UpChannel::UpdateResponse);
         self.broker
-            .publish(&topic.to_string(), request.to_bytes(), false)
+            .publish_request(
+                &topic.to_string(),
+                request.to_bytes(),
+                &reply_to.to_string(),
+                request.id.to_string(),
+            )
             .await
             .map_err(|e| CallError::NotSent(e.to_string()))?;
         match tokio::time::timeout(self.timeout, rx).await {

@@ -609,6 +609,8 @@ async fn uplink_message(store: &Store, publish: &Publish) -> Option<UplinkMessag
         topic,
         payload: publish.payload.clone(),
         retain: publish.retain,
+        // The bridge's client of an external broker speaks MQTT 3.1.1.
+        correlation_data: None,
     })
 }
 

@@ -30,6 +30,21 @@ pub trait MqttPlane: Send + Sync + 'static {
         retain: bool,
     ) -> PlaneFuture<'_, Result<(), MqttError>>;
 
+    /// Publishes a request to a device as [`publish`](Self::publish) does, telling an MQTT 5
+    /// device to answer on `response_topic` with `correlation_data` (MQTT 5 request/response).
+    /// A plane that cannot say so publishes the request alone: the device answers on its
+    /// usual channel, which is `response_topic` too.
+    fn publish_request(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        response_topic: &str,
+        correlation_data: Bytes,
+    ) -> PlaneFuture<'_, Result<(), MqttError>> {
+        let _ = (response_topic, correlation_data);
+        self.publish(topic, payload, false)
+    }
+
     /// Judges again the live sessions `affected` may concern; returns how many ended.
     fn reauthorize(&self, affected: Affected) -> PlaneFuture<'_, usize>;
 
@@ -58,6 +73,24 @@ impl Mqtt {
         retain: bool,
     ) -> Result<(), MqttError> {
         self.0.publish(topic, payload.into(), retain).await
+    }
+
+    /// See [`MqttPlane::publish_request`].
+    pub async fn publish_request(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        response_topic: &str,
+        correlation_data: impl Into<Bytes>,
+    ) -> Result<(), MqttError> {
+        self.0
+            .publish_request(
+                topic,
+                payload.into(),
+                response_topic,
+                correlation_data.into(),
+            )
+            .await
     }
 
     /// See [`MqttPlane::reauthorize`].
@@ -92,6 +125,21 @@ impl MqttPlane for BrokerHandle {
         let topic = topic.to_owned();
         Box::pin(async move {
             BrokerHandle::publish(self, &topic, payload, retain)
+                .await
+                .map_err(|e| MqttError(e.to_string()))
+        })
+    }
+
+    fn publish_request(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        response_topic: &str,
+        correlation_data: Bytes,
+    ) -> PlaneFuture<'_, Result<(), MqttError>> {
+        let (topic, response_topic) = (topic.to_owned(), response_topic.to_owned());
+        Box::pin(async move {
+            BrokerHandle::publish_request(self, &topic, payload, &response_topic, correlation_data)
                 .await
                 .map_err(|e| MqttError(e.to_string()))
         })

@@ -23,7 +23,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use fleetmq_broker::{BrokerError, SessionEvent, Uplink, UplinkFuture, UplinkMessage};
+use fleetmq_broker::{
+    BrokerError, Delivered, SessionEvent, Uplink, UplinkFuture, UplinkMessage, UplinkRefusal,
+};
 use fleetmq_protocol::topic::Channel;
 use fleetmq_protocol::{
     DownChannel, ErrorNotice, PresenceStatus, ProtocolError, TelemetryLimits, Topic, UpChannel,
@@ -58,10 +60,19 @@ impl From<StoreError> for UplinkError {
 }
 
 /// What an uplink's outcome tells the broker: a refused payload was answered on `down/error`
-/// and a resend would be refused too, so only a store failure is "not taken".
-pub(crate) fn broker_result(result: Result<(), UplinkError>) -> Result<(), BrokerError> {
+/// and a resend would be refused too, so only a store failure is "not taken". A refusal is
+/// said as MQTT 5 says it (an MQTT 5 device gets it as its PUBACK's reason code): a payload
+/// over a bound is a quota exceeded, anything else a payload format invalid.
+pub(crate) fn broker_result(result: Result<(), UplinkError>) -> Result<Delivered, BrokerError> {
     match result {
-        Ok(()) | Err(UplinkError::Refused(_)) => Ok(()),
+        Ok(()) => Ok(Delivered::Taken),
+        Err(UplinkError::Refused(error)) => Ok(Delivered::Refused {
+            why: match error {
+                ProtocolError::PayloadTooLarge { .. } => UplinkRefusal::QuotaExceeded,
+                _ => UplinkRefusal::PayloadInvalid,
+            },
+            reason: error.to_string(),
+        }),
         Err(UplinkError::Store(e)) => Err(BrokerError::Uplink(e.to_string())),
     }
 }
@@ -336,7 +347,13 @@ where
         UpChannel::Telemetry => limits.check_size(&message.payload),
         _ => Ok(()),
     };
-    let result = match size.and_then(|()| DeviceMessage::parse(channel, &message.payload)) {
+    let parse = |()| match &message.correlation_data {
+        Some(correlation) => {
+            DeviceMessage::parse_correlated(channel, &message.payload, correlation)
+        }
+        None => DeviceMessage::parse(channel, &message.payload),
+    };
+    let result = match size.and_then(parse) {
         Ok(parsed) => apply(parsed).await,
         Err(error) => Err(UplinkError::Refused(error)),
     };

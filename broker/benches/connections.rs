@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleetmq_broker::{
-    AuthFuture, Authenticator, Broker, BrokerConfig, Login, Refusal, SessionEvent, Uplink,
-    UplinkFuture, UplinkMessage,
+    AuthFuture, Authenticator, Broker, BrokerConfig, Delivered, Login, Refusal, SessionEvent,
+    Uplink, UplinkFuture, UplinkMessage,
 };
 use fleetmq_protocol::Principal;
 use tokio_util::sync::CancellationToken;
@@ -61,7 +61,7 @@ struct CountingUplink {
 impl Uplink for CountingUplink {
     fn deliver(&self, _message: UplinkMessage) -> UplinkFuture<'_> {
         self.delivered.fetch_add(1, Ordering::Relaxed);
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(std::future::ready(Ok(Delivered::Taken)))
     }
 
     fn session(&self, event: SessionEvent) {

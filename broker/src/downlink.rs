@@ -19,6 +19,7 @@ use fleetmq_protocol::topic::is_valid_level;
 use rumqttd::protocol::QoS;
 
 use crate::BrokerError;
+use crate::router::MessageProperties;
 
 /// Messages that may wait for a device's connection task; beyond it they are dropped.
 pub(crate) const DOWNLINK_QUEUE: usize = 256;
@@ -28,6 +29,8 @@ pub(crate) const DOWNLINK_QUEUE: usize = 256;
 pub(crate) struct Downlink {
     pub(crate) topic: Bytes,
     pub(crate) payload: Bytes,
+    /// A request's response topic and correlation data, for MQTT 5 devices.
+    pub(crate) properties: Option<Arc<MessageProperties>>,
 }
 
 struct Entry {
@@ -278,6 +281,7 @@ mod tests {
 
     fn message() -> Downlink {
         Downlink {
+            properties: None,
             topic: Bytes::from_static(b"t"),
             payload: Bytes::new(),
         }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::BrokerError;
 use crate::auth::Authenticator;
 use crate::downlink::{Downlink, Downlinks, Sent, down_topic_device};
-use crate::router::{Expiry, Mailbox, Message as Routed, Router, Subscription};
+use crate::router::{Expiry, Mailbox, Message as Routed, MessageProperties, Router, Subscription};
 use crate::session::{Sessions, device_client_id, internal_client_id};
 
 /// State shared by the accept loop, every connection task and every handle.
@@ -41,13 +41,14 @@ impl Core {
         topic: Bytes,
         payload: Bytes,
         retain: bool,
+        properties: Option<Arc<MessageProperties>>,
     ) -> Result<(), BrokerError> {
         let message = Routed {
             topic,
             payload,
             qos: 1,
             retain,
-            properties: None,
+            properties,
         };
         match self.router.publish(message, None) {
             Some(ticket) => self.router.journal.durable(ticket).await,
@@ -141,14 +142,48 @@ impl BrokerHandle {
         payload: impl Into<Bytes>,
         retain: bool,
     ) -> Result<(), BrokerError> {
+        self.publish_with(topic, payload.into(), retain, None).await
+    }
+
+    /// Publishes a request to a device (e.g. `down/command/request`) as
+    /// [`publish`](Self::publish) does, telling an MQTT 5 device where to answer and with
+    /// which correlation data (MQTT 5 request/response, §4.10): `response_topic` must be one
+    /// of the device's own `up/` topics, or the device may not publish its answer there. An
+    /// MQTT 3.1.1 device gets the message alone and answers on its usual channel.
+    pub async fn publish_request(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        response_topic: &str,
+        correlation_data: impl Into<Bytes>,
+    ) -> Result<(), BrokerError> {
+        if !is_valid_topic_name(response_topic) {
+            return Err(BrokerError::InvalidTopic(response_topic.to_owned()));
+        }
+        let properties = MessageProperties {
+            response_topic: Some(response_topic.to_owned()),
+            correlation_data: Some(correlation_data.into()),
+            ..MessageProperties::default()
+        };
+        self.publish_with(topic, payload.into(), false, Some(Arc::new(properties)))
+            .await
+    }
+
+    async fn publish_with(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        retain: bool,
+        properties: Option<Arc<MessageProperties>>,
+    ) -> Result<(), BrokerError> {
         if !is_valid_topic_name(topic) || topic.starts_with('$') {
             return Err(BrokerError::InvalidTopic(topic.to_owned()));
         }
-        let payload = payload.into();
         if let Some(device_id) = down_topic_device(topic)? {
             let message = Downlink {
                 topic: Bytes::copy_from_slice(topic.as_bytes()),
                 payload: payload.clone(),
+                properties: properties.clone(),
             };
             match self.core.downlinks.send(device_id, message) {
                 Sent::Queued => {}
@@ -157,7 +192,12 @@ impl BrokerHandle {
             }
         }
         self.core
-            .publish(Bytes::copy_from_slice(topic.as_bytes()), payload, retain)
+            .publish(
+                Bytes::copy_from_slice(topic.as_bytes()),
+                payload,
+                retain,
+                properties,
+            )
             .await
     }
 

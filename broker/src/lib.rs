@@ -79,7 +79,7 @@ pub use tls::TlsIdentity;
 /// The DER certificate type of [`Login::client_certificates`], so that authenticators need
 /// no TLS crate of their own to name it.
 pub use tokio_rustls::rustls::pki_types::CertificateDer;
-pub use uplink::{SessionEvent, Uplink, UplinkFuture, UplinkMessage};
+pub use uplink::{Delivered, SessionEvent, Uplink, UplinkFuture, UplinkMessage, UplinkRefusal};
 
 use connection::Shared;
 use handle::Core;

@@ -29,6 +29,34 @@ pub struct UplinkMessage {
     pub payload: Bytes,
     /// The device asked the broker to retain it (live message; e.g. presence).
     pub retain: bool,
+    /// MQTT 5 correlation data: an answer to a request says which (see
+    /// [`BrokerHandle::publish_request`](crate::BrokerHandle::publish_request)).
+    pub correlation_data: Option<Bytes>,
+}
+
+/// What the uplink made of a device message it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    /// Taken: its effect is durable. It is acknowledged and routed.
+    Taken,
+    /// Refused for good for what it says (not worth sending again). An MQTT 3.1.1 device
+    /// has it acknowledged (and routed) all the same; an MQTT 5 device gets the refusal's
+    /// reason code in its PUBACK/PUBREC, and the message goes no further.
+    Refused {
+        /// Which reason code.
+        why: UplinkRefusal,
+        /// A reason string for the device.
+        reason: String,
+    },
+}
+
+/// Why the uplink refused a device message, as MQTT 5 reason codes say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UplinkRefusal {
+    /// The payload is not what its channel takes (`0x99`, payload format invalid).
+    PayloadInvalid,
+    /// The payload is over a bound (`0x97`, quota exceeded).
+    QuotaExceeded,
 }
 
 /// A device's MQTT session opened or ended. Only devices produce events.
@@ -62,16 +90,17 @@ pub enum SessionEvent {
 
 /// The future [`Uplink::deliver`] returns. `Err` means "not taken": no acknowledgement, the
 /// connection is closed, the device resends.
-pub type UplinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BrokerError>> + Send + 'a>>;
+pub type UplinkFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Delivered, BrokerError>> + Send + 'a>>;
 
 /// Where device uplink goes (the server plugs in the bridge).
 ///
 /// The broker calls [`deliver`](Uplink::deliver) for each device message in the order the
 /// device sent them, one at a time per connection: while a delivery is pending the
 /// connection reads nothing more from its socket (TCP back-pressure on that device only; its
-/// downlink keeps flowing). Resolve `Ok` only once the message's effect is durable, and also
-/// for messages that are refused for good (a malformed payload): `Ok` means "do not send it
-/// again". A delivery that takes longer than
+/// downlink keeps flowing). Resolve `Ok(Taken)` only once the message's effect is durable,
+/// and `Ok(Refused)` for messages that are refused for good (a malformed payload): `Ok` means
+/// "do not send it again". A delivery that takes longer than
 /// [`BrokerConfig::uplink_timeout`](crate::BrokerConfig::uplink_timeout) counts as failed.
 pub trait Uplink: Send + Sync + 'static {
     /// Takes one device message; resolves once it is safe to acknowledge.
@@ -87,7 +116,7 @@ pub(crate) struct NoUplink;
 
 impl Uplink for NoUplink {
     fn deliver(&self, _message: UplinkMessage) -> UplinkFuture<'_> {
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(std::future::ready(Ok(Delivered::Taken)))
     }
 
     fn session(&self, _event: SessionEvent) {}

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetmq_broker::{
-    AuthFuture, Authenticator, Broker, BrokerConfig, BrokerError, BrokerHandle, Login, Refusal,
-    SessionEvent, Uplink, UplinkFuture, UplinkMessage,
+    AuthFuture, Authenticator, Broker, BrokerConfig, BrokerError, BrokerHandle, Delivered, Login,
+    Refusal, SessionEvent, Uplink, UplinkFuture, UplinkMessage,
 };
 use fleetmq_protocol::topic::{ALL_UP_FILTER, DownChannel, Topic, UpChannel};
 use fleetmq_protocol::{OrgScope, Principal};
@@ -1574,7 +1574,7 @@ async fn connect_with_reserved_flag_or_password_without_username_is_closed_witho
 }
 
 /// The verdict on one delivery, sent by the test.
-type Verdict = oneshot::Sender<Result<(), BrokerError>>;
+type Verdict = oneshot::Sender<Result<Delivered, BrokerError>>;
 
 /// An uplink the test drives: every delivery waits until the test answers it.
 struct HeldUplink {
@@ -1698,7 +1698,7 @@ async fn a_device_qos1_publish_is_acknowledged_and_routed_only_after_the_uplink_
         );
     }
 
-    verdict.send(Ok(())).unwrap();
+    verdict.send(Ok(Delivered::Taken)).unwrap();
     loop {
         if let Event::Incoming(Packet::PubAck(_)) = device.next_event().await.unwrap() {
             break;
@@ -1794,7 +1794,7 @@ async fn device_messages_reach_the_uplink_in_order_and_qos2_is_gated_too() {
             (&message.topic, &message.payload[..], message.retain),
             (topic, payload.as_bytes(), retain)
         );
-        verdict.send(Ok(())).unwrap();
+        verdict.send(Ok(Delivered::Taken)).unwrap();
     }
     let (message, verdict) = probe.next_delivery().await;
     assert_eq!(&message.payload[..], b"q2");
@@ -1804,7 +1804,7 @@ async fn device_messages_reach_the_uplink_in_order_and_qos2_is_gated_too() {
             "PUBREC before the uplink answered"
         );
     }
-    verdict.send(Ok(())).unwrap();
+    verdict.send(Ok(Delivered::Taken)).unwrap();
     loop {
         if let Event::Incoming(Packet::PubComp(_)) = device.next_event().await.unwrap() {
             break;

@@ -51,6 +51,10 @@ pub enum ProtocolError {
     /// `images/upload` without base64 image bytes in `body.data`.
     #[error("invalid images/upload body: expected {{\"data\": <base64 image>}}")]
     InvalidUpload,
+    /// MQTT 5 correlation data of an answer that names no request, or another request than
+    /// its payload's `id`.
+    #[error("correlation data {0}")]
+    Correlation(&'static str),
     /// A client id, username or topic level that is not a device id's wire form.
     #[error("`{0}` is not a device id (a lowercase hyphenated UUID)")]
     InvalidDeviceId(String),

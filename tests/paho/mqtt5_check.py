@@ -202,6 +202,9 @@ def connack(args):
     check(not hasattr(p, "AssignedClientIdentifier"), "no id assigned when one was given")
     check(not hasattr(p, "ServerKeepAlive"), "the client's own keep-alive is kept")
     plain.close()
+    # Enhanced authentication is not supported: 0x8C bad authentication method.
+    scram = props(PacketTypes.CONNECT, AuthenticationMethod="SCRAM-SHA-1")
+    Client(args.port, "paho5-scram", connect_properties=scram, expect=0x8C)
     # A device's key is checked as for MQTT 3.1.1: a wrong one gets 0x86.
     device_id, key, _ = args.device[0]
     Client(args.port, device_id, username=device_id, password="wrong", expect=0x86)

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 use crate::mqtt::Mqtt;
 use fleetmq_protocol::SoftwareStatus;
 use fleetmq_protocol::{
-    Call, DownChannel, ImagesResource, Topic, UpdateRequest, UpdateResource, UpdateResponse,
+    Call, DownChannel, ImagesResource, Topic, UpChannel, UpdateRequest, UpdateResource,
+    UpdateResponse,
 };
 use fleetmq_store::{
     Batch, BatchId, DOWNLOAD_SECRET, DeviceId, DownloadGrant, Installation, InstallationId,
@@ -1095,9 +1096,15 @@ impl Engine {
         self.requests
             .insert(request.id, SentCall { op, attempt, call });
         let topic = Topic::down(&slug, &device.to_string(), DownChannel::UpdateRequest);
+        let reply_to = Topic::up(&slug, &device.to_string(), UpChannel::UpdateResponse);
         if let Err(e) = self
             .broker
-            .publish(&topic.to_string(), request.to_bytes(), false)
+            .publish_request(
+                &topic.to_string(),
+                request.to_bytes(),
+                &reply_to.to_string(),
+                request.id.to_string(),
+            )
             .await
         {
             tracing::warn!(error = %e, %device, "update request not published");

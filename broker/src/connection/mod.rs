@@ -259,6 +259,16 @@ pub(crate) async fn accept(
         }
     };
     let (connect, properties, will, will_properties, login) = connect_parts(packet)?;
+    // Enhanced authentication (MQTT 5 §4.12) is not supported.
+    if properties
+        .as_ref()
+        .is_some_and(|p| p.authentication_method.is_some())
+    {
+        debug!(%peer, "enhanced authentication asked for, not supported");
+        wire.connack(reason::BAD_AUTHENTICATION_METHOD, false, None)
+            .await;
+        return None;
+    }
     if wire.is_v5() {
         let aliases = shared.config.limits.max_topic_aliases;
         wire.v5 = Some(Box::new(Negotiated::new(properties.as_ref(), aliases)));

@@ -27,6 +27,7 @@ pub(crate) mod reason {
     pub(crate) const UNSUPPORTED_PROTOCOL_VERSION: u8 = 0x84;
     pub(crate) const CLIENT_IDENTIFIER_NOT_VALID: u8 = 0x85;
     pub(crate) const BAD_USER_NAME_OR_PASSWORD: u8 = 0x86;
+    pub(crate) const BAD_AUTHENTICATION_METHOD: u8 = 0x8C;
     pub(crate) const NOT_AUTHORIZED: u8 = 0x87;
     pub(crate) const SERVER_UNAVAILABLE: u8 = 0x88;
     pub(crate) const SERVER_BUSY: u8 = 0x89;

@@ -258,7 +258,7 @@ impl DeviceDownlink {
             payload: message.payload,
             qos: qos as u8,
             retain: false,
-            properties: None,
+            properties: message.properties,
         };
         if !wire.queue_publish(&message, pkid, false, None) {
             debug!(

@@ -23,7 +23,7 @@ use crate::BrokerError;
 use crate::downlink::Downlink;
 use crate::router::{Expiry, Mailbox, Message, Outbound, RouterMetrics};
 use crate::session::Kick;
-use crate::uplink::{UplinkFuture, UplinkMessage};
+use crate::uplink::{Delivered, UplinkFuture, UplinkMessage, UplinkRefusal};
 
 /// A client PUBLISH that is acknowledged only once something resolves: a device message
 /// until the uplink has taken it (and it is routed), a message queued for a persistent
@@ -70,7 +70,7 @@ fn next_downlink<'r>(
 /// delivery stays in `held`).
 fn delivered<'s>(
     held: &'s mut Option<Held<'_>>,
-) -> impl Future<Output = Result<(), BrokerError>> + 's {
+) -> impl Future<Output = Result<Delivered, BrokerError>> + 's {
     std::future::poll_fn(move |cx| match held {
         Some(held) => held.delivery.as_mut().poll(cx),
         None => Poll::Pending,
@@ -300,17 +300,27 @@ impl<'a> Relay<'a> {
     /// after it; or close without acknowledgement (the client sends it again).
     fn on_delivered(
         &mut self,
-        result: Result<(), BrokerError>,
+        result: Result<Delivered, BrokerError>,
         wire: &mut Wire,
     ) -> Result<(), Close> {
         let Some(held) = self.held.take() else {
             return Ok(());
         };
-        if let Err(e) = result {
-            warn!(error = %e, "message not taken, closing unacknowledged");
-            return Err(Close::UplinkFailed(e.to_string()));
+        match result {
+            Err(e) => {
+                warn!(error = %e, "message not taken, closing unacknowledged");
+                return Err(Close::UplinkFailed(e.to_string()));
+            }
+            Ok(Delivered::Taken) => self.acknowledge(held.qos, held.pkid, wire),
+            // Only MQTT 5 deliveries resolve so (see `on_publish`).
+            Ok(Delivered::Refused { why, reason }) => {
+                let code = match why {
+                    UplinkRefusal::PayloadInvalid => reason::PAYLOAD_FORMAT_INVALID,
+                    UplinkRefusal::QuotaExceeded => reason::QUOTA_EXCEEDED,
+                };
+                self.refuse(held.qos, held.pkid, code, &reason, wire);
+            }
         }
-        self.acknowledge(held.qos, held.pkid, wire);
         self.drain_socket(wire)
     }
 
@@ -454,21 +464,32 @@ impl<'a> Relay<'a> {
                     topic: topic.to_owned(),
                     payload: message.payload.clone(),
                     retain: message.retain,
+                    correlation_data: message
+                        .properties
+                        .as_ref()
+                        .and_then(|p| p.correlation_data.clone()),
                 };
                 let delivery = shared.uplink.deliver(uplink);
+                let v5 = wire.is_v5();
                 Box::pin(async move {
-                    delivery.await?;
-                    match shared.core.router.publish(message, None) {
-                        Some(ticket) => shared.core.router.journal.durable(ticket).await,
-                        None => Ok(()),
+                    let delivered = delivery.await?;
+                    // An MQTT 5 device is told of a refusal, and the message goes no
+                    // further; an MQTT 3.1.1 device cannot be told (it was, on `down/error`).
+                    if v5 && delivered != Delivered::Taken {
+                        return Ok(delivered);
                     }
+                    if let Some(ticket) = shared.core.router.publish(message, None) {
+                        shared.core.router.journal.durable(ticket).await?;
+                    }
+                    Ok(Delivered::Taken)
                 })
             }
             Peer::Routed(routed) => {
                 match shared.core.router.publish(message, Some(&routed.mailbox)) {
-                    Some(ticket) if qos > 0 => {
-                        Box::pin(async move { shared.core.router.journal.durable(ticket).await })
-                    }
+                    Some(ticket) if qos > 0 => Box::pin(async move {
+                        let durable = shared.core.router.journal.durable(ticket).await;
+                        durable.map(|()| Delivered::Taken)
+                    }),
                     _ => {
                         self.acknowledge(qos, pkid, wire);
                         return Ok(());

@@ -192,8 +192,11 @@ pub(crate) fn encode_message(message: &Message, ids: Option<&[u32]>) -> Vec<u8> 
     out
 }
 
+/// A queued message and the identifiers of the subscriptions it matched.
+pub(crate) type QueuedMessage = (Message, Option<Box<[u32]>>);
+
 /// A queued message and its subscription identifiers, from a row of either format.
-pub(crate) fn decode_message(record: &[u8]) -> Result<(Message, Option<Box<[u32]>>), BadRecord> {
+pub(crate) fn decode_message(record: &[u8]) -> Result<QueuedMessage, BadRecord> {
     let mut buf = record;
     let format = get_u8(&mut buf)?;
     if format != MESSAGE && format != MESSAGE_V1 {

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fleetmq_broker::{
-    AuthFuture, Authenticator, Broker, BrokerConfig, Login, Refusal, SessionEvent, Uplink,
-    UplinkFuture, UplinkMessage,
+    AuthFuture, Authenticator, Broker, BrokerConfig, Delivered, Login, Refusal, SessionEvent,
+    Uplink, UplinkFuture, UplinkMessage,
 };
 use fleetmq_protocol::Principal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,7 +67,7 @@ impl StoredUplink {
 impl Uplink for StoredUplink {
     fn deliver(&self, message: UplinkMessage) -> UplinkFuture<'_> {
         self.messages.lock().unwrap().push(message);
-        Box::pin(async { Ok(()) })
+        Box::pin(async { Ok(Delivered::Taken) })
     }
 
     fn session(&self, _event: SessionEvent) {}

@@ -1,16 +1,21 @@
 //! Devices on MQTT 5 (rumqttc's v5 client): what a v3.1.1 device gets as a closed
 //! connection, a v5 device gets as a reason code. A publish outside its own `up/` is refused
 //! in its PUBACK/PUBREC and the connection goes on; deactivation, shutdown and a missed
-//! keep-alive end the connection with a DISCONNECT that says which.
+//! keep-alive end the connection with a DISCONNECT that says which. Requests (commands) come
+//! with a response topic and correlation data, and the answer needs no id of its own.
 
 use std::time::Duration;
 
-use fleetmq_protocol::UpChannel;
+use fleetmq_protocol::{DownChannel, UpChannel};
 use fleetmq_tests::mqtt::{DeviceIdentity, MqttClient};
+use fleetmq_tests::seconds_ago;
 use rumqttc::MqttOptions as V311Options;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet, PubAckReason, PubRecReason};
+use rumqttc::v5::mqttbytes::v5::{
+    DisconnectReasonCode, Packet, PubAckReason, PubRecReason, PublishProperties,
+};
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, StateError};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{Fleet, fleet, fleet_with};
@@ -72,6 +77,11 @@ impl V5Device {
     }
 }
 
+/// A valid telemetry sample, stamped a second ago.
+fn sample() -> String {
+    json!({"timestamp": seconds_ago(1).to_string(), "metrics": {"temperature": 21}}).to_string()
+}
+
 /// An operator watching `org-a` over MQTT 3.1.1.
 async fn watcher(f: &Fleet) -> MqttClient {
     let addr = f.app.mqtt_addr;
@@ -111,7 +121,7 @@ async fn a_v5_device_publishing_outside_its_topics_is_refused_and_stays_connecte
     let own = f.device_a.up(UpChannel::Telemetry);
     device
         .client
-        .publish(&own, QoS::AtLeastOnce, false, r#"{"temperature":21}"#)
+        .publish(&own, QoS::AtLeastOnce, false, sample())
         .await
         .expect("queued");
     device
@@ -211,4 +221,113 @@ fn connect_v5(device: &DeviceIdentity, keep_alive: u16) -> Vec<u8> {
     let mut packet = vec![0x10, u8::try_from(body.len()).expect("under 128 bytes")];
     packet.extend_from_slice(&body);
     packet
+}
+
+#[tokio::test]
+async fn a_v5_device_answers_a_command_where_it_is_told_with_the_correlation_data() {
+    let f = fleet().await;
+    let mut device = V5Device::connect(&f, &f.device_a, Duration::from_secs(30)).await;
+    let requests = f.device_a.down(DownChannel::CommandRequest);
+    device
+        .client
+        .subscribe(&requests, QoS::AtLeastOnce)
+        .await
+        .expect("queued");
+    device
+        .until(|e| matches!(e, Event::Incoming(Packet::SubAck(_))))
+        .await;
+    let commands = format!("/api/v1/controller/device/{}/command/", f.device_a.id);
+    let created = f
+        .app
+        .post(
+            &commands,
+            &f.manager_a,
+            json!({"type": "custom", "input": {"command": "uptime"}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let Event::Incoming(Packet::Publish(request)) = device
+        .until(|e| matches!(e, Event::Incoming(Packet::Publish(_))))
+        .await
+    else {
+        unreachable!("matched above")
+    };
+    let properties = request.properties.expect("a request carries properties");
+    let response_topic = properties.response_topic.expect("a response topic");
+    let correlation = properties.correlation_data.expect("correlation data");
+    assert_eq!(response_topic, f.device_a.up(UpChannel::CommandResult));
+    assert_eq!(correlation, created.str("id").as_bytes());
+
+    // The answer goes where it was told, with the correlation data and no id of its own.
+    let answer = PublishProperties {
+        correlation_data: Some(correlation),
+        ..PublishProperties::default()
+    };
+    device
+        .client
+        .publish_with_properties(
+            response_topic,
+            QoS::AtLeastOnce,
+            false,
+            r#"{"status":"success","output":"up 3 days","exit_code":0}"#,
+            answer,
+        )
+        .await
+        .expect("queued");
+    device
+        .until(|e| {
+            matches!(e, Event::Incoming(Packet::PubAck(ack)) if ack.reason == PubAckReason::Success)
+        })
+        .await;
+    let detail = format!("{commands}{}/", created.str("id"));
+    let done = f
+        .app
+        .eventually(&detail, &f.manager_a, |r| r.body["status"] == "success")
+        .await;
+    assert_eq!(done.body["output"], "up 3 days");
+    f.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_v5_device_is_told_why_its_payload_is_refused() {
+    let f = fleet_with(|config| config.bridge.telemetry_limits.max_sample_bytes = 512).await;
+    let mut device = V5Device::connect(&f, &f.device_a, Duration::from_secs(30)).await;
+    let telemetry = f.device_a.up(UpChannel::Telemetry);
+    let client = device.client.clone();
+    let publish = |payload: String| {
+        let client = client.clone();
+        let topic = telemetry.clone();
+        async move {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .expect("queued")
+        }
+    };
+    publish("not json".into()).await;
+    let refused = device
+        .until(|e| matches!(e, Event::Incoming(Packet::PubAck(_))))
+        .await;
+    assert!(
+        matches!(&refused, Event::Incoming(Packet::PubAck(ack)) if ack.reason == PubAckReason::PayloadFormatInvalid),
+        "{refused:?}"
+    );
+    publish(format!(r#"{{"metrics":{{"x":"{}"}}}}"#, "y".repeat(600))).await;
+    let refused = device
+        .until(|e| matches!(e, Event::Incoming(Packet::PubAck(_))))
+        .await;
+    assert!(
+        matches!(&refused, Event::Incoming(Packet::PubAck(ack)) if ack.reason == PubAckReason::QuotaExceeded),
+        "{refused:?}"
+    );
+    // Still connected: a good sample is taken.
+    publish(sample()).await;
+    let taken = device
+        .until(|e| matches!(e, Event::Incoming(Packet::PubAck(_))))
+        .await;
+    assert!(
+        matches!(&taken, Event::Incoming(Packet::PubAck(ack)) if ack.reason == PubAckReason::Success),
+        "{taken:?}"
+    );
+    f.app.shutdown().await;
 }
