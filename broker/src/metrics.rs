@@ -19,6 +19,9 @@ pub(crate) struct Metrics {
     pub(crate) login_failures: AtomicU64,
     /// Logins refused by the failed-login backoff, before authentication.
     pub(crate) logins_throttled: AtomicU64,
+    /// Sessions accepted (CONNACK 0x00), by protocol version.
+    pub(crate) connected_v311: AtomicU64,
+    pub(crate) connected_v5: AtomicU64,
 }
 
 impl Metrics {
@@ -29,6 +32,7 @@ impl Metrics {
     /// Every counter with its Prometheus name and help text.
     pub(crate) fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        const CONNECTED: &str = "MQTT sessions accepted (CONNACK success), by protocol version.";
         vec![
             (
                 "fleetmq_mqtt_pending_refused_total",
@@ -49,6 +53,16 @@ impl Metrics {
                 "fleetmq_mqtt_logins_throttled_total",
                 "MQTT logins refused by the failed-login backoff before authentication.",
                 get(&self.logins_throttled),
+            ),
+            (
+                "fleetmq_mqtt_connections_accepted_total{protocol=\"3.1.1\"}",
+                CONNECTED,
+                get(&self.connected_v311),
+            ),
+            (
+                "fleetmq_mqtt_connections_accepted_total{protocol=\"5\"}",
+                CONNECTED,
+                get(&self.connected_v5),
             ),
         ]
     }

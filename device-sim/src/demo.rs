@@ -70,6 +70,7 @@ pub async fn upgrade_demo(
             connect_rate: Some(options.connect_rate),
             max_pending_connects: Some(options.max_pending_connects),
             faults,
+            mqtt5_fraction: options.mqtt5_fraction,
         },
     );
 

@@ -34,7 +34,7 @@ use uuid::Uuid;
 use crate::SimError;
 use crate::behaviour::{AfterAnswer, Position, Vitals, answer};
 use crate::configuration::{self, ConfigAgent, NoticeAction};
-use crate::mqtt::{self, Connect, Incoming, QoS, Will};
+use crate::mqtt::{self, Codec, Connect, Incoming, QoS, ReplyTo, Version, Will};
 use crate::software::{self, SoftwareAgent, SoftwareConfig};
 use crate::stats::{Stats, StatsSnapshot, UpgradeSnapshot};
 use crate::tls::DeviceTls;
@@ -98,12 +98,16 @@ pub struct DeviceConfig {
     /// The applications the device runs at start and how it answers software offers and
     /// deliveries (see [`software`]).
     pub software: SoftwareConfig,
+    /// Which MQTT the device speaks. An MQTT 5 device answers requests on the response
+    /// topic they name, with their correlation data.
+    pub mqtt_version: Version,
 }
 
 impl DeviceConfig {
     /// A device with a plausible identity, telemetry every 10 s, coordinates every 60 s,
     /// 60 s keep-alive, instant reboots and firmware installations, no source address, no
-    /// fault, plain TCP, no applications (offers accepted, 200 ms per software installation).
+    /// fault, plain TCP, no applications (offers accepted, 200 ms per software installation),
+    /// MQTT 3.1.1.
     pub fn new(
         mqtt_addr: SocketAddr,
         org_slug: impl Into<String>,
@@ -130,7 +134,24 @@ impl DeviceConfig {
             fault: None,
             tls: None,
             software: SoftwareConfig::default(),
+            mqtt_version: Version::V311,
         }
+    }
+}
+
+/// The payload of an answer to a request. One that came with correlation data (MQTT 5) is
+/// answered as a generic MQTT 5 responder would: the correlation data says which request it
+/// answers, so the payload leaves its `id` out.
+fn answer_payload(payload: Vec<u8>, reply_to: Option<&ReplyTo>) -> Vec<u8> {
+    if reply_to.is_none() {
+        return payload;
+    }
+    match serde_json::from_slice::<serde_json::Value>(&payload) {
+        Ok(serde_json::Value::Object(mut fields)) => {
+            fields.remove("id");
+            serde_json::to_vec(&fields).unwrap_or(payload)
+        }
+        _ => payload,
     }
 }
 
@@ -677,6 +698,7 @@ impl Device {
                     qos: QoS::AtLeastOnce,
                     retain: true,
                 }),
+                version: self.config.mqtt_version,
             },
             &mut wbuf,
         );
@@ -684,7 +706,7 @@ impl Device {
         stream.flush().await?;
         let mut rbuf = BytesMut::with_capacity(512);
         loop {
-            match mqtt::decode(&mut rbuf, MAX_PACKET)? {
+            match mqtt::decode(&mut rbuf, MAX_PACKET, self.config.mqtt_version)? {
                 Some(Incoming::ConnAck { code: 0, .. }) => return Ok(rbuf),
                 Some(Incoming::ConnAck { code, .. }) => return Err(SimError::Refused { code }),
                 Some(_) => return Err(SimError::Protocol("expected CONNACK")),
@@ -717,14 +739,14 @@ impl Device {
         // send (a resent command, the next upgrade step) finds the subscription in place, on
         // any broker (an external one drops a message for a client not yet subscribed).
         let sub_pkid = self.pkid();
-        mqtt::encode_subscribe(
+        self.codec().subscribe(
             sub_pkid,
             &self.topics.down_filter,
             QoS::AtLeastOnce,
             &mut wbuf,
         );
         let pkid = self.pkid();
-        mqtt::encode_publish(
+        Codec(self.config.mqtt_version).publish(
             &self.topics.presence,
             &self.online,
             QoS::AtLeastOnce,
@@ -758,7 +780,7 @@ impl Device {
             // Every complete packet already buffered first: bytes that arrived together with
             // the CONNACK, or several packets in one read.
             loop {
-                let packet = match mqtt::decode(rbuf, MAX_PACKET) {
+                let packet = match mqtt::decode(rbuf, MAX_PACKET, self.config.mqtt_version) {
                     Ok(Some(packet)) => packet,
                     Ok(None) => break,
                     Err(e) => return End::Lost(format!("protocol error: {e}")),
@@ -769,12 +791,16 @@ impl Device {
                         payload,
                         qos,
                         pkid,
+                        reply_to,
                         ..
                     } => {
                         if qos == 1 {
                             mqtt::encode_puback(pkid, &mut wbuf);
                         }
-                        if let Some(result_pkid) = self.on_message(&topic, &payload, &mut wbuf) {
+                        let reply_to = reply_to.as_ref();
+                        if let Some(result_pkid) =
+                            self.on_message(&topic, &payload, reply_to, &mut wbuf)
+                        {
                             reboot_after = Some(result_pkid);
                         }
                     }
@@ -808,6 +834,11 @@ impl Device {
                         return End::Lost("protocol error: a second CONNACK".to_owned());
                     }
                     Incoming::SubAck { .. } | Incoming::UnsubAck(_) => {}
+                    Incoming::Disconnect(reason) => {
+                        return End::Lost(format!(
+                            "the broker disconnected it (reason {reason:#04x})"
+                        ));
+                    }
                 }
             }
             if wbuf.len() > MAX_PENDING_WRITE {
@@ -898,7 +929,18 @@ impl Device {
 
     /// Handles a message on a subscribed topic. Returns the packet id of a reboot's result,
     /// after whose PUBACK the device reboots.
-    fn on_message(&mut self, topic: &str, payload: &[u8], wbuf: &mut BytesMut) -> Option<u16> {
+    /// The packets this device writes.
+    fn codec(&self) -> Codec {
+        Codec(self.config.mqtt_version)
+    }
+
+    fn on_message(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        reply_to: Option<&ReplyTo>,
+        wbuf: &mut BytesMut,
+    ) -> Option<u16> {
         let channel = match Topic::parse(topic) {
             Ok(t)
                 if t.org_slug() == self.config.org_slug
@@ -911,12 +953,12 @@ impl Device {
         };
         match channel {
             Channel::Down(DownChannel::CommandRequest) => match CommandRequest::parse(payload) {
-                Ok(request) => self.on_command(request, wbuf),
+                Ok(request) => self.on_command(request, reply_to, wbuf),
                 Err(e) => self.ignore(topic, e.to_string()),
             },
             Channel::Down(DownChannel::UpdateRequest) => {
                 match UpdateRequest::parse(payload) {
-                    Ok(request) => self.on_update_request(request, wbuf),
+                    Ok(request) => self.on_update_request(request, reply_to, wbuf),
                     Err(e) => {
                         tracing::warn!(device_id = %self.config.device_id, error = %e, "ignored an unusable update request");
                         self.ignore(topic, e.to_string());
@@ -967,14 +1009,19 @@ impl Device {
         }
     }
 
-    fn on_command(&mut self, request: CommandRequest, wbuf: &mut BytesMut) -> Option<u16> {
+    fn on_command(
+        &mut self,
+        request: CommandRequest,
+        reply_to: Option<&ReplyTo>,
+        wbuf: &mut BytesMut,
+    ) -> Option<u16> {
         let (result, after) = answer(&request);
         let pkid = self.pkid();
-        mqtt::encode_publish(
+        let codec = self.codec();
+        codec.answer(
             &self.topics.command_result,
-            &result.to_bytes(),
-            QoS::AtLeastOnce,
-            false,
+            reply_to,
+            &answer_payload(result.to_bytes(), reply_to),
             pkid,
             wbuf,
         );
@@ -985,7 +1032,12 @@ impl Device {
         (after == AfterAnswer::Reboot).then_some(pkid)
     }
 
-    fn on_update_request(&mut self, request: UpdateRequest, wbuf: &mut BytesMut) {
+    fn on_update_request(
+        &mut self,
+        request: UpdateRequest,
+        reply_to: Option<&ReplyTo>,
+        wbuf: &mut BytesMut,
+    ) {
         if self.timing == UpgradeTiming::NotStarted
             && matches!(request.call, Call::FetchImage { .. })
         {
@@ -1003,11 +1055,11 @@ impl Device {
             return;
         };
         let pkid = self.pkid();
-        mqtt::encode_publish(
+        let codec = self.codec();
+        codec.answer(
             &self.topics.update_response,
-            &response.to_bytes(),
-            QoS::AtLeastOnce,
-            false,
+            reply_to,
+            &answer_payload(response.to_bytes(), reply_to),
             pkid,
             wbuf,
         );
@@ -1023,7 +1075,7 @@ impl Device {
             match effect {
                 Effect::PublishUpdate(resource) => {
                     let pkid = self.pkid();
-                    mqtt::encode_publish(
+                    Codec(self.config.mqtt_version).publish(
                         &self.topics.update,
                         &resource.to_bytes(),
                         QoS::AtLeastOnce,
@@ -1036,7 +1088,7 @@ impl Device {
                 }
                 Effect::PublishImages(resource) => {
                     let pkid = self.pkid();
-                    mqtt::encode_publish(
+                    Codec(self.config.mqtt_version).publish(
                         &self.topics.images,
                         &resource.to_bytes(),
                         QoS::AtLeastOnce,
@@ -1085,7 +1137,7 @@ impl Device {
             match effect {
                 software::Effect::Status(status) => {
                     let pkid = self.pkid();
-                    mqtt::encode_publish(
+                    Codec(self.config.mqtt_version).publish(
                         &self.topics.software_status,
                         &status.to_bytes(),
                         QoS::AtLeastOnce,
@@ -1099,7 +1151,7 @@ impl Device {
                 }
                 software::Effect::Inventory(inventory) => {
                     let pkid = self.pkid();
-                    mqtt::encode_publish(
+                    Codec(self.config.mqtt_version).publish(
                         &self.topics.software,
                         &inventory.to_bytes(),
                         QoS::AtLeastOnce,
@@ -1141,7 +1193,7 @@ impl Device {
 
     fn report_config(&mut self, report: ConfigReport, wbuf: &mut BytesMut) {
         let pkid = self.pkid();
-        mqtt::encode_publish(
+        Codec(self.config.mqtt_version).publish(
             &self.topics.config_status,
             &report.to_bytes(),
             QoS::AtLeastOnce,
@@ -1170,7 +1222,7 @@ impl Device {
             metrics: self.vitals.sample(),
         };
         let pkid = self.pkid();
-        mqtt::encode_publish(
+        Codec(self.config.mqtt_version).publish(
             &self.topics.telemetry,
             &telemetry.to_bytes(),
             QoS::AtLeastOnce,
@@ -1184,7 +1236,7 @@ impl Device {
     fn publish_coordinates(&mut self, wbuf: &mut BytesMut) {
         let fix = self.position.fix();
         let pkid = self.pkid();
-        mqtt::encode_publish(
+        Codec(self.config.mqtt_version).publish(
             &self.topics.coordinates,
             &fix.to_bytes(),
             QoS::AtLeastOnce,
@@ -1202,7 +1254,7 @@ impl Device {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        mqtt::encode_publish(
+        Codec(self.config.mqtt_version).publish(
             &self.topics.presence,
             &self.offline,
             QoS::AtMostOnce,

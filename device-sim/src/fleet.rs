@@ -28,6 +28,16 @@ pub struct FleetOptions {
     /// Which devices misbehave; see [`FaultMix::assign`]. Devices whose config already has
     /// a fault keep it.
     pub faults: FaultMix,
+    /// Fraction (0–1) of the devices that speak MQTT 5, spread evenly over the fleet by
+    /// index (see [`speaks_mqtt5`]); the others keep their config's version.
+    pub mqtt5_fraction: f64,
+}
+
+/// Whether the `index`-th device of a fleet speaks MQTT 5 when `fraction` of them do:
+/// spread evenly (every other device at 0.5), the same devices on every run.
+pub fn speaks_mqtt5(index: usize, fraction: f64) -> bool {
+    let fraction = fraction.clamp(0.0, 1.0);
+    ((index + 1) as f64 * fraction).floor() > (index as f64 * fraction).floor()
 }
 
 /// Seed of the fleet's fault shuffle: fixed, so that a run is reproducible.
@@ -149,6 +159,11 @@ impl Fleet {
                 if config.fault.is_none() {
                     config.fault = fault;
                 }
+            }
+        }
+        for (i, config) in devices.iter_mut().enumerate() {
+            if speaks_mqtt5(i, options.mqtt5_fraction) {
+                config.mqtt_version = crate::mqtt::Version::V5;
             }
         }
         let stats = Arc::new(Stats::default());
@@ -274,6 +289,16 @@ mod tests {
             FaultMix::default().is_empty()
                 && FaultMix::default().assign(5).iter().all(Option::is_none)
         );
+    }
+
+    #[test]
+    fn the_mqtt5_fraction_is_spread_evenly_and_exactly() {
+        for (fraction, n, expected) in [(0.0, 10, 0), (0.5, 10, 5), (0.3, 100, 30), (1.0, 7, 7)] {
+            let v5: Vec<usize> = (0..n).filter(|i| speaks_mqtt5(*i, fraction)).collect();
+            assert_eq!(v5.len(), expected, "{fraction} of {n}");
+        }
+        let half: Vec<bool> = (0..4).map(|i| speaks_mqtt5(i, 0.5)).collect();
+        assert_eq!(half, [false, true, false, true], "every other device");
     }
 
     fn count_of(faults: &[Option<Fault>], fault: Fault) -> usize {

@@ -124,6 +124,10 @@ struct Cli {
     /// Fraction of devices that stay offline for `--offline-for` after starting.
     #[arg(long, global = true, default_value_t = 0.0, value_parser = parse_fraction)]
     fault_offline: f64,
+    /// Fraction of devices that speak MQTT 5 (answering requests where they are told, with
+    /// their correlation data); the others speak MQTT 3.1.1.
+    #[arg(long, global = true, default_value_t = 0.0, value_parser = parse_fraction)]
+    mqtt5_fraction: f64,
     /// How long a `--fault-offline` device stays offline.
     #[arg(long, global = true, default_value = "60s", value_parser = parse_duration)]
     offline_for: Duration,
@@ -197,6 +201,7 @@ impl Cli {
             register_concurrency: self.register_concurrency,
             install_time: self.install_time,
             faults: self.faults(),
+            mqtt5_fraction: self.mqtt5_fraction,
             tls: self.mqtt_ca.clone().map(|ca| TlsOptions {
                 ca,
                 server_name: self.mqtt_server_name.clone(),

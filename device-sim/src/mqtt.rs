@@ -1,10 +1,13 @@
-//! A lean MQTT 3.1.1 client codec: exactly the packets a device sends and receives.
+//! A lean MQTT 3.1.1 and MQTT 5 client codec: exactly the packets a device sends and
+//! receives.
 //!
 //! Encoders write client-to-server packets (CONNECT, PUBLISH, PUBACK, SUBSCRIBE, PINGREQ,
 //! DISCONNECT) into a caller-owned buffer, so a device reuses one write buffer for its whole
 //! life. [`decode`] reads server-to-client packets (CONNACK, PUBLISH, PUBACK, SUBACK,
-//! UNSUBACK, PINGRESP) off the front of a read buffer and never panics on what the network
-//! sends: malformed input is a [`DecodeError`], which ends the connection.
+//! UNSUBACK, PINGRESP, and MQTT 5's DISCONNECT) off the front of a read buffer and never
+//! panics on what the network sends: malformed input is a [`DecodeError`], which ends the
+//! connection. An MQTT 5 device sends no properties but correlation data on an answer, and
+//! reads a request's response topic and correlation data (MQTT 5 request/response).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -15,6 +18,26 @@ pub enum QoS {
     AtMostOnce = 0,
     /// Acknowledged with PUBACK.
     AtLeastOnce = 1,
+}
+
+/// Which MQTT a device speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Version {
+    /// MQTT 3.1.1 (protocol level 4).
+    #[default]
+    V311,
+    /// MQTT 5 (protocol level 5).
+    V5,
+}
+
+/// Where and how to answer a request (MQTT 5 request/response): its response topic and
+/// correlation data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// The topic to answer on.
+    pub topic: String,
+    /// Sent back with the answer.
+    pub correlation_data: Bytes,
 }
 
 /// The last will registered in CONNECT; the broker publishes it when the connection dies
@@ -45,6 +68,8 @@ pub struct Connect<'a> {
     pub clean_session: bool,
     /// Last will, if any.
     pub will: Option<Will<'a>>,
+    /// Which MQTT to speak.
+    pub version: Version,
 }
 
 /// A packet received from the broker.
@@ -69,6 +94,8 @@ pub enum Incoming {
         pkid: u16,
         /// Retained flag.
         retain: bool,
+        /// An MQTT 5 request's response topic and correlation data.
+        reply_to: Option<ReplyTo>,
     },
     /// Acknowledgement of a QoS 1 publish.
     PubAck(u16),
@@ -83,6 +110,8 @@ pub enum Incoming {
     UnsubAck(u16),
     /// Answer to PINGREQ.
     PingResp,
+    /// MQTT 5: the broker ends the connection, with this reason code.
+    Disconnect(u8),
 }
 
 /// Why bytes from the broker are not a packet we accept.
@@ -116,6 +145,7 @@ const SUBACK: u8 = 9;
 const UNSUBACK: u8 = 11;
 const PINGREQ: u8 = 0xC0;
 const PINGRESP: u8 = 13;
+const SERVER_DISCONNECT: u8 = 14;
 const DISCONNECT: u8 = 0xE0;
 
 fn put_remaining_length(out: &mut BytesMut, mut len: usize) {
@@ -142,18 +172,21 @@ fn put_str(out: &mut BytesMut, s: &[u8]) {
 
 /// Appends a CONNECT packet.
 pub fn encode_connect(c: &Connect<'_>, out: &mut BytesMut) {
-    let mut len = 10 + 2 + c.client_id.len();
+    let v5 = c.version == Version::V5;
+    // MQTT 5: an empty property list after the keep-alive, and before the will's topic.
+    let properties = usize::from(v5);
+    let mut len = 10 + properties + 2 + c.client_id.len();
     if let Some((username, password)) = c.login {
         len += 2 + username.len() + 2 + password.len();
     }
     if let Some(w) = &c.will {
-        len += 2 + w.topic.len() + 2 + w.payload.len();
+        len += properties + 2 + w.topic.len() + 2 + w.payload.len();
     }
     out.reserve(len + 5);
     out.put_u8(CONNECT);
     put_remaining_length(out, len);
     put_str(out, b"MQTT");
-    out.put_u8(4); // protocol level 3.1.1
+    out.put_u8(if v5 { 5 } else { 4 }); // protocol level
     let mut flags = if c.login.is_some() { 0x80 | 0x40 } else { 0 }; // username, password
     if c.clean_session {
         flags |= 0x02;
@@ -166,8 +199,14 @@ pub fn encode_connect(c: &Connect<'_>, out: &mut BytesMut) {
     }
     out.put_u8(flags);
     out.put_u16(c.keep_alive);
+    if v5 {
+        out.put_u8(0);
+    }
     put_str(out, c.client_id.as_bytes());
     if let Some(w) = &c.will {
+        if v5 {
+            out.put_u8(0);
+        }
         put_str(out, w.topic.as_bytes());
         put_str(out, w.payload);
     }
@@ -177,16 +216,90 @@ pub fn encode_connect(c: &Connect<'_>, out: &mut BytesMut) {
     }
 }
 
-/// Appends a PUBLISH packet; `pkid` is used only for QoS 1.
+/// Property identifiers the codec reads or writes (MQTT 5 §2.2.2.2).
+const RESPONSE_TOPIC: u8 = 0x08;
+const CORRELATION_DATA: u8 = 0x09;
+
+/// The packets a device writes, in its version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Codec(pub Version);
+
+impl Codec {
+    /// Appends a PUBLISH packet; `pkid` is used only for QoS 1.
+    pub fn publish(
+        self,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        pkid: u16,
+        out: &mut BytesMut,
+    ) {
+        encode_publish(self.0, topic, payload, qos, retain, pkid, None, out);
+    }
+
+    /// Appends a QoS 1 PUBLISH answering a request: on its response topic with its
+    /// correlation data when it came with them (MQTT 5), else on `topic`.
+    pub fn answer(
+        self,
+        topic: &str,
+        reply_to: Option<&ReplyTo>,
+        payload: &[u8],
+        pkid: u16,
+        out: &mut BytesMut,
+    ) {
+        match reply_to {
+            Some(reply) if self.0 == Version::V5 => encode_publish(
+                self.0,
+                &reply.topic,
+                payload,
+                QoS::AtLeastOnce,
+                false,
+                pkid,
+                Some(&reply.correlation_data),
+                out,
+            ),
+            _ => encode_publish(
+                self.0,
+                topic,
+                payload,
+                QoS::AtLeastOnce,
+                false,
+                pkid,
+                None,
+                out,
+            ),
+        }
+    }
+
+    /// Appends a SUBSCRIBE with one filter.
+    pub fn subscribe(self, pkid: u16, filter: &str, qos: QoS, out: &mut BytesMut) {
+        encode_subscribe(self.0, pkid, filter, qos, out);
+    }
+}
+
+/// Appends a PUBLISH packet; `pkid` is used only for QoS 1. MQTT 5: with `correlation_data`
+/// as its only property, if any.
+#[allow(clippy::too_many_arguments)]
 pub fn encode_publish(
+    version: Version,
     topic: &str,
     payload: &[u8],
     qos: QoS,
     retain: bool,
     pkid: u16,
+    correlation_data: Option<&[u8]>,
     out: &mut BytesMut,
 ) {
+    let mut properties = BytesMut::new();
+    if let (Version::V5, Some(data)) = (version, correlation_data) {
+        properties.put_u8(CORRELATION_DATA);
+        put_str(&mut properties, data);
+    }
     let mut len = 2 + topic.len() + payload.len();
+    if version == Version::V5 {
+        len += remaining_length_len(properties.len()) + properties.len();
+    }
     if qos == QoS::AtLeastOnce {
         len += 2;
     }
@@ -197,7 +310,20 @@ pub fn encode_publish(
     if qos == QoS::AtLeastOnce {
         out.put_u16(pkid);
     }
+    if version == Version::V5 {
+        put_remaining_length(out, properties.len());
+        out.put_slice(&properties);
+    }
     out.put_slice(payload);
+}
+
+fn remaining_length_len(len: usize) -> usize {
+    match len {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
 }
 
 /// Appends a PUBACK for a received QoS 1 publish.
@@ -207,13 +333,17 @@ pub fn encode_puback(pkid: u16, out: &mut BytesMut) {
     out.put_u16(pkid);
 }
 
-/// Appends a SUBSCRIBE with one filter.
-pub fn encode_subscribe(pkid: u16, filter: &str, qos: QoS, out: &mut BytesMut) {
-    let len = 2 + 2 + filter.len() + 1;
+/// Appends a SUBSCRIBE with one filter (MQTT 5: no properties, default options).
+pub fn encode_subscribe(version: Version, pkid: u16, filter: &str, qos: QoS, out: &mut BytesMut) {
+    let v5 = version == Version::V5;
+    let len = 2 + usize::from(v5) + 2 + filter.len() + 1;
     out.reserve(len + 5);
     out.put_u8(SUBSCRIBE);
     put_remaining_length(out, len);
     out.put_u16(pkid);
+    if v5 {
+        out.put_u8(0);
+    }
     put_str(out, filter.as_bytes());
     out.put_u8(qos as u8);
 }
@@ -228,9 +358,14 @@ pub fn encode_disconnect(out: &mut BytesMut) {
     out.put_slice(&[DISCONNECT, 0]);
 }
 
-/// Takes one complete packet off the front of `buf`. `Ok(None)` means more bytes are needed
-/// (nothing is consumed then).
-pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Incoming>, DecodeError> {
+/// Takes one complete packet off the front of `buf`, read as `version` says. `Ok(None)`
+/// means more bytes are needed (nothing is consumed then).
+pub fn decode(
+    buf: &mut BytesMut,
+    max_packet_size: usize,
+    version: Version,
+) -> Result<Option<Incoming>, DecodeError> {
+    let v5 = version == Version::V5;
     let mut len = 0usize;
     let mut header_len = 1;
     let mut complete = false;
@@ -264,8 +399,12 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Incom
     let mut body = buf.split_to(len).freeze();
     let packet = match first >> 4 {
         CONNACK => {
-            if body.len() != 2 {
+            // MQTT 5: properties follow (the broker's limits); none is needed here.
+            if body.len() < 2 || (!v5 && body.len() != 2) {
                 return Err(DecodeError::Malformed("CONNACK"));
+            }
+            if v5 {
+                skip_properties(&mut body.slice(2..), "CONNACK")?;
             }
             Incoming::ConnAck {
                 session_present: body[0] & 1 == 1,
@@ -285,26 +424,35 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Incom
             let topic = String::from_utf8(body.split_to(topic_len).to_vec())
                 .map_err(|_| DecodeError::Malformed("PUBLISH"))?;
             let pkid = if qos > 0 { body.get_u16() } else { 0 };
+            let reply_to = if v5 { read_reply_to(&mut body)? } else { None };
             Incoming::Publish {
                 topic,
                 payload: body,
                 qos,
                 pkid,
                 retain: first & 1 == 1,
+                reply_to,
             }
         }
+        // MQTT 5: a reason code and properties may follow the id.
+        PUBACK if v5 && body.len() >= 2 => Incoming::PubAck(body.get_u16()),
         PUBACK => Incoming::PubAck(two_byte_id(&mut body, "PUBACK")?),
         SUBACK => {
             if body.len() < 3 {
                 return Err(DecodeError::Malformed("SUBACK"));
             }
             let pkid = body.get_u16();
+            if v5 {
+                skip_properties(&mut body, "SUBACK")?;
+            }
             Incoming::SubAck {
                 pkid,
                 codes: body.to_vec(),
             }
         }
+        UNSUBACK if v5 && body.len() >= 2 => Incoming::UnsubAck(body.get_u16()),
         UNSUBACK => Incoming::UnsubAck(two_byte_id(&mut body, "UNSUBACK")?),
+        SERVER_DISCONNECT if v5 => Incoming::Disconnect(body.first().copied().unwrap_or(0)),
         PINGRESP => {
             if !body.is_empty() {
                 return Err(DecodeError::Malformed("PINGRESP"));
@@ -314,6 +462,97 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Incom
         other => return Err(DecodeError::UnexpectedPacket(other)),
     };
     Ok(Some(packet))
+}
+
+/// A variable byte integer at the front of `body`.
+fn get_varint(body: &mut Bytes, kind: &'static str) -> Result<usize, DecodeError> {
+    let mut value = 0usize;
+    for i in 0..4 {
+        if body.is_empty() {
+            break;
+        }
+        let byte = body.get_u8();
+        value += usize::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(DecodeError::Malformed(kind))
+}
+
+/// Takes the property list off the front of `body` and returns it.
+fn take_properties(body: &mut Bytes, kind: &'static str) -> Result<Bytes, DecodeError> {
+    let len = get_varint(body, kind)?;
+    if body.len() < len {
+        return Err(DecodeError::Malformed(kind));
+    }
+    Ok(body.split_to(len))
+}
+
+fn skip_properties(body: &mut Bytes, kind: &'static str) -> Result<(), DecodeError> {
+    take_properties(body, kind).map(|_| ())
+}
+
+/// A PUBLISH's response topic and correlation data, from its properties (the others are
+/// skipped, by the size their identifier gives them).
+fn read_reply_to(body: &mut Bytes) -> Result<Option<ReplyTo>, DecodeError> {
+    const KIND: &str = "PUBLISH";
+    let mut properties = take_properties(body, KIND)?;
+    let (mut topic, mut correlation) = (None, None);
+    while !properties.is_empty() {
+        let id = properties.get_u8();
+        let size = match id {
+            0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => 1,
+            0x13 | 0x21 | 0x22 | 0x23 => 2,
+            0x02 | 0x11 | 0x18 | 0x27 => 4,
+            0x0B => {
+                get_varint(&mut properties, KIND)?;
+                continue;
+            }
+            0x26 => {
+                // A user property: two strings.
+                for _ in 0..2 {
+                    take_binary(&mut properties)?;
+                }
+                continue;
+            }
+            0x03 | 0x12 | 0x15 | 0x16 | 0x1A | 0x1C | 0x1F | RESPONSE_TOPIC | CORRELATION_DATA => {
+                let value = take_binary(&mut properties)?;
+                match id {
+                    RESPONSE_TOPIC => {
+                        topic = Some(
+                            String::from_utf8(value.to_vec())
+                                .map_err(|_| DecodeError::Malformed(KIND))?,
+                        );
+                    }
+                    CORRELATION_DATA => correlation = Some(value),
+                    _ => {}
+                }
+                continue;
+            }
+            _ => return Err(DecodeError::Malformed(KIND)),
+        };
+        if properties.len() < size {
+            return Err(DecodeError::Malformed(KIND));
+        }
+        properties.advance(size);
+    }
+    Ok(topic.map(|topic| ReplyTo {
+        topic,
+        correlation_data: correlation.unwrap_or_default(),
+    }))
+}
+
+/// A two-byte length and that many bytes.
+fn take_binary(body: &mut Bytes) -> Result<Bytes, DecodeError> {
+    if body.len() < 2 {
+        return Err(DecodeError::Malformed("PUBLISH"));
+    }
+    let len = usize::from(body.get_u16());
+    if body.len() < len {
+        return Err(DecodeError::Malformed("PUBLISH"));
+    }
+    Ok(body.split_to(len))
 }
 
 fn two_byte_id(body: &mut Bytes, kind: &'static str) -> Result<u16, DecodeError> {
@@ -348,6 +587,7 @@ mod tests {
                         qos: QoS::AtLeastOnce,
                         retain: true,
                     }),
+                    version: Version::V311,
                 },
                 out,
             )
@@ -378,6 +618,7 @@ mod tests {
                     keep_alive: 0,
                     clean_session: false,
                     will: None,
+                    version: Version::V311,
                 },
                 out,
             )
@@ -395,6 +636,7 @@ mod tests {
                     keep_alive: 60,
                     clean_session: true,
                     will: None,
+                    version: Version::V311,
                 },
                 out,
             )
@@ -414,8 +656,17 @@ mod tests {
     fn a_publish_we_encode_decodes_to_the_same_message() {
         for (qos, retain) in [(QoS::AtMostOnce, false), (QoS::AtLeastOnce, true)] {
             let mut buf = BytesMut::new();
-            encode_publish("a/b", b"hello", qos, retain, 7, &mut buf);
-            let decoded = decode(&mut buf, 1024).unwrap().unwrap();
+            encode_publish(
+                Version::V311,
+                "a/b",
+                b"hello",
+                qos,
+                retain,
+                7,
+                None,
+                &mut buf,
+            );
+            let decoded = decode(&mut buf, 1024, Version::V311).unwrap().unwrap();
             assert_eq!(
                 decoded,
                 Incoming::Publish {
@@ -424,6 +675,7 @@ mod tests {
                     qos: qos as u8,
                     pkid: if qos == QoS::AtLeastOnce { 7 } else { 0 },
                     retain,
+                    reply_to: None,
                 }
             );
             assert!(buf.is_empty());
@@ -434,10 +686,21 @@ mod tests {
     fn remaining_length_uses_continuation_bytes_past_127() {
         let payload = vec![b'x'; 300];
         let mut buf = BytesMut::new();
-        encode_publish("t", &payload, QoS::AtMostOnce, false, 0, &mut buf);
+        encode_publish(
+            Version::V311,
+            "t",
+            &payload,
+            QoS::AtMostOnce,
+            false,
+            0,
+            None,
+            &mut buf,
+        );
         // 2 + 1 + 300 = 303 = 0b10_0101111 -> [0xAF, 0x02]
         assert_eq!(&buf[1..3], &[0xAF, 0x02]);
-        let Some(Incoming::Publish { payload: p, .. }) = decode(&mut buf, 1024).unwrap() else {
+        let Some(Incoming::Publish { payload: p, .. }) =
+            decode(&mut buf, 1024, Version::V311).unwrap()
+        else {
             panic!("expected a publish");
         };
         assert_eq!(p.len(), 300);
@@ -449,7 +712,7 @@ mod tests {
         assert_eq!(bytes(encode_pingreq), [0xC0, 0]);
         assert_eq!(bytes(encode_disconnect), [0xE0, 0]);
         assert_eq!(
-            bytes(|o| encode_subscribe(5, "a/#", QoS::AtLeastOnce, o)),
+            bytes(|o| encode_subscribe(Version::V311, 5, "a/#", QoS::AtLeastOnce, o)),
             [0x82, 8, 0, 5, 0, 3, b'a', b'/', b'#', 1]
         );
     }
@@ -467,7 +730,7 @@ mod tests {
             ][..],
         );
         let mut got = Vec::new();
-        while let Some(p) = decode(&mut buf, 1024).unwrap() {
+        while let Some(p) = decode(&mut buf, 1024, Version::V311).unwrap() {
             got.push(p);
         }
         assert_eq!(
@@ -489,7 +752,7 @@ mod tests {
         assert_eq!(&buf[..], &[0x20]);
         buf.extend_from_slice(&[2, 0, 5]);
         assert_eq!(
-            decode(&mut buf, 1024).unwrap(),
+            decode(&mut buf, 1024, Version::V311).unwrap(),
             Some(Incoming::ConnAck {
                 session_present: false,
                 code: 5
@@ -520,15 +783,138 @@ mod tests {
         ];
         for (input, expected) in cases {
             let mut buf = BytesMut::from(*input);
-            assert_eq!(decode(&mut buf, 1024).as_ref(), Err(expected), "{input:?}");
+            assert_eq!(
+                decode(&mut buf, 1024, Version::V311).as_ref(),
+                Err(expected),
+                "{input:?}"
+            );
         }
         let mut huge = BytesMut::from(&[0x30, 0x80, 0x80, 0x01][..]);
         assert_eq!(
-            decode(&mut huge, 1024),
+            decode(&mut huge, 1024, Version::V311),
             Err(DecodeError::TooLarge {
                 len: 16384,
                 max: 1024
             })
+        );
+    }
+
+    #[test]
+    fn mqtt5_packets_carry_their_property_lists() {
+        let connect = bytes(|out| {
+            encode_connect(
+                &Connect {
+                    client_id: "d",
+                    login: None,
+                    keep_alive: 60,
+                    clean_session: true,
+                    will: Some(Will {
+                        topic: "t",
+                        payload: b"x",
+                        qos: QoS::AtMostOnce,
+                        retain: false,
+                    }),
+                    version: Version::V5,
+                },
+                out,
+            )
+        });
+        let expected: Vec<u8> = [
+            &[0x10, 21][..],
+            &[0, 4, b'M', b'Q', b'T', b'T', 5],
+            &[0x04 | 0x02],
+            &[0, 60],
+            &[0], // no CONNECT properties
+            &[0, 1, b'd'],
+            &[0], // no will properties
+            &[0, 1, b't'],
+            &[0, 1, b'x'],
+        ]
+        .concat();
+        assert_eq!(connect, expected);
+        assert_eq!(
+            bytes(|o| encode_subscribe(Version::V5, 5, "a/#", QoS::AtLeastOnce, o)),
+            [0x82, 9, 0, 5, 0, 0, 3, b'a', b'/', b'#', 1]
+        );
+        let answer = bytes(|o| {
+            encode_publish(
+                Version::V5,
+                "r",
+                b"{}",
+                QoS::AtLeastOnce,
+                false,
+                3,
+                Some(b"id"),
+                o,
+            )
+        });
+        // topic, pkid, properties (correlation data "id"), payload
+        assert_eq!(
+            answer,
+            [
+                0x32, 13, 0, 1, b'r', 0, 3, 5, 0x09, 0, 2, b'i', b'd', b'{', b'}'
+            ]
+        );
+    }
+
+    #[test]
+    fn mqtt5_server_packets_decode_with_their_properties() {
+        let mut buf = BytesMut::from(
+            &[
+                0x20, 6, 0, 0, 3, 0x21, 0, 10, // CONNACK accepted, receive maximum 10
+                0x40, 4, 0, 9, 0x87, 0, // PUBACK 9 not authorized
+                0x90, 4, 0, 5, 0, 1, // SUBACK 5 granted 1
+                0xE0, 2, 0x98, 0, // DISCONNECT administrative action
+            ][..],
+        );
+        let mut got = Vec::new();
+        while let Some(p) = decode(&mut buf, 1024, Version::V5).unwrap() {
+            got.push(p);
+        }
+        assert_eq!(
+            got,
+            vec![
+                Incoming::ConnAck {
+                    session_present: false,
+                    code: 0
+                },
+                Incoming::PubAck(9),
+                Incoming::SubAck {
+                    pkid: 5,
+                    codes: vec![1]
+                },
+                Incoming::Disconnect(0x98),
+            ]
+        );
+        // A request: topic "q", pkid 1, user property (skipped), response topic "r",
+        // correlation data "c", payload "p".
+        let mut request = BytesMut::from(
+            &[
+                0x32, 22, 0, 1, b'q', 0, 1, 15, 0x26, 0, 1, b'k', 0, 1, b'v', 0x08, 0, 1, b'r',
+                0x09, 0, 1, b'c', b'p',
+            ][..],
+        );
+        let Some(Incoming::Publish {
+            topic,
+            payload,
+            reply_to,
+            ..
+        }) = decode(&mut request, 1024, Version::V5).unwrap()
+        else {
+            panic!("a PUBLISH");
+        };
+        assert_eq!((topic.as_str(), &payload[..]), ("q", &b"p"[..]));
+        assert_eq!(
+            reply_to,
+            Some(ReplyTo {
+                topic: "r".into(),
+                correlation_data: Bytes::from_static(b"c")
+            })
+        );
+        let mut garbage = BytesMut::from(&[0x30, 5, 0, 1, b'q', 9, 0x08][..]);
+        assert_eq!(
+            decode(&mut garbage, 1024, Version::V5),
+            Err(DecodeError::Malformed("PUBLISH"))
         );
     }
 }

@@ -59,6 +59,8 @@ pub struct RunOptions {
     pub install_time: Duration,
     /// The share of devices given each fault.
     pub faults: FaultMix,
+    /// The share of devices that speak MQTT 5 (the others MQTT 3.1.1).
+    pub mqtt5_fraction: f64,
     /// MQTT over TLS to the broker's TLS listener at `mqtt`; `None` is plain TCP.
     pub tls: Option<TlsOptions>,
     /// The applications every device runs and how they answer offers and deliveries.
@@ -253,6 +255,7 @@ pub async fn run_fleet(
         connect_rate: Some(options.connect_rate),
         max_pending_connects: Some(options.max_pending_connects),
         faults: options.faults,
+        mqtt5_fraction: options.mqtt5_fraction,
     };
     let fleet = Fleet::spawn(configs, fleet_options);
     let stats = Arc::clone(fleet.stats());

@@ -90,6 +90,8 @@ struct Options {
     out: Option<PathBuf>,
     /// More flags for every fleetmq server the bench starts (e.g. `--store-cache-mib 16`).
     fleetmq_args: Vec<String>,
+    /// The MQTT every load client speaks (`--protocol 3.1.1` or `5`).
+    protocol: wire::Version,
 }
 
 impl Options {
@@ -142,6 +144,11 @@ impl Options {
             fleetmq_args: value("--fleetmq-args")
                 .map(|v| v.split_whitespace().map(str::to_owned).collect())
                 .unwrap_or_default(),
+            protocol: match value("--protocol").as_deref() {
+                None | Some("3.1.1") => wire::Version::V311,
+                Some("5") => wire::Version::V5,
+                Some(other) => anyhow::bail!("--protocol {other}: 3.1.1 or 5"),
+            },
         };
         Ok(options)
     }
@@ -323,7 +330,7 @@ async fn run(options: &Options, fleetmq: &Path) -> anyhow::Result<String> {
                 for kind in brokers {
                     let broker =
                         Broker::start(kind, fleetmq, n, None, &options.fleetmq_args).await?;
-                    let idle = connect_idle(&broker, n, options.in_flight).await;
+                    let idle = connect_idle(&broker, n, options.in_flight, options.protocol).await;
                     broker.stop().await;
                     let idle = idle?;
                     println!(
@@ -386,7 +393,8 @@ async fn run(options: &Options, fleetmq: &Path) -> anyhow::Result<String> {
                 run + 1,
                 written.elapsed().as_secs_f64()
             );
-            let devices = connect_devices(&broker, &fleet, options.in_flight).await;
+            let devices =
+                connect_devices(&broker, &fleet, options.in_flight, options.protocol).await;
             broker.stop().await;
             let devices = devices?;
             println!("[run {}] {n} idle devices, fleetmq: {devices}", run + 1);
@@ -994,6 +1002,7 @@ async fn connect_many<F, G>(
     n: usize,
     warm_up: usize,
     in_flight: usize,
+    version: wire::Version,
     hello: F,
     until: G,
 ) -> anyhow::Result<Connections>
@@ -1004,7 +1013,7 @@ where
     let rss_before = settled_rss(broker.pid).await;
     let cache_before = broker.store_cache_bytes().await?;
     let hello = Arc::new(hello);
-    let warm = handshakes(broker, n..n + warm_up, in_flight, &hello, until).await?;
+    let warm = handshakes(broker, n..n + warm_up, in_flight, version, &hello, until).await?;
     anyhow::ensure!(
         warm.failed == 0,
         "warm-up: {} of {warm_up} refused: {:?}",
@@ -1020,7 +1029,7 @@ where
         latencies,
         failed,
         first_error,
-    } = handshakes(broker, 0..n, in_flight, &hello, until).await?;
+    } = handshakes(broker, 0..n, in_flight, version, &hello, until).await?;
     let seconds = start.elapsed().as_secs_f64();
     let cpu = cpu_ticks(broker.pid).saturating_sub(cpu_before);
     let rss_after = settled_rss(broker.pid).await;
@@ -1056,6 +1065,7 @@ async fn handshakes<F, G>(
     broker: &Broker,
     range: std::ops::Range<usize>,
     in_flight: usize,
+    version: wire::Version,
     hello: &Arc<F>,
     until: G,
 ) -> anyhow::Result<Opened>
@@ -1082,10 +1092,12 @@ where
             let (addr, hello) = (broker.addr, Arc::clone(hello));
             tasks.spawn(async move {
                 let began = Instant::now();
-                let stream =
-                    tokio::time::timeout(HANDSHAKE_LIMIT, handshake(addr, hello(i), until))
-                        .await
-                        .map_err(|_| anyhow::anyhow!("no answer within {HANDSHAKE_LIMIT:?}"))??;
+                let stream = tokio::time::timeout(
+                    HANDSHAKE_LIMIT,
+                    handshake(addr, version, hello(i), until),
+                )
+                .await
+                .map_err(|_| anyhow::anyhow!("no answer within {HANDSHAKE_LIMIT:?}"))??;
                 Ok::<_, anyhow::Error>((stream, began.elapsed()))
             });
             next = indices.next();
@@ -1117,6 +1129,7 @@ where
 /// until `until` says [`Step::Done`].
 async fn handshake(
     addr: SocketAddr,
+    version: wire::Version,
     hello: BytesMut,
     mut until: impl FnMut(&Incoming) -> Step,
 ) -> anyhow::Result<TcpStream> {
@@ -1125,7 +1138,7 @@ async fn handshake(
     let mut buf = BytesMut::with_capacity(256);
     let mut accepted = false;
     loop {
-        while let Some(packet) = wire::decode(&mut buf, 64 * 1024)? {
+        while let Some(packet) = wire::decode(&mut buf, 64 * 1024, version)? {
             if let Incoming::ConnAck { code, .. } = packet {
                 anyhow::ensure!(code == 0, "CONNACK {code:#04x}");
                 accepted = true;
@@ -1152,7 +1165,12 @@ async fn handshake(
 const WARM_UP: usize = 200;
 
 /// `n` idle anonymous connections: CONNECT (keep-alive 600 s) and CONNACK.
-async fn connect_idle(broker: &Broker, n: usize, in_flight: usize) -> anyhow::Result<Connections> {
+async fn connect_idle(
+    broker: &Broker,
+    n: usize,
+    in_flight: usize,
+    version: wire::Version,
+) -> anyhow::Result<Connections> {
     let kind = broker.kind.name();
     let run = std::process::id();
     connect_many(
@@ -1160,6 +1178,7 @@ async fn connect_idle(broker: &Broker, n: usize, in_flight: usize) -> anyhow::Re
         n,
         WARM_UP,
         in_flight,
+        version,
         move |i| {
             let mut buf = BytesMut::with_capacity(64);
             let id = format!("idle-{run}-{i}");
@@ -1170,6 +1189,7 @@ async fn connect_idle(broker: &Broker, n: usize, in_flight: usize) -> anyhow::Re
                     keep_alive: 600,
                     clean_session: true,
                     will: None,
+                    version,
                 },
                 &mut buf,
             );
@@ -1202,6 +1222,7 @@ async fn connect_devices(
     broker: &Broker,
     fleet: &[(String, String)],
     in_flight: usize,
+    version: wire::Version,
 ) -> anyhow::Result<Connections> {
     let fleet: Arc<Vec<(String, String)>> = Arc::new(fleet.to_vec());
     let n = fleet.len();
@@ -1211,6 +1232,7 @@ async fn connect_devices(
         n,
         0,
         in_flight,
+        version,
         move |i| {
             let (id, key) = &fleet[i];
             let presence = format!("fleetmq/v1/bench/{id}/up/presence");
@@ -1227,18 +1249,22 @@ async fn connect_devices(
                         qos: wire::QoS::AtLeastOnce,
                         retain: true,
                     }),
+                    version,
                 },
                 &mut buf,
             );
             wire::encode_publish(
+                version,
                 &presence,
                 br#"{"status":"online"}"#,
                 wire::QoS::AtLeastOnce,
                 true,
                 1,
+                None,
                 &mut buf,
             );
             wire::encode_subscribe(
+                version,
                 2,
                 &format!("fleetmq/v1/bench/{id}/down/#"),
                 wire::QoS::AtLeastOnce,

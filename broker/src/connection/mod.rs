@@ -509,6 +509,11 @@ async fn start(shared: &Shared, accepted: Box<Accepted>) -> Option<Live<'_>> {
     });
     wire.connack(reason::SUCCESS, session_present, announced.as_ref())
         .await;
+    let metrics = &shared.core.metrics;
+    Metrics::count(match wire.is_v5() {
+        true => &metrics.connected_v5,
+        false => &metrics.connected_v311,
+    });
     let relay = Relay::new(shared, principal.clone(), peer_kind, expiry);
     // What a resumed persistent session must send again goes first, with the relay loop's
     // first flush.

@@ -2,6 +2,7 @@
 //! simulated devices (fleetmq-sim, with injected faults) through npm.system_update over MQTT.
 
 mod batches;
+mod mixed;
 mod one_device;
 
 use std::time::Duration;
