@@ -6,8 +6,11 @@
 //! cargo build --release -p fleetmq -p fleetmq-sim && \
 //!   cargo bench -p fleetmq-tests --bench broker -- [--runs 3] [--messages 20000] [--window 10] \
 //!     [--publishers 50] [--idle 2000,5000] [--devices 19000] [--only one-to-one,fan-in,idle,devices] \
-//!     [--in-flight 64] [--fleetmq-args "--store-cache-mib 16"] [--out PATH]
+//!     [--in-flight 64] [--fleetmq-args "--store-cache-mib 16"] [--protocol 3.1.1|5] [--out PATH]
 //! ```
+//!
+//! `--protocol 5` runs every load client as MQTT 5 (rumqttc's v5 client for `one-to-one` and
+//! `fan-in`, the simulator's codec in MQTT 5 for `idle` and `devices`); 3.1.1 is the default.
 //!
 //! Scenarios (each run starts a fresh broker process; runs alternate Mosquitto, fleetmq,
 //! Mosquitto, fleetmq, … and the table shows the median of `--runs` with every run beside it):
@@ -278,6 +281,7 @@ async fn run(options: &Options, fleetmq: &Path) -> anyhow::Result<String> {
             messages,
             window,
             e2e_window,
+            version: options.protocol,
             fan_in: false,
         };
         for run in 0..options.runs {
@@ -303,6 +307,7 @@ async fn run(options: &Options, fleetmq: &Path) -> anyhow::Result<String> {
             messages,
             window,
             e2e_window,
+            version: options.protocol,
             fan_in: true,
         };
         for run in 0..options.runs {
@@ -531,6 +536,8 @@ struct Load {
     messages: u64,
     window: u16,
     e2e_window: u64,
+    /// The MQTT the clients speak.
+    version: wire::Version,
     /// `bench/{i}/x` and a `bench/+/x` subscriber, else `bench/x` for both.
     fan_in: bool,
 }
@@ -604,33 +611,156 @@ fn parse_payload(p: &[u8]) -> Option<(usize, u64)> {
     Some((publisher, seq))
 }
 
-/// Waits (bounded) for the CONNACK of a fresh rumqttc client.
-async fn connected(events: &mut rumqttc::EventLoop) -> anyhow::Result<()> {
+/// A rumqttc client of either version, as the throughput scenarios use it.
+#[derive(Clone)]
+enum Client {
+    V311(AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+/// Its event loop.
+enum Events {
+    V311(Box<rumqttc::EventLoop>),
+    V5(Box<rumqttc::v5::EventLoop>),
+}
+
+/// What the scenarios look at in a client's events.
+enum Seen {
+    /// CONNACK: accepted or not (the code).
+    ConnAck(Result<(), String>),
+    /// SUBACK: every filter granted, or the codes.
+    SubAck(Result<(), String>),
+    /// A message's payload.
+    Publish(bytes::Bytes),
+    /// A PUBLISH written, with the packet id its PUBACK will name.
+    Written(u16),
+    PubAck(u16),
+    Other,
+}
+
+/// A client named `id` of `version` with at most `inflight` QoS 1 messages unacknowledged
+/// (for MQTT 5, also within the broker's receive maximum).
+fn client(
+    id: &str,
+    addr: SocketAddr,
+    inflight: u16,
+    capacity: usize,
+    version: wire::Version,
+) -> (Client, Events) {
+    let (host, port) = (addr.ip().to_string(), addr.port());
+    match version {
+        wire::Version::V311 => {
+            let mut options = MqttOptions::new(id, host, port);
+            options.set_keep_alive(Duration::from_secs(60));
+            options.set_clean_session(true);
+            options.set_inflight(inflight);
+            let (client, events) = AsyncClient::new(options, capacity);
+            (Client::V311(client), Events::V311(Box::new(events)))
+        }
+        wire::Version::V5 => {
+            let mut options = rumqttc::v5::MqttOptions::new(id, host, port);
+            options.set_keep_alive(Duration::from_secs(60));
+            options.set_clean_start(true);
+            options.set_outgoing_inflight_upper_limit(inflight);
+            let (client, events) = rumqttc::v5::AsyncClient::new(options, capacity);
+            (Client::V5(client), Events::V5(Box::new(events)))
+        }
+    }
+}
+
+impl Client {
+    async fn subscribe(&self, filter: &str) -> anyhow::Result<()> {
+        match self {
+            Client::V311(c) => c.subscribe(filter, QoS::AtLeastOnce).await?,
+            Client::V5(c) => {
+                c.subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, topic: &str, payload: Vec<u8>) -> anyhow::Result<()> {
+        match self {
+            Client::V311(c) => c.publish(topic, QoS::AtLeastOnce, false, payload).await?,
+            Client::V5(c) => {
+                let qos = rumqttc::v5::mqttbytes::QoS::AtLeastOnce;
+                c.publish(topic, qos, false, payload).await?
+            }
+        }
+        Ok(())
+    }
+
+    async fn disconnect(&self) {
+        let _ = match self {
+            Client::V311(c) => c.disconnect().await.map_err(|e| e.to_string()),
+            Client::V5(c) => c.disconnect().await.map_err(|e| e.to_string()),
+        };
+    }
+}
+
+impl Events {
+    async fn poll(&mut self) -> Result<Seen, String> {
+        use rumqttc::v5::Event as E5;
+        use rumqttc::v5::mqttbytes::v5::Packet as P5;
+        Ok(match self {
+            Events::V311(events) => match events.poll().await.map_err(|e| e.to_string())? {
+                Event::Incoming(Packet::ConnAck(ack)) => Seen::ConnAck(
+                    (ack.code == rumqttc::ConnectReturnCode::Success)
+                        .then_some(())
+                        .ok_or_else(|| format!("CONNACK {:?}", ack.code)),
+                ),
+                Event::Incoming(Packet::SubAck(ack)) => Seen::SubAck(
+                    ack.return_codes
+                        .iter()
+                        .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_)))
+                        .then_some(())
+                        .ok_or_else(|| format!("{:?}", ack.return_codes)),
+                ),
+                Event::Incoming(Packet::Publish(p)) => Seen::Publish(p.payload),
+                Event::Incoming(Packet::PubAck(ack)) => Seen::PubAck(ack.pkid),
+                Event::Outgoing(Outgoing::Publish(pkid)) => Seen::Written(pkid),
+                _ => Seen::Other,
+            },
+            Events::V5(events) => match events.poll().await.map_err(|e| e.to_string())? {
+                E5::Incoming(P5::ConnAck(ack)) => Seen::ConnAck(
+                    (ack.code == rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success)
+                        .then_some(())
+                        .ok_or_else(|| format!("CONNACK {:?}", ack.code)),
+                ),
+                E5::Incoming(P5::SubAck(ack)) => Seen::SubAck(
+                    ack.return_codes
+                        .iter()
+                        .all(|c| {
+                            matches!(
+                                c,
+                                rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)
+                            )
+                        })
+                        .then_some(())
+                        .ok_or_else(|| format!("{:?}", ack.return_codes)),
+                ),
+                E5::Incoming(P5::Publish(p)) => Seen::Publish(p.payload),
+                E5::Incoming(P5::PubAck(ack)) => Seen::PubAck(ack.pkid),
+                E5::Outgoing(Outgoing::Publish(pkid)) => Seen::Written(pkid),
+                _ => Seen::Other,
+            },
+        })
+    }
+}
+
+/// Waits (bounded) for the CONNACK of a fresh client.
+async fn connected(events: &mut Events) -> anyhow::Result<()> {
     let deadline = Instant::now() + HANDSHAKE_LIMIT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, events.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
-                anyhow::ensure!(
-                    ack.code == rumqttc::ConnectReturnCode::Success,
-                    "CONNACK {:?}",
-                    ack.code
-                );
-                return Ok(());
-            }
+            Ok(Ok(Seen::ConnAck(accepted))) => return accepted.map_err(anyhow::Error::msg),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => anyhow::bail!("connect: {e}"),
             Err(_) => anyhow::bail!("no CONNACK within {HANDSHAKE_LIMIT:?}"),
         }
     }
-}
-
-fn options(id: &str, addr: SocketAddr, inflight: u16) -> MqttOptions {
-    let mut options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
-    options.set_keep_alive(Duration::from_secs(60));
-    options.set_clean_session(true);
-    options.set_inflight(inflight);
-    options
 }
 
 /// The subscriber's tally: each (publisher, sequence) once.
@@ -644,21 +774,17 @@ struct Tally {
 
 async fn throughput(addr: SocketAddr, load: &Load) -> anyhow::Result<Delivery> {
     // The subscriber first, subscribed before anyone publishes.
-    let (sub, mut sub_events) = AsyncClient::new(options("bench-sub", addr, 100), 1_000);
+    let (sub, mut sub_events) = client("bench-sub", addr, 100, 1_000, load.version);
     connected(&mut sub_events).await?;
-    sub.subscribe(load.filter(), QoS::AtLeastOnce).await?;
+    sub.subscribe(load.filter()).await?;
     let deadline = Instant::now() + HANDSHAKE_LIMIT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, sub_events.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::SubAck(ack)))) => {
-                anyhow::ensure!(
-                    ack.return_codes
-                        .iter()
-                        .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_))),
-                    "subscription refused: {:?}",
-                    ack.return_codes
-                );
+            Ok(Ok(Seen::SubAck(granted))) => {
+                if let Err(codes) = granted {
+                    anyhow::bail!("subscription refused: {codes}");
+                }
                 break;
             }
             Ok(Ok(_)) => {}
@@ -676,9 +802,12 @@ async fn throughput(addr: SocketAddr, load: &Load) -> anyhow::Result<Delivery> {
     // Every publisher connected before any starts.
     let mut clients = Vec::with_capacity(load.publishers);
     for i in 0..load.publishers {
-        let (client, mut events) = AsyncClient::new(
-            options(&format!("bench-pub-{i}"), addr, load.window),
+        let (client, mut events) = client(
+            &format!("bench-pub-{i}"),
+            addr,
+            load.window,
             usize::from(load.window) + 16,
+            load.version,
         );
         connected(&mut events).await?;
         clients.push((client, events));
@@ -703,11 +832,11 @@ async fn throughput(addr: SocketAddr, load: &Load) -> anyhow::Result<Delivery> {
             let hard_stop = start + SCENARIO_LIMIT + QUIET;
             while tally.delivered < expected && Instant::now() < hard_stop {
                 match tokio::time::timeout(Duration::from_millis(200), sub_events.poll()).await {
-                    Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                    Ok(Ok(Seen::Publish(payload))) => {
                         let now = Instant::now();
                         tally.last = Some(now);
                         quiet_since = None;
-                        match parse_payload(&p.payload) {
+                        match parse_payload(&payload) {
                             Some((i, seq)) if i < publishers && seq < messages => {
                                 let slot = &mut tally.seen[i][seq as usize];
                                 if *slot {
@@ -738,7 +867,7 @@ async fn throughput(addr: SocketAddr, load: &Load) -> anyhow::Result<Delivery> {
                     }
                 }
             }
-            let _ = sub.disconnect().await;
+            sub.disconnect().await;
             (tally, error)
         })
     };
@@ -798,8 +927,8 @@ async fn throughput(addr: SocketAddr, load: &Load) -> anyhow::Result<Delivery> {
 #[allow(clippy::too_many_arguments)]
 async fn publish(
     i: usize,
-    client: AsyncClient,
-    mut events: rumqttc::EventLoop,
+    client: Client,
+    mut events: Events,
     topic: String,
     messages: u64,
     e2e_window: u64,
@@ -826,11 +955,7 @@ async fn publish(
                         break;
                     }
                 }
-                if client
-                    .publish(&topic, QoS::AtLeastOnce, false, payload(i, seq))
-                    .await
-                    .is_err()
-                {
+                if client.publish(&topic, payload(i, seq)).await.is_err() {
                     break;
                 }
             }
@@ -846,12 +971,12 @@ async fn publish(
     while acknowledged < messages {
         let left = stop.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, events.poll()).await {
-            Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
+            Ok(Ok(Seen::Written(pkid))) => {
                 pending.insert(pkid, written);
                 written += 1;
             }
-            Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
-                if let Some(seq) = pending.remove(&ack.pkid)
+            Ok(Ok(Seen::PubAck(pkid))) => {
+                if let Some(seq) = pending.remove(&pkid)
                     && let Some(slot) = acked.get_mut(seq as usize)
                     && !*slot
                 {
@@ -873,7 +998,7 @@ async fn publish(
         }
     }
     sender.abort();
-    let _ = client.disconnect().await;
+    client.disconnect().await;
     // Let the DISCONNECT out (bounded).
     let _ = tokio::time::timeout(Duration::from_millis(200), events.poll()).await;
     (i, written, acked, error)
