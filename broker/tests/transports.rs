@@ -547,3 +547,102 @@ async fn a_secure_websocket_listener_without_the_tls_listener_is_a_configuration
     let bound = Broker::bind(config, Arc::new(TestAuth)).await;
     assert!(matches!(bound, Err(BrokerError::Config(_))));
 }
+
+/// MQTT 5 on every listener: a v5 device over TLS, WebSocket and secure WebSocket publishes,
+/// a v5 operator over plain TCP receives it with the device's user property, and a refused
+/// publish is a PUBACK reason code on each transport.
+#[tokio::test]
+async fn mqtt5_clients_are_served_on_every_listener() {
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, PubAckReason, PublishProperties};
+    use rumqttc::v5::{
+        AsyncClient as Client5, Event as E5, EventLoop as Loop5, MqttOptions as Options5,
+    };
+
+    async fn until(events: &mut Loop5, wanted: impl Fn(&P5) -> bool) -> P5 {
+        loop {
+            let event = timeout(WAIT, events.poll())
+                .await
+                .expect("event in time")
+                .expect("connection alive");
+            if let E5::Incoming(packet) = event
+                && wanted(&packet)
+            {
+                return packet;
+            }
+        }
+    }
+    fn v5(v4: MqttOptions, client_id: &str, user: &str, password: &str) -> Options5 {
+        let (host, port) = v4.broker_address();
+        let mut options = Options5::new(client_id, host, port);
+        options.set_credentials(user, password);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_transport(v4.transport());
+        options
+    }
+
+    let broker = TlsBroker::start(Duration::from_secs(10)).await;
+    let mut operator_options = Options5::new("console-5", "127.0.0.1", broker.plain.port());
+    operator_options.set_credentials("op-acme", "pw-op");
+    let (operator, mut operator_loop) = Client5::new(operator_options, 16);
+    operator
+        .subscribe("fleetmq/v1/acme/#", Q5::AtLeastOnce)
+        .await
+        .unwrap();
+    until(&mut operator_loop, |p| matches!(p, P5::SubAck(_))).await;
+
+    let device = "00000000-0000-4000-8000-0000000000a1";
+    let telemetry = Topic::up("acme", device, UpChannel::Telemetry).to_string();
+    let foreign = Topic::up(
+        "acme",
+        "00000000-0000-4000-8000-0000000000b2",
+        UpChannel::Telemetry,
+    )
+    .to_string();
+    let transports = [
+        ("TLS", broker.tls_options(device, device, "pw-a1")),
+        ("WebSocket", broker.ws_options(device, device, "pw-a1")),
+        (
+            "secure WebSocket",
+            broker.wss_options(device, device, "pw-a1", &broker.ca),
+        ),
+    ];
+    for (name, v4) in transports {
+        let (client, mut events) = Client5::new(v5(v4, device, device, "pw-a1"), 16);
+        until(&mut events, |p| matches!(p, P5::ConnAck(_))).await;
+        client
+            .publish(&foreign, Q5::AtLeastOnce, false, "{}")
+            .await
+            .unwrap();
+        let refused = until(&mut events, |p| matches!(p, P5::PubAck(_))).await;
+        assert!(
+            matches!(&refused, P5::PubAck(ack) if ack.reason == PubAckReason::NotAuthorized),
+            "{name}: {refused:?}"
+        );
+        let properties = PublishProperties {
+            user_properties: vec![("via".into(), name.into())],
+            ..PublishProperties::default()
+        };
+        client
+            .publish_with_properties(&telemetry, Q5::AtLeastOnce, false, "{}", properties)
+            .await
+            .unwrap();
+        let taken = until(&mut events, |p| matches!(p, P5::PubAck(_))).await;
+        assert!(
+            matches!(&taken, P5::PubAck(ack) if ack.reason == PubAckReason::Success),
+            "{name}: {taken:?}"
+        );
+        let P5::Publish(seen) = until(&mut operator_loop, |p| matches!(p, P5::Publish(_))).await
+        else {
+            unreachable!("matched above")
+        };
+        assert_eq!(seen.topic, telemetry.as_bytes(), "{name}");
+        let via = seen
+            .properties
+            .map(|p| p.user_properties)
+            .unwrap_or_default();
+        assert_eq!(via, [("via".to_owned(), name.to_owned())], "{name}");
+        client.disconnect().await.unwrap();
+    }
+    broker.stop();
+}

@@ -9,6 +9,10 @@
 //! application software that the server offers and delivers (see [`software`]), and
 //! reconnects with backoff when the broker drops it. Over TLS (`--mqtt-ca`) a device may log
 //! in with a client certificate instead, sending no username or password (see [`tls`]).
+//! A device speaks MQTT 3.1.1 or MQTT 5 ([`DeviceConfig::mqtt_version`]; `--mqtt5-fraction`
+//! mixes a fleet, spread evenly by index): an MQTT 5 device answers a request on the response
+//! topic it came with, with its correlation data and no `id` in the payload, as a generic
+//! MQTT 5 responder would (docs/mqtt.md, "Request/response").
 //! Tests drive one device through a [`SimHandle`]; the `fleetmq-sim` binary drives thousands
 //! through a [`Fleet`].
 //!
@@ -18,8 +22,9 @@
 //! ~28k ephemeral ports of a single source address (we spread over 127.0.0.x), and each of
 //! its clients carries an event loop, a request channel and pre-sized in-flight state. A
 //! device needs only CONNECT/CONNACK, PUBLISH at QoS 0/1 with PUBACK, SUBSCRIBE/SUBACK and
-//! PINGREQ/PINGRESP: [`mqtt`] is that codec (~250 lines, unit-tested), and each device is one
-//! tokio task owning its socket, two small buffers and its timers.
+//! PINGREQ/PINGRESP (and, in MQTT 5, property lists and the server's DISCONNECT): [`mqtt`] is
+//! that codec (unit-tested), and each device is one tokio task owning its socket, two small
+//! buffers and its timers.
 //!
 //! Measured on the 2-core development VM (release build): 19,000 connected devices cost the
 //! simulator ~120 MiB resident (~6.5 KiB per device, runtime included) and ~5% of a core

@@ -1541,6 +1541,10 @@ async fn render(options: &Options, report: &Report, took: Duration) -> String {
             options.fleetmq_args.join(" ")
         ));
     }
+    out.push_str(match options.protocol {
+        wire::Version::V311 => "\nEvery load client speaks MQTT 3.1.1.\n",
+        wire::Version::V5 => "\nEvery load client speaks MQTT 5 (`--protocol 5`).\n",
+    });
     out.push_str(&format!(
         "\nRuns: {} per cell, alternating Mosquitto and fleetmq; cells show the median (every run in brackets). \
          Throughput: QoS 1, {PAYLOAD}-byte payloads, {} messages per publisher, window {} unacknowledged per publisher{}. \
