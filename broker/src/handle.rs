@@ -63,8 +63,14 @@ impl Core {
     }
 
     /// Publishes a will once `after` (its MQTT 5 will delay) has passed, unless the session
-    /// `key` connects again first ([`cancel_will`](Self::cancel_will)).
-    pub(crate) fn publish_will_later(self: &Arc<Self>, key: String, will: Routed, after: Duration) {
+    /// `key` connects again first ([`cancel_will`](Self::cancel_will)). `will` makes the
+    /// message then (its expiry counts from its publication).
+    pub(crate) fn publish_will_later(
+        self: &Arc<Self>,
+        key: String,
+        will: Box<dyn FnOnce() -> Routed + Send>,
+        after: Duration,
+    ) {
         let token = CancellationToken::new();
         if let Some(previous) = self.delayed_wills().insert(key.clone(), token.clone()) {
             previous.cancel();
@@ -86,7 +92,7 @@ impl Core {
                     }
                     wills.remove(&key);
                     drop(wills);
-                    core.router.publish(will, None);
+                    core.router.publish(will(), None);
                 }
             }
         });

@@ -321,7 +321,12 @@ def will(args):
     delayed = (
         "will/delayed",
         "gone",
-        props(PacketTypes.WILLMESSAGE, WillDelayInterval=1, UserProperty=[("why", "lost")]),
+        props(
+            PacketTypes.WILLMESSAGE,
+            WillDelayInterval=1,
+            UserProperty=[("why", "lost")],
+            MessageExpiryInterval=60,
+        ),
     )
     client = Client(args.port, "paho5-will", session_expiry=60, will=delayed)
     lost_at = time.monotonic()
@@ -331,6 +336,8 @@ def will(args):
     check(got.topic == "will/delayed", f"will received: {got.topic}")
     check(waited >= 0.9, f"the will waited its delay ({waited:.2f} s)")
     check(got.properties.UserProperty == [("why", "lost")], "the will's properties travel")
+    left = got.properties.MessageExpiryInterval
+    check(left == 60, f"the will's expiry counts from its publication, not the CONNECT: {left}")
     # Back before the delay: no will.
     again = ("will/cancelled", "gone", props(PacketTypes.WILLMESSAGE, WillDelayInterval=1))
     client = Client(args.port, "paho5-will-2", session_expiry=60, will=again)

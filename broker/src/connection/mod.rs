@@ -167,6 +167,24 @@ struct Will {
     message: Message,
     /// MQTT 5 will delay interval, seconds.
     delay: u32,
+    /// MQTT 5 message expiry interval, seconds: counted from when the will is published.
+    expiry: Option<u32>,
+}
+
+impl Will {
+    /// The message to publish now, its expiry counted from now.
+    fn message_now(self) -> Message {
+        let Will {
+            mut message,
+            expiry,
+            ..
+        } = self;
+        if let (Some(seconds), Some(properties)) = (expiry, message.properties.as_mut()) {
+            Arc::make_mut(properties).expires_at =
+                Some(crate::router::now_ms().saturating_add(u64::from(seconds) * 1000));
+        }
+        message
+    }
 }
 
 /// Serves an accepted connection's session until it closes.
@@ -622,10 +640,10 @@ async fn finish(shared: &Shared, live: Live<'_>, close: Close) {
             let key = guard.key().to_owned();
             shared.core.publish_will_later(
                 key,
-                will.message,
+                Box::new(move || will.message_now()),
                 Duration::from_secs(u64::from(delay)),
             );
-        } else if let Some(ticket) = shared.core.router.publish(will.message, None) {
+        } else if let Some(ticket) = shared.core.router.publish(will.message_now(), None) {
             let durable = shared.core.router.journal.durable(ticket);
             match timeout(shared.config.uplink_timeout, durable).await {
                 Ok(Ok(())) => {}
@@ -661,6 +679,7 @@ fn own_will(will: LastWill, properties: Option<&LastWillProperties>) -> Box<Will
             properties: mqtt5::message_properties(carried.as_ref()),
         },
         delay: properties.and_then(|p| p.delay_interval).unwrap_or(0),
+        expiry: properties.and_then(|p| p.message_expiry_interval),
     })
 }
 
