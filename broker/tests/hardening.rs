@@ -245,3 +245,129 @@ async fn an_identity_guessed_from_many_addresses_is_locked_after_failures_in_a_r
     assert_eq!(other, CONNACK_ACCEPTED);
     broker.stop().await;
 }
+
+/// An MQTT 5 CONNECT: clean start, no properties, anonymous.
+fn connect_v5(client_id: &str, keep_alive: u16) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_str(&mut body, "MQTT");
+    body.extend_from_slice(&[5, 0x02]);
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    body.push(0);
+    put_str(&mut body, client_id);
+    frame(0x10, &body)
+}
+
+/// Well-formed MQTT 5 client packets (with properties) to mutate, and packets only a server
+/// sends, which rumqttd's v5 decoder would panic on.
+fn v5_seeds() -> Vec<Vec<u8>> {
+    let mut publish = Vec::new();
+    put_str(&mut publish, "a/b");
+    publish.extend_from_slice(&[0, 7]);
+    // payload format 1, expiry 10, topic alias 1, user property k=v, correlation "c"
+    let properties = [
+        0x01, 1, 0x02, 0, 0, 0, 10, 0x23, 0, 1, 0x26, 0, 1, b'k', 0, 1, b'v', 0x09, 0, 1, b'c',
+    ];
+    publish.push(properties.len() as u8);
+    publish.extend_from_slice(&properties);
+    publish.extend_from_slice(b"payload");
+    let mut subscribe = vec![0, 8, 2, 0x0B, 5];
+    put_str(&mut subscribe, "x/#");
+    subscribe.push(0b0010_1101);
+    let mut unsubscribe = vec![0, 9, 0];
+    put_str(&mut unsubscribe, "x/#");
+    vec![
+        frame(0x32, &publish),
+        frame(0x82, &subscribe),
+        frame(0xA2, &unsubscribe),
+        frame(0x40, &[0, 7, 0x87, 3, 0x1F, 0, 0]),
+        frame(0x50, &[0, 7, 0x10, 0]),
+        frame(0x62, &[0, 7, 0x92, 0]),
+        frame(0x70, &[0, 7, 0, 0]),
+        frame(0xE0, &[0x04, 5, 0x11, 0, 0, 0, 9]),
+        frame(0xF0, &[0x18, 0]),
+        frame(0x20, &[0, 0, 0]),
+        frame(0x90, &[0, 1, 0, 0]),
+        frame(0xB0, &[0, 1, 0, 0]),
+        frame(0xD0, &[]),
+    ]
+}
+
+#[tokio::test]
+async fn garbage_after_an_mqtt5_connect_never_hangs_or_stops_the_broker() {
+    let broker = TestBroker::start(BrokerConfig {
+        anonymous_sandbox: true,
+        ..BrokerConfig::default()
+    })
+    .await;
+    // A connection task that panicked would look like a closed connection: count panics.
+    static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::Relaxed);
+        default_hook(info);
+    }));
+    let seeds = v5_seeds();
+    // A fixed xorshift: the same mutations on every run.
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut cases = Vec::new();
+    for i in 0..400 {
+        let mut bytes = seeds[i % seeds.len()].clone();
+        match next() % 4 {
+            // Seeds as they are: the server-only types among them are refused, not decoded.
+            0 => {}
+            1 => {
+                let at = (next() as usize) % bytes.len();
+                bytes[at] ^= 1 << (next() % 8);
+            }
+            2 => {
+                let at = (next() as usize) % bytes.len();
+                bytes[at] = next() as u8;
+            }
+            _ => bytes.truncate((next() as usize) % bytes.len() + 1),
+        }
+        cases.push(bytes);
+    }
+    // 200 at once, each from its own address (the pre-CONNECT budget is per address).
+    for (batch, chunk) in cases.chunks(200).enumerate() {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, garbage) in chunk.iter().cloned().enumerate() {
+            let mut raw = broker.socket_from([127, 0, 1, i as u8]).await;
+            let mut hello = connect_v5(&format!("fuzz-{batch}-{i}"), 1);
+            hello.extend_from_slice(&garbage);
+            hello.extend_from_slice(&PINGREQ);
+            tasks.spawn(async move {
+                raw.send(&hello).await;
+                let connack = raw.packet().await;
+                assert_eq!(connack[0], 0x20, "CONNACK first");
+                // Answered (PINGRESP) or closed, within the 1 s keep-alive's 1.5 s: never a
+                // hang. `until_closed` is bounded by WAIT.
+                loop {
+                    match tokio::time::timeout(WAIT, raw.try_packet()).await {
+                        Ok(Some(packet)) if packet == PINGRESP => break,
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(_) => panic!("neither answered nor closed: {garbage:02x?}"),
+                    }
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("each garbage connection ends");
+        }
+    }
+    assert_eq!(PANICS.load(Ordering::Relaxed), 0, "no task panicked");
+    // The broker still serves a well-behaved client.
+    let mut raw = broker.socket_from([127, 0, 0, 2]).await;
+    let mut hello = connect_v5("after-the-fuzz", 0);
+    hello.extend_from_slice(&PINGREQ);
+    raw.send(&hello).await;
+    assert_eq!(raw.packet().await[0], 0x20);
+    assert_eq!(raw.packet().await, PINGRESP);
+    broker.stop().await;
+}
