@@ -7,88 +7,22 @@ holds, and prints what failed otherwise. Every wait is bounded.
 """
 
 import argparse
-import queue
-import sys
-import time
 
 import paho.mqtt.client as mqtt
-
-WAIT = 10.0
-
-
-class Client:
-    """A connected paho client whose callbacks feed queues, so that tests await events."""
-
-    def __init__(self, port, client_id, clean=True, username=None, password=None):
-        self.messages = queue.Queue()
-        self.acks = queue.Queue()
-        self.connack = queue.Queue()
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=clean,
-            protocol=mqtt.MQTTv311,
-        )
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        self.client.on_connect = lambda c, u, flags, rc, p: self.connack.put((flags, rc))
-        self.client.on_message = lambda c, u, m: self.messages.put(m)
-        self.client.on_subscribe = lambda c, u, mid, codes, p: self.acks.put(
-            ("suback", mid, [int(code.value) for code in codes])
-        )
-        self.client.on_publish = lambda c, u, mid, rc, p: self.acks.put(("published", mid, None))
-        self.client.connect("127.0.0.1", port, keepalive=30)
-        self.client.loop_start()
-        flags, rc = self.connack.get(timeout=WAIT)
-        check(rc == 0, f"{client_id}: CONNACK {rc}")
-        self.session_present = flags.session_present
-
-    def subscribe(self, filters):
-        result, mid = self.client.subscribe(filters)
-        check(result == mqtt.MQTT_ERR_SUCCESS, f"SUBSCRIBE {filters} not sent")
-        return self.wait_ack("suback", mid)
-
-    def publish(self, topic, payload, qos=1, retain=False):
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
-        info.wait_for_publish(timeout=WAIT)
-        check(info.is_published(), f"{topic}: not acknowledged in time")
-
-    def wait_ack(self, kind, mid):
-        deadline = time.monotonic() + WAIT
-        while True:
-            got = self.acks.get(timeout=max(0.01, deadline - time.monotonic()))
-            if got[0] == kind and got[1] == mid:
-                return got[2]
-
-    def next_message(self):
-        try:
-            return self.messages.get(timeout=WAIT)
-        except queue.Empty:
-            fail("no message in time")
-
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
+import paho_client
+from paho_client import check, until
 
 
-def check(condition, what):
-    if not condition:
-        fail(what)
-
-
-def fail(what):
-    print(f"FAILED: {what}", file=sys.stderr)
-    sys.exit(1)
-
-
-def until(client, topic):
-    """Messages received up to and including the first on `topic`."""
-    received = []
-    while True:
-        message = client.next_message()
-        received.append(message)
-        if message.topic == topic:
-            return received
+def Client(port, client_id, clean=True, username=None, password=None):
+    """An MQTT 3.1.1 client of the shared kind (see paho_client.py)."""
+    return paho_client.Client(
+        port,
+        client_id,
+        version=mqtt.MQTTv311,
+        clean_start=clean,
+        username=username,
+        password=password,
+    )
 
 
 def sandbox(args):

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::mailbox::Mailbox;
+use super::subscription::Options;
 
 /// One subscription: whose, at which granted QoS, with which MQTT 5 options.
 #[derive(Clone)]
@@ -18,40 +19,6 @@ pub(crate) struct Subscriber {
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) qos: u8,
     pub(crate) options: Options,
-}
-
-/// A subscription's MQTT 5 options (MQTT 5 §3.8.3.1); MQTT 3.1.1 subscriptions have the
-/// defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Options {
-    /// No local: the session is not sent what it published itself.
-    pub(crate) no_local: bool,
-    /// Retain as published: live messages keep their retain flag.
-    pub(crate) retain_as_published: bool,
-    /// Retain handling: 0 sends the retained messages at subscribe, 1 only if the
-    /// subscription is new, 2 never.
-    pub(crate) retain_handling: u8,
-    /// Subscription identifier, sent with each message it matches (0: none).
-    pub(crate) id: u32,
-}
-
-/// A subscription as a session holds it: filter as subscribed, granted QoS, options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Subscription {
-    pub(crate) filter: String,
-    pub(crate) qos: u8,
-    pub(crate) options: Options,
-}
-
-impl Subscription {
-    /// A subscription with the MQTT 3.1.1 defaults.
-    pub(crate) fn plain(filter: &str, qos: u8) -> Subscription {
-        Subscription {
-            filter: filter.to_owned(),
-            qos,
-            options: Options::default(),
-        }
-    }
 }
 
 /// Where a routed message goes: one per session, whatever the number of its subscriptions

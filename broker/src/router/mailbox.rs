@@ -17,9 +17,10 @@ use fleetmq_protocol::Principal;
 use futures_util::task::AtomicWaker;
 use tracing::{info, warn};
 
-use super::filters::Subscription;
 use super::journal::Journal;
 use super::records;
+use super::subscription::Expiry;
+use super::subscription::Subscription;
 use super::{Message, RouterMetrics, now_ms};
 use crate::StateChange;
 
@@ -83,41 +84,6 @@ struct Outgoing {
     ids: Option<Box<[u32]>>,
     /// QoS 2: PUBREC received, PUBREL sent, PUBCOMP awaited.
     released: bool,
-}
-
-/// How long a session outlives its connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Expiry {
-    /// It ends with its connection (clean session 1; MQTT 5 session expiry 0).
-    WithConnection,
-    /// This many seconds after its connection ends (MQTT 5 session expiry interval).
-    After(u32),
-    /// Until a clean session replaces it (clean session 0; MQTT 5 interval 0xFFFFFFFF).
-    Never,
-}
-
-impl Expiry {
-    /// From an MQTT 5 session expiry interval.
-    pub(crate) fn from_interval(seconds: u32) -> Expiry {
-        match seconds {
-            0 => Expiry::WithConnection,
-            u32::MAX => Expiry::Never,
-            s => Expiry::After(s),
-        }
-    }
-
-    /// As an MQTT 5 session expiry interval.
-    pub(crate) fn interval(self) -> u32 {
-        match self {
-            Expiry::WithConnection => 0,
-            Expiry::After(s) => s,
-            Expiry::Never => u32::MAX,
-        }
-    }
-
-    pub(crate) fn is_persistent(self) -> bool {
-        self != Expiry::WithConnection
-    }
 }
 
 struct State {

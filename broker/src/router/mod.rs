@@ -16,6 +16,7 @@
 //! - `filters`: the subscription tree (wildcards, `$` rule, shared subscriptions).
 //! - `mailbox`: one session's queue, in-flight window and subscriptions.
 //! - `retained`: retained messages by topic.
+//! - `subscription`: a session's subscriptions and expiry, as values.
 //! - `journal`: group-committed persistence of the above.
 //! - `records`: the bytes of persisted rows.
 
@@ -24,6 +25,7 @@ mod journal;
 mod mailbox;
 mod records;
 mod retained;
+mod subscription;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,10 +38,10 @@ use tracing::warn;
 
 use crate::{StateChange, StoredState};
 use filters::{FilterTree, Matched, Subscriber};
-pub(crate) use filters::{Options, Subscription};
 pub(crate) use journal::Journal;
-pub(crate) use mailbox::{Expiry, Mailbox, Offer, Outbound, QueueLimits};
+pub(crate) use mailbox::{Mailbox, Offer, Outbound, QueueLimits};
 use retained::{Kept, Retained};
+pub(crate) use subscription::{Expiry, Options, Subscription};
 
 /// A message being routed.
 #[derive(Debug, Clone, PartialEq, Eq)]

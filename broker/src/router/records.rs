@@ -25,8 +25,7 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes};
 use fleetmq_protocol::{OrgScope, Principal};
 
-use super::filters::{Options, Subscription};
-use super::mailbox::Expiry;
+use super::subscription::{Expiry, Options, Subscription};
 use super::{Message, MessageProperties};
 
 /// Formats without MQTT 5 extras, still read.
