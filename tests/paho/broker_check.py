@@ -6,7 +6,6 @@ holds, and prints what failed otherwise. Every wait is bounded.
     python3 broker_check.py SCENARIO --port PORT [--device ID KEY TOPIC]... [--user NAME PASS]
 """
 
-import argparse
 
 import paho.mqtt.client as mqtt
 import paho_client
@@ -105,16 +104,6 @@ SCENARIOS = {
 }
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=SCENARIOS)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--device", nargs=3, action="append", default=[])
-    parser.add_argument("--user", nargs=2)
-    args = parser.parse_args()
-    SCENARIOS[args.scenario](args)
-    print(f"{args.scenario}: ok")
-
 
 if __name__ == "__main__":
-    main()
+    paho_client.run(SCENARIOS)

@@ -8,13 +8,14 @@ time passing is what is checked (an expiry interval, a will delay).
     python3 mqtt5_check.py SCENARIO --port PORT [--device ID KEY TOPIC]... [--user NAME PASS]
 """
 
-import argparse
 import time
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
+import paho_client
 from paho_client import Client, check, fail, props, until
+
 
 def options(qos=1, no_local=False, retain_as_published=False, retain_handling=0):
     return SubscribeOptions(
@@ -356,16 +357,6 @@ SCENARIOS = {
 }
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=SCENARIOS)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--device", nargs=3, action="append", default=[])
-    parser.add_argument("--user", nargs=2)
-    args = parser.parse_args()
-    SCENARIOS[args.scenario](args)
-    print(f"{args.scenario}: ok")
-
 
 if __name__ == "__main__":
-    main()
+    paho_client.run(SCENARIOS)

@@ -2,6 +2,7 @@
 mqtt5_check.py for MQTT 5): callbacks feed queues, so that scenarios await events, and every
 wait is bounded."""
 
+import argparse
 import queue
 import sys
 import time
@@ -161,3 +162,16 @@ def until(client, topic):
         received.append(message)
         if message.topic == topic:
             return received
+
+
+def run(scenarios):
+    """Runs the scenario the command line names:
+    SCENARIO --port PORT [--device ID KEY TOPIC]... [--user NAME PASS]."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("scenario", choices=scenarios)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--device", nargs=3, action="append", default=[])
+    parser.add_argument("--user", nargs=2)
+    args = parser.parse_args()
+    scenarios[args.scenario](args)
+    print(f"{args.scenario}: ok")

@@ -58,6 +58,17 @@ impl V5Device {
         .expect("the event comes in time")
     }
 
+    /// The reason code of the next PUBACK.
+    async fn puback(&mut self) -> PubAckReason {
+        match self
+            .until(|e| matches!(e, Event::Incoming(Packet::PubAck(_))))
+            .await
+        {
+            Event::Incoming(Packet::PubAck(ack)) => ack.reason,
+            _ => unreachable!("matched above"),
+        }
+    }
+
     /// Polls until the broker ends the connection; the reason code of its DISCONNECT.
     async fn disconnected(&mut self) -> DisconnectReasonCode {
         tokio::time::timeout(WAIT, async {
@@ -107,11 +118,7 @@ async fn a_v5_device_publishing_outside_its_topics_is_refused_and_stays_connecte
             .await
             .expect("queued");
     }
-    device
-        .until(|e| {
-            matches!(e, Event::Incoming(Packet::PubAck(ack)) if ack.reason == PubAckReason::NotAuthorized)
-        })
-        .await;
+    assert_eq!(device.puback().await, PubAckReason::NotAuthorized);
     device
         .until(|e| {
             matches!(e, Event::Incoming(Packet::PubRec(rec)) if rec.reason == PubRecReason::NotAuthorized)
@@ -124,11 +131,7 @@ async fn a_v5_device_publishing_outside_its_topics_is_refused_and_stays_connecte
         .publish(&own, QoS::AtLeastOnce, false, sample())
         .await
         .expect("queued");
-    device
-        .until(|e| {
-            matches!(e, Event::Incoming(Packet::PubAck(ack)) if ack.reason == PubAckReason::Success)
-        })
-        .await;
+    assert_eq!(device.puback().await, PubAckReason::Success);
     loop {
         let seen = operator.next_publish().await;
         assert_ne!(seen.topic, foreign, "a refused message is not routed");
@@ -274,11 +277,7 @@ async fn a_v5_device_answers_a_command_where_it_is_told_with_the_correlation_dat
         )
         .await
         .expect("queued");
-    device
-        .until(|e| {
-            matches!(e, Event::Incoming(Packet::PubAck(ack)) if ack.reason == PubAckReason::Success)
-        })
-        .await;
+    assert_eq!(device.puback().await, PubAckReason::Success);
     let detail = format!("{commands}{}/", created.str("id"));
     let done = f
         .app
@@ -305,29 +304,11 @@ async fn a_v5_device_is_told_why_its_payload_is_refused() {
         }
     };
     publish("not json".into()).await;
-    let refused = device
-        .until(|e| matches!(e, Event::Incoming(Packet::PubAck(_))))
-        .await;
-    assert!(
-        matches!(&refused, Event::Incoming(Packet::PubAck(ack)) if ack.reason == PubAckReason::PayloadFormatInvalid),
-        "{refused:?}"
-    );
+    assert_eq!(device.puback().await, PubAckReason::PayloadFormatInvalid);
     publish(format!(r#"{{"metrics":{{"x":"{}"}}}}"#, "y".repeat(600))).await;
-    let refused = device
-        .until(|e| matches!(e, Event::Incoming(Packet::PubAck(_))))
-        .await;
-    assert!(
-        matches!(&refused, Event::Incoming(Packet::PubAck(ack)) if ack.reason == PubAckReason::QuotaExceeded),
-        "{refused:?}"
-    );
+    assert_eq!(device.puback().await, PubAckReason::QuotaExceeded);
     // Still connected: a good sample is taken.
     publish(sample()).await;
-    let taken = device
-        .until(|e| matches!(e, Event::Incoming(Packet::PubAck(_))))
-        .await;
-    assert!(
-        matches!(&taken, Event::Incoming(Packet::PubAck(ack)) if ack.reason == PubAckReason::Success),
-        "{taken:?}"
-    );
+    assert_eq!(device.puback().await, PubAckReason::Success);
     f.app.shutdown().await;
 }
