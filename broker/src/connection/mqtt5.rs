@@ -177,7 +177,9 @@ impl Negotiated {
         if next > self.client_topic_alias_maximum {
             return None;
         }
-        self.outbound.insert(topic.clone(), next);
+        // Its own bytes: a routed topic is a view of its publisher's read buffer, which an
+        // alias kept for the connection's life would otherwise pin.
+        self.outbound.insert(Bytes::copy_from_slice(topic), next);
         Some((next, true))
     }
 }
