@@ -211,7 +211,8 @@ pub(crate) fn message_properties(
             .map(|s| now_ms().saturating_add(u64::from(s) * 1000)),
         content_type: p.content_type.clone(),
         response_topic: p.response_topic.clone(),
-        correlation_data: p.correlation_data.clone(),
+        // Its own bytes, not a view of the read buffer: a retained or queued message keeps it.
+        correlation_data: p.correlation_data.as_deref().map(Bytes::copy_from_slice),
         user_properties: p.user_properties.clone(),
     };
     (carried != MessageProperties::default()).then(|| Arc::new(carried))
