@@ -5,7 +5,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use std::marker::PhantomData;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use fleetmq_store::{Action, OrgId, Resource, Scope, User};
 
 use crate::error::NOT_A_MANAGER;
@@ -25,12 +25,79 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        authenticate(&parts.headers, state).await
+        authenticate(&parts.method, &parts.headers, state).await
     }
 }
 
-/// Authenticates the `Authorization: Bearer` header of a request.
-pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Caller, ApiError> {
+/// The cookie a browser session's token travels in (`POST /api/v1/users/session/`).
+pub const SESSION_COOKIE: &str = "fleetmq_session";
+/// The header a cookie-authenticated request that changes state carries its CSRF token in
+/// (Django's name).
+pub const CSRF_HEADER: &str = "x-csrftoken";
+/// Django's answer to a request without the right CSRF token.
+pub const CSRF_FAILED: &str = "CSRF Failed: CSRF token missing or incorrect.";
+
+/// The session token of the request's `Cookie` header, if it has one.
+pub fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|cookies| cookies.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// The CSRF token of a session: derived from its token (nothing more is kept), and useless
+/// without it.
+pub fn csrf_token(session: &str) -> String {
+    fleetmq_store::token_hash(&format!("fleetmq csrf\0{session}"))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether the request carries `session`'s CSRF token (compared in constant time).
+fn csrf_matches(headers: &HeaderMap, session: &str) -> bool {
+    let Some(given) = headers.get(CSRF_HEADER).map(|v| v.as_bytes()) else {
+        return false;
+    };
+    let expected = csrf_token(session);
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected.as_bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
+/// Authenticates a request: its `Authorization: Bearer` header or, without one, the console's
+/// session cookie. A cookie-authenticated request that changes state (any method but GET,
+/// HEAD, OPTIONS, TRACE) must carry the session's CSRF token in `X-CSRFToken`, or it gets
+/// 403: another site can make a browser send the cookie, not read the token.
+pub async fn authenticate(
+    method: &Method,
+    headers: &HeaderMap,
+    state: &AppState,
+) -> Result<Caller, ApiError> {
+    let (token, from_cookie) = match headers.get(AUTHORIZATION) {
+        Some(_) => (bearer_token(headers)?, false),
+        None => (
+            session_token(headers).ok_or(ApiError::NotAuthenticated)?,
+            true,
+        ),
+    };
+    let caller = user_of(token.clone(), state).await?;
+    if from_cookie && !method.is_safe() && !csrf_matches(headers, &token) {
+        return Err(ApiError::Forbidden(CSRF_FAILED.into()));
+    }
+    Ok(caller)
+}
+
+/// The token of a well-formed `Authorization: Bearer` header.
+fn bearer_token(headers: &HeaderMap) -> Result<String, ApiError> {
     let header = headers
         .get(AUTHORIZATION)
         .ok_or(ApiError::NotAuthenticated)?
@@ -46,19 +113,19 @@ pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Calle
         // Other schemes are someone else's credentials: as if none were given.
         _ => return Err(ApiError::NotAuthenticated),
     }
-    let token = match (words.next(), words.next()) {
-        (Some(token), None) => token.to_owned(),
-        (None, _) => {
-            return Err(ApiError::InvalidToken(
-                "Invalid token header. No credentials provided.",
-            ));
-        }
-        (Some(_), Some(_)) => {
-            return Err(ApiError::InvalidToken(
-                "Invalid token header. Token string should not contain spaces.",
-            ));
-        }
-    };
+    match (words.next(), words.next()) {
+        (Some(token), None) => Ok(token.to_owned()),
+        (None, _) => Err(ApiError::InvalidToken(
+            "Invalid token header. No credentials provided.",
+        )),
+        (Some(_), Some(_)) => Err(ApiError::InvalidToken(
+            "Invalid token header. Token string should not contain spaces.",
+        )),
+    }
+}
+
+/// The active user a token belongs to.
+async fn user_of(token: String, state: &AppState) -> Result<Caller, ApiError> {
     // Most requests are answered from the store's memory cache without a blocking hop.
     let cached = state.store().blocking().cached_user_for_token(&token);
     let user = match cached {
@@ -231,7 +298,7 @@ impl<R: Guarded, A: Act> FromRequestParts<AppState> for Permitted<R, A> {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let caller = authenticate(&parts.headers, state).await?;
+        let caller = authenticate(&parts.method, &parts.headers, state).await?;
         if !R::permits(&caller.user, A::ACTION) {
             return Err(ApiError::permission_denied());
         }

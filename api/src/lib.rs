@@ -227,6 +227,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(routes::health::router())
         .merge(routes::users::router())
+        .merge(routes::session::router())
         .merge(routes::organizations::router())
         .merge(routes::config_settings::router())
         .merge(routes::agent::router())

@@ -112,6 +112,9 @@ pub trait AccountStore: Send + Sync + 'static {
 
     /// Issues a new API token for a user; only its hash is kept.
     fn create_token(&self, user: UserId) -> Result<Token>;
+    /// Revokes a token (a console logout); whether it existed. Every node stops taking it at
+    /// once, as for a deleted user.
+    fn delete_token(&self, token: &str) -> Result<bool>;
     /// The active or inactive user a token belongs to.
     fn user_for_token(&self, token: &str) -> Result<Option<User>>;
     /// The user of a token if it is known without I/O (a memory cache); never blocks, so it may

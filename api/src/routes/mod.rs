@@ -19,6 +19,7 @@ pub mod oauth;
 pub mod organizations;
 pub mod otao;
 pub mod pki;
+pub mod session;
 pub mod system_update;
 pub mod telemetry;
 pub mod templates;

@@ -35,7 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_user, change_user, delete_user))
 }
 
-/// Credentials exchanged for a token.
+/// Credentials exchanged for a token (or a console session).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct TokenRequest {
     /// Login name.
@@ -382,7 +382,7 @@ fn verify_decoy(password: &str) {
 
 /// A token request counted against its client's address: refused with 429 past the limit,
 /// before its body is read (an extractor, so it runs ahead of [`Body`]).
-struct TokenAttempt;
+pub(crate) struct TokenAttempt;
 
 impl FromRequestParts<AppState> for TokenAttempt {
     type Rejection = ApiError;
@@ -410,8 +410,19 @@ async fn obtain_token(
     _: TokenAttempt,
     body: Body<TokenRequest>,
 ) -> Result<Json<TokenView>, ApiError> {
-    let body = body.read()?;
-    let (Given(username), Given(password)) = (body.username, body.password);
+    let (token, _) = log_in(&state, body.read()?).await?;
+    Ok(Json(TokenView {
+        token: token.as_str().to_owned(),
+    }))
+}
+
+/// A new token for a username and password of an active user, and the user; the API's error
+/// otherwise.
+pub(crate) async fn log_in(
+    state: &AppState,
+    credentials: TokenRequest,
+) -> Result<(fleetmq_store::Token, User), ApiError> {
+    let (Given(username), Given(password)) = (credentials.username, credentials.password);
     // Each check holds ~19 MiB for its duration: bounded, the peak stays flat.
     let permit = state.password_check()?;
     let token = state
@@ -427,7 +438,7 @@ async fn obtain_token(
                 }
             };
             match user {
-                Some(user) if verified => db.create_token(user.id).map(Some),
+                Some(user) if verified => db.create_token(user.id).map(|t| Some((t, user))),
                 _ => Ok(None),
             }
         })
@@ -438,9 +449,7 @@ async fn obtain_token(
                 "Unable to log in with provided credentials.",
             )
         })?;
-    Ok(Json(TokenView {
-        token: token.as_str().to_owned(),
-    }))
+    Ok(token)
 }
 
 /// Lists users: everyone for superusers, members of the managed organizations for managers.

@@ -329,6 +329,26 @@ impl AccountStore for KvBackend {
         Ok(token)
     }
 
+    fn delete_token(&self, token: &str) -> Result<bool> {
+        let hash = token_hash(token);
+        let txn = self.db.begin_write()?;
+        let existed = {
+            let mut tokens = txn.open_table(TOKENS)?;
+            let user = tokens.get(hash.as_slice())?.map(|user| user.value());
+            if let Some(user) = user {
+                tokens.remove(hash.as_slice())?;
+                let key = cat(&[&user.to_be_bytes(), &hash]);
+                txn.open_table(USER_TOKENS)?.remove(key.as_slice())?;
+            }
+            user.is_some()
+        };
+        carry_login(&txn, &LoginChange::Users);
+        txn.commit()?;
+        self.tokens.clear();
+        self.changes.announce(LoginChange::Users);
+        Ok(existed)
+    }
+
     fn user_for_token(&self, token: &str) -> Result<Option<User>> {
         let hash = token_hash(token);
         let epoch = self.tokens.epoch();

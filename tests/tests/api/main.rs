@@ -11,6 +11,7 @@ mod limits;
 mod pagination;
 mod robustness;
 mod server;
+mod session;
 mod system_update;
 mod tenancy;
 mod upgrades;

@@ -19,7 +19,7 @@ pub mod software;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use fleetmq_store::{
     AccessGrant, Action, Device, DeviceId, OAuthScope, OrgId, Resource, Scope, StoreError,
@@ -190,15 +190,19 @@ impl FromRequestParts<AppState> for OtaoCaller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        authenticate_otao(&parts.headers, state).await
+        authenticate_otao(&parts.method, &parts.headers, state).await
     }
 }
 
 /// Tells an OAuth access token from a user's API token by looking it up in both stores (both
 /// are `Authorization: Bearer`). Access tokens are looked up on every request, so deleting a
 /// client or its organization revokes them at once.
-async fn authenticate_otao(headers: &HeaderMap, state: &AppState) -> Result<OtaoCaller, OtaoError> {
-    match authenticate(headers, state).await {
+async fn authenticate_otao(
+    method: &Method,
+    headers: &HeaderMap,
+    state: &AppState,
+) -> Result<OtaoCaller, OtaoError> {
+    match authenticate(method, headers, state).await {
         Ok(caller) => Ok(OtaoCaller::User(caller)),
         Err(ApiError::InvalidToken("Invalid token.")) => {
             let token = bearer(headers).unwrap_or_default();
