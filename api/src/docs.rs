@@ -55,7 +55,8 @@ impl ToSchema for FieldErrors {}
         (name = "otao", description = "Over-the-air orchestrator (seed otao-api-v1): application software, endpoints' software, filters; errors are {\"message\"}"),
         (name = "oauth", description = "OAuth 2.0 client credentials for the OTAO API: the token endpoint and clients"),
         (name = "agent", description = "The openwisp-config agent's HTTP protocol (plain text, no token)"),
-        (name = "health", description = "Liveness")
+        (name = "health", description = "Liveness"),
+        (name = "events", description = "Live events of the caller's organizations as server-sent events (the console's live views)")
     )
 )]
 pub(crate) struct ApiDoc;

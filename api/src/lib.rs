@@ -67,6 +67,8 @@ pub struct ApiConfig {
     pub oauth_token_lifetime: u64,
     /// The auth service for external MQTT brokers; off (no routes) without it.
     pub broker_auth: Option<routes::broker_auth::BrokerAuthConfig>,
+    /// Live event streams (`GET /api/v1/events/`) open at once; one more gets 503.
+    pub max_event_streams: usize,
 }
 
 impl Default for ApiConfig {
@@ -80,6 +82,7 @@ impl Default for ApiConfig {
             telemetry_page_max_bytes: 1024 * 1024,
             oauth_token_lifetime: 3600,
             broker_auth: None,
+            max_event_streams: 256,
         }
     }
 }
@@ -153,6 +156,10 @@ struct Inner {
     hooks: Arc<dyn Hooks>,
     token_throttle: throttle::Throttle,
     password_checks: Arc<tokio::sync::Semaphore>,
+    /// Live event streams open (`max_event_streams`).
+    event_streams: Arc<tokio::sync::Semaphore>,
+    /// Cancelled when the server stops: what streams (live events) ends then.
+    stopping: tokio_util::sync::CancellationToken,
     downloads: routes::firmware::images::DownloadCache,
     broker_auth: routes::broker_auth::BrokerAuthState,
 }
@@ -165,12 +172,15 @@ impl AppState {
             std::time::Duration::from_secs(60),
         );
         let password_checks = Arc::new(tokio::sync::Semaphore::new(config.password_checks.max(1)));
+        let event_streams = Arc::new(tokio::sync::Semaphore::new(config.max_event_streams));
         Self(Arc::new(Inner {
             store,
             config,
             hooks,
             token_throttle,
             password_checks,
+            event_streams,
+            stopping: tokio_util::sync::CancellationToken::new(),
             downloads: Default::default(),
             broker_auth: Default::default(),
         }))
@@ -210,6 +220,19 @@ impl AppState {
             .map_err(|_| ApiError::Overloaded(1))
     }
 
+    /// Cancel it when the server stops: open live event streams end then, so that the HTTP
+    /// server's graceful shutdown is not held up by them.
+    pub fn stopping(&self) -> tokio_util::sync::CancellationToken {
+        self.0.stopping.clone()
+    }
+
+    /// A slot for a live event stream, held while it is open; 503 when all are taken.
+    pub fn event_stream(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        Arc::clone(&self.0.event_streams)
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Overloaded(5))
+    }
+
     /// The rest of the server.
     pub fn hooks(&self) -> &dyn Hooks {
         self.0.hooks.as_ref()
@@ -228,6 +251,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::health::router())
         .merge(routes::users::router())
         .merge(routes::session::router())
+        .merge(routes::events::router())
         .merge(routes::organizations::router())
         .merge(routes::config_settings::router())
         .merge(routes::agent::router())

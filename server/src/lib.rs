@@ -218,6 +218,13 @@ impl Server {
             tasks: tasks.clone(),
         };
         let state = AppState::new(store, config.api.clone(), Arc::new(hooks));
+        // Live event streams end with the server (the HTTP server waits for open responses).
+        let api_stopping = state.stopping();
+        let server_stopping = shutdown.clone();
+        tasks.spawn(async move {
+            server_stopping.cancelled().await;
+            api_stopping.cancel();
+        });
         let mut app = fleetmq_api::router(state);
         if let Some(forwarded) = forwarded {
             app = app.merge(forwarded);

@@ -232,6 +232,10 @@ struct ServeArgs {
     /// with Retry-After. Default: the number of cores.
     #[arg(long, env = "FLEETMQ_PASSWORD_CHECKS", default_value_t = fleetmq_api::default_password_checks())]
     password_checks: usize,
+    /// Live event streams (`GET /api/v1/events/`, the console's live views) open at once;
+    /// one more gets 503.
+    #[arg(long, env = "FLEETMQ_API_MAX_EVENT_STREAMS", default_value_t = 256)]
+    api_max_event_streams: usize,
     /// Seconds a client has to send a whole request head once it has begun one.
     #[arg(long, env = "FLEETMQ_HTTP_HEADER_READ_TIMEOUT", default_value_t = 10)]
     http_header_read_timeout: u64,
@@ -566,6 +570,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             firmware_upload_limit: args.firmware_upload_limit_mib.saturating_mul(1024 * 1024),
             floorplan_upload_limit: args.floorplan_upload_limit_mib.saturating_mul(1024 * 1024),
             password_checks: args.password_checks.max(1),
+            max_event_streams: args.api_max_event_streams,
             telemetry_page_max_bytes: args.telemetry_page_max_kib.saturating_mul(1024),
             // OTAO API (otao-api branch).
             oauth_token_lifetime: args.oauth_token_lifetime.max(1),

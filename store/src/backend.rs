@@ -58,6 +58,9 @@ pub trait Backend:
     /// Devices whose rendered configuration may have changed, announced after each commit
     /// (see [`crate::configuration`]).
     fn config_changes(&self) -> tokio::sync::broadcast::Receiver<crate::ConfigChange>;
+    /// Live events (a device online or offline) committed from now on, here or on another
+    /// node (see [`crate::live`]).
+    fn live_events(&self) -> tokio::sync::broadcast::Receiver<crate::LiveEvent>;
     /// Tables other nodes sharing the database changed, heard after each of their commits
     /// (see [`crate::remote`]); never anything on a backend no other node shares.
     fn remote_changes(&self) -> tokio::sync::broadcast::Receiver<crate::RemoteChange>;

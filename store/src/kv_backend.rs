@@ -71,6 +71,7 @@ pub struct KvBackend {
     logins: Arc<crate::memo::Memo<DeviceId, crate::DeviceLogin>>,
     changes: crate::LoginChanges,
     config_changes: crate::ConfigChanges,
+    live: crate::LiveEvents,
     /// Other nodes' commits, by table, for the rest of this node.
     remote: crate::RemoteChanges,
     /// Seals private keys (see [`crate::pki`]).
@@ -145,6 +146,7 @@ impl KvBackend {
             logins: Arc::new(crate::memo::Memo::new(100_000)),
             changes: crate::LoginChanges::default(),
             config_changes: crate::ConfigChanges::default(),
+            live: crate::LiveEvents::default(),
             remote: crate::RemoteChanges::default(),
             vault: fleetmq_pki::KeyVault::new(&secret),
         };
@@ -156,6 +158,7 @@ impl KvBackend {
                 logins: Arc::clone(&backend.logins),
                 changes: backend.changes.clone(),
                 config_changes: backend.config_changes.clone(),
+                live: backend.live.clone(),
                 remote: backend.remote.clone(),
             }
             .spawn(commits)?;
@@ -197,6 +200,10 @@ impl Backend for KvBackend {
 
     fn config_changes(&self) -> tokio::sync::broadcast::Receiver<crate::ConfigChange> {
         self.config_changes.subscribe()
+    }
+
+    fn live_events(&self) -> tokio::sync::broadcast::Receiver<crate::LiveEvent> {
+        self.live.subscribe()
     }
 
     fn remote_changes(&self) -> tokio::sync::broadcast::Receiver<crate::RemoteChange> {

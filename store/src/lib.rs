@@ -58,6 +58,7 @@ pub mod id;
 pub mod kv;
 pub mod kv_backend;
 pub mod lease;
+pub mod live;
 pub mod location;
 pub mod memo;
 pub mod migrate;
@@ -117,6 +118,7 @@ pub use id::{
 pub use kv::PostgresOptions;
 pub use kv_backend::KvBackend;
 pub use lease::{Lease, LeaseClaim, LeaseStore};
+pub use live::{LiveEvent, LiveEvents};
 pub use location::{
     DeviceLocation, FloorPlan, FloorplanChoice, Geometry, IMAGE_HEAD, ImageFormat, Location,
     LocationChoice, LocationFields, LocationFilter, LocationType, Placed, Placement, PlanImage,

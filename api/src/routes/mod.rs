@@ -9,6 +9,7 @@ pub mod coordinates;
 pub mod credentials;
 pub mod device_location;
 pub mod devices;
+pub mod events;
 pub mod firmware;
 pub mod floorplans;
 pub mod geometry;

@@ -35,12 +35,18 @@ use crate::{
 enum Announcement {
     Login(LoginChange),
     Config(ConfigChange),
+    Live(crate::LiveEvent),
 }
 
 /// Hands `change` to `txn`, for every other node to announce once it commits. Call it before
 /// the commit, besides announcing the change here after it.
 pub(super) fn carry_login(txn: &WriteTransaction, change: &LoginChange) {
     carry(txn, &Announcement::Login(change.clone()));
+}
+
+/// [`carry_login`] for a live event.
+pub(super) fn carry_live(txn: &WriteTransaction, event: &crate::LiveEvent) {
+    carry(txn, &Announcement::Live(event.clone()));
 }
 
 /// [`carry_login`] for a configuration change; an empty one is not carried.
@@ -66,6 +72,7 @@ pub(super) struct Follower {
     pub(super) logins: Arc<crate::memo::Memo<DeviceId, DeviceLogin>>,
     pub(super) changes: LoginChanges,
     pub(super) config_changes: ConfigChanges,
+    pub(super) live: crate::LiveEvents,
     pub(super) remote: RemoteChanges,
 }
 
@@ -140,6 +147,7 @@ impl Follower {
             match serde_json::from_str(text) {
                 Ok(Announcement::Login(change)) => self.changes.announce(change),
                 Ok(Announcement::Config(change)) => self.config_changes.announce(&change),
+                Ok(Announcement::Live(event)) => self.live.announce(event),
                 // A node of another version, say: what it meant is unknown.
                 Err(e) => {
                     tracing::warn!(error = %e, "an announcement not understood; judging every login");

@@ -327,12 +327,34 @@ fn history_bytes(
     Ok(total)
 }
 
-/// Records one session change inside a write transaction (see `record_mqtt_session`).
-fn record_session_in(txn: &WriteTransaction, device: DeviceId, session: MqttSession) -> Result<()> {
+/// Records one session change inside a write transaction (see `record_mqtt_session`). When
+/// it turns the device online or offline, carries that live event to the other nodes and
+/// returns it, to announce here once committed.
+fn record_session_in(
+    txn: &WriteTransaction,
+    device: DeviceId,
+    session: MqttSession,
+) -> Result<Option<crate::LiveEvent>> {
     let mut briefs = txn.open_table(DEVICE_BRIEFS)?;
     let mut brief = read_brief(&briefs, device)?.ok_or(StoreError::NotFound)?;
     let org = brief.organization;
     let connection = mqtt_connection_in(txn, device, org, session.at)?;
+    let before: Option<HealthRow> = get_record(
+        &txn.open_table(CONNECTION_HEALTH)?,
+        "connection_health",
+        connection.key(),
+    )?;
+    let event = (before.and_then(|b| b.is_working) != Some(session.online)).then_some(
+        crate::LiveEvent::Presence {
+            device,
+            organization: org,
+            online: session.online,
+            at: session.at,
+        },
+    );
+    if let Some(event) = &event {
+        super::cluster::carry_live(txn, event);
+    }
     let health = HealthRow {
         is_working: Some(session.online),
         failure_reason: if session.online {
@@ -376,7 +398,7 @@ fn record_session_in(txn: &WriteTransaction, device: DeviceId, session: MqttSess
             write_device(txn, &record)?;
         }
     }
-    Ok(())
+    Ok(event)
 }
 
 impl DevicePlane for KvBackend {
@@ -585,21 +607,29 @@ impl DevicePlane for KvBackend {
 
     fn record_mqtt_session(&self, device: DeviceId, session: MqttSession) -> Result<()> {
         let txn = self.db.begin_write()?;
-        record_session_in(&txn, device, session)?;
+        let event = record_session_in(&txn, device, session)?;
         txn.commit()?;
+        if let Some(event) = event {
+            self.live.announce(event);
+        }
         Ok(())
     }
 
     fn record_mqtt_sessions(&self, sessions: Vec<(DeviceId, MqttSession)>) -> Result<()> {
         let txn = self.db.begin_write()?;
+        let mut events = Vec::with_capacity(sessions.len());
         for (device, session) in sessions {
             match record_session_in(&txn, device, session) {
+                Ok(event) => events.extend(event),
                 // A device deleted meanwhile has nothing left to record.
-                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(StoreError::NotFound) => {}
                 Err(e) => return Err(e),
             }
         }
         txn.commit()?;
+        for event in events {
+            self.live.announce(event);
+        }
         Ok(())
     }
 

@@ -6,6 +6,7 @@ mod acknowledged;
 mod certificates;
 mod commands;
 mod configuration;
+mod events;
 mod ingest;
 mod limits;
 mod mqtt5;

@@ -1,0 +1,150 @@
+//! `GET /api/v1/events/`: the live events of the caller's organizations (a device online or
+//! offline), as server-sent events, for the console's live views.
+//!
+//! Events come from the store's [`LiveEvents`](fleetmq_store::LiveEvents), announced after the
+//! commit that stored them, on every node (another node's commits are carried by its notice),
+//! and are judged per event against the caller's organizations. The caller is judged again
+//! whenever logins change (a user, membership, token or organization): a stream whose caller
+//! lost the right ends at once. Streams at once are bounded (`--api-max-event-streams`; past
+//! it 503 with `Retry-After`); a client that falls behind the bounded backlog gets a `lagged`
+//! event (reload what it shows) and the stream goes on.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Method};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use fleetmq_store::{LiveEvent, LoginChange, Scope};
+use futures_util::Stream;
+use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{Authorized, Devices, View, authenticate};
+use crate::{ApiError, AppState, ErrorDetail};
+
+/// How often an idle stream sends a comment, so that proxies keep it open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The live event routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(events))
+}
+
+/// The `data` of a `presence` event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PresenceEvent {
+    /// The device.
+    pub device: uuid::Uuid,
+    /// Its organization.
+    pub organization: uuid::Uuid,
+    /// Connected now.
+    pub online: bool,
+    /// When, RFC 3339.
+    pub at: String,
+}
+
+fn sse(event: &LiveEvent) -> Event {
+    match event {
+        LiveEvent::Presence {
+            device,
+            organization,
+            online,
+            at,
+        } => {
+            let data = PresenceEvent {
+                device: device.0,
+                organization: organization.0,
+                online: *online,
+                at: at.to_string(),
+            };
+            Event::default()
+                .event("presence")
+                .json_data(data)
+                .unwrap_or_else(|_| Event::default().event("presence"))
+        }
+    }
+}
+
+/// Streams the live events of the caller's organizations: `presence` events (data:
+/// `PresenceEvent`), and `lagged` when the client fell behind (what it shows may be stale).
+#[utoipa::path(get, path = "/api/v1/events/", tag = "events",
+    responses((status = 200, content_type = "text/event-stream",
+            description = "Server-sent events: `event: presence` with a PresenceEvent as data; `event: lagged` when events were missed"),
+        (status = 503, description = "Too many event streams open; retry after `Retry-After` seconds", body = ErrorDetail)),
+    security(("bearer" = []), ("session" = [])))]
+async fn events(
+    State(state): State<AppState>,
+    auth: Authorized<Devices, View>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let permit = state.event_stream()?;
+    let live = state.store().blocking().live_events();
+    let logins = state.store().blocking().login_changes();
+    // One event waits at a time: the task reads on as the client reads.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(1);
+    tokio::spawn(relay(state, headers, auth.scope, live, logins, tx, permit));
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|event| (Ok(event), rx))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+/// Feeds one stream until its client goes, its caller loses the right, or the server stops;
+/// holds the stream's permit until then.
+async fn relay(
+    state: AppState,
+    headers: HeaderMap,
+    mut scope: Scope,
+    mut live: tokio::sync::broadcast::Receiver<LiveEvent>,
+    mut logins: tokio::sync::broadcast::Receiver<LoginChange>,
+    tx: tokio::sync::mpsc::Sender<Event>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let stopping = state.stopping();
+    loop {
+        let event = tokio::select! {
+            () = tx.closed() => return,
+            () = stopping.cancelled() => return,
+            event = live.recv() => match event {
+                Ok(event) if scope.contains(event.organization()) => sse(&event),
+                Ok(_) => continue,
+                Err(RecvError::Lagged(missed)) => {
+                    Event::default().event("lagged").data(missed.to_string())
+                }
+                Err(RecvError::Closed) => return,
+            },
+            change = logins.recv() => {
+                match change {
+                    Err(RecvError::Closed) => return,
+                    Ok(LoginChange::Device(_) | LoginChange::DevicesAdded) => continue,
+                    // A user, membership, token or organization changed (or changes were
+                    // missed): is the caller still who they were, with which organizations?
+                    _ => match still_allowed(&state, &headers).await {
+                        Some(now) => {
+                            scope = now;
+                            continue;
+                        }
+                        None => return,
+                    },
+                }
+            }
+        };
+        if tx.send(event).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The caller's scope now, or `None` once they may no longer watch.
+async fn still_allowed(state: &AppState, headers: &HeaderMap) -> Option<Scope> {
+    let caller = authenticate(&Method::GET, headers, state).await.ok()?;
+    use crate::auth::Guarded;
+    if !Devices::permits(&caller.user, fleetmq_store::Action::View) {
+        return None;
+    }
+    caller.scope().ok()
+}

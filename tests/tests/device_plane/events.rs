@@ -1,0 +1,174 @@
+//! The live event stream (`GET /api/v1/events/`): a device going online or offline reaches
+//! the operators of its organization at once, and only them; a stream ends when its caller
+//! loses the right.
+
+use std::time::Duration;
+
+use fleetmq_tests::TestApp;
+use fleetmq_tests::mqtt::MqttClient;
+use serde_json::{Value, json};
+
+use crate::{ONLINE, fleet};
+
+/// Events of one open stream, read as they come.
+struct EventStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl EventStream {
+    async fn open(app: &TestApp, token: &str) -> EventStream {
+        let response = app
+            .http
+            .get(format!("{}/api/v1/events/", app.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200);
+        let kind = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(kind.starts_with("text/event-stream"), "{kind}");
+        EventStream {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (name and JSON data), or `None` when the server ended the stream.
+    async fn next(&mut self) -> Option<(String, Value)> {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(end) = self.buffer.find("\n\n") {
+                    let block: String = self.buffer.drain(..end + 2).collect();
+                    let mut name = String::new();
+                    let mut data = String::new();
+                    for line in block.lines() {
+                        if let Some(value) = line.strip_prefix("event:") {
+                            name = value.trim().to_owned();
+                        } else if let Some(value) = line.strip_prefix("data:") {
+                            data.push_str(value.trim());
+                        }
+                    }
+                    // Keep-alive comments have neither.
+                    if name.is_empty() && data.is_empty() {
+                        continue;
+                    }
+                    return Some((name, serde_json::from_str(&data).unwrap_or(Value::Null)));
+                }
+                match self.response.chunk().await {
+                    Ok(Some(bytes)) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                    Ok(None) | Err(_) => return None,
+                }
+            }
+        })
+        .await
+        .expect("an event, or the end, in time")
+    }
+
+    /// The next `presence` event: (device, online).
+    async fn presence(&mut self) -> (String, bool) {
+        loop {
+            let (name, data) = self.next().await.expect("the stream goes on");
+            if name == "presence" {
+                let device = data["device"].as_str().unwrap_or_default().to_owned();
+                return (device, data["online"] == true);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn presence_reaches_the_operators_of_the_devices_organization_only() {
+    let f = fleet().await;
+    let manager_b = f
+        .app
+        .create_user("bob", &["Operator"], &[&orgs_b(&f).await])
+        .await;
+    let mut alice = EventStream::open(&f.app, &f.manager_a).await;
+    let mut bob = EventStream::open(&f.app, &manager_b).await;
+    let mut admin = EventStream::open(&f.app, &f.app.admin_token).await;
+
+    let device_a = MqttClient::device(f.app.mqtt_addr, &f.device_a, ONLINE).await;
+    assert_eq!(alice.presence().await, (f.device_a.id.clone(), true));
+    assert_eq!(admin.presence().await, (f.device_a.id.clone(), true));
+    let device_b = MqttClient::device(f.app.mqtt_addr, &f.device_b, ONLINE).await;
+    // Bob's first event is his own device's: org A's came before it and was not his to see.
+    assert_eq!(bob.presence().await, (f.device_b.id.clone(), true));
+    assert_eq!(admin.presence().await, (f.device_b.id.clone(), true));
+
+    device_a.disconnect().await;
+    assert_eq!(alice.presence().await, (f.device_a.id.clone(), false));
+    device_b.disconnect().await;
+    assert_eq!(bob.presence().await, (f.device_b.id.clone(), false));
+    f.app.shutdown().await;
+}
+
+/// The id of organization B (the one `fleet` registers `device_b` in).
+async fn orgs_b(f: &crate::Fleet) -> String {
+    let orgs = f
+        .app
+        .get(
+            "/api/v1/users/organization/?page_size=100",
+            &f.app.admin_token,
+        )
+        .await;
+    orgs.body["results"]
+        .as_array()
+        .and_then(|all| all.iter().find(|o| o["slug"] == "org-b"))
+        .and_then(|o| o["id"].as_str())
+        .expect("org-b exists")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_caller_loses_the_right() {
+    let f = fleet().await;
+    let mut alice = EventStream::open(&f.app, &f.manager_a).await;
+    let users = f
+        .app
+        .get("/api/v1/users/user/?page_size=100", &f.app.admin_token)
+        .await;
+    let id = users.body["results"]
+        .as_array()
+        .and_then(|all| all.iter().find(|u| u["username"] == "alice"))
+        .and_then(|u| u["id"].as_str())
+        .expect("alice exists")
+        .to_owned();
+    let reply = f
+        .app
+        .call(
+            "PATCH",
+            &format!("/api/v1/users/user/{id}/"),
+            Some(&f.app.admin_token),
+            Some(json!({"is_active": false})),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(
+        alice.next().await,
+        None,
+        "the stream ended with alice's right"
+    );
+    f.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn event_streams_are_bounded() {
+    let app = TestApp::spawn_with(|config| config.api.max_event_streams = 1).await;
+    let _first = EventStream::open(&app, &app.admin_token).await;
+    let second = app
+        .http
+        .get(format!("{}/api/v1/events/", app.base))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(second.status(), 503);
+    assert!(second.headers().contains_key(reqwest::header::RETRY_AFTER));
+    app.shutdown().await;
+}
