@@ -98,6 +98,7 @@ async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
         ),
         ("/api/v1/users/token/", &["post"][..]),
         ("/api/v1/users/session/", &["get", "post", "delete"][..]),
+        ("/api/v1/events/", &["get"][..]),
         ("/api/v1/users/user/", &["get", "post"][..]),
         (
             "/api/v1/users/user/{id}/",
