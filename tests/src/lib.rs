@@ -241,6 +241,19 @@ impl TestApp {
         token.str("token")
     }
 
+    /// The id of the user named `username` (asked as the admin).
+    pub async fn user_id(&self, username: &str) -> String {
+        let users = self
+            .get("/api/v1/users/user/?page_size=100", &self.admin_token)
+            .await;
+        users.body["results"]
+            .as_array()
+            .and_then(|all| all.iter().find(|u| u["username"] == username))
+            .and_then(|u| u["id"].as_str())
+            .expect("the user exists")
+            .to_owned()
+    }
+
     /// Registers a device named `name` in `org` with a MAC derived from the name.
     pub async fn create_device(&self, token: &str, org: &str, name: &str) -> Reply {
         self.post(

@@ -191,15 +191,7 @@ async fn a_console_session_ends_with_its_user_and_is_secure_behind_tls() {
         .await;
     assert_eq!(status, 200);
 
-    let users = app
-        .get("/api/v1/users/user/?page_size=100", &app.admin_token)
-        .await;
-    let id = users.body["results"]
-        .as_array()
-        .and_then(|all| all.iter().find(|u| u["username"] == "bob"))
-        .and_then(|u| u["id"].as_str())
-        .expect("bob exists")
-        .to_owned();
+    let id = app.user_id("bob").await;
     let deactivated = app
         .call(
             "PATCH",

@@ -129,16 +129,7 @@ async fn orgs_b(f: &crate::Fleet) -> String {
 async fn a_stream_ends_when_its_caller_loses_the_right() {
     let f = fleet().await;
     let mut alice = EventStream::open(&f.app, &f.manager_a).await;
-    let users = f
-        .app
-        .get("/api/v1/users/user/?page_size=100", &f.app.admin_token)
-        .await;
-    let id = users.body["results"]
-        .as_array()
-        .and_then(|all| all.iter().find(|u| u["username"] == "alice"))
-        .and_then(|u| u["id"].as_str())
-        .expect("alice exists")
-        .to_owned();
+    let id = f.app.user_id("alice").await;
     let reply = f
         .app
         .call(

@@ -31,16 +31,7 @@ async fn watcher(f: &Fleet, username: &str, token: &str) -> MqttClient {
 
 /// The id of the user named `username`.
 async fn user_id(f: &Fleet, username: &str) -> String {
-    let users = f
-        .app
-        .get("/api/v1/users/user/?page_size=100", &f.app.admin_token)
-        .await;
-    users.body["results"]
-        .as_array()
-        .and_then(|all| all.iter().find(|u| u["username"] == username))
-        .and_then(|u| u["id"].as_str())
-        .expect("the user exists")
-        .to_owned()
+    f.app.user_id(username).await
 }
 
 fn refused(result: Result<MqttClient, ConnectionError>) -> Option<ConnectReturnCode> {
