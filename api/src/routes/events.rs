@@ -23,7 +23,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Authorized, Devices, View, authenticate};
+use crate::auth::{Authorized, Devices, Guarded, View, authenticate};
 use crate::{ApiError, AppState, ErrorDetail};
 
 /// How often an idle stream sends a comment, so that proxies keep it open.
@@ -133,8 +133,12 @@ async fn relay(
                 }
             }
         };
-        if tx.send(event).await.is_err() {
-            return;
+        // A client that stops reading holds the send, not the server's stop.
+        tokio::select! {
+            sent = tx.send(event) => if sent.is_err() {
+                return;
+            },
+            () = stopping.cancelled() => return,
         }
     }
 }
@@ -142,7 +146,6 @@ async fn relay(
 /// The caller's scope now, or `None` once they may no longer watch.
 async fn still_allowed(state: &AppState, headers: &HeaderMap) -> Option<Scope> {
     let caller = authenticate(&Method::GET, headers, state).await.ok()?;
-    use crate::auth::Guarded;
     if !Devices::permits(&caller.user, fleetmq_store::Action::View) {
         return None;
     }
