@@ -1,5 +1,5 @@
 //! Live events: what an operator watching the console sees change at once (a device going
-//! online or offline), announced after the commit that stored it — in this process, and on
+//! online or offline, a command answered or timed out), announced after the commit that stored it — in this process, and on
 //! every other node sharing the database, carried by the commit's notice (see
 //! `kv_backend::cluster`). The API streams them to the console (`GET /api/v1/events/`); a
 //! subscriber that falls behind the bounded backlog is told it lagged and reloads.
@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::{DeviceId, OrgId, Timestamp};
+use crate::{CommandId, CommandStatus, DeviceId, OrgId, Timestamp};
 
 /// Events kept for a slow subscriber before it is told it lagged.
 const BACKLOG: usize = 4096;
@@ -27,13 +27,28 @@ pub enum LiveEvent {
         /// When it happened.
         at: Timestamp,
     },
+    /// A command ended: answered by its device, or failed (timed out).
+    Command {
+        /// The command.
+        command: CommandId,
+        /// Its device.
+        device: DeviceId,
+        /// The device's organization: who may see the event.
+        organization: OrgId,
+        /// How it ended.
+        status: CommandStatus,
+        /// When.
+        at: Timestamp,
+    },
 }
 
 impl LiveEvent {
     /// The organization whose members may see it.
     pub fn organization(&self) -> OrgId {
         match self {
-            LiveEvent::Presence { organization, .. } => *organization,
+            LiveEvent::Presence { organization, .. } | LiveEvent::Command { organization, .. } => {
+                *organization
+            }
         }
     }
 }

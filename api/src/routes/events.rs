@@ -1,5 +1,5 @@
 //! `GET /api/v1/events/`: the live events of the caller's organizations (a device online or
-//! offline), as server-sent events, for the console's live views.
+//! offline, a command ended), as server-sent events, for the console's live views.
 //!
 //! Events come from the store's [`LiveEvents`](fleetmq_store::LiveEvents), announced after the
 //! commit that stored them, on every node (another node's commits are carried by its notice),
@@ -47,8 +47,43 @@ pub struct PresenceEvent {
     pub at: String,
 }
 
+/// The `data` of a `command` event: a command ended (its output is at its detail route).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandEvent {
+    /// The command.
+    pub command: uuid::Uuid,
+    /// Its device.
+    pub device: uuid::Uuid,
+    /// The device's organization.
+    pub organization: uuid::Uuid,
+    /// `success` or `failed`.
+    #[schema(value_type = String)]
+    pub status: fleetmq_store::CommandStatus,
+    /// When, RFC 3339.
+    pub at: String,
+}
+
 fn sse(event: &LiveEvent) -> Event {
     match event {
+        LiveEvent::Command {
+            command,
+            device,
+            organization,
+            status,
+            at,
+        } => {
+            let data = CommandEvent {
+                command: command.0,
+                device: device.0,
+                organization: organization.0,
+                status: *status,
+                at: at.to_string(),
+            };
+            Event::default()
+                .event("command")
+                .json_data(data)
+                .unwrap_or_else(|_| Event::default().event("command"))
+        }
         LiveEvent::Presence {
             device,
             organization,
@@ -70,10 +105,11 @@ fn sse(event: &LiveEvent) -> Event {
 }
 
 /// Streams the live events of the caller's organizations: `presence` events (data:
-/// `PresenceEvent`), and `lagged` when the client fell behind (what it shows may be stale).
+/// `PresenceEvent`), `command` events (data: `CommandEvent`), and `lagged` when the client
+/// fell behind (what it shows may be stale).
 #[utoipa::path(get, path = "/api/v1/events/", tag = "events",
     responses((status = 200, content_type = "text/event-stream",
-            description = "Server-sent events: `event: presence` with a PresenceEvent as data; `event: lagged` when events were missed"),
+            description = "Server-sent events: `event: presence` with a PresenceEvent as data, `event: command` with a CommandEvent; `event: lagged` when events were missed"),
         (status = 503, description = "Too many event streams open; retry after `Retry-After` seconds", body = ErrorDetail)),
     security(("bearer" = []), ("session" = [])))]
 async fn events(

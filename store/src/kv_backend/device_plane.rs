@@ -687,7 +687,21 @@ impl DevicePlane for KvBackend {
                 .remove(created_key(command.created, command.id.bytes()).as_slice())?;
             command
         };
+        let brief = read_brief(&txn.open_table(DEVICE_BRIEFS)?, finished.device)?;
+        let event = brief.map(|brief| crate::LiveEvent::Command {
+            command: finished.id,
+            device: finished.device,
+            organization: brief.organization,
+            status: finished.status,
+            at: finished.modified,
+        });
+        if let Some(event) = &event {
+            super::cluster::carry_live(&txn, event);
+        }
         txn.commit()?;
+        if let Some(event) = event {
+            self.live.announce(event);
+        }
         Ok(Some(finished))
     }
 

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::{ONLINE, fleet};
 
-async fn answer(
+pub(crate) async fn answer(
     device: &mut MqttClient,
     identity: &fleetmq_tests::mqtt::DeviceIdentity,
 ) -> CommandRequest {

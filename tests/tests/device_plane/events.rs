@@ -163,3 +163,37 @@ async fn event_streams_are_bounded() {
     assert!(second.headers().contains_key(reqwest::header::RETRY_AFTER));
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_command_that_ends_reaches_the_stream_of_its_organization() {
+    let f = fleet().await;
+    let mut device = MqttClient::device(f.app.mqtt_addr, &f.device_a, ONLINE).await;
+    device
+        .subscribe(&[&f
+            .device_a
+            .down(fleetmq_protocol::DownChannel::CommandRequest)])
+        .await;
+    let mut alice = EventStream::open(&f.app, &f.manager_a).await;
+    let commands = format!("/api/v1/controller/device/{}/command/", f.device_a.id);
+    let created = f
+        .app
+        .post(
+            &commands,
+            &f.manager_a,
+            json!({"type": "custom", "input": {"command": "uptime"}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    crate::commands::answer(&mut device, &f.device_a).await;
+    let (name, data) = loop {
+        let (name, data) = alice.next().await.expect("the stream goes on");
+        if name == "command" {
+            break (name, data);
+        }
+    };
+    assert_eq!(name, "command");
+    assert_eq!(data["command"], created.str("id").as_str());
+    assert_eq!(data["device"], f.device_a.id.as_str());
+    assert_eq!(data["status"], "success");
+    f.app.shutdown().await;
+}
