@@ -15,8 +15,8 @@ use fleetmq_store::blob::BlobStore;
 use fleetmq_store::kv::{Database, ReadableTable, RemoteCommit, TableDefinition};
 use fleetmq_store::migrate::Location;
 use fleetmq_store::{
-    ConfigBackend, ConfigChange, ConfigFields, DeviceFields, LoginChange, OrgId, Password,
-    PostgresOptions, RemoteChange, Store, Token, User, UserFields, Username,
+    ConfigBackend, ConfigChange, ConfigFields, DeviceFields, LiveEvent, LoginChange, OrgId,
+    Password, PostgresOptions, RemoteChange, Store, Token, User, UserFields, Username,
 };
 use support::{Engine, Fixture, org_fields as org};
 use tokio::sync::broadcast::{self, error::TryRecvError};
@@ -459,4 +459,43 @@ fn redb_has_no_other_nodes() {
             .is_some()
     );
     assert!(matches!(remote.try_recv(), Err(TryRecvError::Empty)));
+}
+
+#[test]
+fn a_device_going_online_on_one_node_is_a_live_event_on_the_other() {
+    let (_fixture, a, b) = cluster();
+    let org = a.db().create_organization(org("acme")).expect("org");
+    let (fields, config) = device(org.id, 1);
+    let dev = a.db().create_device(fields, config).expect("device");
+    let mut live = a.db().live_events();
+    let session = |online| fleetmq_store::MqttSession {
+        online,
+        failure_reason: String::new(),
+        peer_ip: None,
+        model: None,
+        os: None,
+        system: None,
+        at: fleetmq_store::Timestamp::now(),
+    };
+    b.db()
+        .record_mqtt_session(dev.id, session(true))
+        .expect("recorded on node B");
+    let event = until(&mut live, "node B's presence heard on node A", |_| true);
+    assert!(
+        matches!(event, LiveEvent::Presence { device, organization, online: true, .. }
+            if device == dev.id && organization == org.id),
+        "{event:?}"
+    );
+    // The same state again is no event; the change back is.
+    b.db()
+        .record_mqtt_session(dev.id, session(true))
+        .expect("recorded again");
+    b.db()
+        .record_mqtt_session(dev.id, session(false))
+        .expect("offline");
+    let event = until(&mut live, "the change back", |_| true);
+    assert!(
+        matches!(event, LiveEvent::Presence { online: false, .. }),
+        "only changes are events: {event:?}"
+    );
 }
