@@ -513,8 +513,6 @@ async fn start(shared: &Shared, accepted: Box<Accepted>) -> Option<Live<'_>> {
         }
     };
     let announced = wire.v5.as_ref().map(|v5| Announced {
-        // The broker keeps what the client asked for.
-        session_expiry: None,
         receive_maximum: u16::try_from(shared.config.limits.max_awaiting_pubrel)
             .unwrap_or(u16::MAX)
             .max(1),
@@ -523,7 +521,6 @@ async fn start(shared: &Shared, accepted: Box<Accepted>) -> Option<Live<'_>> {
         topic_alias_maximum: v5.topic_alias_maximum,
         assigned_client_identifier: assigned_client_id,
         server_keep_alive,
-        reason_string: None,
     });
     wire.connack(reason::SUCCESS, session_present, announced.as_ref())
         .await;

@@ -77,7 +77,6 @@ mod property {
     pub(super) const RESPONSE_TOPIC: u8 = 0x08;
     pub(super) const CORRELATION_DATA: u8 = 0x09;
     pub(super) const SUBSCRIPTION_IDENTIFIER: u8 = 0x0B;
-    pub(super) const SESSION_EXPIRY_INTERVAL: u8 = 0x11;
     pub(super) const ASSIGNED_CLIENT_IDENTIFIER: u8 = 0x12;
     pub(super) const SERVER_KEEP_ALIVE: u8 = 0x13;
     pub(super) const REASON_STRING: u8 = 0x1F;
@@ -189,13 +188,11 @@ const MAX_OUTBOUND_ALIASES: u16 = 64;
 
 /// The limits announced in a CONNACK to a v5 client.
 pub(crate) struct Announced {
-    pub(crate) session_expiry: Option<u32>,
     pub(crate) receive_maximum: u16,
     pub(crate) maximum_packet_size: u32,
     pub(crate) topic_alias_maximum: u16,
     pub(crate) assigned_client_identifier: Option<String>,
     pub(crate) server_keep_alive: Option<u16>,
-    pub(crate) reason_string: Option<String>,
 }
 
 /// The properties of a client's PUBLISH that travel with the message; `None` when it has
@@ -329,9 +326,6 @@ pub(crate) fn connack(
 ) {
     let mut p = Properties::default();
     if let Some(a) = announced {
-        if let Some(expiry) = a.session_expiry {
-            p.u32(property::SESSION_EXPIRY_INTERVAL, expiry);
-        }
         p.u16(property::RECEIVE_MAXIMUM, a.receive_maximum);
         p.u32(property::MAXIMUM_PACKET_SIZE, a.maximum_packet_size);
         p.u16(property::TOPIC_ALIAS_MAXIMUM, a.topic_alias_maximum);
@@ -344,9 +338,6 @@ pub(crate) fn connack(
         }
         if let Some(keep_alive) = a.server_keep_alive {
             p.u16(property::SERVER_KEEP_ALIVE, keep_alive);
-        }
-        if let Some(reason) = &a.reason_string {
-            p.string(property::REASON_STRING, reason);
         }
     }
     header(out, 0x20, 2 + p.encoded_len());
