@@ -59,14 +59,7 @@ async fn a_command_round_trips_through_the_device() {
         })
         .await;
 
-    let created = f
-        .app
-        .post(
-            &commands,
-            &f.manager_a,
-            json!({"type": "custom", "input": {"command": "echo hello"}}),
-        )
-        .await;
+    let created = f.custom_command("echo hello").await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     assert_eq!(created.body["status"], "in-progress");
     let request = answer(&mut a, &f.device_a).await;
@@ -148,14 +141,7 @@ async fn an_offline_device_gets_its_command_when_it_reconnects() {
     a.disconnect().await;
 
     let commands = format!("/api/v1/controller/device/{}/command/", f.device_a.id);
-    let created = f
-        .app
-        .post(
-            &commands,
-            &f.manager_a,
-            json!({"type": "custom", "input": {"command": "later"}}),
-        )
-        .await;
+    let created = f.custom_command("later").await;
     assert_eq!(created.status, 201);
 
     let mut again = MqttClient::connect(f.device_a.options(f.app.mqtt_addr))

@@ -174,15 +174,7 @@ async fn a_command_that_ends_reaches_the_stream_of_its_organization() {
             .down(fleetmq_protocol::DownChannel::CommandRequest)])
         .await;
     let mut alice = EventStream::open(&f.app, &f.manager_a).await;
-    let commands = format!("/api/v1/controller/device/{}/command/", f.device_a.id);
-    let created = f
-        .app
-        .post(
-            &commands,
-            &f.manager_a,
-            json!({"type": "custom", "input": {"command": "uptime"}}),
-        )
-        .await;
+    let created = f.custom_command("uptime").await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     crate::commands::answer(&mut device, &f.device_a).await;
     let (name, data) = loop {

@@ -15,8 +15,8 @@ mod revocation;
 mod stock_tools;
 mod timeouts;
 
-use fleetmq_tests::TestApp;
 use fleetmq_tests::mqtt::DeviceIdentity;
+use fleetmq_tests::{Reply, TestApp};
 
 /// A server with two organizations, a device in each and a manager of the first.
 pub struct Fleet {
@@ -45,3 +45,13 @@ pub async fn fleet_with(tweak: impl Fn(&mut fleetmq::Config)) -> Fleet {
 
 pub const ONLINE: &str =
     r#"{"status":"online","model":"TL-WR841N","os":"OpenWrt 23.05","system":"MT7628"}"#;
+
+impl Fleet {
+    /// Sends device A a `custom` command running `command`, as its manager through the REST
+    /// API; the answer to the POST.
+    pub async fn custom_command(&self, command: &str) -> Reply {
+        let commands = format!("/api/v1/controller/device/{}/command/", self.device_a.id);
+        let body = serde_json::json!({"type": "custom", "input": {"command": command}});
+        self.app.post(&commands, &self.manager_a, body).await
+    }
+}

@@ -240,14 +240,7 @@ async fn a_v5_device_answers_a_command_where_it_is_told_with_the_correlation_dat
         .until(|e| matches!(e, Event::Incoming(Packet::SubAck(_))))
         .await;
     let commands = format!("/api/v1/controller/device/{}/command/", f.device_a.id);
-    let created = f
-        .app
-        .post(
-            &commands,
-            &f.manager_a,
-            json!({"type": "custom", "input": {"command": "uptime"}}),
-        )
-        .await;
+    let created = f.custom_command("uptime").await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     let Event::Incoming(Packet::Publish(request)) = device
         .until(|e| matches!(e, Event::Incoming(Packet::Publish(_))))
