@@ -45,6 +45,8 @@ pub struct Config {
     pub bridge: BridgeConfig,
     /// Body limits and throttling of the REST API.
     pub api: ApiConfig,
+    /// The operator console's settings (map tiles; a development directory).
+    pub console: fleetmq_console::ConsoleConfig,
     /// Connection caps and timeouts of the HTTP listener.
     pub http: HttpLimits,
     /// Run the bridge on this external MQTT broker instead of the embedded one (the MQTT
@@ -74,6 +76,7 @@ impl Default for Config {
             admin_password: None,
             bridge: BridgeConfig::default(),
             api: ApiConfig::default(),
+            console: fleetmq_console::ConsoleConfig::default(),
             http: HttpLimits::default(),
             external_broker: None,
             mosquitto_files: None,

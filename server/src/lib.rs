@@ -225,7 +225,8 @@ impl Server {
             server_stopping.cancelled().await;
             api_stopping.cancel();
         });
-        let mut app = fleetmq_api::router(state);
+        let mut app =
+            fleetmq_api::router(state).merge(fleetmq_console::router(config.console.clone()));
         if let Some(forwarded) = forwarded {
             app = app.merge(forwarded);
         }

@@ -236,6 +236,26 @@ struct ServeArgs {
     /// one more gets 503.
     #[arg(long, env = "FLEETMQ_API_MAX_EVENT_STREAMS", default_value_t = 256)]
     api_max_event_streams: usize,
+    // --- operator console (issue 17) ---
+    /// Map tiles of the console's maps: a Leaflet URL template (`{s}`, `{z}`, `{x}`, `{y}`);
+    /// empty for none (the map then draws devices on a blank background, as offline).
+    #[arg(
+        long,
+        env = "FLEETMQ_CONSOLE_TILE_URL",
+        default_value = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    )]
+    console_tile_url: String,
+    /// The attribution the tile server asks for, shown on the map (plain text).
+    #[arg(
+        long,
+        env = "FLEETMQ_CONSOLE_TILE_ATTRIBUTION",
+        default_value = "© OpenStreetMap contributors"
+    )]
+    console_tile_attribution: String,
+    /// Serve the console's pages and scripts from this directory (e.g. `console/assets`)
+    /// instead of the copies built into the binary: edit, reload the browser.
+    #[arg(long, env = "FLEETMQ_CONSOLE_ASSETS_DIR")]
+    console_assets_dir: Option<PathBuf>,
     /// Seconds a client has to send a whole request head once it has begun one.
     #[arg(long, env = "FLEETMQ_HTTP_HEADER_READ_TIMEOUT", default_value_t = 10)]
     http_header_read_timeout: u64,
@@ -565,6 +585,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_connections: http_max_connections.max(1),
             max_connections_per_addr: args.http_max_connections_per_addr.max(1),
             workers: args.http_workers.max(1),
+        },
+        console: fleetmq_console::ConsoleConfig {
+            tile_url: args.console_tile_url.clone(),
+            tile_attribution: args.console_tile_attribution.clone(),
+            assets_dir: args.console_assets_dir.clone(),
         },
         api: fleetmq_api::ApiConfig {
             firmware_upload_limit: args.firmware_upload_limit_mib.saturating_mul(1024 * 1024),

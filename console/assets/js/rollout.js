@@ -1,0 +1,4 @@
+// Placeholder: the rollout page is being written.
+import { start } from './layout.js';
+
+await start('rollout');
