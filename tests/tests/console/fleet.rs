@@ -1,0 +1,141 @@
+//! The fleet view: logging in, 50 simulated devices, one going offline live, search, the
+//! phone width, another organization's operator, logging out.
+
+use crate::{Browser, Tenant};
+use fleetmq_tests::TestApp;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sees_the_fleet_live_and_logging_out_ends_the_session() {
+    let app = TestApp::spawn().await;
+    let a = Tenant::create(&app, "org-a", 50).await;
+    let mut sims = a.connect_all(&app).await;
+
+    let mut browser = Browser::open(&app, "fleet").await;
+    browser.log_in(&a.operator).await;
+    browser.wait_for("#devices tbody tr[data-device-id]").await;
+    assert_eq!(browser.text("#summary").await, "50 devices");
+    assert_eq!(browser.count("#devices tbody tr[data-device-id]").await, 50);
+    // Every simulator is connected: the page shows each online (from the list, or from the
+    // live stream for those whose session was recorded after the page loaded).
+    browser
+        .wait_for("#devices tbody:not(:has(tr[data-presence=\"offline\"]))")
+        .await;
+    browser.shot("fleet-online").await;
+
+    // One simulator stops: its row turns offline without a reload.
+    browser.mark_document().await;
+    let stopped = sims.remove(7);
+    let stopped_id = stopped.device_id().to_owned();
+    stopped.stop().await;
+    browser
+        .wait_for(&format!(
+            "tr[data-device-id=\"{stopped_id}\"][data-presence=\"offline\"]"
+        ))
+        .await;
+    assert!(browser.same_document().await, "the page was reloaded");
+    assert_eq!(
+        browser
+            .count("#devices tbody tr[data-presence=\"offline\"]")
+            .await,
+        1
+    );
+    browser.shot("device-offline-live").await;
+
+    // Search by part of a name, then filter by presence.
+    browser
+        .type_into("#filters input[name=search]", "org-a-07")
+        .await;
+    browser.wait_for("#summary:not(:empty)").await;
+    browser
+        .wait_for(&format!(
+            "#devices tbody:has(tr[data-device-id=\"{stopped_id}\"]):not(:has(tr:nth-child(2)))"
+        ))
+        .await;
+    browser.shot("search").await;
+    browser.type_into("#filters input[name=search]", "").await;
+    browser
+        .script("const s = document.querySelector('#filters select[name=is_online]'); s.value = 'false'; s.dispatchEvent(new Event('input', {bubbles: true})); return null;")
+        .await;
+    browser
+        .wait_for(&format!(
+            "#devices tbody:has(tr[data-device-id=\"{stopped_id}\"]):not(:has(tr:nth-child(2)))"
+        ))
+        .await;
+    assert!(
+        browser.url().await.contains("is_online=false"),
+        "the filter is in the address"
+    );
+
+    // A phone's width: the same page, narrower.
+    browser.resize(390, 844).await;
+    browser.go("/").await;
+    browser.wait_for("#devices tbody tr[data-device-id]").await;
+    browser.shot("fleet-phone").await;
+    browser.resize(1280, 900).await;
+
+    // Logging out ends the session: the login page, and the cookie no longer works.
+    let cookie = browser.session_cookie().await.expect("a session cookie");
+    browser.click("#logout").await;
+    browser.wait_for("#login-form").await;
+    browser.shot("logged-out").await;
+    let answer = app
+        .http
+        .get(format!("{}/api/v1/controller/device/", app.base))
+        .header("Cookie", format!("fleetmq_session={cookie}"))
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(answer.status(), 401, "the logged-out session still works");
+    browser.go("/").await;
+    browser.wait_for("#login-form").await;
+    assert!(
+        browser.url().await.contains("/login/"),
+        "{}",
+        browser.url().await
+    );
+
+    browser.close().await;
+    for sim in sims {
+        sim.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_of_organization_b_sees_none_of_organization_a() {
+    let app = TestApp::spawn().await;
+    let a = Tenant::create(&app, "org-a", 5).await;
+    let b = Tenant::create(&app, "org-b", 2).await;
+
+    let mut browser = Browser::open(&app, "tenancy").await;
+    browser.log_in(&b.operator).await;
+    browser.wait_for("#devices tbody tr[data-device-id]").await;
+    assert_eq!(browser.text("#summary").await, "2 devices");
+    for device in &b.devices {
+        browser
+            .wait_for(&format!("tr[data-device-id=\"{}\"]", device.id))
+            .await;
+    }
+    for device in &a.devices {
+        assert_eq!(
+            browser
+                .count(&format!("tr[data-device-id=\"{}\"]", device.id))
+                .await,
+            0,
+            "org-b's operator sees org-a's device {}",
+            device.id
+        );
+    }
+    browser.shot("fleet-of-b").await;
+
+    // Searching for A's device finds nothing; its page is not found.
+    browser
+        .type_into("#filters input[name=search]", "org-a-01")
+        .await;
+    browser.wait_for("#devices tbody td.muted").await;
+    assert_eq!(browser.text("#summary").await, "0 devices");
+    browser.go(&format!("/devices/{}/", a.devices[1].id)).await;
+    let alert = browser.text("#messages .alert.error").await;
+    assert!(alert.contains("Not found"), "{alert}");
+    browser.shot("device-of-a-not-found").await;
+    browser.close().await;
+}

@@ -1,0 +1,81 @@
+//! Rollouts from the console: 50 simulated devices upgraded in two waves, watched to success
+//! on the rollout's page without a reload; a second rollout cancelled; the history.
+
+use std::time::Duration;
+
+use crate::{Browser, Tenant};
+use fleetmq_tests::TestApp;
+use fleetmq_tests::firmware::sim_firmware;
+
+/// A batch of 50 upgrades on a loaded CI machine.
+const ROLLOUT: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_in_two_waves_reaches_success_live_and_a_second_is_cancelled() {
+    let app = TestApp::spawn().await;
+    let a = Tenant::create(&app, "org-a", 50).await;
+    let (first_build, _, _) = sim_firmware(&app, &a.token, &a.org, "2.0.0").await;
+    let (second_build, _, _) = sim_firmware(&app, &a.token, &a.org, "3.0.0").await;
+    let sims = a.connect_all(&app).await;
+
+    let mut browser = Browser::open(&app, "rollouts").await;
+    browser.log_in(&a.operator).await;
+    browser.go("/rollouts/").await;
+    browser.choose("#build", &first_build).await;
+    browser.click("#preview").await;
+    browser.wait_for("#dry-run-count").await;
+    let previewed = browser.text("#dry-run-count").await;
+    assert!(
+        previewed.contains("50"),
+        "the dry run lists 50 devices: {previewed}"
+    );
+    browser.type_into("#waves", "50, 100").await;
+    browser.shot("rollout-preview").await;
+    browser.click("#start").await;
+
+    // The rollout's own page, watched to the end without a reload.
+    browser.wait_for("#batch-status").await;
+    browser.mark_document().await;
+    browser.shot("rollout-started").await;
+    browser
+        .wait_for_within("#batch-status[data-status=\"success\"]", ROLLOUT)
+        .await;
+    assert!(browser.same_document().await, "the page was reloaded");
+    let counts = browser.text("#counts").await;
+    assert!(counts.contains("50"), "50 successes shown: {counts}");
+    browser.shot("rollout-success").await;
+    let first_batch = browser.url().await;
+
+    // A second rollout, one upgrade a minute, cancelled from its page.
+    browser.go("/rollouts/").await;
+    browser.choose("#build", &second_build).await;
+    browser.type_into("#rate", "1").await;
+    browser.click("#start").await;
+    browser
+        .wait_for("#batch-status[data-status=\"in-progress\"]")
+        .await;
+    assert_ne!(
+        browser.url().await,
+        first_batch,
+        "a new batch has its own page"
+    );
+    browser.mark_document().await;
+    browser.click("#cancel").await;
+    browser.accept_dialog().await;
+    browser
+        .wait_for("#batch-status[data-status=\"cancelled\"]")
+        .await;
+    assert!(browser.same_document().await, "the page was reloaded");
+    browser.shot("rollout-cancelled").await;
+
+    // Both in the history.
+    browser.go("/rollouts/").await;
+    browser.wait_for("#batches tr[data-batch-id]").await;
+    assert_eq!(browser.count("#batches tr[data-batch-id]").await, 2);
+    browser.shot("rollout-history").await;
+
+    browser.close().await;
+    for sim in sims {
+        sim.stop().await;
+    }
+}
