@@ -93,6 +93,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     let pages = (o.devices as u64).div_ceil(100).max(1);
+    let devices = o.devices.max(1);
     let scenarios: Vec<(&str, PathFn)> = vec![
         ("GET detail (random device)", {
             let ids = Arc::clone(&ids);
@@ -125,6 +126,28 @@ fn main() -> anyhow::Result<()> {
                 )
             }),
         ),
+        // What the console's fleet view asks for besides the first page above.
+        (
+            "console: GET / (fleet page HTML)",
+            Box::new(|_| "/".to_owned()),
+        ),
+        (
+            "console: search one name",
+            Box::new(move |rng| {
+                format!(
+                    "/api/v1/controller/device/?page_size=100&search=bench-{}",
+                    rng.random_range(0..devices)
+                )
+            }),
+        ),
+        (
+            "console: is_online=false",
+            Box::new(|_| "/api/v1/controller/device/?page_size=100&is_online=false".to_owned()),
+        ),
+        (
+            "console: ordering=name",
+            Box::new(|_| "/api/v1/controller/device/?page_size=100&ordering=name".to_owned()),
+        ),
     ];
     for (name, path) in scenarios {
         if o.only
@@ -149,6 +172,9 @@ fn main() -> anyhow::Result<()> {
             result.hist.max() as f64 / 1000.0,
             result.errors
         );
+    }
+    if o.only.as_ref().is_none_or(|only| "console: page load".contains(only.as_str())) {
+        page_loads(addrs[0], &token, 200)?;
     }
     for standby in standbys {
         server_rt.block_on(standby.shutdown());
@@ -277,4 +303,72 @@ fn drive(
     })
     .join()
     .map_err(|_| anyhow::anyhow!("load generator panicked"))?
+}
+
+/// What the browser asks for when an operator opens the fleet view, in the order it asks:
+/// the page, its stylesheet and modules, then the API calls its script makes.
+const FLEET_PAGE_LOAD: &[&str] = &[
+    "/",
+    "/console/css/console.css",
+    "/console/js/fleet.js",
+    "/console/js/api.js",
+    "/console/js/live.js",
+    "/console/js/layout.js",
+    "/console/js/dom.js",
+    "/api/v1/users/session/",
+    "/api/v1/users/organization/?page=1&page_size=100",
+    "/api/v1/controller/group/?page=1&page_size=100",
+    "/api/v1/controller/device/?page=1&page_size=100",
+];
+
+/// Opens the fleet view `n` times, one request after another on one connection (a browser
+/// overlaps them, so this is the slow bound), on an otherwise idle server; prints the first
+/// byte of the page and the whole load's percentiles.
+fn page_loads(addr: SocketAddr, token: &str, n: usize) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let mut first_byte = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        let mut whole = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        for round in 0..n + 5 {
+            let started = Instant::now();
+            for (i, path) in FLEET_PAGE_LOAD.iter().enumerate() {
+                let request = Request::get(*path)
+                    .header("host", addr.to_string())
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(Empty::<Bytes>::new())?;
+                sender.ready().await?;
+                let response = sender.send_request(request).await?;
+                anyhow::ensure!(response.status().is_success(), "{path}: {}", response.status());
+                if i == 0 && round >= 5 {
+                    first_byte.record(started.elapsed().as_micros().max(1) as u64)?;
+                }
+                response.into_body().collect().await?;
+            }
+            if round >= 5 {
+                whole.record(started.elapsed().as_micros().max(1) as u64)?;
+            }
+        }
+        for (name, hist) in [
+            ("console: page load, first byte of /", &first_byte),
+            ("console: page load, all 11 requests", &whole),
+        ] {
+            println!(
+                "{:<34} {:>10} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+                name,
+                format!("{n} loads"),
+                hist.value_at_quantile(0.50) as f64 / 1000.0,
+                hist.value_at_quantile(0.99) as f64 / 1000.0,
+                hist.max() as f64 / 1000.0,
+                0
+            );
+        }
+        anyhow::Ok(())
+    })
 }

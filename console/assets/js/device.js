@@ -6,7 +6,7 @@
 import * as api from './api.js';
 import * as live from './live.js';
 import { start, orgName } from './layout.js';
-import { h, fill, byId, badge, when, ago, showError, showInfo, pathId } from './dom.js';
+import { h, fill, byId, badge, when, ago, showError, showInfo, pathId, escapeHtml } from './dom.js';
 import uPlot from '/console/vendor/uplot/uPlot.esm.js';
 
 const id = pathId();
@@ -341,10 +341,6 @@ function pointOf(geometry) {
   return null;
 }
 
-/** Leaflet shows attributions as HTML; the setting is plain text. */
-function escapeHtml(text) {
-  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
 
 /* telemetry */
 

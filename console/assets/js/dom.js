@@ -90,3 +90,8 @@ export function params() {
 export function pathId() {
   return window.location.pathname.split('/').filter(Boolean).pop() || '';
 }
+
+/** Text made safe for the few library options that take HTML (Leaflet's attribution). */
+export function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}

@@ -2,6 +2,11 @@
 // view on it. The browser reconnects by itself; after a reconnect or a `lagged` event the
 // views reload what they show, since events may have been missed.
 
+import { toLogin } from './api.js';
+
+/** Wait before opening a refused stream again. */
+const RETRY_MS = 5000;
+
 const handlers = new Map();
 const resyncs = new Set();
 let source = null;
@@ -31,9 +36,29 @@ function connect() {
     setState('open');
     resync();
   });
-  source.addEventListener('error', () => setState('error'));
+  source.addEventListener('error', () => {
+    setState('error');
+    // The browser retries a dropped stream by itself, but not one the server refused
+    // (401 once the session is revoked, 503 when too many streams are open).
+    if (source.readyState === EventSource.CLOSED) refused();
+  });
   source.addEventListener('lagged', resync);
   for (const type of handlers.keys()) listen(type);
+}
+
+/** The stream was refused: to the login page if the session is gone, else retry later. */
+async function refused() {
+  source = null;
+  try {
+    const answer = await fetch('/api/v1/users/session/', { credentials: 'same-origin' });
+    if (answer.status === 401) {
+      toLogin();
+      return;
+    }
+  } catch {
+    // The server is unreachable; retry below.
+  }
+  setTimeout(connect, RETRY_MS);
 }
 
 function listen(type) {

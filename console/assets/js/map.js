@@ -13,7 +13,7 @@
 import * as api from './api.js';
 import * as live from './live.js';
 import { start, orgName } from './layout.js';
-import { h, fill, byId, badge, when, ago, showError } from './dom.js';
+import { h, fill, byId, badge, when, ago, showError, escapeHtml } from './dom.js';
 
 const DEVICE_PAGES_MAX = 100; // 10,000 devices
 const LOCATION_PAGES_MAX = 20; // 20,000 locations
@@ -344,7 +344,3 @@ function localPath(link) {
   return url.pathname + url.search;
 }
 
-/** Leaflet shows attributions as HTML; the setting is plain text. */
-function escapeHtml(text) {
-  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}

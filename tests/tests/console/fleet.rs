@@ -139,3 +139,30 @@ async fn an_operator_of_organization_b_sees_none_of_organization_a() {
     browser.shot("device-of-a-not-found").await;
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deactivated_operator_is_sent_to_the_login_page_at_once() {
+    let app = TestApp::spawn().await;
+    let a = Tenant::create(&app, "org-a", 2).await;
+    let mut browser = Browser::open(&app, "revoked").await;
+    browser.log_in(&a.operator).await;
+    browser.wait_for("#devices tbody tr[data-device-id]").await;
+    browser.wait_for("#live-state[data-state=\"open\"]").await;
+
+    // The administrator deactivates the operator while the page is open: the live stream
+    // ends, is refused when the browser reopens it, and the page goes to the login form
+    // without anyone clicking.
+    let user = app.user_id(&a.operator).await;
+    let answer = app
+        .call(
+            "PATCH",
+            &format!("/api/v1/users/user/{user}/"),
+            Some(&app.admin_token),
+            Some(serde_json::json!({"is_active": false})),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    browser.wait_for("#login-form").await;
+    browser.shot("revoked").await;
+    browser.close().await;
+}

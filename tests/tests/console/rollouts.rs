@@ -32,6 +32,7 @@ async fn a_rollout_in_two_waves_reaches_success_live_and_a_second_is_cancelled()
     browser.type_into("#waves", "50, 100").await;
     browser.shot("rollout-preview").await;
     browser.click("#start").await;
+    browser.accept_dialog().await;
 
     // The rollout's own page, watched to the end without a reload.
     browser.wait_for("#batch-status").await;
@@ -51,6 +52,7 @@ async fn a_rollout_in_two_waves_reaches_success_live_and_a_second_is_cancelled()
     browser.choose("#build", &second_build).await;
     browser.type_into("#rate", "1").await;
     browser.click("#start").await;
+    browser.accept_dialog().await;
     browser
         .wait_for("#batch-status[data-status=\"in-progress\"]")
         .await;
