@@ -205,9 +205,15 @@ pub(super) fn fill_briefs(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn delete_device_in(txn: &WriteTransaction, device: &Device) -> Result<()> {
+/// Removes a device with everything that belongs to it; the counts of its operations'
+/// batches change when the caller applies `counts`.
+pub(super) fn delete_device_in(
+    txn: &WriteTransaction,
+    device: &Device,
+    counts: &mut upgrade::CountChanges,
+) -> Result<()> {
     remove_device_indexes(txn, device)?;
-    upgrade::delete_device_upgrades_in(txn, device.id)?;
+    upgrade::delete_device_upgrades_in(txn, device.id, counts)?;
     software::delete_device_software_in(txn, device.id)?;
     device_plane::delete_device_plane_in(txn, device)
 }
@@ -528,9 +534,15 @@ impl DeviceStore for KvBackend {
         }
         device.modified = Timestamp::now();
         write_device(&txn, &device)?;
+        let mut counts = upgrade::CountChanges::default();
         if deactivated {
             // Deactivated devices may not be upgraded (nor connect to finish an upgrade).
-            upgrade::abort_device_upgrades_in(&txn, id, "Aborted: the device was deactivated")?;
+            upgrade::abort_device_upgrades_in(
+                &txn,
+                id,
+                "Aborted: the device was deactivated",
+                &mut counts,
+            )?;
             // Nor may it install application software.
             software::abort_device_installations_in(&txn, id, "The device was deactivated")?;
         }
@@ -539,12 +551,14 @@ impl DeviceStore for KvBackend {
         } else {
             BTreeSet::from([id])
         };
+        let events = counts.apply(&txn)?;
         let change = configuration_changed(self, &txn, affected)?;
         let device = load_device(&txn, id)?;
         carry_login(&txn, &LoginChange::Device(id));
         self.commit_config(txn, change)?;
         self.logins.invalidate(&id);
         self.changes.announce(LoginChange::Device(id));
+        self.announce_live(events);
         Ok(device)
     }
 
@@ -552,12 +566,15 @@ impl DeviceStore for KvBackend {
         let txn = self.db.begin_write()?;
         let device = load_device(&txn, id)?;
         self.delete_device_clients_in(&txn, id)?;
-        delete_device_in(&txn, &device)?;
+        let mut counts = upgrade::CountChanges::default();
+        delete_device_in(&txn, &device, &mut counts)?;
+        let events = counts.apply(&txn)?;
         carry_login(&txn, &LoginChange::Device(id));
         txn.commit()?;
         self.logins.invalidate(&id);
         self.changes.announce(LoginChange::Device(id));
         self.anchors.invalidate();
+        self.announce_live(events);
         Ok(())
     }
 
