@@ -39,7 +39,15 @@ impl ToSchema for FieldErrors {}
 #[openapi(
     info(title = "fleetmq", description = "OpenWISP-compatible device management over MQTT."),
     modifiers(&BearerAuth),
-    components(schemas(ErrorDetail, FieldErrors, crate::routes::otao::OtaoMessage)),
+    // The live event stream's `data` objects (no route body names them).
+    components(schemas(
+        ErrorDetail,
+        FieldErrors,
+        crate::routes::otao::OtaoMessage,
+        crate::routes::events::PresenceEvent,
+        crate::routes::events::CommandEvent,
+        crate::routes::events::BatchEvent,
+    )),
     tags(
         (name = "devices", description = "OpenWISP controller: devices"),
         (name = "templates", description = "OpenWISP controller: configuration templates"),

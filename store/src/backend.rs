@@ -374,6 +374,10 @@ pub trait DevicePlane: Send + Sync + 'static {
     /// Records many session changes, in order, in one transaction (connect storms); devices
     /// deleted meanwhile are skipped.
     fn record_mqtt_sessions(&self, sessions: Vec<(DeviceId, MqttSession)>) -> Result<()>;
+    /// Whether each device is connected now and since when, in their order, read in one
+    /// transaction (a page of a device list asks once, not once per device). An unknown
+    /// device reads as never connected.
+    fn presence_of(&self, devices: &[DeviceId]) -> Result<Vec<crate::Presence>>;
 
     /// Stores a new command (in progress) before it is sent.
     fn create_command(&self, command: NewCommand) -> Result<Command>;

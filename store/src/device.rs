@@ -341,7 +341,102 @@ impl DeviceBrief {
     }
 }
 
-/// Which devices a list should return (all conditions must hold).
+/// Text a device list is searched for: a case-insensitive part of a device's name, MAC
+/// address (written with `:`, `-` or no separators) or id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSearch {
+    /// The text, lower case.
+    text: String,
+    /// The text without `:` and `-`, when that leaves only hex digits: a MAC address written
+    /// any way matches the stored one.
+    hex: Option<String>,
+}
+
+impl DeviceSearch {
+    /// A search for `text`; `None` for empty text (no search).
+    pub fn new(text: &str) -> Option<Self> {
+        let text = text.trim().to_lowercase();
+        if text.is_empty() {
+            return None;
+        }
+        let hex: String = text.chars().filter(|c| *c != ':' && *c != '-').collect();
+        let hex = (!hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex);
+        Some(Self { text, hex })
+    }
+
+    /// The text searched for, lower case.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether `device` is found by this search.
+    pub fn matches(&self, device: &Device) -> bool {
+        let mac = device.fields.mac_address.as_str().to_lowercase();
+        device
+            .fields
+            .name
+            .as_str()
+            .to_lowercase()
+            .contains(&self.text)
+            || mac.contains(&self.text)
+            || self
+                .hex
+                .as_ref()
+                .is_some_and(|hex| mac.replace(':', "").contains(hex.as_str()))
+            || device.id.0.to_string().contains(&self.text)
+    }
+}
+
+/// The order of a device list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeviceOrder {
+    /// Newest first (the index order: the fast, default one).
+    #[default]
+    NewestFirst,
+    /// Oldest first.
+    OldestFirst,
+    /// By name, A to Z, ignoring case (equal names newest first).
+    NameAscending,
+    /// By name, Z to A, ignoring case (equal names newest first).
+    NameDescending,
+}
+
+impl DeviceOrder {
+    /// Every order.
+    pub const ALL: [DeviceOrder; 4] = [
+        DeviceOrder::NewestFirst,
+        DeviceOrder::OldestFirst,
+        DeviceOrder::NameAscending,
+        DeviceOrder::NameDescending,
+    ];
+
+    /// The API's spelling (Django's `ordering`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceOrder::NewestFirst => "-created",
+            DeviceOrder::OldestFirst => "created",
+            DeviceOrder::NameAscending => "name",
+            DeviceOrder::NameDescending => "-name",
+        }
+    }
+
+    /// Parses the API's spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.name() == s)
+    }
+}
+
+/// Whether a device is connected over MQTT now, and since when.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// Its MQTT session is open.
+    pub online: bool,
+    /// When its session last opened or ended (when the current state began); `None` for a
+    /// device never connected.
+    pub since: Option<Timestamp>,
+}
+
+/// Which devices a list should return (all conditions must hold), and in which order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeviceFilter {
     /// Configuration status.
@@ -360,6 +455,16 @@ pub struct DeviceFilter {
     pub created_gte: Option<Timestamp>,
     /// Created before.
     pub created_lt: Option<Timestamp>,
+    /// Found by this search (name, MAC address or id).
+    pub search: Option<DeviceSearch>,
+    /// Of exactly this model.
+    pub model: Option<String>,
+    /// Connected over MQTT now (true) or not (false; a device never seen is not).
+    pub is_online: Option<bool>,
+    /// Runs a build of this version: its device firmware is installed and of such a build.
+    pub firmware_version: Option<String>,
+    /// The order of the list.
+    pub order: DeviceOrder,
 }
 
 impl DeviceFilter {
@@ -370,6 +475,17 @@ impl DeviceFilter {
             || self.template.is_some()
             || self.group.is_some()
             || self.with_geo.is_some()
+            || self.needs_scan()
+    }
+
+    /// True when the list is searched, ordered otherwise than newest first, or filtered on
+    /// something besides the record (presence, firmware): the whole scope is walked.
+    pub fn needs_scan(&self) -> bool {
+        self.search.is_some()
+            || self.model.is_some()
+            || self.is_online.is_some()
+            || self.firmware_version.is_some()
+            || self.order != DeviceOrder::NewestFirst
     }
 
     /// Whether a device passes the record-level conditions.
@@ -385,6 +501,11 @@ impl DeviceFilter {
                 .is_none_or(|t| config.is_some_and(|c| c.fields.templates.contains(&t)))
             && self.group.is_none_or(|g| device.fields.group == Some(g))
             && self.with_geo.is_none_or(|w| w == has_location)
+            && self.search.as_ref().is_none_or(|s| s.matches(device))
+            && self
+                .model
+                .as_ref()
+                .is_none_or(|m| device.fields.model == *m)
     }
 }
 
@@ -407,6 +528,57 @@ mod tests {
         assert_eq!(mac, Ok("AA:BB:CC:DD:EE:0F".to_owned()));
         assert!(MacAddress::parse("aa:bb:cc:dd:ee").is_err());
         assert!(MacAddress::parse("zz:bb:cc:dd:ee:ff").is_err());
+    }
+
+    fn device(name: &str, mac: &str) -> Device {
+        let now = Timestamp::now();
+        Device {
+            id: DeviceId::new(),
+            fields: DeviceFields {
+                name: DeviceName::parse(name).expect("name"),
+                organization: OrgId::new(),
+                group: None,
+                mac_address: MacAddress::parse(mac).expect("mac"),
+                key: DeviceKey::generate(),
+                last_ip: None,
+                management_ip: None,
+                model: String::new(),
+                os: String::new(),
+                system: String::new(),
+                notes: String::new(),
+                hardware_id: String::new(),
+            },
+            config: None,
+            is_deactivated: false,
+            created: now,
+            modified: now,
+        }
+    }
+
+    #[test]
+    fn a_search_finds_part_of_a_name_mac_or_id_ignoring_case() {
+        let router = device("Lobby-Router", "aa:bb:cc:dd:ee:0f");
+        let found = |text: &str| DeviceSearch::new(text).is_some_and(|s| s.matches(&router));
+        assert!(found("lobby"));
+        assert!(found("BY-ROU"));
+        assert!(found("DD:EE"));
+        assert!(found("cc-dd-ee"));
+        assert!(found("ccddee0f"));
+        let id = router.id.0.to_string();
+        assert!(found(&id[9..18]));
+        assert!(found(&id.to_uppercase()));
+        assert!(!found("kitchen"));
+        assert!(!found("ab:cd"));
+        assert!(DeviceSearch::new("  ").is_none(), "blank is no search");
+    }
+
+    #[test]
+    fn orders_parse_from_their_api_names() {
+        for order in DeviceOrder::ALL {
+            assert_eq!(DeviceOrder::parse(order.name()), Some(order));
+        }
+        assert_eq!(DeviceOrder::default().name(), "-created");
+        assert_eq!(DeviceOrder::parse("mac_address"), None);
     }
 
     #[test]

@@ -79,6 +79,14 @@ pub struct KvBackend {
 }
 
 impl KvBackend {
+    /// Announces live events here once the transaction that carried them (see
+    /// `cluster::carry_live`) committed.
+    fn announce_live(&self, events: Vec<crate::LiveEvent>) {
+        for event in events {
+            self.live.announce(event);
+        }
+    }
+
     /// Opens (creating when missing) the data file under `dir`, and refuses files written by a
     /// newer schema. Fails with [`StoreError::InUse`] when another process holds the file.
     pub fn open(dir: &Path) -> Result<Self> {

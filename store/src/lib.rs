@@ -104,7 +104,7 @@ pub use connection::{
 };
 pub use device::{
     ConfigBackend, ConfigFields, ConfigStatus, Device, DeviceBrief, DeviceConfig, DeviceFields,
-    DeviceFilter, DeviceKey, DeviceName, MacAddress,
+    DeviceFilter, DeviceKey, DeviceName, DeviceOrder, DeviceSearch, MacAddress, Presence,
 };
 pub use download::{ConfigGrant, DOWNLOAD_SECRET, DownloadGrant, config_path};
 pub use error::{Result, StoreError};

@@ -1,5 +1,6 @@
 //! Live events: what an operator watching the console sees change at once (a device going
-//! online or offline, a command answered or timed out), announced after the commit that stored it — in this process, and on
+//! online or offline, a command answered or timed out, a batch upgrade's progress), announced
+//! after the commit that stored it — in this process, and on
 //! every other node sharing the database, carried by the commit's notice (see
 //! `kv_backend::cluster`). The API streams them to the console (`GET /api/v1/events/`); a
 //! subscriber that falls behind the bounded backlog is told it lagged and reloads.
@@ -7,7 +8,8 @@
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::{CommandId, CommandStatus, DeviceId, OrgId, Timestamp};
+use crate::upgrade::{BatchStatus, StatusCounts};
+use crate::{BatchId, CommandId, CommandStatus, DeviceId, OrgId, Timestamp};
 
 /// Events kept for a slow subscriber before it is told it lagged.
 const BACKLOG: usize = 4096;
@@ -40,15 +42,35 @@ pub enum LiveEvent {
         /// When.
         at: Timestamp,
     },
+    /// A batch upgrade's operations changed status (one started, succeeded, failed, was
+    /// aborted or cancelled, or went with its device): one event per batch per commit, with
+    /// the counts as committed.
+    Batch {
+        /// The batch.
+        batch: BatchId,
+        /// Its organization: who may see the event. `None` for a shared build's batch, which
+        /// may span organizations: superusers only (as the batch itself).
+        organization: Option<OrgId>,
+        /// Its status, from the counts.
+        status: BatchStatus,
+        /// Its operations per status.
+        counts: StatusCounts,
+        /// Its operations.
+        total: u32,
+        /// When (the batch's last change).
+        at: Timestamp,
+    },
 }
 
 impl LiveEvent {
-    /// The organization whose members may see it.
-    pub fn organization(&self) -> OrgId {
+    /// The organization whose members may see it; `None` when only those who see every
+    /// organization may (see [`LiveEvent::Batch`]).
+    pub fn organization(&self) -> Option<OrgId> {
         match self {
             LiveEvent::Presence { organization, .. } | LiveEvent::Command { organization, .. } => {
-                *organization
+                Some(*organization)
             }
+            LiveEvent::Batch { organization, .. } => *organization,
         }
     }
 }

@@ -6,8 +6,9 @@ mod support;
 use support::{Engine, Fixture, org_fields};
 
 use fleetmq_store::{
-    AccountStore, ConfigBackend, ConfigFields, DeviceFields, DeviceFilter, DeviceName, DeviceStore,
-    KvBackend, OrgId, PageRequest, Scope, StoreError, Unique,
+    AccountStore, ConfigBackend, ConfigFields, Device, DeviceFields, DeviceFilter, DeviceName,
+    DeviceOrder, DeviceSearch, DeviceStore, KvBackend, OrgId, Page, PageRequest, Scope, StoreError,
+    Unique,
 };
 
 fn device_fields(org: OrgId, n: u32) -> DeviceFields {
@@ -124,6 +125,129 @@ fn filters_count_only_matching_devices(engine: Engine) {
     assert_eq!(
         page.items.iter().map(|d| d.id).collect::<Vec<_>>(),
         vec![plain.id]
+    );
+}
+
+fn names(page: &Page<Device>) -> Vec<&str> {
+    page.items.iter().map(|d| d.fields.name.as_str()).collect()
+}
+
+fn search(text: &str) -> DeviceFilter {
+    DeviceFilter {
+        search: DeviceSearch::new(text),
+        ..Default::default()
+    }
+}
+
+fn a_search_finds_part_of_a_name_mac_or_id_only_within_the_scope(engine: Engine) {
+    let store = Fixture::new(engine);
+    let db = store.open();
+    let a = db.create_organization(org_fields("a")).expect("org a").id;
+    let b = db.create_organization(org_fields("b")).expect("org b").id;
+    let lobby = db
+        .create_device(support::device_fields(a, "Lobby-Router", 0x1a2b, ""), None)
+        .expect("device");
+    db.create_device(support::device_fields(a, "kitchen-ap", 2, ""), None)
+        .expect("device");
+    let foreign = db
+        .create_device(support::device_fields(b, "lobby-b", 3, ""), None)
+        .expect("device");
+    let only_a = Scope::Orgs(vec![a]);
+
+    let found = db
+        .list_devices(&only_a, &search("LOBBY"), ALL)
+        .expect("list");
+    assert_eq!(names(&found), ["Lobby-Router"]);
+    assert_eq!(found.count, 1, "B's lobby-b is not A's to find");
+    let everywhere = db
+        .list_devices(&Scope::All, &search("lobby"), ALL)
+        .expect("list");
+    assert_eq!(names(&everywhere), ["lobby-b", "Lobby-Router"]);
+
+    // The MAC address 02:00:00:00:1A:2B, written three ways, and part of the id.
+    for text in ["00:1a:2b", "00-1A-2B", "001a2b"] {
+        let found = db.list_devices(&only_a, &search(text), ALL).expect("list");
+        assert_eq!(names(&found), ["Lobby-Router"], "{text}");
+    }
+    let id = lobby.id.0.to_string();
+    let found = db
+        .list_devices(&only_a, &search(&id[..13]), ALL)
+        .expect("list");
+    assert_eq!(names(&found), ["Lobby-Router"]);
+    let theirs = foreign.id.0.to_string();
+    let found = db
+        .list_devices(&only_a, &search(&theirs), ALL)
+        .expect("list");
+    assert_eq!(
+        found.count, 0,
+        "another organization's device is not found by its id"
+    );
+}
+
+fn a_model_filter_and_name_orders_page_like_the_default_list(engine: Engine) {
+    let store = Fixture::new(engine);
+    let db = store.open();
+    let a = db.create_organization(org_fields("a")).expect("org").id;
+    let b = db.create_organization(org_fields("b")).expect("org").id;
+    for (n, (name, model)) in [
+        ("delta", "tl-wr841"),
+        ("Alpha", "tl-wr841"),
+        ("charlie", "archer-c7"),
+        ("bravo", "tl-wr841"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        db.create_device(support::device_fields(a, name, n as u32, model), None)
+            .expect("device");
+    }
+    db.create_device(support::device_fields(b, "aardvark", 9, "tl-wr841"), None)
+        .expect("device");
+    let only_a = Scope::Orgs(vec![a]);
+    let list = |filter: DeviceFilter, page: PageRequest| {
+        db.list_devices(&only_a, &filter, page).expect("list")
+    };
+    let ordered = |order: DeviceOrder| DeviceFilter {
+        order,
+        ..Default::default()
+    };
+
+    let model = DeviceFilter {
+        model: Some("tl-wr841".into()),
+        ..Default::default()
+    };
+    let wr841 = list(model.clone(), ALL);
+    assert_eq!(wr841.count, 3);
+    assert_eq!(names(&wr841), ["bravo", "Alpha", "delta"], "newest first");
+
+    assert_eq!(
+        names(&list(ordered(DeviceOrder::NameAscending), ALL)),
+        ["Alpha", "bravo", "charlie", "delta"],
+        "by name, ignoring case"
+    );
+    assert_eq!(
+        names(&list(ordered(DeviceOrder::NameDescending), ALL)),
+        ["delta", "charlie", "bravo", "Alpha"]
+    );
+    assert_eq!(
+        names(&list(ordered(DeviceOrder::OldestFirst), ALL)),
+        ["delta", "Alpha", "charlie", "bravo"]
+    );
+    let second = list(
+        DeviceFilter {
+            order: DeviceOrder::NameAscending,
+            ..model
+        },
+        PageRequest {
+            offset: 1,
+            limit: 1,
+        },
+    );
+    assert_eq!((second.count, names(&second)), (3, vec!["bravo"]));
+    // Asking for the default order is the default list.
+    assert_eq!(
+        list(ordered(DeviceOrder::NewestFirst), ALL),
+        list(DeviceFilter::default(), ALL)
     );
 }
 
@@ -344,6 +468,8 @@ on_both_engines!(
     device_names_are_unique_per_organization_ignoring_case,
     lists_are_newest_first_and_scoped_to_organizations,
     filters_count_only_matching_devices,
+    a_search_finds_part_of_a_name_mac_or_id_only_within_the_scope,
+    a_model_filter_and_name_orders_page_like_the_default_list,
     data_survives_reopening_and_deleting_an_org_removes_its_devices,
     a_user_change_is_seen_through_the_token_cache_at_once,
     deep_pages_match_a_full_walk_before_and_after_writes,

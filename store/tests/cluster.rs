@@ -499,3 +499,68 @@ fn a_device_going_online_on_one_node_is_a_live_event_on_the_other() {
         "only changes are events: {event:?}"
     );
 }
+
+#[test]
+fn a_batch_started_on_one_node_is_a_live_event_on_the_other() {
+    let (_fixture, a, b) = cluster();
+    let org = a.db().create_organization(org("acme")).expect("org");
+    let dev = a
+        .db()
+        .create_device(support::device_fields(org.id, "ap-1", 1, "sim"), None)
+        .expect("device");
+    let category = a
+        .db()
+        .create_category(fleetmq_store::CategoryFields {
+            organization: Some(org.id),
+            name: "sim".into(),
+            description: String::new(),
+        })
+        .expect("category");
+    let build = a
+        .db()
+        .create_build(fleetmq_store::BuildFields {
+            category: category.id,
+            version: "2.0".into(),
+            os: "OpenWrt".into(),
+            changelog: String::new(),
+        })
+        .expect("build");
+    let image = a
+        .db()
+        .create_image(fleetmq_store::Image {
+            id: fleetmq_store::ImageId::new(),
+            build: build.id,
+            kind: "sim.bin".into(),
+            size: 1,
+            sha256: "ab".into(),
+            created: fleetmq_store::Timestamp::now(),
+        })
+        .expect("image");
+    let batch = fleetmq_store::Batch {
+        id: fleetmq_store::BatchId::new(),
+        build: build.id,
+        organization: Some(org.id),
+        rollout: Default::default(),
+        counts: Default::default(),
+        note: String::new(),
+        created: fleetmq_store::Timestamp::now(),
+        modified: fleetmq_store::Timestamp::now(),
+    };
+    let op = fleetmq_store::UpgradeOperation::new(&dev, &image, &build, Some(batch.id), 0);
+
+    let mut live = a.db().live_events();
+    b.db()
+        .start_upgrades(fleetmq_store::UpgradePlan {
+            batch: Some(batch.clone()),
+            operations: vec![op],
+        })
+        .expect("started on node B");
+    let event = until(&mut live, "node B's batch heard on node A", |e| {
+        matches!(e, LiveEvent::Batch { .. })
+    });
+    assert!(
+        matches!(event, LiveEvent::Batch { batch: id, organization, counts, total: 1, .. }
+            if id == batch.id && organization == Some(org.id) && counts.in_progress == 1),
+        "{event:?}"
+    );
+}

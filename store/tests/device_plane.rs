@@ -7,8 +7,8 @@ use support::{Engine, Fixture};
 use fleetmq_store::{
     AccountStore, CommandStatus, CommandType, Connector, DeviceFields, DeviceFilter, DevicePlane,
     DeviceStore, HistoryPage, HistoryPageRequest, KvBackend, MacAddress, MqttSession, NewCommand,
-    OrgId, OrganizationFields, PageRequest, Point, Scope, Slug, TelemetryRange, TelemetrySample,
-    Timestamp,
+    OrgId, OrganizationFields, PageRequest, Point, Presence, Scope, Slug, TelemetryRange,
+    TelemetrySample, Timestamp,
 };
 
 const ALL: PageRequest = PageRequest {
@@ -135,6 +135,63 @@ fn a_device_gets_its_mqtt_connection_when_created_and_sessions_keep_its_health(e
         shared.count, 1,
         "one MQTT credentials object per organization"
     );
+}
+
+fn presence_follows_sessions_and_filters_the_list(engine: Engine) {
+    let (_store, db, org) = setup(engine);
+    let seen = device(&db, org, "seen", "00:00:00:00:00:01");
+    let never = device(&db, org, "never", "00:00:00:00:00:02");
+    let online_filter = |online| DeviceFilter {
+        is_online: Some(online),
+        ..Default::default()
+    };
+    let listed = |online| {
+        db.list_devices(&Scope::Orgs(vec![org]), &online_filter(online), ALL)
+            .expect("list")
+            .items
+            .iter()
+            .map(|d| d.fields.name.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        db.presence_of(&[seen.id, never.id]).expect("presence"),
+        [Presence::default(); 2],
+        "never connected: offline, since nobody knows when"
+    );
+    assert_eq!(listed(false), ["never", "seen"]);
+    assert!(listed(true).is_empty());
+
+    let connected = session(true);
+    db.record_mqtt_session(seen.id, connected.clone())
+        .expect("online");
+    let unknown = fleetmq_store::DeviceId::new();
+    assert_eq!(
+        db.presence_of(&[never.id, seen.id, unknown])
+            .expect("presence"),
+        [
+            Presence::default(),
+            Presence {
+                online: true,
+                since: Some(connected.at),
+            },
+            Presence::default(),
+        ],
+        "in the order asked; an unknown device was never connected"
+    );
+    assert_eq!(listed(true), ["seen"]);
+    assert_eq!(listed(false), ["never"]);
+
+    let gone = session(false);
+    db.record_mqtt_session(seen.id, gone.clone())
+        .expect("offline");
+    assert_eq!(
+        db.presence_of(&[seen.id]).expect("presence"),
+        [Presence {
+            online: false,
+            since: Some(gone.at),
+        }]
+    );
+    assert_eq!(listed(false), ["never", "seen"]);
 }
 
 fn coordinates_create_one_mobile_location_and_then_move_it(engine: Engine) {
@@ -415,6 +472,7 @@ fn history_pages_end_at_their_byte_budget_and_continue_on_the_next(engine: Engin
 
 on_both_engines!(
     a_device_gets_its_mqtt_connection_when_created_and_sessions_keep_its_health,
+    presence_follows_sessions_and_filters_the_list,
     coordinates_create_one_mobile_location_and_then_move_it,
     a_command_ends_once_and_leaves_the_pending_list,
     telemetry_keeps_the_latest_and_a_bounded_history,

@@ -7,12 +7,14 @@ mod support;
 use support::{Engine, Fixture};
 
 use fleetmq_store::{
-    AccountStore, Batch, BatchId, BatchStatus, Build, BuildFields, CancelOutcome, CategoryFields,
-    Device, DeviceStore, FirmwareStore, Image, ImageId, KvBackend, OrgId, OrganizationFields,
-    PageRequest, Rollout, Scope, Slug, StoreError, Timestamp, UpdateReport, UpgradeFilter,
-    UpgradeOperation, UpgradePlan, UpgradeStatus, UpgradeStep, UpgradeStore,
+    AccountStore, Backend, Batch, BatchId, BatchStatus, Build, BuildFields, CancelOutcome,
+    CategoryFields, Device, DeviceFilter, DeviceStore, FirmwareStore, Image, ImageId, KvBackend,
+    LiveEvent, OrgId, OrganizationFields, PageRequest, Rollout, Scope, Slug, StoreError, Timestamp,
+    UpdateReport, UpgradeFilter, UpgradeOperation, UpgradePlan, UpgradeStatus, UpgradeStep,
+    UpgradeStore,
 };
 use serde_json::json;
+use tokio::sync::broadcast;
 
 const ALL: PageRequest = PageRequest {
     offset: 0,
@@ -242,6 +244,154 @@ fn a_newer_upgrade_supersedes_the_one_in_progress(engine: Engine) {
     assert_eq!(other.count, 0);
 }
 
+/// The live events already announced (the store announces after each commit, before the
+/// call returns).
+fn announced(live: &mut broadcast::Receiver<LiveEvent>) -> Vec<LiveEvent> {
+    let mut events = Vec::new();
+    while let Ok(event) = live.try_recv() {
+        events.push(event);
+    }
+    events
+}
+
+/// The status and counts (in progress, success, failed, aborted, cancelled) of batch events.
+fn batch_states(events: &[LiveEvent]) -> Vec<(BatchStatus, [u32; 5], u32)> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            LiveEvent::Batch {
+                status,
+                counts,
+                total,
+                ..
+            } => Some((
+                *status,
+                [
+                    counts.in_progress,
+                    counts.success,
+                    counts.failed,
+                    counts.aborted,
+                    counts.cancelled,
+                ],
+                *total,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn a_batch_is_one_live_event_per_commit_that_changes_its_counts(engine: Engine) {
+    let w = world(engine, 3);
+    let mut live = w.db.live_events();
+    let batch = w.batch();
+    let started =
+        w.db.start_upgrades(UpgradePlan {
+            batch: Some(batch.clone()),
+            operations: (0..3).map(|n| w.op(n, Some(&batch))).collect(),
+        })
+        .expect("started");
+    let events = announced(&mut live);
+    assert_eq!(
+        batch_states(&events),
+        [(BatchStatus::InProgress, [3, 0, 0, 0, 0], 3)],
+        "three operations started in one commit: one event"
+    );
+    assert!(matches!(
+        &events[0],
+        LiveEvent::Batch { batch: id, organization: Some(org), .. }
+            if *id == batch.id && *org == w.org
+    ));
+
+    // A step that changes no status is no event.
+    let mut fetching = started.operations[0].clone();
+    fetching.step = UpgradeStep::Fetching;
+    fetching.progress = 20;
+    w.db.write_upgrades(vec![fetching], Vec::new())
+        .expect("write");
+    assert!(announced(&mut live).is_empty(), "no status changed");
+
+    let CancelOutcome::Cancelled(_) =
+        w.db.cancel_upgrade(started.operations[2].id)
+            .expect("cancel")
+    else {
+        panic!("cancelled before flashing")
+    };
+    let mut done = Vec::new();
+    for (n, status) in [(0, UpgradeStatus::Success), (1, UpgradeStatus::Success)] {
+        let mut op = started.operations[n].clone();
+        op.finish(status, "done");
+        done.push(op);
+    }
+    w.db.write_upgrades(done, Vec::new()).expect("write");
+    assert_eq!(
+        batch_states(&announced(&mut live)),
+        [
+            (BatchStatus::InProgress, [2, 0, 0, 0, 1], 3),
+            (BatchStatus::Cancelled, [0, 2, 0, 0, 1], 3),
+        ],
+        "the cancel, then both successes in one event"
+    );
+
+    // A device deleted takes its operation out of the batch's counts: that is news too.
+    w.db.set_device_deactivated(w.devices[2].id, true)
+        .expect("deactivate");
+    assert!(announced(&mut live).is_empty(), "nothing was left to abort");
+    w.db.delete_device(w.devices[2].id).expect("delete");
+    assert_eq!(
+        batch_states(&announced(&mut live)),
+        [(BatchStatus::Success, [0, 2, 0, 0, 0], 2)]
+    );
+}
+
+fn the_firmware_version_filter_lists_devices_running_that_build(engine: Engine) {
+    let w = world(engine, 3);
+    let started =
+        w.db.start_upgrades(UpgradePlan {
+            batch: None,
+            operations: (0..3).map(|n| w.op(n, None)).collect(),
+        })
+        .expect("started");
+    let on = |version: &str| {
+        w.db.list_devices(
+            &Scope::Orgs(vec![w.org]),
+            &DeviceFilter {
+                firmware_version: Some(version.into()),
+                ..Default::default()
+            },
+            ALL,
+        )
+        .expect("list")
+        .items
+        .iter()
+        .map(|d| d.id)
+        .collect::<Vec<_>>()
+    };
+    assert!(on("2.0").is_empty(), "upgrading is not running it yet");
+
+    let mut ok = started.operations[0].clone();
+    ok.finish(UpgradeStatus::Success, "done");
+    let mut also = started.operations[2].clone();
+    also.finish(UpgradeStatus::Success, "done");
+    let mut bad = started.operations[1].clone();
+    bad.finish(UpgradeStatus::Failed, "broken");
+    w.db.write_upgrades(vec![ok, also, bad], Vec::new())
+        .expect("write");
+    assert_eq!(on("2.0"), [w.devices[2].id, w.devices[0].id]);
+    assert!(on("2").is_empty(), "the version is matched whole");
+    assert!(on("1.0").is_empty());
+    let elsewhere =
+        w.db.list_devices(
+            &Scope::Orgs(vec![OrgId::new()]),
+            &DeviceFilter {
+                firmware_version: Some("2.0".into()),
+                ..Default::default()
+            },
+            ALL,
+        )
+        .expect("list");
+    assert_eq!(elsewhere.count, 0, "another scope sees none of them");
+}
+
 fn reports_merge_and_upgrades_survive_a_reopen(engine: Engine) {
     let store = Fixture::new(engine);
     let w = world(engine, 1);
@@ -304,6 +454,8 @@ fn reports_merge_and_upgrades_survive_a_reopen(engine: Engine) {
 
 on_both_engines!(
     a_cancel_and_an_engine_step_never_both_win,
+    a_batch_is_one_live_event_per_commit_that_changes_its_counts,
+    the_firmware_version_filter_lists_devices_running_that_build,
     success_installs_the_firmware_and_the_batch_status_follows_openwisp,
     a_newer_upgrade_supersedes_the_one_in_progress,
     reports_merge_and_upgrades_survive_a_reopen,

@@ -5,9 +5,11 @@
 //! - [`TestApp`] — one running server and an HTTP client.
 //! - [`Reply`] — a status and a JSON body.
 //! - [`mqtt`] — a real MQTT client for devices and operators.
+//! - [`events`] — the live event stream, read event by event.
 //! - [`fixtures`] — fleets written straight into a store; a process's RSS.
 //! - [`release`] — the release binaries as separate processes, for benchmarks.
 
+pub mod events;
 pub mod firmware;
 pub mod fixtures;
 pub mod mosquitto;

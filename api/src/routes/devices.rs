@@ -7,8 +7,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use fleetmq_protocol::DEVICE_TEXT_MAX_CHARS;
 use fleetmq_store::{
-    ConfigBackend, ConfigFields, ConfigGrant, ConfigStatus, Device, DeviceFields, DeviceFilter,
-    DeviceId, DeviceKey, DeviceName, GroupId, MacAddress, OrgId, Scope, StoreError, Timestamp,
+    Backend, ConfigBackend, ConfigFields, ConfigGrant, ConfigStatus, Device, DeviceFields,
+    DeviceFilter, DeviceId, DeviceKey, DeviceName, DeviceOrder, DeviceSearch, GroupId, MacAddress,
+    OrgId, Page, Presence, Scope, StoreError, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -93,6 +94,27 @@ pub struct DeviceView {
     /// Detail only: whether the device is deactivated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub is_deactivated: Option<bool>,
+    /// Whether the device is connected over MQTT now (read-only).
+    pub presence: PresenceView,
+}
+
+/// A device's MQTT presence as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PresenceView {
+    /// Its MQTT session is open now.
+    pub online: bool,
+    /// When the current state began (its session last opened or ended), RFC 3339; null for a
+    /// device never connected.
+    pub since: Option<String>,
+}
+
+impl From<Presence> for PresenceView {
+    fn from(presence: Presence) -> Self {
+        Self {
+            online: presence.online,
+            since: presence.since.map(|t| t.to_string()),
+        }
+    }
 }
 
 /// What a client sends to register, replace or change a device.
@@ -216,6 +238,14 @@ text_field!(
     choice_schema(ConfigBackend::ALL.map(ConfigBackend::name)),
 );
 
+text_field!(
+    /// The order of the device list: `-created` (newest first, the default), `created`,
+    /// `name` or `-name` (names ignoring case).
+    OrderingFilter(DeviceOrder),
+    |s: &str| DeviceOrder::parse(s).ok_or_else(|| invalid_choice(s)),
+    choice_schema(DeviceOrder::ALL.map(DeviceOrder::name)),
+);
+
 /// Filters of the device list (django-filter's names).
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -254,9 +284,50 @@ pub struct DeviceListQuery {
     #[param(inline)]
     #[serde(rename = "created__lt")]
     created_lt: Option<TimeFilter>,
+    /// Part of the name, MAC address (written with `:`, `-` or no separators) or id, ignoring
+    /// case. Walks the whole scope.
+    search: Option<String>,
+    /// Exactly this hardware model. Walks the whole scope.
+    model: Option<String>,
+    /// Connected over MQTT now (`true`) or not (`false`; a device never connected is not).
+    /// Walks the whole scope.
+    #[param(inline)]
+    is_online: Option<BoolFilter>,
+    /// Runs a build of exactly this version (its device firmware is installed). Walks the
+    /// whole scope.
+    firmware_version: Option<String>,
+    /// Order: `-created` (newest first, the default), `created`, `name` or `-name` (ignoring
+    /// case; equal names newest first). Any but the default walks the whole scope.
+    #[param(inline)]
+    ordering: Option<OrderingFilter>,
 }
 
-pub(crate) fn view(device: Device, detail: bool) -> DeviceView {
+/// `page` with each device's presence, read in one more store call (not one per device).
+pub(crate) fn with_presence(
+    db: &dyn Backend,
+    page: Page<Device>,
+) -> fleetmq_store::Result<Page<(Device, Presence)>> {
+    let ids: Vec<DeviceId> = page.items.iter().map(|d| d.id).collect();
+    let presence = db.presence_of(&ids)?;
+    Ok(Page {
+        count: page.count,
+        items: page.items.into_iter().zip(presence).collect(),
+    })
+}
+
+/// The detail view of `device`, with its presence read now.
+async fn detail_view(state: &AppState, device: Device) -> Result<DeviceView, ApiError> {
+    let id = device.id;
+    let presence = state
+        .store()
+        .run(move |db| db.presence_of(&[id]))
+        .await?
+        .pop()
+        .unwrap_or_default();
+    Ok(view(device, presence, true))
+}
+
+pub(crate) fn view(device: Device, presence: Presence, detail: bool) -> DeviceView {
     let f = device.fields;
     DeviceView {
         id: device.id.0,
@@ -283,10 +354,14 @@ pub(crate) fn view(device: Device, detail: bool) -> DeviceView {
         created: device.created.to_string(),
         modified: device.modified.to_string(),
         is_deactivated: detail.then_some(device.is_deactivated),
+        presence: presence.into(),
     }
 }
 
-/// Lists devices of the caller's organizations, newest first.
+/// Lists devices of the caller's organizations, newest first (or in the `ordering` asked),
+/// each with its MQTT presence. Without `search`, `model`, `is_online`, `firmware_version` or
+/// another `ordering` a page is read from an index; with them the caller's whole scope is
+/// walked.
 #[utoipa::path(get, path = "/api/v1/controller/device/", tag = "devices",
     params(PageQuery, DeviceListQuery),
     responses((status = 200, body = Paginated<DeviceView>)), security(("bearer" = [])))]
@@ -308,13 +383,18 @@ async fn list_devices(
         created: query.created.map(|f| f.0),
         created_gte: query.created_gte.map(|f| f.0),
         created_lt: query.created_lt.map(|f| f.0),
+        search: query.search.as_deref().and_then(DeviceSearch::new),
+        model: query.model,
+        is_online: query.is_online.map(|f| f.0),
+        firmware_version: query.firmware_version,
+        order: query.ordering.map(|f| f.0).unwrap_or_default(),
     };
     let request = paging.request();
     let page = state
         .store()
-        .run(move |db| db.list_devices(&scope, &filter, request))
+        .run(move |db| with_presence(db, db.list_devices(&scope, &filter, request)?))
         .await?;
-    paging.envelope(page, |d| view(d, false))
+    paging.envelope(page, |(d, presence)| view(d, presence, false))
 }
 
 /// The caller's scope narrowed by the `organization` and `organization_slug` filters; `None`
@@ -389,7 +469,11 @@ async fn create_device(
         .run(move |db| db.create_device(fields, config))
         .await
         .map_err(config_error)?;
-    Ok((StatusCode::CREATED, Json(view(device, true))))
+    // New: never connected.
+    Ok((
+        StatusCode::CREATED,
+        Json(view(device, Presence::default(), true)),
+    ))
 }
 
 /// A device's own configuration that does not render is answered under `config.config`, where
@@ -636,10 +720,8 @@ async fn get_device(
     auth: Authorized<Devices, View>,
     PathId(id): PathId,
 ) -> Result<Json<DeviceView>, ApiError> {
-    Ok(Json(view(
-        visible_device(&state, &auth.caller, id).await?,
-        true,
-    )))
+    let device = visible_device(&state, &auth.caller, id).await?;
+    Ok(Json(detail_view(&state, device).await?))
 }
 
 /// Downloads the configuration archive the device's configuration renders to now (tar.gz:
@@ -780,7 +862,7 @@ async fn change_device(
         .map_err(config_error)?;
     // Its group, model, OS, hardware id or variables may make software filters match it.
     state.hooks().software_changed(device.fields.organization);
-    Ok(Json(view(device, true)))
+    Ok(Json(detail_view(&state, device).await?))
 }
 
 /// Deletes a deactivated device (`?force=true` skips the deactivation rule).
@@ -850,5 +932,5 @@ async fn set_deactivated(
     if device.is_deactivated {
         state.hooks().device_deactivated(device.id);
     }
-    Ok(Json(view(device, true)))
+    Ok(Json(detail_view(&state, device).await?))
 }

@@ -633,9 +633,14 @@ async fn location_devices(
     let request = paging.request();
     let (page, has_floorplan) = state
         .store()
-        .run(move |db| db.devices_at(location.id, request))
+        .run(move |db| {
+            let (page, has_floorplan) = db.devices_at(location.id, request)?;
+            Ok((super::devices::with_presence(db, page)?, has_floorplan))
+        })
         .await?;
-    let Json(page) = paging.envelope(page, |d| super::devices::view(d, false))?;
+    let Json(page) = paging.envelope(page, |(d, presence)| {
+        super::devices::view(d, presence, false)
+    })?;
     Ok(Json(LocationDevices {
         count: page.count,
         next: page.next,

@@ -145,17 +145,20 @@ impl AccountStore for KvBackend {
 
     fn delete_organization(&self, id: OrgId) -> Result<()> {
         let txn = self.db.begin_write()?;
+        let events;
         let slug = {
             let org: Organization =
                 get_record(&txn.open_table(ORGANIZATIONS)?, "organizations", id.key())?
                     .ok_or(StoreError::NotFound)?;
             // Devices go with their organization.
             let device_ids = ids_under(&txn.open_table(DEVICES_BY_ORG)?, &id.bytes())?;
+            let mut counts = super::upgrade::CountChanges::default();
             for device in device_ids {
                 let device = load_device(&txn, DeviceId(uuid::Uuid::from_u128(device)))?;
                 self.delete_device_clients_in(&txn, device.id)?;
-                delete_device_in(&txn, &device)?;
+                delete_device_in(&txn, &device, &mut counts)?;
             }
+            events = counts.apply(&txn)?;
             device_plane::delete_org_credentials_in(&txn, id)?;
             super::configuration::delete_org_configuration_in(&txn, id)?;
             super::config_settings::delete_org_settings_in(&txn, id)?;
@@ -190,6 +193,7 @@ impl AccountStore for KvBackend {
         self.anchors.invalidate();
         self.tokens.clear();
         self.changes.announce(change);
+        self.announce_live(events);
         Ok(())
     }
 

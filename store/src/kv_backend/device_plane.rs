@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::kv::{ReadableTable, WriteTransaction};
+use crate::kv::{ReadTransaction, ReadableTable, WriteTransaction};
 
 use super::KvBackend;
 use super::devices::{load_device, read_brief, write_device};
@@ -15,8 +15,8 @@ use crate::{
     Command, CommandId, CommandStatus, ConnectionFields, ConnectionHealth, ConnectionId, Connector,
     Credentials, CredentialsFields, CredentialsId, Device, DeviceConnection, DeviceId,
     DeviceLocation, DevicePlane, Geometry, HistoryPage, HistoryPageRequest, Location, LocationId,
-    LocationType, MqttSession, NewCommand, OrgId, Page, PageRequest, Point, Result, Scope,
-    StoreError, TelemetryRange, TelemetrySample, Timestamp, Unique,
+    LocationType, MqttSession, NewCommand, OrgId, Page, PageRequest, Point, Presence, Result,
+    Scope, StoreError, TelemetryRange, TelemetrySample, Timestamp, Unique,
 };
 
 fn insert_credentials(txn: &WriteTransaction, credentials: &Credentials) -> Result<()> {
@@ -127,6 +127,55 @@ impl From<HealthRow> for ConnectionHealth {
             last_attempt: row.last_attempt,
         }
     }
+}
+
+/// The presence of each device (with its organization), in their order, read together (four
+/// round trips on PostgreSQL for any number of devices): the organizations' MQTT credentials,
+/// each device's connection through them, and the health its last session left there. A
+/// device without such a connection or health was never connected: offline, since `None`.
+pub(super) fn presence_in(
+    txn: &ReadTransaction,
+    devices: &[(DeviceId, OrgId)],
+) -> Result<Vec<Presence>> {
+    let mut orgs: Vec<u128> = devices.iter().map(|(_, org)| org.key()).collect();
+    orgs.sort_unstable();
+    orgs.dedup();
+    let credentials: HashMap<u128, CredentialsId> = orgs
+        .iter()
+        .zip(txn.open_table(MQTT_CREDENTIALS)?.get_many(&orgs)?)
+        .filter_map(|(org, id)| {
+            id.map(|id| (*org, CredentialsId(uuid::Uuid::from_u128(id.value()))))
+        })
+        .collect();
+    // Devices whose organization has MQTT credentials, with their pair keys.
+    let paired: Vec<(usize, Vec<u8>)> = devices
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (device, org))| {
+            credentials
+                .get(&org.key())
+                .map(|c| (i, cat(&[&device.bytes(), &c.bytes()])))
+        })
+        .collect();
+    let keys: Vec<&[u8]> = paired.iter().map(|(_, key)| key.as_slice()).collect();
+    let connections: Vec<(usize, u128)> = paired
+        .iter()
+        .zip(txn.open_table(CONNECTION_PAIRS)?.get_many(&keys)?)
+        .filter_map(|((i, _), id)| id.map(|id| (*i, id.value())))
+        .collect();
+    let ids: Vec<u128> = connections.iter().map(|(_, id)| *id).collect();
+    let mut out = vec![Presence::default(); devices.len()];
+    let health = txn.open_table(CONNECTION_HEALTH)?;
+    for ((i, _), row) in connections.iter().zip(health.get_many(&ids)?) {
+        if let Some(row) = row {
+            let row: HealthRow = decode("connection_health", row.value())?;
+            out[*i] = Presence {
+                online: row.is_working == Some(true),
+                since: row.last_attempt,
+            };
+        }
+    }
+    Ok(out)
 }
 
 /// The id of `device`'s connection through its organization's MQTT credentials (the device
@@ -613,6 +662,30 @@ impl DevicePlane for KvBackend {
             self.live.announce(event);
         }
         Ok(())
+    }
+
+    fn presence_of(&self, devices: &[DeviceId]) -> Result<Vec<Presence>> {
+        // An empty page asks nothing of the database.
+        if devices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin_read()?;
+        let keys: Vec<u128> = devices.iter().map(DeviceId::key).collect();
+        let briefs = txn.open_table(DEVICE_BRIEFS)?;
+        let mut known = Vec::new();
+        let mut slots = Vec::new();
+        for (i, (device, brief)) in devices.iter().zip(briefs.get_many(&keys)?).enumerate() {
+            if let Some(brief) = brief {
+                let brief: crate::DeviceBrief = decode("device_briefs", brief.value())?;
+                known.push((*device, brief.organization));
+                slots.push(i);
+            }
+        }
+        let mut out = vec![Presence::default(); devices.len()];
+        for (slot, presence) in slots.into_iter().zip(presence_in(&txn, &known)?) {
+            out[slot] = presence;
+        }
+        Ok(out)
     }
 
     fn record_mqtt_sessions(&self, sessions: Vec<(DeviceId, MqttSession)>) -> Result<()> {

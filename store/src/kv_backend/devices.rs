@@ -1,20 +1,20 @@
 //! [`DeviceStore`] on the kv tables: devices with their configuration, per-scope device counts, and the
 //! logins the broker checks.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
-use crate::kv::{ReadableTable, Table, WriteTransaction};
+use crate::kv::{ReadTransaction, ReadableTable, Table, WriteTransaction};
 
 use super::cluster::carry_login;
 use super::configuration::{Known, configuration_changed, renders_differently, settle_device};
 use super::paging::{ANCHOR_STRIDE, MergeDesc, created_key, id_of, index_desc, successor};
 use super::record::{cat, decode, encode, get_record, get_records};
-use super::{KvBackend, device_plane, software, upgrade};
+use super::{KvBackend, device_plane, firmware, software, upgrade};
 use crate::tables::*;
 use crate::{
     ConfigFields, ConfigStatus, Device, DeviceBrief, DeviceConfig, DeviceFields, DeviceFilter,
-    DeviceId, DeviceStore, LoginChange, OrgId, Organization, Page, PageRequest, Result, Scope,
-    StoreError, Timestamp, Unique,
+    DeviceFirmware, DeviceId, DeviceOrder, DeviceStore, LoginChange, OrgId, Organization, Page,
+    PageRequest, Result, Scope, StoreError, Timestamp, Unique,
 };
 
 pub(super) fn counter_key(org: Option<OrgId>) -> Vec<u8> {
@@ -205,9 +205,15 @@ pub(super) fn fill_briefs(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn delete_device_in(txn: &WriteTransaction, device: &Device) -> Result<()> {
+/// Removes a device with everything that belongs to it; the counts of its operations'
+/// batches change when the caller applies `counts`.
+pub(super) fn delete_device_in(
+    txn: &WriteTransaction,
+    device: &Device,
+    counts: &mut upgrade::CountChanges,
+) -> Result<()> {
     remove_device_indexes(txn, device)?;
-    upgrade::delete_device_upgrades_in(txn, device.id)?;
+    upgrade::delete_device_upgrades_in(txn, device.id, counts)?;
     software::delete_device_software_in(txn, device.id)?;
     device_plane::delete_device_plane_in(txn, device)
 }
@@ -242,6 +248,107 @@ fn new_device(fields: DeviceFields, config: Option<ConfigFields>) -> Device {
         created: now,
         modified: now,
     }
+}
+
+/// Records read (and filtered) at a time by [`scan_devices`]: a few round trips on
+/// PostgreSQL per chunk, not per device.
+const SCAN_CHUNK: usize = 512;
+
+/// A list that walks its whole scope ([`DeviceFilter::needs_scan`]): `ids` (the scope's
+/// devices in the creation range, newest first) are read a chunk at a time with what the
+/// filter asks about them (presence, firmware, location), the matches sorted in the
+/// filter's order, and the page's records read last.
+fn scan_devices(
+    txn: &ReadTransaction,
+    ids: &[u128],
+    filter: &DeviceFilter,
+    page: PageRequest,
+) -> Result<Page<Device>> {
+    let images = match &filter.firmware_version {
+        Some(version) => Some(firmware::images_of_version(txn, version)?),
+        None => None,
+    };
+    if images.as_ref().is_some_and(HashSet::is_empty) {
+        return Ok(Page {
+            count: 0,
+            items: Vec::new(),
+        });
+    }
+    let records = txn.open_table(DEVICES)?;
+    let locations = txn.open_table(DEVICE_LOCATIONS)?;
+    let firmwares = txn.open_table(DEVICE_FIRMWARE)?;
+    let by_name = matches!(
+        filter.order,
+        DeviceOrder::NameAscending | DeviceOrder::NameDescending
+    );
+    // Each match's sort key (its name, lower case, when sorted by name) and id, newest first.
+    let mut matched: Vec<(String, u128)> = Vec::new();
+    for chunk in ids.chunks(SCAN_CHUNK) {
+        let devices: Vec<Device> = get_records(&records, "devices", chunk)?;
+        let keys: Vec<u128> = devices.iter().map(|d| d.id.key()).collect();
+        let presence = match filter.is_online {
+            Some(_) => {
+                let pairs: Vec<(DeviceId, OrgId)> = devices
+                    .iter()
+                    .map(|d| (d.id, d.fields.organization))
+                    .collect();
+                device_plane::presence_in(txn, &pairs)?
+            }
+            None => Vec::new(),
+        };
+        let located: Vec<bool> = match filter.with_geo {
+            Some(_) => locations
+                .get_many(&keys)?
+                .iter()
+                .map(Option::is_some)
+                .collect(),
+            None => Vec::new(),
+        };
+        let running: Vec<bool> = match &images {
+            Some(images) => firmwares
+                .get_many(&keys)?
+                .into_iter()
+                .map(|row| match row {
+                    Some(row) => decode::<DeviceFirmware>("device_firmware", row.value())
+                        .map(|f| f.installed && images.contains(&f.image.key())),
+                    None => Ok(false),
+                })
+                .collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
+        for (i, device) in devices.into_iter().enumerate() {
+            let has_location = located.get(i).copied().unwrap_or(false);
+            let wanted = filter.matches(&device, has_location)
+                && filter
+                    .is_online
+                    .is_none_or(|online| presence.get(i).is_some_and(|p| p.online == online))
+                && (images.is_none() || running.get(i).copied().unwrap_or(false));
+            if wanted {
+                let key = if by_name {
+                    device.fields.name.as_str().to_lowercase()
+                } else {
+                    String::new()
+                };
+                matched.push((key, device.id.key()));
+            }
+        }
+    }
+    // Sorts are stable: equal names stay newest first.
+    match filter.order {
+        DeviceOrder::NewestFirst => {}
+        DeviceOrder::OldestFirst => matched.reverse(),
+        DeviceOrder::NameAscending => matched.sort_by(|a, b| a.0.cmp(&b.0)),
+        DeviceOrder::NameDescending => matched.sort_by(|a, b| b.0.cmp(&a.0)),
+    }
+    let count = matched.len() as u64;
+    let page_ids: Vec<u128> = matched
+        .into_iter()
+        .skip(usize::try_from(page.offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(page.limit).unwrap_or(usize::MAX))
+        .map(|(_, id)| id)
+        .collect();
+    let items = read_devices(&records, &txn.open_table(DEVICE_BRIEFS)?, &page_ids)?;
+    Ok(Page { count, items })
 }
 
 impl DeviceStore for KvBackend {
@@ -427,9 +534,15 @@ impl DeviceStore for KvBackend {
         }
         device.modified = Timestamp::now();
         write_device(&txn, &device)?;
+        let mut counts = upgrade::CountChanges::default();
         if deactivated {
             // Deactivated devices may not be upgraded (nor connect to finish an upgrade).
-            upgrade::abort_device_upgrades_in(&txn, id, "Aborted: the device was deactivated")?;
+            upgrade::abort_device_upgrades_in(
+                &txn,
+                id,
+                "Aborted: the device was deactivated",
+                &mut counts,
+            )?;
             // Nor may it install application software.
             software::abort_device_installations_in(&txn, id, "The device was deactivated")?;
         }
@@ -438,12 +551,14 @@ impl DeviceStore for KvBackend {
         } else {
             BTreeSet::from([id])
         };
+        let events = counts.apply(&txn)?;
         let change = configuration_changed(self, &txn, affected)?;
         let device = load_device(&txn, id)?;
         carry_login(&txn, &LoginChange::Device(id));
         self.commit_config(txn, change)?;
         self.logins.invalidate(&id);
         self.changes.announce(LoginChange::Device(id));
+        self.announce_live(events);
         Ok(device)
     }
 
@@ -451,12 +566,15 @@ impl DeviceStore for KvBackend {
         let txn = self.db.begin_write()?;
         let device = load_device(&txn, id)?;
         self.delete_device_clients_in(&txn, id)?;
-        delete_device_in(&txn, &device)?;
+        let mut counts = upgrade::CountChanges::default();
+        delete_device_in(&txn, &device, &mut counts)?;
+        let events = counts.apply(&txn)?;
         carry_login(&txn, &LoginChange::Device(id));
         txn.commit()?;
         self.logins.invalidate(&id);
         self.changes.announce(LoginChange::Device(id));
         self.anchors.invalidate();
+        self.announce_live(events);
         Ok(())
     }
 
@@ -497,6 +615,13 @@ impl DeviceStore for KvBackend {
                 .collect::<Result<_>>()?,
         };
         let mut keys = MergeDesc { streams };
+
+        if filter.needs_scan() {
+            let ids = keys
+                .map(|key| key.map(|k| id_of(&k)))
+                .collect::<Result<Vec<_>>>()?;
+            return scan_devices(&txn, &ids, filter, page);
+        }
 
         let unfiltered = from.is_none() && until.is_none() && !filter.needs_records();
         if unfiltered {

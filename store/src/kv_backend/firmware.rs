@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::kv::{ReadableTable, WriteTransaction};
+use crate::kv::{ReadTransaction, ReadableTable, WriteTransaction};
 
 use super::KvBackend;
 use super::paging::{
@@ -111,6 +111,32 @@ fn remove_images_of(txn: &WriteTransaction, build: BuildId) -> Result<Vec<ImageI
         ids.push(ImageId(uuid::Uuid::from_u128(id)));
     }
     Ok(ids)
+}
+
+/// The ids of every image of a build of `version` (in any category): what a device must run
+/// to be on that version.
+pub(super) fn images_of_version(
+    txn: &ReadTransaction,
+    version: &str,
+) -> Result<std::collections::HashSet<u128>> {
+    let mut builds = Vec::new();
+    for entry in txn.open_table(BUILD_VERSIONS)?.iter()? {
+        let (key, id) = entry?;
+        // category (16 bytes) ‖ version
+        if key.value().get(16..) == Some(version.as_bytes()) {
+            builds.push(BuildId(uuid::Uuid::from_u128(id.value())));
+        }
+    }
+    let index = txn.open_table(IMAGES_BY_BUILD)?;
+    let mut images = std::collections::HashSet::new();
+    for build in builds {
+        let lo = build.bytes().to_vec();
+        let hi = cat(&[&build.bytes(), &[0xff; 1]]);
+        for entry in index.range::<&[u8]>(lo.as_slice()..hi.as_slice())? {
+            images.insert(entry?.1.value());
+        }
+    }
+    Ok(images)
 }
 
 fn builds_of(txn: &WriteTransaction, category: CategoryId) -> Result<Vec<u128>> {

@@ -1,18 +1,19 @@
 //! [`UpgradeStore`] on the kv tables: device firmware, upgrade operations, batches, reports, image types.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::kv::{ReadableTable, WriteTransaction};
 
 use super::KvBackend;
+use super::cluster::carry_live;
 use super::paging::{created_key, id_of, index_desc, paged};
 use super::record::{cat, decode, encode, get_record, get_records};
 use crate::tables::*;
 use crate::{
     Batch, BatchFilter, BatchId, CancelOutcome, DeviceFirmware, DeviceId, DeviceLocation,
-    ImageType, Location, LocationId, Page, PageRequest, Result, Scope, StartedUpgrades, StoreError,
-    Timestamp, Unique, UpdateReport, UpgradeFilter, UpgradeId, UpgradeOperation, UpgradePlan,
-    UpgradeStatus, UpgradeStore, default_image_types,
+    ImageType, LiveEvent, Location, LocationId, Page, PageRequest, Result, Scope, StartedUpgrades,
+    StoreError, Timestamp, Unique, UpdateReport, UpgradeFilter, UpgradeId, UpgradeOperation,
+    UpgradePlan, UpgradeStatus, UpgradeStore, default_image_types,
 };
 
 fn load_upgrade(txn: &WriteTransaction, id: UpgradeId) -> Result<Option<UpgradeOperation>> {
@@ -57,8 +58,11 @@ fn insert_upgrade(txn: &WriteTransaction, op: &UpgradeOperation) -> Result<()> {
 }
 
 /// Status changes of operations, applied to their batches' counts once per transaction.
+/// Applying them carries one [`LiveEvent::Batch`] per batch whose counts changed with the
+/// transaction (to the other nodes) and returns them, for the writer to announce here once
+/// it commits: a transaction changing many operations of a batch is one event for it.
 #[derive(Default)]
-struct CountChanges(HashMap<BatchId, Vec<StatusChange>>);
+pub(super) struct CountChanges(BTreeMap<BatchId, Vec<StatusChange>>);
 
 /// An operation's status before and after (`None`: did not exist / removed).
 type StatusChange = (Option<UpgradeStatus>, Option<UpgradeStatus>);
@@ -77,11 +81,16 @@ impl CountChanges {
         }
     }
 
-    fn apply(self, txn: &WriteTransaction) -> Result<()> {
+    /// Applies the changes to the batches, carrying their events with `txn`; returns the
+    /// events to announce after the commit.
+    #[must_use = "the events are announced once the transaction commits"]
+    pub(super) fn apply(self, txn: &WriteTransaction) -> Result<Vec<LiveEvent>> {
+        let mut events = Vec::new();
         for (id, changes) in self.0 {
             let Some(mut batch) = load_batch(txn, id)? else {
                 continue;
             };
+            let before = batch.counts;
             for (from, to) in changes {
                 if let Some(from) = from {
                     batch.counts.remove(from);
@@ -92,8 +101,20 @@ impl CountChanges {
             }
             batch.modified = Timestamp::now();
             save_batch(txn, &batch)?;
+            if batch.counts != before {
+                let event = LiveEvent::Batch {
+                    batch: batch.id,
+                    organization: batch.organization,
+                    status: batch.status(),
+                    counts: batch.counts,
+                    total: batch.counts.total(),
+                    at: batch.modified,
+                };
+                carry_live(txn, &event);
+                events.push(event);
+            }
         }
-        Ok(())
+        Ok(events)
     }
 }
 
@@ -125,11 +146,13 @@ fn set_firmware(txn: &WriteTransaction, op: &UpgradeOperation, installed: bool) 
     Ok(())
 }
 
-/// Aborts a device's operations in progress (e.g. it was deactivated).
+/// Aborts a device's operations in progress (e.g. it was deactivated); their batches'
+/// counts change when the caller applies `counts`.
 pub(super) fn abort_device_upgrades_in(
     txn: &WriteTransaction,
     device: DeviceId,
     reason: &str,
+    counts: &mut CountChanges,
 ) -> Result<Vec<UpgradeOperation>> {
     let active: Vec<UpgradeId> = {
         let index = txn.open_table(DEVICE_UPGRADES)?;
@@ -143,7 +166,6 @@ pub(super) fn abort_device_upgrades_in(
         }
         ids
     };
-    let mut counts = CountChanges::default();
     let mut aborted = Vec::new();
     for id in active {
         if let Some(mut op) = load_upgrade(txn, id)? {
@@ -153,18 +175,21 @@ pub(super) fn abort_device_upgrades_in(
             aborted.push(op);
         }
     }
-    counts.apply(txn)?;
     Ok(aborted)
 }
 
-/// Removes a device's operations, firmware and report (the device is being deleted).
-pub(super) fn delete_device_upgrades_in(txn: &WriteTransaction, device: DeviceId) -> Result<()> {
+/// Removes a device's operations, firmware and report (the device is being deleted); their
+/// batches' counts change when the caller applies `counts`.
+pub(super) fn delete_device_upgrades_in(
+    txn: &WriteTransaction,
+    device: DeviceId,
+    counts: &mut CountChanges,
+) -> Result<()> {
     let prefix = device.bytes();
     let keys: Vec<[u8; 24]> = {
         let index = txn.open_table(DEVICE_UPGRADES)?;
         index_desc(&index, &prefix, [0; 24], [0xff; 24])?.collect::<Result<_>>()?
     };
-    let mut counts = CountChanges::default();
     for key in keys {
         let id = UpgradeId(uuid::Uuid::from_u128(id_of(&key)));
         if let Some(op) = load_upgrade(txn, id)? {
@@ -181,7 +206,6 @@ pub(super) fn delete_device_upgrades_in(txn: &WriteTransaction, device: DeviceId
         txn.open_table(DEVICE_UPGRADES)?
             .remove(cat(&[&prefix, &key]).as_slice())?;
     }
-    counts.apply(txn)?;
     txn.open_table(DEVICE_FIRMWARE)?.remove(device.key())?;
     txn.open_table(UPDATE_REPORTS)?.remove(device.key())?;
     Ok(())
@@ -208,17 +232,19 @@ impl UpgradeStore for KvBackend {
                 &txn,
                 op.device,
                 &format!("Aborted: superseded by upgrade operation {}", op.id),
+                &mut counts,
             )?);
             insert_upgrade(&txn, op)?;
             counts.record(op.batch, None, Some(op.status));
             set_firmware(&txn, op, false)?;
         }
-        counts.apply(&txn)?;
+        let events = counts.apply(&txn)?;
         let batch = match batch {
             Some(b) => load_batch(&txn, b.id)?,
             None => None,
         };
         txn.commit()?;
+        self.announce_live(events);
         Ok(StartedUpgrades {
             batch,
             operations: plan.operations,
@@ -256,7 +282,7 @@ impl UpgradeStore for KvBackend {
                 _ => refused.push(op.id),
             }
         }
-        counts.apply(&txn)?;
+        let events = counts.apply(&txn)?;
         {
             let devices = txn.open_table(DEVICES)?;
             let mut table = txn.open_table(UPDATE_REPORTS)?;
@@ -292,6 +318,7 @@ impl UpgradeStore for KvBackend {
             }
         }
         txn.commit()?;
+        self.announce_live(events);
         Ok(refused)
     }
 
@@ -305,8 +332,9 @@ impl UpgradeStore for KvBackend {
         let mut counts = CountChanges::default();
         counts.record(op.batch, Some(UpgradeStatus::InProgress), Some(op.status));
         save_upgrade(&txn, &op)?;
-        counts.apply(&txn)?;
+        let events = counts.apply(&txn)?;
         txn.commit()?;
+        self.announce_live(events);
         Ok(CancelOutcome::Cancelled(op))
     }
 
@@ -332,9 +360,10 @@ impl UpgradeStore for KvBackend {
                 cancelled.push(op);
             }
         }
-        counts.apply(&txn)?;
+        let events = counts.apply(&txn)?;
         let batch = load_batch(&txn, id)?.ok_or(StoreError::NotFound)?;
         txn.commit()?;
+        self.announce_live(events);
         Ok((batch, cancelled))
     }
 

@@ -379,7 +379,30 @@ async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
             assert_eq!(reply.status, expected, "{method} {path}");
         }
     }
-    assert!(doc.body["components"]["schemas"]["DeviceView"].is_object());
+    let schemas = &doc.body["components"]["schemas"];
+    assert!(schemas["DeviceView"].is_object());
+    // What the console's fleet table and live views are generated from.
+    assert!(schemas["DeviceView"]["properties"]["presence"].is_object());
+    assert!(schemas["PresenceView"]["properties"]["since"].is_object());
+    for event in ["PresenceEvent", "CommandEvent", "BatchEvent"] {
+        assert!(schemas[event].is_object(), "{event} is documented");
+    }
+    let parameters: Vec<&str> =
+        doc.body["paths"]["/api/v1/controller/device/"]["get"]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+    for name in [
+        "search",
+        "model",
+        "is_online",
+        "firmware_version",
+        "ordering",
+    ] {
+        assert!(parameters.contains(&name), "{name} in {parameters:?}");
+    }
 
     let ui = app
         .http

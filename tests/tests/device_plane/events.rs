@@ -2,85 +2,12 @@
 //! the operators of its organization at once, and only them; a stream ends when its caller
 //! loses the right.
 
-use std::time::Duration;
-
 use fleetmq_tests::TestApp;
+use fleetmq_tests::events::EventStream;
 use fleetmq_tests::mqtt::MqttClient;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{ONLINE, fleet};
-
-/// Events of one open stream, read as they come.
-struct EventStream {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl EventStream {
-    async fn open(app: &TestApp, token: &str) -> EventStream {
-        let response = app
-            .http
-            .get(format!("{}/api/v1/events/", app.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(response.status(), 200);
-        let kind = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        assert!(kind.starts_with("text/event-stream"), "{kind}");
-        EventStream {
-            response,
-            buffer: String::new(),
-        }
-    }
-
-    /// The next event (name and JSON data), or `None` when the server ended the stream.
-    async fn next(&mut self) -> Option<(String, Value)> {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                if let Some(end) = self.buffer.find("\n\n") {
-                    let block: String = self.buffer.drain(..end + 2).collect();
-                    let mut name = String::new();
-                    let mut data = String::new();
-                    for line in block.lines() {
-                        if let Some(value) = line.strip_prefix("event:") {
-                            name = value.trim().to_owned();
-                        } else if let Some(value) = line.strip_prefix("data:") {
-                            data.push_str(value.trim());
-                        }
-                    }
-                    // Keep-alive comments have neither.
-                    if name.is_empty() && data.is_empty() {
-                        continue;
-                    }
-                    return Some((name, serde_json::from_str(&data).unwrap_or(Value::Null)));
-                }
-                match self.response.chunk().await {
-                    Ok(Some(bytes)) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
-                    Ok(None) | Err(_) => return None,
-                }
-            }
-        })
-        .await
-        .expect("an event, or the end, in time")
-    }
-
-    /// The next `presence` event: (device, online).
-    async fn presence(&mut self) -> (String, bool) {
-        loop {
-            let (name, data) = self.next().await.expect("the stream goes on");
-            if name == "presence" {
-                let device = data["device"].as_str().unwrap_or_default().to_owned();
-                return (device, data["online"] == true);
-            }
-        }
-    }
-}
 
 #[tokio::test]
 async fn presence_reaches_the_operators_of_the_devices_organization_only() {

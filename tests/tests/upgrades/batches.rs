@@ -1,10 +1,12 @@
 //! Batches: a fleet with injected faults ends with exactly the expected statuses; abort
-//! thresholds, waves, parallelism limits and batch cancel.
+//! thresholds, waves, parallelism limits and batch cancel; a batch's progress on the live
+//! event stream.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use fleetmq_sim::{Fault, SimEvent, SimHandle};
+use fleetmq_tests::events::EventStream;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -297,4 +299,71 @@ async fn a_rate_limit_holds_back_operations_beyond_the_per_minute_budget() {
         }
     }
     assert_eq!(waiting, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_streams_its_progress_to_its_organization_and_no_other() {
+    let s = setup("3.0.4").await;
+    let other = s.app.create_org("other").await;
+    let bob = s.app.create_user("bob", &["Operator"], &[&other]).await;
+    let devices = s.devices("ap", 3).await;
+    let mut sims = Vec::new();
+    for device in &devices {
+        let mut sim = s.start(device, None);
+        sim.connected().await.expect("connects");
+        sims.push(sim);
+    }
+    let mut ada = EventStream::open(&s.app, &s.admin).await;
+    let mut bobs = EventStream::open(&s.app, &bob).await;
+
+    let batch = start_batch(&s, json!({"upgrade_all": true})).await;
+    // Every event is of this batch and its counts add up; the last one is its end.
+    let mut seen = Vec::new();
+    let last = loop {
+        let event = ada.next_named("batch").await;
+        assert_eq!(event["batch"], batch.as_str(), "{event:#}");
+        assert_eq!(event["organization"], s.org_id.as_str());
+        assert_eq!(event["total"], 3);
+        let counts = &event["status_counts"];
+        let sum: u64 = ["in-progress", "success", "failed", "aborted", "cancelled"]
+            .iter()
+            .filter_map(|status| counts[status].as_u64())
+            .sum();
+        assert_eq!(sum, 3, "{event:#}");
+        seen.push(event["status"].as_str().unwrap_or_default().to_owned());
+        if event["status"] != "in-progress" {
+            break event;
+        }
+    };
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("in-progress"),
+        "{seen:?}"
+    );
+    assert_eq!(last["status"], "success", "{last:#}");
+    assert_eq!(
+        last["status_counts"],
+        json!({"in-progress": 0, "success": 3, "failed": 0, "aborted": 0, "cancelled": 0})
+    );
+    let detail = batch_done(&s, &batch).await;
+    assert_eq!(detail["status_counts"], last["status_counts"]);
+
+    // Bob's first event is the presence of his own organization's device, which connects only
+    // now: none of the batch's events came before it.
+    let reply = s
+        .app
+        .create_device(&s.app.admin_token, &other, "bobs-ap")
+        .await;
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    let bobs_device = fleetmq_tests::mqtt::DeviceIdentity {
+        id: reply.str("id"),
+        key: reply.str("key"),
+        org: "other".to_owned(),
+    };
+    let _bobs_sim = s.start(&bobs_device, None);
+    let (name, data) = bobs.next().await.expect("bob's stream goes on");
+    assert_eq!(
+        (name.as_str(), &data["device"]),
+        ("presence", &json!(bobs_device.id))
+    );
 }

@@ -61,6 +61,18 @@ pub struct StatusCountsView {
     pub cancelled: u32,
 }
 
+impl From<StatusCounts> for StatusCountsView {
+    fn from(c: StatusCounts) -> Self {
+        Self {
+            in_progress: c.in_progress,
+            success: c.success,
+            failed: c.failed,
+            aborted: c.aborted,
+            cancelled: c.cancelled,
+        }
+    }
+}
+
 /// How the batch is rolled out.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RolloutView {
@@ -360,13 +372,7 @@ fn view(batch: Batch) -> BatchView {
         status: batch.status().as_str(),
         progress_report: format!("{} out of {}", c.finished(), total),
         total,
-        status_counts: StatusCountsView {
-            in_progress: c.in_progress,
-            success: c.success,
-            failed: c.failed,
-            aborted: c.aborted,
-            cancelled: c.cancelled,
-        },
+        status_counts: c.into(),
         success_rate: rate(c.success, total),
         failed_rate: rate(c.failed, total),
         aborted_rate: rate(c.aborted, total),
