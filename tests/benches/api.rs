@@ -173,7 +173,10 @@ fn main() -> anyhow::Result<()> {
             result.errors
         );
     }
-    if o.only.as_ref().is_none_or(|only| "console: page load".contains(only.as_str())) {
+    if o.only
+        .as_ref()
+        .is_none_or(|only| "console: page load".contains(only.as_str()))
+    {
         page_loads(addrs[0], &token, 200)?;
     }
     for standby in standbys {
@@ -345,7 +348,11 @@ fn page_loads(addr: SocketAddr, token: &str, n: usize) -> anyhow::Result<()> {
                     .body(Empty::<Bytes>::new())?;
                 sender.ready().await?;
                 let response = sender.send_request(request).await?;
-                anyhow::ensure!(response.status().is_success(), "{path}: {}", response.status());
+                anyhow::ensure!(
+                    response.status().is_success(),
+                    "{path}: {}",
+                    response.status()
+                );
                 if i == 0 && round >= 5 {
                     first_byte.record(started.elapsed().as_micros().max(1) as u64)?;
                 }

@@ -24,11 +24,22 @@ pub async fn sim_firmware(
         )
         .await;
     assert_eq!(category.status, 201, "{:?}", category.body);
+    sim_build(app, token, &category.str("id"), version).await
+}
+
+/// Creates a build of `version` in `category` with its simulator image; returns the build
+/// id, the image id and the image's SHA-256.
+pub async fn sim_build(
+    app: &TestApp,
+    token: &str,
+    category: &str,
+    version: &str,
+) -> (String, String, String) {
     let build = app
         .post(
             "/api/v1/firmware-upgrader/build/",
             token,
-            json!({"category": category.str("id"), "version": version, "os": "OpenWrt fleetmq-sim"}),
+            json!({"category": category, "version": version, "os": "OpenWrt fleetmq-sim"}),
         )
         .await;
     assert_eq!(build.status, 201, "{:?}", build.body);

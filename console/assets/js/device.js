@@ -854,10 +854,6 @@ if (device) {
   live.on('command', (event) => {
     if (event.device === device.id) refreshCommand(event.command);
   });
-  // Not sent by the server yet; harmless until it is.
-  live.on('upgrade', (event) => {
-    if (event.device === device.id) loadFirmware();
-  });
   live.onResync(() => {
     loadPresence(true);
     loadCommands();

@@ -13,9 +13,6 @@ const STATUSES = ['in-progress', 'success', 'failed', 'aborted', 'cancelled'];
 const ENDED = ['success', 'failed', 'aborted', 'cancelled'];
 const DETAIL_OPERATIONS = 1000; // what the detail lists at most (api: DETAIL_OPERATIONS)
 const FETCH_GAP_MS = 500;
-// Fallback until the server sends `batch` events: re-fetch this often while the batch runs.
-// Harmless once the events exist (the throttle merges it with them); remove it then if wanted.
-const FALLBACK_POLL_MS = 5000;
 const TABLE_ROWS = 100; // failures listed at most
 const OPERATION_ROWS = 50; // operations listed at most
 const MAX_BARS = 60;
@@ -38,11 +35,7 @@ const mine = (event) => {
   if (event && event.batch === id) refetch();
 };
 live.on('batch', mine);
-live.on('upgrade', mine);
 live.onResync(refetch);
-setInterval(() => {
-  if (batch && running(batch) && document.visibilityState === 'visible') refetch();
-}, FALLBACK_POLL_MS);
 
 refetch();
 

@@ -11,9 +11,6 @@ const FW = '/api/v1/firmware-upgrader';
 const PAGE_SIZE = 20;
 const PREVIEW_ROWS = 100;
 const ENDED = ['success', 'failed', 'aborted', 'cancelled'];
-// A fallback until the server sends `batch` events: refresh the history while a batch on
-// this page is in progress.
-const FALLBACK_POLL_MS = 5000;
 
 const ctx = await start('rollouts');
 const form = byId('rollout-form');
@@ -59,12 +56,7 @@ byId('batches-next').addEventListener('click', () => {
 
 const refreshHistory = throttled(() => loadHistory(), 1000);
 live.on('batch', refreshHistory);
-live.on('upgrade', refreshHistory);
 live.onResync(refreshHistory);
-let anyRunning = false;
-setInterval(() => {
-  if (anyRunning && document.visibilityState === 'visible') refreshHistory();
-}, FALLBACK_POLL_MS);
 
 await loadHistory();
 
@@ -365,7 +357,6 @@ async function loadHistory() {
 
 function drawHistory(answer) {
   const batches = answer.results || [];
-  anyRunning = batches.some((b) => b.status === 'in-progress' || b.status === 'idle');
   const byId_ = new Map(builds.map((b) => [b.id, b]));
   fill(
     historyBody,

@@ -39,6 +39,9 @@ async fn an_operator_sees_the_fleet_live_and_logging_out_ends_the_session() {
             .await,
         1
     );
+    browser
+        .scroll_to(&format!("tr[data-device-id=\"{stopped_id}\"]"))
+        .await;
     browser.shot("device-offline-live").await;
 
     // Search by part of a name, then filter by presence.
@@ -135,7 +138,11 @@ async fn an_operator_of_organization_b_sees_none_of_organization_a() {
     assert_eq!(browser.text("#summary").await, "0 devices");
     browser.go(&format!("/devices/{}/", a.devices[1].id)).await;
     let alert = browser.text("#messages .alert.error").await;
-    assert!(alert.contains("Not found"), "{alert}");
+    assert!(
+        alert.contains(&format!("no device with id “{}”", a.devices[1].id)),
+        "{alert}"
+    );
+    assert_eq!(browser.text("#device-name").await, "Device not found");
     browser.shot("device-of-a-not-found").await;
     browser.close().await;
 }

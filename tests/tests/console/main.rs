@@ -6,6 +6,7 @@
 //! Needs `chromium` and `chromium-driver` (`bash .ci/run` installs them); `CHROMEDRIVER` and
 //! `CHROMIUM` name other binaries.
 
+mod devices;
 mod fleet;
 mod rollouts;
 
@@ -236,6 +237,16 @@ impl Browser {
             .await
             .map(|u| u.to_string())
             .unwrap_or_default()
+    }
+
+    /// Scrolls the element `css` to the middle of the window (for a screenshot).
+    pub async fn scroll_to(&self, css: &str) {
+        self.wait_for(css).await;
+        let css = serde_json::to_string(css).unwrap_or_default();
+        self.script(&format!(
+            "document.querySelector({css}).scrollIntoView({{block: 'center'}}); return null;"
+        ))
+        .await;
     }
 
     /// Saves a screenshot of the page as the next step `name`.

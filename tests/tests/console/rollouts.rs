@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::{Browser, Tenant};
 use fleetmq_tests::TestApp;
-use fleetmq_tests::firmware::sim_firmware;
+use fleetmq_tests::firmware::{sim_build, sim_firmware};
 
 /// A batch of 50 upgrades on a loaded CI machine.
 const ROLLOUT: Duration = Duration::from_secs(120);
@@ -15,13 +15,23 @@ async fn a_rollout_in_two_waves_reaches_success_live_and_a_second_is_cancelled()
     let app = TestApp::spawn().await;
     let a = Tenant::create(&app, "org-a", 50).await;
     let (first_build, _, _) = sim_firmware(&app, &a.token, &a.org, "2.0.0").await;
-    let (second_build, _, _) = sim_firmware(&app, &a.token, &a.org, "3.0.0").await;
+    let category = app
+        .get(
+            &format!("/api/v1/firmware-upgrader/build/{first_build}/"),
+            &a.token,
+        )
+        .await
+        .str("category");
+    let (second_build, _, _) = sim_build(&app, &a.token, &category, "3.0.0").await;
     let sims = a.connect_all(&app).await;
 
     let mut browser = Browser::open(&app, "rollouts").await;
     browser.log_in(&a.operator).await;
     browser.go("/rollouts/").await;
     browser.choose("#build", &first_build).await;
+    // The devices have no firmware record yet: the rollout includes devices without one
+    // whose model fits an image of the build.
+    browser.click("#upgrade-all").await;
     browser.click("#preview").await;
     browser.wait_for("#dry-run-count").await;
     let previewed = browser.text("#dry-run-count").await;
