@@ -2,12 +2,11 @@
 //! fleet.
 
 use crate::{Browser, Tenant};
-use fleetmq_tests::TestApp;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_page_reveals_the_key_and_shows_a_command_output_live_and_the_map_shows_the_fleet()
 {
-    let app = TestApp::spawn().await;
+    let app = crate::spawn().await;
     let a = Tenant::create(&app, "org-a", 3).await;
     let sims = a.connect_all(&app).await;
     // Each device reports where it is; the map shows those that did.

@@ -2,11 +2,10 @@
 //! phone width, another organization's operator, logging out.
 
 use crate::{Browser, Tenant};
-use fleetmq_tests::TestApp;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_sees_the_fleet_live_and_logging_out_ends_the_session() {
-    let app = TestApp::spawn().await;
+    let app = crate::spawn().await;
     let a = Tenant::create(&app, "org-a", 50).await;
     let mut sims = a.connect_all(&app).await;
 
@@ -105,7 +104,7 @@ async fn an_operator_sees_the_fleet_live_and_logging_out_ends_the_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_of_organization_b_sees_none_of_organization_a() {
-    let app = TestApp::spawn().await;
+    let app = crate::spawn().await;
     let a = Tenant::create(&app, "org-a", 5).await;
     let b = Tenant::create(&app, "org-b", 2).await;
 
@@ -149,7 +148,7 @@ async fn an_operator_of_organization_b_sees_none_of_organization_a() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deactivated_operator_is_sent_to_the_login_page_at_once() {
-    let app = TestApp::spawn().await;
+    let app = crate::spawn().await;
     let a = Tenant::create(&app, "org-a", 2).await;
     let mut browser = Browser::open(&app, "revoked").await;
     browser.log_in(&a.operator).await;

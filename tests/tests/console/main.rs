@@ -288,6 +288,12 @@ impl Browser {
     }
 }
 
+/// The server, with no map tiles: a test's browser talks to 127.0.0.1 only (maps then draw
+/// on their blank background, as offline).
+pub async fn spawn() -> TestApp {
+    TestApp::spawn_with(|config| config.console.tile_url = String::new()).await
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use crate::{Browser, Tenant};
-use fleetmq_tests::TestApp;
 use fleetmq_tests::firmware::{sim_build, sim_firmware};
 
 /// A batch of 50 upgrades on a loaded CI machine.
@@ -12,7 +11,7 @@ const ROLLOUT: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_in_two_waves_reaches_success_live_and_a_second_is_cancelled() {
-    let app = TestApp::spawn().await;
+    let app = crate::spawn().await;
     let a = Tenant::create(&app, "org-a", 50).await;
     let (first_build, _, _) = sim_firmware(&app, &a.token, &a.org, "2.0.0").await;
     let category = app
