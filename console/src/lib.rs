@@ -60,7 +60,8 @@ struct Console {
 }
 
 /// The console's routes: its pages at `/`, `/login/`, `/devices/{id}/`, `/map/`,
-/// `/rollouts/`, `/rollouts/{id}/` and `/firmware/`, and its files under `/console/`.
+/// `/rollouts/`, `/rollouts/{id}/`, `/firmware/`, `/configuration/`, `/locations/` and
+/// `/software/`, and its files under `/console/`.
 pub fn router(config: ConsoleConfig) -> Router {
     let csp = content_security_policy(&config.tile_url);
     let state = Console {
@@ -75,6 +76,9 @@ pub fn router(config: ConsoleConfig) -> Router {
         .route("/rollouts/", page("rollouts"))
         .route("/rollouts/{id}/", page("rollout"))
         .route("/firmware/", page("firmware"))
+        .route("/configuration/", page("configuration"))
+        .route("/locations/", page("locations"))
+        .route("/software/", page("software"))
         .route("/console/settings.json", get(settings))
         .route("/console/{*path}", get(file))
         .route("/favicon.ico", get(favicon))

@@ -38,6 +38,9 @@ async fn every_page_is_html_under_a_policy_that_forbids_inline_scripts() {
         "/rollouts/",
         "/rollouts/6f0e/",
         "/firmware/",
+        "/configuration/",
+        "/locations/",
+        "/software/",
     ] {
         let response = get(ConsoleConfig::default(), path, None).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");

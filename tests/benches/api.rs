@@ -342,9 +342,10 @@ fn page_loads(addr: SocketAddr, token: &str, n: usize) -> anyhow::Result<()> {
         for round in 0..n + 5 {
             let started = Instant::now();
             for (i, path) in FLEET_PAGE_LOAD.iter().enumerate() {
+                // As the browser does: the session cookie (an API token) on every request.
                 let request = Request::get(*path)
                     .header("host", addr.to_string())
-                    .header("authorization", format!("Bearer {token}"))
+                    .header("cookie", format!("fleetmq_session={token}"))
                     .body(Empty::<Bytes>::new())?;
                 sender.ready().await?;
                 let response = sender.send_request(request).await?;

@@ -7,8 +7,11 @@ import { h, fill, byId } from './dom.js';
 const PAGES = [
   ['fleet', 'Fleet', '/'],
   ['map', 'Map', '/map/'],
+  ['locations', 'Locations', '/locations/'],
+  ['configuration', 'Configuration', '/configuration/'],
   ['rollouts', 'Rollouts', '/rollouts/'],
   ['firmware', 'Firmware', '/firmware/'],
+  ['software', 'Software', '/software/'],
 ];
 const ORG_KEY = 'fleetmq.organization';
 

@@ -181,10 +181,8 @@ function loadApp(app) {
   if (!app.loading) {
     app.loading = (async () => {
       try {
-        const [versions, settings] = await Promise.all([
-          api.get(`${appPath(app.name)}/software`, { organization: app.org }),
-          api.get(appPath(app.name), { organization: app.org }).catch(() => null),
-        ]);
+        const versions = await api.get(`${appPath(app.name)}/software`, { organization: app.org });
+        const settings = await api.get(appPath(app.name), { organization: app.org }).catch(() => null);
         app.versions = Array.isArray(versions) ? versions : [];
         app.settings = settings;
         app.error = null;

@@ -55,6 +55,7 @@ async fn a_device_page_reveals_the_key_and_shows_a_command_output_live_and_the_m
     assert!(output.contains("echo console-check"), "{output}");
     assert!(browser.same_document().await, "the page was reloaded");
     browser.shot("device").await;
+    browser.check_phone_width("device-phone").await;
 
     // The map: the three devices, online.
     browser.go("/map/").await;
@@ -62,6 +63,10 @@ async fn a_device_page_reveals_the_key_and_shows_a_command_output_live_and_the_m
         .wait_for("#map[data-markers=\"3\"][data-online=\"3\"]")
         .await;
     browser.shot("map").await;
+    browser.check_phone_width("map-phone").await;
+    browser.go("/firmware/").await;
+    browser.wait_for("#categories").await;
+    browser.check_phone_width("firmware-phone").await;
 
     browser.close().await;
     for sim in sims {

@@ -69,11 +69,7 @@ async fn an_operator_sees_the_fleet_live_and_logging_out_ends_the_session() {
     );
 
     // A phone's width: the same page, narrower.
-    browser.resize(390, 844).await;
-    browser.go("/").await;
-    browser.wait_for("#devices tbody tr[data-device-id]").await;
-    browser.shot("fleet-phone").await;
-    browser.resize(1280, 900).await;
+    browser.check_phone_width("fleet-phone").await;
 
     // Logging out ends the session: the login page, and the cookie no longer works.
     let cookie = browser.session_cookie().await.expect("a session cookie");

@@ -273,6 +273,25 @@ impl Browser {
             .unwrap_or_else(|e| panic!("resizing: {e}"));
     }
 
+    /// Narrows the window to a phone's 390 px, checks the page shown fits it (no sideways
+    /// scrolling of the page itself; wide tables scroll in their own box), screenshots it as
+    /// `name`, and widens the window again.
+    pub async fn check_phone_width(&mut self, name: &str) {
+        self.resize(390, 844).await;
+        let overflow = self
+            .script(
+                "return new Promise(r => requestAnimationFrame(() => r(\
+                 document.documentElement.scrollWidth - window.innerWidth)));",
+            )
+            .await;
+        self.shot(name).await;
+        self.resize(1280, 900).await;
+        assert!(
+            overflow.as_i64().is_some_and(|px| px <= 0),
+            "{name}: the page is {overflow} px wider than a 390 px phone"
+        );
+    }
+
     /// The session cookie the browser holds, if any.
     pub async fn session_cookie(&self) -> Option<String> {
         self.client

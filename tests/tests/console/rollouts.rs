@@ -54,6 +54,7 @@ async fn a_rollout_in_two_waves_reaches_success_live_and_a_second_is_cancelled()
     let counts = browser.text("#counts").await;
     assert!(counts.contains("50"), "50 successes shown: {counts}");
     browser.shot("rollout-success").await;
+    browser.check_phone_width("rollout-phone").await;
     let first_batch = browser.url().await;
 
     // A second rollout, one upgrade a minute, cancelled from its page.
@@ -84,6 +85,7 @@ async fn a_rollout_in_two_waves_reaches_success_live_and_a_second_is_cancelled()
     browser.wait_for("#batches tr[data-batch-id]").await;
     assert_eq!(browser.count("#batches tr[data-batch-id]").await, 2);
     browser.shot("rollout-history").await;
+    browser.check_phone_width("rollouts-phone").await;
 
     browser.close().await;
     for sim in sims {
