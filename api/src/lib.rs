@@ -263,6 +263,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::floorplans::router())
         .merge(routes::device_location::router())
         .merge(routes::telemetry::router())
+        .merge(routes::presence::router())
         .merge(routes::connections::router())
         .merge(routes::commands::router())
         .merge(routes::credentials::router())

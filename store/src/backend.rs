@@ -378,6 +378,15 @@ pub trait DevicePlane: Send + Sync + 'static {
     /// transaction (a page of a device list asks once, not once per device). An unknown
     /// device reads as never connected.
     fn presence_of(&self, devices: &[DeviceId]) -> Result<Vec<crate::Presence>>;
+    /// A device's presence history, newest first: each time its MQTT session turned online
+    /// or offline (only changes), the last
+    /// [`PRESENCE_HISTORY_LEN`](crate::PRESENCE_HISTORY_LEN) of them. An unknown device has
+    /// none.
+    fn presence_history(
+        &self,
+        device: DeviceId,
+        page: PageRequest,
+    ) -> Result<Page<crate::PresenceChange>>;
 
     /// Stores a new command (in progress) before it is sent.
     fn create_command(&self, command: NewCommand) -> Result<Command>;

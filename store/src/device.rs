@@ -436,6 +436,25 @@ pub struct Presence {
     pub since: Option<Timestamp>,
 }
 
+/// How many presence changes a device's history keeps: the newest; each change past it drops
+/// the oldest, so a device flapping for weeks costs no more than this.
+pub const PRESENCE_HISTORY_LEN: u64 = 1_000;
+
+/// One change of a device's presence: its MQTT session opened or ended (what the console's
+/// presence history lists). Only changes are kept: a session recorded twice in one state
+/// makes one change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceChange {
+    /// Online (the session opened) or offline (it ended).
+    pub online: bool,
+    /// When the bridge saw it.
+    pub at: Timestamp,
+    /// Why the session ended when it did not say goodbye; empty when online.
+    pub reason: String,
+    /// The address it connected from (online only, when known).
+    pub peer_ip: Option<IpAddr>,
+}
+
 /// Which devices a list should return (all conditions must hold), and in which order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeviceFilter {

@@ -104,7 +104,8 @@ pub use connection::{
 };
 pub use device::{
     ConfigBackend, ConfigFields, ConfigStatus, Device, DeviceBrief, DeviceConfig, DeviceFields,
-    DeviceFilter, DeviceKey, DeviceName, DeviceOrder, DeviceSearch, MacAddress, Presence,
+    DeviceFilter, DeviceKey, DeviceName, DeviceOrder, DeviceSearch, MacAddress,
+    PRESENCE_HISTORY_LEN, Presence, PresenceChange,
 };
 pub use download::{ConfigGrant, DOWNLOAD_SECRET, DownloadGrant, config_path};
 pub use error::{Result, StoreError};

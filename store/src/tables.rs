@@ -26,7 +26,10 @@ use crate::kv::{Key, TableDefinition, Value};
 /// kept there alone between writes of the record. Filled from the devices at open. Also in 9:
 /// connections' health as sessions leave it (`connection_health`); devices get their MQTT
 /// connection when they are created (older devices at their next connect).
-pub const SCHEMA_VERSION: u64 = 9;
+/// 10: devices' presence history (`presence_history`), trimmed and deleted with the device by
+/// this build only (a build without it would leave a deleted device's rows behind). Older
+/// files get the table, empty, at open: history starts at the next change.
+pub const SCHEMA_VERSION: u64 = 10;
 
 /// `"schema_version"` → version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -122,6 +125,16 @@ pub const TELEMETRY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("telem
 /// device → bytes of its samples in `telemetry` (its history is bounded by size). Missing for
 /// a device whose history predates schema 2: counted from `telemetry` on its next write.
 pub const TELEMETRY_BYTES: TableDefinition<u128, u64> = TableDefinition::new("telemetry_bytes");
+
+/// device ‖ sequence (u64, big-endian, from 0) → a change of the device's presence: its MQTT
+/// session turning online or offline, written with the change (where its live event is made).
+/// Keyed by the order of recording rather than by time, so a device's history is one range
+/// read newest first from its end, its oldest row is the range's start, and a wall clock set
+/// back cannot reorder it; each row holds its time. At most
+/// [`PRESENCE_HISTORY_LEN`](crate::PRESENCE_HISTORY_LEN) per device: the oldest go as new ones
+/// come, the rest with the device.
+pub const PRESENCE_HISTORY: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("presence_history");
 
 /// id → firmware category.
 pub const CATEGORIES: TableDefinition<u128, &[u8]> = TableDefinition::new("categories");
@@ -336,6 +349,7 @@ pub fn every_table(visit: &mut impl EveryTable) -> Result<()> {
     visit.table(TELEMETRY_LATEST)?;
     visit.table(TELEMETRY)?;
     visit.table(TELEMETRY_BYTES)?;
+    visit.table(PRESENCE_HISTORY)?;
     visit.table(CATEGORIES)?;
     visit.table(CATEGORIES_BY_ORG)?;
     visit.table(CATEGORY_NAMES)?;

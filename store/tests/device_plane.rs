@@ -1,4 +1,5 @@
-//! The device plane's persistence: sessions, coordinates, commands and telemetry.
+//! The device plane's persistence: sessions and presence history, coordinates, commands and
+//! telemetry.
 
 #[macro_use]
 mod support;
@@ -346,6 +347,150 @@ fn a_batch_of_sessions_applies_in_order_and_skips_deleted_devices(engine: Engine
     );
 }
 
+/// A session change at `micros`, online from 192.0.2.1 or gone for "keepalive timeout".
+fn session_at(online: bool, micros: i64) -> MqttSession {
+    MqttSession {
+        online,
+        failure_reason: "keepalive timeout".into(),
+        peer_ip: Some("192.0.2.1".parse().expect("ip")),
+        model: None,
+        os: None,
+        system: None,
+        at: Timestamp::from_micros(micros),
+    }
+}
+
+/// A presence change as the tests compare it: online, time in µs, reason, address.
+type Change = (bool, i64, String, Option<std::net::IpAddr>);
+
+/// A page of a device's presence history (newest first) with the history's size.
+fn presence_rows(
+    db: &KvBackend,
+    device: fleetmq_store::DeviceId,
+    page: PageRequest,
+) -> (u64, Vec<Change>) {
+    let page = db.presence_history(device, page).expect("history");
+    let rows = page
+        .items
+        .into_iter()
+        .map(|c| (c.online, c.at.as_micros(), c.reason, c.peer_ip))
+        .collect();
+    (page.count, rows)
+}
+
+fn presence_history_lists_only_changes_newest_first(engine: Engine) {
+    let (_store, db, org) = setup(engine);
+    let d = device(&db, org, "r1", "00:00:00:00:00:01");
+    let other = device(&db, org, "r2", "00:00:00:00:00:02");
+    assert_eq!(
+        presence_rows(&db, d.id, ALL),
+        (0, vec![]),
+        "never connected"
+    );
+
+    db.record_mqtt_session(d.id, session_at(true, 1_000))
+        .expect("online");
+    db.record_mqtt_session(d.id, session_at(true, 2_000))
+        .expect("online again: no change");
+    db.record_mqtt_session(d.id, session_at(false, 3_000))
+        .expect("offline");
+    db.record_mqtt_sessions(vec![
+        (d.id, session_at(false, 4_000)),
+        (other.id, session_at(true, 4_500)),
+        (d.id, session_at(true, 5_000)),
+    ])
+    .expect("a batch");
+
+    let ip = Some("192.0.2.1".parse().expect("ip"));
+    let none = String::new();
+    let lost = "keepalive timeout".to_owned();
+    assert_eq!(
+        presence_rows(&db, d.id, ALL),
+        (
+            3,
+            vec![
+                (true, 5_000, none.clone(), ip),
+                (false, 3_000, lost.clone(), None),
+                (true, 1_000, none.clone(), ip),
+            ]
+        ),
+        "one row per change, newest first; a reason only when offline, an address only online"
+    );
+    let second = PageRequest {
+        offset: 1,
+        limit: 1,
+    };
+    assert_eq!(
+        presence_rows(&db, d.id, second),
+        (3, vec![(false, 3_000, lost, None)])
+    );
+    let beyond = PageRequest {
+        offset: 3,
+        limit: 10,
+    };
+    assert_eq!(presence_rows(&db, d.id, beyond), (3, vec![]));
+    assert_eq!(
+        presence_rows(&db, other.id, ALL),
+        (1, vec![(true, 4_500, none, ip)]),
+        "each device its own history"
+    );
+}
+
+fn presence_history_keeps_the_newest_changes_within_its_bound(engine: Engine) {
+    let (_store, db, org) = setup(engine);
+    let d = device(&db, org, "r1", "00:00:00:00:00:01");
+    let bound = fleetmq_store::PRESENCE_HISTORY_LEN;
+    let changes = bound + 5;
+    // Alternating, so every session is a change: online at 0, offline at 1, ...
+    let micros = |i: u64| i64::try_from(i).expect("small") * 1_000;
+    db.record_mqtt_sessions(
+        (0..changes)
+            .map(|i| (d.id, session_at(i.is_multiple_of(2), micros(i))))
+            .collect(),
+    )
+    .expect("one transaction");
+    db.record_mqtt_session(d.id, session_at(changes.is_multiple_of(2), micros(changes)))
+        .expect("one more, alone");
+
+    let page = |offset| PageRequest { offset, limit: 100 };
+    let (count, newest) = presence_rows(&db, d.id, page(0));
+    assert_eq!(count, bound, "the bound holds");
+    assert_eq!(newest[0].1, micros(changes), "the newest is kept");
+    let (_, oldest) = presence_rows(&db, d.id, page(bound - 1));
+    assert_eq!(
+        oldest.iter().map(|r| r.1).collect::<Vec<_>>(),
+        [micros(changes + 1 - bound)],
+        "the oldest went first"
+    );
+}
+
+fn deleting_a_device_or_its_organization_drops_its_presence_history(engine: Engine) {
+    let (_store, db, org) = setup(engine);
+    let deleted = device(&db, org, "r1", "00:00:00:00:00:01");
+    let kept = device(&db, org, "r2", "00:00:00:00:00:02");
+    for d in [deleted.id, kept.id] {
+        db.record_mqtt_sessions(vec![(d, session_at(true, 1)), (d, session_at(false, 2))])
+            .expect("sessions");
+    }
+    db.set_device_deactivated(deleted.id, true)
+        .expect("deactivate");
+    db.delete_device(deleted.id).expect("delete");
+    assert_eq!(presence_rows(&db, deleted.id, ALL).0, 0, "gone with it");
+    assert_eq!(
+        presence_rows(&db, kept.id, ALL).0,
+        2,
+        "another device's stays"
+    );
+
+    db.delete_organization(org)
+        .expect("delete the organization");
+    assert_eq!(
+        presence_rows(&db, kept.id, ALL).0,
+        0,
+        "gone with its organization"
+    );
+}
+
 /// A sample whose metrics carry `pad` bytes of text.
 fn padded(device: fleetmq_store::DeviceId, micros: i64, pad: usize) -> TelemetrySample {
     TelemetrySample {
@@ -479,4 +624,7 @@ on_both_engines!(
     a_batch_of_sessions_applies_in_order_and_skips_deleted_devices,
     a_devices_history_keeps_its_newest_samples_within_its_byte_bound,
     history_pages_end_at_their_byte_budget_and_continue_on_the_next,
+    presence_history_lists_only_changes_newest_first,
+    presence_history_keeps_the_newest_changes_within_its_bound,
+    deleting_a_device_or_its_organization_drops_its_presence_history,
 );

@@ -7,8 +7,8 @@ use support::{Engine, Fixture, org_fields};
 
 use fleetmq_store::migrate::migrate;
 use fleetmq_store::{
-    AccountStore, DeviceFilter, DevicePlane, DeviceStore, PageRequest, Password, Scope, StoreError,
-    TelemetryRange, TelemetrySample, Timestamp, UserFields, Username,
+    AccountStore, DeviceFilter, DevicePlane, DeviceStore, MqttSession, PageRequest, Password,
+    Scope, StoreError, TelemetryRange, TelemetrySample, Timestamp, UserFields, Username,
 };
 
 const ALL: PageRequest = PageRequest {
@@ -16,10 +16,12 @@ const ALL: PageRequest = PageRequest {
     limit: 1000,
 };
 
-/// Organizations, devices, telemetry, a user and a token in a new store of `engine`.
+/// Organizations, devices, telemetry, presence history, a user and a token in a new store of
+/// `engine`.
 fn populated(engine: Engine) -> (Fixture, String) {
     let store = Fixture::new(engine);
     let db = store.open();
+    let mut sessions = Vec::new();
     for slug in ["north", "south"] {
         let org = db.create_organization(org_fields(slug)).expect("org").id;
         for n in 0..30u32 {
@@ -42,8 +44,21 @@ fn populated(engine: Engine) -> (Fixture, String) {
                 .collect();
             db.append_telemetry(samples, Timestamp::from_micros(0), u64::MAX)
                 .expect("telemetry");
+            sessions.extend([true, false].map(|online| {
+                let session = MqttSession {
+                    online,
+                    failure_reason: "keepalive timeout".into(),
+                    peer_ip: Some("192.0.2.1".parse().expect("ip")),
+                    model: None,
+                    os: None,
+                    system: None,
+                    at: Timestamp::now(),
+                };
+                (device.id, session)
+            }));
         }
     }
+    db.record_mqtt_sessions(sessions).expect("presence");
     let user = db
         .create_user(
             UserFields {
@@ -101,6 +116,12 @@ fn a_store_copied_to_the_other_engine_reads_the_same(engine: Engine) {
         before
             .telemetry_history(device, TelemetryRange::default(), ALL)
             .expect("history")
+    );
+    let presence = after.presence_history(device, ALL).expect("history");
+    assert_eq!(presence.count, 2, "online, then offline");
+    assert_eq!(
+        presence,
+        before.presence_history(device, ALL).expect("history")
     );
     let user = after
         .user_for_token(&token)

@@ -20,6 +20,7 @@ pub mod oauth;
 pub mod organizations;
 pub mod otao;
 pub mod pki;
+pub mod presence;
 pub mod session;
 pub mod system_update;
 pub mod telemetry;

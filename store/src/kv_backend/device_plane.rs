@@ -15,8 +15,8 @@ use crate::{
     Command, CommandId, CommandStatus, ConnectionFields, ConnectionHealth, ConnectionId, Connector,
     Credentials, CredentialsFields, CredentialsId, Device, DeviceConnection, DeviceId,
     DeviceLocation, DevicePlane, Geometry, HistoryPage, HistoryPageRequest, Location, LocationId,
-    LocationType, MqttSession, NewCommand, OrgId, Page, PageRequest, Point, Presence, Result,
-    Scope, StoreError, TelemetryRange, TelemetrySample, Timestamp, Unique,
+    LocationType, MqttSession, NewCommand, OrgId, Page, PageRequest, Point, Presence,
+    PresenceChange, Result, Scope, StoreError, TelemetryRange, TelemetrySample, Timestamp, Unique,
 };
 
 fn insert_credentials(txn: &WriteTransaction, credentials: &Credentials) -> Result<()> {
@@ -298,6 +298,12 @@ pub(super) fn delete_device_plane_in(txn: &WriteTransaction, device: &Device) ->
         txn.open_table(TELEMETRY_LATEST)?.remove(device.id.key())?;
         txn.open_table(TELEMETRY_BYTES)?.remove(device.id.key())?;
     }
+    {
+        let lo = presence_key(device.id, 0);
+        let hi = presence_key(device.id, u64::MAX);
+        txn.open_table(PRESENCE_HISTORY)?
+            .retain_in::<&[u8], _>(lo.as_slice()..=hi.as_slice(), |_, _| false)?;
+    }
     let link = txn
         .open_table(DEVICE_LOCATIONS)?
         .take(device.id.key())?
@@ -376,6 +382,97 @@ fn history_bytes(
     Ok(total)
 }
 
+/// A row of [`PRESENCE_HISTORY`]: short names, empty parts left out (up to
+/// [`PRESENCE_HISTORY_LEN`](crate::PRESENCE_HISTORY_LEN) per device).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PresenceRow {
+    #[serde(rename = "o")]
+    online: bool,
+    #[serde(rename = "t")]
+    at: Timestamp,
+    #[serde(rename = "r", default, skip_serializing_if = "String::is_empty")]
+    reason: String,
+    #[serde(rename = "ip", default, skip_serializing_if = "Option::is_none")]
+    peer_ip: Option<std::net::IpAddr>,
+}
+
+impl From<PresenceRow> for PresenceChange {
+    fn from(row: PresenceRow) -> Self {
+        Self {
+            online: row.online,
+            at: row.at,
+            reason: row.reason,
+            peer_ip: row.peer_ip,
+        }
+    }
+}
+
+/// The key of a device's `sequence`th presence change.
+fn presence_key(device: DeviceId, sequence: u64) -> Vec<u8> {
+    cat(&[&device.bytes(), &sequence.to_be_bytes()])
+}
+
+/// The sequence number a presence key ends with.
+fn presence_sequence(key: &[u8]) -> Result<u64> {
+    key.get(16..)
+        .and_then(|tail| <[u8; 8]>::try_from(tail).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::CorruptKey {
+            table: "presence_history".to_owned(),
+        })
+}
+
+/// The sequence number of a device's newest (or oldest) presence change, if it has any: one
+/// end of its range, a short read.
+fn presence_end(
+    history: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    device: DeviceId,
+    newest: bool,
+) -> Result<Option<u64>> {
+    let (lo, hi) = (presence_key(device, 0), presence_key(device, u64::MAX));
+    let mut range = history.range::<&[u8]>(lo.as_slice()..=hi.as_slice())?;
+    let end = if newest {
+        range.next_back()
+    } else {
+        range.next()
+    };
+    end.transpose()?
+        .map(|(key, _)| presence_sequence(key.value()))
+        .transpose()
+}
+
+/// Appends a change of `device`'s presence to its history and drops what falls beyond
+/// [`PRESENCE_HISTORY_LEN`](crate::PRESENCE_HISTORY_LEN), oldest first.
+fn append_presence_in(
+    txn: &WriteTransaction,
+    device: DeviceId,
+    session: &MqttSession,
+) -> Result<()> {
+    let mut history = txn.open_table(PRESENCE_HISTORY)?;
+    let sequence = presence_end(&history, device, true)?.map_or(0, |n| n.saturating_add(1));
+    let row = PresenceRow {
+        online: session.online,
+        at: session.at,
+        reason: if session.online {
+            String::new()
+        } else {
+            session.failure_reason.clone()
+        },
+        peer_ip: session.peer_ip.filter(|_| session.online),
+    };
+    history.insert(
+        presence_key(device, sequence).as_slice(),
+        encode("presence_history", &row)?.as_slice(),
+    )?;
+    // Sequences are consecutive, so the rows to drop are the range up to this one less the
+    // bound (one row, once the history is full).
+    if let Some(last_dropped) = sequence.checked_sub(crate::PRESENCE_HISTORY_LEN) {
+        let (lo, cut) = (presence_key(device, 0), presence_key(device, last_dropped));
+        history.retain_in::<&[u8], _>(lo.as_slice()..=cut.as_slice(), |_, _| false)?;
+    }
+    Ok(())
+}
+
 /// Records one session change inside a write transaction (see `record_mqtt_session`). When
 /// it turns the device online or offline, carries that live event to the other nodes and
 /// returns it, to announce here once committed.
@@ -403,6 +500,7 @@ fn record_session_in(
     );
     if let Some(event) = &event {
         super::cluster::carry_live(txn, event);
+        append_presence_in(txn, device, &session)?;
     }
     let health = HealthRow {
         is_working: Some(session.online),
@@ -662,6 +760,40 @@ impl DevicePlane for KvBackend {
             self.live.announce(event);
         }
         Ok(())
+    }
+
+    fn presence_history(
+        &self,
+        device: DeviceId,
+        page: PageRequest,
+    ) -> Result<Page<PresenceChange>> {
+        let txn = self.db.begin_read()?;
+        let history = txn.open_table(PRESENCE_HISTORY)?;
+        let ends = (
+            presence_end(&history, device, false)?,
+            presence_end(&history, device, true)?,
+        );
+        let (Some(oldest), Some(newest)) = ends else {
+            return Ok(Page {
+                count: 0,
+                items: Vec::new(),
+            });
+        };
+        let count = newest - oldest + 1;
+        // Sequences are consecutive: the page is the range of the offset-th newest back, read
+        // alone (no walk over the rows before it).
+        let mut items = Vec::new();
+        if page.offset < count && page.limit > 0 {
+            let top = newest - page.offset;
+            let bottom = top.saturating_sub(page.limit - 1).max(oldest);
+            let (lo, hi) = (presence_key(device, bottom), presence_key(device, top));
+            for entry in history.range::<&[u8]>(lo.as_slice()..=hi.as_slice())?.rev() {
+                let (_, value) = entry?;
+                let row: PresenceRow = decode("presence_history", value.value())?;
+                items.push(row.into());
+            }
+        }
+        Ok(Page { count, items })
     }
 
     fn presence_of(&self, devices: &[DeviceId]) -> Result<Vec<Presence>> {

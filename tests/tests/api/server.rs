@@ -116,6 +116,7 @@ async fn the_openapi_document_lists_every_route_and_swagger_ui_is_served() {
             &["get", "put"][..],
         ),
         ("/api/v1/controller/device/{id}/telemetry/", &["get"][..]),
+        ("/api/v1/controller/device/{id}/presence/", &["get"][..]),
         (
             "/api/v1/controller/organization/{id}/config-settings/",
             &["get", "put", "patch"][..],

@@ -10,6 +10,7 @@ mod events;
 mod ingest;
 mod limits;
 mod mqtt5;
+mod presence;
 mod resends;
 mod revocation;
 mod stock_tools;
