@@ -25,7 +25,9 @@ const ctx = await start('fleet');
 let device = null;
 let presence = null; // {online, since} or null when never connected
 let connection = null; // the MQTT connection's health, when the user may see connections
-const history = []; // presence changes: {online, at, live}
+let history = []; // presence changes, newest first: {online, at, reason}
+let historyCount = 0; // how many the server keeps
+const HISTORY_ROWS = 20;
 const commandRows = new Map(); // command id → row
 const imageNames = new Map(); // image id → {category, version, type}, or null when not found
 
@@ -129,6 +131,13 @@ async function loadPresence(refetch = false) {
       // the page keeps what it has
     }
   }
+  try {
+    const page = await api.get(`${DEVICE}/presence/`, { page_size: HISTORY_ROWS });
+    history = page.results || [];
+    historyCount = page.count || 0;
+  } catch (error) {
+    if (error.status !== 403 && error.status !== 404) showError(error);
+  }
   let current = device.presence || null;
   if (!current && connection && connection.is_working !== null) {
     current = { online: connection.is_working === true, since: connection.last_attempt };
@@ -139,10 +148,10 @@ async function loadPresence(refetch = false) {
 function setPresence(next, fromEvent) {
   if (next) {
     const last = history[0];
-    const news = !last || last.online !== next.online || (fromEvent && last.at !== next.since);
-    if (news && (fromEvent || next.since)) {
-      history.unshift({ online: next.online, at: next.since, live: fromEvent });
-      history.length = Math.min(history.length, 50);
+    if (fromEvent && (!last || last.online !== next.online)) {
+      history.unshift({ online: next.online, at: next.since, reason: '' });
+      history.length = Math.min(history.length, HISTORY_ROWS);
+      historyCount += 1;
     }
     presence = next;
   }
@@ -181,15 +190,17 @@ function drawPresence() {
             'li',
             { dataset: { presence: entry.online ? 'online' : 'offline' } },
             badge(entry.online ? 'online' : 'offline'),
-            ' ',
-            entry.live ? 'at ' : 'since ',
+            ' at ',
             h('span', { title: entry.at ? ago(entry.at) : '' }, when(entry.at)),
+            entry.reason ? h('span', { class: 'muted' }, ` — ${entry.reason}`) : null,
           ),
         )
       : h('li', { class: 'muted' }, 'No connection recorded yet.'),
   );
   byId('presence-note').textContent =
-    'Earlier changes are not kept by the server; new ones are added here as they happen.';
+    historyCount > history.length
+      ? `The latest ${history.length} of ${historyCount.toLocaleString()} changes kept (the server keeps a device's last 1,000).`
+      : '';
 }
 
 /* location */

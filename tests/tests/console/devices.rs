@@ -30,6 +30,10 @@ async fn a_device_page_reveals_the_key_and_shows_a_command_output_live_and_the_m
         .wait_for("#presence-badge[data-presence=\"online\"]")
         .await;
     assert_eq!(browser.text("#device-name").await, "org-a-01");
+    // Its presence history, as the server kept it: it came online before the page opened.
+    browser
+        .wait_for("#presence-history li[data-presence=\"online\"]")
+        .await;
     assert_ne!(
         browser.text("#device-key").await,
         device.key,
