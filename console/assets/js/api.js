@@ -125,3 +125,46 @@ export function upload(path, form, onProgress) {
     xhr.send(form);
   });
 }
+
+/**
+ * Runs fn at most once per `gap` ms; a call while it runs or waits runs it once more after.
+ * For re-reads that live events ask for: a burst of events costs one or two requests.
+ */
+export /** fn at most once per `gap` ms; a call while one runs or waits runs it once more after. */
+function throttled(fn, gap) {
+  let running = false;
+  let pending = false;
+  let timer = null;
+  let last = 0;
+  const run = async () => {
+    timer = null;
+    running = true;
+    pending = false;
+    last = Date.now();
+    try {
+      await fn();
+    } finally {
+      running = false;
+      if (pending) schedule();
+    }
+  };
+  const schedule = () => {
+    pending = true;
+    if (running || timer) return;
+    timer = setTimeout(run, Math.max(0, last + gap - Date.now()));
+  };
+  return schedule;
+}
+
+/** Runs fn on every item, `limit` at a time (requests that would otherwise go all at once). */
+export async function pool(items, limit, fn) {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const item = items[next];
+      next += 1;
+      await fn(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}

@@ -5,7 +5,7 @@
 
 import * as api from './api.js';
 import { start, orgName } from './layout.js';
-import { h, fill, byId, when } from './dom.js';
+import { h, fill, byId, when, panelError } from './dom.js';
 
 const C = '/api/v1/controller';
 const DEVICES = `${C}/device/`;
@@ -44,30 +44,6 @@ await Promise.all([countTemplates(), countGroups(), nameCertificates()]);
 async function deviceCount(query) {
   const answer = await api.get(DEVICES, { ...query, page_size: 1, organization: ctx.organization });
   return answer.count;
-}
-
-/** Runs fn on every item, `limit` at a time. */
-async function pool(items, limit, fn) {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const item = items[next];
-      next += 1;
-      await fn(item);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}
-
-/** An error shown at the top of one panel (the others still work). */
-function panelError(panelId, error) {
-  const panel = byId(panelId);
-  let box = panel.querySelector('.panel-error');
-  if (!box) {
-    box = h('div', { class: 'alert error panel-error', role: 'alert' });
-    panel.querySelector('h2').after(box);
-  }
-  box.textContent = error.status === 403 ? `You may not see these: ${error.message}` : error.message || String(error);
 }
 
 function organizationText(org) {
@@ -189,7 +165,7 @@ function markSelected() {
 }
 
 async function countTemplates() {
-  await pool(templates.slice(0, MAX_COUNTED), 4, async (t) => {
+  await api.pool(templates.slice(0, MAX_COUNTED), 4, async (t) => {
     let count;
     try {
       count = await deviceCount({ config__templates: t.id });
@@ -295,7 +271,7 @@ function groupCountCell(g) {
 }
 
 async function countGroups() {
-  await pool(groups.slice(0, MAX_COUNTED), 4, async (g) => {
+  await api.pool(groups.slice(0, MAX_COUNTED), 4, async (g) => {
     let count;
     try {
       count = await deviceCount({ group: g.id });
@@ -360,7 +336,7 @@ async function nameCertificates() {
   for (const id of new Set(vpns.map((v) => v.cert).filter((x) => x !== null && x !== undefined))) {
     lookups.push(['cert', id, `${C}/cert/${id}/`]);
   }
-  await pool(lookups, 4, async ([kind, id, path]) => {
+  await api.pool(lookups, 4, async ([kind, id, path]) => {
     try {
       const answer = await api.get(path);
       const name = answer.name || (answer.x509 && answer.x509.name);

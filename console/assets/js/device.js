@@ -6,7 +6,7 @@
 import * as api from './api.js';
 import * as live from './live.js';
 import { start, orgName } from './layout.js';
-import { h, fill, byId, badge, when, ago, showError, showInfo, pathId, escapeHtml } from './dom.js';
+import { h, fill, byId, badge, when, ago, showError, showInfo, pathId, escapeHtml, pointOf } from './dom.js';
 import uPlot from '/console/vendor/uplot/uPlot.esm.js';
 
 const id = pathId();
@@ -334,24 +334,6 @@ function tagMarker() {
     el.dataset.presence = presenceStatus();
   }
 }
-
-/** [lat, lng] of a GeoJSON Point, or the middle of a Polygon's outer ring. */
-function pointOf(geometry) {
-  if (!geometry) return null;
-  if (geometry.type === 'Point' && Array.isArray(geometry.coordinates)) {
-    const [lng, lat] = geometry.coordinates;
-    return Number.isFinite(lat) && Number.isFinite(lng) ? [lat, lng] : null;
-  }
-  if (geometry.type === 'Polygon' && Array.isArray(geometry.coordinates) && geometry.coordinates[0]) {
-    const ring = geometry.coordinates[0].filter((p) => Array.isArray(p) && p.length >= 2);
-    if (!ring.length) return null;
-    const lng = ring.reduce((sum, p) => sum + p[0], 0) / ring.length;
-    const lat = ring.reduce((sum, p) => sum + p[1], 0) / ring.length;
-    return [lat, lng];
-  }
-  return null;
-}
-
 
 /* telemetry */
 

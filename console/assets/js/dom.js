@@ -95,3 +95,34 @@ export function pathId() {
 export function escapeHtml(text) {
   return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
+
+/** An error shown at the top of one panel, so the others still work; null clears it. */
+export function panelError(panelId, error) {
+  const panel = byId(panelId);
+  let box = panel.querySelector('.panel-error');
+  if (!error) {
+    if (box) box.remove();
+    return;
+  }
+  if (!box) {
+    box = h('div', { class: 'alert error panel-error', role: 'alert' });
+    (panel.querySelector('.detail-head') || panel.querySelector('h2')).after(box);
+  }
+  box.textContent = error.status === 403 ? `You may not see this: ${error.message}` : error.message || String(error);
+}
+
+/** [lat, lng] of a GeoJSON Point, or the middle of a Polygon's outer ring. */
+export /** [lat, lng] of a GeoJSON Point, or the middle of a Polygon's outer ring. */
+function pointOf(geometry) {
+  if (!geometry) return null;
+  if (geometry.type === 'Point' && Array.isArray(geometry.coordinates)) {
+    const [lng, lat] = geometry.coordinates;
+    return Number.isFinite(lat) && Number.isFinite(lng) ? [lat, lng] : null;
+  }
+  if (geometry.type === 'Polygon' && Array.isArray(geometry.coordinates) && geometry.coordinates[0]) {
+    const ring = geometry.coordinates[0].filter((p) => Array.isArray(p) && p.length >= 2);
+    if (!ring.length) return null;
+    return [ring.reduce((s, p) => s + p[1], 0) / ring.length, ring.reduce((s, p) => s + p[0], 0) / ring.length];
+  }
+  return null;
+}

@@ -13,7 +13,7 @@
 import * as api from './api.js';
 import * as live from './live.js';
 import { start, orgName } from './layout.js';
-import { h, fill, byId, badge, when, ago, showError, escapeHtml } from './dom.js';
+import { h, fill, byId, badge, when, ago, showError, escapeHtml, pointOf } from './dom.js';
 
 const DEVICE_PAGES_MAX = 100; // 10,000 devices
 const LOCATION_PAGES_MAX = 20; // 20,000 locations
@@ -315,21 +315,6 @@ function drawSummary() {
 
 function drawNote() {
   fill(note, [notes.data, notes.tiles].filter(Boolean).join(' '));
-}
-
-/** [lat, lng] of a GeoJSON Point, or the middle of a Polygon's outer ring. */
-function pointOf(geometry) {
-  if (!geometry) return null;
-  if (geometry.type === 'Point' && Array.isArray(geometry.coordinates)) {
-    const [lng, lat] = geometry.coordinates;
-    return Number.isFinite(lat) && Number.isFinite(lng) ? [lat, lng] : null;
-  }
-  if (geometry.type === 'Polygon' && Array.isArray(geometry.coordinates) && geometry.coordinates[0]) {
-    const ring = geometry.coordinates[0].filter((p) => Array.isArray(p) && p.length >= 2);
-    if (!ring.length) return null;
-    return [ring.reduce((s, p) => s + p[1], 0) / ring.length, ring.reduce((s, p) => s + p[0], 0) / ring.length];
-  }
-  return null;
 }
 
 function query(values) {

@@ -1,7 +1,7 @@
 // One rollout (batch upgrade) live: its status, counts, overall and per-wave progress, the
 // rate at which operations end, its failures with their reasons, and a cancel button. Kept
-// current by the live `batch` and `upgrade` events (a throttled re-fetch of the batch's
-// detail), with a slow poll as a fallback while the batch runs.
+// current by the live `batch` events (a throttled re-fetch of the batch's detail) and by a
+// re-fetch whenever the stream reconnects.
 
 import * as api from './api.js';
 import * as live from './live.js';
@@ -30,7 +30,7 @@ let cancelling = false;
 byId('cancel').addEventListener('click', cancel);
 byId('operations-status').addEventListener('change', () => batch && drawOperations(batch));
 
-const refetch = throttled(load, FETCH_GAP_MS);
+const refetch = api.throttled(load, FETCH_GAP_MS);
 const mine = (event) => {
   if (event && event.batch === id) refetch();
 };
@@ -497,28 +497,3 @@ async function cancel() {
   }
 }
 
-/** fn at most once per `gap` ms; a call while one runs or waits runs it once more after. */
-function throttled(fn, gap) {
-  let busy = false;
-  let pending = false;
-  let timer = null;
-  let last = 0;
-  const run = async () => {
-    timer = null;
-    busy = true;
-    pending = false;
-    last = Date.now();
-    try {
-      await fn();
-    } finally {
-      busy = false;
-      if (pending) schedule();
-    }
-  };
-  const schedule = () => {
-    pending = true;
-    if (busy || timer) return;
-    timer = setTimeout(run, Math.max(0, last + gap - Date.now()));
-  };
-  return schedule;
-}

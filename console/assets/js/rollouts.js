@@ -54,7 +54,7 @@ byId('batches-next').addEventListener('click', () => {
   loadHistory();
 });
 
-const refreshHistory = throttled(() => loadHistory(), 1000);
+const refreshHistory = api.throttled(() => loadHistory(), 1000);
 live.on('batch', refreshHistory);
 live.onResync(refreshHistory);
 
@@ -419,28 +419,3 @@ function statusBar(batch) {
   return bar;
 }
 
-/** fn at most once per `gap` ms; a call while one runs or waits runs it once more after. */
-function throttled(fn, gap) {
-  let running = false;
-  let pending = false;
-  let timer = null;
-  let last = 0;
-  const run = async () => {
-    timer = null;
-    running = true;
-    pending = false;
-    last = Date.now();
-    try {
-      await fn();
-    } finally {
-      running = false;
-      if (pending) schedule();
-    }
-  };
-  const schedule = () => {
-    pending = true;
-    if (running || timer) return;
-    timer = setTimeout(run, Math.max(0, last + gap - Date.now()));
-  };
-  return schedule;
-}

@@ -8,7 +8,7 @@
 
 import * as api from './api.js';
 import { start, orgName } from './layout.js';
-import { h, fill, byId, badge, ago, when, showError } from './dom.js';
+import { h, fill, byId, badge, ago, when, showError, panelError } from './dom.js';
 
 const OTAO = '/api/v1';
 const C = '/api/v1/controller';
@@ -96,32 +96,6 @@ function otaoError(error) {
   return error;
 }
 
-async function pool(items, limit, fn) {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const item = items[next];
-      next += 1;
-      await fn(item);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}
-
-function panelError(panelId, error) {
-  const panel = byId(panelId);
-  let box = panel.querySelector('.panel-error');
-  if (!error) {
-    if (box) box.remove();
-    return;
-  }
-  if (!box) {
-    box = h('div', { class: 'alert error panel-error', role: 'alert' });
-    (panel.querySelector('.detail-head') || panel.querySelector('h2')).after(box);
-  }
-  box.textContent = error.status === 403 ? `You may not see this: ${error.message}` : error.message || String(error);
-}
-
 function inScope(org) {
   return ctx.organization ? org === ctx.organization : ctx.organizations.some((o) => o.id === org) || ctx.session.is_superuser;
 }
@@ -198,7 +172,7 @@ function loadApp(app) {
 async function loadApps() {
   const list = [...apps.values()];
   drawApps();
-  await pool(list, 4, async (app) => {
+  await api.pool(list, 4, async (app) => {
     await loadApp(app);
     drawApps();
   });
@@ -415,7 +389,7 @@ async function loadDevices(push = true) {
 /** What each listed device runs; the applications found join the list above. */
 async function loadRunning(ticket) {
   let refused = null;
-  await pool(devices.results.filter((d) => !running.has(d.id)), 6, async (device) => {
+  await api.pool(devices.results.filter((d) => !running.has(d.id)), 6, async (device) => {
     if (ticket !== loading) return;
     try {
       running.set(device.id, await api.get(`${OTAO}/endpoints/${device.id}/software`));
@@ -606,7 +580,7 @@ async function loadFilters() {
     groups = groupList;
     drawFilters();
     drawVersions();
-    await pool(filters, 4, async (f) => {
+    await api.pool(filters, 4, async (f) => {
       let count = null;
       try {
         count = (await api.get(`${OTAO}/filters/${f.filterId}/endpoints`, { page_size: 1 })).count;

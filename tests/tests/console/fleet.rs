@@ -43,6 +43,21 @@ async fn an_operator_sees_the_fleet_live_and_logging_out_ends_the_session() {
         .await;
     browser.shot("device-offline-live").await;
 
+    // Ordered by name from the column header: org-a-00 first, the offline one among the first.
+    browser.click("button.sort[data-field=\"name\"]").await;
+    browser
+        .wait_for(&format!(
+            "#devices tbody tr:nth-child(1)[data-device-id=\"{}\"]",
+            a.devices[0].id
+        ))
+        .await;
+    assert!(
+        browser.url().await.contains("ordering=name"),
+        "{}",
+        browser.url().await
+    );
+    browser.shot("fleet-by-name").await;
+
     // Search by part of a name, then filter by presence.
     browser
         .type_into("#filters input[name=search]", "org-a-07")
