@@ -56,6 +56,7 @@ async fn an_operator_sees_the_fleet_live_and_logging_out_ends_the_session() {
         "{}",
         browser.url().await
     );
+    browser.script("window.scrollTo(0, 0); return null;").await;
     browser.shot("fleet-by-name").await;
 
     // Search by part of a name, then filter by presence.
