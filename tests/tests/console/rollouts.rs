@@ -32,12 +32,16 @@ async fn a_rollout_in_two_waves_reaches_success_live_and_a_second_is_cancelled()
     // whose model fits an image of the build.
     browser.click("#upgrade-all").await;
     browser.click("#preview").await;
-    browser.wait_for("#dry-run-count").await;
-    let previewed = browser.text("#dry-run-count").await;
-    assert!(
-        previewed.contains("50"),
-        "the dry run lists 50 devices: {previewed}"
+    // The preview is shown once the dry run has answered.
+    browser
+        .wait_for("#dry-run:not(.hidden):not([aria-busy]) #dry-run-count")
+        .await;
+    assert_eq!(
+        browser.text("#dry-run-count").await,
+        "50",
+        "the dry run lists the 50 devices"
     );
+    assert_eq!(browser.count("#dry-run-table tr[data-device-id]").await, 50);
     browser.type_into("#waves", "50, 100").await;
     browser.shot("rollout-preview").await;
     browser.click("#start").await;
