@@ -151,45 +151,49 @@ function waveEnds(total, waves) {
   return waves.map((p, i) => Math.min(total, Math.max(Math.floor((total * p + 99) / 100), i + 1)));
 }
 
-// The API does not say which operation is in which wave; what it gives is every wave's size
-// (from the percentages) and the counts. Operations of a wave start only once the earlier
-// waves ended, so while nothing was cancelled or aborted the ended operations fill the waves
-// in order; that is what the bars show.
+// Each operation says its wave; while the detail lists every operation of the batch (up to
+// 1,000) the bars are exact, split by status. For larger batches what the detail gives is
+// every wave's size (from the percentages) and the counts: operations of a wave start only
+// once the earlier waves ended, so while nothing was cancelled or aborted the ended
+// operations fill the waves in order, and that is what the bars show then.
 function drawWaves(b) {
   const waves = (b.rollout && b.rollout.waves) || [];
   const box = byId('waves');
   const note = byId('waves-note');
-  const c = b.status_counts;
-  const stoppedEarly = c.cancelled + c.aborted > 0;
   if (!waves.length) {
     fill(box, h('p', { class: 'muted' }, 'One wave: every device as soon as the limits allow.'));
     note.textContent = '';
     return;
   }
+  const ops = b.upgrade_operations || [];
+  const exact = ops.length === b.total && ops.every((op) => Number.isInteger(op.wave));
   const ends = waveEnds(b.total, waves);
-  // Operations that ran to an end; cancelled and aborted ones never started (or stopped
-  // with the batch) and are not counted towards any wave.
-  const ended = stoppedEarly ? c.success + c.failed : b.total - c['in-progress'];
+  const parts = exact ? exactWaves(waves, ops) : estimatedWaves(b, ends);
+  const stoppedEarly = b.status_counts.cancelled + b.status_counts.aborted > 0;
   let current = -1;
+  let first = 0;
   const rows = waves.map((percent, i) => {
-    const from = i === 0 ? 0 : ends[i - 1];
-    const size = ends[i] - from;
-    const done = Math.max(0, Math.min(size, ended - from));
+    const { size, counts } = parts[i];
+    const done = size - (counts['in-progress'] || 0);
     let state;
     if (size === 0) state = 'empty';
     else if (done >= size) state = 'done';
-    else if (stoppedEarly && !running(b)) state = 'stopped';
-    else if (current === -1 && running(b)) {
+    else if (!running(b)) state = 'stopped';
+    else if (current === -1) {
       state = 'current';
       current = i;
-    } else state = stoppedEarly ? 'stopped' : 'waiting';
+    } else state = 'waiting';
     const bar = h('div', { class: 'bar' });
-    if (size) {
-      const span = h('span', { class: 'ended' });
-      span.style.width = `${(done / size) * 100}%`;
-      bar.append(span);
+    for (const status of ['success', 'failed', 'aborted', 'cancelled', 'ended']) {
+      if (size && counts[status]) {
+        const span = h('span', { class: status });
+        span.style.width = `${(counts[status] / size) * 100}%`;
+        bar.append(span);
+      }
     }
-    const label = size === 0 ? 'no devices' : size === 1 ? `device ${from + 1}` : `devices ${(from + 1).toLocaleString()}–${ends[i].toLocaleString()}`;
+    const from = first;
+    first += size;
+    const label = size === 0 ? 'no devices' : size === 1 ? `device ${from + 1}` : `devices ${(from + 1).toLocaleString()}–${first.toLocaleString()}`;
     return h(
       'div',
       { class: 'wave', dataset: { wave: i, state } },
@@ -204,9 +208,35 @@ function drawWaves(b) {
     );
   });
   fill(box, rows);
-  note.textContent = stoppedEarly
-    ? 'Estimated from the counts; operations were cancelled or aborted, so the waves after the ones that ended show as stopped.'
-    : 'Estimated from the counts: the API does not say which operation is in which wave, but a wave starts only once the earlier ones ended.';
+  if (exact) note.textContent = '';
+  else if (stoppedEarly) note.textContent = 'Estimated from the counts (the batch has more operations than its detail lists); operations were cancelled or aborted, so the waves after the ones that ended show as stopped.';
+  else note.textContent = 'Estimated from the counts: the batch has more operations than its detail lists, but a wave starts only once the earlier ones ended.';
+}
+
+/** Each wave's size and counts per status, from the operations themselves. */
+function exactWaves(waves, ops) {
+  const parts = waves.map(() => ({ size: 0, counts: {} }));
+  for (const op of ops) {
+    const part = parts[Math.min(op.wave, parts.length - 1)];
+    part.size += 1;
+    part.counts[op.status] = (part.counts[op.status] || 0) + 1;
+  }
+  return parts;
+}
+
+/** Each wave's size from the percentages, and how many of it ended, from the counts. */
+function estimatedWaves(b, ends) {
+  const c = b.status_counts;
+  const stoppedEarly = c.cancelled + c.aborted > 0;
+  // Operations that ran to an end; cancelled and aborted ones never started (or stopped
+  // with the batch) and are not counted towards any wave.
+  const ended = stoppedEarly ? c.success + c.failed : b.total - c['in-progress'];
+  return ends.map((end, i) => {
+    const from = i === 0 ? 0 : ends[i - 1];
+    const size = end - from;
+    const done = Math.max(0, Math.min(size, ended - from));
+    return { size, counts: { ended: done, 'in-progress': size - done } };
+  });
 }
 
 function stateText(state, done, size) {

@@ -343,8 +343,8 @@ async fn operations_filter_show_and_cancel_once() {
     let detail = app.get(&list(&format!("{op_a}/")), &f.admin).await;
     assert_eq!(detail.status, 200);
     for key in [
-        "id", "device", "image", "batch", "status", "log", "progress", "flagged", "created",
-        "modified",
+        "id", "device", "image", "batch", "status", "log", "progress", "flagged", "wave",
+        "created", "modified",
     ] {
         assert!(detail.body.get(key).is_some(), "{key} missing");
     }

@@ -57,6 +57,11 @@ async fn a_rollout_in_two_waves_reaches_success_live_and_a_second_is_cancelled()
     assert!(browser.same_document().await, "the page was reloaded");
     let counts = browser.text("#counts").await;
     assert!(counts.contains("50"), "50 successes shown: {counts}");
+    // Two waves of 25, each ended, each bar all success.
+    assert_eq!(browser.count("#waves .wave[data-state=\"done\"]").await, 2);
+    let first_wave = browser.text("#waves .wave[data-wave=\"0\"]").await;
+    assert!(first_wave.contains("devices 1–25"), "{first_wave}");
+    assert_eq!(browser.count("#waves .wave .bar span.success").await, 2);
     browser.shot("rollout-success").await;
     browser.check_phone_width("rollout-phone").await;
     let first_batch = browser.url().await;

@@ -215,6 +215,16 @@ async fn waves_start_after_the_canary_and_parallelism_stays_within_the_limit() {
     }
     let done = batch_done(&s, &batch).await;
     assert_eq!(done["status"], "success", "{done:#}");
+    // Each operation says its wave: 2 in the canary, the other 18 in the second.
+    let mut per_wave = [0, 0];
+    for op in done["upgrade_operations"].as_array().expect("operations") {
+        match op["wave"].as_u64() {
+            Some(0) => per_wave[0] += 1,
+            Some(1) => per_wave[1] += 1,
+            other => panic!("an operation in wave {other:?}: {op:#}"),
+        }
+    }
+    assert_eq!(per_wave, [2, 18]);
     spans.sort();
     // Canary: 10 % of 20 = the first 2 devices, all installed before anyone else fetched.
     let canary_end = spans[..2].iter().map(|s| s.1).max().expect("canary");

@@ -57,6 +57,9 @@ pub struct OperationView {
     pub progress: u8,
     /// The device reported a critical failure: it may need hands-on recovery.
     pub flagged: bool,
+    /// The rollout wave of its batch it belongs to (0 = the first; 0 outside a batch). A
+    /// fleetmq field: OpenWISP has no waves.
+    pub wave: u32,
     /// Creation time.
     pub created: String,
     /// Last change.
@@ -74,6 +77,7 @@ pub fn view(op: UpgradeOperation) -> OperationView {
         log: op.log,
         progress: op.progress,
         flagged: op.flagged,
+        wave: op.wave,
         created: op.created.to_string(),
         modified: op.modified.to_string(),
     }
