@@ -155,6 +155,24 @@ async fn an_operator_of_organization_b_sees_none_of_organization_a() {
     );
     assert_eq!(browser.text("#device-name").await, "Device not found");
     browser.shot("device-of-a-not-found").await;
+
+    // The superuser sees both and switches between them in the top bar.
+    browser.click("#logout").await;
+    browser.wait_for("#login-form").await;
+    browser
+        .log_in_with("admin", fleetmq_tests::ADMIN_PASSWORD)
+        .await;
+    browser.wait_for("#devices tbody tr[data-device-id]").await;
+    assert_eq!(browser.text("#summary").await, "7 devices");
+    for (org, expected) in [(&b.org, "2 devices"), (&a.org, "5 devices")] {
+        // Choosing reloads the page narrowed to that organization.
+        browser.mark_document().await;
+        browser.choose("#organization", org).await;
+        browser.wait_replaced().await;
+        browser.wait_for("#devices tbody tr[data-device-id]").await;
+        assert_eq!(browser.text("#summary").await, expected);
+    }
+    browser.shot("superuser-switched").await;
     browser.close().await;
 }
 

@@ -115,9 +115,14 @@ impl Browser {
 
     /// Logs in through the login page and waits for the fleet page.
     pub async fn log_in(&mut self, username: &str) {
+        self.log_in_with(username, PASSWORD).await;
+    }
+
+    /// [`Browser::log_in`] with a password of its own (the superuser's).
+    pub async fn log_in_with(&mut self, username: &str, password: &str) {
         self.go("/login/").await;
         self.type_into("#username", username).await;
-        self.type_into("#password", PASSWORD).await;
+        self.type_into("#password", password).await;
         self.shot("login").await;
         self.click("#login-form button[type=submit]").await;
         self.wait_for("#logout").await;
@@ -228,6 +233,19 @@ impl Browser {
         self.script("return window.fleetmqTestMark === 'unchanged';")
             .await
             == json!(true)
+    }
+
+    /// Waits until the document marked by [`Browser::mark_document`] has been replaced (the
+    /// page reloaded or left).
+    pub async fn wait_replaced(&self) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.same_document().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the page was never reloaded"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The current address.
