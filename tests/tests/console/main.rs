@@ -230,9 +230,11 @@ impl Browser {
 
     /// Whether the document marked by [`Browser::mark_document`] is still the one shown.
     pub async fn same_document(&self) -> bool {
-        self.script("return window.fleetmqTestMark === 'unchanged';")
+        // A page that is being replaced cannot run the script: not the same document.
+        self.client
+            .execute("return window.fleetmqTestMark === 'unchanged';", Vec::new())
             .await
-            == json!(true)
+            .is_ok_and(|value| value == json!(true))
     }
 
     /// Waits until the document marked by [`Browser::mark_document`] has been replaced (the
